@@ -1,0 +1,7 @@
+//! Model file readers. Each parses a `&[u8]` (so browser buffers work) and treats every byte as
+//! hostile: counts and sizes are bounded, offsets checked, errors name the file and field.
+
+pub mod gguf;
+pub mod hf;
+pub mod safetensors;
+pub mod tokenizer;

@@ -1,0 +1,15 @@
+//! QuantLab: an LLM quantization playground.
+//!
+//! Dependencies point one way: error ← tensor ← io/quant ← model ← playground ← web/CLI.
+//! Nothing in `io`, `quant` or `model` touches wasm or GPU APIs.
+
+pub mod error;
+pub mod io;
+pub mod model;
+pub mod quant;
+pub mod tensor;
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+pub use error::{Error, Result};

@@ -1,0 +1,9 @@
+//! The model: configuration, host-side weights, THE forward pass (generic over a backend), the
+//! CPU reference backend and evaluation.
+
+pub mod backend;
+pub mod config;
+pub mod cpu;
+pub mod eval;
+pub mod llama;
+pub mod weights;

@@ -1,0 +1,6 @@
+//! Quantizers and the storage-format table.
+
+pub mod config;
+pub mod format;
+pub mod ggml;
+pub mod rtn;

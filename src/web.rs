@@ -1,0 +1,1 @@
+//! (stub) the only #[wasm_bindgen] file
