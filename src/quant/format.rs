@@ -363,7 +363,7 @@ mod tests {
     fn pack_roundtrip_all_widths() {
         for bits in 1..=8u8 {
             let codes: Vec<u8> = (0..1000u32)
-                .map(|i| ((i * 2654435761) >> 7) as u8 & ((1u16 << bits) - 1) as u8)
+                .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8 & ((1u16 << bits) - 1) as u8)
                 .collect();
             let packed = pack_codes(&codes, bits);
             assert_eq!(packed.len(), packed_bytes(codes.len(), bits));
