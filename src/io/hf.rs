@@ -105,7 +105,7 @@ pub fn parse_hf_config(json: &[u8]) -> Result<HfConfig> {
     let head_dim = match opt_size(o, "head_dim", 1024)? {
         Some(h) => h,
         None => {
-            if dim % n_head != 0 {
+            if !dim.is_multiple_of(n_head) {
                 return Err(Error::format(
                     FILE,
                     "num_attention_heads",

@@ -338,7 +338,7 @@ fn parse_shard<'a>(file: &str, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
             let have = rest - n;
             let need = bytes
                 .get(8..8 + n)
-                .and_then(|h| data_end(h))
+                .and_then(data_end)
                 .map_or_else(|| "a different size".to_string(), |e| e.to_string());
             Error::format(
                 file,
