@@ -4,6 +4,8 @@
 
 #[path = "common/hf_fixture.rs"]
 mod hf_fixture;
+#[path = "hf_load/real_model.rs"]
+mod real_model;
 
 use hf_fixture::{serialize, serialize_raw, Tensor, Tiny};
 use quantlab::io::hf::{load_hf, parse_config, parse_hf_config, Biases};
