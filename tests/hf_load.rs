@@ -447,7 +447,10 @@ fn config_heads_not_dividing() {
         "{e}"
     );
     let e = config_err(|v| v["num_key_value_heads"] = json!(3));
-    assert!(e.contains("config.json: n_kv_head"), "{e}");
+    assert!(
+        e.contains("config.json: num_key_value_heads: 4 query heads are not a multiple of 3"),
+        "{e}"
+    );
 }
 
 #[test]

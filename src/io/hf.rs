@@ -174,12 +174,32 @@ pub fn parse_hf_config(json: &[u8]) -> Result<HfConfig> {
         max_ctx,
         tied_embeddings,
     };
-    model.validate(FILE)?;
+    model.validate(FILE).map_err(hf_field_names)?;
     Ok(HfConfig {
         model,
         biases,
         torch_dtype,
     })
+}
+
+/// `ModelConfig::validate` names its own fields; say the `config.json` key the user can fix.
+fn hf_field_names(e: Error) -> Error {
+    match e {
+        Error::Format { file, field, msg } => {
+            let key = match field.as_str() {
+                "n_layer" => "num_hidden_layers",
+                "dim" => "hidden_size",
+                "ffn_dim" => "intermediate_size",
+                "n_head" => "num_attention_heads",
+                "n_kv_head" => "num_key_value_heads",
+                "vocab" => "vocab_size",
+                "rms_eps" => "rms_norm_eps",
+                other => other,
+            };
+            Error::format(file, key, msg)
+        }
+        other => other,
+    }
 }
 
 /// Only unscaled RoPE is implemented. `{"rope_type": "default"}` is the explicit spelling of

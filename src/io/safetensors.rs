@@ -242,14 +242,15 @@ impl<'a> SafetensorsSource<'a> {
     /// lists is in the file it names, and every tensor in the shards is listed.
     pub fn verify_index(&self, index_json: &[u8]) -> Result<()> {
         let weight_map = parse_index(index_json)?;
+        let by_file: HashMap<&str, &SafeTensors<'a>> = self
+            .files
+            .iter()
+            .map(String::as_str)
+            .zip(&self.shards)
+            .collect();
         let mut listed = 0usize;
         for (hf_name, file) in &weight_map {
-            let found = self
-                .files
-                .iter()
-                .zip(&self.shards)
-                .find(|(f, _)| *f == file);
-            let Some((_, st)) = found else {
+            let Some(st) = by_file.get(file.as_str()) else {
                 return Err(Error::format(
                     INDEX_FILE,
                     format!("weight_map.{hf_name}"),
