@@ -38,7 +38,7 @@ impl Granularity {
             Granularity::PerTensor => Ok(rows * cols),
             Granularity::PerRow => Ok(cols),
             Granularity::Group(g) => {
-                if g == 0 || cols % g != 0 {
+                if g == 0 || !cols.is_multiple_of(g) {
                     Err(Error::config(
                         "group",
                         format!("group size {g} does not divide the row length {cols} of {tensor}"),
@@ -133,7 +133,7 @@ impl Format {
                 ..Default::default()
             },
             Format::Ggml(t) => {
-                if cols % t.block_size() != 0 {
+                if !cols.is_multiple_of(t.block_size()) {
                     return Err(Error::config(
                         "format",
                         format!(
