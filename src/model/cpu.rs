@@ -94,6 +94,27 @@ pub fn sgemm(
     }
 }
 
+/// Run `f(first_row, rows_chunk)` over chunks of whole rows of `out` (`cols` wide): in parallel
+/// natively (rayon), serially in the browser. Each output row is computed by one call, so the
+/// result does not depend on the chunking.
+fn for_row_chunks(out: &mut [f32], cols: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let rows = out.len() / cols.max(1);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        // Chunks of at least 16 rows keep SGEMM's panels efficient.
+        let per = rows.div_ceil(rayon::current_num_threads()).max(16);
+        out.par_chunks_mut(per * cols)
+            .enumerate()
+            .for_each(|(i, c)| f(i * per, c));
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = rows;
+        f(0, out);
+    }
+}
+
 impl Cpu {
     /// Logits of rows `from..from+n` of `x`: `n × vocab`.
     fn logits(&self, x: &Act, head: &Mat, from: usize, n: usize) -> Vec<f32> {
@@ -113,6 +134,57 @@ impl Cpu {
         );
         out
     }
+}
+
+/// One causal attention head: `out` (t × hd) = softmax(Q_h K_gᵀ / √hd, causal) · V_g, where
+/// `g` is the KV head that query head `h` shares.
+#[allow(clippy::too_many_arguments)]
+fn attention_head(
+    q: &Act,
+    k: &Act,
+    v: &Act,
+    h: usize,
+    n_head: usize,
+    n_kv: usize,
+    hd: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let t = q.rows;
+    let (qs, kvs) = (n_head * hd, n_kv * hd);
+    let g = h / (n_head / n_kv);
+    let scale = 1.0 / (hd as f32).sqrt();
+    // scores (t×t) = Q_h (t×hd) · K_gᵀ, both read in place through strides.
+    sgemm(
+        t,
+        hd,
+        t,
+        &q.data[h * hd..],
+        qs,
+        1,
+        &k.data[g * hd..],
+        1,
+        kvs,
+        scores,
+        t,
+    );
+    for i in 0..t {
+        let row = &mut scores[i * t..(i + 1) * t];
+        // Causal: position i sees keys 0..=i.
+        let max = row[..=i]
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
+        let mut sum = 0f32;
+        for s in row[..=i].iter_mut() {
+            *s = (*s * scale - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        row[..=i].iter_mut().for_each(|s| *s *= inv);
+        row[i + 1..].iter_mut().for_each(|s| *s = 0.0);
+    }
+    // out (t×hd) = P (t×t) · V_g (t×hd).
+    sgemm(t, t, hd, scores, t, 1, &v.data[g * hd..], kvs, 1, out, hd);
 }
 
 /// In-place log-softmax of one row, in f64 accumulation for stability.
@@ -251,56 +323,20 @@ impl Backend for Cpu {
 
     fn attention(&self, q: &Act, k: &Act, v: &Act, n_head: usize, n_kv: usize, hd: usize) -> Act {
         let t = q.rows;
-        let (qs, kvs) = (n_head * hd, n_kv * hd);
-        let group = n_head / n_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut out = Act::zeros(t, qs);
-        let mut scores = vec![0f32; t * t];
-        for h in 0..n_head {
-            let kh = h / group;
-            // scores (t×t) = Q_h (t×hd) · K_hᵀ, both read in place through strides.
-            sgemm(
-                t,
-                hd,
-                t,
-                &q.data[h * hd..],
-                qs,
-                1,
-                &k.data[kh * hd..],
-                1,
-                kvs,
-                &mut scores,
-                t,
-            );
-            for i in 0..t {
-                let row = &mut scores[i * t..(i + 1) * t];
-                // Causal: position i sees keys 0..=i.
-                let max = row[..=i]
-                    .iter()
-                    .fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-                let mut sum = 0f32;
-                for s in row[..=i].iter_mut() {
-                    *s = (*s * scale - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                row[..=i].iter_mut().for_each(|s| *s *= inv);
-                row[i + 1..].iter_mut().for_each(|s| *s = 0.0);
+        let qs = n_head * hd;
+        // Each head's output (t × hd) in its own block of `heads`, then interleaved into rows.
+        let mut heads = vec![0f32; n_head * t * hd];
+        for_row_chunks(&mut heads, t * hd, |h0, block| {
+            let mut scores = vec![0f32; t * t];
+            for (i, o) in block.chunks_mut(t * hd).enumerate() {
+                attention_head(q, k, v, h0 + i, n_head, n_kv, hd, &mut scores, o);
             }
-            // out_h (t×hd) = P (t×t) · V_h (t×hd), written into the head's columns.
-            sgemm(
-                t,
-                t,
-                hd,
-                &scores,
-                t,
-                1,
-                &v.data[kh * hd..],
-                kvs,
-                1,
-                &mut out.data[h * hd..],
-                qs,
-            );
+        });
+        let mut out = Act::zeros(t, qs);
+        for (h, o) in heads.chunks(t * hd).enumerate() {
+            for (i, r) in o.chunks(hd).enumerate() {
+                out.data[i * qs + h * hd..i * qs + (h + 1) * hd].copy_from_slice(r);
+            }
         }
         out
     }

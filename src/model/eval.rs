@@ -173,6 +173,7 @@ impl NllStats {
 /// Evaluate `model` on `tokens`; with `reference`, also KL and top-1 against it. `progress` is
 /// called after every window and may return false to cancel. `clock` returns seconds (the
 /// caller's: `Instant` natively, `performance.now()` in the browser).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: Backend>(
     b: &B,
     model: &Llama<B>,
