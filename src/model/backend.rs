@@ -29,6 +29,10 @@ pub trait Backend {
     type Vector;
     /// Log-probabilities of some rows, kept for a later comparison (reference model for KL).
     type LogProbs;
+    /// Scores still on the device; `read_scores` brings them back. Reading back is the only
+    /// step that waits, and it is async so the browser never blocks (a GPU backend maps a
+    /// buffer; the CPU backend's future is ready at once).
+    type Pending;
 
     fn name(&self) -> String;
 
@@ -79,7 +83,13 @@ pub trait Backend {
         targets: &[u32],
         reference: Option<&Self::LogProbs>,
         keep: bool,
-    ) -> Result<(Vec<TokenScore>, Option<Self::LogProbs>)>;
+    ) -> Result<(Self::Pending, Option<Self::LogProbs>)>;
+
+    /// Wait for scores recorded by `score`.
+    fn read_scores(
+        &self,
+        pending: Self::Pending,
+    ) -> impl std::future::Future<Output = Result<Vec<TokenScore>>>;
 
     /// Logits of one row (for generation and inspection).
     fn logits_row(&self, x: &Self::Act, head: &Self::Mat, row: usize) -> Result<Vec<f32>>;

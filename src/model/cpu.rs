@@ -212,6 +212,7 @@ impl Backend for Cpu {
     type Mat = Mat;
     type Vector = Vec<f32>;
     type LogProbs = LogProbs;
+    type Pending = Vec<TokenScore>;
 
     fn name(&self) -> String {
         "cpu".into()
@@ -420,6 +421,10 @@ impl Backend for Cpu {
             }
         }
         Ok((scores, keep.then_some(LogProbs { vocab, data: kept })))
+    }
+
+    async fn read_scores(&self, pending: Vec<TokenScore>) -> Result<Vec<TokenScore>> {
+        Ok(pending)
     }
 
     fn logits_row(&self, x: &Act, head: &Mat, row: usize) -> Result<Vec<f32>> {

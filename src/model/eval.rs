@@ -174,7 +174,7 @@ impl NllStats {
 /// called after every window and may return false to cancel. `clock` returns seconds (the
 /// caller's: `Instant` natively, `performance.now()` in the browser).
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate<B: Backend>(
+pub async fn evaluate<B: Backend>(
     b: &B,
     model: &Llama<B>,
     reference: Option<&Llama<B>>,
@@ -206,7 +206,8 @@ pub fn evaluate<B: Backend>(
             None => None,
         };
         let x = model.forward(b, &w.tokens)?;
-        let (scores, _) = b.score(&x, model.head(), w.from, &w.targets, refs.as_ref(), false)?;
+        let (pending, _) = b.score(&x, model.head(), w.from, &w.targets, refs.as_ref(), false)?;
+        let scores = b.read_scores(pending).await?;
         for s in &scores {
             stats.push(s.nll);
             kl_sum += s.kl;
@@ -236,6 +237,20 @@ pub fn evaluate<B: Backend>(
         protocol: describe(opts, wins.len(), bos),
         ctx: opts.ctx,
     })
+}
+
+/// Drive a future that never waits (the CPU backend's) to completion without an executor.
+/// Returns an error instead of spinning if it does wait.
+pub fn ready<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => Err(Error::config(
+            "backend",
+            "this backend needs an async executor",
+        )),
+    }
 }
 
 #[cfg(test)]
