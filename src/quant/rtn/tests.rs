@@ -215,7 +215,11 @@ fn on_grid_tensors_are_reproduced_exactly() {
                 for grp in w.chunks_mut(g) {
                     if sym && bits == 1 {
                         for x in grp.iter_mut() {
-                            *x = if r.next_u64().is_multiple_of(2) { s } else { -s };
+                            *x = if r.next_u64().is_multiple_of(2) {
+                                s
+                            } else {
+                                -s
+                            };
                         }
                     } else if sym {
                         let qmax = (1i32 << (bits - 1)) - 1;
