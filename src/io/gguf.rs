@@ -168,7 +168,7 @@ impl<'a, 'l> Reader<'a, 'l> {
                 field,
                 format!(
                     "{what} {n} cannot fit in the {} bytes left at offset {} \
-                     (at least {min_item_bytes} bytes each)",
+                     (at least {min_item_bytes} bytes each): truncated or corrupt file",
                     self.remaining(),
                     self.pos
                 ),
