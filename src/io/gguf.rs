@@ -17,12 +17,14 @@
 
 mod meta;
 mod model;
+mod reader;
 
 pub use meta::{MetaArray, MetaValue};
 
 use crate::quant::ggml::GgmlType;
 use crate::tensor::{DType, RawTensor, TensorSource};
 use crate::{Error, Result};
+use reader::Reader;
 use std::collections::HashMap;
 
 /// Most tensors a file may declare.
@@ -67,7 +69,6 @@ pub struct TensorInfo {
 }
 
 /// A parsed GGUF file borrowing its bytes.
-#[derive(Debug)]
 pub struct Gguf<'a> {
     label: String,
     bytes: &'a [u8],
@@ -78,128 +79,6 @@ pub struct Gguf<'a> {
     kv_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
-}
-
-/// A bounds-checked little-endian cursor. Errors say what was being read and where.
-pub(crate) struct Reader<'a, 'l> {
-    label: &'l str,
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a, 'l> Reader<'a, 'l> {
-    fn new(label: &'l str, bytes: &'a [u8]) -> Self {
-        Reader {
-            label,
-            bytes,
-            pos: 0,
-        }
-    }
-
-    pub(crate) fn label(&self) -> &'l str {
-        self.label
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
-    }
-
-    pub(crate) fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        match end.and_then(|e| self.bytes.get(self.pos..e)) {
-            Some(s) => {
-                self.pos += n;
-                Ok(s)
-            }
-            None => Err(Error::format(
-                self.label,
-                field,
-                format!(
-                    "truncated: needs {n} bytes at offset {}, but the file ends at {}",
-                    self.pos,
-                    self.bytes.len()
-                ),
-            )),
-        }
-    }
-
-    fn array<const N: usize>(&mut self, field: &str) -> Result<[u8; N]> {
-        let s = self.take(N, field)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
-    }
-
-    pub(crate) fn u8(&mut self, field: &str) -> Result<u8> {
-        Ok(self.array::<1>(field)?[0])
-    }
-    pub(crate) fn u16(&mut self, field: &str) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.array(field)?))
-    }
-    pub(crate) fn u32(&mut self, field: &str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array(field)?))
-    }
-    pub(crate) fn u64(&mut self, field: &str) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array(field)?))
-    }
-
-    /// A count or length `n` checked against `max` and against the bytes left, given that each
-    /// counted item occupies at least `min_item_bytes` in the file. Only then may a caller
-    /// allocate `n` items.
-    pub(crate) fn bounded(
-        &self,
-        n: u64,
-        max: u64,
-        min_item_bytes: usize,
-        field: &str,
-        what: &str,
-    ) -> Result<usize> {
-        if n > max {
-            return Err(Error::format(
-                self.label,
-                field,
-                format!("{what} {n} exceeds the limit {max}"),
-            ));
-        }
-        let fits = (self.remaining() / min_item_bytes.max(1)) as u64;
-        if n > fits {
-            return Err(Error::format(
-                self.label,
-                field,
-                format!(
-                    "{what} {n} cannot fit in the {} bytes left at offset {} \
-                     (at least {min_item_bytes} bytes each): truncated or corrupt file",
-                    self.remaining(),
-                    self.pos
-                ),
-            ));
-        }
-        // n <= remaining bytes, so it fits in usize.
-        Ok(n as usize)
-    }
-
-    /// A GGUF string's raw bytes, at most `max` long.
-    pub(crate) fn string_bytes(&mut self, max: u64, field: &str) -> Result<&'a [u8]> {
-        let n = self.u64(field)?;
-        let n = self.bounded(n, max, 1, field, "string length")?;
-        self.take(n, field)
-    }
-
-    /// A GGUF string that must be UTF-8.
-    pub(crate) fn string(&mut self, max: u64, field: &str) -> Result<&'a str> {
-        let at = self.pos;
-        let b = self.string_bytes(max, field)?;
-        std::str::from_utf8(b).map_err(|e| {
-            Error::format(
-                self.label,
-                field,
-                format!(
-                    "string at offset {at} is not valid UTF-8 (error at byte {})",
-                    e.valid_up_to()
-                ),
-            )
-        })
-    }
 }
 
 impl<'a> Gguf<'a> {
@@ -286,7 +165,7 @@ impl<'a> Gguf<'a> {
         } as usize;
         g.alignment = alignment;
         // r.pos <= bytes.len(), so this cannot overflow by more than the alignment.
-        g.data_offset = r.pos.div_ceil(alignment) * alignment;
+        g.data_offset = r.pos().div_ceil(alignment) * alignment;
         if g.data_offset > bytes.len() && n_tensors > 0 {
             return Err(Error::format(
                 label,
@@ -421,6 +300,21 @@ impl<'a> Gguf<'a> {
             dtype: t.dtype,
             data: self.bytes.get(t.offset..t.offset + t.bytes)?,
         })
+    }
+}
+
+/// Counts only: the derived form would print the whole file buffer.
+impl std::fmt::Debug for Gguf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gguf")
+            .field("label", &self.label)
+            .field("version", &self.version)
+            .field("bytes", &self.bytes.len())
+            .field("kv", &self.kv.len())
+            .field("tensors", &self.tensors.len())
+            .field("alignment", &self.alignment)
+            .field("data_offset", &self.data_offset)
+            .finish()
     }
 }
 
