@@ -1,4 +1,40 @@
-//! (stub)
+//! Text ⇄ token ids for the models QuantLab loads.
+//!
+//! Specs followed: llama.cpp's `src/llama-vocab.cpp` for what the GGUF keys `tokenizer.ggml.*`
+//! mean (model `gpt2` = byte-level BPE with a named pre-tokenizer, `llama` = SentencePiece-style
+//! BPE over scores with `<0xXX>` byte fallback; token types 3 = control, 4 = user-defined), and
+//! the Hugging Face `tokenizer.json` format. The encoding itself is done by the `tokenizers` crate
+//! (fancy-regex build, so native and wasm tokenize identically); this file only assembles it from
+//! validated metadata. docs/tokenization.md explains why QuantLab follows llama.cpp, and the
+//! two reference token counts of WikiText-2.
+
+mod pretok;
+
+use crate::{Error, Result};
+use pretok::PreTok;
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::byte_level::ByteLevel;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::models::bpe::{Merges, Vocab, BPE};
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
+use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper};
+
+/// Most tokens (and merges) a vocabulary may have; the largest real ones are ~256 K.
+pub const MAX_TOKENS: usize = 1 << 20;
+/// Longest token string, in bytes (real ones stay under a few hundred).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+/// Largest `tokenizer.json` accepted.
+pub const MAX_TOKENIZER_JSON_BYTES: usize = 64 << 20;
+/// Largest text `encode` accepts (the whole of WikiText-2 test is 1.3 MB).
+pub const MAX_ENCODE_BYTES: usize = 256 << 20;
+
+/// GGUF token types (llama.cpp's `llama_token_type`).
+const TOKEN_TYPE_UNKNOWN: i32 = 2;
+const TOKEN_TYPE_CONTROL: i32 = 3;
+const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+const TOKEN_TYPE_BYTE: i32 = 6;
 
 /// Tokenizer fields of a GGUF file (`tokenizer.ggml.*`).
 #[derive(Clone, Debug, Default)]
@@ -15,4 +51,514 @@ pub struct GgufTokenizerMeta {
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
     pub add_space_prefix: Option<bool>,
+}
+
+/// Whose reading of a GGUF vocabulary to reproduce.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenizerCompat {
+    /// llama.cpp's: the pre-tokenizer named by `tokenizer.ggml.pre`. The default, and the way
+    /// the model was trained (docs/tokenization.md).
+    #[default]
+    LlamaCpp,
+    /// transformers 5.17's GGUF import of a Llama-architecture file with a `gpt2` vocabulary:
+    /// plain GPT-2 splitting whatever `pre` says (so no digit isolation for `smollm`). Only for
+    /// comparing with numbers measured by transformers; SentencePiece vocabularies are read the
+    /// llama.cpp way in both modes.
+    HfGgufImport,
+}
+
+/// A ready tokenizer: encode, decode and the special ids the evaluator needs.
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Number of ids (vocabulary plus added tokens); every valid id is below it.
+    n_vocab: usize,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    add_bos: bool,
+    /// Control tokens (text, id), matched in text only by `encode_with_special`.
+    control: Vec<(String, u32)>,
+}
+
+impl Tokenizer {
+    /// Build from GGUF metadata the way llama.cpp reads it.
+    pub fn from_gguf(meta: &GgufTokenizerMeta) -> Result<Tokenizer> {
+        Tokenizer::from_gguf_compat(meta, TokenizerCompat::LlamaCpp)
+    }
+
+    /// Build from GGUF metadata, reproducing `compat`'s reading of it.
+    pub fn from_gguf_compat(
+        meta: &GgufTokenizerMeta,
+        compat: TokenizerCompat,
+    ) -> Result<Tokenizer> {
+        let n = validate(meta)?;
+        let tokens = token_texts(&meta.tokens);
+        let vocab = vocab_map(&tokens)?;
+        let (mut inner, add_bos_default) = match meta.model.as_str() {
+            "gpt2" => {
+                let pre = match compat {
+                    TokenizerCompat::LlamaCpp => PreTok::llama_cpp(meta.pre.as_deref())?,
+                    TokenizerCompat::HfGgufImport => PreTok::hf_gguf_import(meta.pre.as_deref())?,
+                };
+                let merges = parse_merges(&meta.merges, &vocab)?;
+                (byte_level_bpe(vocab, merges, &pre)?, pre.default_add_bos)
+            }
+            "llama" => (sentencepiece_bpe(meta, &tokens, vocab)?, true),
+            other => {
+                return Err(Error::Tokenizer(format!(
+                    "tokenizer.ggml.model: unsupported tokenizer '{other}' (supported: gpt2, llama)"
+                )))
+            }
+        };
+        // Control and unknown tokens are matched in text only on request (llama.cpp's
+        // parse_special); user-defined ones always (llama.cpp matches them whole regardless).
+        let mut control = Vec::new();
+        let mut special = Vec::new();
+        let mut user = Vec::new();
+        for (id, &ty) in meta.token_types.iter().enumerate() {
+            let text = &tokens[id];
+            match ty {
+                TOKEN_TYPE_CONTROL | TOKEN_TYPE_UNKNOWN => {
+                    special.push(AddedToken::from(text.clone(), true).normalized(false));
+                    control.push((text.clone(), id as u32));
+                }
+                TOKEN_TYPE_USER_DEFINED => {
+                    user.push(AddedToken::from(text.clone(), false).normalized(false))
+                }
+                _ => {}
+            }
+        }
+        inner.add_special_tokens(&special);
+        inner.add_tokens(&user);
+        inner.set_encode_special_tokens(true);
+        control.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        Ok(Tokenizer {
+            inner,
+            n_vocab: n,
+            bos: meta.bos,
+            eos: meta.eos,
+            add_bos: meta.add_bos.unwrap_or(add_bos_default),
+            control,
+        })
+    }
+
+    /// Build from a Hugging Face `tokenizer.json`. `bos`/`add_bos` come from its post-processor:
+    /// a template whose single-sequence form starts with a special token (Llama 3's
+    /// `<|begin_of_text|> $A`), or a Roberta/Bert processor's `cls`, means "add that BOS". Files
+    /// without one (SmolLM2's) add none. tokenizer.json does not say which token is EOS, so `eos`
+    /// is `None` until `set_special` supplies it from tokenizer_config.json / config.json.
+    pub fn from_tokenizer_json(label: &str, bytes: &[u8]) -> Result<Tokenizer> {
+        if bytes.len() > MAX_TOKENIZER_JSON_BYTES {
+            return Err(Error::format(
+                label,
+                "size",
+                format!(
+                    "{} bytes exceeds the limit {MAX_TOKENIZER_JSON_BYTES}",
+                    bytes.len()
+                ),
+            ));
+        }
+        let mut inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::format(label, "tokenizer.json", e))?;
+        let n_vocab = inner
+            .get_vocab(true)
+            .values()
+            .map(|&id| id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        if n_vocab == 0 || n_vocab > MAX_TOKENS {
+            return Err(Error::format(
+                label,
+                "model.vocab",
+                format!("{n_vocab} ids; must be 1..={MAX_TOKENS}"),
+            ));
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| Error::format(label, "tokenizer.json", e))?;
+        let bos =
+            template_bos(&json["post_processor"], &inner).filter(|&id| (id as usize) < n_vocab);
+        let mut control: Vec<(String, u32)> = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, t)| (t.content, id))
+            .collect();
+        control.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        inner.set_encode_special_tokens(true);
+        Ok(Tokenizer {
+            inner,
+            n_vocab,
+            bos,
+            eos: None,
+            add_bos: bos.is_some(),
+            control,
+        })
+    }
+
+    /// Override the special ids (from tokenizer_config.json, config.json or a user choice).
+    pub fn set_special(&mut self, bos: Option<u32>, eos: Option<u32>, add_bos: bool) -> Result<()> {
+        for (field, id) in [("bos", bos), ("eos", eos)] {
+            if let Some(id) = id {
+                self.check_id(field, id)?;
+            }
+        }
+        if add_bos && bos.is_none() {
+            return Err(Error::Tokenizer(
+                "add_bos is set but there is no bos id".into(),
+            ));
+        }
+        self.bos = bos;
+        self.eos = eos;
+        self.add_bos = add_bos;
+        Ok(())
+    }
+
+    /// Token ids of `text`. Control tokens written in the text (`<|im_end|>`) are encoded as
+    /// plain text, and no BOS is added: the evaluator adds BOS itself according to `add_bos`.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if text.len() > MAX_ENCODE_BYTES {
+            return Err(Error::Tokenizer(format!(
+                "text of {} bytes exceeds the limit {MAX_ENCODE_BYTES}",
+                text.len()
+            )));
+        }
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer(format!("encode: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Like `encode`, but control tokens written in the text become their ids (for chat
+    /// templates). The text between them is encoded separately, as llama.cpp does.
+    pub fn encode_with_special(&self, text: &str) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        // Next occurrence of each control token in `rest`, found once and advanced lazily.
+        let mut next: Vec<Option<usize>> = self
+            .control
+            .iter()
+            .map(|(t, _)| rest.find(t.as_str()))
+            .collect();
+        let mut consumed = 0usize;
+        loop {
+            // Leftmost occurrence; `control` is sorted longest first, so ties prefer the longest.
+            let mut best: Option<(usize, usize)> = None;
+            for (k, pos) in next.iter().enumerate() {
+                if let Some(p) = *pos {
+                    if best.is_none_or(|(bp, _)| p < bp) {
+                        best = Some((p, k));
+                    }
+                }
+            }
+            let Some((p, k)) = best else { break };
+            let (tok_text, tok_id) = &self.control[k];
+            let local = p - consumed;
+            if local > 0 {
+                out.extend(self.encode(&rest[..local])?);
+            }
+            out.push(*tok_id);
+            rest = &rest[local + tok_text.len()..];
+            consumed = p + tok_text.len();
+            for (j, pos) in next.iter_mut().enumerate() {
+                if matches!(*pos, Some(q) if q < consumed) {
+                    *pos = rest.find(self.control[j].0.as_str()).map(|q| q + consumed);
+                }
+            }
+        }
+        if !rest.is_empty() {
+            out.extend(self.encode(rest)?);
+        }
+        Ok(out)
+    }
+
+    /// Text of `ids`. Control tokens are written out (`<|im_end|>`); invalid UTF-8 from partial
+    /// byte sequences becomes U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        for &id in ids {
+            self.check_id("decode", id)?;
+        }
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| Error::Tokenizer(format!("decode: {e}")))
+    }
+
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+    pub fn eos(&self) -> Option<u32> {
+        self.eos
+    }
+    /// Whether the model expects a BOS token before a sequence.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+    /// Number of ids; every id the tokenizer produces is below it.
+    pub fn vocab_size(&self) -> usize {
+        self.n_vocab
+    }
+
+    /// The vocabulary entry as the file spells it (`Ġthe` in a byte-level vocabulary).
+    pub fn token_str(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The text one token stands for (` the`), for display; a token holding part of a UTF-8
+    /// character shows U+FFFD.
+    pub fn token_piece(&self, id: u32) -> Option<String> {
+        if (id as usize) >= self.n_vocab {
+            return None;
+        }
+        self.inner.decode(&[id], false).ok()
+    }
+
+    fn check_id(&self, field: &str, id: u32) -> Result<()> {
+        if (id as usize) < self.n_vocab {
+            Ok(())
+        } else {
+            Err(Error::Tokenizer(format!(
+                "{field}: token id {id} is outside the vocabulary of {}",
+                self.n_vocab
+            )))
+        }
+    }
+}
+
+/// Python's universal-newline reading of a text file (`open(path).read()`): `\r\n` and a lone
+/// `\r` become `\n`. transformers-based harnesses read text this way, llama.cpp does not; use it
+/// to reproduce their token counts (docs/tokenization.md).
+pub fn python_text_mode(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\r') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+}
+
+/// Check every count, length and id of the metadata; returns the number of tokens.
+fn validate(meta: &GgufTokenizerMeta) -> Result<usize> {
+    let n = meta.tokens.len();
+    if n == 0 || n > MAX_TOKENS {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer.ggml.tokens: {n} tokens; must be 1..={MAX_TOKENS}"
+        )));
+    }
+    for (field, len) in [
+        ("tokenizer.ggml.token_type", meta.token_types.len()),
+        ("tokenizer.ggml.scores", meta.scores.len()),
+    ] {
+        if len != 0 && len != n {
+            return Err(Error::Tokenizer(format!(
+                "{field}: {len} entries but tokenizer.ggml.tokens has {n}"
+            )));
+        }
+    }
+    if meta.merges.len() > MAX_TOKENS {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer.ggml.merges: {} merges exceeds the limit {MAX_TOKENS}",
+            meta.merges.len()
+        )));
+    }
+    if let Some((i, t)) = meta
+        .tokens
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.len() > MAX_TOKEN_BYTES)
+    {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer.ggml.tokens[{i}]: {} bytes exceeds the limit {MAX_TOKEN_BYTES}",
+            t.len()
+        )));
+    }
+    for (field, id) in [
+        ("tokenizer.ggml.bos_token_id", meta.bos),
+        ("tokenizer.ggml.eos_token_id", meta.eos),
+        ("tokenizer.ggml.unknown_token_id", meta.unk),
+    ] {
+        if let Some(id) = id {
+            if id as usize >= n {
+                return Err(Error::Tokenizer(format!(
+                    "{field}: {id} is outside the vocabulary of {n} tokens"
+                )));
+            }
+        }
+    }
+    if meta.add_bos == Some(true) && meta.bos.is_none() {
+        return Err(Error::Tokenizer(
+            "tokenizer.ggml.add_bos_token is true but there is no tokenizer.ggml.bos_token_id"
+                .into(),
+        ));
+    }
+    Ok(n)
+}
+
+/// Token strings, with empty ones renamed `[EMPTY_i]` as llama.cpp does (an empty string cannot
+/// be a BPE symbol).
+fn token_texts(tokens: &[String]) -> Vec<String> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.is_empty() {
+                format!("[EMPTY_{i}]")
+            } else {
+                t.clone()
+            }
+        })
+        .collect()
+}
+
+/// Token string → id. A repeated string is an error (llama.cpp asserts on it too).
+fn vocab_map(tokens: &[String]) -> Result<Vocab> {
+    let mut vocab = Vocab::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        if let Some(first) = vocab.insert(t.clone(), i as u32) {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer.ggml.tokens[{i}]: {t:?} repeats tokens[{first}]"
+            )));
+        }
+    }
+    Ok(vocab)
+}
+
+/// Merge lines `"left right"`: exactly one space between two non-empty vocabulary entries whose
+/// concatenation is also one.
+fn parse_merges(lines: &[String], vocab: &Vocab) -> Result<Merges> {
+    let mut merges = Merges::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let bad =
+            |why: &str| Error::Tokenizer(format!("tokenizer.ggml.merges[{i}]: {line:?}: {why}"));
+        let (a, b) = line
+            .split_once(' ')
+            .ok_or_else(|| bad("no space between the two parts"))?;
+        if a.is_empty() || b.is_empty() || b.contains(' ') {
+            return Err(bad(
+                "must be two non-empty parts separated by exactly one space",
+            ));
+        }
+        for part in [a, b] {
+            if !vocab.contains_key(part) {
+                return Err(bad(&format!("{part:?} is not in the vocabulary")));
+            }
+        }
+        if !vocab.contains_key(&format!("{a}{b}")) {
+            return Err(bad("the merged token is not in the vocabulary"));
+        }
+        merges.push((a.to_string(), b.to_string()));
+    }
+    Ok(merges)
+}
+
+/// GPT-2-style byte-level BPE with the given pre-tokenizer.
+fn byte_level_bpe(vocab: Vocab, merges: Merges, pre: &PreTok) -> Result<tokenizers::Tokenizer> {
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(pre.ignore_merges)
+        .build()
+        .map_err(|e| Error::Tokenizer(format!("byte-level BPE: {e}")))?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    inner.with_pre_tokenizer(Some(pre.build()?));
+    inner.with_decoder(Some(ByteLevel::new(false, false, false)));
+    Ok(inner)
+}
+
+/// SentencePiece-style BPE (GGUF model `llama`): symbols are characters, ` ` is written `▁`,
+/// the pair whose merged token has the highest score merges first, and characters outside the
+/// vocabulary fall back to `<0xXX>` byte tokens. Merges come from the file if present, else
+/// from the scores.
+fn sentencepiece_bpe(
+    meta: &GgufTokenizerMeta,
+    tokens: &[String],
+    vocab: Vocab,
+) -> Result<tokenizers::Tokenizer> {
+    let merges = if !meta.merges.is_empty() {
+        parse_merges(&meta.merges, &vocab)?
+    } else if !meta.scores.is_empty() {
+        merges_from_scores(tokens, &meta.scores, &meta.token_types, &vocab)
+    } else {
+        return Err(Error::Tokenizer(
+            "tokenizer.ggml.model 'llama' needs tokenizer.ggml.scores or tokenizer.ggml.merges"
+                .into(),
+        ));
+    };
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true);
+    if let Some(unk) = meta.unk.and_then(|id| tokens.get(id as usize)) {
+        builder = builder.unk_token(unk.clone());
+    }
+    let bpe = builder
+        .build()
+        .map_err(|e| Error::Tokenizer(format!("SentencePiece BPE: {e}")))?;
+    // llama.cpp's default for `llama` vocabularies is to add the prefix space.
+    let prefix = meta.add_space_prefix.unwrap_or(true);
+    let space = Replace::new(" ", "▁").map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let mut norms: Vec<NormalizerWrapper> = Vec::new();
+    if prefix {
+        norms.push(Prepend::new("▁".into()).into());
+    }
+    norms.push(space.into());
+    let unspace = Replace::new("▁", " ").map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let mut decoders = vec![
+        DecoderWrapper::Replace(unspace),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+    ];
+    if prefix {
+        decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+    }
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    inner.with_normalizer(Some(NormalizerSequence::new(norms)));
+    inner.with_decoder(Some(DecoderSequence::new(decoders)));
+    Ok(inner)
+}
+
+/// Merges implied by SentencePiece scores: every split of a token into two vocabulary entries,
+/// ranked by the token's score (highest first), so BPE's "lowest rank first" picks the pair
+/// llama.cpp's score queue picks. Byte, control and unknown tokens never form from text.
+fn merges_from_scores(tokens: &[String], scores: &[f32], types: &[i32], vocab: &Vocab) -> Merges {
+    let mut ranked: Vec<(f32, u32, String, String)> = Vec::new();
+    for (id, tok) in tokens.iter().enumerate() {
+        let ty = types.get(id).copied().unwrap_or(1);
+        if matches!(
+            ty,
+            TOKEN_TYPE_BYTE | TOKEN_TYPE_CONTROL | TOKEN_TYPE_UNKNOWN
+        ) {
+            continue;
+        }
+        let score = scores.get(id).copied().unwrap_or(0.0);
+        for (cut, _) in tok.char_indices().skip(1) {
+            let (a, b) = tok.split_at(cut);
+            if vocab.contains_key(a) && vocab.contains_key(b) {
+                ranked.push((score, id as u32, a.to_string(), b.to_string()));
+            }
+        }
+    }
+    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    ranked.into_iter().map(|(_, _, a, b)| (a, b)).collect()
+}
+
+/// The BOS a tokenizer.json's post-processor prepends to a single sequence, if any.
+fn template_bos(pp: &serde_json::Value, inner: &tokenizers::Tokenizer) -> Option<u32> {
+    let by_name = |name: &str| inner.token_to_id(name);
+    match pp["type"].as_str()? {
+        "TemplateProcessing" => {
+            let first = pp["single"].as_array()?.first()?;
+            let name = first["SpecialToken"]["id"].as_str()?;
+            // The template's own table gives the id; fall back to the vocabulary.
+            pp["special_tokens"][name]["ids"][0]
+                .as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .or_else(|| by_name(name))
+        }
+        "RobertaProcessing" | "BertProcessing" => pp["cls"][1]
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .or_else(|| by_name(pp["cls"][0].as_str()?)),
+        "Sequence" => pp["processors"]
+            .as_array()?
+            .iter()
+            .find_map(|p| template_bos(p, inner)),
+        _ => None,
+    }
 }
