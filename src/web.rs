@@ -54,7 +54,8 @@ impl Playground {
     pub fn load(&mut self, bytes: Vec<u8>, label: &str) -> Result<JsValue, JsError> {
         // Drop the old model first: two 100 MB models need not live side by side.
         self.session = None;
-        let session = Session::load_gguf(label, bytes).map_err(js_error)?;
+        let mut session = Session::load_gguf(label, bytes).map_err(js_error)?;
+        session.set_clock(clock);
         let info = to_js(&session.info());
         self.session = Some(session);
         info
@@ -67,12 +68,28 @@ impl Playground {
 
     /// Quantize the loaded weights with a `QuantConfig` (a plain object); returns the
     /// `MemoryReport` of the result. `method: "none"` returns to the weights as loaded.
+    /// `progress(done, total)` is called per tensor; return `false` from it to cancel, which
+    /// leaves the previous quantization in place.
     #[wasm_bindgen(js_name = setQuant)]
-    pub fn set_quant(&mut self, config: JsValue) -> Result<JsValue, JsError> {
+    pub fn set_quant(
+        &mut self,
+        config: JsValue,
+        progress: &js_sys::Function,
+    ) -> Result<JsValue, JsError> {
         let config: QuantConfig = serde_wasm_bindgen::from_value(config)
             .map_err(|e| js_error(Error::config("quant config", e)))?;
-        let report = self.session_mut()?.set_quant(&config).map_err(js_error)?;
-        to_js(&report)
+        let mut thrown: Option<String> = None;
+        let mut on_progress = |done: usize, total: usize| -> bool {
+            let args = (JsValue::from(done as f64), JsValue::from(total as f64));
+            keep_going(progress.call2(&JsValue::NULL, &args.0, &args.1), &mut thrown)
+        };
+        let report = self
+            .session_mut()?
+            .set_quant_with(&config, &mut on_progress);
+        if let Some(msg) = thrown {
+            return Err(JsError::new(&format!("progress callback threw: {msg}")));
+        }
+        to_js(&report.map_err(js_error)?)
     }
 
     /// Perplexity (and KL/top-1 against the weights as loaded, when asked) of `text` with
@@ -92,19 +109,31 @@ impl Playground {
         let mut thrown: Option<String> = None;
         let mut on_progress = |p: &EvalProgress| -> bool {
             let Ok(arg) = to_js(p) else { return true };
-            match progress.call1(&JsValue::NULL, &arg) {
-                Ok(keep_going) => keep_going.as_bool() != Some(false),
-                Err(e) => {
-                    thrown = Some(format!("{e:?}"));
-                    false
-                }
-            }
+            keep_going(progress.call1(&JsValue::NULL, &arg), &mut thrown)
         };
         let result = session.evaluate(text, &options, &mut on_progress);
         if let Some(msg) = thrown {
             return Err(JsError::new(&format!("progress callback threw: {msg}")));
         }
         to_js(&result.map_err(js_error)?)
+    }
+}
+
+/// Seconds on a monotonic-enough clock for evaluation timings: wasm32-unknown-unknown's std has
+/// none, so the session is given JavaScript's.
+fn clock() -> f64 {
+    js_sys::Date::now() / 1000.0
+}
+
+/// What a JS progress callback's return means: anything but `false` continues; an exception
+/// stops the work and is kept for the error message.
+fn keep_going(ret: Result<JsValue, JsValue>, thrown: &mut Option<String>) -> bool {
+    match ret {
+        Ok(v) => v.as_bool() != Some(false),
+        Err(e) => {
+            *thrown = Some(format!("{e:?}"));
+            false
+        }
     }
 }
 

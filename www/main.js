@@ -42,15 +42,10 @@ function setText(node, value, dataValue) {
   else node.dataset.value = String(dataValue);
 }
 
+// [{format, tensors, params}] -> "Q4_1 × 210 tensors"
 function formatsSummary(formats) {
-  if (Array.isArray(formats)) {
-    return formats.map((f) => (typeof f === 'object' && f !== null
-      ? `${f.format ?? f.name} × ${f.tensors ?? f.count ?? '?'}` : String(f))).join(', ');
-  }
-  if (formats && typeof formats === 'object') {
-    return Object.entries(formats).map(([k, v]) => `${k} × ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', ');
-  }
-  return String(formats ?? '—');
+  if (!Array.isArray(formats) || formats.length === 0) return '—';
+  return formats.map((f) => `${f.format} × ${f.tensors} tensor${f.tensors === 1 ? '' : 's'}`).join(', ');
 }
 
 // ---------------------------------------------------------------------------- model card
@@ -62,7 +57,8 @@ function showModel(info) {
     ['Parameters', typeof info.params === 'number' ? `${(info.params / 1e6).toFixed(1)} M` : '—'],
     ['Layers × width', `${info.n_layer} × ${info.dim}`],
     ['Vocabulary', info.vocab],
-    ['Tensor formats', formatsSummary(info.formats)],
+    ['Linear layers', formatsSummary(info.linear_formats)],
+    ['Embedding, head', formatsSummary(info.other_formats)],
     ['Memory as loaded', info.memory ? memoryText(info.memory) : '—'],
   ];
   for (const [k, v] of rows) {
@@ -73,7 +69,7 @@ function showModel(info) {
     el.card.append(dt, dd);
   }
   el.note.textContent = info.already_quantized
-    ? `The weights in this file are already quantized (${info.loaded_format ?? 'a ggml block format'}). `
+    ? `The weights in this file are already quantized (${formatsSummary(info.linear_formats)}). `
       + '"As loaded" therefore means these weights, not the original 16-bit model: perplexity, KL and '
       + 'top-1 below compare against the file as loaded.'
     : '"As loaded" means the weights exactly as stored in the file.';
@@ -82,8 +78,7 @@ function showModel(info) {
 
 // Group sizes must divide every input dimension a linear layer has.
 function offerGroups(info) {
-  const inputs = [info.dim, info.ffn_dim, info.n_head && info.head_dim ? info.n_head * info.head_dim : undefined]
-    .filter((n) => typeof n === 'number' && n > 0);
+  const inputs = [info.dim, info.ffn_dim].filter((n) => typeof n === 'number' && n > 0);
   for (const o of [...el.gran.options]) if (o.value.startsWith('g')) o.remove();
   for (const g of GROUP_SIZES) {
     if (inputs.length > 0 && inputs.every((n) => n % g === 0)) {
@@ -183,7 +178,7 @@ function showResult(msg) {
   setText(el.kl, r.kl == null ? '— (as loaded)' : fixed(r.kl, 5), r.kl ?? undefined);
   setText(el.top1, r.top1 == null ? '— (as loaded)' : pct(r.top1), r.top1 ?? undefined);
   const m = msg.memory || {};
-  const bpw = m.linear_bits_per_weight;
+  const bpw = m.bits_per_weight;
   setText(el.bpw, typeof bpw === 'number' ? `${bpw.toFixed(3)} (linear layers)` : '—', bpw);
   setText(el.memory, memoryText(m), m.total_bytes);
   el.evalProgress.value = 1;
@@ -192,7 +187,7 @@ function showResult(msg) {
   const row = document.createElement('tr');
   const cells = [
     weightsLabel(current.quant),
-    `${current.options.protocol} ctx ${r.ctx}`,
+    `${current.options.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ${r.ctx}`,
     `${fixed(r.ppl, 3)} ± ${fixed(r.ppl_err, 3)}`,
     fixed(r.kl, 4),
     pct(r.top1),
@@ -212,7 +207,9 @@ function showError(e) {
   el.error.textContent = e instanceof Error ? e.message : String(e);
 }
 
+let cancelled = 0; // runs the worker stopped because a newer one came (shown for tests)
 worker.onmessage = ({ data: msg }) => {
+  if (msg.type === 'cancelled') el.result.dataset.cancelled = String(++cancelled);
   if (msg.gen !== undefined && msg.gen !== gen) return; // an overtaken run
   switch (msg.type) {
     case 'download':
@@ -229,9 +226,13 @@ worker.onmessage = ({ data: msg }) => {
       el.evaluate.disabled = false;
       showModel(msg.info);
       break;
+    case 'quantizing':
+      el.evalProgress.value = msg.done / msg.total;
+      el.evalStatus.textContent = `Quantizing: tensor ${msg.done} of ${msg.total}`;
+      break;
     case 'quantized':
+      el.evalProgress.removeAttribute('value');
       el.evalStatus.textContent = `Quantized in ${fixed(msg.seconds, 1)} s; evaluating…`;
-      setText(el.bpw, `${fixed(msg.memory.linear_bits_per_weight, 3)} (linear layers)`, msg.memory.linear_bits_per_weight);
       break;
     case 'progress': {
       const p = msg.progress;
@@ -241,9 +242,6 @@ worker.onmessage = ({ data: msg }) => {
     }
     case 'result':
       showResult(msg);
-      break;
-    case 'cancelled':
-      el.result.dataset.state = 'cancelled';
       break;
     case 'error':
       if (msg.where === 'load' || msg.where === 'init') {

@@ -4,13 +4,14 @@
 // Messages in:  {type: 'init', control}          control: Int32Array on a SharedArrayBuffer or null
 //               {type: 'load', url} | {type: 'load', file}
 //               {type: 'run', gen, quant, text, options}
-// Messages out: ready | download | loaded | quantized | progress | result | cancelled | error
+// Messages out: ready | download | loaded | quantizing | quantized | progress | result |
+//               cancelled | error
 //               (each run's messages carry its `gen`).
 //
 // Cancellation: wasm is single-threaded here, so while `evaluate` runs no message can arrive.
 // The page therefore bumps control[0] (shared memory) when it starts a newer run; the progress
-// callback, which the evaluation calls after every window, compares it with its own generation
-// and returns false to stop. Without shared memory (a server without COOP/COEP headers) runs
+// callbacks, which quantization calls after every tensor and evaluation after every window,
+// compare it with their own generation and return false to stop. Without shared memory (a server without COOP/COEP headers) runs
 // that were overtaken while queued are skipped, and a running one finishes and is ignored.
 
 import init, { Playground } from './pkg/quantlab.js';
@@ -125,7 +126,10 @@ function run({ gen, quant, text, options }) {
     if (key !== quantKey) {
       quantKey = null; // unknown state if setQuant throws
       const t0 = performance.now();
-      memory = playground.setQuant(quant);
+      memory = playground.setQuant(quant, (done, total) => {
+        post({ type: 'quantizing', gen, done, total });
+        return !stale(gen);
+      });
       quantKey = key;
       post({ type: 'quantized', gen, memory, seconds: (performance.now() - t0) / 1000 });
     }

@@ -192,3 +192,19 @@ test('3-bit RTN changes perplexity, bits per weight and memory', { timeout: RUN_
   mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: path.join(shots, 'playground.png') });
 });
+
+test('a newer setting cancels a running evaluation between windows', { timeout: RUN_TIMEOUT_MS }, async () => {
+  await page.selectOption('#ctx', String(CTX));
+  await page.selectOption('#windows', '4');
+  const before = Number(await page.getAttribute('#result', 'data-cancelled') ?? 0);
+  const prev = await page.getAttribute('#result', 'data-run');
+  await page.selectOption('#bits', 'loaded'); // starts a 4-window run after the debounce
+  await page.waitForFunction(() => /^Window 1 of 4/.test(document.getElementById('eval-status').textContent),
+    null, { timeout: RUN_TIMEOUT_MS, polling: 50 });
+  await page.selectOption('#bits', '4');
+  const q = await waitForResult(prev, '"bits":4');
+  const after = Number(await page.getAttribute('#result', 'data-cancelled') ?? 0);
+  assert.ok(after > before, `the overtaken run was not cancelled (${before} -> ${after})`);
+  assert.match(await page.getAttribute('#result', 'data-config'), /"bits":4/);
+  assert.ok(Number.isFinite(q.ppl), `perplexity ${q.ppl}`);
+});
