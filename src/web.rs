@@ -81,7 +81,10 @@ impl Playground {
         let mut thrown: Option<String> = None;
         let mut on_progress = |done: usize, total: usize| -> bool {
             let args = (JsValue::from(done as f64), JsValue::from(total as f64));
-            keep_going(progress.call2(&JsValue::NULL, &args.0, &args.1), &mut thrown)
+            keep_going(
+                progress.call2(&JsValue::NULL, &args.0, &args.1),
+                &mut thrown,
+            )
         };
         let report = self
             .session_mut()?
