@@ -1,1 +1,542 @@
-//! (stub)
+//! GGUF reader, versions 2 and 3, little-endian.
+//!
+//! Spec: the GGUF file format of ggml (`docs/gguf.md` in the ggml repository). Layout:
+//!   header      magic "GGUF", version u32, tensor_count u64, kv_count u64
+//!   metadata    kv_count × (key: string, value_type u32, value)
+//!   tensor info tensor_count × (name: string, n_dims u32, ne[n_dims] u64, ggml_type u32,
+//!               offset u64 relative to the data section)
+//!   padding     to `general.alignment` (default 32)
+//!   data        tensor bytes, each tensor at an offset that is a multiple of the alignment
+//! A string is a u64 byte length followed by UTF-8 bytes (no terminator). `ne[0]` is the
+//! innermost (fastest varying) dimension; `RawTensor` wants outermost first, so dims are
+//! reversed here. v3 differs from v2 only by allowing big-endian files, which we refuse.
+//!
+//! Every byte is hostile: counts, lengths and dims are bounded before anything is allocated,
+//! and every allocation is at most a small multiple of the bytes that remain in the buffer.
+//! Tensor data is never copied: `RawTensor::data` borrows from the caller's buffer.
+
+mod meta;
+mod model;
+
+pub use meta::{MetaArray, MetaValue};
+
+use crate::quant::ggml::GgmlType;
+use crate::tensor::{DType, RawTensor, TensorSource};
+use crate::{Error, Result};
+use std::collections::HashMap;
+
+/// Most tensors a file may declare.
+pub const MAX_TENSORS: u64 = 1 << 16;
+/// Most metadata key-value pairs a file may declare.
+pub const MAX_KV: u64 = 1 << 16;
+/// Longest metadata string value (array elements included), in bytes.
+pub const MAX_STRING_LEN: u64 = 1 << 20;
+/// Longest metadata key (the spec's limit).
+pub const MAX_KEY_LEN: u64 = 65_535;
+/// Longest tensor name (ggml itself stops at 64).
+pub const MAX_TENSOR_NAME_LEN: u64 = 256;
+/// Most elements in one metadata array.
+pub const MAX_ARRAY_LEN: u64 = 1 << 24;
+/// Deepest nesting of arrays inside arrays.
+pub const MAX_ARRAY_DEPTH: u32 = 4;
+/// Most dimensions of a tensor (ggml's GGML_MAX_DIMS).
+pub const MAX_DIMS: u32 = 4;
+/// Most elements in one tensor.
+pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 34;
+/// Largest `general.alignment` accepted (it must also be a power of two).
+pub const MAX_ALIGNMENT: u32 = 1 << 16;
+/// Alignment of the data section when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: u32 = 32;
+
+/// ggml type ids of the plain float formats.
+const GGML_F32: u32 = 0;
+const GGML_F16: u32 = 1;
+const GGML_BF16: u32 = 30;
+
+/// One tensor of the file, as `quantlab info` lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// Outermost first (reversed from the file's `ne`).
+    pub dims: Vec<usize>,
+    pub dtype: DType,
+    /// Absolute byte offset of the tensor's data in the file.
+    pub offset: usize,
+    /// Bytes of data.
+    pub bytes: usize,
+}
+
+/// A parsed GGUF file borrowing its bytes.
+#[derive(Debug)]
+pub struct Gguf<'a> {
+    label: String,
+    bytes: &'a [u8],
+    version: u32,
+    alignment: usize,
+    data_offset: usize,
+    kv: Vec<(String, MetaValue)>,
+    kv_index: HashMap<String, usize>,
+    tensors: Vec<TensorInfo>,
+    tensor_index: HashMap<String, usize>,
+}
+
+/// A bounds-checked little-endian cursor. Errors say what was being read and where.
+pub(crate) struct Reader<'a, 'l> {
+    label: &'l str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a, 'l> Reader<'a, 'l> {
+    fn new(label: &'l str, bytes: &'a [u8]) -> Self {
+        Reader {
+            label,
+            bytes,
+            pos: 0,
+        }
+    }
+
+    pub(crate) fn label(&self) -> &'l str {
+        self.label
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    pub(crate) fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        match end.and_then(|e| self.bytes.get(self.pos..e)) {
+            Some(s) => {
+                self.pos += n;
+                Ok(s)
+            }
+            None => Err(Error::format(
+                self.label,
+                field,
+                format!(
+                    "truncated: needs {n} bytes at offset {}, but the file ends at {}",
+                    self.pos,
+                    self.bytes.len()
+                ),
+            )),
+        }
+    }
+
+    fn array<const N: usize>(&mut self, field: &str) -> Result<[u8; N]> {
+        let s = self.take(N, field)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    pub(crate) fn u8(&mut self, field: &str) -> Result<u8> {
+        Ok(self.array::<1>(field)?[0])
+    }
+    pub(crate) fn u16(&mut self, field: &str) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array(field)?))
+    }
+    pub(crate) fn u32(&mut self, field: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(field)?))
+    }
+    pub(crate) fn u64(&mut self, field: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(field)?))
+    }
+
+    /// A count or length `n` checked against `max` and against the bytes left, given that each
+    /// counted item occupies at least `min_item_bytes` in the file. Only then may a caller
+    /// allocate `n` items.
+    pub(crate) fn bounded(
+        &self,
+        n: u64,
+        max: u64,
+        min_item_bytes: usize,
+        field: &str,
+        what: &str,
+    ) -> Result<usize> {
+        if n > max {
+            return Err(Error::format(
+                self.label,
+                field,
+                format!("{what} {n} exceeds the limit {max}"),
+            ));
+        }
+        let fits = (self.remaining() / min_item_bytes.max(1)) as u64;
+        if n > fits {
+            return Err(Error::format(
+                self.label,
+                field,
+                format!(
+                    "{what} {n} cannot fit in the {} bytes left at offset {} \
+                     (at least {min_item_bytes} bytes each): truncated or corrupt file",
+                    self.remaining(),
+                    self.pos
+                ),
+            ));
+        }
+        // n <= remaining bytes, so it fits in usize.
+        Ok(n as usize)
+    }
+
+    /// A GGUF string's raw bytes, at most `max` long.
+    pub(crate) fn string_bytes(&mut self, max: u64, field: &str) -> Result<&'a [u8]> {
+        let n = self.u64(field)?;
+        let n = self.bounded(n, max, 1, field, "string length")?;
+        self.take(n, field)
+    }
+
+    /// A GGUF string that must be UTF-8.
+    pub(crate) fn string(&mut self, max: u64, field: &str) -> Result<&'a str> {
+        let at = self.pos;
+        let b = self.string_bytes(max, field)?;
+        std::str::from_utf8(b).map_err(|e| {
+            Error::format(
+                self.label,
+                field,
+                format!(
+                    "string at offset {at} is not valid UTF-8 (error at byte {})",
+                    e.valid_up_to()
+                ),
+            )
+        })
+    }
+}
+
+impl<'a> Gguf<'a> {
+    /// Parse a whole GGUF file. `label` (usually the file name) prefixes every error.
+    pub fn parse(label: &str, bytes: &'a [u8]) -> Result<Gguf<'a>> {
+        let mut r = Reader::new(label, bytes);
+        let magic = r.array::<4>("magic")?;
+        if &magic != b"GGUF" {
+            return Err(Error::format(
+                label,
+                "magic",
+                format!("expected \"GGUF\", found {magic:02x?}: not a GGUF file"),
+            ));
+        }
+        let version = r.u32("version")?;
+        if !(2..=3).contains(&version) {
+            let why = if (2..=3).contains(&version.swap_bytes()) {
+                "a big-endian file".to_string()
+            } else {
+                format!("version {version}")
+            };
+            return Err(Error::unsupported(
+                label,
+                "version",
+                format!("{why}; only little-endian GGUF versions 2 and 3 are read"),
+            ));
+        }
+        let n_tensors = r.u64("tensor_count")?;
+        let n_kv = r.u64("kv_count")?;
+        if n_tensors > MAX_TENSORS {
+            return Err(Error::format(
+                label,
+                "tensor_count",
+                format!("{n_tensors} tensors exceeds the limit {MAX_TENSORS}"),
+            ));
+        }
+        // Smallest key-value pair: key length (8) + 1 key byte + type (4) + a 1-byte value.
+        let n_kv = r.bounded(n_kv, MAX_KV, 14, "kv_count", "key-value count")?;
+
+        let mut kv = Vec::with_capacity(n_kv);
+        let mut kv_index = HashMap::with_capacity(n_kv);
+        for i in 0..n_kv {
+            let field = format!("metadata key #{i}");
+            let key = r.string(MAX_KEY_LEN, &field)?;
+            if key.is_empty() {
+                return Err(Error::format(label, field, "empty key"));
+            }
+            let ty = r.u32(key)?;
+            let value = meta::read_value(&mut r, ty, key, 0)?;
+            if kv_index.insert(key.to_string(), kv.len()).is_some() {
+                return Err(Error::format(label, key, "key appears twice"));
+            }
+            kv.push((key.to_string(), value));
+        }
+
+        // Smallest tensor info: name length (8) + n_dims (4) + one dim (8) + type (4) + offset (8).
+        let n_tensors = r.bounded(n_tensors, MAX_TENSORS, 32, "tensor_count", "tensor count")?;
+        let mut raw = Vec::with_capacity(n_tensors);
+        for i in 0..n_tensors {
+            raw.push(read_tensor_info(&mut r, i)?);
+        }
+
+        let mut g = Gguf {
+            label: label.to_string(),
+            bytes,
+            version,
+            alignment: DEFAULT_ALIGNMENT as usize,
+            data_offset: 0,
+            kv,
+            kv_index,
+            tensors: Vec::with_capacity(n_tensors),
+            tensor_index: HashMap::with_capacity(n_tensors),
+        };
+        let alignment = match g.get_u32("general.alignment")? {
+            None => DEFAULT_ALIGNMENT,
+            Some(a) if a.is_power_of_two() && a <= MAX_ALIGNMENT => a,
+            Some(a) => {
+                return Err(Error::format(
+                    label,
+                    "general.alignment",
+                    format!("{a} is not a power of two in 1..={MAX_ALIGNMENT}"),
+                ))
+            }
+        } as usize;
+        g.alignment = alignment;
+        // r.pos <= bytes.len(), so this cannot overflow by more than the alignment.
+        g.data_offset = r.pos.div_ceil(alignment) * alignment;
+        if g.data_offset > bytes.len() && n_tensors > 0 {
+            return Err(Error::format(
+                label,
+                "data section",
+                format!(
+                    "truncated: the data section starts at offset {} (after padding to \
+                     general.alignment {alignment}) but the file ends at {}",
+                    g.data_offset,
+                    bytes.len()
+                ),
+            ));
+        }
+        let data_len = bytes.len().saturating_sub(g.data_offset);
+        for t in raw {
+            let info = g.place(t, data_len)?;
+            g.tensor_index.insert(info.name.clone(), g.tensors.len());
+            g.tensors.push(info);
+        }
+        g.check_overlaps()?;
+        Ok(g)
+    }
+
+    /// Check one tensor's offset and size against the data section and make its `TensorInfo`.
+    fn place(&self, t: RawInfo, data_len: usize) -> Result<TensorInfo> {
+        let label = &self.label;
+        if self.tensor_index.contains_key(&t.name) {
+            return Err(Error::format(label, &t.name, "tensor name appears twice"));
+        }
+        if !t.offset.is_multiple_of(self.alignment as u64) {
+            return Err(Error::format(
+                label,
+                &t.name,
+                format!(
+                    "data offset {} is not a multiple of general.alignment {}",
+                    t.offset, self.alignment
+                ),
+            ));
+        }
+        if t.offset > data_len as u64 {
+            return Err(Error::format(
+                label,
+                &t.name,
+                format!(
+                    "data offset {} is past the end of the data section ({data_len} bytes)",
+                    t.offset
+                ),
+            ));
+        }
+        let end = t.offset.checked_add(t.bytes);
+        if end.is_none_or(|e| e > data_len as u64) {
+            return Err(Error::format(
+                label,
+                &t.name,
+                format!(
+                    "{} {:?} needs {} bytes at data offset {}, past the end of the data \
+                     section ({data_len} bytes): file truncated?",
+                    t.dtype.name(),
+                    t.dims,
+                    t.bytes,
+                    t.offset
+                ),
+            ));
+        }
+        // Both fit in data_len, a usize.
+        Ok(TensorInfo {
+            name: t.name,
+            dims: t.dims,
+            dtype: t.dtype,
+            offset: self.data_offset + t.offset as usize,
+            bytes: t.bytes as usize,
+        })
+    }
+
+    /// Tensors must not share bytes: a file that aliases them is malformed.
+    fn check_overlaps(&self) -> Result<()> {
+        let mut order: Vec<&TensorInfo> = self.tensors.iter().collect();
+        order.sort_by_key(|t| t.offset);
+        for w in order.windows(2) {
+            if let [a, b] = w {
+                if a.offset + a.bytes > b.offset {
+                    return Err(Error::format(
+                        &self.label,
+                        &b.name,
+                        format!(
+                            "data at file offset {} overlaps {} (bytes {}..{})",
+                            b.offset,
+                            a.name,
+                            a.offset,
+                            a.offset + a.bytes
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+    /// Alignment of tensor data (`general.alignment`, default 32).
+    pub fn alignment(&self) -> usize {
+        self.alignment
+    }
+    /// Absolute file offset of the data section.
+    pub fn data_offset(&self) -> usize {
+        self.data_offset
+    }
+    /// Metadata in file order.
+    pub fn metadata(&self) -> &[(String, MetaValue)] {
+        &self.kv
+    }
+    /// Tensor infos in file order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+    /// Name, dims, dtype and size of every tensor, for `quantlab info`.
+    pub fn summary(&self) -> Vec<TensorInfo> {
+        self.tensors.clone()
+    }
+
+    /// A tensor by name, borrowing the file's bytes. (Also `TensorSource::get`; the inherent
+    /// `get` is the metadata lookup.)
+    pub fn tensor(&self, name: &str) -> Option<RawTensor<'a>> {
+        let t = self.tensors.get(*self.tensor_index.get(name)?)?;
+        Some(RawTensor {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            dtype: t.dtype,
+            data: self.bytes.get(t.offset..t.offset + t.bytes)?,
+        })
+    }
+}
+
+impl TensorSource for Gguf<'_> {
+    fn label(&self) -> &str {
+        &self.label
+    }
+    fn get(&self, name: &str) -> Option<RawTensor<'_>> {
+        self.tensor(name)
+    }
+    fn names(&self) -> Vec<String> {
+        self.tensors.iter().map(|t| t.name.clone()).collect()
+    }
+}
+
+/// A tensor info as read, before its offset is checked against the data section.
+struct RawInfo {
+    name: String,
+    dims: Vec<usize>,
+    dtype: DType,
+    /// Relative to the data section.
+    offset: u64,
+    bytes: u64,
+}
+
+fn read_tensor_info(r: &mut Reader<'_, '_>, i: usize) -> Result<RawInfo> {
+    let label = r.label();
+    let name = r
+        .string(MAX_TENSOR_NAME_LEN, &format!("tensor #{i} name"))?
+        .to_string();
+    let n_dims = r.u32(&name)?;
+    if !(1..=MAX_DIMS).contains(&n_dims) {
+        return Err(Error::format(
+            label,
+            &name,
+            format!("n_dims {n_dims} is outside 1..={MAX_DIMS}"),
+        ));
+    }
+    let mut ne = [0u64; MAX_DIMS as usize];
+    let mut numel: u64 = 1;
+    for d in ne.iter_mut().take(n_dims as usize) {
+        *d = r.u64(&name)?;
+        numel = numel.saturating_mul(*d);
+        if *d == 0 || numel > MAX_TENSOR_ELEMENTS {
+            return Err(Error::format(
+                label,
+                &name,
+                format!(
+                    "dims {:?}: each must be ≥ 1 and their product ≤ {MAX_TENSOR_ELEMENTS}",
+                    &ne[..n_dims as usize]
+                ),
+            ));
+        }
+    }
+    let ne = &ne[..n_dims as usize];
+    let type_id = r.u32(&name)?;
+    let dtype = match type_id {
+        GGML_F32 => DType::F32,
+        GGML_F16 => DType::F16,
+        GGML_BF16 => DType::BF16,
+        id => match GgmlType::from_id(id) {
+            Some(t) => DType::Ggml(t),
+            None => {
+                return Err(Error::unsupported(
+                    label,
+                    &name,
+                    format!(
+                        "ggml type id {id} is not one QuantLab reads (F32, F16, BF16, Q4_0, \
+                         Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K)"
+                    ),
+                ))
+            }
+        },
+    };
+    let offset = r.u64(&name)?;
+    let bytes = match dtype {
+        DType::F32 => 4 * numel,
+        DType::F16 | DType::BF16 => 2 * numel,
+        DType::Ggml(t) => {
+            let bs = t.block_size() as u64;
+            if !ne[0].is_multiple_of(bs) {
+                return Err(Error::format(
+                    label,
+                    &name,
+                    format!(
+                        "{} rows of {} elements are not a multiple of its block size {bs}",
+                        t.name(),
+                        ne[0]
+                    ),
+                ));
+            }
+            numel / bs * t.type_size() as u64
+        }
+    };
+    let mut dims = Vec::with_capacity(ne.len());
+    for &d in ne.iter().rev() {
+        dims.push(usize::try_from(d).map_err(|_| {
+            Error::unsupported(
+                label,
+                &name,
+                format!("dim {d} exceeds this platform's usize"),
+            )
+        })?);
+    }
+    if usize::try_from(numel).is_err() {
+        return Err(Error::unsupported(
+            label,
+            &name,
+            format!("{numel} elements exceed this platform's usize"),
+        ));
+    }
+    Ok(RawInfo {
+        name,
+        dims,
+        dtype,
+        offset,
+        bytes,
+    })
+}

@@ -1,1 +1,377 @@
-//! (stub)
+//! Hugging Face checkpoints of the Llama family: `config.json` → `ModelConfig`, and
+//! `config.json` + safetensors shards → `ModelWeights`.
+//!
+//! Follows the `transformers` configuration classes `LlamaConfig`, `MistralConfig` and
+//! `Qwen2Config` (field names and defaults) and their modelling code for which tensors exist.
+//! Where `transformers` has a default for a size (e.g. `hidden_size = 4096`), we require the
+//! field instead: a config without it is broken, and a 7B default would only surface later as a
+//! confusing shape mismatch.
+//!
+//! Defaults we do apply, as `transformers` does: `num_key_value_heads = num_attention_heads`,
+//! `head_dim = hidden_size / num_attention_heads`, `rope_theta = 10000`, `rms_norm_eps = 1e-6`,
+//! `hidden_act = "silu"`, `tie_word_embeddings = false` (false in all three config classes; the
+//! checkpoints that tie, e.g. SmolLM2 and small Qwen2, say `true` explicitly).
+//!
+//! RoPE order: Hugging Face checkpoints rotate pairs `(i, i + d/2)` of each head
+//! (`RopeStyle::Half`). llama.cpp's converter permutes q/k rows into interleaved order for GGUF
+//! `llama`; QuantLab keeps the checkpoint's order and tells the forward pass which style it is.
+//!
+//! Sliding-window attention (Mistral v0.1, Qwen2 with `use_sliding_window`): attention over a
+//! context no longer than the window is plain causal attention, so instead of refusing we cap
+//! `max_ctx` at the window; evaluation refuses longer contexts, so every result stays exact.
+
+use crate::io::safetensors::{hf_name_of, layer_of, SafetensorsSource};
+use crate::model::config::{ModelConfig, RopeStyle};
+use crate::model::weights::ModelWeights;
+use crate::tensor::TensorSource;
+use crate::{Error, Result};
+use serde_json::{Map, Value};
+
+const FILE: &str = "config.json";
+/// Largest `config.json` accepted (real ones are a few kB).
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// Largest context length accepted from `max_position_embeddings` / `sliding_window`.
+pub const MAX_CONTEXT: usize = 1 << 24;
+
+/// Which linear layers carry a bias in this architecture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Biases {
+    /// q, k and v projections (Qwen2; Llama with `attention_bias`).
+    pub qkv: bool,
+    /// Output projection (Llama with `attention_bias`).
+    pub o: bool,
+    /// gate, up and down projections (Llama with `mlp_bias`).
+    pub mlp: bool,
+}
+
+/// A parsed `config.json`: the model configuration plus what the loader checks against the
+/// tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HfConfig {
+    pub model: ModelConfig,
+    pub biases: Biases,
+    /// `torch_dtype` (or `dtype` in newer files), informational: the tensors' own dtypes rule.
+    pub torch_dtype: Option<String>,
+}
+
+/// Parse a `config.json` into the model configuration. See the module comment for defaults.
+pub fn parse_config(json: &[u8]) -> Result<ModelConfig> {
+    Ok(parse_hf_config(json)?.model)
+}
+
+/// Parse a `config.json`, keeping the bias layout and dtype as well.
+pub fn parse_hf_config(json: &[u8]) -> Result<HfConfig> {
+    if json.len() > MAX_CONFIG_BYTES {
+        return Err(Error::format(
+            FILE,
+            "size",
+            format!("{} bytes, at most {MAX_CONFIG_BYTES} accepted", json.len()),
+        ));
+    }
+    let v: Value =
+        serde_json::from_slice(json).map_err(|e| Error::format(FILE, "json", e.to_string()))?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| Error::format(FILE, "json", "top level is not an object"))?;
+
+    let model_type =
+        string(o, "model_type")?.ok_or_else(|| Error::format(FILE, "model_type", "missing"))?;
+    let arch = match model_type {
+        "llama" | "mistral" | "qwen2" => model_type.to_string(),
+        other => {
+            return Err(Error::unsupported(
+                FILE,
+                "model_type",
+                format!("{other:?} (supported: llama, mistral, qwen2)"),
+            ))
+        }
+    };
+
+    let act = string(o, "hidden_act")?.unwrap_or("silu");
+    if act != "silu" {
+        return Err(Error::unsupported(
+            FILE,
+            "hidden_act",
+            format!("{act:?} (only \"silu\", the SwiGLU MLP, is implemented)"),
+        ));
+    }
+    check_rope_scaling(o)?;
+
+    let dim = size(o, "hidden_size", ModelConfig::MAX_DIM)?;
+    let ffn_dim = size(o, "intermediate_size", 8 * ModelConfig::MAX_DIM)?;
+    let n_layer = size(o, "num_hidden_layers", ModelConfig::MAX_LAYERS)?;
+    let n_head = size(o, "num_attention_heads", ModelConfig::MAX_HEADS)?;
+    let n_kv_head = opt_size(o, "num_key_value_heads", ModelConfig::MAX_HEADS)?.unwrap_or(n_head);
+    let head_dim = match opt_size(o, "head_dim", 1024)? {
+        Some(h) => h,
+        None => {
+            if !dim.is_multiple_of(n_head) {
+                return Err(Error::format(
+                    FILE,
+                    "num_attention_heads",
+                    format!(
+                        "hidden_size {dim} is not divisible by {n_head} heads (and no head_dim \
+                         is given)"
+                    ),
+                ));
+            }
+            dim / n_head
+        }
+    };
+    let vocab = size(o, "vocab_size", ModelConfig::MAX_VOCAB)?;
+    let mut max_ctx = size(o, "max_position_embeddings", MAX_CONTEXT)?;
+    let rope_theta = opt_f32(o, "rope_theta")?
+        .or(rope_parameters_theta(o)?)
+        .unwrap_or(10_000.0);
+    let rms_eps = opt_f32(o, "rms_norm_eps")?.unwrap_or(1e-6);
+    let tied_embeddings = opt_bool(o, "tie_word_embeddings")?.unwrap_or(false);
+
+    // Sliding window: see the module comment.
+    let window_active = match arch.as_str() {
+        "mistral" => true,
+        "qwen2" => opt_bool(o, "use_sliding_window")?.unwrap_or(false),
+        _ => false,
+    };
+    if window_active {
+        if let Some(w) = opt_size(o, "sliding_window", MAX_CONTEXT)? {
+            max_ctx = max_ctx.min(w);
+        }
+    }
+
+    let biases = match arch.as_str() {
+        "qwen2" => Biases {
+            qkv: true,
+            o: false,
+            mlp: false,
+        },
+        "llama" => {
+            let attn = opt_bool(o, "attention_bias")?.unwrap_or(false);
+            Biases {
+                qkv: attn,
+                o: attn,
+                mlp: opt_bool(o, "mlp_bias")?.unwrap_or(false),
+            }
+        }
+        _ => Biases::default(),
+    };
+    let torch_dtype = match string(o, "torch_dtype")? {
+        Some(s) => Some(s.to_string()),
+        None => string(o, "dtype")?.map(str::to_string),
+    };
+
+    let model = ModelConfig {
+        arch,
+        n_layer,
+        dim,
+        ffn_dim,
+        n_head,
+        n_kv_head,
+        head_dim,
+        vocab,
+        rope_theta,
+        rope_style: RopeStyle::Half,
+        rms_eps,
+        max_ctx,
+        tied_embeddings,
+    };
+    model.validate(FILE).map_err(hf_field_names)?;
+    Ok(HfConfig {
+        model,
+        biases,
+        torch_dtype,
+    })
+}
+
+/// `ModelConfig::validate` names its own fields; say the `config.json` key the user can fix.
+fn hf_field_names(e: Error) -> Error {
+    match e {
+        Error::Format { file, field, msg } => {
+            let key = match field.as_str() {
+                "n_layer" => "num_hidden_layers",
+                "dim" => "hidden_size",
+                "ffn_dim" => "intermediate_size",
+                "n_head" => "num_attention_heads",
+                "n_kv_head" => "num_key_value_heads",
+                "vocab" => "vocab_size",
+                "rms_eps" => "rms_norm_eps",
+                other => other,
+            };
+            Error::format(file, key, msg)
+        }
+        other => other,
+    }
+}
+
+/// Only unscaled RoPE is implemented. `{"rope_type": "default"}` is the explicit spelling of
+/// "no scaling" and is accepted; anything else (linear, dynamic, yarn, llama3, ...) is refused.
+fn check_rope_scaling(o: &Map<String, Value>) -> Result<()> {
+    for field in ["rope_scaling", "rope_parameters"] {
+        match o.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(s)) => {
+                let ty = s
+                    .get("rope_type")
+                    .or_else(|| s.get("type"))
+                    .and_then(Value::as_str);
+                if ty != Some("default") {
+                    return Err(Error::unsupported(
+                        FILE,
+                        field,
+                        format!(
+                            "RoPE scaling {} (only unscaled RoPE is implemented)",
+                            ty.unwrap_or("of unknown type")
+                        ),
+                    ));
+                }
+            }
+            Some(other) => {
+                return Err(Error::unsupported(
+                    FILE,
+                    field,
+                    format!("{other} (only null or absent is supported)"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `rope_parameters.rope_theta` (the newer `transformers` layout), when present.
+fn rope_parameters_theta(o: &Map<String, Value>) -> Result<Option<f32>> {
+    match o.get("rope_parameters").and_then(Value::as_object) {
+        Some(p) => opt_f32(p, "rope_theta"),
+        None => Ok(None),
+    }
+}
+
+fn present<'v>(o: &'v Map<String, Value>, field: &str) -> Option<&'v Value> {
+    o.get(field).filter(|v| !v.is_null())
+}
+
+fn string<'v>(o: &'v Map<String, Value>, field: &str) -> Result<Option<&'v str>> {
+    match present(o, field) {
+        None => Ok(None),
+        Some(v) => v
+            .as_str()
+            .map(Some)
+            .ok_or_else(|| Error::format(FILE, field, format!("{v} is not a string"))),
+    }
+}
+
+fn opt_bool(o: &Map<String, Value>, field: &str) -> Result<Option<bool>> {
+    match present(o, field) {
+        None => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| Error::format(FILE, field, format!("{v} is not true or false"))),
+    }
+}
+
+/// A positive integer no larger than `max`, if present.
+fn opt_size(o: &Map<String, Value>, field: &str, max: usize) -> Result<Option<usize>> {
+    let Some(v) = present(o, field) else {
+        return Ok(None);
+    };
+    match v.as_u64() {
+        Some(n) if n >= 1 && n <= max as u64 => Ok(Some(n as usize)),
+        _ => Err(Error::format(
+            FILE,
+            field,
+            format!("{v} is not an integer in 1..={max}"),
+        )),
+    }
+}
+
+fn size(o: &Map<String, Value>, field: &str, max: usize) -> Result<usize> {
+    opt_size(o, field, max)?.ok_or_else(|| Error::format(FILE, field, "missing"))
+}
+
+fn opt_f32(o: &Map<String, Value>, field: &str) -> Result<Option<f32>> {
+    let Some(v) = present(o, field) else {
+        return Ok(None);
+    };
+    match v.as_f64() {
+        Some(x) if x.is_finite() && x > 0.0 && x < f32::MAX as f64 => Ok(Some(x as f32)),
+        _ => Err(Error::format(
+            FILE,
+            field,
+            format!("{v} is not a positive finite number"),
+        )),
+    }
+}
+
+/// Load a Hugging Face checkpoint: `config.json` bytes and the safetensors shards
+/// `(file name, bytes)`. Every tensor is checked against the config (presence, shape, the bias
+/// layout of the architecture, no extra layers); tensors keep their stored dtype.
+pub fn load_hf(config_json: &[u8], shards: &[(&str, &[u8])]) -> Result<ModelWeights> {
+    let cfg = parse_hf_config(config_json)?;
+    let src = SafetensorsSource::new(shards)?;
+    check_tensor_set(&cfg, &src)?;
+    ModelWeights::from_source(cfg.model, &src)
+}
+
+/// The checks `ModelWeights::from_source` cannot make on its own: it treats biases and the LM
+/// head as optional, where a Hugging Face config says exactly which exist.
+fn check_tensor_set(cfg: &HfConfig, src: &SafetensorsSource<'_>) -> Result<()> {
+    let c = &cfg.model;
+    let label = src.label();
+    for name in src.names() {
+        if let Some(i) = layer_of(&name) {
+            if i >= c.n_layer {
+                return Err(Error::format(
+                    src.file_of(&name).unwrap_or(label),
+                    src.hf_name(&name).unwrap_or(&name),
+                    format!(
+                        "layer {i} is beyond num_hidden_layers = {} in config.json \
+                         (mismatched config vs weights)",
+                        c.n_layer
+                    ),
+                ));
+            }
+        }
+    }
+    let mut required: Vec<String> = vec!["token_embd.weight".into(), "output_norm.weight".into()];
+    if !c.tied_embeddings {
+        required.push("output.weight".into());
+    }
+    let b = cfg.biases;
+    for i in 0..c.n_layer {
+        for (module, has_bias) in [
+            ("attn_q", b.qkv),
+            ("attn_k", b.qkv),
+            ("attn_v", b.qkv),
+            ("attn_output", b.o),
+            ("ffn_gate", b.mlp),
+            ("ffn_up", b.mlp),
+            ("ffn_down", b.mlp),
+        ] {
+            required.push(format!("blk.{i}.{module}.weight"));
+            let bias = format!("blk.{i}.{module}.bias");
+            if has_bias {
+                required.push(bias);
+            } else if src.get(&bias).is_some() {
+                return Err(Error::format(
+                    src.file_of(&bias).unwrap_or(label),
+                    src.hf_name(&bias).unwrap_or(&bias),
+                    format!(
+                        "unexpected bias: config.json (model_type {}) declares none here",
+                        c.arch
+                    ),
+                ));
+            }
+        }
+        required.push(format!("blk.{i}.attn_norm.weight"));
+        required.push(format!("blk.{i}.ffn_norm.weight"));
+    }
+    for name in &required {
+        if src.get(name).is_none() {
+            return Err(Error::format(
+                label,
+                hf_name_of(name),
+                format!("tensor is missing (config.json, model_type {})", c.arch),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,96 @@
-//! (stub)
+//! The operations THE forward pass (`llama.rs`) needs, as a trait, so the same model code runs on
+//! the CPU reference backend and (later) on the GPU. A backend owns its activations (`Act`) and
+//! weights (`Mat`, `Vector`); the forward pass only orders the operations. Shapes are given in
+//! rows (tokens) × columns (features), row-major.
+
+use crate::model::config::RopeStyle;
+use crate::quant::format::QTensor;
+use crate::Result;
+
+/// Per-token result of scoring one position against its target.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TokenScore {
+    /// Negative log-likelihood of the target token (natural log).
+    pub nll: f64,
+    /// KL(reference ‖ this model) of the next-token distributions, when a reference was given.
+    pub kl: f64,
+    /// Whether this model's argmax equals the reference's argmax (when a reference was given).
+    pub top1_agree: bool,
+    /// This model's most likely token.
+    pub argmax: u32,
+}
+
+pub trait Backend {
+    /// Activations: a `rows × cols` matrix.
+    type Act;
+    /// A weight matrix `out × in` (with optional bias) in this backend's memory.
+    type Mat;
+    /// A vector (norm weights).
+    type Vector;
+    /// Log-probabilities of some rows, kept for a later comparison (reference model for KL).
+    type LogProbs;
+    /// Scores still on the device; `read_scores` brings them back. Reading back is the only
+    /// step that waits, and it is async so the browser never blocks (a GPU backend maps a
+    /// buffer; the CPU backend's future is ready at once).
+    type Pending;
+
+    fn name(&self) -> String;
+
+    fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Self::Mat>;
+    fn load_vector(&self, v: &[f32]) -> Result<Self::Vector>;
+
+    /// Rows of `table` (`vocab × dim`) for each token: `tokens.len() × dim`.
+    fn embed(&self, table: &Self::Mat, tokens: &[u32]) -> Result<Self::Act>;
+    /// `x / rms(x) * w` per row.
+    fn rmsnorm(&self, x: &Self::Act, w: &Self::Vector, eps: f32) -> Self::Act;
+    /// `x Wᵀ + b`: `rows × in` → `rows × out`.
+    fn linear(&self, x: &Self::Act, w: &Self::Mat) -> Self::Act;
+    /// Rotate each head of `x` (`rows × n_head*head_dim`); row `t` is position `pos0 + t`.
+    fn rope(
+        &self,
+        x: &mut Self::Act,
+        n_head: usize,
+        head_dim: usize,
+        pos0: usize,
+        theta: f32,
+        style: RopeStyle,
+    );
+    /// Causal softmax attention with grouped KV heads: `q` is `rows × n_head*hd`, `k`/`v` are
+    /// `rows × n_kv*hd`; returns `rows × n_head*hd`.
+    fn attention(
+        &self,
+        q: &Self::Act,
+        k: &Self::Act,
+        v: &Self::Act,
+        n_head: usize,
+        n_kv: usize,
+        hd: usize,
+    ) -> Self::Act;
+    /// `gate ← silu(gate) ⊙ up`.
+    fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
+    /// `x ← x + y`.
+    fn add(&self, x: &mut Self::Act, y: &Self::Act);
+
+    /// LM head + log-softmax on rows `from..from+targets.len()` of `x`, scored against `targets`
+    /// (and against `reference` log-probs of the same rows for KL/top-1). When `keep` is true the
+    /// log-probs are returned for use as a later reference. The vocabulary-sized logits never
+    /// need to leave the backend.
+    fn score(
+        &self,
+        x: &Self::Act,
+        head: &Self::Mat,
+        from: usize,
+        targets: &[u32],
+        reference: Option<&Self::LogProbs>,
+        keep: bool,
+    ) -> Result<(Self::Pending, Option<Self::LogProbs>)>;
+
+    /// Wait for scores recorded by `score`.
+    fn read_scores(
+        &self,
+        pending: Self::Pending,
+    ) -> impl std::future::Future<Output = Result<Vec<TokenScore>>>;
+
+    /// Logits of one row (for generation and inspection).
+    fn logits_row(&self, x: &Self::Act, head: &Self::Mat, row: usize) -> Result<Vec<f32>>;
+}

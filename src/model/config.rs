@@ -62,7 +62,7 @@ impl ModelConfig {
         bound("n_kv_head", self.n_kv_head, Self::MAX_HEADS)?;
         bound("head_dim", self.head_dim, 1024)?;
         bound("vocab", self.vocab, Self::MAX_VOCAB)?;
-        if self.n_head % self.n_kv_head != 0 {
+        if !self.n_head.is_multiple_of(self.n_kv_head) {
             return Err(Error::format(
                 file,
                 "n_kv_head",
@@ -72,7 +72,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(Error::format(
                 file,
                 "head_dim",

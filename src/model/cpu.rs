@@ -1,1 +1,436 @@
-//! (stub)
+//! The CPU reference backend: plain f32, weights expanded from their stored format once at load.
+//! Matrix products go through `matrixmultiply` (blocked SGEMM with runtime SIMD detection,
+//! multi-threaded natively); everything else is straightforward loops, written to be read.
+
+use crate::model::backend::{Backend, TokenScore};
+use crate::model::config::RopeStyle;
+use crate::quant::format::QTensor;
+use crate::{Error, Result};
+
+/// A row-major `rows × cols` f32 matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mat {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Act {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Act {
+    pub fn zeros(rows: usize, cols: usize) -> Self {
+        Act {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// Log-probabilities of consecutive rows, `rows × vocab`.
+pub struct LogProbs {
+    pub vocab: usize,
+    pub data: Vec<f32>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+/// `c (m×n) = a (m×k, strides rsa/csa) · b (k×n, strides rsb/csb)`, overwriting `c` (row stride
+/// `rsc`). Safe wrapper: checks every index the strides can reach lies inside the slices.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    c: &mut [f32],
+    rsc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    if k > 0 {
+        assert!(
+            last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len(),
+            "sgemm operand out of range"
+        );
+    }
+    assert!(last(m, n, rsc, 1) < c.len(), "sgemm output out of range");
+    // SAFETY: the asserts above prove every element addressed by the given dimensions and strides
+    // lies inside the slices; `c` is exclusively borrowed and does not alias `a` or `b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            0.0,
+            c.as_mut_ptr(),
+            rsc as isize,
+            1,
+        );
+    }
+}
+
+/// Run `f(first_row, rows_chunk)` over chunks of whole rows of `out` (`cols` wide): in parallel
+/// natively (rayon), serially in the browser. Each output row is computed by one call, so the
+/// result does not depend on the chunking.
+fn for_row_chunks(out: &mut [f32], cols: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let rows = out.len() / cols.max(1);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        // Chunks of at least 16 rows keep SGEMM's panels efficient.
+        let per = rows.div_ceil(rayon::current_num_threads()).max(16);
+        out.par_chunks_mut(per * cols)
+            .enumerate()
+            .for_each(|(i, c)| f(i * per, c));
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = rows;
+        f(0, out);
+    }
+}
+
+impl Cpu {
+    /// Logits of rows `from..from+n` of `x`: `n × vocab`.
+    fn logits(&self, x: &Act, head: &Mat, from: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; n * head.rows];
+        sgemm(
+            n,
+            x.cols,
+            head.rows,
+            &x.data[from * x.cols..],
+            x.cols,
+            1,
+            &head.data,
+            1,
+            head.cols,
+            &mut out,
+            head.rows,
+        );
+        out
+    }
+}
+
+/// One causal attention head: `out` (t × hd) = softmax(Q_h K_gᵀ / √hd, causal) · V_g, where
+/// `g` is the KV head that query head `h` shares.
+#[allow(clippy::too_many_arguments)]
+fn attention_head(
+    q: &Act,
+    k: &Act,
+    v: &Act,
+    h: usize,
+    n_head: usize,
+    n_kv: usize,
+    hd: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let t = q.rows;
+    let (qs, kvs) = (n_head * hd, n_kv * hd);
+    let g = h / (n_head / n_kv);
+    let scale = 1.0 / (hd as f32).sqrt();
+    // scores (t×t) = Q_h (t×hd) · K_gᵀ, both read in place through strides.
+    sgemm(
+        t,
+        hd,
+        t,
+        &q.data[h * hd..],
+        qs,
+        1,
+        &k.data[g * hd..],
+        1,
+        kvs,
+        scores,
+        t,
+    );
+    for i in 0..t {
+        let row = &mut scores[i * t..(i + 1) * t];
+        // Causal: position i sees keys 0..=i.
+        let max = row[..=i]
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
+        let mut sum = 0f32;
+        for s in row[..=i].iter_mut() {
+            *s = (*s * scale - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        row[..=i].iter_mut().for_each(|s| *s *= inv);
+        row[i + 1..].iter_mut().for_each(|s| *s = 0.0);
+    }
+    // out (t×hd) = P (t×t) · V_g (t×hd).
+    sgemm(t, t, hd, scores, t, 1, &v.data[g * hd..], kvs, 1, out, hd);
+}
+
+/// In-place log-softmax of one row, in f64 accumulation for stability.
+fn log_softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+    let lse = max as f64 + sum.ln();
+    for v in row.iter_mut() {
+        *v = (*v as f64 - lse) as f32;
+    }
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+impl Backend for Cpu {
+    type Act = Act;
+    type Mat = Mat;
+    type Vector = Vec<f32>;
+    type LogProbs = LogProbs;
+    type Pending = Vec<TokenScore>;
+
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+
+    fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
+        Ok(Mat {
+            rows: w.rows,
+            cols: w.cols,
+            data: w.dequantize()?,
+            bias: bias.map(|b| b.to_vec()),
+        })
+    }
+
+    fn load_vector(&self, v: &[f32]) -> Result<Vec<f32>> {
+        Ok(v.to_vec())
+    }
+
+    fn embed(&self, table: &Mat, tokens: &[u32]) -> Result<Act> {
+        let mut out = Act::zeros(tokens.len(), table.cols);
+        for (t, &id) in tokens.iter().enumerate() {
+            let id = id as usize;
+            if id >= table.rows {
+                return Err(Error::config(
+                    "token",
+                    format!("id {id} is outside the vocabulary of {}", table.rows),
+                ));
+            }
+            out.data[t * table.cols..(t + 1) * table.cols]
+                .copy_from_slice(&table.data[id * table.cols..(id + 1) * table.cols]);
+        }
+        Ok(out)
+    }
+
+    fn rmsnorm(&self, x: &Act, w: &Vec<f32>, eps: f32) -> Act {
+        let mut out = Act::zeros(x.rows, x.cols);
+        for (o, r) in out.data.chunks_mut(x.cols).zip(x.data.chunks(x.cols)) {
+            let ms = r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / x.cols as f64;
+            let scale = (1.0 / (ms + eps as f64).sqrt()) as f32;
+            for ((o, &v), &g) in o.iter_mut().zip(r).zip(w) {
+                *o = v * scale * g;
+            }
+        }
+        out
+    }
+
+    fn linear(&self, x: &Act, w: &Mat) -> Act {
+        let mut out = Act::zeros(x.rows, w.rows);
+        // y (T×out) = x (T×in) · Wᵀ, Wᵀ read through strides (row stride 1, column stride in).
+        sgemm(
+            x.rows,
+            x.cols,
+            w.rows,
+            &x.data,
+            x.cols,
+            1,
+            &w.data,
+            1,
+            w.cols,
+            &mut out.data,
+            w.rows,
+        );
+        if let Some(b) = &w.bias {
+            for r in out.data.chunks_mut(w.rows) {
+                r.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+            }
+        }
+        out
+    }
+
+    fn rope(
+        &self,
+        x: &mut Act,
+        n_head: usize,
+        hd: usize,
+        pos0: usize,
+        theta: f32,
+        style: RopeStyle,
+    ) {
+        let half = hd / 2;
+        // Frequencies in f64, as the angle for late positions needs the precision.
+        let inv: Vec<f64> = (0..half)
+            .map(|i| (theta as f64).powf(-2.0 * i as f64 / hd as f64))
+            .collect();
+        for t in 0..x.rows {
+            let pos = (pos0 + t) as f64;
+            let cs: Vec<(f32, f32)> = inv
+                .iter()
+                .map(|f| {
+                    let a = pos * f;
+                    (a.cos() as f32, a.sin() as f32)
+                })
+                .collect();
+            let row = &mut x.data[t * x.cols..(t + 1) * x.cols];
+            for h in 0..n_head {
+                let head = &mut row[h * hd..(h + 1) * hd];
+                for (i, &(c, s)) in cs.iter().enumerate() {
+                    let (a, b) = match style {
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                        RopeStyle::Half => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * c - x1 * s;
+                    head[b] = x0 * s + x1 * c;
+                }
+            }
+        }
+    }
+
+    fn attention(&self, q: &Act, k: &Act, v: &Act, n_head: usize, n_kv: usize, hd: usize) -> Act {
+        let t = q.rows;
+        let qs = n_head * hd;
+        // Each head's output (t × hd) in its own block of `heads`, then interleaved into rows.
+        let mut heads = vec![0f32; n_head * t * hd];
+        for_row_chunks(&mut heads, t * hd, |h0, block| {
+            let mut scores = vec![0f32; t * t];
+            for (i, o) in block.chunks_mut(t * hd).enumerate() {
+                attention_head(q, k, v, h0 + i, n_head, n_kv, hd, &mut scores, o);
+            }
+        });
+        let mut out = Act::zeros(t, qs);
+        for (h, o) in heads.chunks(t * hd).enumerate() {
+            for (i, r) in o.chunks(hd).enumerate() {
+                out.data[i * qs + h * hd..i * qs + (h + 1) * hd].copy_from_slice(r);
+            }
+        }
+        out
+    }
+
+    fn silu_mul(&self, gate: &mut Act, up: &Act) {
+        for (g, &u) in gate.data.iter_mut().zip(&up.data) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    }
+
+    fn add(&self, x: &mut Act, y: &Act) {
+        x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+    }
+
+    fn score(
+        &self,
+        x: &Act,
+        head: &Mat,
+        from: usize,
+        targets: &[u32],
+        reference: Option<&LogProbs>,
+        keep: bool,
+    ) -> Result<(Vec<TokenScore>, Option<LogProbs>)> {
+        let vocab = head.rows;
+        if from + targets.len() > x.rows {
+            return Err(Error::config(
+                "score",
+                format!(
+                    "rows {from}+{} exceed the window of {}",
+                    targets.len(),
+                    x.rows
+                ),
+            ));
+        }
+        if let Some(r) = reference {
+            if r.vocab != vocab || r.data.len() != targets.len() * vocab {
+                return Err(Error::config(
+                    "reference",
+                    "reference log-probs do not match this window",
+                ));
+            }
+        }
+        let mut scores = Vec::with_capacity(targets.len());
+        let mut kept = if keep {
+            Vec::with_capacity(targets.len() * vocab)
+        } else {
+            Vec::new()
+        };
+        // Chunks of rows bound the logits buffer (64 × 49152 floats = 12.6 MB).
+        const CHUNK: usize = 64;
+        for c0 in (0..targets.len()).step_by(CHUNK) {
+            let n = CHUNK.min(targets.len() - c0);
+            let mut lp = self.logits(x, head, from + c0, n);
+            for (j, row) in lp.chunks_mut(vocab).enumerate() {
+                log_softmax(row);
+                let tgt = targets[c0 + j] as usize;
+                let nll = -(*row.get(tgt).ok_or_else(|| {
+                    Error::config("target", format!("token {tgt} ≥ vocab {vocab}"))
+                })?) as f64;
+                let am = argmax(row);
+                let mut s = TokenScore {
+                    nll,
+                    kl: 0.0,
+                    top1_agree: true,
+                    argmax: am,
+                };
+                if let Some(r) = reference {
+                    let rr = &r.data[(c0 + j) * vocab..(c0 + j + 1) * vocab];
+                    s.kl = rr
+                        .iter()
+                        .zip(row.iter())
+                        .map(|(&p, &q)| (p as f64).exp() * (p as f64 - q as f64))
+                        .sum::<f64>()
+                        .max(0.0);
+                    s.top1_agree = argmax(rr) == am;
+                }
+                scores.push(s);
+            }
+            if keep {
+                kept.extend_from_slice(&lp);
+            }
+        }
+        Ok((scores, keep.then_some(LogProbs { vocab, data: kept })))
+    }
+
+    async fn read_scores(&self, pending: Vec<TokenScore>) -> Result<Vec<TokenScore>> {
+        Ok(pending)
+    }
+
+    fn logits_row(&self, x: &Act, head: &Mat, row: usize) -> Result<Vec<f32>> {
+        if row >= x.rows {
+            return Err(Error::config("row", format!("{row} ≥ {}", x.rows)));
+        }
+        Ok(self.logits(x, head, row, 1))
+    }
+}

@@ -1,1 +1,310 @@
-//! (stub)
+//! Evaluation: perplexity under the two protocols of methods.md §8, with its standard error, and
+//! KL divergence / top-1 agreement against a reference model on the same tokens.
+//!
+//! - `llamacpp` (llama.cpp's `llama-perplexity`): the token stream is cut into non-overlapping
+//!   windows of `ctx` tokens (a partial last window is dropped); if the model adds BOS, the first
+//!   token of each window is replaced by BOS; the logits at positions `ctx/2 ..= ctx-2` are scored
+//!   against the next token, i.e. `ctx/2 - 1` tokens per window.
+//! - `gptq` (the GPTQ paper's / transformers' loop): the same windows, no BOS replacement, every
+//!   token after the first of each window is scored (`ctx - 1` per window).
+//!
+//! `±` is the standard error of the mean NLL carried through `exp`, as llama.cpp prints it:
+//! `sqrt((E[nll²] - E[nll]²) / (n - 1)) · ppl`.
+
+use crate::model::backend::Backend;
+use crate::model::llama::Llama;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Llamacpp,
+    Gptq,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvalOptions {
+    pub protocol: Protocol,
+    pub ctx: usize,
+    /// Evaluate only the first N windows.
+    pub max_windows: Option<usize>,
+    /// Also compare with the reference (as-loaded) model: KL and top-1 agreement.
+    pub kl: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            protocol: Protocol::Llamacpp,
+            ctx: 512,
+            max_windows: None,
+            kl: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalProgress {
+    pub window: usize,
+    pub windows: usize,
+    pub ppl: f64,
+    pub ppl_err: f64,
+    pub tokens_scored: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub ppl: f64,
+    pub ppl_err: f64,
+    /// Mean KL(reference ‖ model) in nats per scored token.
+    pub kl: Option<f64>,
+    /// Fraction of scored tokens where both models' argmax agree.
+    pub top1: Option<f64>,
+    pub tokens_scored: usize,
+    pub tokens_evaluated: usize,
+    pub windows: usize,
+    pub seconds: f64,
+    /// The protocol in words, to print next to every perplexity.
+    pub protocol: String,
+    pub ctx: usize,
+}
+
+/// One window: its tokens and which positions are scored (`from..from+targets.len()` predict
+/// `targets`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Window {
+    pub tokens: Vec<u32>,
+    pub from: usize,
+    pub targets: Vec<u32>,
+}
+
+/// The longest window evaluation accepts (memory of the attention scores grows with ctx²).
+pub const MAX_CTX: usize = 8192;
+
+/// Cut a token stream into the protocol's windows.
+pub fn windows(tokens: &[u32], bos: Option<u32>, opts: &EvalOptions) -> Result<Vec<Window>> {
+    let ctx = opts.ctx;
+    if !(4..=MAX_CTX).contains(&ctx) {
+        return Err(Error::config(
+            "ctx",
+            format!("{ctx} is outside 4..={MAX_CTX}"),
+        ));
+    }
+    let n = tokens.len() / ctx;
+    if n == 0 {
+        return Err(Error::config(
+            "text",
+            format!(
+                "the text has {} tokens; one window of ctx {ctx} needs at least {ctx}",
+                tokens.len()
+            ),
+        ));
+    }
+    let n = opts.max_windows.map_or(n, |m| m.min(n));
+    Ok((0..n)
+        .map(|i| {
+            let mut w = tokens[i * ctx..(i + 1) * ctx].to_vec();
+            match opts.protocol {
+                Protocol::Llamacpp => {
+                    if let Some(b) = bos {
+                        w[0] = b;
+                    }
+                    let first = ctx / 2;
+                    Window {
+                        targets: w[first + 1..].to_vec(),
+                        from: first,
+                        tokens: w,
+                    }
+                }
+                Protocol::Gptq => Window {
+                    targets: w[1..].to_vec(),
+                    from: 0,
+                    tokens: w,
+                },
+            }
+        })
+        .collect())
+}
+
+pub fn describe(opts: &EvalOptions, windows: usize, bos: Option<u32>) -> String {
+    let ctx = opts.ctx;
+    match opts.protocol {
+        Protocol::Llamacpp => format!(
+            "llama.cpp protocol: {windows} non-overlapping windows of {ctx} tokens, second half scored ({} tokens/window), {}",
+            ctx / 2 - 1,
+            if bos.is_some() { "BOS replaces each window's first token" } else { "no BOS" }
+        ),
+        Protocol::Gptq => format!(
+            "GPTQ protocol: {windows} non-overlapping windows of {ctx} tokens, every token after the first scored ({} tokens/window), no BOS",
+            ctx - 1
+        ),
+    }
+}
+
+/// Running sums for perplexity and its error.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NllStats {
+    pub sum: f64,
+    pub sum_sq: f64,
+    pub n: usize,
+}
+
+impl NllStats {
+    pub fn push(&mut self, nll: f64) {
+        self.sum += nll;
+        self.sum_sq += nll * nll;
+        self.n += 1;
+    }
+    pub fn ppl(&self) -> f64 {
+        (self.sum / self.n.max(1) as f64).exp()
+    }
+    pub fn ppl_err(&self) -> f64 {
+        if self.n < 2 {
+            return 0.0;
+        }
+        let mean = self.sum / self.n as f64;
+        let var = (self.sum_sq / self.n as f64 - mean * mean).max(0.0);
+        (var / (self.n - 1) as f64).sqrt() * mean.exp()
+    }
+}
+
+/// Evaluate `model` on `tokens`; with `reference`, also KL and top-1 against it. `progress` is
+/// called after every window and may return false to cancel. `clock` returns seconds (the
+/// caller's: `Instant` natively, `performance.now()` in the browser).
+#[allow(clippy::too_many_arguments)]
+pub async fn evaluate<B: Backend>(
+    b: &B,
+    model: &Llama<B>,
+    reference: Option<&Llama<B>>,
+    tokens: &[u32],
+    bos: Option<u32>,
+    opts: &EvalOptions,
+    clock: &dyn Fn() -> f64,
+    progress: &mut dyn FnMut(&EvalProgress) -> bool,
+) -> Result<EvalResult> {
+    if opts.ctx > model.config.max_ctx {
+        return Err(Error::config(
+            "ctx",
+            format!(
+                "{} exceeds the model's context length {}",
+                opts.ctx, model.config.max_ctx
+            ),
+        ));
+    }
+    let t0 = clock();
+    let wins = windows(tokens, bos, opts)?;
+    let mut stats = NllStats::default();
+    let (mut kl_sum, mut agree) = (0.0f64, 0usize);
+    for (i, w) in wins.iter().enumerate() {
+        let refs = match reference {
+            Some(r) => {
+                let x = r.forward(b, &w.tokens)?;
+                b.score(&x, r.head(), w.from, &w.targets, None, true)?.1
+            }
+            None => None,
+        };
+        let x = model.forward(b, &w.tokens)?;
+        let (pending, _) = b.score(&x, model.head(), w.from, &w.targets, refs.as_ref(), false)?;
+        let scores = b.read_scores(pending).await?;
+        for s in &scores {
+            stats.push(s.nll);
+            kl_sum += s.kl;
+            agree += s.top1_agree as usize;
+        }
+        let p = EvalProgress {
+            window: i + 1,
+            windows: wins.len(),
+            ppl: stats.ppl(),
+            ppl_err: stats.ppl_err(),
+            tokens_scored: stats.n,
+        };
+        if !progress(&p) {
+            return Err(Error::Cancelled);
+        }
+    }
+    let with_ref = reference.is_some();
+    Ok(EvalResult {
+        ppl: stats.ppl(),
+        ppl_err: stats.ppl_err(),
+        kl: with_ref.then(|| kl_sum / stats.n.max(1) as f64),
+        top1: with_ref.then(|| agree as f64 / stats.n.max(1) as f64),
+        tokens_scored: stats.n,
+        tokens_evaluated: wins.len() * opts.ctx,
+        windows: wins.len(),
+        seconds: clock() - t0,
+        protocol: describe(opts, wins.len(), bos),
+        ctx: opts.ctx,
+    })
+}
+
+/// Drive a future that never waits (the CPU backend's) to completion without an executor.
+/// Returns an error instead of spinning if it does wait.
+pub fn ready<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => Err(Error::config(
+            "backend",
+            "this backend needs an async executor",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llamacpp_windows_score_second_half() {
+        let toks: Vec<u32> = (0..20).collect();
+        let o = EvalOptions {
+            protocol: Protocol::Llamacpp,
+            ctx: 8,
+            max_windows: None,
+            kl: false,
+        };
+        let w = windows(&toks, Some(99), &o).unwrap();
+        assert_eq!(w.len(), 2); // 20 / 8, partial window dropped
+        assert_eq!(w[1].tokens[0], 99);
+        assert_eq!(w[1].from, 4);
+        assert_eq!(w[1].targets, vec![13, 14, 15]); // positions 4..=6 predict 13..=15
+    }
+
+    #[test]
+    fn gptq_windows_score_all_but_first() {
+        let toks: Vec<u32> = (0..16).collect();
+        let o = EvalOptions {
+            protocol: Protocol::Gptq,
+            ctx: 8,
+            max_windows: Some(1),
+            kl: false,
+        };
+        let w = windows(&toks, Some(99), &o).unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].tokens[0], 0);
+        assert_eq!(w[0].targets, (1..8).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn short_text_is_a_clear_error() {
+        let e = windows(&[1, 2, 3], None, &EvalOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3 tokens") && e.contains("512"), "{e}");
+    }
+
+    #[test]
+    fn stats_match_hand_computation() {
+        let mut s = NllStats::default();
+        for v in [1.0, 2.0, 3.0] {
+            s.push(v);
+        }
+        const TOL: f64 = 1e-12;
+        assert!((s.ppl() - 2f64.exp()).abs() < TOL);
+        // var = 2/3, /(n-1) = 1/3
+        assert!((s.ppl_err() - (1.0f64 / 3.0).sqrt() * 2f64.exp()).abs() < TOL);
+    }
+}

@@ -1,1 +1,94 @@
-//! (stub)
+//! THE forward pass of the Llama family (Llama, SmolLM, Mistral without sliding window, Qwen2 with
+//! q/k/v biases), generic over a `Backend`. Pre-norm decoder blocks:
+//!   x = embed(tokens)
+//!   per block:  x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x));  x += Wd · (silu(Wg·n(x)) ⊙ Wu·n(x))
+//!   logits = head(norm(x))
+//! Shapes below: T tokens in the window, d = dim, hd = head_dim, H/KV = query/KV heads, F = ffn.
+
+use crate::model::backend::Backend;
+use crate::model::config::ModelConfig;
+use crate::model::weights::{Linear, ModelWeights};
+use crate::Result;
+
+struct Block<B: Backend> {
+    attn_norm: B::Vector, // d
+    ffn_norm: B::Vector,  // d
+    wq: B::Mat,           // H·hd × d
+    wk: B::Mat,           // KV·hd × d
+    wv: B::Mat,           // KV·hd × d
+    wo: B::Mat,           // d × H·hd
+    w_gate: B::Mat,       // F × d
+    w_up: B::Mat,         // F × d
+    w_down: B::Mat,       // d × F
+}
+
+/// A model loaded into a backend, ready to run.
+pub struct Llama<B: Backend> {
+    pub config: ModelConfig,
+    embd: B::Mat,         // vocab × d
+    head: Option<B::Mat>, // vocab × d; None = tied to `embd`
+    out_norm: B::Vector,  // d
+    blocks: Vec<Block<B>>,
+}
+
+impl<B: Backend> Llama<B> {
+    pub fn load(b: &B, w: &ModelWeights) -> Result<Self> {
+        let mat = |l: &Linear| b.load_matrix(&l.w, l.bias.as_deref());
+        let blocks = w
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(Block {
+                    attn_norm: b.load_vector(&l.attn_norm)?,
+                    ffn_norm: b.load_vector(&l.ffn_norm)?,
+                    wq: mat(&l.wq)?,
+                    wk: mat(&l.wk)?,
+                    wv: mat(&l.wv)?,
+                    wo: mat(&l.wo)?,
+                    w_gate: mat(&l.w_gate)?,
+                    w_up: mat(&l.w_up)?,
+                    w_down: mat(&l.w_down)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Llama {
+            config: w.config.clone(),
+            embd: b.load_matrix(&w.token_embd, None)?,
+            head: w
+                .output
+                .as_ref()
+                .map(|o| b.load_matrix(o, None))
+                .transpose()?,
+            out_norm: b.load_vector(&w.output_norm)?,
+            blocks,
+        })
+    }
+
+    /// The LM head (the embedding when tied).
+    pub fn head(&self) -> &B::Mat {
+        self.head.as_ref().unwrap_or(&self.embd)
+    }
+
+    /// Final normalized hidden states (T × d) of a window whose first token sits at position 0.
+    pub fn forward(&self, b: &B, tokens: &[u32]) -> Result<B::Act> {
+        let c = &self.config;
+        let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
+        let mut x = b.embed(&self.embd, tokens)?; // T × d
+        for blk in &self.blocks {
+            let n = b.rmsnorm(&x, &blk.attn_norm, c.rms_eps); // T × d
+            let mut q = b.linear(&n, &blk.wq); // T × H·hd
+            let mut k = b.linear(&n, &blk.wk); // T × KV·hd
+            let v = b.linear(&n, &blk.wv); // T × KV·hd
+            b.rope(&mut q, h, hd, 0, c.rope_theta, c.rope_style);
+            b.rope(&mut k, kv, hd, 0, c.rope_theta, c.rope_style);
+            let a = b.attention(&q, &k, &v, h, kv, hd); // T × H·hd
+            b.add(&mut x, &b.linear(&a, &blk.wo));
+
+            let n = b.rmsnorm(&x, &blk.ffn_norm, c.rms_eps); // T × d
+            let mut g = b.linear(&n, &blk.w_gate); // T × F
+            b.silu_mul(&mut g, &b.linear(&n, &blk.w_up));
+            b.add(&mut x, &b.linear(&g, &blk.w_down)); // T × d
+        }
+        Ok(b.rmsnorm(&x, &self.out_norm, c.rms_eps))
+    }
+}

@@ -1,1 +1,400 @@
-//! (stub)
+//! What to do to a loaded model, as data: a versioned, serde-serialisable `QuantConfig` that the
+//! UI keeps in the URL (share links), the CLI reads from files, and `apply` executes.
+//!
+//! A config names one method plus a model-wide `LayerQuant` and per-tensor overrides selected by
+//! glob patterns over canonical tensor names (`blk.3.*`, `*.ffn_down.weight`, or an exact name).
+//! Only the linear layers inside the blocks are ever quantized; embeddings, norms and the LM head
+//! stay as loaded (docs/methods.md, "Memory").
+//!
+//! Share-link format: `v{version}.` followed by the compact JSON of the config in URL-safe base64
+//! without padding (RFC 4648 §5). The prefix lets a link from a newer QuantLab be refused with a
+//! clear message before its payload is even decoded.
+
+use crate::model::weights::{Linear, ModelWeights};
+use crate::quant::format::{check_bits, Granularity, IntSpec, QTensor};
+use crate::quant::rtn::{self, RtnOptions};
+use crate::{Error, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// The config version this build writes and the newest it reads.
+pub const CONFIG_VERSION: u32 = 1;
+/// Longest share link accepted (URL hashes beyond a few KiB are already unwieldy).
+pub const MAX_LINK_LEN: usize = 8 * 1024;
+/// Most overrides a config may hold.
+pub const MAX_OVERRIDES: usize = 256;
+/// Longest override pattern.
+pub const MAX_PATTERN_LEN: usize = 256;
+
+/// How the block linears are produced from the loaded weights.
+///
+/// Later methods (GPTQ, AWQ, k-means, CMPQ, W4A8, Tender, BinaryMoS) become further variants
+/// carrying their own parameters, e.g. `Gptq { damp: f32, act_order: bool }`; serde's external
+/// tagging writes a unit variant as `"rtn"` and a struct variant as `{"gptq": {...}}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Keep the weights as loaded.
+    #[default]
+    None,
+    /// Uniform round-to-nearest (`quant::rtn`), from the dequantized loaded weights.
+    Rtn,
+}
+
+/// How one tensor is quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerQuant {
+    /// 1..=8.
+    pub bits: u8,
+    pub gran: Granularity,
+    pub sym: bool,
+    #[serde(default)]
+    pub clip_search: bool,
+}
+
+impl Default for LayerQuant {
+    /// 4-bit, groups of 32, symmetric: the usual starting point.
+    fn default() -> Self {
+        LayerQuant {
+            bits: 4,
+            gran: Granularity::Group(32),
+            sym: true,
+            clip_search: false,
+        }
+    }
+}
+
+impl LayerQuant {
+    pub fn spec(&self) -> IntSpec {
+        IntSpec {
+            bits: self.bits,
+            gran: self.gran,
+            sym: self.sym,
+        }
+    }
+    pub fn rtn_options(&self) -> RtnOptions {
+        RtnOptions {
+            clip_search: self.clip_search,
+        }
+    }
+    /// Checks that need no model; `field` says where this `LayerQuant` sits in the config.
+    pub fn validate(&self, field: &str) -> Result<()> {
+        if check_bits(self.bits).is_err() {
+            return Err(Error::config(
+                format!("{field}.bits"),
+                format!("{} is outside 1..=8", self.bits),
+            ));
+        }
+        if self.gran == Granularity::Group(0) {
+            return Err(Error::config(
+                format!("{field}.gran"),
+                "group size 0; a group holds at least one weight",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Per-tensor exception to the model-wide setting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// Glob over canonical tensor names: `*` matches any run of characters (dots included),
+    /// everything else matches itself.
+    pub pattern: String,
+    /// `None` keeps the matching tensors as loaded.
+    pub quant: Option<LayerQuant>,
+}
+
+/// A whole-model quantization recipe. The last matching override wins.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantConfig {
+    pub version: u32,
+    pub method: Method,
+    pub default: LayerQuant,
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+impl Default for QuantConfig {
+    /// Keep the loaded weights.
+    fn default() -> Self {
+        QuantConfig {
+            version: CONFIG_VERSION,
+            method: Method::None,
+            default: LayerQuant::default(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// Does `name` match the glob `pattern` (`*` = any run of characters, possibly empty)?
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni) = (0, 0);
+    // Where the last `*` was and which name position it is currently made to cover up to:
+    // on a mismatch, let that star swallow one more character and retry (linear backtracking).
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+fn newer(version: u64) -> Error {
+    Error::config(
+        "version",
+        format!("made by a newer QuantLab (version {version} > {CONFIG_VERSION}); reload the page or update"),
+    )
+}
+
+impl QuantConfig {
+    /// Round-to-nearest for every block linear with one setting.
+    pub fn rtn(default: LayerQuant) -> Self {
+        QuantConfig {
+            version: CONFIG_VERSION,
+            method: Method::Rtn,
+            default,
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Add an override (builder style); later ones take precedence.
+    pub fn with_override(mut self, pattern: &str, quant: Option<LayerQuant>) -> Self {
+        self.overrides.push(Override {
+            pattern: pattern.to_string(),
+            quant,
+        });
+        self
+    }
+
+    /// Checks that need no model: version, bits, group sizes, override count and patterns.
+    pub fn validate(&self) -> Result<()> {
+        if self.version > CONFIG_VERSION {
+            return Err(newer(self.version as u64));
+        }
+        if self.version == 0 {
+            return Err(Error::config(
+                "version",
+                "0 is not a QuantLab config version",
+            ));
+        }
+        self.default.validate("default")?;
+        if self.overrides.len() > MAX_OVERRIDES {
+            return Err(Error::config(
+                "overrides",
+                format!(
+                    "{} overrides, more than the limit of {MAX_OVERRIDES}",
+                    self.overrides.len()
+                ),
+            ));
+        }
+        for (i, o) in self.overrides.iter().enumerate() {
+            let field = format!("overrides[{i}]");
+            if o.pattern.is_empty() || o.pattern.len() > MAX_PATTERN_LEN {
+                return Err(Error::config(
+                    format!("{field}.pattern"),
+                    format!(
+                        "length {} is outside 1..={MAX_PATTERN_LEN}",
+                        o.pattern.len()
+                    ),
+                ));
+            }
+            if let Some(q) = &o.quant {
+                q.validate(&format!("{field}.quant"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The setting for one tensor: `None` means keep it as loaded.
+    pub fn layer_quant(&self, name: &str) -> Option<LayerQuant> {
+        if self.method == Method::None {
+            return None;
+        }
+        let mut q = Some(self.default);
+        for o in &self.overrides {
+            if glob_match(&o.pattern, name) {
+                q = o.quant;
+            }
+        }
+        q
+    }
+
+    /// Override patterns that match no block linear of `model` (likely typos; the UI warns).
+    pub fn unmatched_patterns(&self, model: &ModelWeights) -> Vec<&str> {
+        self.overrides
+            .iter()
+            .filter(|o| !model.linears().any(|l| glob_match(&o.pattern, &l.name)))
+            .map(|o| o.pattern.as_str())
+            .collect()
+    }
+
+    /// Compact JSON.
+    pub fn to_json(&self) -> String {
+        // Serialising plain structs of numbers, bools and strings to a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parse and validate JSON; a config from a newer QuantLab is refused by its version before
+    /// its fields are interpreted (they may have changed meaning).
+    pub fn from_json(json: &str) -> Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| Error::config("config", format!("bad JSON: {e}")))?;
+        match v.get("version").and_then(|v| v.as_u64()) {
+            Some(ver) if ver > CONFIG_VERSION as u64 => return Err(newer(ver)),
+            Some(_) => {}
+            None => {
+                return Err(Error::config(
+                    "version",
+                    "missing or not a non-negative integer",
+                ))
+            }
+        }
+        let c: QuantConfig = serde_json::from_value(v)
+            .map_err(|e| Error::config("config", format!("bad JSON: {e}")))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Share-link payload: `v1.` + base64url(compact JSON), no padding.
+    pub fn to_url(&self) -> String {
+        format!(
+            "v{}.{}",
+            self.version,
+            URL_SAFE_NO_PAD.encode(self.to_json())
+        )
+    }
+
+    /// Parse a share-link payload made by `to_url`.
+    pub fn from_url(link: &str) -> Result<Self> {
+        let field = "share link";
+        if link.len() > MAX_LINK_LEN {
+            return Err(Error::config(
+                field,
+                format!("{} bytes, over the limit of {MAX_LINK_LEN}", link.len()),
+            ));
+        }
+        let (head, payload) = link
+            .strip_prefix('v')
+            .and_then(|rest| rest.split_once('.'))
+            .ok_or_else(|| {
+                Error::config(
+                    field,
+                    format!("not a QuantLab config link (expected \"v{CONFIG_VERSION}.\" first)"),
+                )
+            })?;
+        let version: u64 = match head.parse() {
+            Ok(v) if !head.starts_with('+') => v,
+            _ => {
+                return Err(Error::config(
+                    field,
+                    format!("version \"{head}\" is not a number"),
+                ))
+            }
+        };
+        if version > CONFIG_VERSION as u64 {
+            return Err(newer(version));
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|e| Error::config(field, format!("bad base64: {e}")))?;
+        let json = std::str::from_utf8(&bytes)
+            .map_err(|e| Error::config(field, format!("payload is not UTF-8 text: {e}")))?;
+        let c = Self::from_json(json)?;
+        if c.version as u64 != version {
+            return Err(Error::config(
+                field,
+                format!(
+                    "link says version {version} but its config says {}",
+                    c.version
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Apply to a loaded model; see `apply_with`.
+    pub fn apply(&self, src: &ModelWeights) -> Result<ModelWeights> {
+        self.apply_with(src, &mut |_, _| true)
+    }
+
+    /// A new model whose block linears are quantized as configured; embeddings, norms, biases
+    /// and the LM head are copied unchanged, and `Method::None` returns a clone.
+    ///
+    /// `progress(done, total)` is called before each linear and once at the end (`done ==
+    /// total`); returning `false` stops with `Error::Cancelled`. Every tensor's shape is checked
+    /// against its setting before any work starts, so a bad group size fails at once, naming
+    /// the tensor.
+    pub fn apply_with(
+        &self,
+        src: &ModelWeights,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<ModelWeights> {
+        self.validate()?;
+        let total = src.layers.len() * 7;
+        if self.method == Method::None {
+            if !progress(total, total) {
+                return Err(Error::Cancelled);
+            }
+            return Ok(src.clone());
+        }
+        for l in src.linears() {
+            if let Some(q) = self.layer_quant(&l.name) {
+                q.gran.group_len(l.w.rows, l.w.cols, &l.name)?;
+            }
+        }
+        let mut out = src.clone();
+        let mut done = 0;
+        for layer in &mut out.layers {
+            for lin in layer.linears_mut() {
+                if !progress(done, total) {
+                    return Err(Error::Cancelled);
+                }
+                if let Some(q) = self.layer_quant(&lin.name) {
+                    lin.w = self.quantize_linear(lin, q)?;
+                }
+                done += 1;
+            }
+        }
+        if !progress(total, total) {
+            return Err(Error::Cancelled);
+        }
+        Ok(out)
+    }
+
+    fn quantize_linear(&self, lin: &Linear, q: LayerQuant) -> Result<QTensor> {
+        match self.method {
+            Method::None => Ok(lin.w.clone()),
+            Method::Rtn => {
+                let w = lin.w.dequantize()?;
+                rtn::quantize(
+                    &w,
+                    lin.w.rows,
+                    lin.w.cols,
+                    q.spec(),
+                    &q.rtn_options(),
+                    &lin.name,
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

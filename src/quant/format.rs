@@ -38,7 +38,7 @@ impl Granularity {
             Granularity::PerTensor => Ok(rows * cols),
             Granularity::PerRow => Ok(cols),
             Granularity::Group(g) => {
-                if g == 0 || cols % g != 0 {
+                if g == 0 || !cols.is_multiple_of(g) {
                     Err(Error::config(
                         "group",
                         format!("group size {g} does not divide the row length {cols} of {tensor}"),
@@ -133,7 +133,7 @@ impl Format {
                 ..Default::default()
             },
             Format::Ggml(t) => {
-                if cols % t.block_size() != 0 {
+                if !cols.is_multiple_of(t.block_size()) {
                     return Err(Error::config(
                         "format",
                         format!(
@@ -363,7 +363,7 @@ mod tests {
     fn pack_roundtrip_all_widths() {
         for bits in 1..=8u8 {
             let codes: Vec<u8> = (0..1000u32)
-                .map(|i| ((i * 2654435761) >> 7) as u8 & ((1u16 << bits) - 1) as u8)
+                .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8 & ((1u16 << bits) - 1) as u8)
                 .collect();
             let packed = pack_codes(&codes, bits);
             assert_eq!(packed.len(), packed_bytes(codes.len(), bits));

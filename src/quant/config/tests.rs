@@ -1,0 +1,201 @@
+//! Share-link round trips, malformed links, validation and pattern matching. Applying a config
+//! to models is tested in tests/quant_rtn.rs (synthetic and real models).
+
+use super::*;
+
+fn lq(bits: u8, gran: Granularity, sym: bool, clip_search: bool) -> LayerQuant {
+    LayerQuant {
+        bits,
+        gran,
+        sym,
+        clip_search,
+    }
+}
+
+fn samples() -> Vec<QuantConfig> {
+    vec![
+        QuantConfig::default(),
+        QuantConfig::rtn(LayerQuant::default()),
+        QuantConfig::rtn(lq(8, Granularity::PerRow, true, false)),
+        QuantConfig::rtn(lq(3, Granularity::Group(128), false, true))
+            .with_override("blk.0.*", None)
+            .with_override(
+                "*.ffn_down.weight",
+                Some(lq(8, Granularity::PerRow, true, false)),
+            )
+            .with_override(
+                "blk.3.attn_v.weight",
+                Some(lq(2, Granularity::PerTensor, false, true)),
+            ),
+        QuantConfig::rtn(lq(1, Granularity::Group(16), true, false))
+            .with_override("名前/with \"quotes\" & ?=#", None),
+    ]
+}
+
+#[test]
+fn links_round_trip() {
+    for c in samples() {
+        let url = c.to_url();
+        assert!(url.starts_with("v1."), "{url}");
+        // URL-safe: nothing a browser would percent-encode in a hash.
+        assert!(
+            url.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "{url}"
+        );
+        assert_eq!(QuantConfig::from_url(&url).unwrap(), c);
+        assert_eq!(QuantConfig::from_json(&c.to_json()).unwrap(), c);
+    }
+}
+
+fn link_err(link: &str) -> String {
+    match QuantConfig::from_url(link) {
+        Ok(c) => panic!("{link:?} parsed as {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn link_of(json: &str) -> String {
+    format!("v1.{}", URL_SAFE_NO_PAD.encode(json))
+}
+
+#[test]
+fn malformed_links_are_refused_clearly() {
+    let good = QuantConfig::rtn(LayerQuant::default()).to_url();
+    assert!(link_err("").contains("not a QuantLab config link"));
+    assert!(link_err("hello world").contains("not a QuantLab config link"));
+    assert!(link_err("vx.abc").contains("not a number"));
+    assert!(link_err("v+1.abc").contains("not a number"));
+    assert!(link_err("v1.***").contains("bad base64"));
+    assert!(link_err("v1.").contains("bad JSON"));
+    // Truncation anywhere in the payload breaks base64 or JSON, never parses to something else.
+    for cut in 4..good.len() {
+        let e = link_err(&good[..cut]);
+        assert!(
+            e.contains("bad base64") || e.contains("bad JSON"),
+            "{cut}: {e}"
+        );
+    }
+    let huge = format!("v1.{}", "A".repeat(MAX_LINK_LEN));
+    assert!(link_err(&huge).contains("over the limit of 8192"));
+    assert!(link_err(&format!("v1.{}", URL_SAFE_NO_PAD.encode([0xff, 0xfe]))).contains("UTF-8"));
+
+    // Newer versions, by prefix or by payload, say so.
+    let newer = QuantConfig {
+        version: 7,
+        ..QuantConfig::default()
+    };
+    let by_payload = link_of(&newer.to_json());
+    for l in [format!("v2.{}", &good[3..]), by_payload] {
+        let e = link_err(&l);
+        assert!(e.contains("made by a newer QuantLab"), "{e}");
+    }
+    assert!(link_err(&link_of(&newer.to_json())).contains("version 7 > 1"));
+    assert!(link_err("v99999999999999999999999.x").contains("not a number"));
+
+    // Wrong types, unknown fields, out-of-range values.
+    let cases = [
+        (r#"{"version":"1","method":"rtn"}"#, "version"),
+        (
+            r#"{"version":1,"method":"gptq","default":{"bits":4,"gran":"per_row","sym":true}}"#,
+            "bad JSON",
+        ),
+        (
+            r#"{"version":1,"method":"rtn","default":{"bits":"4","gran":"per_row","sym":true}}"#,
+            "bad JSON",
+        ),
+        (
+            r#"{"version":1,"method":"rtn","default":{"bits":400,"gran":"per_row","sym":true}}"#,
+            "bad JSON",
+        ),
+        (
+            r#"{"version":1,"method":"rtn","default":{"bits":9,"gran":"per_row","sym":true}}"#,
+            "default.bits",
+        ),
+        (
+            r#"{"version":1,"method":"rtn","default":{"bits":4,"gran":{"group":0},"sym":true}}"#,
+            "group size 0",
+        ),
+        (
+            r#"{"version":1,"method":"rtn","default":{"bits":4,"gran":"per_row","sym":true},"extra":1}"#,
+            "unknown field",
+        ),
+        (
+            r#"{"version":0,"method":"none","default":{"bits":4,"gran":"per_row","sym":true}}"#,
+            "0 is not",
+        ),
+        (
+            r#"{"version":1,"method":"rtn","default":{"bits":4,"gran":"per_row","sym":true},"overrides":[{"pattern":"","quant":null}]}"#,
+            "overrides[0].pattern",
+        ),
+        ("[1,2,3]", "version"),
+    ];
+    for (json, want) in cases {
+        let e = link_err(&link_of(json));
+        assert!(e.contains(want), "{json}: {e}");
+    }
+    let many: Vec<_> = (0..=MAX_OVERRIDES)
+        .map(|i| Override {
+            pattern: format!("blk.{i}.*"),
+            quant: None,
+        })
+        .collect();
+    let c = QuantConfig {
+        overrides: many,
+        ..QuantConfig::rtn(LayerQuant::default())
+    };
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("limit of 256"));
+}
+
+#[test]
+fn glob_patterns() {
+    let yes = [
+        ("blk.3.*", "blk.3.attn_q.weight"),
+        ("*.ffn_down.weight", "blk.12.ffn_down.weight"),
+        ("blk.3.attn_q.weight", "blk.3.attn_q.weight"),
+        ("*", "anything"),
+        ("blk.*.attn_*.weight", "blk.0.attn_output.weight"),
+        ("*a*a*a", "aaaa"),
+        ("blk.1*", "blk.10.ffn_up.weight"),
+    ];
+    let no = [
+        ("blk.3.*", "blk.30.attn_q.weight"),
+        ("blk.3.attn_q.weight", "blk.3.attn_q.weightx"),
+        ("*.ffn_down.weight", "blk.1.ffn_up.weight"),
+        ("blk.*.attn_*.weight", "blk.0.ffn_gate.weight"),
+        ("*a*a*a", "aab"),
+        ("", "x"),
+    ];
+    for (p, n) in yes {
+        assert!(glob_match(p, n), "{p} should match {n}");
+    }
+    for (p, n) in no {
+        assert!(!glob_match(p, n), "{p} should not match {n}");
+    }
+}
+
+#[test]
+fn last_matching_override_wins() {
+    let eight = lq(8, Granularity::PerRow, true, false);
+    let two = lq(2, Granularity::Group(16), false, true);
+    let c = QuantConfig::rtn(LayerQuant::default())
+        .with_override("blk.1.*", Some(eight))
+        .with_override("*.ffn_down.weight", Some(two))
+        .with_override("blk.2.*", None);
+    assert_eq!(
+        c.layer_quant("blk.0.attn_q.weight"),
+        Some(LayerQuant::default())
+    );
+    assert_eq!(c.layer_quant("blk.1.attn_q.weight"), Some(eight));
+    assert_eq!(c.layer_quant("blk.1.ffn_down.weight"), Some(two));
+    assert_eq!(c.layer_quant("blk.2.ffn_down.weight"), None);
+    let none = QuantConfig {
+        method: Method::None,
+        ..c
+    };
+    assert_eq!(none.layer_quant("blk.0.attn_q.weight"), None);
+}
