@@ -9,6 +9,8 @@ pub mod model;
 pub mod quant;
 pub mod tensor;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Build the browser bundle: the crate compiled to wasm32 and bound with wasm-bindgen into
+# www/pkg/ (git-ignored), which www/worker.js imports.
+# Installs what it needs (the rustup target, the wasm-bindgen CLI of the exact crate version)
+# only when missing, so a second run only rebuilds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Must equal the `wasm-bindgen = "=X"` pin in Cargo.toml: the CLI refuses other versions.
+WASM_BINDGEN_VERSION=0.2.130
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
+  # No --locked: with it, this install once failed on a yanked transitive dependency.
+  cargo install wasm-bindgen-cli --version "=$WASM_BINDGEN_VERSION"
+fi
+
+target_dir=${CARGO_TARGET_DIR:-target}
+# SIMD128 (every current browser has it) lets LLVM vectorise the CPU loops. Only the wasm target
+# gets the flag, so host builds keep their cache. It does not change results: wasm has no fused
+# multiply-add in SIMD128 and LLVM does not reorder float sums without fast-math.
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:--C target-feature=+simd128}"
+cargo build --lib --release --target wasm32-unknown-unknown
+wasm-bindgen --target web --no-typescript --out-dir www/pkg \
+  "$target_dir/wasm32-unknown-unknown/release/quantlab.wasm"
+echo "web bundle: www/pkg/ ($(du -h www/pkg/quantlab_bg.wasm | cut -f1) of wasm)"

@@ -1,0 +1,146 @@
+// The Web Worker that owns the wasm module. The page (main.js) only posts messages here; all
+// model code runs in this thread, so the page stays responsive during a long evaluation.
+//
+// Messages in:  {type: 'init', control}          control: Int32Array on a SharedArrayBuffer or null
+//               {type: 'load', url} | {type: 'load', file}
+//               {type: 'run', gen, quant, text, options}
+// Messages out: ready | download | loaded | quantizing | quantized | progress | result |
+//               cancelled | error
+//               (each run's messages carry its `gen`).
+//
+// Cancellation: wasm is single-threaded here, so while `evaluate` runs no message can arrive.
+// The page therefore bumps control[0] (shared memory) when it starts a newer run; the progress
+// callbacks, which quantization calls after every tensor and evaluation after every window,
+// compare it with their own generation and return false to stop. Without shared memory (a server without COOP/COEP headers) runs
+// that were overtaken while queued are skipped, and a running one finishes and is ignored.
+
+import init, { Playground } from './pkg/quantlab.js';
+
+// Refuse model files larger than this before allocating for them (wasm32 has 4 GiB in all).
+const MAX_MODEL_BYTES = 2 ** 31;
+
+let playground = null;
+let control = null;
+let memory = null; // MemoryReport of the weights as currently quantized
+let quantKey = null; // JSON of the QuantConfig the session currently holds
+let pending = null; // the newest run not yet started
+let running = false;
+
+const post = (msg) => self.postMessage(msg);
+const message = (e) => (e && e.message) || String(e);
+const stale = (gen) => control !== null && Atomics.load(control, 0) !== gen;
+
+const ready = init().then(() => {
+  playground = new Playground();
+  post({ type: 'ready' });
+});
+
+self.onmessage = async ({ data: msg }) => {
+  try {
+    await ready;
+  } catch (e) {
+    post({ type: 'error', where: 'init', message: `could not start WebAssembly: ${message(e)}` });
+    return;
+  }
+  if (msg.type === 'init') {
+    control = msg.control;
+  } else if (msg.type === 'load') {
+    await load(msg);
+  } else if (msg.type === 'run') {
+    pending = msg;
+    if (!running) drain();
+  }
+};
+
+async function load(msg) {
+  try {
+    let bytes;
+    let label;
+    if (msg.file) {
+      label = msg.file.name;
+      if (msg.file.size > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
+      bytes = new Uint8Array(await msg.file.arrayBuffer());
+    } else {
+      label = msg.url.split('/').pop();
+      bytes = await download(msg.url, label);
+    }
+    post({ type: 'download', loaded: bytes.length, total: bytes.length, parsing: true });
+    quantKey = null;
+    const info = playground.load(bytes, label);
+    memory = info.memory;
+    post({ type: 'loaded', info });
+  } catch (e) {
+    post({ type: 'error', where: 'load', message: message(e) });
+  }
+}
+
+// Fetch with progress into one preallocated buffer (when the size is known).
+async function download(url, label) {
+  const response = await fetch(url);
+  if (!response.ok) {
+    throw new Error(`${label}: HTTP ${response.status} (run ./scripts/serve.sh, which fetches the model)`);
+  }
+  const total = Number(response.headers.get('Content-Length')) || 0;
+  if (total > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  let lastPost = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    if (loaded > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
+    const now = performance.now();
+    if (now - lastPost > 100) {
+      lastPost = now;
+      post({ type: 'download', loaded, total });
+    }
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  return bytes;
+}
+
+// Run the newest pending request; yielding between runs lets queued messages replace it.
+async function drain() {
+  running = true;
+  while (pending) {
+    const msg = pending;
+    pending = null;
+    run(msg);
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  running = false;
+}
+
+function run({ gen, quant, text, options }) {
+  if (stale(gen)) return post({ type: 'cancelled', gen });
+  try {
+    const key = JSON.stringify(quant);
+    if (key !== quantKey) {
+      quantKey = null; // unknown state if setQuant throws
+      const t0 = performance.now();
+      memory = playground.setQuant(quant, (done, total) => {
+        post({ type: 'quantizing', gen, done, total });
+        return !stale(gen);
+      });
+      quantKey = key;
+      post({ type: 'quantized', gen, memory, seconds: (performance.now() - t0) / 1000 });
+    }
+    if (stale(gen)) return post({ type: 'cancelled', gen });
+    const result = playground.evaluate(text, options, (progress) => {
+      post({ type: 'progress', gen, progress });
+      return !stale(gen);
+    });
+    post({ type: 'result', gen, result, memory });
+  } catch (e) {
+    if (stale(gen)) post({ type: 'cancelled', gen });
+    else post({ type: 'error', gen, where: 'run', message: message(e) });
+  }
+}
