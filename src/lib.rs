@@ -6,6 +6,7 @@
 pub mod error;
 pub mod io;
 pub mod model;
+pub mod playground;
 pub mod quant;
 pub mod tensor;
 

@@ -1,0 +1,402 @@
+//! Command-line front end. Errors are printed as one plain sentence and exit code 1.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
+use quantlab::playground::session::Session;
+use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
+use quantlab::quant::format::Granularity;
+use quantlab::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "quantlab",
+    version,
+    about = "LLM quantization playground: quantize, measure, serve"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Architecture, tensor table, formats and sizes of a model.
+    Info {
+        #[arg(long)]
+        model: PathBuf,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Perplexity (and KL / top-1 against the loaded model when quantizing) on a text file.
+    Eval(EvalArgs),
+    /// Speed of evaluation on this machine: tokens/s under both protocols (and quantize time).
+    Bench {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        text: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// Windows per protocol (default: the whole text).
+        #[arg(long)]
+        windows: Option<usize>,
+    },
+    /// Serve the playground page (index.html, www/, models/) on localhost.
+    Serve {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    Llamacpp,
+    Gptq,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// UTF-8 text to evaluate on.
+    #[arg(long)]
+    text: PathBuf,
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Evaluate only the first N windows.
+    #[arg(long)]
+    windows: Option<usize>,
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Llamacpp)]
+    protocol: ProtocolArg,
+    /// A QuantConfig as JSON (or a share-link string starting with `v1.`).
+    #[arg(long, conflicts_with_all = ["bits", "group", "sym", "asym"])]
+    config: Option<PathBuf>,
+    /// RTN bits for every block linear layer (1..=8).
+    #[arg(long)]
+    bits: Option<u8>,
+    /// RTN granularity: a group size, `row` or `tensor` (default: row).
+    #[arg(long, requires = "bits")]
+    group: Option<String>,
+    /// Symmetric RTN (the default).
+    #[arg(long, conflicts_with = "asym")]
+    sym: bool,
+    /// Asymmetric RTN (zero points).
+    #[arg(long)]
+    asym: bool,
+    /// Search a clipping range per group.
+    #[arg(long, requires = "bits")]
+    clip: bool,
+    /// Skip the reference model (no KL / top-1; half the work when quantizing).
+    #[arg(long)]
+    no_kl: bool,
+    /// Last line of output: one JSON object with the results.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Info { model, json } => info(&model, json),
+        Cmd::Eval(a) => eval(&a),
+        Cmd::Bench {
+            model,
+            text,
+            ctx,
+            windows,
+        } => bench(&model, &text, ctx, windows),
+        Cmd::Serve { port, root } => serve(&root, port),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quantlab: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path.display(), e))
+}
+
+/// Load a GGUF file or a Hugging Face checkpoint directory.
+pub fn load(path: &Path) -> Result<Session> {
+    let label = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| path.display().to_string());
+    if path.is_dir() {
+        let mut shards = Vec::new();
+        let entries = std::fs::read_dir(path).map_err(|e| Error::io(path.display(), e))?;
+        for e in entries {
+            let p = e.map_err(|e| Error::io(path.display(), e))?.path();
+            if p.extension().is_some_and(|x| x == "safetensors") {
+                shards.push((
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default(),
+                    read(&p)?,
+                ));
+            }
+        }
+        shards.sort();
+        if shards.is_empty() {
+            return Err(Error::format(
+                path.display(),
+                "*.safetensors",
+                "no safetensors files in the directory",
+            ));
+        }
+        let refs: Vec<(&str, &[u8])> = shards
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        Session::load_hf(
+            &label,
+            &read(&path.join("config.json"))?,
+            &read(&path.join("tokenizer.json"))?,
+            &refs,
+        )
+    } else {
+        Session::load_gguf(&label, read(path)?)
+    }
+}
+
+fn info(path: &Path, json: bool) -> Result<()> {
+    let s = load(path)?;
+    let info = s.info();
+    if json {
+        println!("{}", serde_json::to_string(&info).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "{}: {} · {} layers · d {} · FFN {} · {} heads / {} KV heads · vocab {} · ctx {}{}",
+        info.label,
+        info.arch,
+        info.n_layer,
+        info.dim,
+        info.ffn_dim,
+        info.n_head,
+        info.n_kv_head,
+        info.vocab,
+        info.max_ctx,
+        if info.tied_embeddings {
+            " · tied embeddings"
+        } else {
+            ""
+        }
+    );
+    println!("{:.1} M parameters", info.params as f64 / 1e6);
+    for f in &info.linear_formats {
+        println!(
+            "  block linears  {:>8}  {:>4} tensors  {:>11} params",
+            f.format, f.tensors, f.params
+        );
+    }
+    for f in &info.other_formats {
+        println!(
+            "  embedding/head {:>8}  {:>4} tensors  {:>11} params",
+            f.format, f.tensors, f.params
+        );
+    }
+    let m = &info.memory;
+    println!("memory: {:.2} MB total (f16 would be {:.2} MB); block linears {:.3} bits/weight (codes {} B, scales {} B, zeros {} B); other {} B", m.total_bytes as f64 / 1e6, m.f16_bytes as f64 / 1e6, m.bits_per_weight, m.linear.codes, m.linear.scales, m.linear.zeros, m.other_bytes);
+    if info.already_quantized {
+        println!("note: the block weights are already quantized in the file; 'unquantized' means 'as loaded'");
+    }
+    Ok(())
+}
+
+fn parse_group(g: Option<&str>) -> Result<Granularity> {
+    match g {
+        None | Some("row") => Ok(Granularity::PerRow),
+        Some("tensor") => Ok(Granularity::PerTensor),
+        Some(n) => n.parse::<usize>().map(Granularity::Group).map_err(|_| {
+            Error::config(
+                "group",
+                format!("'{n}' is not a group size, 'row' or 'tensor'"),
+            )
+        }),
+    }
+}
+
+fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
+    if let Some(p) = &a.config {
+        let bytes = read(p)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::format(p.display(), "config", "not UTF-8"))?;
+        let text = text.trim();
+        return if text.starts_with('{') {
+            let c: QuantConfig =
+                serde_json::from_str(text).map_err(|e| Error::format(p.display(), "config", e))?;
+            c.validate()?;
+            Ok(c)
+        } else {
+            QuantConfig::from_url(text)
+        };
+    }
+    match a.bits {
+        None => Ok(QuantConfig::default()),
+        Some(bits) => Ok(QuantConfig {
+            method: Method::Rtn,
+            default: LayerQuant {
+                bits,
+                gran: parse_group(a.group.as_deref())?,
+                sym: !a.asym,
+                clip_search: a.clip,
+            },
+            ..QuantConfig::default()
+        }),
+    }
+}
+
+fn eval(a: &EvalArgs) -> Result<()> {
+    let t_load = Instant::now();
+    let mut s = load(&a.model)?;
+    let text = String::from_utf8(read(&a.text)?)
+        .map_err(|_| Error::format(a.text.display(), "text", "not UTF-8"))?;
+    eprintln!(
+        "loaded {} in {:.2} s",
+        a.model.display(),
+        t_load.elapsed().as_secs_f64()
+    );
+    let cfg = quant_config(a)?;
+    let t_q = Instant::now();
+    let mem = s.set_quant(&cfg)?;
+    if !matches!(cfg.method, Method::None) {
+        eprintln!(
+            "quantized in {:.2} s: {:.4} bits/weight",
+            t_q.elapsed().as_secs_f64(),
+            mem.bits_per_weight
+        );
+    }
+    let t_tok = Instant::now();
+    let tokens = s.tokenize(&text)?;
+    eprintln!(
+        "{} tokens in {:.2} s",
+        tokens.len(),
+        t_tok.elapsed().as_secs_f64()
+    );
+    let opts = EvalOptions {
+        protocol: match a.protocol {
+            ProtocolArg::Llamacpp => Protocol::Llamacpp,
+            ProtocolArg::Gptq => Protocol::Gptq,
+        },
+        ctx: a.ctx,
+        max_windows: a.windows,
+        kl: !a.no_kl,
+    };
+    let t0 = Instant::now();
+    let mut progress = |p: &EvalProgress| {
+        eprint!(
+            "\r[{}/{}] ppl {:.4} ± {:.4}  {:.0} tok/s   ",
+            p.window,
+            p.windows,
+            p.ppl,
+            p.ppl_err,
+            (p.window * a.ctx) as f64 / t0.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stderr().flush();
+        true
+    };
+    let r = s.evaluate_tokens(&tokens, &opts, &mut progress)?;
+    eprintln!();
+    print_result(&r, &s, &cfg, a.json);
+    Ok(())
+}
+
+fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
+    let mem = s.memory();
+    let tps = r.tokens_evaluated as f64 / r.seconds.max(1e-9);
+    println!("PPL = {:.4} ± {:.4}   [{}]", r.ppl, r.ppl_err, r.protocol);
+    if let (Some(kl), Some(t1)) = (r.kl, r.top1) {
+        println!(
+            "KL = {kl:.5} nats/token, top-1 agreement = {:.2} %",
+            100.0 * t1
+        );
+    }
+    println!("{} tokens scored, {} evaluated in {:.2} s ({:.1} tokens/s); block linears {:.4} bits/weight, weights {} bytes", r.tokens_scored, r.tokens_evaluated, r.seconds, tps, mem.bits_per_weight, mem.total_bytes);
+    if json {
+        let v = serde_json::json!({
+            "ppl": r.ppl, "ppl_err": r.ppl_err, "kl": r.kl, "top1": r.top1,
+            "tokens_scored": r.tokens_scored, "tokens_evaluated": r.tokens_evaluated,
+            "windows": r.windows, "seconds": r.seconds, "tokens_per_s": tps,
+            "weight_bytes": mem.total_bytes, "linear_bytes": mem.linear.total(),
+            "bits_per_weight": mem.bits_per_weight, "protocol": r.protocol, "ctx": r.ctx,
+            "config": cfg.to_url(),
+        });
+        println!("{v}");
+    }
+}
+
+fn bench(model: &Path, text: &Path, ctx: usize, windows: Option<usize>) -> Result<()> {
+    let t = Instant::now();
+    let mut s = load(model)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let text = String::from_utf8(read(text)?)
+        .map_err(|_| Error::format(text.display(), "text", "not UTF-8"))?;
+    let t = Instant::now();
+    let tokens = s.tokenize(&text)?;
+    let tok_s = t.elapsed().as_secs_f64();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "backend cpu ({threads} threads) · model {} · {} tokens",
+        model.display(),
+        tokens.len()
+    );
+    println!(
+        "load {load_s:.2} s · tokenize {tok_s:.2} s ({:.0} tokens/s)",
+        tokens.len() as f64 / tok_s
+    );
+    let cfg = QuantConfig {
+        method: Method::Rtn,
+        default: LayerQuant {
+            bits: 4,
+            gran: Granularity::Group(32),
+            sym: true,
+            clip_search: false,
+        },
+        ..QuantConfig::default()
+    };
+    let t = Instant::now();
+    s.set_quant(&cfg)?;
+    println!(
+        "quantize RTN int4 g32 (whole model) {:.3} s",
+        t.elapsed().as_secs_f64()
+    );
+    s.set_quant(&QuantConfig::default())?;
+    for protocol in [Protocol::Llamacpp, Protocol::Gptq] {
+        let opts = EvalOptions {
+            protocol,
+            ctx,
+            max_windows: windows,
+            kl: false,
+        };
+        let r = s.evaluate_tokens(&tokens, &opts, &mut |_| true)?;
+        println!(
+            "eval {:?}: {} windows × {ctx} = {} tokens in {:.2} s = {:.1} tokens/s (PPL {:.4})",
+            protocol,
+            r.windows,
+            r.tokens_evaluated,
+            r.seconds,
+            r.tokens_evaluated as f64 / r.seconds,
+            r.ppl
+        );
+    }
+    Ok(())
+}
+
+fn serve(root: &Path, port: u16) -> Result<()> {
+    quantlab::serve::serve(root, port)
+}

@@ -1,0 +1,258 @@
+//! A playground session: load → quantize → evaluate. The page's worker and the CLI both go
+//! through this, so the browser and the command line compute the same numbers.
+
+use crate::io::gguf::Gguf;
+use crate::io::tokenizer::Tokenizer;
+use crate::model::cpu::Cpu;
+use crate::model::eval::{self, EvalOptions, EvalProgress, EvalResult};
+use crate::model::llama::Llama;
+use crate::model::weights::{MemoryReport, ModelWeights};
+use crate::quant::config::{Method, QuantConfig};
+use crate::quant::format::Format;
+use crate::tensor::TensorSource;
+use crate::Result;
+use serde::Serialize;
+
+/// Tensors of one storage format, for the model card.
+#[derive(Clone, Debug, Serialize)]
+pub struct FormatCount {
+    pub format: String,
+    pub tensors: usize,
+    pub params: usize,
+}
+
+/// The model card.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    pub label: String,
+    pub arch: String,
+    pub n_layer: usize,
+    pub dim: usize,
+    pub ffn_dim: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub vocab: usize,
+    pub max_ctx: usize,
+    pub tied_embeddings: bool,
+    /// All parameters, embeddings and norms included.
+    pub params: usize,
+    /// Formats of the block linear layers as loaded.
+    pub linear_formats: Vec<FormatCount>,
+    /// Formats of the other matrices (embedding, LM head).
+    pub other_formats: Vec<FormatCount>,
+    /// True when the file's block weights are already stored below 16 bits (e.g. Q4_1): then
+    /// "unquantized" in the playground means "as loaded", not full precision.
+    pub already_quantized: bool,
+    /// Memory of the model as loaded.
+    pub memory: MemoryReport,
+}
+
+pub struct Session {
+    label: String,
+    source: ModelWeights,
+    tokenizer: Tokenizer,
+    loaded: Llama<Cpu>,
+    /// The quantized model and its memory; `None` while the config keeps the loaded weights.
+    quantized: Option<(Llama<Cpu>, MemoryReport)>,
+    quant: QuantConfig,
+    clock: fn() -> f64,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn default_clock() -> f64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn default_clock() -> f64 {
+    // No clock in wasm32-unknown-unknown's std; the web layer installs one with `set_clock`.
+    0.0
+}
+
+fn count_formats(it: impl Iterator<Item = (Format, usize)>) -> Vec<FormatCount> {
+    let mut v: Vec<FormatCount> = Vec::new();
+    for (f, n) in it {
+        let name = f.name();
+        match v.iter_mut().find(|c| c.format == name) {
+            Some(c) => {
+                c.tensors += 1;
+                c.params += n;
+            }
+            None => v.push(FormatCount {
+                format: name,
+                tensors: 1,
+                params: n,
+            }),
+        }
+    }
+    v
+}
+
+impl Session {
+    /// Load a GGUF file.
+    pub fn load_gguf(label: &str, bytes: Vec<u8>) -> Result<Session> {
+        let (weights, tokenizer) = {
+            let g = Gguf::parse(label, &bytes)?;
+            let cfg = g.model_config()?;
+            let tok = Tokenizer::from_gguf(&g.tokenizer_meta()?)?;
+            (
+                ModelWeights::from_source(cfg, &g as &dyn TensorSource)?,
+                tok,
+            )
+        };
+        drop(bytes);
+        Self::from_parts(label, weights, tokenizer)
+    }
+
+    /// Load a Hugging Face checkpoint: config.json, tokenizer.json and safetensors shards.
+    pub fn load_hf(
+        label: &str,
+        config_json: &[u8],
+        tokenizer_json: &[u8],
+        shards: &[(&str, &[u8])],
+    ) -> Result<Session> {
+        let weights = crate::io::hf::load_hf(config_json, shards)?;
+        let tokenizer =
+            Tokenizer::from_tokenizer_json(&format!("{label}/tokenizer.json"), tokenizer_json)?;
+        Self::from_parts(label, weights, tokenizer)
+    }
+
+    pub fn from_parts(label: &str, source: ModelWeights, tokenizer: Tokenizer) -> Result<Session> {
+        let loaded = Llama::load(&Cpu, &source)?;
+        Ok(Session {
+            label: label.to_string(),
+            source,
+            tokenizer,
+            loaded,
+            quantized: None,
+            quant: QuantConfig::default(),
+            clock: default_clock,
+        })
+    }
+
+    /// Install the clock evaluation timings use (seconds, monotonic).
+    pub fn set_clock(&mut self, clock: fn() -> f64) {
+        self.clock = clock;
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+    pub fn source(&self) -> &ModelWeights {
+        &self.source
+    }
+    pub fn quant(&self) -> &QuantConfig {
+        &self.quant
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        let w = &self.source;
+        let c = &w.config;
+        let memory = w.memory();
+        let linear_formats = count_formats(w.linears().map(|l| (l.w.format, l.w.numel())));
+        let mut others = vec![(w.token_embd.format, w.token_embd.numel())];
+        if let Some(o) = &w.output {
+            others.push((o.format, o.numel()));
+        }
+        let already_quantized = w
+            .linears()
+            .any(|l| !matches!(l.w.format, Format::F32 | Format::F16 | Format::BF16));
+        ModelInfo {
+            label: self.label.clone(),
+            arch: c.arch.clone(),
+            n_layer: c.n_layer,
+            dim: c.dim,
+            ffn_dim: c.ffn_dim,
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            vocab: c.vocab,
+            max_ctx: c.max_ctx,
+            tied_embeddings: c.tied_embeddings,
+            params: memory.linear_params + memory.other_params,
+            linear_formats,
+            other_formats: count_formats(others.into_iter()),
+            already_quantized,
+            memory,
+        }
+    }
+
+    /// Memory of the model as currently configured.
+    pub fn memory(&self) -> MemoryReport {
+        match &self.quantized {
+            Some((_, m)) => m.clone(),
+            None => self.source.memory(),
+        }
+    }
+
+    /// Quantize the loaded model with `cfg` and make it the current model.
+    pub fn set_quant(&mut self, cfg: &QuantConfig) -> Result<MemoryReport> {
+        self.set_quant_with(cfg, &mut |_, _| true)
+    }
+
+    /// As `set_quant`, reporting progress (tensors done, total) and cancellable.
+    pub fn set_quant_with(
+        &mut self,
+        cfg: &QuantConfig,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<MemoryReport> {
+        if matches!(cfg.method, Method::None) {
+            self.quantized = None;
+        } else {
+            let q = cfg.apply_with(&self.source, progress)?;
+            let mem = q.memory();
+            self.quantized = Some((Llama::load(&Cpu, &q)?, mem));
+        }
+        self.quant = cfg.clone();
+        Ok(self.memory())
+    }
+
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+
+    /// BOS replacing each window's first token, when the model asks for BOS.
+    pub fn bos(&self) -> Option<u32> {
+        if self.tokenizer.add_bos() {
+            self.tokenizer.bos()
+        } else {
+            None
+        }
+    }
+
+    pub fn evaluate(
+        &self,
+        text: &str,
+        opts: &EvalOptions,
+        progress: &mut dyn FnMut(&EvalProgress) -> bool,
+    ) -> Result<EvalResult> {
+        let tokens = self.tokenize(text)?;
+        self.evaluate_tokens(&tokens, opts, progress)
+    }
+
+    /// Evaluate the current model; KL/top-1 against the loaded model when quantized and asked.
+    pub fn evaluate_tokens(
+        &self,
+        tokens: &[u32],
+        opts: &EvalOptions,
+        progress: &mut dyn FnMut(&EvalProgress) -> bool,
+    ) -> Result<EvalResult> {
+        let (model, reference) = match &self.quantized {
+            Some((m, _)) => (m, opts.kl.then_some(&self.loaded)),
+            None => (&self.loaded, None),
+        };
+        let clock = self.clock;
+        eval::ready(eval::evaluate(
+            &Cpu,
+            model,
+            reference,
+            tokens,
+            self.bos(),
+            opts,
+            &clock,
+            progress,
+        ))
+    }
+}
