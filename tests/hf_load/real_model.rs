@@ -328,4 +328,41 @@ fn gguf_converted_to_hf_loads_to_the_same_weights() {
     for layer in [0, g.config.n_layer - 1] {
         assert_rope_scores_agree(&g.config, &g, &h, layer);
     }
+
+    // The whole forward pass: the HF checkpoint (half-rotation RoPE on un-permuted rows) must
+    // give the GGUF model's (interleaved RoPE on permuted rows) log-likelihoods.
+    forward_nll_agrees(&g, &h);
+}
+
+/// Per-token NLL of the two models on the same tokens agree to this relative tolerance (the two
+/// RoPE layouts sum the same products in another order, so only f32 rounding differs).
+const FORWARD_REL_TOL: f64 = 1e-4;
+
+fn forward_nll_agrees(g: &ModelWeights, h: &ModelWeights) {
+    use quantlab::model::backend::Backend;
+    use quantlab::model::cpu::Cpu;
+    use quantlab::model::eval::ready;
+    use quantlab::model::llama::Llama;
+    let tokens: Vec<u32> = (0..48u32)
+        .map(|i| (i * 7919 + 17) % g.config.vocab as u32)
+        .collect();
+    let nll = |w: &ModelWeights| -> Vec<f64> {
+        let m = Llama::load(&Cpu, w).expect("load into CPU backend");
+        let x = m.forward(&Cpu, &tokens).expect("forward");
+        let (p, _) = Cpu
+            .score(&x, m.head(), 0, &tokens[1..], None, false)
+            .expect("score");
+        ready(Cpu.read_scores(p))
+            .expect("scores")
+            .iter()
+            .map(|s| s.nll)
+            .collect()
+    };
+    let (a, b) = (nll(g), nll(h));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= FORWARD_REL_TOL * x.abs().max(1.0),
+            "token {i}: GGUF NLL {x} vs HF NLL {y}"
+        );
+    }
 }
