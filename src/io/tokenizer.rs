@@ -131,7 +131,7 @@ impl Tokenizer {
         inner.add_special_tokens(&special);
         inner.add_tokens(&user);
         inner.set_encode_special_tokens(true);
-        control.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        control.sort_by_key(|c| std::cmp::Reverse(c.0.len()));
         Ok(Tokenizer {
             inner,
             n_vocab: n,
