@@ -131,6 +131,9 @@ impl Tokenizer {
         inner.add_special_tokens(&special);
         inner.add_tokens(&user);
         inner.set_encode_special_tokens(true);
+        // An empty control string would match everywhere (token_texts renames empty tokens, so
+        // this only guards future callers).
+        control.retain(|c| !c.0.is_empty());
         control.sort_by_key(|c| std::cmp::Reverse(c.0.len()));
         Ok(Tokenizer {
             inner,
@@ -180,7 +183,7 @@ impl Tokenizer {
         let mut control: Vec<(String, u32)> = inner
             .get_added_tokens_decoder()
             .into_iter()
-            .filter(|(_, t)| t.special)
+            .filter(|(_, t)| t.special && !t.content.is_empty())
             .map(|(id, t)| (t.content, id))
             .collect();
         control.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
