@@ -94,6 +94,10 @@ struct EvalArgs {
     /// Search a clipping range per group.
     #[arg(long, requires = "bits")]
     clip: bool,
+    /// Read the text as Python's text mode does (CRLF → LF), to compare like for like with
+    /// numbers measured by Python tools (transformers); see docs/tokenization.md.
+    #[arg(long)]
+    python_newlines: bool,
     /// Skip the reference model (no KL / top-1; half the work when quantizing).
     #[arg(long)]
     no_kl: bool,
@@ -279,6 +283,11 @@ fn eval(a: &EvalArgs) -> Result<()> {
             mem.bits_per_weight
         );
     }
+    let text = if a.python_newlines {
+        quantlab::io::tokenizer::python_text_mode(&text).into_owned()
+    } else {
+        text
+    };
     let t_tok = Instant::now();
     let tokens = s.tokenize(&text)?;
     eprintln!(
