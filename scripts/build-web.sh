@@ -21,7 +21,7 @@ target_dir=${CARGO_TARGET_DIR:-target}
 # SIMD128 (every current browser has it) lets LLVM vectorise the CPU loops. Only the wasm target
 # gets the flag, so host builds keep their cache. It does not change results: wasm has no fused
 # multiply-add in SIMD128 and LLVM does not reorder float sums without fast-math.
-export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:--C target-feature=+simd128}"
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS--C target-feature=+simd128}"
 cargo build --lib --release --target wasm32-unknown-unknown
 wasm-bindgen --target web --no-typescript --out-dir www/pkg \
   "$target_dir/wasm32-unknown-unknown/release/quantlab.wasm"

@@ -3,6 +3,7 @@
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const GROUP_SIZES = [16, 32, 64, 128, 192, 256]; // methods.md §1; only divisors of every row are offered
+const DEFAULT_GROUP = 32;
 const DEBOUNCE_MS = 300;
 
 const $ = (id) => document.getElementById(id);
@@ -85,6 +86,9 @@ function offerGroups(info) {
       el.gran.add(new Option(`group of ${g}`, `g${g}`));
     }
   }
+  // Groups of 32 are the common choice at 3-4 bits (what ggml's Q4 formats use); per-row
+  // scales at 3 bits mostly show how bad that is, which the user can still pick.
+  el.gran.value = [...el.gran.options].some((o) => o.value === `g${DEFAULT_GROUP}`) ? `g${DEFAULT_GROUP}` : 'per_row';
 }
 
 function memoryText(m) {
@@ -133,7 +137,7 @@ function quantConfig() {
 function weightsLabel(q) {
   if (q.method === 'none') return 'as loaded';
   const d = q.default;
-  const gran = typeof d.gran === 'object' ? `g${d.gran.group}` : d.gran.replace('_', ' ');
+  const gran = typeof d.gran === 'object' ? `g${d.gran.group}` : d.gran.replace('per_', '');
   return `RTN ${d.bits}-bit ${gran} ${d.sym ? 'sym' : 'asym'}`;
 }
 
