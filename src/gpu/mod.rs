@@ -6,10 +6,13 @@
 //! - `shaders`: the one table of `shaders/*.wgsl` sources;
 //! - `pipelines`: compute pipelines compiled once per kernel and cached;
 //! - `buffers`: storage buffers, uploads and the async readback;
-//! - `kernels`: thin launchers, one per kernel, recording into a command encoder;
 //! - `backend`: `impl Backend for Gpu`.
 
+pub mod backend;
+pub mod buffers;
 pub mod context;
+pub mod pipelines;
 pub mod shaders;
 
+pub use backend::Gpu;
 pub use context::GpuContext;
