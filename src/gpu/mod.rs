@@ -5,13 +5,15 @@
 //! - `context`: adapter/device set-up with the adapter's real limits (async);
 //! - `shaders`: the one table of `shaders/*.wgsl` sources;
 //! - `pipelines`: compute pipelines compiled once per kernel and cached;
-//! - `buffers`: storage buffers, uploads and the async readback;
+//! - `buffers`: storage buffers, uploads, the activation pool and the async readback;
+//! - `record`: recording dispatches into command encoders, submitted in batches;
 //! - `backend`: `impl Backend for Gpu`.
 
 pub mod backend;
 pub mod buffers;
 pub mod context;
 pub mod pipelines;
+mod record;
 pub mod shaders;
 
 pub use backend::Gpu;
