@@ -23,6 +23,10 @@ use std::sync::{Arc, Mutex};
 const SCORE_CHUNK: usize = 64;
 /// Largest head dimension the attention kernel holds (shaders/attention.wgsl `MAX_HD`).
 const MAX_HEAD_DIM: usize = 128;
+/// The attention kernel splits each head into this many slices (`DP`), so the head dimension
+/// must be a multiple of it, and handles `QB` queries per workgroup.
+const ATTN_SLICES: usize = 8;
+const ATTN_QUERIES: usize = 8;
 
 /// Activations: a `rows × cols` f32 matrix in a pooled GPU buffer.
 pub struct Act {
@@ -244,6 +248,7 @@ impl Backend for Gpu {
         let ok = n_kv > 0
             && n_head.is_multiple_of(n_kv)
             && hd <= MAX_HEAD_DIM
+            && hd.is_multiple_of(ATTN_SLICES)
             && q.cols == n_head * hd
             && (k.rows, k.cols) == (t, n_kv * hd)
             && (v.rows, v.cols) == (t, n_kv * hd);
@@ -251,7 +256,7 @@ impl Backend for Gpu {
             self.fail(
                 "attention",
                 format!(
-                    "q {}×{}, k {}×{}, v {}×{} with {n_head}/{n_kv} heads of {hd} (max {MAX_HEAD_DIM})",
+                    "q {}×{}, k {}×{}, v {}×{} with {n_head}/{n_kv} heads of {hd} (max {MAX_HEAD_DIM}, a multiple of {ATTN_SLICES})",
                     q.rows, q.cols, k.rows, k.cols, v.rows, v.cols
                 ),
             );
@@ -278,7 +283,7 @@ impl Backend for Gpu {
         self.dispatch(
             &pipe,
             &[&params, &q.buf, &k.buf, &v.buf, &out.buf],
-            (u(t.div_ceil(64)), u(n_head)),
+            (u(t.div_ceil(ATTN_QUERIES)), u(n_head)),
         );
         out
     }
