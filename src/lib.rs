@@ -4,6 +4,7 @@
 //! Nothing in `io`, `quant` or `model` touches wasm or GPU APIs.
 
 pub mod error;
+pub mod gpu;
 pub mod io;
 pub mod model;
 pub mod playground;

@@ -1,0 +1,6 @@
+// Weight format fragment: F16 (`Format::F16`): IEEE half, two per little-endian u32 word, the
+// lower-indexed element in the low 16 bits.
+fn w_at(r: u32, c: u32) -> f32 {
+    let i = r * P.k + c;
+    return unpack2x16float(W[i >> 1u])[i & 1u];
+}

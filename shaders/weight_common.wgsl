@@ -1,0 +1,26 @@
+// Shared by every kernel that reads a packed weight (matmul, embed): the uniform block and the
+// weight words. A kernel's module is this file + one format fragment (fmt_*.wgsl, defining
+// `w_at`) + the kernel body; see README.md.
+
+struct Params {
+    // Rows of the activation / output (tokens).
+    m: u32,
+    // Rows of the weight (`out` features, or vocabulary for the embedding).
+    n: u32,
+    // Columns of the weight (`in` features): the row length every format indexes by.
+    k: u32,
+    has_bias: u32,
+    // First activation row to read (the LM head scores a slice of the window).
+    x_row0: u32,
+    // Format fields (only the fragments that need them read them).
+    bits: u32,
+    group: u32,
+    sym: u32,
+    scale_off: u32,
+    zero_off: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> W: array<u32>;

@@ -1,0 +1,430 @@
+//! `impl Backend for Gpu`: THE forward pass (`model::llama`) on wgpu. Activations live in GPU
+//! buffers (recycled through `buffers::Pool`), every operation is recorded into a command
+//! encoder that is submitted in batches, and only the per-token scores come back, through an
+//! asynchronous map (`read_scores`), so nothing blocks in the browser.
+//!
+//! The trait's element-wise operations cannot return errors; a shape mismatch there is recorded
+//! and reported by the next readback (`read_scores`, `read_act`), as are wgpu validation errors.
+
+use crate::gpu::buffers::{self, Pool, PooledBuffer};
+use crate::gpu::context::GpuContext;
+use crate::gpu::pipelines::{weight_format, Pipelines, WeightFormat};
+use crate::gpu::record::{u, Params4, Params8, WeightParams};
+use crate::model::backend::{Backend, TokenScore};
+use crate::model::config::RopeStyle;
+use crate::quant::format::QTensor;
+use crate::{Error, Result};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+/// LM-head rows scored per chunk: bounds the logits scratch (64 × 49152 floats = 12.6 MB).
+const SCORE_CHUNK: usize = 64;
+/// Largest head dimension the attention kernel holds (shaders/attention.wgsl `MAX_HD`).
+const MAX_HEAD_DIM: usize = 128;
+/// The attention kernel splits each head into this many slices (`DP`), so the head dimension
+/// must be a multiple of it, and handles `QB` queries per workgroup.
+const ATTN_SLICES: usize = 8;
+const ATTN_QUERIES: usize = 8;
+
+/// Activations: a `rows × cols` f32 matrix in a pooled GPU buffer.
+pub struct Act {
+    pub rows: usize,
+    pub cols: usize,
+    pub(crate) buf: PooledBuffer,
+}
+
+/// A weight matrix `rows × cols`, packed as its format stores it (`QTensor.data` byte for byte).
+pub struct Mat {
+    pub rows: usize,
+    pub cols: usize,
+    /// Bytes the packed weight (and bias) occupy on the device.
+    pub bytes: usize,
+    pub(crate) w: wgpu::Buffer,
+    pub(crate) bias: Option<wgpu::Buffer>,
+    pub(crate) fmt: WeightFormat,
+}
+
+pub struct Vector {
+    pub len: usize,
+    pub(crate) buf: wgpu::Buffer,
+}
+
+/// Log-probabilities of `rows × vocab`, kept on the GPU as a reference for KL/top-1.
+pub struct LogProbs {
+    pub rows: usize,
+    pub vocab: usize,
+    pub(crate) buf: PooledBuffer,
+}
+
+/// Scores recorded on the GPU; `read_scores` maps them back.
+pub struct Pending {
+    pub(crate) n: usize,
+    pub(crate) has_ref: bool,
+    pub(crate) staging: wgpu::Buffer,
+}
+
+/// The wgpu backend.
+pub struct Gpu {
+    pub ctx: GpuContext,
+    pub(crate) pipes: Pipelines,
+    pub(crate) pool: Rc<Pool>,
+    pub(crate) encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    pub(crate) recorded: Cell<usize>,
+    /// First error recorded by a sync operation or reported by wgpu; surfaced at readback.
+    pub(crate) error: Arc<Mutex<Option<String>>>,
+    /// cos/sin tables by (pos0, rows, head_dim, theta bits).
+    pub(crate) rope_tables: RefCell<HashMap<(usize, usize, usize, u32), wgpu::Buffer>>,
+    /// Bound in place of absent optional inputs (bias, reference, kept log-probs).
+    pub(crate) dummy_ro: wgpu::Buffer,
+    pub(crate) dummy_rw: wgpu::Buffer,
+}
+
+impl Backend for Gpu {
+    type Act = Act;
+    type Mat = Mat;
+    type Vector = Vector;
+    type LogProbs = LogProbs;
+    type Pending = Pending;
+
+    fn name(&self) -> String {
+        format!("gpu: {}", self.ctx.describe())
+    }
+
+    fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
+        let fmt = weight_format(&w.format, w.rows, w.cols)?;
+        let want = w.format.storage(w.rows, w.cols)?.total();
+        if w.data.len() != want {
+            return Err(Error::format(
+                "tensor",
+                "data",
+                format!("{} bytes, {} needs {want}", w.data.len(), w.format.name()),
+            ));
+        }
+        let what = format!("{} {}×{} weight", w.format.name(), w.rows, w.cols);
+        let buf = buffers::upload(&self.ctx.device, &self.ctx.limits, &what, &w.data)?;
+        let bias = match bias {
+            Some(b) if b.len() != w.rows => {
+                return Err(Error::config(
+                    "bias",
+                    format!("{} values for {} output rows", b.len(), w.rows),
+                ))
+            }
+            Some(b) => Some(buffers::upload(
+                &self.ctx.device,
+                &self.ctx.limits,
+                "bias",
+                bytemuck::cast_slice(b),
+            )?),
+            None => None,
+        };
+        Ok(Mat {
+            rows: w.rows,
+            cols: w.cols,
+            bytes: w.data.len() + bias.as_ref().map_or(0, |_| 4 * w.rows),
+            w: buf,
+            bias,
+            fmt,
+        })
+    }
+
+    fn load_vector(&self, v: &[f32]) -> Result<Vector> {
+        Ok(Vector {
+            len: v.len(),
+            buf: buffers::upload(
+                &self.ctx.device,
+                &self.ctx.limits,
+                "vector",
+                bytemuck::cast_slice(v),
+            )?,
+        })
+    }
+
+    fn embed(&self, table: &Mat, tokens: &[u32]) -> Result<Act> {
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= table.rows) {
+            return Err(Error::config(
+                "token",
+                format!("id {bad} is outside the vocabulary of {}", table.rows),
+            ));
+        }
+        buffers::check_size(
+            &self.ctx.limits,
+            "embedding output",
+            tokens.len() * table.cols * 4,
+        )?;
+        let pipe = self.pipes.weight("embed", table.fmt.fragment)?;
+        let toks = buffers::upload(
+            &self.ctx.device,
+            &self.ctx.limits,
+            "tokens",
+            bytemuck::cast_slice(tokens),
+        )?;
+        let out = self.new_act(tokens.len(), table.cols);
+        let p = WeightParams {
+            m: u(tokens.len()),
+            n: u(table.rows),
+            k: u(table.cols),
+            has_bias: 0,
+            x_row0: 0,
+            bits: table.fmt.bits,
+            group: table.fmt.group,
+            sym: table.fmt.sym,
+            scale_off: table.fmt.scale_off,
+            zero_off: table.fmt.zero_off,
+            pad: [0; 2],
+        };
+        let params = self.uniform(&p);
+        let groups = self.groups_1d(tokens.len() * table.cols, 256);
+        self.dispatch(&pipe, &[&params, &table.w, &toks, &out.buf], groups);
+        Ok(out)
+    }
+
+    fn rmsnorm(&self, x: &Act, w: &Vector, eps: f32) -> Act {
+        let out = self.new_act(x.rows, x.cols);
+        if w.len != x.cols {
+            self.fail(
+                "rmsnorm",
+                format!("{} weights for {} columns", w.len, x.cols),
+            );
+            return out;
+        }
+        let pipe = match self.pipes.plain("rmsnorm", "main") {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("rmsnorm", e.to_string());
+                return out;
+            }
+        };
+        let params = self.uniform(&Params4([u(x.rows), u(x.cols), eps.to_bits(), 0]));
+        self.dispatch(&pipe, &[&params, &x.buf, &w.buf, &out.buf], (u(x.rows), 1));
+        out
+    }
+
+    fn linear(&self, x: &Act, w: &Mat) -> Act {
+        let out = self.new_act(x.rows, w.rows);
+        if x.cols != w.cols {
+            self.fail(
+                "linear",
+                format!("input has {} columns, weight {}", x.cols, w.cols),
+            );
+            return out;
+        }
+        self.record_matmul(&x.buf, 0, x.rows, w, &out.buf);
+        out
+    }
+
+    fn rope(
+        &self,
+        x: &mut Act,
+        n_head: usize,
+        head_dim: usize,
+        pos0: usize,
+        theta: f32,
+        style: RopeStyle,
+    ) {
+        if n_head * head_dim != x.cols || !head_dim.is_multiple_of(2) {
+            return self.fail(
+                "rope",
+                format!("{n_head} heads × {head_dim} for {} columns", x.cols),
+            );
+        }
+        let (table, pipe) = match (
+            self.rope_table(pos0, x.rows, head_dim, theta),
+            self.pipes.plain("rope", "main"),
+        ) {
+            (Ok(t), Ok(p)) => (t, p),
+            (Err(e), _) | (_, Err(e)) => return self.fail("rope", e.to_string()),
+        };
+        let half = (style == RopeStyle::Half) as u32;
+        let params = self.uniform(&Params4([u(x.rows), u(n_head), u(head_dim), half]));
+        let groups = self.groups_1d(x.rows * n_head * head_dim / 2, 256);
+        self.dispatch(&pipe, &[&params, &table, &x.buf], groups);
+    }
+
+    fn attention(&self, q: &Act, k: &Act, v: &Act, n_head: usize, n_kv: usize, hd: usize) -> Act {
+        let t = q.rows;
+        let out = self.new_act(t, n_head * hd);
+        let ok = n_kv > 0
+            && n_head.is_multiple_of(n_kv)
+            && hd <= MAX_HEAD_DIM
+            && hd.is_multiple_of(ATTN_SLICES)
+            && q.cols == n_head * hd
+            && (k.rows, k.cols) == (t, n_kv * hd)
+            && (v.rows, v.cols) == (t, n_kv * hd);
+        if !ok {
+            self.fail(
+                "attention",
+                format!(
+                    "q {}×{}, k {}×{}, v {}×{} with {n_head}/{n_kv} heads of {hd} (max {MAX_HEAD_DIM}, a multiple of {ATTN_SLICES})",
+                    q.rows, q.cols, k.rows, k.cols, v.rows, v.cols
+                ),
+            );
+            return out;
+        }
+        let pipe = match self.pipes.plain("attention", "main") {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("attention", e.to_string());
+                return out;
+            }
+        };
+        let scale = 1.0 / (hd as f32).sqrt();
+        let params = self.uniform(&Params8([
+            u(t),
+            u(n_head),
+            u(n_kv),
+            u(hd),
+            scale.to_bits(),
+            0,
+            0,
+            0,
+        ]));
+        self.dispatch(
+            &pipe,
+            &[&params, &q.buf, &k.buf, &v.buf, &out.buf],
+            (u(t.div_ceil(ATTN_QUERIES)), u(n_head)),
+        );
+        out
+    }
+
+    fn silu_mul(&self, gate: &mut Act, up: &Act) {
+        self.elementwise("silu_mul", gate, up);
+    }
+
+    fn add(&self, x: &mut Act, y: &Act) {
+        self.elementwise("add", x, y);
+    }
+
+    fn score(
+        &self,
+        x: &Act,
+        head: &Mat,
+        from: usize,
+        targets: &[u32],
+        reference: Option<&LogProbs>,
+        keep: bool,
+    ) -> Result<(Pending, Option<LogProbs>)> {
+        let (n, vocab) = (targets.len(), head.rows);
+        if from + n > x.rows || x.cols != head.cols {
+            return Err(Error::config(
+                "score",
+                format!(
+                    "rows {from}+{n} of a {}×{} window against a {}×{} head",
+                    x.rows, x.cols, head.rows, head.cols
+                ),
+            ));
+        }
+        if let Some(&t) = targets.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::config(
+                "target",
+                format!("token {t} ≥ vocab {vocab}"),
+            ));
+        }
+        if let Some(r) = reference {
+            if (r.rows, r.vocab) != (n, vocab) {
+                return Err(Error::config(
+                    "reference",
+                    "reference log-probs do not match this window",
+                ));
+            }
+        }
+        let lim = &self.ctx.limits;
+        buffers::check_size(lim, "logits chunk", SCORE_CHUNK.min(n) * vocab * 4)?;
+        if keep {
+            buffers::check_size(lim, "kept log-probs", n * vocab * 4)?;
+        }
+        let pipe = self.pipes.plain("score", "main")?;
+        let tgt = buffers::upload(
+            &self.ctx.device,
+            lim,
+            "targets",
+            bytemuck::cast_slice(targets),
+        )?;
+        let out = self.pool.get(n * 16);
+        let kept = keep.then(|| LogProbs {
+            rows: n,
+            vocab,
+            buf: self.pool.get(n * vocab * 4),
+        });
+        for c0 in (0..n).step_by(SCORE_CHUNK) {
+            let rows = SCORE_CHUNK.min(n - c0);
+            let logits = self.pool.get(rows * vocab * 4);
+            self.record_matmul(&x.buf, from + c0, rows, head, &logits);
+            let params = self.uniform(&Params8([
+                u(vocab),
+                u(rows),
+                u(c0),
+                reference.is_some() as u32,
+                keep as u32,
+                0,
+                0,
+                0,
+            ]));
+            let refb: &wgpu::Buffer = reference.map_or(&self.dummy_ro, |r| &r.buf);
+            let keepb: &wgpu::Buffer = kept.as_ref().map_or(&self.dummy_rw, |k| &k.buf);
+            self.dispatch(
+                &pipe,
+                &[&params, &logits, &tgt, refb, &out, keepb],
+                (u(rows), 1),
+            );
+        }
+        let staging = self.stage(&out, n * 16);
+        // Submit now so the GPU works while the caller records the next window.
+        self.flush();
+        Ok((
+            Pending {
+                n,
+                has_ref: reference.is_some(),
+                staging,
+            },
+            kept,
+        ))
+    }
+
+    async fn read_scores(&self, pending: Pending) -> Result<Vec<TokenScore>> {
+        self.flush();
+        let bytes = buffers::read_back(&self.ctx.device, &pending.staging).await?;
+        self.take_error()?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        Ok(words
+            .chunks_exact(4)
+            .take(pending.n)
+            .map(|w| {
+                let argmax = w[3];
+                TokenScore {
+                    nll: f32::from_bits(w[0]) as f64,
+                    kl: if pending.has_ref {
+                        f32::from_bits(w[1]) as f64
+                    } else {
+                        0.0
+                    },
+                    top1_agree: !pending.has_ref || w[2] == argmax,
+                    argmax,
+                }
+            })
+            .collect())
+    }
+
+    fn logits_row(&self, x: &Act, head: &Mat, row: usize) -> Result<Vec<f32>> {
+        if row >= x.rows || x.cols != head.cols {
+            return Err(Error::config("row", format!("{row} ≥ {}", x.rows)));
+        }
+        let out = self.new_act(1, head.rows);
+        self.record_matmul(&x.buf, row, 1, head, &out.buf);
+        // Natively this may wait; the browser cannot block, so there the caller must use
+        // `read_act` on the output of an async path instead.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.read_act(&out))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            Err(Error::unsupported(
+                "gpu",
+                "logits_row",
+                "reading logits synchronously would block the browser",
+            ))
+        }
+    }
+}

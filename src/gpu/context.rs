@@ -1,0 +1,68 @@
+//! Device set-up. The adapter's real limits are requested (WebGPU's defaults cap a storage
+//! binding at 128 MiB, too small for a vocabulary-sized table on capable devices).
+
+use crate::{Error, Result};
+
+/// An acquired device and queue, with what the adapter reported.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+}
+
+impl GpuContext {
+    /// Acquire the best available adapter (high performance preferred) and a device with its
+    /// full limits. Fails with a clear message when there is no WebGPU/Vulkan adapter.
+    pub async fn new() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                // We want the device's true limits (largest storage binding), not a bucket.
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| Error::unsupported("gpu", "adapter", format!("no GPU adapter: {e}")))?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        // The format fragments unpack f16 scales with `unpack2x16float`, which WebGPU guarantees
+        // but downlevel (GL) adapters may lack.
+        let downlevel = adapter.get_downlevel_capabilities();
+        if !downlevel
+            .flags
+            .contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32)
+        {
+            return Err(Error::unsupported(
+                "gpu",
+                "adapter",
+                format!(
+                    "{} cannot unpack f16 in shaders (not WebGPU compliant)",
+                    info.name
+                ),
+            ));
+        }
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("quantlab"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::unsupported("gpu", "device", format!("{}: {e}", info.name)))?;
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+        })
+    }
+
+    /// "name (backend)" for reports.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+}

@@ -1,0 +1,20 @@
+//! The WebGPU engine: THE forward pass (`model::llama`) on wgpu compute shaders, natively
+//! (Vulkan; Mesa lavapipe in tests) and in the browser (WebGPU). Depends on `model`, never the
+//! reverse.
+//!
+//! - `context`: adapter/device set-up with the adapter's real limits (async);
+//! - `shaders`: the one table of `shaders/*.wgsl` sources;
+//! - `pipelines`: compute pipelines compiled once per kernel and cached;
+//! - `buffers`: storage buffers, uploads, the activation pool and the async readback;
+//! - `record`: recording dispatches into command encoders, submitted in batches;
+//! - `backend`: `impl Backend for Gpu`.
+
+pub mod backend;
+pub mod buffers;
+pub mod context;
+pub mod pipelines;
+mod record;
+pub mod shaders;
+
+pub use backend::Gpu;
+pub use context::GpuContext;

@@ -1,0 +1,137 @@
+//! Compute pipelines, compiled on first use and cached by name, and the GPU side of the format
+//! table: for each `quant::format::Format`, the WGSL fragment that decodes it and the fields it
+//! reads. Adding a format is one fragment file (`shaders/fmt_*.wgsl`, one `w_at` function), one
+//! line in `shaders::SHADERS`/`FORMAT_FRAGMENTS` and one arm in `weight_format`.
+
+use crate::gpu::shaders;
+use crate::quant::format::Format;
+use crate::quant::ggml::GgmlType;
+use crate::{Error, Result};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// How a packed weight is decoded on the GPU: the fragment and the fields of `weight_common`'s
+/// `Params` it reads (word offsets into the uploaded blob, which is `QTensor.data` as is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightFormat {
+    pub fragment: &'static str,
+    pub bits: u32,
+    pub group: u32,
+    pub sym: u32,
+    pub scale_off: u32,
+    pub zero_off: u32,
+}
+
+/// The GPU decoder of `format` for a `rows × cols` tensor, or an error naming the format.
+pub fn weight_format(format: &Format, rows: usize, cols: usize) -> Result<WeightFormat> {
+    let plain = |fragment| WeightFormat {
+        fragment,
+        bits: 0,
+        group: 0,
+        sym: 0,
+        scale_off: 0,
+        zero_off: 0,
+    };
+    // Kernels index weights as `row * cols + col` in u32.
+    let numel = rows.checked_mul(cols).filter(|&n| n <= u32::MAX as usize);
+    let too_big = || {
+        Error::unsupported(
+            "gpu",
+            "tensor",
+            format!("{rows}×{cols} has more elements than the GPU kernels index (2^32)"),
+        )
+    };
+    let numel = numel.ok_or_else(too_big)?;
+    Ok(match *format {
+        Format::F32 => plain("fmt_f32"),
+        Format::F16 => plain("fmt_f16"),
+        Format::BF16 => plain("fmt_bf16"),
+        Format::Ggml(GgmlType::Q4_1) => plain("fmt_q4_1"),
+        Format::Ggml(GgmlType::Q8_0) => plain("fmt_q8_0"),
+        Format::Int(s) => {
+            let st = format.storage(rows, cols)?;
+            let group = s.gran.group_len(rows, cols, "tensor")?;
+            // Bit offsets of codes must fit u32 as well.
+            if numel as u64 * s.bits as u64 > u32::MAX as u64 {
+                return Err(too_big());
+            }
+            WeightFormat {
+                fragment: "fmt_int",
+                bits: s.bits as u32,
+                group: u32::try_from(group).map_err(|_| too_big())?,
+                sym: s.sym as u32,
+                // Sections are 4-byte aligned by the layout (format.rs).
+                scale_off: (st.codes / 4) as u32,
+                zero_off: ((st.codes + st.scales) / 4) as u32,
+            }
+        }
+        Format::Ggml(t) => {
+            return Err(Error::unsupported(
+                "gpu",
+                "format",
+                format!("{} has no GPU decoder yet", t.name()),
+            ))
+        }
+    })
+}
+
+/// Pipelines by `kernel[+fragment]:entry`, created once.
+pub struct Pipelines {
+    device: wgpu::Device,
+    cache: RefCell<HashMap<String, wgpu::ComputePipeline>>,
+}
+
+impl Pipelines {
+    pub fn new(device: wgpu::Device) -> Self {
+        Pipelines {
+            device,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn get(
+        &self,
+        key: String,
+        entry: &str,
+        src: impl FnOnce() -> Option<String>,
+    ) -> Result<wgpu::ComputePipeline> {
+        if let Some(p) = self.cache.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let src = src().ok_or_else(|| {
+            Error::unsupported("gpu", "shader", format!("{key} is not in the shader table"))
+        })?;
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&key),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let p = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&key),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        self.cache.borrow_mut().insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// A kernel that reads a packed weight, specialised to one format fragment.
+    pub fn weight(&self, kernel: &str, fragment: &str) -> Result<wgpu::ComputePipeline> {
+        self.get(format!("{kernel}+{fragment}:main"), "main", || {
+            shaders::weight_kernel(kernel, fragment)
+        })
+    }
+
+    /// A stand-alone kernel's entry point.
+    pub fn plain(&self, kernel: &str, entry: &str) -> Result<wgpu::ComputePipeline> {
+        self.get(format!("{kernel}:{entry}"), entry, || {
+            shaders::source(kernel).map(str::to_string)
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! THE table of WGSL sources (architecture principle 6): every `shaders/*.wgsl` file, compiled
+//! into the binary with `include_str!` so the browser build needs no file access. Kernels that
+//! read a packed weight are assembled from three files (see shaders/README.md): the shared
+//! declarations, one format fragment defining `w_at`, and the kernel body.
+
+/// `(file stem, source)` for every file in `shaders/`.
+pub const SHADERS: &[(&str, &str)] = &[
+    (
+        "weight_common",
+        include_str!("../../shaders/weight_common.wgsl"),
+    ),
+    ("fmt_f32", include_str!("../../shaders/fmt_f32.wgsl")),
+    ("fmt_f16", include_str!("../../shaders/fmt_f16.wgsl")),
+    ("fmt_bf16", include_str!("../../shaders/fmt_bf16.wgsl")),
+    ("fmt_int", include_str!("../../shaders/fmt_int.wgsl")),
+    ("fmt_q4_1", include_str!("../../shaders/fmt_q4_1.wgsl")),
+    ("fmt_q8_0", include_str!("../../shaders/fmt_q8_0.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("embed", include_str!("../../shaders/embed.wgsl")),
+    ("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
+    ("rope", include_str!("../../shaders/rope.wgsl")),
+    (
+        "elementwise",
+        include_str!("../../shaders/elementwise.wgsl"),
+    ),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("score", include_str!("../../shaders/score.wgsl")),
+];
+
+/// Format fragments (`fmt_*` stems): each defines `fn w_at(row, col) -> f32`.
+pub const FORMAT_FRAGMENTS: &[&str] = &[
+    "fmt_f32", "fmt_f16", "fmt_bf16", "fmt_int", "fmt_q4_1", "fmt_q8_0",
+];
+
+/// Kernels that read a packed weight through a format fragment.
+pub const WEIGHT_KERNELS: &[&str] = &["matmul", "embed"];
+
+/// Kernels that stand alone, with their entry points.
+pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
+    ("rmsnorm", &["main"]),
+    ("rope", &["main"]),
+    ("elementwise", &["silu_mul", "add"]),
+    ("attention", &["main"]),
+    ("score", &["main"]),
+];
+
+/// The source of `shaders/{stem}.wgsl`, if it is in the table.
+pub fn source(stem: &str) -> Option<&'static str> {
+    SHADERS.iter().find(|(n, _)| *n == stem).map(|(_, s)| *s)
+}
+
+/// The module of a weight kernel for one format: shared declarations + fragment + body. WGSL
+/// module-scope declarations are order independent, so plain concatenation is enough.
+pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
+    Some(format!(
+        "{}\n{}\n{}",
+        source("weight_common")?,
+        source(fragment)?,
+        source(kernel)?
+    ))
+}
+
+/// Every module the engine compiles, `(label, source)`: what `cargo test` validates with naga.
+pub fn all_modules() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for k in WEIGHT_KERNELS {
+        for f in FORMAT_FRAGMENTS {
+            if let Some(src) = weight_kernel(k, f) {
+                out.push((format!("{k}+{f}"), src));
+            }
+        }
+    }
+    for (k, _) in PLAIN_KERNELS {
+        if let Some(src) = source(k) {
+            out.push((k.to_string(), src.to_string()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every module parses and validates with naga (no GPU needed), and every file in shaders/
+    /// is in the table and used by some module.
+    #[test]
+    fn every_shader_validates_with_naga() {
+        let mut failures = Vec::new();
+        for (label, src) in all_modules() {
+            let module = match naga::front::wgsl::parse_str(&src) {
+                Ok(m) => m,
+                Err(e) => {
+                    failures.push(format!("{label}: {}", e.emit_to_string(&src)));
+                    continue;
+                }
+            };
+            let mut v = naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                // `unpack2x16float` (f16 scales) needs this; every WebGPU-compliant device has it
+                // (wgpu's downlevel flag SHADER_F16_IN_F32, checked in `GpuContext::new`).
+                naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+            );
+            if let Err(e) = v.validate(&module) {
+                failures.push(format!("{label}: {}", e.emit_to_string(&src)));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(all_modules().len() >= WEIGHT_KERNELS.len() * FORMAT_FRAGMENTS.len());
+    }
+
+    #[test]
+    fn table_lists_every_file_in_shaders_dir() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .expect("shaders/ exists")
+            .filter_map(|e| {
+                let p = e.ok()?.path();
+                if p.extension()? != "wgsl" {
+                    return None;
+                }
+                Some(p.file_stem()?.to_string_lossy().into_owned())
+            })
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
+        listed.sort();
+        assert_eq!(on_disk, listed);
+    }
+}

@@ -1,0 +1,402 @@
+//! Every GPU kernel against the CPU reference backend (src/model/cpu.rs) and the format table's
+//! dequantization (`QTensor::dequantize`), on seeded random data, natively on whatever adapter
+//! wgpu finds (Mesa lavapipe on machines without a GPU). Sizes are small and deliberately not
+//! multiples of the kernels' tiles, so edge handling is exercised.
+
+use quantlab::gpu::{Gpu, GpuContext};
+use quantlab::model::backend::Backend;
+use quantlab::model::config::RopeStyle;
+use quantlab::model::cpu::{self, Cpu};
+use quantlab::quant::format::{Format, Granularity, IntSpec, QTensor};
+use quantlab::quant::ggml::GgmlType;
+
+/// Matrix products: f32 sums in a different order than SGEMM; error relative to the output's
+/// largest magnitude.
+const MATMUL_TOL: f32 = 1e-5;
+/// Dequantized gathers: the same f32 arithmetic, up to a fused multiply-add.
+const EMBED_TOL: f32 = 1e-6;
+/// RMSNorm (f32 reduction on the GPU, f64 on the CPU), RoPE (same host-computed angles).
+const NORM_TOL: f32 = 1e-5;
+const ROPE_TOL: f32 = 1e-6;
+/// Attention: online softmax vs two-pass softmax, in f32.
+const ATTN_TOL: f32 = 1e-5;
+/// SiLU·mul and add: one or two f32 operations per element.
+const ELEMENTWISE_TOL: f32 = 1e-6;
+/// Log-softmax scores: f32 reductions over the vocabulary on the GPU, f64 on the CPU; nats.
+const NLL_TOL: f64 = 1e-4;
+const KL_TOL: f64 = 1e-4;
+
+struct Rng(u64);
+impl Rng {
+    fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 32) as u32
+    }
+    fn next(&mut self) -> f32 {
+        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u32() as u8).collect()
+    }
+}
+
+fn gpu() -> Gpu {
+    pollster::block_on(Gpu::create()).expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)")
+}
+
+fn read(g: &Gpu, a: &<Gpu as Backend>::Act) -> Vec<f32> {
+    pollster::block_on(g.read_act(a)).expect("readback")
+}
+
+/// Max |a − b| relative to the largest |b| must stay under `tol`.
+fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let (mut worst, mut at) = (0f32, 0);
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let e = (a - b).abs() / scale;
+        if e > worst || e.is_nan() {
+            worst = e;
+            at = i;
+        }
+    }
+    assert!(
+        worst <= tol,
+        "{what}: relative error {worst:e} > {tol:e} at {at}: gpu {} cpu {}",
+        got[at],
+        want[at]
+    );
+}
+
+fn act(rows: usize, cols: usize, data: Vec<f32>) -> cpu::Act {
+    cpu::Act { rows, cols, data }
+}
+
+#[test]
+fn context_reports_adapter_and_limits() {
+    let c = pollster::block_on(GpuContext::new()).expect("adapter");
+    assert!(!c.info.name.is_empty());
+    // WebGPU's default is 128 MiB; we asked for the adapter's own (lavapipe and real GPUs
+    // report at least that).
+    assert!(
+        c.limits.max_storage_buffer_binding_size >= 128 << 20,
+        "{:?}",
+        c.limits
+    );
+    eprintln!("adapter: {}", c.describe());
+}
+
+/// GPU `linear` against the CPU on the same stored tensor (the CPU expands it with the format
+/// table's `dequantize`, the GPU decodes it in the matmul's inner loop).
+fn check_linear(g: &Gpu, w: &QTensor, bias: bool, seed: u64) {
+    let mut r = Rng(seed);
+    let m = 37;
+    let x = r.vec(m * w.cols);
+    let b = bias.then(|| r.vec(w.rows));
+    let cm = Cpu.load_matrix(w, b.as_deref()).unwrap();
+    let want = Cpu.linear(&act(m, w.cols, x.clone()), &cm);
+    let gm = g.load_matrix(w, b.as_deref()).unwrap();
+    let gx = g.upload_act(m, w.cols, &x).unwrap();
+    let got = g.linear(&gx, &gm);
+    assert_eq!((got.rows, got.cols), (m, w.rows));
+    close(&read(g, &got), &want.data, MATMUL_TOL, &w.format.name());
+}
+
+fn int_tensor(r: &mut Rng, spec: IntSpec, rows: usize, cols: usize) -> QTensor {
+    let groups = rows * cols / spec.gran.group_len(rows, cols, "t").unwrap();
+    let mask = ((1u16 << spec.bits) - 1) as u32;
+    let codes: Vec<u8> = (0..rows * cols)
+        .map(|_| (r.next_u32() & mask) as u8)
+        .collect();
+    let scales: Vec<f32> = (0..groups).map(|_| 0.01 + 0.1 * r.next().abs()).collect();
+    let zeros: Vec<u8> = (0..groups).map(|_| (r.next_u32() & mask) as u8).collect();
+    QTensor::from_int_parts(spec, rows, cols, &codes, &scales, &zeros).unwrap()
+}
+
+/// Random ggml blocks with sane f16 scales (random bytes there could be NaN/inf).
+fn ggml_tensor(r: &mut Rng, t: GgmlType, rows: usize, cols: usize) -> QTensor {
+    let blocks = rows * cols / 32;
+    let mut data = Vec::new();
+    for _ in 0..blocks {
+        let d = half::f16::from_f32(0.001 + 0.02 * r.next().abs());
+        data.extend_from_slice(&d.to_le_bytes());
+        match t {
+            GgmlType::Q4_1 => {
+                let m = half::f16::from_f32(0.1 * r.next());
+                data.extend_from_slice(&m.to_le_bytes());
+                data.extend(r.bytes(16));
+            }
+            GgmlType::Q8_0 => data.extend(r.bytes(32)),
+            _ => unreachable!("only the formats the GPU decodes"),
+        }
+    }
+    QTensor::new(Format::Ggml(t), rows, cols, data).unwrap()
+}
+
+#[test]
+fn matmul_plain_formats() {
+    let g = gpu();
+    let mut r = Rng(1);
+    let (n, k) = (70, 96);
+    let w = r.vec(n * k);
+    check_linear(&g, &QTensor::from_f32(n, k, &w), true, 2);
+    let f16: Vec<u8> = w
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect();
+    check_linear(&g, &QTensor::new(Format::F16, n, k, f16).unwrap(), false, 3);
+    let bf16: Vec<u8> = w
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+        .collect();
+    check_linear(
+        &g,
+        &QTensor::new(Format::BF16, n, k, bf16).unwrap(),
+        true,
+        4,
+    );
+}
+
+#[test]
+fn matmul_int_formats_every_width_and_granularity() {
+    let g = gpu();
+    let mut r = Rng(5);
+    // 71 rows × 96: odd sizes, so packed sections end mid-word and tiles are partial.
+    let (n, k) = (71, 96);
+    for bits in 1..=8u8 {
+        for sym in [true, false] {
+            for gran in [
+                Granularity::PerTensor,
+                Granularity::PerRow,
+                Granularity::Group(32),
+            ] {
+                let spec = IntSpec { bits, gran, sym };
+                let w = int_tensor(&mut r, spec, n, k);
+                check_linear(&g, &w, bits % 2 == 0, 10 + bits as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_ggml_blocks() {
+    let g = gpu();
+    let mut r = Rng(6);
+    // 71 × 96 Q8_0 = 213 blocks of 34 bytes: the blob is not a whole number of words.
+    for t in [GgmlType::Q4_1, GgmlType::Q8_0] {
+        let w = ggml_tensor(&mut r, t, 71, 96);
+        check_linear(&g, &w, false, 20);
+        check_linear(&g, &w, true, 21);
+    }
+    let unsupported = ggml_tensor_q4_0(&mut r);
+    let e = g
+        .load_matrix(&unsupported, None)
+        .err()
+        .expect("no Q4_0 decoder yet");
+    assert!(
+        e.to_string().contains("q4_0") || e.to_string().contains("Q4_0"),
+        "{e}"
+    );
+}
+
+fn ggml_tensor_q4_0(r: &mut Rng) -> QTensor {
+    let mut data = Vec::new();
+    for _ in 0..2 {
+        data.extend_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+        data.extend(r.bytes(16));
+    }
+    QTensor::new(Format::Ggml(GgmlType::Q4_0), 2, 32, data).unwrap()
+}
+
+#[test]
+fn embed_gathers_dequantized_rows() {
+    let g = gpu();
+    let mut r = Rng(7);
+    let tokens = [5u32, 0, 70, 5, 33];
+    let tables = [
+        ggml_tensor(&mut r, GgmlType::Q8_0, 71, 64),
+        ggml_tensor(&mut r, GgmlType::Q4_1, 71, 64),
+        int_tensor(
+            &mut r,
+            IntSpec {
+                bits: 3,
+                gran: Granularity::Group(32),
+                sym: false,
+            },
+            71,
+            64,
+        ),
+    ];
+    for t in &tables {
+        let want = Cpu
+            .embed(&Cpu.load_matrix(t, None).unwrap(), &tokens)
+            .unwrap();
+        let got = g.embed(&g.load_matrix(t, None).unwrap(), &tokens).unwrap();
+        close(
+            &read(&g, &got),
+            &want.data,
+            EMBED_TOL,
+            &format!("embed {}", t.format.name()),
+        );
+    }
+    let gm = g.load_matrix(&tables[0], None).unwrap();
+    assert!(g.embed(&gm, &[71]).is_err(), "token outside the vocabulary");
+}
+
+#[test]
+fn rmsnorm_silu_mul_add() {
+    let g = gpu();
+    let mut r = Rng(8);
+    let (t, d) = (9, 576);
+    let (x, w, y) = (r.vec(t * d), r.vec(d), r.vec(t * d));
+    let want = Cpu.rmsnorm(&act(t, d, x.clone()), &w, 1e-5);
+    let gx = g.upload_act(t, d, &x).unwrap();
+    let got = g.rmsnorm(&gx, &g.load_vector(&w).unwrap(), 1e-5);
+    close(&read(&g, &got), &want.data, NORM_TOL, "rmsnorm");
+
+    let mut cg = act(t, d, x.clone());
+    Cpu.silu_mul(&mut cg, &act(t, d, y.clone()));
+    let mut gg = g.upload_act(t, d, &x).unwrap();
+    g.silu_mul(&mut gg, &g.upload_act(t, d, &y).unwrap());
+    close(&read(&g, &gg), &cg.data, ELEMENTWISE_TOL, "silu_mul");
+
+    let mut ca = act(t, d, x.clone());
+    Cpu.add(&mut ca, &act(t, d, y.clone()));
+    let mut ga = g.upload_act(t, d, &x).unwrap();
+    g.add(&mut ga, &g.upload_act(t, d, &y).unwrap());
+    close(&read(&g, &ga), &ca.data, ELEMENTWISE_TOL, "add");
+}
+
+#[test]
+fn rope_both_styles() {
+    let g = gpu();
+    let mut r = Rng(9);
+    let (t, h, hd) = (11, 3, 64);
+    let x = r.vec(t * h * hd);
+    for style in [RopeStyle::Interleaved, RopeStyle::Half] {
+        let mut c = act(t, h * hd, x.clone());
+        Cpu.rope(&mut c, h, hd, 300, 10000.0, style);
+        let mut gx = g.upload_act(t, h * hd, &x).unwrap();
+        g.rope(&mut gx, h, hd, 300, 10000.0, style);
+        close(
+            &read(&g, &gx),
+            &c.data,
+            ROPE_TOL,
+            &format!("rope {style:?}"),
+        );
+    }
+}
+
+#[test]
+fn causal_attention_with_grouped_kv_heads() {
+    let g = gpu();
+    let mut r = Rng(10);
+    // 70 queries cross the kernel's 64-query blocks; 6 query heads share 2 KV heads.
+    for (t, h, kv, hd) in [(70, 6, 2, 64), (5, 4, 4, 32), (33, 9, 3, 128)] {
+        let (q, k, v) = (r.vec(t * h * hd), r.vec(t * kv * hd), r.vec(t * kv * hd));
+        let want = Cpu.attention(
+            &act(t, h * hd, q.clone()),
+            &act(t, kv * hd, k.clone()),
+            &act(t, kv * hd, v.clone()),
+            h,
+            kv,
+            hd,
+        );
+        let got = g.attention(
+            &g.upload_act(t, h * hd, &q).unwrap(),
+            &g.upload_act(t, kv * hd, &k).unwrap(),
+            &g.upload_act(t, kv * hd, &v).unwrap(),
+            h,
+            kv,
+            hd,
+        );
+        close(
+            &read(&g, &got),
+            &want.data,
+            ATTN_TOL,
+            &format!("attention t{t} h{h}/{kv} hd{hd}"),
+        );
+    }
+}
+
+/// The LM head fused with log-softmax, NLL, argmax, and KL/top-1 against log-probs kept from a
+/// first (reference) head, over more rows than one scoring chunk.
+#[test]
+fn score_nll_kl_top1_against_cpu() {
+    let g = gpu();
+    let mut r = Rng(11);
+    let (rows, d, vocab, from) = (75, 48, 1000, 3);
+    let n = rows - from;
+    let x = r.vec(rows * d);
+    let ha = QTensor::from_f32(vocab, d, &r.vec(vocab * d));
+    // The model head: the reference plus a small perturbation, so KL is small but not zero and
+    // top-1 mostly agrees.
+    let hb_vals: Vec<f32> = ha
+        .dequantize()
+        .unwrap()
+        .iter()
+        .map(|v| v + 0.3 * r.next())
+        .collect();
+    let hb = QTensor::from_f32(vocab, d, &hb_vals);
+    let targets: Vec<u32> = (0..n).map(|_| r.next_u32() % vocab as u32).collect();
+
+    let cx = act(rows, d, x.clone());
+    let (ca, cb) = (
+        Cpu.load_matrix(&ha, None).unwrap(),
+        Cpu.load_matrix(&hb, None).unwrap(),
+    );
+    let (_, cref) = Cpu.score(&cx, &ca, from, &targets, None, true).unwrap();
+    let (cs, _) = Cpu
+        .score(&cx, &cb, from, &targets, cref.as_ref(), false)
+        .unwrap();
+
+    let gx = g.upload_act(rows, d, &x).unwrap();
+    let (ga, gb) = (
+        g.load_matrix(&ha, None).unwrap(),
+        g.load_matrix(&hb, None).unwrap(),
+    );
+    let (p0, gref) = g.score(&gx, &ga, from, &targets, None, true).unwrap();
+    let s0 = pollster::block_on(g.read_scores(p0)).unwrap();
+    let (p1, _) = g
+        .score(&gx, &gb, from, &targets, gref.as_ref(), false)
+        .unwrap();
+    let gs = pollster::block_on(g.read_scores(p1)).unwrap();
+    assert_eq!((s0.len(), gs.len()), (n, n));
+    assert!(s0.iter().all(|s| s.kl == 0.0 && s.top1_agree));
+    let mut disagree = 0;
+    for (i, (a, b)) in gs.iter().zip(&cs).enumerate() {
+        assert!(
+            (a.nll - b.nll).abs() < NLL_TOL,
+            "row {i} nll {} vs {}",
+            a.nll,
+            b.nll
+        );
+        assert!(
+            (a.kl - b.kl).abs() < KL_TOL,
+            "row {i} kl {} vs {}",
+            a.kl,
+            b.kl
+        );
+        assert_eq!(a.argmax, b.argmax, "row {i} argmax");
+        assert_eq!(a.top1_agree, b.top1_agree, "row {i} top-1");
+        disagree += !b.top1_agree as usize;
+    }
+    // The comparison is only meaningful if both outcomes occur.
+    assert!(
+        gs.iter().any(|s| s.kl > 1e-3),
+        "perturbation too small to test KL"
+    );
+    assert!(
+        disagree > 0 && disagree < n,
+        "top-1 disagreements {disagree} of {n}"
+    );
+    // Out-of-range targets are refused before anything is recorded.
+    assert!(g
+        .score(&gx, &ga, from, &[vocab as u32], None, false)
+        .is_err());
+}
