@@ -1,5 +1,6 @@
 //! Quantizers and the storage-format table.
 
+pub mod calib;
 pub mod config;
 pub mod format;
 pub mod ggml;
