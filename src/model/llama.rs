@@ -41,6 +41,9 @@ impl Site {
     }
 }
 
+/// Sees `(layer, site, input)` for every block linear input during a forward pass.
+pub type Observer<'a, B> = dyn FnMut(usize, Site, &<B as Backend>::Act) -> Result<()> + 'a;
+
 struct Block<B: Backend> {
     attn_norm: B::Vector, // d
     ffn_norm: B::Vector,  // d
@@ -111,7 +114,7 @@ impl<B: Backend> Llama<B> {
         &self,
         b: &B,
         tokens: &[u32],
-        observer: &mut dyn FnMut(usize, Site, &B::Act) -> Result<()>,
+        observer: &mut Observer<'_, B>,
     ) -> Result<B::Act> {
         let c = &self.config;
         let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);

@@ -4,4 +4,5 @@ pub mod calib;
 pub mod config;
 pub mod format;
 pub mod ggml;
+pub mod gptq;
 pub mod rtn;

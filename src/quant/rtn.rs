@@ -411,5 +411,36 @@ fn per_tensor_grid(
     Ok(best)
 }
 
+/// One group's RTN grid, for quantizers that choose the grid once and then quantize weights one
+/// at a time while changing the ones not yet quantized (GPTQ's error feedback).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct GroupGrid(Grid);
+
+impl GroupGrid {
+    /// The grid RTN would use for the group `w` (clip search included when asked).
+    pub(crate) fn choose(w: &[f32], spec: IntSpec, opts: &RtnOptions, name: &str) -> Result<Self> {
+        choose_grid(w, spec, opts, name).map(GroupGrid)
+    }
+    /// The stored code of `x`.
+    #[inline]
+    pub(crate) fn code(&self, x: f32) -> u8 {
+        let mut c = [0u8];
+        self.0.encode(&[x], &mut c);
+        c[0]
+    }
+    /// What `x` dequantizes to.
+    #[inline]
+    pub(crate) fn value(&self, x: f32) -> f32 {
+        self.0.value(x)
+    }
+    pub(crate) fn scale(&self) -> f32 {
+        self.0.s
+    }
+    /// The stored zero point (asymmetric formats).
+    pub(crate) fn zero(&self) -> u8 {
+        self.0.offset
+    }
+}
+
 #[cfg(test)]
 mod tests;
