@@ -10,8 +10,11 @@
 //! without padding (RFC 4648 §5). The prefix lets a link from a newer QuantLab be refused with a
 //! clear message before its payload is even decoded.
 
+use crate::model::llama::Site;
 use crate::model::weights::{Linear, ModelWeights};
+use crate::quant::calib::Calibration;
 use crate::quant::format::{check_bits, Granularity, IntSpec, QTensor};
+use crate::quant::gptq::{self, GptqOptions};
 use crate::quant::rtn::{self, RtnOptions};
 use crate::{Error, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -40,6 +43,23 @@ pub enum Method {
     None,
     /// Uniform round-to-nearest (`quant::rtn`), from the dequantized loaded weights.
     Rtn,
+    /// GPTQ (`quant::gptq`) into the same `Int` format; needs calibration.
+    Gptq(GptqOptions),
+}
+
+impl Method {
+    /// Does this method need calibration statistics (`apply_calibrated`)?
+    pub fn needs_calibration(&self) -> bool {
+        matches!(self, Method::Gptq(_))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::None => "none",
+            Method::Rtn => "rtn",
+            Method::Gptq(_) => "gptq",
+        }
+    }
 }
 
 /// How one tensor is quantized.
@@ -346,7 +366,43 @@ impl QuantConfig {
         src: &ModelWeights,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<ModelWeights> {
+        self.apply_calibrated(src, None, progress)
+    }
+
+    /// As `apply_with`, with the calibration statistics that GPTQ and AWQ need (taken from the
+    /// model as loaded, `quant::calib::calibrate`). A method that needs them fails, naming
+    /// itself, when `calib` is `None` or does not cover the model.
+    pub fn apply_calibrated(
+        &self,
+        src: &ModelWeights,
+        calib: Option<&Calibration>,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<ModelWeights> {
         self.validate()?;
+        if self.method.needs_calibration() {
+            match calib {
+                None => {
+                    return Err(Error::config(
+                        "method",
+                        format!(
+                            "{} needs calibration statistics; calibrate on a text first",
+                            self.method.name()
+                        ),
+                    ))
+                }
+                Some(c) if c.layers.len() != src.layers.len() => {
+                    return Err(Error::config(
+                        "calibration",
+                        format!(
+                            "statistics for {} layers, the model has {}",
+                            c.layers.len(),
+                            src.layers.len()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         let total = src.layers.len() * 7;
         if self.method == Method::None {
             if !progress(total, total) {
@@ -361,13 +417,14 @@ impl QuantConfig {
         }
         let mut out = src.clone();
         let mut done = 0;
-        for layer in &mut out.layers {
-            for lin in layer.linears_mut() {
+        for (li, layer) in out.layers.iter_mut().enumerate() {
+            for (k, lin) in layer.linears_mut().into_iter().enumerate() {
                 if !progress(done, total) {
                     return Err(Error::Cancelled);
                 }
                 if let Some(q) = self.layer_quant(&lin.name) {
-                    lin.w = self.quantize_linear(lin, q)?;
+                    let site = calib.map(|c| c.site(li, Site::of_linear(k))).transpose()?;
+                    lin.w = self.quantize_linear(lin, q, site)?;
                 }
                 done += 1;
             }
@@ -378,8 +435,14 @@ impl QuantConfig {
         Ok(out)
     }
 
-    fn quantize_linear(&self, lin: &Linear, q: LayerQuant) -> Result<QTensor> {
-        match self.method {
+    fn quantize_linear(
+        &self,
+        lin: &Linear,
+        q: LayerQuant,
+        site: Option<&crate::quant::calib::SiteStats>,
+    ) -> Result<QTensor> {
+        let (rows, cols) = (lin.w.rows, lin.w.cols);
+        match &self.method {
             Method::None => Ok(lin.w.clone()),
             Method::Rtn => {
                 let w = lin.w.dequantize()?;
@@ -389,6 +452,35 @@ impl QuantConfig {
                     lin.w.cols,
                     q.spec(),
                     &q.rtn_options(),
+                    &lin.name,
+                )
+            }
+            Method::Gptq(o) => {
+                let st = site.ok_or_else(|| {
+                    Error::config(
+                        "calibration",
+                        format!("gptq: no statistics for {}", lin.name),
+                    )
+                })?;
+                if st.dim != cols {
+                    return Err(Error::config(
+                        "calibration",
+                        format!(
+                            "{}: statistics of width {} for {cols} inputs",
+                            lin.name, st.dim
+                        ),
+                    ));
+                }
+                let w = lin.w.dequantize()?;
+                gptq::quantize(
+                    &w,
+                    rows,
+                    cols,
+                    &st.gram,
+                    st.rows,
+                    q.spec(),
+                    &q.rtn_options(),
+                    o,
                     &lin.name,
                 )
             }

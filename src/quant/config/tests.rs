@@ -29,6 +29,14 @@ fn samples() -> Vec<QuantConfig> {
             ),
         QuantConfig::rtn(lq(1, Granularity::Group(16), true, false))
             .with_override("名前/with \"quotes\" & ?=#", None),
+        QuantConfig {
+            method: Method::Gptq(crate::quant::gptq::GptqOptions {
+                damp: 0.05,
+                act_order: false,
+                block: 64,
+            }),
+            ..QuantConfig::rtn(lq(3, Granularity::Group(64), true, false))
+        },
     ]
 }
 
@@ -198,4 +206,17 @@ fn last_matching_override_wins() {
         ..c
     };
     assert_eq!(none.layer_quant("blk.0.attn_q.weight"), None);
+}
+
+#[test]
+fn method_options_default_when_omitted() {
+    let json =
+        r#"{"version":1,"method":{"gptq":{}},"default":{"bits":4,"gran":"per_row","sym":true}}"#;
+    let c = QuantConfig::from_json(json).unwrap();
+    assert_eq!(
+        c.method,
+        Method::Gptq(crate::quant::gptq::GptqOptions::default())
+    );
+    let bad = r#"{"version":1,"method":{"gptq":{"dampx":1}},"default":{"bits":4,"gran":"per_row","sym":true}}"#;
+    assert!(QuantConfig::from_json(bad).is_err());
 }
