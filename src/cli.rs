@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
 use quantlab::playground::session::Session;
+use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::calib::{self, CalibOptions};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
 use quantlab::quant::format::Granularity;
@@ -67,6 +68,7 @@ enum ProtocolArg {
 enum MethodArg {
     Rtn,
     Gptq,
+    Awq,
 }
 
 #[derive(Args)]
@@ -102,7 +104,7 @@ struct EvalArgs {
     /// Search a clipping range per group.
     #[arg(long, requires = "bits")]
     clip: bool,
-    /// Quantizer for --bits (gptq needs calibration: see --calib-*).
+    /// Quantizer for --bits (gptq and awq need calibration: see --calib-*).
     #[arg(long, value_enum, default_value_t = MethodArg::Rtn, requires = "bits")]
     method: MethodArg,
     /// GPTQ: quantize columns in their natural order instead of act-order.
@@ -281,6 +283,7 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
                     act_order: !a.no_act_order,
                     ..GptqOptions::default()
                 }),
+                MethodArg::Awq => Method::Awq(AwqOptions::default()),
             },
             default: LayerQuant {
                 bits,

@@ -186,3 +186,51 @@ fn gptq_needs_calibration_and_beats_rtn_on_every_layer() {
         assert!(g < r, "{name}: gptq {g} ≥ rtn {r}");
     }
 }
+
+#[test]
+fn awq_needs_calibration_folds_norms_and_lowers_total_error() {
+    let src = synthetic();
+    let q = LayerQuant {
+        bits: 3,
+        gran: Granularity::PerRow,
+        sym: true,
+        clip_search: false,
+    };
+    let awq = QuantConfig {
+        method: Method::Awq(quantlab::quant::awq::AwqOptions::default()),
+        ..QuantConfig::rtn(q)
+    };
+    let e = awq.apply(&src).unwrap_err().to_string();
+    assert!(e.contains("awq needs calibration"), "{e}");
+    let c = calibrated(&src);
+    let qa = awq
+        .apply_calibrated(&src, Some(&c), &mut |_, _| true)
+        .unwrap();
+    assert_ne!(
+        qa.layers[0].attn_norm, src.layers[0].attn_norm,
+        "scales folded into the norm"
+    );
+    assert_eq!(
+        qa.memory().linear,
+        QuantConfig::rtn(q).apply(&src).unwrap().memory().linear
+    );
+    // Whole-model check on the same calibration tokens: closer to the original's hidden states
+    // than RTN's.
+    let toks = tokens(300)[60..120].to_vec();
+    let h = |m: &ModelWeights| {
+        Llama::load(&Cpu, m)
+            .unwrap()
+            .forward(&Cpu, &toks)
+            .unwrap()
+            .data
+    };
+    let want = h(&src);
+    let dist = |m: &ModelWeights| -> f64 {
+        h(m).iter()
+            .zip(&want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum()
+    };
+    let (da, dr) = (dist(&qa), dist(&QuantConfig::rtn(q).apply(&src).unwrap()));
+    assert!(da < dr, "awq {da} ≥ rtn {dr}");
+}

@@ -304,7 +304,7 @@ pub fn calibrate(
 }
 
 /// `‖X Wᵀ − X Ŵᵀ‖_F² = Σ_r (w_r − ŵ_r) · XᵀX · (w_r − ŵ_r)ᵀ` for row-major `rows × cols`
-/// matrices, from the Gram of `X` (`cols × cols`), in f64.
+/// matrices, from the Gram of `X` (`cols × cols`): products in f32, sums in f64.
 pub fn output_error(w: &[f32], w_hat: &[f32], cols: usize, gram: &[f32]) -> Result<f64> {
     if w.len() != w_hat.len()
         || cols == 0
@@ -321,20 +321,28 @@ pub fn output_error(w: &[f32], w_hat: &[f32], cols: usize, gram: &[f32]) -> Resu
             ),
         ));
     }
-    let mut total = 0f64;
-    let mut d = vec![0f64; cols];
-    for (r, rh) in w.chunks_exact(cols).zip(w_hat.chunks_exact(cols)) {
-        for ((d, &a), &b) in d.iter_mut().zip(r).zip(rh) {
-            *d = (a - b) as f64;
-        }
-        for (i, gi) in gram.chunks_exact(cols).enumerate() {
-            if d[i] == 0.0 {
-                continue;
-            }
-            let s: f64 = gi.iter().zip(&d).map(|(&g, &dj)| g as f64 * dj).sum();
-            total += d[i] * s;
-        }
-    }
+    // Chunks of rows: T = D·G by SGEMM (f32), then Σ T ⊙ D in f64; chunks in parallel natively,
+    // summed in chunk order so the result does not depend on the thread count.
+    const CHUNK: usize = 32;
+    let chunk = |(wc, hc): (&[f32], &[f32])| -> f64 {
+        let n = wc.len() / cols;
+        let d: Vec<f32> = wc.iter().zip(hc).map(|(a, b)| a - b).collect();
+        let mut t = vec![0f32; n * cols];
+        sgemm(n, cols, cols, &d, cols, 1, gram, cols, 1, &mut t, cols);
+        d.iter().zip(&t).map(|(&a, &b)| a as f64 * b as f64).sum()
+    };
+    let pairs: Vec<(&[f32], &[f32])> = w
+        .chunks(CHUNK * cols)
+        .zip(w_hat.chunks(CHUNK * cols))
+        .collect();
+    #[cfg(not(target_arch = "wasm32"))]
+    let parts: Vec<f64> = {
+        use rayon::prelude::*;
+        pairs.into_par_iter().map(chunk).collect()
+    };
+    #[cfg(target_arch = "wasm32")]
+    let parts: Vec<f64> = pairs.into_iter().map(chunk).collect();
+    let total = parts.iter().sum();
     Ok(total)
 }
 

@@ -12,6 +12,7 @@
 
 use crate::model::llama::Site;
 use crate::model::weights::{Linear, ModelWeights};
+use crate::quant::awq::{self, AwqOptions};
 use crate::quant::calib::Calibration;
 use crate::quant::format::{check_bits, Granularity, IntSpec, QTensor};
 use crate::quant::gptq::{self, GptqOptions};
@@ -45,12 +46,15 @@ pub enum Method {
     Rtn,
     /// GPTQ (`quant::gptq`) into the same `Int` format; needs calibration.
     Gptq(GptqOptions),
+    /// AWQ (`quant::awq`): activation-aware scales folded into the previous op, then RTN into
+    /// the same `Int` format; needs calibration.
+    Awq(AwqOptions),
 }
 
 impl Method {
     /// Does this method need calibration statistics (`apply_calibrated`)?
     pub fn needs_calibration(&self) -> bool {
-        matches!(self, Method::Gptq(_))
+        matches!(self, Method::Gptq(_) | Method::Awq(_))
     }
 
     pub fn name(&self) -> &'static str {
@@ -58,6 +62,7 @@ impl Method {
             Method::None => "none",
             Method::Rtn => "rtn",
             Method::Gptq(_) => "gptq",
+            Method::Awq(_) => "awq",
         }
     }
 }
@@ -417,7 +422,21 @@ impl QuantConfig {
         }
         let mut out = src.clone();
         let mut done = 0;
+        let model_cfg = out.config.clone();
         for (li, layer) in out.layers.iter_mut().enumerate() {
+            if let (Method::Awq(o), Some(c)) = (&self.method, calib) {
+                // AWQ rewrites norms and neighbouring linears, so it works a block at a time.
+                if !progress(done, total) {
+                    return Err(Error::Cancelled);
+                }
+                let stats = c.layers.get(li).ok_or_else(|| {
+                    Error::config("calibration", format!("layer {li} is missing"))
+                })?;
+                let plan = |n: &str| self.layer_quant(n).map(|q| q.spec());
+                awq::quantize_layer(layer, &model_cfg, stats, &plan, o)?;
+                done += 7;
+                continue;
+            }
             for (k, lin) in layer.linears_mut().into_iter().enumerate() {
                 if !progress(done, total) {
                     return Err(Error::Cancelled);
@@ -484,6 +503,13 @@ impl QuantConfig {
                     &lin.name,
                 )
             }
+            Method::Awq(_) => Err(Error::config(
+                "awq",
+                format!(
+                    "{}: AWQ quantizes whole blocks and needs calibration",
+                    lin.name
+                ),
+            )),
         }
     }
 }

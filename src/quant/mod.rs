@@ -1,8 +1,11 @@
 //! Quantizers and the storage-format table.
 
+pub mod awq;
 pub mod calib;
 pub mod config;
 pub mod format;
 pub mod ggml;
 pub mod gptq;
 pub mod rtn;
+#[cfg(test)]
+pub(crate) mod testutil;

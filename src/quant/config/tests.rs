@@ -37,6 +37,13 @@ fn samples() -> Vec<QuantConfig> {
             }),
             ..QuantConfig::rtn(lq(3, Granularity::Group(64), true, false))
         },
+        QuantConfig {
+            method: Method::Awq(crate::quant::awq::AwqOptions {
+                grid: 10,
+                clip: false,
+            }),
+            ..QuantConfig::rtn(lq(4, Granularity::PerRow, false, false))
+        },
     ]
 }
 
