@@ -5,6 +5,7 @@ use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
 use quantlab::playground::session::Session;
 use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::calib::{self, CalibOptions};
+use quantlab::quant::codebook::{KmeansOptions, Per};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
 use quantlab::quant::format::Granularity;
 use quantlab::quant::gptq::GptqOptions;
@@ -69,6 +70,9 @@ enum MethodArg {
     Rtn,
     Gptq,
     Awq,
+    Kmeans,
+    Nf4,
+    Fp4,
 }
 
 #[derive(Args)]
@@ -107,6 +111,12 @@ struct EvalArgs {
     /// Quantizer for --bits (gptq and awq need calibration: see --calib-*).
     #[arg(long, value_enum, default_value_t = MethodArg::Rtn, requires = "bits")]
     method: MethodArg,
+    /// k-means: one codebook per input column instead of per output row.
+    #[arg(long)]
+    per_column: bool,
+    /// k-means: fraction of weights kept as sparse f16 outliers.
+    #[arg(long, default_value_t = 0.0)]
+    outliers: f32,
     /// GPTQ: quantize columns in their natural order instead of act-order.
     #[arg(long)]
     no_act_order: bool,
@@ -239,7 +249,7 @@ fn info(path: &Path, json: bool) -> Result<()> {
         );
     }
     let m = &info.memory;
-    println!("memory: {:.2} MB total (f16 would be {:.2} MB); block linears {:.3} bits/weight (codes {} B, scales {} B, zeros {} B); other {} B", m.total_bytes as f64 / 1e6, m.f16_bytes as f64 / 1e6, m.bits_per_weight, m.linear.codes, m.linear.scales, m.linear.zeros, m.other_bytes);
+    println!("memory: {:.2} MB total (f16 would be {:.2} MB); block linears {:.3} bits/weight (codes {} B, scales {} B, zeros {} B, outliers {} B, low-rank {} B); other {} B", m.total_bytes as f64 / 1e6, m.f16_bytes as f64 / 1e6, m.bits_per_weight, m.linear.codes, m.linear.scales, m.linear.zeros, m.linear.outliers, m.linear.lowrank, m.other_bytes);
     if info.already_quantized {
         println!("note: the block weights are already quantized in the file; 'unquantized' means 'as loaded'");
     }
@@ -284,6 +294,12 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
                     ..GptqOptions::default()
                 }),
                 MethodArg::Awq => Method::Awq(AwqOptions::default()),
+                MethodArg::Kmeans => Method::Kmeans(KmeansOptions {
+                    per: if a.per_column { Per::Column } else { Per::Row },
+                    outlier_frac: a.outliers,
+                }),
+                MethodArg::Nf4 => Method::Nf4,
+                MethodArg::Fp4 => Method::Fp4,
             },
             default: LayerQuant {
                 bits,

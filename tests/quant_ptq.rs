@@ -234,3 +234,62 @@ fn awq_needs_calibration_folds_norms_and_lowers_total_error() {
     let (da, dr) = (dist(&qa), dist(&QuantConfig::rtn(q).apply(&src).unwrap()));
     assert!(da < dr, "awq {da} ≥ rtn {dr}");
 }
+
+#[test]
+fn codebook_methods_apply_through_the_config_and_count_their_bytes() {
+    use quantlab::quant::codebook::{self, KmeansOptions, Per};
+    use quantlab::quant::format::{Codebook, Format};
+    let src = synthetic();
+    let q = |bits, gran| LayerQuant {
+        bits,
+        gran,
+        sym: true,
+        clip_search: false,
+    };
+    let km = KmeansOptions {
+        per: Per::Column,
+        outlier_frac: 0.01,
+    };
+    let cases = [
+        (Method::Kmeans(km), q(3, Granularity::PerRow)),
+        (Method::Nf4, q(4, Granularity::Group(32))),
+        (Method::Fp4, q(4, Granularity::PerRow)),
+    ];
+    for (method, lq) in cases {
+        let cfg = QuantConfig {
+            method: method.clone(),
+            ..QuantConfig::rtn(lq)
+        };
+        let out = cfg.apply(&src).unwrap();
+        let mut want_scales = 0;
+        for (a, b) in src.linears().zip(out.linears()) {
+            let w = a.w.dequantize().unwrap();
+            let (r, c) = (a.w.rows, a.w.cols);
+            let direct = match &method {
+                Method::Kmeans(o) => codebook::kmeans(&w, r, c, 3, o, &a.name).unwrap(),
+                Method::Nf4 => codebook::fixed(&w, r, c, Codebook::Nf4(lq.gran), &a.name).unwrap(),
+                _ => codebook::fixed(&w, r, c, Codebook::Fp4(lq.gran), &a.name).unwrap(),
+            };
+            assert_eq!(b.w, direct, "{}", a.name);
+            assert!(matches!(b.w.format, Format::Codebook { .. }));
+            want_scales += match &method {
+                Method::Kmeans(_) => 2 * 8 * c,
+                Method::Nf4 => 2 * r * c / 32,
+                _ => 2 * r,
+            };
+        }
+        let m = out.memory();
+        assert_eq!(m.linear.scales, want_scales, "{method:?}");
+        // u32 index + f16 value each, the values padded to 4 bytes per tensor.
+        let outliers: usize = out
+            .linears()
+            .map(|l| 4 * l.w.addons.outliers + (2 * l.w.addons.outliers).div_ceil(4) * 4)
+            .sum();
+        assert_eq!(m.linear.outliers, outliers);
+        assert_eq!(outliers > 0, matches!(method, Method::Kmeans(_)));
+        assert_eq!(
+            m.linear.total(),
+            out.linears().map(|l| l.w.data.len()).sum::<usize>()
+        );
+    }
+}

@@ -227,6 +227,7 @@ fn to_qtensor(file: &str, t: &RawTensor<'_>, rows: usize, cols: usize) -> Result
     }
     Ok(QTensor {
         format,
+        addons: Default::default(),
         rows,
         cols,
         data: t.data.to_vec(),

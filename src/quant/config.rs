@@ -14,7 +14,8 @@ use crate::model::llama::Site;
 use crate::model::weights::{Linear, ModelWeights};
 use crate::quant::awq::{self, AwqOptions};
 use crate::quant::calib::Calibration;
-use crate::quant::format::{check_bits, Granularity, IntSpec, QTensor};
+use crate::quant::codebook::{self, KmeansOptions};
+use crate::quant::format::{check_bits, Codebook, Granularity, IntSpec, QTensor};
 use crate::quant::gptq::{self, GptqOptions};
 use crate::quant::rtn::{self, RtnOptions};
 use crate::{Error, Result};
@@ -49,6 +50,13 @@ pub enum Method {
     /// AWQ (`quant::awq`): activation-aware scales folded into the previous op, then RTN into
     /// the same `Int` format; needs calibration.
     Awq(AwqOptions),
+    /// Learned k-means codebooks of `2^bits` levels per row or column (`quant::codebook`);
+    /// `gran` is not used.
+    Kmeans(KmeansOptions),
+    /// Fixed NF4 table with an absmax scale per group of `gran`; `bits` must be 4.
+    Nf4,
+    /// Fixed FP4 (E2M1) table with an absmax scale per group of `gran`; `bits` must be 4.
+    Fp4,
 }
 
 impl Method {
@@ -63,6 +71,9 @@ impl Method {
             Method::Rtn => "rtn",
             Method::Gptq(_) => "gptq",
             Method::Awq(_) => "awq",
+            Method::Kmeans(_) => "kmeans",
+            Method::Nf4 => "nf4",
+            Method::Fp4 => "fp4",
         }
     }
 }
@@ -220,6 +231,18 @@ impl QuantConfig {
             ));
         }
         self.default.validate("default")?;
+        if matches!(self.method, Method::Nf4 | Method::Fp4) {
+            let fours = std::iter::once(Some(&self.default))
+                .chain(self.overrides.iter().map(|o| o.quant.as_ref()))
+                .flatten()
+                .all(|q| q.bits == 4);
+            if !fours {
+                return Err(Error::config(
+                    "bits",
+                    format!("{} codes are 4 bits; set bits to 4", self.method.name()),
+                ));
+            }
+        }
         if self.overrides.len() > MAX_OVERRIDES {
             return Err(Error::config(
                 "overrides",
@@ -417,7 +440,9 @@ impl QuantConfig {
         }
         for l in src.linears() {
             if let Some(q) = self.layer_quant(&l.name) {
-                q.gran.group_len(l.w.rows, l.w.cols, &l.name)?;
+                if !matches!(self.method, Method::Kmeans(_)) {
+                    q.gran.group_len(l.w.rows, l.w.cols, &l.name)?;
+                }
             }
         }
         let mut out = src.clone();
@@ -503,6 +528,23 @@ impl QuantConfig {
                     &lin.name,
                 )
             }
+            Method::Kmeans(o) => {
+                codebook::kmeans(&lin.w.dequantize()?, rows, cols, q.bits, o, &lin.name)
+            }
+            Method::Nf4 => codebook::fixed(
+                &lin.w.dequantize()?,
+                rows,
+                cols,
+                Codebook::Nf4(q.gran),
+                &lin.name,
+            ),
+            Method::Fp4 => codebook::fixed(
+                &lin.w.dequantize()?,
+                rows,
+                cols,
+                Codebook::Fp4(q.gran),
+                &lin.name,
+            ),
             Method::Awq(_) => Err(Error::config(
                 "awq",
                 format!(

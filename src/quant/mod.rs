@@ -2,6 +2,7 @@
 
 pub mod awq;
 pub mod calib;
+pub mod codebook;
 pub mod config;
 pub mod format;
 pub mod ggml;

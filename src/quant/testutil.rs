@@ -85,3 +85,8 @@ pub fn tokens(n: usize) -> Vec<u32> {
         .map(|i| (i.wrapping_mul(2654435761) >> 11) % 32)
         .collect()
 }
+/// Approximately standard normal values (sum of 12 uniforms − 6).
+pub fn gaussian(seed: u64, n: usize) -> Vec<f32> {
+    let u = lcg(seed, 12 * n);
+    u.chunks_exact(12).map(|c| c.iter().sum::<f32>()).collect()
+}

@@ -44,6 +44,21 @@ fn samples() -> Vec<QuantConfig> {
             }),
             ..QuantConfig::rtn(lq(4, Granularity::PerRow, false, false))
         },
+        QuantConfig {
+            method: Method::Kmeans(crate::quant::codebook::KmeansOptions {
+                per: crate::quant::codebook::Per::Column,
+                outlier_frac: 0.005,
+            }),
+            ..QuantConfig::rtn(lq(3, Granularity::PerRow, true, false))
+        },
+        QuantConfig {
+            method: Method::Nf4,
+            ..QuantConfig::rtn(lq(4, Granularity::Group(64), true, false))
+        },
+        QuantConfig {
+            method: Method::Fp4,
+            ..QuantConfig::rtn(lq(4, Granularity::PerRow, true, false))
+        },
     ]
 }
 
@@ -226,4 +241,20 @@ fn method_options_default_when_omitted() {
     );
     let bad = r#"{"version":1,"method":{"gptq":{"dampx":1}},"default":{"bits":4,"gran":"per_row","sym":true}}"#;
     assert!(QuantConfig::from_json(bad).is_err());
+}
+
+#[test]
+fn fixed_tables_need_four_bits() {
+    let c = QuantConfig {
+        method: Method::Nf4,
+        ..QuantConfig::rtn(lq(3, Granularity::PerRow, true, false))
+    };
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("nf4 codes are 4 bits"), "{e}");
+    let c = QuantConfig {
+        method: Method::Fp4,
+        ..QuantConfig::rtn(lq(4, Granularity::PerRow, true, false))
+    }
+    .with_override("blk.0.*", Some(lq(8, Granularity::PerRow, true, false)));
+    assert!(c.validate().is_err());
 }
