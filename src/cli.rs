@@ -9,6 +9,7 @@ use quantlab::quant::codebook::{KmeansOptions, Per};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
 use quantlab::quant::format::Granularity;
 use quantlab::quant::gptq::GptqOptions;
+use quantlab::quant::lorc::LorcOptions;
 use quantlab::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -111,6 +112,9 @@ struct EvalArgs {
     /// Quantizer for --bits (gptq and awq need calibration: see --calib-*).
     #[arg(long, value_enum, default_value_t = MethodArg::Rtn, requires = "bits")]
     method: MethodArg,
+    /// LoRC: add rank-R compensation of the quantization error (f16 factors) after the method.
+    #[arg(long, requires = "bits")]
+    lorc_rank: Option<usize>,
     /// k-means: one codebook per input column instead of per output row.
     #[arg(long)]
     per_column: bool,
@@ -301,6 +305,7 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
                 MethodArg::Nf4 => Method::Nf4,
                 MethodArg::Fp4 => Method::Fp4,
             },
+            lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
             default: LayerQuant {
                 bits,
                 gran: parse_group(a.group.as_deref())?,
@@ -351,8 +356,13 @@ fn eval(a: &EvalArgs) -> Result<()> {
     let mem = s.set_quant(&cfg)?;
     if !matches!(cfg.method, Method::None) {
         eprintln!(
-            "quantized in {:.2} s (calibration included): {:.4} bits/weight",
+            "quantized in {:.2} s{}: {:.4} bits/weight",
             t_q.elapsed().as_secs_f64(),
+            if cfg.method.needs_calibration() {
+                " (calibration included)"
+            } else {
+                ""
+            },
             mem.bits_per_weight
         );
     }

@@ -293,3 +293,64 @@ fn codebook_methods_apply_through_the_config_and_count_their_bytes() {
         );
     }
 }
+
+#[test]
+fn lorc_after_rtn_and_awq_lowers_output_error_and_costs_bytes() {
+    use quantlab::quant::lorc::LorcOptions;
+    let src = synthetic();
+    let c = calibrated(&src);
+    let q = LayerQuant {
+        bits: 2,
+        gran: Granularity::PerRow,
+        sym: true,
+        clip_search: false,
+    };
+    for method in [Method::Rtn, Method::Awq(Default::default())] {
+        let base = QuantConfig {
+            method: method.clone(),
+            ..QuantConfig::rtn(q)
+        };
+        let with = QuantConfig {
+            lorc: Some(LorcOptions {
+                rank: 8,
+                bits8: false,
+            }),
+            ..base.clone()
+        };
+        let a = base
+            .apply_calibrated(&src, Some(&c), &mut |_, _| true)
+            .unwrap();
+        let b = with
+            .apply_calibrated(&src, Some(&c), &mut |_, _| true)
+            .unwrap();
+        // r·(in + out) f16 values per linear.
+        let want: usize = src.linears().map(|l| 2 * 8 * (l.w.rows + l.w.cols)).sum();
+        assert_eq!(b.memory().linear.lowrank, want);
+        assert_eq!(b.memory().linear.total(), a.memory().linear.total() + want);
+        if method == Method::Rtn {
+            // Same basis as the source: the per-layer output error drops everywhere.
+            for ((n, ea), (_, eb)) in layer_errors(&src, &a, &c)
+                .iter()
+                .zip(&layer_errors(&src, &b, &c))
+            {
+                assert!(eb < ea, "{n}: lorc {eb} ≥ {ea}");
+            }
+        }
+        let toks = tokens(300)[60..120].to_vec();
+        let h = |m: &ModelWeights| {
+            Llama::load(&Cpu, m)
+                .unwrap()
+                .forward(&Cpu, &toks)
+                .unwrap()
+                .data
+        };
+        let want = h(&src);
+        let dist = |m: &ModelWeights| -> f64 {
+            h(m).iter()
+                .zip(&want)
+                .map(|(x, y)| ((x - y) as f64).powi(2))
+                .sum()
+        };
+        assert!(dist(&b) < dist(&a), "{method:?}");
+    }
+}

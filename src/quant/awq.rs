@@ -358,5 +358,24 @@ pub fn effective_weights(
     e
 }
 
+/// The inverse of `effective_weights`: original weights `w` of linear `k` in the scaled basis
+/// the stored model uses (what LoRC compensates against after AWQ).
+pub fn scaled_weights(
+    w: &[f32],
+    k: usize,
+    cols: usize,
+    scales: &LayerScales,
+    cfg: &ModelConfig,
+) -> Vec<f32> {
+    let ones = LayerScales {
+        s: scales
+            .s
+            .clone()
+            .map(|v| v.iter().map(|x| 1.0 / x).collect()),
+        alpha: scales.alpha,
+    };
+    effective_weights(w, k, cols, &ones, cfg)
+}
+
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@ use crate::quant::calib::Calibration;
 use crate::quant::codebook::{self, KmeansOptions};
 use crate::quant::format::{check_bits, Codebook, Granularity, IntSpec, QTensor};
 use crate::quant::gptq::{self, GptqOptions};
+use crate::quant::lorc::{self, LorcOptions};
 use crate::quant::rtn::{self, RtnOptions};
 use crate::{Error, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -153,6 +154,9 @@ pub struct QuantConfig {
     pub default: LayerQuant,
     #[serde(default)]
     pub overrides: Vec<Override>,
+    /// LoRC low-rank compensation after the method, on every quantized linear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lorc: Option<LorcOptions>,
 }
 
 impl Default for QuantConfig {
@@ -163,6 +167,7 @@ impl Default for QuantConfig {
             method: Method::None,
             default: LayerQuant::default(),
             overrides: Vec::new(),
+            lorc: None,
         }
     }
 }
@@ -207,6 +212,7 @@ impl QuantConfig {
             method: Method::Rtn,
             default,
             overrides: Vec::new(),
+            lorc: None,
         }
     }
 
@@ -231,6 +237,14 @@ impl QuantConfig {
             ));
         }
         self.default.validate("default")?;
+        if let Some(l) = &self.lorc {
+            if l.rank == 0 || l.rank > lorc::MAX_RANK {
+                return Err(Error::config(
+                    "lorc.rank",
+                    format!("{} is outside 1..={}", l.rank, lorc::MAX_RANK),
+                ));
+            }
+        }
         if matches!(self.method, Method::Nf4 | Method::Fp4) {
             let fours = std::iter::once(Some(&self.default))
                 .chain(self.overrides.iter().map(|o| o.quant.as_ref()))
@@ -458,7 +472,24 @@ impl QuantConfig {
                     Error::config("calibration", format!("layer {li} is missing"))
                 })?;
                 let plan = |n: &str| self.layer_quant(n).map(|q| q.spec());
-                awq::quantize_layer(layer, &model_cfg, stats, &plan, o)?;
+                let orig: Vec<Vec<f32>> = match self.lorc {
+                    Some(_) => layer
+                        .linears()
+                        .iter()
+                        .map(|l| l.w.dequantize())
+                        .collect::<Result<_>>()?,
+                    None => Vec::new(),
+                };
+                let scales = awq::quantize_layer(layer, &model_cfg, stats, &plan, o)?;
+                if let Some(lo) = &self.lorc {
+                    for (k, lin) in layer.linears_mut().into_iter().enumerate() {
+                        if self.layer_quant(&lin.name).is_some() {
+                            let w =
+                                awq::scaled_weights(&orig[k], k, lin.w.cols, &scales, &model_cfg);
+                            lin.w = lorc::compensate(&lin.w, &w, lo, &lin.name)?;
+                        }
+                    }
+                }
                 done += 7;
                 continue;
             }
@@ -468,7 +499,11 @@ impl QuantConfig {
                 }
                 if let Some(q) = self.layer_quant(&lin.name) {
                     let site = calib.map(|c| c.site(li, Site::of_linear(k))).transpose()?;
-                    lin.w = self.quantize_linear(lin, q, site)?;
+                    let qw = self.quantize_linear(lin, q, site)?;
+                    lin.w = match &self.lorc {
+                        Some(lo) => lorc::compensate(&qw, &lin.w.dequantize()?, lo, &lin.name)?,
+                        None => qw,
+                    };
                 }
                 done += 1;
             }

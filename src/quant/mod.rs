@@ -7,6 +7,7 @@ pub mod config;
 pub mod format;
 pub mod ggml;
 pub mod gptq;
+pub mod lorc;
 pub mod rtn;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -59,6 +59,13 @@ fn samples() -> Vec<QuantConfig> {
             method: Method::Fp4,
             ..QuantConfig::rtn(lq(4, Granularity::PerRow, true, false))
         },
+        QuantConfig {
+            lorc: Some(crate::quant::lorc::LorcOptions {
+                rank: 8,
+                bits8: true,
+            }),
+            ..QuantConfig::rtn(lq(2, Granularity::PerRow, true, false))
+        },
     ]
 }
 
@@ -257,4 +264,23 @@ fn fixed_tables_need_four_bits() {
     }
     .with_override("blk.0.*", Some(lq(8, Granularity::PerRow, true, false)));
     assert!(c.validate().is_err());
+}
+
+#[test]
+fn configs_without_lorc_keep_their_links() {
+    // Old links carry no "lorc" key; new configs without LoRC write none.
+    let c = QuantConfig::rtn(LayerQuant::default());
+    assert!(!c.to_json().contains("lorc"));
+    let bad = QuantConfig {
+        lorc: Some(crate::quant::lorc::LorcOptions {
+            rank: 0,
+            bits8: false,
+        }),
+        ..c
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("lorc.rank"));
 }
