@@ -7,6 +7,7 @@ use crate::model::cpu::Cpu;
 use crate::model::eval::{self, EvalOptions, EvalProgress, EvalResult};
 use crate::model::llama::Llama;
 use crate::model::weights::{MemoryReport, ModelWeights};
+use crate::quant::calib::{self, CalibOptions, Calibration};
 use crate::quant::config::{Method, QuantConfig};
 use crate::quant::format::Format;
 use crate::tensor::TensorSource;
@@ -55,7 +56,17 @@ pub struct Session {
     /// The quantized model and its memory; `None` while the config keeps the loaded weights.
     quantized: Option<(Llama<Cpu>, MemoryReport)>,
     quant: QuantConfig,
+    /// Statistics of the loaded model for GPTQ/AWQ, with the fingerprint of the tokens they
+    /// came from (reused while the text and options stay the same).
+    calib: Option<(u64, Calibration)>,
     clock: fn() -> f64,
+}
+
+/// FNV-1a over token ids: identifies the calibration tokens for the cache.
+fn fingerprint(tokens: &[u32]) -> u64 {
+    tokens.iter().fold(0xcbf2_9ce4_8422_2325, |h, &t| {
+        (h ^ t as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -129,6 +140,7 @@ impl Session {
             loaded,
             quantized: None,
             quant: QuantConfig::default(),
+            calib: None,
             clock: default_clock,
         })
     }
@@ -187,6 +199,34 @@ impl Session {
         }
     }
 
+    /// Calibrate the loaded model on part of `tokens` (see `quant::calib`); the result is kept
+    /// for `set_quant` and reused while tokens and options are unchanged. `progress(done, total)`
+    /// counts sequences and can cancel.
+    pub fn calibrate(
+        &mut self,
+        tokens: &[u32],
+        opts: &CalibOptions,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<&Calibration> {
+        let range = opts.range(tokens.len())?;
+        let key = fingerprint(&tokens[range]);
+        let fresh = !matches!(&self.calib, Some((k, c)) if *k == key && c.opts == *opts);
+        if fresh {
+            self.calib = None;
+            let c = calib::calibrate(&self.loaded, tokens, self.bos(), opts, progress)?;
+            self.calib = Some((key, c));
+        }
+        match &self.calib {
+            Some((_, c)) => Ok(c),
+            None => Err(crate::Error::Cancelled),
+        }
+    }
+
+    /// The statistics `set_quant` will use, if calibrated.
+    pub fn calibration(&self) -> Option<&Calibration> {
+        self.calib.as_ref().map(|(_, c)| c)
+    }
+
     /// Quantize the loaded model with `cfg` and make it the current model.
     pub fn set_quant(&mut self, cfg: &QuantConfig) -> Result<MemoryReport> {
         self.set_quant_with(cfg, &mut |_, _| true)
@@ -201,7 +241,7 @@ impl Session {
         if matches!(cfg.method, Method::None) {
             self.quantized = None;
         } else {
-            let q = cfg.apply_with(&self.source, progress)?;
+            let q = cfg.apply_calibrated(&self.source, self.calibration(), progress)?;
             let mem = q.memory();
             self.quantized = Some((Llama::load(&Cpu, &q)?, mem));
         }
