@@ -93,6 +93,17 @@ impl Backend for Gpu {
     }
 
     fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
+        if w.addons != Default::default() {
+            // Sparse outliers and low-rank factors (LoRC) need their own GPU pass, U(Vx).
+            return Err(Error::unsupported(
+                "gpu",
+                "format",
+                format!(
+                    "{} with outliers or low-rank factors has no GPU kernel yet",
+                    w.format.name()
+                ),
+            ));
+        }
         let fmt = weight_format(&w.format, w.rows, w.cols)?;
         let want = w.format.storage(w.rows, w.cols)?.total();
         if w.data.len() != want {

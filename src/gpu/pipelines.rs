@@ -65,11 +65,11 @@ pub fn weight_format(format: &Format, rows: usize, cols: usize) -> Result<Weight
                 zero_off: ((st.codes + st.scales) / 4) as u32,
             }
         }
-        Format::Ggml(t) => {
+        Format::Ggml(_) | Format::Codebook { .. } => {
             return Err(Error::unsupported(
                 "gpu",
                 "format",
-                format!("{} has no GPU decoder yet", t.name()),
+                format!("{} has no GPU decoder yet", format.name()),
             ))
         }
     })
