@@ -7,6 +7,7 @@
 //! - `pipelines`: compute pipelines compiled once per kernel and cached;
 //! - `buffers`: storage buffers, uploads, the activation pool and the async readback;
 //! - `record`: recording dispatches into command encoders, submitted in batches;
+//! - `matmul`: recording a matrix product (kernel variant, split-K);
 //! - `profile`: per-dispatch GPU time from timestamp queries;
 //! - `backend`: `impl Backend for Gpu`;
 //! - `rtn`: RTN re-quantization of weights on the GPU, byte-exact with `quant::rtn`.
@@ -14,6 +15,7 @@
 pub mod backend;
 pub mod buffers;
 pub mod context;
+mod matmul;
 pub mod pipelines;
 mod profile;
 mod record;
