@@ -78,7 +78,7 @@ impl Playground {
         let slot = self.gpu.clone();
         future_to_promise(async move {
             let gpu = Gpu::create().await.map_err(js_error)?;
-            let desc = gpu.ctx.describe();
+            let desc = crate::playground::engine::describe_adapter(&gpu.ctx.info);
             *slot.borrow_mut() = Some(Rc::new(gpu));
             Ok(JsValue::from_str(&desc))
         })

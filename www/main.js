@@ -235,7 +235,7 @@ worker.onmessage = ({ data: msg }) => {
     case 'engine':
       el.engine.dataset.backend = msg.backend;
       el.engine.textContent = msg.backend === 'gpu'
-        ? `Evaluation runs on WebGPU (${msg.adapter}) from a Web Worker.`
+        ? `Evaluation runs on WebGPU (${msg.adapter}), driven from a Web Worker.`
         : 'Evaluation runs on the CPU in a Web Worker (WebAssembly).';
       el.engineNote.dataset.backend = msg.backend;
       el.engineNote.textContent = msg.note;

@@ -74,6 +74,20 @@ pub struct EngineInfo {
     pub held_bytes: Option<usize>,
 }
 
+/// The adapter in words. Browsers may hide the adapter's name (Chromium reports an empty
+/// description), so say that rather than print nothing.
+pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+    let name = info.name.trim();
+    let name = if !name.is_empty() {
+        name
+    } else if info.device_type == wgpu::DeviceType::Cpu {
+        "software adapter"
+    } else {
+        "adapter not named by the browser"
+    };
+    format!("{name} ({:?})", info.backend)
+}
+
 /// Bytes a GPU model's weights occupy in their buffers, as the backend reports them.
 pub fn gpu_weight_bytes(m: &Llama<Gpu>) -> usize {
     m.matrices().map(|w| w.bytes).sum::<usize>() + m.vectors().map(|v| 4 * v.len).sum::<usize>()
@@ -126,7 +140,7 @@ impl Engine {
                 let quantized = m.quantized.as_ref().map_or(0, gpu_weight_bytes);
                 EngineInfo {
                     backend: "gpu".into(),
-                    adapter: g.ctx.describe(),
+                    adapter: describe_adapter(&g.ctx.info),
                     weight_bytes: Some(gpu_weight_bytes(current)),
                     held_bytes: Some(loaded + quantized),
                 }

@@ -57,8 +57,10 @@ function startServer() {
 }
 
 // Serve the repository, open the page at `query` (e.g. '?backend=cpu') and wait for the model.
+// `webgpu: false` starts Chromium without --enable-unsafe-webgpu: on Linux it then offers
+// `navigator.gpu` but no adapter, as a browser without WebGPU support would.
 // Returns {page, log, close}.
-export async function openPage(query = '') {
+export async function openPage(query = '', { webgpu = true } = {}) {
   requireFile(path.join(ROOT, MODEL), 'run scripts/fetch-model.sh');
   requireFile(BIN, 'build the CLI: cargo build --release (or set QUANTLAB_BIN)');
   requireFile(path.join(ROOT, 'www/pkg/quantlab_bg.wasm'), 'run scripts/build-web.sh');
@@ -69,7 +71,7 @@ export async function openPage(query = '') {
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: webgpu ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--enable-unsafe-webgpu'),
     viewport: { width: 1280, height: 720 },
   });
   const close = async () => {

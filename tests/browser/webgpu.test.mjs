@@ -6,6 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { BIN, MODEL, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
 
 // One window of 64 tokens per protocol (about half a minute each on SwiftShader, 2 cores).
@@ -62,5 +64,9 @@ for (const protocol of ['llamacpp', 'gptq']) {
     assert.equal(Number(web.gpuMemory), table, `GPU memory ${web.gpuMemory} vs the format table's ${table}`);
     assert.equal(web.memory, table);
     assert.match(await page.textContent('#gpu-memory'), /packed weights/);
+
+    const shots = path.join(ROOT, 'out', 'screenshots');
+    mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: path.join(shots, `playground-webgpu-${protocol}.png`), fullPage: true });
   });
 }
