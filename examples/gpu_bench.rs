@@ -1,22 +1,32 @@
-//! Per-kernel throughput of the GPU backend at the default model's shapes (SmolLM2-135M: d 576,
-//! FFN 1536, 9/3 heads of 64, vocab 49152) for a 512-token window, and, when the model file is
-//! given, whole-window evaluation speed.
+//! GPU benchmark at the default model's shapes (SmolLM2-135M: d 576, FFN 1536, 9/3 heads of 64,
+//! vocab 49152, 30 layers; Q4_1 linears, Q8_0 tied embedding) for 512-token windows:
+//! per-kernel GPU time (timestamp queries) and wall time, whole windows split into host
+//! recording and device time, whole-text evaluation tokens/s, and RTN re-quantization time.
 //!
-//!     cargo run --example gpu_bench -- [--model models/SmolLM2-135M-Instruct.Q4_1.gguf]
-//!         [--iters N] [--only SUBSTRING-OF-SHAPE-NAME]
+//!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
+//!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels]
+//!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
-//! Times are wall-clock from submit to the device going idle (`Device::poll` wait), averaged
-//! over `iters` repetitions recorded into the same batches, after one warm-up run.
+//! Without `--model` the model is synthetic: the exact shapes and storage formats of the default
+//! model with pseudo-random contents (kernel speed does not depend on the values; the scales are
+//! kept finite). `--tokens` is a file of little-endian u32 token ids (made with `--tokenize`, so
+//! the device machine needs neither the text nor the tokenizer).
 
-use quantlab::gpu::Gpu;
+use quantlab::gpu::{Gpu, MatmulVariant};
 use quantlab::io::gguf::Gguf;
+use quantlab::io::tokenizer::Tokenizer;
 use quantlab::model::backend::Backend;
-use quantlab::model::config::RopeStyle;
+use quantlab::model::config::{ModelConfig, RopeStyle};
+use quantlab::model::eval::{self, EvalOptions, Protocol};
 use quantlab::model::llama::Llama;
-use quantlab::model::weights::ModelWeights;
+use quantlab::model::weights::{LayerWeights, Linear, ModelWeights};
 use quantlab::quant::format::{Format, Granularity, IntSpec, QTensor};
 use quantlab::quant::ggml::GgmlType;
+use quantlab::quant::rtn::RtnOptions;
+use std::collections::BTreeMap;
 use std::time::Instant;
+
+const T: usize = 512;
 
 fn wait(g: &Gpu) {
     g.flush();
@@ -26,8 +36,9 @@ fn wait(g: &Gpu) {
         .expect("device poll");
 }
 
-/// Seconds per call of `f`, after a warm-up call.
-fn time(g: &Gpu, iters: usize, mut f: impl FnMut()) -> f64 {
+/// Wall seconds per call of `f` (after a warm-up call) and the median GPU seconds of one call
+/// from timestamp queries (None without `timestamp-query`).
+fn time(g: &Gpu, iters: usize, mut f: impl FnMut()) -> (f64, Option<f64>) {
     f();
     wait(g);
     let t0 = Instant::now();
@@ -35,7 +46,24 @@ fn time(g: &Gpu, iters: usize, mut f: impl FnMut()) -> f64 {
         f();
     }
     wait(g);
-    t0.elapsed().as_secs_f64() / iters as f64
+    let wall = t0.elapsed().as_secs_f64() / iters as f64;
+    let gpu = g.profile_start().ok().and_then(|_| {
+        let mut per_call = Vec::new();
+        for _ in 0..iters {
+            f();
+            let d = pollster::block_on(g.profile_take()).ok()?;
+            per_call.push(d.iter().map(|(_, s)| s).sum::<f64>());
+            g.profile_start().ok()?;
+        }
+        pollster::block_on(g.profile_take()).ok()?;
+        Some(median(&mut per_call))
+    });
+    (wall, gpu)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn pseudo(n: usize, seed: u32) -> Vec<f32> {
@@ -44,19 +72,18 @@ fn pseudo(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-fn weight(format: Format, rows: usize, cols: usize) -> QTensor {
+/// A tensor of `format` with pseudo-random codes and small finite scales.
+fn weight(format: Format, rows: usize, cols: usize, seed: u32) -> QTensor {
     let n = rows * cols;
     let bytes = format.storage(rows, cols).expect("shape").total();
     let mut data: Vec<u8> = (0..bytes as u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .map(|i| ((i ^ seed).wrapping_mul(2654435761) >> 13) as u8)
         .collect();
-    // Keep every f16 field finite: rewrite scales with a small constant where the layout has
-    // them (decoding speed does not depend on the values).
     match format {
-        Format::F32 => data = bytemuck::cast_slice(&pseudo(n, 1)).to_vec(),
+        Format::F32 => data = bytemuck::cast_slice(&pseudo(n, seed)).to_vec(),
         Format::Ggml(GgmlType::Q4_1) => {
             for b in data.chunks_mut(20) {
-                b[..4].copy_from_slice(&[0x00, 0x20, 0x00, 0x20]);
+                b[..4].copy_from_slice(&[0x00, 0x20, 0x00, 0xa0]);
             }
         }
         Format::Ggml(GgmlType::Q8_0) => {
@@ -75,6 +102,60 @@ fn weight(format: Format, rows: usize, cols: usize) -> QTensor {
     QTensor::new(format, rows, cols, data).expect("blob")
 }
 
+fn smollm_config() -> ModelConfig {
+    ModelConfig {
+        arch: "llama".into(),
+        n_layer: 30,
+        dim: 576,
+        ffn_dim: 1536,
+        n_head: 9,
+        n_kv_head: 3,
+        head_dim: 64,
+        vocab: 49152,
+        rope_theta: 100000.0,
+        rope_style: RopeStyle::Interleaved,
+        rms_eps: 1e-5,
+        max_ctx: 8192,
+        tied_embeddings: true,
+    }
+}
+
+/// The default model's tensors with synthetic contents, in its formats.
+fn synthetic_model() -> ModelWeights {
+    let c = smollm_config();
+    let q41 = Format::Ggml(GgmlType::Q4_1);
+    let lin = |name: String, rows, cols, seed| Linear {
+        name,
+        w: weight(q41, rows, cols, seed),
+        bias: None,
+    };
+    let (d, f, kvd) = (c.dim, c.ffn_dim, c.n_kv_head * c.head_dim);
+    let layers = (0..c.n_layer as u32)
+        .map(|i| {
+            let s = 100 * i;
+            let norm: Vec<f32> = pseudo(d, s).iter().map(|v| 1.0 + 0.1 * v).collect();
+            LayerWeights {
+                attn_norm: norm.clone(),
+                ffn_norm: norm,
+                wq: lin(format!("blk.{i}.attn_q.weight"), d, d, s + 1),
+                wk: lin(format!("blk.{i}.attn_k.weight"), kvd, d, s + 2),
+                wv: lin(format!("blk.{i}.attn_v.weight"), kvd, d, s + 3),
+                wo: lin(format!("blk.{i}.attn_output.weight"), d, d, s + 4),
+                w_gate: lin(format!("blk.{i}.ffn_gate.weight"), f, d, s + 5),
+                w_up: lin(format!("blk.{i}.ffn_up.weight"), f, d, s + 6),
+                w_down: lin(format!("blk.{i}.ffn_down.weight"), d, f, s + 7),
+            }
+        })
+        .collect();
+    ModelWeights {
+        token_embd: weight(Format::Ggml(GgmlType::Q8_0), c.vocab, d, 99),
+        output_norm: vec![1.0; d],
+        output: None,
+        layers,
+        config: c,
+    }
+}
+
 fn main() -> quantlab::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| {
@@ -83,12 +164,157 @@ fn main() -> quantlab::Result<()> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    let has = |name: &str| args.iter().any(|a| a == name);
+    let read = |p: &str| std::fs::read(p).map_err(|e| quantlab::Error::io(p, e));
     let model_path = flag("--model");
+
+    if let (Some(text), Some(mp), Some(out)) = (flag("--tokenize"), &model_path, flag("--out")) {
+        let bytes = read(mp)?;
+        let gg = Gguf::parse(mp, &bytes)?;
+        let tok = Tokenizer::from_gguf(&gg.tokenizer_meta()?)?;
+        let text = String::from_utf8(read(&text)?)
+            .map_err(|_| quantlab::Error::format(&text, "text", "not UTF-8"))?;
+        let ids = tok.encode(&text)?;
+        std::fs::write(&out, bytemuck::cast_slice(&ids))
+            .map_err(|e| quantlab::Error::io(&out, e))?;
+        println!(
+            "{} tokens → {out} (bos {:?})",
+            ids.len(),
+            tok.bos().filter(|_| tok.add_bos())
+        );
+        return Ok(());
+    }
+
     let iters: usize = flag("--iters").and_then(|s| s.parse().ok()).unwrap_or(10);
     let only = flag("--only").unwrap_or_default();
     let g = pollster::block_on(Gpu::create())?;
-    println!("adapter: {}", g.ctx.describe());
-    let t = 512;
+    println!(
+        "adapter: {} · timestamp-query: {}",
+        g.ctx.describe(),
+        g.ctx.timestamps
+    );
+    let gms = |s: Option<f64>| s.map_or("     n/a".to_string(), |s| format!("{:8.3}", s * 1e3));
+
+    if !has("--skip-kernels") {
+        kernels(&g, iters, &only, has("--tiles"), &gms)?;
+    }
+
+    let w = match &model_path {
+        Some(p) => {
+            let bytes = read(p)?;
+            let gg = Gguf::parse(p, &bytes)?;
+            ModelWeights::from_source(gg.model_config()?, &gg)?
+        }
+        None => synthetic_model(),
+    };
+    let model = Llama::load(&g, &w)?;
+    let toks: Vec<u32> = (0..T as u32)
+        .map(|i| (i * 7919) % w.config.vocab as u32)
+        .collect();
+    let (from, targets) = (T / 2, &toks[T / 2 + 1..]);
+    let record = || {
+        let x = model.forward(&g, &toks).expect("forward");
+        g.score(&x, model.head(), from, targets, None, false)
+            .expect("score")
+            .0
+    };
+    pollster::block_on(g.read_scores(record()))?;
+    let n = iters.clamp(3, 20);
+    let (mut rec, mut tot) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let p = record();
+        rec.push(t0.elapsed().as_secs_f64());
+        pollster::block_on(g.read_scores(p))?;
+        tot.push(t0.elapsed().as_secs_f64());
+    }
+    let (rec, tot) = (median(&mut rec), median(&mut tot));
+    println!(
+        "\nwhole window ({} layers, {T} tokens, llama.cpp protocol scoring {} rows): \
+         {:.2} ms wall ({:.0} tokens/s), of which host recording {:.2} ms",
+        w.config.n_layer,
+        targets.len(),
+        tot * 1e3,
+        T as f64 / tot,
+        rec * 1e3
+    );
+    if g.profile_start().is_ok() {
+        pollster::block_on(g.read_scores(record()))?;
+        let prof = pollster::block_on(g.profile_take())?;
+        let total: f64 = prof.iter().map(|(_, s)| s).sum();
+        let mut by: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+        for (l, s) in &prof {
+            let e = by.entry(l.clone()).or_default();
+            e.0 += 1;
+            e.1 += s;
+        }
+        println!(
+            "  GPU time, sum of {} dispatches: {:.2} ms; by kernel and shape:",
+            prof.len(),
+            total * 1e3
+        );
+        let mut rows: Vec<_> = by.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        for (l, (c, s)) in rows {
+            println!(
+                "    {l:44} ×{c:<4} {:8.3} ms  ({:6.1} µs each, {:4.1} %)",
+                s * 1e3,
+                s / c as f64 * 1e6,
+                100.0 * s / total
+            );
+        }
+    }
+
+    if let Some(p) = flag("--tokens") {
+        let bytes = read(&p)?;
+        let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        let opts = EvalOptions {
+            protocol: Protocol::Llamacpp,
+            ctx: T,
+            max_windows: flag("--windows").and_then(|s| s.parse().ok()),
+            kl: false,
+        };
+        let t0 = Instant::now();
+        let clock = || t0.elapsed().as_secs_f64();
+        let r = pollster::block_on(eval::evaluate(
+            &g,
+            &model,
+            None,
+            &ids,
+            None, // SmolLM2 adds no BOS (tokenizer.ggml.add_bos_token false)
+            &opts,
+            &clock,
+            &mut |_| true,
+        ))?;
+        println!(
+            "\nwhole text ({} tokens, {} windows of {T}, {}): {:.2} s, {:.0} tokens/s evaluated \
+             (ppl {:.3}{})",
+            ids.len(),
+            r.windows,
+            r.protocol,
+            r.seconds,
+            r.tokens_evaluated as f64 / r.seconds,
+            r.ppl,
+            if model_path.is_none() {
+                ", synthetic weights"
+            } else {
+                ""
+            }
+        );
+    }
+
+    requant(&g, &w)?;
+    Ok(())
+}
+
+/// Matmul at every shape of the model, and the other kernels.
+fn kernels(
+    g: &Gpu,
+    iters: usize,
+    only: &str,
+    tiles: bool,
+    gms: &dyn Fn(Option<f64>) -> String,
+) -> quantlab::Result<()> {
     let int4 = Format::Int(IntSpec {
         bits: 4,
         gran: Granularity::Group(32),
@@ -100,94 +326,167 @@ fn main() -> quantlab::Result<()> {
         Format::Ggml(GgmlType::Q8_0),
         int4,
     ];
+    // (name, weight rows, cols, activation rows): the LM head scores 64-row chunks.
     let shapes = [
-        ("attn_q/o 576→576", 576, 576),
-        ("attn_k/v 576→192", 192, 576),
-        ("ffn_gate/up 576→1536", 1536, 576),
-        ("ffn_down 1536→576", 576, 1536),
-        ("lm_head 576→49152", 49152, 576),
+        ("attn_q/o 576→576", 576, 576, T),
+        ("attn_k/v 576→192", 192, 576, T),
+        ("ffn_gate/up 576→1536", 1536, 576, T),
+        ("ffn_down 1536→576", 576, 1536, T),
+        ("lm_head 576→49152 (64 rows)", 49152, 576, 64),
+        ("lm_head 576→49152", 49152, 576, T),
     ];
+    let variants: Vec<Option<MatmulVariant>> = if tiles {
+        std::iter::once(None)
+            .chain(MatmulVariant::ALL.iter().copied().map(Some))
+            .collect()
+    } else {
+        vec![None]
+    };
     println!(
-        "\nmatmul, {t} tokens (GFLOP/s = 2·T·out·in / time; GB/s = packed weight bytes / time)"
+        "\nmatmul (GPU ms from timestamps, wall ms per call; GFLOP/s = 2·M·out·in / GPU time; \
+         GB/s = (packed weight + activations in and out) / GPU time)"
     );
-    for (name, out, inp) in shapes.into_iter().filter(|s| s.0.contains(only.as_str())) {
-        let x = g.upload_act(t, inp, &pseudo(t * inp, 7))?;
+    for (name, out, inp, m) in shapes.into_iter().filter(|s| s.0.contains(only)) {
+        let x = g.upload_act(m, inp, &pseudo(m * inp, 7))?;
         for f in formats {
-            let q = weight(f, out, inp);
-            let m = g.load_matrix(&q, None)?;
-            let s = time(&g, iters, || drop(g.linear(&x, &m)));
-            let flops = 2.0 * (t * out * inp) as f64;
-            println!(
-                "  {name:22} {:>14}  {:8.3} ms  {:8.1} GFLOP/s  {:7.1} GB/s",
-                f.name(),
-                s * 1e3,
-                flops / s / 1e9,
-                q.data.len() as f64 / s / 1e9
-            );
+            let q = weight(f, out, inp, 1);
+            let mat = g.load_matrix(&q, None)?;
+            for v in &variants {
+                g.force_matmul(*v);
+                let (wall, gpu) = time(g, iters, || drop(g.linear(&x, &mat)));
+                let s = gpu.unwrap_or(wall);
+                let flops = 2.0 * (m * out * inp) as f64;
+                let bytes = (q.data.len() + 4 * m * (inp + out)) as f64;
+                println!(
+                    "  {name:28} {:>14} {:>6}  gpu {} ms  wall {:8.3} ms  {:8.1} GFLOP/s  {:7.1} GB/s",
+                    f.name(),
+                    v.map_or("auto".to_string(), |t| t.name().to_string()),
+                    gms(gpu),
+                    wall * 1e3,
+                    flops / s / 1e9,
+                    bytes / s / 1e9
+                );
+            }
+            g.force_matmul(None);
         }
     }
 
-    println!("\nother kernels, {t} tokens");
-    let xd = g.upload_act(t, 576, &pseudo(t * 576, 3))?;
-    let w = g.load_vector(&pseudo(576, 4))?;
-    let s = time(&g, iters, || drop(g.rmsnorm(&xd, &w, 1e-5)));
+    println!("\nother kernels, {T} tokens (gpu ms, wall ms)");
+    let xd = g.upload_act(T, 576, &pseudo(T * 576, 3))?;
+    let nw = g.load_vector(&pseudo(576, 4))?;
+    let (wall, gpu) = time(g, iters, || drop(g.rmsnorm(&xd, &nw, 1e-5)));
     println!(
-        "  rmsnorm 512×576          {:8.3} ms  {:7.1} GB/s",
-        s * 1e3,
-        2.0 * (t * 576 * 4) as f64 / s / 1e9
+        "  rmsnorm 512×576            {} {:8.3}",
+        gms(gpu),
+        wall * 1e3
     );
-    let mut q = g.upload_act(t, 576, &pseudo(t * 576, 5))?;
-    let s = time(&g, iters, || {
+    let mut q = g.upload_act(T, 576, &pseudo(T * 576, 5))?;
+    let (wall, gpu) = time(g, iters, || {
         g.rope(&mut q, 9, 64, 0, 100000.0, RopeStyle::Interleaved)
     });
-    println!("  rope 512×9×64            {:8.3} ms", s * 1e3);
-    let k = g.upload_act(t, 192, &pseudo(t * 192, 6))?;
-    let v = g.upload_act(t, 192, &pseudo(t * 192, 8))?;
-    let s = time(&g, iters, || drop(g.attention(&q, &k, &v, 9, 3, 64)));
+    println!(
+        "  rope 512×9×64              {} {:8.3}",
+        gms(gpu),
+        wall * 1e3
+    );
+    let k = g.upload_act(T, 192, &pseudo(T * 192, 6))?;
+    let v = g.upload_act(T, 192, &pseudo(T * 192, 8))?;
     // Causal: about half of the T² score products and weighted sums, per head.
-    let flops = 2.0 * 2.0 * 9.0 * 64.0 * (t * (t + 1) / 2) as f64;
-    println!(
-        "  attention 512, 9/3×64    {:8.3} ms  {:8.1} GFLOP/s",
-        s * 1e3,
-        flops / s / 1e9
-    );
-    let mut a = g.upload_act(t, 1536, &pseudo(t * 1536, 9))?;
-    let b = g.upload_act(t, 1536, &pseudo(t * 1536, 10))?;
-    let s = time(&g, iters, || g.silu_mul(&mut a, &b));
-    println!(
-        "  silu_mul 512×1536        {:8.3} ms  {:7.1} GB/s",
-        s * 1e3,
-        3.0 * (t * 1536 * 4) as f64 / s / 1e9
-    );
-
-    if let Some(path) = &model_path {
-        let bytes = std::fs::read(path).map_err(|e| quantlab::Error::io(path, e))?;
-        let gg = Gguf::parse(path, &bytes)?;
-        let w = ModelWeights::from_source(gg.model_config()?, &gg)?;
-        let model = Llama::load(&g, &w)?;
-        let toks: Vec<u32> = (0..t as u32)
-            .map(|i| (i * 7919) % w.config.vocab as u32)
-            .collect();
-        let targets = &toks[1..];
-        let run = || {
-            let x = model.forward(&g, &toks).expect("forward");
-            let (p, _) = g
-                .score(&x, model.head(), 0, targets, None, false)
-                .expect("score");
-            pollster::block_on(g.read_scores(p)).expect("scores")
-        };
-        run();
-        let n = iters.clamp(1, 5);
-        let t0 = Instant::now();
-        for _ in 0..n {
-            run();
-        }
-        let s = t0.elapsed().as_secs_f64() / n as f64;
+    let flops = 2.0 * 2.0 * 9.0 * 64.0 * (T * (T + 1) / 2) as f64;
+    let splits: &[Option<usize>] = if tiles {
+        &[None, Some(4), Some(8), Some(16)]
+    } else {
+        &[None]
+    };
+    for &ns in splits {
+        g.force_attention_splits(ns);
+        let (wall, gpu) = time(g, iters, || drop(g.attention(&q, &k, &v, 9, 3, 64)));
         println!(
-            "\nwhole window (forward + score, {t} tokens, {}): {:.1} ms, {:.0} tokens/s",
-            w.token_embd.format.name(),
-            s * 1e3,
-            t as f64 / s
+            "  attention 512, 9/3×64 {:>4} {} {:8.3}  {:8.1} GFLOP/s",
+            ns.map_or("auto".to_string(), |n| format!("ns{n}")),
+            gms(gpu),
+            wall * 1e3,
+            flops / gpu.unwrap_or(wall) / 1e9
+        );
+    }
+    g.force_attention_splits(None);
+    let mut a = g.upload_act(T, 1536, &pseudo(T * 1536, 9))?;
+    let b = g.upload_act(T, 1536, &pseudo(T * 1536, 10))?;
+    let (wall, gpu) = time(g, iters, || g.silu_mul(&mut a, &b));
+    println!(
+        "  silu_mul 512×1536          {} {:8.3}",
+        gms(gpu),
+        wall * 1e3
+    );
+    Ok(())
+}
+
+/// RTN re-quantization of every linear layer of the model, from the packed weights already on
+/// the GPU, recorded as one batch and timed to the end of the readback of its status.
+fn requant(g: &Gpu, w: &ModelWeights) -> quantlab::Result<()> {
+    let mats = w
+        .linears()
+        .map(|l| g.load_matrix(&l.w, None))
+        .collect::<quantlab::Result<Vec<_>>>()?;
+    let refs: Vec<_> = mats.iter().collect();
+    // On this device, the GPU bytes against the CPU quantizer on one f32 matrix.
+    let vals = pseudo(1536 * 576, 5);
+    let f32m = g.load_matrix(&QTensor::from_f32(1536, 576, &vals), None)?;
+    for (bits, gran, sym) in [
+        (4, Granularity::Group(32), true),
+        (3, Granularity::PerRow, false),
+    ] {
+        let spec = IntSpec { bits, gran, sym };
+        let cpu =
+            quantlab::quant::rtn::quantize(&vals, 1536, 576, spec, &RtnOptions::default(), "t")?;
+        let out = pollster::block_on(g.rtn_quantize_all(&[&f32m], spec, &RtnOptions::default()))?;
+        let gpu = pollster::block_on(g.read_mat(&out[0], &Format::Int(spec)))?;
+        let diff = gpu.iter().zip(&cpu.data).filter(|(a, b)| a != b).count();
+        println!(
+            "RTN byte check {}: {} bytes, {diff} differ from the CPU quantizer",
+            Format::Int(spec).name(),
+            gpu.len()
+        );
+    }
+    let params: usize = w.linears().map(|l| l.w.numel()).sum();
+    println!(
+        "\nRTN re-quantization of {} linears ({params} weights)",
+        mats.len()
+    );
+    for (bits, gran, sym) in [
+        (4, Granularity::Group(32), true),
+        (4, Granularity::Group(64), false),
+        (3, Granularity::PerRow, false),
+        (8, Granularity::Group(64), true),
+    ] {
+        let spec = IntSpec { bits, gran, sym };
+        let opts = RtnOptions::default();
+        drop(pollster::block_on(g.rtn_quantize_all(&refs, spec, &opts))?);
+        let mut ts = Vec::new();
+        let mut gpu = None;
+        for i in 0..5 {
+            if i == 4 {
+                gpu = g.profile_start().ok();
+            }
+            let t0 = Instant::now();
+            let out = pollster::block_on(g.rtn_quantize_all(&refs, spec, &opts))?;
+            ts.push(t0.elapsed().as_secs_f64());
+            drop(out);
+            if gpu.is_some() {
+                let p = pollster::block_on(g.profile_take())?;
+                gpu = Some(());
+                println!(
+                    "  {:>16}: GPU time {:.2} ms over {} dispatches",
+                    Format::Int(spec).name(),
+                    p.iter().map(|(_, s)| s).sum::<f64>() * 1e3,
+                    p.len()
+                );
+            }
+        }
+        println!(
+            "  {:>16}: {:.2} ms wall (median of 4, record → status read back)",
+            Format::Int(spec).name(),
+            median(&mut ts[..4]) * 1e3
         );
     }
     Ok(())

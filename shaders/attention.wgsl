@@ -1,14 +1,18 @@
 // Causal softmax attention with grouped KV heads (GQA, Ainslie et al. 2023, arXiv 2305.13245):
 // out_h = softmax(Q_h K_gᵀ / √hd, causal) V_g with g = h / (n_head / n_kv).
 //
-// One workgroup = one query head × 8 consecutive queries; each query is shared by 8
-// invocations that each own 1/8 of the head dimensions (their slice of q and of the output).
-// Splitting the head this way gives 8× more invocations than one per query, which a large GPU
-// needs to fill its cores at T·H ≈ 5K queries. Keys and values stream through workgroup memory
-// 8 at a time; the partial dot products of the 8 slices are summed through workgroup memory,
-// and the softmax is computed online (running max and sum, Milakov & Gimelshein 2018,
-// arXiv 1805.02867), so the T×T score matrix never exists and any window length fits. Head
-// dimensions up to 128 that are multiples of 8 are supported (the host checks).
+// Flash-attention style (Dao et al. 2022, arXiv 2205.14135): keys and values stream through
+// workgroup memory in tiles, the softmax is computed online (running max and sum, Milakov &
+// Gimelshein 2018, arXiv 1805.02867), so the T×T score matrix never exists, and tiles past the
+// block's last query are never loaded (causal skipping).
+//
+// One workgroup = one query head × QB = 16 queries, 16·NS invocations: each query is handled by
+// NS invocations that split every key tile between them (KPS keys each) and keep their own
+// running max, sum and output accumulator; the four partial softmaxes are merged once at the
+// end through workgroup memory. A query's q and accumulator live in registers as HD/4 vec4s.
+// HD (head dimension, a multiple of 4 up to 128), NS and KPS come from a header the host
+// prepends (`shaders::attention_header`), one pipeline per head dimension and split. Key rows in workgroup memory
+// are padded by one vec4 so the NS invocations reading different keys hit different banks.
 
 struct Params {
     t: u32,
@@ -27,88 +31,132 @@ struct Params {
 @group(0) @binding(3) var<storage, read> V: array<f32>;
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
 
-const QB: u32 = 8u; // queries per workgroup
-const DP: u32 = 8u; // invocations (dimension slices) per query
-const KT: u32 = 8u; // keys per tile
-const MAX_SLICE: u32 = 16u; // 128 / DP
+const QB: u32 = 16u; // queries per workgroup
+const WG: u32 = QB * NS; // invocations per workgroup
+const KT: u32 = NS * KPS; // keys per tile
+const H4: u32 = HD / 4u; // vec4s per head row
+const ROW: u32 = H4 + 1u; // padded row stride in workgroup memory
+const NEG: f32 = -3.0e38; // finite start, so exp(m − m_new) is 0, not NaN
 
-var<workgroup> ks: array<f32, 1024>; // [KT][hd]
-var<workgroup> vs: array<f32, 1024>; // [KT][hd]
-var<workgroup> part: array<f32, 512>; // [QB][KT][DP] partial dot products
+var<workgroup> kt: array<vec4<f32>, KT * ROW>;
+var<workgroup> vt: array<vec4<f32>, KT * ROW>;
+var<workgroup> red: array<vec4<f32>, QB * H4>; // merged accumulators [QB][H4]
+var<workgroup> ms: array<f32, QB * NS>;
+var<workgroup> ls: array<f32, QB * NS>;
 
-@compute @workgroup_size(64)
+fn load4(buf_is_k: bool, base: u32) -> vec4<f32> {
+    if (buf_is_k) {
+        return vec4<f32>(K[base], K[base + 1u], K[base + 2u], K[base + 3u]);
+    }
+    return vec4<f32>(V[base], V[base + 1u], V[base + 2u], V[base + 3u]);
+}
+
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let h = wg.y;
     let g = h / (P.n_head / P.n_kv);
-    let hd = P.hd;
-    let qs = P.n_head * hd;
-    let kvs = P.n_kv * hd;
-    let qi = li / DP;
-    let sl = li % DP;
-    let w = hd / DP;
-    let d0 = sl * w;
+    let qs = P.n_head * HD;
+    let kvs = P.n_kv * HD;
+    let qi = li % QB;
+    let sp = li / QB;
     let i = wg.x * QB + qi;
     let valid = i < P.t;
-    var q: array<f32, MAX_SLICE>;
-    var acc: array<f32, MAX_SLICE>;
-    if (valid) {
-        for (var d = 0u; d < w; d++) {
-            q[d] = Q[i * qs + h * hd + d0 + d] * P.scale;
+    var q: array<vec4<f32>, H4>;
+    var acc: array<vec4<f32>, H4>;
+    for (var d = 0u; d < H4; d++) {
+        acc[d] = vec4<f32>(0.0);
+        q[d] = vec4<f32>(0.0);
+        if (valid) {
+            let b = i * qs + h * HD + 4u * d;
+            q[d] = vec4<f32>(Q[b], Q[b + 1u], Q[b + 2u], Q[b + 3u]) * P.scale;
         }
     }
-    // Running maximum (finite start, so exp(m − m_new) is 0, not NaN) and running sum; the 8
-    // invocations of a query compute identical copies.
-    var m = -3.0e38;
+    var m = NEG;
     var l = 0.0;
-    // The last query of this block sees keys 0..end−1; the bound is uniform per workgroup.
+    // The block's last query sees keys 0..end−1; the bound is uniform per workgroup.
     let end = min(wg.x * QB + QB, P.t);
     for (var j0 = 0u; j0 < end; j0 += KT) {
-        for (var e = li; e < KT * hd; e += 64u) {
-            let j = j0 + e / hd;
-            let d = e % hd;
-            var kv = 0.0;
-            var vv = 0.0;
+        for (var e = li; e < KT * H4; e += WG) {
+            let r = e / H4;
+            let d = e % H4;
+            let j = j0 + r;
+            var kv = vec4<f32>(0.0);
+            var vv = vec4<f32>(0.0);
             if (j < P.t) {
-                kv = K[j * kvs + g * hd + d];
-                vv = V[j * kvs + g * hd + d];
+                let b = j * kvs + g * HD + 4u * d;
+                kv = load4(true, b);
+                vv = load4(false, b);
             }
-            ks[e] = kv;
-            vs[e] = vv;
+            kt[r * ROW + d] = kv;
+            vt[r * ROW + d] = vv;
         }
         workgroupBarrier();
-        for (var jj = 0u; jj < KT; jj++) {
-            var s = 0.0;
-            for (var d = 0u; d < w; d++) {
-                s = fma(q[d], ks[jj * hd + d0 + d], s);
+        let first = j0 + sp * KPS;
+        if (valid && first <= i) {
+            var s: array<f32, KPS>;
+            var mx = m;
+            for (var u = 0u; u < KPS; u++) {
+                var dot4 = vec4<f32>(0.0);
+                for (var d = 0u; d < H4; d++) {
+                    dot4 = fma(q[d], kt[(sp * KPS + u) * ROW + d], dot4);
+                }
+                s[u] = dot4.x + dot4.y + dot4.z + dot4.w;
+                if (first + u <= i) {
+                    mx = max(mx, s[u]);
+                }
             }
-            part[(qi * KT + jj) * DP + sl] = s;
+            let corr = exp(m - mx);
+            l = l * corr;
+            for (var d = 0u; d < H4; d++) {
+                acc[d] = acc[d] * corr;
+            }
+            for (var u = 0u; u < KPS; u++) {
+                if (first + u <= i) {
+                    let p = exp(s[u] - mx);
+                    l += p;
+                    for (var d = 0u; d < H4; d++) {
+                        acc[d] = fma(vec4<f32>(p), vt[(sp * KPS + u) * ROW + d], acc[d]);
+                    }
+                }
+            }
+            m = mx;
         }
         workgroupBarrier();
-        if (valid) {
-            for (var jj = 0u; jj < KT; jj++) {
-                if (j0 + jj > i) {
-                    break;
+    }
+    // Merge the NS partial softmaxes of each query.
+    ms[sp * QB + qi] = m;
+    ls[sp * QB + qi] = l;
+    workgroupBarrier();
+    var mm = NEG;
+    for (var p = 0u; p < NS; p++) {
+        mm = max(mm, ms[p * QB + qi]);
+    }
+    var total = 0.0;
+    for (var p = 0u; p < NS; p++) {
+        total += ls[p * QB + qi] * exp(ms[p * QB + qi] - mm);
+    }
+    let mine = exp(m - mm);
+    for (var p = 0u; p < NS; p++) {
+        if (sp == p) {
+            for (var d = 0u; d < H4; d++) {
+                if (p == 0u) {
+                    red[qi * H4 + d] = acc[d] * mine;
+                } else {
+                    red[qi * H4 + d] += acc[d] * mine;
                 }
-                var s = 0.0;
-                for (var p = 0u; p < DP; p++) {
-                    s += part[(qi * KT + jj) * DP + p];
-                }
-                let m_new = max(m, s);
-                let corr = exp(m - m_new);
-                let pr = exp(s - m_new);
-                l = l * corr + pr;
-                for (var d = 0u; d < w; d++) {
-                    acc[d] = fma(pr, vs[jj * hd + d0 + d], acc[d] * corr);
-                }
-                m = m_new;
             }
         }
         workgroupBarrier();
     }
     if (valid) {
-        let inv = 1.0 / l;
-        for (var d = 0u; d < w; d++) {
-            O[i * qs + h * hd + d0 + d] = acc[d] * inv;
+        let inv = 1.0 / total;
+        for (var d = sp; d < H4; d += NS) {
+            let v = red[qi * H4 + d] * inv;
+            let b = i * qs + h * HD + 4u * d;
+            O[b] = v.x;
+            O[b + 1u] = v.y;
+            O[b + 2u] = v.z;
+            O[b + 3u] = v.w;
         }
     }
 }

@@ -31,3 +31,48 @@ fn w_at(r: u32, c: u32) -> f32 {
     let z = int_code(P.zero_off, g, P.bits);
     return f32(i32(q) - i32(z)) * s;
 }
+
+// Bits p .. p+bits−1 of the 64-bit little-endian pair (lo, hi), p < 64.
+fn bits_at(lo: u32, hi: u32, p: u32, bits: u32) -> u32 {
+    var v: u32;
+    if (p >= 32u) {
+        v = hi >> (p - 32u);
+    } else {
+        v = lo >> p;
+        if (p + bits > 32u) {
+            v = v | (hi << (32u - p));
+        }
+    }
+    return v & ((1u << bits) - 1u);
+}
+
+// Weights c..c+3 of row r (c and the row length multiples of 4). When the four share a group
+// (the usual case) the scale and zero point are read once and the codes come from at most two
+// words; otherwise (groups not a multiple of 4, 1-bit signs) one `w_at` each.
+fn w_load4(r: u32, c: u32) -> vec4<f32> {
+    let i = r * P.k + c;
+    let g = i / P.group;
+    if (g != (i + 3u) / P.group || P.bits == 1u) {
+        return vec4<f32>(w_at(r, c), w_at(r, c + 1u), w_at(r, c + 2u), w_at(r, c + 3u));
+    }
+    let s = unpack2x16float(W[P.scale_off + (g >> 1u)])[g & 1u];
+    var z = f32(1u << (P.bits - 1u));
+    if (P.sym == 0u) {
+        z = f32(int_code(P.zero_off, g, P.bits));
+    }
+    let bit = i * P.bits;
+    let off = bit & 31u;
+    let word = bit >> 5u;
+    let lo = W[word];
+    var hi = 0u;
+    if (off + 4u * P.bits > 32u) {
+        hi = W[word + 1u];
+    }
+    let q = vec4<u32>(
+        bits_at(lo, hi, off, P.bits),
+        bits_at(lo, hi, off + P.bits, P.bits),
+        bits_at(lo, hi, off + 2u * P.bits, P.bits),
+        bits_at(lo, hi, off + 3u * P.bits, P.bits),
+    );
+    return (vec4<f32>(q) - z) * s;
+}

@@ -16,3 +16,19 @@ fn w_at(r: u32, c: u32) -> f32 {
     let qs = (i32(q) << 24u) >> 24u;
     return f32(qs) * d;
 }
+
+// Weights c..c+3 of row r (c a multiple of 4): the scale and 4 bytes, which start at an even
+// byte (34-byte blocks, 2-byte scale), so they span one word or the halves of two.
+fn w_load4(r: u32, c: u32) -> vec4<f32> {
+    let i = r * P.k + c;
+    let base = (i >> 5u) * 34u;
+    let d = unpack2x16float(W[base >> 2u] >> ((base & 3u) * 8u)).x;
+    let a = base + 2u + (i & 31u);
+    var v = W[a >> 2u];
+    if ((a & 3u) != 0u) {
+        v = (v >> 16u) | (W[(a >> 2u) + 1u] << 16u);
+    }
+    // Sign-extend each byte.
+    let q = vec4<i32>(i32(v << 24u), i32(v << 16u), i32(v << 8u), i32(v)) >> vec4<u32>(24u);
+    return vec4<f32>(q) * d;
+}

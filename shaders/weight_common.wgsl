@@ -18,7 +18,8 @@ struct Params {
     sym: u32,
     scale_off: u32,
     zero_off: u32,
-    _pad0: u32,
+    // matmul split-K: the length of each workgroup z's k range (0: no split).
+    k_split: u32,
     _pad1: u32,
 }
 

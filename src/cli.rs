@@ -4,8 +4,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
 use quantlab::playground::engine::Device;
 use quantlab::playground::session::Session;
+use quantlab::quant::awq::AwqOptions;
+use quantlab::quant::calib::{self, CalibOptions};
+use quantlab::quant::codebook::{KmeansOptions, Per};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
 use quantlab::quant::format::Granularity;
+use quantlab::quant::gptq::GptqOptions;
+use quantlab::quant::lorc::LorcOptions;
 use quantlab::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,6 +80,16 @@ enum ProtocolArg {
     Gptq,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodArg {
+    Rtn,
+    Gptq,
+    Awq,
+    Kmeans,
+    Nf4,
+    Fp4,
+}
+
 #[derive(Args)]
 struct EvalArgs {
     /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
@@ -110,6 +125,31 @@ struct EvalArgs {
     /// Search a clipping range per group.
     #[arg(long, requires = "bits")]
     clip: bool,
+    /// Quantizer for --bits (gptq and awq need calibration: see --calib-*).
+    #[arg(long, value_enum, default_value_t = MethodArg::Rtn, requires = "bits")]
+    method: MethodArg,
+    /// LoRC: add rank-R compensation of the quantization error (f16 factors) after the method.
+    #[arg(long, requires = "bits")]
+    lorc_rank: Option<usize>,
+    /// k-means: one codebook per input column instead of per output row.
+    #[arg(long)]
+    per_column: bool,
+    /// k-means: fraction of weights kept as sparse f16 outliers.
+    #[arg(long, default_value_t = 0.0)]
+    outliers: f32,
+    /// GPTQ: quantize columns in their natural order instead of act-order.
+    #[arg(long)]
+    no_act_order: bool,
+    /// Calibration text (default: the evaluation text, whose last calib-n × calib-len tokens are
+    /// used; a warning says when they overlap the evaluated windows).
+    #[arg(long)]
+    calib_text: Option<PathBuf>,
+    /// Calibration sequences.
+    #[arg(long, default_value_t = 32)]
+    calib_n: usize,
+    /// Tokens per calibration sequence.
+    #[arg(long, default_value_t = 512)]
+    calib_len: usize,
     /// Read the text as Python's text mode does (CRLF → LF), to compare like for like with
     /// numbers measured by Python tools (transformers); see docs/tokenization.md.
     #[arg(long)]
@@ -253,7 +293,7 @@ fn info(path: &Path, json: bool, backend: BackendArg) -> Result<()> {
         );
     }
     let m = &info.memory;
-    println!("memory: {:.2} MB total (f16 would be {:.2} MB); block linears {:.3} bits/weight (codes {} B, scales {} B, zeros {} B); other {} B", m.total_bytes as f64 / 1e6, m.f16_bytes as f64 / 1e6, m.bits_per_weight, m.linear.codes, m.linear.scales, m.linear.zeros, m.other_bytes);
+    println!("memory: {:.2} MB total (f16 would be {:.2} MB); block linears {:.3} bits/weight (codes {} B, scales {} B, zeros {} B, outliers {} B, low-rank {} B); other {} B", m.total_bytes as f64 / 1e6, m.f16_bytes as f64 / 1e6, m.bits_per_weight, m.linear.codes, m.linear.scales, m.linear.zeros, m.linear.outliers, m.linear.lowrank, m.other_bytes);
     if info.already_quantized {
         println!("note: the block weights are already quantized in the file; 'unquantized' means 'as loaded'");
     }
@@ -303,7 +343,21 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
     match a.bits {
         None => Ok(QuantConfig::default()),
         Some(bits) => Ok(QuantConfig {
-            method: Method::Rtn,
+            method: match a.method {
+                MethodArg::Rtn => Method::Rtn,
+                MethodArg::Gptq => Method::Gptq(GptqOptions {
+                    act_order: !a.no_act_order,
+                    ..GptqOptions::default()
+                }),
+                MethodArg::Awq => Method::Awq(AwqOptions::default()),
+                MethodArg::Kmeans => Method::Kmeans(KmeansOptions {
+                    per: if a.per_column { Per::Column } else { Per::Row },
+                    outlier_frac: a.outliers,
+                }),
+                MethodArg::Nf4 => Method::Nf4,
+                MethodArg::Fp4 => Method::Fp4,
+            },
+            lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
             default: LayerQuant {
                 bits,
                 gran: parse_group(a.group.as_deref())?,
@@ -327,15 +381,6 @@ fn eval(a: &EvalArgs) -> Result<()> {
         s.engine().adapter
     );
     let cfg = quant_config(a)?;
-    let t_q = Instant::now();
-    let mem = s.set_quant(&cfg)?;
-    if !matches!(cfg.method, Method::None) {
-        eprintln!(
-            "quantized in {:.2} s: {:.4} bits/weight",
-            t_q.elapsed().as_secs_f64(),
-            mem.bits_per_weight
-        );
-    }
     let text = if a.python_newlines {
         quantlab::io::tokenizer::python_text_mode(&text).into_owned()
     } else {
@@ -357,6 +402,23 @@ fn eval(a: &EvalArgs) -> Result<()> {
         max_windows: a.windows,
         kl: !a.no_kl,
     };
+    let t_q = Instant::now();
+    if cfg.method.needs_calibration() {
+        calibrate(&mut s, a, &tokens, &opts)?;
+    }
+    let mem = s.set_quant(&cfg)?;
+    if !matches!(cfg.method, Method::None) {
+        eprintln!(
+            "quantized in {:.2} s{}: {:.4} bits/weight",
+            t_q.elapsed().as_secs_f64(),
+            if cfg.method.needs_calibration() {
+                " (calibration included)"
+            } else {
+                ""
+            },
+            mem.bits_per_weight
+        );
+    }
     let t0 = Instant::now();
     let mut progress = |p: &EvalProgress| {
         eprint!(
@@ -373,6 +435,50 @@ fn eval(a: &EvalArgs) -> Result<()> {
     let r = s.evaluate_tokens(&tokens, &opts, &mut progress)?;
     eprintln!();
     print_result(&r, &s, &cfg, a.json);
+    Ok(())
+}
+
+/// Calibrate the loaded model for GPTQ/AWQ on `--calib-text` or the tail of the evaluation text.
+fn calibrate(s: &mut Session, a: &EvalArgs, eval_tokens: &[u32], eval: &EvalOptions) -> Result<()> {
+    let copts = CalibOptions {
+        n_seq: a.calib_n,
+        seq_len: a.calib_len,
+        ..CalibOptions::default()
+    };
+    let own;
+    let tokens = match &a.calib_text {
+        Some(p) => {
+            let t = String::from_utf8(read(p)?)
+                .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?;
+            own = s.tokenize(&t)?;
+            eprintln!(
+                "calibration: {} × {} tokens from the end of {}",
+                a.calib_n,
+                a.calib_len,
+                p.display()
+            );
+            &own[..]
+        }
+        None => {
+            let r = copts.range(eval_tokens.len())?;
+            let shared = calib::eval_overlap(r.clone(), eval_tokens.len(), eval);
+            eprintln!(
+                "calibration: {} × {} tokens {}..{} of the evaluation text",
+                a.calib_n, a.calib_len, r.start, r.end
+            );
+            if shared > 0 {
+                eprintln!("warning: {shared} calibration tokens lie inside the evaluated windows; the perplexity is optimistic");
+            }
+            eval_tokens
+        }
+    };
+    let t = Instant::now();
+    s.calibrate(tokens, &copts, &mut |d, n| {
+        eprint!("\rcalibrating {d}/{n}   ");
+        let _ = std::io::stderr().flush();
+        true
+    })?;
+    eprintln!("\rcalibrated in {:.2} s", t.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! wgpu finds (Mesa lavapipe on machines without a GPU). Sizes are small and deliberately not
 //! multiples of the kernels' tiles, so edge handling is exercised.
 
-use quantlab::gpu::{Gpu, GpuContext};
+use quantlab::gpu::{Gpu, GpuContext, MatmulVariant};
 use quantlab::model::backend::Backend;
 use quantlab::model::config::RopeStyle;
 use quantlab::model::cpu::{self, Cpu};
@@ -102,9 +102,19 @@ fn check_linear(g: &Gpu, w: &QTensor, bias: bool, seed: u64) {
     let want = Cpu.linear(&act(m, w.cols, x.clone()), &cm);
     let gm = g.load_matrix(w, b.as_deref()).unwrap();
     let gx = g.upload_act(m, w.cols, &x).unwrap();
-    let got = g.linear(&gx, &gm);
-    assert_eq!((got.rows, got.cols), (m, w.rows));
-    close(&read(g, &got), &want.data, MATMUL_TOL, &w.format.name());
+    // Every kernel variant (split-K is forced even where the default would not split).
+    for tile in MatmulVariant::ALL {
+        g.force_matmul(Some(tile));
+        let got = g.linear(&gx, &gm);
+        assert_eq!((got.rows, got.cols), (m, w.rows));
+        close(
+            &read(g, &got),
+            &want.data,
+            MATMUL_TOL,
+            &format!("{} tile {}", w.format.name(), tile.name()),
+        );
+    }
+    g.force_matmul(None);
 }
 
 fn int_tensor(r: &mut Rng, spec: IntSpec, rows: usize, cols: usize) -> QTensor {
@@ -297,7 +307,13 @@ fn causal_attention_with_grouped_kv_heads() {
     let g = gpu();
     let mut r = Rng(10);
     // 70 queries cross the kernel's 64-query blocks; 6 query heads share 2 KV heads.
-    for (t, h, kv, hd) in [(70, 6, 2, 64), (5, 4, 4, 32), (33, 9, 3, 128)] {
+    // 36: a head dimension that is a multiple of 4 only.
+    for (t, h, kv, hd) in [
+        (70, 6, 2, 64),
+        (5, 4, 4, 32),
+        (33, 9, 3, 128),
+        (19, 3, 3, 36),
+    ] {
         let (q, k, v) = (r.vec(t * h * hd), r.vec(t * kv * hd), r.vec(t * kv * hd));
         let want = Cpu.attention(
             &act(t, h * hd, q.clone()),
@@ -307,20 +323,26 @@ fn causal_attention_with_grouped_kv_heads() {
             kv,
             hd,
         );
-        let got = g.attention(
-            &g.upload_act(t, h * hd, &q).unwrap(),
-            &g.upload_act(t, kv * hd, &k).unwrap(),
-            &g.upload_act(t, kv * hd, &v).unwrap(),
-            h,
-            kv,
-            hd,
-        );
-        close(
-            &read(&g, &got),
-            &want.data,
-            ATTN_TOL,
-            &format!("attention t{t} h{h}/{kv} hd{hd}"),
-        );
+        // The default and every key split (splits the head dimension does not allow fall back
+        // to the default).
+        for ns in [None, Some(4), Some(8), Some(16)] {
+            g.force_attention_splits(ns);
+            let got = g.attention(
+                &g.upload_act(t, h * hd, &q).unwrap(),
+                &g.upload_act(t, kv * hd, &k).unwrap(),
+                &g.upload_act(t, kv * hd, &v).unwrap(),
+                h,
+                kv,
+                hd,
+            );
+            close(
+                &read(&g, &got),
+                &want.data,
+                ATTN_TOL,
+                &format!("attention t{t} h{h}/{kv} hd{hd} splits {ns:?}"),
+            );
+        }
+        g.force_attention_splits(None);
     }
 }
 

@@ -10,6 +10,7 @@ use crate::gpu::buffers::{self, Pool, PooledBuffer};
 use crate::gpu::context::GpuContext;
 use crate::gpu::pipelines::{weight_format, Pipelines, WeightFormat};
 use crate::gpu::record::{u, Params4, Params8, WeightParams};
+use crate::gpu::shaders;
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
 use crate::quant::format::QTensor;
@@ -23,10 +24,13 @@ use std::sync::{Arc, Mutex};
 const SCORE_CHUNK: usize = 64;
 /// Largest head dimension the attention kernel holds (shaders/attention.wgsl `MAX_HD`).
 const MAX_HEAD_DIM: usize = 128;
-/// The attention kernel splits each head into this many slices (`DP`), so the head dimension
-/// must be a multiple of it, and handles `QB` queries per workgroup.
-const ATTN_SLICES: usize = 8;
-const ATTN_QUERIES: usize = 8;
+/// The attention kernel reads heads as vec4s, so the head dimension must be a multiple of 4,
+/// and handles `QB` queries per workgroup.
+const ATTN_VEC: usize = 4;
+const ATTN_QUERIES: usize = 16;
+/// Invocations per query (key splits) by default: every head dimension allows 4, and on the
+/// H100 it was the fastest (8 and 16: 5 % and 25 % slower; docs/gpu-perf.md).
+const ATTN_SPLITS: usize = 4;
 
 /// Activations: a `rows × cols` f32 matrix in a pooled GPU buffer.
 pub struct Act {
@@ -63,6 +67,8 @@ pub struct Pending {
     pub(crate) n: usize,
     pub(crate) has_ref: bool,
     pub(crate) staging: wgpu::Buffer,
+    /// The submission that holds the copy into `staging`.
+    pub(crate) submission: Option<wgpu::SubmissionIndex>,
 }
 
 /// The wgpu backend.
@@ -71,6 +77,19 @@ pub struct Gpu {
     pub(crate) pipes: Pipelines,
     pub(crate) pool: Rc<Pool>,
     pub(crate) encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    /// The compute pass open on `encoder`, if any (it locks the encoder until dropped).
+    pub(crate) pass: RefCell<Option<wgpu::ComputePass<'static>>>,
+    /// Uniform blocks by contents, bind groups by pipeline and buffers (record.rs).
+    pub(crate) uniforms: RefCell<HashMap<Vec<u8>, wgpu::Buffer>>,
+    #[allow(clippy::type_complexity)]
+    pub(crate) bind_groups:
+        RefCell<HashMap<(wgpu::ComputePipeline, Vec<wgpu::Buffer>), wgpu::BindGroup>>,
+    /// Timestamp queries around every dispatch while profiling (profile.rs).
+    pub(crate) profiler: RefCell<Option<crate::gpu::profile::Profiler>>,
+    /// A matmul tile shape forced for every product (benchmarks); None picks per shape.
+    pub(crate) matmul_variant: Cell<Option<crate::gpu::pipelines::MatmulVariant>>,
+    /// Invocations per query forced for attention (benchmarks, tests); None: the default.
+    pub(crate) attention_splits: Cell<Option<usize>>,
     pub(crate) recorded: Cell<usize>,
     /// First error recorded by a sync operation or reported by wgpu; surfaced at readback.
     pub(crate) error: Arc<Mutex<Option<String>>>,
@@ -93,6 +112,17 @@ impl Backend for Gpu {
     }
 
     fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
+        if w.addons != Default::default() {
+            // Sparse outliers and low-rank factors (LoRC) need their own GPU pass, U(Vx).
+            return Err(Error::unsupported(
+                "gpu",
+                "format",
+                format!(
+                    "{} with outliers or low-rank factors has no GPU kernel yet",
+                    w.format.name()
+                ),
+            ));
+        }
         let fmt = weight_format(&w.format, w.rows, w.cols)?;
         let want = w.format.storage(w.rows, w.cols)?.total();
         if w.data.len() != want {
@@ -172,11 +202,24 @@ impl Backend for Gpu {
             sym: table.fmt.sym,
             scale_off: table.fmt.scale_off,
             zero_off: table.fmt.zero_off,
-            pad: [0; 2],
+            k_split: 0,
+            pad: 0,
         };
         let params = self.uniform(&p);
         let groups = self.groups_1d(tokens.len() * table.cols, 256);
-        self.dispatch(&pipe, &[&params, &table.w, &toks, &out.buf], groups);
+        self.dispatch(
+            &pipe,
+            &[&params, &table.w, &toks, &out.buf],
+            groups,
+            &|| {
+                format!(
+                    "embed {} {}×{}",
+                    table.fmt.fragment,
+                    tokens.len(),
+                    table.cols
+                )
+            },
+        );
         Ok(out)
     }
 
@@ -197,7 +240,12 @@ impl Backend for Gpu {
             }
         };
         let params = self.uniform(&Params4([u(x.rows), u(x.cols), eps.to_bits(), 0]));
-        self.dispatch(&pipe, &[&params, &x.buf, &w.buf, &out.buf], (u(x.rows), 1));
+        self.dispatch(
+            &pipe,
+            &[&params, &x.buf, &w.buf, &out.buf],
+            (u(x.rows), 1),
+            &|| format!("rmsnorm {}×{}", x.rows, x.cols),
+        );
         out
     }
 
@@ -239,7 +287,9 @@ impl Backend for Gpu {
         let half = (style == RopeStyle::Half) as u32;
         let params = self.uniform(&Params4([u(x.rows), u(n_head), u(head_dim), half]));
         let groups = self.groups_1d(x.rows * n_head * head_dim / 2, 256);
-        self.dispatch(&pipe, &[&params, &table, &x.buf], groups);
+        self.dispatch(&pipe, &[&params, &table, &x.buf], groups, &|| {
+            format!("rope {}×{}×{head_dim}", x.rows, n_head)
+        });
     }
 
     fn attention(&self, q: &Act, k: &Act, v: &Act, n_head: usize, n_kv: usize, hd: usize) -> Act {
@@ -248,7 +298,7 @@ impl Backend for Gpu {
         let ok = n_kv > 0
             && n_head.is_multiple_of(n_kv)
             && hd <= MAX_HEAD_DIM
-            && hd.is_multiple_of(ATTN_SLICES)
+            && hd.is_multiple_of(ATTN_VEC)
             && q.cols == n_head * hd
             && (k.rows, k.cols) == (t, n_kv * hd)
             && (v.rows, v.cols) == (t, n_kv * hd);
@@ -256,13 +306,18 @@ impl Backend for Gpu {
             self.fail(
                 "attention",
                 format!(
-                    "q {}×{}, k {}×{}, v {}×{} with {n_head}/{n_kv} heads of {hd} (max {MAX_HEAD_DIM}, a multiple of {ATTN_SLICES})",
+                    "q {}×{}, k {}×{}, v {}×{} with {n_head}/{n_kv} heads of {hd} (max {MAX_HEAD_DIM}, a multiple of {ATTN_VEC})",
                     q.rows, q.cols, k.rows, k.cols, v.rows, v.cols
                 ),
             );
             return out;
         }
-        let pipe = match self.pipes.plain("attention", "main") {
+        let ns = self
+            .attention_splits
+            .get()
+            .filter(|&ns| shaders::attention_splits_ok(hd, ns))
+            .unwrap_or(ATTN_SPLITS);
+        let pipe = match self.pipes.attention(hd, ns) {
             Ok(p) => p,
             Err(e) => {
                 self.fail("attention", e.to_string());
@@ -284,6 +339,7 @@ impl Backend for Gpu {
             &pipe,
             &[&params, &q.buf, &k.buf, &v.buf, &out.buf],
             (u(t.div_ceil(ATTN_QUERIES)), u(n_head)),
+            &|| format!("attention ns{ns} {t} {n_head}/{n_kv}×{hd}"),
         );
         out
     }
@@ -367,24 +423,28 @@ impl Backend for Gpu {
                 &pipe,
                 &[&params, &logits, &tgt, refb, &out, keepb],
                 (u(rows), 1),
+                &|| format!("score {rows}×{vocab}"),
             );
         }
         let staging = self.stage(&out, n * 16);
         // Submit now so the GPU works while the caller records the next window.
-        self.flush();
+        let submission = self.submit();
         Ok((
             Pending {
                 n,
                 has_ref: reference.is_some(),
                 staging,
+                submission,
             },
             kept,
         ))
     }
 
     async fn read_scores(&self, pending: Pending) -> Result<Vec<TokenScore>> {
-        self.flush();
-        let bytes = buffers::read_back(&self.ctx.device, &pending.staging).await?;
+        // Only this window's submission is waited for (a later window may be queued behind it).
+        let bytes =
+            buffers::read_back_after(&self.ctx.device, &pending.staging, pending.submission)
+                .await?;
         self.take_error()?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         Ok(words

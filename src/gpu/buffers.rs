@@ -192,11 +192,26 @@ pub fn map_read(buf: &wgpu::Buffer) -> MapFuture {
 /// Read a mappable buffer back: map, (natively) wait for the device, copy out, unmap.
 /// Asynchronous, so on the web nothing blocks: the browser resolves the map.
 pub async fn read_back(device: &wgpu::Device, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
+    read_back_after(device, buf, None).await
+}
+
+/// `read_back` of a buffer whose copy was in submission `after`: natively only that
+/// submission is waited for, so work submitted later (the next window) keeps the GPU busy.
+pub async fn read_back_after(
+    device: &wgpu::Device,
+    buf: &wgpu::Buffer,
+    after: Option<wgpu::SubmissionIndex>,
+) -> Result<Vec<u8>> {
     let fut = map_read(buf);
     #[cfg(not(target_arch = "wasm32"))]
     device
-        .poll(wgpu::PollType::wait_indefinitely())
+        .poll(wgpu::PollType::Wait {
+            submission_index: after,
+            timeout: None,
+        })
         .map_err(|e| Error::unsupported("gpu", "poll", e))?;
+    #[cfg(target_arch = "wasm32")]
+    let _ = after;
     #[cfg(target_arch = "wasm32")]
     let _ = device;
     fut.await?;

@@ -9,6 +9,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// Whether the device was created with `timestamp-query` (profiling, `Gpu::profile_start`).
+    pub timestamps: bool,
 }
 
 impl GpuContext {
@@ -44,10 +46,17 @@ impl GpuContext {
                 ),
             ));
         }
+        // Timestamp queries only for profiling; taken when offered, never required.
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let features = if timestamps {
+            wgpu::Features::TIMESTAMP_QUERY
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("quantlab"),
-                required_features: wgpu::Features::empty(),
+                required_features: features,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -58,6 +67,7 @@ impl GpuContext {
             queue,
             info,
             limits,
+            timestamps,
         })
     }
 

@@ -7,14 +7,21 @@
 //! - `pipelines`: compute pipelines compiled once per kernel and cached;
 //! - `buffers`: storage buffers, uploads, the activation pool and the async readback;
 //! - `record`: recording dispatches into command encoders, submitted in batches;
-//! - `backend`: `impl Backend for Gpu`.
+//! - `matmul`: recording a matrix product (kernel variant, split-K);
+//! - `profile`: per-dispatch GPU time from timestamp queries;
+//! - `backend`: `impl Backend for Gpu`;
+//! - `rtn`: RTN re-quantization of weights on the GPU, byte-exact with `quant::rtn`.
 
 pub mod backend;
 pub mod buffers;
 pub mod context;
+mod matmul;
 pub mod pipelines;
+mod profile;
 mod record;
+pub mod rtn;
 pub mod shaders;
 
 pub use backend::Gpu;
 pub use context::GpuContext;
+pub use pipelines::MatmulVariant;

@@ -65,14 +65,68 @@ pub fn weight_format(format: &Format, rows: usize, cols: usize) -> Result<Weight
                 zero_off: ((st.codes + st.scales) / 4) as u32,
             }
         }
-        Format::Ggml(t) => {
+        Format::Ggml(_) | Format::Codebook { .. } => {
             return Err(Error::unsupported(
                 "gpu",
                 "format",
-                format!("{} has no GPU decoder yet", t.name()),
+                format!("{} has no GPU decoder yet", format.name()),
             ))
         }
     })
+}
+
+/// Which matrix-multiply kernel a product uses: `V1` is the previous kernel (scalar decode, a
+/// regrouping pass through workgroup memory, no prefetch), kept for comparison in the
+/// benchmark; `Tiled` is `shaders/matmul.wgsl` over the whole `k`; `SplitK` cuts `k` into
+/// ranges computed by separate workgroups and summed by `shaders/splitk.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulVariant {
+    V1,
+    Tiled,
+    SplitK,
+}
+
+impl MatmulVariant {
+    pub const ALL: [MatmulVariant; 3] = [
+        MatmulVariant::V1,
+        MatmulVariant::Tiled,
+        MatmulVariant::SplitK,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulVariant::V1 => "v1",
+            MatmulVariant::Tiled => "tiled",
+            MatmulVariant::SplitK => "splitk",
+        }
+    }
+}
+
+/// Output tile of the matmul kernels (tokens × weight rows).
+pub const MATMUL_TILE: usize = 64;
+
+/// The `k` range per workgroup for an `m × k` by `n × k` product, or 0 for no split. Products
+/// with fewer than `FULL` tiles are split so that about `TARGET` workgroups run (enough to keep
+/// a large GPU's cores busy and its memory latency hidden), each with at least 64 of `k`;
+/// `force` splits whenever `k` allows (tests, benchmarks).
+pub fn split_len(m: usize, n: usize, k: usize, force: bool) -> usize {
+    const FULL: usize = 256;
+    const TARGET: usize = 512;
+    let tiles = m.div_ceil(MATMUL_TILE) * n.div_ceil(MATMUL_TILE);
+    if tiles >= FULL && !force {
+        return 0;
+    }
+    let splits = TARGET.div_ceil(tiles.max(1));
+    let min_len = if force { 16 } else { 64 };
+    let len = k.div_ceil(splits).div_ceil(16).max(1) * 16;
+    let len = len.max(min_len);
+    if len >= k {
+        if force && k > 16 {
+            return k.div_ceil(2).div_ceil(16) * 16;
+        }
+        return 0;
+    }
+    len
 }
 
 /// Pipelines by `kernel[+fragment]:entry`, created once.
@@ -125,6 +179,25 @@ impl Pipelines {
     pub fn weight(&self, kernel: &str, fragment: &str) -> Result<wgpu::ComputePipeline> {
         self.get(format!("{kernel}+{fragment}:main"), "main", || {
             shaders::weight_kernel(kernel, fragment)
+        })
+    }
+
+    /// Entry point `entry` of a weight kernel with several (`rtn`: `grid`, `pack`).
+    pub fn weight_entry(
+        &self,
+        kernel: &str,
+        fragment: &str,
+        entry: &str,
+    ) -> Result<wgpu::ComputePipeline> {
+        self.get(format!("{kernel}+{fragment}:{entry}"), entry, || {
+            shaders::weight_kernel(kernel, fragment)
+        })
+    }
+
+    /// Attention specialised to head dimension `hd` and `ns` invocations per query.
+    pub fn attention(&self, hd: usize, ns: usize) -> Result<wgpu::ComputePipeline> {
+        self.get(format!("attention{hd}x{ns}:main"), "main", || {
+            shaders::source("attention").map(|s| shaders::attention_header(hd, ns) + s)
         })
     }
 

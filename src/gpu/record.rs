@@ -1,11 +1,20 @@
 //! Recording kernels into command encoders: the plumbing under `impl Backend for Gpu`. One
-//! encoder collects dispatches until `DISPATCHES_PER_SUBMIT` (or a readback) submits it; each
-//! dispatch gets a small uniform block and a bind group built positionally (shaders/README.md).
+//! encoder collects dispatches until `DISPATCHES_PER_SUBMIT` (or a readback) submits it.
+//! Dispatches go into one open compute pass (wgpu still inserts the barriers between dependent
+//! dispatches of a pass); copies end the pass. Bind groups are built positionally
+//! (shaders/README.md).
+//!
+//! Per-dispatch host cost is what limits a window of ~450 small kernels, so nothing is created
+//! per dispatch once the shapes repeat: uniform blocks are cached by their bytes (shapes are
+//! fixed per window size, so every window after the first hits), and bind groups by pipeline and
+//! buffers (the pool hands the same buffers back in the same order every window). Both caches
+//! are cleared when they grow past `CACHE_LIMIT` (windows of changing sizes, fresh uploads).
 
-use crate::gpu::backend::{Act, Gpu, Mat};
+use crate::gpu::backend::{Act, Gpu};
 use crate::gpu::buffers::{self, Pool};
 use crate::gpu::context::GpuContext;
 use crate::gpu::pipelines::Pipelines;
+use crate::gpu::profile::{self, Profiler};
 use crate::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 use std::cell::{Cell, RefCell};
@@ -15,7 +24,9 @@ use wgpu::util::DeviceExt;
 
 /// Dispatches recorded before the encoder is submitted: enough to keep the queue busy, few
 /// enough that the driver's memory for pending work stays small (≈ 4 decoder blocks).
-const DISPATCHES_PER_SUBMIT: usize = 64;
+const DISPATCHES_PER_SUBMIT: usize = 256;
+/// Entries each cache may hold before it is cleared.
+const CACHE_LIMIT: usize = 4096;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -30,7 +41,9 @@ pub(crate) struct WeightParams {
     pub(crate) sym: u32,
     pub(crate) scale_off: u32,
     pub(crate) zero_off: u32,
-    pub(crate) pad: [u32; 2],
+    /// matmul split-K: the `k` range per workgroup z (0: no split).
+    pub(crate) k_split: u32,
+    pub(crate) pad: u32,
 }
 
 #[repr(C)]
@@ -68,6 +81,12 @@ impl Gpu {
             pipes: Pipelines::new(ctx.device.clone()),
             pool: Pool::new(ctx.device.clone()),
             encoder: RefCell::new(None),
+            pass: RefCell::new(None),
+            uniforms: RefCell::new(HashMap::new()),
+            bind_groups: RefCell::new(HashMap::new()),
+            profiler: RefCell::new(None),
+            matmul_variant: Cell::new(None),
+            attention_splits: Cell::new(None),
             recorded: Cell::new(0),
             error,
             rope_tables: RefCell::new(HashMap::new()),
@@ -96,23 +115,40 @@ impl Gpu {
         }
     }
 
+    /// The uniform block holding `p`, created once per distinct contents.
     pub(crate) fn uniform<T: Pod>(&self, p: &T) -> wgpu::Buffer {
-        self.ctx
+        let bytes = bytemuck::bytes_of(p);
+        if let Some(b) = self.uniforms.borrow().get(bytes) {
+            return b.clone();
+        }
+        let b = self
+            .ctx
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("params"),
-                contents: bytemuck::bytes_of(p),
+                contents: bytes,
                 usage: wgpu::BufferUsages::UNIFORM,
-            })
+            });
+        let mut cache = self.uniforms.borrow_mut();
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(bytes.to_vec(), b.clone());
+        b
     }
 
-    /// Record one dispatch with `bindings` at 0, 1, 2, … of group 0.
-    pub(crate) fn dispatch(
+    fn bind_group(
         &self,
         pipe: &wgpu::ComputePipeline,
         bindings: &[&wgpu::Buffer],
-        groups: (u32, u32),
-    ) {
+    ) -> wgpu::BindGroup {
+        let key = (
+            pipe.clone(),
+            bindings.iter().map(|b| (*b).clone()).collect::<Vec<_>>(),
+        );
+        if let Some(bg) = self.bind_groups.borrow().get(&key) {
+            return bg.clone();
+        }
         let layout = pipe.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
@@ -130,19 +166,94 @@ impl Gpu {
                 layout: &layout,
                 entries: &entries,
             });
-        self.with_encoder(|enc| {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        let mut cache = self.bind_groups.borrow_mut();
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, bg.clone());
+        bg
+    }
+
+    /// Record one dispatch with `bindings` at 0, 1, 2, … of group 0. `label` names it in
+    /// profiles (only called while profiling).
+    pub(crate) fn dispatch(
+        &self,
+        pipe: &wgpu::ComputePipeline,
+        bindings: &[&wgpu::Buffer],
+        groups: (u32, u32),
+        label: &dyn Fn() -> String,
+    ) {
+        self.dispatch_3d(pipe, bindings, (groups.0, groups.1, 1), label);
+    }
+
+    /// `dispatch` with a third workgroup dimension.
+    pub(crate) fn dispatch_3d(
+        &self,
+        pipe: &wgpu::ComputePipeline,
+        bindings: &[&wgpu::Buffer],
+        groups: (u32, u32, u32),
+        label: &dyn Fn() -> String,
+    ) {
+        let bg = self.bind_group(pipe, bindings);
+        let profiling = self.profiler.borrow().is_some();
+        if profiling {
+            let mut idx = self
+                .profiler
+                .borrow_mut()
+                .as_mut()
+                .and_then(|p| p.next(label()));
+            if idx.is_none() {
+                self.flush();
+                idx = self
+                    .profiler
+                    .borrow_mut()
+                    .as_mut()
+                    .and_then(|p| p.next(label()));
+            }
+            let prof = self.profiler.borrow();
+            let set = prof.as_ref().map(|p| &p.set);
+            self.with_encoder(|enc| {
+                let tw = set
+                    .zip(idx)
+                    .map(|(s, (a, b))| wgpu::ComputePassTimestampWrites {
+                        query_set: s,
+                        beginning_of_pass_write_index: Some(a),
+                        end_of_pass_write_index: Some(b),
+                    });
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: tw,
+                });
+                pass.set_pipeline(pipe);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+            });
+        } else {
+            let mut slot = self.pass.borrow_mut();
+            let pass = slot.get_or_insert_with(|| {
+                let mut enc = self.encoder.borrow_mut();
+                let enc = enc.get_or_insert_with(|| {
+                    self.ctx
+                        .device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+                });
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                    .forget_lifetime()
+            });
             pass.set_pipeline(pipe);
             pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, 1);
-        });
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        }
         self.recorded.set(self.recorded.get() + 1);
         if self.recorded.get() >= DISPATCHES_PER_SUBMIT {
             self.flush();
         }
     }
 
+    /// Run `f` on the open encoder (any open compute pass is ended first: a pass locks its
+    /// encoder until it is dropped).
     pub(crate) fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        drop(self.pass.borrow_mut().take());
         let mut slot = self.encoder.borrow_mut();
         let enc = slot.get_or_insert_with(|| {
             self.ctx
@@ -152,12 +263,48 @@ impl Gpu {
         f(enc)
     }
 
+    /// Start timing every dispatch (needs the adapter's `timestamp-query` feature).
+    pub fn profile_start(&self) -> Result<()> {
+        if !self.ctx.timestamps {
+            return Err(Error::unsupported(
+                "gpu",
+                "profile",
+                format!("{} has no timestamp queries", self.ctx.describe()),
+            ));
+        }
+        self.flush();
+        self.profiler
+            .borrow_mut()
+            .get_or_insert_with(|| Profiler::new(&self.ctx.device));
+        Ok(())
+    }
+
+    /// Stop profiling and return `(label, GPU seconds)` of every dispatch timed since
+    /// `profile_start`, in recording order.
+    pub async fn profile_take(&self) -> Result<Vec<(String, f64)>> {
+        self.flush();
+        let batches = match self.profiler.borrow_mut().take() {
+            Some(mut p) => p.take_done(),
+            None => Vec::new(),
+        };
+        let period = self.ctx.queue.get_timestamp_period();
+        profile::read_batches(&self.ctx.device, period, batches).await
+    }
+
     /// Submit everything recorded so far.
     pub fn flush(&self) {
-        if let Some(enc) = self.encoder.borrow_mut().take() {
-            self.ctx.queue.submit([enc.finish()]);
-        }
+        self.submit();
+    }
+
+    /// Submit everything recorded so far; the submission's index when there was any.
+    pub(crate) fn submit(&self) -> Option<wgpu::SubmissionIndex> {
+        drop(self.pass.borrow_mut().take());
         self.recorded.set(0);
+        let mut enc = self.encoder.borrow_mut().take()?;
+        if let Some(p) = self.profiler.borrow_mut().as_mut() {
+            p.resolve(&self.ctx.device, &mut enc);
+        }
+        Some(self.ctx.queue.submit([enc.finish()]))
     }
 
     /// Workgroups for `n` items at `per` items per group, spread over y past the x limit.
@@ -227,36 +374,10 @@ impl Gpu {
             .collect())
     }
 
-    /// Record `out (m × w.rows) = x[x_row0 .. x_row0+m] Wᵀ + b`.
-    pub(crate) fn record_matmul(
-        &self,
-        x: &wgpu::Buffer,
-        x_row0: usize,
-        m: usize,
-        w: &Mat,
-        out: &wgpu::Buffer,
-    ) {
-        let pipe = match self.pipes.weight("matmul", w.fmt.fragment) {
-            Ok(p) => p,
-            Err(e) => return self.fail("linear", e.to_string()),
-        };
-        let p = WeightParams {
-            m: u(m),
-            n: u(w.rows),
-            k: u(w.cols),
-            has_bias: w.bias.is_some() as u32,
-            x_row0: u(x_row0),
-            bits: w.fmt.bits,
-            group: w.fmt.group,
-            sym: w.fmt.sym,
-            scale_off: w.fmt.scale_off,
-            zero_off: w.fmt.zero_off,
-            pad: [0; 2],
-        };
-        let params = self.uniform(&p);
-        let bias = w.bias.as_ref().unwrap_or(&self.dummy_ro);
-        let groups = (u(w.rows.div_ceil(64)), u(m.div_ceil(64)));
-        self.dispatch(&pipe, &[&params, &w.w, x, bias, out], groups);
+    /// Use `ns` invocations per query in attention (4, 8 or 16 where the head dimension allows;
+    /// tests, benchmarks), or None for the default.
+    pub fn force_attention_splits(&self, ns: Option<usize>) {
+        self.attention_splits.set(ns);
     }
 
     /// Bytes held by the pool's idle activation buffers.
@@ -316,6 +437,8 @@ impl Gpu {
         let n = a.rows * a.cols;
         let params = self.uniform(&Params4([u(n), 0, 0, 0]));
         let groups = self.groups_1d(n, 256);
-        self.dispatch(&pipe, &[&params, &b.buf, &a.buf], groups);
+        self.dispatch(&pipe, &[&params, &b.buf, &a.buf], groups, &|| {
+            format!("{entry} {}×{}", a.rows, a.cols)
+        });
     }
 }

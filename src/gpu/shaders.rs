@@ -16,6 +16,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("fmt_q4_1", include_str!("../../shaders/fmt_q4_1.wgsl")),
     ("fmt_q8_0", include_str!("../../shaders/fmt_q8_0.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_v1", include_str!("../../shaders/matmul_v1.wgsl")),
+    ("splitk", include_str!("../../shaders/splitk.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
     ("rope", include_str!("../../shaders/rope.wgsl")),
@@ -25,6 +27,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("score", include_str!("../../shaders/score.wgsl")),
+    ("rtn", include_str!("../../shaders/rtn.wgsl")),
 ];
 
 /// Format fragments (`fmt_*` stems): each defines `fn w_at(row, col) -> f32`.
@@ -33,16 +36,41 @@ pub const FORMAT_FRAGMENTS: &[&str] = &[
 ];
 
 /// Kernels that read a packed weight through a format fragment.
-pub const WEIGHT_KERNELS: &[&str] = &["matmul", "embed"];
+pub const WEIGHT_KERNELS: &[&str] = &["matmul", "embed", "matmul_v1", "rtn"];
 
 /// Kernels that stand alone, with their entry points.
 pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("rmsnorm", &["main"]),
+    ("splitk", &["main"]),
     ("rope", &["main"]),
     ("elementwise", &["silu_mul", "add"]),
-    ("attention", &["main"]),
     ("score", &["main"]),
 ];
+
+/// Keys per tile of `attention.wgsl` for head dimension `hd`: as many as keep its workgroup
+/// memory under WebGPU's guaranteed 16 KiB.
+fn attention_tile_keys(hd: usize) -> usize {
+    match hd {
+        0..=32 => 32,
+        33..=64 => 16,
+        _ => 4,
+    }
+}
+
+/// Invocations per query (key splits) `attention.wgsl` may use at head dimension `hd`: 4, 8
+/// or 16, at most the tile's keys (large heads: 4 only, for workgroup memory).
+pub fn attention_splits_ok(hd: usize, ns: usize) -> bool {
+    matches!(ns, 4 | 8 | 16) && ns <= attention_tile_keys(hd)
+}
+
+/// The constants header that specialises `attention.wgsl` to one head dimension and split.
+pub fn attention_header(hd: usize, ns: usize) -> String {
+    let kps = (attention_tile_keys(hd) / ns).max(1);
+    format!("const HD: u32 = {hd}u;\nconst NS: u32 = {ns}u;\nconst KPS: u32 = {kps}u;\n")
+}
+
+/// Head dimensions `cargo test` validates the attention module at.
+pub const ATTENTION_HEAD_DIMS: &[usize] = &[16, 32, 64, 96, 128];
 
 /// The source of `shaders/{stem}.wgsl`, if it is in the table.
 pub fn source(stem: &str) -> Option<&'static str> {
@@ -67,6 +95,16 @@ pub fn all_modules() -> Vec<(String, String)> {
         for f in FORMAT_FRAGMENTS {
             if let Some(src) = weight_kernel(k, f) {
                 out.push((format!("{k}+{f}"), src));
+            }
+        }
+    }
+    for &hd in ATTENTION_HEAD_DIMS {
+        for ns in [4, 8, 16] {
+            if let (Some(src), true) = (source("attention"), attention_splits_ok(hd, ns)) {
+                out.push((
+                    format!("attention hd{hd} ns{ns}"),
+                    attention_header(hd, ns) + src,
+                ));
             }
         }
     }

@@ -197,16 +197,30 @@ pub async fn evaluate<B: Backend>(
     let wins = windows(tokens, bos, opts)?;
     let mut stats = NllStats::default();
     let (mut kl_sum, mut agree) = (0.0f64, 0usize);
-    for (i, w) in wins.iter().enumerate() {
-        let refs = match reference {
-            Some(r) => {
-                let x = r.forward(b, &w.tokens)?;
-                b.score(&x, r.head(), w.from, &w.targets, None, true)?.1
+    // One window stays in flight: window i+1 is recorded (and submitted) before the scores of
+    // window i are read, so a GPU backend computes while the host records. The CPU backend's
+    // scores are ready at once either way.
+    let mut in_flight: Option<(usize, B::Pending)> = None;
+    for i in 0..=wins.len() {
+        let next = match wins.get(i) {
+            Some(w) => {
+                let refs = match reference {
+                    Some(r) => {
+                        let x = r.forward(b, &w.tokens)?;
+                        b.score(&x, r.head(), w.from, &w.targets, None, true)?.1
+                    }
+                    None => None,
+                };
+                let x = model.forward(b, &w.tokens)?;
+                let (pending, _) =
+                    b.score(&x, model.head(), w.from, &w.targets, refs.as_ref(), false)?;
+                Some((i, pending))
             }
             None => None,
         };
-        let x = model.forward(b, &w.tokens)?;
-        let (pending, _) = b.score(&x, model.head(), w.from, &w.targets, refs.as_ref(), false)?;
+        let Some((done, pending)) = std::mem::replace(&mut in_flight, next) else {
+            continue;
+        };
         let scores = b.read_scores(pending).await?;
         for s in &scores {
             stats.push(s.nll);
@@ -214,7 +228,7 @@ pub async fn evaluate<B: Backend>(
             agree += s.top1_agree as usize;
         }
         let p = EvalProgress {
-            window: i + 1,
+            window: done + 1,
             windows: wins.len(),
             ppl: stats.ppl(),
             ppl_err: stats.ppl_err(),

@@ -10,6 +10,40 @@ use crate::model::config::ModelConfig;
 use crate::model::weights::{Linear, ModelWeights};
 use crate::Result;
 
+/// Where a block linear layer reads its input; each site feeds the layers listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Site {
+    /// `attn_norm` output, T × d: input of q, k, v.
+    AttnIn,
+    /// Attention output, T × H·hd: input of o.
+    AttnOut,
+    /// `ffn_norm` output, T × d: input of gate and up.
+    FfnIn,
+    /// `silu(gate) ⊙ up`, T × F: input of down.
+    DownIn,
+}
+
+impl Site {
+    pub const ALL: [Site; 4] = [Site::AttnIn, Site::AttnOut, Site::FfnIn, Site::DownIn];
+
+    /// The site feeding the `k`-th linear of `LayerWeights::linears()` (q, k, v, o, gate, up, down).
+    pub fn of_linear(k: usize) -> Site {
+        match k {
+            0..=2 => Site::AttnIn,
+            3 => Site::AttnOut,
+            4 | 5 => Site::FfnIn,
+            _ => Site::DownIn,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Sees `(layer, site, input)` for every block linear input during a forward pass.
+pub type Observer<'a, B> = dyn FnMut(usize, Site, &<B as Backend>::Act) -> Result<()> + 'a;
+
 struct Block<B: Backend> {
     attn_norm: B::Vector, // d
     ffn_norm: B::Vector,  // d
@@ -89,22 +123,37 @@ impl<B: Backend> Llama<B> {
 
     /// Final normalized hidden states (T × d) of a window whose first token sits at position 0.
     pub fn forward(&self, b: &B, tokens: &[u32]) -> Result<B::Act> {
+        self.forward_observed(b, tokens, &mut |_, _, _| Ok(()))
+    }
+
+    /// `forward`, showing `observer(layer, site, x)` the input of each block linear layer as it
+    /// goes (calibration reads these; see `Site`). An observer error stops the pass.
+    pub fn forward_observed(
+        &self,
+        b: &B,
+        tokens: &[u32],
+        observer: &mut Observer<'_, B>,
+    ) -> Result<B::Act> {
         let c = &self.config;
         let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
         let mut x = b.embed(&self.embd, tokens)?; // T × d
-        for blk in &self.blocks {
+        for (i, blk) in self.blocks.iter().enumerate() {
             let n = b.rmsnorm(&x, &blk.attn_norm, c.rms_eps); // T × d
+            observer(i, Site::AttnIn, &n)?;
             let mut q = b.linear(&n, &blk.wq); // T × H·hd
             let mut k = b.linear(&n, &blk.wk); // T × KV·hd
             let v = b.linear(&n, &blk.wv); // T × KV·hd
             b.rope(&mut q, h, hd, 0, c.rope_theta, c.rope_style);
             b.rope(&mut k, kv, hd, 0, c.rope_theta, c.rope_style);
             let a = b.attention(&q, &k, &v, h, kv, hd); // T × H·hd
+            observer(i, Site::AttnOut, &a)?;
             b.add(&mut x, &b.linear(&a, &blk.wo));
 
             let n = b.rmsnorm(&x, &blk.ffn_norm, c.rms_eps); // T × d
+            observer(i, Site::FfnIn, &n)?;
             let mut g = b.linear(&n, &blk.w_gate); // T × F
             b.silu_mul(&mut g, &b.linear(&n, &blk.w_up));
+            observer(i, Site::DownIn, &g)?;
             b.add(&mut x, &b.linear(&g, &blk.w_down)); // T × d
         }
         Ok(b.rmsnorm(&x, &self.out_norm, c.rms_eps))

@@ -159,7 +159,8 @@ impl ModelWeights {
         } else {
             Some(matrix("output.weight", c.vocab, c.dim)?)
         };
-        let mut layers = Vec::with_capacity(c.n_layer);
+        // Grown as layers load: a file claiming many layers but holding few allocates little.
+        let mut layers = Vec::new();
         for i in 0..c.n_layer {
             let p = format!("blk.{i}");
             layers.push(LayerWeights {
@@ -227,6 +228,7 @@ fn to_qtensor(file: &str, t: &RawTensor<'_>, rows: usize, cols: usize) -> Result
     }
     Ok(QTensor {
         format,
+        addons: Default::default(),
         rows,
         cols,
         data: t.data.to_vec(),

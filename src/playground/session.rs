@@ -3,9 +3,12 @@
 
 use crate::io::gguf::Gguf;
 use crate::io::tokenizer::Tokenizer;
+use crate::model::cpu::Cpu;
 use crate::model::eval::{EvalOptions, EvalProgress, EvalResult};
+use crate::model::llama::Llama;
 use crate::model::weights::{MemoryReport, ModelWeights};
 use crate::playground::engine::{Device, Engine, EngineInfo};
+use crate::quant::calib::{self, CalibOptions, Calibration};
 use crate::quant::config::{Method, QuantConfig};
 use crate::quant::format::Format;
 use crate::tensor::TensorSource;
@@ -55,7 +58,17 @@ pub struct Session {
     /// Memory of the quantized model; `None` while the config keeps the loaded weights.
     quantized: Option<MemoryReport>,
     quant: QuantConfig,
+    /// Statistics of the loaded model for GPTQ/AWQ, with the fingerprint of the tokens they
+    /// came from (reused while the text and options stay the same).
+    calib: Option<(u64, Calibration)>,
     clock: fn() -> f64,
+}
+
+/// FNV-1a over token ids: identifies the calibration tokens for the cache.
+fn fingerprint(tokens: &[u32]) -> u64 {
+    tokens.iter().fold(0xcbf2_9ce4_8422_2325, |h, &t| {
+        (h ^ t as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -154,6 +167,7 @@ impl Session {
             engine,
             quantized: None,
             quant: QuantConfig::default(),
+            calib: None,
             clock: default_clock,
         })
     }
@@ -212,6 +226,44 @@ impl Session {
         }
     }
 
+    /// Calibrate the loaded model on part of `tokens` (see `quant::calib`); the result is kept
+    /// for `set_quant` and reused while tokens and options are unchanged. `progress(done, total)`
+    /// counts sequences and can cancel.
+    pub fn calibrate(
+        &mut self,
+        tokens: &[u32],
+        opts: &CalibOptions,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<&Calibration> {
+        let range = opts.range(tokens.len())?;
+        let key = fingerprint(&tokens[range]);
+        let fresh = !matches!(&self.calib, Some((k, c)) if *k == key && c.opts == *opts);
+        if fresh {
+            self.calib = None;
+            // Calibration observes activations on the CPU backend; a GPU session loads a CPU
+            // copy of the model for it and frees it afterwards.
+            let cpu_copy;
+            let model = match self.engine.cpu_loaded() {
+                Some(m) => m,
+                None => {
+                    cpu_copy = Llama::load(&Cpu, &self.source)?;
+                    &cpu_copy
+                }
+            };
+            let c = calib::calibrate(model, tokens, self.bos(), opts, progress)?;
+            self.calib = Some((key, c));
+        }
+        match &self.calib {
+            Some((_, c)) => Ok(c),
+            None => Err(crate::Error::Cancelled),
+        }
+    }
+
+    /// The statistics `set_quant` will use, if calibrated.
+    pub fn calibration(&self) -> Option<&Calibration> {
+        self.calib.as_ref().map(|(_, c)| c)
+    }
+
     /// Quantize the loaded model with `cfg` and make it the current model.
     pub fn set_quant(&mut self, cfg: &QuantConfig) -> Result<MemoryReport> {
         self.set_quant_with(cfg, &mut |_, _| true)
@@ -227,10 +279,9 @@ impl Session {
             self.engine.set_quantized(None)?;
             self.quantized = None;
         } else {
-            let q = cfg.apply_with(&self.source, progress)?;
+            let q = cfg.apply_calibrated(&self.source, self.calibration(), progress)?;
             let mem = q.memory();
-            // Until the new model is in place there is none: a failed load must not leave the
-            // old model under the new config's name.
+            // The memory report must describe what the engine holds, also when loading fails.
             self.quantized = None;
             self.engine.set_quantized(Some(&q))?;
             self.quantized = Some(mem);

@@ -10,8 +10,14 @@
 //! without padding (RFC 4648 §5). The prefix lets a link from a newer QuantLab be refused with a
 //! clear message before its payload is even decoded.
 
+use crate::model::llama::Site;
 use crate::model::weights::{Linear, ModelWeights};
-use crate::quant::format::{check_bits, Granularity, IntSpec, QTensor};
+use crate::quant::awq::{self, AwqOptions};
+use crate::quant::calib::Calibration;
+use crate::quant::codebook::{self, KmeansOptions};
+use crate::quant::format::{check_bits, Codebook, Granularity, IntSpec, QTensor};
+use crate::quant::gptq::{self, GptqOptions};
+use crate::quant::lorc::{self, LorcOptions};
 use crate::quant::rtn::{self, RtnOptions};
 use crate::{Error, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -40,6 +46,37 @@ pub enum Method {
     None,
     /// Uniform round-to-nearest (`quant::rtn`), from the dequantized loaded weights.
     Rtn,
+    /// GPTQ (`quant::gptq`) into the same `Int` format; needs calibration.
+    Gptq(GptqOptions),
+    /// AWQ (`quant::awq`): activation-aware scales folded into the previous op, then RTN into
+    /// the same `Int` format; needs calibration.
+    Awq(AwqOptions),
+    /// Learned k-means codebooks of `2^bits` levels per row or column (`quant::codebook`);
+    /// `gran` is not used.
+    Kmeans(KmeansOptions),
+    /// Fixed NF4 table with an absmax scale per group of `gran`; `bits` must be 4.
+    Nf4,
+    /// Fixed FP4 (E2M1) table with an absmax scale per group of `gran`; `bits` must be 4.
+    Fp4,
+}
+
+impl Method {
+    /// Does this method need calibration statistics (`apply_calibrated`)?
+    pub fn needs_calibration(&self) -> bool {
+        matches!(self, Method::Gptq(_) | Method::Awq(_))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::None => "none",
+            Method::Rtn => "rtn",
+            Method::Gptq(_) => "gptq",
+            Method::Awq(_) => "awq",
+            Method::Kmeans(_) => "kmeans",
+            Method::Nf4 => "nf4",
+            Method::Fp4 => "fp4",
+        }
+    }
 }
 
 /// How one tensor is quantized.
@@ -117,6 +154,9 @@ pub struct QuantConfig {
     pub default: LayerQuant,
     #[serde(default)]
     pub overrides: Vec<Override>,
+    /// LoRC low-rank compensation after the method, on every quantized linear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lorc: Option<LorcOptions>,
 }
 
 impl Default for QuantConfig {
@@ -127,6 +167,7 @@ impl Default for QuantConfig {
             method: Method::None,
             default: LayerQuant::default(),
             overrides: Vec::new(),
+            lorc: None,
         }
     }
 }
@@ -171,6 +212,7 @@ impl QuantConfig {
             method: Method::Rtn,
             default,
             overrides: Vec::new(),
+            lorc: None,
         }
     }
 
@@ -195,6 +237,26 @@ impl QuantConfig {
             ));
         }
         self.default.validate("default")?;
+        if let Some(l) = &self.lorc {
+            if l.rank == 0 || l.rank > lorc::MAX_RANK {
+                return Err(Error::config(
+                    "lorc.rank",
+                    format!("{} is outside 1..={}", l.rank, lorc::MAX_RANK),
+                ));
+            }
+        }
+        if matches!(self.method, Method::Nf4 | Method::Fp4) {
+            let fours = std::iter::once(Some(&self.default))
+                .chain(self.overrides.iter().map(|o| o.quant.as_ref()))
+                .flatten()
+                .all(|q| q.bits == 4);
+            if !fours {
+                return Err(Error::config(
+                    "bits",
+                    format!("{} codes are 4 bits; set bits to 4", self.method.name()),
+                ));
+            }
+        }
         if self.overrides.len() > MAX_OVERRIDES {
             return Err(Error::config(
                 "overrides",
@@ -346,7 +408,43 @@ impl QuantConfig {
         src: &ModelWeights,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<ModelWeights> {
+        self.apply_calibrated(src, None, progress)
+    }
+
+    /// As `apply_with`, with the calibration statistics that GPTQ and AWQ need (taken from the
+    /// model as loaded, `quant::calib::calibrate`). A method that needs them fails, naming
+    /// itself, when `calib` is `None` or does not cover the model.
+    pub fn apply_calibrated(
+        &self,
+        src: &ModelWeights,
+        calib: Option<&Calibration>,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<ModelWeights> {
         self.validate()?;
+        if self.method.needs_calibration() {
+            match calib {
+                None => {
+                    return Err(Error::config(
+                        "method",
+                        format!(
+                            "{} needs calibration statistics; calibrate on a text first",
+                            self.method.name()
+                        ),
+                    ))
+                }
+                Some(c) if c.layers.len() != src.layers.len() => {
+                    return Err(Error::config(
+                        "calibration",
+                        format!(
+                            "statistics for {} layers, the model has {}",
+                            c.layers.len(),
+                            src.layers.len()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         let total = src.layers.len() * 7;
         if self.method == Method::None {
             if !progress(total, total) {
@@ -356,18 +454,56 @@ impl QuantConfig {
         }
         for l in src.linears() {
             if let Some(q) = self.layer_quant(&l.name) {
-                q.gran.group_len(l.w.rows, l.w.cols, &l.name)?;
+                if !matches!(self.method, Method::Kmeans(_)) {
+                    q.gran.group_len(l.w.rows, l.w.cols, &l.name)?;
+                }
             }
         }
         let mut out = src.clone();
         let mut done = 0;
-        for layer in &mut out.layers {
-            for lin in layer.linears_mut() {
+        let model_cfg = out.config.clone();
+        for (li, layer) in out.layers.iter_mut().enumerate() {
+            if let (Method::Awq(o), Some(c)) = (&self.method, calib) {
+                // AWQ rewrites norms and neighbouring linears, so it works a block at a time.
+                if !progress(done, total) {
+                    return Err(Error::Cancelled);
+                }
+                let stats = c.layers.get(li).ok_or_else(|| {
+                    Error::config("calibration", format!("layer {li} is missing"))
+                })?;
+                let plan = |n: &str| self.layer_quant(n).map(|q| q.spec());
+                let orig: Vec<Vec<f32>> = match self.lorc {
+                    Some(_) => layer
+                        .linears()
+                        .iter()
+                        .map(|l| l.w.dequantize())
+                        .collect::<Result<_>>()?,
+                    None => Vec::new(),
+                };
+                let scales = awq::quantize_layer(layer, &model_cfg, stats, &plan, o)?;
+                if let Some(lo) = &self.lorc {
+                    for (k, lin) in layer.linears_mut().into_iter().enumerate() {
+                        if self.layer_quant(&lin.name).is_some() {
+                            let w =
+                                awq::scaled_weights(&orig[k], k, lin.w.cols, &scales, &model_cfg);
+                            lin.w = lorc::compensate(&lin.w, &w, lo, &lin.name)?;
+                        }
+                    }
+                }
+                done += 7;
+                continue;
+            }
+            for (k, lin) in layer.linears_mut().into_iter().enumerate() {
                 if !progress(done, total) {
                     return Err(Error::Cancelled);
                 }
                 if let Some(q) = self.layer_quant(&lin.name) {
-                    lin.w = self.quantize_linear(lin, q)?;
+                    let site = calib.map(|c| c.site(li, Site::of_linear(k))).transpose()?;
+                    let qw = self.quantize_linear(lin, q, site)?;
+                    lin.w = match &self.lorc {
+                        Some(lo) => lorc::compensate(&qw, &lin.w.dequantize()?, lo, &lin.name)?,
+                        None => qw,
+                    };
                 }
                 done += 1;
             }
@@ -378,8 +514,14 @@ impl QuantConfig {
         Ok(out)
     }
 
-    fn quantize_linear(&self, lin: &Linear, q: LayerQuant) -> Result<QTensor> {
-        match self.method {
+    fn quantize_linear(
+        &self,
+        lin: &Linear,
+        q: LayerQuant,
+        site: Option<&crate::quant::calib::SiteStats>,
+    ) -> Result<QTensor> {
+        let (rows, cols) = (lin.w.rows, lin.w.cols);
+        match &self.method {
             Method::None => Ok(lin.w.clone()),
             Method::Rtn => {
                 let w = lin.w.dequantize()?;
@@ -392,6 +534,59 @@ impl QuantConfig {
                     &lin.name,
                 )
             }
+            Method::Gptq(o) => {
+                let st = site.ok_or_else(|| {
+                    Error::config(
+                        "calibration",
+                        format!("gptq: no statistics for {}", lin.name),
+                    )
+                })?;
+                if st.dim != cols {
+                    return Err(Error::config(
+                        "calibration",
+                        format!(
+                            "{}: statistics of width {} for {cols} inputs",
+                            lin.name, st.dim
+                        ),
+                    ));
+                }
+                let w = lin.w.dequantize()?;
+                gptq::quantize(
+                    &w,
+                    rows,
+                    cols,
+                    &st.gram,
+                    st.rows,
+                    q.spec(),
+                    &q.rtn_options(),
+                    o,
+                    &lin.name,
+                )
+            }
+            Method::Kmeans(o) => {
+                codebook::kmeans(&lin.w.dequantize()?, rows, cols, q.bits, o, &lin.name)
+            }
+            Method::Nf4 => codebook::fixed(
+                &lin.w.dequantize()?,
+                rows,
+                cols,
+                Codebook::Nf4(q.gran),
+                &lin.name,
+            ),
+            Method::Fp4 => codebook::fixed(
+                &lin.w.dequantize()?,
+                rows,
+                cols,
+                Codebook::Fp4(q.gran),
+                &lin.name,
+            ),
+            Method::Awq(_) => Err(Error::config(
+                "awq",
+                format!(
+                    "{}: AWQ quantizes whole blocks and needs calibration",
+                    lin.name
+                ),
+            )),
         }
     }
 }

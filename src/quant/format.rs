@@ -12,6 +12,19 @@
 //!   zeros  : (asymmetric only) one `bits`-bit integer zero point per group, packed like codes
 //! A symmetric code `c` means `(c - 2^(b-1)) * s`; for `b = 1` it means `±s` (sign
 //! binarization, `c = 1` is `+s`). An asymmetric code `c` means `(c - z) * s`.
+//!
+//! Layout of `Codebook` (non-uniform levels; docs/methods.md §1):
+//!   codes  : `rows*cols` codes of `bits` bits, packed like `Int`
+//!   scales : learned tables: `2^bits` f16 levels per row (`PerRow`) or per column (`PerColumn`),
+//!            tables in row/column order, levels in code order; fixed tables (NF4, FP4 E2M1): one
+//!            f16 absmax scale per group of the granularity, code `c` means `TABLE[c] * s`.
+//!
+//! Add-ons (`AddOns`) any base format can carry, appended after the base bytes, 4-byte aligned:
+//!   outliers: `count` u32 row-major indices, strictly increasing, then `count` f16 values that
+//!             replace the base value at those positions (dense-and-sparse, SqueezeLLM-style);
+//!   lowrank : LoRC (ZeroQuant-V2) factors `Û` (`rows × r`) then `V̂` (`r × cols`), added as
+//!             `Ŵ + ÛV̂`; f16 values, or int8 with one f16 absmax scale per row of `Û` and per
+//!             row of `V̂` (scales after the codes of each factor).
 
 use crate::quant::ggml::{self, GgmlType};
 use crate::{Error, Result};
@@ -59,6 +72,47 @@ pub struct IntSpec {
     pub sym: bool,
 }
 
+/// Which table of levels a `Codebook` tensor uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codebook {
+    /// Learned: `2^bits` levels per output row.
+    PerRow,
+    /// Learned: `2^bits` levels per input column.
+    PerColumn,
+    /// NormalFloat-4 (QLoRA, arXiv 2305.14314 §3): 4 bits, `NF4[c] · absmax` per group.
+    Nf4(Granularity),
+    /// FP4 E2M1: 4 bits (sign, 2 exponent, 1 mantissa), `E2M1[c] · absmax/6` per group.
+    Fp4(Granularity),
+}
+
+/// NF4 levels in code order: quantiles of a standard normal, rescaled to [-1, 1] with an exact 0
+/// (QLoRA, arXiv 2305.14314, Appendix E).
+pub const NF4: [f32; 16] = [
+    -1.0,
+    -0.696_192_8,
+    -0.525_073_05,
+    -0.394_917_5,
+    -0.284_441_38,
+    -0.184_773_43,
+    -0.091_050_036,
+    0.0,
+    0.079_580_3,
+    0.160_930_2,
+    0.246_112_3,
+    0.337_915_24,
+    0.440_709_83,
+    0.562_617,
+    0.722_956_84,
+    1.0,
+];
+
+/// FP4 E2M1 values in code order: code `sign·8 + e·2 + m`, magnitudes 0, 0.5 (subnormal), 1,
+/// 1.5, 2, 3, 4, 6 (the OCP Microscaling spec's E2M1; methods.md §1).
+pub const E2M1: [f32; 16] = [
+    0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+];
+
 /// One row of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
@@ -69,6 +123,132 @@ pub enum Format {
     Ggml(GgmlType),
     /// Uniform integer codes with f16 scales (and zero points when asymmetric).
     Int(IntSpec),
+    /// Codes into a table of non-uniform levels.
+    Codebook {
+        bits: u8,
+        table: Codebook,
+    },
+}
+
+/// LoRC factors carried by a tensor (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LowRankSpec {
+    pub rank: usize,
+    /// int8 factors with f16 row scales instead of f16 values.
+    pub bits8: bool,
+}
+
+/// Extras stored after a tensor's base format (see the module comment).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddOns {
+    /// Number of sparse f16 outliers.
+    pub outliers: usize,
+    pub lowrank: Option<LowRankSpec>,
+}
+
+impl AddOns {
+    pub fn is_empty(&self) -> bool {
+        self.outliers == 0 && self.lowrank.is_none()
+    }
+
+    /// Bytes of `(outliers, lowrank)` for a `rows × cols` tensor.
+    fn bytes(&self, rows: usize, cols: usize) -> (usize, usize) {
+        let out = self.outliers * 4 + align4(self.outliers * 2);
+        let lr = match self.lowrank {
+            None => 0,
+            Some(l) if l.bits8 => {
+                align4(l.rank * rows)
+                    + align4(2 * rows)
+                    + align4(l.rank * cols)
+                    + align4(2 * l.rank)
+            }
+            Some(l) => align4(2 * l.rank * rows) + align4(2 * l.rank * cols),
+        };
+        (out, lr)
+    }
+
+    /// Check against a `rows × cols` tensor: outliers ≤ elements, rank ≤ min(rows, cols).
+    fn check(&self, rows: usize, cols: usize) -> Result<()> {
+        if self.outliers > rows * cols {
+            return Err(Error::config(
+                "outliers",
+                format!("{} outliers in a {rows}×{cols} tensor", self.outliers),
+            ));
+        }
+        if let Some(l) = self.lowrank {
+            if l.rank == 0 || l.rank > rows.min(cols) {
+                return Err(Error::config(
+                    "lorc.rank",
+                    format!(
+                        "{} is outside 1..={} for a {rows}×{cols} tensor",
+                        l.rank,
+                        rows.min(cols)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply to the dequantized base `out` (`rows × cols`) from the add-on bytes `blob`.
+    fn apply(&self, blob: &[u8], rows: usize, cols: usize, out: &mut [f32]) -> Result<()> {
+        let (ob, _) = self.bytes(rows, cols);
+        let (outl, lr) = blob.split_at(ob.min(blob.len()));
+        let k = self.outliers;
+        let n = rows * cols;
+        let mut prev: Option<usize> = None;
+        for i in 0..k {
+            let b = &outl[4 * i..4 * i + 4];
+            let idx = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            if idx >= n || prev.is_some_and(|p| idx <= p) {
+                return Err(Error::format(
+                    "tensor",
+                    "outliers",
+                    format!("index {idx} at {i} is out of range or out of order (size {n})"),
+                ));
+            }
+            prev = Some(idx);
+            let v = &outl[4 * k + 2 * i..4 * k + 2 * i + 2];
+            out[idx] = f16::from_le_bytes([v[0], v[1]]).to_f32();
+        }
+        if let Some(l) = self.lowrank {
+            let (u, v) = lowrank_factors(lr, rows, cols, l);
+            // out += U (rows × r) · V (r × cols), in f32 (the CPU reference expands at load).
+            for (r, orow) in out.chunks_exact_mut(cols).enumerate() {
+                for (k, vrow) in v.chunks_exact(cols).enumerate() {
+                    let a = u[r * l.rank + k];
+                    orow.iter_mut().zip(vrow).for_each(|(o, &b)| *o += a * b);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decode LoRC factors `(Û, V̂)` (row-major `rows × r`, `r × cols`) from their bytes.
+pub fn lowrank_factors(
+    blob: &[u8],
+    rows: usize,
+    cols: usize,
+    l: LowRankSpec,
+) -> (Vec<f32>, Vec<f32>) {
+    let r = l.rank;
+    let h = |b: &[u8], i: usize| f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32();
+    if !l.bits8 {
+        let ub = align4(2 * r * rows);
+        let u = (0..rows * r).map(|i| h(blob, i)).collect();
+        let v = (0..r * cols).map(|i| h(&blob[ub..], i)).collect();
+        return (u, v);
+    }
+    let int8 = |codes: &[u8], scales: &[u8], n_rows: usize, n_cols: usize| -> Vec<f32> {
+        (0..n_rows * n_cols)
+            .map(|i| codes[i] as i8 as f32 * h(scales, i / n_cols))
+            .collect()
+    };
+    let (uc, rest) = blob.split_at(align4(r * rows));
+    let (us, rest) = rest.split_at(align4(2 * rows));
+    let (vc, vs) = rest.split_at(align4(r * cols));
+    (int8(uc, us, rows, r), int8(vc, vs, r, cols))
 }
 
 /// Bytes of a stored tensor by component, for memory reports.
@@ -80,16 +260,32 @@ pub struct Storage {
     pub scales: usize,
     /// Zero points.
     pub zeros: usize,
+    /// Sparse outliers: indices and values.
+    #[serde(default)]
+    pub outliers: usize,
+    /// Low-rank (LoRC) factors.
+    #[serde(default)]
+    pub lowrank: usize,
 }
 
 impl Storage {
     pub fn total(&self) -> usize {
-        self.codes + self.scales + self.zeros
+        self.codes + self.scales + self.zeros + self.outliers + self.lowrank
     }
     pub fn add(&mut self, o: Storage) {
         self.codes += o.codes;
         self.scales += o.scales;
         self.zeros += o.zeros;
+        self.outliers += o.outliers;
+        self.lowrank += o.lowrank;
+    }
+}
+
+fn gran_name(g: Granularity) -> String {
+    match g {
+        Granularity::PerTensor => "tensor".to_string(),
+        Granularity::PerRow => "row".to_string(),
+        Granularity::Group(g) => format!("g{g}"),
     }
 }
 
@@ -110,13 +306,15 @@ impl Format {
             Format::BF16 => "bf16".into(),
             Format::Ggml(t) => t.name().to_string(),
             Format::Int(s) => {
-                let g = match s.gran {
-                    Granularity::PerTensor => "tensor".to_string(),
-                    Granularity::PerRow => "row".to_string(),
-                    Granularity::Group(g) => format!("g{g}"),
-                };
+                let g = gran_name(s.gran);
                 format!("int{}-{}-{}", s.bits, g, if s.sym { "sym" } else { "asym" })
             }
+            Format::Codebook { bits, table } => match table {
+                Codebook::PerRow => format!("kmeans{bits}-row"),
+                Codebook::PerColumn => format!("kmeans{bits}-col"),
+                Codebook::Nf4(g) => format!("nf4-{}", gran_name(*g)),
+                Codebook::Fp4(g) => format!("fp4-{}", gran_name(*g)),
+            },
         }
     }
 
@@ -148,7 +346,7 @@ impl Format {
                 Storage {
                     codes: blocks * (t.type_size() - scale_bytes),
                     scales: blocks * scale_bytes,
-                    zeros: 0,
+                    ..Default::default()
                 }
             }
             Format::Int(s) => {
@@ -163,6 +361,29 @@ impl Format {
                     } else {
                         packed_bytes(groups, s.bits)
                     },
+                    ..Default::default()
+                }
+            }
+            Format::Codebook { bits, table } => {
+                check_bits(bits)?;
+                let levels = 1usize << bits;
+                let tables = match table {
+                    Codebook::PerRow => rows * levels,
+                    Codebook::PerColumn => cols * levels,
+                    Codebook::Nf4(g) | Codebook::Fp4(g) => {
+                        if bits != 4 {
+                            return Err(Error::config(
+                                "bits",
+                                format!("{} has 4-bit codes, not {bits}", self.name()),
+                            ));
+                        }
+                        n / g.group_len(rows, cols, "tensor")?
+                    }
+                };
+                Storage {
+                    codes: packed_bytes(n, bits),
+                    scales: align4(2 * tables),
+                    ..Default::default()
                 }
             }
         })
@@ -229,6 +450,37 @@ impl Format {
                     }
                 }
             }
+            Format::Codebook { bits, table } => {
+                let codes = &blob[..st.codes];
+                let scales = &blob[st.codes..st.codes + st.scales];
+                let h = |i: usize| f16::from_le_bytes([scales[2 * i], scales[2 * i + 1]]).to_f32();
+                let levels = 1usize << bits;
+                match table {
+                    Codebook::PerRow | Codebook::PerColumn => {
+                        for (i, o) in out.iter_mut().enumerate() {
+                            let c = unpack_code(codes, i, bits) as usize;
+                            let t = if table == Codebook::PerRow {
+                                i / cols
+                            } else {
+                                i % cols
+                            };
+                            *o = h(t * levels + c);
+                        }
+                    }
+                    Codebook::Nf4(g) | Codebook::Fp4(g) => {
+                        let g = g.group_len(rows, cols, "tensor")?;
+                        let lut = if matches!(table, Codebook::Nf4(_)) {
+                            &NF4
+                        } else {
+                            &E2M1
+                        };
+                        for (i, o) in out.iter_mut().enumerate() {
+                            let c = unpack_code(codes, i, bits) as usize;
+                            *o = lut[c] * h(i / g);
+                        }
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -273,19 +525,42 @@ pub fn pack_codes(codes: &[u8], bits: u8) -> Vec<u8> {
     bytemuck::cast_slice(&words).to_vec()
 }
 
-/// A stored tensor: its format, shape (`rows × cols`, row-major) and bytes.
+/// A stored tensor: its format, add-ons, shape (`rows × cols`, row-major) and bytes (the base
+/// format's, then the add-ons').
 #[derive(Clone, Debug, PartialEq)]
 pub struct QTensor {
     pub format: Format,
+    pub addons: AddOns,
     pub rows: usize,
     pub cols: usize,
     pub data: Vec<u8>,
 }
 
+/// Bytes of a tensor of `format` with `addons`, by component.
+pub fn storage_with(format: Format, addons: AddOns, rows: usize, cols: usize) -> Result<Storage> {
+    let mut st = format.storage(rows, cols)?;
+    addons.check(rows, cols)?;
+    let (o, l) = addons.bytes(rows, cols);
+    st.outliers = o;
+    st.lowrank = l;
+    Ok(st)
+}
+
 impl QTensor {
     /// Build from parts, checking the blob length against the table.
     pub fn new(format: Format, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
-        let want = format.storage(rows, cols)?.total();
+        Self::with_addons(format, AddOns::default(), rows, cols, data)
+    }
+
+    /// As `new`, with add-ons whose bytes follow the base format's in `data`.
+    pub fn with_addons(
+        format: Format,
+        addons: AddOns,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> Result<Self> {
+        let want = storage_with(format, addons, rows, cols)?.total();
         if data.len() != want {
             return Err(Error::format(
                 "tensor",
@@ -299,6 +574,7 @@ impl QTensor {
         }
         Ok(QTensor {
             format,
+            addons,
             rows,
             cols,
             data,
@@ -309,6 +585,7 @@ impl QTensor {
     pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Self {
         QTensor {
             format: Format::F32,
+            addons: AddOns::default(),
             rows,
             cols,
             data: bytemuck::cast_slice(values).to_vec(),
@@ -342,12 +619,33 @@ impl QTensor {
     }
     pub fn storage(&self) -> Storage {
         // new() checked the format accepts this shape.
-        self.format
-            .storage(self.rows, self.cols)
-            .unwrap_or_default()
+        storage_with(self.format, self.addons, self.rows, self.cols).unwrap_or_default()
     }
+    /// The dense f32 values: base format, then outliers replaced, then `+ ÛV̂`.
     pub fn dequantize(&self) -> Result<Vec<f32>> {
-        self.format.dequantize(&self.data, self.rows, self.cols)
+        let st = storage_with(self.format, self.addons, self.rows, self.cols)?;
+        if self.data.len() != st.total() {
+            return Err(Error::format(
+                "tensor",
+                "data",
+                format!("{} bytes, expected {}", self.data.len(), st.total()),
+            ));
+        }
+        let base = st.codes + st.scales + st.zeros;
+        let (b, extra) = self.data.split_at(base);
+        let mut out = self.format.dequantize(b, self.rows, self.cols)?;
+        if !self.addons.is_empty() {
+            self.addons.apply(extra, self.rows, self.cols, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// This tensor with add-ons appended (replacing any it had).
+    pub fn with_extra(&self, addons: AddOns, bytes: &[u8]) -> Result<QTensor> {
+        let base = self.format.storage(self.rows, self.cols)?.total();
+        let mut data = self.data[..base.min(self.data.len())].to_vec();
+        data.extend_from_slice(bytes);
+        QTensor::with_addons(self.format, addons, self.rows, self.cols, data)
     }
     /// Effective bits per weight: every stored bit over the number of weights.
     pub fn bits_per_weight(&self) -> f64 {

@@ -1,6 +1,13 @@
 //! Quantizers and the storage-format table.
 
+pub mod awq;
+pub mod calib;
+pub mod codebook;
 pub mod config;
 pub mod format;
 pub mod ggml;
+pub mod gptq;
+pub mod lorc;
 pub mod rtn;
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -411,5 +411,71 @@ fn per_tensor_grid(
     Ok(best)
 }
 
+/// One group's RTN grid, for quantizers that choose the grid once and then quantize weights one
+/// at a time while changing the ones not yet quantized (GPTQ's error feedback).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct GroupGrid(Grid);
+
+impl GroupGrid {
+    /// The grid RTN would use for the group `w` (clip search included when asked).
+    pub(crate) fn choose(w: &[f32], spec: IntSpec, opts: &RtnOptions, name: &str) -> Result<Self> {
+        choose_grid(w, spec, opts, name).map(GroupGrid)
+    }
+    /// The grid whose clip factor (of `clip_factors()`) minimises the importance-weighted
+    /// squared error `Σ imp_j (w_j − ŵ_j)²` (AWQ's clip search on `diag(XᵀX)`); factor 1 wins
+    /// ties, so this is never worse than no clipping under that measure.
+    pub(crate) fn choose_weighted(
+        w: &[f32],
+        imp: &[f32],
+        spec: IntSpec,
+        name: &str,
+    ) -> Result<Self> {
+        let one_bit = spec.sym && spec.bits == 1;
+        let st = stats(w, one_bit);
+        let base = grid(&st, 1.0, spec, name)?;
+        if one_bit {
+            return Ok(GroupGrid(base));
+        }
+        let err = |g: &Grid| -> f64 {
+            w.iter()
+                .zip(imp)
+                .map(|(&x, &m)| {
+                    let d = (x - g.value(x)) as f64;
+                    m as f64 * d * d
+                })
+                .sum()
+        };
+        let (mut best, mut best_err) = (base, err(&base));
+        for &f in &clip_factors()[1..] {
+            let g = grid(&st, f, spec, name)?;
+            let e = err(&g);
+            if e < best_err {
+                best = g;
+                best_err = e;
+            }
+        }
+        Ok(GroupGrid(best))
+    }
+    /// The stored code of `x`.
+    #[inline]
+    pub(crate) fn code(&self, x: f32) -> u8 {
+        let mut c = [0u8];
+        self.0.encode(&[x], &mut c);
+        c[0]
+    }
+    /// What `x` dequantizes to.
+    #[inline]
+    pub(crate) fn value(&self, x: f32) -> f32 {
+        self.0.value(x)
+    }
+    pub(crate) fn scale(&self) -> f32 {
+        self.0.s
+    }
+    /// The stored zero point (asymmetric formats).
+    pub(crate) fn zero(&self) -> u8 {
+        self.0.offset
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,43 @@ fn samples() -> Vec<QuantConfig> {
             ),
         QuantConfig::rtn(lq(1, Granularity::Group(16), true, false))
             .with_override("名前/with \"quotes\" & ?=#", None),
+        QuantConfig {
+            method: Method::Gptq(crate::quant::gptq::GptqOptions {
+                damp: 0.05,
+                act_order: false,
+                block: 64,
+            }),
+            ..QuantConfig::rtn(lq(3, Granularity::Group(64), true, false))
+        },
+        QuantConfig {
+            method: Method::Awq(crate::quant::awq::AwqOptions {
+                grid: 10,
+                clip: false,
+            }),
+            ..QuantConfig::rtn(lq(4, Granularity::PerRow, false, false))
+        },
+        QuantConfig {
+            method: Method::Kmeans(crate::quant::codebook::KmeansOptions {
+                per: crate::quant::codebook::Per::Column,
+                outlier_frac: 0.005,
+            }),
+            ..QuantConfig::rtn(lq(3, Granularity::PerRow, true, false))
+        },
+        QuantConfig {
+            method: Method::Nf4,
+            ..QuantConfig::rtn(lq(4, Granularity::Group(64), true, false))
+        },
+        QuantConfig {
+            method: Method::Fp4,
+            ..QuantConfig::rtn(lq(4, Granularity::PerRow, true, false))
+        },
+        QuantConfig {
+            lorc: Some(crate::quant::lorc::LorcOptions {
+                rank: 8,
+                bits8: true,
+            }),
+            ..QuantConfig::rtn(lq(2, Granularity::PerRow, true, false))
+        },
     ]
 }
 
@@ -198,4 +235,52 @@ fn last_matching_override_wins() {
         ..c
     };
     assert_eq!(none.layer_quant("blk.0.attn_q.weight"), None);
+}
+
+#[test]
+fn method_options_default_when_omitted() {
+    let json =
+        r#"{"version":1,"method":{"gptq":{}},"default":{"bits":4,"gran":"per_row","sym":true}}"#;
+    let c = QuantConfig::from_json(json).unwrap();
+    assert_eq!(
+        c.method,
+        Method::Gptq(crate::quant::gptq::GptqOptions::default())
+    );
+    let bad = r#"{"version":1,"method":{"gptq":{"dampx":1}},"default":{"bits":4,"gran":"per_row","sym":true}}"#;
+    assert!(QuantConfig::from_json(bad).is_err());
+}
+
+#[test]
+fn fixed_tables_need_four_bits() {
+    let c = QuantConfig {
+        method: Method::Nf4,
+        ..QuantConfig::rtn(lq(3, Granularity::PerRow, true, false))
+    };
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("nf4 codes are 4 bits"), "{e}");
+    let c = QuantConfig {
+        method: Method::Fp4,
+        ..QuantConfig::rtn(lq(4, Granularity::PerRow, true, false))
+    }
+    .with_override("blk.0.*", Some(lq(8, Granularity::PerRow, true, false)));
+    assert!(c.validate().is_err());
+}
+
+#[test]
+fn configs_without_lorc_keep_their_links() {
+    // Old links carry no "lorc" key; new configs without LoRC write none.
+    let c = QuantConfig::rtn(LayerQuant::default());
+    assert!(!c.to_json().contains("lorc"));
+    let bad = QuantConfig {
+        lorc: Some(crate::quant::lorc::LorcOptions {
+            rank: 0,
+            bits8: false,
+        }),
+        ..c
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("lorc.rank"));
 }

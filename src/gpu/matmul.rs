@@ -1,0 +1,104 @@
+//! Recording a matrix product: the kernel variant, split-K (`pipelines::split_len`) and its
+//! reduction. See shaders/matmul.wgsl and docs/gpu-perf.md for why products are split.
+
+use crate::gpu::backend::{Gpu, Mat};
+use crate::gpu::buffers;
+use crate::gpu::pipelines::{split_len, MatmulVariant, MATMUL_TILE};
+use crate::gpu::record::{u, Params4, WeightParams};
+
+impl Gpu {
+    /// Record `out (m × w.rows) = x[x_row0 .. x_row0+m] Wᵀ + b`.
+    pub(crate) fn record_matmul(
+        &self,
+        x: &wgpu::Buffer,
+        x_row0: usize,
+        m: usize,
+        w: &Mat,
+        out: &wgpu::Buffer,
+    ) {
+        let (n, k) = (w.rows, w.cols);
+        let variant = self.matmul_variant.get().unwrap_or(MatmulVariant::SplitK);
+        let k_split = match variant {
+            MatmulVariant::SplitK => split_len(m, n, k, self.matmul_variant.get().is_some()),
+            _ => 0,
+        };
+        let variant = match (variant, k_split) {
+            (MatmulVariant::SplitK, 0) => MatmulVariant::Tiled,
+            (v, _) => v,
+        };
+        let kernel = if variant == MatmulVariant::V1 {
+            "matmul_v1"
+        } else {
+            "matmul"
+        };
+        let pipe = match self.pipes.weight(kernel, w.fmt.fragment) {
+            Ok(p) => p,
+            Err(e) => return self.fail("linear", e.to_string()),
+        };
+        let p = WeightParams {
+            m: u(m),
+            n: u(n),
+            k: u(k),
+            has_bias: w.bias.is_some() as u32,
+            x_row0: u(x_row0),
+            bits: w.fmt.bits,
+            group: w.fmt.group,
+            sym: w.fmt.sym,
+            scale_off: w.fmt.scale_off,
+            zero_off: w.fmt.zero_off,
+            k_split: u(k_split),
+            pad: 0,
+        };
+        let params = self.uniform(&p);
+        let bias = w.bias.as_ref().unwrap_or(&self.dummy_ro);
+        let tiles = (u(n.div_ceil(MATMUL_TILE)), u(m.div_ceil(MATMUL_TILE)));
+        let label = || {
+            let s = if k_split > 0 { k.div_ceil(k_split) } else { 1 };
+            format!(
+                "matmul {}×{s} {} {m}×{k}→{n}",
+                variant.name(),
+                w.fmt.fragment
+            )
+        };
+        if k_split == 0 {
+            self.dispatch(&pipe, &[&params, &w.w, x, bias, out], tiles, &label);
+            return;
+        }
+        // Partial tiles per k range, then their sum (with the bias).
+        let splits = k.div_ceil(k_split);
+        let part = self.pool.get(splits * m * n * 4);
+        if let Err(e) =
+            buffers::check_size(&self.ctx.limits, "split-K partials", splits * m * n * 4)
+        {
+            return self.fail("linear", e.to_string());
+        }
+        self.dispatch_3d(
+            &pipe,
+            &[&params, &w.w, x, &self.dummy_ro, &part],
+            (tiles.0, tiles.1, u(splits)),
+            &label,
+        );
+        let sum = match self.pipes.plain("splitk", "main") {
+            Ok(p) => p,
+            Err(e) => return self.fail("linear", e.to_string()),
+        };
+        let sp = self.uniform(&Params4([
+            u(m * n),
+            u(n),
+            u(splits),
+            w.bias.is_some() as u32,
+        ]));
+        self.dispatch(
+            &sum,
+            &[&sp, &part, bias, out],
+            self.groups_1d(m * n, 256),
+            &|| format!("splitk sum ×{splits} {m}×{n}"),
+        );
+    }
+
+    /// Use one matmul kernel for every product (tests, benchmarks), or None for the default
+    /// (split-K where a product has too few tiles, `split_len`).
+    pub fn force_matmul(&self, v: Option<MatmulVariant>) {
+        self.matmul_variant.set(v);
+    }
+}

@@ -1,0 +1,304 @@
+//! Non-uniform (codebook) weight quantization, docs/methods.md §1–2:
+//! * learned: a 1-D k-means codebook of `2^b` levels per output row or per input column, the
+//!   "k-means / SqueezeLLM-lite" baseline (SqueezeLLM, Kim et al., arXiv 2306.07629, without its
+//!   Fisher weighting), optionally with dense-and-sparse outliers: the largest-magnitude fraction
+//!   of the weights is kept exactly (f16, sparse) and left out of the fit;
+//! * fixed: NF4 (QLoRA, arXiv 2305.14314) and FP4 E2M1, scaled by each group's absmax.
+//!
+//! k-means is deterministic: values sorted, levels initialised at the quantiles `(k + ½)/K`
+//! (or, when the set has at most K distinct values, at exactly those values, so it is then
+//! reproduced exactly), then `KMEANS_ITERS` Lloyd iterations (assignment to the nearest level,
+//! ties to the lower; an empty cluster keeps its level). Levels are rounded to f16 (what the
+//! format stores) before the final assignment, so every code is the nearest stored level.
+
+use crate::quant::format::{check_bits, AddOns, Codebook, Format, Granularity, QTensor, E2M1, NF4};
+use crate::quant::rtn::f16_ceil;
+use crate::{Error, Result};
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+#[cfg(not(target_arch = "wasm32"))]
+use rayon::prelude::*;
+
+/// Lloyd iterations of the k-means fit.
+pub const KMEANS_ITERS: usize = 20;
+/// Largest outlier fraction accepted.
+pub const MAX_OUTLIER_FRAC: f32 = 0.1;
+
+/// Which axis gets its own codebook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    Row,
+    Column,
+}
+
+/// k-means parameters beyond the bit width.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KmeansOptions {
+    pub per: Per,
+    /// Fraction of weights (largest |w|) kept as sparse f16 outliers; 0 for none.
+    pub outlier_frac: f32,
+}
+
+impl Default for KmeansOptions {
+    fn default() -> Self {
+        KmeansOptions {
+            per: Per::Row,
+            outlier_frac: 0.0,
+        }
+    }
+}
+
+/// Sorted levels of a 1-D k-means fit of `values` (any order) with `k` levels, f16-rounded.
+pub fn kmeans_1d(values: &[f32], k: usize) -> Vec<f32> {
+    let mut v = values.to_vec();
+    v.sort_by(f32::total_cmp);
+    let mut distinct = v.clone();
+    distinct.dedup();
+    if distinct.len() <= k {
+        // At most k distinct values: they are the levels, and the fit is exact.
+        let last = distinct.last().copied().unwrap_or(0.0);
+        let mut l = distinct;
+        l.resize(k, last);
+        return l.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+    }
+    let quantiles = |src: &[f32]| -> Vec<f32> {
+        (0..k)
+            .map(|i| src[((2 * i + 1) * src.len() / (2 * k)).min(src.len() - 1)])
+            .collect()
+    };
+    let mut levels = quantiles(&v);
+    if distinct_count(&levels) < k {
+        // A value so frequent that two quantiles coincide would waste a level for good (its
+        // twin's cluster stays empty); take the quantiles of the distinct values instead.
+        levels = quantiles(&distinct);
+    }
+    let mut sums = vec![0f64; k];
+    let mut counts = vec![0usize; k];
+    for _ in 0..KMEANS_ITERS {
+        sums.iter_mut().for_each(|s| *s = 0.0);
+        counts.iter_mut().for_each(|c| *c = 0);
+        // Values and levels are sorted, so clusters are runs: sweep once.
+        let mut c = 0;
+        for &x in &v {
+            while c + 1 < k && (x - levels[c + 1]).abs() <= (x - levels[c]).abs() {
+                c += 1;
+            }
+            sums[c] += x as f64;
+            counts[c] += 1;
+        }
+        let mut changed = false;
+        for i in 0..k {
+            if counts[i] > 0 {
+                let m = (sums[i] / counts[i] as f64) as f32;
+                changed |= m != levels[i];
+                levels[i] = m;
+            }
+        }
+        if !changed {
+            break;
+        }
+        // An empty cluster's level may now sit out of order; the sweep needs them sorted.
+        levels.sort_by(f32::total_cmp);
+    }
+    levels.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+fn distinct_count(sorted: &[f32]) -> usize {
+    let mut d = sorted.to_vec();
+    d.dedup();
+    d.len()
+}
+
+/// Index of the level nearest to `x` in sorted `levels` (ties to the lower index).
+#[inline]
+fn nearest(levels: &[f32], x: f32) -> u8 {
+    let mut best = 0;
+    let mut bd = f32::INFINITY;
+    for (i, &l) in levels.iter().enumerate() {
+        let d = (x - l).abs();
+        if d < bd {
+            bd = d;
+            best = i;
+        }
+    }
+    best as u8
+}
+
+fn check_input(w: &[f32], rows: usize, cols: usize, name: &str) -> Result<()> {
+    if rows == 0 || cols == 0 || rows.checked_mul(cols) != Some(w.len()) {
+        return Err(Error::config(
+            "shape",
+            format!("{name}: {} values for a {rows}×{cols} tensor", w.len()),
+        ));
+    }
+    if let Some(i) = w.iter().position(|x| !x.is_finite()) {
+        return Err(Error::format(
+            name,
+            "weights",
+            format!("value {} at index {i} is not finite", w[i]),
+        ));
+    }
+    Ok(())
+}
+
+/// Positions (ascending) of the `round(frac·n)` largest-magnitude weights (ties to the lower index).
+pub fn outlier_positions(w: &[f32], frac: f32) -> Vec<usize> {
+    let k = ((frac as f64) * w.len() as f64).round() as usize;
+    let mut idx: Vec<usize> = (0..w.len()).collect();
+    idx.sort_by(|&a, &b| w[b].abs().total_cmp(&w[a].abs()).then(a.cmp(&b)));
+    let mut top: Vec<usize> = idx.into_iter().take(k.min(w.len())).collect();
+    top.sort_unstable();
+    top
+}
+
+/// The outlier add-on bytes: u32 indices, then f16 values (4-byte aligned).
+pub(crate) fn outlier_bytes(w: &[f32], pos: &[usize]) -> Vec<u8> {
+    let mut b: Vec<u8> = pos.iter().flat_map(|&i| (i as u32).to_le_bytes()).collect();
+    for &i in pos {
+        b.extend_from_slice(&f16::from_f32(w[i]).to_le_bytes());
+    }
+    b.resize(b.len().div_ceil(4) * 4, 0);
+    b
+}
+
+/// Quantize with a learned k-means codebook of `2^bits` levels per row or column.
+pub fn kmeans(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    bits: u8,
+    opts: &KmeansOptions,
+    name: &str,
+) -> Result<QTensor> {
+    check_bits(bits)
+        .map_err(|_| Error::config("bits", format!("{name}: {bits} is outside 1..=8")))?;
+    check_input(w, rows, cols, name)?;
+    if !(0.0..=MAX_OUTLIER_FRAC).contains(&opts.outlier_frac) {
+        return Err(Error::config(
+            "outlier_frac",
+            format!("{} is outside 0..={MAX_OUTLIER_FRAC}", opts.outlier_frac),
+        ));
+    }
+    let k = 1usize << bits;
+    let pos = outlier_positions(w, opts.outlier_frac);
+    let mut is_out = vec![false; w.len()];
+    pos.iter().for_each(|&i| is_out[i] = true);
+    let (lines, len, stride, step) = match opts.per {
+        Per::Row => (rows, cols, cols, 1),
+        Per::Column => (cols, rows, 1, cols),
+    };
+    // One line (row or column) at a time: fit on its non-outlier values, then encode.
+    let fit = |t: usize| -> (Vec<f32>, Vec<u8>) {
+        let at = |i: usize| t * stride + i * step;
+        let vals: Vec<f32> = (0..len)
+            .filter(|&i| !is_out[at(i)])
+            .map(|i| w[at(i)])
+            .collect();
+        let levels = kmeans_1d(&vals, k);
+        let codes = (0..len).map(|i| nearest(&levels, w[at(i)])).collect();
+        (levels, codes)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let fitted: Vec<(Vec<f32>, Vec<u8>)> = (0..lines).into_par_iter().map(fit).collect();
+    #[cfg(target_arch = "wasm32")]
+    let fitted: Vec<(Vec<f32>, Vec<u8>)> = (0..lines).map(fit).collect();
+    let mut codes = vec![0u8; rows * cols];
+    let mut levels = Vec::with_capacity(lines * k);
+    for (t, (l, c)) in fitted.into_iter().enumerate() {
+        levels.extend(l);
+        for (i, ci) in c.into_iter().enumerate() {
+            codes[t * stride + i * step] = ci;
+        }
+    }
+    let table = match opts.per {
+        Per::Row => Codebook::PerRow,
+        Per::Column => Codebook::PerColumn,
+    };
+    let addons = AddOns {
+        outliers: pos.len(),
+        lowrank: None,
+    };
+    assemble(
+        Format::Codebook { bits, table },
+        addons,
+        rows,
+        cols,
+        &codes,
+        &levels,
+        &outlier_bytes(w, &pos),
+    )
+}
+
+/// Quantize with the fixed NF4 or FP4 table and an f16 absmax scale per group of `gran`.
+pub fn fixed(w: &[f32], rows: usize, cols: usize, table: Codebook, name: &str) -> Result<QTensor> {
+    check_input(w, rows, cols, name)?;
+    let (lut, top, gran): (&[f32; 16], f32, Granularity) = match table {
+        Codebook::Nf4(g) => (&NF4, 1.0, g),
+        Codebook::Fp4(g) => (&E2M1, 6.0, g),
+        _ => {
+            return Err(Error::config(
+                "codebook",
+                format!("{name}: {table:?} is a learned table, not a fixed one"),
+            ))
+        }
+    };
+    let g = gran.group_len(rows, cols, name)?;
+    let mut codes = vec![0u8; rows * cols];
+    let mut scales = Vec::with_capacity(rows * cols / g);
+    for (wg, cg) in w.chunks(g).zip(codes.chunks_mut(g)) {
+        let amax = wg.iter().fold(0f32, |m, x| m.max(x.abs()));
+        // Rounded up to f16 so that |w| / s never exceeds the table's largest magnitude.
+        let s = f16_ceil(amax / top);
+        if !s.is_finite() {
+            return Err(Error::config(
+                "scale",
+                format!("{name}: absmax {amax:e} exceeds the f16 range"),
+            ));
+        }
+        let levels: Vec<f32> = lut.iter().map(|&t| t * s).collect();
+        for (c, &x) in cg.iter_mut().zip(wg) {
+            *c = nearest(&levels, x);
+        }
+        scales.push(s);
+    }
+    assemble(
+        Format::Codebook { bits: 4, table },
+        AddOns::default(),
+        rows,
+        cols,
+        &codes,
+        &scales,
+        &[],
+    )
+}
+
+/// Pack codes, f16 tables/scales and add-on bytes into a checked tensor.
+fn assemble(
+    format: Format,
+    addons: AddOns,
+    rows: usize,
+    cols: usize,
+    codes: &[u8],
+    halves: &[f32],
+    extra: &[u8],
+) -> Result<QTensor> {
+    let bits = match format {
+        Format::Codebook { bits, .. } => bits,
+        _ => 8,
+    };
+    let mut data = crate::quant::format::pack_codes(codes, bits);
+    let mut sc: Vec<u8> = halves
+        .iter()
+        .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+        .collect();
+    sc.resize(sc.len().div_ceil(4) * 4, 0);
+    data.extend_from_slice(&sc);
+    data.extend_from_slice(extra);
+    QTensor::with_addons(format, addons, rows, cols, data)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! Exactness on few distinct values, k-means against RTN at 3 bits on Gaussian data (same bits
+//! and equal effective bits), fixed tables, outliers and the format-table bytes.
+
+use super::*;
+use crate::quant::format::IntSpec;
+use crate::quant::rtn::{self, RtnOptions};
+use crate::quant::testutil::gaussian;
+
+fn mse(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+#[test]
+fn few_distinct_values_are_reproduced_exactly() {
+    let (rows, cols) = (12, 40);
+    // Each column holds ≤ 8 distinct f16-exact values; rows then hold more than 8.
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| {
+            let (r, c) = (i / cols, i % cols);
+            ((r * 5 + c) % 8) as f32 * 0.125 - 0.5 + c as f32
+        })
+        .collect();
+    for bits in [3, 4] {
+        let per = KmeansOptions {
+            per: Per::Column,
+            outlier_frac: 0.0,
+        };
+        let q = kmeans(&w, rows, cols, bits, &per, "t").unwrap();
+        assert_eq!(q.dequantize().unwrap(), w, "{bits} bits per column");
+    }
+    let wt: Vec<f32> = (0..cols * rows)
+        .map(|i| w[(i % rows) * cols + i / rows])
+        .collect();
+    let q = kmeans(&wt, cols, rows, 3, &KmeansOptions::default(), "t").unwrap();
+    assert_eq!(q.dequantize().unwrap(), wt, "per row");
+}
+
+#[test]
+fn kmeans_beats_rtn_at_three_bits_on_gaussian_rows() {
+    let (rows, cols) = (32, 512);
+    let w: Vec<f32> = gaussian(3, rows * cols).iter().map(|v| v * 0.02).collect();
+    let km = kmeans(&w, rows, cols, 3, &KmeansOptions::default(), "t").unwrap();
+    let e_km = mse(&w, &km.dequantize().unwrap());
+    let rtn = |gran, sym| {
+        let q = rtn::quantize(
+            &w,
+            rows,
+            cols,
+            IntSpec { bits: 3, gran, sym },
+            &RtnOptions::default(),
+            "t",
+        )
+        .unwrap();
+        (mse(&w, &q.dequantize().unwrap()), q.bits_per_weight())
+    };
+    let (e_row, _) = rtn(Granularity::PerRow, false);
+    assert!(
+        e_km < e_row,
+        "same granularity: kmeans {e_km} ≥ rtn {e_row}"
+    );
+    // Equal effective bits: RTN with groups of 64 spends about what the per-row table costs.
+    let (e_g64, b_g64) = rtn(Granularity::Group(64), true);
+    assert!(
+        km.bits_per_weight() <= b_g64 + 0.01,
+        "{} vs {b_g64}",
+        km.bits_per_weight()
+    );
+    assert!(e_km < e_g64, "equal bits: kmeans {e_km} ≥ rtn g64 {e_g64}");
+}
+
+#[test]
+fn fixed_tables_hit_their_levels_and_bound_the_error() {
+    let (rows, cols) = (4, 64);
+    for (table, lut, top) in [
+        (Codebook::Nf4(Granularity::Group(32)), &NF4, 1.0f32),
+        (Codebook::Fp4(Granularity::Group(32)), &E2M1, 6.0),
+    ] {
+        // Values exactly on the grid of scale 0.25·top⁻¹·top = 0.25 ... built from the table.
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| lut[(i * 7) % 16] * 0.25 / top * top)
+            .collect();
+        let mut w = w;
+        for g in w.chunks_mut(32) {
+            g[0] = 0.25 * top; // make absmax exactly the table's top
+        }
+        let q = fixed(&w, rows, cols, table, "t").unwrap();
+        assert_eq!(q.dequantize().unwrap(), w, "{table:?}");
+        assert_eq!(q.data.len(), rows * cols / 2 + 2 * rows * cols / 32);
+        // Gaussian data: every value within half the largest gap of the table of its group.
+        let gw: Vec<f32> = gaussian(8, rows * cols);
+        let d = fixed(&gw, rows, cols, table, "t")
+            .unwrap()
+            .dequantize()
+            .unwrap();
+        for (gi, (a, b)) in gw.chunks(32).zip(d.chunks(32)).enumerate() {
+            let amax = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let gap = lut
+                .windows(2)
+                .map(|p| (p[1] - p[0]).abs())
+                .fold(0f32, f32::max)
+                / top;
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x - y).abs() <= 0.5 * gap * amax * 1.002,
+                    "{table:?} group {gi}: {x} → {y}"
+                );
+            }
+        }
+    }
+    assert!(fixed(&[0.0; 8], 1, 8, Codebook::PerRow, "t").is_err());
+}
+
+#[test]
+fn outliers_are_kept_exactly_and_counted() {
+    let (rows, cols) = (8, 64);
+    let mut w: Vec<f32> = gaussian(5, rows * cols).iter().map(|v| v * 0.01).collect();
+    for (k, i) in [3usize, 100, 257, 511].iter().enumerate() {
+        w[*i] = 0.5 + k as f32; // f16-exact
+    }
+    let opts = KmeansOptions {
+        per: Per::Row,
+        outlier_frac: 4.0 / 512.0,
+    };
+    let q = kmeans(&w, rows, cols, 3, &opts, "t").unwrap();
+    assert_eq!(q.addons.outliers, 4);
+    let st = q.storage();
+    assert_eq!(st.outliers, 4 * 4 + 8);
+    let d = q.dequantize().unwrap();
+    for i in [3usize, 100, 257, 511] {
+        assert_eq!(d[i], w[i]);
+    }
+    // The outliers no longer take up levels of their rows' codebooks: lower error on the rest.
+    let plain = kmeans(&w, rows, cols, 3, &KmeansOptions::default(), "t")
+        .unwrap()
+        .dequantize()
+        .unwrap();
+    let (e, ep) = (mse(&w, &d), mse(&w, &plain));
+    assert!(e < ep, "with outliers {e} ≥ without {ep}");
+    // Out-of-order indices in the bytes are an error, not a panic.
+    let mut bad = q.clone();
+    let base = st.codes + st.scales;
+    bad.data.swap(base, base + 4);
+    assert!(bad.dequantize().is_err());
+    let too_many = KmeansOptions {
+        per: Per::Row,
+        outlier_frac: 0.5,
+    };
+    assert!(kmeans(&w, rows, cols, 3, &too_many, "t").is_err());
+}

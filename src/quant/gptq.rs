@@ -1,0 +1,451 @@
+//! GPTQ: "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers",
+//! Frantar, Ashkboos, Hoefler, Alistarh, arXiv 2210.17323 (Algorithm 1), as restated in
+//! docs/methods.md §2.
+//!
+//! For a linear layer `W` (`rows × cols`) with calibration inputs `X`, GPTQ quantizes the columns
+//! one at a time and, after each, spreads the rounding error over the columns not yet quantized
+//! so that `‖XWᵀ − XŴᵀ‖²` stays small. With `H = 2XᵀX/n + λI` the update after column `j` is
+//! `W[:, j+1..] −= (w_j − q_j)/U_jj · U[j, j+1..]`, where `U` is the upper Cholesky factor of
+//! `H⁻¹` (`H⁻¹ = UᵀU`); this equals the paper's direct inverse update (§4 "Step 3") and is what
+//! the unit test checks against.
+//!
+//! Choices (all documented parameters):
+//! * `λ = damp · mean(diag H)`, `damp = 0.01`. Dead inputs (`H_jj = 0`, never active in the
+//!   calibration data) get `H_jj = 1` and their weights set to 0, as in the paper's code.
+//! * Act-order: columns in order of decreasing `diag(H)` (stable, so ties keep index order).
+//! * Groups: the stored format is a standard `Format::Int` row of the table, with scales per
+//!   group in *original* column order. Without act-order a group's grid is chosen when the group
+//!   starts, from the weights as updated so far (the paper's rule). With act-order the columns of
+//!   a group are no longer consecutive in the processing order, so the grids are fixed up front
+//!   from the original weights ("static groups") — which keeps the layout standard. Per-row and
+//!   per-tensor grids are always chosen from the original weights.
+//! * Lazy batch updates: errors of `block` (128) consecutive columns are applied to the rest of
+//!   the matrix in one matrix product. When a group would cross a block boundary, the block is
+//!   widened to whole groups, so a grid chosen at a group start has seen every update — the
+//!   result then equals the unbatched loop.
+//! * `U` comes from one Cholesky factorisation: with `J` the reversal permutation and
+//!   `JHJ = L Lᵀ`, `R = J L J` is upper with `H = R Rᵀ`, so `H⁻¹ = R⁻ᵀR⁻¹` and `U = R⁻¹`.
+//!   Factorisation in f64; the column updates in f32 (as the paper's code does).
+//! * Rows are independent given `U`: fixed chunks of `ROW_CHUNK` rows run in parallel natively,
+//!   so the bytes do not depend on the thread count.
+
+use crate::model::cpu::sgemm;
+use crate::quant::format::{check_bits, Granularity, IntSpec, QTensor};
+use crate::quant::rtn::{GroupGrid, RtnOptions};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+#[cfg(not(target_arch = "wasm32"))]
+use rayon::prelude::*;
+
+/// GPTQ's parameters beyond the storage format.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GptqOptions {
+    /// Damping as a fraction of `mean(diag H)`.
+    pub damp: f32,
+    /// Quantize columns by decreasing `diag(H)`.
+    pub act_order: bool,
+    /// Columns per lazy batch update.
+    pub block: usize,
+}
+
+impl Default for GptqOptions {
+    fn default() -> Self {
+        GptqOptions {
+            damp: 0.01,
+            act_order: true,
+            block: 128,
+        }
+    }
+}
+
+/// Rows processed together (one parallel task).
+const ROW_CHUNK: usize = 32;
+
+/// `Σ a_i b_i` in four independent lanes (vectorisable, fixed order).
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// In-place lower Cholesky factor of the symmetric `n × n` matrix `a` (only its lower triangle is
+/// read; the upper is zeroed). Errors if `a` is not positive definite.
+pub(crate) fn cholesky_lower(a: &mut [f64], n: usize, name: &str) -> Result<()> {
+    for i in 0..n {
+        for j in 0..=i {
+            let (head, row_i) = a.split_at_mut(i * n);
+            let row_i = &mut row_i[..n];
+            let row_j: &[f64] = if j == i {
+                &row_i[..j]
+            } else {
+                &head[j * n..j * n + j]
+            };
+            let s = dot(&row_i[..j], row_j);
+            if j == i {
+                let d = row_i[i] - s;
+                if !(d > 0.0 && d.is_finite()) {
+                    return Err(Error::config(
+                        "gptq",
+                        format!("{name}: the damped Hessian is not positive definite at column {i}; raise the damping"),
+                    ));
+                }
+                row_i[i] = d.sqrt();
+            } else {
+                let ljj = head[j * n + j];
+                row_i[j] = (row_i[j] - s) / ljj;
+            }
+        }
+        for v in &mut a[i * n + i + 1..(i + 1) * n] {
+            *v = 0.0;
+        }
+    }
+    Ok(())
+}
+
+/// The upper Cholesky factor `U` of `H⁻¹` (`H⁻¹ = UᵀU`) for symmetric positive definite `H`.
+pub(crate) fn inverse_cholesky_upper(h: &[f64], n: usize, name: &str) -> Result<Vec<f64>> {
+    // A = J H J, factor A = L Lᵀ.
+    let mut l = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            l[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
+        }
+    }
+    cholesky_lower(&mut l, n, name)?;
+    // M = L⁻¹ by columns: column j solves L m = e_j (forward substitution, contiguous dots);
+    // columns are independent. `mt` holds column j of M as its row j.
+    let mut mt = vec![0f64; n * n];
+    let solve = |j: usize, m: &mut [f64]| {
+        m[j] = 1.0 / l[j * n + j];
+        for i in j + 1..n {
+            let s = dot(&l[i * n + j..i * n + i], &m[j..i]);
+            m[i] = -s / l[i * n + i];
+        }
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    mt.par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(j, m)| solve(j, m));
+    #[cfg(target_arch = "wasm32")]
+    mt.chunks_mut(n).enumerate().for_each(|(j, m)| solve(j, m));
+    // U = R⁻¹ = J M J: U[i][j] = M[n-1-i][n-1-j] = mt[n-1-j][n-1-i].
+    let mut u = vec![0f64; n * n];
+    for i in 0..n {
+        for j in i..n {
+            u[i * n + j] = mt[(n - 1 - j) * n + (n - 1 - i)];
+        }
+    }
+    Ok(u)
+}
+
+/// The damped Hessian `2·gram/n_tokens + λI` with dead columns marked; returns `(H, dead)`.
+pub(crate) fn hessian(
+    gram: &[f32],
+    cols: usize,
+    n_tokens: usize,
+    damp: f32,
+) -> (Vec<f64>, Vec<bool>) {
+    let scale = 2.0 / n_tokens.max(1) as f64;
+    let mut h: Vec<f64> = gram.iter().map(|&g| g as f64 * scale).collect();
+    let mut dead = vec![false; cols];
+    for j in 0..cols {
+        if h[j * cols + j] <= 0.0 {
+            dead[j] = true;
+            h[j * cols + j] = 1.0;
+        }
+    }
+    let mean_diag = (0..cols).map(|j| h[j * cols + j]).sum::<f64>() / cols as f64;
+    let lambda = damp as f64 * mean_diag;
+    for j in 0..cols {
+        h[j * cols + j] += lambda;
+    }
+    (h, dead)
+}
+
+/// The processing order: identity, or by decreasing `diag(H)` (stable).
+pub(crate) fn column_order(h: &[f64], cols: usize, act_order: bool) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..cols).collect();
+    if act_order {
+        perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]));
+    }
+    perm
+}
+
+/// Check the inputs every calibrated quantizer shares.
+pub(crate) fn check_layer(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    gram: &[f32],
+    name: &str,
+) -> Result<()> {
+    if rows == 0 || cols == 0 || rows.checked_mul(cols) != Some(w.len()) {
+        return Err(Error::config(
+            "shape",
+            format!("{name}: {} values for a {rows}×{cols} tensor", w.len()),
+        ));
+    }
+    if gram.len() != cols * cols {
+        return Err(Error::config(
+            "calibration",
+            format!(
+                "{name}: Gram of {} values for {cols} input channels (expected {})",
+                gram.len(),
+                cols * cols
+            ),
+        ));
+    }
+    if let Some(i) = w.iter().position(|x| !x.is_finite()) {
+        return Err(Error::format(
+            name,
+            "weights",
+            format!(
+                "value {} at row {} column {} is not finite",
+                w[i],
+                i / cols,
+                i % cols
+            ),
+        ));
+    }
+    if let Some(i) = gram.iter().position(|x| !x.is_finite()) {
+        return Err(Error::config(
+            "calibration",
+            format!("{name}: Gram entry {i} is not finite"),
+        ));
+    }
+    Ok(())
+}
+
+/// Quantize `w` (`rows × cols`, row-major) to the `Int` format `spec` with GPTQ, given the Gram
+/// `XᵀX` (`cols × cols`) of `n_tokens` calibration inputs. `rtn` options choose each grid (clip
+/// search). Errors name `name`.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    gram: &[f32],
+    n_tokens: usize,
+    spec: IntSpec,
+    rtn: &RtnOptions,
+    opts: &GptqOptions,
+    name: &str,
+) -> Result<QTensor> {
+    check_bits(spec.bits).map_err(|_| {
+        Error::config(
+            "bits",
+            format!("{name}: {} bits is outside 1..=8", spec.bits),
+        )
+    })?;
+    check_layer(w, rows, cols, gram, name)?;
+    if !(opts.damp.is_finite() && opts.damp >= 0.0) || opts.block == 0 {
+        return Err(Error::config(
+            "gptq",
+            format!(
+                "damp {} must be ≥ 0 and block {} ≥ 1",
+                opts.damp, opts.block
+            ),
+        ));
+    }
+    let g = spec.gran.group_len(rows, cols, name)?;
+    let (h, dead) = hessian(gram, cols, n_tokens, opts.damp);
+    let perm = column_order(&h, cols, opts.act_order);
+    let mut hp = vec![0f64; cols * cols];
+    for (i, &pi) in perm.iter().enumerate() {
+        for (j, &pj) in perm.iter().enumerate() {
+            hp[i * cols + j] = h[pi * cols + pj];
+        }
+    }
+    let u: Vec<f32> = inverse_cholesky_upper(&hp, cols, name)?
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+
+    let mut w0 = w.to_vec();
+    for r in w0.chunks_exact_mut(cols) {
+        for (x, &d) in r.iter_mut().zip(&dead) {
+            if d {
+                *x = 0.0;
+            }
+        }
+    }
+    // Grids fixed before any update (per tensor, per row, or static groups under act-order).
+    let groups_per_row = match spec.gran {
+        Granularity::PerTensor => 0,
+        _ => cols / g,
+    };
+    let tensor_grid = match spec.gran {
+        Granularity::PerTensor => Some(GroupGrid::choose(&w0, spec, rtn, name)?),
+        _ => None,
+    };
+    let dynamic = matches!(spec.gran, Granularity::Group(_)) && !opts.act_order;
+    // Blocks hold whole groups when groups are chosen on the fly (see the module comment).
+    let block = if dynamic && !opts.block.is_multiple_of(g) {
+        g * (opts.block / g).max(1)
+    } else {
+        opts.block
+    };
+
+    let mut codes = vec![0u8; rows * cols];
+    let mut grids: Vec<Option<GroupGrid>> = vec![None; rows * groups_per_row.max(1)];
+    let jobs: Vec<Job<'_>> = codes
+        .chunks_mut(ROW_CHUNK * cols)
+        .zip(grids.chunks_mut(ROW_CHUNK * groups_per_row.max(1)))
+        .enumerate()
+        .map(|(i, (c, gr))| (i * ROW_CHUNK, c, gr))
+        .collect();
+    let ctx = Ctx {
+        w0: &w0,
+        cols,
+        g,
+        u: &u,
+        perm: &perm,
+        spec,
+        rtn,
+        name,
+        block,
+        dynamic,
+        tensor_grid,
+        groups_per_row,
+    };
+    let run = |(r0, codes, grids): Job<'_>| ctx.rows(r0, codes, grids);
+    #[cfg(not(target_arch = "wasm32"))]
+    let results: Vec<Result<()>> = jobs.into_par_iter().map(run).collect();
+    #[cfg(target_arch = "wasm32")]
+    let results: Vec<Result<()>> = jobs.into_iter().map(run).collect();
+    results.into_iter().collect::<Result<()>>()?;
+
+    let (scales, zeros): (Vec<f32>, Vec<u8>) = match tensor_grid {
+        Some(t) => (vec![t.scale()], vec![t.zero()]),
+        None => grids
+            .iter()
+            .map(|gr| gr.map_or((0.0, 0), |gr| (gr.scale(), gr.zero())))
+            .unzip(),
+    };
+    let zeros: &[u8] = if spec.sym { &[] } else { &zeros };
+    QTensor::from_int_parts(spec, rows, cols, &codes, &scales, zeros)
+}
+
+/// A chunk of rows: first row, its codes and its group grids.
+type Job<'a> = (usize, &'a mut [u8], &'a mut [Option<GroupGrid>]);
+
+/// What every row chunk shares.
+struct Ctx<'a> {
+    w0: &'a [f32],
+    cols: usize,
+    g: usize,
+    u: &'a [f32],
+    perm: &'a [usize],
+    spec: IntSpec,
+    rtn: &'a RtnOptions,
+    name: &'a str,
+    block: usize,
+    dynamic: bool,
+    tensor_grid: Option<GroupGrid>,
+    groups_per_row: usize,
+}
+
+impl Ctx<'_> {
+    /// GPTQ on rows `r0..r0 + codes.len()/cols`.
+    fn rows(&self, r0: usize, codes: &mut [u8], grids: &mut [Option<GroupGrid>]) -> Result<()> {
+        let (cols, g, gpr) = (self.cols, self.g, self.groups_per_row);
+        let n = codes.len() / cols;
+        // Working copy in processing order.
+        let mut wp = vec![0f32; n * cols];
+        for r in 0..n {
+            let src = &self.w0[(r0 + r) * cols..(r0 + r + 1) * cols];
+            for (d, &p) in wp[r * cols..(r + 1) * cols].iter_mut().zip(self.perm) {
+                *d = src[p];
+            }
+        }
+        if !self.dynamic && gpr > 0 {
+            for r in 0..n {
+                let src = &self.w0[(r0 + r) * cols..(r0 + r + 1) * cols];
+                for k in 0..gpr {
+                    grids[r * gpr + k] = Some(GroupGrid::choose(
+                        &src[k * g..(k + 1) * g],
+                        self.spec,
+                        self.rtn,
+                        self.name,
+                    )?);
+                }
+            }
+        }
+        let mut err = vec![0f32; n * self.block];
+        let mut upd = Vec::new();
+        for b0 in (0..cols).step_by(self.block) {
+            let b1 = (b0 + self.block).min(cols);
+            let bw = b1 - b0;
+            for j in b0..b1 {
+                let oc = self.perm[j];
+                if self.dynamic && oc.is_multiple_of(g) {
+                    // Without act-order, j == oc: the group is wp[.., j..j+g], all updated.
+                    for r in 0..n {
+                        grids[r * gpr + oc / g] = Some(GroupGrid::choose(
+                            &wp[r * cols + j..r * cols + j + g],
+                            self.spec,
+                            self.rtn,
+                            self.name,
+                        )?);
+                    }
+                }
+                let ujj = self.u[j * cols + j];
+                let urow = &self.u[j * cols + j + 1..j * cols + b1];
+                for r in 0..n {
+                    let grid = match self.tensor_grid {
+                        Some(t) => t,
+                        None => grids[r * gpr + oc / g].ok_or_else(|| {
+                            Error::config("gptq", format!("{}: group grid missing", self.name))
+                        })?,
+                    };
+                    let row = &mut wp[r * cols..(r + 1) * cols];
+                    let x = row[j];
+                    codes[r * cols + oc] = grid.code(x);
+                    let e = (x - grid.value(x)) / ujj;
+                    for (v, &uk) in row[j + 1..b1].iter_mut().zip(urow) {
+                        *v -= e * uk;
+                    }
+                    err[r * bw + (j - b0)] = e;
+                }
+            }
+            if b1 < cols {
+                // wp[:, b1..] −= Err (n × bw) · U[b0..b1, b1..].
+                let rest = cols - b1;
+                upd.resize(n * rest, 0.0);
+                sgemm(
+                    n,
+                    bw,
+                    rest,
+                    &err,
+                    bw,
+                    1,
+                    &self.u[b0 * cols + b1..],
+                    cols,
+                    1,
+                    &mut upd,
+                    rest,
+                );
+                for r in 0..n {
+                    let row = &mut wp[r * cols + b1..(r + 1) * cols];
+                    row.iter_mut()
+                        .zip(&upd[r * rest..(r + 1) * rest])
+                        .for_each(|(v, d)| *v -= d);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,92 @@
+//! Seeded data and a tiny Llama model for the quantizers' unit tests.
+
+use crate::model::config::{ModelConfig, RopeStyle};
+use crate::model::weights::{LayerWeights, Linear, ModelWeights};
+use crate::quant::format::QTensor;
+
+/// Seeded LCG values in [-0.5, 0.5).
+pub fn lcg(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(7);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// Two layers, d = 64, FFN 128, 4 query heads of 16 over `n_kv` KV heads, vocab 32, f32; norm
+/// gains vary by channel so activations have outlier channels, as real ones do.
+pub fn tiny_model(n_kv: usize) -> ModelWeights {
+    let config = ModelConfig {
+        arch: "llama".into(),
+        n_layer: 2,
+        dim: 64,
+        ffn_dim: 128,
+        n_head: 4,
+        n_kv_head: n_kv,
+        head_dim: 16,
+        vocab: 32,
+        rope_theta: 10_000.0,
+        rope_style: RopeStyle::Interleaved,
+        rms_eps: 1e-5,
+        max_ctx: 128,
+        tied_embeddings: true,
+    };
+    let mut seed = 0;
+    let mut m = |rows: usize, cols: usize| {
+        seed += 1;
+        let v: Vec<f32> = lcg(seed, rows * cols).iter().map(|x| x * 0.2).collect();
+        QTensor::from_f32(rows, cols, &v)
+    };
+    let gains: Vec<f32> = (0..64)
+        .map(|j| {
+            if j % 13 == 3 {
+                6.0
+            } else {
+                0.5 + (j % 5) as f32 * 0.3
+            }
+        })
+        .collect();
+    let kv = 16 * n_kv;
+    let layers = (0..2)
+        .map(|i| {
+            let lin = |name: &str, w: QTensor| Linear {
+                name: format!("blk.{i}.{name}.weight"),
+                w,
+                bias: None,
+            };
+            LayerWeights {
+                attn_norm: gains.clone(),
+                ffn_norm: gains.iter().rev().copied().collect(),
+                wq: lin("attn_q", m(64, 64)),
+                wk: lin("attn_k", m(kv, 64)),
+                wv: lin("attn_v", m(kv, 64)),
+                wo: lin("attn_output", m(64, 64)),
+                w_gate: lin("ffn_gate", m(128, 64)),
+                w_up: lin("ffn_up", m(128, 64)),
+                w_down: lin("ffn_down", m(64, 128)),
+            }
+        })
+        .collect();
+    ModelWeights {
+        config,
+        token_embd: m(32, 64),
+        output_norm: vec![1.0; 64],
+        output: None,
+        layers,
+    }
+}
+
+pub fn tokens(n: usize) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) % 32)
+        .collect()
+}
+/// Approximately standard normal values (sum of 12 uniforms − 6).
+pub fn gaussian(seed: u64, n: usize) -> Vec<f32> {
+    let u = lcg(seed, 12 * n);
+    u.chunks_exact(12).map(|c| c.iter().sum::<f32>()).collect()
+}
