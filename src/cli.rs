@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
+use quantlab::playground::engine::Device;
 use quantlab::playground::session::Session;
 use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::calib::{self, CalibOptions};
@@ -36,6 +37,9 @@ enum Cmd {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// `gpu`: also load the model onto the GPU and report the bytes its packed weights hold.
+        #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+        backend: BackendArg,
     },
     /// Perplexity (and KL / top-1 against the loaded model when quantizing) on a text file.
     Eval(EvalArgs),
@@ -50,6 +54,8 @@ enum Cmd {
         /// Windows per protocol (default: the whole text).
         #[arg(long)]
         windows: Option<usize>,
+        #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+        backend: BackendArg,
     },
     /// Serve the playground page (index.html, www/, models/) on localhost.
     Serve {
@@ -58,6 +64,14 @@ enum Cmd {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+}
+
+/// Where the model runs: the CPU reference backend or wgpu (Vulkan/Metal/DX12; lavapipe without
+/// a GPU).
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Cpu,
+    Gpu,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,6 +98,8 @@ struct EvalArgs {
     /// UTF-8 text to evaluate on.
     #[arg(long)]
     text: PathBuf,
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
     #[arg(long, default_value_t = 512)]
     ctx: usize,
     /// Evaluate only the first N windows.
@@ -149,14 +165,19 @@ struct EvalArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Info { model, json } => info(&model, json),
+        Cmd::Info {
+            model,
+            json,
+            backend,
+        } => info(&model, json, backend),
         Cmd::Eval(a) => eval(&a),
         Cmd::Bench {
             model,
             text,
             ctx,
             windows,
-        } => bench(&model, &text, ctx, windows),
+            backend,
+        } => bench(&model, &text, ctx, windows, backend),
         Cmd::Serve { port, root } => serve(&root, port),
     };
     match r {
@@ -172,8 +193,18 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path.display(), e))
 }
 
-/// Load a GGUF file or a Hugging Face checkpoint directory.
-pub fn load(path: &Path) -> Result<Session> {
+/// Acquire the backend: the GPU through wgpu, waited for on this thread.
+fn device(b: BackendArg) -> Result<Device> {
+    Ok(match b {
+        BackendArg::Cpu => Device::Cpu,
+        BackendArg::Gpu => Device::Gpu(std::rc::Rc::new(pollster::block_on(
+            quantlab::gpu::Gpu::create(),
+        )?)),
+    })
+}
+
+/// Load a GGUF file or a Hugging Face checkpoint directory onto `device`.
+pub fn load_on(path: &Path, device: &Device) -> Result<Session> {
     let label = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -204,22 +235,31 @@ pub fn load(path: &Path) -> Result<Session> {
             .iter()
             .map(|(n, b)| (n.as_str(), b.as_slice()))
             .collect();
-        Session::load_hf(
+        Session::load_hf_on(
             &label,
             &read(&path.join("config.json"))?,
             &read(&path.join("tokenizer.json"))?,
             &refs,
+            device,
         )
     } else {
-        Session::load_gguf(&label, read(path)?)
+        Session::load_gguf_on(&label, read(path)?, device)
     }
 }
 
-fn info(path: &Path, json: bool) -> Result<()> {
-    let s = load(path)?;
+fn info(path: &Path, json: bool, backend: BackendArg) -> Result<()> {
+    let s = load_on(path, &device(backend)?)?;
     let info = s.info();
+    let engine = s.engine();
     if json {
-        println!("{}", serde_json::to_string(&info).unwrap_or_default());
+        let mut v = serde_json::to_value(&info).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "engine".into(),
+                serde_json::to_value(&engine).unwrap_or_default(),
+            );
+        }
+        println!("{v}");
         return Ok(());
     }
     println!(
@@ -256,6 +296,18 @@ fn info(path: &Path, json: bool) -> Result<()> {
     println!("memory: {:.2} MB total (f16 would be {:.2} MB); block linears {:.3} bits/weight (codes {} B, scales {} B, zeros {} B, outliers {} B, low-rank {} B); other {} B", m.total_bytes as f64 / 1e6, m.f16_bytes as f64 / 1e6, m.bits_per_weight, m.linear.codes, m.linear.scales, m.linear.zeros, m.linear.outliers, m.linear.lowrank, m.other_bytes);
     if info.already_quantized {
         println!("note: the block weights are already quantized in the file; 'unquantized' means 'as loaded'");
+    }
+    if let Some(held) = engine.weight_bytes {
+        println!(
+            "gpu: {} · packed weights held on the GPU {held} B; format table predicts {} B ({})",
+            engine.adapter,
+            m.total_bytes,
+            if held == m.total_bytes {
+                "equal"
+            } else {
+                "DIFFERENT"
+            }
+        );
     }
     Ok(())
 }
@@ -319,13 +371,14 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
 
 fn eval(a: &EvalArgs) -> Result<()> {
     let t_load = Instant::now();
-    let mut s = load(&a.model)?;
+    let mut s = load_on(&a.model, &device(a.backend)?)?;
     let text = String::from_utf8(read(&a.text)?)
         .map_err(|_| Error::format(a.text.display(), "text", "not UTF-8"))?;
     eprintln!(
-        "loaded {} in {:.2} s",
+        "loaded {} in {:.2} s on {}",
         a.model.display(),
-        t_load.elapsed().as_secs_f64()
+        t_load.elapsed().as_secs_f64(),
+        s.engine().adapter
     );
     let cfg = quant_config(a)?;
     let text = if a.python_newlines {
@@ -431,6 +484,7 @@ fn calibrate(s: &mut Session, a: &EvalArgs, eval_tokens: &[u32], eval: &EvalOpti
 
 fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
     let mem = s.memory();
+    let engine = s.engine();
     let tps = r.tokens_evaluated as f64 / r.seconds.max(1e-9);
     println!("PPL = {:.4} ± {:.4}   [{}]", r.ppl, r.ppl_err, r.protocol);
     if let (Some(kl), Some(t1)) = (r.kl, r.top1) {
@@ -448,14 +502,22 @@ fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
             "weight_bytes": mem.total_bytes, "linear_bytes": mem.linear.total(),
             "bits_per_weight": mem.bits_per_weight, "protocol": r.protocol, "ctx": r.ctx,
             "config": cfg.to_url(),
+            "backend": engine.backend, "adapter": engine.adapter,
+            "gpu_weight_bytes": engine.weight_bytes,
         });
         println!("{v}");
     }
 }
 
-fn bench(model: &Path, text: &Path, ctx: usize, windows: Option<usize>) -> Result<()> {
+fn bench(
+    model: &Path,
+    text: &Path,
+    ctx: usize,
+    windows: Option<usize>,
+    backend: BackendArg,
+) -> Result<()> {
     let t = Instant::now();
-    let mut s = load(model)?;
+    let mut s = load_on(model, &device(backend)?)?;
     let load_s = t.elapsed().as_secs_f64();
     let text = String::from_utf8(read(text)?)
         .map_err(|_| Error::format(text.display(), "text", "not UTF-8"))?;
@@ -465,8 +527,13 @@ fn bench(model: &Path, text: &Path, ctx: usize, windows: Option<usize>) -> Resul
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let engine = s.engine();
+    let backend = match engine.weight_bytes {
+        Some(_) => format!("gpu: {}", engine.adapter),
+        None => format!("cpu ({threads} threads)"),
+    };
     println!(
-        "backend cpu ({threads} threads) · model {} · {} tokens",
+        "backend {backend} · model {} · {} tokens",
         model.display(),
         tokens.len()
     );
@@ -487,7 +554,12 @@ fn bench(model: &Path, text: &Path, ctx: usize, windows: Option<usize>) -> Resul
     let t = Instant::now();
     s.set_quant(&cfg)?;
     println!(
-        "quantize RTN int4 g32 (whole model) {:.3} s",
+        "quantize RTN int4 g32 (whole model, CPU quantizer{}) {:.3} s",
+        if engine.weight_bytes.is_some() {
+            ", then uploaded to the GPU"
+        } else {
+            ""
+        },
         t.elapsed().as_secs_f64()
     );
     s.set_quant(&QuantConfig::default())?;

@@ -1,6 +1,6 @@
 //! QuantLab: an LLM quantization playground.
 //!
-//! Dependencies point one way: error ← tensor ← io/quant ← model ← playground ← web/CLI.
+//! Dependencies point one way: error ← tensor ← io/quant ← model ← gpu ← playground ← web/CLI.
 //! Nothing in `io`, `quant` or `model` touches wasm or GPU APIs.
 
 pub mod error;

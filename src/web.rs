@@ -5,17 +5,30 @@
 //! plain JS objects made by serde-wasm-bindgen in its JSON-compatible mode (maps become objects,
 //! `None` becomes `null`), so the worker can `postMessage` them on unchanged.
 //!
-//! Cancellation: wasm runs single-threaded inside the worker, so a newer request cannot
-//! interrupt `evaluate` through a message. Instead `evaluate` calls the JS `progress` function
-//! after every window; when that returns `false` the session stops with `Error::Cancelled`,
-//! which reaches JS as an exception whose message is "cancelled". The worker's progress function
-//! compares its request's generation with a counter the page bumps in a `SharedArrayBuffer`.
+//! Backends: `initGpu()` acquires WebGPU (a Promise); models loaded afterwards live in GPU
+//! buffers and `evaluate` returns a Promise that settles when the last window's scores are mapped
+//! back, so the worker never blocks. Without `initGpu()` (or when it fails) the CPU backend runs,
+//! and `evaluate`'s Promise is settled by the time it is returned.
+//!
+//! Cancellation: `evaluate` calls the JS `progress` function after every window; when that
+//! returns `false` the session stops with `Error::Cancelled`, which reaches JS as a rejection
+//! whose message is "cancelled". The worker's progress function compares its request's
+//! generation with a counter the page bumps in a `SharedArrayBuffer` (on the CPU backend nothing
+//! else can run in the worker meanwhile).
+//!
+//! Promises come from `js_sys::futures` (the module wasm-bindgen-futures re-exports), so no extra
+//! dependency is needed.
 
+use crate::gpu::Gpu;
 use crate::model::eval::{EvalOptions, EvalProgress};
+use crate::playground::engine::Device;
 use crate::playground::session::Session;
 use crate::quant::config::QuantConfig;
 use crate::Error;
+use js_sys::futures::future_to_promise;
 use serde::Serialize;
+use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
 fn js_error(e: Error) -> JsError {
@@ -31,7 +44,12 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
 /// One loaded model and its current quantization, driven by the worker.
 #[wasm_bindgen]
 pub struct Playground {
-    session: Option<Session>,
+    /// Shared with the futures behind the Promises `evaluate` returns (they must be 'static).
+    /// While an evaluation is pending the session is borrowed; other calls then fail with a
+    /// "busy" error instead of panicking (the worker runs one request at a time).
+    session: Rc<RefCell<Option<Session>>>,
+    /// The GPU acquired by `initGpu`, used by every model loaded afterwards.
+    gpu: Rc<RefCell<Option<Rc<Gpu>>>>,
 }
 
 impl Default for Playground {
@@ -46,24 +64,52 @@ impl Playground {
     pub fn new() -> Playground {
         // Rust panics then reach the browser console with a message instead of "unreachable".
         console_error_panic_hook::set_once();
-        Playground { session: None }
+        Playground {
+            session: Rc::default(),
+            gpu: Rc::default(),
+        }
     }
 
-    /// Load a model file (GGUF) from its bytes; returns the model card (`ModelInfo`).
-    /// `label` names the file in error messages.
-    pub fn load(&mut self, bytes: Vec<u8>, label: &str) -> Result<JsValue, JsError> {
+    /// Acquire a WebGPU adapter and device; models loaded afterwards run on it. Returns a
+    /// Promise of the adapter's description, rejected (with the reason) when WebGPU is missing
+    /// or unfit, in which case the CPU backend stays in use.
+    #[wasm_bindgen(js_name = initGpu)]
+    pub fn init_gpu(&self) -> js_sys::Promise {
+        let slot = self.gpu.clone();
+        future_to_promise(async move {
+            let gpu = Gpu::create().await.map_err(js_error)?;
+            let desc = crate::playground::engine::describe_adapter(&gpu.ctx.info);
+            *slot.borrow_mut() = Some(Rc::new(gpu));
+            Ok(JsValue::from_str(&desc))
+        })
+    }
+
+    /// Load a model file (GGUF) from its bytes, onto the GPU when `initGpu` succeeded; returns
+    /// the model card (`ModelInfo`). `label` names the file in error messages.
+    pub fn load(&self, bytes: Vec<u8>, label: &str) -> Result<JsValue, JsError> {
+        let mut slot = self.session_mut()?;
         // Drop the old model first: two 100 MB models need not live side by side.
-        self.session = None;
-        let mut session = Session::load_gguf(label, bytes).map_err(js_error)?;
+        *slot = None;
+        let device = match self.gpu.borrow().as_ref() {
+            Some(g) => Device::Gpu(g.clone()),
+            None => Device::Cpu,
+        };
+        let mut session = Session::load_gguf_on(label, bytes, &device).map_err(js_error)?;
         session.set_clock(clock);
         let info = to_js(&session.info());
-        self.session = Some(session);
+        *slot = Some(session);
         info
     }
 
     /// The model card of the loaded model.
     pub fn info(&self) -> Result<JsValue, JsError> {
-        to_js(&self.session()?.info())
+        to_js(&self.session()?.as_ref().ok_or_else(no_model)?.info())
+    }
+
+    /// Where the models run (`EngineInfo`): "cpu" or "gpu", the adapter, and on the GPU the
+    /// bytes the current model's packed weights hold there.
+    pub fn engine(&self) -> Result<JsValue, JsError> {
+        to_js(&self.session()?.as_ref().ok_or_else(no_model)?.engine())
     }
 
     /// Quantize the loaded weights with a `QuantConfig` (a plain object); returns the
@@ -72,7 +118,7 @@ impl Playground {
     /// leaves the previous quantization in place.
     #[wasm_bindgen(js_name = setQuant)]
     pub fn set_quant(
-        &mut self,
+        &self,
         config: JsValue,
         progress: &js_sys::Function,
     ) -> Result<JsValue, JsError> {
@@ -88,6 +134,8 @@ impl Playground {
         };
         let report = self
             .session_mut()?
+            .as_mut()
+            .ok_or_else(no_model)?
             .set_quant_with(&config, &mut on_progress);
         if let Some(msg) = thrown {
             return Err(JsError::new(&format!("progress callback threw: {msg}")));
@@ -97,28 +145,38 @@ impl Playground {
 
     /// Perplexity (and KL/top-1 against the weights as loaded, when asked) of `text` with
     /// `options` (`EvalOptions`). `progress(EvalProgress)` is called after every window; return
-    /// `false` from it to cancel. Returns `EvalResult`.
+    /// `false` from it to cancel. Returns a Promise of `EvalResult`.
     pub fn evaluate(
         &self,
-        text: &str,
+        text: String,
         options: JsValue,
-        progress: &js_sys::Function,
-    ) -> Result<JsValue, JsError> {
-        let options: EvalOptions = serde_wasm_bindgen::from_value(options)
-            .map_err(|e| js_error(Error::config("eval options", e)))?;
-        let session = self.session()?;
-        // An exception thrown by the callback stops the evaluation and is reported instead of
-        // a bare "cancelled".
-        let mut thrown: Option<String> = None;
-        let mut on_progress = |p: &EvalProgress| -> bool {
-            let Ok(arg) = to_js(p) else { return true };
-            keep_going(progress.call1(&JsValue::NULL, &arg), &mut thrown)
-        };
-        let result = session.evaluate(text, &options, &mut on_progress);
-        if let Some(msg) = thrown {
-            return Err(JsError::new(&format!("progress callback threw: {msg}")));
-        }
-        to_js(&result.map_err(js_error)?)
+        progress: js_sys::Function,
+    ) -> js_sys::Promise {
+        let session = self.session.clone();
+        // The borrow is held across the GPU's awaits on purpose: it marks the session busy, and
+        // every other entry point uses `try_borrow*`, so an overlapping call is an error, never
+        // a panic.
+        #[allow(clippy::await_holding_refcell_ref)]
+        future_to_promise(async move {
+            let options: EvalOptions = serde_wasm_bindgen::from_value(options)
+                .map_err(|e| js_error(Error::config("eval options", e)))?;
+            let guard = session.try_borrow().map_err(|_| busy())?;
+            let session = guard.as_ref().ok_or_else(no_model)?;
+            // An exception thrown by the callback stops the evaluation and is reported instead
+            // of a bare "cancelled".
+            let mut thrown: Option<String> = None;
+            let mut on_progress = |p: &EvalProgress| -> bool {
+                let Ok(arg) = to_js(p) else { return true };
+                keep_going(progress.call1(&JsValue::NULL, &arg), &mut thrown)
+            };
+            let result = session
+                .evaluate_async(&text, &options, &mut on_progress)
+                .await;
+            if let Some(msg) = thrown {
+                return Err(JsError::new(&format!("progress callback threw: {msg}")).into());
+            }
+            Ok(to_js(&result.map_err(js_error)?)?)
+        })
     }
 }
 
@@ -140,16 +198,20 @@ fn keep_going(ret: Result<JsValue, JsValue>, thrown: &mut Option<String>) -> boo
     }
 }
 
+fn no_model() -> JsError {
+    JsError::new("no model loaded")
+}
+
+fn busy() -> JsError {
+    JsError::new("busy: an evaluation is still running")
+}
+
 impl Playground {
-    fn session(&self) -> Result<&Session, JsError> {
-        self.session
-            .as_ref()
-            .ok_or_else(|| JsError::new("no model loaded"))
+    fn session(&self) -> Result<std::cell::Ref<'_, Option<Session>>, JsError> {
+        self.session.try_borrow().map_err(|_| busy())
     }
 
-    fn session_mut(&mut self) -> Result<&mut Session, JsError> {
-        self.session
-            .as_mut()
-            .ok_or_else(|| JsError::new("no model loaded"))
+    fn session_mut(&self) -> Result<std::cell::RefMut<'_, Option<Session>>, JsError> {
+        self.session.try_borrow_mut().map_err(|_| busy())
     }
 }

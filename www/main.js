@@ -5,6 +5,9 @@ const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const GROUP_SIZES = [16, 32, 64, 128, 192, 256]; // methods.md §1; only divisors of every row are offered
 const DEFAULT_GROUP = 32;
 const DEBOUNCE_MS = 300;
+// `?backend=cpu` runs on the CPU even where WebGPU exists (to compare the two paths); anything
+// else uses WebGPU when the browser has it.
+const BACKEND = new URLSearchParams(self.location.search).get('backend') === 'cpu' ? 'cpu' : 'auto';
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -17,6 +20,7 @@ const el = {
   result: $('result'), ppl: $('ppl'), pplErr: $('ppl-err'), protocolDesc: $('protocol-desc'),
   kl: $('kl'), top1: $('top1'), bpw: $('bpw'), memory: $('memory'), error: $('error'),
   history: document.querySelector('#history tbody'), webgpu: $('webgpu'),
+  engine: $('engine'), engineNote: $('engine-note'), backend: $('backend'), gpuMemory: $('gpu-memory'),
 };
 
 const texts = new Map(); // name -> text, fetched once
@@ -30,7 +34,7 @@ let current = null; // the newest run: {gen, quant, options, started}
 // Shared memory lets the worker see a newer run while it is busy (see worker.js).
 const control = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-worker.postMessage({ type: 'init', control });
+worker.postMessage({ type: 'init', control, backend: BACKEND });
 
 // ---------------------------------------------------------------------------- formatting
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
@@ -185,6 +189,11 @@ function showResult(msg) {
   const bpw = m.bits_per_weight;
   setText(el.bpw, typeof bpw === 'number' ? `${bpw.toFixed(3)} (linear layers)` : '—', bpw);
   setText(el.memory, memoryText(m), m.total_bytes);
+  const e = msg.engine || {};
+  setText(el.backend, e.backend === 'gpu' ? `WebGPU (${e.adapter})` : 'CPU (WebAssembly)', e.backend);
+  setText(el.gpuMemory, typeof e.weight_bytes === 'number'
+    ? `${mb(e.weight_bytes)} of packed weights (${e.weight_bytes.toLocaleString('en')} bytes)`
+    : '— (not on the GPU)', e.weight_bytes ?? undefined);
   el.evalProgress.value = 1;
   el.evalStatus.textContent = `Done in ${((performance.now() - current.started) / 1000).toFixed(1)} s.`;
 
@@ -197,6 +206,7 @@ function showResult(msg) {
     pct(r.top1),
     fixed(bpw, 3),
     typeof m.total_bytes === 'number' ? mb(m.total_bytes) : '—',
+    e.backend === 'gpu' ? 'WebGPU' : 'CPU',
     `${fixed(r.seconds, 1)} s`,
   ];
   for (const c of cells) {
@@ -221,6 +231,14 @@ worker.onmessage = ({ data: msg }) => {
       el.modelStatus.textContent = msg.parsing
         ? 'Reading the model…'
         : `Downloading the model: ${mb(msg.loaded)}${msg.total ? ` of ${mb(msg.total)}` : ''}`;
+      break;
+    case 'engine':
+      el.engine.dataset.backend = msg.backend;
+      el.engine.textContent = msg.backend === 'gpu'
+        ? `Evaluation runs on WebGPU (${msg.adapter}), driven from a Web Worker.`
+        : 'Evaluation runs on the CPU in a Web Worker (WebAssembly).';
+      el.engineNote.dataset.backend = msg.backend;
+      el.engineNote.textContent = msg.note;
       break;
     case 'loaded':
       loaded = true;
@@ -283,7 +301,7 @@ async function probeWebGpu() {
     adapter = null;
   }
   el.webgpu.dataset.available = String(adapter !== null);
-  el.webgpu.textContent = adapter ? 'WebGPU: available (not used yet)' : 'WebGPU: not available';
+  el.webgpu.textContent = adapter ? 'WebGPU: available' : 'WebGPU: not available';
 }
 
 el.gran.disabled = el.sym.disabled = true;

@@ -1,18 +1,28 @@
 // The Web Worker that owns the wasm module. The page (main.js) only posts messages here; all
 // model code runs in this thread, so the page stays responsive during a long evaluation.
 //
-// Messages in:  {type: 'init', control}          control: Int32Array on a SharedArrayBuffer or null
+// Messages in:  {type: 'init', control, backend}  control: Int32Array on a SharedArrayBuffer or
+//                                                  null; backend: 'auto' (WebGPU when available)
+//                                                  or 'cpu'
 //               {type: 'load', url} | {type: 'load', file}
 //               {type: 'run', gen, quant, text, options}
-// Messages out: ready | download | loaded | quantizing | quantized | progress | result |
+// Messages out: ready | engine | download | loaded | quantizing | quantized | progress | result |
 //               cancelled | error
 //               (each run's messages carry its `gen`).
 //
-// Cancellation: wasm is single-threaded here, so while `evaluate` runs no message can arrive.
-// The page therefore bumps control[0] (shared memory) when it starts a newer run; the progress
-// callbacks, which quantization calls after every tensor and evaluation after every window,
-// compare it with their own generation and return false to stop. Without shared memory (a server without COOP/COEP headers) runs
-// that were overtaken while queued are skipped, and a running one finishes and is ignored.
+// Backend: on 'init' the worker asks the wasm module for WebGPU (`initGpu`, a Promise); models
+// loaded afterwards live in GPU buffers. Without WebGPU, or with backend 'cpu', the CPU path runs
+// and the 'engine' message carries a note the page shows.
+//
+// Requests run one at a time, in arrival order (`serial`): `evaluate` returns a Promise, and on
+// the GPU it yields while buffers map, so without the queue a 'load' could arrive mid-run.
+//
+// Cancellation: the page bumps control[0] (shared memory) when it starts a newer run; the
+// progress callbacks, which quantization calls after every tensor and evaluation after every
+// window, compare it with their own generation and return false to stop. On the CPU backend no
+// message can arrive while wasm runs, hence shared memory. Without it (a server without
+// COOP/COEP headers) a newer queued run stops a GPU evaluation at its next window; on the CPU
+// runs overtaken while queued are skipped, and a running one finishes and is ignored.
 
 import init, { Playground } from './pkg/quantlab.js';
 
@@ -28,29 +38,58 @@ let running = false;
 
 const post = (msg) => self.postMessage(msg);
 const message = (e) => (e && e.message) || String(e);
-const stale = (gen) => control !== null && Atomics.load(control, 0) !== gen;
+const stale = (gen) => (control !== null
+  ? Atomics.load(control, 0) !== gen
+  : pending !== null && pending.gen !== gen);
 
-const ready = init().then(() => {
+// Every request runs after the previous one settled; `ok` is false when WebAssembly failed.
+let chain = init().then(() => {
   playground = new Playground();
   post({ type: 'ready' });
+  return true;
+}, (e) => {
+  post({ type: 'error', where: 'init', message: `could not start WebAssembly: ${message(e)}` });
+  return false;
 });
+function serial(task) {
+  chain = chain.then(async (ok) => {
+    if (ok) await task();
+    return ok;
+  });
+}
 
-self.onmessage = async ({ data: msg }) => {
-  try {
-    await ready;
-  } catch (e) {
-    post({ type: 'error', where: 'init', message: `could not start WebAssembly: ${message(e)}` });
-    return;
-  }
+self.onmessage = ({ data: msg }) => {
   if (msg.type === 'init') {
     control = msg.control;
+    serial(() => initEngine(msg.backend));
   } else if (msg.type === 'load') {
-    await load(msg);
+    serial(() => load(msg));
   } else if (msg.type === 'run') {
     pending = msg;
-    if (!running) drain();
+    if (!running) {
+      running = true;
+      serial(drain);
+    }
   }
 };
+
+// WebGPU when available (and not declined by the page), else the CPU with a note saying why.
+async function initEngine(backend) {
+  if (backend === 'cpu') {
+    post({ type: 'engine', backend: 'cpu', note: 'Running on the CPU (chosen with ?backend=cpu).' });
+    return;
+  }
+  if (!self.navigator.gpu) {
+    post({ type: 'engine', backend: 'cpu', note: 'WebGPU not available: running on the CPU.' });
+    return;
+  }
+  try {
+    const adapter = await playground.initGpu();
+    post({ type: 'engine', backend: 'gpu', adapter, note: `Running on WebGPU: ${adapter}.` });
+  } catch (e) {
+    post({ type: 'engine', backend: 'cpu', note: `WebGPU not available: running on the CPU (${message(e)}).` });
+  }
+}
 
 async function load(msg) {
   try {
@@ -109,17 +148,16 @@ async function download(url, label) {
 
 // Run the newest pending request; yielding between runs lets queued messages replace it.
 async function drain() {
-  running = true;
   while (pending) {
     const msg = pending;
     pending = null;
-    run(msg);
+    await run(msg);
     await new Promise((r) => setTimeout(r, 0));
   }
   running = false;
 }
 
-function run({ gen, quant, text, options }) {
+async function run({ gen, quant, text, options }) {
   if (stale(gen)) return post({ type: 'cancelled', gen });
   try {
     const key = JSON.stringify(quant);
@@ -134,11 +172,11 @@ function run({ gen, quant, text, options }) {
       post({ type: 'quantized', gen, memory, seconds: (performance.now() - t0) / 1000 });
     }
     if (stale(gen)) return post({ type: 'cancelled', gen });
-    const result = playground.evaluate(text, options, (progress) => {
+    const result = await playground.evaluate(text, options, (progress) => {
       post({ type: 'progress', gen, progress });
       return !stale(gen);
     });
-    post({ type: 'result', gen, result, memory });
+    post({ type: 'result', gen, result, memory, engine: playground.engine() });
   } catch (e) {
     if (stale(gen)) post({ type: 'cancelled', gen });
     else post({ type: 'error', gen, where: 'run', message: message(e) });

@@ -103,6 +103,24 @@ impl<B: Backend> Llama<B> {
         self.head.as_ref().unwrap_or(&self.embd)
     }
 
+    /// Every weight matrix the backend holds, each once (a tied head is the embedding), so a
+    /// backend can report the memory it really uses.
+    pub fn matrices(&self) -> impl Iterator<Item = &B::Mat> {
+        let blocks = self
+            .blocks
+            .iter()
+            .flat_map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]);
+        std::iter::once(&self.embd)
+            .chain(self.head.as_ref())
+            .chain(blocks)
+    }
+
+    /// Every norm vector the backend holds.
+    pub fn vectors(&self) -> impl Iterator<Item = &B::Vector> {
+        std::iter::once(&self.out_norm)
+            .chain(self.blocks.iter().flat_map(|b| [&b.attn_norm, &b.ffn_norm]))
+    }
+
     /// Final normalized hidden states (T × d) of a window whose first token sits at position 0.
     pub fn forward(&self, b: &B, tokens: &[u32]) -> Result<B::Act> {
         self.forward_observed(b, tokens, &mut |_, _, _| Ok(()))

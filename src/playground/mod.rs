@@ -1,4 +1,5 @@
 //! What the page and the CLI drive: a loaded model with its tokenizer, the current quantization,
-//! and evaluation. No wasm or GPU imports here.
+//! and evaluation, on the CPU or the GPU backend (`engine`). No wasm imports here.
 
+pub mod engine;
 pub mod session;

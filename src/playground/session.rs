@@ -4,9 +4,10 @@
 use crate::io::gguf::Gguf;
 use crate::io::tokenizer::Tokenizer;
 use crate::model::cpu::Cpu;
-use crate::model::eval::{self, EvalOptions, EvalProgress, EvalResult};
+use crate::model::eval::{EvalOptions, EvalProgress, EvalResult};
 use crate::model::llama::Llama;
 use crate::model::weights::{MemoryReport, ModelWeights};
+use crate::playground::engine::{Device, Engine, EngineInfo};
 use crate::quant::calib::{self, CalibOptions, Calibration};
 use crate::quant::config::{Method, QuantConfig};
 use crate::quant::format::Format;
@@ -52,9 +53,10 @@ pub struct Session {
     label: String,
     source: ModelWeights,
     tokenizer: Tokenizer,
-    loaded: Llama<Cpu>,
-    /// The quantized model and its memory; `None` while the config keeps the loaded weights.
-    quantized: Option<(Llama<Cpu>, MemoryReport)>,
+    /// The loaded and the quantized model on the CPU or the GPU.
+    engine: Engine,
+    /// Memory of the quantized model; `None` while the config keeps the loaded weights.
+    quantized: Option<MemoryReport>,
     quant: QuantConfig,
     /// Statistics of the loaded model for GPTQ/AWQ, with the fingerprint of the tokens they
     /// came from (reused while the text and options stay the same).
@@ -103,8 +105,13 @@ fn count_formats(it: impl Iterator<Item = (Format, usize)>) -> Vec<FormatCount> 
 }
 
 impl Session {
-    /// Load a GGUF file.
+    /// Load a GGUF file (on the CPU backend).
     pub fn load_gguf(label: &str, bytes: Vec<u8>) -> Result<Session> {
+        Self::load_gguf_on(label, bytes, &Device::Cpu)
+    }
+
+    /// Load a GGUF file onto `device`.
+    pub fn load_gguf_on(label: &str, bytes: Vec<u8>, device: &Device) -> Result<Session> {
         let (weights, tokenizer) = {
             let g = Gguf::parse(label, &bytes)?;
             let cfg = g.model_config()?;
@@ -115,7 +122,7 @@ impl Session {
             )
         };
         drop(bytes);
-        Self::from_parts(label, weights, tokenizer)
+        Self::from_parts_on(label, weights, tokenizer, device)
     }
 
     /// Load a Hugging Face checkpoint: config.json, tokenizer.json and safetensors shards.
@@ -125,19 +132,39 @@ impl Session {
         tokenizer_json: &[u8],
         shards: &[(&str, &[u8])],
     ) -> Result<Session> {
+        Self::load_hf_on(label, config_json, tokenizer_json, shards, &Device::Cpu)
+    }
+
+    /// `load_hf` onto `device`.
+    pub fn load_hf_on(
+        label: &str,
+        config_json: &[u8],
+        tokenizer_json: &[u8],
+        shards: &[(&str, &[u8])],
+        device: &Device,
+    ) -> Result<Session> {
         let weights = crate::io::hf::load_hf(config_json, shards)?;
         let tokenizer =
             Tokenizer::from_tokenizer_json(&format!("{label}/tokenizer.json"), tokenizer_json)?;
-        Self::from_parts(label, weights, tokenizer)
+        Self::from_parts_on(label, weights, tokenizer, device)
     }
 
     pub fn from_parts(label: &str, source: ModelWeights, tokenizer: Tokenizer) -> Result<Session> {
-        let loaded = Llama::load(&Cpu, &source)?;
+        Self::from_parts_on(label, source, tokenizer, &Device::Cpu)
+    }
+
+    pub fn from_parts_on(
+        label: &str,
+        source: ModelWeights,
+        tokenizer: Tokenizer,
+        device: &Device,
+    ) -> Result<Session> {
+        let engine = Engine::load(device, &source)?;
         Ok(Session {
             label: label.to_string(),
             source,
             tokenizer,
-            loaded,
+            engine,
             quantized: None,
             quant: QuantConfig::default(),
             calib: None,
@@ -194,7 +221,7 @@ impl Session {
     /// Memory of the model as currently configured.
     pub fn memory(&self) -> MemoryReport {
         match &self.quantized {
-            Some((_, m)) => m.clone(),
+            Some(m) => m.clone(),
             None => self.source.memory(),
         }
     }
@@ -213,7 +240,17 @@ impl Session {
         let fresh = !matches!(&self.calib, Some((k, c)) if *k == key && c.opts == *opts);
         if fresh {
             self.calib = None;
-            let c = calib::calibrate(&self.loaded, tokens, self.bos(), opts, progress)?;
+            // Calibration observes activations on the CPU backend; a GPU session loads a CPU
+            // copy of the model for it and frees it afterwards.
+            let cpu_copy;
+            let model = match self.engine.cpu_loaded() {
+                Some(m) => m,
+                None => {
+                    cpu_copy = Llama::load(&Cpu, &self.source)?;
+                    &cpu_copy
+                }
+            };
+            let c = calib::calibrate(model, tokens, self.bos(), opts, progress)?;
             self.calib = Some((key, c));
         }
         match &self.calib {
@@ -239,11 +276,15 @@ impl Session {
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<MemoryReport> {
         if matches!(cfg.method, Method::None) {
+            self.engine.set_quantized(None)?;
             self.quantized = None;
         } else {
             let q = cfg.apply_calibrated(&self.source, self.calibration(), progress)?;
             let mem = q.memory();
-            self.quantized = Some((Llama::load(&Cpu, &q)?, mem));
+            // The memory report must describe what the engine holds, also when loading fails.
+            self.quantized = None;
+            self.engine.set_quantized(Some(&q))?;
+            self.quantized = Some(mem);
         }
         self.quant = cfg.clone();
         Ok(self.memory())
@@ -262,6 +303,16 @@ impl Session {
         }
     }
 
+    /// The backend the models run on, its adapter and (GPU) the weight bytes it holds.
+    pub fn engine(&self) -> EngineInfo {
+        self.engine.info()
+    }
+
+    /// The device the models run on, to load another model onto the same one.
+    pub fn device(&self) -> Device {
+        self.engine.device()
+    }
+
     pub fn evaluate(
         &self,
         text: &str,
@@ -272,27 +323,48 @@ impl Session {
         self.evaluate_tokens(&tokens, opts, progress)
     }
 
+    /// `evaluate_tokens_async` on a text.
+    pub async fn evaluate_async(
+        &self,
+        text: &str,
+        opts: &EvalOptions,
+        progress: &mut dyn FnMut(&EvalProgress) -> bool,
+    ) -> Result<EvalResult> {
+        let tokens = self.tokenize(text)?;
+        self.evaluate_tokens_async(&tokens, opts, progress).await
+    }
+
     /// Evaluate the current model; KL/top-1 against the loaded model when quantized and asked.
+    /// On the GPU this waits for buffer maps: the browser must await it.
+    pub async fn evaluate_tokens_async(
+        &self,
+        tokens: &[u32],
+        opts: &EvalOptions,
+        progress: &mut dyn FnMut(&EvalProgress) -> bool,
+    ) -> Result<EvalResult> {
+        let clock = self.clock;
+        self.engine
+            .evaluate(tokens, self.bos(), opts, &clock, progress)
+            .await
+    }
+
+    /// `evaluate_tokens_async`, waited for: natively by blocking the thread (`pollster`), in
+    /// wasm only for the CPU engine (whose future is ready at once; the GPU one is refused with
+    /// an error rather than blocking the browser).
     pub fn evaluate_tokens(
         &self,
         tokens: &[u32],
         opts: &EvalOptions,
         progress: &mut dyn FnMut(&EvalProgress) -> bool,
     ) -> Result<EvalResult> {
-        let (model, reference) = match &self.quantized {
-            Some((m, _)) => (m, opts.kl.then_some(&self.loaded)),
-            None => (&self.loaded, None),
-        };
-        let clock = self.clock;
-        eval::ready(eval::evaluate(
-            &Cpu,
-            model,
-            reference,
-            tokens,
-            self.bos(),
-            opts,
-            &clock,
-            progress,
-        ))
+        let fut = self.evaluate_tokens_async(tokens, opts, progress);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(fut)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::model::eval::ready(fut)
+        }
     }
 }

@@ -1,0 +1,180 @@
+//! Where a session's models run: the CPU reference backend or the wgpu backend (`gpu::Gpu`).
+//! Either engine holds the model as loaded and, while the config quantizes, the quantized model;
+//! evaluation is one generic function over `Backend`, so both engines share THE forward pass
+//! (`model::llama`) and THE evaluation loop (`model::eval`).
+
+use crate::gpu::Gpu;
+use crate::model::backend::Backend;
+use crate::model::cpu::Cpu;
+use crate::model::eval::{self, EvalOptions, EvalProgress, EvalResult};
+use crate::model::llama::Llama;
+use crate::model::weights::ModelWeights;
+use crate::Result;
+use serde::Serialize;
+use std::rc::Rc;
+
+/// The backend a session runs on. A GPU is acquired once (asynchronously, `Gpu::create`) and
+/// shared by every model loaded later, hence the `Rc`.
+#[derive(Clone)]
+pub enum Device {
+    Cpu,
+    Gpu(Rc<Gpu>),
+}
+
+/// The model as loaded and, when quantized, the quantized model, on backend `B`.
+pub struct Models<B: Backend> {
+    pub loaded: Llama<B>,
+    pub quantized: Option<Llama<B>>,
+}
+
+impl<B: Backend> Models<B> {
+    fn load(b: &B, w: &ModelWeights) -> Result<Self> {
+        Ok(Models {
+            loaded: Llama::load(b, w)?,
+            quantized: None,
+        })
+    }
+
+    /// The model to evaluate and, when quantized and asked for KL, the reference.
+    fn current(&self, kl: bool) -> (&Llama<B>, Option<&Llama<B>>) {
+        match &self.quantized {
+            Some(q) => (q, kl.then_some(&self.loaded)),
+            None => (&self.loaded, None),
+        }
+    }
+
+    fn set_quantized(&mut self, b: &B, q: Option<&ModelWeights>) -> Result<()> {
+        // Free the old quantized model before loading the new one: two need not coexist.
+        self.quantized = None;
+        self.quantized = q.map(|w| Llama::load(b, w)).transpose()?;
+        Ok(())
+    }
+}
+
+/// A session's models on their backend.
+// One per session, so the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Engine {
+    Cpu(Models<Cpu>),
+    Gpu(Rc<Gpu>, Models<Gpu>),
+}
+
+/// What the page and the CLI show about the engine that ran a result.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EngineInfo {
+    /// "cpu" or "gpu".
+    pub backend: String,
+    /// The adapter and its API (e.g. "llvmpipe (LLVM 19.1.7, 256 bits) (Vulkan)"), or "CPU".
+    pub adapter: String,
+    /// GPU only: bytes of packed weights (matrices with their biases, and norm vectors) the
+    /// current model holds in GPU buffers. Equals the format table's `MemoryReport::total_bytes`.
+    pub weight_bytes: Option<usize>,
+    /// GPU only: all weight bytes held on the GPU, the as-loaded model kept as the KL reference
+    /// included.
+    pub held_bytes: Option<usize>,
+}
+
+/// The adapter in words. Browsers may hide the adapter's name (Chromium reports an empty
+/// description), so say that rather than print nothing.
+pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+    let name = info.name.trim();
+    let name = if !name.is_empty() {
+        name
+    } else if info.device_type == wgpu::DeviceType::Cpu {
+        "software adapter"
+    } else {
+        "adapter not named by the browser"
+    };
+    format!("{name} ({:?})", info.backend)
+}
+
+/// Bytes a GPU model's weights occupy in their buffers, as the backend reports them.
+pub fn gpu_weight_bytes(m: &Llama<Gpu>) -> usize {
+    m.matrices().map(|w| w.bytes).sum::<usize>() + m.vectors().map(|v| 4 * v.len).sum::<usize>()
+}
+
+impl Engine {
+    /// Load `w` on `device`.
+    pub fn load(device: &Device, w: &ModelWeights) -> Result<Engine> {
+        Ok(match device {
+            Device::Cpu => Engine::Cpu(Models::load(&Cpu, w)?),
+            Device::Gpu(g) => Engine::Gpu(g.clone(), Models::load(g.as_ref(), w)?),
+        })
+    }
+
+    /// The device this engine runs on (to load another model on the same one).
+    pub fn device(&self) -> Device {
+        match self {
+            Engine::Cpu(_) => Device::Cpu,
+            Engine::Gpu(g, _) => Device::Gpu(g.clone()),
+        }
+    }
+
+    /// Replace the quantized model (`None`: evaluate the model as loaded).
+    pub fn set_quantized(&mut self, q: Option<&ModelWeights>) -> Result<()> {
+        match self {
+            Engine::Cpu(m) => m.set_quantized(&Cpu, q),
+            Engine::Gpu(g, m) => m.set_quantized(g.as_ref(), q),
+        }
+    }
+
+    /// The model as loaded on the CPU backend, when that is where it runs.
+    pub fn cpu_loaded(&self) -> Option<&Llama<Cpu>> {
+        match self {
+            Engine::Cpu(m) => Some(&m.loaded),
+            Engine::Gpu(..) => None,
+        }
+    }
+
+    pub fn info(&self) -> EngineInfo {
+        match self {
+            Engine::Cpu(_) => EngineInfo {
+                backend: "cpu".into(),
+                adapter: "CPU".into(),
+                weight_bytes: None,
+                held_bytes: None,
+            },
+            Engine::Gpu(g, m) => {
+                let (current, _) = m.current(false);
+                let loaded = gpu_weight_bytes(&m.loaded);
+                let quantized = m.quantized.as_ref().map_or(0, gpu_weight_bytes);
+                EngineInfo {
+                    backend: "gpu".into(),
+                    adapter: describe_adapter(&g.ctx.info),
+                    weight_bytes: Some(gpu_weight_bytes(current)),
+                    held_bytes: Some(loaded + quantized),
+                }
+            }
+        }
+    }
+
+    /// Evaluate the current model (see `model::eval::evaluate`); KL/top-1 against the model as
+    /// loaded when quantized and `opts.kl`. The CPU engine's future is ready at once; the GPU's
+    /// waits on buffer maps, so in the browser it must be awaited, never blocked on.
+    pub async fn evaluate(
+        &self,
+        tokens: &[u32],
+        bos: Option<u32>,
+        opts: &EvalOptions,
+        clock: &dyn Fn() -> f64,
+        progress: &mut dyn FnMut(&EvalProgress) -> bool,
+    ) -> Result<EvalResult> {
+        match self {
+            Engine::Cpu(m) => run(&Cpu, m, tokens, bos, opts, clock, progress).await,
+            Engine::Gpu(g, m) => run(g.as_ref(), m, tokens, bos, opts, clock, progress).await,
+        }
+    }
+}
+
+async fn run<B: Backend>(
+    b: &B,
+    m: &Models<B>,
+    tokens: &[u32],
+    bos: Option<u32>,
+    opts: &EvalOptions,
+    clock: &dyn Fn() -> f64,
+    progress: &mut dyn FnMut(&EvalProgress) -> bool,
+) -> Result<EvalResult> {
+    let (model, reference) = m.current(opts.kl);
+    eval::evaluate(b, model, reference, tokens, bos, opts, clock, progress).await
+}

@@ -1,0 +1,123 @@
+// Shared set-up of the browser tests: the CLI's `quantlab serve` on a free loopback port, Debian's
+// headless Chromium (driven by playwright-core, which never downloads a browser) with a fresh
+// profile, the page loaded with the default model, and a wait for the next result.
+// QUANTLAB_BIN overrides the CLI binary, CHROMIUM the browser.
+
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const TARGET = process.env.CARGO_TARGET_DIR
+  ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target');
+export const BIN = process.env.QUANTLAB_BIN ?? path.join(TARGET, 'release', 'quantlab');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+export const MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
+export const TEXT = 'www/texts/prose.txt';
+const LOAD_TIMEOUT_MS = 5 * 60_000;
+export const RUN_TIMEOUT_MS = 15 * 60_000;
+
+// Flags: quiet networking (this machine has no outside network, and Chromium would keep
+// trying), WebGPU allowed on the bundled SwiftShader (so no --disable-gpu).
+const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--enable-unsafe-webgpu',
+  '--no-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+];
+
+function requireFile(file, hint) {
+  if (!existsSync(file)) throw new Error(`${file} is missing: ${hint}`);
+}
+
+// Start `quantlab serve --port 0` and read the URL it prints.
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, ['serve', '--port', '0', '--root', ROOT], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`quantlab serve printed no URL: ${out}`)), 30_000);
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`quantlab serve exited with ${code}: ${out}`)));
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/http:\/\/127\.0\.0\.1:\d+\//);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, url: m[0] });
+      }
+    });
+  });
+}
+
+// Serve the repository, open the page at `query` (e.g. '?backend=cpu') and wait for the model.
+// `webgpu: false` starts Chromium without --enable-unsafe-webgpu: on Linux it then offers
+// `navigator.gpu` but no adapter, as a browser without WebGPU support would.
+// Returns {page, log, close}.
+export async function openPage(query = '', { webgpu = true } = {}) {
+  requireFile(path.join(ROOT, MODEL), 'run scripts/fetch-model.sh');
+  requireFile(BIN, 'build the CLI: cargo build --release (or set QUANTLAB_BIN)');
+  requireFile(path.join(ROOT, 'www/pkg/quantlab_bg.wasm'), 'run scripts/build-web.sh');
+  requireFile(CHROMIUM, 'install Debian chromium (scripts/ci-setup.sh)');
+  const { child: server, url } = await startServer();
+  const profile = mkdtempSync(path.join(tmpdir(), 'quantlab-chromium-'));
+  const log = [];
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: webgpu ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--enable-unsafe-webgpu'),
+    viewport: { width: 1280, height: 720 },
+  });
+  const close = async () => {
+    if (log.length) console.log(`# page console:\n${log.map((l) => `#   ${l}`).join('\n')}`);
+    await context.close();
+    server.removeAllListeners('exit');
+    server.kill();
+    rmSync(profile, { recursive: true, force: true });
+  };
+  const page = context.pages()[0] ?? await context.newPage();
+  page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
+  const t0 = Date.now();
+  await page.goto(url + query);
+  await page.waitForSelector('#model-status[data-state="ready"], #model-status[data-state="error"]',
+    { timeout: LOAD_TIMEOUT_MS });
+  const state = await page.getAttribute('#model-status', 'data-state');
+  if (state !== 'ready') {
+    const error = await page.textContent('#error');
+    await close();
+    throw new Error(`model did not load: ${error}`);
+  }
+  console.log(`# model downloaded and loaded in the page${query} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  return { page, log, close };
+}
+
+// Wait until the result panel shows a run newer than `prevRun` (that matches `want`, a
+// substring of the run's quant config), or fail with the page's error message.
+export async function waitForResult(page, prevRun, want = '') {
+  await page.waitForFunction(([prev, w]) => {
+    const r = document.getElementById('result');
+    return r.dataset.state === 'error'
+      || (r.dataset.state === 'done' && r.dataset.run !== prev && (r.dataset.config ?? '').includes(w));
+  }, [prevRun, want], { timeout: RUN_TIMEOUT_MS, polling: 250 });
+  const state = await page.getAttribute('#result', 'data-state');
+  if (state === 'error') throw new Error(`page error: ${await page.textContent('#error')}`);
+  const num = async (sel) => Number(await page.getAttribute(sel, 'data-value'));
+  return {
+    run: await page.getAttribute('#result', 'data-run'),
+    ppl: await num('#ppl'),
+    bpw: await num('#bpw'),
+    memory: await num('#memory'),
+    kl: await page.getAttribute('#kl', 'data-value'),
+    top1: await page.getAttribute('#top1', 'data-value'),
+    protocol: await page.textContent('#protocol-desc'),
+    backend: await page.getAttribute('#backend', 'data-value'),
+    gpuMemory: await page.getAttribute('#gpu-memory', 'data-value'),
+  };
+}
