@@ -2,78 +2,29 @@
 //! calibration through the real forward pass, missing statistics, and GPTQ's output error on the
 //! calibration inputs against RTN's for every layer.
 
-use quantlab::model::config::{ModelConfig, RopeStyle};
+#[path = "common/synthetic.rs"]
+#[allow(dead_code)] // not every test file uses every helper
+mod synthetic;
+use synthetic::Norms;
+
 use quantlab::model::cpu::Cpu;
 use quantlab::model::llama::{Llama, Site};
-use quantlab::model::weights::{LayerWeights, Linear, ModelWeights};
+use quantlab::model::weights::ModelWeights;
 use quantlab::quant::calib::{self, CalibFrom, CalibOptions, Calibration};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
-use quantlab::quant::format::{Granularity, QTensor};
+use quantlab::quant::format::Granularity;
 use quantlab::quant::gptq::GptqOptions;
-
-/// Seeded pseudo-random values in [-0.1, 0.1).
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-        })
-        .collect()
-}
 
 /// Two layers, d = 64, FFN 128, 4 heads of 16 (2 KV heads), vocab 32, all f32; norms with
 /// uneven channel gains so activations have outlier channels, as real ones do.
 fn synthetic() -> ModelWeights {
-    let config = ModelConfig {
-        arch: "llama".into(),
-        n_layer: 2,
-        dim: 64,
-        ffn_dim: 128,
-        n_head: 4,
-        n_kv_head: 2,
-        head_dim: 16,
-        vocab: 32,
-        rope_theta: 10_000.0,
-        rope_style: RopeStyle::Interleaved,
-        rms_eps: 1e-5,
-        max_ctx: 128,
-        tied_embeddings: true,
-    };
-    let mut seed = 0;
-    let mut m = |rows: usize, cols: usize| {
-        seed += 1;
-        QTensor::from_f32(rows, cols, &values(seed, rows * cols))
-    };
     let gains: Vec<f32> = (0..64).map(|j| 0.5 + (j % 9) as f32 * 0.4).collect();
-    let mut layers = Vec::new();
-    for i in 0..2 {
-        let lin = |name: &str, w: QTensor| Linear {
-            name: format!("blk.{i}.{name}.weight"),
-            w,
-            bias: None,
-        };
-        layers.push(LayerWeights {
-            attn_norm: gains.clone(),
-            ffn_norm: gains.iter().rev().copied().collect(),
-            wq: lin("attn_q", m(64, 64)),
-            wk: lin("attn_k", m(32, 64)),
-            wv: lin("attn_v", m(32, 64)),
-            wo: lin("attn_output", m(64, 64)),
-            w_gate: lin("ffn_gate", m(128, 64)),
-            w_up: lin("ffn_up", m(128, 64)),
-            w_down: lin("ffn_down", m(64, 128)),
-        });
-    }
-    ModelWeights {
-        config,
-        token_embd: m(32, 64),
-        output_norm: vec![1.0; 64],
-        output: None,
-        layers,
-    }
+    let ffn = gains.iter().rev().copied().collect();
+    synthetic::synthetic(&Norms {
+        attn: gains,
+        ffn,
+        output: vec![1.0; 64],
+    })
 }
 
 fn tokens(n: usize) -> Vec<u32> {

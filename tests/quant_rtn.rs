@@ -2,11 +2,15 @@
 //! default model: which tensors change, the memory report the format table yields, error versus
 //! bits, per-tensor overrides, progress and cancellation.
 
+#[path = "common/synthetic.rs"]
+#[allow(dead_code)] // not every test file uses every helper
+mod synthetic;
+use synthetic::Norms;
+
 use quantlab::io::gguf::Gguf;
-use quantlab::model::config::{ModelConfig, RopeStyle};
-use quantlab::model::weights::{LayerWeights, Linear, ModelWeights};
+use quantlab::model::weights::ModelWeights;
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
-use quantlab::quant::format::{Format, Granularity, IntSpec, QTensor};
+use quantlab::quant::format::{Format, Granularity, IntSpec};
 use quantlab::quant::rtn::{self, RtnOptions};
 use quantlab::Error;
 
@@ -33,67 +37,13 @@ fn lq(bits: u8, gran: Granularity, sym: bool) -> LayerQuant {
     }
 }
 
-/// Seeded pseudo-random values (an LCG; quality is irrelevant here).
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-        })
-        .collect()
-}
-
 /// Two layers, d = 64, FFN 128, 4 heads of 16 (2 KV heads), vocab 32, all f32.
 fn synthetic() -> ModelWeights {
-    let config = ModelConfig {
-        arch: "llama".into(),
-        n_layer: 2,
-        dim: 64,
-        ffn_dim: 128,
-        n_head: 4,
-        n_kv_head: 2,
-        head_dim: 16,
-        vocab: 32,
-        rope_theta: 10_000.0,
-        rope_style: RopeStyle::Interleaved,
-        rms_eps: 1e-5,
-        max_ctx: 128,
-        tied_embeddings: true,
-    };
-    let mut seed = 0;
-    let mut m = |rows: usize, cols: usize| {
-        seed += 1;
-        QTensor::from_f32(rows, cols, &values(seed, rows * cols))
-    };
-    let mut layers = Vec::new();
-    for i in 0..2 {
-        let lin = |name: &str, w: QTensor| Linear {
-            name: format!("blk.{i}.{name}.weight"),
-            w,
-            bias: None,
-        };
-        layers.push(LayerWeights {
-            attn_norm: vec![1.0; 64],
-            ffn_norm: vec![0.5; 64],
-            wq: lin("attn_q", m(64, 64)),
-            wk: lin("attn_k", m(32, 64)),
-            wv: lin("attn_v", m(32, 64)),
-            wo: lin("attn_output", m(64, 64)),
-            w_gate: lin("ffn_gate", m(128, 64)),
-            w_up: lin("ffn_up", m(128, 64)),
-            w_down: lin("ffn_down", m(64, 128)),
-        });
-    }
-    ModelWeights {
-        config,
-        token_embd: m(32, 64),
-        output_norm: vec![1.5; 64],
-        output: None,
-        layers,
-    }
+    synthetic::synthetic(&Norms {
+        attn: vec![1.0; 64],
+        ffn: vec![0.5; 64],
+        output: vec![1.5; 64],
+    })
 }
 
 /// Everything except the block linears is identical.
