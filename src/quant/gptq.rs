@@ -205,18 +205,7 @@ pub(crate) fn check_layer(
             ),
         ));
     }
-    if let Some(i) = w.iter().position(|x| !x.is_finite()) {
-        return Err(Error::format(
-            name,
-            "weights",
-            format!(
-                "value {} at row {} column {} is not finite",
-                w[i],
-                i / cols,
-                i % cols
-            ),
-        ));
-    }
+    crate::quant::rtn::check_finite(w, cols, name)?;
     if let Some(i) = gram.iter().position(|x| !x.is_finite()) {
         return Err(Error::config(
             "calibration",

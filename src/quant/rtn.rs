@@ -325,18 +325,7 @@ pub fn quantize(
             )
         })?;
     let g = spec.gran.group_len(rows, cols, name)?;
-    if let Some(i) = w.iter().position(|x| !x.is_finite()) {
-        return Err(Error::format(
-            name,
-            "weights",
-            format!(
-                "value {} at row {} column {} is not finite",
-                w[i],
-                i / cols,
-                i % cols
-            ),
-        ));
-    }
+    check_finite(w, cols, name)?;
 
     let groups = n / g;
     let mut codes = vec![0u8; n];
@@ -474,6 +463,24 @@ impl GroupGrid {
     /// The stored zero point (asymmetric formats).
     pub(crate) fn zero(&self) -> u8 {
         self.0.offset
+    }
+}
+
+/// Refuse NaN or infinite weights, naming the tensor, row and column (every quantizer's first
+/// check: a non-finite value would poison a whole group's scale).
+pub(crate) fn check_finite(w: &[f32], cols: usize, name: &str) -> Result<()> {
+    match w.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(Error::format(
+            name,
+            "weights",
+            format!(
+                "value {} at row {} column {} is not finite",
+                w[i],
+                i / cols.max(1),
+                i % cols.max(1)
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
