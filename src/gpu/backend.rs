@@ -6,6 +6,7 @@
 //! The trait's element-wise operations cannot return errors; a shape mismatch there is recorded
 //! and reported by the next readback (`read_scores`, `read_act`), as are wgpu validation errors.
 
+use crate::gpu::addons::{addon_layout, AddonLayout};
 use crate::gpu::buffers::{self, Pool, PooledBuffer};
 use crate::gpu::context::GpuContext;
 use crate::gpu::pipelines::{weight_format, Pipelines, WeightFormat};
@@ -13,7 +14,7 @@ use crate::gpu::record::{u, Params4, Params8, WeightParams};
 use crate::gpu::shaders;
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
-use crate::quant::format::QTensor;
+use crate::quant::format::{storage_with, QTensor};
 use crate::{Error, Result};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -48,6 +49,8 @@ pub struct Mat {
     pub(crate) w: wgpu::Buffer,
     pub(crate) bias: Option<wgpu::Buffer>,
     pub(crate) fmt: WeightFormat,
+    /// Outliers / low-rank factors stored after the base bytes of `w` (addons.rs).
+    pub(crate) addons: Option<AddonLayout>,
 }
 
 pub struct Vector {
@@ -112,19 +115,8 @@ impl Backend for Gpu {
     }
 
     fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
-        if w.addons != Default::default() {
-            // Sparse outliers and low-rank factors (LoRC) need their own GPU pass, U(Vx).
-            return Err(Error::unsupported(
-                "gpu",
-                "format",
-                format!(
-                    "{} with outliers or low-rank factors has no GPU kernel yet",
-                    w.format.name()
-                ),
-            ));
-        }
         let fmt = weight_format(&w.format, w.rows, w.cols)?;
-        let want = w.format.storage(w.rows, w.cols)?.total();
+        let want = storage_with(w.format, w.addons, w.rows, w.cols)?.total();
         if w.data.len() != want {
             return Err(Error::format(
                 "tensor",
@@ -132,6 +124,8 @@ impl Backend for Gpu {
                 format!("{} bytes, {} needs {want}", w.data.len(), w.format.name()),
             ));
         }
+        // The whole blob (base, then add-ons) goes to the GPU as one buffer.
+        let addons = addon_layout(w)?;
         let what = format!("{} {}×{} weight", w.format.name(), w.rows, w.cols);
         let buf = buffers::upload(&self.ctx.device, &self.ctx.limits, &what, &w.data)?;
         let bias = match bias {
@@ -156,6 +150,7 @@ impl Backend for Gpu {
             w: buf,
             bias,
             fmt,
+            addons,
         })
     }
 
@@ -172,6 +167,15 @@ impl Backend for Gpu {
     }
 
     fn embed(&self, table: &Mat, tokens: &[u32]) -> Result<Act> {
+        if table.addons.is_some() {
+            // Quantizers put add-ons on linear layers only (quant::config); a gather would need
+            // its own outlier/low-rank pass.
+            return Err(Error::unsupported(
+                "gpu",
+                "embed",
+                "an embedding table with outliers or low-rank factors",
+            ));
+        }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= table.rows) {
             return Err(Error::config(
                 "token",

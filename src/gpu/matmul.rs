@@ -62,6 +62,7 @@ impl Gpu {
         };
         if k_split == 0 {
             self.dispatch(&pipe, &[&params, &w.w, x, bias, out], tiles, &label);
+            self.record_addons(x, x_row0, m, w, out);
             return;
         }
         // Partial tiles per k range, then their sum (with the bias).
@@ -94,6 +95,7 @@ impl Gpu {
             self.groups_1d(m * n, 256),
             &|| format!("splitk sum ×{splits} {m}×{n}"),
         );
+        self.record_addons(x, x_row0, m, w, out);
     }
 
     /// Use one matmul kernel for every product (tests, benchmarks), or None for the default

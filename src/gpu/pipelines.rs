@@ -4,7 +4,7 @@
 //! line in `shaders::SHADERS`/`FORMAT_FRAGMENTS` and one arm in `weight_format`.
 
 use crate::gpu::shaders;
-use crate::quant::format::Format;
+use crate::quant::format::{Codebook, Format};
 use crate::quant::ggml::GgmlType;
 use crate::{Error, Result};
 use std::cell::RefCell;
@@ -48,6 +48,9 @@ pub fn weight_format(format: &Format, rows: usize, cols: usize) -> Result<Weight
         Format::BF16 => plain("fmt_bf16"),
         Format::Ggml(GgmlType::Q4_1) => plain("fmt_q4_1"),
         Format::Ggml(GgmlType::Q8_0) => plain("fmt_q8_0"),
+        Format::Ggml(GgmlType::Q4_0) => plain("fmt_q4_0"),
+        Format::Ggml(GgmlType::Q5_0) => plain("fmt_q5_0"),
+        Format::Ggml(GgmlType::Q5_1) => plain("fmt_q5_1"),
         Format::Int(s) => {
             let st = format.storage(rows, cols)?;
             let group = s.gran.group_len(rows, cols, "tensor")?;
@@ -65,7 +68,28 @@ pub fn weight_format(format: &Format, rows: usize, cols: usize) -> Result<Weight
                 zero_off: ((st.codes + st.scales) / 4) as u32,
             }
         }
-        Format::Ggml(_) | Format::Codebook { .. } => {
+        Format::Codebook { bits, table } => {
+            let st = format.storage(rows, cols)?;
+            if numel as u64 * bits as u64 > u32::MAX as u64 {
+                return Err(too_big());
+            }
+            let (fragment, group) = match table {
+                Codebook::PerRow => ("fmt_cb_row", cols),
+                Codebook::PerColumn => ("fmt_cb_col", cols),
+                Codebook::Nf4(g) => ("fmt_nf4", g.group_len(rows, cols, "tensor")?),
+                Codebook::Fp4(g) => ("fmt_fp4", g.group_len(rows, cols, "tensor")?),
+            };
+            WeightFormat {
+                fragment,
+                bits: bits as u32,
+                group: u32::try_from(group).map_err(|_| too_big())?,
+                sym: 0,
+                // Tables (or group scales) follow the 4-byte aligned codes (format.rs).
+                scale_off: (st.codes / 4) as u32,
+                zero_off: 0,
+            }
+        }
+        Format::Ggml(_) => {
             return Err(Error::unsupported(
                 "gpu",
                 "format",

@@ -90,6 +90,14 @@ impl Gpu {
         slot: usize,
     ) -> Result<Mat> {
         let (rows, cols) = (m.rows, m.cols);
+        if m.addons.is_some() {
+            // The source is read through its base fragment only, which would drop the add-ons.
+            return Err(Error::unsupported(
+                "gpu",
+                "rtn",
+                "re-quantizing a weight with outliers or low-rank factors",
+            ));
+        }
         let st = format.storage(rows, cols)?;
         let fmt = weight_format(&format, rows, cols)?;
         let group = spec.gran.group_len(rows, cols, "rtn")?;
@@ -164,6 +172,7 @@ impl Gpu {
             w,
             bias,
             fmt,
+            addons: None,
         })
     }
 

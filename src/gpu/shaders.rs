@@ -15,6 +15,13 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("fmt_int", include_str!("../../shaders/fmt_int.wgsl")),
     ("fmt_q4_1", include_str!("../../shaders/fmt_q4_1.wgsl")),
     ("fmt_q8_0", include_str!("../../shaders/fmt_q8_0.wgsl")),
+    ("fmt_q4_0", include_str!("../../shaders/fmt_q4_0.wgsl")),
+    ("fmt_q5_0", include_str!("../../shaders/fmt_q5_0.wgsl")),
+    ("fmt_q5_1", include_str!("../../shaders/fmt_q5_1.wgsl")),
+    ("fmt_cb_row", include_str!("../../shaders/fmt_cb_row.wgsl")),
+    ("fmt_cb_col", include_str!("../../shaders/fmt_cb_col.wgsl")),
+    ("fmt_nf4", include_str!("../../shaders/fmt_nf4.wgsl")),
+    ("fmt_fp4", include_str!("../../shaders/fmt_fp4.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_v1", include_str!("../../shaders/matmul_v1.wgsl")),
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
@@ -28,15 +35,29 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("score", include_str!("../../shaders/score.wgsl")),
     ("rtn", include_str!("../../shaders/rtn.wgsl")),
+    ("outliers", include_str!("../../shaders/outliers.wgsl")),
+    ("lowrank", include_str!("../../shaders/lowrank.wgsl")),
 ];
 
 /// Format fragments (`fmt_*` stems): each defines `fn w_at(row, col) -> f32`.
 pub const FORMAT_FRAGMENTS: &[&str] = &[
-    "fmt_f32", "fmt_f16", "fmt_bf16", "fmt_int", "fmt_q4_1", "fmt_q8_0",
+    "fmt_f32",
+    "fmt_f16",
+    "fmt_bf16",
+    "fmt_int",
+    "fmt_q4_1",
+    "fmt_q8_0",
+    "fmt_q4_0",
+    "fmt_q5_0",
+    "fmt_q5_1",
+    "fmt_cb_row",
+    "fmt_cb_col",
+    "fmt_nf4",
+    "fmt_fp4",
 ];
 
 /// Kernels that read a packed weight through a format fragment.
-pub const WEIGHT_KERNELS: &[&str] = &["matmul", "embed", "matmul_v1", "rtn"];
+pub const WEIGHT_KERNELS: &[&str] = &["matmul", "embed", "matmul_v1", "rtn", "outliers"];
 
 /// Kernels that stand alone, with their entry points.
 pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
@@ -45,6 +66,7 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("rope", &["main"]),
     ("elementwise", &["silu_mul", "add"]),
     ("score", &["main"]),
+    ("lowrank", &["vx", "uy"]),
 ];
 
 /// Keys per tile of `attention.wgsl` for head dimension `hd`: as many as keep its workgroup

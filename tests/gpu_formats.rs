@@ -1,0 +1,331 @@
+//! The GPU decoders of the formats beyond plain f32/f16/int (issue 3's hooks): learned
+//! codebooks (per row, per column), NF4 and FP4, the remaining ggml block types, and add-ons
+//! (sparse f16 outliers, LoRC low-rank factors) on top of any base format. Each GPU product is
+//! checked against the CPU reference backend, which expands the same stored tensor with the
+//! format table (`QTensor::dequantize`) and multiplies in f32. Seeded data, odd sizes, natively
+//! on whatever adapter wgpu finds (Mesa lavapipe without a GPU).
+
+use half::f16;
+use quantlab::gpu::{Gpu, MatmulVariant};
+use quantlab::model::backend::Backend;
+use quantlab::model::cpu::{self, Cpu};
+use quantlab::quant::format::{
+    pack_codes, storage_with, AddOns, Codebook, Format, Granularity, IntSpec, LowRankSpec, QTensor,
+};
+use quantlab::quant::ggml::GgmlType;
+
+/// Matrix products: f32 sums in another order than SGEMM; error relative to the output's
+/// largest magnitude (as tests/gpu_kernels.rs).
+const MATMUL_TOL: f32 = 1e-5;
+/// Products with add-ons: the base product, the outlier correction and `Û(V̂x)` are summed in
+/// three passes instead of one dot product with the expanded weight.
+const ADDON_TOL: f32 = 2e-5;
+
+struct Rng(u64);
+impl Rng {
+    fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 32) as u32
+    }
+    fn next(&mut self) -> f32 {
+        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u32() as u8).collect()
+    }
+    fn f16s(&mut self, n: usize, lo: f32, span: f32) -> Vec<u8> {
+        let mut v: Vec<u8> = (0..n)
+            .flat_map(|_| f16::from_f32(lo + span * self.next()).to_le_bytes())
+            .collect();
+        v.resize(v.len().div_ceil(4) * 4, 0);
+        v
+    }
+}
+
+fn gpu() -> Gpu {
+    pollster::block_on(Gpu::create()).expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)")
+}
+
+/// Max |a − b| relative to the largest |b| must stay under `tol`.
+fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let (mut worst, mut at) = (0f32, 0);
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let e = (a - b).abs() / scale;
+        if e > worst || e.is_nan() {
+            worst = e;
+            at = i;
+        }
+    }
+    assert!(
+        worst <= tol,
+        "{what}: relative error {worst:e} > {tol:e} at {at}: gpu {} cpu {}",
+        got[at],
+        want[at]
+    );
+}
+
+/// GPU `linear` (every kernel variant) against the CPU on the same stored tensor.
+fn check_linear(g: &Gpu, w: &QTensor, bias: bool, seed: u64, tol: f32) {
+    let mut r = Rng(seed);
+    let m = 37;
+    let x = r.vec(m * w.cols);
+    let b = bias.then(|| r.vec(w.rows));
+    let cm = Cpu.load_matrix(w, b.as_deref()).unwrap();
+    let want = Cpu.linear(
+        &cpu::Act {
+            rows: m,
+            cols: w.cols,
+            data: x.clone(),
+        },
+        &cm,
+    );
+    let gm = g.load_matrix(w, b.as_deref()).unwrap();
+    // GPU memory of the weight is the format table's total (plus the f32 bias).
+    let table = storage_with(w.format, w.addons, w.rows, w.cols)
+        .unwrap()
+        .total();
+    assert_eq!(gm.bytes, table + b.as_ref().map_or(0, |b| 4 * b.len()));
+    let gx = g.upload_act(m, w.cols, &x).unwrap();
+    for tile in MatmulVariant::ALL {
+        g.force_matmul(Some(tile));
+        let got = g.linear(&gx, &gm);
+        assert_eq!((got.rows, got.cols), (m, w.rows));
+        let got = pollster::block_on(g.read_act(&got)).expect("readback");
+        close(
+            &got,
+            &want.data,
+            tol,
+            &format!("{} {:?} tile {}", w.format.name(), w.addons, tile.name()),
+        );
+    }
+    g.force_matmul(None);
+}
+
+/// A codebook tensor with random codes and tables (levels or scales in ±`span` around `lo`).
+fn codebook_tensor(r: &mut Rng, bits: u8, table: Codebook, rows: usize, cols: usize) -> QTensor {
+    let format = Format::Codebook { bits, table };
+    let st = format.storage(rows, cols).unwrap();
+    let mask = ((1u16 << bits) - 1) as u32;
+    let codes: Vec<u8> = (0..rows * cols)
+        .map(|_| (r.next_u32() & mask) as u8)
+        .collect();
+    let mut data = pack_codes(&codes, bits);
+    data.extend(r.f16s(st.scales / 2, 0.0, 1.0));
+    data.truncate(st.total());
+    QTensor::new(format, rows, cols, data).unwrap()
+}
+
+/// Random ggml blocks with sane f16 `d`/`m` (random bytes there could be NaN/inf).
+fn ggml_tensor(r: &mut Rng, t: GgmlType, rows: usize, cols: usize) -> QTensor {
+    let blocks = rows * cols / t.block_size();
+    let mut data = Vec::new();
+    let d = |r: &mut Rng| f16::from_f32(0.001 + 0.02 * r.next().abs()).to_le_bytes();
+    for _ in 0..blocks {
+        match t {
+            GgmlType::Q4_0 => {
+                data.extend(d(r));
+                data.extend(r.bytes(16));
+            }
+            GgmlType::Q5_0 => {
+                data.extend(d(r));
+                data.extend(r.bytes(20));
+            }
+            GgmlType::Q5_1 => {
+                data.extend(d(r));
+                data.extend(f16::from_f32(0.1 * r.next()).to_le_bytes());
+                data.extend(r.bytes(20));
+            }
+            GgmlType::Q4_1 => {
+                data.extend(d(r));
+                data.extend(f16::from_f32(0.1 * r.next()).to_le_bytes());
+                data.extend(r.bytes(16));
+            }
+            GgmlType::Q8_0 => {
+                data.extend(d(r));
+                data.extend(r.bytes(32));
+            }
+            other => panic!("no generator for {}", other.name()),
+        }
+    }
+    QTensor::new(Format::Ggml(t), rows, cols, data).unwrap()
+}
+
+#[test]
+fn matmul_learned_codebooks_every_width() {
+    let g = gpu();
+    let mut r = Rng(31);
+    // 71 × 96: codes end mid-word and tiles are partial.
+    for bits in 1..=8u8 {
+        for table in [Codebook::PerRow, Codebook::PerColumn] {
+            let w = codebook_tensor(&mut r, bits, table, 71, 96);
+            check_linear(&g, &w, bits % 2 == 1, 40 + bits as u64, MATMUL_TOL);
+        }
+    }
+}
+
+#[test]
+fn matmul_nf4_fp4_every_granularity() {
+    let g = gpu();
+    let mut r = Rng(32);
+    for gran in [
+        Granularity::PerTensor,
+        Granularity::PerRow,
+        Granularity::Group(32),
+        // 12 is not a multiple of 8 codes per word, and groups split vec4 loads.
+        Granularity::Group(6),
+    ] {
+        for table in [Codebook::Nf4(gran), Codebook::Fp4(gran)] {
+            let w = codebook_tensor(&mut r, 4, table, 71, 96);
+            check_linear(&g, &w, true, 50, MATMUL_TOL);
+        }
+    }
+}
+
+#[test]
+fn matmul_ggml_legacy_blocks() {
+    let g = gpu();
+    let mut r = Rng(33);
+    // 71 × 96 = 213 blocks: the 18/22-byte blobs end mid-word.
+    for t in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1] {
+        let w = ggml_tensor(&mut r, t, 71, 96);
+        check_linear(&g, &w, false, 60, MATMUL_TOL);
+        check_linear(&g, &w, true, 61, MATMUL_TOL);
+        // The embedding gather uses the same fragment.
+        let tokens = [3u32, 70, 0, 3];
+        let want = Cpu
+            .embed(&Cpu.load_matrix(&w, None).unwrap(), &tokens)
+            .unwrap();
+        let got = g.embed(&g.load_matrix(&w, None).unwrap(), &tokens).unwrap();
+        let got = pollster::block_on(g.read_act(&got)).unwrap();
+        close(&got, &want.data, MATMUL_TOL, &format!("embed {}", t.name()));
+    }
+}
+
+fn pad4(mut v: Vec<u8>) -> Vec<u8> {
+    v.resize(v.len().div_ceil(4) * 4, 0);
+    v
+}
+
+/// Add-on bytes (format.rs layout): `outliers` sorted random positions with f16 values, then
+/// LoRC factors (f16, or int8 with f16 row scales) of `lowrank`.
+fn addon_bytes(
+    r: &mut Rng,
+    rows: usize,
+    cols: usize,
+    outliers: usize,
+    lowrank: Option<LowRankSpec>,
+) -> Vec<u8> {
+    let n = rows * cols;
+    // Distinct positions, clustered in the first rows so some rows hold several and most none.
+    let mut idx: Vec<u32> = (0..outliers * 3)
+        .map(|_| r.next_u32() % (n as u32 / 3))
+        .collect();
+    idx.sort_unstable();
+    idx.dedup();
+    idx.truncate(outliers);
+    assert_eq!(idx.len(), outliers, "not enough distinct outlier positions");
+    let mut out: Vec<u8> = idx.iter().flat_map(|i| i.to_le_bytes()).collect();
+    out.extend(r.f16s(outliers, 0.0, 4.0));
+    if let Some(l) = lowrank {
+        let k = l.rank;
+        if l.bits8 {
+            out.extend(pad4(r.bytes(rows * k)));
+            out.extend(r.f16s(rows, 0.0, 0.01));
+            out.extend(pad4(r.bytes(k * cols)));
+            out.extend(r.f16s(k, 0.0, 0.01));
+        } else {
+            out.extend(r.f16s(rows * k, 0.0, 0.5));
+            out.extend(r.f16s(k * cols, 0.0, 0.5));
+        }
+    }
+    out
+}
+
+#[test]
+fn matmul_with_outliers_and_lowrank_on_every_kind_of_base() {
+    let g = gpu();
+    let mut r = Rng(34);
+    let (n, k) = (71, 96);
+    let bases = [
+        QTensor::from_f32(n, k, &r.vec(n * k)),
+        {
+            let spec = IntSpec {
+                bits: 3,
+                gran: Granularity::Group(32),
+                sym: false,
+            };
+            let st = Format::Int(spec).storage(n, k).unwrap();
+            let mut data = r.bytes(st.codes);
+            data.extend(r.f16s(st.scales / 2, 0.05, 0.02));
+            data.extend(r.bytes(st.zeros));
+            QTensor::new(Format::Int(spec), n, k, data).unwrap()
+        },
+        codebook_tensor(&mut r, 4, Codebook::Nf4(Granularity::Group(32)), n, k),
+        codebook_tensor(&mut r, 3, Codebook::PerRow, n, k),
+        ggml_tensor(&mut r, GgmlType::Q4_0, n, k),
+        ggml_tensor(&mut r, GgmlType::Q8_0, n, k),
+    ];
+    let cases = [
+        (37, None),
+        // An odd count: the f16 values end mid-word.
+        (0, Some((5, false))),
+        (0, Some((3, true))),
+        (53, Some((8, false))),
+        (101, Some((2, true))),
+    ];
+    for (bi, base) in bases.iter().enumerate() {
+        for (ci, &(outliers, lr)) in cases.iter().enumerate() {
+            let lowrank = lr.map(|(rank, bits8)| LowRankSpec { rank, bits8 });
+            let addons = AddOns { outliers, lowrank };
+            let bytes = addon_bytes(&mut r, n, k, outliers, lowrank);
+            let w = base.with_extra(addons, &bytes).unwrap();
+            // The add-ons must change the product, or this would test nothing.
+            assert_ne!(w.dequantize().unwrap(), base.dequantize().unwrap());
+            check_linear(&g, &w, ci % 2 == 0, 70 + (bi * 10 + ci) as u64, ADDON_TOL);
+        }
+    }
+}
+
+#[test]
+fn addons_are_checked_on_load_and_refused_where_unsupported() {
+    let g = gpu();
+    let mut r = Rng(35);
+    let base = QTensor::from_f32(4, 32, &r.vec(128));
+    // Out-of-order outlier indices: the kernel's binary search needs them sorted.
+    let mut bytes: Vec<u8> = [9u32, 3].iter().flat_map(|i| i.to_le_bytes()).collect();
+    bytes.extend(r.f16s(2, 0.0, 1.0));
+    let addons = AddOns {
+        outliers: 2,
+        lowrank: None,
+    };
+    let w = QTensor::with_addons(
+        Format::F32,
+        addons,
+        4,
+        32,
+        [base.data.clone(), bytes].concat(),
+    )
+    .unwrap();
+    let e = g.load_matrix(&w, None).err().expect("unsorted outliers");
+    assert!(e.to_string().contains("out of order"), "{e}");
+    // An embedding table with add-ons is refused (add-ons are for linear layers).
+    let bytes = addon_bytes(&mut r, 4, 32, 3, None);
+    let w = base
+        .with_extra(
+            AddOns {
+                outliers: 3,
+                lowrank: None,
+            },
+            &bytes,
+        )
+        .unwrap();
+    let m = g.load_matrix(&w, None).unwrap();
+    assert!(g.embed(&m, &[1]).is_err());
+}
