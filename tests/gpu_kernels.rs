@@ -411,3 +411,71 @@ fn score_nll_kl_top1_against_cpu() {
         .score(&gx, &ga, from, &[vocab as u32], None, false)
         .is_err());
 }
+
+/// Activation fake-quantization: the GPU may land one step off the CPU where `x / s` sits on a
+/// rounding tie up to the division's error (WGSL allows 2.5 ULP for `/`), so every element must
+/// be within one quantization step and at most this fraction of them may differ at all.
+const ACTQ_MISMATCH_FRAC: f64 = 1e-3;
+
+#[test]
+fn fake_quant_activations_match_cpu() {
+    use quantlab::quant::actquant::{ActGranularity, ActQuantSpec, ActScale};
+    let g = gpu();
+    let mut r = Rng(12);
+    // 300 columns: more than one workgroup's 256; row 4 is all zeros (zero scale).
+    let (t, d) = (13, 300);
+    let mut x: Vec<f32> = r.vec(t * d).iter().map(|v| 3.0 * v).collect();
+    x[4 * d..5 * d].iter_mut().for_each(|v| *v = 0.0);
+    for bits in [4u8, 8] {
+        for (gran, scale) in [
+            (ActGranularity::PerTensor, ActScale::Dynamic),
+            (ActGranularity::PerToken, ActScale::Dynamic),
+            (ActGranularity::PerTensor, ActScale::Static(0.05)),
+        ] {
+            let spec = ActQuantSpec { bits, gran, scale };
+            let mut c = act(t, d, x.clone());
+            Cpu.fake_quant_act(&mut c, &spec).unwrap();
+            let mut gx = g.upload_act(t, d, &x).unwrap();
+            g.fake_quant_act(&mut gx, &spec).unwrap();
+            let got = read(&g, &gx);
+            let qmax = spec.qmax();
+            let row_step = |row: usize| match (scale, gran) {
+                (ActScale::Static(s), _) => s,
+                (_, ActGranularity::PerTensor) => x.iter().fold(0f32, |m, v| m.max(v.abs())) / qmax,
+                (_, ActGranularity::PerToken) => {
+                    x[row * d..(row + 1) * d]
+                        .iter()
+                        .fold(0f32, |m, v| m.max(v.abs()))
+                        / qmax
+                }
+            };
+            let mut differ = 0;
+            for (i, (a, b)) in got.iter().zip(&c.data).enumerate() {
+                let step = row_step(i / d);
+                assert!(
+                    (a - b).abs() <= step * 1.0001,
+                    "{spec:?} at {i}: gpu {a} cpu {b} (step {step})"
+                );
+                differ += (a != b) as usize;
+            }
+            let frac = differ as f64 / got.len() as f64;
+            assert!(frac <= ACTQ_MISMATCH_FRAC, "{spec:?}: {differ} differ");
+            // The CPU result really is quantized: few distinct levels, not the input.
+            let mut levels: Vec<u32> = c.data.iter().map(|v| v.to_bits()).collect();
+            levels.sort_unstable();
+            levels.dedup();
+            assert!(levels.len() <= t * (2 * qmax as usize + 1), "{spec:?}");
+            assert_ne!(c.data, x);
+        }
+    }
+    assert!(g
+        .fake_quant_act(
+            &mut g.upload_act(1, 4, &[0.0; 4]).unwrap(),
+            &ActQuantSpec {
+                bits: 3,
+                gran: ActGranularity::PerToken,
+                scale: ActScale::Dynamic,
+            }
+        )
+        .is_err());
+}

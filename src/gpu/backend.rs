@@ -14,6 +14,7 @@ use crate::gpu::record::{u, Params4, Params8, WeightParams};
 use crate::gpu::shaders;
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
+use crate::quant::actquant::ActQuantSpec;
 use crate::quant::format::{storage_with, QTensor};
 use crate::{Error, Result};
 use std::cell::{Cell, RefCell};
@@ -354,6 +355,10 @@ impl Backend for Gpu {
 
     fn add(&self, x: &mut Act, y: &Act) {
         self.elementwise("add", x, y);
+    }
+
+    fn fake_quant_act(&self, x: &mut Act, spec: &ActQuantSpec) -> Result<()> {
+        self.record_fake_quant(x, spec)
     }
 
     fn score(

@@ -9,10 +9,12 @@
 //! - `record`: recording dispatches into command encoders, submitted in batches;
 //! - `matmul`: recording a matrix product (kernel variant, split-K);
 //! - `profile`: per-dispatch GPU time from timestamp queries;
+//! - `actquant`: activation fake-quantization (the W4A8/Tender hook);
 //! - `addons`: sparse outliers and LoRC factors applied after a product;
 //! - `backend`: `impl Backend for Gpu`;
 //! - `rtn`: RTN re-quantization of weights on the GPU, byte-exact with `quant::rtn`.
 
+mod actquant;
 mod addons;
 pub mod backend;
 pub mod buffers;

@@ -37,6 +37,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("rtn", include_str!("../../shaders/rtn.wgsl")),
     ("outliers", include_str!("../../shaders/outliers.wgsl")),
     ("lowrank", include_str!("../../shaders/lowrank.wgsl")),
+    ("actquant", include_str!("../../shaders/actquant.wgsl")),
 ];
 
 /// Format fragments (`fmt_*` stems): each defines `fn w_at(row, col) -> f32`.
@@ -67,6 +68,7 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("elementwise", &["silu_mul", "add"]),
     ("score", &["main"]),
     ("lowrank", &["vx", "uy"]),
+    ("actquant", &["absmax_rows", "absmax_all", "quant"]),
 ];
 
 /// Keys per tile of `attention.wgsl` for head dimension `hd`: as many as keep its workgroup

@@ -4,6 +4,7 @@
 //! rows (tokens) × columns (features), row-major.
 
 use crate::model::config::RopeStyle;
+use crate::quant::actquant::ActQuantSpec;
 use crate::quant::format::QTensor;
 use crate::Result;
 
@@ -70,6 +71,10 @@ pub trait Backend {
     fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
     /// `x ← x + y`.
     fn add(&self, x: &mut Self::Act, y: &Self::Act);
+    /// Fake-quantize activations in place: to `spec.bits`-bit signed integers and back, with a
+    /// static or dynamic, per-tensor or per-token scale (`quant::actquant` is the reference).
+    /// The hook through which W4A8 / Tender-style methods quantize a layer's input.
+    fn fake_quant_act(&self, x: &mut Self::Act, spec: &ActQuantSpec) -> Result<()>;
 
     /// LM head + log-softmax on rows `from..from+targets.len()` of `x`, scored against `targets`
     /// (and against `reference` log-probs of the same rows for KL/top-1). When `keep` is true the

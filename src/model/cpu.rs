@@ -4,6 +4,7 @@
 
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
+use crate::quant::actquant::{self, ActQuantSpec};
 use crate::quant::format::QTensor;
 use crate::{Error, Result};
 
@@ -350,6 +351,10 @@ impl Backend for Cpu {
 
     fn add(&self, x: &mut Act, y: &Act) {
         x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+    }
+
+    fn fake_quant_act(&self, x: &mut Act, spec: &ActQuantSpec) -> Result<()> {
+        actquant::fake_quant(&mut x.data, x.cols, spec)
     }
 
     fn score(

@@ -1,5 +1,6 @@
 //! Quantizers and the storage-format table.
 
+pub mod actquant;
 pub mod awq;
 pub mod calib;
 pub mod codebook;
