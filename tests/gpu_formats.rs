@@ -72,7 +72,7 @@ fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 }
 
 /// GPU `linear` (every kernel variant) against the CPU on the same stored tensor.
-fn check_linear(g: &Gpu, w: &QTensor, bias: bool, seed: u64, tol: f32) {
+fn check_linear(g: &Gpu, w: &QTensor, bias: bool, seed: u64, tol: f32) -> usize {
     let mut r = Rng(seed);
     let m = 37;
     let x = r.vec(m * w.cols);
@@ -86,12 +86,20 @@ fn check_linear(g: &Gpu, w: &QTensor, bias: bool, seed: u64, tol: f32) {
         },
         &cm,
     );
+    let held0 = g.weight_bytes_held();
     let gm = g.load_matrix(w, b.as_deref()).unwrap();
-    // GPU memory of the weight is the format table's total (plus the f32 bias).
+    assert_eq!(g.weight_bytes_held() - held0, gm.bytes as u64);
+    // GPU memory of a weight in one buffer is the format table's total (plus the f32 bias);
+    // a split one repeats what its parts share (split.rs), so it holds at least that.
     let table = storage_with(w.format, w.addons, w.rows, w.cols)
         .unwrap()
-        .total();
-    assert_eq!(gm.bytes, table + b.as_ref().map_or(0, |b| 4 * b.len()));
+        .total()
+        + b.as_ref().map_or(0, |b| 4 * b.len());
+    if gm.parts() == 1 {
+        assert_eq!(gm.bytes, table);
+    } else {
+        assert!(gm.bytes >= table, "{} < {table}", gm.bytes);
+    }
     let gx = g.upload_act(m, w.cols, &x).unwrap();
     for tile in MatmulVariant::ALL {
         g.force_matmul(Some(tile));
@@ -106,6 +114,7 @@ fn check_linear(g: &Gpu, w: &QTensor, bias: bool, seed: u64, tol: f32) {
         );
     }
     g.force_matmul(None);
+    gm.parts()
 }
 
 /// A codebook tensor with random codes and tables (levels or scales in ±`span` around `lo`).
@@ -328,4 +337,174 @@ fn addons_are_checked_on_load_and_refused_where_unsupported() {
         .unwrap();
     let m = g.load_matrix(&w, None).unwrap();
     assert!(g.embed(&m, &[1]).is_err());
+}
+
+/// Binding limit forced for the row-contiguous formats: a 71 × 96 f32 weight (27 KB) needs 7
+/// parts, the Q8_0 one (7 KB) 2.
+const SMALL_BINDING: u64 = 4096;
+
+#[test]
+fn weights_past_the_binding_limit_are_split_by_rows() {
+    let g = gpu();
+    let mut r = Rng(36);
+    let (n, k) = (71, 96);
+    let int = |r: &mut Rng, spec: IntSpec| {
+        let st = Format::Int(spec).storage(n, k).unwrap();
+        let mut data = r.bytes(st.codes);
+        data.extend(r.f16s(st.scales / 2, 0.05, 0.02));
+        data.extend(r.bytes(st.zeros));
+        QTensor::new(Format::Int(spec), n, k, data).unwrap()
+    };
+    let mut weights = vec![
+        QTensor::from_f32(n, k, &r.vec(n * k)),
+        int(
+            &mut r,
+            IntSpec {
+                bits: 3,
+                gran: Granularity::Group(32),
+                sym: false,
+            },
+        ),
+        int(
+            &mut r,
+            IntSpec {
+                bits: 5,
+                gran: Granularity::PerTensor,
+                sym: false,
+            },
+        ),
+        codebook_tensor(&mut r, 4, Codebook::Nf4(Granularity::PerRow), n, k),
+        codebook_tensor(&mut r, 6, Codebook::PerRow, n, k),
+        codebook_tensor(&mut r, 2, Codebook::PerColumn, n, k),
+        ggml_tensor(&mut r, GgmlType::Q8_0, n, k),
+    ];
+    let q4 = ggml_tensor(&mut r, GgmlType::Q4_0, n, k);
+    for (outliers, bits8) in [(40, false), (25, true)] {
+        let lowrank = Some(LowRankSpec { rank: 3, bits8 });
+        let bytes = addon_bytes(&mut r, n, k, outliers, lowrank);
+        weights.push(q4.with_extra(AddOns { outliers, lowrank }, &bytes).unwrap());
+    }
+    for (i, w) in weights.iter().enumerate() {
+        // A third of the weight's bytes: at least three parts.
+        let limit = (w.data.len() as u64 / 3).div_ceil(4) * 4;
+        g.limit_storage_binding(Some(limit));
+        assert_eq!(g.binding_limit(), limit);
+        let tol = if w.addons.is_empty() {
+            MATMUL_TOL
+        } else {
+            ADDON_TOL
+        };
+        let parts = check_linear(&g, w, i % 2 == 0, 90 + i as u64, tol);
+        assert!(parts >= 3, "{}: {parts} parts", w.format.name());
+    }
+    g.limit_storage_binding(Some(SMALL_BINDING));
+    // Formats whose rows are contiguous bytes hold exactly the table's total when split.
+    for w in [&weights[0], &weights[6]] {
+        let m = g.load_matrix(w, None).unwrap();
+        assert!(m.parts() > 1);
+        assert_eq!(m.bytes, w.data.len(), "{}", w.format.name());
+    }
+    // The embedding gather from a split table, tokens from every part and repeated.
+    let table = &weights[6];
+    let tokens: Vec<u32> = (0..20).map(|i| (i * 37 % n) as u32).collect();
+    let want = Cpu
+        .embed(&Cpu.load_matrix(table, None).unwrap(), &tokens)
+        .unwrap();
+    let gm = g.load_matrix(table, None).unwrap();
+    assert!(gm.parts() > 1);
+    let got = g.embed(&gm, &tokens).unwrap();
+    let got = pollster::block_on(g.read_act(&got)).unwrap();
+    close(&got, &want.data, MATMUL_TOL, "embed from a split table");
+    // A single row larger than the limit cannot be split: the error gives both numbers.
+    g.limit_storage_binding(Some(256));
+    let e = g
+        .load_matrix(&weights[0], None)
+        .err()
+        .expect("a 384-byte row");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("take 384 bytes") && msg.contains("256 bytes"),
+        "{msg}"
+    );
+    g.limit_storage_binding(None);
+    assert!(g.binding_limit() > SMALL_BINDING);
+}
+
+#[test]
+fn a_model_past_the_memory_budget_fails_with_the_numbers() {
+    let g = gpu();
+    let mut r = Rng(37);
+    let w = QTensor::from_f32(71, 96, &r.vec(71 * 96)); // 27264 bytes
+    let base = g.weight_bytes_held();
+    g.set_memory_budget(Some(base + 30_000));
+    let first = g.load_matrix(&w, None).unwrap();
+    assert_eq!(g.weight_bytes_held(), base + 27_264);
+    let e = g.load_matrix(&w, None).err().expect("over budget");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("27264 bytes on top of")
+            && msg.contains(&format!("{} bytes in all", base + 2 * 27_264))
+            && msg.contains(&format!("{}-byte budget", base + 30_000)),
+        "{msg}"
+    );
+    // Dropping a weight gives its bytes back.
+    drop(first);
+    assert_eq!(g.weight_bytes_held(), base);
+    let again = g.load_matrix(&w, None).unwrap();
+    assert_eq!(again.bytes, 27_264);
+    g.set_memory_budget(None);
+}
+
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
+/// Per-token NLL of the default model, GPU vs CPU, nats (as tests/gpu_model.rs).
+const NLL_ABS_TOL: f64 = 1e-3;
+/// A binding limit that splits the 30 MB Q8_0 token embedding (also the tied LM head) into
+/// four parts and leaves every other weight whole.
+const MODEL_BINDING: u64 = 8 << 20;
+
+/// The real default model with its embedding/LM-head table split by rows: the same scores as
+/// the CPU, and the same weight memory as unsplit (Q8_0 rows are contiguous blocks).
+#[test]
+fn default_model_with_a_split_embedding_matches_cpu() {
+    use quantlab::io::gguf::Gguf;
+    use quantlab::model::llama::Llama;
+    use quantlab::model::weights::ModelWeights;
+    let bytes = std::fs::read(MODEL).unwrap_or_else(|e| {
+        panic!("{MODEL}: {e}; run scripts/fetch-model.sh to fetch the default model")
+    });
+    let gg = Gguf::parse("default model", &bytes).expect("parse");
+    let w = ModelWeights::from_source(gg.model_config().expect("config"), &gg).expect("weights");
+    let g = gpu();
+    let whole = {
+        let m = Llama::load(&g, &w).expect("gpu load");
+        assert!(m.matrices().all(|m| m.parts() == 1));
+        g.weight_bytes_held()
+    };
+    assert_eq!(g.weight_bytes_held(), 0, "weights given back on drop");
+    g.limit_storage_binding(Some(MODEL_BINDING));
+    let gm = Llama::load(&g, &w).expect("gpu load, split");
+    assert_eq!(gm.head().parts(), 4);
+    assert_eq!(gm.matrices().filter(|m| m.parts() > 1).count(), 1);
+    assert_eq!(g.weight_bytes_held(), whole);
+    let cm = Llama::load(&Cpu, &w).expect("cpu load");
+    let mut r = Rng(38);
+    let toks: Vec<u32> = (0..48).map(|_| r.next_u32() % 49152).collect();
+    let targets = &toks[1..];
+    let cx = cm.forward(&Cpu, &toks).unwrap();
+    let (cs, _) = Cpu.score(&cx, cm.head(), 0, targets, None, false).unwrap();
+    let gx = gm.forward(&g, &toks).unwrap();
+    let (p, _) = g.score(&gx, gm.head(), 0, targets, None, false).unwrap();
+    let gs = pollster::block_on(g.read_scores(p)).unwrap();
+    assert_eq!(gs.len(), cs.len());
+    let worst = gs
+        .iter()
+        .zip(&cs)
+        .map(|(a, b)| (a.nll - b.nll).abs())
+        .fold(0f64, f64::max);
+    eprintln!("split embedding: max |Δnll| {worst:e}");
+    assert!(worst < NLL_ABS_TOL, "per-token NLL differs by {worst}");
+    g.limit_storage_binding(None);
 }

@@ -6,16 +6,17 @@
 //! The trait's element-wise operations cannot return errors; a shape mismatch there is recorded
 //! and reported by the next readback (`read_scores`, `read_act`), as are wgpu validation errors.
 
-use crate::gpu::addons::{addon_layout, AddonLayout};
+use crate::gpu::addons::AddonLayout;
 use crate::gpu::buffers::{self, Pool, PooledBuffer};
 use crate::gpu::context::GpuContext;
-use crate::gpu::pipelines::{weight_format, Pipelines, WeightFormat};
+use crate::gpu::load::Held;
+use crate::gpu::pipelines::{Pipelines, WeightFormat};
 use crate::gpu::record::{u, Params4, Params8, WeightParams};
 use crate::gpu::shaders;
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
 use crate::quant::actquant::ActQuantSpec;
-use crate::quant::format::{storage_with, QTensor};
+use crate::quant::format::QTensor;
 use crate::{Error, Result};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -52,11 +53,24 @@ pub struct Mat {
     pub(crate) fmt: WeightFormat,
     /// Outliers / low-rank factors stored after the base bytes of `w` (addons.rs).
     pub(crate) addons: Option<AddonLayout>,
+    /// Row parts of a weight larger than one storage binding (split.rs), in row order; empty
+    /// for a weight in one buffer (then `w` holds it; otherwise `w` is a placeholder).
+    pub(crate) parts: Vec<Mat>,
+    /// This weight's share of `Gpu::weight_bytes_held` (None for a split weight: its parts).
+    pub(crate) _held: Option<Held>,
+}
+
+impl Mat {
+    /// Buffers the weight occupies: 1, or the number of row parts it was split into.
+    pub fn parts(&self) -> usize {
+        self.parts.len().max(1)
+    }
 }
 
 pub struct Vector {
     pub len: usize,
     pub(crate) buf: wgpu::Buffer,
+    pub(crate) _held: Held,
 }
 
 /// Log-probabilities of `rows × vocab`, kept on the GPU as a reference for KL/top-1.
@@ -102,6 +116,11 @@ pub struct Gpu {
     /// Bound in place of absent optional inputs (bias, reference, kept log-probs).
     pub(crate) dummy_ro: wgpu::Buffer,
     pub(crate) dummy_rw: wgpu::Buffer,
+    /// Weight bytes held on the device, the optional budget on them, and a binding limit
+    /// below the device's (load.rs).
+    pub(crate) weights_held: Rc<Cell<u64>>,
+    pub(crate) memory_budget: Cell<Option<u64>>,
+    pub(crate) binding_override: Cell<Option<u64>>,
 }
 
 impl Backend for Gpu {
@@ -116,59 +135,20 @@ impl Backend for Gpu {
     }
 
     fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
-        let fmt = weight_format(&w.format, w.rows, w.cols)?;
-        let want = storage_with(w.format, w.addons, w.rows, w.cols)?.total();
-        if w.data.len() != want {
-            return Err(Error::format(
-                "tensor",
-                "data",
-                format!("{} bytes, {} needs {want}", w.data.len(), w.format.name()),
-            ));
-        }
-        // The whole blob (base, then add-ons) goes to the GPU as one buffer.
-        let addons = addon_layout(w)?;
-        let what = format!("{} {}×{} weight", w.format.name(), w.rows, w.cols);
-        let buf = buffers::upload(&self.ctx.device, &self.ctx.limits, &what, &w.data)?;
-        let bias = match bias {
-            Some(b) if b.len() != w.rows => {
-                return Err(Error::config(
-                    "bias",
-                    format!("{} values for {} output rows", b.len(), w.rows),
-                ))
-            }
-            Some(b) => Some(buffers::upload(
-                &self.ctx.device,
-                &self.ctx.limits,
-                "bias",
-                bytemuck::cast_slice(b),
-            )?),
-            None => None,
-        };
-        Ok(Mat {
-            rows: w.rows,
-            cols: w.cols,
-            bytes: w.data.len() + bias.as_ref().map_or(0, |_| 4 * w.rows),
-            w: buf,
-            bias,
-            fmt,
-            addons,
-        })
+        self.load_mat(w, bias)
     }
 
     fn load_vector(&self, v: &[f32]) -> Result<Vector> {
+        let what = format!("a vector of {}", v.len());
         Ok(Vector {
             len: v.len(),
-            buf: buffers::upload(
-                &self.ctx.device,
-                &self.ctx.limits,
-                "vector",
-                bytemuck::cast_slice(v),
-            )?,
+            _held: self.hold(&what, 4 * v.len())?,
+            buf: self.upload_weight(&what, bytemuck::cast_slice(v))?,
         })
     }
 
     fn embed(&self, table: &Mat, tokens: &[u32]) -> Result<Act> {
-        if table.addons.is_some() {
+        if table.addons.is_some() || table.parts.iter().any(|p| p.addons.is_some()) {
             // Quantizers put add-ons on linear layers only (quant::config); a gather would need
             // its own outlier/low-rank pass.
             return Err(Error::unsupported(
@@ -188,6 +168,9 @@ impl Backend for Gpu {
             "embedding output",
             tokens.len() * table.cols * 4,
         )?;
+        if !table.parts.is_empty() {
+            return self.embed_split(table, tokens);
+        }
         let pipe = self.pipes.weight("embed", table.fmt.fragment)?;
         let toks = buffers::upload(
             &self.ctx.device,

@@ -1,10 +1,12 @@
 //! Recording a matrix product: the kernel variant, split-K (`pipelines::split_len`) and its
 //! reduction. See shaders/matmul.wgsl and docs/gpu-perf.md for why products are split.
 
-use crate::gpu::backend::{Gpu, Mat};
+use crate::gpu::backend::{Act, Gpu, Mat};
 use crate::gpu::buffers;
 use crate::gpu::pipelines::{split_len, MatmulVariant, MATMUL_TILE};
 use crate::gpu::record::{u, Params4, WeightParams};
+use crate::model::backend::Backend;
+use crate::Result;
 
 impl Gpu {
     /// Record `out (m × w.rows) = x[x_row0 .. x_row0+m] Wᵀ + b`.
@@ -17,6 +19,9 @@ impl Gpu {
         out: &wgpu::Buffer,
     ) {
         let (n, k) = (w.rows, w.cols);
+        if !w.parts.is_empty() {
+            return self.record_split_matmul(x, x_row0, m, w, out);
+        }
         let variant = self.matmul_variant.get().unwrap_or(MatmulVariant::SplitK);
         let k_split = match variant {
             MatmulVariant::SplitK => split_len(m, n, k, self.matmul_variant.get().is_some()),
@@ -96,6 +101,71 @@ impl Gpu {
             &|| format!("splitk sum ×{splits} {m}×{n}"),
         );
         self.record_addons(x, x_row0, m, w, out);
+    }
+
+    /// A weight split into row parts: each part's product (with its bias and add-ons) into a
+    /// scratch buffer, placed at its columns of `out` (`shaders/place.wgsl`).
+    fn record_split_matmul(
+        &self,
+        x: &wgpu::Buffer,
+        x_row0: usize,
+        m: usize,
+        w: &Mat,
+        out: &wgpu::Buffer,
+    ) {
+        let pipe = match self.pipes.plain("place", "cols") {
+            Ok(p) => p,
+            Err(e) => return self.fail("linear", e.to_string()),
+        };
+        let mut row0 = 0;
+        for part in &w.parts {
+            let tmp = self.pool.get(m * part.rows * 4);
+            self.record_matmul(x, x_row0, m, part, &tmp);
+            let p = self.uniform(&Params4([u(m), u(part.rows), u(w.rows), u(row0)]));
+            self.dispatch(
+                &pipe,
+                &[&p, &tmp, out],
+                self.groups_1d(m * part.rows, 256),
+                &|| format!("place cols {m}×{} at {row0}", part.rows),
+            );
+            row0 += part.rows;
+        }
+    }
+
+    /// The embedding gather from a table split into row parts: each part gathers the tokens
+    /// it holds (ids made relative to its first row), placed at those tokens' output rows.
+    pub(crate) fn embed_split(&self, table: &Mat, tokens: &[u32]) -> Result<Act> {
+        let out = self.new_act(tokens.len(), table.cols);
+        let pipe = self.pipes.plain("place", "rows")?;
+        let mut row0 = 0;
+        for part in &table.parts {
+            let (lo, hi) = (row0 as u32, (row0 + part.rows) as u32);
+            row0 += part.rows;
+            let (at, local): (Vec<u32>, Vec<u32>) = tokens
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| (lo..hi).contains(*t))
+                .map(|(i, t)| (u(i), t - lo))
+                .unzip();
+            if at.is_empty() {
+                continue;
+            }
+            let rows = self.embed(part, &local)?;
+            let idx = buffers::upload(
+                &self.ctx.device,
+                &self.ctx.limits,
+                "token rows",
+                bytemuck::cast_slice(&at),
+            )?;
+            let p = self.uniform(&Params4([u(at.len()), u(table.cols), 0, 0]));
+            self.dispatch(
+                &pipe,
+                &[&p, &rows.buf, &out.buf, &idx],
+                self.groups_1d(at.len() * table.cols, 256),
+                &|| format!("place rows {}×{}", at.len(), table.cols),
+            );
+        }
+        Ok(out)
     }
 
     /// Use one matmul kernel for every product (tests, benchmarks), or None for the default

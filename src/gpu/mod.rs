@@ -11,6 +11,8 @@
 //! - `profile`: per-dispatch GPU time from timestamp queries;
 //! - `actquant`: activation fake-quantization (the W4A8/Tender hook);
 //! - `addons`: sparse outliers and LoRC factors applied after a product;
+//! - `load`: weights onto the device, weight-memory accounting and its limits;
+//! - `split`: row parts of weights larger than one storage binding;
 //! - `backend`: `impl Backend for Gpu`;
 //! - `rtn`: RTN re-quantization of weights on the GPU, byte-exact with `quant::rtn`.
 
@@ -19,12 +21,14 @@ mod addons;
 pub mod backend;
 pub mod buffers;
 pub mod context;
+mod load;
 mod matmul;
 pub mod pipelines;
 mod profile;
 mod record;
 pub mod rtn;
 pub mod shaders;
+mod split;
 
 pub use backend::Gpu;
 pub use context::GpuContext;

@@ -92,6 +92,9 @@ impl Gpu {
             rope_tables: RefCell::new(HashMap::new()),
             dummy_ro: dummy("dummy_ro"),
             dummy_rw: dummy("dummy_rw"),
+            weights_held: Default::default(),
+            memory_budget: Cell::new(None),
+            binding_override: Cell::new(None),
             ctx,
         }
     }

@@ -90,6 +90,13 @@ impl Gpu {
         slot: usize,
     ) -> Result<Mat> {
         let (rows, cols) = (m.rows, m.cols);
+        if !m.parts.is_empty() {
+            return Err(Error::unsupported(
+                "gpu",
+                "rtn",
+                format!("re-quantizing a weight split into {} parts", m.parts.len()),
+            ));
+        }
         if m.addons.is_some() {
             // The source is read through its base fragment only, which would drop the add-ons.
             return Err(Error::unsupported(
@@ -165,19 +172,30 @@ impl Gpu {
             self.with_encoder(|e| e.copy_buffer_to_buffer(b, 0, &nb, 0, b.size()));
             nb
         });
+        let bytes = st.total() + bias.as_ref().map_or(0, |_| 4 * rows);
+        let held = self.hold(&format!("the RTN {rows}×{cols} weight"), bytes)?;
         Ok(Mat {
             rows,
             cols,
-            bytes: st.total() + bias.as_ref().map_or(0, |_| 4 * rows),
+            bytes,
             w,
             bias,
             fmt,
             addons: None,
+            parts: Vec::new(),
+            _held: Some(held),
         })
     }
 
     /// The packed bytes of a weight on the GPU (`QTensor.data` of its format), read back.
     pub async fn read_mat(&self, m: &Mat, format: &Format) -> Result<Vec<u8>> {
+        if !m.parts.is_empty() {
+            return Err(Error::unsupported(
+                "gpu",
+                "read_mat",
+                "a weight split into row parts",
+            ));
+        }
         let n = format.storage(m.rows, m.cols)?.total();
         let staging = self.stage(&m.w, n);
         self.flush();

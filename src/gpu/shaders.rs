@@ -38,6 +38,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("outliers", include_str!("../../shaders/outliers.wgsl")),
     ("lowrank", include_str!("../../shaders/lowrank.wgsl")),
     ("actquant", include_str!("../../shaders/actquant.wgsl")),
+    ("place", include_str!("../../shaders/place.wgsl")),
 ];
 
 /// Format fragments (`fmt_*` stems): each defines `fn w_at(row, col) -> f32`.
@@ -69,6 +70,7 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("score", &["main"]),
     ("lowrank", &["vx", "uy"]),
     ("actquant", &["absmax_rows", "absmax_all", "quant"]),
+    ("place", &["cols", "rows"]),
 ];
 
 /// Keys per tile of `attention.wgsl` for head dimension `hd`: as many as keep its workgroup
