@@ -160,7 +160,30 @@ fn ggml_tensor(r: &mut Rng, t: GgmlType, rows: usize, cols: usize) -> QTensor {
                 data.extend(d(r));
                 data.extend(r.bytes(32));
             }
-            other => panic!("no generator for {}", other.name()),
+            // K-quants: random codes and packed sub-block scales, sane f16 `d` (and `dmin`).
+            GgmlType::Q2_K => {
+                data.extend(r.bytes(80));
+                data.extend(d(r));
+                data.extend(d(r));
+            }
+            GgmlType::Q3_K => {
+                data.extend(r.bytes(108));
+                data.extend(d(r));
+            }
+            GgmlType::Q4_K => {
+                data.extend(d(r));
+                data.extend(d(r));
+                data.extend(r.bytes(140));
+            }
+            GgmlType::Q5_K => {
+                data.extend(d(r));
+                data.extend(d(r));
+                data.extend(r.bytes(172));
+            }
+            GgmlType::Q6_K => {
+                data.extend(r.bytes(208));
+                data.extend(d(r));
+            }
         }
     }
     QTensor::new(Format::Ggml(t), rows, cols, data).unwrap()
@@ -255,6 +278,30 @@ fn addon_bytes(
         }
     }
     out
+}
+
+#[test]
+fn matmul_ggml_k_quants() {
+    let g = gpu();
+    let mut r = Rng(39);
+    // 23 rows of 512: two super-blocks per row; 110- and 210-byte blocks end mid-word.
+    for t in [
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
+        let w = ggml_tensor(&mut r, t, 23, 512);
+        check_linear(&g, &w, true, 62, MATMUL_TOL);
+        let tokens = [22u32, 0, 7, 22];
+        let want = Cpu
+            .embed(&Cpu.load_matrix(&w, None).unwrap(), &tokens)
+            .unwrap();
+        let got = g.embed(&g.load_matrix(&w, None).unwrap(), &tokens).unwrap();
+        let got = pollster::block_on(g.read_act(&got)).unwrap();
+        close(&got, &want.data, MATMUL_TOL, &format!("embed {}", t.name()));
+    }
 }
 
 #[test]

@@ -51,6 +51,11 @@ pub fn weight_format(format: &Format, rows: usize, cols: usize) -> Result<Weight
         Format::Ggml(GgmlType::Q4_0) => plain("fmt_q4_0"),
         Format::Ggml(GgmlType::Q5_0) => plain("fmt_q5_0"),
         Format::Ggml(GgmlType::Q5_1) => plain("fmt_q5_1"),
+        Format::Ggml(GgmlType::Q2_K) => plain("fmt_q2_k"),
+        Format::Ggml(GgmlType::Q3_K) => plain("fmt_q3_k"),
+        Format::Ggml(GgmlType::Q4_K) => plain("fmt_q4_k"),
+        Format::Ggml(GgmlType::Q5_K) => plain("fmt_q5_k"),
+        Format::Ggml(GgmlType::Q6_K) => plain("fmt_q6_k"),
         Format::Int(s) => {
             let st = format.storage(rows, cols)?;
             let group = s.gran.group_len(rows, cols, "tensor")?;
@@ -88,13 +93,6 @@ pub fn weight_format(format: &Format, rows: usize, cols: usize) -> Result<Weight
                 scale_off: (st.codes / 4) as u32,
                 zero_off: 0,
             }
-        }
-        Format::Ggml(_) => {
-            return Err(Error::unsupported(
-                "gpu",
-                "format",
-                format!("{} has no GPU decoder yet", format.name()),
-            ))
         }
     })
 }
