@@ -382,7 +382,7 @@ fn kernels(
     );
     let mut q = g.upload_act(T, 576, &pseudo(T * 576, 5))?;
     let (wall, gpu) = time(g, iters, || {
-        g.rope(&mut q, 9, 64, 0, 100000.0, RopeStyle::Interleaved)
+        g.rope(&mut q, 9, 64, 0, 100000.0, RopeStyle::Interleaved, T)
     });
     println!(
         "  rope 512×9×64              {} {:8.3}",
@@ -400,7 +400,7 @@ fn kernels(
     };
     for &ns in splits {
         g.force_attention_splits(ns);
-        let (wall, gpu) = time(g, iters, || drop(g.attention(&q, &k, &v, 9, 3, 64)));
+        let (wall, gpu) = time(g, iters, || drop(g.attention(&q, &k, &v, 9, 3, 64, T)));
         println!(
             "  attention 512, 9/3×64 {:>4} {} {:8.3}  {:8.1} GFLOP/s",
             ns.map_or("auto".to_string(), |n| format!("ns{n}")),
@@ -410,6 +410,18 @@ fn kernels(
         );
     }
     g.force_attention_splits(None);
+    // The same attention over a batch of 8 windows (how evaluation runs it now).
+    const B: usize = 8;
+    let qb = g.upload_act(B * T, 576, &pseudo(B * T * 576, 5))?;
+    let kb = g.upload_act(B * T, 192, &pseudo(B * T * 192, 6))?;
+    let vb = g.upload_act(B * T, 192, &pseudo(B * T * 192, 8))?;
+    let (wall, gpu) = time(g, iters, || drop(g.attention(&qb, &kb, &vb, 9, 3, 64, T)));
+    println!(
+        "  attention 8×512, 9/3×64  {} {:8.3}  {:8.1} GFLOP/s",
+        gms(gpu),
+        wall * 1e3,
+        B as f64 * flops / gpu.unwrap_or(wall) / 1e9
+    );
     let mut a = g.upload_act(T, 1536, &pseudo(T * 1536, 9))?;
     let b = g.upload_act(T, 1536, &pseudo(T * 1536, 10))?;
     let (wall, gpu) = time(g, iters, || g.silu_mul(&mut a, &b));

@@ -6,6 +6,9 @@
 // Gimelshein 2018, arXiv 1805.02867), so the T×T score matrix never exists, and tiles past the
 // block's last query are never loaded (causal skipping).
 //
+// The rows hold independent sequences of `t` rows each (a batch of evaluation windows): the
+// grid's y is sequence × head, and a query only sees keys of its own sequence.
+//
 // One workgroup = one query head × QB = 16 queries, 16·NS invocations: each query is handled by
 // NS invocations that split every key tile between them (KPS keys each) and keep their own
 // running max, sum and output accumulator; the four partial softmaxes are merged once at the
@@ -53,7 +56,9 @@ fn load4(buf_is_k: bool, base: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let h = wg.y;
+    let h = wg.y % P.n_head;
+    // First row of this workgroup's sequence.
+    let r0 = (wg.y / P.n_head) * P.t;
     let g = h / (P.n_head / P.n_kv);
     let qs = P.n_head * HD;
     let kvs = P.n_kv * HD;
@@ -67,7 +72,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         acc[d] = vec4<f32>(0.0);
         q[d] = vec4<f32>(0.0);
         if (valid) {
-            let b = i * qs + h * HD + 4u * d;
+            let b = (r0 + i) * qs + h * HD + 4u * d;
             q[d] = vec4<f32>(Q[b], Q[b + 1u], Q[b + 2u], Q[b + 3u]) * P.scale;
         }
     }
@@ -83,7 +88,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             var kv = vec4<f32>(0.0);
             var vv = vec4<f32>(0.0);
             if (j < P.t) {
-                let b = j * kvs + g * HD + 4u * d;
+                let b = (r0 + j) * kvs + g * HD + 4u * d;
                 kv = load4(true, b);
                 vv = load4(false, b);
             }
@@ -152,7 +157,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let inv = 1.0 / total;
         for (var d = sp; d < H4; d += NS) {
             let v = red[qi * H4 + d] * inv;
-            let b = i * qs + h * HD + 4u * d;
+            let b = (r0 + i) * qs + h * HD + 4u * d;
             O[b] = v.x;
             O[b + 1u] = v.y;
             O[b + 2u] = v.z;

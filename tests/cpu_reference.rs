@@ -79,7 +79,7 @@ fn attention_matches_loops() {
         cols: kv * hd,
         data: r.vec(t * kv * hd),
     };
-    let out = Cpu.attention(&q, &k, &v, h, kv, hd);
+    let out = Cpu.attention(&q, &k, &v, h, kv, hd, t);
     let mut want = vec![0f64; t * h * hd];
     for head in 0..h {
         let g = head / (h / kv);
@@ -118,7 +118,7 @@ fn rope_styles_rotate_the_documented_pairs() {
     };
     for style in [RopeStyle::Interleaved, RopeStyle::Half] {
         let mut x = x0.clone();
-        Cpu.rope(&mut x, h, hd, 3, theta, style);
+        Cpu.rope(&mut x, h, hd, 3, theta, style, t);
         let mut want = vec![0f64; x.data.len()];
         for p in 0..t {
             for head in 0..h {
@@ -176,5 +176,36 @@ fn score_gives_log_softmax_nll_and_kl() {
         assert!((s[j].nll + q[tg as usize]).abs() < 1e-4);
         let kl: f64 = p.iter().zip(&q).map(|(a, b)| a.exp() * (a - b)).sum();
         assert!((s[j].kl - kl).abs() < 1e-4, "{} vs {kl}", s[j].kl);
+    }
+}
+
+/// A batch of independent sequences (`seq` < rows) gives, row for row, what each sequence gives
+/// alone: attention never crosses a sequence boundary and RoPE restarts at every sequence.
+#[test]
+fn batched_sequences_equal_separate_ones() {
+    let mut r = Rng(21);
+    let (seq, n, h, kv, hd) = (7, 3, 4, 2, 8);
+    let rows = seq * n;
+    let mk = |r: &mut Rng, cols| Act {
+        rows,
+        cols,
+        data: r.vec(rows * cols),
+    };
+    let (q, k, v) = (mk(&mut r, h * hd), mk(&mut r, kv * hd), mk(&mut r, kv * hd));
+    let part = |a: &Act, s: usize| Act {
+        rows: seq,
+        cols: a.cols,
+        data: a.data[s * seq * a.cols..(s + 1) * seq * a.cols].to_vec(),
+    };
+    let all = Cpu.attention(&q, &k, &v, h, kv, hd, seq);
+    let mut rq = q.clone();
+    Cpu.rope(&mut rq, h, hd, 0, 10000.0, RopeStyle::Half, seq);
+    for s in 0..n {
+        let one = Cpu.attention(&part(&q, s), &part(&k, s), &part(&v, s), h, kv, hd, seq);
+        // Same arithmetic in the same order: bit-identical.
+        assert_eq!(part(&all, s).data, one.data, "attention, sequence {s}");
+        let mut pq = part(&q, s);
+        Cpu.rope(&mut pq, h, hd, 0, 10000.0, RopeStyle::Half, seq);
+        assert_eq!(part(&rq, s).data, pq.data, "rope, sequence {s}");
     }
 }

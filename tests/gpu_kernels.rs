@@ -272,9 +272,9 @@ fn rope_both_styles() {
     let x = r.vec(t * h * hd);
     for style in [RopeStyle::Interleaved, RopeStyle::Half] {
         let mut c = act(t, h * hd, x.clone());
-        Cpu.rope(&mut c, h, hd, 300, 10000.0, style);
+        Cpu.rope(&mut c, h, hd, 300, 10000.0, style, t);
         let mut gx = g.upload_act(t, h * hd, &x).unwrap();
-        g.rope(&mut gx, h, hd, 300, 10000.0, style);
+        g.rope(&mut gx, h, hd, 300, 10000.0, style, t);
         close(
             &read(&g, &gx),
             &c.data,
@@ -304,6 +304,7 @@ fn causal_attention_with_grouped_kv_heads() {
             h,
             kv,
             hd,
+            t,
         );
         // The default and every key split (splits the head dimension does not allow fall back
         // to the default).
@@ -316,6 +317,7 @@ fn causal_attention_with_grouped_kv_heads() {
                 h,
                 kv,
                 hd,
+                t,
             );
             close(
                 &read(&g, &got),
@@ -328,6 +330,56 @@ fn causal_attention_with_grouped_kv_heads() {
     }
 }
 
+/// A batch of independent sequences (how evaluation runs several windows at once): GPU rope and
+/// attention against the CPU reference with the same `seq`, which tests/cpu_reference.rs checks
+/// against separate sequences.
+#[test]
+fn batched_sequences_rope_and_attention() {
+    let g = gpu();
+    let mut r = Rng(12);
+    for (seq, n, h, kv, hd) in [(70, 3, 6, 2, 64), (16, 5, 9, 3, 64), (5, 2, 4, 4, 32)] {
+        let rows = seq * n;
+        let (q, k, v) = (
+            r.vec(rows * h * hd),
+            r.vec(rows * kv * hd),
+            r.vec(rows * kv * hd),
+        );
+        let mut cq = act(rows, h * hd, q.clone());
+        Cpu.rope(&mut cq, h, hd, 0, 10000.0, RopeStyle::Half, seq);
+        let mut gq = g.upload_act(rows, h * hd, &q).unwrap();
+        g.rope(&mut gq, h, hd, 0, 10000.0, RopeStyle::Half, seq);
+        close(
+            &read(&g, &gq),
+            &cq.data,
+            ROPE_TOL,
+            &format!("rope {n}×{seq}"),
+        );
+        let want = Cpu.attention(
+            &cq,
+            &act(rows, kv * hd, k.clone()),
+            &act(rows, kv * hd, v.clone()),
+            h,
+            kv,
+            hd,
+            seq,
+        );
+        let got = g.attention(
+            &gq,
+            &g.upload_act(rows, kv * hd, &k).unwrap(),
+            &g.upload_act(rows, kv * hd, &v).unwrap(),
+            h,
+            kv,
+            hd,
+            seq,
+        );
+        close(
+            &read(&g, &got),
+            &want.data,
+            ATTN_TOL,
+            &format!("attention {n}×{seq} h{h}/{kv} hd{hd}"),
+        );
+    }
+}
 /// The LM head fused with log-softmax, NLL, argmax, and KL/top-1 against log-probs kept from a
 /// first (reference) head, over more rows than one scoring chunk.
 #[test]

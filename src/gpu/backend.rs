@@ -134,6 +134,19 @@ impl Backend for Gpu {
         format!("gpu: {}", self.ctx.describe())
     }
 
+    fn eval_batch(&self, ctx: usize, width: usize) -> usize {
+        // Enough rows that every product has hundreds of 64×64 tiles and attention has
+        // thousands of workgroups, while the widest activation stays inside one binding.
+        let rows = if cfg!(target_arch = "wasm32") {
+            2048
+        } else {
+            4096
+        };
+        let binding = self.ctx.limits.max_storage_buffer_binding_size as usize;
+        let by_binding = binding / (ctx * width.max(1) * 4).max(1);
+        (rows / ctx.max(1)).min(by_binding).max(1)
+    }
+
     fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
         self.load_mat(w, bias)
     }
@@ -258,6 +271,7 @@ impl Backend for Gpu {
         pos0: usize,
         theta: f32,
         style: RopeStyle,
+        seq: usize,
     ) {
         if n_head * head_dim != x.cols || !head_dim.is_multiple_of(2) {
             return self.fail(
@@ -265,36 +279,62 @@ impl Backend for Gpu {
                 format!("{n_head} heads × {head_dim} for {} columns", x.cols),
             );
         }
+        if seq == 0 || !x.rows.is_multiple_of(seq) {
+            return self.fail("rope", format!("{} rows in sequences of {seq}", x.rows));
+        }
+        // One table for one sequence; the kernel indexes it with `t % seq`.
         let (table, pipe) = match (
-            self.rope_table(pos0, x.rows, head_dim, theta),
+            self.rope_table(pos0, seq, head_dim, theta),
             self.pipes.plain("rope", "main"),
         ) {
             (Ok(t), Ok(p)) => (t, p),
             (Err(e), _) | (_, Err(e)) => return self.fail("rope", e.to_string()),
         };
         let half = (style == RopeStyle::Half) as u32;
-        let params = self.uniform(&Params4([u(x.rows), u(n_head), u(head_dim), half]));
+        let params = self.uniform(&Params8([
+            u(x.rows),
+            u(n_head),
+            u(head_dim),
+            half,
+            u(seq),
+            0,
+            0,
+            0,
+        ]));
         let groups = self.groups_1d(x.rows * n_head * head_dim / 2, 256);
         self.dispatch(&pipe, &[&params, &table, &x.buf], groups, &|| {
             format!("rope {}×{}×{head_dim}", x.rows, n_head)
         });
     }
 
-    fn attention(&self, q: &Act, k: &Act, v: &Act, n_head: usize, n_kv: usize, hd: usize) -> Act {
-        let t = q.rows;
-        let out = self.new_act(t, n_head * hd);
+    fn attention(
+        &self,
+        q: &Act,
+        k: &Act,
+        v: &Act,
+        n_head: usize,
+        n_kv: usize,
+        hd: usize,
+        seq: usize,
+    ) -> Act {
+        let rows = q.rows;
+        let out = self.new_act(rows, n_head * hd);
+        // Each sequence of `seq` rows is one slice of the grid's y dimension (× heads).
+        let t = seq;
         let ok = n_kv > 0
+            && seq > 0
+            && rows.is_multiple_of(seq)
             && n_head.is_multiple_of(n_kv)
             && hd <= MAX_HEAD_DIM
             && hd.is_multiple_of(ATTN_VEC)
             && q.cols == n_head * hd
-            && (k.rows, k.cols) == (t, n_kv * hd)
-            && (v.rows, v.cols) == (t, n_kv * hd);
+            && (k.rows, k.cols) == (rows, n_kv * hd)
+            && (v.rows, v.cols) == (rows, n_kv * hd);
         if !ok {
             self.fail(
                 "attention",
                 format!(
-                    "q {}×{}, k {}×{}, v {}×{} with {n_head}/{n_kv} heads of {hd} (max {MAX_HEAD_DIM}, a multiple of {ATTN_VEC})",
+                    "q {}×{}, k {}×{}, v {}×{} in sequences of {seq} with {n_head}/{n_kv} heads of {hd} (max {MAX_HEAD_DIM}, a multiple of {ATTN_VEC})",
                     q.rows, q.cols, k.rows, k.cols, v.rows, v.cols
                 ),
             );
@@ -326,8 +366,8 @@ impl Backend for Gpu {
         self.dispatch(
             &pipe,
             &[&params, &q.buf, &k.buf, &v.buf, &out.buf],
-            (u(t.div_ceil(ATTN_QUERIES)), u(n_head)),
-            &|| format!("attention ns{ns} {t} {n_head}/{n_kv}×{hd}"),
+            (u(t.div_ceil(ATTN_QUERIES)), u(n_head * (rows / seq))),
+            &|| format!("attention ns{ns} {}×{t} {n_head}/{n_kv}×{hd}", rows / seq),
         );
         out
     }

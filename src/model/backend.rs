@@ -46,7 +46,10 @@ pub trait Backend {
     fn rmsnorm(&self, x: &Self::Act, w: &Self::Vector, eps: f32) -> Self::Act;
     /// `x Wᵀ + b`: `rows × in` → `rows × out`.
     fn linear(&self, x: &Self::Act, w: &Self::Mat) -> Self::Act;
-    /// Rotate each head of `x` (`rows × n_head*head_dim`); row `t` is position `pos0 + t`.
+    /// Rotate each head of `x` (`rows × n_head*head_dim`). The rows are independent sequences
+    /// of `seq` rows each (`seq` divides `rows`; one sequence when `seq == rows`): row `t` is
+    /// position `pos0 + t % seq`.
+    #[allow(clippy::too_many_arguments)]
     fn rope(
         &self,
         x: &mut Self::Act,
@@ -55,9 +58,13 @@ pub trait Backend {
         pos0: usize,
         theta: f32,
         style: RopeStyle,
+        seq: usize,
     );
     /// Causal softmax attention with grouped KV heads: `q` is `rows × n_head*hd`, `k`/`v` are
-    /// `rows × n_kv*hd`; returns `rows × n_head*hd`.
+    /// `rows × n_kv*hd`; returns `rows × n_head*hd`. The rows are independent sequences of `seq`
+    /// rows each (`seq` divides `rows`): a query sees only the keys of its own sequence, up to
+    /// itself.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         q: &Self::Act,
@@ -66,7 +73,17 @@ pub trait Backend {
         n_head: usize,
         n_kv: usize,
         hd: usize,
+        seq: usize,
     ) -> Self::Act;
+
+    /// How many evaluation windows of `ctx` tokens to run as one batch of independent
+    /// sequences, when the widest activation has `width` columns. A GPU needs several windows
+    /// per dispatch to fill its cores (one 512-token window leaves most of an H100 idle); the
+    /// CPU gains nothing and keeps one.
+    fn eval_batch(&self, ctx: usize, width: usize) -> usize {
+        let _ = (ctx, width);
+        1
+    }
     /// `gate ← silu(gate) ⊙ up`.
     fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
     /// `x ← x + y`.

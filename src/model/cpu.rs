@@ -188,6 +188,42 @@ fn attention_head(
     sgemm(t, t, hd, scores, t, 1, &v.data[g * hd..], kvs, 1, out, hd);
 }
 
+/// Causal attention over one sequence (all rows of `q`, `k`, `v`).
+fn attention_seq(q: &Act, k: &Act, v: &Act, n_head: usize, n_kv: usize, hd: usize) -> Act {
+    let t = q.rows;
+    let qs = n_head * hd;
+    // Each head's output (t × hd) in its own block of `heads`, then interleaved into rows.
+    let mut heads = vec![0f32; n_head * t * hd];
+    for_row_chunks(&mut heads, t * hd, |h0, block| {
+        let mut scores = vec![0f32; t * t];
+        for (i, o) in block.chunks_mut(t * hd).enumerate() {
+            attention_head(q, k, v, h0 + i, n_head, n_kv, hd, &mut scores, o);
+        }
+    });
+    let mut out = Act::zeros(t, qs);
+    for (h, o) in heads.chunks(t * hd).enumerate() {
+        for (i, r) in o.chunks(hd).enumerate() {
+            out.data[i * qs + h * hd..i * qs + (h + 1) * hd].copy_from_slice(r);
+        }
+    }
+    out
+}
+
+/// The sequence length to use for `rows` rows: `seq` when it divides `rows`. The forward pass
+/// checks this before calling (`Llama::forward_batch`); a bad value here is a caller bug, so it
+/// degrades to one sequence rather than panicking.
+fn checked_seq(rows: usize, seq: usize) -> usize {
+    debug_assert!(
+        seq > 0 && rows.is_multiple_of(seq),
+        "{rows} rows in sequences of {seq}"
+    );
+    if seq > 0 && rows.is_multiple_of(seq) {
+        seq
+    } else {
+        rows.max(1)
+    }
+}
+
 /// In-place log-softmax of one row, in f64 accumulation for stability.
 fn log_softmax(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -292,14 +328,16 @@ impl Backend for Cpu {
         pos0: usize,
         theta: f32,
         style: RopeStyle,
+        seq: usize,
     ) {
+        let seq = checked_seq(x.rows, seq);
         let half = hd / 2;
         // Frequencies in f64, as the angle for late positions needs the precision.
         let inv: Vec<f64> = (0..half)
             .map(|i| (theta as f64).powf(-2.0 * i as f64 / hd as f64))
             .collect();
         for t in 0..x.rows {
-            let pos = (pos0 + t) as f64;
+            let pos = (pos0 + t % seq) as f64;
             let cs: Vec<(f32, f32)> = inv
                 .iter()
                 .map(|f| {
@@ -323,22 +361,30 @@ impl Backend for Cpu {
         }
     }
 
-    fn attention(&self, q: &Act, k: &Act, v: &Act, n_head: usize, n_kv: usize, hd: usize) -> Act {
-        let t = q.rows;
-        let qs = n_head * hd;
-        // Each head's output (t × hd) in its own block of `heads`, then interleaved into rows.
-        let mut heads = vec![0f32; n_head * t * hd];
-        for_row_chunks(&mut heads, t * hd, |h0, block| {
-            let mut scores = vec![0f32; t * t];
-            for (i, o) in block.chunks_mut(t * hd).enumerate() {
-                attention_head(q, k, v, h0 + i, n_head, n_kv, hd, &mut scores, o);
-            }
-        });
-        let mut out = Act::zeros(t, qs);
-        for (h, o) in heads.chunks(t * hd).enumerate() {
-            for (i, r) in o.chunks(hd).enumerate() {
-                out.data[i * qs + h * hd..i * qs + (h + 1) * hd].copy_from_slice(r);
-            }
+    fn attention(
+        &self,
+        q: &Act,
+        k: &Act,
+        v: &Act,
+        n_head: usize,
+        n_kv: usize,
+        hd: usize,
+        seq: usize,
+    ) -> Act {
+        let seq = checked_seq(q.rows, seq);
+        if seq == q.rows {
+            return attention_seq(q, k, v, n_head, n_kv, hd);
+        }
+        // Independent sequences: each attends within itself (copies are cheap next to t²·hd).
+        let rows = |a: &Act, s: usize| Act {
+            rows: seq,
+            cols: a.cols,
+            data: a.data[s * seq * a.cols..(s + 1) * seq * a.cols].to_vec(),
+        };
+        let mut out = Act::zeros(q.rows, n_head * hd);
+        for (s, o) in out.data.chunks_mut(seq * n_head * hd).enumerate() {
+            let part = attention_seq(&rows(q, s), &rows(k, s), &rows(v, s), n_head, n_kv, hd);
+            o.copy_from_slice(&part.data);
         }
         out
     }

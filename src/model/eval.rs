@@ -197,45 +197,42 @@ pub async fn evaluate<B: Backend>(
     let wins = windows(tokens, bos, opts)?;
     let mut stats = NllStats::default();
     let (mut kl_sum, mut agree) = (0.0f64, 0usize);
-    // One window stays in flight: window i+1 is recorded (and submitted) before the scores of
-    // window i are read, so a GPU backend computes while the host records. The CPU backend's
-    // scores are ready at once either way.
-    let mut in_flight: Option<(usize, B::Pending)> = None;
-    for i in 0..=wins.len() {
-        let next = match wins.get(i) {
-            Some(w) => {
-                let refs = match reference {
-                    Some(r) => {
-                        let x = r.forward(b, &w.tokens)?;
-                        b.score(&x, r.head(), w.from, &w.targets, None, true)?.1
-                    }
-                    None => None,
-                };
-                let x = model.forward(b, &w.tokens)?;
-                let (pending, _) =
-                    b.score(&x, model.head(), w.from, &w.targets, refs.as_ref(), false)?;
-                Some((i, pending))
-            }
+    // Windows run in batches of independent sequences (as many as the backend wants; see
+    // `Backend::eval_batch`), and one batch stays in flight: batch i+1 is recorded (and
+    // submitted) before the scores of batch i are read, so a GPU backend computes while the
+    // host records. The CPU backend's scores are ready at once either way.
+    let c = &model.config;
+    let width = c.ffn_dim.max(c.dim).max(c.n_head * c.head_dim);
+    let per = b.eval_batch(opts.ctx, width).max(1);
+    let batches: Vec<&[Window]> = wins.chunks(per).collect();
+    let mut in_flight: Option<Vec<B::Pending>> = None;
+    let mut done_windows = 0usize;
+    for i in 0..=batches.len() {
+        let next = match batches.get(i) {
+            Some(batch) => Some(record_batch(b, model, reference, batch)?),
             None => None,
         };
-        let Some((done, pending)) = std::mem::replace(&mut in_flight, next) else {
+        let Some(pendings) = std::mem::replace(&mut in_flight, next) else {
             continue;
         };
-        let scores = b.read_scores(pending).await?;
-        for s in &scores {
-            stats.push(s.nll);
-            kl_sum += s.kl;
-            agree += s.top1_agree as usize;
-        }
-        let p = EvalProgress {
-            window: done + 1,
-            windows: wins.len(),
-            ppl: stats.ppl(),
-            ppl_err: stats.ppl_err(),
-            tokens_scored: stats.n,
-        };
-        if !progress(&p) {
-            return Err(Error::Cancelled);
+        for pending in pendings {
+            let scores = b.read_scores(pending).await?;
+            for s in &scores {
+                stats.push(s.nll);
+                kl_sum += s.kl;
+                agree += s.top1_agree as usize;
+            }
+            done_windows += 1;
+            let p = EvalProgress {
+                window: done_windows,
+                windows: wins.len(),
+                ppl: stats.ppl(),
+                ppl_err: stats.ppl_err(),
+                tokens_scored: stats.n,
+            };
+            if !progress(&p) {
+                return Err(Error::Cancelled);
+            }
         }
     }
     let with_ref = reference.is_some();
@@ -251,6 +248,38 @@ pub async fn evaluate<B: Backend>(
         protocol: describe(opts, wins.len(), bos),
         ctx: opts.ctx,
     })
+}
+
+/// Run one batch of equal-length windows through the model (and the reference) and record
+/// the scoring of each window; the scores stay on the backend until read. Each window's
+/// reference log-probs are dropped as soon as its scoring is recorded, so only one window's
+/// vocabulary-sized log-probs exist at a time.
+fn record_batch<B: Backend>(
+    b: &B,
+    model: &Llama<B>,
+    reference: Option<&Llama<B>>,
+    batch: &[Window],
+) -> Result<Vec<B::Pending>> {
+    let seq = batch.first().map_or(0, |w| w.tokens.len());
+    let tokens: Vec<u32> = batch
+        .iter()
+        .flat_map(|w| w.tokens.iter().copied())
+        .collect();
+    let xr = reference
+        .map(|r| r.forward_batch(b, &tokens, seq))
+        .transpose()?;
+    let x = model.forward_batch(b, &tokens, seq)?;
+    let mut pendings = Vec::with_capacity(batch.len());
+    for (s, w) in batch.iter().enumerate() {
+        let from = s * seq + w.from;
+        let refs = match (reference, &xr) {
+            (Some(r), Some(xr)) => b.score(xr, r.head(), from, &w.targets, None, true)?.1,
+            _ => None,
+        };
+        let (pending, _) = b.score(&x, model.head(), from, &w.targets, refs.as_ref(), false)?;
+        pendings.push(pending);
+    }
+    Ok(pendings)
 }
 
 /// Drive a future that never waits (the CPU backend's) to completion without an executor.

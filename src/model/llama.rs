@@ -8,7 +8,7 @@
 use crate::model::backend::Backend;
 use crate::model::config::ModelConfig;
 use crate::model::weights::{Linear, ModelWeights};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Where a block linear layer reads its input; each site feeds the layers listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,6 +126,13 @@ impl<B: Backend> Llama<B> {
         self.forward_observed(b, tokens, &mut |_, _, _| Ok(()))
     }
 
+    /// Final normalized hidden states of several windows at once: `tokens` holds independent
+    /// sequences of `seq` tokens each, each starting at position 0 (a batch of evaluation
+    /// windows; rows `s·seq ..` of the result belong to sequence `s`).
+    pub fn forward_batch(&self, b: &B, tokens: &[u32], seq: usize) -> Result<B::Act> {
+        self.forward_segments(b, tokens, seq, &mut |_, _, _| Ok(()))
+    }
+
     /// `forward`, showing `observer(layer, site, x)` the input of each block linear layer as it
     /// goes (calibration reads these; see `Site`). An observer error stops the pass.
     pub fn forward_observed(
@@ -134,6 +141,25 @@ impl<B: Backend> Llama<B> {
         tokens: &[u32],
         observer: &mut Observer<'_, B>,
     ) -> Result<B::Act> {
+        self.forward_segments(b, tokens, tokens.len(), observer)
+    }
+
+    fn forward_segments(
+        &self,
+        b: &B,
+        tokens: &[u32],
+        seq: usize,
+        observer: &mut Observer<'_, B>,
+    ) -> Result<B::Act> {
+        if tokens.is_empty() || seq == 0 || !tokens.len().is_multiple_of(seq) {
+            return Err(Error::config(
+                "tokens",
+                format!(
+                    "{} tokens do not split into sequences of {seq}",
+                    tokens.len()
+                ),
+            ));
+        }
         let c = &self.config;
         let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
         let mut x = b.embed(&self.embd, tokens)?; // T × d
@@ -143,9 +169,9 @@ impl<B: Backend> Llama<B> {
             let mut q = b.linear(&n, &blk.wq); // T × H·hd
             let mut k = b.linear(&n, &blk.wk); // T × KV·hd
             let v = b.linear(&n, &blk.wv); // T × KV·hd
-            b.rope(&mut q, h, hd, 0, c.rope_theta, c.rope_style);
-            b.rope(&mut k, kv, hd, 0, c.rope_theta, c.rope_style);
-            let a = b.attention(&q, &k, &v, h, kv, hd); // T × H·hd
+            b.rope(&mut q, h, hd, 0, c.rope_theta, c.rope_style, seq);
+            b.rope(&mut k, kv, hd, 0, c.rope_theta, c.rope_style, seq);
+            let a = b.attention(&q, &k, &v, h, kv, hd, seq); // T × H·hd
             observer(i, Site::AttnOut, &a)?;
             b.add(&mut x, &b.linear(&a, &blk.wo));
 
