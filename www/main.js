@@ -195,7 +195,9 @@ function syncMethodControls(keepFieldValues = null) {
   showExplainer(none ? 'none' : m.id);
 }
 
+let explainerFor = null; // the newest request wins (fetches may finish out of order)
 async function showExplainer(id) {
+  explainerFor = id;
   if (!explainers.has(id)) {
     try {
       const r = await fetch(`www/methods/${id}.txt`);
@@ -204,6 +206,7 @@ async function showExplainer(id) {
       explainers.set(id, '');
     }
   }
+  if (explainerFor !== id) return;
   const m = schema?.methods.find((x) => x.id === id);
   const paper = m ? ` Paper: ${m.paper}.` : '';
   el.explainer.textContent = `${explainers.get(id)}${paper}`.trim();

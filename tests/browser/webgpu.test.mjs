@@ -39,7 +39,7 @@ test('the page runs on WebGPU and says so', async () => {
 
 for (const protocol of ['llamacpp', 'gptq']) {
   test(`${protocol}: WebGPU perplexity equals the CPU backend's, GPU memory equals the format table`, { timeout: RUN_TIMEOUT_MS }, async () => {
-    await page.selectOption('#bits', 'loaded');
+    await page.selectOption('#method', 'none');
     await page.selectOption('#text-select', 'prose');
     await page.selectOption('#protocol', protocol);
     await page.selectOption('#ctx', String(CTX));
