@@ -23,7 +23,9 @@ let close;
 const cli = (args) => execFileSync(BIN, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
 
 before(async () => {
-  ({ page, close } = await openPage());
+  // The page evaluates by itself once the model is ready; a share link makes that first run
+  // small, since SwiftShader cannot stop a window half way.
+  ({ page, close } = await openPage(`#ql=1&ctx=64&win=1`));
 });
 
 after(async () => {
