@@ -25,4 +25,12 @@ export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKN
 cargo build --lib --release --target wasm32-unknown-unknown
 wasm-bindgen --target web --no-typescript --out-dir www/pkg \
   "$target_dir/wasm32-unknown-unknown/release/quantlab.wasm"
+# The charting library (uPlot, pinned in tests/browser/package.json) is copied next to the wasm
+# so the page needs no network at run time.
+uplot=tests/browser/node_modules/uplot/dist
+if [ ! -f "$uplot/uPlot.esm.js" ]; then
+  (cd tests/browser && npm ci)
+fi
+cp "$uplot/uPlot.esm.js" "$uplot/uPlot.min.css" www/pkg/
+cp tests/browser/node_modules/uplot/LICENSE www/pkg/uPlot.LICENSE
 echo "web bundle: www/pkg/ ($(du -h www/pkg/quantlab_bg.wasm | cut -f1) of wasm)"

@@ -23,6 +23,7 @@ use crate::gpu::Gpu;
 use crate::model::eval::{EvalOptions, EvalProgress};
 use crate::playground::engine::Device;
 use crate::playground::session::Session;
+use crate::playground::{inspect, schema};
 use crate::quant::config::QuantConfig;
 use crate::Error;
 use js_sys::futures::future_to_promise;
@@ -85,20 +86,50 @@ impl Playground {
     }
 
     /// Load a model file (GGUF) from its bytes, onto the GPU when `initGpu` succeeded; returns
-    /// the model card (`ModelInfo`). `label` names the file in error messages.
+    /// the model card (`ModelInfo`). `label` names the file in error messages. The new model is
+    /// built beside the current one and replaces it only on success, so a corrupt file leaves
+    /// the previous model loaded and usable.
     pub fn load(&self, bytes: Vec<u8>, label: &str) -> Result<JsValue, JsError> {
-        let mut slot = self.session_mut()?;
-        // Drop the old model first: two 100 MB models need not live side by side.
-        *slot = None;
-        let device = match self.gpu.borrow().as_ref() {
-            Some(g) => Device::Gpu(g.clone()),
-            None => Device::Cpu,
-        };
-        let mut session = Session::load_gguf_on(label, bytes, &device).map_err(js_error)?;
-        session.set_clock(clock);
-        let info = to_js(&session.info());
-        *slot = Some(session);
-        info
+        let device = self.device();
+        // Fail with "busy" before the work, not after it.
+        drop(self.session_mut()?);
+        let session = Session::load_gguf_on(label, bytes, &device).map_err(js_error)?;
+        self.install(session)
+    }
+
+    /// Load a Hugging Face checkpoint: config.json, tokenizer.json and safetensors shards
+    /// (`names[i]` labels `shards[i]`, an array of `Uint8Array`). As `load`, the previous model
+    /// stays on failure.
+    #[wasm_bindgen(js_name = loadHf)]
+    pub fn load_hf(
+        &self,
+        label: &str,
+        config_json: Vec<u8>,
+        tokenizer_json: Vec<u8>,
+        names: Vec<String>,
+        shards: js_sys::Array,
+    ) -> Result<JsValue, JsError> {
+        if names.len() != shards.length() as usize {
+            return Err(JsError::new(&format!(
+                "{label}: {} shard names for {} shards",
+                names.len(),
+                shards.length()
+            )));
+        }
+        let bytes: Vec<Vec<u8>> = shards
+            .iter()
+            .map(|s| js_sys::Uint8Array::new(&s).to_vec())
+            .collect();
+        let parts: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(|n| n.as_str())
+            .zip(bytes.iter().map(|b| b.as_slice()))
+            .collect();
+        let device = self.device();
+        drop(self.session_mut()?);
+        let session = Session::load_hf_on(label, &config_json, &tokenizer_json, &parts, &device)
+            .map_err(js_error)?;
+        self.install(session)
     }
 
     /// The model card of the loaded model.
@@ -143,6 +174,57 @@ impl Playground {
         to_js(&report.map_err(js_error)?)
     }
 
+    /// Calibrate the loaded model on `text` with up to `n_seq × seq_len` tokens (fewer when
+    /// the text is short; the answer, `CalibUsed`, says what was used). `progress(done, total)`
+    /// counts sequences; `false` cancels.
+    pub fn calibrate(
+        &self,
+        text: &str,
+        n_seq: usize,
+        seq_len: usize,
+        progress: &js_sys::Function,
+    ) -> Result<JsValue, JsError> {
+        let mut thrown: Option<String> = None;
+        let mut on_progress = |done: usize, total: usize| -> bool {
+            let args = (JsValue::from(done as f64), JsValue::from(total as f64));
+            keep_going(
+                progress.call2(&JsValue::NULL, &args.0, &args.1),
+                &mut thrown,
+            )
+        };
+        let used = self
+            .session_mut()?
+            .as_mut()
+            .ok_or_else(no_model)?
+            .calibrate_text(text, n_seq, seq_len, &mut on_progress);
+        if let Some(msg) = thrown {
+            return Err(JsError::new(&format!("progress callback threw: {msg}")));
+        }
+        to_js(&used.map_err(js_error)?)
+    }
+
+    /// Bits and relative error of every block linear (`inspect::LayerMap`).
+    #[wasm_bindgen(js_name = layerMap)]
+    pub fn layer_map(&self) -> Result<JsValue, JsError> {
+        let s = self.session()?;
+        to_js(&inspect::layer_map(s.as_ref().ok_or_else(no_model)?).map_err(js_error)?)
+    }
+
+    /// Histogram of one block linear as loaded and as quantized (`inspect::Histogram`).
+    pub fn histogram(&self, name: &str, bins: usize, row: usize) -> Result<JsValue, JsError> {
+        let s = self.session()?;
+        let h = inspect::histogram(s.as_ref().ok_or_else(no_model)?, name, bins, row);
+        to_js(&h.map_err(js_error)?)
+    }
+
+    /// Per-channel input magnitudes of `layer` (`inspect::Activations`); calibrates briefly
+    /// on `text` when no calibration exists.
+    pub fn activations(&self, text: &str, layer: usize) -> Result<JsValue, JsError> {
+        let mut s = self.session_mut()?;
+        let a = inspect::activations(s.as_mut().ok_or_else(no_model)?, text, layer);
+        to_js(&a.map_err(js_error)?)
+    }
+
     /// Perplexity (and KL/top-1 against the weights as loaded, when asked) of `text` with
     /// `options` (`EvalOptions`). `progress(EvalProgress)` is called after every window; return
     /// `false` from it to cancel. Returns a Promise of `EvalResult`.
@@ -180,6 +262,28 @@ impl Playground {
     }
 }
 
+/// The method panel's schema (`playground::schema::Schema`).
+#[wasm_bindgen(js_name = methodSchema)]
+pub fn method_schema() -> Result<JsValue, JsError> {
+    to_js(&schema::schema())
+}
+
+/// The share-link form of a `QuantConfig` (validated first): `QuantConfig::to_url`.
+#[wasm_bindgen(js_name = quantToLink)]
+pub fn quant_to_link(config: JsValue) -> Result<String, JsError> {
+    let c: QuantConfig = serde_wasm_bindgen::from_value(config)
+        .map_err(|e| js_error(Error::config("quant config", e)))?;
+    c.validate().map_err(js_error)?;
+    Ok(c.to_url())
+}
+
+/// Parse and validate a share link's method part (`QuantConfig::from_url`); the error says in
+/// plain words what is wrong (including "made by a newer QuantLab").
+#[wasm_bindgen(js_name = quantFromLink)]
+pub fn quant_from_link(link: &str) -> Result<JsValue, JsError> {
+    to_js(&QuantConfig::from_url(link).map_err(js_error)?)
+}
+
 /// Seconds on a monotonic-enough clock for evaluation timings: wasm32-unknown-unknown's std has
 /// none, so the session is given JavaScript's.
 fn clock() -> f64 {
@@ -207,6 +311,21 @@ fn busy() -> JsError {
 }
 
 impl Playground {
+    fn device(&self) -> Device {
+        match self.gpu.borrow().as_ref() {
+            Some(g) => Device::Gpu(g.clone()),
+            None => Device::Cpu,
+        }
+    }
+
+    /// Make `session` the current one (dropping the previous) and return its model card.
+    fn install(&self, mut session: Session) -> Result<JsValue, JsError> {
+        session.set_clock(clock);
+        let info = to_js(&session.info());
+        *self.session_mut()? = Some(session);
+        info
+    }
+
     fn session(&self) -> Result<std::cell::Ref<'_, Option<Session>>, JsError> {
         self.session.try_borrow().map_err(|_| busy())
     }

@@ -1,37 +1,57 @@
 // The page: controls and results. It never touches model code; everything model-related is a
-// message to or from www/worker.js. Text from files or users is only ever set as textContent.
+// message to or from www/worker.js. Text from files, users or links is only ever set as
+// textContent (never as HTML).
+//
+// The whole configuration lives in the URL hash (www/state.js); the method panel is built from
+// the schema Rust sends (src/playground/schema.rs); the pictures are in www/charts.js.
+
+import { DEFAULTS, HIDEABLE, makeHash, parseHash, validModel } from './state.js';
+import { drawActivations, drawHistogram, drawLayerMap, drawMemory, drawPareto } from './charts.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
-const GROUP_SIZES = [16, 32, 64, 128, 192, 256]; // methods.md §1; only divisors of every row are offered
 const DEFAULT_GROUP = 32;
 const DEBOUNCE_MS = 300;
-// `?backend=cpu` runs on the CPU even where WebGPU exists (to compare the two paths); anything
-// else uses WebGPU when the browser has it.
 const BACKEND = new URLSearchParams(self.location.search).get('backend') === 'cpu' ? 'cpu' : 'auto';
 
 const $ = (id) => document.getElementById(id);
 const el = {
   modelStatus: $('model-status'), download: $('download-progress'), card: $('model-card'),
-  note: $('model-note'), file: $('model-file'),
-  textSelect: $('text-select'), textView: $('text-view'), textSize: $('text-size'),
-  bits: $('bits'), gran: $('gran'), sym: $('sym'),
+  note: $('model-note'), file: $('model-file'), drop: $('drop-zone'), url: $('model-url'),
+  urlLoad: $('model-url-load'), modelDefault: $('model-default'),
+  textSelect: $('text-select'), textView: $('text-view'), textSize: $('text-size'), textFile: $('text-file'),
+  method: $('method'), bits: $('bits'), bitsOut: $('bits-out'), gran: $('gran'), sym: $('sym'), clip: $('clip'),
+  fields: $('method-fields'), lorc: $('lorc'), lorcRank: $('lorc-rank'), lorc8: $('lorc-8bit'),
+  calibBox: $('calib-box'), calibN: $('calib-n'), calibLen: $('calib-len'), calibStatus: $('calib-status'),
+  explainer: $('method-explainer'), preset: $('preset'), presetRun: $('preset-run'), presetStatus: $('preset-status'),
   protocol: $('protocol'), ctx: $('ctx'), windows: $('windows'), evaluate: $('evaluate'),
   evalProgress: $('eval-progress'), evalStatus: $('eval-status'),
   result: $('result'), ppl: $('ppl'), pplErr: $('ppl-err'), protocolDesc: $('protocol-desc'),
   kl: $('kl'), top1: $('top1'), bpw: $('bpw'), memory: $('memory'), error: $('error'),
   history: document.querySelector('#history tbody'), webgpu: $('webgpu'),
   engine: $('engine'), engineNote: $('engine-note'), backend: $('backend'), gpuMemory: $('gpu-memory'),
+  copyLink: $('copy-link'), linkStatus: $('link-status'), linkError: $('link-error'),
+  ovLayer: $('ov-layer'), ovBits: $('ov-bits'), ovAdd: $('ov-add'), ovClear: $('ov-clear'), ovList: $('ov-list'),
+  histTensor: $('hist-tensor'), histRow: $('hist-row'), histNote: $('hist-note'),
+  actLayer: $('act-layer'), actShow: $('act-show'), actNote: $('act-note'),
 };
 
-const texts = new Map(); // name -> text, fetched once
+const texts = new Map();
 let text = '';
 let loaded = false;
-let gen = 0; // generation of the newest run
-let runs = 0; // completed runs
+let info = null; // model card
+let schema = null;
+let gen = 0;
+let runs = 0;
 let debounce = null;
-let current = null; // the newest run: {gen, quant, options, started}
+let current = null;
+let overrides = []; // [{pattern, quant}]
+let modelRef = 'default'; // what a link says about the model ('default', URL or Hub id; files are not shareable)
+let hidden = [];
+let pendingLink = null; // a parsed link state waiting for the schema and the model
+const tried = []; // [{bpw, ppl, label, state}] every configuration evaluated
+const explainers = new Map();
+let preset = null; // {queue, done}
 
-// Shared memory lets the worker see a newer run while it is busy (see worker.js).
 const control = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
 worker.postMessage({ type: 'init', control, backend: BACKEND });
@@ -40,31 +60,38 @@ worker.postMessage({ type: 'init', control, backend: BACKEND });
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 const fixed = (v, d) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(d) : '—');
 const pct = (v) => (typeof v === 'number' ? `${(100 * v).toFixed(2)} %` : '—');
-
 function setText(node, value, dataValue) {
   node.textContent = value;
   if (dataValue === undefined) node.removeAttribute('data-value');
   else node.dataset.value = String(dataValue);
 }
-
-// [{format, tensors, params}] -> "Q4_1 × 210 tensors"
 function formatsSummary(formats) {
   if (!Array.isArray(formats) || formats.length === 0) return '—';
   return formats.map((f) => `${f.format} × ${f.tensors} tensor${f.tensors === 1 ? '' : 's'}`).join(', ');
 }
+function memoryText(m) {
+  const parts = [];
+  if (typeof m.total_bytes === 'number') parts.push(mb(m.total_bytes));
+  if (typeof m.f16_bytes === 'number') parts.push(`(f16: ${mb(m.f16_bytes)})`);
+  return parts.join(' ') || '—';
+}
+function showError(e) {
+  el.error.textContent = e instanceof Error ? e.message : String(e);
+}
 
 // ---------------------------------------------------------------------------- model card
-function showModel(info) {
+function showModel(card) {
+  info = card;
   el.card.replaceChildren();
   const rows = [
-    ['File', info.label],
-    ['Architecture', info.arch],
-    ['Parameters', typeof info.params === 'number' ? `${(info.params / 1e6).toFixed(1)} M` : '—'],
-    ['Layers × width', `${info.n_layer} × ${info.dim}`],
-    ['Vocabulary', info.vocab],
-    ['Linear layers', formatsSummary(info.linear_formats)],
-    ['Embedding, head', formatsSummary(info.other_formats)],
-    ['Memory as loaded', info.memory ? memoryText(info.memory) : '—'],
+    ['File', card.label],
+    ['Architecture', card.arch],
+    ['Parameters', typeof card.params === 'number' ? `${(card.params / 1e6).toFixed(1)} M` : '—'],
+    ['Layers × width', `${card.n_layer} × ${card.dim}`],
+    ['Vocabulary', card.vocab],
+    ['Linear layers', formatsSummary(card.linear_formats)],
+    ['Embedding, head', formatsSummary(card.other_formats)],
+    ['Memory as loaded', card.memory ? memoryText(card.memory) : '—'],
   ];
   for (const [k, v] of rows) {
     const dt = document.createElement('dt');
@@ -73,84 +100,317 @@ function showModel(info) {
     dd.textContent = v ?? '—';
     el.card.append(dt, dd);
   }
-  el.note.textContent = info.already_quantized
-    ? `The weights in this file are already quantized (${formatsSummary(info.linear_formats)}). `
+  el.note.textContent = card.already_quantized
+    ? `The weights in this file are already quantized (${formatsSummary(card.linear_formats)}). `
       + '"As loaded" therefore means these weights, not the original 16-bit model: perplexity, KL and '
       + 'top-1 below compare against the file as loaded.'
     : '"As loaded" means the weights exactly as stored in the file.';
-  offerGroups(info);
+  offerGroups();
+  // Layer pickers.
+  const layerOpts = (sel) => {
+    sel.replaceChildren();
+    for (let l = 0; l < card.n_layer; l += 1) sel.add(new Option(`${l}`, String(l)));
+  };
+  layerOpts(el.ovLayer);
+  layerOpts(el.actLayer);
+  el.histTensor.replaceChildren();
+  const kinds = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'];
+  for (let l = 0; l < card.n_layer; l += 1) {
+    for (const k of kinds) el.histTensor.add(new Option(`blk.${l}.${k}.weight`, `blk.${l}.${k}.weight`));
+  }
 }
 
 // Group sizes must divide every input dimension a linear layer has.
-function offerGroups(info) {
-  const inputs = [info.dim, info.ffn_dim].filter((n) => typeof n === 'number' && n > 0);
+function offerGroups() {
+  const prev = el.gran.value;
   for (const o of [...el.gran.options]) if (o.value.startsWith('g')) o.remove();
-  for (const g of GROUP_SIZES) {
-    if (inputs.length > 0 && inputs.every((n) => n % g === 0)) {
-      el.gran.add(new Option(`group of ${g}`, `g${g}`));
+  const inputs = info ? [info.dim, info.ffn_dim].filter((n) => n > 0) : [];
+  const sizes = schema ? schema.group_sizes : [];
+  for (const g of sizes) {
+    if (inputs.length > 0 && inputs.every((n) => n % g === 0)) el.gran.add(new Option(`group of ${g}`, `g${g}`));
+  }
+  const has = (v) => [...el.gran.options].some((o) => o.value === v);
+  el.gran.value = has(prev) && prev !== 'per_row' ? prev : (has(`g${DEFAULT_GROUP}`) ? `g${DEFAULT_GROUP}` : 'per_row');
+}
+
+// ---------------------------------------------------------------------------- method panel
+function methodSchema() {
+  return schema?.methods.find((m) => m.id === el.method.value) ?? null;
+}
+
+function buildMethodMenu() {
+  for (const m of schema.methods) el.method.add(new Option(m.label, m.id));
+  el.lorcRank.max = String(schema.lorc.max_rank);
+}
+
+// Controls follow the chosen method: the bits it allows, its own options, calibration.
+function syncMethodControls(keepFieldValues = null) {
+  const m = methodSchema();
+  const none = m === null;
+  el.bits.disabled = none;
+  if (m) {
+    el.bits.min = String(m.bits[0]);
+    el.bits.max = String(m.bits[m.bits.length - 1]);
+    if (Number(el.bits.value) < m.bits[0]) el.bits.value = String(m.bits[0]);
+    if (Number(el.bits.value) > m.bits[m.bits.length - 1]) el.bits.value = String(m.bits[m.bits.length - 1]);
+  }
+  el.bitsOut.textContent = none ? '—' : el.bits.value;
+  el.gran.disabled = none || !m.granularity;
+  el.sym.disabled = none || !m.symmetric;
+  el.clip.disabled = none || !m.clip_search;
+  el.lorc.disabled = none;
+  el.calibBox.hidden = none || !m.needs_calibration || hidden.includes('calib');
+  el.fields.replaceChildren();
+  if (m) {
+    const values = keepFieldValues ?? m.defaults ?? {};
+    for (const f of m.fields) {
+      const label = document.createElement('label');
+      label.title = f.help;
+      label.append(`${f.label} `);
+      let input;
+      if (f.kind === 'bool') {
+        input = document.createElement('input');
+        input.type = 'checkbox';
+        input.checked = Boolean(values[f.key]);
+      } else if (f.kind === 'choice') {
+        input = document.createElement('select');
+        for (const c of f.choices) input.add(new Option(c, c));
+        input.value = String(values[f.key]);
+      } else {
+        input = document.createElement('input');
+        input.type = 'number';
+        input.min = String(f.min);
+        input.max = String(f.max);
+        input.step = String(f.step);
+        input.size = 6;
+        input.value = String(values[f.key]);
+      }
+      input.dataset.key = f.key;
+      input.dataset.kind = f.kind;
+      input.addEventListener('change', scheduleRun);
+      label.append(input);
+      el.fields.append(label);
     }
   }
-  // Groups of 32 are the common choice at 3-4 bits (what ggml's Q4 formats use); per-row
-  // scales at 3 bits mostly show how bad that is, which the user can still pick.
-  el.gran.value = [...el.gran.options].some((o) => o.value === `g${DEFAULT_GROUP}`) ? `g${DEFAULT_GROUP}` : 'per_row';
+  showExplainer(none ? 'none' : m.id);
 }
 
-function memoryText(m) {
-  const parts = [];
-  if (typeof m.total_bytes === 'number') parts.push(mb(m.total_bytes));
-  if (typeof m.f16_bytes === 'number') parts.push(`(f16: ${mb(m.f16_bytes)})`);
-  return parts.length ? parts.join(' ') : JSON.stringify(m);
-}
-
-// ---------------------------------------------------------------------------- texts
-async function selectText(name) {
-  if (name === 'custom') {
-    text = el.textView.value;
-  } else {
-    if (!texts.has(name)) {
-      const r = await fetch(`www/texts/${name}.txt`);
-      if (!r.ok) throw new Error(`www/texts/${name}.txt: HTTP ${r.status}`);
-      texts.set(name, await r.text());
+let explainerFor = null; // the newest request wins (fetches may finish out of order)
+async function showExplainer(id) {
+  explainerFor = id;
+  if (!explainers.has(id)) {
+    try {
+      const r = await fetch(`www/methods/${id}.txt`);
+      explainers.set(id, r.ok ? await r.text() : '');
+    } catch {
+      explainers.set(id, '');
     }
-    text = texts.get(name);
-    el.textView.value = text;
   }
-  el.textSize.textContent = `${text.length.toLocaleString('en')} characters`;
+  if (explainerFor !== id) return;
+  const m = schema?.methods.find((x) => x.id === id);
+  const paper = m ? ` Paper: ${m.paper}.` : '';
+  el.explainer.textContent = `${explainers.get(id)}${paper}`.trim();
 }
 
-el.textSelect.addEventListener('change', () => selectText(el.textSelect.value).catch(showError));
-el.textView.addEventListener('input', () => {
-  el.textSelect.value = 'custom';
-  text = el.textView.value;
-  el.textSize.textContent = `${text.length.toLocaleString('en')} characters`;
-});
+function fieldValues() {
+  const v = {};
+  for (const input of el.fields.querySelectorAll('[data-key]')) {
+    v[input.dataset.key] = input.dataset.kind === 'bool' ? input.checked
+      : input.dataset.kind === 'number' ? Number(input.value) : input.value;
+  }
+  return v;
+}
 
-// ---------------------------------------------------------------------------- runs
-function quantConfig() {
-  const bits = el.bits.value;
+function granValue() {
   const g = el.gran.value;
-  const gran = g.startsWith('g') ? { group: Number(g.slice(1)) } : g;
-  return {
-    version: 1,
-    method: bits === 'loaded' ? 'none' : 'rtn',
-    default: { bits: bits === 'loaded' ? 8 : Number(bits), gran, sym: el.sym.checked, clip_search: false },
-    overrides: [],
-  };
+  return g.startsWith('g') ? { group: Number(g.slice(1)) } : g;
+}
+
+function quantConfig() {
+  const m = methodSchema();
+  const layer = { bits: m ? Number(el.bits.value) : 4, gran: granValue(), sym: el.sym.checked, clip_search: m ? el.clip.checked && m.clip_search : false };
+  const method = !m ? 'none' : (m.defaults ? { [m.id]: { ...m.defaults, ...fieldValues() } } : m.id);
+  const cfg = { version: schema?.config_version ?? 1, method, default: layer, overrides: m ? overrides : [] };
+  if (m && el.lorc.checked) cfg.lorc = { rank: Number(el.lorcRank.value), bits8: el.lorc8.checked };
+  return cfg;
+}
+
+// Put a QuantConfig (from a link or a chart point) back into the controls.
+function applyQuant(cfg) {
+  const id = typeof cfg.method === 'string' ? cfg.method : Object.keys(cfg.method)[0];
+  const opts = typeof cfg.method === 'string' ? null : cfg.method[id];
+  el.method.value = [...el.method.options].some((o) => o.value === id) ? id : 'none';
+  el.bits.value = String(cfg.default.bits);
+  const g = cfg.default.gran;
+  const gv = typeof g === 'object' ? `g${g.group}` : g;
+  if (![...el.gran.options].some((o) => o.value === gv)) el.gran.add(new Option(`group of ${g.group}`, gv));
+  el.gran.value = gv;
+  el.sym.checked = cfg.default.sym;
+  el.clip.checked = Boolean(cfg.default.clip_search);
+  el.lorc.checked = Boolean(cfg.lorc);
+  if (cfg.lorc) {
+    el.lorcRank.value = String(cfg.lorc.rank);
+    el.lorc8.checked = Boolean(cfg.lorc.bits8);
+  }
+  overrides = Array.isArray(cfg.overrides) ? cfg.overrides.map((o) => ({ ...o })) : [];
+  showOverrides();
+  syncMethodControls(opts);
 }
 
 function weightsLabel(q) {
   if (q.method === 'none') return 'as loaded';
+  const id = typeof q.method === 'string' ? q.method : Object.keys(q.method)[0];
   const d = q.default;
   const gran = typeof d.gran === 'object' ? `g${d.gran.group}` : d.gran.replace('per_', '');
-  return `RTN ${d.bits}-bit ${gran} ${d.sym ? 'sym' : 'asym'}`;
+  const extra = (q.lorc ? ` +LoRC${q.lorc.rank}` : '') + (q.overrides.length ? ` +${q.overrides.length} ov` : '');
+  return `${id.toUpperCase()} ${d.bits}-bit ${gran} ${d.sym ? 'sym' : 'asym'}${extra}`;
 }
 
-function startRun() {
-  if (!loaded) return;
+// ---------------------------------------------------------------------------- overrides
+function showOverrides() {
+  el.ovList.replaceChildren();
+  for (const o of overrides) {
+    const li = document.createElement('li');
+    li.textContent = `${o.pattern}: ${o.quant ? `${o.quant.bits}-bit` : 'kept as loaded'}`;
+    el.ovList.append(li);
+  }
+}
+for (let b = 8; b >= 2; b -= 1) el.ovBits.add(new Option(`${b}`, String(b)));
+el.ovBits.value = '8';
+el.ovAdd.addEventListener('click', () => {
+  const pattern = `blk.${el.ovLayer.value}.*`;
+  const quant = el.ovBits.value === 'keep' ? null : { ...quantConfig().default, bits: Number(el.ovBits.value) };
+  overrides = overrides.filter((o) => o.pattern !== pattern).concat([{ pattern, quant }]);
+  showOverrides();
+  scheduleRun();
+});
+el.ovClear.addEventListener('click', () => {
+  overrides = [];
+  showOverrides();
+  scheduleRun();
+});
+function pickLayer(l) {
+  el.ovLayer.value = String(l);
+  el.actLayer.value = String(l);
+  el.histTensor.value = `blk.${l}.ffn_down.weight`;
+  el.ovBits.focus();
+}
+
+// ---------------------------------------------------------------------------- texts
+async function loadText(name) {
+  if (!texts.has(name)) {
+    const r = await fetch(`www/texts/${name}.txt`);
+    if (!r.ok) throw new Error(`the built-in text "${name}" could not be fetched (HTTP ${r.status})`);
+    texts.set(name, await r.text());
+  }
+  return texts.get(name);
+}
+async function selectText(name) {
+  if (name === 'custom') {
+    text = el.textView.value;
+  } else {
+    text = await loadText(name);
+    el.textView.value = text;
+  }
+  el.textSize.textContent = `${text.length.toLocaleString('en')} characters`;
+}
+// Calibration reads the built-in texts other than the evaluated one, so that calibration and
+// evaluation tokens are disjoint.
+async function calibrationText() {
+  const names = ['prose', 'dialogue', 'code'].filter((n) => n !== el.textSelect.value);
+  const parts = [];
+  for (const n of names) parts.push(await loadText(n));
+  return parts.join('\n\n');
+}
+el.textSelect.addEventListener('change', () => selectText(el.textSelect.value).then(scheduleRun, showError));
+el.textView.addEventListener('input', () => {
+  el.textSelect.value = 'custom';
+  text = el.textView.value;
+  el.textSize.textContent = `${text.length.toLocaleString('en')} characters`;
+  scheduleRun();
+});
+el.textFile.addEventListener('change', async () => {
+  const f = el.textFile.files[0];
+  if (!f) return;
+  if (f.size > 8e6) return showError(`${f.name} is larger than 8 MB; choose a shorter text`);
+  el.textView.value = await f.text();
+  el.textSelect.value = 'custom';
+  await selectText('custom');
+  scheduleRun();
+});
+
+// ---------------------------------------------------------------------------- share links
+function linkState(q) {
+  return {
+    model: modelRef,
+    text: el.textSelect.value === 'custom' ? DEFAULTS.text : el.textSelect.value,
+    proto: el.protocol.value, ctx: el.ctx.value, win: el.windows.value, q,
+    calib: { n: Number(el.calibN.value), len: Number(el.calibLen.value) }, hide: hidden,
+  };
+}
+let lastLink = null;
+function updateHash(q) {
+  lastLink = q;
+  const h = makeHash(linkState(q));
+  if (self.location.hash !== h) history.replaceState(null, '', h);
+}
+el.copyLink.addEventListener('click', async () => {
+  updateHash(lastLink);
+  const url = self.location.href;
+  let note = 'Link copied.';
+  try {
+    await navigator.clipboard.writeText(url);
+  } catch {
+    note = 'Copy this address from the address bar (the browser refused the clipboard).';
+  }
+  if (el.textSelect.value === 'custom') note += ' Your own text is not part of the link; it opens with the prose text.';
+  if (modelRef === 'default' && info && !info.label.startsWith('SmolLM2')) note += ' A model opened from a file is not part of the link.';
+  el.linkStatus.textContent = note;
+  el.copyLink.dataset.url = url;
+});
+
+function applyHidden() {
+  for (const node of document.querySelectorAll('[data-control]')) {
+    node.hidden = hidden.includes(node.dataset.control) && HIDEABLE.includes(node.dataset.control);
+  }
+  syncMethodControls(fieldValues());
+}
+
+// Apply a parsed link: eval settings now, the QuantConfig once the worker has validated it.
+function applyLinkState(s) {
+  el.textSelect.value = s.text;
+  el.protocol.value = s.proto;
+  el.ctx.value = s.ctx;
+  el.windows.value = s.win;
+  el.calibN.value = String(s.calib.n);
+  el.calibLen.value = String(s.calib.len);
+  hidden = s.hide;
+  applyHidden();
+}
+
+function linkFailed(message) {
+  el.linkError.textContent = `${message} The page opened with its default settings instead.`;
+  el.linkError.dataset.failed = 'true';
+}
+
+// ---------------------------------------------------------------------------- runs
+function scheduleRun() {
+  syncMethodControls(fieldValues());
+  clearTimeout(debounce);
+  debounce = setTimeout(startRun, DEBOUNCE_MS);
+}
+
+async function startRun() {
+  if (!loaded || !schema) return;
   clearTimeout(debounce);
   gen += 1;
+  const myGen = gen;
   if (control) Atomics.store(control, 0, gen);
   const quant = quantConfig();
+  const m = methodSchema();
+  const calib = m && m.needs_calibration
+    ? { text: await calibrationText(), n: Number(el.calibN.value), len: Number(el.calibLen.value) } : null;
+  if (myGen !== gen) return;
   const options = {
     protocol: el.protocol.value,
     ctx: Number(el.ctx.value),
@@ -160,20 +420,21 @@ function startRun() {
   el.result.dataset.state = 'running';
   el.result.dataset.config = JSON.stringify(quant);
   el.error.textContent = '';
-  el.evalProgress.removeAttribute('value'); // indeterminate until the first window
+  el.evalProgress.removeAttribute('value');
   el.evalStatus.textContent = quant.method === 'none' ? 'Evaluating…' : 'Quantizing…';
-  worker.postMessage({ type: 'run', gen, quant, text, options });
+  worker.postMessage({ type: 'to-link', quant });
+  worker.postMessage({ type: 'run', gen, quant, text, options, calib });
   current = { gen, quant, options, started: performance.now() };
 }
 
-function scheduleRun() {
-  el.gran.disabled = el.sym.disabled = el.bits.value === 'loaded';
-  clearTimeout(debounce);
-  debounce = setTimeout(startRun, DEBOUNCE_MS);
-}
-
 el.evaluate.addEventListener('click', startRun);
-for (const c of [el.bits, el.gran, el.sym]) c.addEventListener('change', scheduleRun);
+el.bits.addEventListener('input', () => { el.bitsOut.textContent = el.bits.value; });
+for (const c of [el.bits, el.gran, el.sym, el.clip, el.lorc, el.lorcRank, el.lorc8, el.calibN, el.calibLen,
+  el.protocol, el.ctx, el.windows]) c.addEventListener('change', scheduleRun);
+el.method.addEventListener('change', () => {
+  syncMethodControls();
+  scheduleRun();
+});
 
 function showResult(msg) {
   const r = msg.result;
@@ -189,48 +450,122 @@ function showResult(msg) {
   const bpw = m.bits_per_weight;
   setText(el.bpw, typeof bpw === 'number' ? `${bpw.toFixed(3)} (linear layers)` : '—', bpw);
   setText(el.memory, memoryText(m), m.total_bytes);
+  if (m.linear) drawMemory(m);
   const e = msg.engine || {};
   setText(el.backend, e.backend === 'gpu' ? `WebGPU (${e.adapter})` : 'CPU (WebAssembly)', e.backend);
   setText(el.gpuMemory, typeof e.weight_bytes === 'number'
     ? `${mb(e.weight_bytes)} of packed weights (${e.weight_bytes.toLocaleString('en')} bytes)`
     : '— (not on the GPU)', e.weight_bytes ?? undefined);
   el.evalProgress.value = 1;
-  el.evalStatus.textContent = `Done in ${((performance.now() - current.started) / 1000).toFixed(1)} s.`;
+  const secs = (performance.now() - current.started) / 1000;
+  el.evalStatus.textContent = `Done in ${secs.toFixed(1)} s.`;
+  if (!self.quantlabFirstResult) self.quantlabFirstResult = performance.now();
 
+  const label = weightsLabel(current.quant);
+  tried.push({ bpw, ppl: r.ppl, label, quant: current.quant });
+  drawPareto(tried, (i) => {
+    applyQuant(tried[i].quant);
+    scheduleRun();
+  });
   const row = document.createElement('tr');
-  const cells = [
-    weightsLabel(current.quant),
-    `${current.options.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ${r.ctx}`,
-    `${fixed(r.ppl, 3)} ± ${fixed(r.ppl_err, 3)}`,
-    fixed(r.kl, 4),
-    pct(r.top1),
-    fixed(bpw, 3),
-    typeof m.total_bytes === 'number' ? mb(m.total_bytes) : '—',
-    e.backend === 'gpu' ? 'WebGPU' : 'CPU',
-    `${fixed(r.seconds, 1)} s`,
-  ];
+  const cells = [label, `${current.options.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ${r.ctx}`,
+    `${fixed(r.ppl, 3)} ± ${fixed(r.ppl_err, 3)}`, fixed(r.kl, 4), pct(r.top1), fixed(bpw, 3),
+    typeof m.total_bytes === 'number' ? (m.total_bytes / 1e6).toFixed(1) : '—',
+    e.backend === 'gpu' ? 'GPU' : 'CPU', `${fixed(r.seconds, 1)} s`];
   for (const c of cells) {
     const td = document.createElement('td');
     td.textContent = c;
     row.append(td);
   }
   el.history.prepend(row);
+  if (preset) nextPreset();
 }
 
-function showError(e) {
-  el.error.textContent = e instanceof Error ? e.message : String(e);
+// ---------------------------------------------------------------------------- presets
+function presetConfigs(name) {
+  const base = { sym: true, gran: 'g32', method: 'rtn' };
+  switch (name) {
+    case 'bits': return [8, 4, 3, 2].map((bits) => ({ ...base, bits }));
+    case 'group': return ['per_row', 'g256', 'g128', 'g64', 'g32'].filter((g) => [...el.gran.options].some((o) => o.value === g))
+      .map((gran) => ({ ...base, bits: 3, gran }));
+    case 'sym': return [true, false].flatMap((sym) => [4, 3].map((bits) => ({ ...base, bits, sym })));
+    case 'study': return [4, 3, 2].flatMap((bits) => ['per_row', 'g128', 'g32'].map((gran) => ({ ...base, bits, gran })));
+    default: return [];
+  }
 }
+function applyPresetStep(c) {
+  el.method.value = c.method;
+  syncMethodControls();
+  el.bits.value = String(c.bits);
+  el.gran.value = c.gran;
+  el.sym.checked = c.sym;
+  syncMethodControls();
+}
+function nextPreset() {
+  const c = preset.queue.shift();
+  if (!c) {
+    el.presetStatus.textContent = `Preset done: ${preset.total} configurations in the chart.`;
+    el.presetStatus.dataset.done = 'true';
+    preset = null;
+    return;
+  }
+  el.presetStatus.textContent = `Preset: configuration ${preset.total - preset.queue.length} of ${preset.total}…`;
+  applyPresetStep(c);
+  startRun();
+}
+el.presetRun.addEventListener('click', () => {
+  const queue = presetConfigs(el.preset.value);
+  if (!queue.length || !loaded) return;
+  el.presetStatus.dataset.done = 'false';
+  preset = { queue, total: queue.length };
+  nextPreset();
+});
 
-let cancelled = 0; // runs the worker stopped because a newer one came (shown for tests)
+// ---------------------------------------------------------------------------- inspection
+el.histTensor.addEventListener('change', requestHistogram);
+el.histRow.addEventListener('change', requestHistogram);
+function requestHistogram() {
+  if (!loaded || !el.histTensor.value) return;
+  worker.postMessage({ type: 'histogram', name: el.histTensor.value, row: Math.max(0, Number(el.histRow.value) || 0) });
+}
+el.actShow.addEventListener('click', () => {
+  if (!loaded) return;
+  el.actNote.textContent = 'Running the model to observe activations…';
+  worker.postMessage({ type: 'activations', text, layer: Number(el.actLayer.value) });
+});
+
+// ---------------------------------------------------------------------------- worker messages
+let cancelled = 0;
 worker.onmessage = ({ data: msg }) => {
   if (msg.type === 'cancelled') el.result.dataset.cancelled = String(++cancelled);
-  if (msg.gen !== undefined && msg.gen !== gen) return; // an overtaken run
+  if (msg.gen !== undefined && msg.gen !== gen) return;
   switch (msg.type) {
+    case 'schema':
+      schema = msg.schema;
+      buildMethodMenu();
+      offerGroups();
+      syncMethodControls();
+      if (pendingLink?.q) worker.postMessage({ type: 'parse-link', q: pendingLink.q });
+      else maybeFirstRun();
+      break;
+    case 'parsed':
+      if (msg.error) {
+        linkFailed(`The quantization settings in this link are not valid: ${msg.error}.`);
+        pendingLink = null;
+      } else {
+        pendingLink.config = msg.config;
+      }
+      pendingLink = pendingLink && { ...pendingLink, parsed: true };
+      maybeFirstRun();
+      break;
+    case 'link':
+      if (msg.link) updateHash(msg.link);
+      break;
     case 'download':
       if (msg.total) el.download.value = msg.loaded / msg.total;
-      el.modelStatus.textContent = msg.parsing
-        ? 'Reading the model…'
-        : `Downloading the model: ${mb(msg.loaded)}${msg.total ? ` of ${mb(msg.total)}` : ''}`;
+      el.modelStatus.textContent = msg.parsing ? 'Reading the model…'
+        : msg.cached ? 'Found the model in this browser\'s cache.'
+          : `Downloading the model: ${mb(msg.loaded)}${msg.total ? ` of ${mb(msg.total)}` : ''}`;
       break;
     case 'engine':
       el.engine.dataset.backend = msg.backend;
@@ -244,10 +579,23 @@ worker.onmessage = ({ data: msg }) => {
       loaded = true;
       el.download.value = 1;
       el.modelStatus.dataset.state = 'ready';
+      el.modelStatus.dataset.loads = String(Number(el.modelStatus.dataset.loads ?? 0) + 1);
       el.modelStatus.textContent = 'Model ready.';
       el.evaluate.disabled = false;
       showModel(msg.info);
+      maybeFirstRun();
       break;
+    case 'calibrating':
+      el.evalProgress.value = msg.done / Math.max(1, msg.total);
+      el.evalStatus.textContent = `Calibrating: sequence ${msg.done} of ${msg.total}`;
+      break;
+    case 'calibrated': {
+      const u = msg.used;
+      el.calibStatus.textContent = u.n_seq === u.asked_n_seq && u.seq_len === u.asked_seq_len
+        ? `calibrated on ${u.n_seq} × ${u.seq_len} tokens in ${fixed(msg.seconds, 1)} s`
+        : `the calibration text has ${u.text_tokens} tokens: used ${u.n_seq} × ${u.seq_len} (asked ${u.asked_n_seq} × ${u.asked_seq_len})`;
+      break;
+    }
     case 'quantizing':
       el.evalProgress.value = msg.done / msg.total;
       el.evalStatus.textContent = `Quantizing: tensor ${msg.done} of ${msg.total}`;
@@ -265,13 +613,50 @@ worker.onmessage = ({ data: msg }) => {
     case 'result':
       showResult(msg);
       break;
+    case 'layers':
+      drawLayerMap(msg.map, pickLayer);
+      requestHistogram();
+      break;
+    case 'histogram':
+      if (msg.error) {
+        el.histNote.textContent = msg.error;
+      } else {
+        drawHistogram(msg.histogram);
+        const h = msg.histogram;
+        el.histNote.textContent = `Row ${h.row} can take ${h.row_levels.length} distinct values`
+          + `${h.row_levels.length <= 16 ? ` (${h.row_levels.map((v) => v.toFixed(4)).join(', ')})` : ''}; `
+          + `${h.clipped.toLocaleString('en')} weights lie outside their row's quantized range (clipped)`
+          + `${h.outliers ? `, ${h.outliers.toLocaleString('en')} kept as exact outliers` : ''}.`;
+      }
+      break;
+    case 'activations':
+      if (msg.error) {
+        el.actNote.textContent = msg.error;
+      } else {
+        drawActivations(msg.activations);
+        el.actNote.textContent = `Input of ffn_down (and 3 other sites) over ${msg.activations.tokens} tokens; a few channels far above the rest are the outliers that make activations hard to quantize.`;
+      }
+      break;
     case 'error':
       if (msg.where === 'load' || msg.where === 'init') {
-        el.modelStatus.dataset.state = 'error';
-        el.modelStatus.textContent = 'The model could not be loaded.';
+        if (msg.kept && info) {
+          // The previous model is still loaded: say so and keep going.
+          loaded = true;
+          el.evaluate.disabled = false;
+          el.modelStatus.dataset.state = 'ready';
+          el.modelStatus.dataset.failed = 'true';
+          el.modelStatus.textContent = `That model could not be opened; still using ${info.label}.`;
+        } else {
+          el.modelStatus.dataset.state = 'error';
+          el.modelStatus.textContent = 'The model could not be loaded.';
+        }
       } else {
         el.result.dataset.state = 'error';
         el.evalStatus.textContent = '';
+        if (preset) {
+          preset = null;
+          el.presetStatus.textContent = 'Preset stopped by an error.';
+        }
       }
       showError(msg.message);
       break;
@@ -279,19 +664,55 @@ worker.onmessage = ({ data: msg }) => {
       break;
   }
 };
-worker.onerror = (e) => showError(`worker: ${e.message}`);
+worker.onerror = (e) => showError(`the evaluation engine stopped: ${e.message}`);
 
-function loadModel(source) {
+// The first run starts by itself once the model, the schema and any link are ready.
+let firstRunDone = false;
+function maybeFirstRun() {
+  if (firstRunDone || !loaded || !schema) return;
+  if (pendingLink && pendingLink.q && !pendingLink.parsed) return;
+  firstRunDone = true;
+  if (pendingLink?.config) applyQuant(pendingLink.config);
+  pendingLink = null;
+  selectText(el.textSelect.value).then(startRun, showError);
+}
+
+// ---------------------------------------------------------------------------- loading
+function loadModel(source, ref) {
   loaded = false;
   el.evaluate.disabled = true;
   el.download.value = 0;
   el.modelStatus.dataset.state = 'loading';
+  delete el.modelStatus.dataset.failed;
   el.modelStatus.textContent = 'Loading the model…';
+  if (ref !== undefined) modelRef = ref;
   worker.postMessage({ type: 'load', ...source });
 }
+function loadRef(ref) {
+  if (ref === 'default') return loadModel({ url: new URL(DEFAULT_MODEL, document.baseURI).href }, 'default');
+  if (/^https?:/.test(ref)) return loadModel({ url: ref }, ref);
+  return loadModel({ hub: ref }, ref);
+}
 el.file.addEventListener('change', () => {
-  if (el.file.files.length) loadModel({ file: el.file.files[0] });
+  if (el.file.files.length) loadModel({ files: [...el.file.files] });
 });
+el.drop.addEventListener('dragover', (e) => {
+  e.preventDefault();
+  el.drop.classList.add('over');
+});
+el.drop.addEventListener('dragleave', () => el.drop.classList.remove('over'));
+el.drop.addEventListener('drop', (e) => {
+  e.preventDefault();
+  el.drop.classList.remove('over');
+  const files = [...(e.dataTransfer?.files ?? [])];
+  if (files.length) loadModel({ files });
+});
+el.urlLoad.addEventListener('click', () => {
+  const ref = el.url.value.trim();
+  if (!validModel(ref)) return showError(`"${ref}" is neither a Hub id like org/name nor an http(s) URL`);
+  loadRef(ref);
+});
+el.modelDefault.addEventListener('click', () => loadRef('default'));
 
 async function probeWebGpu() {
   let adapter = null;
@@ -304,8 +725,16 @@ async function probeWebGpu() {
   el.webgpu.textContent = adapter ? 'WebGPU: available' : 'WebGPU: not available';
 }
 
-el.gran.disabled = el.sym.disabled = true;
+// ---------------------------------------------------------------------------- start
+const parsed = parseHash(self.location.hash);
+if (parsed.error) {
+  linkFailed(`${parsed.error[0].toUpperCase()}${parsed.error.slice(1)}.`);
+  history.replaceState(null, '', self.location.pathname + self.location.search);
+} else if (parsed.state) {
+  pendingLink = { ...parsed.state };
+  applyLinkState(parsed.state);
+}
+syncMethodControls();
 selectText(el.textSelect.value).catch(showError);
-// Resolved here: inside the worker a relative URL would be relative to www/worker.js.
-loadModel({ url: new URL(DEFAULT_MODEL, document.baseURI).href });
+loadRef(parsed.state?.model ?? 'default');
 probeWebGpu();

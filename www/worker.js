@@ -4,10 +4,14 @@
 // Messages in:  {type: 'init', control, backend}  control: Int32Array on a SharedArrayBuffer or
 //                                                  null; backend: 'auto' (WebGPU when available)
 //                                                  or 'cpu'
-//               {type: 'load', url} | {type: 'load', file}
-//               {type: 'run', gen, quant, text, options}
-// Messages out: ready | engine | download | loaded | quantizing | quantized | progress | result |
-//               cancelled | error
+//               {type: 'load', url} | {type: 'load', file} | {type: 'load', files} (GGUF, or
+//                                                  safetensors + config.json + tokenizer.json)
+//               {type: 'run', gen, quant, text, options, calib: {text, n, len} | null}
+//               {type: 'to-link', quant} | {type: 'parse-link', q}   (share links, no model needed)
+//               {type: 'histogram', name, row} | {type: 'activations', text, layer}
+// Messages out: ready | schema | engine | download | loaded | calibrating | calibrated |
+//               quantizing | quantized | progress | result | layers | link | parsed |
+//               histogram | activations | cancelled | error
 //               (each run's messages carry its `gen`).
 //
 // Backend: on 'init' the worker asks the wasm module for WebGPU (`initGpu`, a Promise); models
@@ -24,7 +28,11 @@
 // COOP/COEP headers) a newer queued run stops a GPU evaluation at its next window; on the CPU
 // runs overtaken while queued are skipped, and a running one finishes and is ignored.
 
-import init, { Playground } from './pkg/quantlab.js';
+import init, { Playground, methodSchema, quantFromLink, quantToLink } from './pkg/quantlab.js';
+
+// Downloaded models are kept in Cache Storage under this name; bump it when the format of what is
+// stored changes.
+const MODEL_CACHE = 'quantlab-models-v1';
 
 // Refuse model files larger than this before allocating for them (wasm32 has 4 GiB in all).
 const MAX_MODEL_BYTES = 2 ** 31;
@@ -43,9 +51,11 @@ const stale = (gen) => (control !== null
   : pending !== null && pending.gen !== gen);
 
 // Every request runs after the previous one settled; `ok` is false when WebAssembly failed.
-let chain = init().then(() => {
+const wasmReady = init();
+let chain = wasmReady.then(() => {
   playground = new Playground();
   post({ type: 'ready' });
+  post({ type: 'schema', schema: methodSchema() });
   return true;
 }, (e) => {
   post({ type: 'error', where: 'init', message: `could not start WebAssembly: ${message(e)}` });
@@ -64,6 +74,38 @@ self.onmessage = ({ data: msg }) => {
     serial(() => initEngine(msg.backend));
   } else if (msg.type === 'load') {
     serial(() => load(msg));
+  } else if (msg.type === 'to-link') {
+    wasmReady.then(() => {
+      try {
+        post({ type: 'link', link: quantToLink(msg.quant) });
+      } catch (e) {
+        post({ type: 'link', error: message(e) });
+      }
+    });
+  } else if (msg.type === 'parse-link') {
+    wasmReady.then(() => {
+      try {
+        post({ type: 'parsed', config: quantFromLink(msg.q) });
+      } catch (e) {
+        post({ type: 'parsed', error: message(e) });
+      }
+    });
+  } else if (msg.type === 'histogram') {
+    serial(async () => {
+      try {
+        post({ type: 'histogram', histogram: playground.histogram(msg.name, 64, msg.row) });
+      } catch (e) {
+        post({ type: 'histogram', error: message(e) });
+      }
+    });
+  } else if (msg.type === 'activations') {
+    serial(async () => {
+      try {
+        post({ type: 'activations', activations: playground.activations(msg.text, msg.layer) });
+      } catch (e) {
+        post({ type: 'activations', error: message(e) });
+      }
+    });
   } else if (msg.type === 'run') {
     pending = msg;
     if (!running) {
@@ -93,31 +135,88 @@ async function initEngine(backend) {
 
 async function load(msg) {
   try {
-    let bytes;
-    let label;
-    if (msg.file) {
-      label = msg.file.name;
-      if (msg.file.size > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
-      bytes = new Uint8Array(await msg.file.arrayBuffer());
+    let info;
+    if (msg.files) {
+      info = await loadFiles(msg.files);
+    } else if (msg.hub) {
+      // A Hugging Face Hub id: the single-file safetensors layout the Hub serves.
+      const base = `https://huggingface.co/${msg.hub}/resolve/main/`;
+      const config = await download(`${base}config.json`, `${msg.hub}/config.json`);
+      const tokenizer = await download(`${base}tokenizer.json`, `${msg.hub}/tokenizer.json`);
+      const weights = await download(`${base}model.safetensors`, `${msg.hub}/model.safetensors`);
+      post({ type: 'download', loaded: weights.length, total: weights.length, parsing: true });
+      info = playground.loadHf(msg.hub, config, tokenizer, ['model.safetensors'], [weights]);
     } else {
-      label = msg.url.split('/').pop();
-      bytes = await download(msg.url, label);
+      let bytes;
+      let label;
+      if (msg.file) {
+        label = msg.file.name;
+        if (msg.file.size > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
+        bytes = new Uint8Array(await msg.file.arrayBuffer());
+      } else {
+        label = msg.url.split('/').pop();
+        bytes = await download(msg.url, label);
+      }
+      post({ type: 'download', loaded: bytes.length, total: bytes.length, parsing: true });
+      info = playground.load(bytes, label);
     }
-    post({ type: 'download', loaded: bytes.length, total: bytes.length, parsing: true });
+    // Only now does the session hold the new model (a failed load keeps the previous one).
     quantKey = null;
-    const info = playground.load(bytes, label);
     memory = info.memory;
     post({ type: 'loaded', info });
   } catch (e) {
-    post({ type: 'error', where: 'load', message: message(e) });
+    post({ type: 'error', where: 'load', message: message(e), kept: playground !== null && hasModel() });
   }
+}
+
+function hasModel() {
+  try {
+    playground.info();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// A GGUF file, or a Hugging Face checkpoint: config.json + tokenizer.json + *.safetensors.
+async function loadFiles(files) {
+  const byName = new Map(files.map((f) => [f.name, f]));
+  const read = async (f) => {
+    if (f.size > MAX_MODEL_BYTES) throw new Error(`${f.name} is larger than 2 GiB`);
+    return new Uint8Array(await f.arrayBuffer());
+  };
+  const gguf = files.find((f) => f.name.endsWith('.gguf'));
+  if (gguf) return playground.load(await read(gguf), gguf.name);
+  const shards = files.filter((f) => f.name.endsWith('.safetensors'));
+  const missing = ['config.json', 'tokenizer.json'].filter((n) => !byName.has(n));
+  if (shards.length === 0 || missing.length) {
+    throw new Error(`to open a safetensors model, choose the .safetensors file(s) together with config.json and tokenizer.json${missing.length ? ` (missing: ${missing.join(', ')})` : ''}`);
+  }
+  const datas = [];
+  for (const f of shards) datas.push(await read(f));
+  post({ type: 'download', loaded: 1, total: 1, parsing: true });
+  return playground.loadHf(shards[0].name.replace(/\.safetensors$/, ''), await read(byName.get('config.json')),
+    await read(byName.get('tokenizer.json')), shards.map((f) => f.name), datas);
 }
 
 // Fetch with progress into one preallocated buffer (when the size is known).
 async function download(url, label) {
+  // Cache Storage first: a model fetched once works offline afterwards.
+  let cache = null;
+  try {
+    cache = await caches.open(MODEL_CACHE);
+    const hit = await cache.match(url);
+    if (hit) {
+      const bytes = new Uint8Array(await hit.arrayBuffer());
+      post({ type: 'download', loaded: bytes.length, total: bytes.length, cached: true });
+      return bytes;
+    }
+  } catch {
+    cache = null; // no Cache Storage (e.g. an opaque origin): just download
+  }
   const response = await fetch(url);
   if (!response.ok) {
-    throw new Error(`${label}: HTTP ${response.status} (run ./scripts/serve.sh, which fetches the model)`);
+    throw new Error(`${label}: the server answered HTTP ${response.status}${url.includes('/models/') ? ' (run ./scripts/serve.sh, which fetches the default model)' : ''}`);
   }
   const total = Number(response.headers.get('Content-Length')) || 0;
   if (total > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
@@ -143,6 +242,13 @@ async function download(url, label) {
     bytes.set(c, at);
     at += c.length;
   }
+  if (cache) {
+    try {
+      await cache.put(url, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream' } }));
+    } catch {
+      // Out of quota: the model still loads, it just is not kept.
+    }
+  }
   return bytes;
 }
 
@@ -157,12 +263,20 @@ async function drain() {
   running = false;
 }
 
-async function run({ gen, quant, text, options }) {
+async function run({ gen, quant, text, options, calib }) {
   if (stale(gen)) return post({ type: 'cancelled', gen });
   try {
-    const key = JSON.stringify(quant);
+    const key = JSON.stringify([quant, calib]);
     if (key !== quantKey) {
       quantKey = null; // unknown state if setQuant throws
+      if (calib) {
+        const t0 = performance.now();
+        const used = playground.calibrate(calib.text, calib.n, calib.len, (done, total) => {
+          post({ type: 'calibrating', gen, done, total });
+          return !stale(gen);
+        });
+        post({ type: 'calibrated', gen, used, seconds: (performance.now() - t0) / 1000 });
+      }
       const t0 = performance.now();
       memory = playground.setQuant(quant, (done, total) => {
         post({ type: 'quantizing', gen, done, total });
@@ -177,6 +291,7 @@ async function run({ gen, quant, text, options }) {
       return !stale(gen);
     });
     post({ type: 'result', gen, result, memory, engine: playground.engine() });
+    if (!stale(gen)) post({ type: 'layers', gen, map: playground.layerMap() });
   } catch (e) {
     if (stale(gen)) post({ type: 'cancelled', gen });
     else post({ type: 'error', gen, where: 'run', message: message(e) });

@@ -2,4 +2,6 @@
 //! and evaluation, on the CPU or the GPU backend (`engine`). No wasm imports here.
 
 pub mod engine;
+pub mod inspect;
+pub mod schema;
 pub mod session;

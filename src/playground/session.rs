@@ -49,6 +49,16 @@ pub struct ModelInfo {
     pub memory: MemoryReport,
 }
 
+/// What `calibrate_text` used, against what was asked.
+#[derive(Clone, Debug, Serialize)]
+pub struct CalibUsed {
+    pub n_seq: usize,
+    pub seq_len: usize,
+    pub asked_n_seq: usize,
+    pub asked_seq_len: usize,
+    pub text_tokens: usize,
+}
+
 pub struct Session {
     label: String,
     source: ModelWeights,
@@ -57,6 +67,9 @@ pub struct Session {
     engine: Engine,
     /// Memory of the quantized model; `None` while the config keeps the loaded weights.
     quantized: Option<MemoryReport>,
+    /// The quantized weights themselves (for the page's layer map and histograms); `None`
+    /// while the config keeps the loaded weights.
+    quantized_weights: Option<ModelWeights>,
     quant: QuantConfig,
     /// Statistics of the loaded model for GPTQ/AWQ, with the fingerprint of the tokens they
     /// came from (reused while the text and options stay the same).
@@ -166,6 +179,7 @@ impl Session {
             tokenizer,
             engine,
             quantized: None,
+            quantized_weights: None,
             quant: QuantConfig::default(),
             calib: None,
             clock: default_clock,
@@ -185,6 +199,10 @@ impl Session {
     }
     pub fn quant(&self) -> &QuantConfig {
         &self.quant
+    }
+    /// The quantized weights, when the config quantizes.
+    pub fn quantized_weights(&self) -> Option<&ModelWeights> {
+        self.quantized_weights.as_ref()
     }
 
     pub fn info(&self) -> ModelInfo {
@@ -259,6 +277,33 @@ impl Session {
         }
     }
 
+    /// Calibrate on `text` with up to `n_seq × seq_len` tokens. A short text gets fewer (and,
+    /// if it must, shorter) sequences rather than an error; the answer says what was used.
+    pub fn calibrate_text(
+        &mut self,
+        text: &str,
+        n_seq: usize,
+        seq_len: usize,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<CalibUsed> {
+        let tokens = self.tokenize(text)?;
+        let seq_len_used = seq_len.min(tokens.len());
+        let n_seq_used = n_seq.min(tokens.len() / seq_len_used.max(1));
+        let opts = CalibOptions {
+            n_seq: n_seq_used,
+            seq_len: seq_len_used,
+            from: calib::CalibFrom::Tail,
+        };
+        self.calibrate(&tokens, &opts, progress)?;
+        Ok(CalibUsed {
+            n_seq: n_seq_used,
+            seq_len: seq_len_used,
+            asked_n_seq: n_seq,
+            asked_seq_len: seq_len,
+            text_tokens: tokens.len(),
+        })
+    }
+
     /// The statistics `set_quant` will use, if calibrated.
     pub fn calibration(&self) -> Option<&Calibration> {
         self.calib.as_ref().map(|(_, c)| c)
@@ -278,13 +323,16 @@ impl Session {
         if matches!(cfg.method, Method::None) {
             self.engine.set_quantized(None)?;
             self.quantized = None;
+            self.quantized_weights = None;
         } else {
             let q = cfg.apply_calibrated(&self.source, self.calibration(), progress)?;
             let mem = q.memory();
             // The memory report must describe what the engine holds, also when loading fails.
             self.quantized = None;
+            self.quantized_weights = None;
             self.engine.set_quantized(Some(&q))?;
             self.quantized = Some(mem);
+            self.quantized_weights = Some(q);
         }
         self.quant = cfg.clone();
         Ok(self.memory())

@@ -121,3 +121,27 @@ export async function waitForResult(page, prevRun, want = '') {
     gpuMemory: await page.getAttribute('#gpu-memory', 'data-value'),
   };
 }
+
+// Choose a method ('none' = as loaded) and, for a quantizer, the bits slider's value; the page
+// re-runs by itself after its debounce.
+export async function setQuant(page, method, bits) {
+  await page.selectOption('#method', method);
+  if (bits !== undefined) {
+    await page.$eval('#bits', (e, b) => {
+      e.value = String(b);
+      e.dispatchEvent(new Event('input', { bubbles: true }));
+      e.dispatchEvent(new Event('change', { bubbles: true }));
+    }, bits);
+  }
+}
+
+// The `want` substring of data-config for `method` at `bits` (its JSON starts with these keys).
+export const configOf = (method, bits) => `"method":"${method}","default":{"bits":${bits}`;
+
+// Open another page of the same browser at `url`, wait for its model and its first result.
+export async function openSibling(page, url) {
+  const other = await page.context().newPage();
+  await other.goto(url);
+  await other.waitForSelector('#model-status[data-state="ready"], #model-status[data-state="error"]', { timeout: LOAD_TIMEOUT_MS });
+  return other;
+}

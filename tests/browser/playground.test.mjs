@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { BIN, MODEL, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult as waitOn } from './harness.mjs';
+import { BIN, MODEL, ROOT, RUN_TIMEOUT_MS, TEXT, configOf, openPage, setQuant, waitForResult as waitOn } from './harness.mjs';
 
 // Small enough for a 2-core CI machine: 2 windows of 128 tokens (llama.cpp protocol).
 const CTX = 128;
@@ -48,7 +48,7 @@ test('the page is cross-origin isolated, sees WebGPU and shows an honest model c
 });
 
 test('perplexity in the browser equals the CLI on the same text and settings', { timeout: RUN_TIMEOUT_MS }, async () => {
-  await page.selectOption('#bits', 'loaded');
+  await setQuant(page, 'none');
   await page.selectOption('#text-select', 'prose');
   await page.selectOption('#protocol', 'llamacpp');
   await page.selectOption('#ctx', String(CTX));
@@ -84,8 +84,8 @@ test('3-bit RTN changes perplexity, bits per weight and memory', { timeout: RUN_
   }
   const prev = await page.getAttribute('#result', 'data-run');
   const t0 = Date.now();
-  await page.selectOption('#bits', '3'); // re-runs by itself after a short debounce
-  const q = await waitForResult(prev, '"bits":3');
+  await setQuant(page, 'rtn', 3); // re-runs by itself after a short debounce
+  const q = await waitForResult(prev, configOf('rtn', 3));
   console.log(`# 3-bit ppl ${q.ppl}, KL ${q.kl}, top-1 ${q.top1}, ${q.bpw} bits/weight (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
   const rel = Math.abs(q.ppl - asLoaded.ppl) / asLoaded.ppl;
   assert.ok(rel > MIN_REL_CHANGE, `3-bit perplexity ${q.ppl} hardly differs from ${asLoaded.ppl}`);
@@ -104,13 +104,13 @@ test('a newer setting cancels a running evaluation between windows', { timeout: 
   await page.selectOption('#windows', '4');
   const before = Number(await page.getAttribute('#result', 'data-cancelled') ?? 0);
   const prev = await page.getAttribute('#result', 'data-run');
-  await page.selectOption('#bits', 'loaded'); // starts a 4-window run after the debounce
+  await setQuant(page, 'none'); // starts a 4-window run after the debounce
   await page.waitForFunction(() => /^Window 1 of 4/.test(document.getElementById('eval-status').textContent),
     null, { timeout: RUN_TIMEOUT_MS, polling: 50 });
-  await page.selectOption('#bits', '4');
-  const q = await waitForResult(prev, '"bits":4');
+  await setQuant(page, 'rtn', 4);
+  const q = await waitForResult(prev, configOf('rtn', 4));
   const after = Number(await page.getAttribute('#result', 'data-cancelled') ?? 0);
   assert.ok(after > before, `the overtaken run was not cancelled (${before} -> ${after})`);
-  assert.match(await page.getAttribute('#result', 'data-config'), /"bits":4/);
+  assert.ok((await page.getAttribute('#result', 'data-config')).includes(configOf('rtn', 4)));
   assert.ok(Number.isFinite(q.ppl), `perplexity ${q.ppl}`);
 });

@@ -1,0 +1,119 @@
+// The page's shareable state, kept in the URL hash. Everything here is plain data: no DOM.
+//
+// Format (version 1), a URLSearchParams string after '#':
+//   ql=1             link version (a newer one is refused with a message, never guessed at)
+//   model=default | https://… | org/name
+//   text=prose|dialogue|code
+//   proto=llamacpp|gptq  ctx=64|128|256|512  win=1|2|4|all
+//   q=v1.…           the QuantConfig, exactly as Rust's QuantConfig::to_url writes it (the worker
+//                    parses it with QuantConfig::from_url, which validates it)
+//   calib=NxL        calibration sequences × tokens
+//   hide=a,b         instructor flags: controls to hide (see HIDEABLE)
+// Every field is validated; an invalid link yields {error} and the caller falls back to defaults.
+
+export const LINK_VERSION = 1;
+export const TEXTS = ['prose', 'dialogue', 'code'];
+export const PROTOCOLS = ['llamacpp', 'gptq'];
+export const CTXS = ['64', '128', '256', '512'];
+export const WINDOWS = ['1', '2', '4', 'all'];
+export const HIDEABLE = ['model', 'text', 'method', 'bits', 'gran', 'sym', 'clip', 'method-options',
+  'lorc', 'calib', 'overrides', 'presets', 'eval'];
+export const DEFAULTS = {
+  model: 'default', text: 'prose', proto: 'llamacpp', ctx: '256', win: '4', q: null,
+  calib: { n: 32, len: 512 }, hide: [],
+};
+const MAX_HASH = 8192;
+const HUB_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$/;
+
+// Is `m` a model reference a link may carry?
+export function validModel(m) {
+  if (m === 'default' || HUB_ID.test(m)) return true;
+  try {
+    const u = new URL(m);
+    return u.protocol === 'https:' || u.protocol === 'http:';
+  } catch {
+    return false;
+  }
+}
+
+// Parse a hash (with or without '#'). Returns {state} or {error: 'plain words'}; an empty hash
+// is {state: null}.
+export function parseHash(hash) {
+  const h = hash.startsWith('#') ? hash.slice(1) : hash;
+  if (h === '') return { state: null };
+  if (h.length > MAX_HASH) return { error: `the link is ${h.length} characters long, more than the ${MAX_HASH} a QuantLab link may have` };
+  const p = new URLSearchParams(h);
+  const v = p.get('ql');
+  if (v === null) return { error: 'this is not a QuantLab link (it has no "ql=" version)' };
+  if (!/^[0-9]{1,6}$/.test(v)) return { error: `the link version "${v}" is not a number` };
+  if (Number(v) > LINK_VERSION) return { error: `this link was made by a newer QuantLab (link version ${v}; this page reads up to ${LINK_VERSION}). Reload the page to get the newest version.` };
+  if (Number(v) < 1) return { error: `link version ${v} does not exist` };
+  const s = { ...DEFAULTS, calib: { ...DEFAULTS.calib }, hide: [] };
+  const pick = (key, allowed) => {
+    const x = p.get(key);
+    if (x === null) return null;
+    if (!allowed.includes(x)) throw new Error(`"${key}" is "${x}"; expected one of ${allowed.join(', ')}`);
+    return x;
+  };
+  try {
+    s.text = pick('text', TEXTS) ?? s.text;
+    s.proto = pick('proto', PROTOCOLS) ?? s.proto;
+    s.ctx = pick('ctx', CTXS) ?? s.ctx;
+    s.win = pick('win', WINDOWS) ?? s.win;
+    const model = p.get('model');
+    if (model !== null) {
+      if (!validModel(model)) throw new Error(`"model" is "${model}", neither "default", a Hub id like org/name, nor an http(s) URL`);
+      s.model = model;
+    }
+    const q = p.get('q');
+    if (q !== null) {
+      if (!/^v[0-9]+\.[A-Za-z0-9_-]*$/.test(q)) throw new Error('the quantization part ("q") is not a QuantLab config link');
+      s.q = q;
+    }
+    const calib = p.get('calib');
+    if (calib !== null) {
+      const m = /^([0-9]{1,4})x([0-9]{1,4})$/.exec(calib);
+      if (!m || Number(m[1]) < 1 || Number(m[2]) < 2) throw new Error(`"calib" is "${calib}"; expected sequences x tokens, e.g. 32x512`);
+      s.calib = { n: Number(m[1]), len: Number(m[2]) };
+    }
+    const hide = p.get('hide');
+    if (hide !== null && hide !== '') {
+      for (const c of hide.split(',')) {
+        if (!HIDEABLE.includes(c)) throw new Error(`"hide" names "${c}", which is not a control (${HIDEABLE.join(', ')})`);
+        s.hide.push(c);
+      }
+    }
+  } catch (e) {
+    return { error: `this link is not valid: ${e.message}` };
+  }
+  return { state: s };
+}
+
+// The hash for a state (q already made by QuantConfig::to_url).
+export function makeHash(s) {
+  const p = new URLSearchParams();
+  p.set('ql', String(LINK_VERSION));
+  p.set('model', s.model);
+  p.set('text', s.text);
+  p.set('proto', s.proto);
+  p.set('ctx', s.ctx);
+  p.set('win', s.win);
+  if (s.q) p.set('q', s.q);
+  p.set('calib', `${s.calib.n}x${s.calib.len}`);
+  if (s.hide.length) p.set('hide', s.hide.join(','));
+  return `#${p.toString()}`;
+}
+
+// Points on the Pareto front of [{x, y}] where lower is better on both axes: indices sorted by x.
+export function paretoFront(points) {
+  const order = points.map((_, i) => i).sort((a, b) => points[a].x - points[b].x || points[a].y - points[b].y);
+  const front = [];
+  let best = Infinity;
+  for (const i of order) {
+    if (points[i].y < best) {
+      front.push(i);
+      best = points[i].y;
+    }
+  }
+  return front;
+}
