@@ -4,7 +4,7 @@
 //! recording and device time, whole-text evaluation tokens/s, and RTN re-quantization time.
 //!
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
-//!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels]
+//!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
 //! Without `--model` the model is synthetic: the exact shapes and storage formats of the default
@@ -212,34 +212,50 @@ fn main() -> quantlab::Result<()> {
         .map(|i| (i * 7919) % w.config.vocab as u32)
         .collect();
     let (from, targets) = (T / 2, &toks[T / 2 + 1..]);
+    // `--batch N`: N windows as one batch of independent sequences, as evaluation runs them.
+    let nb: usize = flag("--batch")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let toks_b: Vec<u32> = toks.iter().copied().cycle().take(nb * T).collect();
     let record = || {
-        let x = model.forward(&g, &toks).expect("forward");
-        g.score(&x, model.head(), from, targets, None, false)
-            .expect("score")
-            .0
+        let x = model.forward_batch(&g, &toks_b, T).expect("forward");
+        (0..nb)
+            .map(|s| {
+                g.score(&x, model.head(), s * T + from, targets, None, false)
+                    .expect("score")
+                    .0
+            })
+            .collect::<Vec<_>>()
     };
-    pollster::block_on(g.read_scores(record()))?;
+    let read_all = |ps: Vec<_>| -> quantlab::Result<()> {
+        for p in ps {
+            pollster::block_on(g.read_scores(p))?;
+        }
+        Ok(())
+    };
+    read_all(record())?;
     let n = iters.clamp(3, 20);
     let (mut rec, mut tot) = (Vec::new(), Vec::new());
     for _ in 0..n {
         let t0 = Instant::now();
         let p = record();
         rec.push(t0.elapsed().as_secs_f64());
-        pollster::block_on(g.read_scores(p))?;
+        read_all(p)?;
         tot.push(t0.elapsed().as_secs_f64());
     }
     let (rec, tot) = (median(&mut rec), median(&mut tot));
     println!(
-        "\nwhole window ({} layers, {T} tokens, llama.cpp protocol scoring {} rows): \
+        "\nwhole batch of {nb} window(s) ({} layers, {T} tokens each, llama.cpp protocol scoring {} rows each): \
          {:.2} ms wall ({:.0} tokens/s), of which host recording {:.2} ms",
         w.config.n_layer,
         targets.len(),
         tot * 1e3,
-        T as f64 / tot,
+        (nb * T) as f64 / tot,
         rec * 1e3
     );
     if g.profile_start().is_ok() {
-        pollster::block_on(g.read_scores(record()))?;
+        read_all(record())?;
         let prof = pollster::block_on(g.profile_take())?;
         let total: f64 = prof.iter().map(|(_, s)| s).sum();
         let mut by: BTreeMap<String, (usize, f64)> = BTreeMap::new();
