@@ -6,6 +6,7 @@ use quantlab::playground::engine::Device;
 use quantlab::playground::session::Session;
 use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::calib::{self, CalibOptions};
+use quantlab::quant::cmpq::{Ablation, CmpqOptions};
 use quantlab::quant::codebook::{KmeansOptions, Per};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
 use quantlab::quant::format::Granularity;
@@ -88,6 +89,17 @@ enum MethodArg {
     Kmeans,
     Nf4,
     Fp4,
+    Cmpq,
+}
+
+/// CMPQ ablations (quant::cmpq::Ablation).
+#[derive(Clone, Copy, ValueEnum)]
+enum AblationArg {
+    Full,
+    AllocationOnly,
+    CodebooksOnly,
+    NoOutlierCols,
+    NoOutlierSparse,
 }
 
 #[derive(Args)]
@@ -125,9 +137,22 @@ struct EvalArgs {
     /// Search a clipping range per group.
     #[arg(long, requires = "bits")]
     clip: bool,
-    /// Quantizer for --bits (gptq and awq need calibration: see --calib-*).
-    #[arg(long, value_enum, default_value_t = MethodArg::Rtn, requires = "bits")]
+    /// Quantizer for --bits (gptq and awq need calibration: see --calib-*); cmpq takes
+    /// --budget instead of --bits.
+    #[arg(long, value_enum, default_value_t = MethodArg::Rtn)]
     method: MethodArg,
+    /// CMPQ: effective bits per weight, everything stored counted (2.00..=4.00, steps of 0.05).
+    #[arg(long, default_value_t = 3.0)]
+    budget: f32,
+    /// CMPQ: fraction of input columns kept in f16 (outlier extraction A).
+    #[arg(long, default_value_t = 0.005)]
+    outlier_cols: f32,
+    /// CMPQ: fraction of weights kept as sparse f16 outliers (outlier extraction B).
+    #[arg(long, default_value_t = 0.0025)]
+    outlier_sparse: f32,
+    /// CMPQ: which ingredients to use (applied after the outlier fractions).
+    #[arg(long, value_enum, default_value_t = AblationArg::Full)]
+    ablation: AblationArg,
     /// LoRC: add rank-R compensation of the quantization error (f16 factors) after the method.
     #[arg(long, requires = "bits")]
     lorc_rank: Option<usize>,
@@ -340,7 +365,33 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
             QuantConfig::from_url(text)
         };
     }
+    if matches!(a.method, MethodArg::Cmpq) {
+        let o = CmpqOptions {
+            budget: a.budget,
+            outlier_cols: a.outlier_cols,
+            outlier_sparse: a.outlier_sparse,
+            ..CmpqOptions::default()
+        }
+        .ablate(match a.ablation {
+            AblationArg::Full => Ablation::Full,
+            AblationArg::AllocationOnly => Ablation::AllocationOnly,
+            AblationArg::CodebooksOnly => Ablation::CodebooksOnly,
+            AblationArg::NoOutlierCols => Ablation::NoOutlierCols,
+            AblationArg::NoOutlierSparse => Ablation::NoOutlierSparse,
+        });
+        let c = QuantConfig {
+            method: Method::Cmpq(o),
+            lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
+            ..QuantConfig::default()
+        };
+        c.validate()?;
+        return Ok(c);
+    }
     match a.bits {
+        None if !matches!(a.method, MethodArg::Rtn) => Err(Error::config(
+            "method",
+            "this method needs --bits (only cmpq takes --budget instead)",
+        )),
         None => Ok(QuantConfig::default()),
         Some(bits) => Ok(QuantConfig {
             method: match a.method {
@@ -356,6 +407,7 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
                 }),
                 MethodArg::Nf4 => Method::Nf4,
                 MethodArg::Fp4 => Method::Fp4,
+                MethodArg::Cmpq => Method::None,
             },
             lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
             default: LayerQuant {

@@ -15,6 +15,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("fmt_int", include_str!("../../shaders/fmt_int.wgsl")),
     ("fmt_q4_1", include_str!("../../shaders/fmt_q4_1.wgsl")),
     ("fmt_q8_0", include_str!("../../shaders/fmt_q8_0.wgsl")),
+    ("fmt_cmpq", include_str!("../../shaders/fmt_cmpq.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_v1", include_str!("../../shaders/matmul_v1.wgsl")),
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
@@ -32,7 +33,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 
 /// Format fragments (`fmt_*` stems): each defines `fn w_at(row, col) -> f32`.
 pub const FORMAT_FRAGMENTS: &[&str] = &[
-    "fmt_f32", "fmt_f16", "fmt_bf16", "fmt_int", "fmt_q4_1", "fmt_q8_0",
+    "fmt_f32", "fmt_f16", "fmt_bf16", "fmt_int", "fmt_q4_1", "fmt_q8_0", "fmt_cmpq",
 ];
 
 /// Kernels that read a packed weight through a format fragment.

@@ -2,6 +2,8 @@
 
 pub mod awq;
 pub mod calib;
+pub mod cmpq;
+pub mod cmpq_alloc;
 pub mod codebook;
 pub mod config;
 pub mod format;
