@@ -327,3 +327,32 @@ fn corrupted_map_is_an_error_not_a_panic() {
     // A blob of the wrong length is refused by the table.
     assert!(QTensor::new(q.format, rows, cols, vec![0; 16]).is_err());
 }
+
+#[test]
+fn cached_fits_give_the_same_tensor_as_a_fresh_quantization() {
+    let mut r = Rng(23);
+    let (rows, cols) = (192, 320);
+    let w = weights(&mut r, rows * cols);
+    let a = profile(&mut r, cols);
+    let mut cache = cmpq::FitCache::default();
+    let mut sizes = Vec::new();
+    for (b, kmeans) in [
+        (3.0, true),
+        (3.05, true),
+        (3.0, true),
+        (2.5, false),
+        (3.05, true),
+    ] {
+        let o = CmpqOptions {
+            budget: b,
+            kmeans,
+            ..CmpqOptions::default()
+        };
+        let cached = cmpq::quantize_cached(&w, rows, cols, &a, &o, "t", &mut cache).unwrap();
+        let fresh = cmpq::quantize(&w, rows, cols, &a, &o, "t").unwrap();
+        assert_eq!(cached, fresh, "budget {b} kmeans {kmeans}");
+        sizes.push(cache.len());
+    }
+    // A step to a budget seen before fits nothing new beyond its outlier re-fits.
+    assert!(sizes[2] <= sizes[1], "{sizes:?}");
+}

@@ -212,7 +212,8 @@ pub fn nearest(levels: &[f32], x: f32) -> u8 {
 }
 
 /// One code column: its levels and its `rows` codes.
-struct Fit {
+#[derive(Clone)]
+pub(crate) struct Fit {
     levels: Vec<f32>,
     codes: Vec<u8>,
 }
@@ -279,6 +280,75 @@ pub fn quantize(
     opts: &CmpqOptions,
     name: &str,
 ) -> Result<QTensor> {
+    quantize_cached(w, rows, cols, a, opts, name, &mut FitCache::default())
+}
+
+/// Column fits of one tensor kept between calls (`cmpq_cache`): a fit depends only on the
+/// column's values, its width, the fitting rule and the rows left out as sparse outliers, so
+/// moving the budget re-fits only the columns whose width or outliers changed. The caller
+/// owns the invalidation: one `FitCache` per tensor, cleared when its weights change.
+#[derive(Default)]
+pub struct FitCache {
+    fits: std::collections::HashMap<FitKey, Fit>,
+    /// Keys used by the last call; re-fits (with outliers) not among them are dropped.
+    used: std::collections::HashSet<FitKey>,
+}
+
+/// (column, bits, k-means, rows left out).
+type FitKey = (usize, u8, bool, Vec<u32>);
+
+impl FitCache {
+    /// Fits held.
+    pub fn len(&self) -> usize {
+        self.fits.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.fits.is_empty()
+    }
+
+    /// The fits for `keys`, computing (in parallel) those not held.
+    fn get_all(
+        &mut self,
+        keys: Vec<Option<FitKey>>,
+        fit: impl Fn(&FitKey) -> Fit + Sync + Send,
+    ) -> Vec<Option<Fit>> {
+        let missing: Vec<&FitKey> = keys
+            .iter()
+            .flatten()
+            .filter(|k| !self.fits.contains_key(*k))
+            .collect();
+        let new = par_map(missing.len(), |i| fit(missing[i]));
+        for (k, f) in missing.into_iter().zip(new) {
+            self.fits.insert(k.clone(), f);
+        }
+        keys.into_iter()
+            .map(|k| {
+                k.and_then(|k| {
+                    let f = self.fits.get(&k).cloned();
+                    self.used.insert(k);
+                    f
+                })
+            })
+            .collect()
+    }
+
+    /// Drop re-fits that the last call did not use (plain fits stay for the next budget).
+    fn end_call(&mut self) {
+        let used = std::mem::take(&mut self.used);
+        self.fits.retain(|k, _| k.3.is_empty() || used.contains(k));
+    }
+}
+
+/// As `quantize`, reusing and filling `cache` (which must belong to this `w`).
+pub fn quantize_cached(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    a: &[f32],
+    opts: &CmpqOptions,
+    name: &str,
+    cache: &mut FitCache,
+) -> Result<QTensor> {
     opts.validate()?;
     check_input(w, rows, cols, a, name)?;
     let n_f16 = ((opts.outlier_cols as f64) * cols as f64).round() as usize;
@@ -287,7 +357,6 @@ pub fn quantize(
     let alloc = allocate(opts.budget as f64, rows, cols, n_f16, n_sparse)
         .map_err(|e| Error::config("cmpq.budget", format!("{name}: {e}")))?;
     let class = classes(a, &alloc, opts.act_alloc);
-    let column = |j: usize| -> Vec<f32> { (0..rows).map(|r| w[r * cols + j]).collect() };
     let bits_of = |c: Class| {
         if c == Class::Hi {
             alloc.lo + 1
@@ -295,11 +364,18 @@ pub fn quantize(
             alloc.lo
         }
     };
+    let fit = |k: &FitKey| -> Fit {
+        let (j, bits, kmeans, out) = k;
+        let col: Vec<f32> = (0..rows).map(|r| w[r * cols + j]).collect();
+        let mut skip = vec![false; rows];
+        out.iter().for_each(|&r| skip[r as usize] = true);
+        fit_column(&col, |r| !skip[r], *bits, *kmeans)
+    };
     // Step 3: every code column fitted on all its values.
-    let mut fits: Vec<Option<Fit>> = par_map(cols, |j| {
-        (class[j] != Class::F16)
-            .then(|| fit_column(&column(j), |_| true, bits_of(class[j]), opts.kmeans))
-    });
+    let keys = (0..cols)
+        .map(|j| (class[j] != Class::F16).then(|| (j, bits_of(class[j]), opts.kmeans, vec![])))
+        .collect();
+    let mut fits = cache.get_all(keys, fit);
     // Step 5: the largest activation-weighted errors become sparse outliers.
     let sparse = if alloc.n_sparse > 0 {
         let mut err: Vec<(f32, usize)> = Vec::with_capacity(rows * cols);
@@ -319,21 +395,15 @@ pub fn quantize(
         let mut pos: Vec<usize> = err[..k].iter().map(|e| e.1).collect();
         pos.sort_unstable();
         // Re-cluster the columns that lost weights, without them.
-        let mut is_out = vec![false; rows * cols];
-        pos.iter().for_each(|&i| is_out[i] = true);
-        let mut touched = vec![false; cols];
-        pos.iter().for_each(|&i| touched[i % cols] = true);
-        let refits = par_map(cols, |j| {
-            touched[j].then(|| {
-                fit_column(
-                    &column(j),
-                    |r| !is_out[r * cols + j],
-                    bits_of(class[j]),
-                    opts.kmeans,
-                )
-            })
-        });
-        for (j, f) in refits.into_iter().enumerate() {
+        let mut out_rows: Vec<Vec<u32>> = vec![Vec::new(); cols];
+        pos.iter()
+            .for_each(|&i| out_rows[i % cols].push((i / cols) as u32));
+        let keys = out_rows
+            .into_iter()
+            .enumerate()
+            .map(|(j, rs)| (!rs.is_empty()).then(|| (j, bits_of(class[j]), opts.kmeans, rs)))
+            .collect();
+        for (j, f) in cache.get_all(keys, fit).into_iter().enumerate() {
             if f.is_some() {
                 fits[j] = f;
             }
@@ -342,6 +412,7 @@ pub fn quantize(
     } else {
         Vec::new()
     };
+    cache.end_call();
     assemble(w, rows, cols, &alloc, &class, &fits, &sparse)
 }
 

@@ -4,6 +4,7 @@ pub mod awq;
 pub mod calib;
 pub mod cmpq;
 pub mod cmpq_alloc;
+pub mod cmpq_cache;
 pub mod codebook;
 pub mod config;
 pub mod format;
