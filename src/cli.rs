@@ -413,6 +413,7 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
                 }),
                 MethodArg::Nf4 => Method::Nf4,
                 MethodArg::Fp4 => Method::Fp4,
+                // Handled above (CMPQ takes --budget, not --bits).
                 MethodArg::Cmpq => Method::None,
             },
             lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),

@@ -356,3 +356,20 @@ fn cached_fits_give_the_same_tensor_as_a_fresh_quantization() {
     // A step to a budget seen before fits nothing new beyond its outlier re-fits.
     assert!(sizes[2] <= sizes[1], "{sizes:?}");
 }
+
+#[test]
+fn config_round_trips_through_a_share_link_and_checks_the_budget() {
+    use quantlab::quant::config::{Method, QuantConfig};
+    let c = QuantConfig {
+        method: Method::Cmpq(CmpqOptions {
+            budget: 2.75,
+            outlier_cols: 0.01,
+            ..CmpqOptions::default()
+        }),
+        ..QuantConfig::default()
+    };
+    assert!(c.method.needs_calibration());
+    assert_eq!(QuantConfig::from_url(&c.to_url()).unwrap(), c);
+    let bad = c.to_json().replace("2.75", "2.77");
+    assert!(QuantConfig::from_json(&bad).is_err(), "{bad}");
+}
