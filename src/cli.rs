@@ -2,10 +2,12 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
-use quantlab::playground::engine::Device;
+use quantlab::playground::engine::{Device, Engine};
 use quantlab::playground::session::Session;
 use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::calib::{self, CalibOptions};
+use quantlab::quant::cmpq::{Ablation, CmpqOptions};
+use quantlab::quant::cmpq_cache::CmpqCache;
 use quantlab::quant::codebook::{KmeansOptions, Per};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
 use quantlab::quant::format::Granularity;
@@ -56,6 +58,10 @@ enum Cmd {
         windows: Option<usize>,
         #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
         backend: BackendArg,
+        /// Instead: time CMPQ following its budget slider, 3.00 → 3.05 bits (calibration once,
+        /// column fits cached), each step re-quantized and evaluated on `--windows` (default 8).
+        #[arg(long)]
+        cmpq_step: bool,
     },
     /// Serve the playground page (index.html, www/, models/) on localhost.
     Serve {
@@ -88,6 +94,17 @@ enum MethodArg {
     Kmeans,
     Nf4,
     Fp4,
+    Cmpq,
+}
+
+/// CMPQ ablations (quant::cmpq::Ablation).
+#[derive(Clone, Copy, ValueEnum)]
+enum AblationArg {
+    Full,
+    AllocationOnly,
+    CodebooksOnly,
+    NoOutlierCols,
+    NoOutlierSparse,
 }
 
 #[derive(Args)]
@@ -125,9 +142,22 @@ struct EvalArgs {
     /// Search a clipping range per group.
     #[arg(long, requires = "bits")]
     clip: bool,
-    /// Quantizer for --bits (gptq and awq need calibration: see --calib-*).
-    #[arg(long, value_enum, default_value_t = MethodArg::Rtn, requires = "bits")]
+    /// Quantizer for --bits (gptq and awq need calibration: see --calib-*); cmpq takes
+    /// --budget instead of --bits.
+    #[arg(long, value_enum, default_value_t = MethodArg::Rtn)]
     method: MethodArg,
+    /// CMPQ: effective bits per weight, everything stored counted (2.00..=4.00, steps of 0.05).
+    #[arg(long, default_value_t = 3.0)]
+    budget: f32,
+    /// CMPQ: fraction of input columns kept in f16 (outlier extraction A).
+    #[arg(long, default_value_t = 0.005)]
+    outlier_cols: f32,
+    /// CMPQ: fraction of weights kept as sparse f16 outliers (outlier extraction B).
+    #[arg(long, default_value_t = 0.0025)]
+    outlier_sparse: f32,
+    /// CMPQ: which ingredients to use (applied after the outlier fractions).
+    #[arg(long, value_enum, default_value_t = AblationArg::Full)]
+    ablation: AblationArg,
     /// LoRC: add rank-R compensation of the quantization error (f16 factors) after the method.
     #[arg(long, requires = "bits")]
     lorc_rank: Option<usize>,
@@ -177,7 +207,8 @@ pub fn main() -> ExitCode {
             ctx,
             windows,
             backend,
-        } => bench(&model, &text, ctx, windows, backend),
+            cmpq_step,
+        } => bench(&model, &text, ctx, windows, backend, cmpq_step),
         Cmd::Serve { port, root } => serve(&root, port),
     };
     match r {
@@ -340,7 +371,33 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
             QuantConfig::from_url(text)
         };
     }
+    if matches!(a.method, MethodArg::Cmpq) {
+        let o = CmpqOptions {
+            budget: a.budget,
+            outlier_cols: a.outlier_cols,
+            outlier_sparse: a.outlier_sparse,
+            ..CmpqOptions::default()
+        }
+        .ablate(match a.ablation {
+            AblationArg::Full => Ablation::Full,
+            AblationArg::AllocationOnly => Ablation::AllocationOnly,
+            AblationArg::CodebooksOnly => Ablation::CodebooksOnly,
+            AblationArg::NoOutlierCols => Ablation::NoOutlierCols,
+            AblationArg::NoOutlierSparse => Ablation::NoOutlierSparse,
+        });
+        let c = QuantConfig {
+            method: Method::Cmpq(o),
+            lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
+            ..QuantConfig::default()
+        };
+        c.validate()?;
+        return Ok(c);
+    }
     match a.bits {
+        None if !matches!(a.method, MethodArg::Rtn) => Err(Error::config(
+            "method",
+            "this method needs --bits (only cmpq takes --budget instead)",
+        )),
         None => Ok(QuantConfig::default()),
         Some(bits) => Ok(QuantConfig {
             method: match a.method {
@@ -356,6 +413,8 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
                 }),
                 MethodArg::Nf4 => Method::Nf4,
                 MethodArg::Fp4 => Method::Fp4,
+                // Handled above (CMPQ takes --budget, not --bits).
+                MethodArg::Cmpq => Method::None,
             },
             lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
             default: LayerQuant {
@@ -515,6 +574,7 @@ fn bench(
     ctx: usize,
     windows: Option<usize>,
     backend: BackendArg,
+    cmpq_step: bool,
 ) -> Result<()> {
     let t = Instant::now();
     let mut s = load_on(model, &device(backend)?)?;
@@ -541,6 +601,9 @@ fn bench(
         "load {load_s:.2} s · tokenize {tok_s:.2} s ({:.0} tokens/s)",
         tokens.len() as f64 / tok_s
     );
+    if cmpq_step {
+        return bench_cmpq_step(&mut s, &tokens, ctx, windows.unwrap_or(8));
+    }
     let cfg = QuantConfig {
         method: Method::Rtn,
         default: LayerQuant {
@@ -586,4 +649,60 @@ fn bench(
 
 fn serve(root: &Path, port: u16) -> Result<()> {
     quantlab::serve::serve(root, port)
+}
+
+/// `bench --cmpq-step`: the interactive budget slider as a benchmark (issue 6: one step of 0.05
+/// bit, re-quantized and re-evaluated on 8 windows of 512 tokens). Calibration runs once (the
+/// session keeps it); `CmpqCache` keeps the column fits, so the step re-fits only the columns
+/// whose width or sparse outliers changed.
+fn bench_cmpq_step(s: &mut Session, tokens: &[u32], ctx: usize, windows: usize) -> Result<()> {
+    let copts = CalibOptions::default();
+    let t = Instant::now();
+    s.calibrate(tokens, &copts, &mut |_, _| true)?;
+    println!(
+        "calibrate {} × {} tokens (once): {:.2} s",
+        copts.n_seq,
+        copts.seq_len,
+        t.elapsed().as_secs_f64()
+    );
+    let calib = s
+        .calibration()
+        .ok_or_else(|| Error::config("calibration", "missing after calibrate"))?;
+    let mut engine = Engine::load(&s.device(), s.source())?;
+    let opts = EvalOptions {
+        protocol: Protocol::Llamacpp,
+        ctx,
+        max_windows: Some(windows),
+        kl: false,
+    };
+    let mut cache = CmpqCache::default();
+    for (what, budget) in [("first", 3.0f32), ("step", 3.05)] {
+        let cfg = QuantConfig {
+            method: Method::Cmpq(CmpqOptions {
+                budget,
+                ..CmpqOptions::default()
+            }),
+            ..QuantConfig::default()
+        };
+        let t = Instant::now();
+        let q = cache.apply(&cfg, s.source(), calib)?;
+        let tq = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        engine.set_quantized(Some(&q))?;
+        let tl = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let clock = || t.elapsed().as_secs_f64();
+        let r = pollster::block_on(engine.evaluate(tokens, s.bos(), &opts, &clock, &mut |_| true))?;
+        let te = t.elapsed().as_secs_f64();
+        println!(
+            "cmpq {what} {budget:.2} bits: quantize {tq:.2} s ({} column fits cached) · load {tl:.2} s · \
+             eval {} windows {te:.2} s · total {:.2} s · PPL {:.4} · {:.4} bits/weight",
+            cache.fits(),
+            r.windows,
+            tq + tl + te,
+            r.ppl,
+            q.memory().bits_per_weight
+        );
+    }
+    Ok(())
 }

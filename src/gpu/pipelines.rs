@@ -94,6 +94,23 @@ pub fn weight_format(format: &Format, rows: usize, cols: usize) -> Result<Weight
                 zero_off: 0,
             }
         }
+        Format::Cmpq { lo, n_hi, n_f16 } => {
+            let l =
+                crate::quant::format::cmpq_layout(lo, n_hi as usize, n_f16 as usize, rows, cols)?;
+            if numel as u64 * (lo as u64 + 1) > u32::MAX as u64 || l.end / 4 > u32::MAX as usize {
+                return Err(too_big());
+            }
+            // fmt_cmpq reads the section offsets (in words) from the format fields; it derives
+            // the class counts from them (shaders/fmt_cmpq.wgsl).
+            WeightFormat {
+                fragment: "fmt_cmpq",
+                bits: lo as u32,
+                group: (l.hi_books / 4) as u32,
+                sym: (l.lo_codes / 4) as u32,
+                scale_off: (l.hi_codes / 4) as u32,
+                zero_off: (l.f16_cols / 4) as u32,
+            }
+        }
     })
 }
 

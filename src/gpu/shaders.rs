@@ -27,6 +27,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("fmt_cb_col", include_str!("../../shaders/fmt_cb_col.wgsl")),
     ("fmt_nf4", include_str!("../../shaders/fmt_nf4.wgsl")),
     ("fmt_fp4", include_str!("../../shaders/fmt_fp4.wgsl")),
+    ("fmt_cmpq", include_str!("../../shaders/fmt_cmpq.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_v1", include_str!("../../shaders/matmul_v1.wgsl")),
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
@@ -66,6 +67,13 @@ pub const FORMAT_FRAGMENTS: &[&str] = &[
     "fmt_cb_col",
     "fmt_nf4",
     "fmt_fp4",
+    "fmt_f32",
+    "fmt_f16",
+    "fmt_bf16",
+    "fmt_int",
+    "fmt_q4_1",
+    "fmt_q8_0",
+    "fmt_cmpq",
 ];
 
 /// Kernels that read a packed weight through a format fragment.
