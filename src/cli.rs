@@ -214,6 +214,9 @@ struct SweepArgs {
     /// Skip the reference model (no KL / top-1; half the evaluation work).
     #[arg(long)]
     no_kl: bool,
+    /// Parse the grid, list its configs and which are already done, and stop.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -418,6 +421,7 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
                 MethodArg::Kmeans => Method::Kmeans(KmeansOptions {
                     per: if a.per_column { Per::Column } else { Per::Row },
                     outlier_frac: a.outliers,
+                    weighted: false,
                 }),
                 MethodArg::Nf4 => Method::Nf4,
                 MethodArg::Fp4 => Method::Fp4,
@@ -740,6 +744,22 @@ fn sweep(a: &SweepArgs) -> Result<()> {
     let grid_text = String::from_utf8(read(&a.grid)?)
         .map_err(|_| Error::format(a.grid.display(), "grid", "not UTF-8"))?;
     let configs = quantlab::sweep::parse_grid(&grid_text, &a.grid.display().to_string())?;
+    if a.dry_run {
+        let done = quantlab::sweep::report::read_rows(&a.out.join("results.jsonl"))?;
+        let todo = run::pending(&configs, &done);
+        for c in &configs {
+            let cols = quantlab::sweep::Columns::of(c);
+            let state = if todo.contains(&c) { "to run" } else { "done" };
+            println!(
+                "{:<28} {} bits  {state}  {}",
+                cols.series,
+                cols.bits,
+                c.to_url()
+            );
+        }
+        println!("{} configs, {} to run", configs.len(), todo.len());
+        return Ok(());
+    }
     let dev = device(a.backend)?;
     // The session only loads and tokenizes; the sweep loads its own engines on `dev`.
     let s = load_on(&a.model, &Device::Cpu)?;

@@ -233,6 +233,7 @@ fn small_grid() -> Vec<QuantConfig> {
     parse_grid(
         r#"{"products":[{"bits":[3,4],"gran":["row",32],"method":["rtn"]}],
             "points":[{"bits":3,"method":"gptq","gran":32},{"bits":3,"method":"kmeans"},
+                      {"bits":3,"method":{"kmeans":{"weighted":true}}},
                       {"bits":3,"method":"rtn","lorc_rank":4},{"method":"none"}]}"#,
         "small.json",
     )
@@ -262,6 +263,24 @@ fn resume_skips_done_rows_and_survives_a_torn_line() {
     let keys: Vec<String> = rows.iter().map(|r| r.config.clone()).collect();
     let want: Vec<String> = all.iter().map(|c| c.to_url()).collect();
     assert_eq!(keys, want);
+    // Rows of another protocol do not mix in.
+    let m = model();
+    let toks = tokens(400);
+    let inputs = SweepInputs {
+        model: &m,
+        bos: Some(1),
+        tokens: &toks,
+        calib_tokens: &toks,
+    };
+    let mut other = opts();
+    other.eval.max_windows = Some(2);
+    let e = run::run(&inputs, &all, &Device::Cpu, &other, &dir, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("2 non-overlapping windows") && e.contains("another output directory"),
+        "{e}"
+    );
     // A third run has nothing to do.
     let (again, start) = sweep(&all, &dir, &Device::Cpu);
     assert_eq!(start, (all.len(), 0));
@@ -285,6 +304,18 @@ fn resume_skips_done_rows_and_survives_a_torn_line() {
     );
     let gptq = rows.iter().find(|r| r.columns.method == "gptq").unwrap();
     assert!(gptq.calib_s > 0.0 && gptq.kl.is_some());
+    // Weighted k-means uses the same calibration; plain k-means none.
+    let kmw = rows
+        .iter()
+        .find(|r| r.columns.series == "kmeans row H-weighted")
+        .unwrap();
+    let km = rows
+        .iter()
+        .find(|r| r.columns.series == "kmeans row")
+        .unwrap();
+    assert_eq!((kmw.calib_s, km.calib_s), (gptq.calib_s, 0.0));
+    assert_eq!(kmw.eff_bits, km.eff_bits, "same storage");
+    assert_ne!(kmw.ppl, km.ppl, "a different fit");
     let lorc = rows.iter().find(|r| r.columns.lorc_rank == 4).unwrap();
     let plain = rows
         .iter()
@@ -349,8 +380,9 @@ fn csv_and_jsonl_rows_parse_back_and_the_plot_has_one_series_per_method() {
         .into_iter()
         .map(|(s, _)| s)
         .collect();
-    // rtn row sym, rtn g32 sym, gptq g32 sym, kmeans row, rtn row sym +LoRC4, as loaded.
-    assert_eq!(series.len(), 6, "{series:?}");
+    // rtn row sym, rtn g32 sym, gptq g32 sym, kmeans row, kmeans row H-weighted,
+    // rtn row sym +LoRC4, as loaded.
+    assert_eq!(series.len(), 7, "{series:?}");
     for s in &series {
         assert_eq!(
             svg.matches(&format!(">\n{s}\n<")).count(),

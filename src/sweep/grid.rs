@@ -65,6 +65,14 @@ impl Columns {
         if !codebook {
             series.push_str(if q.sym { " sym" } else { " asym" });
         }
+        if let Method::Kmeans(o) = &cfg.method {
+            if o.weighted {
+                series.push_str(" H-weighted");
+            }
+            if o.outlier_frac > 0.0 {
+                series.push_str(&format!(" +{}% outliers", 100.0 * o.outlier_frac));
+            }
+        }
         if q.clip_search {
             series.push_str(" clip");
         }

@@ -106,6 +106,19 @@ pub fn run(
         dir: out_dir.to_path_buf(),
     };
     let (mut journal, mut rows) = Journal::open(&out.jsonl())?;
+    // Rows are keyed by config alone, so rows measured under another protocol must not mix in.
+    let windows = crate::model::eval::windows(inputs.tokens, inputs.bos, &opts.eval)?.len();
+    let protocol = crate::model::eval::describe(&opts.eval, windows, inputs.bos);
+    if let Some(r) = rows.iter().find(|r| r.protocol != protocol) {
+        return Err(Error::config(
+            "out",
+            format!(
+                "{} holds rows measured as \"{}\", not \"{protocol}\"; use another output directory",
+                out.jsonl().display(),
+                r.protocol
+            ),
+        ));
+    }
     let todo = pending(configs, &rows);
     let todo: Vec<QuantConfig> = todo.into_iter().cloned().collect();
     precheck(inputs.model, &todo)?;
