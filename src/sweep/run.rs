@@ -106,6 +106,13 @@ pub fn run(
         dir: out_dir.to_path_buf(),
     };
     let (mut journal, mut rows) = Journal::open(&out.jsonl())?;
+    // The readable columns are derived from the config: recompute them, so tables and plot
+    // series follow this build's labels also for rows an older build wrote.
+    for r in &mut rows {
+        if let Ok(c) = QuantConfig::from_url(&r.config) {
+            r.columns = Columns::of(&c);
+        }
+    }
     // Rows are keyed by config alone, so rows measured under another protocol must not mix in.
     let windows = crate::model::eval::windows(inputs.tokens, inputs.bos, &opts.eval)?.len();
     let protocol = crate::model::eval::describe(&opts.eval, windows, inputs.bos);
