@@ -233,27 +233,17 @@ pub fn csv(rows: &[Row]) -> String {
 }
 
 /// A markdown table of the rows, in run order, with the protocol of the first row under it.
+/// The series names everything but the bit width (method, granularity, symmetry, options, LoRC).
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| method | gran | sym | LoRC | bits | eff. bits | PPL ± err | KL | top-1 % | quant s | eval s | backend |\n\
-         |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| series | bits | eff. bits | PPL ± err | KL | top-1 % | quant s | eval s | backend |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
         let c = &r.columns;
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.3} | {} ± {} | {} | {} | {:.1} | {:.1} | {} |\n",
-            c.method,
-            c.gran,
-            match c.sym {
-                None => "",
-                Some(true) => "sym",
-                Some(false) => "asym",
-            },
-            if c.lorc_rank > 0 {
-                c.lorc_rank.to_string()
-            } else {
-                String::new()
-            },
+            "| {} | {} | {:.3} | {} ± {} | {} | {} | {:.1} | {:.1} | {} |\n",
+            c.series,
             if c.bits == 0 {
                 String::new()
             } else {
