@@ -62,7 +62,26 @@ enum Cmd {
         /// column fits cached), each step re-quantized and evaluated on `--windows` (default 8).
         #[arg(long)]
         cmpq_step: bool,
+        /// Benchmark quantization instead of evaluation: calibration and quantization seconds of
+        /// the whole model, separately (e.g. `--method gptq --bits 4 --group 64`).
+        #[arg(long, value_enum)]
+        method: Option<MethodArg>,
+        /// Bits for `--method`.
+        #[arg(long, default_value_t = 4, requires = "method")]
+        bits: u8,
+        /// Granularity for `--method`: a group size, `row` or `tensor`.
+        #[arg(long, default_value = "64", requires = "method")]
+        group: String,
+        /// Calibration sequences for `--method` (when it needs calibration).
+        #[arg(long, default_value_t = 32, requires = "method")]
+        calib_seqs: usize,
+        /// Tokens per calibration sequence for `--method`.
+        #[arg(long, default_value_t = 512, requires = "method")]
+        calib_len: usize,
     },
+    /// Run a grid of quantization configs and write results.{csv,jsonl}, table.md and plot.svg
+    /// (the ZeroQuant-V2 study; grid schema: `quantlab::sweep`). Re-running resumes.
+    Sweep(SweepArgs),
     /// Serve the playground page (index.html, www/, models/) on localhost.
     Serve {
         #[arg(long, default_value_t = 8080)]
@@ -192,6 +211,44 @@ struct EvalArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct SweepArgs {
+    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// UTF-8 text to evaluate on.
+    #[arg(long)]
+    text: PathBuf,
+    /// The grid (JSON; see grids/ and the `quantlab::sweep` module documentation).
+    #[arg(long)]
+    grid: PathBuf,
+    /// Output directory: results.jsonl (resumed from), results.csv, table.md, plot.svg.
+    #[arg(long)]
+    out: PathBuf,
+    /// Evaluate only the first N windows.
+    #[arg(long)]
+    windows: Option<usize>,
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Llamacpp)]
+    protocol: ProtocolArg,
+    /// Calibration text (default: the tail of the evaluation text, with a warning on overlap).
+    #[arg(long)]
+    calib_text: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    calib_n: usize,
+    #[arg(long, default_value_t = 512)]
+    calib_len: usize,
+    /// Skip the reference model (no KL / top-1; half the evaluation work).
+    #[arg(long)]
+    no_kl: bool,
+    /// Parse the grid, list its configs and which are already done, and stop.
+    #[arg(long)]
+    dry_run: bool,
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -208,7 +265,18 @@ pub fn main() -> ExitCode {
             windows,
             backend,
             cmpq_step,
-        } => bench(&model, &text, ctx, windows, backend, cmpq_step),
+            method,
+            bits,
+            group,
+            calib_seqs,
+            calib_len,
+        } => match method {
+            Some(m) => bench_quantize(
+                &model, &text, backend, m, bits, &group, calib_seqs, calib_len,
+            ),
+            None => bench(&model, &text, ctx, windows, backend, cmpq_step),
+        },
+        Cmd::Sweep(a) => sweep(&a),
         Cmd::Serve { port, root } => serve(&root, port),
     };
     match r {
@@ -410,6 +478,7 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
                 MethodArg::Kmeans => Method::Kmeans(KmeansOptions {
                     per: if a.per_column { Per::Column } else { Per::Row },
                     outlier_frac: a.outliers,
+                    weighted: false,
                 }),
                 MethodArg::Nf4 => Method::Nf4,
                 MethodArg::Fp4 => Method::Fp4,
@@ -704,5 +773,207 @@ fn bench_cmpq_step(s: &mut Session, tokens: &[u32], ctx: usize, windows: usize) 
             q.memory().bits_per_weight
         );
     }
+    Ok(())
+}
+
+/// `bench --method`: calibration and quantization of the whole model, timed separately.
+#[allow(clippy::too_many_arguments)]
+fn bench_quantize(
+    model: &Path,
+    text: &Path,
+    backend: BackendArg,
+    method: MethodArg,
+    bits: u8,
+    group: &str,
+    calib_seqs: usize,
+    calib_len: usize,
+) -> Result<()> {
+    let t = Instant::now();
+    let mut s = load_on(model, &device(backend)?)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let text = String::from_utf8(read(text)?)
+        .map_err(|_| Error::format(text.display(), "text", "not UTF-8"))?;
+    let tokens = s.tokenize(&text)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cfg = QuantConfig {
+        method: bench_method(method, bits),
+        default: LayerQuant {
+            bits,
+            gran: parse_group(Some(group))?,
+            sym: true,
+            clip_search: false,
+        },
+        ..QuantConfig::default()
+    };
+    cfg.validate()?;
+    println!(
+        "model {} loaded in {load_s:.2} s on {} · {threads} CPU threads · {} {}",
+        model.display(),
+        s.engine().adapter,
+        cfg.method.name(),
+        quantlab::quant::format::Format::Int(cfg.default.spec()).name()
+    );
+    let mut calib_s = 0.0;
+    if cfg.method.needs_calibration() {
+        let copts = CalibOptions {
+            n_seq: calib_seqs,
+            seq_len: calib_len,
+            ..CalibOptions::default()
+        };
+        let t = Instant::now();
+        s.calibrate(&tokens, &copts, &mut |_, _| true)?;
+        calib_s = t.elapsed().as_secs_f64();
+        // Session::calibrate runs the model on the CPU backend (a GPU session loads a CPU copy).
+        println!(
+            "calibration {calib_seqs} × {calib_len} tokens: {calib_s:.2} s (CPU backend, {threads} threads)"
+        );
+    }
+    let src = s.source().clone();
+    let t = Instant::now();
+    let q = cfg.apply_calibrated(&src, s.calibration(), &mut |_, _| true)?;
+    let quant_s = t.elapsed().as_secs_f64();
+    println!(
+        "quantization ({} block linears, CPU, {threads} threads): {quant_s:.2} s · {:.4} bits/weight",
+        src.layers.len() * 7,
+        q.memory().bits_per_weight
+    );
+    println!(
+        "total calibration + quantization: {:.2} s",
+        calib_s + quant_s
+    );
+    Ok(())
+}
+
+/// The method `bench --method` times, with its default options (GPTQ with act-order).
+fn bench_method(m: MethodArg, bits: u8) -> Method {
+    match m {
+        MethodArg::Rtn => Method::Rtn,
+        MethodArg::Gptq => Method::Gptq(GptqOptions::default()),
+        MethodArg::Awq => Method::Awq(AwqOptions::default()),
+        MethodArg::Kmeans => Method::Kmeans(KmeansOptions::default()),
+        MethodArg::Nf4 => Method::Nf4,
+        MethodArg::Fp4 => Method::Fp4,
+        // `--bits` is the budget (whole bits only from this flag).
+        MethodArg::Cmpq => Method::Cmpq(CmpqOptions {
+            budget: bits as f32,
+            ..CmpqOptions::default()
+        }),
+    }
+}
+
+fn sweep(a: &SweepArgs) -> Result<()> {
+    use quantlab::sweep::run::{self, Event, SweepInputs, SweepOptions};
+    let grid_text = String::from_utf8(read(&a.grid)?)
+        .map_err(|_| Error::format(a.grid.display(), "grid", "not UTF-8"))?;
+    let configs = quantlab::sweep::parse_grid(&grid_text, &a.grid.display().to_string())?;
+    if a.dry_run {
+        let done = quantlab::sweep::report::read_rows(&a.out.join("results.jsonl"))?;
+        let todo = run::pending(&configs, &done);
+        for c in &configs {
+            let cols = quantlab::sweep::Columns::of(c);
+            let state = if todo.contains(&c) { "to run" } else { "done" };
+            println!(
+                "{:<28} {} bits  {state}  {}",
+                cols.series,
+                cols.bits,
+                c.to_url()
+            );
+        }
+        println!("{} configs, {} to run", configs.len(), todo.len());
+        return Ok(());
+    }
+    let dev = device(a.backend)?;
+    // The session only loads and tokenizes; the sweep loads its own engines on `dev`.
+    let s = load_on(&a.model, &Device::Cpu)?;
+    let text = String::from_utf8(read(&a.text)?)
+        .map_err(|_| Error::format(a.text.display(), "text", "not UTF-8"))?;
+    let tokens = s.tokenize(&text)?;
+    let eval = EvalOptions {
+        protocol: match a.protocol {
+            ProtocolArg::Llamacpp => Protocol::Llamacpp,
+            ProtocolArg::Gptq => Protocol::Gptq,
+        },
+        ctx: a.ctx,
+        max_windows: a.windows,
+        kl: !a.no_kl,
+    };
+    let calib = CalibOptions {
+        n_seq: a.calib_n,
+        seq_len: a.calib_len,
+        ..CalibOptions::default()
+    };
+    let calib_tokens = match &a.calib_text {
+        Some(p) => {
+            let t = String::from_utf8(read(p)?)
+                .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?;
+            s.tokenize(&t)?
+        }
+        None => {
+            if configs.iter().any(|c| c.method.needs_calibration()) {
+                let r = calib.range(tokens.len())?;
+                let shared = calib::eval_overlap(r, tokens.len(), &eval);
+                if shared > 0 {
+                    eprintln!("warning: {shared} calibration tokens lie inside the evaluated windows; the perplexity is optimistic");
+                }
+            }
+            tokens.clone()
+        }
+    };
+    let inputs = SweepInputs {
+        model: s.source(),
+        bos: s.bos(),
+        tokens: &tokens,
+        calib_tokens: &calib_tokens,
+    };
+    let opts = SweepOptions {
+        eval,
+        calib,
+        title: format!(
+            "{} · {} · {} windows",
+            a.model
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            a.text
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            a.windows.map_or("all".to_string(), |w| w.to_string())
+        ),
+    };
+    let t0 = Instant::now();
+    let mut event = |e: Event| {
+        match e {
+        Event::Start(done, todo) => {
+            eprintln!("{} configs: {done} already in results.jsonl, {todo} to run", done + todo)
+        }
+        Event::Calibrating(d, n) => {
+            eprint!("\rcalibrating {d}/{n}   ");
+            let _ = std::io::stderr().flush();
+        }
+        Event::Calibrated(sec) => eprintln!("\rcalibrated in {sec:.2} s"),
+        Event::Quantizing(i, n, c) => match c.bits {
+            0 => eprint!("[{}/{n}] {}", i + 1, c.series),
+            b => eprint!("[{}/{n}] {} {b}-bit: quantizing", i + 1, c.series),
+        },
+        Event::Window(p) => {
+            eprint!("\r  window {}/{} ppl {:.3}   ", p.window, p.windows, p.ppl);
+            let _ = std::io::stderr().flush();
+        }
+        Event::Fallback(why) => eprintln!("\n  on the CPU instead: {why}"),
+        Event::Row(r) => eprintln!(
+            "\r  {:.3} bits/weight · PPL {:.4} ± {:.4} · quantize {:.1} s · eval {:.1} s ({}) · {:.0} s so far",
+            r.eff_bits, r.ppl, r.ppl_err, r.quant_s, r.eval_s, r.backend, t0.elapsed().as_secs_f64()
+        ),
+    }
+    };
+    let rows = run::run(&inputs, &configs, &dev, &opts, &a.out, &mut event)?;
+    println!(
+        "{} rows in {}: results.csv, results.jsonl, table.md, plot.svg",
+        rows.len(),
+        a.out.display()
+    );
     Ok(())
 }

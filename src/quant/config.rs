@@ -67,6 +67,9 @@ pub enum Method {
 impl Method {
     /// Does this method need calibration statistics (`apply_calibrated`)?
     pub fn needs_calibration(&self) -> bool {
+        if let Method::Kmeans(o) = self {
+            return o.weighted;
+        }
         matches!(self, Method::Gptq(_) | Method::Awq(_) | Method::Cmpq(_))
     }
 
@@ -570,6 +573,18 @@ impl QuantConfig {
                     o,
                     &lin.name,
                 )
+            }
+            Method::Kmeans(o) if o.weighted => {
+                let st = site.ok_or_else(|| {
+                    Error::config(
+                        "calibration",
+                        format!("kmeans (weighted): no statistics for {}", lin.name),
+                    )
+                })?;
+                // H_jj = ‖x_j‖², the diagonal of the calibration Gram XᵀX.
+                let h: Vec<f32> = st.l2.iter().map(|x| x * x).collect();
+                let w = lin.w.dequantize()?;
+                codebook::kmeans_weighted(&w, rows, cols, q.bits, o, &h, &lin.name)
             }
             Method::Kmeans(o) => {
                 codebook::kmeans(&lin.w.dequantize()?, rows, cols, q.bits, o, &lin.name)
