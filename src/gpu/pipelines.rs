@@ -141,6 +141,43 @@ impl MatmulVariant {
     }
 }
 
+/// Which attention kernel a call uses: `Split` is `shaders/attention.wgsl` (each query on a few
+/// invocations that split the keys; every head dimension); `Tiled32` / `Tiled64` are
+/// `shaders/attention_tiled.wgsl` (register-tiled S = QKᵀ and O += PV per key tile) with 32 or
+/// 64 queries per workgroup, for head dimension 64 on devices with 26 / 35 KiB of workgroup
+/// memory. The engine falls back to `Split` where a tiled kernel does not apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttentionVariant {
+    Split,
+    Tiled32,
+    Tiled64,
+}
+
+impl AttentionVariant {
+    pub const ALL: [AttentionVariant; 3] = [
+        AttentionVariant::Split,
+        AttentionVariant::Tiled32,
+        AttentionVariant::Tiled64,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionVariant::Split => "split",
+            AttentionVariant::Tiled32 => "tiled32",
+            AttentionVariant::Tiled64 => "tiled64",
+        }
+    }
+
+    /// Queries per workgroup of a tiled variant (None for `Split`).
+    pub fn tiled_queries(self) -> Option<usize> {
+        match self {
+            AttentionVariant::Split => None,
+            AttentionVariant::Tiled32 => Some(32),
+            AttentionVariant::Tiled64 => Some(64),
+        }
+    }
+}
+
 /// Output tile of the matmul kernels (tokens × weight rows).
 pub const MATMUL_TILE: usize = 64;
 
@@ -237,6 +274,13 @@ impl Pipelines {
     pub fn attention(&self, hd: usize, ns: usize) -> Result<wgpu::ComputePipeline> {
         self.get(format!("attention{hd}x{ns}:main"), "main", || {
             shaders::source("attention").map(|s| shaders::attention_header(hd, ns) + s)
+        })
+    }
+
+    /// `attention_tiled.wgsl` with `bq` queries per workgroup (head dimension 64).
+    pub fn attention_tiled(&self, bq: usize) -> Result<wgpu::ComputePipeline> {
+        self.get(format!("attention_tiled{bq}:main"), "main", || {
+            shaders::source("attention_tiled").map(|s| shaders::attention_tiled_header(bq) + s)
         })
     }
 
