@@ -3,9 +3,16 @@
 //! seeded CMPQ tensors from `quant::cmpq::quantize` at several budgets (so `lo` of 1, 2 and 3,
 //! with and without f16 columns). Natively on whatever adapter wgpu finds (lavapipe here).
 
-use quantlab::gpu::{Gpu, MatmulVariant};
+#[path = "common/gpu_check.rs"]
+mod gpu_check;
+#[path = "common/rng.rs"]
+mod rng;
+use gpu_check::{act, close, gpu, read};
+use rng::Rng;
+
+use quantlab::gpu::MatmulVariant;
 use quantlab::model::backend::Backend;
-use quantlab::model::cpu::{self, Cpu};
+use quantlab::model::cpu::Cpu;
 use quantlab::quant::cmpq::{self, CmpqOptions};
 use quantlab::quant::format::{Format, QTensor};
 
@@ -14,45 +21,6 @@ use quantlab::quant::format::{Format, QTensor};
 const MATMUL_TOL: f32 = 1e-5;
 /// Gathered weights: both sides read the same f16 levels; no arithmetic.
 const EMBED_TOL: f32 = 0.0;
-
-struct Rng(u64);
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 32) as u32
-    }
-    fn next(&mut self) -> f32 {
-        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
-
-fn gpu() -> Gpu {
-    pollster::block_on(Gpu::create()).expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)")
-}
-
-fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let (mut worst, mut at) = (0f32, 0);
-    for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        let e = (a - b).abs() / scale;
-        if e > worst || e.is_nan() {
-            worst = e;
-            at = i;
-        }
-    }
-    assert!(
-        worst <= tol,
-        "{what}: relative error {worst:e} > {tol:e} at {at}: gpu {} cpu {}",
-        got[at],
-        want[at]
-    );
-}
 
 /// A CMPQ tensor of seeded weights with a heavy-tailed activation profile.
 fn tensor(r: &mut Rng, rows: usize, cols: usize, budget: f32, outlier_cols: f32) -> QTensor {
@@ -95,18 +63,14 @@ fn cmpq_matmul_and_embed_match_the_cpu() {
         let x = r.vec(m * cols);
         let bias = r.vec(rows);
         let want = Cpu.linear(
-            &cpu::Act {
-                rows: m,
-                cols,
-                data: x.clone(),
-            },
+            &act(m, cols, x.clone()),
             &Cpu.load_matrix(&w, Some(&bias)).unwrap(),
         );
         let gm = g.load_matrix(&w, Some(&bias)).unwrap();
         let gx = g.upload_act(m, cols, &x).unwrap();
         for v in MatmulVariant::ALL {
             g.force_matmul(Some(v));
-            let got = pollster::block_on(g.read_act(&g.linear(&gx, &gm))).unwrap();
+            let got = read(&g, &g.linear(&gx, &gm));
             close(
                 &got,
                 &want.data,
@@ -121,7 +85,7 @@ fn cmpq_matmul_and_embed_match_the_cpu() {
             .embed(&Cpu.load_matrix(&w, None).unwrap(), &tokens)
             .unwrap();
         let got = g.embed(&g.load_matrix(&w, None).unwrap(), &tokens).unwrap();
-        let got = pollster::block_on(g.read_act(&got)).unwrap();
+        let got = read(&g, &got);
         close(&got, &want.data, EMBED_TOL, &format!("{what} embed"));
     }
     los.sort_unstable();

@@ -5,10 +5,17 @@
 //! format table (`QTensor::dequantize`) and multiplies in f32. Seeded data, odd sizes, natively
 //! on whatever adapter wgpu finds (Mesa lavapipe without a GPU).
 
+#[path = "common/gpu_check.rs"]
+mod gpu_check;
+#[path = "common/rng.rs"]
+mod rng;
+use gpu_check::{act, close, gpu, read};
+use rng::Rng;
+
 use half::f16;
 use quantlab::gpu::{Gpu, MatmulVariant};
 use quantlab::model::backend::Backend;
-use quantlab::model::cpu::{self, Cpu};
+use quantlab::model::cpu::Cpu;
 use quantlab::quant::format::{
     pack_codes, storage_with, AddOns, Codebook, Format, Granularity, IntSpec, LowRankSpec, QTensor,
 };
@@ -21,56 +28,6 @@ const MATMUL_TOL: f32 = 1e-5;
 /// three passes instead of one dot product with the expanded weight.
 const ADDON_TOL: f32 = 2e-5;
 
-struct Rng(u64);
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 32) as u32
-    }
-    fn next(&mut self) -> f32 {
-        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u32() as u8).collect()
-    }
-    fn f16s(&mut self, n: usize, lo: f32, span: f32) -> Vec<u8> {
-        let mut v: Vec<u8> = (0..n)
-            .flat_map(|_| f16::from_f32(lo + span * self.next()).to_le_bytes())
-            .collect();
-        v.resize(v.len().div_ceil(4) * 4, 0);
-        v
-    }
-}
-
-fn gpu() -> Gpu {
-    pollster::block_on(Gpu::create()).expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)")
-}
-
-/// Max |a − b| relative to the largest |b| must stay under `tol`.
-fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let (mut worst, mut at) = (0f32, 0);
-    for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        let e = (a - b).abs() / scale;
-        if e > worst || e.is_nan() {
-            worst = e;
-            at = i;
-        }
-    }
-    assert!(
-        worst <= tol,
-        "{what}: relative error {worst:e} > {tol:e} at {at}: gpu {} cpu {}",
-        got[at],
-        want[at]
-    );
-}
-
 /// GPU `linear` (every kernel variant) against the CPU on the same stored tensor.
 fn check_linear(g: &Gpu, w: &QTensor, bias: bool, seed: u64, tol: f32) -> usize {
     let mut r = Rng(seed);
@@ -78,14 +35,7 @@ fn check_linear(g: &Gpu, w: &QTensor, bias: bool, seed: u64, tol: f32) -> usize 
     let x = r.vec(m * w.cols);
     let b = bias.then(|| r.vec(w.rows));
     let cm = Cpu.load_matrix(w, b.as_deref()).unwrap();
-    let want = Cpu.linear(
-        &cpu::Act {
-            rows: m,
-            cols: w.cols,
-            data: x.clone(),
-        },
-        &cm,
-    );
+    let want = Cpu.linear(&act(m, w.cols, x.clone()), &cm);
     let held0 = g.weight_bytes_held();
     let gm = g.load_matrix(w, b.as_deref()).unwrap();
     assert_eq!(g.weight_bytes_held() - held0, gm.bytes as u64);
@@ -105,7 +55,7 @@ fn check_linear(g: &Gpu, w: &QTensor, bias: bool, seed: u64, tol: f32) -> usize 
         g.force_matmul(Some(tile));
         let got = g.linear(&gx, &gm);
         assert_eq!((got.rows, got.cols), (m, w.rows));
-        let got = pollster::block_on(g.read_act(&got)).expect("readback");
+        let got = read(g, &got);
         close(
             &got,
             &want.data,
@@ -235,7 +185,7 @@ fn matmul_ggml_legacy_blocks() {
             .embed(&Cpu.load_matrix(&w, None).unwrap(), &tokens)
             .unwrap();
         let got = g.embed(&g.load_matrix(&w, None).unwrap(), &tokens).unwrap();
-        let got = pollster::block_on(g.read_act(&got)).unwrap();
+        let got = read(&g, &got);
         close(&got, &want.data, MATMUL_TOL, &format!("embed {}", t.name()));
     }
 }
@@ -299,7 +249,7 @@ fn matmul_ggml_k_quants() {
             .embed(&Cpu.load_matrix(&w, None).unwrap(), &tokens)
             .unwrap();
         let got = g.embed(&g.load_matrix(&w, None).unwrap(), &tokens).unwrap();
-        let got = pollster::block_on(g.read_act(&got)).unwrap();
+        let got = read(&g, &got);
         close(&got, &want.data, MATMUL_TOL, &format!("embed {}", t.name()));
     }
 }
@@ -460,7 +410,7 @@ fn weights_past_the_binding_limit_are_split_by_rows() {
     let gm = g.load_matrix(table, None).unwrap();
     assert!(gm.parts() > 1);
     let got = g.embed(&gm, &tokens).unwrap();
-    let got = pollster::block_on(g.read_act(&got)).unwrap();
+    let got = read(&g, &got);
     close(&got, &want.data, MATMUL_TOL, "embed from a split table");
     // A single row larger than the limit cannot be split: the error gives both numbers.
     g.limit_storage_binding(Some(256));

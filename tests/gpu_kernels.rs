@@ -3,10 +3,17 @@
 //! wgpu finds (Mesa lavapipe on machines without a GPU). Sizes are small and deliberately not
 //! multiples of the kernels' tiles, so edge handling is exercised.
 
+#[path = "common/gpu_check.rs"]
+mod gpu_check;
+#[path = "common/rng.rs"]
+mod rng;
+use gpu_check::{act, close, gpu, read};
+use rng::Rng;
+
 use quantlab::gpu::{AttentionVariant, Gpu, GpuContext, MatmulVariant};
 use quantlab::model::backend::Backend;
 use quantlab::model::config::RopeStyle;
-use quantlab::model::cpu::{self, Cpu};
+use quantlab::model::cpu::Cpu;
 use quantlab::quant::format::{Format, Granularity, IntSpec, QTensor};
 use quantlab::quant::ggml::GgmlType;
 
@@ -25,57 +32,6 @@ const ELEMENTWISE_TOL: f32 = 1e-6;
 /// Log-softmax scores: f32 reductions over the vocabulary on the GPU, f64 on the CPU; nats.
 const NLL_TOL: f64 = 1e-4;
 const KL_TOL: f64 = 1e-4;
-
-struct Rng(u64);
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 32) as u32
-    }
-    fn next(&mut self) -> f32 {
-        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u32() as u8).collect()
-    }
-}
-
-fn gpu() -> Gpu {
-    pollster::block_on(Gpu::create()).expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)")
-}
-
-fn read(g: &Gpu, a: &<Gpu as Backend>::Act) -> Vec<f32> {
-    pollster::block_on(g.read_act(a)).expect("readback")
-}
-
-/// Max |a − b| relative to the largest |b| must stay under `tol`.
-fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let (mut worst, mut at) = (0f32, 0);
-    for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        let e = (a - b).abs() / scale;
-        if e > worst || e.is_nan() {
-            worst = e;
-            at = i;
-        }
-    }
-    assert!(
-        worst <= tol,
-        "{what}: relative error {worst:e} > {tol:e} at {at}: gpu {} cpu {}",
-        got[at],
-        want[at]
-    );
-}
-
-fn act(rows: usize, cols: usize, data: Vec<f32>) -> cpu::Act {
-    cpu::Act { rows, cols, data }
-}
 
 #[test]
 fn context_reports_adapter_and_limits() {

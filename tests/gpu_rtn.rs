@@ -3,23 +3,17 @@
 //! seeded data that includes exact ties (x/s = n + ½, where round-half-even decides), tiny and
 //! zero groups, every width and granularity. Natively on whatever adapter wgpu finds (lavapipe).
 
+#[path = "common/gpu_check.rs"]
+mod gpu_check;
+#[path = "common/rng.rs"]
+mod rng;
+use gpu_check::gpu;
+use rng::Rng;
+
 use quantlab::gpu::Gpu;
 use quantlab::model::backend::Backend;
 use quantlab::quant::format::{Format, Granularity, IntSpec, QTensor};
 use quantlab::quant::rtn::{quantize, RtnOptions};
-
-struct Rng(u64);
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 32) as u32
-    }
-    fn next(&mut self) -> f32 {
-        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-    }
-}
 
 /// Rows of several kinds: plain random, ties on a grid of step 1/16 whose extremes make the
 /// scale exactly 1/16 for `spec`, tiny magnitudes (subnormal f16 scales), and all zeros.
@@ -90,7 +84,7 @@ fn check(g: &Gpu, r: &mut Rng, rows: usize, cols: usize, spec: IntSpec, f16_src:
 
 #[test]
 fn gpu_rtn_equals_cpu_rtn_byte_for_byte() {
-    let g = pollster::block_on(Gpu::create()).expect("a wgpu adapter");
+    let g = gpu();
     let mut r = Rng(42);
     // 29 × 80: 3-, 5-, 6- and 7-bit codes end mid-word; 145 groups of 16 end mid scale-word.
     let (rows, cols) = (29, 80);
@@ -122,7 +116,7 @@ fn gpu_rtn_equals_cpu_rtn_byte_for_byte() {
 
 #[test]
 fn gpu_rtn_refuses_what_it_cannot_do_exactly() {
-    let g = pollster::block_on(Gpu::create()).expect("a wgpu adapter");
+    let g = gpu();
     let spec = IntSpec {
         bits: 4,
         gran: Granularity::PerRow,

@@ -3,30 +3,16 @@
 //! keeps exactly the requested counts, re-clustering lowers the error, ablations do what they
 //! say, and a corrupted column map is an error rather than a panic.
 
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
+
 use quantlab::quant::cmpq::{self, Ablation, Class, CmpqOptions};
 use quantlab::quant::cmpq_alloc::{allocate, check_budget, Allocation, BUDGET_TOL};
 use quantlab::quant::format::{Format, QTensor};
 
 /// Levels are f16-rounded, and a column of f16 values with ≤ 2^b distinct values maps exactly.
 const EXACT_TOL: f32 = 0.0;
-
-struct Rng(u64);
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 32) as u32
-    }
-    /// Uniform in [-1, 1).
-    fn next(&mut self) -> f32 {
-        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-    }
-    /// Roughly normal (sum of four uniforms).
-    fn normal(&mut self) -> f32 {
-        (0..4).map(|_| self.next()).sum::<f32>() * 0.866
-    }
-}
 
 /// Heavy-tailed activation magnitudes: mostly around 1, a few channels 10–100× larger.
 fn profile(r: &mut Rng, cols: usize) -> Vec<f32> {
