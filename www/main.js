@@ -33,6 +33,8 @@ const el = {
   ovLayer: $('ov-layer'), ovBits: $('ov-bits'), ovAdd: $('ov-add'), ovClear: $('ov-clear'), ovList: $('ov-list'),
   histTensor: $('hist-tensor'), histRow: $('hist-row'), histNote: $('hist-note'),
   actLayer: $('act-layer'), actShow: $('act-show'), actNote: $('act-note'),
+  genBox: $('gen-box'), genPrompt: $('gen-prompt'), genN: $('gen-n'), genRun: $('gen-run'), genStop: $('gen-stop'),
+  genRef: $('gen-ref'), genQuant: $('gen-quant'), genQuantH: $('gen-quant-h'), genStatus: $('gen-status'),
 };
 
 const texts = new Map();
@@ -52,7 +54,9 @@ const tried = []; // [{bpw, ppl, label, state}] every configuration evaluated
 const explainers = new Map();
 let preset = null; // {queue, done}
 
-const control = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
+// control[0]: the newest run's generation; control[1]: the newest text generation's (both
+// read by the worker to cancel work in flight).
+const control = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(8)) : null;
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
 worker.postMessage({ type: 'init', control, backend: BACKEND });
 
@@ -408,8 +412,7 @@ async function startRun() {
   if (control) Atomics.store(control, 0, gen);
   const quant = quantConfig();
   const m = methodSchema();
-  const calib = m && m.needs_calibration
-    ? { text: await calibrationText(), n: Number(el.calibN.value), len: Number(el.calibLen.value) } : null;
+  const calib = await calibFor(m);
   if (myGen !== gen) return;
   const options = {
     protocol: el.protocol.value,
@@ -425,6 +428,11 @@ async function startRun() {
   worker.postMessage({ type: 'to-link', quant });
   worker.postMessage({ type: 'run', gen, quant, text, options, calib });
   current = { gen, quant, options, started: performance.now() };
+}
+
+async function calibFor(m) {
+  return m && m.needs_calibration
+    ? { text: await calibrationText(), n: Number(el.calibN.value), len: Number(el.calibLen.value) } : null;
 }
 
 el.evaluate.addEventListener('click', startRun);
@@ -534,9 +542,95 @@ el.actShow.addEventListener('click', () => {
   worker.postMessage({ type: 'activations', text, layer: Number(el.actLayer.value) });
 });
 
+// ---------------------------------------------------------------------------- generation
+// Greedy text from the same prompt by the model as loaded and by the current quantization; one
+// worker job, streamed into the two panes (as textContent), stopped by the Stop button or by a
+// newer request.
+let ggen = 0;
+let genInfo = null; // {ggen, label}
+async function startGeneration() {
+  if (!loaded || !schema) return;
+  ggen += 1;
+  const mine = ggen;
+  if (control) Atomics.store(control, 1, ggen);
+  const quant = quantConfig();
+  const calib = await calibFor(methodSchema());
+  if (mine !== ggen) return;
+  const n = Math.min(256, Math.max(1, Math.round(Number(el.genN.value)) || 32));
+  genInfo = { ggen, label: weightsLabel(quant) };
+  el.genBox.dataset.state = 'running';
+  delete el.genRef.dataset.tokens;
+  delete el.genQuant.dataset.tokens;
+  el.genRef.textContent = '';
+  el.genQuant.textContent = '';
+  el.genQuantH.textContent = quant.method === 'none' ? 'Quantized (none chosen: same as loaded)' : `Quantized: ${genInfo.label}`;
+  el.genStatus.textContent = 'Generating with the model as loaded…';
+  el.genStop.disabled = false;
+  worker.postMessage({ type: 'generate', ggen, prompt: el.genPrompt.value, n, quant, calib });
+}
+function stopGeneration() {
+  ggen += 1;
+  if (control) Atomics.store(control, 1, ggen);
+  else worker.postMessage({ type: 'gen-cancel', ggen: ggen - 1 });
+  el.genStop.disabled = true;
+  if (el.genBox.dataset.state === 'running') {
+    el.genBox.dataset.state = 'stopped';
+    el.genStatus.textContent = 'Stopped.';
+  }
+}
+el.genRun.addEventListener('click', startGeneration);
+el.genStop.addEventListener('click', stopGeneration);
+el.genPrompt.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter') startGeneration();
+});
+
+function onGenMessage(msg) {
+  if (msg.ggen !== ggen) return;
+  const pane = msg.which === 'reference' ? el.genRef : el.genQuant;
+  switch (msg.type) {
+    case 'calibrating':
+      el.genStatus.textContent = `Calibrating for the quantized model: sequence ${msg.done} of ${msg.total}`;
+      break;
+    case 'quantizing':
+      el.genStatus.textContent = `Quantizing: tensor ${msg.done} of ${msg.total}`;
+      break;
+    case 'quantized':
+      el.genStatus.textContent = 'Generating with the model as loaded…';
+      break;
+    case 'gen-token':
+      pane.textContent = msg.text;
+      el.genStatus.textContent = `${msg.which === 'reference' ? 'As loaded' : 'Quantized'}: ${msg.tokens} of ${el.genN.value} tokens`;
+      break;
+    case 'gen-done': {
+      const g = msg.generation;
+      pane.textContent = g.text;
+      pane.dataset.tokens = JSON.stringify(g.tokens);
+      const why = g.stopped_at_eos ? ' (the model ended the text)' : g.stopped_at_ctx ? ' (context full)' : '';
+      if (msg.which === 'reference') {
+        el.genStatus.textContent = `As loaded: ${g.tokens.length} tokens in ${fixed(g.seconds, 1)} s${why}. Generating with the quantized model…`;
+      } else {
+        el.genBox.dataset.state = 'done';
+        el.genStop.disabled = true;
+        const same = el.genRef.textContent === g.text;
+        el.genStatus.textContent = `Quantized: ${g.tokens.length} tokens in ${fixed(g.seconds, 1)} s${why}. `
+          + (same ? 'Both models wrote the same text.' : 'The texts differ.');
+      }
+      break;
+    }
+    case 'gen-error':
+      el.genStop.disabled = true;
+      el.genBox.dataset.state = msg.cancelled ? 'stopped' : 'error';
+      el.genStatus.textContent = msg.cancelled ? 'Stopped.' : `Generation failed: ${msg.message}`;
+      break;
+    default:
+      break;
+  }
+}
+
 // ---------------------------------------------------------------------------- worker messages
 let cancelled = 0;
 worker.onmessage = ({ data: msg }) => {
+  if (msg.ggen !== undefined) return onGenMessage(msg);
   if (msg.type === 'cancelled') el.result.dataset.cancelled = String(++cancelled);
   if (msg.gen !== undefined && msg.gen !== gen) return;
   switch (msg.type) {
@@ -582,6 +676,7 @@ worker.onmessage = ({ data: msg }) => {
       el.modelStatus.dataset.loads = String(Number(el.modelStatus.dataset.loads ?? 0) + 1);
       el.modelStatus.textContent = 'Model ready.';
       el.evaluate.disabled = false;
+      el.genRun.disabled = false;
       showModel(msg.info);
       maybeFirstRun();
       break;
@@ -643,6 +738,7 @@ worker.onmessage = ({ data: msg }) => {
           // The previous model is still loaded: say so and keep going.
           loaded = true;
           el.evaluate.disabled = false;
+          el.genRun.disabled = false;
           el.modelStatus.dataset.state = 'ready';
           el.modelStatus.dataset.failed = 'true';
           el.modelStatus.textContent = `That model could not be opened; still using ${info.label}.`;
@@ -681,6 +777,7 @@ function maybeFirstRun() {
 function loadModel(source, ref) {
   loaded = false;
   el.evaluate.disabled = true;
+  el.genRun.disabled = true;
   el.download.value = 0;
   el.modelStatus.dataset.state = 'loading';
   delete el.modelStatus.dataset.failed;

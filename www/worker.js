@@ -9,9 +9,12 @@
 //               {type: 'run', gen, quant, text, options, calib: {text, n, len} | null}
 //               {type: 'to-link', quant} | {type: 'parse-link', q}   (share links, no model needed)
 //               {type: 'histogram', name, row} | {type: 'activations', text, layer}
+//               {type: 'generate', ggen, prompt, n, quant, calib}   greedy text, reference then quantized
+//               {type: 'gen-cancel', ggen}                           (without shared memory)
 // Messages out: ready | schema | engine | download | loaded | calibrating | calibrated |
 //               quantizing | quantized | progress | result | layers | link | parsed |
-//               histogram | activations | cancelled | error
+//               histogram | activations | cancelled | error |
+//               gen-token | gen-done | gen-error   (each carries its `ggen`)
 //               (each run's messages carry its `gen`).
 //
 // Backend: on 'init' the worker asks the wasm module for WebGPU (`initGpu`, a Promise); models
@@ -21,7 +24,8 @@
 // Requests run one at a time, in arrival order (`serial`): `evaluate` returns a Promise, and on
 // the GPU it yields while buffers map, so without the queue a 'load' could arrive mid-run.
 //
-// Cancellation: the page bumps control[0] (shared memory) when it starts a newer run; the
+// Cancellation: the page bumps control[0] (shared memory) when it starts a newer run, and
+// control[1] when it starts or stops a generation; the
 // progress callbacks, which quantization calls after every tensor and evaluation after every
 // window, compare it with their own generation and return false to stop. On the CPU backend no
 // message can arrive while wasm runs, hence shared memory. Without it (a server without
@@ -43,12 +47,14 @@ let memory = null; // MemoryReport of the weights as currently quantized
 let quantKey = null; // JSON of the QuantConfig the session currently holds
 let pending = null; // the newest run not yet started
 let running = false;
+let genCancelled = 0; // the newest generation cancelled by message (no shared memory)
 
 const post = (msg) => self.postMessage(msg);
 const message = (e) => (e && e.message) || String(e);
 const stale = (gen) => (control !== null
   ? Atomics.load(control, 0) !== gen
   : pending !== null && pending.gen !== gen);
+const genStale = (ggen) => (control !== null ? Atomics.load(control, 1) !== ggen : genCancelled >= ggen);
 
 // Every request runs after the previous one settled; `ok` is false when WebAssembly failed.
 const wasmReady = init();
@@ -106,6 +112,10 @@ self.onmessage = ({ data: msg }) => {
         post({ type: 'activations', error: message(e) });
       }
     });
+  } else if (msg.type === 'generate') {
+    serial(() => generate(msg));
+  } else if (msg.type === 'gen-cancel') {
+    genCancelled = Math.max(genCancelled, msg.ggen);
   } else if (msg.type === 'run') {
     pending = msg;
     if (!running) {
@@ -266,25 +276,7 @@ async function drain() {
 async function run({ gen, quant, text, options, calib }) {
   if (stale(gen)) return post({ type: 'cancelled', gen });
   try {
-    const key = JSON.stringify([quant, calib]);
-    if (key !== quantKey) {
-      quantKey = null; // unknown state if setQuant throws
-      if (calib) {
-        const t0 = performance.now();
-        const used = playground.calibrate(calib.text, calib.n, calib.len, (done, total) => {
-          post({ type: 'calibrating', gen, done, total });
-          return !stale(gen);
-        });
-        post({ type: 'calibrated', gen, used, seconds: (performance.now() - t0) / 1000 });
-      }
-      const t0 = performance.now();
-      memory = playground.setQuant(quant, (done, total) => {
-        post({ type: 'quantizing', gen, done, total });
-        return !stale(gen);
-      });
-      quantKey = key;
-      post({ type: 'quantized', gen, memory, seconds: (performance.now() - t0) / 1000 });
-    }
+    ensureQuant(quant, calib, { gen }, () => stale(gen));
     if (stale(gen)) return post({ type: 'cancelled', gen });
     const result = await playground.evaluate(text, options, (progress) => {
       post({ type: 'progress', gen, progress });
@@ -295,5 +287,50 @@ async function run({ gen, quant, text, options, calib }) {
   } catch (e) {
     if (stale(gen)) post({ type: 'cancelled', gen });
     else post({ type: 'error', gen, where: 'run', message: message(e) });
+  }
+}
+
+// Make the session hold `quant` (calibrating first when `calib` is given), unless it already
+// does. Progress messages carry `tag` ({gen} or {ggen}); `isStale()` true cancels.
+function ensureQuant(quant, calib, tag, isStale) {
+  const key = JSON.stringify([quant, calib]);
+  if (key === quantKey) return;
+  quantKey = null; // unknown state if setQuant throws
+  if (calib) {
+    const t0 = performance.now();
+    const used = playground.calibrate(calib.text, calib.n, calib.len, (done, total) => {
+      post({ type: 'calibrating', ...tag, done, total });
+      return !isStale();
+    });
+    post({ type: 'calibrated', ...tag, used, seconds: (performance.now() - t0) / 1000 });
+  }
+  const t0 = performance.now();
+  memory = playground.setQuant(quant, (done, total) => {
+    post({ type: 'quantizing', ...tag, done, total });
+    return !isStale();
+  });
+  quantKey = key;
+  post({ type: 'quantized', ...tag, memory, seconds: (performance.now() - t0) / 1000 });
+}
+
+// Greedy generation from the same prompt by the model as loaded, then by the quantized model,
+// each streamed token by token ('gen-token'), one worker job (cancellable between tokens).
+async function generate({ ggen, prompt, n, quant, calib }) {
+  const isStale = () => genStale(ggen);
+  try {
+    if (isStale()) return post({ type: 'gen-error', ggen, cancelled: true, message: 'stopped' });
+    ensureQuant(quant, calib, { ggen }, isStale);
+    for (const which of ['reference', 'quantized']) {
+      const t0 = performance.now();
+      const g = await playground.generate(prompt, n, which, (text, tokens) => {
+        post({ type: 'gen-token', ggen, which, text, tokens });
+        return !isStale();
+      });
+      g.seconds = (performance.now() - t0) / 1000;
+      post({ type: 'gen-done', ggen, which, generation: g });
+    }
+  } catch (e) {
+    const cancelled = isStale();
+    post({ type: 'gen-error', ggen, cancelled, message: cancelled ? 'stopped' : message(e) });
   }
 }
