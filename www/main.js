@@ -7,6 +7,7 @@
 
 import { DEFAULTS, HIDEABLE, makeHash, parseHash, validModel } from './state.js';
 import { drawActivations, drawHistogram, drawLayerMap, drawMemory, drawPareto } from './charts.js';
+import { download } from './download.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
@@ -58,7 +59,17 @@ let preset = null; // {queue, done}
 // read by the worker to cancel work in flight).
 const control = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(8)) : null;
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-worker.postMessage({ type: 'init', control, backend: BACKEND });
+// `?hub=URL` resolves Hub ids on a mirror of the Hugging Face Hub (same paths) instead.
+const HUB = (() => {
+  const h = new URLSearchParams(self.location.search).get('hub');
+  try {
+    const u = h && new URL(h);
+    return u && (u.protocol === 'https:' || u.protocol === 'http:') ? u.href.replace(/\/$/, '') : null;
+  } catch {
+    return null;
+  }
+})();
+worker.postMessage({ type: 'init', control, backend: BACKEND, hub: HUB });
 
 // ---------------------------------------------------------------------------- formatting
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
@@ -301,7 +312,40 @@ function pickLayer(l) {
 }
 
 // ---------------------------------------------------------------------------- texts
+// WikiText-2 (raw) test split, as the Hugging Face Hub serves it: one parquet file whose "text"
+// rows carry their own newlines, so the text is the rows joined as they are. Parsed with
+// hyparquet (npm, copied into www/pkg/ by scripts/build-web.sh); cached like the models.
+const WIKITEXT_REPO = 'Salesforce/wikitext';
+const WIKITEXT_FILE = /^wikitext-2-raw-v1\/test-[0-9]+-of-[0-9]+\.parquet$/;
+async function fetchWikitext() {
+  const hub = HUB ?? 'https://huggingface.co';
+  let file = 'wikitext-2-raw-v1/test-00000-of-00001.parquet';
+  try {
+    const r = await fetch(`${hub}/api/datasets/${WIKITEXT_REPO}`);
+    const found = r.ok ? (await r.json()).siblings?.map((x) => x?.rfilename).find((n) => WIKITEXT_FILE.test(n ?? '')) : null;
+    if (found) file = found;
+  } catch {
+    // No API answer: try the file name the Hub has used.
+  }
+  el.textSize.textContent = 'Fetching WikiText-2 from the Hugging Face Hub…';
+  const bytes = await download(`${hub}/datasets/${WIKITEXT_REPO}/resolve/main/${file}`, 'WikiText-2 test', (p) => {
+    el.textSize.textContent = `Fetching WikiText-2 from the Hugging Face Hub: ${mb(p.loaded)}${p.total ? ` of ${mb(p.total)}` : ''}`;
+  });
+  const { parquetReadObjects } = await import('./pkg/hyparquet/index.js');
+  const rows = await parquetReadObjects({ file: bytes.buffer, columns: ['text'] });
+  const joined = rows.map((r) => (typeof r.text === 'string' ? r.text : '')).join('');
+  if (!joined) throw new Error(`${file} has no "text" rows`);
+  return joined;
+}
+
 async function loadText(name) {
+  if (name === 'wikitext' && !texts.has(name)) {
+    try {
+      texts.set(name, await fetchWikitext());
+    } catch (e) {
+      throw new Error(`WikiText-2 could not be fetched from the Hugging Face Hub (is this computer online?): ${e.message}`);
+    }
+  }
   if (!texts.has(name)) {
     const r = await fetch(`www/texts/${name}.txt`);
     if (!r.ok) throw new Error(`the built-in text "${name}" could not be fetched (HTTP ${r.status})`);
@@ -313,7 +357,15 @@ async function selectText(name) {
   if (name === 'custom') {
     text = el.textView.value;
   } else {
-    text = await loadText(name);
+    try {
+      text = await loadText(name);
+    } catch (e) {
+      if (name !== 'wikitext') throw e;
+      // Offline: say so and keep a built-in text.
+      showError(`${e.message}. Using the prose text instead.`);
+      el.textSelect.value = 'prose';
+      text = await loadText('prose');
+    }
     el.textView.value = text;
   }
   el.textSize.textContent = `${text.length.toLocaleString('en')} characters`;
@@ -322,6 +374,8 @@ async function selectText(name) {
 // evaluation tokens are disjoint.
 async function calibrationText() {
   const names = ['prose', 'dialogue', 'code'].filter((n) => n !== el.textSelect.value);
+  // Evaluating on WikiText-2: calibrate on the built-in texts other than the default one.
+  if (el.textSelect.value === 'wikitext') names.splice(names.indexOf('prose'), 1);
   const parts = [];
   for (const n of names) parts.push(await loadText(n));
   return parts.join('\n\n');
@@ -658,8 +712,10 @@ worker.onmessage = ({ data: msg }) => {
     case 'download':
       if (msg.total) el.download.value = msg.loaded / msg.total;
       el.modelStatus.textContent = msg.parsing ? 'Reading the model…'
-        : msg.cached ? 'Found the model in this browser\'s cache.'
-          : `Downloading the model: ${mb(msg.loaded)}${msg.total ? ` of ${mb(msg.total)}` : ''}`;
+        : msg.cached ? `Found ${msg.file ?? 'the model'} in this browser's cache.`
+          : `${msg.resumed ? 'Resuming' : 'Downloading'} ${msg.file ?? 'the model'}${msg.part ? ` (${msg.part})` : ''}: `
+            + `${mb(msg.loaded)}${msg.total ? ` of ${mb(msg.total)}` : ''}`;
+      if (msg.resumed) el.modelStatus.dataset.resumedFrom = String(msg.loaded);
       break;
     case 'engine':
       el.engine.dataset.backend = msg.backend;

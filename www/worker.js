@@ -33,13 +33,10 @@
 // runs overtaken while queued are skipped, and a running one finishes and is ignored.
 
 import init, { Playground, methodSchema, quantFromLink, quantToLink } from './pkg/quantlab.js';
+import { MAX_MODEL_BYTES, download as fetchModelFile, resolveHub } from './download.js';
 
-// Downloaded models are kept in Cache Storage under this name; bump it when the format of what is
-// stored changes.
-const MODEL_CACHE = 'quantlab-models-v1';
-
-// Refuse model files larger than this before allocating for them (wasm32 has 4 GiB in all).
-const MAX_MODEL_BYTES = 2 ** 31;
+// Where Hub ids resolve ('init' may name a mirror).
+let hubEndpoint = 'https://huggingface.co';
 
 let playground = null;
 let control = null;
@@ -77,6 +74,7 @@ function serial(task) {
 self.onmessage = ({ data: msg }) => {
   if (msg.type === 'init') {
     control = msg.control;
+    if (msg.hub) hubEndpoint = msg.hub;
     serial(() => initEngine(msg.backend));
   } else if (msg.type === 'load') {
     serial(() => load(msg));
@@ -149,13 +147,23 @@ async function load(msg) {
     if (msg.files) {
       info = await loadFiles(msg.files);
     } else if (msg.hub) {
-      // A Hugging Face Hub id: the single-file safetensors layout the Hub serves.
-      const base = `https://huggingface.co/${msg.hub}/resolve/main/`;
-      const config = await download(`${base}config.json`, `${msg.hub}/config.json`);
-      const tokenizer = await download(`${base}tokenizer.json`, `${msg.hub}/tokenizer.json`);
-      const weights = await download(`${base}model.safetensors`, `${msg.hub}/model.safetensors`);
-      post({ type: 'download', loaded: weights.length, total: weights.length, parsing: true });
-      info = playground.loadHf(msg.hub, config, tokenizer, ['model.safetensors'], [weights]);
+      // A Hugging Face Hub id: its file list from the Hub's API, then the weights (one file, or
+      // the shards named by model.safetensors.index.json), config.json and tokenizer.json.
+      const files = await resolveHub(hubEndpoint, msg.hub, download);
+      if (files.gguf) {
+        const bytes = await download(`${files.base}${files.gguf}`, `${msg.hub}/${files.gguf}`);
+        post({ type: 'download', loaded: 1, total: 1, parsing: true });
+        info = playground.load(bytes, files.gguf);
+      } else {
+        const config = await download(`${files.base}config.json`, `${msg.hub}/config.json`);
+        const tokenizer = await download(`${files.base}tokenizer.json`, `${msg.hub}/tokenizer.json`);
+        const shards = [];
+        for (const [i, name] of files.shards.entries()) {
+          shards.push(await download(`${files.base}${name}`, `${msg.hub}/${name}`, `file ${i + 1} of ${files.shards.length}`));
+        }
+        post({ type: 'download', loaded: 1, total: 1, parsing: true });
+        info = playground.loadHf(msg.hub, config, tokenizer, files.shards, shards);
+      }
     } else {
       let bytes;
       let label;
@@ -207,59 +215,6 @@ async function loadFiles(files) {
   post({ type: 'download', loaded: 1, total: 1, parsing: true });
   return playground.loadHf(shards[0].name.replace(/\.safetensors$/, ''), await read(byName.get('config.json')),
     await read(byName.get('tokenizer.json')), shards.map((f) => f.name), datas);
-}
-
-// Fetch with progress into one preallocated buffer (when the size is known).
-async function download(url, label) {
-  // Cache Storage first: a model fetched once works offline afterwards.
-  let cache = null;
-  try {
-    cache = await caches.open(MODEL_CACHE);
-    const hit = await cache.match(url);
-    if (hit) {
-      const bytes = new Uint8Array(await hit.arrayBuffer());
-      post({ type: 'download', loaded: bytes.length, total: bytes.length, cached: true });
-      return bytes;
-    }
-  } catch {
-    cache = null; // no Cache Storage (e.g. an opaque origin): just download
-  }
-  const response = await fetch(url);
-  if (!response.ok) {
-    throw new Error(`${label}: the server answered HTTP ${response.status}${url.includes('/models/') ? ' (run ./scripts/serve.sh, which fetches the default model)' : ''}`);
-  }
-  const total = Number(response.headers.get('Content-Length')) || 0;
-  if (total > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
-  const reader = response.body.getReader();
-  const chunks = [];
-  let loaded = 0;
-  let lastPost = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    if (loaded > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
-    const now = performance.now();
-    if (now - lastPost > 100) {
-      lastPost = now;
-      post({ type: 'download', loaded, total });
-    }
-  }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  if (cache) {
-    try {
-      await cache.put(url, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream' } }));
-    } catch {
-      // Out of quota: the model still loads, it just is not kept.
-    }
-  }
-  return bytes;
 }
 
 // Run the newest pending request; yielding between runs lets queued messages replace it.
@@ -333,4 +288,9 @@ async function generate({ ggen, prompt, n, quant, calib }) {
     const cancelled = isStale();
     post({ type: 'gen-error', ggen, cancelled, message: cancelled ? 'stopped' : message(e) });
   }
+}
+
+// Download one file (resumable, cached: see download.js), reporting progress to the page.
+function download(url, label, part = '') {
+  return fetchModelFile(url, label, (p) => post({ type: 'download', file: label, part, ...p }));
 }
