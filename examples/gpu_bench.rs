@@ -5,6 +5,7 @@
 //!
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
 //!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
+//!         [--attention split|tiled32|tiled64] [--only-attention]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
 //! Without `--model` the model is synthetic: the exact shapes and storage formats of the default
@@ -12,7 +13,7 @@
 //! kept finite). `--tokens` is a file of little-endian u32 token ids (made with `--tokenize`, so
 //! the device machine needs neither the text nor the tokenizer).
 
-use quantlab::gpu::{Gpu, MatmulVariant};
+use quantlab::gpu::{AttentionVariant, Gpu, MatmulVariant};
 use quantlab::io::gguf::Gguf;
 use quantlab::io::tokenizer::Tokenizer;
 use quantlab::model::backend::Backend;
@@ -195,8 +196,29 @@ fn main() -> quantlab::Result<()> {
     );
     let gms = |s: Option<f64>| s.map_or("     n/a".to_string(), |s| format!("{:8.3}", s * 1e3));
 
+    if has("--only-attention") {
+        return attention(&g, iters, has("--tiles"), &gms);
+    }
     if !has("--skip-kernels") {
         kernels(&g, iters, &only, has("--tiles"), &gms)?;
+    }
+    // `--attention NAME`: the attention kernel of the whole-window runs below.
+    if let Some(name) = flag("--attention") {
+        let v = AttentionVariant::ALL
+            .into_iter()
+            .find(|v| v.name() == name)
+            .ok_or_else(|| {
+                quantlab::Error::unsupported(
+                    "gpu_bench",
+                    "--attention",
+                    format!("no variant {name}"),
+                )
+            })?;
+        g.force_attention_variant(Some(v));
+        println!(
+            "attention kernel: {} (forced)",
+            g.attention_variant(64).name()
+        );
     }
 
     let w = match &model_path {
@@ -323,6 +345,73 @@ fn main() -> quantlab::Result<()> {
     Ok(())
 }
 
+/// Causal attention at the model's heads (9 query / 3 KV heads of 64) over 1, 8 and 16
+/// sequences of 512 rows: the default kernel, or with `tiles` every variant (and every key
+/// split of `Split`), each checked against the split kernel's output on the same inputs.
+fn attention(
+    g: &Gpu,
+    iters: usize,
+    tiles: bool,
+    gms: &dyn Fn(Option<f64>) -> String,
+) -> quantlab::Result<()> {
+    // Causal: about half of the T² score products and weighted sums, per head.
+    let flops = 2.0 * 2.0 * 9.0 * 64.0 * (T * (T + 1) / 2) as f64;
+    let mut runs: Vec<(Option<AttentionVariant>, Option<usize>)> = vec![(None, None)];
+    if tiles {
+        for ns in [4, 8, 16] {
+            runs.push((Some(AttentionVariant::Split), Some(ns)));
+        }
+        for v in AttentionVariant::ALL {
+            if v != AttentionVariant::Split {
+                runs.push((Some(v), None));
+            }
+        }
+    }
+    println!(
+        "\nattention, 9/3 heads × 64 (gpu ms, wall ms, GFLOP/s = causal 4·9·64·T(T+1)/2 per \
+         sequence; max |diff| vs split ns4 relative to the largest output)"
+    );
+    for b in [1usize, 8, 16] {
+        let q = g.upload_act(b * T, 576, &pseudo(b * T * 576, 5))?;
+        let k = g.upload_act(b * T, 192, &pseudo(b * T * 192, 6))?;
+        let v = g.upload_act(b * T, 192, &pseudo(b * T * 192, 8))?;
+        g.force_attention_variant(Some(AttentionVariant::Split));
+        g.force_attention_splits(Some(4));
+        let reference = pollster::block_on(g.read_act(&g.attention(&q, &k, &v, 9, 3, 64, T)))?;
+        let scale = reference.iter().fold(1e-30f32, |m, x| m.max(x.abs()));
+        for &(var, ns) in &runs {
+            g.force_attention_variant(var);
+            g.force_attention_splits(ns);
+            let used = g.attention_variant(64);
+            let name = match (var, ns) {
+                (None, _) => format!("auto={}", used.name()),
+                (Some(v), Some(n)) => format!("{} ns{n}", v.name()),
+                (Some(v), None) => v.name().to_string(),
+            };
+            if var.is_some_and(|v| v != used) {
+                println!("  attention {b:>2}×{T} {name:14} n/a on this device");
+                continue;
+            }
+            let got = pollster::block_on(g.read_act(&g.attention(&q, &k, &v, 9, 3, 64, T)))?;
+            let diff = got
+                .iter()
+                .zip(&reference)
+                .fold(0f32, |m, (a, r)| m.max((a - r).abs()))
+                / scale;
+            let (wall, gpu) = time(g, iters, || drop(g.attention(&q, &k, &v, 9, 3, 64, T)));
+            println!(
+                "  attention {b:>2}×{T} {name:14} {} {:8.3}  {:8.1} GFLOP/s  diff {diff:.1e}",
+                gms(gpu),
+                wall * 1e3,
+                b as f64 * flops / gpu.unwrap_or(wall) / 1e9
+            );
+        }
+    }
+    g.force_attention_variant(None);
+    g.force_attention_splits(None);
+    Ok(())
+}
+
 /// Matmul at every shape of the model, and the other kernels.
 fn kernels(
     g: &Gpu,
@@ -405,39 +494,7 @@ fn kernels(
         gms(gpu),
         wall * 1e3
     );
-    let k = g.upload_act(T, 192, &pseudo(T * 192, 6))?;
-    let v = g.upload_act(T, 192, &pseudo(T * 192, 8))?;
-    // Causal: about half of the T² score products and weighted sums, per head.
-    let flops = 2.0 * 2.0 * 9.0 * 64.0 * (T * (T + 1) / 2) as f64;
-    let splits: &[Option<usize>] = if tiles {
-        &[None, Some(4), Some(8), Some(16)]
-    } else {
-        &[None]
-    };
-    for &ns in splits {
-        g.force_attention_splits(ns);
-        let (wall, gpu) = time(g, iters, || drop(g.attention(&q, &k, &v, 9, 3, 64, T)));
-        println!(
-            "  attention 512, 9/3×64 {:>4} {} {:8.3}  {:8.1} GFLOP/s",
-            ns.map_or("auto".to_string(), |n| format!("ns{n}")),
-            gms(gpu),
-            wall * 1e3,
-            flops / gpu.unwrap_or(wall) / 1e9
-        );
-    }
-    g.force_attention_splits(None);
-    // The same attention over a batch of 8 windows (how evaluation runs it now).
-    const B: usize = 8;
-    let qb = g.upload_act(B * T, 576, &pseudo(B * T * 576, 5))?;
-    let kb = g.upload_act(B * T, 192, &pseudo(B * T * 192, 6))?;
-    let vb = g.upload_act(B * T, 192, &pseudo(B * T * 192, 8))?;
-    let (wall, gpu) = time(g, iters, || drop(g.attention(&qb, &kb, &vb, 9, 3, 64, T)));
-    println!(
-        "  attention 8×512, 9/3×64  {} {:8.3}  {:8.1} GFLOP/s",
-        gms(gpu),
-        wall * 1e3,
-        B as f64 * flops / gpu.unwrap_or(wall) / 1e9
-    );
+    attention(g, iters, tiles, gms)?;
     let mut a = g.upload_act(T, 1536, &pseudo(T * 1536, 9))?;
     let b = g.upload_act(T, 1536, &pseudo(T * 1536, 10))?;
     let (wall, gpu) = time(g, iters, || g.silu_mul(&mut a, &b));

@@ -2,10 +2,12 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
-use quantlab::playground::engine::Device;
+use quantlab::playground::engine::{Device, Engine};
 use quantlab::playground::session::Session;
 use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::calib::{self, CalibOptions};
+use quantlab::quant::cmpq::{Ablation, CmpqOptions};
+use quantlab::quant::cmpq_cache::CmpqCache;
 use quantlab::quant::codebook::{KmeansOptions, Per};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
 use quantlab::quant::format::Granularity;
@@ -56,7 +58,30 @@ enum Cmd {
         windows: Option<usize>,
         #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
         backend: BackendArg,
+        /// Instead: time CMPQ following its budget slider, 3.00 → 3.05 bits (calibration once,
+        /// column fits cached), each step re-quantized and evaluated on `--windows` (default 8).
+        #[arg(long)]
+        cmpq_step: bool,
+        /// Benchmark quantization instead of evaluation: calibration and quantization seconds of
+        /// the whole model, separately (e.g. `--method gptq --bits 4 --group 64`).
+        #[arg(long, value_enum)]
+        method: Option<MethodArg>,
+        /// Bits for `--method`.
+        #[arg(long, default_value_t = 4, requires = "method")]
+        bits: u8,
+        /// Granularity for `--method`: a group size, `row` or `tensor`.
+        #[arg(long, default_value = "64", requires = "method")]
+        group: String,
+        /// Calibration sequences for `--method` (when it needs calibration).
+        #[arg(long, default_value_t = 32, requires = "method")]
+        calib_seqs: usize,
+        /// Tokens per calibration sequence for `--method`.
+        #[arg(long, default_value_t = 512, requires = "method")]
+        calib_len: usize,
     },
+    /// Run a grid of quantization configs and write results.{csv,jsonl}, table.md and plot.svg
+    /// (the ZeroQuant-V2 study; grid schema: `quantlab::sweep`). Re-running resumes.
+    Sweep(SweepArgs),
     /// Greedy continuation of a prompt by the model as loaded and, with --bits or --config, by the
     /// quantized model (the page's side-by-side view).
     Generate(GenerateArgs),
@@ -91,6 +116,17 @@ enum MethodArg {
     Kmeans,
     Nf4,
     Fp4,
+    Cmpq,
+}
+
+/// CMPQ ablations (quant::cmpq::Ablation).
+#[derive(Clone, Copy, ValueEnum)]
+enum AblationArg {
+    Full,
+    AllocationOnly,
+    CodebooksOnly,
+    NoOutlierCols,
+    NoOutlierSparse,
 }
 
 #[derive(Args)]
@@ -128,9 +164,22 @@ struct EvalArgs {
     /// Search a clipping range per group.
     #[arg(long, requires = "bits")]
     clip: bool,
-    /// Quantizer for --bits (gptq and awq need calibration: see --calib-*).
-    #[arg(long, value_enum, default_value_t = MethodArg::Rtn, requires = "bits")]
+    /// Quantizer for --bits (gptq and awq need calibration: see --calib-*); cmpq takes
+    /// --budget instead of --bits.
+    #[arg(long, value_enum, default_value_t = MethodArg::Rtn)]
     method: MethodArg,
+    /// CMPQ: effective bits per weight, everything stored counted (2.00..=4.00, steps of 0.05).
+    #[arg(long, default_value_t = 3.0)]
+    budget: f32,
+    /// CMPQ: fraction of input columns kept in f16 (outlier extraction A).
+    #[arg(long, default_value_t = 0.005)]
+    outlier_cols: f32,
+    /// CMPQ: fraction of weights kept as sparse f16 outliers (outlier extraction B).
+    #[arg(long, default_value_t = 0.0025)]
+    outlier_sparse: f32,
+    /// CMPQ: which ingredients to use (applied after the outlier fractions).
+    #[arg(long, value_enum, default_value_t = AblationArg::Full)]
+    ablation: AblationArg,
     /// LoRC: add rank-R compensation of the quantization error (f16 factors) after the method.
     #[arg(long, requires = "bits")]
     lorc_rank: Option<usize>,
@@ -163,6 +212,44 @@ struct EvalArgs {
     /// Last line of output: one JSON object with the results.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// UTF-8 text to evaluate on.
+    #[arg(long)]
+    text: PathBuf,
+    /// The grid (JSON; see grids/ and the `quantlab::sweep` module documentation).
+    #[arg(long)]
+    grid: PathBuf,
+    /// Output directory: results.jsonl (resumed from), results.csv, table.md, plot.svg.
+    #[arg(long)]
+    out: PathBuf,
+    /// Evaluate only the first N windows.
+    #[arg(long)]
+    windows: Option<usize>,
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Llamacpp)]
+    protocol: ProtocolArg,
+    /// Calibration text (default: the tail of the evaluation text, with a warning on overlap).
+    #[arg(long)]
+    calib_text: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    calib_n: usize,
+    #[arg(long, default_value_t = 512)]
+    calib_len: usize,
+    /// Skip the reference model (no KL / top-1; half the evaluation work).
+    #[arg(long)]
+    no_kl: bool,
+    /// Parse the grid, list its configs and which are already done, and stop.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -217,7 +304,19 @@ pub fn main() -> ExitCode {
             ctx,
             windows,
             backend,
-        } => bench(&model, &text, ctx, windows, backend),
+            cmpq_step,
+            method,
+            bits,
+            group,
+            calib_seqs,
+            calib_len,
+        } => match method {
+            Some(m) => bench_quantize(
+                &model, &text, backend, m, bits, &group, calib_seqs, calib_len,
+            ),
+            None => bench(&model, &text, ctx, windows, backend, cmpq_step),
+        },
+        Cmd::Sweep(a) => sweep(&a),
         Cmd::Generate(a) => generate(&a),
         Cmd::Serve { port, root } => serve(&root, port),
     };
@@ -381,7 +480,33 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
             QuantConfig::from_url(text)
         };
     }
+    if matches!(a.method, MethodArg::Cmpq) {
+        let o = CmpqOptions {
+            budget: a.budget,
+            outlier_cols: a.outlier_cols,
+            outlier_sparse: a.outlier_sparse,
+            ..CmpqOptions::default()
+        }
+        .ablate(match a.ablation {
+            AblationArg::Full => Ablation::Full,
+            AblationArg::AllocationOnly => Ablation::AllocationOnly,
+            AblationArg::CodebooksOnly => Ablation::CodebooksOnly,
+            AblationArg::NoOutlierCols => Ablation::NoOutlierCols,
+            AblationArg::NoOutlierSparse => Ablation::NoOutlierSparse,
+        });
+        let c = QuantConfig {
+            method: Method::Cmpq(o),
+            lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
+            ..QuantConfig::default()
+        };
+        c.validate()?;
+        return Ok(c);
+    }
     match a.bits {
+        None if !matches!(a.method, MethodArg::Rtn) => Err(Error::config(
+            "method",
+            "this method needs --bits (only cmpq takes --budget instead)",
+        )),
         None => Ok(QuantConfig::default()),
         Some(bits) => Ok(QuantConfig {
             method: match a.method {
@@ -394,9 +519,12 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
                 MethodArg::Kmeans => Method::Kmeans(KmeansOptions {
                     per: if a.per_column { Per::Column } else { Per::Row },
                     outlier_frac: a.outliers,
+                    weighted: false,
                 }),
                 MethodArg::Nf4 => Method::Nf4,
                 MethodArg::Fp4 => Method::Fp4,
+                // Handled above (CMPQ takes --budget, not --bits).
+                MethodArg::Cmpq => Method::None,
             },
             lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
             default: LayerQuant {
@@ -556,6 +684,7 @@ fn bench(
     ctx: usize,
     windows: Option<usize>,
     backend: BackendArg,
+    cmpq_step: bool,
 ) -> Result<()> {
     let t = Instant::now();
     let mut s = load_on(model, &device(backend)?)?;
@@ -582,6 +711,9 @@ fn bench(
         "load {load_s:.2} s · tokenize {tok_s:.2} s ({:.0} tokens/s)",
         tokens.len() as f64 / tok_s
     );
+    if cmpq_step {
+        return bench_cmpq_step(&mut s, &tokens, ctx, windows.unwrap_or(8));
+    }
     let cfg = QuantConfig {
         method: Method::Rtn,
         default: LayerQuant {
@@ -629,6 +761,264 @@ fn serve(root: &Path, port: u16) -> Result<()> {
     quantlab::serve::serve(root, port)
 }
 
+/// `bench --cmpq-step`: the interactive budget slider as a benchmark (issue 6: one step of 0.05
+/// bit, re-quantized and re-evaluated on 8 windows of 512 tokens). Calibration runs once (the
+/// session keeps it); `CmpqCache` keeps the column fits, so the step re-fits only the columns
+/// whose width or sparse outliers changed.
+fn bench_cmpq_step(s: &mut Session, tokens: &[u32], ctx: usize, windows: usize) -> Result<()> {
+    let copts = CalibOptions::default();
+    let t = Instant::now();
+    s.calibrate(tokens, &copts, &mut |_, _| true)?;
+    println!(
+        "calibrate {} × {} tokens (once): {:.2} s",
+        copts.n_seq,
+        copts.seq_len,
+        t.elapsed().as_secs_f64()
+    );
+    let calib = s
+        .calibration()
+        .ok_or_else(|| Error::config("calibration", "missing after calibrate"))?;
+    let mut engine = Engine::load(&s.device(), s.source())?;
+    let opts = EvalOptions {
+        protocol: Protocol::Llamacpp,
+        ctx,
+        max_windows: Some(windows),
+        kl: false,
+    };
+    let mut cache = CmpqCache::default();
+    for (what, budget) in [("first", 3.0f32), ("step", 3.05)] {
+        let cfg = QuantConfig {
+            method: Method::Cmpq(CmpqOptions {
+                budget,
+                ..CmpqOptions::default()
+            }),
+            ..QuantConfig::default()
+        };
+        let t = Instant::now();
+        let q = cache.apply(&cfg, s.source(), calib)?;
+        let tq = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        engine.set_quantized(Some(&q))?;
+        let tl = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let clock = || t.elapsed().as_secs_f64();
+        let r = pollster::block_on(engine.evaluate(tokens, s.bos(), &opts, &clock, &mut |_| true))?;
+        let te = t.elapsed().as_secs_f64();
+        println!(
+            "cmpq {what} {budget:.2} bits: quantize {tq:.2} s ({} column fits cached) · load {tl:.2} s · \
+             eval {} windows {te:.2} s · total {:.2} s · PPL {:.4} · {:.4} bits/weight",
+            cache.fits(),
+            r.windows,
+            tq + tl + te,
+            r.ppl,
+            q.memory().bits_per_weight
+        );
+    }
+    Ok(())
+}
+
+/// `bench --method`: calibration and quantization of the whole model, timed separately.
+#[allow(clippy::too_many_arguments)]
+fn bench_quantize(
+    model: &Path,
+    text: &Path,
+    backend: BackendArg,
+    method: MethodArg,
+    bits: u8,
+    group: &str,
+    calib_seqs: usize,
+    calib_len: usize,
+) -> Result<()> {
+    let t = Instant::now();
+    let mut s = load_on(model, &device(backend)?)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let text = String::from_utf8(read(text)?)
+        .map_err(|_| Error::format(text.display(), "text", "not UTF-8"))?;
+    let tokens = s.tokenize(&text)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cfg = QuantConfig {
+        method: bench_method(method, bits),
+        default: LayerQuant {
+            bits,
+            gran: parse_group(Some(group))?,
+            sym: true,
+            clip_search: false,
+        },
+        ..QuantConfig::default()
+    };
+    cfg.validate()?;
+    println!(
+        "model {} loaded in {load_s:.2} s on {} · {threads} CPU threads · {} {}",
+        model.display(),
+        s.engine().adapter,
+        cfg.method.name(),
+        quantlab::quant::format::Format::Int(cfg.default.spec()).name()
+    );
+    let mut calib_s = 0.0;
+    if cfg.method.needs_calibration() {
+        let copts = CalibOptions {
+            n_seq: calib_seqs,
+            seq_len: calib_len,
+            ..CalibOptions::default()
+        };
+        let t = Instant::now();
+        s.calibrate(&tokens, &copts, &mut |_, _| true)?;
+        calib_s = t.elapsed().as_secs_f64();
+        // Session::calibrate runs the model on the CPU backend (a GPU session loads a CPU copy).
+        println!(
+            "calibration {calib_seqs} × {calib_len} tokens: {calib_s:.2} s (CPU backend, {threads} threads)"
+        );
+    }
+    let src = s.source().clone();
+    let t = Instant::now();
+    let q = cfg.apply_calibrated(&src, s.calibration(), &mut |_, _| true)?;
+    let quant_s = t.elapsed().as_secs_f64();
+    println!(
+        "quantization ({} block linears, CPU, {threads} threads): {quant_s:.2} s · {:.4} bits/weight",
+        src.layers.len() * 7,
+        q.memory().bits_per_weight
+    );
+    println!(
+        "total calibration + quantization: {:.2} s",
+        calib_s + quant_s
+    );
+    Ok(())
+}
+
+/// The method `bench --method` times, with its default options (GPTQ with act-order).
+fn bench_method(m: MethodArg, bits: u8) -> Method {
+    match m {
+        MethodArg::Rtn => Method::Rtn,
+        MethodArg::Gptq => Method::Gptq(GptqOptions::default()),
+        MethodArg::Awq => Method::Awq(AwqOptions::default()),
+        MethodArg::Kmeans => Method::Kmeans(KmeansOptions::default()),
+        MethodArg::Nf4 => Method::Nf4,
+        MethodArg::Fp4 => Method::Fp4,
+        // `--bits` is the budget (whole bits only from this flag).
+        MethodArg::Cmpq => Method::Cmpq(CmpqOptions {
+            budget: bits as f32,
+            ..CmpqOptions::default()
+        }),
+    }
+}
+
+fn sweep(a: &SweepArgs) -> Result<()> {
+    use quantlab::sweep::run::{self, Event, SweepInputs, SweepOptions};
+    let grid_text = String::from_utf8(read(&a.grid)?)
+        .map_err(|_| Error::format(a.grid.display(), "grid", "not UTF-8"))?;
+    let configs = quantlab::sweep::parse_grid(&grid_text, &a.grid.display().to_string())?;
+    if a.dry_run {
+        let done = quantlab::sweep::report::read_rows(&a.out.join("results.jsonl"))?;
+        let todo = run::pending(&configs, &done);
+        for c in &configs {
+            let cols = quantlab::sweep::Columns::of(c);
+            let state = if todo.contains(&c) { "to run" } else { "done" };
+            println!(
+                "{:<28} {} bits  {state}  {}",
+                cols.series,
+                cols.bits,
+                c.to_url()
+            );
+        }
+        println!("{} configs, {} to run", configs.len(), todo.len());
+        return Ok(());
+    }
+    let dev = device(a.backend)?;
+    // The session only loads and tokenizes; the sweep loads its own engines on `dev`.
+    let s = load_on(&a.model, &Device::Cpu)?;
+    let text = String::from_utf8(read(&a.text)?)
+        .map_err(|_| Error::format(a.text.display(), "text", "not UTF-8"))?;
+    let tokens = s.tokenize(&text)?;
+    let eval = EvalOptions {
+        protocol: match a.protocol {
+            ProtocolArg::Llamacpp => Protocol::Llamacpp,
+            ProtocolArg::Gptq => Protocol::Gptq,
+        },
+        ctx: a.ctx,
+        max_windows: a.windows,
+        kl: !a.no_kl,
+    };
+    let calib = CalibOptions {
+        n_seq: a.calib_n,
+        seq_len: a.calib_len,
+        ..CalibOptions::default()
+    };
+    let calib_tokens = match &a.calib_text {
+        Some(p) => {
+            let t = String::from_utf8(read(p)?)
+                .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?;
+            s.tokenize(&t)?
+        }
+        None => {
+            if configs.iter().any(|c| c.method.needs_calibration()) {
+                let r = calib.range(tokens.len())?;
+                let shared = calib::eval_overlap(r, tokens.len(), &eval);
+                if shared > 0 {
+                    eprintln!("warning: {shared} calibration tokens lie inside the evaluated windows; the perplexity is optimistic");
+                }
+            }
+            tokens.clone()
+        }
+    };
+    let inputs = SweepInputs {
+        model: s.source(),
+        bos: s.bos(),
+        tokens: &tokens,
+        calib_tokens: &calib_tokens,
+    };
+    let opts = SweepOptions {
+        eval,
+        calib,
+        title: format!(
+            "{} · {} · {} windows",
+            a.model
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            a.text
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            a.windows.map_or("all".to_string(), |w| w.to_string())
+        ),
+    };
+    let t0 = Instant::now();
+    let mut event = |e: Event| {
+        match e {
+        Event::Start(done, todo) => {
+            eprintln!("{} configs: {done} already in results.jsonl, {todo} to run", done + todo)
+        }
+        Event::Calibrating(d, n) => {
+            eprint!("\rcalibrating {d}/{n}   ");
+            let _ = std::io::stderr().flush();
+        }
+        Event::Calibrated(sec) => eprintln!("\rcalibrated in {sec:.2} s"),
+        Event::Quantizing(i, n, c) => match c.bits {
+            0 => eprint!("[{}/{n}] {}", i + 1, c.series),
+            b => eprint!("[{}/{n}] {} {b}-bit: quantizing", i + 1, c.series),
+        },
+        Event::Window(p) => {
+            eprint!("\r  window {}/{} ppl {:.3}   ", p.window, p.windows, p.ppl);
+            let _ = std::io::stderr().flush();
+        }
+        Event::Fallback(why) => eprintln!("\n  on the CPU instead: {why}"),
+        Event::Row(r) => eprintln!(
+            "\r  {:.3} bits/weight · PPL {:.4} ± {:.4} · quantize {:.1} s · eval {:.1} s ({}) · {:.0} s so far",
+            r.eff_bits, r.ppl, r.ppl_err, r.quant_s, r.eval_s, r.backend, t0.elapsed().as_secs_f64()
+        ),
+    }
+    };
+    let rows = run::run(&inputs, &configs, &dev, &opts, &a.out, &mut event)?;
+    println!(
+        "{} rows in {}: results.csv, results.jsonl, table.md, plot.svg",
+        rows.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
 fn generate(g: &GenerateArgs) -> Result<()> {
     use quantlab::playground::generate::Which;
     let mut s = load_on(&g.model, &device(g.backend)?)?;
@@ -647,6 +1037,11 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         asym: g.asym,
         clip: false,
         method: g.method,
+        // CMPQ's own defaults (as `eval`'s flags have them).
+        budget: 3.0,
+        outlier_cols: 0.005,
+        outlier_sparse: 0.0025,
+        ablation: AblationArg::Full,
         lorc_rank: None,
         per_column: false,
         outliers: 0.0,

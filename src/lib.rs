@@ -9,6 +9,7 @@ pub mod io;
 pub mod model;
 pub mod playground;
 pub mod quant;
+pub mod sweep;
 pub mod tensor;
 
 #[cfg(not(target_arch = "wasm32"))]

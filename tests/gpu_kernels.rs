@@ -3,7 +3,7 @@
 //! wgpu finds (Mesa lavapipe on machines without a GPU). Sizes are small and deliberately not
 //! multiples of the kernels' tiles, so edge handling is exercised.
 
-use quantlab::gpu::{Gpu, GpuContext, MatmulVariant};
+use quantlab::gpu::{AttentionVariant, Gpu, GpuContext, MatmulVariant};
 use quantlab::model::backend::Backend;
 use quantlab::model::config::RopeStyle;
 use quantlab::model::cpu::{self, Cpu};
@@ -284,14 +284,40 @@ fn rope_both_styles() {
     }
 }
 
+/// Every attention kernel run (variant, key splits) that applies to head dimension `hd` on this
+/// device: the split kernel at each split (splits the head dimension does not allow fall back
+/// to the default), and each tiled variant the head dimension and workgroup memory allow.
+fn attention_runs(g: &Gpu, hd: usize) -> Vec<(AttentionVariant, Option<usize>)> {
+    let mut runs: Vec<_> = [None, Some(4), Some(8), Some(16)]
+        .into_iter()
+        .map(|ns| (AttentionVariant::Split, ns))
+        .collect();
+    for v in AttentionVariant::ALL {
+        if v != AttentionVariant::Split && g.attention_variant_applies(v, hd) {
+            runs.push((v, None));
+        }
+    }
+    runs
+}
+
 #[test]
 fn causal_attention_with_grouped_kv_heads() {
     let g = gpu();
     let mut r = Rng(10);
-    // 70 queries cross the kernel's 64-query blocks; 6 query heads share 2 KV heads.
-    // 36: a head dimension that is a multiple of 4 only.
+    // The tiled kernel is what runs at the default model's head dimension, so this device must
+    // be able to run at least its smaller variant (lavapipe: 32 KiB of workgroup memory).
+    assert!(
+        g.attention_variant_applies(AttentionVariant::Tiled32, 64),
+        "{} lacks the workgroup memory of attention_tiled.wgsl (32 queries: {} bytes)",
+        g.ctx.describe(),
+        quantlab::gpu::shaders::attention_tiled_bytes(32)
+    );
+    // 70 queries cross the kernels' 16-, 32- and 64-query blocks; 6 query heads share 2 KV
+    // heads; 130 queries: several key tiles before the diagonal. 36: a head dimension that is a
+    // multiple of 4 only.
     for (t, h, kv, hd) in [
         (70, 6, 2, 64),
+        (130, 9, 3, 64),
         (5, 4, 4, 32),
         (33, 9, 3, 128),
         (19, 3, 3, 36),
@@ -306,10 +332,10 @@ fn causal_attention_with_grouped_kv_heads() {
             hd,
             t,
         );
-        // The default and every key split (splits the head dimension does not allow fall back
-        // to the default).
-        for ns in [None, Some(4), Some(8), Some(16)] {
+        for (var, ns) in attention_runs(&g, hd) {
+            g.force_attention_variant(Some(var));
             g.force_attention_splits(ns);
+            assert_eq!(g.attention_variant(hd), var);
             let got = g.attention(
                 &g.upload_act(t, h * hd, &q).unwrap(),
                 &g.upload_act(t, kv * hd, &k).unwrap(),
@@ -323,11 +349,19 @@ fn causal_attention_with_grouped_kv_heads() {
                 &read(&g, &got),
                 &want.data,
                 ATTN_TOL,
-                &format!("attention t{t} h{h}/{kv} hd{hd} splits {ns:?}"),
+                &format!(
+                    "attention t{t} h{h}/{kv} hd{hd} {} splits {ns:?}",
+                    var.name()
+                ),
             );
         }
+        g.force_attention_variant(None);
         g.force_attention_splits(None);
     }
+    // Tiled variants fall back to the split kernel at other head dimensions.
+    g.force_attention_variant(Some(AttentionVariant::Tiled32));
+    assert_eq!(g.attention_variant(32), AttentionVariant::Split);
+    g.force_attention_variant(None);
 }
 
 /// A batch of independent sequences (how evaluation runs several windows at once): GPU rope and
@@ -363,21 +397,30 @@ fn batched_sequences_rope_and_attention() {
             hd,
             seq,
         );
-        let got = g.attention(
-            &gq,
-            &g.upload_act(rows, kv * hd, &k).unwrap(),
-            &g.upload_act(rows, kv * hd, &v).unwrap(),
-            h,
-            kv,
-            hd,
-            seq,
-        );
-        close(
-            &read(&g, &got),
-            &want.data,
-            ATTN_TOL,
-            &format!("attention {n}×{seq} h{h}/{kv} hd{hd}"),
-        );
+        for (var, ns) in attention_runs(&g, hd) {
+            g.force_attention_variant(Some(var));
+            g.force_attention_splits(ns);
+            let got = g.attention(
+                &gq,
+                &g.upload_act(rows, kv * hd, &k).unwrap(),
+                &g.upload_act(rows, kv * hd, &v).unwrap(),
+                h,
+                kv,
+                hd,
+                seq,
+            );
+            close(
+                &read(&g, &got),
+                &want.data,
+                ATTN_TOL,
+                &format!(
+                    "attention {n}×{seq} h{h}/{kv} hd{hd} {} splits {ns:?}",
+                    var.name()
+                ),
+            );
+        }
+        g.force_attention_variant(None);
+        g.force_attention_splits(None);
     }
 }
 /// The LM head fused with log-softmax, NLL, argmax, and KL/top-1 against log-probs kept from a

@@ -200,6 +200,7 @@ fn codebook_methods_apply_through_the_config_and_count_their_bytes() {
     let km = KmeansOptions {
         per: Per::Column,
         outlier_frac: 0.01,
+        weighted: false,
     };
     let cases = [
         (Method::Kmeans(km), q(3, Granularity::PerRow)),

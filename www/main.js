@@ -415,6 +415,8 @@ function updateHash(q) {
 el.copyLink.addEventListener('click', async () => {
   updateHash(lastLink);
   const url = self.location.href;
+  // Set before the clipboard's await, so the link is readable at once.
+  el.copyLink.dataset.url = url;
   let note = 'Link copied.';
   try {
     await navigator.clipboard.writeText(url);
@@ -424,7 +426,6 @@ el.copyLink.addEventListener('click', async () => {
   if (el.textSelect.value === 'custom') note += ' Your own text is not part of the link; it opens with the prose text.';
   if (modelRef === 'default' && info && !info.label.startsWith('SmolLM2')) note += ' A model opened from a file is not part of the link.';
   el.linkStatus.textContent = note;
-  el.copyLink.dataset.url = url;
 });
 
 function applyHidden() {

@@ -10,7 +10,7 @@ use crate::gpu::addons::AddonLayout;
 use crate::gpu::buffers::{self, Pool, PooledBuffer};
 use crate::gpu::context::GpuContext;
 use crate::gpu::load::Held;
-use crate::gpu::pipelines::{Pipelines, WeightFormat};
+use crate::gpu::pipelines::{AttentionVariant, Pipelines, WeightFormat};
 use crate::gpu::record::{u, Params4, Params8, WeightParams};
 use crate::gpu::shaders;
 use crate::model::backend::{Backend, TokenScore};
@@ -34,6 +34,16 @@ const ATTN_QUERIES: usize = 16;
 /// Invocations per query (key splits) by default: every head dimension allows 4, and on the
 /// H100 it was the fastest (8 and 16: 5 % and 25 % slower; docs/gpu-perf.md).
 const ATTN_SPLITS: usize = 4;
+/// Attention kernels by preference when none is forced: the first that applies to the head
+/// dimension and the device's workgroup memory is used (`Split` always applies). H100
+/// (Vulkan), 9/3 heads × 64, 16 sequences of 512: split 2.34 ms, tiled32 0.89 ms, tiled64
+/// 0.49 ms (`gpu_bench --only-attention --tiles`). Lavapipe and Chromium (SwiftShader) offer
+/// 32 KiB of workgroup memory, so there tiled32 runs; below 26 KiB, split.
+const ATTN_DEFAULT: [AttentionVariant; 3] = [
+    AttentionVariant::Tiled64,
+    AttentionVariant::Tiled32,
+    AttentionVariant::Split,
+];
 
 /// Activations: a `rows × cols` f32 matrix in a pooled GPU buffer.
 pub struct Act {
@@ -108,6 +118,8 @@ pub struct Gpu {
     pub(crate) matmul_variant: Cell<Option<crate::gpu::pipelines::MatmulVariant>>,
     /// Invocations per query forced for attention (benchmarks, tests); None: the default.
     pub(crate) attention_splits: Cell<Option<usize>>,
+    /// Attention kernel forced for every call (benchmarks, tests); None: `ATTN_DEFAULT`.
+    pub(crate) attention_variant: Cell<Option<AttentionVariant>>,
     pub(crate) recorded: Cell<usize>,
     /// First error recorded by a sync operation or reported by wgpu; surfaced at readback.
     pub(crate) error: Arc<Mutex<Option<String>>>,
@@ -340,6 +352,38 @@ impl Backend for Gpu {
             );
             return out;
         }
+        let scale = 1.0 / (hd as f32).sqrt();
+        let params = self.uniform(&Params8([
+            u(t),
+            u(n_head),
+            u(n_kv),
+            u(hd),
+            scale.to_bits(),
+            0,
+            0,
+            0,
+        ]));
+        if let Some(bq) = self.attention_variant(hd).tiled_queries() {
+            let pipe = match self.pipes.attention_tiled(bq) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.fail("attention", e.to_string());
+                    return out;
+                }
+            };
+            self.dispatch(
+                &pipe,
+                &[&params, &q.buf, &k.buf, &v.buf, &out.buf],
+                (u(t.div_ceil(bq)), u(n_head * (rows / seq))),
+                &|| {
+                    format!(
+                        "attention tiled{bq} {}×{t} {n_head}/{n_kv}×{hd}",
+                        rows / seq
+                    )
+                },
+            );
+            return out;
+        }
         let ns = self
             .attention_splits
             .get()
@@ -352,17 +396,6 @@ impl Backend for Gpu {
                 return out;
             }
         };
-        let scale = 1.0 / (hd as f32).sqrt();
-        let params = self.uniform(&Params8([
-            u(t),
-            u(n_head),
-            u(n_kv),
-            u(hd),
-            scale.to_bits(),
-            0,
-            0,
-            0,
-        ]));
         self.dispatch(
             &pipe,
             &[&params, &q.buf, &k.buf, &v.buf, &out.buf],
@@ -518,5 +551,39 @@ impl Backend for Gpu {
                 "reading logits synchronously would block the browser",
             ))
         }
+    }
+}
+
+impl Gpu {
+    /// Use attention kernel `v` for every call (benchmarks, tests), or None for the default
+    /// (`ATTN_DEFAULT`). A tiled variant that does not apply to a call (head dimension other
+    /// than 64, too little workgroup memory) falls back to the default.
+    pub fn force_attention_variant(&self, v: Option<AttentionVariant>) {
+        self.attention_variant.set(v);
+    }
+
+    /// Whether attention kernel `v` can run at head dimension `hd` on this device.
+    pub fn attention_variant_applies(&self, v: AttentionVariant, hd: usize) -> bool {
+        match v.tiled_queries() {
+            None => true,
+            Some(bq) => {
+                let limits = &self.ctx.limits;
+                hd == shaders::ATTENTION_TILED_HEAD_DIM
+                    && limits.max_compute_workgroup_storage_size as usize
+                        >= shaders::attention_tiled_bytes(bq)
+                    && limits.max_compute_invocations_per_workgroup as usize >= 2 * bq
+            }
+        }
+    }
+
+    /// The attention kernel a call at head dimension `hd` uses: the forced one where it
+    /// applies, else the first of `ATTN_DEFAULT` that does.
+    pub fn attention_variant(&self, hd: usize) -> AttentionVariant {
+        self.attention_variant
+            .get()
+            .into_iter()
+            .chain(ATTN_DEFAULT)
+            .find(|&v| self.attention_variant_applies(v, hd))
+            .unwrap_or(AttentionVariant::Split)
     }
 }

@@ -32,4 +32,4 @@ mod split;
 
 pub use backend::Gpu;
 pub use context::GpuContext;
-pub use pipelines::MatmulVariant;
+pub use pipelines::{AttentionVariant, MatmulVariant};

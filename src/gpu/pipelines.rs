@@ -94,6 +94,23 @@ pub fn weight_format(format: &Format, rows: usize, cols: usize) -> Result<Weight
                 zero_off: 0,
             }
         }
+        Format::Cmpq { lo, n_hi, n_f16 } => {
+            let l =
+                crate::quant::format::cmpq_layout(lo, n_hi as usize, n_f16 as usize, rows, cols)?;
+            if numel as u64 * (lo as u64 + 1) > u32::MAX as u64 || l.end / 4 > u32::MAX as usize {
+                return Err(too_big());
+            }
+            // fmt_cmpq reads the section offsets (in words) from the format fields; it derives
+            // the class counts from them (shaders/fmt_cmpq.wgsl).
+            WeightFormat {
+                fragment: "fmt_cmpq",
+                bits: lo as u32,
+                group: (l.hi_books / 4) as u32,
+                sym: (l.lo_codes / 4) as u32,
+                scale_off: (l.hi_codes / 4) as u32,
+                zero_off: (l.f16_cols / 4) as u32,
+            }
+        }
     })
 }
 
@@ -120,6 +137,43 @@ impl MatmulVariant {
             MatmulVariant::V1 => "v1",
             MatmulVariant::Tiled => "tiled",
             MatmulVariant::SplitK => "splitk",
+        }
+    }
+}
+
+/// Which attention kernel a call uses: `Split` is `shaders/attention.wgsl` (each query on a few
+/// invocations that split the keys; every head dimension); `Tiled32` / `Tiled64` are
+/// `shaders/attention_tiled.wgsl` (register-tiled S = QKᵀ and O += PV per key tile) with 32 or
+/// 64 queries per workgroup, for head dimension 64 on devices with 26 / 35 KiB of workgroup
+/// memory. The engine falls back to `Split` where a tiled kernel does not apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttentionVariant {
+    Split,
+    Tiled32,
+    Tiled64,
+}
+
+impl AttentionVariant {
+    pub const ALL: [AttentionVariant; 3] = [
+        AttentionVariant::Split,
+        AttentionVariant::Tiled32,
+        AttentionVariant::Tiled64,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionVariant::Split => "split",
+            AttentionVariant::Tiled32 => "tiled32",
+            AttentionVariant::Tiled64 => "tiled64",
+        }
+    }
+
+    /// Queries per workgroup of a tiled variant (None for `Split`).
+    pub fn tiled_queries(self) -> Option<usize> {
+        match self {
+            AttentionVariant::Split => None,
+            AttentionVariant::Tiled32 => Some(32),
+            AttentionVariant::Tiled64 => Some(64),
         }
     }
 }
@@ -220,6 +274,13 @@ impl Pipelines {
     pub fn attention(&self, hd: usize, ns: usize) -> Result<wgpu::ComputePipeline> {
         self.get(format!("attention{hd}x{ns}:main"), "main", || {
             shaders::source("attention").map(|s| shaders::attention_header(hd, ns) + s)
+        })
+    }
+
+    /// `attention_tiled.wgsl` with `bq` queries per workgroup (head dimension 64).
+    pub fn attention_tiled(&self, bq: usize) -> Result<wgpu::ComputePipeline> {
+        self.get(format!("attention_tiled{bq}:main"), "main", || {
+            shaders::source("attention_tiled").map(|s| shaders::attention_tiled_header(bq) + s)
         })
     }
 

@@ -87,6 +87,7 @@ impl Gpu {
             profiler: RefCell::new(None),
             matmul_variant: Cell::new(None),
             attention_splits: Cell::new(None),
+            attention_variant: Cell::new(None),
             recorded: Cell::new(0),
             error,
             rope_tables: RefCell::new(HashMap::new()),

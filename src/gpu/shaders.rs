@@ -27,6 +27,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("fmt_cb_col", include_str!("../../shaders/fmt_cb_col.wgsl")),
     ("fmt_nf4", include_str!("../../shaders/fmt_nf4.wgsl")),
     ("fmt_fp4", include_str!("../../shaders/fmt_fp4.wgsl")),
+    ("fmt_cmpq", include_str!("../../shaders/fmt_cmpq.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_v1", include_str!("../../shaders/matmul_v1.wgsl")),
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
@@ -38,6 +39,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/elementwise.wgsl"),
     ),
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    (
+        "attention_tiled",
+        include_str!("../../shaders/attention_tiled.wgsl"),
+    ),
     ("score", include_str!("../../shaders/score.wgsl")),
     ("rtn", include_str!("../../shaders/rtn.wgsl")),
     ("outliers", include_str!("../../shaders/outliers.wgsl")),
@@ -66,6 +71,13 @@ pub const FORMAT_FRAGMENTS: &[&str] = &[
     "fmt_cb_col",
     "fmt_nf4",
     "fmt_fp4",
+    "fmt_f32",
+    "fmt_f16",
+    "fmt_bf16",
+    "fmt_int",
+    "fmt_q4_1",
+    "fmt_q8_0",
+    "fmt_cmpq",
 ];
 
 /// Kernels that read a packed weight through a format fragment.
@@ -105,6 +117,25 @@ pub fn attention_header(hd: usize, ns: usize) -> String {
     format!("const HD: u32 = {hd}u;\nconst NS: u32 = {ns}u;\nconst KPS: u32 = {kps}u;\n")
 }
 
+/// Head dimension `attention_tiled.wgsl` is written for (its output block is HD / 8 = two vec4
+/// per query); other head dimensions use `attention.wgsl`.
+pub const ATTENTION_TILED_HEAD_DIM: usize = 64;
+
+/// Queries per workgroup `attention_tiled.wgsl` may be specialised to.
+pub const ATTENTION_TILED_QUERIES: [usize; 2] = [32, 64];
+
+/// Workgroup memory `attention_tiled.wgsl` declares at head dimension 64 and `bq` queries per
+/// workgroup, in bytes (Q tile + V tile + K/P tile + row exchange; see the shader).
+pub fn attention_tiled_bytes(bq: usize) -> usize {
+    let (hd, kg) = (ATTENTION_TILED_HEAD_DIM, 8);
+    16 * (hd * bq / 4 + 4 * kg * hd / 4 + hd * (kg + 1) + kg * bq / 4)
+}
+
+/// The constants header that specialises `attention_tiled.wgsl`.
+pub fn attention_tiled_header(bq: usize) -> String {
+    format!("const HD: u32 = {ATTENTION_TILED_HEAD_DIM}u;\nconst BQ: u32 = {bq}u;\n")
+}
+
 /// Head dimensions `cargo test` validates the attention module at.
 pub const ATTENTION_HEAD_DIMS: &[usize] = &[16, 32, 64, 96, 128];
 
@@ -142,6 +173,14 @@ pub fn all_modules() -> Vec<(String, String)> {
                     attention_header(hd, ns) + src,
                 ));
             }
+        }
+    }
+    for bq in ATTENTION_TILED_QUERIES {
+        if let Some(src) = source("attention_tiled") {
+            out.push((
+                format!("attention_tiled bq{bq}"),
+                attention_tiled_header(bq) + src,
+            ));
         }
     }
     for (k, _) in PLAIN_KERNELS {

@@ -83,6 +83,19 @@ pub(crate) fn row_slice(w: &QTensor, r0: usize, r1: usize) -> Result<QTensor> {
             });
             d
         }
+        Format::Cmpq { .. } => {
+            // CMPQ's class sections would each need slicing (and its tensors are a few bits
+            // per weight, far below any binding limit at the model sizes the page runs).
+            return Err(Error::unsupported(
+                "gpu",
+                "split",
+                format!(
+                    "a {rows}×{cols} {} tensor is larger than the GPU's storage binding limit; \
+                     CMPQ tensors are not split across bindings",
+                    w.format.name()
+                ),
+            ));
+        }
     };
     // A part keeps the base format's shape rule: a per-tensor group becomes the part's tensor.
     let extra = &w.data[base.len()..];

@@ -10,6 +10,15 @@
 //! reproduced exactly), then `KMEANS_ITERS` Lloyd iterations (assignment to the nearest level,
 //! ties to the lower; an empty cluster keeps its level). Levels are rounded to f16 (what the
 //! format stores) before the final assignment, so every code is the nearest stored level.
+//!
+//! Activation-weighted k-means (`kmeans_weighted`): plain k-means minimises the weight error
+//! `Σ (w − ŵ)²`, but what matters is the layer's output error `‖X(W − Ŵ)ᵀ‖²`, whose diagonal
+//! part is `Σ_j H_jj (w_ij − ŵ_ij)²` with `H = XᵀX` from calibration. Weighting each weight of a
+//! row by its input channel's `H_jj` — SqueezeLLM's sensitivity-weighted k-means with the Fisher
+//! diagonal replaced by this Hessian diagonal (SqueezeLLM §3.1 relates the two) — keeps the
+//! levels near the weights of high-energy channels. Initialisation is at the weighted quantiles,
+//! then the same Lloyd iterations with weighted means. Only per-row codebooks are affected: within
+//! one column every weight has the same `H_jj`.
 
 use crate::quant::format::{check_bits, AddOns, Codebook, Format, Granularity, QTensor, E2M1, NF4};
 use crate::quant::rtn::f16_ceil;
@@ -40,6 +49,10 @@ pub struct KmeansOptions {
     pub per: Per,
     /// Fraction of weights (largest |w|) kept as sparse f16 outliers; 0 for none.
     pub outlier_frac: f32,
+    /// Weight each row's fit by the calibration Hessian diagonal (`kmeans_weighted`); needs
+    /// calibration. Left out of the JSON when false, so older share links keep their meaning.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub weighted: bool,
 }
 
 impl Default for KmeansOptions {
@@ -47,6 +60,7 @@ impl Default for KmeansOptions {
         KmeansOptions {
             per: Per::Row,
             outlier_frac: 0.0,
+            weighted: false,
         }
     }
 }
@@ -173,6 +187,121 @@ pub fn kmeans(
     opts: &KmeansOptions,
     name: &str,
 ) -> Result<QTensor> {
+    kmeans_impl(w, rows, cols, bits, opts, None, name)
+}
+
+/// `kmeans` with each weight of column `j` weighted by `col_weight[j]` (the calibration
+/// Hessian's diagonal `H_jj = ‖x_j‖²`; see the module comment). Per-column codebooks are
+/// unaffected by such weights and come out as `kmeans` makes them.
+pub fn kmeans_weighted(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    bits: u8,
+    opts: &KmeansOptions,
+    col_weight: &[f32],
+    name: &str,
+) -> Result<QTensor> {
+    if col_weight.len() != cols {
+        return Err(Error::config(
+            "calibration",
+            format!(
+                "{name}: {} channel weights for {cols} inputs",
+                col_weight.len()
+            ),
+        ));
+    }
+    if let Some(i) = col_weight
+        .iter()
+        .position(|h| !(h.is_finite() && *h >= 0.0))
+    {
+        return Err(Error::config(
+            "calibration",
+            format!(
+                "{name}: channel weight {} at {i} is not finite and ≥ 0",
+                col_weight[i]
+            ),
+        ));
+    }
+    kmeans_impl(w, rows, cols, bits, opts, Some(col_weight), name)
+}
+
+/// Sorted levels of a weighted 1-D k-means fit of `(value, weight)` pairs with `k` levels,
+/// f16-rounded: weighted-quantile initialisation, then Lloyd iterations with weighted means.
+/// All-zero weights fall back to the unweighted fit.
+pub fn kmeans_1d_weighted(values: &[f32], weights: &[f32], k: usize) -> Vec<f32> {
+    let total: f64 = weights.iter().map(|&h| h as f64).sum();
+    if values.len() != weights.len() || total <= 0.0 || !total.is_finite() {
+        return kmeans_1d(values, k);
+    }
+    let mut v: Vec<(f32, f64)> = values
+        .iter()
+        .zip(weights)
+        .map(|(&x, &h)| (x, h as f64))
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let xs: Vec<f32> = v.iter().map(|p| p.0).collect();
+    let mut distinct = xs.clone();
+    distinct.dedup();
+    if distinct.len() <= k {
+        return kmeans_1d(values, k);
+    }
+    // Weighted quantiles (k + ½)/K: the first value whose cumulative weight reaches them.
+    let mut levels = Vec::with_capacity(k);
+    let (mut cum, mut j) = (0f64, 0usize);
+    for i in 0..k {
+        let target = (2 * i + 1) as f64 / (2 * k) as f64 * total;
+        while j < v.len() && cum + v[j].1 < target {
+            cum += v[j].1;
+            j += 1;
+        }
+        levels.push(xs[j.min(xs.len() - 1)]);
+    }
+    if distinct_count(&levels) < k {
+        // Coinciding quantiles (one heavy value) would waste levels: spread them as the
+        // unweighted fit does.
+        let q =
+            |i: usize| distinct[((2 * i + 1) * distinct.len() / (2 * k)).min(distinct.len() - 1)];
+        levels = (0..k).map(q).collect();
+    }
+    let mut sums = vec![0f64; k];
+    let mut mass = vec![0f64; k];
+    for _ in 0..KMEANS_ITERS {
+        sums.iter_mut().for_each(|s| *s = 0.0);
+        mass.iter_mut().for_each(|c| *c = 0.0);
+        let mut c = 0;
+        for &(x, h) in &v {
+            while c + 1 < k && (x - levels[c + 1]).abs() <= (x - levels[c]).abs() {
+                c += 1;
+            }
+            sums[c] += h * x as f64;
+            mass[c] += h;
+        }
+        let mut changed = false;
+        for i in 0..k {
+            if mass[i] > 0.0 {
+                let m = (sums[i] / mass[i]) as f32;
+                changed |= m != levels[i];
+                levels[i] = m;
+            }
+        }
+        if !changed {
+            break;
+        }
+        levels.sort_by(f32::total_cmp);
+    }
+    levels.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+fn kmeans_impl(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    bits: u8,
+    opts: &KmeansOptions,
+    col_weight: Option<&[f32]>,
+    name: &str,
+) -> Result<QTensor> {
     check_bits(bits)
         .map_err(|_| Error::config("bits", format!("{name}: {bits} is outside 1..=8")))?;
     check_input(w, rows, cols, name)?;
@@ -193,11 +322,15 @@ pub fn kmeans(
     // One line (row or column) at a time: fit on its non-outlier values, then encode.
     let fit = |t: usize| -> (Vec<f32>, Vec<u8>) {
         let at = |i: usize| t * stride + i * step;
-        let vals: Vec<f32> = (0..len)
-            .filter(|&i| !is_out[at(i)])
-            .map(|i| w[at(i)])
-            .collect();
-        let levels = kmeans_1d(&vals, k);
+        let keep = (0..len).filter(|&i| !is_out[at(i)]);
+        let vals: Vec<f32> = keep.clone().map(|i| w[at(i)]).collect();
+        let levels = match (col_weight, opts.per) {
+            (Some(h), Per::Row) => {
+                let hs: Vec<f32> = keep.map(|i| h[i]).collect();
+                kmeans_1d_weighted(&vals, &hs, k)
+            }
+            _ => kmeans_1d(&vals, k),
+        };
         let codes = (0..len).map(|i| nearest(&levels, w[at(i)])).collect();
         (levels, codes)
     };

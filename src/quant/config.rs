@@ -14,6 +14,7 @@ use crate::model::llama::Site;
 use crate::model::weights::{Linear, ModelWeights};
 use crate::quant::awq::{self, AwqOptions};
 use crate::quant::calib::Calibration;
+use crate::quant::cmpq::{self, CmpqOptions};
 use crate::quant::codebook::{self, KmeansOptions};
 use crate::quant::format::{check_bits, Codebook, Granularity, IntSpec, QTensor};
 use crate::quant::gptq::{self, GptqOptions};
@@ -58,12 +59,18 @@ pub enum Method {
     Nf4,
     /// Fixed FP4 (E2M1) table with an absmax scale per group of `gran`; `bits` must be 4.
     Fp4,
+    /// CMPQ (`quant::cmpq`): per-column mixed widths and codebooks at an effective-bit budget,
+    /// with f16 and sparse outliers; needs calibration; `bits` and `gran` are not used.
+    Cmpq(CmpqOptions),
 }
 
 impl Method {
     /// Does this method need calibration statistics (`apply_calibrated`)?
     pub fn needs_calibration(&self) -> bool {
-        matches!(self, Method::Gptq(_) | Method::Awq(_))
+        if let Method::Kmeans(o) = self {
+            return o.weighted;
+        }
+        matches!(self, Method::Gptq(_) | Method::Awq(_) | Method::Cmpq(_))
     }
 
     pub fn name(&self) -> &'static str {
@@ -75,6 +82,7 @@ impl Method {
             Method::Kmeans(_) => "kmeans",
             Method::Nf4 => "nf4",
             Method::Fp4 => "fp4",
+            Method::Cmpq(_) => "cmpq",
         }
     }
 }
@@ -244,6 +252,9 @@ impl QuantConfig {
                     format!("{} is outside 1..={}", l.rank, lorc::MAX_RANK),
                 ));
             }
+        }
+        if let Method::Cmpq(o) = &self.method {
+            o.validate()?;
         }
         if matches!(self.method, Method::Nf4 | Method::Fp4) {
             let fours = std::iter::once(Some(&self.default))
@@ -454,7 +465,7 @@ impl QuantConfig {
         }
         for l in src.linears() {
             if let Some(q) = self.layer_quant(&l.name) {
-                if !matches!(self.method, Method::Kmeans(_)) {
+                if !matches!(self.method, Method::Kmeans(_) | Method::Cmpq(_)) {
                     q.gran.group_len(l.w.rows, l.w.cols, &l.name)?;
                 }
             }
@@ -563,6 +574,18 @@ impl QuantConfig {
                     &lin.name,
                 )
             }
+            Method::Kmeans(o) if o.weighted => {
+                let st = site.ok_or_else(|| {
+                    Error::config(
+                        "calibration",
+                        format!("kmeans (weighted): no statistics for {}", lin.name),
+                    )
+                })?;
+                // H_jj = ‖x_j‖², the diagonal of the calibration Gram XᵀX.
+                let h: Vec<f32> = st.l2.iter().map(|x| x * x).collect();
+                let w = lin.w.dequantize()?;
+                codebook::kmeans_weighted(&w, rows, cols, q.bits, o, &h, &lin.name)
+            }
             Method::Kmeans(o) => {
                 codebook::kmeans(&lin.w.dequantize()?, rows, cols, q.bits, o, &lin.name)
             }
@@ -580,6 +603,16 @@ impl QuantConfig {
                 Codebook::Fp4(q.gran),
                 &lin.name,
             ),
+            Method::Cmpq(o) => {
+                let st = site.ok_or_else(|| {
+                    Error::config(
+                        "calibration",
+                        format!("cmpq: no statistics for {}", lin.name),
+                    )
+                })?;
+                let w = lin.w.dequantize()?;
+                cmpq::quantize(&w, rows, cols, o.magnitudes(st), o, &lin.name)
+            }
             Method::Awq(_) => Err(Error::config(
                 "awq",
                 format!(

@@ -19,6 +19,20 @@
 //!            tables in row/column order, levels in code order; fixed tables (NF4, FP4 E2M1): one
 //!            f16 absmax scale per group of the granularity, code `c` means `TABLE[c] * s`.
 //!
+//! Layout of `Cmpq` (channel-wise mixed precision, CMPQ, arXiv 2410.13056; docs/methods.md §3).
+//! Every input column `j` has a class: `lo` bits, `hi = lo + 1` bits, or an f16 column
+//! (outlier extraction A). `n_lo + n_hi + n_f16 = cols`. Sections in this order, each 4-byte
+//! aligned (`cmpq_layout` gives their offsets, for the CPU and the GPU decoder alike):
+//!   map     : `cols` u16, `class << 14 | index` (class 0 lo, 1 hi, 2 f16; index = the column's
+//!             position among the columns of its class, so at most `MAX_CMPQ_COLS` columns)
+//!   lo books: `n_lo` tables of `2^lo` f16 levels, in class-index order, levels in code order
+//!   hi books: `n_hi` tables of `2^hi` f16 levels
+//!   lo codes: `rows × n_lo` codes of `lo` bits, row-major over the lo columns, packed like `Int`
+//!   hi codes: `rows × n_hi` codes of `hi` bits, likewise
+//!   f16 cols: `rows × n_f16` f16 values, row-major over the f16 columns
+//! Storage counts the map and the codebooks as `scales`, codes and f16 columns as `codes`.
+//! Sparse outliers (extraction B) are the ordinary `AddOns.outliers`.
+//!
 //! Add-ons (`AddOns`) any base format can carry, appended after the base bytes, 4-byte aligned:
 //!   outliers: `count` u32 row-major indices, strictly increasing, then `count` f16 values that
 //!             replace the base value at those positions (dense-and-sparse, SqueezeLLM-style);
@@ -128,6 +142,83 @@ pub enum Format {
         bits: u8,
         table: Codebook,
     },
+    /// CMPQ: per input column `lo` or `lo + 1` bits with its own codebook, or f16.
+    Cmpq {
+        lo: u8,
+        n_hi: u32,
+        n_f16: u32,
+    },
+}
+
+/// Most columns a `Cmpq` tensor may have (the map's 14-bit index).
+pub const MAX_CMPQ_COLS: usize = 1 << 14;
+
+/// Byte offsets of the sections of a `Cmpq` tensor (see the module comment); `end` is the total.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmpqLayout {
+    pub n_lo: usize,
+    pub n_hi: usize,
+    pub n_f16: usize,
+    pub lo_books: usize,
+    pub hi_books: usize,
+    pub lo_codes: usize,
+    pub hi_codes: usize,
+    pub f16_cols: usize,
+    pub end: usize,
+}
+
+/// The section offsets of a `Cmpq { lo, n_hi, n_f16 }` tensor of `rows × cols`, or an error
+/// naming the field that is out of range.
+pub fn cmpq_layout(
+    lo: u8,
+    n_hi: usize,
+    n_f16: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<CmpqLayout> {
+    if !(1..=7).contains(&lo) {
+        return Err(Error::config("cmpq.lo", format!("{lo} is outside 1..=7")));
+    }
+    if rows == 0 || cols == 0 {
+        return Err(Error::config(
+            "cmpq.shape",
+            format!("{rows}×{cols}: a CMPQ tensor has at least one row and one column"),
+        ));
+    }
+    if cols > MAX_CMPQ_COLS {
+        return Err(Error::config(
+            "cmpq.cols",
+            format!("{cols} columns, more than the map holds ({MAX_CMPQ_COLS})"),
+        ));
+    }
+    let n_lo = cols
+        .checked_sub(n_hi)
+        .and_then(|r| r.checked_sub(n_f16))
+        .ok_or_else(|| {
+            Error::config(
+                "cmpq.columns",
+                format!("{n_hi} hi + {n_f16} f16 columns exceed the {cols} columns"),
+            )
+        })?;
+    let hi = lo + 1;
+    let lo_books = align4(2 * cols);
+    // 2^lo f16 levels are at least 4 bytes (lo ≥ 1), so every table is word aligned.
+    let hi_books = lo_books + 2 * (n_lo << lo);
+    let lo_codes = hi_books + 2 * (n_hi << hi);
+    let hi_codes = lo_codes + packed_bytes(rows * n_lo, lo);
+    let f16_cols = hi_codes + packed_bytes(rows * n_hi, hi);
+    let end = f16_cols + align4(2 * rows * n_f16);
+    Ok(CmpqLayout {
+        n_lo,
+        n_hi,
+        n_f16,
+        lo_books,
+        hi_books,
+        lo_codes,
+        hi_codes,
+        f16_cols,
+        end,
+    })
 }
 
 /// LoRC factors carried by a tensor (see the module comment).
@@ -315,6 +406,9 @@ impl Format {
                 Codebook::Nf4(g) => format!("nf4-{}", gran_name(*g)),
                 Codebook::Fp4(g) => format!("fp4-{}", gran_name(*g)),
             },
+            Format::Cmpq { lo, n_hi, n_f16 } => {
+                format!("cmpq{lo}/{}-hi{n_hi}-f16x{n_f16}", lo + 1)
+            }
         }
     }
 
@@ -383,6 +477,14 @@ impl Format {
                 Storage {
                     codes: packed_bytes(n, bits),
                     scales: align4(2 * tables),
+                    ..Default::default()
+                }
+            }
+            Format::Cmpq { lo, n_hi, n_f16 } => {
+                let l = cmpq_layout(lo, n_hi as usize, n_f16 as usize, rows, cols)?;
+                Storage {
+                    codes: l.end - l.lo_codes,
+                    scales: l.lo_codes,
                     ..Default::default()
                 }
             }
@@ -481,9 +583,57 @@ impl Format {
                     }
                 }
             }
+            Format::Cmpq { lo, n_hi, n_f16 } => {
+                let l = cmpq_layout(lo, n_hi as usize, n_f16 as usize, rows, cols)?;
+                cmpq_dequantize(blob, &l, lo, cols, &mut out)?;
+            }
         }
         Ok(out)
     }
+}
+
+/// The CPU reference decoder of `Format::Cmpq` (`blob` has exactly `l.end` bytes). The map
+/// comes from the file, so every class and index is checked before it is used.
+fn cmpq_dequantize(
+    blob: &[u8],
+    l: &CmpqLayout,
+    lo: u8,
+    cols: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let half = |i: usize| f16::from_le_bytes([blob[2 * i], blob[2 * i + 1]]).to_f32();
+    let hi = lo + 1;
+    let mut map = Vec::with_capacity(cols);
+    for c in 0..cols {
+        let e = u16::from_le_bytes([blob[2 * c], blob[2 * c + 1]]) as usize;
+        let (class, idx) = (e >> 14, e & (MAX_CMPQ_COLS - 1));
+        let count = [l.n_lo, l.n_hi, l.n_f16].get(class).copied().unwrap_or(0);
+        if idx >= count {
+            return Err(Error::format(
+                "tensor",
+                "cmpq.map",
+                format!("column {c}: class {class} index {idx}, but the class has {count} columns"),
+            ));
+        }
+        map.push((class, idx));
+    }
+    // Row-major, so the output is written in order.
+    for (r, orow) in out.chunks_exact_mut(cols).enumerate() {
+        for (o, &(class, idx)) in orow.iter_mut().zip(&map) {
+            *o = match class {
+                0 => {
+                    let q = unpack_code(&blob[l.lo_codes..], r * l.n_lo + idx, lo) as usize;
+                    half(l.lo_books / 2 + (idx << lo) + q)
+                }
+                1 => {
+                    let q = unpack_code(&blob[l.hi_codes..], r * l.n_hi + idx, hi) as usize;
+                    half(l.hi_books / 2 + (idx << hi) + q)
+                }
+                _ => half(l.f16_cols / 2 + r * l.n_f16 + idx),
+            };
+        }
+    }
+    Ok(())
 }
 
 pub fn check_bits(bits: u8) -> Result<()> {

@@ -3,6 +3,9 @@
 pub mod actquant;
 pub mod awq;
 pub mod calib;
+pub mod cmpq;
+pub mod cmpq_alloc;
+pub mod cmpq_cache;
 pub mod codebook;
 pub mod config;
 pub mod format;

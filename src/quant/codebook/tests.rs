@@ -28,6 +28,7 @@ fn few_distinct_values_are_reproduced_exactly() {
         let per = KmeansOptions {
             per: Per::Column,
             outlier_frac: 0.0,
+            ..KmeansOptions::default()
         };
         let q = kmeans(&w, rows, cols, bits, &per, "t").unwrap();
         assert_eq!(q.dequantize().unwrap(), w, "{bits} bits per column");
@@ -124,6 +125,7 @@ fn outliers_are_kept_exactly_and_counted() {
     let opts = KmeansOptions {
         per: Per::Row,
         outlier_frac: 4.0 / 512.0,
+        ..KmeansOptions::default()
     };
     let q = kmeans(&w, rows, cols, 3, &opts, "t").unwrap();
     assert_eq!(q.addons.outliers, 4);
@@ -148,6 +150,92 @@ fn outliers_are_kept_exactly_and_counted() {
     let too_many = KmeansOptions {
         per: Per::Row,
         outlier_frac: 0.5,
+        ..KmeansOptions::default()
     };
     assert!(kmeans(&w, rows, cols, 3, &too_many, "t").is_err());
+}
+
+/// `Σ_j h_j (w_ij − ŵ_ij)²`: the diagonal part of the output error that weighted k-means fits.
+fn weighted_err(w: &[f32], q: &[f32], h: &[f32]) -> f64 {
+    let cols = h.len();
+    w.iter()
+        .zip(q)
+        .enumerate()
+        .map(|(i, (a, b))| h[i % cols] as f64 * ((a - b) as f64).powi(2))
+        .sum()
+}
+
+#[test]
+fn weighted_kmeans_fits_the_heavy_channels() {
+    let (rows, cols) = (16, 256);
+    let w: Vec<f32> = gaussian(11, rows * cols).iter().map(|v| v * 0.02).collect();
+    // A few channels carry most of the activation energy, as in real models.
+    let h: Vec<f32> = (0..cols)
+        .map(|j| if j % 37 == 0 { 400.0 } else { 1.0 })
+        .collect();
+    let plain = kmeans(&w, rows, cols, 3, &KmeansOptions::default(), "t").unwrap();
+    let wk = kmeans_weighted(&w, rows, cols, 3, &KmeansOptions::default(), &h, "t").unwrap();
+    let (e_plain, e_w) = (
+        weighted_err(&w, &plain.dequantize().unwrap(), &h),
+        weighted_err(&w, &wk.dequantize().unwrap(), &h),
+    );
+    // Same storage, lower weighted error by a clear margin.
+    assert_eq!(plain.data.len(), wk.data.len());
+    const MIN_GAIN: f64 = 1.5;
+    assert!(
+        e_plain > MIN_GAIN * e_w,
+        "plain {e_plain:e} vs weighted {e_w:e}"
+    );
+    // Uniform weights change nothing about what is optimised: no worse than plain k-means on
+    // plain MSE by more than Lloyd's local-optimum slack.
+    const SLACK: f64 = 1.02;
+    let ones = vec![1.0f32; cols];
+    let wu = kmeans_weighted(&w, rows, cols, 3, &KmeansOptions::default(), &ones, "t").unwrap();
+    let (m_plain, m_u) = (
+        mse(&w, &plain.dequantize().unwrap()),
+        mse(&w, &wu.dequantize().unwrap()),
+    );
+    assert!(m_u <= SLACK * m_plain, "{m_u:e} vs {m_plain:e}");
+}
+
+#[test]
+fn a_dominant_weight_gets_its_own_level() {
+    let mut v: Vec<f32> = gaussian(5, 200).iter().map(|x| x * 0.1).collect();
+    let mut h = vec![1.0f32; 200];
+    v[17] = 0.7;
+    h[17] = 1e6;
+    let levels = kmeans_1d_weighted(&v, &h, 4);
+    let want = f16::from_f32(0.7).to_f32();
+    assert!(levels.contains(&want), "{levels:?}");
+    assert!(
+        levels.windows(2).all(|p| p[0] <= p[1]),
+        "sorted: {levels:?}"
+    );
+    // All-zero weights: the unweighted fit.
+    assert_eq!(kmeans_1d_weighted(&v, &[0.0; 200], 4), kmeans_1d(&v, 4));
+}
+
+#[test]
+fn weighted_kmeans_per_column_and_bad_weights() {
+    let (rows, cols) = (24, 16);
+    let w: Vec<f32> = gaussian(9, rows * cols);
+    let h: Vec<f32> = (0..cols).map(|j| 1.0 + j as f32).collect();
+    let col = KmeansOptions {
+        per: Per::Column,
+        ..KmeansOptions::default()
+    };
+    // Within one column every weight has the same H_jj: the fit is the unweighted one.
+    assert_eq!(
+        kmeans_weighted(&w, rows, cols, 3, &col, &h, "t")
+            .unwrap()
+            .data,
+        kmeans(&w, rows, cols, 3, &col, "t").unwrap().data
+    );
+    let e = kmeans_weighted(&w, rows, cols, 3, &col, &h[1..], "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("15 channel weights for 16 inputs"), "{e}");
+    let mut bad = h.clone();
+    bad[3] = f32::NAN;
+    assert!(kmeans_weighted(&w, rows, cols, 3, &col, &bad, "t").is_err());
 }

@@ -48,6 +48,7 @@ fn samples() -> Vec<QuantConfig> {
             method: Method::Kmeans(crate::quant::codebook::KmeansOptions {
                 per: crate::quant::codebook::Per::Column,
                 outlier_frac: 0.005,
+                weighted: false,
             }),
             ..QuantConfig::rtn(lq(3, Granularity::PerRow, true, false))
         },

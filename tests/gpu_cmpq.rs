@@ -1,0 +1,130 @@
+//! The CMPQ GPU decoder (shaders/fmt_cmpq.wgsl, fused into every matmul variant and the
+//! embedding gather) against the format table's CPU dequantization (`QTensor::dequantize`), on
+//! seeded CMPQ tensors from `quant::cmpq::quantize` at several budgets (so `lo` of 1, 2 and 3,
+//! with and without f16 columns). Natively on whatever adapter wgpu finds (lavapipe here).
+
+use quantlab::gpu::{Gpu, MatmulVariant};
+use quantlab::model::backend::Backend;
+use quantlab::model::cpu::{self, Cpu};
+use quantlab::quant::cmpq::{self, CmpqOptions};
+use quantlab::quant::format::{Format, QTensor};
+
+/// Matrix products: f32 sums in a different order than SGEMM; error relative to the output's
+/// largest magnitude (as tests/gpu_kernels.rs).
+const MATMUL_TOL: f32 = 1e-5;
+/// Gathered weights: both sides read the same f16 levels; no arithmetic.
+const EMBED_TOL: f32 = 0.0;
+
+struct Rng(u64);
+impl Rng {
+    fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 32) as u32
+    }
+    fn next(&mut self) -> f32 {
+        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+fn gpu() -> Gpu {
+    pollster::block_on(Gpu::create()).expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)")
+}
+
+fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let (mut worst, mut at) = (0f32, 0);
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let e = (a - b).abs() / scale;
+        if e > worst || e.is_nan() {
+            worst = e;
+            at = i;
+        }
+    }
+    assert!(
+        worst <= tol,
+        "{what}: relative error {worst:e} > {tol:e} at {at}: gpu {} cpu {}",
+        got[at],
+        want[at]
+    );
+}
+
+/// A CMPQ tensor of seeded weights with a heavy-tailed activation profile.
+fn tensor(r: &mut Rng, rows: usize, cols: usize, budget: f32, outlier_cols: f32) -> QTensor {
+    let w: Vec<f32> = (0..rows * cols).map(|_| r.next() * 0.1).collect();
+    let a: Vec<f32> = (0..cols)
+        .map(|j| 0.5 + r.next().abs() + if j.is_multiple_of(37) { 20.0 } else { 0.0 })
+        .collect();
+    let opts = CmpqOptions {
+        budget,
+        outlier_cols,
+        // Sparse outliers are an add-on with their own GPU pass; this tests the base format.
+        outlier_sparse: 0.0,
+        ..CmpqOptions::default()
+    };
+    cmpq::quantize(&w, rows, cols, &a, &opts, "t").unwrap()
+}
+
+#[test]
+fn cmpq_matmul_and_embed_match_the_cpu() {
+    let g = gpu();
+    let mut r = Rng(21);
+    let mut los = Vec::new();
+    // 131 rows: packed code sections end mid-word; 262 columns: not a multiple of 4, so the
+    // scalar `w_at` path runs as well as `w_load4`. Per-column codebooks cost more per weight
+    // in short columns, so lo = 3 needs the taller tensor.
+    for (rows, cols, budget, f16_frac) in [
+        (131, 260, 2.0, 0.0),
+        (131, 260, 2.5, 0.02),
+        (131, 262, 3.0, 0.01),
+        (131, 260, 3.55, 0.03),
+        (515, 132, 4.0, 0.02),
+    ] {
+        let w = tensor(&mut r, rows, cols, budget, f16_frac);
+        let Format::Cmpq { lo, .. } = w.format else {
+            panic!("{}", w.format.name())
+        };
+        los.push(lo);
+        let what = format!("{} at {budget}", w.format.name());
+        let m = 37;
+        let x = r.vec(m * cols);
+        let bias = r.vec(rows);
+        let want = Cpu.linear(
+            &cpu::Act {
+                rows: m,
+                cols,
+                data: x.clone(),
+            },
+            &Cpu.load_matrix(&w, Some(&bias)).unwrap(),
+        );
+        let gm = g.load_matrix(&w, Some(&bias)).unwrap();
+        let gx = g.upload_act(m, cols, &x).unwrap();
+        for v in MatmulVariant::ALL {
+            g.force_matmul(Some(v));
+            let got = pollster::block_on(g.read_act(&g.linear(&gx, &gm))).unwrap();
+            close(
+                &got,
+                &want.data,
+                MATMUL_TOL,
+                &format!("{what} {}", v.name()),
+            );
+        }
+        g.force_matmul(None);
+        // The embedding gather decodes whole rows through `w_at`.
+        let tokens: Vec<u32> = (0..20).map(|_| r.next_u32() % rows as u32).collect();
+        let want = Cpu
+            .embed(&Cpu.load_matrix(&w, None).unwrap(), &tokens)
+            .unwrap();
+        let got = g.embed(&g.load_matrix(&w, None).unwrap(), &tokens).unwrap();
+        let got = pollster::block_on(g.read_act(&got)).unwrap();
+        close(&got, &want.data, EMBED_TOL, &format!("{what} embed"));
+    }
+    los.sort_unstable();
+    los.dedup();
+    assert_eq!(los, vec![1, 2, 3], "the budgets cover lo = 1, 2 and 3");
+}
