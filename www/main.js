@@ -744,7 +744,7 @@ worker.onmessage = ({ data: msg }) => {
     case 'calibrated': {
       const u = msg.used;
       el.calibStatus.textContent = u.n_seq === u.asked_n_seq && u.seq_len === u.asked_seq_len
-        ? `calibrated on ${u.n_seq} × ${u.seq_len} tokens in ${fixed(msg.seconds, 1)} s`
+        ? `calibrated on ${u.n_seq} × ${u.seq_len} tokens ${msg.seconds < 0.05 ? '(reused)' : `in ${fixed(msg.seconds, 1)} s`}`
         : `the calibration text has ${u.text_tokens} tokens: used ${u.n_seq} × ${u.seq_len} (asked ${u.asked_n_seq} × ${u.asked_seq_len})`;
       break;
     }

@@ -60,7 +60,9 @@ test('changing bits changes perplexity and memory; the charts hold the runs', { 
   assert.ok(q2.bpw < q4.bpw, `bits per weight ${q2.bpw} vs ${q4.bpw}`);
 
   // Charts: check the data they draw.
-  await page.waitForFunction(() => self.quantlabCharts.layers?.cells.some((c) => c.rel_error > 0), null, { timeout: RUN_TIMEOUT_MS });
+  // The layer map arrives after the result: wait for the 2-bit run's map, not the 4-bit one's.
+  await page.waitForFunction(() => self.quantlabCharts.layers?.cells.some((c) => c.rel_error > 0)
+    && self.quantlabCharts.layers.cells.every((c) => c.bits_per_weight < 3), null, { timeout: RUN_TIMEOUT_MS });
   const charts = await page.evaluate(() => self.quantlabCharts);
   assert.ok(charts.pareto.ppl.length >= 3, `Pareto chart has ${charts.pareto.ppl.length} points`);
   assert.ok(charts.pareto.ppl.includes(q2.ppl) && charts.pareto.ppl.includes(q4.ppl));
