@@ -28,9 +28,11 @@ wasm-bindgen --target web --no-typescript --out-dir www/pkg \
 # The charting library (uPlot, pinned in tests/browser/package.json) is copied next to the wasm
 # so the page needs no network at run time.
 uplot=tests/browser/node_modules/uplot/dist
-if [ ! -f "$uplot/uPlot.esm.js" ]; then
+if [ ! -f "$uplot/uPlot.esm.js" ] || [ ! -f tests/browser/node_modules/hyparquet/src/index.js ]; then
   (cd tests/browser && npm ci)
 fi
 cp "$uplot/uPlot.esm.js" "$uplot/uPlot.min.css" www/pkg/
 cp tests/browser/node_modules/uplot/LICENSE www/pkg/uPlot.LICENSE
+# The parquet reader (hyparquet, pinned likewise) for WikiText-2 as the Hub serves it.
+rm -rf www/pkg/hyparquet && cp -r tests/browser/node_modules/hyparquet/src www/pkg/hyparquet && cp tests/browser/node_modules/hyparquet/LICENSE www/pkg/hyparquet/LICENSE
 echo "web bundle: www/pkg/ ($(du -h www/pkg/quantlab_bg.wasm | cut -f1) of wasm)"

@@ -82,6 +82,9 @@ enum Cmd {
     /// Run a grid of quantization configs and write results.{csv,jsonl}, table.md and plot.svg
     /// (the ZeroQuant-V2 study; grid schema: `quantlab::sweep`). Re-running resumes.
     Sweep(SweepArgs),
+    /// Greedy continuation of a prompt by the model as loaded and, with --bits or --config, by the
+    /// quantized model (the page's side-by-side view).
+    Generate(GenerateArgs),
     /// Serve the playground page (index.html, www/, models/) on localhost.
     Serve {
         #[arg(long, default_value_t = 8080)]
@@ -249,6 +252,43 @@ struct SweepArgs {
     dry_run: bool,
 }
 
+#[derive(Args)]
+struct GenerateArgs {
+    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    /// New tokens to generate (greedy; fewer when the model emits its end-of-sequence token).
+    #[arg(long, default_value_t = 32)]
+    tokens: usize,
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
+    /// A QuantConfig as JSON (or a share-link string starting with `v1.`).
+    #[arg(long, conflicts_with_all = ["bits", "group", "asym"])]
+    config: Option<PathBuf>,
+    /// Bits of the quantized model (as `eval --bits`).
+    #[arg(long)]
+    bits: Option<u8>,
+    /// Granularity: a group size, `row` or `tensor` (default: row).
+    #[arg(long, requires = "bits")]
+    group: Option<String>,
+    #[arg(long)]
+    asym: bool,
+    #[arg(long, value_enum, default_value_t = MethodArg::Rtn, requires = "bits")]
+    method: MethodArg,
+    /// Calibration text for gptq/awq (its last calib-n × calib-len tokens).
+    #[arg(long)]
+    calib_text: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    calib_n: usize,
+    #[arg(long, default_value_t = 512)]
+    calib_len: usize,
+    /// Last line of output: one JSON object with both generations.
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -277,6 +317,7 @@ pub fn main() -> ExitCode {
             None => bench(&model, &text, ctx, windows, backend, cmpq_step),
         },
         Cmd::Sweep(a) => sweep(&a),
+        Cmd::Generate(a) => generate(&a),
         Cmd::Serve { port, root } => serve(&root, port),
     };
     match r {
@@ -975,5 +1016,83 @@ fn sweep(a: &SweepArgs) -> Result<()> {
         rows.len(),
         a.out.display()
     );
+    Ok(())
+}
+
+fn generate(g: &GenerateArgs) -> Result<()> {
+    use quantlab::playground::generate::Which;
+    let mut s = load_on(&g.model, &device(g.backend)?)?;
+    // The quantizer's flags, as `eval` reads them.
+    let a = EvalArgs {
+        model: g.model.clone(),
+        text: g.calib_text.clone().unwrap_or_default(),
+        backend: g.backend,
+        ctx: 512,
+        windows: None,
+        protocol: ProtocolArg::Llamacpp,
+        config: g.config.clone(),
+        bits: g.bits,
+        group: g.group.clone(),
+        sym: !g.asym,
+        asym: g.asym,
+        clip: false,
+        method: g.method,
+        // CMPQ's own defaults (as `eval`'s flags have them).
+        budget: 3.0,
+        outlier_cols: 0.005,
+        outlier_sparse: 0.0025,
+        ablation: AblationArg::Full,
+        lorc_rank: None,
+        per_column: false,
+        outliers: 0.0,
+        no_act_order: false,
+        calib_text: g.calib_text.clone(),
+        calib_n: g.calib_n,
+        calib_len: g.calib_len,
+        python_newlines: false,
+        no_kl: true,
+        json: false,
+    };
+    let cfg = quant_config(&a)?;
+    let quantize = !matches!(cfg.method, Method::None);
+    if cfg.method.needs_calibration() {
+        if g.calib_text.is_none() {
+            return Err(Error::config(
+                "calib-text",
+                "this method needs calibration: give --calib-text",
+            ));
+        }
+        let opts = EvalOptions {
+            protocol: Protocol::Llamacpp,
+            ctx: 512,
+            max_windows: None,
+            kl: false,
+        };
+        calibrate(&mut s, &a, &[], &opts)?;
+    }
+    let mut progress = |_: &str, k: usize| {
+        eprint!("\r{k}/{} tokens   ", g.tokens);
+        let _ = std::io::stderr().flush();
+        true
+    };
+    let reference = s.generate(&g.prompt, g.tokens, Which::Reference, &mut progress)?;
+    eprintln!();
+    println!("reference: {}", reference.text);
+    let quantized = if quantize {
+        let mem = s.set_quant(&cfg)?;
+        let q = s.generate(&g.prompt, g.tokens, Which::Quantized, &mut progress)?;
+        eprintln!();
+        println!(
+            "quantized ({:.3} bits/weight): {}",
+            mem.bits_per_weight, q.text
+        );
+        Some(q)
+    } else {
+        None
+    };
+    if g.json {
+        let v = serde_json::json!({ "reference": reference, "quantized": quantized });
+        println!("{v}");
+    }
     Ok(())
 }

@@ -22,6 +22,7 @@
 use crate::gpu::Gpu;
 use crate::model::eval::{EvalOptions, EvalProgress};
 use crate::playground::engine::Device;
+use crate::playground::generate::Which;
 use crate::playground::session::Session;
 use crate::playground::{inspect, schema};
 use crate::quant::config::QuantConfig;
@@ -253,6 +254,43 @@ impl Playground {
             };
             let result = session
                 .evaluate_async(&text, &options, &mut on_progress)
+                .await;
+            if let Some(msg) = thrown {
+                return Err(JsError::new(&format!("progress callback threw: {msg}")).into());
+            }
+            Ok(to_js(&result.map_err(js_error)?)?)
+        })
+    }
+
+    /// Greedy continuation of `prompt` by `n` tokens with `which` ("reference": the model as
+    /// loaded; "quantized": the current quantization). `progress(text, tokens)` is called after
+    /// every token with the new text so far; return `false` to cancel. Returns a Promise of
+    /// `generate::Generation`.
+    pub fn generate(
+        &self,
+        prompt: String,
+        n: usize,
+        which: JsValue,
+        progress: js_sys::Function,
+    ) -> js_sys::Promise {
+        let session = self.session.clone();
+        // As in `evaluate`: the borrow marks the session busy across the GPU's awaits.
+        #[allow(clippy::await_holding_refcell_ref)]
+        future_to_promise(async move {
+            let which: Which = serde_wasm_bindgen::from_value(which)
+                .map_err(|e| js_error(Error::config("which", e)))?;
+            let guard = session.try_borrow().map_err(|_| busy())?;
+            let session = guard.as_ref().ok_or_else(no_model)?;
+            let mut thrown: Option<String> = None;
+            let mut on_token = |text: &str, k: usize| -> bool {
+                let args = (JsValue::from_str(text), JsValue::from(k as f64));
+                keep_going(
+                    progress.call2(&JsValue::NULL, &args.0, &args.1),
+                    &mut thrown,
+                )
+            };
+            let result = session
+                .generate_async(&prompt, n, which, &mut on_token)
                 .await;
             if let Some(msg) = thrown {
                 return Err(JsError::new(&format!("progress callback threw: {msg}")).into());

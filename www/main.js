@@ -7,6 +7,7 @@
 
 import { DEFAULTS, HIDEABLE, makeHash, parseHash, validModel } from './state.js';
 import { drawActivations, drawHistogram, drawLayerMap, drawMemory, drawPareto } from './charts.js';
+import { download } from './download.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
@@ -33,6 +34,8 @@ const el = {
   ovLayer: $('ov-layer'), ovBits: $('ov-bits'), ovAdd: $('ov-add'), ovClear: $('ov-clear'), ovList: $('ov-list'),
   histTensor: $('hist-tensor'), histRow: $('hist-row'), histNote: $('hist-note'),
   actLayer: $('act-layer'), actShow: $('act-show'), actNote: $('act-note'),
+  genBox: $('gen-box'), genPrompt: $('gen-prompt'), genN: $('gen-n'), genRun: $('gen-run'), genStop: $('gen-stop'),
+  genRef: $('gen-ref'), genQuant: $('gen-quant'), genQuantH: $('gen-quant-h'), genStatus: $('gen-status'),
 };
 
 const texts = new Map();
@@ -52,9 +55,21 @@ const tried = []; // [{bpw, ppl, label, state}] every configuration evaluated
 const explainers = new Map();
 let preset = null; // {queue, done}
 
-const control = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
+// control[0]: the newest run's generation; control[1]: the newest text generation's (both
+// read by the worker to cancel work in flight).
+const control = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(8)) : null;
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-worker.postMessage({ type: 'init', control, backend: BACKEND });
+// `?hub=URL` resolves Hub ids on a mirror of the Hugging Face Hub (same paths) instead.
+const HUB = (() => {
+  const h = new URLSearchParams(self.location.search).get('hub');
+  try {
+    const u = h && new URL(h);
+    return u && (u.protocol === 'https:' || u.protocol === 'http:') ? u.href.replace(/\/$/, '') : null;
+  } catch {
+    return null;
+  }
+})();
+worker.postMessage({ type: 'init', control, backend: BACKEND, hub: HUB });
 
 // ---------------------------------------------------------------------------- formatting
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
@@ -297,7 +312,40 @@ function pickLayer(l) {
 }
 
 // ---------------------------------------------------------------------------- texts
+// WikiText-2 (raw) test split, as the Hugging Face Hub serves it: one parquet file whose "text"
+// rows carry their own newlines, so the text is the rows joined as they are. Parsed with
+// hyparquet (npm, copied into www/pkg/ by scripts/build-web.sh); cached like the models.
+const WIKITEXT_REPO = 'Salesforce/wikitext';
+const WIKITEXT_FILE = /^wikitext-2-raw-v1\/test-[0-9]+-of-[0-9]+\.parquet$/;
+async function fetchWikitext() {
+  const hub = HUB ?? 'https://huggingface.co';
+  let file = 'wikitext-2-raw-v1/test-00000-of-00001.parquet';
+  try {
+    const r = await fetch(`${hub}/api/datasets/${WIKITEXT_REPO}`);
+    const found = r.ok ? (await r.json()).siblings?.map((x) => x?.rfilename).find((n) => WIKITEXT_FILE.test(n ?? '')) : null;
+    if (found) file = found;
+  } catch {
+    // No API answer: try the file name the Hub has used.
+  }
+  el.textSize.textContent = 'Fetching WikiText-2 from the Hugging Face Hub…';
+  const bytes = await download(`${hub}/datasets/${WIKITEXT_REPO}/resolve/main/${file}`, 'WikiText-2 test', (p) => {
+    el.textSize.textContent = `Fetching WikiText-2 from the Hugging Face Hub: ${mb(p.loaded)}${p.total ? ` of ${mb(p.total)}` : ''}`;
+  });
+  const { parquetReadObjects } = await import('./pkg/hyparquet/index.js');
+  const rows = await parquetReadObjects({ file: bytes.buffer, columns: ['text'] });
+  const joined = rows.map((r) => (typeof r.text === 'string' ? r.text : '')).join('');
+  if (!joined) throw new Error(`${file} has no "text" rows`);
+  return joined;
+}
+
 async function loadText(name) {
+  if (name === 'wikitext' && !texts.has(name)) {
+    try {
+      texts.set(name, await fetchWikitext());
+    } catch (e) {
+      throw new Error(`WikiText-2 could not be fetched from the Hugging Face Hub (is this computer online?): ${e.message}`);
+    }
+  }
   if (!texts.has(name)) {
     const r = await fetch(`www/texts/${name}.txt`);
     if (!r.ok) throw new Error(`the built-in text "${name}" could not be fetched (HTTP ${r.status})`);
@@ -309,7 +357,15 @@ async function selectText(name) {
   if (name === 'custom') {
     text = el.textView.value;
   } else {
-    text = await loadText(name);
+    try {
+      text = await loadText(name);
+    } catch (e) {
+      if (name !== 'wikitext') throw e;
+      // Offline: say so and keep a built-in text.
+      showError(`${e.message}. Using the prose text instead.`);
+      el.textSelect.value = 'prose';
+      text = await loadText('prose');
+    }
     el.textView.value = text;
   }
   el.textSize.textContent = `${text.length.toLocaleString('en')} characters`;
@@ -318,6 +374,8 @@ async function selectText(name) {
 // evaluation tokens are disjoint.
 async function calibrationText() {
   const names = ['prose', 'dialogue', 'code'].filter((n) => n !== el.textSelect.value);
+  // Evaluating on WikiText-2: calibrate on the built-in texts other than the default one.
+  if (el.textSelect.value === 'wikitext') names.splice(names.indexOf('prose'), 1);
   const parts = [];
   for (const n of names) parts.push(await loadText(n));
   return parts.join('\n\n');
@@ -357,6 +415,8 @@ function updateHash(q) {
 el.copyLink.addEventListener('click', async () => {
   updateHash(lastLink);
   const url = self.location.href;
+  // Set before the clipboard's await, so the link is readable at once.
+  el.copyLink.dataset.url = url;
   let note = 'Link copied.';
   try {
     await navigator.clipboard.writeText(url);
@@ -366,7 +426,6 @@ el.copyLink.addEventListener('click', async () => {
   if (el.textSelect.value === 'custom') note += ' Your own text is not part of the link; it opens with the prose text.';
   if (modelRef === 'default' && info && !info.label.startsWith('SmolLM2')) note += ' A model opened from a file is not part of the link.';
   el.linkStatus.textContent = note;
-  el.copyLink.dataset.url = url;
 });
 
 function applyHidden() {
@@ -408,8 +467,7 @@ async function startRun() {
   if (control) Atomics.store(control, 0, gen);
   const quant = quantConfig();
   const m = methodSchema();
-  const calib = m && m.needs_calibration
-    ? { text: await calibrationText(), n: Number(el.calibN.value), len: Number(el.calibLen.value) } : null;
+  const calib = await calibFor(m);
   if (myGen !== gen) return;
   const options = {
     protocol: el.protocol.value,
@@ -425,6 +483,11 @@ async function startRun() {
   worker.postMessage({ type: 'to-link', quant });
   worker.postMessage({ type: 'run', gen, quant, text, options, calib });
   current = { gen, quant, options, started: performance.now() };
+}
+
+async function calibFor(m) {
+  return m && m.needs_calibration
+    ? { text: await calibrationText(), n: Number(el.calibN.value), len: Number(el.calibLen.value) } : null;
 }
 
 el.evaluate.addEventListener('click', startRun);
@@ -534,9 +597,95 @@ el.actShow.addEventListener('click', () => {
   worker.postMessage({ type: 'activations', text, layer: Number(el.actLayer.value) });
 });
 
+// ---------------------------------------------------------------------------- generation
+// Greedy text from the same prompt by the model as loaded and by the current quantization; one
+// worker job, streamed into the two panes (as textContent), stopped by the Stop button or by a
+// newer request.
+let ggen = 0;
+let genInfo = null; // {ggen, label}
+async function startGeneration() {
+  if (!loaded || !schema) return;
+  ggen += 1;
+  const mine = ggen;
+  if (control) Atomics.store(control, 1, ggen);
+  const quant = quantConfig();
+  const calib = await calibFor(methodSchema());
+  if (mine !== ggen) return;
+  const n = Math.min(256, Math.max(1, Math.round(Number(el.genN.value)) || 32));
+  genInfo = { ggen, label: weightsLabel(quant) };
+  el.genBox.dataset.state = 'running';
+  delete el.genRef.dataset.tokens;
+  delete el.genQuant.dataset.tokens;
+  el.genRef.textContent = '';
+  el.genQuant.textContent = '';
+  el.genQuantH.textContent = quant.method === 'none' ? 'Quantized (none chosen: same as loaded)' : `Quantized: ${genInfo.label}`;
+  el.genStatus.textContent = 'Generating with the model as loaded…';
+  el.genStop.disabled = false;
+  worker.postMessage({ type: 'generate', ggen, prompt: el.genPrompt.value, n, quant, calib });
+}
+function stopGeneration() {
+  ggen += 1;
+  if (control) Atomics.store(control, 1, ggen);
+  else worker.postMessage({ type: 'gen-cancel', ggen: ggen - 1 });
+  el.genStop.disabled = true;
+  if (el.genBox.dataset.state === 'running') {
+    el.genBox.dataset.state = 'stopped';
+    el.genStatus.textContent = 'Stopped.';
+  }
+}
+el.genRun.addEventListener('click', startGeneration);
+el.genStop.addEventListener('click', stopGeneration);
+el.genPrompt.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter') startGeneration();
+});
+
+function onGenMessage(msg) {
+  if (msg.ggen !== ggen) return;
+  const pane = msg.which === 'reference' ? el.genRef : el.genQuant;
+  switch (msg.type) {
+    case 'calibrating':
+      el.genStatus.textContent = `Calibrating for the quantized model: sequence ${msg.done} of ${msg.total}`;
+      break;
+    case 'quantizing':
+      el.genStatus.textContent = `Quantizing: tensor ${msg.done} of ${msg.total}`;
+      break;
+    case 'quantized':
+      el.genStatus.textContent = 'Generating with the model as loaded…';
+      break;
+    case 'gen-token':
+      pane.textContent = msg.text;
+      el.genStatus.textContent = `${msg.which === 'reference' ? 'As loaded' : 'Quantized'}: ${msg.tokens} of ${el.genN.value} tokens`;
+      break;
+    case 'gen-done': {
+      const g = msg.generation;
+      pane.textContent = g.text;
+      pane.dataset.tokens = JSON.stringify(g.tokens);
+      const why = g.stopped_at_eos ? ' (the model ended the text)' : g.stopped_at_ctx ? ' (context full)' : '';
+      if (msg.which === 'reference') {
+        el.genStatus.textContent = `As loaded: ${g.tokens.length} tokens in ${fixed(g.seconds, 1)} s${why}. Generating with the quantized model…`;
+      } else {
+        el.genBox.dataset.state = 'done';
+        el.genStop.disabled = true;
+        const same = el.genRef.textContent === g.text;
+        el.genStatus.textContent = `Quantized: ${g.tokens.length} tokens in ${fixed(g.seconds, 1)} s${why}. `
+          + (same ? 'Both models wrote the same text.' : 'The texts differ.');
+      }
+      break;
+    }
+    case 'gen-error':
+      el.genStop.disabled = true;
+      el.genBox.dataset.state = msg.cancelled ? 'stopped' : 'error';
+      el.genStatus.textContent = msg.cancelled ? 'Stopped.' : `Generation failed: ${msg.message}`;
+      break;
+    default:
+      break;
+  }
+}
+
 // ---------------------------------------------------------------------------- worker messages
 let cancelled = 0;
 worker.onmessage = ({ data: msg }) => {
+  if (msg.ggen !== undefined) return onGenMessage(msg);
   if (msg.type === 'cancelled') el.result.dataset.cancelled = String(++cancelled);
   if (msg.gen !== undefined && msg.gen !== gen) return;
   switch (msg.type) {
@@ -564,8 +713,10 @@ worker.onmessage = ({ data: msg }) => {
     case 'download':
       if (msg.total) el.download.value = msg.loaded / msg.total;
       el.modelStatus.textContent = msg.parsing ? 'Reading the model…'
-        : msg.cached ? 'Found the model in this browser\'s cache.'
-          : `Downloading the model: ${mb(msg.loaded)}${msg.total ? ` of ${mb(msg.total)}` : ''}`;
+        : msg.cached ? `Found ${msg.file ?? 'the model'} in this browser's cache.`
+          : `${msg.resumed ? 'Resuming' : 'Downloading'} ${msg.file ?? 'the model'}${msg.part ? ` (${msg.part})` : ''}: `
+            + `${mb(msg.loaded)}${msg.total ? ` of ${mb(msg.total)}` : ''}`;
+      if (msg.resumed) el.modelStatus.dataset.resumedFrom = String(msg.loaded);
       break;
     case 'engine':
       el.engine.dataset.backend = msg.backend;
@@ -582,6 +733,7 @@ worker.onmessage = ({ data: msg }) => {
       el.modelStatus.dataset.loads = String(Number(el.modelStatus.dataset.loads ?? 0) + 1);
       el.modelStatus.textContent = 'Model ready.';
       el.evaluate.disabled = false;
+      el.genRun.disabled = false;
       showModel(msg.info);
       maybeFirstRun();
       break;
@@ -592,7 +744,7 @@ worker.onmessage = ({ data: msg }) => {
     case 'calibrated': {
       const u = msg.used;
       el.calibStatus.textContent = u.n_seq === u.asked_n_seq && u.seq_len === u.asked_seq_len
-        ? `calibrated on ${u.n_seq} × ${u.seq_len} tokens in ${fixed(msg.seconds, 1)} s`
+        ? `calibrated on ${u.n_seq} × ${u.seq_len} tokens ${msg.seconds < 0.05 ? '(reused)' : `in ${fixed(msg.seconds, 1)} s`}`
         : `the calibration text has ${u.text_tokens} tokens: used ${u.n_seq} × ${u.seq_len} (asked ${u.asked_n_seq} × ${u.asked_seq_len})`;
       break;
     }
@@ -643,6 +795,7 @@ worker.onmessage = ({ data: msg }) => {
           // The previous model is still loaded: say so and keep going.
           loaded = true;
           el.evaluate.disabled = false;
+          el.genRun.disabled = false;
           el.modelStatus.dataset.state = 'ready';
           el.modelStatus.dataset.failed = 'true';
           el.modelStatus.textContent = `That model could not be opened; still using ${info.label}.`;
@@ -681,6 +834,7 @@ function maybeFirstRun() {
 function loadModel(source, ref) {
   loaded = false;
   el.evaluate.disabled = true;
+  el.genRun.disabled = true;
   el.download.value = 0;
   el.modelStatus.dataset.state = 'loading';
   delete el.modelStatus.dataset.failed;

@@ -3,7 +3,7 @@
 // Format (version 1), a URLSearchParams string after '#':
 //   ql=1             link version (a newer one is refused with a message, never guessed at)
 //   model=default | https://… | org/name
-//   text=prose|dialogue|code
+//   text=prose|dialogue|code|wikitext   (wikitext: WikiText-2 test from the Hub, when online)
 //   proto=llamacpp|gptq  ctx=64|128|256|512  win=1|2|4|all
 //   q=v1.…           the QuantConfig, exactly as Rust's QuantConfig::to_url writes it (the worker
 //                    parses it with QuantConfig::from_url, which validates it)
@@ -12,12 +12,12 @@
 // Every field is validated; an invalid link yields {error} and the caller falls back to defaults.
 
 export const LINK_VERSION = 1;
-export const TEXTS = ['prose', 'dialogue', 'code'];
+export const TEXTS = ['prose', 'dialogue', 'code', 'wikitext'];
 export const PROTOCOLS = ['llamacpp', 'gptq'];
 export const CTXS = ['64', '128', '256', '512'];
 export const WINDOWS = ['1', '2', '4', 'all'];
 export const HIDEABLE = ['model', 'text', 'method', 'bits', 'gran', 'sym', 'clip', 'method-options',
-  'lorc', 'calib', 'overrides', 'presets', 'eval'];
+  'lorc', 'calib', 'overrides', 'presets', 'eval', 'generate'];
 export const DEFAULTS = {
   model: 'default', text: 'prose', proto: 'llamacpp', ctx: '256', win: '4', q: null,
   calib: { n: 32, len: 512 }, hide: [],

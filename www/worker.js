@@ -9,9 +9,12 @@
 //               {type: 'run', gen, quant, text, options, calib: {text, n, len} | null}
 //               {type: 'to-link', quant} | {type: 'parse-link', q}   (share links, no model needed)
 //               {type: 'histogram', name, row} | {type: 'activations', text, layer}
+//               {type: 'generate', ggen, prompt, n, quant, calib}   greedy text, reference then quantized
+//               {type: 'gen-cancel', ggen}                           (without shared memory)
 // Messages out: ready | schema | engine | download | loaded | calibrating | calibrated |
 //               quantizing | quantized | progress | result | layers | link | parsed |
-//               histogram | activations | cancelled | error
+//               histogram | activations | cancelled | error |
+//               gen-token | gen-done | gen-error   (each carries its `ggen`)
 //               (each run's messages carry its `gen`).
 //
 // Backend: on 'init' the worker asks the wasm module for WebGPU (`initGpu`, a Promise); models
@@ -21,7 +24,8 @@
 // Requests run one at a time, in arrival order (`serial`): `evaluate` returns a Promise, and on
 // the GPU it yields while buffers map, so without the queue a 'load' could arrive mid-run.
 //
-// Cancellation: the page bumps control[0] (shared memory) when it starts a newer run; the
+// Cancellation: the page bumps control[0] (shared memory) when it starts a newer run, and
+// control[1] when it starts or stops a generation; the
 // progress callbacks, which quantization calls after every tensor and evaluation after every
 // window, compare it with their own generation and return false to stop. On the CPU backend no
 // message can arrive while wasm runs, hence shared memory. Without it (a server without
@@ -29,13 +33,10 @@
 // runs overtaken while queued are skipped, and a running one finishes and is ignored.
 
 import init, { Playground, methodSchema, quantFromLink, quantToLink } from './pkg/quantlab.js';
+import { MAX_MODEL_BYTES, download as fetchModelFile, resolveHub } from './download.js';
 
-// Downloaded models are kept in Cache Storage under this name; bump it when the format of what is
-// stored changes.
-const MODEL_CACHE = 'quantlab-models-v1';
-
-// Refuse model files larger than this before allocating for them (wasm32 has 4 GiB in all).
-const MAX_MODEL_BYTES = 2 ** 31;
+// Where Hub ids resolve ('init' may name a mirror).
+let hubEndpoint = 'https://huggingface.co';
 
 let playground = null;
 let control = null;
@@ -43,12 +44,14 @@ let memory = null; // MemoryReport of the weights as currently quantized
 let quantKey = null; // JSON of the QuantConfig the session currently holds
 let pending = null; // the newest run not yet started
 let running = false;
+let genCancelled = 0; // the newest generation cancelled by message (no shared memory)
 
 const post = (msg) => self.postMessage(msg);
 const message = (e) => (e && e.message) || String(e);
 const stale = (gen) => (control !== null
   ? Atomics.load(control, 0) !== gen
   : pending !== null && pending.gen !== gen);
+const genStale = (ggen) => (control !== null ? Atomics.load(control, 1) !== ggen : genCancelled >= ggen);
 
 // Every request runs after the previous one settled; `ok` is false when WebAssembly failed.
 const wasmReady = init();
@@ -71,6 +74,7 @@ function serial(task) {
 self.onmessage = ({ data: msg }) => {
   if (msg.type === 'init') {
     control = msg.control;
+    if (msg.hub) hubEndpoint = msg.hub;
     serial(() => initEngine(msg.backend));
   } else if (msg.type === 'load') {
     serial(() => load(msg));
@@ -106,6 +110,10 @@ self.onmessage = ({ data: msg }) => {
         post({ type: 'activations', error: message(e) });
       }
     });
+  } else if (msg.type === 'generate') {
+    serial(() => generate(msg));
+  } else if (msg.type === 'gen-cancel') {
+    genCancelled = Math.max(genCancelled, msg.ggen);
   } else if (msg.type === 'run') {
     pending = msg;
     if (!running) {
@@ -139,13 +147,23 @@ async function load(msg) {
     if (msg.files) {
       info = await loadFiles(msg.files);
     } else if (msg.hub) {
-      // A Hugging Face Hub id: the single-file safetensors layout the Hub serves.
-      const base = `https://huggingface.co/${msg.hub}/resolve/main/`;
-      const config = await download(`${base}config.json`, `${msg.hub}/config.json`);
-      const tokenizer = await download(`${base}tokenizer.json`, `${msg.hub}/tokenizer.json`);
-      const weights = await download(`${base}model.safetensors`, `${msg.hub}/model.safetensors`);
-      post({ type: 'download', loaded: weights.length, total: weights.length, parsing: true });
-      info = playground.loadHf(msg.hub, config, tokenizer, ['model.safetensors'], [weights]);
+      // A Hugging Face Hub id: its file list from the Hub's API, then the weights (one file, or
+      // the shards named by model.safetensors.index.json), config.json and tokenizer.json.
+      const files = await resolveHub(hubEndpoint, msg.hub, download);
+      if (files.gguf) {
+        const bytes = await download(`${files.base}${files.gguf}`, `${msg.hub}/${files.gguf}`);
+        post({ type: 'download', loaded: 1, total: 1, parsing: true });
+        info = playground.load(bytes, files.gguf);
+      } else {
+        const config = await download(`${files.base}config.json`, `${msg.hub}/config.json`);
+        const tokenizer = await download(`${files.base}tokenizer.json`, `${msg.hub}/tokenizer.json`);
+        const shards = [];
+        for (const [i, name] of files.shards.entries()) {
+          shards.push(await download(`${files.base}${name}`, `${msg.hub}/${name}`, `file ${i + 1} of ${files.shards.length}`));
+        }
+        post({ type: 'download', loaded: 1, total: 1, parsing: true });
+        info = playground.loadHf(msg.hub, config, tokenizer, files.shards, shards);
+      }
     } else {
       let bytes;
       let label;
@@ -199,59 +217,6 @@ async function loadFiles(files) {
     await read(byName.get('tokenizer.json')), shards.map((f) => f.name), datas);
 }
 
-// Fetch with progress into one preallocated buffer (when the size is known).
-async function download(url, label) {
-  // Cache Storage first: a model fetched once works offline afterwards.
-  let cache = null;
-  try {
-    cache = await caches.open(MODEL_CACHE);
-    const hit = await cache.match(url);
-    if (hit) {
-      const bytes = new Uint8Array(await hit.arrayBuffer());
-      post({ type: 'download', loaded: bytes.length, total: bytes.length, cached: true });
-      return bytes;
-    }
-  } catch {
-    cache = null; // no Cache Storage (e.g. an opaque origin): just download
-  }
-  const response = await fetch(url);
-  if (!response.ok) {
-    throw new Error(`${label}: the server answered HTTP ${response.status}${url.includes('/models/') ? ' (run ./scripts/serve.sh, which fetches the default model)' : ''}`);
-  }
-  const total = Number(response.headers.get('Content-Length')) || 0;
-  if (total > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
-  const reader = response.body.getReader();
-  const chunks = [];
-  let loaded = 0;
-  let lastPost = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    if (loaded > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
-    const now = performance.now();
-    if (now - lastPost > 100) {
-      lastPost = now;
-      post({ type: 'download', loaded, total });
-    }
-  }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  if (cache) {
-    try {
-      await cache.put(url, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream' } }));
-    } catch {
-      // Out of quota: the model still loads, it just is not kept.
-    }
-  }
-  return bytes;
-}
-
 // Run the newest pending request; yielding between runs lets queued messages replace it.
 async function drain() {
   while (pending) {
@@ -266,25 +231,7 @@ async function drain() {
 async function run({ gen, quant, text, options, calib }) {
   if (stale(gen)) return post({ type: 'cancelled', gen });
   try {
-    const key = JSON.stringify([quant, calib]);
-    if (key !== quantKey) {
-      quantKey = null; // unknown state if setQuant throws
-      if (calib) {
-        const t0 = performance.now();
-        const used = playground.calibrate(calib.text, calib.n, calib.len, (done, total) => {
-          post({ type: 'calibrating', gen, done, total });
-          return !stale(gen);
-        });
-        post({ type: 'calibrated', gen, used, seconds: (performance.now() - t0) / 1000 });
-      }
-      const t0 = performance.now();
-      memory = playground.setQuant(quant, (done, total) => {
-        post({ type: 'quantizing', gen, done, total });
-        return !stale(gen);
-      });
-      quantKey = key;
-      post({ type: 'quantized', gen, memory, seconds: (performance.now() - t0) / 1000 });
-    }
+    ensureQuant(quant, calib, { gen }, () => stale(gen));
     if (stale(gen)) return post({ type: 'cancelled', gen });
     const result = await playground.evaluate(text, options, (progress) => {
       post({ type: 'progress', gen, progress });
@@ -296,4 +243,54 @@ async function run({ gen, quant, text, options, calib }) {
     if (stale(gen)) post({ type: 'cancelled', gen });
     else post({ type: 'error', gen, where: 'run', message: message(e) });
   }
+}
+
+// Make the session hold `quant` (calibrating first when `calib` is given), unless it already
+// does. Progress messages carry `tag` ({gen} or {ggen}); `isStale()` true cancels.
+function ensureQuant(quant, calib, tag, isStale) {
+  const key = JSON.stringify([quant, calib]);
+  if (key === quantKey) return;
+  quantKey = null; // unknown state if setQuant throws
+  if (calib) {
+    const t0 = performance.now();
+    const used = playground.calibrate(calib.text, calib.n, calib.len, (done, total) => {
+      post({ type: 'calibrating', ...tag, done, total });
+      return !isStale();
+    });
+    post({ type: 'calibrated', ...tag, used, seconds: (performance.now() - t0) / 1000 });
+  }
+  const t0 = performance.now();
+  memory = playground.setQuant(quant, (done, total) => {
+    post({ type: 'quantizing', ...tag, done, total });
+    return !isStale();
+  });
+  quantKey = key;
+  post({ type: 'quantized', ...tag, memory, seconds: (performance.now() - t0) / 1000 });
+}
+
+// Greedy generation from the same prompt by the model as loaded, then by the quantized model,
+// each streamed token by token ('gen-token'), one worker job (cancellable between tokens).
+async function generate({ ggen, prompt, n, quant, calib }) {
+  const isStale = () => genStale(ggen);
+  try {
+    if (isStale()) return post({ type: 'gen-error', ggen, cancelled: true, message: 'stopped' });
+    ensureQuant(quant, calib, { ggen }, isStale);
+    for (const which of ['reference', 'quantized']) {
+      const t0 = performance.now();
+      const g = await playground.generate(prompt, n, which, (text, tokens) => {
+        post({ type: 'gen-token', ggen, which, text, tokens });
+        return !isStale();
+      });
+      g.seconds = (performance.now() - t0) / 1000;
+      post({ type: 'gen-done', ggen, which, generation: g });
+    }
+  } catch (e) {
+    const cancelled = isStale();
+    post({ type: 'gen-error', ggen, cancelled, message: cancelled ? 'stopped' : message(e) });
+  }
+}
+
+// Download one file (resumable, cached: see download.js), reporting progress to the page.
+function download(url, label, part = '') {
+  return fetchModelFile(url, label, (p) => post({ type: 'download', file: label, part, ...p }));
 }

@@ -8,6 +8,7 @@ use crate::model::eval::{EvalOptions, EvalProgress, EvalResult};
 use crate::model::llama::Llama;
 use crate::model::weights::{MemoryReport, ModelWeights};
 use crate::playground::engine::{Device, Engine, EngineInfo};
+use crate::playground::generate::{self, Generation, Which};
 use crate::quant::calib::{self, CalibOptions, Calibration};
 use crate::quant::config::{Method, QuantConfig};
 use crate::quant::format::Format;
@@ -406,6 +407,58 @@ impl Session {
         progress: &mut dyn FnMut(&EvalProgress) -> bool,
     ) -> Result<EvalResult> {
         let fut = self.evaluate_tokens_async(tokens, opts, progress);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(fut)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::model::eval::ready(fut)
+        }
+    }
+
+    /// Continue `prompt` greedily by up to `n` tokens with the model as loaded or the current
+    /// quantized model (see `generate`). `step(text_so_far, tokens_so_far)` is called after every
+    /// token with the new tokens decoded; returning false cancels. BOS starts the sequence when
+    /// the model asks for it, as in evaluation.
+    pub async fn generate_async(
+        &self,
+        prompt: &str,
+        n: usize,
+        which: Which,
+        step: &mut dyn FnMut(&str, usize) -> bool,
+    ) -> Result<Generation> {
+        generate::check_request(prompt, n)?;
+        let mut ids: Vec<u32> = self.bos().into_iter().collect();
+        ids.extend(self.tokenize(prompt)?);
+        let tok = &self.tokenizer;
+        // A token that cannot be decoded yet shows nothing new rather than stopping the run.
+        let mut on_token =
+            |new: &[u32]| -> bool { step(&tok.decode(new).unwrap_or_default(), new.len()) };
+        let (tokens, stop) = self
+            .engine
+            .generate(which, &ids, n, self.tokenizer.eos(), &mut on_token)
+            .await?;
+        Ok(Generation {
+            which,
+            prompt_tokens: ids.len(),
+            text: self.tokenizer.decode(&tokens)?,
+            tokens,
+            stopped_at_eos: stop.eos,
+            stopped_at_ctx: stop.ctx,
+            quantized: self.engine.has_quantized(),
+        })
+    }
+
+    /// `generate_async`, waited for as `evaluate_tokens` waits.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        n: usize,
+        which: Which,
+        step: &mut dyn FnMut(&str, usize) -> bool,
+    ) -> Result<Generation> {
+        let fut = self.generate_async(prompt, n, which, step);
         #[cfg(not(target_arch = "wasm32"))]
         {
             pollster::block_on(fut)

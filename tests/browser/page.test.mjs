@@ -1,7 +1,8 @@
 // End-to-end tests of the playground's share links, model loading and pictures (issue 4) on the
 // CPU path (`?backend=cpu`) in Debian's headless Chromium (see harness.mjs). Screenshots of the
 // main states go to out/screenshots/. Also prints the "first experience": seconds from opening
-// the page to the first perplexity on the default model.
+// the page to the first perplexity on the default model and the first 1,024 tokens of the
+// built-in prose text (the page's defaults: llama.cpp protocol, 4 windows of 256 tokens).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -38,6 +39,9 @@ test('first experience: the default model evaluates by itself after opening the 
   const desc = await page.textContent('#protocol-desc');
   console.log(`# first experience: ${firstSeconds.toFixed(1)} s from opening the page to the first perplexity (${desc})`);
   assert.ok(firstSeconds > 0 && Number.isFinite(firstSeconds));
+  // The first run is the built-in prose text's first 1,024 tokens: 4 windows of 256.
+  assert.match(desc, /4 non-overlapping windows of 256 tokens/);
+  assert.match(desc, /of 1024 evaluated/);
   assert.match(await page.getAttribute('#result', 'data-config'), /"method":"none"/);
   await shot('1-first-result');
 });
@@ -56,7 +60,9 @@ test('changing bits changes perplexity and memory; the charts hold the runs', { 
   assert.ok(q2.bpw < q4.bpw, `bits per weight ${q2.bpw} vs ${q4.bpw}`);
 
   // Charts: check the data they draw.
-  await page.waitForFunction(() => self.quantlabCharts.layers?.cells.some((c) => c.rel_error > 0), null, { timeout: RUN_TIMEOUT_MS });
+  // The layer map arrives after the result: wait for the 2-bit run's map, not the 4-bit one's.
+  await page.waitForFunction(() => self.quantlabCharts.layers?.cells.some((c) => c.rel_error > 0)
+    && self.quantlabCharts.layers.cells.every((c) => c.bits_per_weight < 3), null, { timeout: RUN_TIMEOUT_MS });
   const charts = await page.evaluate(() => self.quantlabCharts);
   assert.ok(charts.pareto.ppl.length >= 3, `Pareto chart has ${charts.pareto.ppl.length} points`);
   assert.ok(charts.pareto.ppl.includes(q2.ppl) && charts.pareto.ppl.includes(q4.ppl));
