@@ -72,12 +72,8 @@ enum Cmd {
         /// Granularity for `--method`: a group size, `row` or `tensor`.
         #[arg(long, default_value = "64", requires = "method")]
         group: String,
-        /// Calibration sequences for `--method` (when it needs calibration).
-        #[arg(long, default_value_t = 32, requires = "method")]
-        calib_seqs: usize,
-        /// Tokens per calibration sequence for `--method`.
-        #[arg(long, default_value_t = 512, requires = "method")]
-        calib_len: usize,
+        #[command(flatten)]
+        calib: CalibArgs,
     },
     /// Run a grid of quantization configs and write results.{csv,jsonl}, table.md and plot.svg
     /// (the ZeroQuant-V2 study; grid schema: `quantlab::sweep`). Re-running resumes.
@@ -192,16 +188,8 @@ struct EvalArgs {
     /// GPTQ: quantize columns in their natural order instead of act-order.
     #[arg(long)]
     no_act_order: bool,
-    /// Calibration text (default: the evaluation text, whose last calib-n × calib-len tokens are
-    /// used; a warning says when they overlap the evaluated windows).
-    #[arg(long)]
-    calib_text: Option<PathBuf>,
-    /// Calibration sequences.
-    #[arg(long, default_value_t = 32)]
-    calib_n: usize,
-    /// Tokens per calibration sequence.
-    #[arg(long, default_value_t = 512)]
-    calib_len: usize,
+    #[command(flatten)]
+    calib: CalibArgs,
     /// Read the text as Python's text mode does (CRLF → LF), to compare like for like with
     /// numbers measured by Python tools (transformers); see docs/tokenization.md.
     #[arg(long)]
@@ -212,6 +200,32 @@ struct EvalArgs {
     /// Last line of output: one JSON object with the results.
     #[arg(long)]
     json: bool,
+}
+
+/// Calibration flags, one definition for every command that calibrates (eval, sweep, generate,
+/// bench --method).
+#[derive(Args, Clone)]
+struct CalibArgs {
+    /// Calibration text (default: the evaluation text, whose last calib-n × calib-len tokens are
+    /// used; a warning says when they overlap the evaluated windows).
+    #[arg(long)]
+    calib_text: Option<PathBuf>,
+    /// Calibration sequences.
+    #[arg(long, default_value_t = 32)]
+    calib_n: usize,
+    /// Tokens per calibration sequence.
+    #[arg(long, default_value_t = 512)]
+    calib_len: usize,
+}
+
+impl CalibArgs {
+    fn options(&self) -> CalibOptions {
+        CalibOptions {
+            n_seq: self.calib_n,
+            seq_len: self.calib_len,
+            ..CalibOptions::default()
+        }
+    }
 }
 
 #[derive(Args)]
@@ -237,13 +251,8 @@ struct SweepArgs {
     ctx: usize,
     #[arg(long, value_enum, default_value_t = ProtocolArg::Llamacpp)]
     protocol: ProtocolArg,
-    /// Calibration text (default: the tail of the evaluation text, with a warning on overlap).
-    #[arg(long)]
-    calib_text: Option<PathBuf>,
-    #[arg(long, default_value_t = 32)]
-    calib_n: usize,
-    #[arg(long, default_value_t = 512)]
-    calib_len: usize,
+    #[command(flatten)]
+    calib: CalibArgs,
     /// Skip the reference model (no KL / top-1; half the evaluation work).
     #[arg(long)]
     no_kl: bool,
@@ -277,13 +286,8 @@ struct GenerateArgs {
     asym: bool,
     #[arg(long, value_enum, default_value_t = MethodArg::Rtn, requires = "bits")]
     method: MethodArg,
-    /// Calibration text for gptq/awq (its last calib-n × calib-len tokens).
-    #[arg(long)]
-    calib_text: Option<PathBuf>,
-    #[arg(long, default_value_t = 32)]
-    calib_n: usize,
-    #[arg(long, default_value_t = 512)]
-    calib_len: usize,
+    #[command(flatten)]
+    calib: CalibArgs,
     /// Last line of output: one JSON object with both generations.
     #[arg(long)]
     json: bool,
@@ -308,12 +312,9 @@ pub fn main() -> ExitCode {
             method,
             bits,
             group,
-            calib_seqs,
-            calib_len,
+            calib,
         } => match method {
-            Some(m) => bench_quantize(
-                &model, &text, backend, m, bits, &group, calib_seqs, calib_len,
-            ),
+            Some(m) => bench_quantize(&model, &text, backend, m, bits, &group, &calib),
             None => bench(&model, &text, ctx, windows, backend, cmpq_step),
         },
         Cmd::Sweep(a) => sweep(&a),
@@ -609,21 +610,17 @@ fn eval(a: &EvalArgs) -> Result<()> {
 
 /// Calibrate the loaded model for GPTQ/AWQ on `--calib-text` or the tail of the evaluation text.
 fn calibrate(s: &mut Session, a: &EvalArgs, eval_tokens: &[u32], eval: &EvalOptions) -> Result<()> {
-    let copts = CalibOptions {
-        n_seq: a.calib_n,
-        seq_len: a.calib_len,
-        ..CalibOptions::default()
-    };
+    let copts = a.calib.options();
     let own;
-    let tokens = match &a.calib_text {
+    let tokens = match &a.calib.calib_text {
         Some(p) => {
             let t = String::from_utf8(read(p)?)
                 .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?;
             own = s.tokenize(&t)?;
             eprintln!(
                 "calibration: {} × {} tokens from the end of {}",
-                a.calib_n,
-                a.calib_len,
+                a.calib.calib_n,
+                a.calib.calib_len,
                 p.display()
             );
             &own[..]
@@ -633,7 +630,7 @@ fn calibrate(s: &mut Session, a: &EvalArgs, eval_tokens: &[u32], eval: &EvalOpti
             let shared = calib::eval_overlap(r.clone(), eval_tokens.len(), eval);
             eprintln!(
                 "calibration: {} × {} tokens {}..{} of the evaluation text",
-                a.calib_n, a.calib_len, r.start, r.end
+                a.calib.calib_n, a.calib.calib_len, r.start, r.end
             );
             if shared > 0 {
                 eprintln!("warning: {shared} calibration tokens lie inside the evaluated windows; the perplexity is optimistic");
@@ -826,8 +823,7 @@ fn bench_quantize(
     method: MethodArg,
     bits: u8,
     group: &str,
-    calib_seqs: usize,
-    calib_len: usize,
+    calib: &CalibArgs,
 ) -> Result<()> {
     let t = Instant::now();
     let mut s = load_on(model, &device(backend)?)?;
@@ -858,17 +854,24 @@ fn bench_quantize(
     );
     let mut calib_s = 0.0;
     if cfg.method.needs_calibration() {
-        let copts = CalibOptions {
-            n_seq: calib_seqs,
-            seq_len: calib_len,
-            ..CalibOptions::default()
+        let copts = calib.options();
+        // `--calib-text` when given, else the tail of the benchmark text.
+        let own = match &calib.calib_text {
+            Some(p) => Some(
+                s.tokenize(
+                    &String::from_utf8(read(p)?)
+                        .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?,
+                )?,
+            ),
+            None => None,
         };
         let t = Instant::now();
-        s.calibrate(&tokens, &copts, &mut |_, _| true)?;
+        s.calibrate(own.as_deref().unwrap_or(&tokens), &copts, &mut |_, _| true)?;
         calib_s = t.elapsed().as_secs_f64();
         // Session::calibrate runs the model on the CPU backend (a GPU session loads a CPU copy).
         println!(
-            "calibration {calib_seqs} × {calib_len} tokens: {calib_s:.2} s (CPU backend, {threads} threads)"
+            "calibration {} × {} tokens: {calib_s:.2} s (CPU backend, {threads} threads)",
+            copts.n_seq, copts.seq_len
         );
     }
     let src = s.source().clone();
@@ -940,12 +943,8 @@ fn sweep(a: &SweepArgs) -> Result<()> {
         max_windows: a.windows,
         kl: !a.no_kl,
     };
-    let calib = CalibOptions {
-        n_seq: a.calib_n,
-        seq_len: a.calib_len,
-        ..CalibOptions::default()
-    };
-    let calib_tokens = match &a.calib_text {
+    let calib = a.calib.options();
+    let calib_tokens = match &a.calib.calib_text {
         Some(p) => {
             let t = String::from_utf8(read(p)?)
                 .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?;
@@ -1025,7 +1024,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
     // The quantizer's flags, as `eval` reads them.
     let a = EvalArgs {
         model: g.model.clone(),
-        text: g.calib_text.clone().unwrap_or_default(),
+        text: g.calib.calib_text.clone().unwrap_or_default(),
         backend: g.backend,
         ctx: 512,
         windows: None,
@@ -1046,9 +1045,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         per_column: false,
         outliers: 0.0,
         no_act_order: false,
-        calib_text: g.calib_text.clone(),
-        calib_n: g.calib_n,
-        calib_len: g.calib_len,
+        calib: g.calib.clone(),
         python_newlines: false,
         no_kl: true,
         json: false,
@@ -1056,7 +1053,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
     let cfg = quant_config(&a)?;
     let quantize = !matches!(cfg.method, Method::None);
     if cfg.method.needs_calibration() {
-        if g.calib_text.is_none() {
+        if g.calib.calib_text.is_none() {
             return Err(Error::config(
                 "calib-text",
                 "this method needs calibration: give --calib-text",

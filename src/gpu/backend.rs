@@ -64,7 +64,8 @@ pub struct Mat {
     /// Outliers / low-rank factors stored after the base bytes of `w` (addons.rs).
     pub(crate) addons: Option<AddonLayout>,
     /// Row parts of a weight larger than one storage binding (split.rs), in row order; empty
-    /// for a weight in one buffer (then `w` holds it; otherwise `w` is a placeholder).
+    /// for a weight in one buffer (then `w` holds it); a split weight binds the shared dummy
+    /// buffer as `w`.
     pub(crate) parts: Vec<Mat>,
     /// This weight's share of `Gpu::weight_bytes_held` (None for a split weight: its parts).
     pub(crate) _held: Option<Held>,
