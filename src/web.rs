@@ -218,6 +218,15 @@ impl Playground {
         to_js(&h.map_err(js_error)?)
     }
 
+    /// The per-channel map of one tensor of the current CMPQ quantization
+    /// (`inspect::ChannelMap`): each input column's width, sparse outliers and magnitude.
+    #[wasm_bindgen(js_name = channelMap)]
+    pub fn channel_map(&self, name: &str) -> Result<JsValue, JsError> {
+        let s = self.session()?;
+        let c = inspect::channel_map(s.as_ref().ok_or_else(no_model)?, name);
+        to_js(&c.map_err(js_error)?)
+    }
+
     /// Per-channel input magnitudes of `layer` (`inspect::Activations`); calibrates briefly
     /// on `text` when no calibration exists.
     pub fn activations(&self, text: &str, layer: usize) -> Result<JsValue, JsError> {

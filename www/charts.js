@@ -5,7 +5,7 @@
 import uPlot from './pkg/uPlot.esm.js';
 import { paretoFront } from './state.js';
 
-export const chartData = { pareto: null, memory: null, layers: null, histogram: null, activations: null };
+export const chartData = { pareto: null, memory: null, layers: null, histogram: null, activations: null, channels: null };
 self.quantlabCharts = chartData;
 
 const WIDTH = 520;
@@ -23,7 +23,15 @@ function draw(id, opts, data) {
 
 const points = (stroke) => ({ stroke, width: 0, points: { show: true, size: 8, fill: stroke }, paths: () => null });
 
-// runs: [{bpw, ppl, label}]; onPick(index into runs).
+// One colour per method in the Pareto chart (methods not listed get the last one).
+const METHOD_COLOURS = {
+  none: '#5a6272', rtn: '#2b5fd9', gptq: '#1e8a4c', awq: '#8a5a1e', kmeans: '#9b59b6', nf4: '#d98a2b',
+  fp4: '#2bb3d9', cmpq: '#e0401e', other: '#333a48',
+};
+
+// runs: [{bpw, ppl, label, method}]; onPick(index into runs). One point series per method (the
+// legend names them), the Pareto front over all of them as a line. Perplexity on a log scale:
+// 2-bit RTN and CMPQ's budgets differ by orders of magnitude.
 export function drawPareto(runs, onPick) {
   const pts = runs.map((r) => ({ x: r.bpw, y: r.ppl }));
   const front = new Set(paretoFront(pts));
@@ -31,15 +39,18 @@ export function drawPareto(runs, onPick) {
   const xs = order.map((i) => runs[i].bpw);
   const ys = order.map((i) => runs[i].ppl);
   const fs = order.map((i) => (front.has(i) ? runs[i].ppl : null));
-  chartData.pareto = { bpw: xs, ppl: ys, front: fs, labels: order.map((i) => runs[i].label) };
+  const methods = order.map((i) => runs[i].method ?? 'other');
+  const ids = [...new Set(methods)];
+  const series = Object.fromEntries(ids.map((id) => [id, methods.map((m, k) => (m === id ? ys[k] : null))]));
+  chartData.pareto = { bpw: xs, ppl: ys, front: fs, labels: order.map((i) => runs[i].label), methods, series };
   const plot = draw('pareto-chart', {
-    scales: { x: { time: false } },
+    scales: { x: { time: false }, y: { distr: 3 } },
     axes: [{ label: 'effective bits per weight (linear layers)' }, { label: 'perplexity' }],
     series: [{ label: 'bits' },
-      { label: 'configuration', ...points('#2b5fd9') },
+      ...ids.map((id) => ({ label: id === 'none' ? 'as loaded' : id.toUpperCase(), ...points(METHOD_COLOURS[id] ?? METHOD_COLOURS.other) })),
       { label: 'Pareto front', stroke: '#b3261e', width: 2, spanGaps: true, points: { show: true, size: 6 } }],
     legend: { show: true },
-  }, [xs, ys, fs]);
+  }, [xs, ...ids.map((id) => series[id]), fs]);
   plot.over.addEventListener('click', () => {
     const idx = plot.cursor.idx;
     if (idx != null && order[idx] !== undefined) onPick(order[idx]);
@@ -145,4 +156,24 @@ export function drawActivations(a, site = 3) {
       { label: 'mean |x|', stroke: '#2b5fd9', width: 1, points: { show: false } },
       { label: 'max |x|', stroke: '#e08a1e', width: 1, points: { show: false } }],
   }, [xs, s.mean_abs.map((v) => Math.max(v, 1e-6)), s.max_abs.map((v) => Math.max(v, 1e-6))]);
+}
+
+// c: inspect::ChannelMap (CMPQ). The input columns ranked by their activation magnitude a_j
+// (largest first): each column's width (lo, lo + 1, or 16 for an f16 column, on a log2 axis so
+// all three read), its sparse f16 outliers, and a_j itself on the right-hand axis.
+export function drawChannelMap(c) {
+  const order = c.act.map((_, j) => j).sort((a, b) => c.act[b] - c.act[a] || a - b);
+  chartData.channels = { ...c, order };
+  const xs = order.map((_, k) => k);
+  const stat = { mean_abs: 'mean |x|', l2: '‖x‖₂', max_abs: 'max |x|' }[c.act_stat] ?? c.act_stat;
+  draw('chan-chart', {
+    scales: { x: { time: false }, bits: { distr: 3, log: 2, range: [c.lo / 2, 32] }, act: { distr: 3 }, n: { range: [0, null] } },
+    axes: [{ label: `${c.name}: input columns, largest ${stat} first` },
+      { scale: 'bits', label: 'bits', values: (u, vals) => vals.map((v) => (v === 16 ? 'f16' : String(v))) },
+      { scale: 'act', side: 1, label: stat, grid: { show: false } }],
+    series: [{},
+      { label: 'bits', scale: 'bits', stroke: '#2b5fd9', width: 1.5, paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } },
+      { label: 'sparse outliers', scale: 'n', ...points('#e08a1e') },
+      { label: stat, scale: 'act', stroke: '#5a6272', width: 1, points: { show: false } }],
+  }, [xs, order.map((j) => c.bits[j]), order.map((j) => c.sparse[j] || null), order.map((j) => Math.max(c.act[j], 1e-6))]);
 }

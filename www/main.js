@@ -6,7 +6,7 @@
 // the schema Rust sends (src/playground/schema.rs); the pictures are in www/charts.js.
 
 import { DEFAULTS, HIDEABLE, makeHash, parseHash, validModel } from './state.js';
-import { drawActivations, drawHistogram, drawLayerMap, drawMemory, drawPareto } from './charts.js';
+import { drawActivations, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto } from './charts.js';
 import { download } from './download.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -20,7 +20,7 @@ const el = {
   note: $('model-note'), file: $('model-file'), drop: $('drop-zone'), url: $('model-url'),
   urlLoad: $('model-url-load'), modelDefault: $('model-default'),
   textSelect: $('text-select'), textView: $('text-view'), textSize: $('text-size'), textFile: $('text-file'),
-  method: $('method'), bits: $('bits'), bitsOut: $('bits-out'), gran: $('gran'), sym: $('sym'), clip: $('clip'),
+  method: $('method'), bits: $('bits'), bitsOut: $('bits-out'), bitsLabel: $('bits-label'), gran: $('gran'), sym: $('sym'), clip: $('clip'),
   fields: $('method-fields'), lorc: $('lorc'), lorcRank: $('lorc-rank'), lorc8: $('lorc-8bit'),
   calibBox: $('calib-box'), calibN: $('calib-n'), calibLen: $('calib-len'), calibStatus: $('calib-status'),
   explainer: $('method-explainer'), preset: $('preset'), presetRun: $('preset-run'), presetStatus: $('preset-status'),
@@ -34,6 +34,7 @@ const el = {
   ovLayer: $('ov-layer'), ovBits: $('ov-bits'), ovAdd: $('ov-add'), ovClear: $('ov-clear'), ovList: $('ov-list'),
   histTensor: $('hist-tensor'), histRow: $('hist-row'), histNote: $('hist-note'),
   actLayer: $('act-layer'), actShow: $('act-show'), actNote: $('act-note'),
+  chanBox: $('chan-box'), chanNote: $('chan-note'),
   genBox: $('gen-box'), genPrompt: $('gen-prompt'), genN: $('gen-n'), genRun: $('gen-run'), genStop: $('gen-stop'),
   genRef: $('gen-ref'), genQuant: $('gen-quant'), genQuantH: $('gen-quant-h'), genStatus: $('gen-status'),
 };
@@ -153,6 +154,44 @@ function methodSchema() {
   return schema?.methods.find((m) => m.id === el.method.value) ?? null;
 }
 
+// A method whose schema has a "budget" field (CMPQ) borrows the bits slider for it: fractional
+// effective bits (2.00–4.00 in steps of 0.05) instead of integer bits. The integer value is
+// kept meanwhile and comes back when another method is chosen.
+const budgetField = (m) => m?.fields.find((f) => f.kind === 'budget') ?? null;
+const methodId = (q) => (typeof q.method === 'string' ? q.method : Object.keys(q.method)[0]);
+// The budget a QuantConfig asks for, or null for a method with integer bits.
+function budgetOf(q) {
+  const m = schema?.methods.find((x) => x.id === methodId(q));
+  const f = budgetField(m);
+  return f && typeof q.method === 'object' ? q.method[m.id][f.key] : null;
+}
+let intBits = '4';
+function syncBitsSlider(m, values) {
+  const bf = budgetField(m);
+  if (bf) {
+    if (el.bits.dataset.mode !== 'budget') intBits = el.bits.value;
+    // Step first, so that the value is not snapped to the old integer steps.
+    el.bits.step = String(bf.step);
+    el.bits.min = String(bf.min);
+    el.bits.max = String(bf.max);
+    el.bits.value = String(values?.[bf.key] ?? m.defaults?.[bf.key] ?? bf.min);
+    el.bits.dataset.mode = 'budget';
+    el.bitsLabel.textContent = bf.label;
+    el.bits.title = bf.help;
+    return;
+  }
+  if (el.bits.dataset.mode === 'budget') {
+    el.bits.min = '1';
+    el.bits.max = '8';
+    el.bits.step = '1';
+    el.bits.value = intBits;
+  }
+  el.bits.dataset.mode = 'bits';
+  el.bitsLabel.textContent = 'Weight bits';
+  el.bits.removeAttribute('title');
+}
+const bitsText = () => (el.bits.dataset.mode === 'budget' ? Number(el.bits.value).toFixed(2) : el.bits.value);
+
 function buildMethodMenu() {
   for (const m of schema.methods) el.method.add(new Option(m.label, m.id));
   el.lorcRank.max = String(schema.lorc.max_rank);
@@ -163,13 +202,14 @@ function syncMethodControls(keepFieldValues = null) {
   const m = methodSchema();
   const none = m === null;
   el.bits.disabled = none;
-  if (m) {
+  syncBitsSlider(m, keepFieldValues);
+  if (m && m.bits.length) {
     el.bits.min = String(m.bits[0]);
     el.bits.max = String(m.bits[m.bits.length - 1]);
     if (Number(el.bits.value) < m.bits[0]) el.bits.value = String(m.bits[0]);
     if (Number(el.bits.value) > m.bits[m.bits.length - 1]) el.bits.value = String(m.bits[m.bits.length - 1]);
   }
-  el.bitsOut.textContent = none ? '—' : el.bits.value;
+  el.bitsOut.textContent = none ? '—' : bitsText();
   el.gran.disabled = none || !m.granularity;
   el.sym.disabled = none || !m.symmetric;
   el.clip.disabled = none || !m.clip_search;
@@ -178,7 +218,7 @@ function syncMethodControls(keepFieldValues = null) {
   el.fields.replaceChildren();
   if (m) {
     const values = keepFieldValues ?? m.defaults ?? {};
-    for (const f of m.fields) {
+    for (const f of m.fields.filter((x) => x.kind !== 'budget')) {
       const label = document.createElement('label');
       label.title = f.help;
       label.append(`${f.label} `);
@@ -191,6 +231,19 @@ function syncMethodControls(keepFieldValues = null) {
         input = document.createElement('select');
         for (const c of f.choices) input.add(new Option(c, c));
         input.value = String(values[f.key]);
+      } else if (f.kind === 'slider') {
+        // A range with its value shown beside it (as a percentage: these are fractions).
+        input = document.createElement('input');
+        input.type = 'range';
+        input.min = String(f.min);
+        input.max = String(f.max);
+        input.step = String(f.step);
+        input.value = String(values[f.key]);
+        const out = document.createElement('output');
+        const show = () => { out.textContent = `${(100 * Number(input.value)).toFixed(3)} %`; };
+        show();
+        input.addEventListener('input', show);
+        label.append(input, out);
       } else {
         input = document.createElement('input');
         input.type = 'number';
@@ -203,7 +256,7 @@ function syncMethodControls(keepFieldValues = null) {
       input.dataset.key = f.key;
       input.dataset.kind = f.kind;
       input.addEventListener('change', scheduleRun);
-      label.append(input);
+      if (!label.contains(input)) label.append(input);
       el.fields.append(label);
     }
   }
@@ -231,8 +284,10 @@ function fieldValues() {
   const v = {};
   for (const input of el.fields.querySelectorAll('[data-key]')) {
     v[input.dataset.key] = input.dataset.kind === 'bool' ? input.checked
-      : input.dataset.kind === 'number' ? Number(input.value) : input.value;
+      : input.dataset.kind === 'number' || input.dataset.kind === 'slider' ? Number(input.value) : input.value;
   }
+  const bf = budgetField(methodSchema());
+  if (bf && el.bits.dataset.mode === 'budget') v[bf.key] = Number(el.bits.value);
   return v;
 }
 
@@ -243,7 +298,8 @@ function granValue() {
 
 function quantConfig() {
   const m = methodSchema();
-  const layer = { bits: m ? Number(el.bits.value) : 4, gran: granValue(), sym: el.sym.checked, clip_search: m ? el.clip.checked && m.clip_search : false };
+  // A budget method ignores `bits`; it gets the LayerQuant default so its links stay stable.
+  const layer = { bits: m && !budgetField(m) ? Number(el.bits.value) : 4, gran: granValue(), sym: el.sym.checked, clip_search: m ? el.clip.checked && m.clip_search : false };
   const method = !m ? 'none' : (m.defaults ? { [m.id]: { ...m.defaults, ...fieldValues() } } : m.id);
   const cfg = { version: schema?.config_version ?? 1, method, default: layer, overrides: m ? overrides : [] };
   if (m && el.lorc.checked) cfg.lorc = { rank: Number(el.lorcRank.value), bits8: el.lorc8.checked };
@@ -255,7 +311,8 @@ function applyQuant(cfg) {
   const id = typeof cfg.method === 'string' ? cfg.method : Object.keys(cfg.method)[0];
   const opts = typeof cfg.method === 'string' ? null : cfg.method[id];
   el.method.value = [...el.method.options].some((o) => o.value === id) ? id : 'none';
-  el.bits.value = String(cfg.default.bits);
+  syncBitsSlider(methodSchema(), opts);
+  if (el.bits.dataset.mode !== 'budget') el.bits.value = String(cfg.default.bits);
   const g = cfg.default.gran;
   const gv = typeof g === 'object' ? `g${g.group}` : g;
   if (![...el.gran.options].some((o) => o.value === gv)) el.gran.add(new Option(`group of ${g.group}`, gv));
@@ -278,6 +335,12 @@ function weightsLabel(q) {
   const d = q.default;
   const gran = typeof d.gran === 'object' ? `g${d.gran.group}` : d.gran.replace('per_', '');
   const extra = (q.lorc ? ` +LoRC${q.lorc.rank}` : '') + (q.overrides.length ? ` +${q.overrides.length} ov` : '');
+  if (id === 'cmpq') {
+    const o = q.method.cmpq;
+    const off = [o.outlier_cols === 0 && 'no f16 cols', o.outlier_sparse === 0 && 'no sparse', !o.act_alloc && 'widths by index',
+      !o.kmeans && 'uniform grids', o.act !== 'mean_abs' && o.act].filter(Boolean);
+    return `CMPQ ${Number(o.budget).toFixed(2)} bits${off.length ? ` (${off.join(', ')})` : ''}${extra}`;
+  }
   return `${id.toUpperCase()} ${d.bits}-bit ${gran} ${d.sym ? 'sym' : 'asym'}${extra}`;
 }
 
@@ -491,7 +554,7 @@ async function calibFor(m) {
 }
 
 el.evaluate.addEventListener('click', startRun);
-el.bits.addEventListener('input', () => { el.bitsOut.textContent = el.bits.value; });
+el.bits.addEventListener('input', () => { el.bitsOut.textContent = bitsText(); });
 for (const c of [el.bits, el.gran, el.sym, el.clip, el.lorc, el.lorcRank, el.lorc8, el.calibN, el.calibLen,
   el.protocol, el.ctx, el.windows]) c.addEventListener('change', scheduleRun);
 el.method.addEventListener('change', () => {
@@ -511,7 +574,13 @@ function showResult(msg) {
   setText(el.top1, r.top1 == null ? '— (as loaded)' : pct(r.top1), r.top1 ?? undefined);
   const m = msg.memory || {};
   const bpw = m.bits_per_weight;
-  setText(el.bpw, typeof bpw === 'number' ? `${bpw.toFixed(3)} (linear layers)` : '—', bpw);
+  // A fractional budget (CMPQ): achieved against requested, to 2 decimals like the slider.
+  const budget = budgetOf(current.quant);
+  setText(el.bpw, typeof bpw !== 'number' ? '—' : budget !== null
+    ? `${bpw.toFixed(2)} achieved for ${Number(budget).toFixed(2)} requested (linear layers)`
+    : `${bpw.toFixed(3)} (linear layers)`, bpw);
+  if (budget !== null) el.bpw.dataset.budget = String(budget);
+  else delete el.bpw.dataset.budget;
   setText(el.memory, memoryText(m), m.total_bytes);
   if (m.linear) drawMemory(m);
   const e = msg.engine || {};
@@ -525,14 +594,14 @@ function showResult(msg) {
   if (!self.quantlabFirstResult) self.quantlabFirstResult = performance.now();
 
   const label = weightsLabel(current.quant);
-  tried.push({ bpw, ppl: r.ppl, label, quant: current.quant });
+  tried.push({ bpw, ppl: r.ppl, label, quant: current.quant, method: methodId(current.quant) });
   drawPareto(tried, (i) => {
     applyQuant(tried[i].quant);
     scheduleRun();
   });
   const row = document.createElement('tr');
   const cells = [label, `${current.options.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ${r.ctx}`,
-    `${fixed(r.ppl, 3)} ± ${fixed(r.ppl_err, 3)}`, fixed(r.kl, 4), pct(r.top1), fixed(bpw, 3),
+    `${fixed(r.ppl, 3)} ± ${fixed(r.ppl_err, 3)}`, fixed(r.kl, 4), pct(r.top1), fixed(bpw, budget !== null ? 2 : 3),
     typeof m.total_bytes === 'number' ? (m.total_bytes / 1e6).toFixed(1) : '—',
     e.backend === 'gpu' ? 'GPU' : 'CPU', `${fixed(r.seconds, 1)} s`];
   for (const c of cells) {
@@ -553,10 +622,12 @@ function presetConfigs(name) {
       .map((gran) => ({ ...base, bits: 3, gran }));
     case 'sym': return [true, false].flatMap((sym) => [4, 3].map((bits) => ({ ...base, bits, sym })));
     case 'study': return [4, 3, 2].flatMap((bits) => ['per_row', 'g128', 'g32'].map((gran) => ({ ...base, bits, gran })));
+    case 'cmpq-curve': return cmpqCurveConfigs();
     default: return [];
   }
 }
 function applyPresetStep(c) {
+  if (c.apply) return c.apply();
   el.method.value = c.method;
   syncMethodControls();
   el.bits.value = String(c.bits);
@@ -584,8 +655,51 @@ el.presetRun.addEventListener('click', () => {
   nextPreset();
 });
 
+// ---------------------------------------------------------------------------- CMPQ curve preset
+// docs/methods.md §3: perplexity against effective bits for CMPQ (the full method, default
+// outlier fractions) at budgets 2.0 to 4.0, against RTN and GPTQ (symmetric, per row) at the
+// integer points, all with the page's calibration and evaluation settings. Each lands in the
+// Pareto chart as a point of its method's series; calibration is computed once and reused.
+const CMPQ_CURVE_BUDGETS = [2.0, 2.5, 3.0, 3.5, 4.0];
+const CMPQ_CURVE_BITS = [2, 3, 4];
+function cmpqCurveConfigs() {
+  const cmpq = schema?.methods.find((m) => m.id === 'cmpq');
+  if (!cmpq) return [];
+  const steps = CMPQ_CURVE_BUDGETS.map((budget) => ({
+    apply: () => {
+      el.method.value = 'cmpq';
+      syncMethodControls({ ...cmpq.defaults, budget });
+    },
+  }));
+  for (const method of ['rtn', 'gptq']) {
+    for (const bits of CMPQ_CURVE_BITS) {
+      steps.push({
+        apply: () => {
+          el.method.value = method;
+          syncMethodControls();
+          el.bits.value = String(bits);
+          el.gran.value = 'per_row';
+          el.sym.checked = true;
+          el.clip.checked = false;
+          syncMethodControls();
+        },
+      });
+    }
+  }
+  return steps;
+}
+
 // ---------------------------------------------------------------------------- inspection
-el.histTensor.addEventListener('change', requestHistogram);
+el.histTensor.addEventListener('change', () => {
+  requestHistogram();
+  requestChannels();
+});
+// The CMPQ per-channel map of the chosen tensor, while the current result is CMPQ.
+function requestChannels() {
+  const cmpq = loaded && current && methodId(current.quant) === 'cmpq' && el.result.dataset.state === 'done';
+  el.chanBox.hidden = !cmpq;
+  if (cmpq && el.histTensor.value) worker.postMessage({ type: 'channels', name: el.histTensor.value });
+}
 el.histRow.addEventListener('change', requestHistogram);
 function requestHistogram() {
   if (!loaded || !el.histTensor.value) return;
@@ -768,6 +882,7 @@ worker.onmessage = ({ data: msg }) => {
     case 'layers':
       drawLayerMap(msg.map, pickLayer);
       requestHistogram();
+      requestChannels();
       break;
     case 'histogram':
       if (msg.error) {
@@ -779,6 +894,17 @@ worker.onmessage = ({ data: msg }) => {
           + `${h.row_levels.length <= 16 ? ` (${h.row_levels.map((v) => v.toFixed(4)).join(', ')})` : ''}; `
           + `${h.clipped.toLocaleString('en')} weights lie outside their row's quantized range (clipped)`
           + `${h.outliers ? `, ${h.outliers.toLocaleString('en')} kept as exact outliers` : ''}.`;
+      }
+      break;
+    case 'channels':
+      if (msg.error) {
+        el.chanNote.textContent = msg.error;
+      } else {
+        const c = msg.channels;
+        drawChannelMap(c);
+        el.chanNote.textContent = `${c.cols} input columns: ${c.n_lo} at ${c.lo} bits, ${c.n_hi} at ${c.lo + 1} bits, `
+          + `${c.n_f16} kept in f16; ${c.n_sparse.toLocaleString('en')} weights kept as sparse f16 outliers. `
+          + `${c.bits_per_weight.toFixed(2)} effective bits per weight for a budget of ${Number(c.budget).toFixed(2)}.`;
       }
       break;
     case 'activations':

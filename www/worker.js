@@ -9,11 +9,12 @@
 //               {type: 'run', gen, quant, text, options, calib: {text, n, len} | null}
 //               {type: 'to-link', quant} | {type: 'parse-link', q}   (share links, no model needed)
 //               {type: 'histogram', name, row} | {type: 'activations', text, layer}
+//               {type: 'channels', name}             CMPQ per-channel map of one tensor
 //               {type: 'generate', ggen, prompt, n, quant, calib}   greedy text, reference then quantized
 //               {type: 'gen-cancel', ggen}                           (without shared memory)
 // Messages out: ready | schema | engine | download | loaded | calibrating | calibrated |
 //               quantizing | quantized | progress | result | layers | link | parsed |
-//               histogram | activations | cancelled | error |
+//               histogram | activations | channels | cancelled | error |
 //               gen-token | gen-done | gen-error   (each carries its `ggen`)
 //               (each run's messages carry its `gen`).
 //
@@ -108,6 +109,14 @@ self.onmessage = ({ data: msg }) => {
         post({ type: 'activations', activations: playground.activations(msg.text, msg.layer) });
       } catch (e) {
         post({ type: 'activations', error: message(e) });
+      }
+    });
+  } else if (msg.type === 'channels') {
+    serial(async () => {
+      try {
+        post({ type: 'channels', name: msg.name, channels: playground.channelMap(msg.name) });
+      } catch (e) {
+        post({ type: 'channels', name: msg.name, error: message(e) });
       }
     });
   } else if (msg.type === 'generate') {

@@ -1,12 +1,16 @@
 //! What the page's pictures draw, computed from a session: the layer map (bits and error per
-//! layer and tensor), the histogram of one weight tensor with its quantized values, and the
-//! per-channel activation magnitudes calibration saw. Plain serde data; no drawing here.
+//! layer and tensor), the histogram of one weight tensor with its quantized values, the
+//! per-channel activation magnitudes calibration saw, and (CMPQ, arXiv 2410.13056 as restated
+//! in docs/methods.md §3) the per-channel map of one tensor: each input column's width and
+//! sparse outliers against its activation magnitude. Plain serde data; no drawing here.
 
 use crate::model::llama::Site;
 use crate::model::weights::{Linear, ModelWeights};
 use crate::playground::session::Session;
 use crate::quant::calib::{CalibFrom, CalibOptions};
-use crate::quant::format::Storage;
+use crate::quant::cmpq::ActStat;
+use crate::quant::config::Method;
+use crate::quant::format::{Format, QTensor, Storage, MAX_CMPQ_COLS};
 use crate::{Error, Result};
 use serde::Serialize;
 
@@ -248,6 +252,172 @@ pub fn activations(s: &mut Session, text: &str, layer: usize) -> Result<Activati
     })
 }
 
+/// The width the per-channel map gives a column kept in f16 (outlier extraction A).
+pub const F16_COLUMN_BITS: u8 = 16;
+
+/// One CMPQ tensor, column by column (the per-channel map).
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelMap {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    /// The narrower code width; the wider one is `lo + 1`.
+    pub lo: u8,
+    /// Per input column: `lo`, `lo + 1`, or `F16_COLUMN_BITS` (kept in f16).
+    pub bits: Vec<u8>,
+    /// Per input column: how many of its weights are sparse f16 outliers (extraction B).
+    pub sparse: Vec<u32>,
+    /// Per input column: the magnitude `a_j` the allocation ranked the columns by.
+    pub act: Vec<f32>,
+    pub act_stat: ActStat,
+    pub n_lo: usize,
+    pub n_hi: usize,
+    pub n_f16: usize,
+    pub n_sparse: usize,
+    /// The budget asked for and the effective bits this tensor achieved.
+    pub budget: f32,
+    pub bits_per_weight: f64,
+}
+
+/// Each column's width and sparse-outlier count, read from a `Format::Cmpq` tensor's own bytes
+/// (its column map and its outlier indices; both are checked, never trusted).
+pub fn cmpq_columns(t: &QTensor, name: &str) -> Result<(u8, Vec<u8>, Vec<u32>)> {
+    let Format::Cmpq { lo, n_hi, n_f16 } = t.format else {
+        return Err(Error::config(
+            "tensor",
+            format!("{name} is {}, not a CMPQ tensor", t.format.name()),
+        ));
+    };
+    let (rows, cols) = (t.rows, t.cols);
+    let counts = [
+        cols.saturating_sub(n_hi as usize + n_f16 as usize),
+        n_hi as usize,
+        n_f16 as usize,
+    ];
+    let widths = [lo, lo.saturating_add(1), F16_COLUMN_BITS];
+    let mut bits = Vec::with_capacity(cols.min(MAX_CMPQ_COLS));
+    for c in 0..cols {
+        let e = t
+            .data
+            .get(2 * c..2 * c + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+            .ok_or_else(|| {
+                Error::format(
+                    name,
+                    "cmpq.map",
+                    format!("ends before column {c} of {cols}"),
+                )
+            })?;
+        let (class, idx) = (e >> 14, e & (MAX_CMPQ_COLS - 1));
+        match (counts.get(class), widths.get(class)) {
+            (Some(&n), Some(&w)) if idx < n => bits.push(w),
+            _ => {
+                return Err(Error::format(
+                    name,
+                    "cmpq.map",
+                    format!(
+                        "column {c}: class {class} index {idx} is outside the classes {counts:?}"
+                    ),
+                ))
+            }
+        }
+    }
+    for (class, (&n, &w)) in counts.iter().zip(&widths).enumerate() {
+        let got = bits.iter().filter(|&&b| b == w).count();
+        if got != n {
+            return Err(Error::format(
+                name,
+                "cmpq.map",
+                format!("{got} columns of class {class}, the format says {n}"),
+            ));
+        }
+    }
+    // The sparse outliers' row-major indices start the add-on bytes after the base format.
+    let base = t.format.storage(rows, cols)?.total();
+    let mut sparse = vec![0u32; cols];
+    for i in 0..t.addons.outliers {
+        let at = base + 4 * i;
+        let idx = t
+            .data
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .filter(|&x| x < rows * cols)
+            .ok_or_else(|| {
+                Error::format(
+                    name,
+                    "outliers",
+                    format!(
+                        "index {i} of {} is missing or outside {rows}×{cols}",
+                        t.addons.outliers
+                    ),
+                )
+            })?;
+        sparse[idx % cols] += 1;
+    }
+    Ok((lo, bits, sparse))
+}
+
+/// The per-channel map of tensor `name` in the session's current CMPQ quantization, with the
+/// activation magnitudes (of the statistic the config ranks by) from its calibration.
+pub fn channel_map(s: &Session, name: &str) -> Result<ChannelMap> {
+    let Method::Cmpq(o) = &s.quant().method else {
+        return Err(Error::config(
+            "method",
+            format!(
+                "the per-channel map shows CMPQ; the current method is {}",
+                s.quant().method.name()
+            ),
+        ));
+    };
+    let q = s
+        .quantized_weights()
+        .ok_or_else(|| Error::config("method", "nothing is quantized"))?;
+    let (li, k) = q
+        .layers
+        .iter()
+        .enumerate()
+        .find_map(|(li, l)| {
+            l.linears()
+                .iter()
+                .position(|x| x.name == name)
+                .map(|k| (li, k))
+        })
+        .ok_or_else(|| Error::config("tensor", format!("no block linear named \"{name}\"")))?;
+    let t = &find(q, name)?.w;
+    let (lo, bits, sparse) = cmpq_columns(t, name)?;
+    let c = s
+        .calibration()
+        .ok_or_else(|| Error::config("calibration", "CMPQ was applied without statistics"))?;
+    let act = o.magnitudes(c.site(li, Site::of_linear(k))?).to_vec();
+    if act.len() != t.cols {
+        return Err(Error::config(
+            "calibration",
+            format!(
+                "{} magnitudes for the {} columns of {name}",
+                act.len(),
+                t.cols
+            ),
+        ));
+    }
+    let count = |w: u8| bits.iter().filter(|&&b| b == w).count();
+    Ok(ChannelMap {
+        name: name.to_string(),
+        rows: t.rows,
+        cols: t.cols,
+        lo,
+        n_lo: count(lo),
+        n_hi: count(lo.saturating_add(1)),
+        n_f16: count(F16_COLUMN_BITS),
+        n_sparse: t.addons.outliers,
+        bits,
+        sparse,
+        act,
+        act_stat: o.act,
+        budget: o.budget,
+        bits_per_weight: t.bits_per_weight(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +430,82 @@ mod tests {
         let c = bin_counts(&v, 0.0, 0.25, 4);
         assert_eq!(c, vec![2, 0, 1, 2]);
         assert_eq!(c.iter().sum::<u32>() as usize, v.len());
+    }
+
+    /// A seeded `rows × cols` tensor and column magnitudes that rise with the column index
+    /// (so the allocation's ranking is known: the last columns are the largest).
+    fn cmpq_tensor(rows: usize, cols: usize, o: &crate::quant::cmpq::CmpqOptions) -> QTensor {
+        let w = crate::quant::testutil::lcg(7, rows * cols);
+        let a: Vec<f32> = (0..cols).map(|j| 0.1 + j as f32 / cols as f32).collect();
+        crate::quant::cmpq::quantize(&w, rows, cols, &a, o, "t").expect("cmpq quantizes")
+    }
+
+    /// The columns read back from the bytes are those the allocation chose: f16 for the
+    /// `round(f_A · cols)` largest magnitudes, `lo + 1` for the next `n_hi`, `lo` for the rest,
+    /// and the sparse outliers per column add up to `round(f_B · rows · cols)`.
+    #[test]
+    fn cmpq_columns_read_the_allocation_back() {
+        let (rows, cols) = (128, 512);
+        let o = crate::quant::cmpq::CmpqOptions {
+            budget: 3.0,
+            outlier_cols: 0.01,
+            outlier_sparse: 0.002,
+            ..Default::default()
+        };
+        let t = cmpq_tensor(rows, cols, &o);
+        let Format::Cmpq { lo, n_hi, n_f16 } = t.format else {
+            panic!("not cmpq: {}", t.format.name())
+        };
+        let (got_lo, bits, sparse) = cmpq_columns(&t, "t").expect("columns");
+        assert_eq!(got_lo, lo);
+        let n_f16_want = (0.01 * cols as f64).round() as usize;
+        assert_eq!(n_f16 as usize, n_f16_want);
+        // Magnitudes rise with the index: the top columns are f16, then the wider codes.
+        let hi_from = cols - n_f16_want - n_hi as usize;
+        for (j, &b) in bits.iter().enumerate() {
+            let want = if j >= cols - n_f16_want {
+                F16_COLUMN_BITS
+            } else if j >= hi_from {
+                lo + 1
+            } else {
+                lo
+            };
+            assert_eq!(b, want, "column {j}");
+        }
+        let n_sparse = (0.002 * (rows * cols) as f64).round() as u32;
+        assert_eq!(sparse.iter().sum::<u32>(), n_sparse);
+        assert_eq!(t.addons.outliers as u32, n_sparse);
+        // f16 columns hold no sparse outliers (extraction B ranks code columns only).
+        assert!(bits
+            .iter()
+            .zip(&sparse)
+            .all(|(&b, &n)| b != F16_COLUMN_BITS || n == 0));
+        assert!(sparse.iter().filter(|&&n| n > 0).count() > 1);
+    }
+
+    /// A corrupt column map or outlier index is an error naming the field, never a panic, and
+    /// a tensor of another format is refused.
+    #[test]
+    fn cmpq_columns_refuse_bad_bytes() {
+        let o = crate::quant::cmpq::CmpqOptions::default();
+        let t = cmpq_tensor(64, 256, &o);
+        let mut bad = t.clone();
+        bad.data[1] = 0xff; // column 0: class 3
+        let e = cmpq_columns(&bad, "t").expect_err("class 3").to_string();
+        assert!(e.contains("cmpq.map"), "{e}");
+        let mut bad = t.clone();
+        bad.data[0] = 0xff;
+        bad.data[1] = 0x3f; // column 0: lo index 16383, past the lo columns
+        assert!(cmpq_columns(&bad, "t").is_err());
+        let mut bad = t.clone();
+        bad.addons.outliers += 1_000_000; // more indices than bytes
+        let e = cmpq_columns(&bad, "t").expect_err("short").to_string();
+        assert!(e.contains("outliers"), "{e}");
+        let mut bad = t.clone();
+        bad.data.truncate(10);
+        assert!(cmpq_columns(&bad, "t").is_err());
+        let f = QTensor::from_f32(2, 2, &[0.0; 4]);
+        assert!(cmpq_columns(&f, "f").is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! method's own option struct, so the page sends back exactly what `QuantConfig` deserialises.
 
 use crate::quant::awq::AwqOptions;
+use crate::quant::cmpq::{CmpqOptions, MAX_OUTLIER_COLS, MAX_OUTLIER_SPARSE};
+use crate::quant::cmpq_alloc::{BUDGET_MAX, BUDGET_MIN, BUDGET_STEP};
 use crate::quant::codebook::{KmeansOptions, MAX_OUTLIER_FRAC};
 use crate::quant::config::CONFIG_VERSION;
 use crate::quant::format::Granularity;
@@ -19,7 +21,9 @@ pub struct Field {
     /// Key in the method's option struct (`GptqOptions::damp` → "damp").
     pub key: &'static str,
     pub label: &'static str,
-    /// "bool", "number" (with min/max/step) or "choice" (with `choices`).
+    /// "bool", "number" (with min/max/step), "slider" (the same, drawn as a range with its
+    /// value shown), "choice" (with `choices`), or "budget": a fractional effective-bits budget
+    /// (min/max/step) that takes the place of the integer bits slider (CMPQ).
     pub kind: &'static str,
     pub min: Option<f64>,
     pub max: Option<f64>,
@@ -58,6 +62,23 @@ impl Field {
             help,
         }
     }
+    fn slider(
+        key: &'static str,
+        label: &'static str,
+        range: (f64, f64, f64),
+        help: &'static str,
+    ) -> Field {
+        Field {
+            kind: "slider",
+            ..Field::number(key, label, range, help)
+        }
+    }
+    fn budget(key: &'static str, range: (f64, f64, f64), help: &'static str) -> Field {
+        Field {
+            kind: "budget",
+            ..Field::number(key, "Budget (bits per weight)", range, help)
+        }
+    }
     fn choice(
         key: &'static str,
         label: &'static str,
@@ -83,7 +104,7 @@ pub struct MethodSchema {
     /// `Method`'s serde tag ("rtn", "gptq", ...).
     pub id: &'static str,
     pub label: &'static str,
-    /// Allowed weight bits, low to high.
+    /// Allowed weight bits, low to high; empty when a "budget" field replaces them.
     pub bits: Vec<u8>,
     /// Does the method use `LayerQuant::gran` (group size / per row / per tensor)?
     pub granularity: bool,
@@ -98,6 +119,11 @@ pub struct MethodSchema {
     /// The paper (or format document) the method follows.
     pub paper: &'static str,
 }
+
+/// Steps of the two CMPQ outlier sliders: 1/20 of their defaults, so the defaults (0.5 % of
+/// columns, 0.25 % of weights) are points of the sliders.
+pub const OUTLIER_COLS_STEP: f64 = 0.000_25;
+pub const OUTLIER_SPARSE_STEP: f64 = 0.000_125;
 
 /// The whole schema the page reads.
 #[derive(Clone, Debug, Serialize)]
@@ -115,6 +141,12 @@ pub struct LorcSchema {
     pub max_rank: usize,
     pub defaults: serde_json::Value,
     pub paper: &'static str,
+}
+
+/// An f32 limit as the decimal it was written as (0.05, not 0.05000000074505806), so the page's
+/// sliders step through round numbers; f32's shortest round-trip text gives that decimal.
+fn dec(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
 }
 
 fn json<T: Serialize>(v: &T) -> Option<serde_json::Value> {
@@ -244,6 +276,52 @@ pub fn schema() -> Schema {
             fields: Vec::new(),
             paper: "OCP Microscaling Formats (MX) v1.0, the E2M1 element",
         },
+        MethodSchema {
+            id: "cmpq",
+            label: "CMPQ (channel-wise mixed precision)",
+            bits: Vec::new(),
+            granularity: false,
+            symmetric: false,
+            clip_search: false,
+            needs_calibration: true,
+            defaults: json(&CmpqOptions::default()),
+            fields: vec![
+                Field::budget(
+                    "budget",
+                    (dec(BUDGET_MIN), dec(BUDGET_MAX), dec(BUDGET_STEP)),
+                    "effective bits per weight, everything stored counted (codebooks, column map, outliers)",
+                ),
+                Field::slider(
+                    "outlier_cols",
+                    "f16 columns",
+                    (0.0, dec(MAX_OUTLIER_COLS), OUTLIER_COLS_STEP),
+                    "outlier extraction A: fraction of input columns with the largest activations kept in f16 (default 0.5 %, unverified)",
+                ),
+                Field::slider(
+                    "outlier_sparse",
+                    "Sparse outliers",
+                    (0.0, dec(MAX_OUTLIER_SPARSE), OUTLIER_SPARSE_STEP),
+                    "outlier extraction B: fraction of weights with the largest activation-weighted error kept as sparse f16 (default 0.25 %, unverified)",
+                ),
+                Field::choice(
+                    "act",
+                    "Magnitude",
+                    vec!["mean_abs", "l2", "max_abs"],
+                    "the calibration statistic that ranks the input columns",
+                ),
+                Field::boolean(
+                    "act_alloc",
+                    "Activation-guided widths",
+                    "ablation: off spreads the wider columns evenly by index",
+                ),
+                Field::boolean(
+                    "kmeans",
+                    "k-means codebooks",
+                    "ablation: off gives each column a uniform min..max grid",
+                ),
+            ],
+            paper: "Chen et al., channel-wise mixed-precision quantization, CMPQ (arXiv:2410.13056)",
+        },
     ];
     Schema {
         config_version: CONFIG_VERSION,
@@ -274,7 +352,14 @@ mod tests {
                 Some(d) => serde_json::json!({ m.id: d }),
                 None => serde_json::json!(m.id),
             };
-            for &bits in [m.bits.first(), m.bits.last()].into_iter().flatten() {
+            // A method whose bits control is a budget field sends the LayerQuant default bits
+            // (unused); its slider's ends are checked in the CMPQ test below.
+            let bits = if m.bits.is_empty() {
+                vec![LayerQuant::default().bits]
+            } else {
+                vec![m.bits[0], m.bits[m.bits.len() - 1]]
+            };
+            for bits in bits {
                 let cfg = serde_json::json!({
                     "version": s.config_version,
                     "method": method,
@@ -292,6 +377,104 @@ mod tests {
                     m.id
                 );
             }
+        }
+    }
+
+    /// A CMPQ config with these option overrides, through JSON as the page sends it.
+    fn cmpq_config(opts: serde_json::Value) -> crate::Result<QuantConfig> {
+        let s = schema();
+        let m = s
+            .methods
+            .iter()
+            .find(|m| m.id == "cmpq")
+            .expect("cmpq in the schema");
+        let mut o = m.defaults.clone().expect("cmpq defaults");
+        for (k, v) in opts.as_object().expect("an object") {
+            o[k] = v.clone();
+        }
+        let cfg = serde_json::json!({
+            "version": s.config_version,
+            "method": { "cmpq": o },
+            "default": LayerQuant::default(),
+            "overrides": [],
+        });
+        QuantConfig::from_json(&cfg.to_string())
+    }
+
+    /// The CMPQ entry: its bits control is the budget slider 2.00..=4.00 in steps of 0.05, its
+    /// two outlier sliders reach exactly the limits the Rust validation accepts, every point of
+    /// the sliders makes a valid config, and a point past either end is refused.
+    #[test]
+    fn cmpq_entry_has_the_budget_and_outlier_sliders() {
+        let s = schema();
+        let m = s
+            .methods
+            .iter()
+            .find(|m| m.id == "cmpq")
+            .expect("cmpq in the schema");
+        assert!(m.bits.is_empty() && m.needs_calibration && !m.granularity);
+        let field = |k: &str| m.fields.iter().find(|f| f.key == k).expect(k);
+        let b = field("budget");
+        assert_eq!(b.kind, "budget");
+        assert_eq!((b.min, b.max, b.step), (Some(2.0), Some(4.0), Some(0.05)));
+        // Every budget on the slider, as the page's range input produces it (a decimal string
+        // of the step count), validates; the share link keeps it exactly.
+        for i in 0..=40 {
+            let budget = format!("{:.2}", 2.0 + 0.05 * i as f64);
+            let v: f64 = budget.parse().expect("a number");
+            let c = cmpq_config(serde_json::json!({ "budget": v }))
+                .unwrap_or_else(|e| panic!("budget {budget}: {e}"));
+            let Method::Cmpq(o) = &c.method else {
+                panic!("not cmpq")
+            };
+            assert_eq!(format!("{:.2}", o.budget), budget);
+            assert_eq!(QuantConfig::from_url(&c.to_url()).ok(), Some(c));
+        }
+        for bad in [1.95, 4.05, 3.03] {
+            assert!(
+                cmpq_config(serde_json::json!({ "budget": bad })).is_err(),
+                "{bad}"
+            );
+        }
+        for (key, max) in [
+            ("outlier_cols", MAX_OUTLIER_COLS),
+            ("outlier_sparse", MAX_OUTLIER_SPARSE),
+        ] {
+            let f = field(key);
+            assert_eq!(f.kind, "slider");
+            assert_eq!((f.min, f.max), (Some(0.0), Some(dec(max))), "{key}");
+            // The default is a point of the slider.
+            let d = m
+                .defaults
+                .as_ref()
+                .and_then(|d| d[key].as_f64())
+                .expect(key);
+            let steps = d / f.step.expect("step");
+            assert!((steps - steps.round()).abs() < 1e-3, "{key} default {d}");
+            for v in [0.0, dec(max)] {
+                assert!(
+                    cmpq_config(serde_json::json!({ key: v })).is_ok(),
+                    "{key} = {v}"
+                );
+            }
+            let past = dec(max) + f.step.expect("step");
+            assert!(
+                cmpq_config(serde_json::json!({ key: past })).is_err(),
+                "{key} = {past}"
+            );
+        }
+        for c in &field("act").choices {
+            assert!(
+                cmpq_config(serde_json::json!({ "act": c })).is_ok(),
+                "act {c}"
+            );
+        }
+        for key in ["act_alloc", "kmeans"] {
+            assert_eq!(field(key).kind, "bool");
+            assert!(
+                cmpq_config(serde_json::json!({ key: false })).is_ok(),
+                "{key}"
+            );
         }
     }
 

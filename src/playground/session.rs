@@ -10,6 +10,7 @@ use crate::model::weights::{MemoryReport, ModelWeights};
 use crate::playground::engine::{Device, Engine, EngineInfo};
 use crate::playground::generate::{self, Generation, Which};
 use crate::quant::calib::{self, CalibOptions, Calibration};
+use crate::quant::cmpq_cache::CmpqCache;
 use crate::quant::config::{Method, QuantConfig};
 use crate::quant::format::Format;
 use crate::tensor::TensorSource;
@@ -75,6 +76,12 @@ pub struct Session {
     /// Statistics of the loaded model for GPTQ/AWQ, with the fingerprint of the tokens they
     /// came from (reused while the text and options stay the same).
     calib: Option<(u64, Calibration)>,
+    /// CMPQ's column fits, kept between `set_quant` calls so that moving the budget or an
+    /// outlier fraction re-fits only the columns whose width or outliers changed. A fit
+    /// depends only on the loaded weights (see `cmpq::FitCache`), so it stays valid while the
+    /// calibration changes; a session holds one model, and a new model gets a new session and
+    /// so a new cache.
+    cmpq: CmpqCache,
     clock: fn() -> f64,
 }
 
@@ -183,6 +190,7 @@ impl Session {
             quantized_weights: None,
             quant: QuantConfig::default(),
             calib: None,
+            cmpq: CmpqCache::default(),
             clock: default_clock,
         })
     }
@@ -305,6 +313,11 @@ impl Session {
         })
     }
 
+    /// Column fits the CMPQ cache holds (0 before the first CMPQ quantization).
+    pub fn cmpq_fits(&self) -> usize {
+        self.cmpq.fits()
+    }
+
     /// The statistics `set_quant` will use, if calibrated.
     pub fn calibration(&self) -> Option<&Calibration> {
         self.calib.as_ref().map(|(_, c)| c)
@@ -326,7 +339,21 @@ impl Session {
             self.quantized = None;
             self.quantized_weights = None;
         } else {
-            let q = cfg.apply_calibrated(&self.source, self.calibration(), progress)?;
+            let q = match (&cfg.method, &self.calib) {
+                // CMPQ through the cache: the same tensors as `apply_calibrated`, faster when
+                // only the budget or the outlier fractions moved. It reports no progress of its
+                // own, so the start and the end are reported here.
+                (Method::Cmpq(_), Some((_, c))) => {
+                    let total = self.source.layers.len() * 7;
+                    if !progress(0, total) {
+                        return Err(crate::Error::Cancelled);
+                    }
+                    let q = self.cmpq.apply(cfg, &self.source, c)?;
+                    progress(total, total);
+                    q
+                }
+                _ => cfg.apply_calibrated(&self.source, self.calibration(), progress)?,
+            };
             let mem = q.memory();
             // The memory report must describe what the engine holds, also when loading fails.
             self.quantized = None;
