@@ -26,7 +26,7 @@ const points = (stroke) => ({ stroke, width: 0, points: { show: true, size: 8, f
 // One colour per method in the Pareto chart (methods not listed get the last one).
 const METHOD_COLOURS = {
   none: '#5a6272', rtn: '#2b5fd9', gptq: '#1e8a4c', awq: '#8a5a1e', kmeans: '#9b59b6', nf4: '#d98a2b',
-  fp4: '#2bb3d9', cmpq: '#e0401e', other: '#333a48',
+  fp4: '#2bb3d9', cmpq: '#8e24aa', other: '#333a48',
 };
 
 // runs: [{bpw, ppl, label, method}]; onPick(index into runs). One point series per method (the
@@ -45,7 +45,9 @@ export function drawPareto(runs, onPick) {
   chartData.pareto = { bpw: xs, ppl: ys, front: fs, labels: order.map((i) => runs[i].label), methods, series };
   const plot = draw('pareto-chart', {
     scales: { x: { time: false }, y: { distr: 3 } },
-    axes: [{ label: 'effective bits per weight (linear layers)' }, { label: 'perplexity' }],
+    // Compact tick labels: 2-bit perplexities reach 1e9 and would not fit the axis.
+    axes: [{ label: 'effective bits per weight (linear layers)' },
+      { label: 'perplexity', size: 60, values: (u, vals) => vals.map((v) => (v == null ? '' : v >= 1e5 ? v.toExponential(0) : String(v))) }],
     series: [{ label: 'bits' },
       ...ids.map((id) => ({ label: id === 'none' ? 'as loaded' : id.toUpperCase(), ...points(METHOD_COLOURS[id] ?? METHOD_COLOURS.other) })),
       { label: 'Pareto front', stroke: '#b3261e', width: 2, spanGaps: true, points: { show: true, size: 6 } }],
@@ -169,11 +171,11 @@ export function drawChannelMap(c) {
   draw('chan-chart', {
     scales: { x: { time: false }, bits: { distr: 3, log: 2, range: [c.lo / 2, 32] }, act: { distr: 3 }, n: { range: [0, null] } },
     axes: [{ label: `${c.name}: input columns, largest ${stat} first` },
-      { scale: 'bits', label: 'bits', values: (u, vals) => vals.map((v) => (v === 16 ? 'f16' : String(v))) },
+      { scale: 'bits', label: 'bits', values: (u, vals) => vals.map((v) => (v == null ? '' : v === 16 ? 'f16' : String(v))) },
       { scale: 'act', side: 1, label: stat, grid: { show: false } }],
     series: [{},
-      { label: 'bits', scale: 'bits', stroke: '#2b5fd9', width: 1.5, paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } },
-      { label: 'sparse outliers', scale: 'n', ...points('#e08a1e') },
+      { label: 'bits', scale: 'bits', stroke: '#2b5fd9', width: 2, paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } },
+      { label: 'sparse outliers', scale: 'n', stroke: '#e08a1e', width: 0, points: { show: true, size: 3, fill: '#e08a1e' }, paths: () => null },
       { label: stat, scale: 'act', stroke: '#5a6272', width: 1, points: { show: false } }],
   }, [xs, order.map((j) => c.bits[j]), order.map((j) => c.sparse[j] || null), order.map((j) => Math.max(c.act[j], 1e-6))]);
 }

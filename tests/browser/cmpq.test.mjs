@@ -29,7 +29,9 @@ let page;
 let close;
 let moved; // the result at MOVED_BUDGET
 
-const cmpqConfig = (budget) => `"method":{"cmpq":{"budget":${budget},`;
+// A substring of the run's config (data-config) at `budget`: only CMPQ has a budget (the
+// option keys arrive sorted, as serde_json's map writes them).
+const cmpqConfig = (budget) => `"budget":${budget},`;
 const shot = (name, p = page) => p.screenshot({ path: path.join(SHOTS, `${name}.png`) });
 
 before(async () => {
@@ -102,7 +104,8 @@ async function channelMap(wantFrac) {
 
 test('CMPQ per-channel map: f16 columns, widths and sparse outliers per column; the f16-column slider', { timeout: 2 * RUN_TIMEOUT_MS }, async () => {
   assert.ok(moved, 'the budget test did not run');
-  assert.equal(await page.isVisible('#chan-box'), true);
+  // The map shows once the run's layer map has arrived (just after its result).
+  await page.waitForSelector('#chan-box', { state: 'visible', timeout: RUN_TIMEOUT_MS });
   await page.selectOption('#hist-tensor', 'blk.3.ffn_down.weight');
   const c = await channelMap(0.005);
   assert.equal(c.cols, 1536);
