@@ -31,6 +31,8 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
   '--no-first-run',
   '--disable-quic',
+  // Extra flags for other machines (e.g. Vulkan WebGPU on a GPU host), space-separated.
+  ...(process.env.CHROMIUM_EXTRA_ARGS ?? '').split(' ').filter(Boolean),
 ];
 
 function requireFile(file, hint) {
