@@ -14,7 +14,7 @@ use crate::quant::cmpq::{fit_levels, nearest, plan, Class, CmpqOptions, Plan};
 use crate::quant::cmpq_alloc::Allocation;
 use crate::quant::cmpq_outliers::{select, ErrList, Selection};
 use crate::quant::codebook::outlier_bytes;
-use crate::quant::format::{pack_codes, AddOns, QTensor};
+use crate::quant::format::{AddOns, QTensor};
 use crate::{Error, Result};
 use half::f16;
 use serde::Serialize;
@@ -47,7 +47,10 @@ type ErrKey = (usize, u8, bool);
 /// one `FitCache` per tensor, cleared when its weights change.
 #[derive(Default)]
 pub struct FitCache {
-    fits: HashMap<FitKey, Fit>,
+    /// Fits on all of a column's values, kept for every width seen.
+    plain: HashMap<ErrKey, Fit>,
+    /// Fits without the sparse-outlier rows, kept only while the last call used them.
+    refits: HashMap<FitKey, Fit>,
     errs: HashMap<ErrKey, ErrList>,
     /// Bit patterns of the magnitudes `errs` were computed with.
     err_a: Vec<u32>,
@@ -56,10 +59,26 @@ pub struct FitCache {
 impl FitCache {
     /// Fits held.
     pub fn len(&self) -> usize {
-        self.fits.len()
+        self.plain.len() + self.refits.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.fits.is_empty()
+        self.len() == 0
+    }
+
+    fn get(&self, k: &FitKey) -> Option<&Fit> {
+        if k.3.is_empty() {
+            self.plain.get(&(k.0, k.1, k.2))
+        } else {
+            self.refits.get(k)
+        }
+    }
+
+    fn insert(&mut self, k: FitKey, f: Fit) {
+        if k.3.is_empty() {
+            self.plain.insert((k.0, k.1, k.2), f);
+        } else {
+            self.refits.insert(k, f);
+        }
     }
 }
 
@@ -169,7 +188,7 @@ fn fill(jobs: &mut [Job<'_>], keys: &[Vec<Option<FitKey>>]) -> usize {
         .flat_map(|(ji, (job, ks))| {
             ks.iter()
                 .flatten()
-                .filter(|k| !job.cache.fits.contains_key(*k))
+                .filter(|k| job.cache.get(k).is_none())
                 .map(move |k| (ji, k))
                 .collect::<Vec<_>>()
         })
@@ -182,7 +201,7 @@ fn fill(jobs: &mut [Job<'_>], keys: &[Vec<Option<FitKey>>]) -> usize {
     });
     let n = new.len();
     for ((ji, k), f) in missing.into_iter().zip(new) {
-        jobs[ji].cache.fits.insert(k.clone(), f);
+        jobs[ji].cache.insert(k.clone(), f);
     }
     n
 }
@@ -194,7 +213,7 @@ fn select_job(job: &mut Job<'_>, p: &Plan) -> Result<(Vec<usize>, usize)> {
     if k == 0 {
         return Ok((Vec::new(), 0));
     }
-    let (w, cols, a, kmeans) = (job.w, job.cols, job.a, job.opts.kmeans);
+    let (w, cols, a, kmeans, name) = (job.w, job.cols, job.a, job.opts.kmeans, job.name);
     let cache = &mut *job.cache;
     let a_bits: Vec<u32> = a.iter().map(|x| x.to_bits()).collect();
     if cache.err_a != a_bits {
@@ -211,10 +230,7 @@ fn select_job(job: &mut Job<'_>, p: &Plan) -> Result<(Vec<usize>, usize)> {
     };
     let mut computed = 0;
     let mut make = |cache: &mut FitCache, j: usize, ek: ErrKey, keep: usize| -> Result<()> {
-        let fit = cache
-            .fits
-            .get(&(ek.0, ek.1, ek.2, Vec::new()))
-            .ok_or_else(|| missing(job.name, j))?;
+        let fit = cache.plain.get(&ek).ok_or_else(|| missing(name, j))?;
         let a_j = a.get(j).copied().unwrap_or(0.0);
         cache
             .errs
@@ -233,7 +249,7 @@ fn select_job(job: &mut Job<'_>, p: &Plan) -> Result<(Vec<usize>, usize)> {
             .iter()
             .map(|(j, ek)| cache.errs.get(ek).map(|l| (*j, l)))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::config("cmpq", format!("{}: error list lost", job.name)))?;
+            .ok_or_else(|| Error::config("cmpq", format!("{name}: error list lost")))?;
         match select(&lists, k, cols) {
             Selection::Done(pos) => return Ok((pos, computed)),
             Selection::Complete(need) => {
@@ -313,7 +329,7 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
         let (job, p) = (&view[i], &plans[i]);
         let fits: Vec<Option<&Fit>> = keys[i]
             .iter()
-            .map(|k| k.as_ref().and_then(|k| job.cache.fits.get(k)))
+            .map(|k| k.as_ref().and_then(|k| job.cache.get(k)))
             .collect();
         assemble(
             job.w,
@@ -329,31 +345,38 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
     .collect::<Result<Vec<_>>>()?;
     // Drop re-fits this call did not use (plain fits stay for the next budget).
     for (job, ks) in jobs.iter_mut().zip(&keys) {
-        let used: HashSet<&FitKey> = ks.iter().flatten().collect();
-        job.cache
-            .fits
-            .retain(|k, _| k.3.is_empty() || used.contains(k));
+        let used: HashSet<&FitKey> = ks.iter().flatten().filter(|k| !k.3.is_empty()).collect();
+        job.cache.refits.retain(|k, _| used.contains(k));
     }
     times.pack += now() - t;
     Ok(out)
 }
 
-/// Codes of one class's columns (`fits`, in class order), row-major, packed at `bits`.
+/// Codes of one class's columns (`fits`, in class order), row-major, packed at `bits`: the
+/// layout of `format::pack_codes` (code `i` at bit `i · bits`, LSB first, u32 little-endian
+/// words), written as one stream instead of gathering a code matrix first (a test checks that
+/// both give the same bytes).
 fn pack_class(rows: usize, fits: &[&Fit], bits: u8) -> Vec<u8> {
-    let m = fits.len();
-    let mut codes = vec![0u8; rows * m];
-    // Blocks of columns, so that both the code columns read and the rows written stay in cache.
-    const BLOCK: usize = 64;
-    for (b, block) in fits.chunks(BLOCK).enumerate() {
-        for (r, row) in codes.chunks_exact_mut(m.max(1)).enumerate() {
-            for (i, f) in block.iter().enumerate() {
-                if let (Some(dst), Some(&c)) = (row.get_mut(b * BLOCK + i), f.codes.get(r)) {
-                    *dst = c;
-                }
+    let n_words = (rows * fits.len() * bits as usize).div_ceil(32);
+    let mut out = Vec::with_capacity(4 * n_words);
+    let mask = (1u64 << bits) - 1;
+    let (mut acc, mut fill) = (0u64, 0u32);
+    for r in 0..rows {
+        for f in fits {
+            let c = f.codes.get(r).copied().unwrap_or(0) as u64 & mask;
+            acc |= c << fill;
+            fill += bits as u32;
+            if fill >= 32 {
+                out.extend_from_slice(&(acc as u32).to_le_bytes());
+                acc >>= 32;
+                fill -= 32;
             }
         }
     }
-    pack_codes(&codes, bits)
+    if fill > 0 {
+        out.extend_from_slice(&(acc as u32).to_le_bytes());
+    }
+    out
 }
 
 /// Lay the parts out as `Format::Cmpq` (format.rs) plus the sparse-outlier add-on.
@@ -425,4 +448,37 @@ fn assemble(
         lowrank: None,
     };
     QTensor::with_addons(alloc.format(), addons, rows, cols, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::format::pack_codes;
+    use crate::quant::testutil::lcg;
+
+    #[test]
+    fn streamed_packing_equals_the_format_table() {
+        for bits in 1..=8u8 {
+            for (rows, m) in [(1, 1), (3, 5), (7, 33), (64, 70), (5, 0)] {
+                let fits: Vec<Fit> = (0..m)
+                    .map(|j| Fit {
+                        levels: Vec::new(),
+                        codes: lcg(j as u64 + 100 * bits as u64, rows)
+                            .iter()
+                            .map(|x| ((x + 0.5) * 256.0) as u8 & ((1u16 << bits) - 1) as u8)
+                            .collect(),
+                    })
+                    .collect();
+                let refs: Vec<&Fit> = fits.iter().collect();
+                let matrix: Vec<u8> = (0..rows)
+                    .flat_map(|r| fits.iter().map(move |f| f.codes[r]))
+                    .collect();
+                assert_eq!(
+                    pack_class(rows, &refs, bits),
+                    pack_codes(&matrix, bits),
+                    "{bits} bits, {rows}×{m}"
+                );
+            }
+        }
+    }
 }
