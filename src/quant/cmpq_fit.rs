@@ -181,19 +181,18 @@ fn fit_key(w: &[f32], rows: usize, cols: usize, key: &FitKey) -> Fit {
 
 /// Fit every key not yet in its job's cache, all jobs' columns in one parallel pool; the count.
 fn fill(jobs: &mut [Job<'_>], keys: &[Vec<Option<FitKey>>]) -> usize {
-    let missing: Vec<(usize, &FitKey)> = jobs
-        .iter()
-        .zip(keys)
-        .enumerate()
-        .flat_map(|(ji, (job, ks))| {
-            ks.iter()
-                .flatten()
-                .filter(|k| job.cache.get(k).is_none())
-                .map(move |k| (ji, k))
-                .collect::<Vec<_>>()
-        })
-        .collect();
     let view: &[Job<'_>] = jobs;
+    let missing: Vec<(usize, &FitKey)> = par_map(view.len(), |ji| {
+        keys[ji]
+            .iter()
+            .flatten()
+            .filter(|k| view[ji].cache.get(k).is_none())
+            .map(|k| (ji, k))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     let new = par_map(missing.len(), |i| {
         let (ji, k) = missing[i];
         let j = &view[ji];
@@ -252,6 +251,12 @@ fn select_job(job: &mut Job<'_>, p: &Plan) -> Result<(Vec<usize>, usize)> {
             .ok_or_else(|| Error::config("cmpq", format!("{name}: error list lost")))?;
         match select(&lists, k, cols) {
             Selection::Done(pos) => return Ok((pos, computed)),
+            Selection::Complete(need) if need.is_empty() => {
+                return Err(Error::config(
+                    "cmpq",
+                    format!("{name}: fewer outlier candidates than {k}"),
+                ));
+            }
             Selection::Complete(need) => {
                 for i in need {
                     let (j, ek) = code[i];
@@ -344,10 +349,10 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
     // Drop re-fits this call did not use (plain fits stay for the next budget).
-    for (job, ks) in jobs.iter_mut().zip(&keys) {
+    par_zip_mut(jobs, &keys, |job, ks| {
         let used: HashSet<&FitKey> = ks.iter().flatten().filter(|k| !k.3.is_empty()).collect();
         job.cache.refits.retain(|k, _| used.contains(k));
-    }
+    });
     times.pack += now() - t;
     Ok(out)
 }
