@@ -1,7 +1,9 @@
 //! CMPQ (quant::cmpq, arXiv 2410.13056; docs/methods.md §3) on seeded data: the allocation hits
 //! the budget, codebooks reproduce columns with few distinct values exactly, outlier extraction
 //! keeps exactly the requested counts, re-clustering lowers the error, ablations do what they
-//! say, and a corrupted column map is an error rather than a panic.
+//! say, a corrupted column map is an error rather than a panic, and cached quantization
+//! (`FitCache`, `CmpqCache`) gives the same tensors as a fresh one across steps that change
+//! widths, sparse outliers, outlier fractions, magnitudes and the source model.
 
 #[path = "common/rng.rs"]
 mod rng;
