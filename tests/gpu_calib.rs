@@ -10,12 +10,15 @@ mod gpu_check;
 mod rng;
 use gpu_check::{close, gpu};
 use rng::Rng;
+use std::rc::Rc;
 
 use quantlab::gpu::calib;
 use quantlab::io::gguf::Gguf;
 use quantlab::model::cpu::Cpu;
 use quantlab::model::llama::Llama;
 use quantlab::model::weights::ModelWeights;
+use quantlab::playground::engine::Device;
+use quantlab::playground::session::Session;
 use quantlab::quant::calib::{calibrate, gram_rows, CalibFrom, CalibOptions};
 
 const MODEL: &str = concat!(
@@ -28,7 +31,7 @@ const MODEL: &str = concat!(
 const GRAM_TOL: f32 = 1e-5;
 /// Whole calibration of the real model, GPU against CPU, relative to each statistic's largest
 /// entry: the activations themselves differ by the two backends' f32 rounding over 30 layers
-/// (NLL differs by 2e-5, tests/gpu_model.rs); measured 6.8e-6 on lavapipe.
+/// (NLL differs by 2e-5, tests/gpu_model.rs); measured 3.4e-6 (6.8e-6 with BOS 1) on lavapipe.
 const CALIB_TOL: f32 = 1e-4;
 
 /// `Σ|x|/rows`, `max|x|`, `√Σx²` per channel of row-major `rows × d` data, in f64.
@@ -122,16 +125,20 @@ fn gpu_calibration_matches_cpu_on_the_default_model() {
         seq_len: 40,
         from: CalibFrom::Offset(17),
     };
+    let g = Rc::new(gpu());
+    // A session on the GPU, whose BOS rule every call below follows.
+    let mut session = Session::load_gguf_on("smollm2", bytes.clone(), &Device::Gpu(g.clone()))
+        .expect("gpu session");
+    let bos = session.bos();
     let cpu_model = Llama::load(&Cpu, &w).expect("cpu load");
-    let want = calibrate(&cpu_model, &tokens, Some(1), &opts, &mut |_, _| true).unwrap();
-    let g = gpu();
-    let gpu_model = Llama::load(&g, &w).expect("gpu load");
+    let want = calibrate(&cpu_model, &tokens, bos, &opts, &mut |_, _| true).unwrap();
+    let gpu_model = Llama::load(g.as_ref(), &w).expect("gpu load");
     let mut calls = Vec::new();
     let got = pollster::block_on(calib::calibrate(
         &g,
         &gpu_model,
         &tokens,
-        Some(1),
+        bos,
         &opts,
         &mut |d, n| {
             calls.push((d, n));
@@ -159,6 +166,13 @@ fn gpu_calibration_matches_cpu_on_the_default_model() {
         }
     }
     eprintln!("worst relative difference GPU vs CPU: {worst:e}");
+    // The session calibrates on the GPU: the same numbers as the call above.
+    let via = session.calibrate(&tokens, &opts, &mut |_, _| true).unwrap();
+    assert!(
+        via.layers == got.layers,
+        "the GPU session's calibration differs from gpu::calib::calibrate"
+    );
+    drop(session);
     // Cancelling stops before any work.
     let r = pollster::block_on(calib::calibrate(
         &g,

@@ -213,9 +213,7 @@ pub(crate) fn lower_inverse_transposed(l: &[f64], n: usize) -> Vec<f64> {
         }
     };
     #[cfg(not(target_arch = "wasm32"))]
-    mt.par_chunks_mut(NB * n)
-        .enumerate()
-        .for_each(column_block);
+    mt.par_chunks_mut(NB * n).enumerate().for_each(column_block);
     #[cfg(target_arch = "wasm32")]
     mt.chunks_mut(NB * n).enumerate().for_each(column_block);
     mt
