@@ -901,9 +901,14 @@ fn bench_quantize(
         let t = Instant::now();
         s.calibrate(own.as_deref().unwrap_or(&tokens), &copts, &mut |_, _| true)?;
         calib_s = t.elapsed().as_secs_f64();
-        // Session::calibrate runs the model on the CPU backend (a GPU session loads a CPU copy).
+        // Session::calibrate runs the model where the session does (natively).
+        let engine = s.engine();
+        let on = match engine.weight_bytes {
+            Some(_) => format!("GPU backend: {}", engine.adapter),
+            None => format!("CPU backend, {threads} threads"),
+        };
         println!(
-            "calibration {} × {} tokens: {calib_s:.2} s (CPU backend, {threads} threads)",
+            "calibration {} × {} tokens: {calib_s:.2} s ({on})",
             copts.n_seq, copts.seq_len
         );
     }
