@@ -36,6 +36,7 @@ const el = {
   actLayer: $('act-layer'), actShow: $('act-show'), actNote: $('act-note'),
   genBox: $('gen-box'), genPrompt: $('gen-prompt'), genN: $('gen-n'), genRun: $('gen-run'), genStop: $('gen-stop'),
   genRef: $('gen-ref'), genQuant: $('gen-quant'), genQuantH: $('gen-quant-h'), genStatus: $('gen-status'),
+  offline: $('offline'),
 };
 
 const texts = new Map();
@@ -279,6 +280,13 @@ function weightsLabel(q) {
   const gran = typeof d.gran === 'object' ? `g${d.gran.group}` : d.gran.replace('per_', '');
   const extra = (q.lorc ? ` +LoRC${q.lorc.rank}` : '') + (q.overrides.length ? ` +${q.overrides.length} ov` : '');
   return `${id.toUpperCase()} ${d.bits}-bit ${gran} ${d.sym ? 'sym' : 'asym'}${extra}`;
+}
+
+// The Pareto chart's series a run belongs to: its method, and whether LoRC was added.
+function methodGroup(q) {
+  if (q.method === 'none') return 'as loaded';
+  const id = typeof q.method === 'string' ? q.method : Object.keys(q.method)[0];
+  return `${id.toUpperCase()}${q.lorc ? ' +LoRC' : ''}`;
 }
 
 // ---------------------------------------------------------------------------- overrides
@@ -525,7 +533,7 @@ function showResult(msg) {
   if (!self.quantlabFirstResult) self.quantlabFirstResult = performance.now();
 
   const label = weightsLabel(current.quant);
-  tried.push({ bpw, ppl: r.ppl, label, quant: current.quant });
+  tried.push({ bpw, ppl: r.ppl, label, quant: current.quant, group: methodGroup(current.quant) });
   drawPareto(tried, (i) => {
     applyQuant(tried[i].quant);
     scheduleRun();
@@ -879,6 +887,40 @@ async function probeWebGpu() {
   el.webgpu.textContent = adapter ? 'WebGPU: available' : 'WebGPU: not available';
 }
 
+// Offline use: www/sw.js keeps this build's files, and www/download.js the models, so after one
+// load the page (and the default model) open without a network. The worker lives in www/ but
+// controls the page's directory (the server allows that scope).
+async function registerOffline() {
+  const say = (state, words) => {
+    el.offline.dataset.state = state;
+    el.offline.textContent = words;
+  };
+  if (!('serviceWorker' in navigator)) return say('unavailable', 'Offline use: not available in this browser.');
+  const sw = navigator.serviceWorker;
+  // The active worker says which build it keeps; a new build's worker takes over by itself
+  // (controllerchange) and is asked again.
+  sw.addEventListener('message', (e) => {
+    if (e.data?.type !== 'build') return;
+    el.offline.dataset.build = e.data.build;
+    say('ready', 'Works offline: this page and the models it loaded are kept in this browser.');
+  });
+  sw.addEventListener('controllerchange', () => sw.controller?.postMessage({ type: 'build' }));
+  sw.startMessages();
+  try {
+    try {
+      await sw.register(new URL('./sw.js', import.meta.url), {
+        scope: new URL('./', document.baseURI).pathname, updateViaCache: 'none',
+      });
+    } catch (e) {
+      // Offline, the update check fails; the worker already installed still serves the page.
+      if (!sw.controller) throw e;
+    }
+    (await sw.ready).active?.postMessage({ type: 'build' });
+  } catch (e) {
+    say('unavailable', `Offline use: not available (${e instanceof Error ? e.message : e}).`);
+  }
+}
+
 // ---------------------------------------------------------------------------- start
 const parsed = parseHash(self.location.hash);
 if (parsed.error) {
@@ -892,3 +934,4 @@ syncMethodControls();
 selectText(el.textSelect.value).catch(showError);
 loadRef(parsed.state?.model ?? 'default');
 probeWebGpu();
+registerOffline();
