@@ -5,7 +5,7 @@
 // The whole configuration lives in the URL hash (www/state.js); the method panel is built from
 // the schema Rust sends (src/playground/schema.rs); the pictures are in www/charts.js.
 
-import { DEFAULTS, HIDEABLE, makeHash, parseHash, validModel } from './state.js';
+import { DEFAULTS, HIDEABLE, hubFromUrl, makeHash, parseHash, validModel } from './state.js';
 import { drawActivations, drawHistogram, drawLayerMap, drawMemory, drawPareto } from './charts.js';
 import { download } from './download.js';
 
@@ -560,7 +560,20 @@ function presetConfigs(name) {
     case 'group': return ['per_row', 'g256', 'g128', 'g64', 'g32'].filter((g) => [...el.gran.options].some((o) => o.value === g))
       .map((gran) => ({ ...base, bits: 3, gran }));
     case 'sym': return [true, false].flatMap((sym) => [4, 3].map((bits) => ({ ...base, bits, sym })));
-    case 'study': return [4, 3, 2].flatMap((bits) => ['per_row', 'g128', 'g32'].map((gran) => ({ ...base, bits, gran })));
+    case 'study': {
+      // ZeroQuant-V2 (arXiv:2303.08302) in small: RTN against GPTQ at W4 and W3, scales per row
+      // and per group of 64, and W3 per row with LoRC rank 8 (its Section 5). GPTQ calibrates on
+      // 8 × 128 tokens so that the grid finishes in a browser.
+      const calib = { n: 8, len: 128 };
+      const grans = ['per_row', 'g64'].filter((g) => [...el.gran.options].some((o) => o.value === g));
+      const grid = [];
+      for (const method of ['rtn', 'gptq']) {
+        const c = method === 'gptq' ? calib : null;
+        for (const bits of [4, 3]) for (const gran of grans) grid.push({ ...base, method, bits, gran, calib: c });
+        grid.push({ ...base, method, bits: 3, gran: 'per_row', lorc: 8, calib: c });
+      }
+      return grid;
+    }
     default: return [];
   }
 }
@@ -570,6 +583,12 @@ function applyPresetStep(c) {
   el.bits.value = String(c.bits);
   el.gran.value = c.gran;
   el.sym.checked = c.sym;
+  el.lorc.checked = Boolean(c.lorc);
+  if (c.lorc) el.lorcRank.value = String(c.lorc);
+  if (c.calib) {
+    el.calibN.value = String(c.calib.n);
+    el.calibLen.value = String(c.calib.len);
+  }
   syncMethodControls();
 }
 function nextPreset() {
@@ -852,7 +871,11 @@ function loadModel(source, ref) {
 }
 function loadRef(ref) {
   if (ref === 'default') return loadModel({ url: new URL(DEFAULT_MODEL, document.baseURI).href }, 'default');
-  if (/^https?:/.test(ref)) return loadModel({ url: ref }, ref);
+  if (/^https?:/.test(ref)) {
+    // A Hub page (a repository, or a folder of one at a revision) loads like a Hub id.
+    const hub = hubFromUrl(ref, HUB ?? 'https://huggingface.co');
+    return loadModel(hub ? { hub: hub.id, rev: hub.rev } : { url: ref }, ref);
+  }
   return loadModel({ hub: ref }, ref);
 }
 el.file.addEventListener('change', () => {
@@ -871,7 +894,7 @@ el.drop.addEventListener('drop', (e) => {
 });
 el.urlLoad.addEventListener('click', () => {
   const ref = el.url.value.trim();
-  if (!validModel(ref)) return showError(`"${ref}" is neither a Hub id like org/name nor an http(s) URL`);
+  if (!validModel(ref)) return showError(`"${ref}" is neither a Hub id like org/name (or org/name/folder) nor an http(s) URL`);
   loadRef(ref);
 });
 el.modelDefault.addEventListener('click', () => loadRef('default'));
