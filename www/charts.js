@@ -42,7 +42,7 @@ export function drawPareto(runs, onPick) {
   };
   const plot = draw('pareto-chart', {
     scales: { x: { time: false } },
-    axes: [{ label: 'effective bits per weight (linear layers)' }, { label: 'perplexity' }],
+    axes: [{ label: 'effective bits per weight (linear layers)' }, { label: 'perplexity', size: 80 }],
     series: [{ label: 'bits' },
       ...groups.map((g, k) => ({ label: g, ...points(PALETTE[k % PALETTE.length]) })),
       { label: 'Pareto front', stroke: '#5a6272', width: 1.5, dash: [4, 3], spanGaps: true, points: { show: false } }],
@@ -125,14 +125,15 @@ export function drawLayerMap(map, onPick) {
     scales: { x: { time: false }, y: { distr: 3, range: logRange } },
     axes: [{ ...x, label: null }, { label: 'relative error', size: 60 }],
     series: [{ label: 'layer' }, ...kindSeries((v) => v.toExponential(2))],
+    // One legend, under the second chart.
+    legend: { show: false },
     cursor: { sync },
   }, [layers, ...grid('rel_error')]);
   const bits = draw('layer-bits-chart', {
-    height: 120,
+    height: 190,
     scales: { x: { time: false }, y: { range: (u, min, max) => [0, Math.max(8, Math.ceil(max ?? 0))] } },
-    axes: [x, { label: 'bits/weight', size: 60 }],
+    axes: [x, { label: 'bits per weight', size: 60 }],
     series: [{ label: 'layer' }, ...kindSeries((v) => v.toFixed(2))],
-    legend: { show: false },
     cursor: { sync },
   }, [layers, ...grid('bits_per_weight')]);
   for (const plot of [err, bits]) {

@@ -1,7 +1,7 @@
 // The "study" preset (issue 5: "a 'study' preset that runs a small grid in the background and
 // fills the chart"): ZeroQuant-V2 (arXiv:2303.08302) in small, on the CPU path in the page. RTN
 // and GPTQ at W4/W3 with scales per row and per group of 64, and W3 per row with LoRC rank 8;
-// GPTQ calibrates on 8 × 128 tokens of the other built-in texts. The Pareto chart then holds one
+// GPTQ calibrates on 16 × 128 tokens of the other built-in texts. The Pareto chart then holds one
 // point per configuration, in one series per method, and GPTQ is no worse than RTN at W4 per row.
 
 import { test, before, after } from 'node:test';
@@ -13,7 +13,7 @@ import { ROOT, RUN_TIMEOUT_MS, openPage, waitForResult } from './harness.mjs';
 // The grid: 2 methods × (2 bit widths × 2 granularities + W3 per row with LoRC).
 const STUDY_POINTS = 10;
 const PER_SERIES = { RTN: 4, GPTQ: 4, 'RTN +LoRC': 1, 'GPTQ +LoRC': 1 };
-const CALIB = '8 × 128';
+const CALIB = '16 × 128';
 // A whole grid of quantize-and-evaluate runs on 2 shared cores.
 const STUDY_TIMEOUT_MS = 2 * RUN_TIMEOUT_MS;
 
