@@ -123,7 +123,8 @@ export function drawLayerMap(map, onPick) {
   const err = draw('layer-err-chart', {
     height: 170,
     scales: { x: { time: false }, y: { distr: 3, range: logRange } },
-    axes: [{ ...x, label: null }, { label: 'relative error', size: 60 }],
+    // uPlot's default tick labels print 1e-6 as "0".
+    axes: [{ ...x, label: null }, { label: 'relative error', size: 60, values: (u, splits) => splits.map((v) => (v == null ? '' : v.toExponential(0))) }],
     series: [{ label: 'layer' }, ...kindSeries((v) => v.toExponential(2))],
     // One legend, under the second chart.
     legend: { show: false },
