@@ -247,12 +247,7 @@ pub fn quantize(
     opts: &GptqOptions,
     name: &str,
 ) -> Result<QTensor> {
-    check_bits(spec.bits).map_err(|_| {
-        Error::config(
-            "bits",
-            format!("{name}: {} bits is outside 1..=8", spec.bits),
-        )
-    })?;
+    // `quantize_prepared` checks the bits; the layer's shape is checked before factoring.
     check_layer(w, rows, cols, gram, name)?;
     let p = prepare(gram, cols, n_tokens, opts, name)?;
     quantize_prepared(w, rows, cols, &p, spec, rtn, opts, name)
