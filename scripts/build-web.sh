@@ -35,4 +35,24 @@ cp "$uplot/uPlot.esm.js" "$uplot/uPlot.min.css" www/pkg/
 cp tests/browser/node_modules/uplot/LICENSE www/pkg/uPlot.LICENSE
 # The parquet reader (hyparquet, pinned likewise) for WikiText-2 as the Hub serves it.
 rm -rf www/pkg/hyparquet && cp -r tests/browser/node_modules/hyparquet/src www/pkg/hyparquet && cp tests/browser/node_modules/hyparquet/LICENSE www/pkg/hyparquet/LICENSE
-echo "web bundle: www/pkg/ ($(du -h www/pkg/quantlab_bg.wasm | cut -f1) of wasm)"
+# The app shell the service worker (www/sw.js) keeps for offline use: every file the page can
+# ask for besides the models, and a build id hashed from their bytes, so a new build gets a new
+# cache (and the browser, seeing shell.js change, installs the new worker). Paths are relative to
+# the page's directory; "./" is index.html.
+shell=(index.html www/style.css)
+while IFS= read -r f; do shell+=("$f"); done < <(
+  find www -maxdepth 1 -name '*.js' ! -name sw.js
+  find www/texts www/methods -name '*.txt'
+  find www/pkg -name '*.js' -o -name '*.wasm' -o -name '*.css' | grep -v '^www/pkg/shell\.js$'
+)
+mapfile -t shell < <(printf '%s\n' "${shell[@]}" | LC_ALL=C sort -u)
+build=$(cat "${shell[@]}" | sha256sum | cut -c1-16)
+{
+  echo "// Written by scripts/build-web.sh: the app shell www/sw.js precaches, and its build id."
+  echo "self.QUANTLAB_BUILD = '$build';"
+  echo "self.QUANTLAB_SHELL = ["
+  echo "  './',"
+  for f in "${shell[@]}"; do [ "$f" = index.html ] || echo "  '$f',"; done
+  echo "];"
+} > www/pkg/shell.js
+echo "web bundle: www/pkg/ ($(du -h www/pkg/quantlab_bg.wasm | cut -f1) of wasm), build $build, ${#shell[@]} shell files"

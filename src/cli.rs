@@ -315,7 +315,7 @@ pub fn main() -> ExitCode {
             calib,
         } => match method {
             Some(m) => bench_quantize(&model, &text, backend, m, bits, &group, &calib),
-            None => bench(&model, &text, ctx, windows, backend, cmpq_step),
+            None => bench(&model, &text, ctx, windows, backend, cmpq_step, &calib),
         },
         Cmd::Sweep(a) => sweep(&a),
         Cmd::Generate(a) => generate(&a),
@@ -682,6 +682,7 @@ fn bench(
     windows: Option<usize>,
     backend: BackendArg,
     cmpq_step: bool,
+    calib: &CalibArgs,
 ) -> Result<()> {
     let t = Instant::now();
     let mut s = load_on(model, &device(backend)?)?;
@@ -709,7 +710,16 @@ fn bench(
         tokens.len() as f64 / tok_s
     );
     if cmpq_step {
-        return bench_cmpq_step(&mut s, &tokens, ctx, windows.unwrap_or(8));
+        // `--calib-n`/`--calib-len` size the calibration (its statistics only; the tail of the
+        // benchmark text as before). A smaller one makes the benchmark quicker on few cores.
+        if calib.calib_text.is_some() {
+            return Err(Error::config(
+                "calib-text",
+                "bench --cmpq-step calibrates on the tail of --text",
+            ));
+        }
+        let copts = &calib.options();
+        return bench_cmpq_step(&mut s, &tokens, ctx, windows.unwrap_or(8), copts);
     }
     let cfg = QuantConfig {
         method: Method::Rtn,
@@ -761,11 +771,17 @@ fn serve(root: &Path, port: u16) -> Result<()> {
 /// `bench --cmpq-step`: the interactive budget slider as a benchmark (issue 6: one step of 0.05
 /// bit, re-quantized and re-evaluated on 8 windows of 512 tokens). Calibration runs once (the
 /// session keeps it); `CmpqCache` keeps the column fits, so the step re-fits only the columns
-/// whose width or sparse outliers changed.
-fn bench_cmpq_step(s: &mut Session, tokens: &[u32], ctx: usize, windows: usize) -> Result<()> {
-    let copts = CalibOptions::default();
+/// whose width or sparse outliers changed, and keeps the dequantized source and each column's
+/// largest errors. A second line per step breaks the quantize time down by phase.
+fn bench_cmpq_step(
+    s: &mut Session,
+    tokens: &[u32],
+    ctx: usize,
+    windows: usize,
+    copts: &CalibOptions,
+) -> Result<()> {
     let t = Instant::now();
-    s.calibrate(tokens, &copts, &mut |_, _| true)?;
+    s.calibrate(tokens, copts, &mut |_, _| true)?;
     println!(
         "calibrate {} × {} tokens (once): {:.2} s",
         copts.n_seq,
@@ -809,6 +825,23 @@ fn bench_cmpq_step(s: &mut Session, tokens: &[u32], ctx: usize, windows: usize) 
             tq + tl + te,
             r.ppl,
             q.memory().bits_per_weight
+        );
+        // What the quantize time above was spent on (CmpqCache's phases, wall clock).
+        let p = cache.times();
+        println!(
+            "  {what} phases: source {:.2} s · alloc {:.2} s · fits {:.2} s ({} new) · outliers \
+             {:.2} s ({} error lists) · refits {:.2} s ({} new) · pack {:.2} s · model {:.2} s · \
+             load {tl:.2} s · eval {te:.2} s",
+            p.source,
+            p.alloc,
+            p.fits,
+            p.new_fits,
+            p.outliers,
+            p.new_err_lists,
+            p.refits,
+            p.new_refits,
+            p.pack,
+            p.model
         );
     }
     Ok(())
@@ -868,9 +901,14 @@ fn bench_quantize(
         let t = Instant::now();
         s.calibrate(own.as_deref().unwrap_or(&tokens), &copts, &mut |_, _| true)?;
         calib_s = t.elapsed().as_secs_f64();
-        // Session::calibrate runs the model on the CPU backend (a GPU session loads a CPU copy).
+        // Session::calibrate runs the model where the session does (natively).
+        let engine = s.engine();
+        let on = match engine.weight_bytes {
+            Some(_) => format!("GPU backend: {}", engine.adapter),
+            None => format!("CPU backend, {threads} threads"),
+        };
         println!(
-            "calibration {} × {} tokens: {calib_s:.2} s (CPU backend, {threads} threads)",
+            "calibration {} × {} tokens: {calib_s:.2} s ({on})",
             copts.n_seq, copts.seq_len
         );
     }

@@ -10,6 +10,8 @@
 //! - `Cross-Origin-Opener-Policy` / `Cross-Origin-Embedder-Policy` make the page "cross-origin
 //!   isolated", which is what enables `SharedArrayBuffer`; the page uses one to cancel a running
 //!   evaluation inside the worker (see www/worker.js).
+//! - `Service-Worker-Allowed: /` on www/sw.js lets that service worker control the page at the
+//!   root, so the page works offline after its first load.
 
 use crate::{Error, Result};
 use std::fs::File;
@@ -24,6 +26,10 @@ const WORKERS: usize = 4;
 
 /// Longest request path accepted (bytes, before decoding).
 const MAX_PATH_LEN: usize = 1024;
+
+/// The page's service worker (offline use). A worker may only control pages under its own
+/// directory unless the server allows a wider scope with `Service-Worker-Allowed`.
+const SERVICE_WORKER: &str = "www/sw.js";
 
 /// A bound, not yet running server.
 pub struct Server {
@@ -127,6 +133,10 @@ fn respond(root: &Path, method: &Method, url: &str) -> Reply {
             r = with(r, "Content-Type", mime_type(name));
             r = with(r, "Cache-Control", cache_control(&rel));
             r = with(r, "X-Content-Type-Options", "nosniff");
+            if rel == Path::new(SERVICE_WORKER) {
+                // The worker lives in www/ but must control the page at the root.
+                r = with(r, "Service-Worker-Allowed", "/");
+            }
             r = with(r, "Cross-Origin-Opener-Policy", "same-origin");
             with(r, "Cross-Origin-Embedder-Policy", "require-corp")
         }
@@ -285,6 +295,7 @@ mod tests {
         std::fs::create_dir_all(root.join("www")).expect("mkdir");
         std::fs::write(root.join("index.html"), "<p>hi</p>").expect("write");
         std::fs::write(root.join("www/m.wasm"), [0u8, 97, 115, 109]).expect("write");
+        std::fs::write(root.join("www/sw.js"), "self.x = 1;").expect("write");
         std::fs::write(dir.join("secret.txt"), "secret").expect("write");
         std::fs::create_dir_all(root.join(".git")).expect("mkdir");
         std::fs::write(root.join(".git/config"), "secret").expect("write");
@@ -302,6 +313,13 @@ mod tests {
         assert!(all.contains("<p>hi</p>"));
         assert!(all.to_ascii_lowercase().contains("content-type: text/html"));
         assert!(all.contains("Cross-Origin-Embedder-Policy: require-corp"));
+
+        let (status, all) = get(&addr, "/www/sw.js");
+        assert!(status.contains("200"), "{status}");
+        assert!(all.contains("Content-Type: text/javascript"), "{all}");
+        assert!(all.contains("Service-Worker-Allowed: /"), "{all}");
+        let (_, all) = get(&addr, "/www/m.wasm");
+        assert!(!all.contains("Service-Worker-Allowed"), "{all}");
 
         let (status, all) = get(&addr, "/www/m.wasm");
         assert!(status.contains("200"), "{status}");

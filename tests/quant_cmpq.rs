@@ -1,13 +1,17 @@
 //! CMPQ (quant::cmpq, arXiv 2410.13056; docs/methods.md §3) on seeded data: the allocation hits
 //! the budget, codebooks reproduce columns with few distinct values exactly, outlier extraction
 //! keeps exactly the requested counts, re-clustering lowers the error, ablations do what they
-//! say, and a corrupted column map is an error rather than a panic.
+//! say, a corrupted column map is an error rather than a panic, and cached quantization
+//! (`FitCache`, `CmpqCache`) gives the same tensors as a fresh one across steps that change
+//! widths, sparse outliers, outlier fractions, magnitudes and the source model.
 
 #[path = "common/rng.rs"]
 mod rng;
 use rng::Rng;
 
-use quantlab::quant::cmpq::{self, Ablation, Class, CmpqOptions};
+use quantlab::model::weights::ModelWeights;
+use quantlab::quant::calib::{CalibOptions, Calibration, SiteStats};
+use quantlab::quant::cmpq::{self, Ablation, ActStat, Class, CmpqOptions};
 use quantlab::quant::cmpq_alloc::{allocate, check_budget, Allocation, BUDGET_TOL};
 use quantlab::quant::format::{Format, QTensor};
 
@@ -358,4 +362,229 @@ fn config_round_trips_through_a_share_link_and_checks_the_budget() {
     assert_eq!(QuantConfig::from_url(&c.to_url()).unwrap(), c);
     let bad = c.to_json().replace("2.75", "2.77");
     assert!(QuantConfig::from_json(&bad).is_err(), "{bad}");
+}
+
+/// A two-layer Llama-shaped model (d = 256, FFN 512, 4 heads of 64, 4 KV heads) with
+/// `weights(seed)` everywhere, large enough that every linear can hit a budget within
+/// `BUDGET_TOL`, and statistics with heavy-tailed magnitudes for every site.
+fn cmpq_model(seed: u64) -> (ModelWeights, Calibration) {
+    use quantlab::model::config::{ModelConfig, RopeStyle};
+    use quantlab::model::weights::{LayerWeights, Linear};
+    let (d, ffn) = (256usize, 512usize);
+    let config = ModelConfig {
+        arch: "llama".into(),
+        n_layer: 2,
+        dim: d,
+        ffn_dim: ffn,
+        n_head: 4,
+        n_kv_head: 4,
+        head_dim: 64,
+        vocab: 32,
+        rope_theta: 10_000.0,
+        rope_style: RopeStyle::Interleaved,
+        rms_eps: 1e-5,
+        max_ctx: 128,
+        tied_embeddings: true,
+    };
+    let mut r = Rng(seed);
+    let mut m =
+        |rows: usize, cols: usize| QTensor::from_f32(rows, cols, &weights(&mut r, rows * cols));
+    let mut layers = Vec::new();
+    for i in 0..2 {
+        let lin = |name: &str, w: QTensor| Linear {
+            name: format!("blk.{i}.{name}.weight"),
+            w,
+            bias: None,
+        };
+        layers.push(LayerWeights {
+            attn_norm: vec![1.0; d],
+            ffn_norm: vec![1.0; d],
+            wq: lin("attn_q", m(d, d)),
+            wk: lin("attn_k", m(d, d)),
+            wv: lin("attn_v", m(d, d)),
+            wo: lin("attn_output", m(d, d)),
+            w_gate: lin("ffn_gate", m(ffn, d)),
+            w_up: lin("ffn_up", m(ffn, d)),
+            w_down: lin("ffn_down", m(d, ffn)),
+        });
+    }
+    let model = ModelWeights {
+        config,
+        token_embd: m(32, d),
+        output_norm: vec![1.0; d],
+        output: None,
+        layers,
+    };
+    let mut r = Rng(seed + 1000);
+    // Layer 0 heavy-tailed (sparse outliers gather in a few columns), layer 1 mild (they spread
+    // over many columns, so a width step also moves some of them).
+    let stats = |r: &mut Rng, dim: usize, heavy: bool| {
+        let mean_abs = if heavy {
+            profile(r, dim)
+        } else {
+            (0..dim).map(|_| 0.5 + r.next().abs()).collect()
+        };
+        SiteStats {
+            dim,
+            rows: 100,
+            gram: vec![0.0; dim * dim],
+            max_abs: mean_abs.iter().map(|x| 4.0 * x).collect(),
+            l2: mean_abs.iter().map(|x| 10.0 * x).collect(),
+            mean_abs,
+        }
+    };
+    let layers = (0..2usize)
+        .map(|l| {
+            let h = l == 0;
+            [
+                stats(&mut r, d, h),
+                stats(&mut r, d, h),
+                stats(&mut r, d, h),
+                stats(&mut r, ffn, h),
+            ]
+        })
+        .collect();
+    let calib = Calibration {
+        opts: CalibOptions::default(),
+        range: 0..0,
+        layers,
+    };
+    (model, calib)
+}
+
+/// Flat indices of a CMPQ tensor's sparse outliers (the add-on's leading u32 indices).
+fn outlier_positions(q: &QTensor) -> Vec<u32> {
+    let st = q.storage();
+    let tail = &q.data[q.data.len() - st.outliers..];
+    tail.chunks_exact(4)
+        .take(q.addons.outliers)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn cached_model_steps_equal_fresh_quantization() {
+    use quantlab::model::llama::Site;
+    use quantlab::quant::cmpq_cache::CmpqCache;
+    use quantlab::quant::config::{Method, QuantConfig};
+    let (src, calib) = cmpq_model(31);
+    // The sites are in `Site::ALL` order: attention input, attention output, FFN input, down.
+    assert_eq!(Site::of_linear(6).index(), 3);
+    let cfg = |o: CmpqOptions| QuantConfig {
+        method: Method::Cmpq(o),
+        ..QuantConfig::default()
+    };
+    let base = CmpqOptions::default();
+    let steps = [
+        base,
+        CmpqOptions {
+            budget: 3.05,
+            ..base
+        },
+        CmpqOptions {
+            budget: 3.1,
+            outlier_sparse: 0.004,
+            ..base
+        },
+        CmpqOptions {
+            budget: 2.5,
+            outlier_cols: 0.01,
+            outlier_sparse: 0.001,
+            ..base
+        },
+        CmpqOptions {
+            budget: 3.05,
+            ..base
+        },
+        CmpqOptions {
+            budget: 3.05,
+            kmeans: false,
+            ..base
+        },
+        CmpqOptions {
+            budget: 3.0,
+            act: ActStat::L2,
+            ..base
+        },
+    ];
+    let mut cache = CmpqCache::default();
+    let mut prev: Option<ModelWeights> = None;
+    let mut new_fits = Vec::new();
+    for (i, o) in steps.into_iter().enumerate() {
+        let c = cfg(o);
+        let cached = cache.apply(&c, &src, &calib).unwrap();
+        let fresh = c
+            .apply_calibrated(&src, Some(&calib), &mut |_, _| true)
+            .unwrap();
+        for (x, y) in cached.linears().zip(fresh.linears()) {
+            assert_eq!(x.name, y.name);
+            assert_eq!(x.w, y.w, "step {i} ({o:?}): {}", x.name);
+        }
+        assert_eq!(cached.token_embd, fresh.token_embd);
+        assert_eq!(
+            cached.memory().bits_per_weight,
+            fresh.memory().bits_per_weight
+        );
+        if i == 1 {
+            // 3.00 → 3.05 moves columns to the wider class AND moves sparse outliers.
+            let p = prev.as_ref().unwrap();
+            let widths = p
+                .linears()
+                .zip(cached.linears())
+                .filter(|(a, b)| a.w.format != b.w.format);
+            assert!(widths.count() > 0, "no width changed");
+            let moved = p
+                .linears()
+                .zip(cached.linears())
+                .filter(|(a, b)| outlier_positions(&a.w) != outlier_positions(&b.w))
+                .count();
+            assert!(moved > 0, "no sparse outlier moved");
+            assert!(cached.linears().all(|l| l.w.addons.outliers > 0));
+        }
+        new_fits.push(cache.times().new_fits);
+        prev = Some(cached);
+    }
+    // The step re-fits a small part of the columns; a budget seen before re-fits none.
+    assert!(new_fits[1] * 5 < new_fits[0], "{new_fits:?}");
+    assert_eq!(new_fits[4], 0, "{new_fits:?}");
+
+    // Another model (same names and shapes, other weights) and other magnitudes through the
+    // same cache: nothing stale is reused.
+    let (src2, calib2) = cmpq_model(77);
+    for (s, c) in [(&src2, &calib), (&src2, &calib2), (&src, &calib2)] {
+        let q = cfg(base);
+        let cached = cache.apply(&q, s, c).unwrap();
+        let fresh = q.apply_calibrated(s, Some(c), &mut |_, _| true).unwrap();
+        for (x, y) in cached.linears().zip(fresh.linears()) {
+            assert_eq!(x.w, y.w, "{}", x.name);
+        }
+    }
+}
+
+#[test]
+fn cached_single_tensor_follows_outlier_fractions_and_magnitudes() {
+    let mut r = Rng(29);
+    let (rows, cols) = (256, 384);
+    let w = weights(&mut r, rows * cols);
+    let a1 = profile(&mut r, cols);
+    let a2 = profile(&mut r, cols);
+    let mut cache = cmpq::FitCache::default();
+    for (b, cols_f, sparse, a) in [
+        (3.0, 0.005, 0.0025, &a1),
+        (3.05, 0.005, 0.0025, &a1),
+        (3.05, 0.005, 0.01, &a1),
+        (3.05, 0.02, 0.01, &a1),
+        (3.05, 0.02, 0.01, &a2),
+        (3.5, 0.0, 0.03, &a2),
+    ] {
+        let o = CmpqOptions {
+            budget: b,
+            outlier_cols: cols_f,
+            outlier_sparse: sparse,
+            ..CmpqOptions::default()
+        };
+        let cached = cmpq::quantize_cached(&w, rows, cols, a, &o, "t", &mut cache).unwrap();
+        let fresh = cmpq::quantize(&w, rows, cols, a, &o, "t").unwrap();
+        assert_eq!(cached, fresh, "{o:?}");
+    }
 }

@@ -13,7 +13,7 @@ use quantlab::model::weights::ModelWeights;
 use quantlab::quant::calib::{self, CalibFrom, CalibOptions, Calibration};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
 use quantlab::quant::format::Granularity;
-use quantlab::quant::gptq::GptqOptions;
+use quantlab::quant::gptq::{self, GptqOptions};
 
 /// Two layers, d = 64, FFN 128, 4 heads of 16 (2 KV heads), vocab 32, all f32; norms with
 /// uneven channel gains so activations have outlier channels, as real ones do.
@@ -135,6 +135,26 @@ fn gptq_needs_calibration_and_beats_rtn_on_every_layer() {
     let er = layer_errors(&src, &qr, &c);
     for ((name, g), (_, r)) in eg.iter().zip(&er) {
         assert!(g < r, "{name}: gptq {g} ≥ rtn {r}");
+    }
+    // The config quantizes a block at a time with one Hessian factor per input, in parallel:
+    // byte for byte what GPTQ gives each tensor alone.
+    for (li, (a, b)) in src.layers.iter().zip(&qg.layers).enumerate() {
+        for (k, (x, y)) in a.linears().iter().zip(b.linears()).enumerate() {
+            let st = c.site(li, Site::of_linear(k)).unwrap();
+            let alone = gptq::quantize(
+                &x.w.dequantize().unwrap(),
+                x.w.rows,
+                x.w.cols,
+                &st.gram,
+                st.rows,
+                q.spec(),
+                &q.rtn_options(),
+                &GptqOptions::default(),
+                &x.name,
+            )
+            .unwrap();
+            assert_eq!(y.w, alone, "{}", x.name);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-// The pictures, drawn with uPlot (npm `uplot`, copied into www/pkg/ by scripts/build-web.sh so
-// the page works offline). Each chart keeps the data it draws in `chartData` (exposed as
-// window.quantlabCharts) so tests can check the numbers rather than pixels.
+// The pictures, all drawn with uPlot (npm `uplot`, copied into www/pkg/ by scripts/build-web.sh
+// so the page works offline; no chart is drawn by hand). Each chart keeps the data it draws in
+// `chartData` (exposed as window.quantlabCharts) so tests can check the numbers rather than
+// pixels; window.quantlabPlots holds the uPlot instances themselves.
 
 import uPlot from './pkg/uPlot.esm.js';
 import { paretoFront } from './state.js';
@@ -10,6 +11,8 @@ self.quantlabCharts = chartData;
 
 const WIDTH = 520;
 const plots = new Map(); // element id -> uPlot
+// The uPlot instances by element id, so tests can read the data a chart actually holds.
+self.quantlabPlots = plots;
 
 function draw(id, opts, data) {
   const node = document.getElementById(id);
@@ -23,15 +26,8 @@ function draw(id, opts, data) {
 
 const points = (stroke) => ({ stroke, width: 0, points: { show: true, size: 8, fill: stroke }, paths: () => null });
 
-// One colour per method in the Pareto chart (methods not listed get the last one).
-const METHOD_COLOURS = {
-  none: '#5a6272', rtn: '#2b5fd9', gptq: '#1e8a4c', awq: '#8a5a1e', kmeans: '#9b59b6', nf4: '#d98a2b',
-  fp4: '#2bb3d9', cmpq: '#8e24aa', other: '#333a48',
-};
-
-// runs: [{bpw, ppl, label, method}]; onPick(index into runs). One point series per method (the
-// legend names them), the Pareto front over all of them as a line. Perplexity on a log scale:
-// 2-bit RTN and CMPQ's budgets differ by orders of magnitude.
+// runs: [{bpw, ppl, label, group}]; onPick(index into runs). One series of points per group
+// (the method: "RTN", "GPTQ", "GPTQ +LoRC", …), and the Pareto front over all runs as a line.
 export function drawPareto(runs, onPick) {
   const pts = runs.map((r) => ({ x: r.bpw, y: r.ppl }));
   const front = new Set(paretoFront(pts));
@@ -39,29 +35,41 @@ export function drawPareto(runs, onPick) {
   const xs = order.map((i) => runs[i].bpw);
   const ys = order.map((i) => runs[i].ppl);
   const fs = order.map((i) => (front.has(i) ? runs[i].ppl : null));
+  const groups = [...new Set(order.map((i) => runs[i].group ?? 'runs'))];
+  const byGroup = groups.map((g) => order.map((i) => ((runs[i].group ?? 'runs') === g ? runs[i].ppl : null)));
+  // Also by method id ("rtn", "gptq", "cmpq", …) for readers of the data.
   const methods = order.map((i) => runs[i].method ?? 'other');
-  const ids = [...new Set(methods)];
-  const series = Object.fromEntries(ids.map((id) => [id, methods.map((m, k) => (m === id ? ys[k] : null))]));
-  chartData.pareto = { bpw: xs, ppl: ys, front: fs, labels: order.map((i) => runs[i].label), methods, series };
+  const series = Object.fromEntries([...new Set(methods)].map((id) => [id, methods.map((mt, k) => (mt === id ? ys[k] : null))]));
+  chartData.pareto = {
+    bpw: xs, ppl: ys, front: fs, labels: order.map((i) => runs[i].label), groups: order.map((i) => runs[i].group ?? 'runs'),
+    methods, series,
+  };
   const plot = draw('pareto-chart', {
+    // Perplexity on a log scale: 2-bit RTN and CMPQ's budgets differ by orders of magnitude.
     scales: { x: { time: false }, y: { distr: 3 } },
     // Compact tick labels: 2-bit perplexities reach 1e9 and would not fit the axis.
     axes: [{ label: 'effective bits per weight (linear layers)' },
       { label: 'perplexity', size: 60, values: (u, vals) => vals.map((v) => (v == null ? '' : v >= 1e5 ? v.toExponential(0) : String(v))) }],
     series: [{ label: 'bits' },
-      ...ids.map((id) => ({ label: id === 'none' ? 'as loaded' : id.toUpperCase(), ...points(METHOD_COLOURS[id] ?? METHOD_COLOURS.other) })),
-      { label: 'Pareto front', stroke: '#b3261e', width: 2, spanGaps: true, points: { show: true, size: 6 } }],
+      ...groups.map((g, k) => ({ label: g, ...points(PALETTE[k % PALETTE.length]) })),
+      { label: 'Pareto front', stroke: '#5a6272', width: 1.5, dash: [4, 3], spanGaps: true, points: { show: false } }],
     legend: { show: true },
-  }, [xs, ...ids.map((id) => series[id]), fs]);
+  }, [xs, ...byGroup, fs]);
   plot.over.addEventListener('click', () => {
     const idx = plot.cursor.idx;
     if (idx != null && order[idx] !== undefined) onPick(order[idx]);
   });
 }
 
-// m: MemoryReport. Stacked bar of the components as HTML (widths relative to f16).
+// Colours: one per method in the Pareto chart, one per tensor kind in the layer map.
+const PALETTE = ['#2b5fd9', '#b3261e', '#1e8a4c', '#e08a1e', '#9b59b6', '#0b8fa3', '#7a5c2e', '#d14f9a'];
+const mbText = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+// m: MemoryReport. Two stacked bars in MB: this model by component, and the same model in f16.
+// uPlot has no stacking of its own: series k holds the sum of components 0..k and each bar fills
+// from zero, so the series are drawn from the top of the stack down (the legend reads the same
+// way) and each lower one paints over the part of the bar below it.
 export function drawMemory(m) {
-  const node = document.getElementById('memory-bar');
   const parts = [
     ['codes', m.linear.codes, '#2b5fd9'],
     ['scales/zeros', m.linear.scales + m.linear.zeros, '#7aa0f0'],
@@ -69,66 +77,80 @@ export function drawMemory(m) {
     ['low-rank', m.linear.lowrank, '#9b59b6'],
     ['untouched tensors', m.other_bytes, '#9aa3b2'],
   ];
-  chartData.memory = { components: parts.map(([k, v]) => ({ name: k, bytes: v })), total: m.total_bytes, f16: m.f16_bytes };
-  node.replaceChildren();
-  const bar = (label, segs, total) => {
-    const row = document.createElement('div');
-    row.className = 'membar-row';
-    const name = document.createElement('span');
-    name.className = 'membar-label';
-    name.textContent = `${label} ${(total / 1e6).toFixed(1)} MB`;
-    const track = document.createElement('div');
-    track.className = 'membar-track';
-    for (const [k, v, c] of segs) {
-      if (v <= 0) continue;
-      const s = document.createElement('div');
-      s.style.width = `${(100 * v) / m.f16_bytes}%`;
-      s.style.background = c;
-      s.title = `${k}: ${(v / 1e6).toFixed(2)} MB`;
-      track.append(s);
-    }
-    row.append(name, track);
-    node.append(row);
+  const bars = ['this model', 'all f16'];
+  // stacks[k][bar]: bytes of components 0..k; the f16 bar is one component (its own series).
+  let sum = 0;
+  const stacks = parts.map(([, v]) => {
+    sum += v;
+    return [sum, null];
+  });
+  const f16 = [null, m.f16_bytes];
+  chartData.memory = {
+    components: parts.map(([k, v]) => ({ name: k, bytes: v })), total: m.total_bytes, f16: m.f16_bytes, bars, stacks, f16Bar: f16,
   };
-  bar('this model', parts, m.total_bytes);
-  bar('all f16', [['f16', m.f16_bytes, '#c8ccd4']], m.f16_bytes);
-  const legend = document.createElement('p');
-  legend.className = 'hint';
-  legend.textContent = parts.filter(([, v]) => v > 0).map(([k, v]) => `${k} ${(v / 1e6).toFixed(1)} MB`).join(' · ');
-  node.append(legend);
+  const barPaths = uPlot.paths.bars({ size: [0.55, 90] });
+  const series = [{ label: 'model' }];
+  const data = [[0, 1]];
+  // Top of the stack first.
+  for (let k = parts.length - 1; k >= 0; k -= 1) {
+    const [name, bytes, colour] = parts[k];
+    if (bytes <= 0) continue;
+    series.push({ label: `${name} ${mbText(bytes)}`, fill: colour, stroke: colour, width: 0, paths: barPaths, points: { show: false } });
+    data.push(stacks[k].map((v) => (v == null ? null : v / 1e6)));
+  }
+  series.push({ label: `f16 ${mbText(m.f16_bytes)}`, fill: '#c8ccd4', stroke: '#c8ccd4', width: 0, paths: barPaths, points: { show: false } });
+  data.push(f16.map((v) => (v == null ? null : v / 1e6)));
+  draw('memory-bar', {
+    height: 170,
+    scales: { x: { time: false, range: [-0.5, 1.5] }, y: { range: (u, min, max) => [0, max * 1.05] } },
+    axes: [{ splits: () => [0, 1], values: (u, splits) => splits.map((i) => bars[i] ?? '') }, { label: 'MB' }],
+    series,
+    legend: { show: true, live: false },
+    cursor: { show: false },
+  }, data);
 }
 
-// map: inspect::LayerMap; onPick(layer).
+// map: inspect::LayerMap; onPick(layer). Two charts over the layers with one cursor: the relative
+// error ‖W−Ŵ‖²/‖W‖² of each tensor kind (log scale), and its bits per weight. Clicking a layer in
+// either picks it for a per-layer setting.
 export function drawLayerMap(map, onPick) {
-  const node = document.getElementById('layer-map');
   chartData.layers = map;
-  node.replaceChildren();
-  const maxErr = Math.max(1e-12, ...map.cells.map((c) => c.rel_error));
-  const head = document.createElement('div');
-  head.className = 'lm-row';
-  head.append(Object.assign(document.createElement('span'), { className: 'lm-name', textContent: '' }));
-  for (const k of map.kinds) head.append(Object.assign(document.createElement('span'), { className: 'lm-kind', textContent: k.replace('attn_', '').replace('ffn_', '') }));
-  node.append(head);
-  for (let l = 0; l < map.n_layer; l += 1) {
-    const row = document.createElement('div');
-    row.className = 'lm-row';
-    const b = document.createElement('button');
-    b.type = 'button';
-    b.className = 'lm-name';
-    b.textContent = `blk ${l}`;
-    b.setAttribute('aria-label', `Layer ${l}: give it its own setting`);
-    b.addEventListener('click', () => onPick(l));
-    row.append(b);
-    for (const c of map.cells.filter((x) => x.layer === l)) {
-      const cell = document.createElement('span');
-      cell.className = 'lm-cell';
-      const t = Math.sqrt(c.rel_error / maxErr); // sqrt: small errors stay visible
-      cell.style.background = `rgba(179, 38, 30, ${(0.08 + 0.8 * t).toFixed(3)})`;
-      cell.textContent = c.bits_per_weight.toFixed(1);
-      cell.title = `${c.name}: ${c.format}, ${c.bits_per_weight.toFixed(2)} bits/weight, relative error ${c.rel_error.toExponential(2)}`;
-      row.append(cell);
-    }
-    node.append(row);
+  const layers = Array.from({ length: map.n_layer }, (_, l) => l);
+  const grid = (field) => map.kinds.map((_, k) => layers.map((l) => {
+    const c = map.cells.find((x) => x.layer === l && x.kind === k);
+    // A tensor kept as loaded has no error: nothing to draw on a log scale.
+    return c && (field !== 'rel_error' || c.rel_error > 0) ? c[field] : null;
+  }));
+  const kindSeries = (fmt) => map.kinds.map((k, i) => ({
+    label: k, stroke: PALETTE[i % PALETTE.length], width: 1.5, points: { show: true, size: 4 }, value: (u, v) => (v == null ? '—' : fmt(v)),
+  }));
+  const sync = { key: 'layer-map', setSeries: true };
+  const x = { label: 'layer', values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? `${v}` : '')) };
+  const logRange = (u, min, max) => (min == null || !(min > 0) ? [1e-6, 1] : uPlot.rangeLog(min, max, 10, true));
+  const err = draw('layer-err-chart', {
+    height: 170,
+    scales: { x: { time: false }, y: { distr: 3, range: logRange } },
+    // uPlot's default tick labels print 1e-6 as "0".
+    axes: [{ ...x, label: null }, { label: 'relative error', size: 60, values: (u, splits) => splits.map((v) => (v == null ? '' : v.toExponential(0))) }],
+    series: [{ label: 'layer' }, ...kindSeries((v) => v.toExponential(2))],
+    // One legend, under the second chart.
+    legend: { show: false },
+    cursor: { sync },
+  }, [layers, ...grid('rel_error')]);
+  const bits = draw('layer-bits-chart', {
+    height: 190,
+    scales: { x: { time: false }, y: { range: (u, min, max) => [0, Math.max(8, Math.ceil(max ?? 0))] } },
+    axes: [x, { label: 'bits per weight', size: 60 }],
+    series: [{ label: 'layer' }, ...kindSeries((v) => v.toFixed(2))],
+    cursor: { sync },
+  }, [layers, ...grid('bits_per_weight')]);
+  for (const plot of [err, bits]) {
+    plot.over.style.cursor = 'pointer';
+    plot.over.title = 'Click a layer to give it its own setting';
+    plot.over.addEventListener('click', () => {
+      const idx = plot.cursor.idx;
+      if (idx != null && layers[idx] !== undefined) onPick(layers[idx]);
+    });
   }
 }
 

@@ -232,21 +232,35 @@ function concat(chunks, length) {
   return bytes;
 }
 
-// The files to fetch for a Hub id: {config, tokenizer, shards: [names]} (a safetensors
-// checkpoint) or {gguf: name}. Asks the Hub's model API for the file list; a sharded checkpoint's
-// shards come from model.safetensors.index.json. Without the API (offline mirrors), tries the
+// The files to fetch for a Hub id: {base, config, tokenizer, shards: [names]} (a safetensors
+// checkpoint) or {base, gguf: name}; names are relative to `base`. The id is org/name, or
+// org/name/sub/dir for a checkpoint kept in a folder of the repository; `rev` is a branch, tag or
+// commit (default main). Asks the Hub's model API for the file list (its "siblings" name every file
+// by its path in the repository); a sharded checkpoint's shards come from
+// model.safetensors.index.json in the same folder. Without the API (offline mirrors), tries the
 // index, then model.safetensors.
-export async function resolveHub(endpoint, id, fetchBytes) {
-  const base = `${endpoint}/${id}/resolve/main/`;
-  let files = null;
+export async function resolveHub(endpoint, id, fetchBytes, rev = 'main') {
+  const segs = id.split('/');
+  const repo = segs.slice(0, 2).join('/');
+  const folder = segs.slice(2).join('/');
+  const inRepo = (n) => (folder ? `${folder}/${n}` : n); // a file's path in the repository
+  const base = `${endpoint}/${repo}/resolve/${encodeURIComponent(rev)}/${folder ? `${folder}/` : ''}`;
+  let files = null; // names directly in the folder, or null without the API
   try {
-    const r = await fetch(`${endpoint}/api/models/${id}`);
+    const api = rev === 'main' ? `${endpoint}/api/models/${repo}` : `${endpoint}/api/models/${repo}/revision/${encodeURIComponent(rev)}`;
+    const r = await fetch(api);
     if (r.status === 404 || r.status === 401) {
-      throw fatal(`${id}: the Hub has no public model of that name (HTTP ${r.status})`);
+      throw fatal(`${repo}: the Hub has no public model of that name${rev === 'main' ? '' : ` at revision ${rev}`} (HTTP ${r.status})`);
     }
     if (r.ok) {
       const meta = await r.json();
-      if (Array.isArray(meta.siblings)) files = meta.siblings.map((s) => s && s.rfilename).filter((n) => typeof n === 'string');
+      if (Array.isArray(meta.siblings)) {
+        const all = meta.siblings.map((x) => x && x.rfilename).filter((n) => typeof n === 'string');
+        const prefix = folder ? `${folder}/` : '';
+        const inside = all.filter((n) => n.startsWith(prefix)).map((n) => n.slice(prefix.length));
+        if (folder && inside.length === 0) throw fatal(`${repo}: the repository has no folder ${folder}`);
+        files = inside.filter((n) => !n.includes('/'));
+      }
     }
   } catch (e) {
     if (e.fatal) throw e;
@@ -263,17 +277,18 @@ export async function resolveHub(endpoint, id, fetchBytes) {
     }
   }
   if (!shards && files !== null) {
-    const root = files.filter((n) => n.endsWith('.safetensors') && !n.includes('/'));
-    if (root.length) shards = root.sort();
+    const here = files.filter((n) => n.endsWith('.safetensors'));
+    if (here.length) shards = here.sort();
   }
   if (!shards && files === null) shards = ['model.safetensors'];
+  const where = folder ? `its folder ${folder}` : 'its top level';
   if (!shards) {
-    const gguf = files.filter((n) => n.endsWith('.gguf') && !n.includes('/'));
+    const gguf = files.filter((n) => n.endsWith('.gguf'));
     if (gguf.length) return { base, gguf: gguf.find((n) => /q4_1|q4_0/i.test(n)) ?? gguf[0] };
-    throw fatal(`${id}: the repository has no .safetensors or .gguf weights at its top level`);
+    throw fatal(`${repo}: the repository has no .safetensors or .gguf weights at ${where}`);
   }
-  for (const need of ['config.json', 'tokenizer.json']) {
-    if (!has(need)) throw fatal(`${id}: the repository has no ${need}, which QuantLab needs beside the weights`);
+  for (const need of ['config.json', 'tokenizer.json', ...shards]) {
+    if (!has(need)) throw fatal(`${repo}: the repository has no ${inRepo(need)}, which QuantLab needs${need.endsWith('.safetensors') ? ' (model.safetensors.index.json names it)' : ' beside the weights'}`);
   }
   return { base, shards };
 }

@@ -5,7 +5,7 @@
 // The whole configuration lives in the URL hash (www/state.js); the method panel is built from
 // the schema Rust sends (src/playground/schema.rs); the pictures are in www/charts.js.
 
-import { DEFAULTS, HIDEABLE, makeHash, parseHash, validModel } from './state.js';
+import { DEFAULTS, HIDEABLE, hubFromUrl, makeHash, parseHash, validModel } from './state.js';
 import { drawActivations, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto } from './charts.js';
 import { download } from './download.js';
 
@@ -37,6 +37,7 @@ const el = {
   chanBox: $('chan-box'), chanNote: $('chan-note'),
   genBox: $('gen-box'), genPrompt: $('gen-prompt'), genN: $('gen-n'), genRun: $('gen-run'), genStop: $('gen-stop'),
   genRef: $('gen-ref'), genQuant: $('gen-quant'), genQuantH: $('gen-quant-h'), genStatus: $('gen-status'),
+  offline: $('offline'),
 };
 
 const texts = new Map();
@@ -344,6 +345,13 @@ function weightsLabel(q) {
   return `${id.toUpperCase()} ${d.bits}-bit ${gran} ${d.sym ? 'sym' : 'asym'}${extra}`;
 }
 
+// The Pareto chart's series a run belongs to: its method, and whether LoRC was added.
+function methodGroup(q) {
+  if (q.method === 'none') return 'as loaded';
+  const id = typeof q.method === 'string' ? q.method : Object.keys(q.method)[0];
+  return `${id.toUpperCase()}${q.lorc ? ' +LoRC' : ''}`;
+}
+
 // ---------------------------------------------------------------------------- overrides
 function showOverrides() {
   el.ovList.replaceChildren();
@@ -594,7 +602,7 @@ function showResult(msg) {
   if (!self.quantlabFirstResult) self.quantlabFirstResult = performance.now();
 
   const label = weightsLabel(current.quant);
-  tried.push({ bpw, ppl: r.ppl, label, quant: current.quant, method: methodId(current.quant) });
+  tried.push({ bpw, ppl: r.ppl, label, quant: current.quant, method: methodId(current.quant), group: methodGroup(current.quant) });
   drawPareto(tried, (i) => {
     applyQuant(tried[i].quant);
     scheduleRun();
@@ -621,7 +629,22 @@ function presetConfigs(name) {
     case 'group': return ['per_row', 'g256', 'g128', 'g64', 'g32'].filter((g) => [...el.gran.options].some((o) => o.value === g))
       .map((gran) => ({ ...base, bits: 3, gran }));
     case 'sym': return [true, false].flatMap((sym) => [4, 3].map((bits) => ({ ...base, bits, sym })));
-    case 'study': return [4, 3, 2].flatMap((bits) => ['per_row', 'g128', 'g32'].map((gran) => ({ ...base, bits, gran })));
+    case 'study': {
+      // ZeroQuant-V2 (arXiv:2303.08302) in small: RTN against GPTQ at W4 and W3, scales per row
+      // and per group of 64, and W3 per row with LoRC rank 8 (its Section 5). GPTQ calibrates on
+      // 16 × 128 tokens so that the grid finishes in a browser: 2,048 tokens, more than the
+      // widest input (ffn_down's 1,536), so every Hessian has full rank. With 8 × 128 GPTQ was
+      // worse than RTN on SmolLM2-135M (W4 per row: 125.0 against 97.4, ctx 128, 2 windows).
+      const calib = { n: 16, len: 128 };
+      const grans = ['per_row', 'g64'].filter((g) => [...el.gran.options].some((o) => o.value === g));
+      const grid = [];
+      for (const method of ['rtn', 'gptq']) {
+        const c = method === 'gptq' ? calib : null;
+        for (const bits of [4, 3]) for (const gran of grans) grid.push({ ...base, method, bits, gran, calib: c });
+        grid.push({ ...base, method, bits: 3, gran: 'per_row', lorc: 8, calib: c });
+      }
+      return grid;
+    }
     case 'cmpq-curve': return cmpqCurveConfigs();
     default: return [];
   }
@@ -633,6 +656,12 @@ function applyPresetStep(c) {
   el.bits.value = String(c.bits);
   el.gran.value = c.gran;
   el.sym.checked = c.sym;
+  el.lorc.checked = Boolean(c.lorc);
+  if (c.lorc) el.lorcRank.value = String(c.lorc);
+  if (c.calib) {
+    el.calibN.value = String(c.calib.n);
+    el.calibLen.value = String(c.calib.len);
+  }
   syncMethodControls();
 }
 function nextPreset() {
@@ -970,7 +999,11 @@ function loadModel(source, ref) {
 }
 function loadRef(ref) {
   if (ref === 'default') return loadModel({ url: new URL(DEFAULT_MODEL, document.baseURI).href }, 'default');
-  if (/^https?:/.test(ref)) return loadModel({ url: ref }, ref);
+  if (/^https?:/.test(ref)) {
+    // A Hub page (a repository, or a folder of one at a revision) loads like a Hub id.
+    const hub = hubFromUrl(ref, HUB ?? 'https://huggingface.co');
+    return loadModel(hub ? { hub: hub.id, rev: hub.rev } : { url: ref }, ref);
+  }
   return loadModel({ hub: ref }, ref);
 }
 el.file.addEventListener('change', () => {
@@ -989,7 +1022,7 @@ el.drop.addEventListener('drop', (e) => {
 });
 el.urlLoad.addEventListener('click', () => {
   const ref = el.url.value.trim();
-  if (!validModel(ref)) return showError(`"${ref}" is neither a Hub id like org/name nor an http(s) URL`);
+  if (!validModel(ref)) return showError(`"${ref}" is neither a Hub id like org/name (or org/name/folder) nor an http(s) URL`);
   loadRef(ref);
 });
 el.modelDefault.addEventListener('click', () => loadRef('default'));
@@ -1005,6 +1038,40 @@ async function probeWebGpu() {
   el.webgpu.textContent = adapter ? 'WebGPU: available' : 'WebGPU: not available';
 }
 
+// Offline use: www/sw.js keeps this build's files, and www/download.js the models, so after one
+// load the page (and the default model) open without a network. The worker lives in www/ but
+// controls the page's directory (the server allows that scope).
+async function registerOffline() {
+  const say = (state, words) => {
+    el.offline.dataset.state = state;
+    el.offline.textContent = words;
+  };
+  if (!('serviceWorker' in navigator)) return say('unavailable', 'Offline use: not available in this browser.');
+  const sw = navigator.serviceWorker;
+  // The active worker says which build it keeps; a new build's worker takes over by itself
+  // (controllerchange) and is asked again.
+  sw.addEventListener('message', (e) => {
+    if (e.data?.type !== 'build') return;
+    el.offline.dataset.build = e.data.build;
+    say('ready', 'Works offline: this page and the models it loaded are kept in this browser.');
+  });
+  sw.addEventListener('controllerchange', () => sw.controller?.postMessage({ type: 'build' }));
+  sw.startMessages();
+  try {
+    try {
+      await sw.register(new URL('./sw.js', import.meta.url), {
+        scope: new URL('./', document.baseURI).pathname, updateViaCache: 'none',
+      });
+    } catch (e) {
+      // Offline, the update check fails; the worker already installed still serves the page.
+      if (!sw.controller) throw e;
+    }
+    (await sw.ready).active?.postMessage({ type: 'build' });
+  } catch (e) {
+    say('unavailable', `Offline use: not available (${e instanceof Error ? e.message : e}).`);
+  }
+}
+
 // ---------------------------------------------------------------------------- start
 const parsed = parseHash(self.location.hash);
 if (parsed.error) {
@@ -1018,3 +1085,4 @@ syncMethodControls();
 selectText(el.textSelect.value).catch(showError);
 loadRef(parsed.state?.model ?? 'default');
 probeWebGpu();
+registerOffline();

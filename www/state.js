@@ -2,7 +2,7 @@
 //
 // Format (version 1), a URLSearchParams string after '#':
 //   ql=1             link version (a newer one is refused with a message, never guessed at)
-//   model=default | https://… | org/name
+//   model=default | https://… | org/name | org/name/sub/dir   (a folder inside a Hub repository)
 //   text=prose|dialogue|code|wikitext   (wikitext: WikiText-2 test from the Hub, when online)
 //   proto=llamacpp|gptq  ctx=64|128|256|512  win=1|2|4|all
 //   q=v1.…           the QuantConfig, exactly as Rust's QuantConfig::to_url writes it (the worker
@@ -23,7 +23,42 @@ export const DEFAULTS = {
   calib: { n: 32, len: 512 }, hide: [],
 };
 const MAX_HASH = 8192;
-const HUB_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$/;
+// A Hub id: org/name, optionally followed by a folder inside the repository (org/name/sub/dir),
+// at most MAX_HUB_DEPTH folders deep. Every segment starts with a letter or digit, so "." and
+// ".." cannot occur.
+const HUB_SEG = '[A-Za-z0-9][A-Za-z0-9_.-]{0,95}';
+const MAX_HUB_DEPTH = 8;
+const HUB_ID = new RegExp(`^${HUB_SEG}/${HUB_SEG}(/${HUB_SEG}){0,${MAX_HUB_DEPTH}}$`);
+const HUB_REV = new RegExp(`^${HUB_SEG}$`);
+
+// A Hub page URL as the Hub writes it for a repository's files, on `endpoint`
+// (https://huggingface.co or a mirror): ENDPOINT/org/name/tree/REV[/sub/dir] (a folder at a
+// revision). Returns {id: 'org/name[/sub/dir]', rev} or null for any other URL.
+export function hubFromUrl(ref, endpoint) {
+  let u;
+  let e;
+  try {
+    u = new URL(ref);
+    e = new URL(endpoint);
+  } catch {
+    return null;
+  }
+  if (u.origin !== e.origin || u.search !== '') return null;
+  const below = e.pathname.replace(/\/$/, '');
+  if (!u.pathname.startsWith(`${below}/`)) return null;
+  const segs = u.pathname.slice(below.length + 1).split('/').filter((x) => x !== '').map((x) => {
+    try {
+      return decodeURIComponent(x);
+    } catch {
+      return '\0';
+    }
+  });
+  // Only tree URLs: ENDPOINT/org/name alone could as well be a file on a plain server.
+  if (segs.length < 4 || segs[2] !== 'tree') return null;
+  const rev = segs[3];
+  const joined = segs.slice(0, 2).concat(segs.slice(4)).join('/');
+  return HUB_ID.test(joined) && HUB_REV.test(rev) ? { id: joined, rev } : null;
+}
 
 // Is `m` a model reference a link may carry?
 export function validModel(m) {
@@ -62,7 +97,7 @@ export function parseHash(hash) {
     s.win = pick('win', WINDOWS) ?? s.win;
     const model = p.get('model');
     if (model !== null) {
-      if (!validModel(model)) throw new Error(`"model" is "${model}", neither "default", a Hub id like org/name, nor an http(s) URL`);
+      if (!validModel(model)) throw new Error(`"model" is "${model}", neither "default", a Hub id like org/name (or org/name/folder), nor an http(s) URL`);
       s.model = model;
     }
     const q = p.get('q');

@@ -6,6 +6,8 @@
 //                                                  or 'cpu'
 //               {type: 'load', url} | {type: 'load', file} | {type: 'load', files} (GGUF, or
 //                                                  safetensors + config.json + tokenizer.json)
+//               {type: 'load', hub, rev}           a Hub id (org/name or org/name/folder) at a
+//                                                  revision (default main)
 //               {type: 'run', gen, quant, text, options, calib: {text, n, len} | null}
 //               {type: 'to-link', quant} | {type: 'parse-link', q}   (share links, no model needed)
 //               {type: 'histogram', name, row} | {type: 'activations', text, layer}
@@ -158,7 +160,7 @@ async function load(msg) {
     } else if (msg.hub) {
       // A Hugging Face Hub id: its file list from the Hub's API, then the weights (one file, or
       // the shards named by model.safetensors.index.json), config.json and tokenizer.json.
-      const files = await resolveHub(hubEndpoint, msg.hub, download);
+      const files = await resolveHub(hubEndpoint, msg.hub, download, msg.rev);
       if (files.gguf) {
         const bytes = await download(`${files.base}${files.gguf}`, `${msg.hub}/${files.gguf}`);
         post({ type: 'download', loaded: 1, total: 1, parsing: true });

@@ -14,12 +14,14 @@
 //! - `load`: weights onto the device, weight-memory accounting and its limits;
 //! - `split`: row parts of weights larger than one storage binding;
 //! - `backend`: `impl Backend for Gpu`;
-//! - `rtn`: RTN re-quantization of weights on the GPU, byte-exact with `quant::rtn`.
+//! - `rtn`: RTN re-quantization of weights on the GPU, byte-exact with `quant::rtn`;
+//! - `calib`: calibration statistics (XᵀX, mean/max |x|) accumulated on the GPU.
 
 mod actquant;
 mod addons;
 pub mod backend;
 pub mod buffers;
+pub mod calib;
 pub mod context;
 mod load;
 mod matmul;

@@ -49,6 +49,11 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("lowrank", include_str!("../../shaders/lowrank.wgsl")),
     ("actquant", include_str!("../../shaders/actquant.wgsl")),
     ("place", include_str!("../../shaders/place.wgsl")),
+    ("gram", include_str!("../../shaders/gram.wgsl")),
+    (
+        "gram_reduce",
+        include_str!("../../shaders/gram_reduce.wgsl"),
+    ),
 ];
 
 /// Format fragments (`fmt_*` stems): each defines `fn w_at(row, col) -> f32`.
@@ -93,6 +98,8 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("lowrank", &["vx", "uy"]),
     ("actquant", &["absmax_rows", "absmax_all", "quant"]),
     ("place", &["cols", "rows"]),
+    ("gram", &["main"]),
+    ("gram_reduce", &["main"]),
 ];
 
 /// Keys per tile of `attention.wgsl` for head dimension `hd`: as many as keep its workgroup

@@ -144,6 +144,18 @@ impl<B: Backend> Llama<B> {
         self.forward_segments(b, tokens, tokens.len(), observer)
     }
 
+    /// `forward_batch` (independent sequences of `seq` tokens), showing each block linear's
+    /// input to `observer` as `forward_observed` does (rows of all sequences together).
+    pub fn forward_batch_observed(
+        &self,
+        b: &B,
+        tokens: &[u32],
+        seq: usize,
+        observer: &mut Observer<'_, B>,
+    ) -> Result<B::Act> {
+        self.forward_segments(b, tokens, seq, observer)
+    }
+
     fn forward_segments(
         &self,
         b: &B,

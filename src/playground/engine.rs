@@ -126,6 +126,14 @@ impl Engine {
         }
     }
 
+    /// The GPU and the model as loaded on it, when that is where it runs.
+    pub fn gpu_loaded(&self) -> Option<(&Gpu, &Llama<Gpu>)> {
+        match self {
+            Engine::Cpu(_) => None,
+            Engine::Gpu(g, m) => Some((g.as_ref(), &m.loaded)),
+        }
+    }
+
     pub fn info(&self) -> EngineInfo {
         match self {
             Engine::Cpu(_) => EngineInfo {

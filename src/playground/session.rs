@@ -265,8 +265,18 @@ impl Session {
         let range = opts.range(tokens.len())?;
         let key = fingerprint(&tokens[range]);
         let fresh = !matches!(&self.calib, Some((k, c)) if *k == key && c.opts == *opts);
+        let bos = self.bos();
         if fresh {
             self.calib = None;
+            // Natively a GPU session calibrates on the GPU (gpu::calib); the browser would need
+            // an async call for that, so there it takes the CPU path below.
+            #[cfg(not(target_arch = "wasm32"))]
+            if let Some((g, m)) = self.engine.gpu_loaded() {
+                let fut = crate::gpu::calib::calibrate(g, m, tokens, bos, opts, progress);
+                self.calib = Some((key, pollster::block_on(fut)?));
+            }
+        }
+        if self.calib.is_none() {
             // Calibration observes activations on the CPU backend; a GPU session loads a CPU
             // copy of the model for it and frees it afterwards.
             let cpu_copy;
@@ -277,7 +287,7 @@ impl Session {
                     &cpu_copy
                 }
             };
-            let c = calib::calibrate(model, tokens, self.bos(), opts, progress)?;
+            let c = calib::calibrate(model, tokens, bos, opts, progress)?;
             self.calib = Some((key, c));
         }
         match &self.calib {

@@ -16,12 +16,16 @@
 //! (naming the need); larger models would need the layer-by-layer variant (quantize layer `i`
 //! before observing layer `i + 1`), which this file does not implement.
 //!
+//! `gpu::calib` computes the same statistics with the model on the GPU, batching sequences as
+//! evaluation does; this file is its reference.
+//!
 //! Sequences are consecutive, non-overlapping runs of `L` tokens from a chosen part of the token
 //! stream (by default its end; the evaluation windows start at its beginning). As in the
 //! llama.cpp protocol, a model that adds BOS gets BOS as each sequence's first token, so the
 //! activations match those seen during evaluation. `eval_overlap` counts shared tokens so the UI
 //! and the CLI can warn.
 
+use crate::model::config::ModelConfig;
 use crate::model::cpu::{sgemm, Act, Cpu};
 use crate::model::eval::EvalOptions;
 use crate::model::llama::{Llama, Site};
@@ -225,8 +229,9 @@ impl Acc {
     }
 }
 
-/// `out (d×d) = Xᵀ X` for row-major `X` (`t × d`), output rows in parallel natively.
-fn gram_rows(x: &[f32], t: usize, d: usize, out: &mut [f32]) {
+/// `out (d×d) = Xᵀ X` for row-major `X` (`t × d`), output rows in parallel natively (the
+/// reference the GPU's `shaders/gram.wgsl` is tested against).
+pub fn gram_rows(x: &[f32], t: usize, d: usize, out: &mut [f32]) {
     let job = |i0: usize, chunk: &mut [f32]| {
         let m = chunk.len() / d;
         // a = rows i0..i0+m of Xᵀ: element (i, k) = X[k][i0 + i] → row stride 1, column stride d.
@@ -244,10 +249,51 @@ fn gram_rows(x: &[f32], t: usize, d: usize, out: &mut [f32]) {
     job(0, out);
 }
 
-/// Widths of the four sites of a block.
-fn site_dims(model: &Llama<Cpu>) -> [usize; 4] {
-    let c = &model.config;
+/// Widths of the four sites of a block (`Site::index` order).
+pub fn site_dims(c: &ModelConfig) -> [usize; 4] {
     [c.dim, c.n_head * c.head_dim, c.dim, c.ffn_dim]
+}
+
+/// Bytes the statistics of a model with config `c` take (full Grams and three vectors per
+/// site and layer); an error naming the need when past `MAX_CALIB_BYTES`.
+pub fn stats_bytes(c: &ModelConfig) -> Result<usize> {
+    let per_layer: usize = site_dims(c).iter().map(|d| d * d + 3 * d).sum();
+    let bytes = c.n_layer.saturating_mul(per_layer).saturating_mul(4);
+    if bytes > MAX_CALIB_BYTES {
+        return Err(Error::config(
+            "calibration",
+            format!(
+                "the statistics of this model need {bytes} bytes, over the limit of {MAX_CALIB_BYTES}"
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Calibration sequence `s` (of `seq_len` tokens) of the token range `range`, with `bos`
+/// replacing its first token when given (as in evaluation).
+pub fn sequence(
+    tokens: &[u32],
+    range: &Range<usize>,
+    s: usize,
+    seq_len: usize,
+    bos: Option<u32>,
+) -> Result<Vec<u32>> {
+    let start = range.start + s * seq_len;
+    let mut seq = tokens
+        .get(start..start + seq_len)
+        .filter(|_| start + seq_len <= range.end)
+        .ok_or_else(|| {
+            Error::config(
+                "calibration",
+                format!("sequence {s} of {seq_len} tokens is outside {range:?}"),
+            )
+        })?
+        .to_vec();
+    if let (Some(b), Some(first)) = (bos, seq.first_mut()) {
+        *first = b;
+    }
+    Ok(seq)
 }
 
 /// Run `model` on the calibration sequences of `tokens` and collect statistics.
@@ -263,29 +309,16 @@ pub fn calibrate(
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Calibration> {
     let range = opts.range(tokens.len())?;
-    let dims = site_dims(model);
+    let dims = site_dims(&model.config);
     let n_layer = model.config.n_layer;
-    let per_layer: usize = dims.iter().map(|d| d * d + 3 * d).sum();
-    let bytes = n_layer.saturating_mul(per_layer).saturating_mul(4);
-    if bytes > MAX_CALIB_BYTES {
-        return Err(Error::config(
-            "calibration",
-            format!(
-                "the statistics of this model need {bytes} bytes, over the limit of {MAX_CALIB_BYTES}"
-            ),
-        ));
-    }
+    stats_bytes(&model.config)?;
     let mut acc: Vec<[Acc; 4]> = (0..n_layer).map(|_| dims.map(Acc::new)).collect();
     let (n, l) = (opts.n_seq, opts.seq_len);
     for s in 0..n {
         if !progress(s, n) {
             return Err(Error::Cancelled);
         }
-        let start = range.start + s * l;
-        let mut seq = tokens[start..start + l].to_vec();
-        if let Some(b) = bos {
-            seq[0] = b;
-        }
+        let seq = sequence(tokens, &range, s, l, bos)?;
         model.forward_observed(&Cpu, &seq, &mut |layer, site, x| {
             let a = acc
                 .get_mut(layer)

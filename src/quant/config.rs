@@ -504,6 +504,28 @@ impl QuantConfig {
                 done += 7;
                 continue;
             }
+            if let (Method::Gptq(o), Some(c)) = (&self.method, calib) {
+                // GPTQ shares each input's Hessian factor between the tensors reading it and
+                // quantizes a block's tensors in parallel (gptq::quantize_layer).
+                if !progress(done, total) {
+                    return Err(Error::Cancelled);
+                }
+                let stats = c.layers.get(li).ok_or_else(|| {
+                    Error::config("calibration", format!("layer {li} is missing"))
+                })?;
+                let plan = |n: &str| self.layer_quant(n).map(|q| (q.spec(), q.rtn_options()));
+                let qs = gptq::quantize_layer(layer, stats, &plan, o)?;
+                for (lin, q) in layer.linears_mut().into_iter().zip(qs) {
+                    if let Some(qw) = q {
+                        lin.w = match &self.lorc {
+                            Some(lo) => lorc::compensate(&qw, &lin.w.dequantize()?, lo, &lin.name)?,
+                            None => qw,
+                        };
+                    }
+                }
+                done += 7;
+                continue;
+            }
             for (k, lin) in layer.linears_mut().into_iter().enumerate() {
                 if !progress(done, total) {
                     return Err(Error::Cancelled);

@@ -29,6 +29,11 @@
 //! * Rows are independent given `U`: fixed chunks of `ROW_CHUNK` rows run in parallel natively,
 //!   so the bytes do not depend on the thread count.
 
+mod layer;
+mod linalg;
+pub use layer::{quantize_layer, Plan};
+pub(crate) use linalg::cholesky_lower;
+
 use crate::model::cpu::sgemm;
 use crate::quant::format::{check_bits, Granularity, IntSpec, QTensor};
 use crate::quant::rtn::{GroupGrid, RtnOptions};
@@ -63,55 +68,6 @@ impl Default for GptqOptions {
 /// Rows processed together (one parallel task).
 const ROW_CHUNK: usize = 32;
 
-/// `Σ a_i b_i` in four independent lanes (vectorisable, fixed order).
-#[inline]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..4 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
-
-/// In-place lower Cholesky factor of the symmetric `n × n` matrix `a` (only its lower triangle is
-/// read; the upper is zeroed). Errors if `a` is not positive definite.
-pub(crate) fn cholesky_lower(a: &mut [f64], n: usize, name: &str) -> Result<()> {
-    for i in 0..n {
-        for j in 0..=i {
-            let (head, row_i) = a.split_at_mut(i * n);
-            let row_i = &mut row_i[..n];
-            let row_j: &[f64] = if j == i {
-                &row_i[..j]
-            } else {
-                &head[j * n..j * n + j]
-            };
-            let s = dot(&row_i[..j], row_j);
-            if j == i {
-                let d = row_i[i] - s;
-                if !(d > 0.0 && d.is_finite()) {
-                    return Err(Error::config(
-                        "gptq",
-                        format!("{name}: the damped Hessian is not positive definite at column {i}; raise the damping"),
-                    ));
-                }
-                row_i[i] = d.sqrt();
-            } else {
-                let ljj = head[j * n + j];
-                row_i[j] = (row_i[j] - s) / ljj;
-            }
-        }
-        for v in &mut a[i * n + i + 1..(i + 1) * n] {
-            *v = 0.0;
-        }
-    }
-    Ok(())
-}
-
 /// The upper Cholesky factor `U` of `H⁻¹` (`H⁻¹ = UᵀU`) for symmetric positive definite `H`.
 pub(crate) fn inverse_cholesky_upper(h: &[f64], n: usize, name: &str) -> Result<Vec<f64>> {
     // A = J H J, factor A = L Lᵀ.
@@ -122,22 +78,8 @@ pub(crate) fn inverse_cholesky_upper(h: &[f64], n: usize, name: &str) -> Result<
         }
     }
     cholesky_lower(&mut l, n, name)?;
-    // M = L⁻¹ by columns: column j solves L m = e_j (forward substitution, contiguous dots);
-    // columns are independent. `mt` holds column j of M as its row j.
-    let mut mt = vec![0f64; n * n];
-    let solve = |j: usize, m: &mut [f64]| {
-        m[j] = 1.0 / l[j * n + j];
-        for i in j + 1..n {
-            let s = dot(&l[i * n + j..i * n + i], &m[j..i]);
-            m[i] = -s / l[i * n + i];
-        }
-    };
-    #[cfg(not(target_arch = "wasm32"))]
-    mt.par_chunks_mut(n)
-        .enumerate()
-        .for_each(|(j, m)| solve(j, m));
-    #[cfg(target_arch = "wasm32")]
-    mt.chunks_mut(n).enumerate().for_each(|(j, m)| solve(j, m));
+    // M = L⁻¹, held transposed: `mt` row j is column j of M.
+    let mt = linalg::lower_inverse_transposed(&l, n);
     // U = R⁻¹ = J M J: U[i][j] = M[n-1-i][n-1-j] = mt[n-1-j][n-1-i].
     let mut u = vec![0f64; n * n];
     for i in 0..n {
@@ -215,9 +157,84 @@ pub(crate) fn check_layer(
     Ok(())
 }
 
+/// What GPTQ derives from one input's statistics, shared by every tensor that reads that input
+/// (q/k/v; gate/up): the dead inputs, the processing order and `U`, the upper Cholesky factor
+/// of the permuted `H⁻¹` (f32, as the column updates use it). It depends on the damping and on
+/// act-order only, so it is valid for any storage format with those two options.
+pub struct Prepared {
+    cols: usize,
+    damp: f32,
+    act_order: bool,
+    dead: Vec<bool>,
+    perm: Vec<usize>,
+    u: Vec<f32>,
+}
+
+fn check_options(opts: &GptqOptions) -> Result<()> {
+    if !(opts.damp.is_finite() && opts.damp >= 0.0) || opts.block == 0 {
+        return Err(Error::config(
+            "gptq",
+            format!(
+                "damp {} must be ≥ 0 and block {} ≥ 1",
+                opts.damp, opts.block
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The damped Hessian of `gram` (`XᵀX`, `cols × cols`, of `n_tokens` inputs), its column order
+/// and the factor `U`: the `O(cols³)` part of GPTQ, done once per input. Errors name `name`.
+pub fn prepare(
+    gram: &[f32],
+    cols: usize,
+    n_tokens: usize,
+    opts: &GptqOptions,
+    name: &str,
+) -> Result<Prepared> {
+    check_options(opts)?;
+    if cols == 0 || gram.len() != cols * cols {
+        return Err(Error::config(
+            "calibration",
+            format!(
+                "{name}: Gram of {} values for {cols} input channels (expected {})",
+                gram.len(),
+                cols * cols
+            ),
+        ));
+    }
+    if let Some(i) = gram.iter().position(|x| !x.is_finite()) {
+        return Err(Error::config(
+            "calibration",
+            format!("{name}: Gram entry {i} is not finite"),
+        ));
+    }
+    let (h, dead) = hessian(gram, cols, n_tokens, opts.damp);
+    let perm = column_order(&h, cols, opts.act_order);
+    let mut hp = vec![0f64; cols * cols];
+    for (i, &pi) in perm.iter().enumerate() {
+        for (j, &pj) in perm.iter().enumerate() {
+            hp[i * cols + j] = h[pi * cols + pj];
+        }
+    }
+    drop(h);
+    let u: Vec<f32> = inverse_cholesky_upper(&hp, cols, name)?
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    Ok(Prepared {
+        cols,
+        damp: opts.damp,
+        act_order: opts.act_order,
+        dead,
+        perm,
+        u,
+    })
+}
+
 /// Quantize `w` (`rows × cols`, row-major) to the `Int` format `spec` with GPTQ, given the Gram
 /// `XᵀX` (`cols × cols`) of `n_tokens` calibration inputs. `rtn` options choose each grid (clip
-/// search). Errors name `name`.
+/// search). Errors name `name`. (`prepare` + `quantize_prepared`.)
 #[allow(clippy::too_many_arguments)]
 pub fn quantize(
     w: &[f32],
@@ -230,39 +247,53 @@ pub fn quantize(
     opts: &GptqOptions,
     name: &str,
 ) -> Result<QTensor> {
+    // `quantize_prepared` checks the bits; the layer's shape is checked before factoring.
+    check_layer(w, rows, cols, gram, name)?;
+    let p = prepare(gram, cols, n_tokens, opts, name)?;
+    quantize_prepared(w, rows, cols, &p, spec, rtn, opts, name)
+}
+
+/// `quantize` with the input's `Prepared` factor (made with the same `opts`).
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_prepared(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    prep: &Prepared,
+    spec: IntSpec,
+    rtn: &RtnOptions,
+    opts: &GptqOptions,
+    name: &str,
+) -> Result<QTensor> {
     check_bits(spec.bits).map_err(|_| {
         Error::config(
             "bits",
             format!("{name}: {} bits is outside 1..=8", spec.bits),
         )
     })?;
-    check_layer(w, rows, cols, gram, name)?;
-    if !(opts.damp.is_finite() && opts.damp >= 0.0) || opts.block == 0 {
+    check_options(opts)?;
+    if rows == 0 || cols == 0 || rows.checked_mul(cols) != Some(w.len()) {
+        return Err(Error::config(
+            "shape",
+            format!("{name}: {} values for a {rows}×{cols} tensor", w.len()),
+        ));
+    }
+    if prep.cols != cols || prep.damp != opts.damp || prep.act_order != opts.act_order {
         return Err(Error::config(
             "gptq",
             format!(
-                "damp {} must be ≥ 0 and block {} ≥ 1",
-                opts.damp, opts.block
+                "{name}: prepared for {} inputs (damp {}, act-order {}), used for {cols} (damp {}, act-order {})",
+                prep.cols, prep.damp, prep.act_order, opts.damp, opts.act_order
             ),
         ));
     }
+    crate::quant::rtn::check_finite(w, cols, name)?;
     let g = spec.gran.group_len(rows, cols, name)?;
-    let (h, dead) = hessian(gram, cols, n_tokens, opts.damp);
-    let perm = column_order(&h, cols, opts.act_order);
-    let mut hp = vec![0f64; cols * cols];
-    for (i, &pi) in perm.iter().enumerate() {
-        for (j, &pj) in perm.iter().enumerate() {
-            hp[i * cols + j] = h[pi * cols + pj];
-        }
-    }
-    let u: Vec<f32> = inverse_cholesky_upper(&hp, cols, name)?
-        .into_iter()
-        .map(|v| v as f32)
-        .collect();
+    let (dead, perm, u) = (&prep.dead, &prep.perm, &prep.u);
 
     let mut w0 = w.to_vec();
     for r in w0.chunks_exact_mut(cols) {
-        for (x, &d) in r.iter_mut().zip(&dead) {
+        for (x, &d) in r.iter_mut().zip(dead) {
             if d {
                 *x = 0.0;
             }
@@ -297,8 +328,8 @@ pub fn quantize(
         w0: &w0,
         cols,
         g,
-        u: &u,
-        perm: &perm,
+        u,
+        perm,
         spec,
         rtn,
         name,

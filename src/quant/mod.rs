@@ -6,6 +6,8 @@ pub mod calib;
 pub mod cmpq;
 pub mod cmpq_alloc;
 pub mod cmpq_cache;
+mod cmpq_fit;
+mod cmpq_outliers;
 pub mod codebook;
 pub mod config;
 pub mod format;

@@ -5,7 +5,8 @@
 //! The models run on the requested device. A format the GPU backend cannot run (it refuses such
 //! weights with `Error::Unsupported` when they are loaded: codebooks and add-ons until their
 //! kernels exist) is evaluated on a CPU copy instead, and the row records the backend that ran it.
-//! Calibration always observes activations on the CPU backend (as `Session::calibrate` does).
+//! Calibration observes activations where the models run: on the GPU for a GPU device
+//! (`gpu::calib`, as `Session::calibrate` does natively), otherwise on the CPU backend.
 
 use crate::model::cpu::Cpu;
 use crate::model::eval::{EvalOptions, EvalProgress};
@@ -144,24 +145,34 @@ pub fn run(
         let calib_s = if cfg.method.needs_calibration() {
             if calibration.is_none() {
                 let t = Instant::now();
-                let temp;
-                let model = match primary.cpu_loaded() {
-                    Some(m) => m,
+                let mut progress = |d, n| {
+                    event(Event::Calibrating(d, n));
+                    true
+                };
+                let (tokens, bos) = (inputs.calib_tokens, inputs.bos);
+                // On a GPU device the statistics are gathered there (gpu::calib), as a GPU
+                // session does; otherwise on the CPU backend.
+                let c = match primary.gpu_loaded() {
+                    Some((g, m)) => pollster::block_on(crate::gpu::calib::calibrate(
+                        g,
+                        m,
+                        tokens,
+                        bos,
+                        &opts.calib,
+                        &mut progress,
+                    ))?,
                     None => {
-                        temp = Llama::load(&Cpu, inputs.model)?;
-                        &temp
+                        let temp;
+                        let model = match primary.cpu_loaded() {
+                            Some(m) => m,
+                            None => {
+                                temp = Llama::load(&Cpu, inputs.model)?;
+                                &temp
+                            }
+                        };
+                        calib::calibrate(model, tokens, bos, &opts.calib, &mut progress)?
                     }
                 };
-                let c = calib::calibrate(
-                    model,
-                    inputs.calib_tokens,
-                    inputs.bos,
-                    &opts.calib,
-                    &mut |d, n| {
-                        event(Event::Calibrating(d, n));
-                        true
-                    },
-                )?;
                 let s = t.elapsed().as_secs_f64();
                 event(Event::Calibrated(s));
                 calibration = Some((c, s));

@@ -31,16 +31,18 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
   '--no-first-run',
   '--disable-quic',
+  // Extra flags for other machines (e.g. Vulkan WebGPU on a GPU host), space-separated.
+  ...(process.env.CHROMIUM_EXTRA_ARGS ?? '').split(' ').filter(Boolean),
 ];
 
 function requireFile(file, hint) {
   if (!existsSync(file)) throw new Error(`${file} is missing: ${hint}`);
 }
 
-// Start `quantlab serve --port 0` and read the URL it prints.
-function startServer() {
+// Start `quantlab serve --port PORT` (0: a free one) on `root` and read the URL it prints.
+export function startServer(root = ROOT, port = 0) {
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['serve', '--port', '0', '--root', ROOT], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(BIN, ['serve', '--port', String(port), '--root', root], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     const timer = setTimeout(() => reject(new Error(`quantlab serve printed no URL: ${out}`)), 30_000);
     child.on('error', reject);
@@ -59,13 +61,14 @@ function startServer() {
 // Serve the repository, open the page at `query` (e.g. '?backend=cpu') and wait for the model.
 // `webgpu: false` starts Chromium without --enable-unsafe-webgpu: on Linux it then offers
 // `navigator.gpu` but no adapter, as a browser without WebGPU support would.
-// Returns {page, log, close}.
-export async function openPage(query = '', { webgpu = true } = {}) {
+// `root` serves another directory (a copy of the page). Returns {page, log, close, url,
+// stopServer}; `stopServer()` ends the server but keeps the browser (offline tests).
+export async function openPage(query = '', { webgpu = true, root = ROOT } = {}) {
   requireFile(path.join(ROOT, MODEL), 'run scripts/fetch-model.sh');
   requireFile(BIN, 'build the CLI: cargo build --release (or set QUANTLAB_BIN)');
   requireFile(path.join(ROOT, 'www/pkg/quantlab_bg.wasm'), 'run scripts/build-web.sh');
   requireFile(CHROMIUM, 'install Debian chromium (scripts/ci-setup.sh)');
-  const { child: server, url } = await startServer();
+  let { child: server, url } = await startServer(root);
   const profile = mkdtempSync(path.join(tmpdir(), 'quantlab-chromium-'));
   const log = [];
   const context = await chromium.launchPersistentContext(profile, {
@@ -74,11 +77,21 @@ export async function openPage(query = '', { webgpu = true } = {}) {
     args: webgpu ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--enable-unsafe-webgpu'),
     viewport: { width: 1280, height: 720 },
   });
+  const stopServer = () => new Promise((resolve) => {
+    if (server.exitCode !== null || server.signalCode !== null) return resolve();
+    server.removeAllListeners('exit');
+    server.once('exit', () => resolve());
+    server.kill();
+  });
+  // Serve again on the same port (the same origin, so the same caches and service worker).
+  const restartServer = async () => {
+    await stopServer();
+    ({ child: server } = await startServer(root, Number(new URL(url).port)));
+  };
   const close = async () => {
     if (log.length) console.log(`# page console:\n${log.map((l) => `#   ${l}`).join('\n')}`);
     await context.close();
-    server.removeAllListeners('exit');
-    server.kill();
+    await stopServer();
     rmSync(profile, { recursive: true, force: true });
   };
   const page = context.pages()[0] ?? await context.newPage();
@@ -95,7 +108,7 @@ export async function openPage(query = '', { webgpu = true } = {}) {
     throw new Error(`model did not load: ${error}`);
   }
   console.log(`# model downloaded and loaded in the page${query} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  return { page, log, close };
+  return { page, log, close, url, stopServer, restartServer };
 }
 
 // Wait until the result panel shows a run newer than `prevRun` (that matches `want`, a

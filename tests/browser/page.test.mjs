@@ -16,6 +16,10 @@ const WINDOWS = 2;
 // agree to float printing precision.
 const SAME_PPL_REL_TOL = 1e-9;
 const SHOTS = path.join(ROOT, 'out', 'screenshots');
+// Chart values are the report's bytes divided by 1e6: equal up to float rounding.
+const MB_REL_TOL = 1e-12;
+// The layer clicked in the layer map.
+const PICK_LAYER = 5;
 
 let page;
 let close;
@@ -71,6 +75,38 @@ test('changing bits changes perplexity and memory; the charts hold the runs', { 
   assert.ok(codes > 0 && charts.memory.f16 > charts.memory.total, `memory bar ${JSON.stringify(charts.memory)}`);
   assert.equal(charts.layers.cells.length, 30 * 7);
   assert.ok(charts.layers.cells.every((c) => Math.abs(c.bits_per_weight - 2.5) < 0.6), 'layer map bits do not show 2-bit groups');
+  // The memory bar and the layer map are uPlot charts: check the data they hold.
+  const drawn = await page.evaluate(() => {
+    const p = self.quantlabPlots;
+    const labels = (id) => p.get(id)?.series.map((s) => s.label);
+    return {
+      memory: p.get('memory-bar')?.data, memoryLabels: labels('memory-bar'),
+      err: p.get('layer-err-chart')?.data, bits: p.get('layer-bits-chart')?.data,
+    };
+  });
+  assert.ok(drawn.memory, 'no memory chart');
+  // Stacked: the top series of "this model" is the total; the last series is the f16 bar.
+  const near = (a, b) => Math.abs(a - b) <= MB_REL_TOL * Math.abs(b);
+  assert.ok(near(drawn.memory[1][0], charts.memory.total / 1e6), `memory bar top ${drawn.memory[1][0]} vs total ${charts.memory.total}`);
+  assert.ok(near(drawn.memory.at(-1)[1], charts.memory.f16 / 1e6), `f16 bar ${drawn.memory.at(-1)[1]}`);
+  assert.ok(drawn.memoryLabels.some((l) => /^codes /.test(l)) && drawn.memoryLabels.some((l) => /^scales\/zeros /.test(l)), drawn.memoryLabels.join());
+  const sumParts = charts.memory.components.reduce((a, c) => a + c.bytes, 0);
+  assert.equal(sumParts, charts.memory.total, 'memory components do not add up to the total');
+  assert.equal(drawn.err.length, 1 + 7);
+  assert.equal(drawn.err[0].length, 30);
+  for (const c of charts.layers.cells) {
+    assert.equal(drawn.err[1 + c.kind][c.layer], c.rel_error > 0 ? c.rel_error : null, `error of ${c.name}`);
+    assert.equal(drawn.bits[1 + c.kind][c.layer], c.bits_per_weight, `bits of ${c.name}`);
+  }
+  // Clicking layer 5 in the layer map chooses it for a per-layer setting.
+  await page.locator('#layers-box').scrollIntoViewIfNeeded();
+  const at = await page.evaluate((l) => {
+    const u = self.quantlabPlots.get('layer-err-chart');
+    const r = u.over.getBoundingClientRect();
+    return { x: r.left + u.valToPos(l, 'x'), y: r.top + r.height / 2 };
+  }, PICK_LAYER);
+  await page.mouse.click(at.x, at.y);
+  assert.equal(await page.inputValue('#ov-layer'), String(PICK_LAYER));
   await page.waitForFunction(() => self.quantlabCharts.histogram !== null, null, { timeout: RUN_TIMEOUT_MS });
   const h = await page.evaluate(() => self.quantlabCharts.histogram);
   const sum = (a) => a.reduce((x, y) => x + y, 0);

@@ -183,6 +183,60 @@ fn inverse_cholesky_factor_reconstructs_inverse() {
 }
 
 #[test]
+fn blocked_factor_matches_inverse_past_one_block() {
+    // Widths past the 64-column block of linalg.rs, one not a multiple of it: the blocked
+    // Cholesky and triangular inverse against Gauss–Jordan, and against the unblocked loops'
+    // definition `UᵀU = H⁻¹` with `U` upper.
+    for n in [64, 65, 150] {
+        let (_, g) = inputs(3 * n, n, 17);
+        let (h, _) = hessian(&g, n, 3 * n, 0.01);
+        let u = inverse_cholesky_upper(&h, n, "t").unwrap();
+        let inv = inverse(&h, n);
+        let scale = (0..n).map(|i| inv[i * n + i].abs()).fold(0f64, f64::max);
+        for i in 0..n {
+            for j in 0..n {
+                if j < i {
+                    assert_eq!(u[i * n + j], 0.0);
+                }
+                let utu: f64 = (0..n).map(|k| u[k * n + i] * u[k * n + j]).sum();
+                assert!(
+                    (utu - inv[i * n + j]).abs() <= FACTOR_TOL * scale,
+                    "n {n}: {i},{j}: {utu} vs {}",
+                    inv[i * n + j]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn prepared_factor_is_shared_and_checked() {
+    let (rows, cols, t) = (8, 32, 96);
+    let (_, gram) = inputs(t, cols, 5);
+    let spec = IntSpec {
+        bits: 3,
+        gran: Granularity::Group(8),
+        sym: true,
+    };
+    let ro = RtnOptions::default();
+    let o = GptqOptions::default();
+    let p = prepare(&gram, cols, t, &o, "t").unwrap();
+    for seed in [1, 2] {
+        let w = lcg(seed, rows * cols);
+        let alone = quantize(&w, rows, cols, &gram, t, spec, &ro, &o, "t").unwrap();
+        let shared = quantize_prepared(&w, rows, cols, &p, spec, &ro, &o, "t").unwrap();
+        assert_eq!(alone, shared);
+    }
+    let w = lcg(1, rows * cols);
+    let other = GptqOptions {
+        act_order: false,
+        ..o
+    };
+    assert!(quantize_prepared(&w, rows, cols, &p, spec, &ro, &other, "t").is_err());
+    assert!(quantize_prepared(&w[..rows * 16], rows, 16, &p, spec, &ro, &o, "t").is_err());
+}
+
+#[test]
 fn matches_the_papers_loop_exactly() {
     let (rows, cols, t) = (16, 32, 96);
     let w = lcg(11, rows * cols);

@@ -1,0 +1,257 @@
+//! Calibration on the GPU: the statistics of `quant::calib` (docs/methods.md §1 "Calibration";
+//! that file is the CPU reference and says what they are for), with the model as loaded running
+//! on the GPU in batches of sequences, as evaluation does (`Backend::eval_batch`).
+//!
+//! The input of every block linear (`model::llama::Site`) is folded, as it is produced, into an
+//! accumulator that stays on the device: the upper triangle of `XᵀX`, `Σ|x|` and `max|x|` per
+//! channel (`shaders/gram.wgsl` over ranges of rows, `shaders/gram_reduce.wgsl` adding the
+//! ranges). Nothing comes back until the end, then one map per layer; `‖x_j‖₂` is the square
+//! root of the Gram's diagonal, which the CPU path sums separately.
+//!
+//! Memory: an accumulator holds `d² + 2d` floats (SmolLM2-135M: 30 layers × 3.35 M floats =
+//! 402 MB in all, resident until read back). Each must fit one storage binding, the whole must
+//! fit `quant::calib::MAX_CALIB_BYTES` and, when set, the device budget
+//! (`Gpu::set_memory_budget`) next to the weights already held; errors name bytes and limit.
+//!
+//! Precision: each range's partial sums run over at most a few hundred rows in f32 before being
+//! added to the accumulator, like the CPU path's per-sequence SGEMM; the summation orders differ,
+//! so GPU and CPU agree to f32 rounding of the activations, not bit for bit.
+
+use crate::gpu::backend::{Act, Gpu};
+use crate::gpu::buffers;
+use crate::gpu::record::{u, Params4};
+use crate::model::backend::Backend;
+use crate::model::llama::Llama;
+use crate::quant::calib::{self, CalibOptions, Calibration, SiteStats};
+use crate::{Error, Result};
+
+/// Output tile of gram.wgsl (channels × channels) and rows per loop slice.
+const TILE: usize = 64;
+const SLICE: usize = 16;
+/// Workgroups a Gram dispatch aims for: a 576-wide input has only 45 upper tiles, far fewer than
+/// a large GPU has cores, so rows are cut into ranges (one per workgroup z) until about this many
+/// run.
+const TARGET_GROUPS: usize = 1024;
+/// Fewest rows per range: shorter ranges cost more in partials than they gain in parallelism.
+const MIN_RANGE_ROWS: usize = 64;
+
+/// Statistics of one site accumulated on the device (layout in shaders/gram.wgsl).
+pub struct GramAcc {
+    pub dim: usize,
+    /// Rows (tokens) added so far.
+    pub rows: usize,
+    buf: wgpu::Buffer,
+}
+
+/// Floats per accumulator (and per partial slice) of a `dim`-wide input.
+fn acc_len(dim: usize) -> usize {
+    dim * dim + 2 * dim
+}
+
+impl Gpu {
+    /// A zeroed accumulator for a `dim`-wide input (wgpu zero-fills new buffers).
+    pub fn gram_acc(&self, dim: usize) -> Result<GramAcc> {
+        if dim == 0 {
+            return Err(Error::config("calibration", "an input of width 0"));
+        }
+        let bytes = acc_len(dim)
+            .checked_mul(4)
+            .ok_or_else(|| Error::config("calibration", format!("width {dim} overflows")))?;
+        buffers::check_size(
+            &self.ctx.limits,
+            &format!("calibration statistics of a {dim}-wide input"),
+            bytes,
+        )?;
+        let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("gram accumulator"),
+            size: bytes as u64,
+            usage: buffers::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GramAcc { dim, rows: 0, buf })
+    }
+
+    /// Record `acc += statistics of x` (x: `rows × acc.dim`).
+    pub fn gram_add(&self, acc: &mut GramAcc, x: &Act) -> Result<()> {
+        let d = acc.dim;
+        if x.cols != d {
+            return Err(Error::config(
+                "calibration",
+                format!("activation of width {} where {d} was expected", x.cols),
+            ));
+        }
+        if x.rows == 0 {
+            return Ok(());
+        }
+        let slice_bytes = acc_len(d) * 4;
+        // Ranges: enough for TARGET_GROUPS workgroups, as many as one binding of partials holds.
+        let nt = d.div_ceil(TILE);
+        let tiles = nt * (nt + 1) / 2;
+        let want = TARGET_GROUPS.div_ceil(tiles).max(1);
+        let max_splits = (self.binding_limit() as usize / slice_bytes).max(1);
+        let len = x
+            .rows
+            .div_ceil(want.min(max_splits))
+            .max(x.rows.div_ceil(max_splits))
+            .max(MIN_RANGE_ROWS)
+            .div_ceil(SLICE)
+            * SLICE;
+        let splits = x.rows.div_ceil(len);
+        buffers::check_size(
+            &self.ctx.limits,
+            "calibration partial sums",
+            splits * slice_bytes,
+        )?;
+        let part = self.pool.get(splits * slice_bytes);
+        let pipe = self.pipes.plain("gram", "main")?;
+        let p = self.uniform(&Params4([u(x.rows), u(d), u(len), 0]));
+        self.dispatch_3d(
+            &pipe,
+            &[&p, &x.buf, &part],
+            (u(nt), u(nt), u(splits)),
+            &|| format!("gram {}×{d} in {splits} ranges", x.rows),
+        );
+        let reduce = self.pipes.plain("gram_reduce", "main")?;
+        let n = acc_len(d);
+        let rp = self.uniform(&Params4([u(d), u(splits), u(n), 0]));
+        self.dispatch(
+            &reduce,
+            &[&rp, &part, &acc.buf],
+            self.groups_1d(n, 256),
+            &|| format!("gram reduce ×{splits} {d}"),
+        );
+        acc.rows += x.rows;
+        Ok(())
+    }
+
+    /// Read accumulators back (one map for all of them) as `SiteStats`: the Gram mirrored to
+    /// full symmetric form, `mean|x|`, `max|x|` and `ℓ2 = √diag(XᵀX)`.
+    pub async fn gram_read(&self, accs: &[&GramAcc]) -> Result<Vec<SiteStats>> {
+        let total: usize = accs.iter().map(|a| acc_len(a.dim) * 4).sum();
+        if accs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("gram staging"),
+            size: total as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut off = 0u64;
+        for a in accs {
+            let bytes = (acc_len(a.dim) * 4) as u64;
+            self.with_encoder(|enc| enc.copy_buffer_to_buffer(&a.buf, 0, &staging, off, bytes));
+            off += bytes;
+        }
+        let submission = self.submit();
+        let raw = buffers::read_back_after(&self.ctx.device, &staging, submission).await?;
+        self.take_error()?;
+        let floats: Vec<f32> = bytemuck::pod_collect_to_vec(&raw);
+        let mut out = Vec::with_capacity(accs.len());
+        let mut at = 0;
+        for a in accs {
+            let d = a.dim;
+            let v = floats.get(at..at + acc_len(d)).ok_or_else(|| {
+                Error::unsupported("gpu", "readback", "statistics shorter than requested")
+            })?;
+            at += acc_len(d);
+            let mut gram = v[..d * d].to_vec();
+            // Only the upper triangle was accumulated.
+            for i in 1..d {
+                for j in 0..i {
+                    gram[i * d + j] = gram[j * d + i];
+                }
+            }
+            let n = a.rows.max(1) as f32;
+            out.push(SiteStats {
+                dim: d,
+                rows: a.rows,
+                mean_abs: v[d * d..d * d + d].iter().map(|s| s / n).collect(),
+                max_abs: v[d * d + d..d * d + 2 * d].to_vec(),
+                l2: (0..d).map(|j| gram[j * d + j].max(0.0).sqrt()).collect(),
+                gram,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// `quant::calib::calibrate` with `model` on the GPU: the same sequences and statistics,
+/// `Backend::eval_batch` sequences per forward pass. `progress(done, total)` counts sequences,
+/// before each batch and at the end; returning `false` stops with `Error::Cancelled`.
+pub async fn calibrate(
+    gpu: &Gpu,
+    model: &Llama<Gpu>,
+    tokens: &[u32],
+    bos: Option<u32>,
+    opts: &CalibOptions,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Calibration> {
+    let range = opts.range(tokens.len())?;
+    let c = &model.config;
+    let dims = calib::site_dims(c);
+    calib::stats_bytes(c)?;
+    // What stays on the device: every accumulator until the end.
+    let resident: usize = c.n_layer * dims.iter().map(|&d| acc_len(d) * 4).sum::<usize>();
+    if let Some(budget) = gpu.memory_budget.get() {
+        let held = gpu.weight_bytes_held();
+        if held + resident as u64 > budget {
+            return Err(Error::unsupported(
+                "gpu",
+                "calibration",
+                format!(
+                    "statistics of {resident} bytes next to {held} bytes of weights exceed the \
+                     device budget of {budget} bytes"
+                ),
+            ));
+        }
+    }
+    let mut acc: Vec<[GramAcc; 4]> = Vec::with_capacity(c.n_layer);
+    for _ in 0..c.n_layer {
+        let [a, b, e, f] = dims;
+        acc.push([
+            gpu.gram_acc(a)?,
+            gpu.gram_acc(b)?,
+            gpu.gram_acc(e)?,
+            gpu.gram_acc(f)?,
+        ]);
+    }
+    let (n, l) = (opts.n_seq, opts.seq_len);
+    let width = c.ffn_dim.max(c.dim).max(c.n_head * c.head_dim);
+    let per = gpu.eval_batch(l, width).max(1);
+    for s0 in (0..n).step_by(per) {
+        if !progress(s0, n) {
+            return Err(Error::Cancelled);
+        }
+        let s1 = (s0 + per).min(n);
+        let mut batch = Vec::with_capacity((s1 - s0) * l);
+        for s in s0..s1 {
+            batch.extend(calib::sequence(tokens, &range, s, l, bos)?);
+        }
+        let out = model.forward_batch_observed(gpu, &batch, l, &mut |layer, site, x| {
+            let a = acc
+                .get_mut(layer)
+                .ok_or_else(|| Error::config("calibration", format!("unexpected layer {layer}")))?;
+            gpu.gram_add(&mut a[site.index()], x)
+        })?;
+        drop(out);
+        // Hand the batch to the GPU now so it computes while the next one is recorded.
+        gpu.flush();
+    }
+    let mut layers = Vec::with_capacity(acc.len());
+    for a in &acc {
+        let st = gpu.gram_read(&[&a[0], &a[1], &a[2], &a[3]]).await?;
+        let [s0, s1, s2, s3]: [SiteStats; 4] = st.try_into().map_err(|_| {
+            Error::unsupported("gpu", "calibration", "a layer's statistics are incomplete")
+        })?;
+        layers.push([s0, s1, s2, s3]);
+    }
+    if !progress(n, n) {
+        return Err(Error::Cancelled);
+    }
+    Ok(Calibration {
+        opts: *opts,
+        range,
+        layers,
+    })
+}

@@ -1,0 +1,88 @@
+//! GPTQ on a whole decoder block (arXiv 2210.17323, as `gptq.rs`): the tensors that read the
+//! same input (q/k/v; gate/up) share that input's Hessian, hence one `prepare` (the `O(cols³)`
+//! Cholesky work) per input instead of one per tensor, and the block's four inputs and then its
+//! seven tensors run in parallel natively (each tensor's rows are parallel inside as well). The
+//! codes are exactly those of `quantize` on each tensor alone: the same `Prepared` is computed
+//! from the same Gram and options.
+
+use super::{prepare, quantize_prepared, GptqOptions, Prepared};
+use crate::model::llama::Site;
+use crate::model::weights::LayerWeights;
+use crate::quant::calib::SiteStats;
+use crate::quant::format::{IntSpec, QTensor};
+use crate::quant::rtn::RtnOptions;
+use crate::{Error, Result};
+
+#[cfg(not(target_arch = "wasm32"))]
+use rayon::prelude::*;
+
+/// The storage format and grid options of a tensor, or None to leave it as it is.
+pub type Plan<'a> = dyn Fn(&str) -> Option<(IntSpec, RtnOptions)> + Sync + 'a;
+
+/// Quantize the block linears of `layer` (q, k, v, o, gate, up, down, as
+/// `LayerWeights::linears`) that `plan` names, with the statistics of the block's inputs
+/// (`stats[site.index()]`). One entry per linear, None where `plan` leaves it.
+pub fn quantize_layer(
+    layer: &LayerWeights,
+    stats: &[SiteStats; 4],
+    plan: &Plan<'_>,
+    opts: &GptqOptions,
+) -> Result<Vec<Option<QTensor>>> {
+    let linears = layer.linears();
+    let specs: Vec<Option<(IntSpec, RtnOptions)>> = linears.iter().map(|l| plan(&l.name)).collect();
+    for (k, l) in linears.iter().enumerate() {
+        let st = &stats[Site::of_linear(k).index()];
+        if specs[k].is_some() && st.dim != l.w.cols {
+            return Err(Error::config(
+                "calibration",
+                format!(
+                    "{}: statistics of width {} for {} inputs",
+                    l.name, st.dim, l.w.cols
+                ),
+            ));
+        }
+    }
+    // One factor per input that some planned tensor reads.
+    let site_job = |s: usize| -> Result<Option<Prepared>> {
+        let first =
+            (0..linears.len()).find(|&k| Site::of_linear(k).index() == s && specs[k].is_some());
+        match first {
+            None => Ok(None),
+            Some(k) => {
+                let st = &stats[s];
+                prepare(&st.gram, st.dim, st.rows, opts, &linears[k].name).map(Some)
+            }
+        }
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let preps: Vec<Result<Option<Prepared>>> = (0..4).into_par_iter().map(site_job).collect();
+    #[cfg(target_arch = "wasm32")]
+    let preps: Vec<Result<Option<Prepared>>> = (0..4).map(site_job).collect();
+    let preps: Vec<Option<Prepared>> = preps.into_iter().collect::<Result<_>>()?;
+
+    let tensor_job = |k: usize| -> Result<Option<QTensor>> {
+        let Some((spec, rtn)) = specs[k] else {
+            return Ok(None);
+        };
+        let l = linears[k];
+        let prep = preps[Site::of_linear(k).index()].as_ref().ok_or_else(|| {
+            Error::config("gptq", format!("{}: its input was not prepared", l.name))
+        })?;
+        let w = l.w.dequantize()?;
+        quantize_prepared(&w, l.w.rows, l.w.cols, prep, spec, &rtn, opts, &l.name).map(Some)
+    };
+    // Largest tensors first, so the longest jobs start early.
+    let mut order: Vec<usize> = (0..linears.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(linears[k].w.numel() * linears[k].w.cols));
+    #[cfg(not(target_arch = "wasm32"))]
+    let done: Vec<(usize, Result<Option<QTensor>>)> =
+        order.into_par_iter().map(|k| (k, tensor_job(k))).collect();
+    #[cfg(target_arch = "wasm32")]
+    let done: Vec<(usize, Result<Option<QTensor>>)> =
+        order.into_iter().map(|k| (k, tensor_job(k))).collect();
+    let mut out: Vec<Option<QTensor>> = vec![None; linears.len()];
+    for (k, r) in done {
+        out[k] = r?;
+    }
+    Ok(out)
+}

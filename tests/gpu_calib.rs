@@ -1,0 +1,186 @@
+//! Calibration on the GPU (`quantlab::gpu::calib`, shaders/gram.wgsl + gram_reduce.wgsl) against
+//! the CPU reference (`quant::calib`): the Gram kernel against `gram_rows` on seeded data of odd
+//! sizes (rows and widths not multiples of the 64-wide tile or the 16-row slice, one range and
+//! several), and the whole `Calibration` of the real default model. Natively on whatever
+//! adapter wgpu finds (Mesa lavapipe without a GPU).
+
+#[path = "common/gpu_check.rs"]
+mod gpu_check;
+#[path = "common/rng.rs"]
+mod rng;
+use gpu_check::{close, gpu};
+use rng::Rng;
+use std::rc::Rc;
+
+use quantlab::gpu::calib;
+use quantlab::io::gguf::Gguf;
+use quantlab::model::cpu::Cpu;
+use quantlab::model::llama::Llama;
+use quantlab::model::weights::ModelWeights;
+use quantlab::playground::engine::Device;
+use quantlab::playground::session::Session;
+use quantlab::quant::calib::{calibrate, gram_rows, CalibFrom, CalibOptions};
+
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
+
+/// Kernel against `gram_rows` on the same inputs, relative to the largest entry: f32 sums of a
+/// few hundred products in another order.
+const GRAM_TOL: f32 = 1e-5;
+/// Whole calibration of the real model, GPU against CPU, relative to each statistic's largest
+/// entry: the activations themselves differ by the two backends' f32 rounding over 30 layers
+/// (NLL differs by 2e-5, tests/gpu_model.rs); measured 3.4e-6 (6.8e-6 with BOS 1) on lavapipe.
+const CALIB_TOL: f32 = 1e-4;
+
+/// `Σ|x|/rows`, `max|x|`, `√Σx²` per channel of row-major `rows × d` data, in f64.
+fn channel_stats(x: &[f32], rows: usize, d: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut mean = vec![0f64; d];
+    let mut max = vec![0f32; d];
+    let mut sq = vec![0f64; d];
+    for r in x.chunks_exact(d) {
+        for (j, &v) in r.iter().enumerate() {
+            mean[j] += v.abs() as f64;
+            max[j] = max[j].max(v.abs());
+            sq[j] += v as f64 * v as f64;
+        }
+    }
+    (
+        mean.iter().map(|s| (s / rows as f64) as f32).collect(),
+        max,
+        sq.iter().map(|s| s.sqrt() as f32).collect(),
+    )
+}
+
+/// Max |a − b| relative to the largest |b| (what `close` checks), to report the margin.
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() / scale)
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn gram_kernel_matches_cpu_reference() {
+    let g = gpu();
+    let mut rng = Rng(0x5eed_ca1b);
+    // (rows of each of two batches, width): one 16-row slice and a partial tile; several ranges
+    // of rows; many ranges with a width over two tiles and not a multiple of 4; two batches of
+    // different lengths into the same accumulator.
+    for (batches, d) in [
+        (&[5usize][..], 3usize),
+        (&[37, 11], 19),
+        (&[300, 77], 150),
+        (&[1000], 70),
+        (&[129], 129),
+    ] {
+        let mut acc = g.gram_acc(d).unwrap();
+        let mut all = Vec::new();
+        for &rows in batches {
+            // Uneven channel scales, as activations have.
+            let x: Vec<f32> = (0..rows * d)
+                .map(|i| rng.next() * (1.0 + (i % d % 7) as f32))
+                .collect();
+            let a = g.upload_act(rows, d, &x).unwrap();
+            g.gram_add(&mut acc, &a).unwrap();
+            all.extend(x);
+        }
+        let rows: usize = batches.iter().sum();
+        let st = pollster::block_on(g.gram_read(&[&acc])).unwrap().remove(0);
+        assert_eq!((st.dim, st.rows), (d, rows));
+        let mut want = vec![0f32; d * d];
+        gram_rows(&all, rows, d, &mut want);
+        let what = format!("{rows}×{d}");
+        close(&st.gram, &want, GRAM_TOL, &format!("gram {what}"));
+        let (mean, max, l2) = channel_stats(&all, rows, d);
+        close(&st.mean_abs, &mean, GRAM_TOL, &format!("mean|x| {what}"));
+        assert_eq!(st.max_abs, max, "max|x| {what}");
+        close(&st.l2, &l2, GRAM_TOL, &format!("l2 {what}"));
+        for i in 0..d {
+            for j in 0..i {
+                assert_eq!(st.gram[i * d + j], st.gram[j * d + i], "symmetric {what}");
+            }
+        }
+    }
+    assert!(g.gram_acc(0).is_err());
+    let mut acc = g.gram_acc(4).unwrap();
+    let wrong = g.upload_act(2, 3, &[0.0; 6]).unwrap();
+    assert!(g.gram_add(&mut acc, &wrong).is_err());
+}
+
+#[test]
+fn gpu_calibration_matches_cpu_on_the_default_model() {
+    let bytes = std::fs::read(MODEL).unwrap_or_else(|e| {
+        panic!("{MODEL}: {e}; run scripts/fetch-model.sh to fetch the default model")
+    });
+    let gg = Gguf::parse("SmolLM2-135M-Instruct.Q4_1.gguf", &bytes).expect("parse");
+    let w = ModelWeights::from_source(gg.model_config().expect("config"), &gg).expect("weights");
+    let mut rng = Rng(0x0ca1_1b8a);
+    let vocab = w.config.vocab as u32;
+    let tokens: Vec<u32> = (0..300).map(|_| rng.next_u32() % vocab).collect();
+    let opts = CalibOptions {
+        n_seq: 3,
+        seq_len: 40,
+        from: CalibFrom::Offset(17),
+    };
+    let g = Rc::new(gpu());
+    // A session on the GPU, whose BOS rule every call below follows.
+    let mut session = Session::load_gguf_on("smollm2", bytes.clone(), &Device::Gpu(g.clone()))
+        .expect("gpu session");
+    let bos = session.bos();
+    let cpu_model = Llama::load(&Cpu, &w).expect("cpu load");
+    let want = calibrate(&cpu_model, &tokens, bos, &opts, &mut |_, _| true).unwrap();
+    let gpu_model = Llama::load(g.as_ref(), &w).expect("gpu load");
+    let mut calls = Vec::new();
+    let got = pollster::block_on(calib::calibrate(
+        &g,
+        &gpu_model,
+        &tokens,
+        bos,
+        &opts,
+        &mut |d, n| {
+            calls.push((d, n));
+            true
+        },
+    ))
+    .unwrap();
+    assert_eq!(calls.last(), Some(&(3, 3)), "progress ends at n/n");
+    assert_eq!(got.range, want.range);
+    assert_eq!(got.layers.len(), want.layers.len());
+    let mut worst = 0f32;
+    for (li, (a, b)) in got.layers.iter().zip(&want.layers).enumerate() {
+        for (s, (x, y)) in a.iter().zip(b).enumerate() {
+            let what = format!("layer {li} site {s}");
+            assert_eq!((x.dim, x.rows), (y.dim, y.rows), "{what}");
+            for (name, p, q) in [
+                ("gram", &x.gram, &y.gram),
+                ("mean", &x.mean_abs, &y.mean_abs),
+                ("max", &x.max_abs, &y.max_abs),
+                ("l2", &x.l2, &y.l2),
+            ] {
+                worst = worst.max(rel_err(p, q));
+                close(p, q, CALIB_TOL, &format!("{what} {name}"));
+            }
+        }
+    }
+    eprintln!("worst relative difference GPU vs CPU: {worst:e}");
+    // The session calibrates on the GPU: the same numbers as the call above.
+    let via = session.calibrate(&tokens, &opts, &mut |_, _| true).unwrap();
+    assert!(
+        via.layers == got.layers,
+        "the GPU session's calibration differs from gpu::calib::calibrate"
+    );
+    drop(session);
+    // Cancelling stops before any work.
+    let r = pollster::block_on(calib::calibrate(
+        &g,
+        &gpu_model,
+        &tokens,
+        None,
+        &opts,
+        &mut |_, _| false,
+    ));
+    assert!(matches!(r, Err(quantlab::Error::Cancelled)));
+}
