@@ -8,7 +8,8 @@
 //! Backends: `initGpu()` acquires WebGPU (a Promise); models loaded afterwards live in GPU
 //! buffers and `evaluate` returns a Promise that settles when the last window's scores are mapped
 //! back, so the worker never blocks. Without `initGpu()` (or when it fails) the CPU backend runs,
-//! and `evaluate`'s Promise is settled by the time it is returned.
+//! and `evaluate`'s Promise is settled by the time it is returned. `calibrate` likewise returns a
+//! Promise: on WebGPU the statistics are computed on the GPU (`gpu::calib`) and mapped back.
 //!
 //! Cancellation: `evaluate` calls the JS `progress` function after every window; when that
 //! returns `false` the session stops with `Error::Cancelled`, which reaches JS as a rejection
@@ -176,32 +177,88 @@ impl Playground {
     }
 
     /// Calibrate the loaded model on `text` with up to `n_seq × seq_len` tokens (fewer when
-    /// the text is short; the answer, `CalibUsed`, says what was used). `progress(done, total)`
-    /// counts sequences; `false` cancels.
+    /// the text is short). Returns a Promise of `CalibUsed`: what was used, the backend that
+    /// calibrated ("gpu" for a model on WebGPU, else "cpu"), the seconds and whether an earlier
+    /// calibration was reused. `cpu: true` forces the CPU path (tests compare the two).
+    /// `progress(done, total)` counts sequences; `false` cancels.
     pub fn calibrate(
         &self,
-        text: &str,
+        text: String,
         n_seq: usize,
         seq_len: usize,
-        progress: &js_sys::Function,
-    ) -> Result<JsValue, JsError> {
-        let mut thrown: Option<String> = None;
-        let mut on_progress = |done: usize, total: usize| -> bool {
-            let args = (JsValue::from(done as f64), JsValue::from(total as f64));
-            keep_going(
-                progress.call2(&JsValue::NULL, &args.0, &args.1),
-                &mut thrown,
-            )
+        progress: js_sys::Function,
+        cpu: Option<bool>,
+    ) -> js_sys::Promise {
+        let session = self.session.clone();
+        // As in `evaluate`: the (mutable) borrow marks the session busy across the GPU's
+        // awaits, and every other entry point fails with "busy" meanwhile.
+        #[allow(clippy::await_holding_refcell_ref)]
+        future_to_promise(async move {
+            let mut guard = session.try_borrow_mut().map_err(|_| busy())?;
+            let session = guard.as_mut().ok_or_else(no_model)?;
+            let mut thrown: Option<String> = None;
+            let mut on_progress = |done: usize, total: usize| -> bool {
+                let args = (JsValue::from(done as f64), JsValue::from(total as f64));
+                keep_going(
+                    progress.call2(&JsValue::NULL, &args.0, &args.1),
+                    &mut thrown,
+                )
+            };
+            let used = session
+                .calibrate_text_async(&text, n_seq, seq_len, cpu == Some(true), &mut on_progress)
+                .await;
+            if let Some(msg) = thrown {
+                return Err(JsError::new(&format!("progress callback threw: {msg}")).into());
+            }
+            Ok(to_js(&used.map_err(js_error)?)?)
+        })
+    }
+
+    /// The statistics of one site of the current calibration (`quant::calib::SiteStats`):
+    /// `{dim, rows, backend, gram, mean_abs, max_abs, l2}`, the vectors as `Float32Array`s
+    /// (`gram` is `dim × dim`, row-major). `site` indexes `model::llama::Site::ALL`: 0 attention
+    /// input, 1 attention output, 2 FFN input, 3 down-projection input.
+    #[wasm_bindgen(js_name = calibrationSite)]
+    pub fn calibration_site(&self, layer: usize, site: usize) -> Result<JsValue, JsError> {
+        let s = self.session()?;
+        let s = s.as_ref().ok_or_else(no_model)?;
+        let c = s
+            .calibration()
+            .ok_or_else(|| js_error(Error::config("calibration", "not calibrated yet")))?;
+        let n = c.layers.len();
+        let sites = c.layers.get(layer).ok_or_else(|| {
+            js_error(Error::config(
+                "calibration layer",
+                format!("{layer} is out of range: the model has {n} layers (0..{n})"),
+            ))
+        })?;
+        let st = sites.get(site).ok_or_else(|| {
+            js_error(Error::config(
+                "calibration site",
+                format!("{site} is out of range: a layer has 4 sites (0..4)"),
+            ))
+        })?;
+        let obj = js_sys::Object::new();
+        let set = |k: &str, v: JsValue| {
+            js_sys::Reflect::set(&obj, &JsValue::from_str(k), &v)
+                .map(|_| ())
+                .map_err(|e| JsError::new(&format!("internal: cannot build the result: {e:?}")))
         };
-        let used = self
-            .session_mut()?
-            .as_mut()
-            .ok_or_else(no_model)?
-            .calibrate_text(text, n_seq, seq_len, &mut on_progress);
-        if let Some(msg) = thrown {
-            return Err(JsError::new(&format!("progress callback threw: {msg}")));
+        set("dim", JsValue::from(st.dim as f64))?;
+        set("rows", JsValue::from(st.rows as f64))?;
+        set(
+            "backend",
+            JsValue::from_str(s.calibration_backend().unwrap_or("cpu")),
+        )?;
+        for (k, v) in [
+            ("gram", &st.gram),
+            ("mean_abs", &st.mean_abs),
+            ("max_abs", &st.max_abs),
+            ("l2", &st.l2),
+        ] {
+            set(k, js_sys::Float32Array::from(v.as_slice()).into())?;
         }
-        to_js(&used.map_err(js_error)?)
+        Ok(obj.into())
     }
 
     /// Bits and relative error of every block linear (`inspect::LayerMap`).
@@ -354,7 +411,7 @@ fn no_model() -> JsError {
 }
 
 fn busy() -> JsError {
-    JsError::new("busy: an evaluation is still running")
+    JsError::new("busy: a calibration or evaluation is still running")
 }
 
 impl Playground {

@@ -172,6 +172,46 @@ fn gpu_calibration_matches_cpu_on_the_default_model() {
         via.layers == got.layers,
         "the GPU session's calibration differs from gpu::calib::calibrate"
     );
+    assert_eq!(session.calibration_backend(), Some("gpu"));
+    // Forcing the CPU path recomputes (a GPU calibration is not reused for it) and gives the
+    // CPU reference's numbers: the same model copy and loops as `calibrate` above.
+    let forced =
+        pollster::block_on(session.calibrate_async(&tokens, &opts, true, &mut |_, _| true))
+            .unwrap();
+    assert!(
+        forced.layers == want.layers,
+        "the forced CPU calibration differs from quant::calib::calibrate"
+    );
+    assert_eq!(session.calibration_backend(), Some("cpu"));
+    // A CPU calibration serves a later GPU-allowed call with the same key: no new work.
+    let mut called = false;
+    session
+        .calibrate(&tokens, &opts, &mut |_, _| {
+            called = true;
+            true
+        })
+        .unwrap();
+    assert!(
+        !called,
+        "same tokens and options: the kept calibration is reused"
+    );
+    assert_eq!(session.calibration_backend(), Some("cpu"));
+    // Text calibration says which backend ran, and when it reused.
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(8);
+    let used =
+        pollster::block_on(session.calibrate_text_async(&text, 2, 16, false, &mut |_, _| true))
+            .unwrap();
+    assert_eq!((used.n_seq, used.seq_len), (2, 16));
+    assert_eq!((used.backend.as_str(), used.reused), ("gpu", false));
+    assert!(used.seconds > 0.0, "seconds {}", used.seconds);
+    let again = session
+        .calibrate_text(&text, 2, 16, &mut |_, _| true)
+        .unwrap();
+    assert_eq!((again.backend.as_str(), again.reused), ("gpu", true));
+    let cpu =
+        pollster::block_on(session.calibrate_text_async(&text, 2, 16, true, &mut |_, _| true))
+            .unwrap();
+    assert_eq!((cpu.backend.as_str(), cpu.reused), ("cpu", false));
     drop(session);
     // Cancelling stops before any work.
     let r = pollster::block_on(calib::calibrate(

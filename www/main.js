@@ -886,9 +886,11 @@ worker.onmessage = ({ data: msg }) => {
       break;
     case 'calibrated': {
       const u = msg.used;
+      const on = u.backend === 'gpu' ? 'on the GPU' : 'on the CPU';
+      el.calibStatus.dataset.backend = u.backend;
       el.calibStatus.textContent = u.n_seq === u.asked_n_seq && u.seq_len === u.asked_seq_len
-        ? `calibrated on ${u.n_seq} × ${u.seq_len} tokens ${msg.seconds < 0.05 ? '(reused)' : `in ${fixed(msg.seconds, 1)} s`}`
-        : `the calibration text has ${u.text_tokens} tokens: used ${u.n_seq} × ${u.seq_len} (asked ${u.asked_n_seq} × ${u.asked_seq_len})`;
+        ? `calibrated on ${u.n_seq} × ${u.seq_len} tokens ${u.reused ? `(reused, ${on})` : `${on} in ${fixed(msg.seconds, 1)} s`}`
+        : `the calibration text has ${u.text_tokens} tokens: used ${u.n_seq} × ${u.seq_len} (asked ${u.asked_n_seq} × ${u.asked_seq_len}) ${on}`;
       break;
     }
     case 'quantizing':

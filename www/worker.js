@@ -242,7 +242,7 @@ async function drain() {
 async function run({ gen, quant, text, options, calib }) {
   if (stale(gen)) return post({ type: 'cancelled', gen });
   try {
-    ensureQuant(quant, calib, { gen }, () => stale(gen));
+    await ensureQuant(quant, calib, { gen }, () => stale(gen));
     if (stale(gen)) return post({ type: 'cancelled', gen });
     const result = await playground.evaluate(text, options, (progress) => {
       post({ type: 'progress', gen, progress });
@@ -257,14 +257,15 @@ async function run({ gen, quant, text, options, calib }) {
 }
 
 // Make the session hold `quant` (calibrating first when `calib` is given), unless it already
-// does. Progress messages carry `tag` ({gen} or {ggen}); `isStale()` true cancels.
-function ensureQuant(quant, calib, tag, isStale) {
+// does. Progress messages carry `tag` ({gen} or {ggen}); `isStale()` true cancels. Calibration
+// is a Promise (on WebGPU it runs on the GPU); its answer says which backend calibrated.
+async function ensureQuant(quant, calib, tag, isStale) {
   const key = JSON.stringify([quant, calib]);
   if (key === quantKey) return;
   quantKey = null; // unknown state if setQuant throws
   if (calib) {
     const t0 = performance.now();
-    const used = playground.calibrate(calib.text, calib.n, calib.len, (done, total) => {
+    const used = await playground.calibrate(calib.text, calib.n, calib.len, (done, total) => {
       post({ type: 'calibrating', ...tag, done, total });
       return !isStale();
     });
@@ -285,7 +286,7 @@ async function generate({ ggen, prompt, n, quant, calib }) {
   const isStale = () => genStale(ggen);
   try {
     if (isStale()) return post({ type: 'gen-error', ggen, cancelled: true, message: 'stopped' });
-    ensureQuant(quant, calib, { ggen }, isStale);
+    await ensureQuant(quant, calib, { ggen }, isStale);
     for (const which of ['reference', 'quantized']) {
       const t0 = performance.now();
       const g = await playground.generate(prompt, n, which, (text, tokens) => {

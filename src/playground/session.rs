@@ -59,6 +59,21 @@ pub struct CalibUsed {
     pub asked_n_seq: usize,
     pub asked_seq_len: usize,
     pub text_tokens: usize,
+    /// Where the statistics were computed: "gpu" or "cpu".
+    pub backend: String,
+    /// Seconds the calibration took (by the session's clock; 0 in wasm without one).
+    pub seconds: f64,
+    /// True when the statistics of an earlier call were reused.
+    pub reused: bool,
+}
+
+/// Calibration statistics kept by the session, with what identifies them for reuse.
+struct CachedCalib {
+    /// Fingerprint of the tokens used.
+    key: u64,
+    /// "gpu" or "cpu".
+    backend: &'static str,
+    calib: Calibration,
 }
 
 pub struct Session {
@@ -75,7 +90,7 @@ pub struct Session {
     quant: QuantConfig,
     /// Statistics of the loaded model for GPTQ/AWQ, with the fingerprint of the tokens they
     /// came from (reused while the text and options stay the same).
-    calib: Option<(u64, Calibration)>,
+    calib: Option<CachedCalib>,
     /// CMPQ's column fits, kept between `set_quant` calls so that moving the budget or an
     /// outlier fraction re-fits only the columns whose width or outliers changed. A fit
     /// depends only on the loaded weights (see `cmpq::FitCache`), so it stays valid while the
@@ -255,54 +270,95 @@ impl Session {
 
     /// Calibrate the loaded model on part of `tokens` (see `quant::calib`); the result is kept
     /// for `set_quant` and reused while tokens and options are unchanged. `progress(done, total)`
-    /// counts sequences and can cancel.
+    /// counts sequences and can cancel. A GPU session calibrates on the GPU (`gpu::calib`) unless
+    /// `cpu` is set; a CPU calibration is reused by either, a GPU one only when `cpu` is not set
+    /// (so a forced CPU run really runs on the CPU).
+    pub async fn calibrate_async(
+        &mut self,
+        tokens: &[u32],
+        opts: &CalibOptions,
+        cpu: bool,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<&Calibration> {
+        self.calibrate_cached(tokens, opts, cpu, progress).await?;
+        match &self.calib {
+            Some(c) => Ok(&c.calib),
+            None => Err(crate::Error::Cancelled),
+        }
+    }
+
+    /// The work of `calibrate_async`; `Ok(true)` when the kept statistics were reused.
+    async fn calibrate_cached(
+        &mut self,
+        tokens: &[u32],
+        opts: &CalibOptions,
+        cpu: bool,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<bool> {
+        let range = opts.range(tokens.len())?;
+        let key = fingerprint(tokens.get(range).unwrap_or_default());
+        let reuse = matches!(&self.calib,
+            Some(c) if c.key == key && c.calib.opts == *opts && (!cpu || c.backend == "cpu"));
+        if !reuse {
+            self.calib = None;
+            let bos = self.bos();
+            let gpu = if cpu { None } else { self.engine.gpu_loaded() };
+            let (calib, backend) = match gpu {
+                Some((g, m)) => (
+                    crate::gpu::calib::calibrate(g, m, tokens, bos, opts, progress).await?,
+                    "gpu",
+                ),
+                None => {
+                    // Calibration observes activations on the CPU backend; a GPU session loads
+                    // a CPU copy of the model for it and frees it afterwards.
+                    let cpu_copy;
+                    let model = match self.engine.cpu_loaded() {
+                        Some(m) => m,
+                        None => {
+                            cpu_copy = Llama::load(&Cpu, &self.source)?;
+                            &cpu_copy
+                        }
+                    };
+                    (calib::calibrate(model, tokens, bos, opts, progress)?, "cpu")
+                }
+            };
+            self.calib = Some(CachedCalib {
+                key,
+                backend,
+                calib,
+            });
+        }
+        Ok(reuse)
+    }
+
+    /// `calibrate_async`, waited for: natively by blocking the thread (`pollster`), on the GPU
+    /// when the session is there; in wasm on the CPU, whose future is ready at once (the
+    /// browser must await `calibrate_async` for the GPU).
     pub fn calibrate(
         &mut self,
         tokens: &[u32],
         opts: &CalibOptions,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<&Calibration> {
-        let range = opts.range(tokens.len())?;
-        let key = fingerprint(&tokens[range]);
-        let fresh = !matches!(&self.calib, Some((k, c)) if *k == key && c.opts == *opts);
-        let bos = self.bos();
-        if fresh {
-            self.calib = None;
-            // Natively a GPU session calibrates on the GPU (gpu::calib); the browser would need
-            // an async call for that, so there it takes the CPU path below.
-            #[cfg(not(target_arch = "wasm32"))]
-            if let Some((g, m)) = self.engine.gpu_loaded() {
-                let fut = crate::gpu::calib::calibrate(g, m, tokens, bos, opts, progress);
-                self.calib = Some((key, pollster::block_on(fut)?));
-            }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.calibrate_async(tokens, opts, false, progress))
         }
-        if self.calib.is_none() {
-            // Calibration observes activations on the CPU backend; a GPU session loads a CPU
-            // copy of the model for it and frees it afterwards.
-            let cpu_copy;
-            let model = match self.engine.cpu_loaded() {
-                Some(m) => m,
-                None => {
-                    cpu_copy = Llama::load(&Cpu, &self.source)?;
-                    &cpu_copy
-                }
-            };
-            let c = calib::calibrate(model, tokens, bos, opts, progress)?;
-            self.calib = Some((key, c));
-        }
-        match &self.calib {
-            Some((_, c)) => Ok(c),
-            None => Err(crate::Error::Cancelled),
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::model::eval::ready(self.calibrate_async(tokens, opts, true, progress))
         }
     }
 
     /// Calibrate on `text` with up to `n_seq × seq_len` tokens. A short text gets fewer (and,
-    /// if it must, shorter) sequences rather than an error; the answer says what was used.
-    pub fn calibrate_text(
+    /// if it must, shorter) sequences rather than an error; the answer says what was used, on
+    /// which backend and how long it took. `cpu` as in `calibrate_async`.
+    pub async fn calibrate_text_async(
         &mut self,
         text: &str,
         n_seq: usize,
         seq_len: usize,
+        cpu: bool,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<CalibUsed> {
         let tokens = self.tokenize(text)?;
@@ -313,14 +369,40 @@ impl Session {
             seq_len: seq_len_used,
             from: calib::CalibFrom::Tail,
         };
-        self.calibrate(&tokens, &opts, progress)?;
+        let t0 = (self.clock)();
+        let reused = self.calibrate_cached(&tokens, &opts, cpu, progress).await?;
+        let seconds = ((self.clock)() - t0).max(0.0);
+        let backend = self.calibration_backend().ok_or(crate::Error::Cancelled)?;
         Ok(CalibUsed {
             n_seq: n_seq_used,
             seq_len: seq_len_used,
             asked_n_seq: n_seq,
             asked_seq_len: seq_len,
             text_tokens: tokens.len(),
+            backend: backend.to_string(),
+            seconds,
+            reused,
         })
+    }
+
+    /// `calibrate_text_async`, waited for as `calibrate` waits.
+    pub fn calibrate_text(
+        &mut self,
+        text: &str,
+        n_seq: usize,
+        seq_len: usize,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<CalibUsed> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.calibrate_text_async(text, n_seq, seq_len, false, progress))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::model::eval::ready(
+                self.calibrate_text_async(text, n_seq, seq_len, true, progress),
+            )
+        }
     }
 
     /// Column fits the CMPQ cache holds (0 before the first CMPQ quantization).
@@ -330,7 +412,12 @@ impl Session {
 
     /// The statistics `set_quant` will use, if calibrated.
     pub fn calibration(&self) -> Option<&Calibration> {
-        self.calib.as_ref().map(|(_, c)| c)
+        self.calib.as_ref().map(|c| &c.calib)
+    }
+
+    /// The backend ("gpu" or "cpu") that computed the current calibration, if any.
+    pub fn calibration_backend(&self) -> Option<&'static str> {
+        self.calib.as_ref().map(|c| c.backend)
     }
 
     /// Quantize the loaded model with `cfg` and make it the current model.
@@ -353,7 +440,7 @@ impl Session {
                 // CMPQ through the cache: the same tensors as `apply_calibrated`, faster when
                 // only the budget or the outlier fractions moved. It reports no progress of its
                 // own, so the start and the end are reported here.
-                (Method::Cmpq(_), Some((_, c))) => {
+                (Method::Cmpq(_), Some(CachedCalib { calib: c, .. })) => {
                     let total = self.source.layers.len() * 7;
                     if !progress(0, total) {
                         return Err(crate::Error::Cancelled);
