@@ -13,7 +13,10 @@ const CALIB_N = 2;
 const CALIB_LEN = 64;
 // GPU against CPU statistics, |gpu − cpu| relative to each statistic's largest |cpu| entry: the
 // definition and value of tests/gpu_calib.rs's CALIB_TOL (the activations differ by the two
-// backends' f32 rounding over 30 layers; the Gram sums run in another order).
+// backends' f32 rounding over 30 layers; the Gram sums run in another order). max|x| too: it is
+// the max of activations that already differ by rounding, so it is not bit-equal across backends
+// (measured on SwiftShader: 178 of layer 0's 576 channels differ, by at most 5e-8 relative); the
+// kernel's max against the CPU's on the same inputs is exact in tests/gpu_calib.rs.
 const CALIB_TOL = 1e-4;
 
 let page;
