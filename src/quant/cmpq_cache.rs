@@ -170,6 +170,13 @@ impl CmpqCache {
         }
         let out = rebuild(src, by_pos);
         times.model = now() - t;
+        // In wasm (at most 4 GiB of memory, shared with the model, its calibration and the
+        // engine) the f32 sources are not kept between calls: the next call dequantizes them
+        // again and keeps the fits.
+        #[cfg(target_arch = "wasm32")]
+        for e in self.tensors.values_mut() {
+            e.w = Vec::new();
+        }
         self.times = times;
         Ok(out)
     }
@@ -185,11 +192,12 @@ impl CmpqCache {
             src.linears().map(|l| l.name.as_str()).collect();
         self.tensors.retain(|n, _| names.contains(n.as_str()));
         let ids = par_map(targets.len(), |i| SourceId::of(&targets[i].2.w));
+        // Stale: new, changed, or (in wasm) released after the last call.
         let stale: Vec<usize> = (0..targets.len())
             .filter(|&i| {
                 self.tensors
                     .get(&targets[i].2.name)
-                    .is_none_or(|e| e.id != ids[i])
+                    .is_none_or(|e| e.id != ids[i] || e.w.is_empty())
             })
             .collect();
         let fresh = par_map(stale.len(), |s| -> Result<Vec<f32>> {
@@ -199,12 +207,19 @@ impl CmpqCache {
             Ok(w)
         });
         for (i, w) in stale.into_iter().zip(fresh) {
-            let entry = Entry {
-                id: ids[i],
-                w: w?,
-                fits: FitCache::default(),
-            };
-            self.tensors.insert(targets[i].2.name.clone(), entry);
+            let w = w?;
+            match self.tensors.get_mut(&targets[i].2.name) {
+                // Same tensor, source released: the fits still hold.
+                Some(e) if e.id == ids[i] => e.w = w,
+                _ => {
+                    let entry = Entry {
+                        id: ids[i],
+                        w,
+                        fits: FitCache::default(),
+                    };
+                    self.tensors.insert(targets[i].2.name.clone(), entry);
+                }
+            }
         }
         Ok(())
     }
