@@ -79,6 +79,8 @@ pub struct CmpqCache {
     low_memory: bool,
 }
 
+// Not derived: `low_memory` defaults to true in wasm.
+#[allow(clippy::derivable_impls)]
 impl Default for CmpqCache {
     fn default() -> Self {
         CmpqCache {
