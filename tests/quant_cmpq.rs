@@ -559,6 +559,34 @@ fn cached_model_steps_equal_fresh_quantization() {
     assert_eq!(cache.times().new_fits, 0);
     assert_eq!(cache.fits(), held);
 
+    // The wasm mode (one tensor at a time, sources released between calls) gives the same
+    // tensors and, on a repeat, re-fits nothing either.
+    let mut low = CmpqCache::low_memory();
+    for o in [
+        base,
+        CmpqOptions {
+            budget: 2.5,
+            ..base
+        },
+    ] {
+        let c = cfg(o);
+        let a = low.apply(&c, &src, &calib).unwrap();
+        let b = cache.apply(&c, &src, &calib).unwrap();
+        for (x, y) in a.linears().zip(b.linears()) {
+            assert_eq!(x.w, y.w, "low-memory {o:?}: {}", x.name);
+        }
+    }
+    low.apply(
+        &cfg(CmpqOptions {
+            budget: 2.5,
+            ..base
+        }),
+        &src,
+        &calib,
+    )
+    .unwrap();
+    assert_eq!(low.times().new_fits, 0);
+
     // Another model (same names and shapes, other weights) and other magnitudes through the
     // same cache: nothing stale is reused.
     let (src2, calib2) = cmpq_model(77);
