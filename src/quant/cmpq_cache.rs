@@ -10,8 +10,9 @@
 //! All tensors go through each phase together (`cmpq_fit::quantize_jobs`), in parallel natively
 //! and sequentially in wasm. `CmpqCache::times` says what the last call spent in each phase.
 //!
-//! Memory: the dequantized sources are f32 (4 bytes per weight; 425 MB for SmolLM2-135M's linears),
-//! and every width seen keeps one byte of codes per weight plus a few error entries per column.
+//! Memory: the dequantized sources are f32 (4 bytes per weight; 425 MB for SmolLM2-135M's linears;
+//! in wasm only one tensor's at a time, see `CmpqCache::low_memory`), and the fits keep one byte
+//! of codes per weight plus a few error entries per column, at the widths the last call used.
 
 use crate::model::llama::Site;
 use crate::model::weights::{LayerWeights, Linear, ModelWeights};
@@ -71,13 +72,35 @@ struct Entry {
 /// format, shape and a hash of the bytes of the tensor it came from; a different tensor under
 /// the same name replaces it, and names the model does not have are dropped, so a cache can't
 /// silently serve another model's fits.
-#[derive(Default)]
 pub struct CmpqCache {
     tensors: HashMap<String, Entry>,
     times: PhaseTimes,
+    /// One tensor at a time, its source released afterwards (see `apply`); on in wasm.
+    low_memory: bool,
+}
+
+// Not derived: `low_memory` defaults to true in wasm.
+#[allow(clippy::derivable_impls)]
+impl Default for CmpqCache {
+    fn default() -> Self {
+        CmpqCache {
+            tensors: HashMap::new(),
+            times: PhaseTimes::default(),
+            low_memory: cfg!(target_arch = "wasm32"),
+        }
+    }
 }
 
 impl CmpqCache {
+    /// A cache that works one tensor at a time and keeps no f32 source between calls, as it
+    /// does in wasm (the default there); same results, less memory, less parallelism.
+    pub fn low_memory() -> Self {
+        CmpqCache {
+            low_memory: true,
+            ..CmpqCache::default()
+        }
+    }
+
     /// Column fits held, over all tensors (for memory reports and tests).
     pub fn fits(&self) -> usize {
         self.tensors.values().map(|e| e.fits.len()).sum()
@@ -115,7 +138,7 @@ impl CmpqCache {
         let mut times = PhaseTimes::default();
         let t = now();
         // The linears to quantize, as (layer, index in `linears()`, linear, magnitudes).
-        let mut targets: Vec<(usize, usize, &Linear, &[f32])> = Vec::new();
+        let mut targets: Vec<Target<'_>> = Vec::new();
         for (li, layer) in src.layers.iter().enumerate() {
             for (k, lin) in layer.linears().into_iter().enumerate() {
                 if cfg.layer_quant(&lin.name).is_some() {
@@ -125,23 +148,131 @@ impl CmpqCache {
                 }
             }
         }
-        self.refresh_sources(src, &targets)?;
-        times.source = now() - t;
-
-        // One job per target, each borrowing its own entry.
-        let mut slot: HashMap<&str, usize> = HashMap::new();
-        for (i, (_, _, lin, _)) in targets.iter().enumerate() {
-            if slot.insert(&lin.name, i).is_some() {
+        // Drop entries of names `src` does not have; check the names are unique.
+        let names: std::collections::HashSet<&str> =
+            src.linears().map(|l| l.name.as_str()).collect();
+        self.tensors.retain(|n, _| names.contains(n.as_str()));
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for (_, _, lin, _) in &targets {
+            if !seen.insert(&lin.name) {
                 return Err(Error::config(
                     "model",
                     format!("two linears are named {}", lin.name),
                 ));
             }
         }
-        let mut jobs: Vec<Option<Job<'_>>> = (0..targets.len()).map(|_| None).collect();
+        times.source = now() - t;
+
+        // Natively all tensors go through each phase together (in parallel). With `low_memory`
+        // (wasm: one thread, at most 4 GiB of memory shared with the model, its engine and
+        // calibration) one tensor at a time, and its f32 source is released afterwards (the fits stay), so
+        // only one tensor's source is alive at once: holding all 425 MB of them next to the
+        // fits ran the page out of memory. Each tensor's quantization is independent, so the
+        // result is the same either way.
+        let chunk = if self.low_memory {
+            1
+        } else {
+            targets.len().max(1)
+        };
+        let mut by_pos: HashMap<(usize, usize), QTensor> = HashMap::new();
+        for part in targets.chunks(chunk) {
+            let t = now();
+            self.refresh_sources(part)?;
+            times.source += now() - t;
+            let qs = self.quantize_part(part, o, &mut times)?;
+            let t = now();
+            for ((li, k, lin, _), q) in part.iter().zip(qs) {
+                let q = match &cfg.lorc {
+                    Some(lo) => {
+                        let w = self.tensors.get(&lin.name).map(|e| e.w.as_slice());
+                        let w = w.ok_or_else(|| missing_source(&lin.name))?;
+                        lorc::compensate(&q, w, lo, &lin.name)?
+                    }
+                    None => q,
+                };
+                by_pos.insert((*li, *k), q);
+            }
+            if self.low_memory {
+                for (_, _, lin, _) in part {
+                    if let Some(e) = self.tensors.get_mut(&lin.name) {
+                        e.w = Vec::new();
+                    }
+                }
+            }
+            times.model += now() - t;
+        }
+
+        let t = now();
+        let out = rebuild(src, by_pos);
+        times.model += now() - t;
+        self.times = times;
+        Ok(out)
+    }
+
+    /// Make the entry of every target hold its source, dequantizing (in parallel natively)
+    /// those that are new, changed, or released after the last call.
+    fn refresh_sources(&mut self, targets: &[Target<'_>]) -> Result<()> {
+        let ids = par_map(targets.len(), |i| SourceId::of(&targets[i].2.w));
+        // Stale: new, changed, or (low_memory) released after the last call.
+        let stale: Vec<usize> = (0..targets.len())
+            .filter(|&i| {
+                self.tensors
+                    .get(&targets[i].2.name)
+                    .is_none_or(|e| e.id != ids[i] || e.w.is_empty())
+            })
+            .collect();
+        let fresh = par_map(stale.len(), |s| -> Result<Vec<f32>> {
+            let lin = targets[stale[s]].2;
+            let w = lin.w.dequantize()?;
+            check_weights(&w, lin.w.rows, lin.w.cols, &lin.name)?;
+            Ok(w)
+        });
+        for (i, w) in stale.into_iter().zip(fresh) {
+            let w = w?;
+            match self.tensors.get_mut(&targets[i].2.name) {
+                // Same tensor, source released: the fits still hold.
+                Some(e) if e.id == ids[i] => e.w = w,
+                _ => {
+                    let entry = Entry {
+                        id: ids[i],
+                        w,
+                        fits: FitCache::default(),
+                    };
+                    self.tensors.insert(targets[i].2.name.clone(), entry);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A linear to quantize: (layer, index in `linears()`, the linear, its input magnitudes).
+type Target<'a> = (usize, usize, &'a Linear, &'a [f32]);
+
+fn missing_source(name: &str) -> Error {
+    Error::config(
+        "cmpq",
+        format!("{name}: the source tensor is missing from the cache"),
+    )
+}
+
+impl CmpqCache {
+    /// The CMPQ pipeline on `part` (whose sources are held), each job borrowing its own entry.
+    fn quantize_part(
+        &mut self,
+        part: &[Target<'_>],
+        o: &crate::quant::cmpq::CmpqOptions,
+        times: &mut PhaseTimes,
+    ) -> Result<Vec<QTensor>> {
+        let slot: HashMap<&str, usize> = part
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, lin, _))| (lin.name.as_str(), i))
+            .collect();
+        let mut jobs: Vec<Option<Job<'_>>> = (0..part.len()).map(|_| None).collect();
         for (name, e) in self.tensors.iter_mut() {
             if let Some(&i) = slot.get(name.as_str()) {
-                let (_, _, lin, a) = targets[i];
+                let (_, _, lin, a) = part[i];
                 jobs[i] = Some(Job {
                     w: &e.w,
                     rows: lin.w.rows,
@@ -155,58 +286,10 @@ impl CmpqCache {
         }
         let mut jobs = jobs
             .into_iter()
-            .collect::<Option<Vec<Job<'_>>>>()
-            .ok_or_else(|| Error::config("cmpq", "a source tensor is missing from the cache"))?;
-        let qs = quantize_jobs(&mut jobs, &mut times)?;
-
-        let t = now();
-        let mut by_pos: HashMap<(usize, usize), QTensor> = HashMap::new();
-        for ((li, k, lin, _), (q, job)) in targets.iter().zip(qs.into_iter().zip(&jobs)) {
-            let q = match &cfg.lorc {
-                Some(lo) => lorc::compensate(&q, job.w, lo, &lin.name)?,
-                None => q,
-            };
-            by_pos.insert((*li, *k), q);
-        }
-        let out = rebuild(src, by_pos);
-        times.model = now() - t;
-        self.times = times;
-        Ok(out)
-    }
-
-    /// Make the entry of every target hold its source (dequantizing, in parallel, those that
-    /// are new or changed) and drop entries of names `src` does not have.
-    fn refresh_sources(
-        &mut self,
-        src: &ModelWeights,
-        targets: &[(usize, usize, &Linear, &[f32])],
-    ) -> Result<()> {
-        let names: std::collections::HashSet<&str> =
-            src.linears().map(|l| l.name.as_str()).collect();
-        self.tensors.retain(|n, _| names.contains(n.as_str()));
-        let ids = par_map(targets.len(), |i| SourceId::of(&targets[i].2.w));
-        let stale: Vec<usize> = (0..targets.len())
-            .filter(|&i| {
-                self.tensors
-                    .get(&targets[i].2.name)
-                    .is_none_or(|e| e.id != ids[i])
-            })
-            .collect();
-        let fresh = par_map(stale.len(), |s| -> Result<Vec<f32>> {
-            let lin = targets[stale[s]].2;
-            let w = lin.w.dequantize()?;
-            check_weights(&w, lin.w.rows, lin.w.cols, &lin.name)?;
-            Ok(w)
-        });
-        for (i, w) in stale.into_iter().zip(fresh) {
-            let entry = Entry {
-                id: ids[i],
-                w: w?,
-                fits: FitCache::default(),
-            };
-            self.tensors.insert(targets[i].2.name.clone(), entry);
-        }
-        Ok(())
+            .enumerate()
+            .map(|(i, j)| j.ok_or_else(|| missing_source(&part[i].2.name)))
+            .collect::<Result<Vec<Job<'_>>>>()?;
+        quantize_jobs(&mut jobs, times)
     }
 }
 

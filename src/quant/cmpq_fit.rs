@@ -348,10 +348,16 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
-    // Drop re-fits this call did not use (plain fits stay for the next budget).
+    // Drop re-fits this call did not use, and plain fits and error lists at widths it did not
+    // use: a budget step keeps its two widths (so the next step re-fits only what moved), while
+    // the cache stays bounded to about two widths' codes per tensor as the budget wanders (in
+    // wasm, whose memory is at most 4 GiB, holding every width seen ran out of it).
     par_zip_mut(jobs, &keys, |job, ks| {
         let used: HashSet<&FitKey> = ks.iter().flatten().filter(|k| !k.3.is_empty()).collect();
         job.cache.refits.retain(|k, _| used.contains(k));
+        let widths: HashSet<u8> = ks.iter().flatten().map(|k| k.1).collect();
+        job.cache.plain.retain(|k, _| widths.contains(&k.1));
+        job.cache.errs.retain(|k, _| widths.contains(&k.1));
     });
     times.pack += now() - t;
     Ok(out)

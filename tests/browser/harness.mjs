@@ -97,6 +97,8 @@ export async function openPage(query = '', { webgpu = true, root = ROOT } = {}) 
   const page = context.pages()[0] ?? await context.newPage();
   page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
+  // The wasm lives in a worker: its console (e.g. a Rust panic's message) goes to the log too.
+  page.on('worker', (w) => w.on('console', (m) => log.push(`[worker ${m.type()}] ${m.text()}`)));
   const t0 = Date.now();
   await page.goto(url + query);
   await page.waitForSelector('#model-status[data-state="ready"], #model-status[data-state="error"]',
