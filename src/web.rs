@@ -158,18 +158,13 @@ impl Playground {
         let config: QuantConfig = serde_wasm_bindgen::from_value(config)
             .map_err(|e| js_error(Error::config("quant config", e)))?;
         let mut thrown: Option<String> = None;
-        let mut on_progress = |done: usize, total: usize| -> bool {
-            let args = (JsValue::from(done as f64), JsValue::from(total as f64));
-            keep_going(
-                progress.call2(&JsValue::NULL, &args.0, &args.1),
-                &mut thrown,
-            )
-        };
+        let mut on_progress = counting(progress, &mut thrown);
         let report = self
             .session_mut()?
             .as_mut()
             .ok_or_else(no_model)?
             .set_quant_with(&config, &mut on_progress);
+        drop(on_progress);
         if let Some(msg) = thrown {
             return Err(JsError::new(&format!("progress callback threw: {msg}")));
         }
@@ -197,16 +192,11 @@ impl Playground {
             let mut guard = session.try_borrow_mut().map_err(|_| busy())?;
             let session = guard.as_mut().ok_or_else(no_model)?;
             let mut thrown: Option<String> = None;
-            let mut on_progress = |done: usize, total: usize| -> bool {
-                let args = (JsValue::from(done as f64), JsValue::from(total as f64));
-                keep_going(
-                    progress.call2(&JsValue::NULL, &args.0, &args.1),
-                    &mut thrown,
-                )
-            };
+            let mut on_progress = counting(&progress, &mut thrown);
             let used = session
                 .calibrate_text_async(&text, n_seq, seq_len, cpu == Some(true), &mut on_progress)
                 .await;
+            drop(on_progress);
             if let Some(msg) = thrown {
                 return Err(JsError::new(&format!("progress callback threw: {msg}")).into());
             }
@@ -396,6 +386,18 @@ fn clock() -> f64 {
 
 /// What a JS progress callback's return means: anything but `false` continues; an exception
 /// stops the work and is kept for the error message.
+/// `progress(done, total)` as a Rust progress callback: `false` from it cancels, and an
+/// exception it throws cancels and is kept in `thrown`.
+fn counting<'a>(
+    progress: &'a js_sys::Function,
+    thrown: &'a mut Option<String>,
+) -> impl FnMut(usize, usize) -> bool + 'a {
+    move |done, total| {
+        let args = (JsValue::from(done as f64), JsValue::from(total as f64));
+        keep_going(progress.call2(&JsValue::NULL, &args.0, &args.1), thrown)
+    }
+}
+
 fn keep_going(ret: Result<JsValue, JsValue>, thrown: &mut Option<String>) -> bool {
     match ret {
         Ok(v) => v.as_bool() != Some(false),

@@ -124,6 +124,21 @@ pub(crate) fn column_order(h: &[f64], cols: usize, act_order: bool) -> Vec<usize
 }
 
 /// Check the inputs every calibrated quantizer shares.
+/// The Gram matrix of `cols` input channels has `cols²` values.
+fn check_gram(gram: &[f32], cols: usize, name: &str) -> Result<()> {
+    if gram.len() != cols * cols {
+        return Err(Error::config(
+            "calibration",
+            format!(
+                "{name}: Gram of {} values for {cols} input channels (expected {})",
+                gram.len(),
+                cols * cols
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_layer(
     w: &[f32],
     rows: usize,
@@ -137,16 +152,7 @@ pub(crate) fn check_layer(
             format!("{name}: {} values for a {rows}×{cols} tensor", w.len()),
         ));
     }
-    if gram.len() != cols * cols {
-        return Err(Error::config(
-            "calibration",
-            format!(
-                "{name}: Gram of {} values for {cols} input channels (expected {})",
-                gram.len(),
-                cols * cols
-            ),
-        ));
-    }
+    check_gram(gram, cols, name)?;
     crate::quant::rtn::check_finite(w, cols, name)?;
     if let Some(i) = gram.iter().position(|x| !x.is_finite()) {
         return Err(Error::config(
@@ -193,16 +199,13 @@ pub fn prepare(
     name: &str,
 ) -> Result<Prepared> {
     check_options(opts)?;
-    if cols == 0 || gram.len() != cols * cols {
+    if cols == 0 {
         return Err(Error::config(
             "calibration",
-            format!(
-                "{name}: Gram of {} values for {cols} input channels (expected {})",
-                gram.len(),
-                cols * cols
-            ),
+            format!("{name}: no input channels"),
         ));
     }
+    check_gram(gram, cols, name)?;
     if let Some(i) = gram.iter().position(|x| !x.is_finite()) {
         return Err(Error::config(
             "calibration",
