@@ -627,3 +627,54 @@ fn cached_single_tensor_follows_outlier_fractions_and_magnitudes() {
         assert_eq!(cached, fresh, "{o:?}");
     }
 }
+
+#[test]
+fn a_cancelled_apply_stops_between_tensors_and_leaves_the_cache_usable() {
+    use quantlab::quant::cmpq_cache::CmpqCache;
+    use quantlab::quant::config::{Method, QuantConfig};
+    use quantlab::Error;
+    let (src, calib) = cmpq_model(3);
+    let cfg = QuantConfig {
+        method: Method::Cmpq(CmpqOptions {
+            budget: 2.5,
+            ..CmpqOptions::default()
+        }),
+        ..QuantConfig::default()
+    };
+    // Low-memory mode (as in wasm) reports every tensor: stop after the third.
+    let mut cache = CmpqCache::low_memory();
+    let mut calls = Vec::new();
+    let r = cache.apply_with(&cfg, &src, &calib, &mut |done, total| {
+        calls.push((done, total));
+        done < 3
+    });
+    assert!(matches!(r, Err(Error::Cancelled)), "{:?}", r.err());
+    let total = src.linears().count();
+    assert_eq!(calls, (0..=3).map(|d| (d, total)).collect::<Vec<_>>());
+    // The fits made before the stop are kept and the next call gives the fresh result.
+    assert!(cache.fits() > 0);
+    let mut seen = Vec::new();
+    let cached = cache
+        .apply_with(&cfg, &src, &calib, &mut |d, _| {
+            seen.push(d);
+            true
+        })
+        .unwrap();
+    assert_eq!(seen, (0..=total).collect::<Vec<_>>());
+    let fresh = cfg
+        .apply_calibrated(&src, Some(&calib), &mut |_, _| true)
+        .unwrap();
+    for (x, y) in cached.linears().zip(fresh.linears()) {
+        assert_eq!(x.w, y.w, "{}", x.name);
+    }
+    // Natively the whole model is one part: progress at the start and at the end.
+    let mut native = CmpqCache::default();
+    let mut ends = Vec::new();
+    native
+        .apply_with(&cfg, &src, &calib, &mut |d, t| {
+            ends.push((d, t));
+            true
+        })
+        .unwrap();
+    assert_eq!(ends, vec![(0, total), (total, total)]);
+}

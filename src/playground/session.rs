@@ -438,16 +438,10 @@ impl Session {
         } else {
             let q = match (&cfg.method, &self.calib) {
                 // CMPQ through the cache: the same tensors as `apply_calibrated`, faster when
-                // only the budget or the outlier fractions moved. It reports no progress of its
-                // own, so the start and the end are reported here.
+                // only the budget or the outlier fractions moved; in wasm it reports (and can
+                // be cancelled) tensor by tensor.
                 (Method::Cmpq(_), Some(CachedCalib { calib: c, .. })) => {
-                    let total = self.source.layers.len() * 7;
-                    if !progress(0, total) {
-                        return Err(crate::Error::Cancelled);
-                    }
-                    let q = self.cmpq.apply(cfg, &self.source, c)?;
-                    progress(total, total);
-                    q
+                    self.cmpq.apply_with(cfg, &self.source, c, progress)?
                 }
                 _ => cfg.apply_calibrated(&self.source, self.calibration(), progress)?,
             };

@@ -118,6 +118,21 @@ impl CmpqCache {
         src: &ModelWeights,
         calib: &Calibration,
     ) -> Result<ModelWeights> {
+        self.apply_with(cfg, src, calib, &mut |_, _| true)
+    }
+
+    /// As `apply`, calling `progress(tensors done, total)` before each part and at the end;
+    /// `false` stops with `Error::Cancelled`. Natively the whole model is one part (its phases
+    /// run in parallel over all tensors); with `low_memory` (wasm) every tensor is one, so a
+    /// newer setting cancels within one tensor's work. A cancelled call leaves the cache
+    /// consistent: fits made so far are kept and the next call reuses them.
+    pub fn apply_with(
+        &mut self,
+        cfg: &QuantConfig,
+        src: &ModelWeights,
+        calib: &Calibration,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<ModelWeights> {
         cfg.validate()?;
         let Method::Cmpq(o) = &cfg.method else {
             return Err(Error::config(
@@ -175,7 +190,10 @@ impl CmpqCache {
             targets.len().max(1)
         };
         let mut by_pos: HashMap<(usize, usize), QTensor> = HashMap::new();
-        for part in targets.chunks(chunk) {
+        for (i, part) in targets.chunks(chunk).enumerate() {
+            if !progress(i * chunk, targets.len()) {
+                return Err(Error::Cancelled);
+            }
             let t = now();
             self.refresh_sources(part)?;
             times.source += now() - t;
@@ -202,6 +220,9 @@ impl CmpqCache {
             times.model += now() - t;
         }
 
+        if !progress(targets.len(), targets.len()) {
+            return Err(Error::Cancelled);
+        }
         let t = now();
         let out = rebuild(src, by_pos);
         times.model += now() - t;
