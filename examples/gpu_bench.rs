@@ -19,8 +19,8 @@ use quantlab::io::tokenizer::Tokenizer;
 use quantlab::model::backend::Backend;
 use quantlab::model::config::{ModelConfig, RopeStyle};
 use quantlab::model::eval::{self, EvalOptions, Protocol};
-use quantlab::model::llama::Llama;
-use quantlab::model::weights::{LayerWeights, Linear, ModelWeights};
+use quantlab::model::net::Model;
+use quantlab::model::weights::ModelWeights;
 use quantlab::quant::format::{Format, Granularity, IntSpec, QTensor};
 use quantlab::quant::ggml::GgmlType;
 use quantlab::quant::rtn::RtnOptions;
@@ -115,9 +115,11 @@ fn smollm_config() -> ModelConfig {
         vocab: 49152,
         rope_theta: 100000.0,
         rope_style: RopeStyle::Interleaved,
-        rms_eps: 1e-5,
+        norm_eps: 1e-5,
         max_ctx: 8192,
         tied_embeddings: true,
+        proj_dim: None,
+        post_norm: false,
     }
 }
 
@@ -125,36 +127,28 @@ fn smollm_config() -> ModelConfig {
 fn synthetic_model() -> ModelWeights {
     let c = smollm_config();
     let q41 = Format::Ggml(GgmlType::Q4_1);
-    let lin = |name: String, rows, cols, seed| Linear {
-        name,
-        w: weight(q41, rows, cols, seed),
-        bias: None,
-    };
-    let (d, f, kvd) = (c.dim, c.ffn_dim, c.n_kv_head * c.head_dim);
-    let layers = (0..c.n_layer as u32)
-        .map(|i| {
-            let s = 100 * i;
-            let norm: Vec<f32> = pseudo(d, s).iter().map(|v| 1.0 + 0.1 * v).collect();
-            LayerWeights {
-                attn_norm: norm.clone(),
-                ffn_norm: norm,
-                wq: lin(format!("blk.{i}.attn_q.weight"), d, d, s + 1),
-                wk: lin(format!("blk.{i}.attn_k.weight"), kvd, d, s + 2),
-                wv: lin(format!("blk.{i}.attn_v.weight"), kvd, d, s + 3),
-                wo: lin(format!("blk.{i}.attn_output.weight"), d, d, s + 4),
-                w_gate: lin(format!("blk.{i}.ffn_gate.weight"), f, d, s + 5),
-                w_up: lin(format!("blk.{i}.ffn_up.weight"), f, d, s + 6),
-                w_down: lin(format!("blk.{i}.ffn_down.weight"), d, f, s + 7),
-            }
-        })
-        .collect();
-    ModelWeights {
-        token_embd: weight(Format::Ggml(GgmlType::Q8_0), c.vocab, d, 99),
-        output_norm: vec![1.0; d],
-        output: None,
-        layers,
-        config: c,
+    let d = c.dim;
+    let mut m = ModelWeights::from_fn(c, &mut |_, rows, cols| vec![0.0; rows * cols])
+        .expect("the SmolLM2 config is valid");
+    // Weights in the default model's formats, norms near 1, from per-tensor seeds.
+    let mut seed = 99u32;
+    m.token_embd = weight(Format::Ggml(GgmlType::Q8_0), m.config.vocab, d, 99);
+    for (i, l) in m.layers.iter_mut().enumerate() {
+        let s = 100 * i as u32;
+        let norm: Vec<f32> = pseudo(d, s).iter().map(|v| 1.0 + 0.1 * v).collect();
+        for n in &mut l.norms {
+            n.weight = norm.clone();
+        }
+        for (k, lin) in l.linears.iter_mut().enumerate() {
+            seed = s + 1 + k as u32;
+            lin.w = weight(q41, lin.w.rows, lin.w.cols, seed);
+        }
     }
+    if let Some(n) = m.output_norm.as_mut() {
+        n.weight = vec![1.0; d];
+    }
+    let _ = seed;
+    m
 }
 
 fn main() -> quantlab::Result<()> {
@@ -229,7 +223,7 @@ fn main() -> quantlab::Result<()> {
         }
         None => synthetic_model(),
     };
-    let model = Llama::load(&g, &w)?;
+    let model = Model::load(&g, &w)?;
     let toks: Vec<u32> = (0..T as u32)
         .map(|i| (i * 7919) % w.config.vocab as u32)
         .collect();

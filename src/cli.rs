@@ -438,6 +438,7 @@ fn info(path: &Path, json: bool, backend: BackendArg) -> Result<()> {
     if info.already_quantized {
         println!("note: the block weights are already quantized in the file; 'unquantized' means 'as loaded'");
     }
+    print_topology(&info.topology);
     if let Some(held) = engine.weight_bytes {
         println!(
             "gpu: {} · packed weights held on the GPU {held} B; format table predicts {} B ({})",
@@ -918,7 +919,7 @@ fn bench_quantize(
     let quant_s = t.elapsed().as_secs_f64();
     println!(
         "quantization ({} block linears, CPU, {threads} threads): {quant_s:.2} s · {:.4} bits/weight",
-        src.layers.len() * 7,
+        src.linears().count(),
         q.memory().bits_per_weight
     );
     println!(
@@ -1130,4 +1131,27 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         println!("{v}");
     }
     Ok(())
+}
+
+/// The architecture's block topology: each input site, what produces it (and whether a
+/// per-channel scale folds into that producer), and the linears that share it.
+fn print_topology(t: &quantlab::model::arch::Topology) {
+    println!("topology ({:?}, per block):", t.arch);
+    for (i, site) in t.sites.iter().enumerate() {
+        let readers: Vec<String> = t
+            .consumers(i)
+            .iter()
+            .map(|&k| {
+                let l = &t.linears[k];
+                format!("{} {}×{}", l.name, l.rows, l.cols)
+            })
+            .collect();
+        println!(
+            "  {:<8} width {:>5} ← {}; read by {}",
+            site.name,
+            site.width,
+            t.producer_text(i),
+            readers.join(", ")
+        );
+    }
 }

@@ -206,8 +206,9 @@ impl Playground {
 
     /// The statistics of one site of the current calibration (`quant::calib::SiteStats`):
     /// `{dim, rows, backend, gram, mean_abs, max_abs, l2}`, the vectors as `Float32Array`s
-    /// (`gram` is `dim × dim`, row-major). `site` indexes `model::llama::Site::ALL`: 0 attention
-    /// input, 1 attention output, 2 FFN input, 3 down-projection input.
+    /// (`gram` is `dim × dim`, row-major). `site` indexes the topology's `sites` (the model
+    /// card's `topology.sites`: for every architecture so far 0 attention input, 1 attention
+    /// output, 2 FFN input, 3 down-projection input).
     #[wasm_bindgen(js_name = calibrationSite)]
     pub fn calibration_site(&self, layer: usize, site: usize) -> Result<JsValue, JsError> {
         let s = self.session()?;
@@ -223,9 +224,10 @@ impl Playground {
             ))
         })?;
         let st = sites.get(site).ok_or_else(|| {
+            let m = sites.len();
             js_error(Error::config(
                 "calibration site",
-                format!("{site} is out of range: a layer has 4 sites (0..4)"),
+                format!("{site} is out of range: a layer has {m} sites (0..{m})"),
             ))
         })?;
         let obj = js_sys::Object::new();

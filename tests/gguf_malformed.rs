@@ -707,12 +707,12 @@ fn mismatched_config_and_weights() {
 #[test]
 fn unsupported_architecture_and_missing_keys() {
     let mut f = valid();
-    f.kvs[0] = kv_str("general.architecture", "gpt2");
+    f.kvs[0] = kv_str("general.architecture", "falcon");
     let bytes = f.bytes();
     let g = Gguf::parse(LABEL, &bytes).expect("parse");
     let e = g.model_config().unwrap_err().to_string();
     assert!(
-        e.contains("general.architecture") && e.contains("gpt2"),
+        e.contains("general.architecture") && e.contains("falcon"),
         "{e}"
     );
 

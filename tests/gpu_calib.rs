@@ -15,7 +15,7 @@ use std::rc::Rc;
 use quantlab::gpu::calib;
 use quantlab::io::gguf::Gguf;
 use quantlab::model::cpu::Cpu;
-use quantlab::model::llama::Llama;
+use quantlab::model::net::Model;
 use quantlab::model::weights::ModelWeights;
 use quantlab::playground::engine::Device;
 use quantlab::playground::session::Session;
@@ -130,9 +130,9 @@ fn gpu_calibration_matches_cpu_on_the_default_model() {
     let mut session = Session::load_gguf_on("smollm2", bytes.clone(), &Device::Gpu(g.clone()))
         .expect("gpu session");
     let bos = session.bos();
-    let cpu_model = Llama::load(&Cpu, &w).expect("cpu load");
+    let cpu_model = Model::load(&Cpu, &w).expect("cpu load");
     let want = calibrate(&cpu_model, &tokens, bos, &opts, &mut |_, _| true).unwrap();
-    let gpu_model = Llama::load(g.as_ref(), &w).expect("gpu load");
+    let gpu_model = Model::load(g.as_ref(), &w).expect("gpu load");
     let mut calls = Vec::new();
     let got = pollster::block_on(calib::calibrate(
         &g,

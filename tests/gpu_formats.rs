@@ -467,7 +467,7 @@ const MODEL_BINDING: u64 = 8 << 20;
 #[test]
 fn default_model_with_a_split_embedding_matches_cpu() {
     use quantlab::io::gguf::Gguf;
-    use quantlab::model::llama::Llama;
+    use quantlab::model::net::Model;
     use quantlab::model::weights::ModelWeights;
     let bytes = std::fs::read(MODEL).unwrap_or_else(|e| {
         panic!("{MODEL}: {e}; run scripts/fetch-model.sh to fetch the default model")
@@ -476,17 +476,17 @@ fn default_model_with_a_split_embedding_matches_cpu() {
     let w = ModelWeights::from_source(gg.model_config().expect("config"), &gg).expect("weights");
     let g = gpu();
     let whole = {
-        let m = Llama::load(&g, &w).expect("gpu load");
+        let m = Model::load(&g, &w).expect("gpu load");
         assert!(m.matrices().all(|m| m.parts() == 1));
         g.weight_bytes_held()
     };
     assert_eq!(g.weight_bytes_held(), 0, "weights given back on drop");
     g.limit_storage_binding(Some(MODEL_BINDING));
-    let gm = Llama::load(&g, &w).expect("gpu load, split");
+    let gm = Model::load(&g, &w).expect("gpu load, split");
     assert_eq!(gm.head().parts(), 4);
     assert_eq!(gm.matrices().filter(|m| m.parts() > 1).count(), 1);
     assert_eq!(g.weight_bytes_held(), whole);
-    let cm = Llama::load(&Cpu, &w).expect("cpu load");
+    let cm = Model::load(&Cpu, &w).expect("cpu load");
     let mut r = Rng(38);
     let toks: Vec<u32> = (0..48).map(|_| r.next_u32() % 49152).collect();
     let targets = &toks[1..];

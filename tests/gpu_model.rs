@@ -1,5 +1,5 @@
 //! The real default model on the GPU backend against the CPU reference backend: the same
-//! forward pass (`model::llama`), the same text, both evaluation protocols (model::eval).
+//! forward pass (`model::arch`), the same text, both evaluation protocols (model::eval).
 //! Natively on whatever adapter wgpu finds (Mesa lavapipe without a GPU), so windows are short.
 
 use quantlab::gpu::Gpu;
@@ -7,7 +7,7 @@ use quantlab::io::gguf::Gguf;
 use quantlab::model::backend::Backend;
 use quantlab::model::cpu::Cpu;
 use quantlab::model::eval::{self, EvalOptions, Protocol};
-use quantlab::model::llama::Llama;
+use quantlab::model::net::Model;
 use quantlab::model::weights::ModelWeights;
 
 const MODEL: &str = concat!(
@@ -71,8 +71,8 @@ fn gpu_matches_cpu_on_the_default_model() {
     let toks = tokens(&g, 256);
     let gpu = pollster::block_on(Gpu::create()).expect("a wgpu adapter");
     eprintln!("{}", gpu.name());
-    let cm = Llama::load(&Cpu, &w).expect("cpu load");
-    let gm = Llama::load(&gpu, &w).expect("gpu load");
+    let cm = Model::load(&Cpu, &w).expect("cpu load");
+    let gm = Model::load(&gpu, &w).expect("gpu load");
 
     // GPTQ protocol, one window of 128 (every token after the first scored), per token.
     let window = &toks[..128];

@@ -84,7 +84,7 @@ fn check_round_trip(tiny: &Tiny, n_shards: usize) -> ModelWeights {
     );
     assert_eq!(c.rope_style, RopeStyle::Half);
     assert_eq!(c.rope_theta, 100_000.0);
-    assert_eq!(c.rms_eps, 1e-5);
+    assert_eq!(c.norm_eps, 1e-5);
     assert_eq!(c.max_ctx, 2048);
     assert_eq!(c.tied_embeddings, tiny.tied);
 
@@ -103,7 +103,7 @@ fn check_round_trip(tiny: &Tiny, n_shards: usize) -> ModelWeights {
     );
     assert_values(
         "output_norm",
-        &w.output_norm,
+        &w.output_norm.as_ref().expect("output_norm").weight,
         &t("model.norm.weight").values,
     );
     match (&w.output, tiny.tied) {
@@ -116,22 +116,34 @@ fn check_round_trip(tiny: &Tiny, n_shards: usize) -> ModelWeights {
         let p = format!("model.layers.{i}");
         assert_values(
             "attn_norm",
-            &l.attn_norm,
+            &l.norm("attn_norm").expect("attn_norm").weight,
             &t(&format!("{p}.input_layernorm.weight")).values,
         );
         assert_values(
             "ffn_norm",
-            &l.ffn_norm,
+            &l.norm("ffn_norm").expect("ffn_norm").weight,
             &t(&format!("{p}.post_attention_layernorm.weight")).values,
         );
         let linears = [
-            (&l.wq, "self_attn.q_proj", tiny.qkv_bias),
-            (&l.wk, "self_attn.k_proj", tiny.qkv_bias),
-            (&l.wv, "self_attn.v_proj", tiny.qkv_bias),
-            (&l.wo, "self_attn.o_proj", false),
-            (&l.w_gate, "mlp.gate_proj", false),
-            (&l.w_up, "mlp.up_proj", false),
-            (&l.w_down, "mlp.down_proj", false),
+            (
+                l.linear("attn_q").unwrap(),
+                "self_attn.q_proj",
+                tiny.qkv_bias,
+            ),
+            (
+                l.linear("attn_k").unwrap(),
+                "self_attn.k_proj",
+                tiny.qkv_bias,
+            ),
+            (
+                l.linear("attn_v").unwrap(),
+                "self_attn.v_proj",
+                tiny.qkv_bias,
+            ),
+            (l.linear("attn_output").unwrap(), "self_attn.o_proj", false),
+            (l.linear("ffn_gate").unwrap(), "mlp.gate_proj", false),
+            (l.linear("ffn_up").unwrap(), "mlp.up_proj", false),
+            (l.linear("ffn_down").unwrap(), "mlp.down_proj", false),
         ];
         for (lin, module, has_bias) in linears {
             let hf = format!("{p}.{module}");
@@ -149,7 +161,10 @@ fn check_round_trip(tiny: &Tiny, n_shards: usize) -> ModelWeights {
 #[test]
 fn llama_f32_untied_round_trips_exactly() {
     let w = check_round_trip(&Tiny::llama(Dtype::F32, false), 1);
-    assert_eq!(w.layers[1].wk.name, "blk.1.attn_k.weight");
+    assert_eq!(
+        w.layers[1].linear("attn_k").unwrap().name,
+        "blk.1.attn_k.weight"
+    );
 }
 
 #[test]
@@ -166,7 +181,7 @@ fn llama_bf16_untied_two_shards() {
 fn qwen2_with_qkv_biases_across_two_shards() {
     let tiny = Tiny::qwen2(Dtype::F32);
     let w = check_round_trip(&tiny, 2);
-    assert!(w.layers[0].wo.bias.is_none());
+    assert!(w.layers[0].linear("attn_output").unwrap().bias.is_none());
     let cfg = parse_hf_config(&tiny.config_json()).expect("config");
     assert_eq!(
         cfg.biases,
@@ -196,7 +211,7 @@ fn config_defaults() {
     }
     let c = parse_config(&serde_json::to_vec(&v).expect("json")).expect("parse");
     assert_eq!((c.n_kv_head, c.head_dim), (4, 16));
-    assert_eq!((c.rope_theta, c.rms_eps), (10_000.0, 1e-6));
+    assert_eq!((c.rope_theta, c.norm_eps), (10_000.0, 1e-6));
     assert!(!c.tied_embeddings);
 }
 
@@ -226,7 +241,14 @@ fn index_json_lists_and_verifies_shards() {
     }
     let index = serde_json::to_vec(&json!({"metadata": {}, "weight_map": map})).expect("json");
     assert_eq!(shards_from_index(&index).expect("index"), vec![fa, fb]);
-    let src = SafetensorsSource::new(&[(fa, &ba), (fb, &bb)]).expect("source");
+    let arch = quantlab::model::arch::Arch::Llama;
+    let (canonical, ignored) = (|h: &str| arch.canonical_name(h), |h: &str| arch.ignored(h));
+    let naming = quantlab::io::safetensors::Naming {
+        canonical: &canonical,
+        ignored: &ignored,
+        family: "llama",
+    };
+    let src = SafetensorsSource::new(&[(fa, &ba), (fb, &bb)], naming).expect("source");
     src.verify_index(&index).expect("verify");
     // An index that puts a tensor in the wrong shard is caught.
     map.insert(a[0].name.clone(), json!(fb));

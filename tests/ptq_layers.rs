@@ -6,7 +6,6 @@
 //! time; the full table (all 210 layers, 32 × 512) is `cargo run --release --example
 //! ptq_layers`, which runs the same function over every layer.
 
-use quantlab::model::llama::Site;
 use quantlab::playground::session::Session;
 use quantlab::quant::awq::{self, AwqOptions};
 use quantlab::quant::calib::{self, CalibOptions};
@@ -47,7 +46,8 @@ pub fn compare(layers: &[usize], copts: &CalibOptions) {
     eprintln!("calibration 32 × 512: {:.1} s", t.elapsed().as_secs_f64());
     let c = s.calibration().expect("calibrated").clone();
     let src = s.source().clone();
-    let cfg = &src.config;
+    let topo = src.topology();
+    let cfg = &topo;
 
     for (bits, gran) in [
         (4, Granularity::PerRow),
@@ -80,7 +80,7 @@ pub fn compare(layers: &[usize], copts: &CalibOptions) {
             .expect("awq");
             t_a += t.elapsed().as_secs_f64();
             for (k, (lin, aq)) in layer.linears().iter().zip(awq_layer.linears()).enumerate() {
-                let st = &stats[Site::of_linear(k).index()];
+                let st = &stats[topo.site_of(k)];
                 let (rows, cols) = (lin.w.rows, lin.w.cols);
                 let w = lin.w.dequantize().unwrap();
                 let r =

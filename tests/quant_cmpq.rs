@@ -369,7 +369,6 @@ fn config_round_trips_through_a_share_link_and_checks_the_budget() {
 /// `BUDGET_TOL`, and statistics with heavy-tailed magnitudes for every site.
 fn cmpq_model(seed: u64) -> (ModelWeights, Calibration) {
     use quantlab::model::config::{ModelConfig, RopeStyle};
-    use quantlab::model::weights::{LayerWeights, Linear};
     let (d, ffn) = (256usize, 512usize);
     let config = ModelConfig {
         arch: "llama".into(),
@@ -382,39 +381,21 @@ fn cmpq_model(seed: u64) -> (ModelWeights, Calibration) {
         vocab: 32,
         rope_theta: 10_000.0,
         rope_style: RopeStyle::Interleaved,
-        rms_eps: 1e-5,
+        norm_eps: 1e-5,
         max_ctx: 128,
         tied_embeddings: true,
+        proj_dim: None,
+        post_norm: false,
     };
     let mut r = Rng(seed);
-    let mut m =
-        |rows: usize, cols: usize| QTensor::from_f32(rows, cols, &weights(&mut r, rows * cols));
-    let mut layers = Vec::new();
-    for i in 0..2 {
-        let lin = |name: &str, w: QTensor| Linear {
-            name: format!("blk.{i}.{name}.weight"),
-            w,
-            bias: None,
-        };
-        layers.push(LayerWeights {
-            attn_norm: vec![1.0; d],
-            ffn_norm: vec![1.0; d],
-            wq: lin("attn_q", m(d, d)),
-            wk: lin("attn_k", m(d, d)),
-            wv: lin("attn_v", m(d, d)),
-            wo: lin("attn_output", m(d, d)),
-            w_gate: lin("ffn_gate", m(ffn, d)),
-            w_up: lin("ffn_up", m(ffn, d)),
-            w_down: lin("ffn_down", m(d, ffn)),
-        });
-    }
-    let model = ModelWeights {
-        config,
-        token_embd: m(32, d),
-        output_norm: vec![1.0; d],
-        output: None,
-        layers,
-    };
+    let model = ModelWeights::from_fn(config, &mut |name, rows, cols| {
+        if name.contains("norm") {
+            vec![1.0; cols]
+        } else {
+            weights(&mut r, rows * cols)
+        }
+    })
+    .unwrap();
     let mut r = Rng(seed + 1000);
     // Layer 0 heavy-tailed (sparse outliers gather in a few columns), layer 1 mild (they spread
     // over many columns, so a width step also moves some of them).
@@ -436,7 +417,7 @@ fn cmpq_model(seed: u64) -> (ModelWeights, Calibration) {
     let layers = (0..2usize)
         .map(|l| {
             let h = l == 0;
-            [
+            vec![
                 stats(&mut r, d, h),
                 stats(&mut r, d, h),
                 stats(&mut r, d, h),
@@ -464,12 +445,11 @@ fn outlier_positions(q: &QTensor) -> Vec<u32> {
 
 #[test]
 fn cached_model_steps_equal_fresh_quantization() {
-    use quantlab::model::llama::Site;
     use quantlab::quant::cmpq_cache::CmpqCache;
     use quantlab::quant::config::{Method, QuantConfig};
     let (src, calib) = cmpq_model(31);
-    // The sites are in `Site::ALL` order: attention input, attention output, FFN input, down.
-    assert_eq!(Site::of_linear(6).index(), 3);
+    // The sites are in topology order: attention input, attention output, FFN input, down.
+    assert_eq!(src.topology().site_of(6), 3);
     let cfg = |o: CmpqOptions| QuantConfig {
         method: Method::Cmpq(o),
         ..QuantConfig::default()

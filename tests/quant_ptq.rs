@@ -8,7 +8,7 @@ mod synthetic;
 use synthetic::Norms;
 
 use quantlab::model::cpu::Cpu;
-use quantlab::model::llama::{Llama, Site};
+use quantlab::model::net::Model;
 use quantlab::model::weights::ModelWeights;
 use quantlab::quant::calib::{self, CalibFrom, CalibOptions, Calibration};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
@@ -34,7 +34,7 @@ fn tokens(n: usize) -> Vec<u32> {
 }
 
 fn calibrated(src: &ModelWeights) -> Calibration {
-    let model = Llama::load(&Cpu, src).unwrap();
+    let model = Model::load(&Cpu, src).unwrap();
     let opts = CalibOptions {
         n_seq: 6,
         seq_len: 40,
@@ -55,7 +55,7 @@ fn layer_errors(src: &ModelWeights, q: &ModelWeights, c: &Calibration) -> Vec<(S
     let mut out = Vec::new();
     for (li, (a, b)) in src.layers.iter().zip(&q.layers).enumerate() {
         for (k, (x, y)) in a.linears().iter().zip(b.linears()).enumerate() {
-            let st = c.site(li, Site::of_linear(k)).unwrap();
+            let st = c.site(li, src.topology().site_of(k)).unwrap();
             let e = calib::output_error(
                 &x.w.dequantize().unwrap(),
                 &y.w.dequantize().unwrap(),
@@ -90,7 +90,7 @@ fn calibration_sees_every_site_with_the_right_width() {
         }
     }
     // Cancelling stops with Error::Cancelled.
-    let model = Llama::load(&Cpu, &src).unwrap();
+    let model = Model::load(&Cpu, &src).unwrap();
     let r = calib::calibrate(
         &model,
         &tokens(300),
@@ -140,7 +140,7 @@ fn gptq_needs_calibration_and_beats_rtn_on_every_layer() {
     // byte for byte what GPTQ gives each tensor alone.
     for (li, (a, b)) in src.layers.iter().zip(&qg.layers).enumerate() {
         for (k, (x, y)) in a.linears().iter().zip(b.linears()).enumerate() {
-            let st = c.site(li, Site::of_linear(k)).unwrap();
+            let st = c.site(li, src.topology().site_of(k)).unwrap();
             let alone = gptq::quantize(
                 &x.w.dequantize().unwrap(),
                 x.w.rows,
@@ -178,7 +178,7 @@ fn awq_needs_calibration_folds_norms_and_lowers_total_error() {
         .apply_calibrated(&src, Some(&c), &mut |_, _| true)
         .unwrap();
     assert_ne!(
-        qa.layers[0].attn_norm, src.layers[0].attn_norm,
+        qa.layers[0].norms[0], src.layers[0].norms[0],
         "scales folded into the norm"
     );
     assert_eq!(
@@ -189,7 +189,7 @@ fn awq_needs_calibration_folds_norms_and_lowers_total_error() {
     // than RTN's.
     let toks = tokens(300)[60..120].to_vec();
     let h = |m: &ModelWeights| {
-        Llama::load(&Cpu, m)
+        Model::load(&Cpu, m)
             .unwrap()
             .forward(&Cpu, &toks)
             .unwrap()
@@ -310,7 +310,7 @@ fn lorc_after_rtn_and_awq_lowers_output_error_and_costs_bytes() {
         }
         let toks = tokens(300)[60..120].to_vec();
         let h = |m: &ModelWeights| {
-            Llama::load(&Cpu, m)
+            Model::load(&Cpu, m)
                 .unwrap()
                 .forward(&Cpu, &toks)
                 .unwrap()

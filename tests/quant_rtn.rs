@@ -53,8 +53,7 @@ fn assert_rest_unchanged(a: &ModelWeights, b: &ModelWeights) {
     assert_eq!(a.output, b.output);
     assert_eq!(a.output_norm, b.output_norm);
     for (x, y) in a.layers.iter().zip(&b.layers) {
-        assert_eq!(x.attn_norm, y.attn_norm);
-        assert_eq!(x.ffn_norm, y.ffn_norm);
+        assert_eq!(x.norms, y.norms);
         for (p, q) in x.linears().iter().zip(y.linears()) {
             assert_eq!(p.name, q.name);
             assert_eq!(p.bias, q.bias);

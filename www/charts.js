@@ -169,7 +169,7 @@ export function drawHistogram(h) {
 }
 
 // a: inspect::Activations; `site` picks one of a.sites.
-export function drawActivations(a, site = 3) {
+export function drawActivations(a, site = a.sites.length - 1) {
   const s = a.sites[site] ?? a.sites[0];
   chartData.activations = a;
   const xs = s.mean_abs.map((_, i) => i);

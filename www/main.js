@@ -131,7 +131,8 @@ function showModel(card) {
   layerOpts(el.ovLayer);
   layerOpts(el.actLayer);
   el.histTensor.replaceChildren();
-  const kinds = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'];
+  // The block's linears, as the architecture's topology lists them (Llama, OPT, GPT-2 differ).
+  const kinds = card.topology.linears.map((x) => x.name);
   for (let l = 0; l < card.n_layer; l += 1) {
     for (const k of kinds) el.histTensor.add(new Option(`blk.${l}.${k}.weight`, `blk.${l}.${k}.weight`));
   }
@@ -141,7 +142,7 @@ function showModel(card) {
 function offerGroups() {
   const prev = el.gran.value;
   for (const o of [...el.gran.options]) if (o.value.startsWith('g')) o.remove();
-  const inputs = info ? [info.dim, info.ffn_dim].filter((n) => n > 0) : [];
+  const inputs = info ? [...new Set(info.topology.linears.map((x) => x.cols))].filter((n) => n > 0) : [];
   const sizes = schema ? schema.group_sizes : [];
   for (const g of sizes) {
     if (inputs.length > 0 && inputs.every((n) => n % g === 0)) el.gran.add(new Option(`group of ${g}`, `g${g}`));
@@ -378,7 +379,9 @@ el.ovClear.addEventListener('click', () => {
 function pickLayer(l) {
   el.ovLayer.value = String(l);
   el.actLayer.value = String(l);
-  el.histTensor.value = `blk.${l}.ffn_down.weight`;
+  // The last linear of a block (the down projection in every architecture so far).
+  const last = info.topology.linears.at(-1).name;
+  el.histTensor.value = `blk.${l}.${last}.weight`;
   el.ovBits.focus();
 }
 
@@ -943,7 +946,7 @@ worker.onmessage = ({ data: msg }) => {
         el.actNote.textContent = msg.error;
       } else {
         drawActivations(msg.activations);
-        el.actNote.textContent = `Input of ffn_down (and 3 other sites) over ${msg.activations.tokens} tokens; a few channels far above the rest are the outliers that make activations hard to quantize.`;
+        el.actNote.textContent = `Input of ${msg.activations.sites.at(-1).site} (and ${msg.activations.sites.length - 1} other sites) over ${msg.activations.tokens} tokens; a few channels far above the rest are the outliers that make activations hard to quantize.`;
       }
       break;
     case 'error':

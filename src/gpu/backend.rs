@@ -1,4 +1,4 @@
-//! `impl Backend for Gpu`: THE forward pass (`model::llama`) on wgpu. Activations live in GPU
+//! `impl Backend for Gpu`: THE forward pass (`model::arch`) on wgpu. Activations live in GPU
 //! buffers (recycled through `buffers::Pool`), every operation is recorded into a command
 //! encoder that is submitted in batches, and only the per-token scores come back, through an
 //! asynchronous map (`read_scores`), so nothing blocks in the browser.

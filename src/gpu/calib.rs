@@ -2,7 +2,7 @@
 //! that file is the CPU reference and says what they are for), with the model as loaded running
 //! on the GPU in batches of sequences, as evaluation does (`Backend::eval_batch`).
 //!
-//! The input of every block linear (`model::llama::Site`) is folded, as it is produced, into an
+//! The input of every block linear (the topology's sites (`model::arch`)) is folded, as it is produced, into an
 //! accumulator that stays on the device: the upper triangle of `XᵀX`, `Σ|x|` and `max|x|` per
 //! channel (`shaders/gram.wgsl` over ranges of rows, `shaders/gram_reduce.wgsl` adding the
 //! ranges). Nothing comes back until the end, then one map per layer; `‖x_j‖₂` is the square
@@ -21,7 +21,7 @@ use crate::gpu::backend::{Act, Gpu};
 use crate::gpu::buffers;
 use crate::gpu::record::{u, Params4};
 use crate::model::backend::Backend;
-use crate::model::llama::Llama;
+use crate::model::net::Model;
 use crate::quant::calib::{self, CalibOptions, Calibration, SiteStats};
 use crate::{Error, Result};
 
@@ -181,7 +181,7 @@ impl Gpu {
 /// before each batch and at the end; returning `false` stops with `Error::Cancelled`.
 pub async fn calibrate(
     gpu: &Gpu,
-    model: &Llama<Gpu>,
+    model: &Model<Gpu>,
     tokens: &[u32],
     bos: Option<u32>,
     opts: &CalibOptions,
@@ -189,7 +189,7 @@ pub async fn calibrate(
 ) -> Result<Calibration> {
     let range = opts.range(tokens.len())?;
     let c = &model.config;
-    let dims = calib::site_dims(c);
+    let dims = calib::site_dims(c)?;
     calib::stats_bytes(c)?;
     // What stays on the device: every accumulator until the end.
     let resident: usize = c.n_layer * dims.iter().map(|&d| acc_len(d) * 4).sum::<usize>();
@@ -206,18 +206,16 @@ pub async fn calibrate(
             ));
         }
     }
-    let mut acc: Vec<[GramAcc; 4]> = Vec::with_capacity(c.n_layer);
+    let mut acc: Vec<Vec<GramAcc>> = Vec::with_capacity(c.n_layer);
     for _ in 0..c.n_layer {
-        let [a, b, e, f] = dims;
-        acc.push([
-            gpu.gram_acc(a)?,
-            gpu.gram_acc(b)?,
-            gpu.gram_acc(e)?,
-            gpu.gram_acc(f)?,
-        ]);
+        acc.push(
+            dims.iter()
+                .map(|&d| gpu.gram_acc(d))
+                .collect::<Result<_>>()?,
+        );
     }
     let (n, l) = (opts.n_seq, opts.seq_len);
-    let width = c.ffn_dim.max(c.dim).max(c.n_head * c.head_dim);
+    let width = c.topology()?.widest();
     let per = gpu.eval_batch(l, width).max(1);
     for s0 in (0..n).step_by(per) {
         if !progress(s0, n) {
@@ -232,7 +230,10 @@ pub async fn calibrate(
             let a = acc
                 .get_mut(layer)
                 .ok_or_else(|| Error::config("calibration", format!("unexpected layer {layer}")))?;
-            gpu.gram_add(&mut a[site.index()], x)
+            let a = a
+                .get_mut(site)
+                .ok_or_else(|| Error::config("calibration", format!("unexpected site {site}")))?;
+            gpu.gram_add(a, x)
         })?;
         drop(out);
         // Hand the batch to the GPU now so it computes while the next one is recorded.
@@ -240,11 +241,16 @@ pub async fn calibrate(
     }
     let mut layers = Vec::with_capacity(acc.len());
     for a in &acc {
-        let st = gpu.gram_read(&[&a[0], &a[1], &a[2], &a[3]]).await?;
-        let [s0, s1, s2, s3]: [SiteStats; 4] = st.try_into().map_err(|_| {
-            Error::unsupported("gpu", "calibration", "a layer's statistics are incomplete")
-        })?;
-        layers.push([s0, s1, s2, s3]);
+        let refs: Vec<&GramAcc> = a.iter().collect();
+        let st: Vec<SiteStats> = gpu.gram_read(&refs).await?;
+        if st.len() != a.len() {
+            return Err(Error::unsupported(
+                "gpu",
+                "calibration",
+                "a layer's statistics are incomplete",
+            ));
+        }
+        layers.push(st);
     }
     if !progress(n, n) {
         return Err(Error::Cancelled);

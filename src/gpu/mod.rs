@@ -1,4 +1,4 @@
-//! The WebGPU engine: THE forward pass (`model::llama`) on wgpu compute shaders, natively
+//! The WebGPU engine: THE forward pass (`model::arch`) on wgpu compute shaders, natively
 //! (Vulkan; Mesa lavapipe in tests) and in the browser (WebGPU). Depends on `model`, never the
 //! reverse.
 //!

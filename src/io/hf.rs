@@ -20,9 +20,10 @@
 //! context no longer than the window is plain causal attention, so instead of refusing we cap
 //! `max_ctx` at the window; evaluation refuses longer contexts, so every result stays exact.
 
-use crate::io::safetensors::{hf_name_of, layer_of, SafetensorsSource};
+use crate::io::safetensors::{layer_of, Naming, SafetensorsSource};
+use crate::model::arch::{Arch, BiasRule};
 use crate::model::config::{ModelConfig, RopeStyle};
-use crate::model::weights::ModelWeights;
+use crate::model::weights::{ModelWeights, TransposedSource};
 use crate::tensor::TensorSource;
 use crate::{Error, Result};
 use serde_json::{Map, Value};
@@ -44,6 +45,17 @@ pub struct Biases {
     pub mlp: bool,
 }
 
+impl Biases {
+    /// Whether the Llama-family linear `name` (canonical base name) carries a bias.
+    pub fn expects(&self, name: &str) -> bool {
+        match name {
+            "attn_q" | "attn_k" | "attn_v" => self.qkv,
+            "attn_output" => self.o,
+            _ => self.mlp,
+        }
+    }
+}
+
 /// A parsed `config.json`: the model configuration plus what the loader checks against the
 /// tensors.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +64,8 @@ pub struct HfConfig {
     pub biases: Biases,
     /// `torch_dtype` (or `dtype` in newer files), informational: the tensors' own dtypes rule.
     pub torch_dtype: Option<String>,
+    /// The `config.json` key of the layer count, for messages (`num_hidden_layers`, `n_layer`).
+    pub layers_key: &'static str,
 }
 
 /// Parse a `config.json` into the model configuration. See the module comment for defaults.
@@ -76,16 +90,23 @@ pub fn parse_hf_config(json: &[u8]) -> Result<HfConfig> {
 
     let model_type =
         string(o, "model_type")?.ok_or_else(|| Error::format(FILE, "model_type", "missing"))?;
-    let arch = match model_type {
-        "llama" | "mistral" | "qwen2" => model_type.to_string(),
-        other => {
+    let hf = match Arch::of(model_type) {
+        Some(a) => a.from_hf(o)?,
+        None => {
             return Err(Error::unsupported(
                 FILE,
                 "model_type",
-                format!("{other:?} (supported: llama, mistral, qwen2)"),
+                format!("{model_type:?} (supported: {})", Arch::names().join(", ")),
             ))
         }
     };
+    hf.model.validate(FILE).map_err(hf_field_names)?;
+    Ok(hf)
+}
+
+/// `config.json` of the Llama family (`LlamaConfig`, `MistralConfig`, `Qwen2Config`).
+pub(crate) fn llama_family(o: &Map<String, Value>) -> Result<HfConfig> {
+    let arch = string(o, "model_type")?.unwrap_or("llama").to_string();
 
     let act = string(o, "hidden_act")?.unwrap_or("silu");
     if act != "silu" {
@@ -123,7 +144,7 @@ pub fn parse_hf_config(json: &[u8]) -> Result<HfConfig> {
     let rope_theta = opt_f32(o, "rope_theta")?
         .or(rope_parameters_theta(o)?)
         .unwrap_or(10_000.0);
-    let rms_eps = opt_f32(o, "rms_norm_eps")?.unwrap_or(1e-6);
+    let norm_eps = opt_f32(o, "rms_norm_eps")?.unwrap_or(1e-6);
     let tied_embeddings = opt_bool(o, "tie_word_embeddings")?.unwrap_or(false);
 
     // Sliding window: see the module comment.
@@ -170,15 +191,17 @@ pub fn parse_hf_config(json: &[u8]) -> Result<HfConfig> {
         vocab,
         rope_theta,
         rope_style: RopeStyle::Half,
-        rms_eps,
+        norm_eps,
         max_ctx,
         tied_embeddings,
+        proj_dim: None,
+        post_norm: false,
     };
-    model.validate(FILE).map_err(hf_field_names)?;
     Ok(HfConfig {
         model,
         biases,
         torch_dtype,
+        layers_key: "num_hidden_layers",
     })
 }
 
@@ -193,7 +216,7 @@ fn hf_field_names(e: Error) -> Error {
                 "n_head" => "num_attention_heads",
                 "n_kv_head" => "num_key_value_heads",
                 "vocab" => "vocab_size",
-                "rms_eps" => "rms_norm_eps",
+                "norm_eps" => "rms_norm_eps",
                 other => other,
             };
             Error::format(file, key, msg)
@@ -244,11 +267,11 @@ fn rope_parameters_theta(o: &Map<String, Value>) -> Result<Option<f32>> {
     }
 }
 
-fn present<'v>(o: &'v Map<String, Value>, field: &str) -> Option<&'v Value> {
+pub(crate) fn present<'v>(o: &'v Map<String, Value>, field: &str) -> Option<&'v Value> {
     o.get(field).filter(|v| !v.is_null())
 }
 
-fn string<'v>(o: &'v Map<String, Value>, field: &str) -> Result<Option<&'v str>> {
+pub(crate) fn string<'v>(o: &'v Map<String, Value>, field: &str) -> Result<Option<&'v str>> {
     match present(o, field) {
         None => Ok(None),
         Some(v) => v
@@ -258,7 +281,7 @@ fn string<'v>(o: &'v Map<String, Value>, field: &str) -> Result<Option<&'v str>>
     }
 }
 
-fn opt_bool(o: &Map<String, Value>, field: &str) -> Result<Option<bool>> {
+pub(crate) fn opt_bool(o: &Map<String, Value>, field: &str) -> Result<Option<bool>> {
     match present(o, field) {
         None => Ok(None),
         Some(v) => v
@@ -269,7 +292,7 @@ fn opt_bool(o: &Map<String, Value>, field: &str) -> Result<Option<bool>> {
 }
 
 /// A positive integer no larger than `max`, if present.
-fn opt_size(o: &Map<String, Value>, field: &str, max: usize) -> Result<Option<usize>> {
+pub(crate) fn opt_size(o: &Map<String, Value>, field: &str, max: usize) -> Result<Option<usize>> {
     let Some(v) = present(o, field) else {
         return Ok(None);
     };
@@ -283,11 +306,11 @@ fn opt_size(o: &Map<String, Value>, field: &str, max: usize) -> Result<Option<us
     }
 }
 
-fn size(o: &Map<String, Value>, field: &str, max: usize) -> Result<usize> {
+pub(crate) fn size(o: &Map<String, Value>, field: &str, max: usize) -> Result<usize> {
     opt_size(o, field, max)?.ok_or_else(|| Error::format(FILE, field, "missing"))
 }
 
-fn opt_f32(o: &Map<String, Value>, field: &str) -> Result<Option<f32>> {
+pub(crate) fn opt_f32(o: &Map<String, Value>, field: &str) -> Result<Option<f32>> {
     let Some(v) = present(o, field) else {
         return Ok(None);
     };
@@ -306,14 +329,35 @@ fn opt_f32(o: &Map<String, Value>, field: &str) -> Result<Option<f32>> {
 /// layout of the architecture, no extra layers); tensors keep their stored dtype.
 pub fn load_hf(config_json: &[u8], shards: &[(&str, &[u8])]) -> Result<ModelWeights> {
     let cfg = parse_hf_config(config_json)?;
-    let src = SafetensorsSource::new(shards)?;
-    check_tensor_set(&cfg, &src)?;
+    let arch = cfg.model.architecture()?;
+    let canonical = |hf: &str| arch.canonical_name(hf);
+    let ignored = |hf: &str| arch.ignored(hf);
+    let family = format!("{} ({})", cfg.model.arch, arch.names_of().join("/"));
+    let naming = Naming {
+        canonical: &canonical,
+        ignored: &ignored,
+        family: &family,
+    };
+    let src = SafetensorsSource::new(shards, naming)?;
+    check_tensor_set(&cfg, arch, &src)?;
+    let topo = arch.topology(&cfg.model);
+    if topo.hf_transposed {
+        let names: Vec<String> = (0..cfg.model.n_layer)
+            .flat_map(|i| {
+                topo.linears
+                    .iter()
+                    .map(move |l| format!("blk.{i}.{}.weight", l.name))
+            })
+            .collect();
+        let t = TransposedSource::new(&src, &names)?;
+        return ModelWeights::from_source(cfg.model, &t);
+    }
     ModelWeights::from_source(cfg.model, &src)
 }
 
-/// The checks `ModelWeights::from_source` cannot make on its own: it treats biases and the LM
-/// head as optional, where a Hugging Face config says exactly which exist.
-fn check_tensor_set(cfg: &HfConfig, src: &SafetensorsSource<'_>) -> Result<()> {
+/// The checks `ModelWeights::from_source` cannot make on its own: it treats the LM head (and
+/// the Llama family's biases) as optional, where a Hugging Face config says exactly which exist.
+fn check_tensor_set(cfg: &HfConfig, arch: Arch, src: &SafetensorsSource<'_>) -> Result<()> {
     let c = &cfg.model;
     let label = src.label();
     for name in src.names() {
@@ -323,31 +367,35 @@ fn check_tensor_set(cfg: &HfConfig, src: &SafetensorsSource<'_>) -> Result<()> {
                     src.file_of(&name).unwrap_or(label),
                     src.hf_name(&name).unwrap_or(&name),
                     format!(
-                        "layer {i} is beyond num_hidden_layers = {} in config.json \
+                        "layer {i} is beyond {} = {} in config.json \
                          (mismatched config vs weights)",
-                        c.n_layer
+                        cfg.layers_key, c.n_layer
                     ),
                 ));
             }
         }
     }
-    let mut required: Vec<String> = vec!["token_embd.weight".into(), "output_norm.weight".into()];
+    let topo = arch.topology(c);
+    let mut required: Vec<String> = vec!["token_embd.weight".into()];
+    if let Some(n) = &topo.output_norm {
+        required.push(format!("{}.weight", n.name));
+        if n.bias {
+            required.push(format!("{}.bias", n.name));
+        }
+    }
     if !c.tied_embeddings {
         required.push("output.weight".into());
     }
-    let b = cfg.biases;
+    required.extend(topo.globals.iter().map(|g| format!("{}.weight", g.name)));
     for i in 0..c.n_layer {
-        for (module, has_bias) in [
-            ("attn_q", b.qkv),
-            ("attn_k", b.qkv),
-            ("attn_v", b.qkv),
-            ("attn_output", b.o),
-            ("ffn_gate", b.mlp),
-            ("ffn_up", b.mlp),
-            ("ffn_down", b.mlp),
-        ] {
-            required.push(format!("blk.{i}.{module}.weight"));
-            let bias = format!("blk.{i}.{module}.bias");
+        for l in &topo.linears {
+            required.push(format!("blk.{i}.{}.weight", l.name));
+            let bias = format!("blk.{i}.{}.bias", l.name);
+            let has_bias = match l.bias {
+                BiasRule::Required => true,
+                BiasRule::Forbidden => false,
+                BiasRule::Optional => cfg.biases.expects(l.name),
+            };
             if has_bias {
                 required.push(bias);
             } else if src.get(&bias).is_some() {
@@ -361,14 +409,18 @@ fn check_tensor_set(cfg: &HfConfig, src: &SafetensorsSource<'_>) -> Result<()> {
                 ));
             }
         }
-        required.push(format!("blk.{i}.attn_norm.weight"));
-        required.push(format!("blk.{i}.ffn_norm.weight"));
+        for n in &topo.norms {
+            required.push(format!("blk.{i}.{}.weight", n.name));
+            if n.bias {
+                required.push(format!("blk.{i}.{}.bias", n.name));
+            }
+        }
     }
     for name in &required {
         if src.get(name).is_none() {
             return Err(Error::format(
                 label,
-                hf_name_of(name),
+                arch.hf_name(name),
                 format!("tensor is missing (config.json, model_type {})", c.arch),
             ));
         }

@@ -24,94 +24,16 @@ pub const MAX_HEADER_BYTES: usize = 16 << 20;
 pub const MAX_SHARDS: usize = 1024;
 /// Largest `model.safetensors.index.json` accepted.
 pub const MAX_INDEX_BYTES: usize = 16 << 20;
-/// Layer indices in tensor names above this are refused before any allocation depends on them.
-const MAX_LAYER_INDEX: usize = crate::model::config::ModelConfig::MAX_LAYERS;
 
-/// Hugging Face tensors that carry no information QuantLab needs: older Llama checkpoints store
-/// the RoPE inverse frequencies (recomputed from `rope_theta`).
-fn is_ignored(hf_name: &str) -> bool {
-    hf_name.ends_with(".self_attn.rotary_emb.inv_freq")
-}
-
-/// Canonical (GGUF-style) name of a Hugging Face Llama-family tensor, or `None` when the name is
-/// not part of the supported architecture (a Qwen3 `q_norm`, a vision tower, ...).
-pub fn canonical_name(hf_name: &str) -> Option<String> {
-    match hf_name {
-        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
-        "model.norm.weight" => return Some("output_norm.weight".into()),
-        "lm_head.weight" => return Some("output.weight".into()),
-        _ => {}
-    }
-    let rest = hf_name.strip_prefix("model.layers.")?;
-    let (index, rest) = rest.split_once('.')?;
-    let layer = parse_layer_index(index)?;
-    let (module, suffix) = match rest {
-        "input_layernorm.weight" => ("attn_norm", "weight"),
-        "post_attention_layernorm.weight" => ("ffn_norm", "weight"),
-        _ => {
-            let (path, suffix) = rest.rsplit_once('.')?;
-            if suffix != "weight" && suffix != "bias" {
-                return None;
-            }
-            let module = match path {
-                "self_attn.q_proj" => "attn_q",
-                "self_attn.k_proj" => "attn_k",
-                "self_attn.v_proj" => "attn_v",
-                "self_attn.o_proj" => "attn_output",
-                "mlp.gate_proj" => "ffn_gate",
-                "mlp.up_proj" => "ffn_up",
-                "mlp.down_proj" => "ffn_down",
-                _ => return None,
-            };
-            (module, suffix)
-        }
-    };
-    Some(format!("blk.{layer}.{module}.{suffix}"))
-}
-
-/// The Hugging Face name of a canonical tensor name (inverse of
-/// `canonical_name`), for messages about tensors that are absent.
-pub fn hf_name_of(canonical: &str) -> String {
-    match canonical {
-        "token_embd.weight" => return "model.embed_tokens.weight".into(),
-        "output_norm.weight" => return "model.norm.weight".into(),
-        "output.weight" => return "lm_head.weight".into(),
-        _ => {}
-    }
-    let Some((i, rest)) = canonical
-        .strip_prefix("blk.")
-        .and_then(|r| r.split_once('.'))
-    else {
-        return canonical.to_string();
-    };
-    let Some((module, suffix)) = rest.split_once('.') else {
-        return canonical.to_string();
-    };
-    let path = match module {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return canonical.to_string(),
-    };
-    format!("model.layers.{i}.{path}.{suffix}")
-}
-
-/// A decimal layer index without leading zeros (so `layers.01` cannot alias `layers.1`).
-fn parse_layer_index(s: &str) -> Option<usize> {
-    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if s.len() > 1 && s.starts_with('0') {
-        return None;
-    }
-    let i: usize = s.parse().ok()?;
-    (i < MAX_LAYER_INDEX).then_some(i)
+/// How an architecture names its tensors: the canonical (GGUF-style) name of a Hugging Face
+/// tensor name, whether a stored tensor carries nothing QuantLab needs (RoPE inverse
+/// frequencies, GPT-2's causal-mask buffers), and the family's name for messages. The
+/// architecture files (`model::arch`) provide these; this parser stays free of model code.
+#[derive(Clone, Copy)]
+pub struct Naming<'n> {
+    pub canonical: &'n dyn Fn(&str) -> Option<String>,
+    pub ignored: &'n dyn Fn(&str) -> bool,
+    pub family: &'n str,
 }
 
 /// The layer a canonical name belongs to (`blk.{i}.…`), if any.
@@ -156,9 +78,10 @@ impl std::fmt::Debug for SafetensorsSource<'_> {
 }
 
 impl<'a> SafetensorsSource<'a> {
-    /// Parse the shards `(file name, bytes)`. Fails on a malformed file, a tensor name outside
-    /// the Llama family, a dtype other than F32/F16/BF16, or a tensor present in two shards.
-    pub fn new(shards: &[(&'a str, &'a [u8])]) -> Result<Self> {
+    /// Parse the shards `(file name, bytes)`, addressing tensors by `naming`'s canonical names.
+    /// Fails on a malformed file, a tensor name outside the architecture, a dtype other than
+    /// F32/F16/BF16, or a tensor present in two shards.
+    pub fn new(shards: &[(&'a str, &'a [u8])], naming: Naming<'_>) -> Result<Self> {
         if shards.is_empty() {
             return Err(Error::format("safetensors", "shards", "no files given"));
         }
@@ -178,14 +101,14 @@ impl<'a> SafetensorsSource<'a> {
             let mut names: Vec<(&str, _)> = st.iter().collect();
             names.sort_by(|a, b| a.0.cmp(b.0));
             for (hf_name, view) in names {
-                if is_ignored(hf_name) {
+                if (naming.ignored)(hf_name) {
                     continue;
                 }
-                let Some(canonical) = canonical_name(hf_name) else {
+                let Some(canonical) = (naming.canonical)(hf_name) else {
                     return Err(Error::unsupported(
                         file,
                         hf_name,
-                        "tensor name is not part of a Llama/Mistral/Qwen2 checkpoint",
+                        format!("tensor name is not part of a {} checkpoint", naming.family),
                     ));
                 };
                 if dtype_of(view.dtype()).is_none() {
@@ -432,61 +355,6 @@ fn parse_index(index_json: &[u8]) -> Result<HashMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn maps_every_llama_name() {
-        let cases = [
-            ("model.embed_tokens.weight", "token_embd.weight"),
-            ("model.norm.weight", "output_norm.weight"),
-            ("lm_head.weight", "output.weight"),
-            (
-                "model.layers.0.input_layernorm.weight",
-                "blk.0.attn_norm.weight",
-            ),
-            (
-                "model.layers.12.post_attention_layernorm.weight",
-                "blk.12.ffn_norm.weight",
-            ),
-            (
-                "model.layers.3.self_attn.q_proj.weight",
-                "blk.3.attn_q.weight",
-            ),
-            ("model.layers.3.self_attn.k_proj.bias", "blk.3.attn_k.bias"),
-            ("model.layers.3.self_attn.v_proj.bias", "blk.3.attn_v.bias"),
-            (
-                "model.layers.3.self_attn.o_proj.weight",
-                "blk.3.attn_output.weight",
-            ),
-            (
-                "model.layers.7.mlp.gate_proj.weight",
-                "blk.7.ffn_gate.weight",
-            ),
-            ("model.layers.7.mlp.up_proj.weight", "blk.7.ffn_up.weight"),
-            (
-                "model.layers.7.mlp.down_proj.weight",
-                "blk.7.ffn_down.weight",
-            ),
-        ];
-        for (hf, want) in cases {
-            assert_eq!(canonical_name(hf).as_deref(), Some(want), "{hf}");
-            assert_eq!(hf_name_of(want), hf, "inverse of {want}");
-        }
-    }
-
-    #[test]
-    fn refuses_foreign_and_aliasing_names() {
-        for hf in [
-            "model.layers.01.input_layernorm.weight",
-            "model.layers.-1.input_layernorm.weight",
-            "model.layers.99999.input_layernorm.weight",
-            "model.layers.0.self_attn.q_norm.weight",
-            "model.layers.0.self_attn.q_proj.scales",
-            "model.layers.0.input_layernorm.bias",
-            "vision_tower.weight",
-        ] {
-            assert_eq!(canonical_name(hf), None, "{hf}");
-        }
-    }
 
     #[test]
     fn index_rejects_paths() {

@@ -1,5 +1,6 @@
-//! Model hyper-parameters, read from GGUF metadata (`llama.*` keys) or a Hugging Face
-//! `config.json`. One struct for the whole Llama family.
+//! Model hyper-parameters, read from GGUF metadata (`{arch}.*` keys) or a Hugging Face
+//! `config.json`. One struct for every architecture (`model::arch`); fields an architecture
+//! does not use keep neutral values (a GPT-2 has no RoPE, a Llama no projection).
 
 use serde::{Deserialize, Serialize};
 
@@ -27,11 +28,20 @@ pub struct ModelConfig {
     pub vocab: usize,
     pub rope_theta: f32,
     pub rope_style: RopeStyle,
-    pub rms_eps: f32,
+    /// Epsilon of the norms (RMSNorm or LayerNorm).
+    #[serde(alias = "norm_eps")]
+    pub norm_eps: f32,
     /// Longest context the model was trained for (evaluation refuses longer windows).
     pub max_ctx: usize,
     /// LM head shares the token embedding.
     pub tied_embeddings: bool,
+    /// Width of the token embedding when it differs from `dim` (OPT's `word_embed_proj_dim`,
+    /// with `project_in`/`project_out` around the blocks).
+    #[serde(default)]
+    pub proj_dim: Option<usize>,
+    /// Post-LayerNorm blocks (OPT-350m: `do_layer_norm_before = false`).
+    #[serde(default)]
+    pub post_norm: bool,
 }
 
 impl ModelConfig {
@@ -72,35 +82,26 @@ impl ModelConfig {
                 ),
             ));
         }
-        if !self.head_dim.is_multiple_of(2) {
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps < 1.0) {
             return Err(Error::format(
                 file,
-                "head_dim",
-                format!("{} is odd; RoPE needs pairs", self.head_dim),
+                "norm_eps",
+                format!("{} is outside (0, 1)", self.norm_eps),
             ));
         }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(Error::format(
-                file,
-                "rope_theta",
-                format!("{} is not a positive number", self.rope_theta),
-            ));
+        if let Some(p) = self.proj_dim {
+            bound("proj_dim", p, Self::MAX_DIM)?;
         }
-        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0 && self.rms_eps < 1.0) {
-            return Err(Error::format(
-                file,
-                "rms_eps",
-                format!("{} is outside (0, 1)", self.rms_eps),
-            ));
-        }
-        Ok(())
+        bound("max_ctx", self.max_ctx, 1 << 24)?;
+        let arch = self
+            .architecture()
+            .map_err(|e| Error::format(file, "architecture", e.to_string()))?;
+        arch.validate(self, file)
     }
 
     /// Parameters in the linear layers of the blocks (what quantizers act on).
     pub fn block_linear_params(&self) -> usize {
-        let kv = self.n_kv_head * self.head_dim;
-        let q = self.n_head * self.head_dim;
-        self.n_layer
-            * (self.dim * q + 2 * self.dim * kv + q * self.dim + 3 * self.dim * self.ffn_dim)
+        self.topology()
+            .map_or(0, |t| self.n_layer * t.linear_params_per_layer())
     }
 }

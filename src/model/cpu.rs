@@ -210,7 +210,7 @@ fn attention_seq(q: &Act, k: &Act, v: &Act, n_head: usize, n_kv: usize, hd: usiz
 }
 
 /// The sequence length to use for `rows` rows: `seq` when it divides `rows`. The forward pass
-/// checks this before calling (`Llama::forward_batch`); a bad value here is a caller bug, so it
+/// checks this before calling (`Model::forward_batch`); a bad value here is a caller bug, so it
 /// degrades to one sequence rather than panicking.
 fn checked_seq(rows: usize, seq: usize) -> usize {
     debug_assert!(

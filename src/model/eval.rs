@@ -12,7 +12,7 @@
 //! `sqrt((E[nll²] - E[nll]²) / (n - 1)) · ppl`.
 
 use crate::model::backend::Backend;
-use crate::model::llama::Llama;
+use crate::model::net::Model;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -176,8 +176,8 @@ impl NllStats {
 #[allow(clippy::too_many_arguments)]
 pub async fn evaluate<B: Backend>(
     b: &B,
-    model: &Llama<B>,
-    reference: Option<&Llama<B>>,
+    model: &Model<B>,
+    reference: Option<&Model<B>>,
     tokens: &[u32],
     bos: Option<u32>,
     opts: &EvalOptions,
@@ -202,7 +202,7 @@ pub async fn evaluate<B: Backend>(
     // submitted) before the scores of batch i are read, so a GPU backend computes while the
     // host records. The CPU backend's scores are ready at once either way.
     let c = &model.config;
-    let width = c.ffn_dim.max(c.dim).max(c.n_head * c.head_dim);
+    let width = c.topology()?.widest();
     let per = b.eval_batch(opts.ctx, width).max(1);
     let batches: Vec<&[Window]> = wins.chunks(per).collect();
     let mut in_flight: Option<Vec<B::Pending>> = None;
@@ -256,8 +256,8 @@ pub async fn evaluate<B: Backend>(
 /// vocabulary-sized log-probs exist at a time.
 fn record_batch<B: Backend>(
     b: &B,
-    model: &Llama<B>,
-    reference: Option<&Llama<B>>,
+    model: &Model<B>,
+    reference: Option<&Model<B>>,
     batch: &[Window],
 ) -> Result<Vec<B::Pending>> {
     let seq = batch.first().map_or(0, |w| w.tokens.len());

@@ -1,9 +1,10 @@
 //! The model: configuration, host-side weights, THE forward pass (generic over a backend), the
 //! CPU reference backend and evaluation.
 
+pub mod arch;
 pub mod backend;
 pub mod config;
 pub mod cpu;
 pub mod eval;
-pub mod llama;
+pub mod net;
 pub mod weights;

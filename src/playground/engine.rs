@@ -1,13 +1,13 @@
 //! Where a session's models run: the CPU reference backend or the wgpu backend (`gpu::Gpu`).
 //! Either engine holds the model as loaded and, while the config quantizes, the quantized model;
 //! evaluation is one generic function over `Backend`, so both engines share THE forward pass
-//! (`model::llama`) and THE evaluation loop (`model::eval`).
+//! (`model::arch`) and THE evaluation loop (`model::eval`).
 
 use crate::gpu::Gpu;
 use crate::model::backend::Backend;
 use crate::model::cpu::Cpu;
 use crate::model::eval::{self, EvalOptions, EvalProgress, EvalResult};
-use crate::model::llama::Llama;
+use crate::model::net::Model;
 use crate::model::weights::ModelWeights;
 use crate::Result;
 use serde::Serialize;
@@ -23,20 +23,20 @@ pub enum Device {
 
 /// The model as loaded and, when quantized, the quantized model, on backend `B`.
 pub struct Models<B: Backend> {
-    pub loaded: Llama<B>,
-    pub quantized: Option<Llama<B>>,
+    pub loaded: Model<B>,
+    pub quantized: Option<Model<B>>,
 }
 
 impl<B: Backend> Models<B> {
     fn load(b: &B, w: &ModelWeights) -> Result<Self> {
         Ok(Models {
-            loaded: Llama::load(b, w)?,
+            loaded: Model::load(b, w)?,
             quantized: None,
         })
     }
 
     /// The model to evaluate and, when quantized and asked for KL, the reference.
-    fn current(&self, kl: bool) -> (&Llama<B>, Option<&Llama<B>>) {
+    fn current(&self, kl: bool) -> (&Model<B>, Option<&Model<B>>) {
         match &self.quantized {
             Some(q) => (q, kl.then_some(&self.loaded)),
             None => (&self.loaded, None),
@@ -46,7 +46,7 @@ impl<B: Backend> Models<B> {
     fn set_quantized(&mut self, b: &B, q: Option<&ModelWeights>) -> Result<()> {
         // Free the old quantized model before loading the new one: two need not coexist.
         self.quantized = None;
-        self.quantized = q.map(|w| Llama::load(b, w)).transpose()?;
+        self.quantized = q.map(|w| Model::load(b, w)).transpose()?;
         Ok(())
     }
 }
@@ -89,7 +89,7 @@ pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
 }
 
 /// Bytes a GPU model's weights occupy in their buffers, as the backend reports them.
-pub fn gpu_weight_bytes(m: &Llama<Gpu>) -> usize {
+pub fn gpu_weight_bytes(m: &Model<Gpu>) -> usize {
     m.matrices().map(|w| w.bytes).sum::<usize>() + m.vectors().map(|v| 4 * v.len).sum::<usize>()
 }
 
@@ -119,7 +119,7 @@ impl Engine {
     }
 
     /// The model as loaded on the CPU backend, when that is where it runs.
-    pub fn cpu_loaded(&self) -> Option<&Llama<Cpu>> {
+    pub fn cpu_loaded(&self) -> Option<&Model<Cpu>> {
         match self {
             Engine::Cpu(m) => Some(&m.loaded),
             Engine::Gpu(..) => None,
@@ -127,7 +127,7 @@ impl Engine {
     }
 
     /// The GPU and the model as loaded on it, when that is where it runs.
-    pub fn gpu_loaded(&self) -> Option<(&Gpu, &Llama<Gpu>)> {
+    pub fn gpu_loaded(&self) -> Option<(&Gpu, &Model<Gpu>)> {
         match self {
             Engine::Cpu(_) => None,
             Engine::Gpu(g, m) => Some((g.as_ref(), &m.loaded)),

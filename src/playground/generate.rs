@@ -1,14 +1,14 @@
 //! Greedy text generation from a prompt, for the page's side-by-side view: the model as loaded
 //! and the quantized model continue the same prompt, and the reader sees where they part.
 //!
-//! No KV cache: each new token re-runs THE forward pass (`model::llama`) on the whole growing
+//! No KV cache: each new token re-runs THE forward pass (`model::arch`) on the whole growing
 //! sequence and reads only the last row's argmax through `Backend::score` (so the
 //! vocabulary-sized logits never leave the backend, and the GPU path stays async). At the page's
 //! sizes (a short prompt and ~32 new tokens on a 135M model) that costs a few seconds; the cost
 //! grows with the square of the length, hence `MAX_NEW_TOKENS`.
 
 use crate::model::backend::Backend;
-use crate::model::llama::Llama;
+use crate::model::net::Model;
 use crate::playground::engine::{Engine, Models};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,7 @@ pub struct Stop {
 /// called after every token; returning false cancels (`Error::Cancelled`).
 pub async fn greedy<B: Backend>(
     b: &B,
-    model: &Llama<B>,
+    model: &Model<B>,
     prompt: &[u32],
     n: usize,
     eos: Option<u32>,
@@ -216,7 +216,7 @@ mod tests {
         assert_eq!(streamed.last().map(|x| x.0.as_str()), Some(g.text.as_str()));
         assert_eq!(g.text, s.tokenizer().decode(&g.tokens).expect("decode"));
         assert!(!g.quantized);
-        let model = Llama::load(&Cpu, s.source()).expect("cpu model");
+        let model = Model::load(&Cpu, s.source()).expect("cpu model");
         let mut seq: Vec<u32> = s.bos().into_iter().collect();
         seq.extend(s.tokenize("The capital of France is").expect("tokens"));
         assert_eq!(seq.len(), g.prompt_tokens);

@@ -4,7 +4,6 @@
 //! in docs/methods.md §3) the per-channel map of one tensor: each input column's width and
 //! sparse outliers against its activation magnitude. Plain serde data; no drawing here.
 
-use crate::model::llama::Site;
 use crate::model::weights::{Linear, ModelWeights};
 use crate::playground::session::Session;
 use crate::quant::calib::{CalibFrom, CalibOptions};
@@ -14,16 +13,6 @@ use crate::quant::format::{Format, QTensor, Storage, MAX_CMPQ_COLS};
 use crate::{Error, Result};
 use serde::Serialize;
 
-/// Names of the seven block linears, in `LayerWeights::linears()` order.
-pub const KINDS: [&str; 7] = [
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_output",
-    "ffn_gate",
-    "ffn_up",
-    "ffn_down",
-];
 /// Most histogram bins accepted.
 pub const MAX_BINS: usize = 512;
 /// Most quantization levels listed for one row (a per-row grid has at most 2^8).
@@ -33,7 +22,7 @@ pub const MAX_LEVELS: usize = 256;
 #[derive(Clone, Debug, Serialize)]
 pub struct TensorCell {
     pub layer: usize,
-    /// Index into `KINDS`.
+    /// Index into `LayerMap::kinds` (the topology's linears).
     pub kind: usize,
     pub name: String,
     pub format: String,
@@ -68,7 +57,9 @@ fn rel_error(a: &[f32], b: &[f32]) -> f64 {
 pub fn layer_map(s: &Session) -> Result<LayerMap> {
     let src = s.source();
     let cur = s.quantized_weights().unwrap_or(src);
-    let mut cells = Vec::with_capacity(src.layers.len() * KINDS.len());
+    let topo = src.topology();
+    let kinds: Vec<&'static str> = topo.linears.iter().map(|l| l.name).collect();
+    let mut cells = Vec::with_capacity(src.layers.len() * kinds.len());
     for (li, (a, b)) in src.layers.iter().zip(&cur.layers).enumerate() {
         for (k, (la, lb)) in a.linears().iter().zip(b.linears()).enumerate() {
             let err = if std::ptr::eq(src, cur) || la.w == lb.w {
@@ -88,7 +79,7 @@ pub fn layer_map(s: &Session) -> Result<LayerMap> {
         }
     }
     Ok(LayerMap {
-        kinds: KINDS.to_vec(),
+        kinds,
         n_layer: src.layers.len(),
         cells,
     })
@@ -235,12 +226,11 @@ pub fn activations(s: &mut Session, text: &str, layer: usize) -> Result<Activati
     let c = s
         .calibration()
         .ok_or_else(|| Error::config("calibration", "none available"))?;
-    let names = ["attn_in", "attn_out", "ffn_in", "down_in"];
     let mut sites = Vec::new();
-    for (site, name) in Site::ALL.iter().zip(names) {
-        let st = c.site(layer, *site)?;
+    for (site, spec) in s.source().topology().sites.iter().enumerate() {
+        let st = c.site(layer, site)?;
         sites.push(SiteMagnitudes {
-            site: name,
+            site: spec.name,
             mean_abs: st.mean_abs.clone(),
             max_abs: st.max_abs.clone(),
         });
@@ -388,7 +378,9 @@ pub fn channel_map(s: &Session, name: &str) -> Result<ChannelMap> {
     let c = s
         .calibration()
         .ok_or_else(|| Error::config("calibration", "CMPQ was applied without statistics"))?;
-    let act = o.magnitudes(c.site(li, Site::of_linear(k))?).to_vec();
+    let act = o
+        .magnitudes(c.site(li, s.source().topology().site_of(k))?)
+        .to_vec();
     if act.len() != t.cols {
         return Err(Error::config(
             "calibration",

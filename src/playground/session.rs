@@ -5,7 +5,7 @@ use crate::io::gguf::Gguf;
 use crate::io::tokenizer::Tokenizer;
 use crate::model::cpu::Cpu;
 use crate::model::eval::{EvalOptions, EvalProgress, EvalResult};
-use crate::model::llama::Llama;
+use crate::model::net::Model;
 use crate::model::weights::{MemoryReport, ModelWeights};
 use crate::playground::engine::{Device, Engine, EngineInfo};
 use crate::playground::generate::{self, Generation, Which};
@@ -49,6 +49,8 @@ pub struct ModelInfo {
     pub already_quantized: bool,
     /// Memory of the model as loaded.
     pub memory: MemoryReport,
+    /// The architecture's block: sites, their producers, the linears reading each.
+    pub topology: crate::model::arch::Topology,
 }
 
 /// What `calibrate_text` used, against what was asked.
@@ -238,6 +240,7 @@ impl Session {
         if let Some(o) = &w.output {
             others.push((o.format, o.numel()));
         }
+        others.extend(w.globals.iter().map(|g| (g.w.format, g.w.numel())));
         let already_quantized = w
             .linears()
             .any(|l| !matches!(l.w.format, Format::F32 | Format::F16 | Format::BF16));
@@ -257,6 +260,7 @@ impl Session {
             other_formats: count_formats(others.into_iter()),
             already_quantized,
             memory,
+            topology: w.topology(),
         }
     }
 
@@ -315,7 +319,7 @@ impl Session {
                     let model = match self.engine.cpu_loaded() {
                         Some(m) => m,
                         None => {
-                            cpu_copy = Llama::load(&Cpu, &self.source)?;
+                            cpu_copy = Model::load(&Cpu, &self.source)?;
                             &cpu_copy
                         }
                     };

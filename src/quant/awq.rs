@@ -11,22 +11,25 @@
 //! `diag(X'ᵀX')` — the paper measures each group's output error on sample inputs; weighting by
 //! the diagonal keeps the per-channel activation scale and drops cross-channel terms.
 //!
-//! The `1/s` is folded into the previous operation, so the stored model is a standard one:
-//! * q, k, v: into `attn_norm` (an RMSNorm weight multiplies each channel);
-//! * gate, up: into `ffn_norm`;
-//! * down: into the rows of `up` (`silu(g) ⊙ (u/s) = (silu(g) ⊙ u)/s`);
-//! * o: into the rows of `v`. Attention mixes positions but not channels, so scaling a row of v
-//!   scales that channel of the attention output. With grouped-query attention a v row feeds
+//! The `1/s` is folded into the operation that produces the input, as the architecture's
+//! topology says (`model::arch::Producer`), so the stored model is a standard one:
+//! * a norm (Llama's q/k/v into `attn_norm`): its weight, and a LayerNorm's bias, are divided;
+//! * rows of a linear, through an op that commutes with a positive per-channel scale (Llama's
+//!   down into the rows of `up`, `silu(g) ⊙ (u/s) = (silu(g) ⊙ u)/s`; OPT's fc2 into fc1
+//!   through ReLU; o into the rows of `v`: attention mixes positions but not channels). The
+//!   producer's bias rows are divided too. With grouped-query attention a v row feeds
 //!   `n_head / n_kv_head` query heads, so `s` is tied across the heads that share a KV head
-//!   (`mean|x|` averaged over them) — legal for any GQA ratio, and exact when it is 1.
+//!   (`mean|x|` averaged over them) — legal for any GQA ratio, and exact when it is 1;
+//! * nothing, where no scale passes exactly (GPT-2's GELU, post-LayerNorm OPT's residual
+//!   stream): that group is not scaled.
 //!
-//! Scales are searched and folded in the order o, qkv, down, gate/up, each search seeing the
-//! weights as already modified by the folds before it (v after o's fold, up after down's).
+//! Scales are searched and folded from the last site of a block to the first, each search
+//! seeing the weights as already modified by the folds before it (v after o's fold, up after
+//! down's): a producing linear always reads an earlier site.
 //! A group in which some linear is kept as loaded (a config override) is not scaled: a fold would
 //! have to rewrite a weight the user asked to keep.
 
-use crate::model::config::ModelConfig;
-use crate::model::llama::Site;
+use crate::model::arch::{Producer, Topology};
 use crate::model::weights::LayerWeights;
 use crate::quant::calib::{output_error, SiteStats};
 use crate::quant::format::{Granularity, IntSpec, QTensor};
@@ -54,11 +57,12 @@ impl Default for AwqOptions {
 }
 
 /// The per-input-channel scales chosen for one layer (1 where a group was not scaled), indexed
-/// by `Site::index()`: what a report needs to express the quantized weights in the original basis.
+/// by site (`Topology::sites`): what a report needs to express the quantized weights in the
+/// original basis.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerScales {
-    pub s: [Vec<f32>; 4],
-    pub alpha: [f32; 4],
+    pub s: Vec<Vec<f32>>,
+    pub alpha: Vec<f32>,
 }
 
 /// `s_j = max(mean|x_j|, ·)^α`, normalised; `tie` > 1 averages `mean|x|` over the query heads
@@ -184,71 +188,91 @@ fn search(
         .ok_or_else(|| Error::config("awq.grid", "needs at least one point"))
 }
 
-/// The consumer input channel whose scale row `r` of `site`'s producer carries: for up → down
-/// the same index; for v → o, v row `g·hd + i` feeds channel `h·hd + i` of every query head `h`
-/// of KV group `g` (heads `g·rep .. g·rep + rep`), whose scales are tied, so the first one's.
-fn producer_channel(site: Site, r: usize, cfg: &ModelConfig) -> usize {
-    if site == Site::AttnOut {
-        let hd = cfg.head_dim.max(1);
-        let rep = cfg.n_head / cfg.n_kv_head.max(1);
-        (r / hd) * rep * hd + r % hd
-    } else {
-        r
+/// The consumer input channel whose scale row `r` (counted from the producer's `offset`) of
+/// `site`'s producer carries: the same index, except for attention's output under GQA, where v
+/// row `g·hd + i` feeds channel `h·hd + i` of every query head `h` of KV group `g` (heads
+/// `g·rep .. g·rep + rep`), whose scales are tied, so the first one's.
+fn producer_channel(topo: &Topology, site: usize, r: usize) -> usize {
+    match topo.sites[site].heads {
+        Some((n_head, n_kv, hd)) => {
+            let hd = hd.max(1);
+            let rep = n_head / n_kv.max(1);
+            (r / hd) * rep * hd + r % hd
+        }
+        None => r,
     }
 }
 
-/// The linears (indices into `LayerWeights::linears()`) that read `site`, and the one whose rows
-/// produce it (`None`: the RMSNorm before it).
-fn members_of(site: Site) -> (&'static [usize], Option<usize>) {
-    match site {
-        Site::AttnIn => (&[0, 1, 2], None),
-        Site::AttnOut => (&[3], Some(2)),
-        Site::FfnIn => (&[4, 5], None),
-        Site::DownIn => (&[6], Some(5)),
+/// The rows of a producing linear that carry `site` (`(linear, offset, rows)`), if its producer
+/// is a linear.
+fn producer_rows(topo: &Topology, site: usize) -> Option<(usize, usize, usize)> {
+    let st = &topo.sites[site];
+    match st.producer {
+        Producer::Linear { linear, offset, .. } => {
+            let rows = match st.heads {
+                Some((_, n_kv, hd)) => n_kv * hd,
+                None => st.width,
+            };
+            Some((linear, offset, rows))
+        }
+        _ => None,
     }
 }
 
-/// Scale the input channels of `site`'s consumers by `s` and fold `1/s` into its producer (the
-/// rows of v or up, or the norm weight). `w` holds the seven linears' f32 weights (`rows[k]` rows
-/// each). For `Site::AttnOut` under GQA, `s` must be tied across the heads sharing a KV head;
-/// `cfg` says how v rows map to attention-output channels.
+/// Scale the input channels of `site`'s consumers by `s` and fold `1/s` into its producer (rows
+/// and bias of a linear, or a norm's weight and bias). `w` holds the block linears' f32 weights
+/// (`rows[k]` rows each). For attention's output under GQA, `s` must be tied across the heads
+/// sharing a KV head. Returns false (and changes nothing) when the producer is opaque.
 pub(crate) fn fold(
     w: &mut [Vec<f32>],
     rows: &[usize],
     layer: &mut LayerWeights,
-    cfg: &ModelConfig,
-    site: Site,
+    topo: &Topology,
+    site: usize,
     s: &[f32],
-) {
-    let (consumers, producer) = members_of(site);
-    for &k in consumers {
+) -> bool {
+    let producer = topo.sites[site].producer;
+    if matches!(producer, Producer::Opaque(_)) {
+        return false;
+    }
+    for k in topo.consumers(site) {
         scale_cols(&mut w[k], s);
     }
     match producer {
-        Some(p) => {
+        Producer::Linear { linear: p, .. } => {
+            let (_, offset, n) = producer_rows(topo, site).unwrap_or((p, 0, 0));
             let cols = w[p].len() / rows[p].max(1);
+            let factor = |r: usize| s[producer_channel(topo, site, r - offset)];
             for (r, row) in w[p].chunks_exact_mut(cols).enumerate() {
-                let f = s[producer_channel(site, r, cfg)];
-                row.iter_mut().for_each(|v| *v /= f);
+                if (offset..offset + n).contains(&r) {
+                    let f = factor(r);
+                    row.iter_mut().for_each(|v| *v /= f);
+                }
+            }
+            if let Some(b) = layer.linears[p].bias.as_mut() {
+                for (r, v) in b.iter_mut().enumerate().skip(offset).take(n) {
+                    *v /= factor(r);
+                }
             }
         }
-        None => {
-            let norm = if site == Site::AttnIn {
-                &mut layer.attn_norm
-            } else {
-                &mut layer.ffn_norm
-            };
-            norm.iter_mut().zip(s).for_each(|(v, &f)| *v /= f);
+        Producer::Norm(n) => {
+            let norm = &mut layer.norms[n];
+            norm.weight.iter_mut().zip(s).for_each(|(v, &f)| *v /= f);
+            if let Some(b) = norm.bias.as_mut() {
+                b.iter_mut().zip(s).for_each(|(v, &f)| *v /= f);
+            }
         }
+        Producer::Opaque(_) => {}
     }
+    true
 }
 
 /// AWQ for one block: search and fold scales, then quantize the seven linears with the formats
 /// `plan(name)` gives (`None`: keep as loaded). Returns the scales used.
 pub fn quantize_layer(
     layer: &mut LayerWeights,
-    cfg: &ModelConfig,
-    stats: &[SiteStats; 4],
+    topo: &Topology,
+    stats: &[SiteStats],
     plan: &dyn Fn(&str) -> Option<IntSpec>,
     opts: &AwqOptions,
 ) -> Result<LayerScales> {
@@ -258,12 +282,23 @@ pub fn quantize_layer(
             format!("{} is outside 1..=1000", opts.grid),
         ));
     }
-    let tie = Some((cfg.n_head, cfg.n_kv_head, cfg.head_dim));
+    if stats.len() != topo.sites.len() || layer.linears.len() != topo.linears.len() {
+        return Err(Error::config(
+            "calibration",
+            format!(
+                "{} site statistics and {} linears for a block of {} sites and {} linears",
+                stats.len(),
+                layer.linears.len(),
+                topo.sites.len(),
+                topo.linears.len()
+            ),
+        ));
+    }
     let mut out = LayerScales {
-        s: Site::ALL.map(|s| vec![1.0; stats[s.index()].dim]),
-        alpha: [0.0; 4],
+        s: stats.iter().map(|st| vec![1.0; st.dim]).collect(),
+        alpha: vec![0.0; stats.len()],
     };
-    // Current f32 weights of q, k, v, o, gate, up, down.
+    // Current f32 weights of the block linears.
     let mut w: Vec<Vec<f32>> = layer
         .linears()
         .iter()
@@ -271,7 +306,7 @@ pub fn quantize_layer(
         .collect::<Result<_>>()?;
     let specs: Vec<Option<IntSpec>> = layer.linears().iter().map(|l| plan(&l.name)).collect();
     for (k, l) in layer.linears().iter().enumerate() {
-        let st = &stats[Site::of_linear(k).index()];
+        let st = &stats[topo.site_of(k)];
         if st.dim != l.w.cols || st.gram.len() != st.dim * st.dim {
             return Err(Error::config(
                 "calibration",
@@ -284,8 +319,13 @@ pub fn quantize_layer(
     }
     let rows: Vec<usize> = layer.linears().iter().map(|l| l.w.rows).collect();
     let names: Vec<String> = layer.linears().iter().map(|l| l.name.clone()).collect();
-    for site in [Site::AttnOut, Site::AttnIn, Site::DownIn, Site::FfnIn] {
-        let (consumers, producer) = members_of(site);
+    for site in (0..topo.sites.len()).rev() {
+        let consumers = topo.consumers(site);
+        let producer = match topo.sites[site].producer {
+            Producer::Opaque(_) => continue,
+            Producer::Linear { linear, .. } => Some(linear),
+            Producer::Norm(_) => None,
+        };
         let all_quantized = consumers
             .iter()
             .chain(producer.iter())
@@ -293,7 +333,7 @@ pub fn quantize_layer(
         if !all_quantized {
             continue;
         }
-        let st = &stats[site.index()];
+        let st = &stats[site];
         let members: Vec<Member> = consumers
             .iter()
             .filter_map(|&k| {
@@ -305,16 +345,15 @@ pub fn quantize_layer(
                 })
             })
             .collect();
-        let site_tie = if site == Site::AttnOut { tie } else { None };
-        let (alpha, s) = search(&members, st, opts.grid, site_tie)?;
-        fold(&mut w, &rows, layer, cfg, site, &s);
-        out.alpha[site.index()] = alpha;
-        out.s[site.index()] = s;
+        let (alpha, s) = search(&members, st, opts.grid, topo.sites[site].heads)?;
+        fold(&mut w, &rows, layer, topo, site, &s);
+        out.alpha[site] = alpha;
+        out.s[site] = s;
     }
     // Quantize with the clip search weighted by the scaled inputs' energy diag(XᵀX)/s².
-    for (k, lin) in layer.linears_mut().into_iter().enumerate() {
+    for (k, lin) in layer.linears_mut().iter_mut().enumerate() {
         let Some(spec) = specs[k] else { continue };
-        let site = Site::of_linear(k).index();
+        let site = topo.site_of(k);
         let st = &stats[site];
         let imp: Vec<f32> = (0..st.dim)
             .map(|j| st.gram[j * st.dim + j] / (out.s[site][j] * out.s[site][j]))
@@ -333,26 +372,32 @@ pub fn quantize_layer(
 
 /// The dequantized weights `ŵ` of linear `k` (of `LayerWeights::linears()`, `rows × cols`)
 /// expressed in the original model's basis: input channels divided by the scale of their site,
-/// and, for the producers v and up, rows multiplied back by the scale folded into them. Compare
-/// with the original weights on the original calibration Gram.
+/// and, for a producing linear (v, up), the rows it produces multiplied back by the scale
+/// folded into them. Compare with the original weights on the original calibration Gram.
 pub fn effective_weights(
     q: &[f32],
     k: usize,
     cols: usize,
     scales: &LayerScales,
-    cfg: &ModelConfig,
+    topo: &Topology,
 ) -> Vec<f32> {
-    let s_in = &scales.s[Site::of_linear(k).index()];
-    let s_out = match k {
-        2 => Some(Site::AttnOut),
-        5 => Some(Site::DownIn),
-        _ => None,
-    };
+    let s_in = &scales.s[topo.site_of(k)];
+    // Sites whose producer is this linear, with the rows they cover.
+    let produced: Vec<(usize, usize, usize)> = (0..topo.sites.len())
+        .filter_map(|site| {
+            producer_rows(topo, site)
+                .filter(|&(p, _, _)| p == k)
+                .map(|(_, offset, n)| (site, offset, n))
+        })
+        .collect();
     let mut e = q.to_vec();
     for (r, row) in e.chunks_exact_mut(cols).enumerate() {
-        let f = s_out.map_or(1.0, |site| {
-            scales.s[site.index()][producer_channel(site, r, cfg)]
-        });
+        let f = produced
+            .iter()
+            .find(|&&(_, offset, n)| (offset..offset + n).contains(&r))
+            .map_or(1.0, |&(site, offset, _)| {
+                scales.s[site][producer_channel(topo, site, r - offset)]
+            });
         row.iter_mut().zip(s_in).for_each(|(v, &si)| *v *= f / si);
     }
     e
@@ -365,16 +410,17 @@ pub fn scaled_weights(
     k: usize,
     cols: usize,
     scales: &LayerScales,
-    cfg: &ModelConfig,
+    topo: &Topology,
 ) -> Vec<f32> {
     let ones = LayerScales {
         s: scales
             .s
-            .clone()
-            .map(|v| v.iter().map(|x| 1.0 / x).collect()),
-        alpha: scales.alpha,
+            .iter()
+            .map(|v| v.iter().map(|x| 1.0 / x).collect())
+            .collect(),
+        alpha: scales.alpha.clone(),
     };
-    effective_weights(w, k, cols, &ones, cfg)
+    effective_weights(w, k, cols, &ones, topo)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! output error `‖XWᵀ − XŴᵀ‖²` computable without keeping `X`) and per-input-channel `mean|x|`,
 //! `max|x|` and `ℓ2` (AWQ, arXiv 2306.00978 §3.2, scales channels by `mean|x|^α`).
 //!
-//! The four inputs of a block (`model::llama::Site`) are observed through
-//! `Llama::forward_observed`, so there is no second model implementation.
+//! The inputs of a block (the sites of the architecture's topology, `model::arch`) are observed
+//! through `Model::forward_observed`, so there is no second model implementation.
 //!
 //! Precision and memory. Each sequence's `XᵀX` (a sum of `L` products) is one SGEMM in f32 and is
 //! then added to an f32 accumulator: the relative rounding error is about `(L + N)·2^-24`, i.e.
@@ -28,7 +28,7 @@
 use crate::model::config::ModelConfig;
 use crate::model::cpu::{sgemm, Act, Cpu};
 use crate::model::eval::EvalOptions;
-use crate::model::llama::{Llama, Site};
+use crate::model::net::Model;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -134,20 +134,20 @@ pub struct Calibration {
     pub opts: CalibOptions,
     /// The token range of the stream used.
     pub range: Range<usize>,
-    /// `layers[i][site.index()]`.
-    pub layers: Vec<[SiteStats; 4]>,
+    /// `layers[i][site]`, sites in topology order.
+    pub layers: Vec<Vec<SiteStats>>,
 }
 
 impl Calibration {
-    pub fn site(&self, layer: usize, site: Site) -> Result<&SiteStats> {
+    pub fn site(&self, layer: usize, site: usize) -> Result<&SiteStats> {
         self.layers
             .get(layer)
-            .map(|l| &l[site.index()])
+            .and_then(|l| l.get(site))
             .ok_or_else(|| {
                 Error::config(
                     "calibration",
                     format!(
-                        "layer {layer} is missing (calibrated {} layers)",
+                        "layer {layer} site {site} is missing (calibrated {} layers)",
                         self.layers.len()
                     ),
                 )
@@ -249,15 +249,15 @@ pub fn gram_rows(x: &[f32], t: usize, d: usize, out: &mut [f32]) {
     job(0, out);
 }
 
-/// Widths of the four sites of a block (`Site::index` order).
-pub fn site_dims(c: &ModelConfig) -> [usize; 4] {
-    [c.dim, c.n_head * c.head_dim, c.dim, c.ffn_dim]
+/// Widths of the sites of a block, in topology order.
+pub fn site_dims(c: &ModelConfig) -> Result<Vec<usize>> {
+    Ok(c.topology()?.sites.iter().map(|s| s.width).collect())
 }
 
 /// Bytes the statistics of a model with config `c` take (full Grams and three vectors per
 /// site and layer); an error naming the need when past `MAX_CALIB_BYTES`.
 pub fn stats_bytes(c: &ModelConfig) -> Result<usize> {
-    let per_layer: usize = site_dims(c).iter().map(|d| d * d + 3 * d).sum();
+    let per_layer: usize = site_dims(c)?.iter().map(|d| d * d + 3 * d).sum();
     let bytes = c.n_layer.saturating_mul(per_layer).saturating_mul(4);
     if bytes > MAX_CALIB_BYTES {
         return Err(Error::config(
@@ -302,17 +302,19 @@ pub fn sequence(
 /// total)` is called before each sequence and at the end; returning `false` stops with
 /// `Error::Cancelled`.
 pub fn calibrate(
-    model: &Llama<Cpu>,
+    model: &Model<Cpu>,
     tokens: &[u32],
     bos: Option<u32>,
     opts: &CalibOptions,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Calibration> {
     let range = opts.range(tokens.len())?;
-    let dims = site_dims(&model.config);
+    let dims = site_dims(&model.config)?;
     let n_layer = model.config.n_layer;
     stats_bytes(&model.config)?;
-    let mut acc: Vec<[Acc; 4]> = (0..n_layer).map(|_| dims.map(Acc::new)).collect();
+    let mut acc: Vec<Vec<Acc>> = (0..n_layer)
+        .map(|_| dims.iter().map(|&d| Acc::new(d)).collect())
+        .collect();
     let (n, l) = (opts.n_seq, opts.seq_len);
     for s in 0..n {
         if !progress(s, n) {
@@ -323,7 +325,9 @@ pub fn calibrate(
             let a = acc
                 .get_mut(layer)
                 .ok_or_else(|| Error::config("calibration", format!("unexpected layer {layer}")))?;
-            a[site.index()].add(x)
+            a.get_mut(site)
+                .ok_or_else(|| Error::config("calibration", format!("unexpected site {site}")))?
+                .add(x)
         })?;
     }
     if !progress(n, n) {
@@ -332,7 +336,10 @@ pub fn calibrate(
     Ok(Calibration {
         opts: *opts,
         range,
-        layers: acc.into_iter().map(|a| a.map(Acc::finish)).collect(),
+        layers: acc
+            .into_iter()
+            .map(|a| a.into_iter().map(Acc::finish).collect())
+            .collect(),
     })
 }
 

@@ -14,7 +14,6 @@
 //! in wasm only one tensor's at a time, see `CmpqCache::low_memory`), and the fits keep one byte
 //! of codes per weight plus a few error entries per column, at the widths the last call used.
 
-use crate::model::llama::Site;
 use crate::model::weights::{LayerWeights, Linear, ModelWeights};
 use crate::quant::calib::Calibration;
 use crate::quant::cmpq::{check_magnitudes, check_weights, FitCache, PhaseTimes};
@@ -154,10 +153,11 @@ impl CmpqCache {
         let t = now();
         // The linears to quantize, as (layer, index in `linears()`, linear, magnitudes).
         let mut targets: Vec<Target<'_>> = Vec::new();
+        let topo = src.topology();
         for (li, layer) in src.layers.iter().enumerate() {
-            for (k, lin) in layer.linears().into_iter().enumerate() {
+            for (k, lin) in layer.linears().iter().enumerate() {
                 if cfg.layer_quant(&lin.name).is_some() {
-                    let a = o.magnitudes(calib.site(li, Site::of_linear(k))?);
+                    let a = o.magnitudes(calib.site(li, topo.site_of(k))?);
                     check_magnitudes(a, lin.w.cols, &lin.name)?;
                     targets.push((li, k, lin, a));
                 }
@@ -322,24 +322,18 @@ fn rebuild(src: &ModelWeights, mut q: HashMap<(usize, usize), QTensor>) -> Model
         .layers
         .iter()
         .enumerate()
-        .map(|(li, l)| {
-            let mut take = |k: usize, lin: &Linear| Linear {
-                name: lin.name.clone(),
-                w: q.remove(&(li, k)).unwrap_or_else(|| lin.w.clone()),
-                bias: lin.bias.clone(),
-            };
-            // The order of `LayerWeights::linears()`, which `k` indexes.
-            LayerWeights {
-                attn_norm: l.attn_norm.clone(),
-                ffn_norm: l.ffn_norm.clone(),
-                wq: take(0, &l.wq),
-                wk: take(1, &l.wk),
-                wv: take(2, &l.wv),
-                wo: take(3, &l.wo),
-                w_gate: take(4, &l.w_gate),
-                w_up: take(5, &l.w_up),
-                w_down: take(6, &l.w_down),
-            }
+        .map(|(li, l)| LayerWeights {
+            norms: l.norms.clone(),
+            linears: l
+                .linears
+                .iter()
+                .enumerate()
+                .map(|(k, lin)| Linear {
+                    name: lin.name.clone(),
+                    w: q.remove(&(li, k)).unwrap_or_else(|| lin.w.clone()),
+                    bias: lin.bias.clone(),
+                })
+                .collect(),
         })
         .collect();
     ModelWeights {
@@ -347,6 +341,7 @@ fn rebuild(src: &ModelWeights, mut q: HashMap<(usize, usize), QTensor>) -> Model
         token_embd: src.token_embd.clone(),
         output_norm: src.output_norm.clone(),
         output: src.output.clone(),
+        globals: src.globals.clone(),
         layers,
     }
 }

@@ -10,7 +10,6 @@
 //! without padding (RFC 4648 §5). The prefix lets a link from a newer QuantLab be refused with a
 //! clear message before its payload is even decoded.
 
-use crate::model::llama::Site;
 use crate::model::weights::{Linear, ModelWeights};
 use crate::quant::awq::{self, AwqOptions};
 use crate::quant::calib::Calibration;
@@ -456,7 +455,9 @@ impl QuantConfig {
                 Some(_) => {}
             }
         }
-        let total = src.layers.len() * 7;
+        let topo = src.topology();
+        let per_layer = topo.linears.len();
+        let total = src.layers.len() * per_layer;
         if self.method == Method::None {
             if !progress(total, total) {
                 return Err(Error::Cancelled);
@@ -472,7 +473,6 @@ impl QuantConfig {
         }
         let mut out = src.clone();
         let mut done = 0;
-        let model_cfg = out.config.clone();
         for (li, layer) in out.layers.iter_mut().enumerate() {
             if let (Method::Awq(o), Some(c)) = (&self.method, calib) {
                 // AWQ rewrites norms and neighbouring linears, so it works a block at a time.
@@ -491,17 +491,16 @@ impl QuantConfig {
                         .collect::<Result<_>>()?,
                     None => Vec::new(),
                 };
-                let scales = awq::quantize_layer(layer, &model_cfg, stats, &plan, o)?;
+                let scales = awq::quantize_layer(layer, &topo, stats, &plan, o)?;
                 if let Some(lo) = &self.lorc {
-                    for (k, lin) in layer.linears_mut().into_iter().enumerate() {
+                    for (k, lin) in layer.linears_mut().iter_mut().enumerate() {
                         if self.layer_quant(&lin.name).is_some() {
-                            let w =
-                                awq::scaled_weights(&orig[k], k, lin.w.cols, &scales, &model_cfg);
+                            let w = awq::scaled_weights(&orig[k], k, lin.w.cols, &scales, &topo);
                             lin.w = lorc::compensate(&lin.w, &w, lo, &lin.name)?;
                         }
                     }
                 }
-                done += 7;
+                done += per_layer;
                 continue;
             }
             if let (Method::Gptq(o), Some(c)) = (&self.method, calib) {
@@ -514,8 +513,8 @@ impl QuantConfig {
                     Error::config("calibration", format!("layer {li} is missing"))
                 })?;
                 let plan = |n: &str| self.layer_quant(n).map(|q| (q.spec(), q.rtn_options()));
-                let qs = gptq::quantize_layer(layer, stats, &plan, o)?;
-                for (lin, q) in layer.linears_mut().into_iter().zip(qs) {
+                let qs = gptq::quantize_layer(layer, &topo, stats, &plan, o)?;
+                for (lin, q) in layer.linears_mut().iter_mut().zip(qs) {
                     if let Some(qw) = q {
                         lin.w = match &self.lorc {
                             Some(lo) => lorc::compensate(&qw, &lin.w.dequantize()?, lo, &lin.name)?,
@@ -523,15 +522,15 @@ impl QuantConfig {
                         };
                     }
                 }
-                done += 7;
+                done += per_layer;
                 continue;
             }
-            for (k, lin) in layer.linears_mut().into_iter().enumerate() {
+            for (k, lin) in layer.linears_mut().iter_mut().enumerate() {
                 if !progress(done, total) {
                     return Err(Error::Cancelled);
                 }
                 if let Some(q) = self.layer_quant(&lin.name) {
-                    let site = calib.map(|c| c.site(li, Site::of_linear(k))).transpose()?;
+                    let site = calib.map(|c| c.site(li, topo.site_of(k))).transpose()?;
                     let qw = self.quantize_linear(lin, q, site)?;
                     lin.w = match &self.lorc {
                         Some(lo) => lorc::compensate(&qw, &lin.w.dequantize()?, lo, &lin.name)?,

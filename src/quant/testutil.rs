@@ -1,8 +1,7 @@
 //! Seeded data and a tiny Llama model for the quantizers' unit tests.
 
 use crate::model::config::{ModelConfig, RopeStyle};
-use crate::model::weights::{LayerWeights, Linear, ModelWeights};
-use crate::quant::format::QTensor;
+use crate::model::weights::ModelWeights;
 
 /// Seeded LCG values in [-0.5, 0.5).
 pub fn lcg(seed: u64, n: usize) -> Vec<f32> {
@@ -31,15 +30,11 @@ pub fn tiny_model(n_kv: usize) -> ModelWeights {
         vocab: 32,
         rope_theta: 10_000.0,
         rope_style: RopeStyle::Interleaved,
-        rms_eps: 1e-5,
+        norm_eps: 1e-5,
         max_ctx: 128,
         tied_embeddings: true,
-    };
-    let mut seed = 0;
-    let mut m = |rows: usize, cols: usize| {
-        seed += 1;
-        let v: Vec<f32> = lcg(seed, rows * cols).iter().map(|x| x * 0.2).collect();
-        QTensor::from_f32(rows, cols, &v)
+        proj_dim: None,
+        post_norm: false,
     };
     let gains: Vec<f32> = (0..64)
         .map(|j| {
@@ -50,34 +45,20 @@ pub fn tiny_model(n_kv: usize) -> ModelWeights {
             }
         })
         .collect();
-    let kv = 16 * n_kv;
-    let layers = (0..2)
-        .map(|i| {
-            let lin = |name: &str, w: QTensor| Linear {
-                name: format!("blk.{i}.{name}.weight"),
-                w,
-                bias: None,
-            };
-            LayerWeights {
-                attn_norm: gains.clone(),
-                ffn_norm: gains.iter().rev().copied().collect(),
-                wq: lin("attn_q", m(64, 64)),
-                wk: lin("attn_k", m(kv, 64)),
-                wv: lin("attn_v", m(kv, 64)),
-                wo: lin("attn_output", m(64, 64)),
-                w_gate: lin("ffn_gate", m(128, 64)),
-                w_up: lin("ffn_up", m(128, 64)),
-                w_down: lin("ffn_down", m(64, 128)),
-            }
-        })
-        .collect();
-    ModelWeights {
-        config,
-        token_embd: m(32, 64),
-        output_norm: vec![1.0; 64],
-        output: None,
-        layers,
-    }
+    let mut seed = 0;
+    ModelWeights::from_fn(config, &mut |name, rows, cols| {
+        if name.ends_with("attn_norm.weight") {
+            gains.clone()
+        } else if name.ends_with("ffn_norm.weight") {
+            gains.iter().rev().copied().collect()
+        } else if name == "output_norm.weight" {
+            vec![1.0; cols]
+        } else {
+            seed += 1;
+            lcg(seed, rows * cols).iter().map(|x| x * 0.2).collect()
+        }
+    })
+    .expect("the tiny model's config is valid")
 }
 
 pub fn tokens(n: usize) -> Vec<u32> {

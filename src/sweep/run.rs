@@ -10,7 +10,7 @@
 
 use crate::model::cpu::Cpu;
 use crate::model::eval::{EvalOptions, EvalProgress};
-use crate::model::llama::Llama;
+use crate::model::net::Model;
 use crate::model::weights::ModelWeights;
 use crate::playground::engine::{Device, Engine};
 use crate::quant::calib::{self, CalibOptions, Calibration};
@@ -166,7 +166,7 @@ pub fn run(
                         let model = match primary.cpu_loaded() {
                             Some(m) => m,
                             None => {
-                                temp = Llama::load(&Cpu, inputs.model)?;
+                                temp = Model::load(&Cpu, inputs.model)?;
                                 &temp
                             }
                         };

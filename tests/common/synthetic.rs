@@ -2,8 +2,7 @@
 //! vocab 32, all f32) for quantizer tests that need a whole `ModelWeights` but not the real one.
 
 use quantlab::model::config::{ModelConfig, RopeStyle};
-use quantlab::model::weights::{LayerWeights, Linear, ModelWeights};
-use quantlab::quant::format::QTensor;
+use quantlab::model::weights::ModelWeights;
 
 /// Seeded pseudo-random values in [-0.1, 0.1) (an LCG; quality is irrelevant here).
 pub fn values(seed: u64, n: usize) -> Vec<f32> {
@@ -38,39 +37,24 @@ pub fn synthetic(norms: &Norms) -> ModelWeights {
         vocab: 32,
         rope_theta: 10_000.0,
         rope_style: RopeStyle::Interleaved,
-        rms_eps: 1e-5,
+        norm_eps: 1e-5,
         max_ctx: 128,
         tied_embeddings: true,
+        proj_dim: None,
+        post_norm: false,
     };
     let mut seed = 0;
-    let mut m = |rows: usize, cols: usize| {
-        seed += 1;
-        QTensor::from_f32(rows, cols, &values(seed, rows * cols))
-    };
-    let mut layers = Vec::new();
-    for i in 0..2 {
-        let lin = |name: &str, w: QTensor| Linear {
-            name: format!("blk.{i}.{name}.weight"),
-            w,
-            bias: None,
-        };
-        layers.push(LayerWeights {
-            attn_norm: norms.attn.clone(),
-            ffn_norm: norms.ffn.clone(),
-            wq: lin("attn_q", m(64, 64)),
-            wk: lin("attn_k", m(32, 64)),
-            wv: lin("attn_v", m(32, 64)),
-            wo: lin("attn_output", m(64, 64)),
-            w_gate: lin("ffn_gate", m(128, 64)),
-            w_up: lin("ffn_up", m(128, 64)),
-            w_down: lin("ffn_down", m(64, 128)),
-        });
-    }
-    ModelWeights {
-        config,
-        token_embd: m(32, 64),
-        output_norm: norms.output.clone(),
-        output: None,
-        layers,
-    }
+    ModelWeights::from_fn(config, &mut |name, rows, cols| {
+        if name.ends_with("attn_norm.weight") {
+            norms.attn.clone()
+        } else if name.ends_with("ffn_norm.weight") {
+            norms.ffn.clone()
+        } else if name == "output_norm.weight" {
+            norms.output.clone()
+        } else {
+            seed += 1;
+            values(seed, rows * cols)
+        }
+    })
+    .expect("the synthetic model's config is valid")
 }

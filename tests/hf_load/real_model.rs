@@ -135,8 +135,14 @@ fn assert_rope_scores_agree(c: &ModelConfig, g: &ModelWeights, h: &ModelWeights,
         .map(|i| ((i * 37 % 101) as f64 - 50.0) / 50.0)
         .collect();
     let (gl, hl) = (&g.layers[layer], &h.layers[layer]);
-    let (gq, gk) = (f32_matrix(&gl.wq.w), f32_matrix(&gl.wk.w));
-    let (hq, hk) = (f32_matrix(&hl.wq.w), f32_matrix(&hl.wk.w));
+    let (gq, gk) = (
+        f32_matrix(&gl.linear("attn_q").unwrap().w),
+        f32_matrix(&gl.linear("attn_k").unwrap().w),
+    );
+    let (hq, hk) = (
+        f32_matrix(&hl.linear("attn_q").unwrap().w),
+        f32_matrix(&hl.linear("attn_k").unwrap().w),
+    );
     for pos in [(5, 2), (40, 17)] {
         let want = scores(c, &gq, &gk, &x, pos, true);
         let got = scores(c, &hq, &hk, &x, pos, false);
@@ -203,7 +209,7 @@ fn config_json(c: &ModelConfig) -> Vec<u8> {
         "head_dim": c.head_dim,
         "vocab_size": c.vocab,
         "max_position_embeddings": c.max_ctx,
-        "rms_norm_eps": c.rms_eps,
+        "rms_norm_eps": c.norm_eps,
         "rope_theta": c.rope_theta,
         "rope_scaling": null,
         "hidden_act": "silu",
@@ -216,13 +222,13 @@ fn config_json(c: &ModelConfig) -> Vec<u8> {
 /// The HF module path of each linear of a block, with the GGUF weight it comes from.
 fn block_linears(l: &quantlab::model::weights::LayerWeights) -> [(&'static str, &QTensor); 7] {
     [
-        ("self_attn.q_proj", &l.wq.w),
-        ("self_attn.k_proj", &l.wk.w),
-        ("self_attn.v_proj", &l.wv.w),
-        ("self_attn.o_proj", &l.wo.w),
-        ("mlp.gate_proj", &l.w_gate.w),
-        ("mlp.up_proj", &l.w_up.w),
-        ("mlp.down_proj", &l.w_down.w),
+        ("self_attn.q_proj", &l.linear("attn_q").unwrap().w),
+        ("self_attn.k_proj", &l.linear("attn_k").unwrap().w),
+        ("self_attn.v_proj", &l.linear("attn_v").unwrap().w),
+        ("self_attn.o_proj", &l.linear("attn_output").unwrap().w),
+        ("mlp.gate_proj", &l.linear("ffn_gate").unwrap().w),
+        ("mlp.up_proj", &l.linear("ffn_up").unwrap().w),
+        ("mlp.down_proj", &l.linear("ffn_down").unwrap().w),
     ]
 }
 
@@ -267,17 +273,20 @@ fn gguf_converted_to_hf_loads_to_the_same_weights() {
     if let Some(o) = &g.output {
         shards[1].push(matrix_entry("lm_head.weight".into(), o, f32_matrix(o)));
     }
-    shards[1].push(vector_entry("model.norm.weight".into(), &g.output_norm));
+    shards[1].push(vector_entry(
+        "model.norm.weight".into(),
+        &g.output_norm.as_ref().expect("output_norm").weight,
+    ));
     for (i, l) in g.layers.iter().enumerate() {
         let s = &mut shards[usize::from(i >= split)];
         let p = format!("model.layers.{i}");
         s.push(vector_entry(
             format!("{p}.input_layernorm.weight"),
-            &l.attn_norm,
+            &l.norm("attn_norm").unwrap().weight,
         ));
         s.push(vector_entry(
             format!("{p}.post_attention_layernorm.weight"),
-            &l.ffn_norm,
+            &l.norm("ffn_norm").unwrap().weight,
         ));
         for ((module, q), lin) in block_linears(l).into_iter().zip(l.linears()) {
             assert!(lin.bias.is_none(), "SmolLM2 has no biases");
@@ -311,9 +320,19 @@ fn gguf_converted_to_hf_loads_to_the_same_weights() {
     assert_eq!(h.output_norm, g.output_norm, "output_norm");
     let mut compared = 0usize;
     for (hl, gl) in h.layers.iter().zip(&g.layers) {
-        assert_eq!(hl.attn_norm, gl.attn_norm, "{}: attn_norm", hl.wq.name);
-        assert_eq!(hl.ffn_norm, gl.ffn_norm, "{}: ffn_norm", hl.wq.name);
-        for (hlin, glin) in hl.linears().into_iter().zip(gl.linears()) {
+        assert_eq!(
+            hl.norm("attn_norm").unwrap().weight,
+            gl.norm("attn_norm").unwrap().weight,
+            "{}: attn_norm",
+            hl.linear("attn_q").unwrap().name
+        );
+        assert_eq!(
+            hl.norm("ffn_norm").unwrap().weight,
+            gl.norm("ffn_norm").unwrap().weight,
+            "{}: ffn_norm",
+            hl.linear("attn_q").unwrap().name
+        );
+        for (hlin, glin) in hl.linears().iter().zip(gl.linears()) {
             assert_eq!(hlin.name, glin.name);
             assert_same(
                 &hlin.name,
@@ -342,12 +361,12 @@ fn forward_nll_agrees(g: &ModelWeights, h: &ModelWeights) {
     use quantlab::model::backend::Backend;
     use quantlab::model::cpu::Cpu;
     use quantlab::model::eval::ready;
-    use quantlab::model::llama::Llama;
+    use quantlab::model::net::Model;
     let tokens: Vec<u32> = (0..48u32)
         .map(|i| (i * 7919 + 17) % g.config.vocab as u32)
         .collect();
     let nll = |w: &ModelWeights| -> Vec<f64> {
-        let m = Llama::load(&Cpu, w).expect("load into CPU backend");
+        let m = Model::load(&Cpu, w).expect("load into CPU backend");
         let x = m.forward(&Cpu, &tokens).expect("forward");
         let (p, _) = Cpu
             .score(&x, m.head(), 0, &tokens[1..], None, false)

@@ -27,14 +27,17 @@ impl Gguf<'_> {
         let arch = self
             .get_str(arch_key)?
             .ok_or_else(|| self.missing(arch_key))?;
-        let rope_style = match arch {
-            "llama" | "mistral" => RopeStyle::Interleaved,
-            "qwen2" => RopeStyle::Half,
+        // GGUF architectures QuantLab runs, by the key that holds their norm epsilon. GPT-2 has
+        // no RoPE (its style is a neutral value the forward pass never reads).
+        let (rope_style, eps_name) = match arch {
+            "llama" | "mistral" => (RopeStyle::Interleaved, "attention.layer_norm_rms_epsilon"),
+            "qwen2" => (RopeStyle::Half, "attention.layer_norm_rms_epsilon"),
+            "gpt2" => (RopeStyle::Half, "attention.layer_norm_epsilon"),
             other => {
                 return Err(Error::unsupported(
                     &self.label,
                     arch_key,
-                    format!("architecture {other:?}; supported: llama, mistral, qwen2"),
+                    format!("architecture {other:?}; supported: llama, mistral, qwen2, gpt2"),
                 ))
             }
         };
@@ -51,10 +54,10 @@ impl Gguf<'_> {
         let rope_theta = self
             .get_f32(&k("rope.freq_base"))?
             .unwrap_or(DEFAULT_ROPE_THETA);
-        let rms_eps_key = k("attention.layer_norm_rms_epsilon");
-        let rms_eps = self
-            .get_f32(&rms_eps_key)?
-            .ok_or_else(|| self.missing(&rms_eps_key))?;
+        let norm_eps_key = k(eps_name);
+        let norm_eps = self
+            .get_f32(&norm_eps_key)?
+            .ok_or_else(|| self.missing(&norm_eps_key))?;
         let max_ctx = self.req_u32(&k("context_length"))?;
         let vocab_key = k("vocab_size");
         let vocab = match self.get_u32(&vocab_key)? {
@@ -98,9 +101,11 @@ impl Gguf<'_> {
             vocab,
             rope_theta,
             rope_style,
-            rms_eps,
+            norm_eps,
             max_ctx,
             tied_embeddings: self.tensor("output.weight").is_none(),
+            proj_dim: None,
+            post_norm: false,
         };
         cfg.validate(&self.label)?;
         Ok(cfg)

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::model::cpu::Cpu;
-use crate::model::llama::Llama;
+use crate::model::net::Model;
 use crate::model::weights::ModelWeights;
 use crate::quant::calib::{calibrate, CalibFrom, CalibOptions, Calibration};
 use crate::quant::testutil::{lcg, tiny_model, tokens};
@@ -12,7 +12,7 @@ use crate::quant::testutil::{lcg, tiny_model, tokens};
 const FOLD_TOL: f32 = 2e-4;
 
 fn calib(m: &ModelWeights) -> Calibration {
-    let model = Llama::load(&Cpu, m).unwrap();
+    let model = Model::load(&Cpu, m).unwrap();
     let o = CalibOptions {
         n_seq: 4,
         seq_len: 48,
@@ -22,14 +22,14 @@ fn calib(m: &ModelWeights) -> Calibration {
 }
 
 fn hidden(m: &ModelWeights) -> Vec<f32> {
-    let model = Llama::load(&Cpu, m).unwrap();
+    let model = Model::load(&Cpu, m).unwrap();
     model.forward(&Cpu, &tokens(40)).unwrap().data
 }
 
 /// Fold positive scales into every site of every layer, optionally untied for o under GQA.
 fn folded(src: &ModelWeights, tied: bool) -> ModelWeights {
     let mut m = src.clone();
-    let c = m.config.clone();
+    let topo = m.topology();
     for (li, layer) in m.layers.iter_mut().enumerate() {
         let mut w: Vec<Vec<f32>> = layer
             .linears()
@@ -37,18 +37,17 @@ fn folded(src: &ModelWeights, tied: bool) -> ModelWeights {
             .map(|l| l.w.dequantize().unwrap())
             .collect();
         let rows: Vec<usize> = layer.linears().iter().map(|l| l.w.rows).collect();
-        for site in Site::ALL {
-            let dim = layer.linears()[members_of(site).0[0]].w.cols;
-            let mean: Vec<f32> = lcg(100 + li as u64 * 4 + site.index() as u64, dim)
+        for site in 0..topo.sites.len() {
+            let dim = topo.sites[site].width;
+            let mean: Vec<f32> = lcg(100 + li as u64 * 4 + site as u64, dim)
                 .iter()
                 .map(|v| v + 0.6)
                 .collect();
-            let tie =
-                (site == Site::AttnOut && tied).then_some((c.n_head, c.n_kv_head, c.head_dim));
+            let tie = topo.sites[site].heads.filter(|_| tied);
             let s = scales_for(&mean, 0.7, tie);
-            fold(&mut w, &rows, layer, &c, site, &s);
+            assert!(fold(&mut w, &rows, layer, &topo, site, &s));
         }
-        for (l, wk) in layer.linears_mut().into_iter().zip(&w) {
+        for (l, wk) in layer.linears_mut().iter_mut().zip(&w) {
             l.w = QTensor::from_f32(l.w.rows, l.w.cols, wk);
         }
     }
@@ -89,9 +88,10 @@ fn awq_lowers_output_error_where_inputs_have_outliers() {
         let (mut sum_awq, mut sum_rtn) = (0f64, 0f64);
         for (li, layer) in m.layers.iter_mut().enumerate() {
             let orig = src.layers[li].clone();
+            let topo = src.topology();
             let sc = quantize_layer(
                 layer,
-                &src.config,
+                &topo,
                 &cal.layers[li],
                 &|_| Some(spec),
                 &AwqOptions { grid: 20, clip },
@@ -102,10 +102,9 @@ fn awq_lowers_output_error_where_inputs_have_outliers() {
                 "α stayed 0 in layer {li}"
             );
             for (k, (a, q)) in orig.linears().iter().zip(layer.linears()).enumerate() {
-                let st = &cal.layers[li][Site::of_linear(k).index()];
+                let st = &cal.layers[li][topo.site_of(k)];
                 let w = a.w.dequantize().unwrap();
-                let eff =
-                    effective_weights(&q.w.dequantize().unwrap(), k, a.w.cols, &sc, &src.config);
+                let eff = effective_weights(&q.w.dequantize().unwrap(), k, a.w.cols, &sc, &topo);
                 let ea = output_error(&w, &eff, a.w.cols, &st.gram).unwrap();
                 let r = rtn::quantize(&w, a.w.rows, a.w.cols, spec, &RtnOptions::default(), "t")
                     .unwrap();
@@ -139,16 +138,19 @@ fn kept_linears_block_their_groups() {
     };
     // v kept: neither o (producer v) nor q/k/v (consumer v) may be scaled.
     let plan = |n: &str| (!n.contains("attn_v")).then_some(spec);
+    let topo = src.topology();
     let sc = quantize_layer(
         &mut layer,
-        &src.config,
+        &topo,
         &cal.layers[0],
         &plan,
         &AwqOptions::default(),
     )
     .unwrap();
-    assert!(sc.s[Site::AttnIn.index()].iter().all(|&v| v == 1.0));
-    assert!(sc.s[Site::AttnOut.index()].iter().all(|&v| v == 1.0));
-    assert_eq!(layer.wv.w, src.layers[0].wv.w);
-    assert_eq!(layer.attn_norm, src.layers[0].attn_norm);
+    let site = |name: &str| topo.sites.iter().position(|s| s.name == name).unwrap();
+    let v = topo.linear_index("attn_v").unwrap();
+    assert!(sc.s[site("attn_in")].iter().all(|&v| v == 1.0));
+    assert!(sc.s[site("attn_out")].iter().all(|&v| v == 1.0));
+    assert_eq!(layer.linears[v].w, src.layers[0].linears[v].w);
+    assert_eq!(layer.norm("attn_norm"), src.layers[0].norm("attn_norm"));
 }

@@ -1,12 +1,13 @@
 //! GPTQ on a whole decoder block (arXiv 2210.17323, as `gptq.rs`): the tensors that read the
 //! same input (q/k/v; gate/up) share that input's Hessian, hence one `prepare` (the `O(cols³)`
-//! Cholesky work) per input instead of one per tensor, and the block's four inputs and then its
-//! seven tensors run in parallel natively (each tensor's rows are parallel inside as well). The
+//! Cholesky work) per input instead of one per tensor, and the block's inputs (the sites of the
+//! architecture's topology) and then its tensors run in parallel natively (each tensor's rows are parallel inside as well). The
 //! codes are exactly those of `quantize` on each tensor alone: the same `Prepared` is computed
 //! from the same Gram and options.
 
 use super::{prepare, quantize_prepared, GptqOptions, Prepared};
-use crate::model::llama::Site;
+
+use crate::model::arch::Topology;
 use crate::model::weights::LayerWeights;
 use crate::quant::calib::SiteStats;
 use crate::quant::format::{IntSpec, QTensor};
@@ -19,19 +20,32 @@ use rayon::prelude::*;
 /// The storage format and grid options of a tensor, or None to leave it as it is.
 pub type Plan<'a> = dyn Fn(&str) -> Option<(IntSpec, RtnOptions)> + Sync + 'a;
 
-/// Quantize the block linears of `layer` (q, k, v, o, gate, up, down, as
-/// `LayerWeights::linears`) that `plan` names, with the statistics of the block's inputs
-/// (`stats[site.index()]`). One entry per linear, None where `plan` leaves it.
+/// Quantize the block linears of `layer` (in topology order) that `plan` names, with the
+/// statistics of the block's inputs (`stats[site]`). One entry per linear, None where `plan`
+/// leaves it.
 pub fn quantize_layer(
     layer: &LayerWeights,
-    stats: &[SiteStats; 4],
+    topo: &Topology,
+    stats: &[SiteStats],
     plan: &Plan<'_>,
     opts: &GptqOptions,
 ) -> Result<Vec<Option<QTensor>>> {
     let linears = layer.linears();
+    if linears.len() != topo.linears.len() || stats.len() != topo.sites.len() {
+        return Err(Error::config(
+            "calibration",
+            format!(
+                "{} linears and {} site statistics for a block of {} and {}",
+                linears.len(),
+                stats.len(),
+                topo.linears.len(),
+                topo.sites.len()
+            ),
+        ));
+    }
     let specs: Vec<Option<(IntSpec, RtnOptions)>> = linears.iter().map(|l| plan(&l.name)).collect();
     for (k, l) in linears.iter().enumerate() {
-        let st = &stats[Site::of_linear(k).index()];
+        let st = &stats[topo.site_of(k)];
         if specs[k].is_some() && st.dim != l.w.cols {
             return Err(Error::config(
                 "calibration",
@@ -44,8 +58,7 @@ pub fn quantize_layer(
     }
     // One factor per input that some planned tensor reads.
     let site_job = |s: usize| -> Result<Option<Prepared>> {
-        let first =
-            (0..linears.len()).find(|&k| Site::of_linear(k).index() == s && specs[k].is_some());
+        let first = (0..linears.len()).find(|&k| topo.site_of(k) == s && specs[k].is_some());
         match first {
             None => Ok(None),
             Some(k) => {
@@ -55,17 +68,18 @@ pub fn quantize_layer(
         }
     };
     #[cfg(not(target_arch = "wasm32"))]
-    let preps: Vec<Result<Option<Prepared>>> = (0..4).into_par_iter().map(site_job).collect();
+    let preps: Vec<Result<Option<Prepared>>> =
+        (0..stats.len()).into_par_iter().map(site_job).collect();
     #[cfg(target_arch = "wasm32")]
-    let preps: Vec<Result<Option<Prepared>>> = (0..4).map(site_job).collect();
+    let preps: Vec<Result<Option<Prepared>>> = (0..stats.len()).map(site_job).collect();
     let preps: Vec<Option<Prepared>> = preps.into_iter().collect::<Result<_>>()?;
 
     let tensor_job = |k: usize| -> Result<Option<QTensor>> {
         let Some((spec, rtn)) = specs[k] else {
             return Ok(None);
         };
-        let l = linears[k];
-        let prep = preps[Site::of_linear(k).index()].as_ref().ok_or_else(|| {
+        let l = &linears[k];
+        let prep = preps[topo.site_of(k)].as_ref().ok_or_else(|| {
             Error::config("gptq", format!("{}: its input was not prepared", l.name))
         })?;
         let w = l.w.dequantize()?;

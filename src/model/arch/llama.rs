@@ -1,0 +1,285 @@
+//! The Llama family (Llama, SmolLM, Mistral without sliding window, Qwen2 with q/k/v biases):
+//! topology, tensor names and THE forward pass, generic over a `Backend`. Pre-norm decoder
+//! blocks (Touvron et al. 2023, arXiv 2302.13971):
+//!   x = embed(tokens)
+//!   per block:  x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x));  x += Wd · (silu(Wg·n(x)) ⊙ Wu·n(x))
+//!   logits = head(norm(x))
+//! Shapes below: T tokens in the window, d = dim, hd = head_dim, H/KV = query/KV heads, F = ffn.
+
+use crate::model::arch::{Arch, BiasRule, LinearSpec, NormSpec, Producer, SiteSpec, Topology};
+use crate::model::backend::Backend;
+use crate::model::config::ModelConfig;
+use crate::model::net::{Model, Observer};
+use crate::{Error, Result};
+
+/// The names files use for this family.
+pub const NAMES: &[&str] = &["llama", "mistral", "qwen2"];
+
+// Norms, linears and sites of a block, in topology order.
+const ATTN_NORM: usize = 0;
+const FFN_NORM: usize = 1;
+const Q: usize = 0;
+const K: usize = 1;
+const V: usize = 2;
+const O: usize = 3;
+const GATE: usize = 4;
+const UP: usize = 5;
+const DOWN: usize = 6;
+const ATTN_IN: usize = 0;
+const ATTN_OUT: usize = 1;
+const FFN_IN: usize = 2;
+const DOWN_IN: usize = 3;
+
+pub fn topology(c: &ModelConfig) -> Topology {
+    let (d, f) = (c.dim, c.ffn_dim);
+    let (q, kv) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
+    // Biases: Qwen2 has q/k/v biases, Llama with `attention_bias`/`mlp_bias` has more; the
+    // loader checks them against config.json, so here every bias is as the file says.
+    let lin = |name, rows, cols, site| LinearSpec {
+        name,
+        rows,
+        cols,
+        site,
+        bias: BiasRule::Optional,
+    };
+    Topology {
+        arch: Arch::Llama,
+        norms: vec![
+            NormSpec {
+                name: "attn_norm",
+                bias: false,
+            },
+            NormSpec {
+                name: "ffn_norm",
+                bias: false,
+            },
+        ],
+        linears: vec![
+            lin("attn_q", q, d, ATTN_IN),
+            lin("attn_k", kv, d, ATTN_IN),
+            lin("attn_v", kv, d, ATTN_IN),
+            lin("attn_output", d, q, ATTN_OUT),
+            lin("ffn_gate", f, d, FFN_IN),
+            lin("ffn_up", f, d, FFN_IN),
+            lin("ffn_down", d, f, DOWN_IN),
+        ],
+        sites: vec![
+            SiteSpec {
+                name: "attn_in",
+                width: d,
+                producer: Producer::Norm(ATTN_NORM),
+                heads: None,
+            },
+            SiteSpec {
+                name: "attn_out",
+                width: q,
+                producer: Producer::Linear {
+                    linear: V,
+                    offset: 0,
+                    via: "attention",
+                },
+                heads: Some((c.n_head, c.n_kv_head, c.head_dim)),
+            },
+            SiteSpec {
+                name: "ffn_in",
+                width: d,
+                producer: Producer::Norm(FFN_NORM),
+                heads: None,
+            },
+            SiteSpec {
+                name: "down_in",
+                width: f,
+                producer: Producer::Linear {
+                    linear: UP,
+                    offset: 0,
+                    via: "silu(gate) ⊙ up",
+                },
+                heads: None,
+            },
+        ],
+        output_norm: Some(NormSpec {
+            name: "output_norm",
+            bias: false,
+        }),
+        globals: vec![],
+        embed_dim: d,
+        hf_transposed: false,
+    }
+}
+
+pub fn validate(c: &ModelConfig, file: &str) -> Result<()> {
+    if !c.head_dim.is_multiple_of(2) {
+        return Err(Error::format(
+            file,
+            "head_dim",
+            format!("{} is odd; RoPE needs pairs", c.head_dim),
+        ));
+    }
+    if !(c.rope_theta.is_finite() && c.rope_theta > 0.0) {
+        return Err(Error::format(
+            file,
+            "rope_theta",
+            format!("{} is not a positive number", c.rope_theta),
+        ));
+    }
+    if c.proj_dim.is_some() || c.post_norm {
+        return Err(Error::format(
+            file,
+            "proj_dim",
+            "the Llama family has no embedding projection or post-norm blocks",
+        ));
+    }
+    Ok(())
+}
+
+/// `config.json` of the family: `io::hf` parses it (it predates the registry and has the Llama
+/// family's bias and sliding-window rules); this entry exists for the registry's uniformity.
+pub fn from_hf(o: &serde_json::Map<String, serde_json::Value>) -> Result<crate::io::hf::HfConfig> {
+    crate::io::hf::llama_family(o)
+}
+
+/// Canonical (GGUF-style) name of a Hugging Face Llama-family tensor (`model.layers.{i}.
+/// self_attn.q_proj.weight` → `blk.{i}.attn_q.weight`), or `None` when the name is not part of
+/// the architecture (a Qwen3 `q_norm`, a vision tower, ...).
+pub fn canonical_name(hf: &str) -> Option<String> {
+    match hf {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let (layer, rest) = super::split_layer(hf.strip_prefix("model.layers.")?)?;
+    let (path, suffix) = rest.rsplit_once('.')?;
+    let module = HF_MODULES.iter().find(|(_, h)| *h == path)?.0;
+    let is_norm = module.ends_with("_norm");
+    if suffix != "weight" && (is_norm || suffix != "bias") {
+        return None;
+    }
+    Some(format!("blk.{layer}.{module}.{suffix}"))
+}
+
+/// The Hugging Face name of a canonical tensor name (inverse of `canonical_name`).
+pub fn hf_name(canonical: &str) -> String {
+    match canonical {
+        "token_embd.weight" => return "model.embed_tokens.weight".into(),
+        "output_norm.weight" => return "model.norm.weight".into(),
+        "output.weight" => return "lm_head.weight".into(),
+        _ => {}
+    }
+    super::hf_block_name(canonical, "model.layers", HF_MODULES)
+}
+
+/// Canonical block module ↔ Hugging Face module path.
+const HF_MODULES: &[(&str, &str)] = &[
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
+pub(super) fn forward<B: Backend>(
+    m: &Model<B>,
+    b: &B,
+    tokens: &[u32],
+    seq: usize,
+    observer: &mut Observer<'_, B>,
+) -> Result<B::Act> {
+    let c = &m.config;
+    let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
+    let mut x = b.embed(&m.embd, tokens)?; // T × d
+    for (i, blk) in m.blocks.iter().enumerate() {
+        let n = b.rmsnorm(&x, &blk.norms[ATTN_NORM].w, c.norm_eps); // T × d
+        observer(i, ATTN_IN, &n)?;
+        let mut q = b.linear(&n, &blk.mats[Q]); // T × H·hd
+        let mut k = b.linear(&n, &blk.mats[K]); // T × KV·hd
+        let v = b.linear(&n, &blk.mats[V]); // T × KV·hd
+        b.rope(&mut q, h, hd, 0, c.rope_theta, c.rope_style, seq);
+        b.rope(&mut k, kv, hd, 0, c.rope_theta, c.rope_style, seq);
+        let a = b.attention(&q, &k, &v, h, kv, hd, seq); // T × H·hd
+        observer(i, ATTN_OUT, &a)?;
+        b.add(&mut x, &b.linear(&a, &blk.mats[O]));
+
+        let n = b.rmsnorm(&x, &blk.norms[FFN_NORM].w, c.norm_eps); // T × d
+        observer(i, FFN_IN, &n)?;
+        let mut g = b.linear(&n, &blk.mats[GATE]); // T × F
+        b.silu_mul(&mut g, &b.linear(&n, &blk.mats[UP]));
+        observer(i, DOWN_IN, &g)?;
+        b.add(&mut x, &b.linear(&g, &blk.mats[DOWN])); // T × d
+    }
+    let out = m
+        .out_norm
+        .as_ref()
+        .ok_or_else(|| Error::config("model", "the Llama family needs output_norm"))?;
+    Ok(b.rmsnorm(&x, &out.w, c.norm_eps))
+}
+
+/// Tensors Llama checkpoints may carry that hold nothing QuantLab needs: older ones store the
+/// RoPE inverse frequencies (recomputed from `rope_theta`).
+pub fn ignored(hf: &str) -> bool {
+    hf.ends_with(".self_attn.rotary_emb.inv_freq")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_every_llama_name() {
+        let cases = [
+            ("model.embed_tokens.weight", "token_embd.weight"),
+            ("model.norm.weight", "output_norm.weight"),
+            ("lm_head.weight", "output.weight"),
+            (
+                "model.layers.0.input_layernorm.weight",
+                "blk.0.attn_norm.weight",
+            ),
+            (
+                "model.layers.12.post_attention_layernorm.weight",
+                "blk.12.ffn_norm.weight",
+            ),
+            (
+                "model.layers.3.self_attn.q_proj.weight",
+                "blk.3.attn_q.weight",
+            ),
+            ("model.layers.3.self_attn.k_proj.bias", "blk.3.attn_k.bias"),
+            ("model.layers.3.self_attn.v_proj.bias", "blk.3.attn_v.bias"),
+            (
+                "model.layers.3.self_attn.o_proj.weight",
+                "blk.3.attn_output.weight",
+            ),
+            (
+                "model.layers.7.mlp.gate_proj.weight",
+                "blk.7.ffn_gate.weight",
+            ),
+            ("model.layers.7.mlp.up_proj.weight", "blk.7.ffn_up.weight"),
+            (
+                "model.layers.7.mlp.down_proj.weight",
+                "blk.7.ffn_down.weight",
+            ),
+        ];
+        for (hf, want) in cases {
+            assert_eq!(canonical_name(hf).as_deref(), Some(want), "{hf}");
+            assert_eq!(hf_name(want), hf, "inverse of {want}");
+        }
+    }
+
+    #[test]
+    fn refuses_foreign_and_aliasing_names() {
+        for hf in [
+            "model.layers.01.input_layernorm.weight",
+            "model.layers.-1.input_layernorm.weight",
+            "model.layers.99999.input_layernorm.weight",
+            "model.layers.0.self_attn.q_norm.weight",
+            "model.layers.0.self_attn.q_proj.scales",
+            "model.layers.0.input_layernorm.bias",
+            "vision_tower.weight",
+        ] {
+            assert_eq!(canonical_name(hf), None, "{hf}");
+        }
+    }
+}
