@@ -29,6 +29,15 @@ const ROPE_TOL: f32 = 1e-6;
 const ATTN_TOL: f32 = 1e-5;
 /// SiLU·mul and add: one or two f32 operations per element.
 const ELEMENTWISE_TOL: f32 = 1e-6;
+/// LayerNorm: f32 corrected two-pass mean/variance on the GPU, f64 on the CPU. `inverseSqrt` may
+/// be 2 ulp off (2.4e-7) plus a few roundings; lavapipe's worst is 1.9e-7. Tighter than NORM_TOL
+/// on purpose: a plain f32 two-pass (no correction of the mean) errs by 4.6e-5 on rows at
+/// 1000 ± 1, so this tolerance tells the two apart.
+const LAYERNORM_TOL: f32 = 1e-6;
+/// GELU (tanh approximation): a handful of f32 operations and the driver's `tanh`, which may be
+/// an ulp or two off near ±1 (lavapipe's tanh(−8.45) is −1, the CPU's −1 + 2⁻²³: 3e-7 at x = −5);
+/// relative to the largest output for random data, per element (to max(|y|, 1)) in the tails.
+const GELU_TOL: f32 = 1e-6;
 /// Log-softmax scores: f32 reductions over the vocabulary on the GPU, f64 on the CPU; nats.
 const NLL_TOL: f64 = 1e-4;
 const KL_TOL: f64 = 1e-4;
@@ -522,4 +531,171 @@ fn fake_quant_activations_match_cpu() {
             }
         )
         .is_err());
+}
+
+/// Worst |a − b| relative to the largest |b|, the measure `close` checks (printed with
+/// `--nocapture` to see how far inside its tolerance a kernel is).
+fn worst_rel(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() / scale)
+        .fold(0f32, f32::max)
+}
+
+/// LayerNorm with and without bias, at widths under, over and not a multiple of the kernel's
+/// 256 invocations, on rows centred at 0, rows at 1000 ± 1 (a naive f32 mean or E[x²] − E[x]²
+/// would be off there) and rows with a few values 500 times the rest (as LLM activations have).
+#[test]
+fn layernorm_against_cpu() {
+    let g = gpu();
+    let mut r = Rng(13);
+    for (t, d) in [(5, 77), (3, 1000), (4, 256), (2, 1), (7, 2304)] {
+        let centred = r.vec(t * d);
+        let offset: Vec<f32> = r.vec(t * d).iter().map(|v| 1000.0 + v).collect();
+        let mut outlier = r.vec(t * d);
+        outlier
+            .iter_mut()
+            .step_by(d.max(2) - 1)
+            .for_each(|v| *v *= 500.0);
+        let (w, b) = (r.vec(d), r.vec(d));
+        let gw = g.load_vector(&w).unwrap();
+        let gb = g.load_vector(&b).unwrap();
+        for (kind, x) in [
+            ("centred", &centred),
+            ("1000±1", &offset),
+            ("outlier", &outlier),
+        ] {
+            let cx = act(t, d, x.clone());
+            let gx = g.upload_act(t, d, x).unwrap();
+            for bias in [false, true] {
+                let want = Cpu.layernorm(&cx, &w, bias.then_some(&b), 1e-5);
+                let got = read(&g, &g.layernorm(&gx, &gw, bias.then_some(&gb), 1e-5));
+                let what = format!("layernorm {t}×{d} {kind} bias {bias}");
+                eprintln!("{what}: worst {:e}", worst_rel(&got, &want.data));
+                close(&got, &want.data, LAYERNORM_TOL, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn gelu_and_relu_against_cpu() {
+    let g = gpu();
+    let mut r = Rng(14);
+    for (t, d) in [(5, 77), (3, 1000)] {
+        // ±6 covers GELU's curved part and both tails.
+        let x: Vec<f32> = r.vec(t * d).iter().map(|v| 6.0 * v).collect();
+        let mut c = act(t, d, x.clone());
+        Cpu.gelu(&mut c);
+        let mut gx = g.upload_act(t, d, &x).unwrap();
+        g.gelu(&mut gx);
+        let got = read(&g, &gx);
+        eprintln!("gelu {t}×{d}: worst {:e}", worst_rel(&got, &c.data));
+        close(&got, &c.data, GELU_TOL, &format!("gelu {t}×{d}"));
+
+        // ReLU is exact: a max rounds nothing.
+        let mut c = act(t, d, x.clone());
+        Cpu.relu(&mut c);
+        let mut gx = g.upload_act(t, d, &x).unwrap();
+        g.relu(&mut gx);
+        assert_eq!(read(&g, &gx), c.data, "relu {t}×{d}");
+    }
+    // Large |x|, where tanh's argument is clamped: finite and per element close to the CPU
+    // (x itself for large x, 0 for large −x).
+    let x = [
+        0.0, 1.0, -1.0, 5.0, -5.0, 5.6, -5.6, 10.0, -10.0, 30.0, -30.0, 1e4, -1e4, 1e20, -1e20,
+    ];
+    let mut c = act(1, x.len(), x.to_vec());
+    Cpu.gelu(&mut c);
+    let mut gx = g.upload_act(1, x.len(), &x).unwrap();
+    g.gelu(&mut gx);
+    let got = read(&g, &gx);
+    let (mut worst, mut at) = (0f32, (0.0, 0.0, 0.0));
+    for ((&x, &a), &b) in x.iter().zip(&got).zip(&c.data) {
+        assert!(a.is_finite(), "gelu({x}) = {a} on the GPU");
+        let e = (a - b).abs() / b.abs().max(1.0);
+        if e > worst {
+            (worst, at) = (e, (x, a, b));
+        }
+        assert!(e <= GELU_TOL, "gelu({x}): gpu {a} cpu {b}");
+    }
+    let (x, a, b) = at;
+    eprintln!("gelu tails: worst {worst:e} (to max(|y|, 1)) at x = {x}: gpu {a} cpu {b}");
+}
+
+/// A copy: bit for bit.
+#[test]
+fn slice_cols_copies_exactly() {
+    let g = gpu();
+    let mut r = Rng(15);
+    // GPT-2's fused q/k/v (3 × 96 columns) and odd ranges, including one column and all.
+    for (t, d, ranges) in [
+        (7, 288, vec![(0, 96), (96, 96), (192, 96)]),
+        (5, 77, vec![(0, 77), (13, 31), (76, 1), (0, 1)]),
+        (3, 1000, vec![(300, 700), (1, 999), (500, 0)]),
+    ] {
+        let x = r.vec(t * d);
+        let (cx, gx) = (act(t, d, x.clone()), g.upload_act(t, d, &x).unwrap());
+        for (from, width) in ranges {
+            let want = Cpu.slice_cols(&cx, from, width);
+            let got = g.slice_cols(&gx, from, width);
+            assert_eq!((got.rows, got.cols), (t, width));
+            assert_eq!(
+                read(&g, &got),
+                want.data,
+                "slice_cols {t}×{d} {from}+{width}"
+            );
+        }
+    }
+}
+
+/// More values than one dispatch dimension holds (65535 workgroups of 256): the kernels' 2-D
+/// index reaches every element.
+#[test]
+fn relu_and_slice_cols_past_one_dispatch_dimension() {
+    let g = gpu();
+    let mut r = Rng(16);
+    let (t, d) = (4100, 4099);
+    assert!(t * (d - 3) > 65535 * 256);
+    let x: Vec<f32> = (0..t * d).map(|_| r.next()).collect();
+    let cx = act(t, d, x.clone());
+    let gx = g.upload_act(t, d, &x).unwrap();
+    assert_eq!(
+        read(&g, &g.slice_cols(&gx, 3, d - 3)),
+        Cpu.slice_cols(&cx, 3, d - 3).data
+    );
+    let mut c = cx;
+    Cpu.relu(&mut c);
+    let mut gx = gx;
+    g.relu(&mut gx);
+    assert_eq!(read(&g, &gx), c.data, "relu {t}×{d}");
+}
+
+/// Shape mismatches cannot be returned by these ops: each is recorded and reported by the next
+/// readback, nothing panics, and the backend works again afterwards.
+#[test]
+fn layernorm_and_slice_cols_record_shape_errors() {
+    let g = gpu();
+    let x = g
+        .upload_act(2, 4, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+        .unwrap();
+    let (w3, w4) = (
+        g.load_vector(&[1.0; 3]).unwrap(),
+        g.load_vector(&[1.0; 4]).unwrap(),
+    );
+    let refused = |y: <Gpu as Backend>::Act, op: &str| {
+        let e = pollster::block_on(g.read_act(&y)).expect_err(op);
+        assert!(e.to_string().contains(op), "{op}: {e}");
+    };
+    refused(g.layernorm(&x, &w3, None, 1e-5), "layernorm");
+    refused(g.layernorm(&x, &w4, Some(&w3), 1e-5), "layernorm");
+    refused(g.slice_cols(&x, 3, 2), "slice_cols");
+    refused(g.slice_cols(&x, usize::MAX, 2), "slice_cols");
+    let y = g.layernorm(&x, &w4, Some(&w4), 1e-5);
+    assert_eq!(read(&g, &y).len(), 8);
+    assert_eq!(
+        read(&g, &g.slice_cols(&x, 1, 3)),
+        [2.0, 3.0, 4.0, 6.0, 7.0, 8.0]
+    );
 }

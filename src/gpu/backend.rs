@@ -263,6 +263,40 @@ impl Backend for Gpu {
         out
     }
 
+    fn layernorm(&self, x: &Act, w: &Vector, b: Option<&Vector>, eps: f32) -> Act {
+        let out = self.new_act(x.rows, x.cols);
+        if w.len != x.cols || b.is_some_and(|b| b.len != x.cols) {
+            let bias = b.map_or("no".to_string(), |b| b.len.to_string());
+            self.fail(
+                "layernorm",
+                format!("{} weights and {bias} biases for {} columns", w.len, x.cols),
+            );
+            return out;
+        }
+        let pipe = match self.pipes.plain("layernorm", "main") {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("layernorm", e.to_string());
+                return out;
+            }
+        };
+        let params = self.uniform(&Params4([
+            u(x.rows),
+            u(x.cols),
+            eps.to_bits(),
+            b.is_some() as u32,
+        ]));
+        // Absent bias: the dummy buffer, switched off by `has_bias` (shaders/README.md).
+        let bias: &wgpu::Buffer = b.map_or(&self.dummy_ro, |b| &b.buf);
+        self.dispatch(
+            &pipe,
+            &[&params, &x.buf, &w.buf, bias, &out.buf],
+            self.groups_1d(x.rows, 1),
+            &|| format!("layernorm {}×{}", x.rows, x.cols),
+        );
+        out
+    }
+
     fn linear(&self, x: &Act, w: &Mat) -> Act {
         let out = self.new_act(x.rows, w.rows);
         if x.cols != w.cols {
@@ -412,6 +446,40 @@ impl Backend for Gpu {
 
     fn add(&self, x: &mut Act, y: &Act) {
         self.elementwise("add", x, y);
+    }
+
+    fn gelu(&self, x: &mut Act) {
+        self.activation("gelu", x);
+    }
+
+    fn relu(&self, x: &mut Act) {
+        self.activation("relu", x);
+    }
+
+    fn slice_cols(&self, x: &Act, from: usize, width: usize) -> Act {
+        let out = self.new_act(x.rows, width);
+        if from.checked_add(width).is_none_or(|end| end > x.cols) {
+            self.fail(
+                "slice_cols",
+                format!("columns {from}..{from}+{width} of {}", x.cols),
+            );
+            return out;
+        }
+        let pipe = match self.pipes.plain("slice_cols", "main") {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("slice_cols", e.to_string());
+                return out;
+            }
+        };
+        let params = self.uniform(&Params4([u(x.rows), u(width), u(x.cols), u(from)]));
+        self.dispatch(
+            &pipe,
+            &[&params, &x.buf, &out.buf],
+            self.groups_1d(x.rows * width, 256),
+            &|| format!("slice_cols {}×{width} of {}", x.rows, x.cols),
+        );
+        out
     }
 
     fn fake_quant_act(&self, x: &mut Act, spec: &ActQuantSpec) -> Result<()> {

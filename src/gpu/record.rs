@@ -445,4 +445,18 @@ impl Gpu {
             format!("{entry} {}×{}", a.rows, a.cols)
         });
     }
+
+    /// An activation (`shaders/activation.wgsl` entry point `entry`) in place on `a`.
+    pub(crate) fn activation(&self, entry: &str, a: &mut Act) {
+        let pipe = match self.pipes.plain("activation", entry) {
+            Ok(p) => p,
+            Err(e) => return self.fail(entry, e.to_string()),
+        };
+        let n = a.rows * a.cols;
+        let params = self.uniform(&Params4([u(n), 0, 0, 0]));
+        let groups = self.groups_1d(n, 256);
+        self.dispatch(&pipe, &[&params, &a.buf], groups, &|| {
+            format!("{entry} {}×{}", a.rows, a.cols)
+        });
+    }
 }

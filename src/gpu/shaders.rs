@@ -33,11 +33,14 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
+    ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("rope", include_str!("../../shaders/rope.wgsl")),
     (
         "elementwise",
         include_str!("../../shaders/elementwise.wgsl"),
     ),
+    ("activation", include_str!("../../shaders/activation.wgsl")),
+    ("slice_cols", include_str!("../../shaders/slice_cols.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     (
         "attention_tiled",
@@ -91,9 +94,12 @@ pub const WEIGHT_KERNELS: &[&str] = &["matmul", "embed", "matmul_v1", "rtn", "ou
 /// Kernels that stand alone, with their entry points.
 pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("rmsnorm", &["main"]),
+    ("layernorm", &["main"]),
     ("splitk", &["main"]),
     ("rope", &["main"]),
     ("elementwise", &["silu_mul", "add"]),
+    ("activation", &["gelu", "relu"]),
+    ("slice_cols", &["main"]),
     ("score", &["main"]),
     ("lowrank", &["vx", "uy"]),
     ("actquant", &["absmax_rows", "absmax_all", "quant"]),

@@ -44,6 +44,15 @@ pub trait Backend {
     fn embed(&self, table: &Self::Mat, tokens: &[u32]) -> Result<Self::Act>;
     /// `x / rms(x) * w` per row.
     fn rmsnorm(&self, x: &Self::Act, w: &Self::Vector, eps: f32) -> Self::Act;
+    /// LayerNorm per row (Ba et al. 2016): `(x − mean) / sqrt(var + eps) · w (+ b)`, `var` the
+    /// population variance of the row (as torch.nn.LayerNorm).
+    fn layernorm(
+        &self,
+        x: &Self::Act,
+        w: &Self::Vector,
+        b: Option<&Self::Vector>,
+        eps: f32,
+    ) -> Self::Act;
     /// `x Wᵀ + b`: `rows × in` → `rows × out`.
     fn linear(&self, x: &Self::Act, w: &Self::Mat) -> Self::Act;
     /// Rotate each head of `x` (`rows × n_head*head_dim`). The rows are independent sequences
@@ -88,6 +97,13 @@ pub trait Backend {
     fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
     /// `x ← x + y`.
     fn add(&self, x: &mut Self::Act, y: &Self::Act);
+    /// `x ← gelu(x)` with the tanh approximation (GPT-2's `gelu_new`):
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    fn gelu(&self, x: &mut Self::Act);
+    /// `x ← max(x, 0)` (OPT's ReLU).
+    fn relu(&self, x: &mut Self::Act);
+    /// Columns `from .. from + width` of every row of `x`: `rows × width` (splits GPT-2's fused q/k/v).
+    fn slice_cols(&self, x: &Self::Act, from: usize, width: usize) -> Self::Act;
     /// Fake-quantize activations in place: to `spec.bits`-bit signed integers and back, with a
     /// static or dynamic, per-tensor or per-token scale (`quant::actquant` is the reference).
     /// The hook through which W4A8 / Tender-style methods quantize a layer's input.

@@ -224,6 +224,27 @@ fn checked_seq(rows: usize, seq: usize) -> usize {
     }
 }
 
+/// Whether a per-column vector of `len` values (norm weight, bias) fits `cols` columns. As in
+/// `checked_seq`, the trait's element-wise ops cannot return errors and a mismatch is a caller
+/// bug, so it panics with a message in debug builds; in release the op degrades (columns without
+/// a weight come out 0) rather than panicking.
+fn check_vector(what: &str, len: usize, cols: usize) {
+    debug_assert!(len == cols, "{what}: {len} values for {cols} columns");
+}
+
+/// GPT-2's `gelu_new` (Hendrycks & Gimpel 2016, arXiv 1606.08415, the tanh approximation) of one
+/// value: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`. Two clamps keep it finite for any finite
+/// `x`, mirroring shaders/activation.wgsl: `x` to ±10 before the cube, so that `x³` never
+/// overflows (WGSL may assume there are no infinities), and tanh's argument to ±10, which some
+/// drivers' `tanh` overflows on for large inputs. Neither changes an f32 result: |x| ≥ 10 gives an
+/// argument above 43, and tanh(±10) already rounds to ±1 in f32 (1 − tanh 10 ≈ 4e-9 < 2^-25).
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let xc = x.clamp(-10.0, 10.0);
+    let u = (SQRT_2_OVER_PI * (xc + 0.044715 * xc * xc * xc)).clamp(-10.0, 10.0);
+    0.5 * x * (1.0 + u.tanh())
+}
+
 /// In-place log-softmax of one row, in f64 accumulation for stability.
 fn log_softmax(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -291,6 +312,33 @@ impl Backend for Cpu {
             let scale = (1.0 / (ms + eps as f64).sqrt()) as f32;
             for ((o, &v), &g) in o.iter_mut().zip(r).zip(w) {
                 *o = v * scale * g;
+            }
+        }
+        out
+    }
+
+    fn layernorm(&self, x: &Act, w: &Vec<f32>, b: Option<&Vec<f32>>, eps: f32) -> Act {
+        check_vector("layernorm weight", w.len(), x.cols);
+        if let Some(b) = b {
+            check_vector("layernorm bias", b.len(), x.cols);
+        }
+        let mut out = Act::zeros(x.rows, x.cols);
+        let n = x.cols as f64;
+        // `max(1)`: a 0-column activation has no rows to walk (chunks of 0 would panic).
+        let rows = out
+            .data
+            .chunks_mut(x.cols.max(1))
+            .zip(x.data.chunks(x.cols.max(1)));
+        for (o, r) in rows {
+            // Two passes in f64: the mean first, then the mean squared deviation from it, so a
+            // row far from zero (1000 ± 1) loses nothing to cancellation, as E[x²] − E[x]² would,
+            // and f64 makes this the correctly rounded reference the GPU's f32 is held to.
+            let mean = r.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let rstd = 1.0 / (var + eps as f64).sqrt();
+            for (c, ((o, &v), &g)) in o.iter_mut().zip(r).zip(w).enumerate() {
+                let bias = b.and_then(|b| b.get(c)).copied().unwrap_or(0.0);
+                *o = ((v as f64 - mean) * rstd) as f32 * g + bias;
             }
         }
         out
@@ -399,6 +447,35 @@ impl Backend for Cpu {
         x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
     }
 
+    fn gelu(&self, x: &mut Act) {
+        x.data.iter_mut().for_each(|v| *v = gelu_tanh(*v));
+    }
+
+    fn relu(&self, x: &mut Act) {
+        x.data.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+
+    fn slice_cols(&self, x: &Act, from: usize, width: usize) -> Act {
+        // A range past the last column is a caller bug (see `check_vector`): a message in debug
+        // builds; in release the columns that exist are copied and the rest stay 0.
+        let end = from.saturating_add(width);
+        debug_assert!(
+            end <= x.cols,
+            "slice_cols: columns {from}..{end} of {}",
+            x.cols
+        );
+        let (start, stop) = (from.min(x.cols), end.min(x.cols));
+        let mut out = Act::zeros(x.rows, width);
+        let rows = out
+            .data
+            .chunks_mut(width.max(1))
+            .zip(x.data.chunks(x.cols.max(1)));
+        for (o, r) in rows {
+            o[..stop - start].copy_from_slice(&r[start..stop]);
+        }
+        out
+    }
+
     fn fake_quant_act(&self, x: &mut Act, spec: &ActQuantSpec) -> Result<()> {
         actquant::fake_quant(&mut x.data, x.cols, spec)
     }
@@ -483,5 +560,159 @@ impl Backend for Cpu {
             return Err(Error::config("row", format!("{row} ≥ {}", x.rows)));
         }
         Ok(self.logits(x, head, row, 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn act(rows: usize, cols: usize, data: &[f32]) -> Act {
+        Act {
+            rows,
+            cols,
+            data: data.to_vec(),
+        }
+    }
+
+    fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() <= tol, "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    /// By hand: [1, 2, 3, 4] has mean 2.5 and population variance 1.25, so
+    /// y = (x − 2.5) / √1.25 = ±1.5/1.1180340, ±0.5/1.1180340.
+    #[test]
+    fn layernorm_by_hand() {
+        let x = act(1, 4, &[1.0, 2.0, 3.0, 4.0]);
+        let unit = [
+            -1.3416407864998738,
+            -0.4472135954999579,
+            0.4472135954999579,
+            1.3416407864998738,
+        ];
+        let y = Cpu.layernorm(&x, &vec![1.0; 4], Some(&vec![0.0; 4]), 0.0);
+        assert_close(&y.data, &unit, 1e-6, "w=1 b=0");
+        let y = Cpu.layernorm(&x, &vec![1.0; 4], None, 0.0);
+        assert_close(&y.data, &unit, 1e-6, "no bias");
+        // y·w + b, element by element.
+        let (w, b) = (vec![1.0, 2.0, -1.0, 0.5], vec![0.0, 1.0, 0.0, -1.0]);
+        let y = Cpu.layernorm(&x, &w, Some(&b), 0.0);
+        let want = [
+            -1.3416407864998738,
+            0.10557280900008414,
+            -0.4472135954999579,
+            -0.3291796067500631,
+        ];
+        assert_close(&y.data, &want, 1e-6, "w, b");
+        // eps enters as var + eps: 1.25 + 0.75 = 2, so y = (x − 2.5)/√2.
+        let y = Cpu.layernorm(&x, &vec![1.0; 4], None, 0.75);
+        let s = 2f64.sqrt();
+        assert_close(
+            &y.data,
+            &[-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s],
+            1e-6,
+            "eps",
+        );
+        // A constant row has zero variance: eps keeps it finite and the output is the bias.
+        let y = Cpu.layernorm(
+            &act(1, 3, &[7.0; 3]),
+            &vec![2.0; 3],
+            Some(&vec![0.5; 3]),
+            1e-5,
+        );
+        assert_eq!(y.data, vec![0.5; 3]);
+    }
+
+    /// Rows of 1000 ± 1 normalize like the same deviations around 0 (the mean is subtracted
+    /// before squaring, so nothing cancels).
+    #[test]
+    fn layernorm_is_shift_invariant() {
+        let dev: Vec<f32> = (0..77)
+            .map(|i| ((i * 37 % 77) as f32 / 38.0) - 1.0)
+            .collect();
+        let far: Vec<f32> = dev.iter().map(|d| 1000.0 + d).collect();
+        let w = vec![1.0; 77];
+        let a = Cpu.layernorm(&act(1, 77, &dev), &w, None, 1e-5);
+        // The shifted values are themselves rounded to f32 (ulp(1000) = 6e-5), which moves
+        // each deviation by at most 3e-5 of a standard deviation of about 0.58.
+        let b = Cpu.layernorm(&act(1, 77, &far), &w, None, 1e-5);
+        let want: Vec<f64> = a.data.iter().map(|&v| v as f64).collect();
+        assert_close(&b.data, &want, 1e-4, "1000 ± 1");
+    }
+
+    #[test]
+    fn gelu_by_hand_and_finite_everywhere() {
+        // 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) at ±1: 0.8411919906…, −0.1588080094….
+        assert!((gelu_tanh(1.0) as f64 - 0.8411919906082768).abs() < 1e-7);
+        assert!((gelu_tanh(-1.0) as f64 + 0.15880800939172324).abs() < 1e-7);
+        assert_eq!(gelu_tanh(0.0), 0.0);
+        // Far tails: x itself, and zero (tanh is ±1 in f32 there); never NaN.
+        for x in [30.0, 1e4, 1e30, f32::MAX] {
+            assert_eq!(gelu_tanh(x), x, "gelu({x})");
+            assert_eq!(gelu_tanh(-x), 0.0, "gelu({})", -x);
+        }
+        // The clamps change nothing but rounding: against the unclamped formula in f64.
+        let exact = |x: f64| {
+            0.5 * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+        };
+        for i in -1200..=1200 {
+            let x = i as f32 / 100.0;
+            let (g, e) = (gelu_tanh(x) as f64, exact(x as f64));
+            assert!(
+                (g - e).abs() <= 1e-6 * e.abs().max(1.0),
+                "gelu({x}): {g} vs {e}"
+            );
+        }
+        let mut a = act(1, 5, &[-1.0, 0.0, 1.0, 1e4, -1e4]);
+        Cpu.gelu(&mut a);
+        assert_eq!(a.data, [gelu_tanh(-1.0), 0.0, gelu_tanh(1.0), 1e4, 0.0]);
+    }
+
+    #[test]
+    fn relu_by_hand() {
+        let mut a = act(2, 3, &[-2.0, 0.0, 3.5, -1e-30, 1e-30, -0.0]);
+        Cpu.relu(&mut a);
+        assert_eq!(a.data, [0.0, 0.0, 3.5, 0.0, 1e-30, 0.0]);
+    }
+
+    #[test]
+    fn slice_cols_by_hand() {
+        let x = act(2, 5, &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        let y = Cpu.slice_cols(&x, 1, 3);
+        assert_eq!(
+            (y.rows, y.cols, y.data),
+            (2, 3, vec![1.0, 2.0, 3.0, 6.0, 7.0, 8.0])
+        );
+        assert_eq!(Cpu.slice_cols(&x, 0, 5), x);
+        assert_eq!(Cpu.slice_cols(&x, 4, 1).data, [4.0, 9.0]);
+        assert_eq!(Cpu.slice_cols(&x, 5, 0), Act::zeros(2, 0));
+    }
+
+    /// Shape mismatches: a message in debug builds; in release, the documented degraded result
+    /// (the trait's element-wise ops cannot return errors; see `checked_seq`).
+    #[test]
+    fn shape_mismatches_are_caller_bugs() {
+        let x = act(2, 4, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        let run = |f: &dyn Fn() -> Act| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let sliced = run(&|| Cpu.slice_cols(&x, 3, 2));
+        let normed = run(&|| Cpu.layernorm(&x, &vec![1.0; 3], None, 1e-5));
+        let biased = run(&|| Cpu.layernorm(&x, &vec![1.0; 4], Some(&vec![0.0; 5]), 1e-5));
+        if cfg!(debug_assertions) {
+            assert!(sliced.is_err() && normed.is_err() && biased.is_err());
+        } else {
+            let s = sliced.unwrap();
+            assert_eq!((s.rows, s.cols, s.data), (2, 2, vec![4.0, 0.0, 8.0, 0.0]));
+            let n = normed.unwrap();
+            assert_eq!((n.rows, n.cols), (2, 4));
+            assert_eq!((n.data[3], n.data[7]), (0.0, 0.0));
+            assert_eq!(
+                biased.unwrap().data,
+                Cpu.layernorm(&x, &vec![1.0; 4], None, 1e-5).data
+            );
+        }
     }
 }
