@@ -11,6 +11,7 @@ pub mod playground;
 pub mod quant;
 pub mod sweep;
 pub mod tensor;
+pub mod testkit;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;

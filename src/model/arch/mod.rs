@@ -13,7 +13,9 @@ use crate::model::net::Model;
 use crate::Result;
 use serde::Serialize;
 
+pub mod gpt2;
 pub mod llama;
+pub mod opt;
 
 pub use crate::model::net::Observer;
 
@@ -278,6 +280,8 @@ macro_rules! architectures {
 
 architectures! {
     Llama => llama,
+    Opt => opt,
+    Gpt2 => gpt2,
 }
 
 /// `"{i}.{rest}"` → `(i, rest)`: a decimal layer index without leading zeros (so `layers.01`

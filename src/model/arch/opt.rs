@@ -1,0 +1,370 @@
+//! OPT (Zhang et al. 2022, "OPT: Open Pre-trained Transformer Language Models", arXiv
+//! 2205.01068), as `transformers`' `modeling_opt.py` computes it: topology, tensor names,
+//! `config.json` and THE forward pass, generic over a `Backend`.
+//!
+//!   x = embed(tokens) [· project_inᵀ] + pos[t + 2]        (learned positions, offset 2)
+//!   pre-LN (opt-125m, 1.3b, …):  x += Wo·attn(Wq·n₁(x), Wk·n₁(x), Wv·n₁(x));  x += W₂·relu(W₁·n₂(x))
+//!   post-LN (opt-350m):          x = n₁(x + Wo·attn(…x…));                   x = n₂(x + W₂·relu(W₁·x))
+//!   logits = head(n_f(x) [· project_outᵀ])                 (n_f only in pre-LN models)
+//! Every linear has a bias; norms are LayerNorms with bias; the head is tied to the embedding.
+//! Shapes: T tokens, d = hidden_size, p = word_embed_proj_dim, H heads of hd, F = ffn_dim.
+
+use crate::io::hf::{opt_bool, opt_size, size, string, Biases, HfConfig, MAX_CONTEXT};
+use crate::model::arch::{
+    Arch, BiasRule, GlobalSpec, LinearSpec, NormSpec, Producer, SiteSpec, Topology,
+};
+use crate::model::backend::Backend;
+use crate::model::config::{ModelConfig, RopeStyle};
+use crate::model::net::{positions, Model, Observer};
+use crate::{Error, Result};
+use serde_json::{Map, Value};
+
+pub const NAMES: &[&str] = &["opt"];
+
+/// OPT's learned positions start at row 2 of the table (rows 0 and 1 were reserved for padding
+/// in fairseq), so the table has `max_position_embeddings + 2` rows.
+pub const POSITION_OFFSET: usize = 2;
+/// `nn.LayerNorm`'s default epsilon, which OPT uses (its config has no field for it).
+const LAYER_NORM_EPS: f32 = 1e-5;
+
+const ATTN_NORM: usize = 0;
+const FFN_NORM: usize = 1;
+const Q: usize = 0;
+const K: usize = 1;
+const V: usize = 2;
+const O: usize = 3;
+const UP: usize = 4;
+const DOWN: usize = 5;
+const ATTN_IN: usize = 0;
+const ATTN_OUT: usize = 1;
+const FFN_IN: usize = 2;
+const DOWN_IN: usize = 3;
+const POS: usize = 0;
+const PROJECT_IN: usize = 1;
+const PROJECT_OUT: usize = 2;
+
+pub fn topology(c: &ModelConfig) -> Topology {
+    let (d, f) = (c.dim, c.ffn_dim);
+    let lin = |name, rows, cols, site| LinearSpec {
+        name,
+        rows,
+        cols,
+        site,
+        bias: BiasRule::Required,
+    };
+    let norm = |name| NormSpec { name, bias: true };
+    // Post-LN: a block's input is the residual stream itself (the previous block's last norm
+    // also feeds the residual add), so a scale there would change the residual.
+    let (attn_in, ffn_in) = if c.post_norm {
+        let why = "the post-LayerNorm residual stream";
+        (Producer::Opaque(why), Producer::Opaque(why))
+    } else {
+        (Producer::Norm(ATTN_NORM), Producer::Norm(FFN_NORM))
+    };
+    let mut globals = vec![GlobalSpec {
+        name: "position_embd",
+        rows: c.max_ctx + POSITION_OFFSET,
+        cols: d,
+    }];
+    if let Some(p) = c.proj_dim {
+        globals.push(GlobalSpec {
+            name: "project_in",
+            rows: d,
+            cols: p,
+        });
+        globals.push(GlobalSpec {
+            name: "project_out",
+            rows: p,
+            cols: d,
+        });
+    }
+    Topology {
+        arch: Arch::Opt,
+        norms: vec![norm("attn_norm"), norm("ffn_norm")],
+        linears: vec![
+            lin("attn_q", d, d, ATTN_IN),
+            lin("attn_k", d, d, ATTN_IN),
+            lin("attn_v", d, d, ATTN_IN),
+            lin("attn_output", d, d, ATTN_OUT),
+            lin("ffn_up", f, d, FFN_IN),
+            lin("ffn_down", d, f, DOWN_IN),
+        ],
+        sites: vec![
+            SiteSpec {
+                name: "attn_in",
+                width: d,
+                producer: attn_in,
+                heads: None,
+            },
+            SiteSpec {
+                name: "attn_out",
+                width: d,
+                producer: Producer::Linear {
+                    linear: V,
+                    offset: 0,
+                    via: "attention",
+                },
+                heads: Some((c.n_head, c.n_kv_head, c.head_dim)),
+            },
+            SiteSpec {
+                name: "ffn_in",
+                width: d,
+                producer: ffn_in,
+                heads: None,
+            },
+            SiteSpec {
+                name: "down_in",
+                width: f,
+                producer: Producer::Linear {
+                    linear: UP,
+                    offset: 0,
+                    via: "relu",
+                },
+                heads: None,
+            },
+        ],
+        output_norm: (!c.post_norm).then_some(NormSpec {
+            name: "output_norm",
+            bias: true,
+        }),
+        globals,
+        embed_dim: c.proj_dim.unwrap_or(d),
+        hf_transposed: false,
+    }
+}
+
+pub fn validate(c: &ModelConfig, file: &str) -> Result<()> {
+    if c.n_kv_head != c.n_head || c.n_head * c.head_dim != c.dim {
+        return Err(Error::format(
+            file,
+            "num_attention_heads",
+            format!(
+                "OPT needs {} heads of {} to make hidden_size {}",
+                c.n_head, c.head_dim, c.dim
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `config.json` of `OPTConfig` (defaults as `transformers` has them; sizes required).
+pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
+    const FILE: &str = "config.json";
+    let act = string(o, "activation_function")?.unwrap_or("relu");
+    if act != "relu" {
+        return Err(Error::unsupported(
+            FILE,
+            "activation_function",
+            format!("{act:?} (OPT is implemented with \"relu\")"),
+        ));
+    }
+    for (field, want) in [
+        ("enable_bias", true),
+        ("layer_norm_elementwise_affine", true),
+        ("_remove_final_layer_norm", false),
+    ] {
+        if opt_bool(o, field)?.is_some_and(|v| v != want) {
+            return Err(Error::unsupported(
+                FILE,
+                field,
+                format!("{} (only {want} is implemented)", !want),
+            ));
+        }
+    }
+    let dim = size(o, "hidden_size", ModelConfig::MAX_DIM)?;
+    let n_head = size(o, "num_attention_heads", ModelConfig::MAX_HEADS)?;
+    if !dim.is_multiple_of(n_head) {
+        return Err(Error::format(
+            FILE,
+            "num_attention_heads",
+            format!("hidden_size {dim} is not divisible by {n_head} heads"),
+        ));
+    }
+    let proj = opt_size(o, "word_embed_proj_dim", ModelConfig::MAX_DIM)?.unwrap_or(dim);
+    let model = ModelConfig {
+        arch: "opt".into(),
+        n_layer: size(o, "num_hidden_layers", ModelConfig::MAX_LAYERS)?,
+        dim,
+        ffn_dim: size(o, "ffn_dim", 8 * ModelConfig::MAX_DIM)?,
+        n_head,
+        n_kv_head: n_head,
+        head_dim: dim / n_head,
+        vocab: size(o, "vocab_size", ModelConfig::MAX_VOCAB)?,
+        // No RoPE: neutral values, unused by the forward pass.
+        rope_theta: 10_000.0,
+        rope_style: RopeStyle::Half,
+        norm_eps: LAYER_NORM_EPS,
+        max_ctx: size(o, "max_position_embeddings", MAX_CONTEXT)?,
+        tied_embeddings: opt_bool(o, "tie_word_embeddings")?.unwrap_or(true),
+        proj_dim: (proj != dim).then_some(proj),
+        post_norm: !opt_bool(o, "do_layer_norm_before")?.unwrap_or(true),
+    };
+    Ok(HfConfig {
+        model,
+        biases: Biases::default(),
+        torch_dtype: string(o, "torch_dtype")?.map(str::to_string),
+        layers_key: "num_hidden_layers",
+    })
+}
+
+/// Canonical block module ↔ Hugging Face module path (under `model.decoder.layers.{i}`).
+const HF_MODULES: &[(&str, &str)] = &[
+    ("attn_norm", "self_attn_layer_norm"),
+    ("ffn_norm", "final_layer_norm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.out_proj"),
+    ("ffn_up", "fc1"),
+    ("ffn_down", "fc2"),
+];
+/// Whole-model tensors (under `model.decoder.`).
+const HF_GLOBALS: &[(&str, &str)] = &[
+    ("token_embd", "embed_tokens"),
+    ("position_embd", "embed_positions"),
+    ("output_norm", "final_layer_norm"),
+    ("project_in", "project_in"),
+    ("project_out", "project_out"),
+];
+
+/// Canonical name of a Hugging Face OPT tensor. Checkpoints saved from `OPTForCausalLM` prefix
+/// `model.`; the original `facebook/opt-*` ones saved from `OPTModel` do not.
+pub fn canonical_name(hf: &str) -> Option<String> {
+    if hf == "lm_head.weight" {
+        return Some("output.weight".into());
+    }
+    let rest = hf.strip_prefix("model.").unwrap_or(hf);
+    let rest = rest.strip_prefix("decoder.")?;
+    let (path, suffix) = rest.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" {
+        return None;
+    }
+    if let Some(layer) = path.strip_prefix("layers.") {
+        let (i, module) = super::split_layer(layer)?;
+        let module = HF_MODULES.iter().find(|(_, h)| *h == module)?.0;
+        return Some(format!("blk.{i}.{module}.{suffix}"));
+    }
+    let (canonical, _) = HF_GLOBALS.iter().find(|(_, h)| *h == path)?;
+    let has_bias = *canonical == "output_norm";
+    (suffix == "weight" || has_bias).then(|| format!("{canonical}.{suffix}"))
+}
+
+pub fn hf_name(canonical: &str) -> String {
+    if canonical == "output.weight" {
+        return "lm_head.weight".into();
+    }
+    if let Some((base, suffix)) = canonical.split_once('.') {
+        if let Some((_, h)) = HF_GLOBALS.iter().find(|(c, _)| *c == base) {
+            return format!("model.decoder.{h}.{suffix}");
+        }
+    }
+    super::hf_block_name(canonical, "model.decoder.layers", HF_MODULES)
+}
+
+pub fn ignored(_hf: &str) -> bool {
+    false
+}
+
+pub(super) fn forward<B: Backend>(
+    m: &Model<B>,
+    b: &B,
+    tokens: &[u32],
+    seq: usize,
+    observer: &mut Observer<'_, B>,
+) -> Result<B::Act> {
+    let c = &m.config;
+    let (h, hd, eps) = (c.n_head, c.head_dim, c.norm_eps);
+    let mut x = b.embed(&m.embd, tokens)?; // T × p
+    if c.proj_dim.is_some() {
+        x = b.linear(&x, &m.globals[PROJECT_IN]); // T × d
+    }
+    let pos = positions(tokens.len(), seq, POSITION_OFFSET);
+    b.add(&mut x, &b.embed(&m.globals[POS], &pos)?); // T × d
+    for (i, blk) in m.blocks.iter().enumerate() {
+        let [n1, n2] = [&blk.norms[ATTN_NORM], &blk.norms[FFN_NORM]];
+        let ln = |x: &B::Act, n: &crate::model::net::LoadedNorm<B>| {
+            b.layernorm(x, &n.w, n.b.as_ref(), eps)
+        };
+        // Attention.
+        let n = if c.post_norm { None } else { Some(ln(&x, n1)) };
+        let a_in = n.as_ref().unwrap_or(&x); // T × d
+        observer(i, ATTN_IN, a_in)?;
+        let q = b.linear(a_in, &blk.mats[Q]); // T × d
+        let k = b.linear(a_in, &blk.mats[K]); // T × d
+        let v = b.linear(a_in, &blk.mats[V]); // T × d
+        let a = b.attention(&q, &k, &v, h, h, hd, seq); // T × d
+        observer(i, ATTN_OUT, &a)?;
+        b.add(&mut x, &b.linear(&a, &blk.mats[O]));
+        if c.post_norm {
+            x = ln(&x, n1);
+        }
+        // Feed-forward.
+        let n = if c.post_norm { None } else { Some(ln(&x, n2)) };
+        let f_in = n.as_ref().unwrap_or(&x); // T × d
+        observer(i, FFN_IN, f_in)?;
+        let mut u = b.linear(f_in, &blk.mats[UP]); // T × F
+        b.relu(&mut u);
+        observer(i, DOWN_IN, &u)?;
+        b.add(&mut x, &b.linear(&u, &blk.mats[DOWN])); // T × d
+        if c.post_norm {
+            x = ln(&x, n2);
+        }
+    }
+    if let Some(n) = &m.out_norm {
+        x = b.layernorm(&x, &n.w, n.b.as_ref(), eps);
+    }
+    if c.proj_dim.is_some() {
+        x = b.linear(&x, &m.globals[PROJECT_OUT]); // T × p
+    }
+    Ok(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for (hf, want) in [
+            ("model.decoder.embed_tokens.weight", "token_embd.weight"),
+            ("decoder.embed_positions.weight", "position_embd.weight"),
+            ("model.decoder.final_layer_norm.bias", "output_norm.bias"),
+            ("model.decoder.project_in.weight", "project_in.weight"),
+            (
+                "model.decoder.layers.3.self_attn.out_proj.bias",
+                "blk.3.attn_output.bias",
+            ),
+            (
+                "model.decoder.layers.0.self_attn_layer_norm.weight",
+                "blk.0.attn_norm.weight",
+            ),
+            (
+                "model.decoder.layers.11.fc2.weight",
+                "blk.11.ffn_down.weight",
+            ),
+            (
+                "model.decoder.layers.1.final_layer_norm.bias",
+                "blk.1.ffn_norm.bias",
+            ),
+            ("lm_head.weight", "output.weight"),
+        ] {
+            assert_eq!(canonical_name(hf).as_deref(), Some(want), "{hf}");
+        }
+        assert_eq!(
+            hf_name("blk.3.attn_output.bias"),
+            "model.decoder.layers.3.self_attn.out_proj.bias"
+        );
+        assert_eq!(
+            hf_name("position_embd.weight"),
+            "model.decoder.embed_positions.weight"
+        );
+        for bad in [
+            "model.decoder.layers.01.fc1.weight",
+            "model.decoder.layers.0.fc3.weight",
+            "model.decoder.embed_tokens.bias",
+            "model.encoder.layers.0.fc1.weight",
+        ] {
+            assert_eq!(canonical_name(bad), None, "{bad}");
+        }
+    }
+}
