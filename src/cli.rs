@@ -1,6 +1,7 @@
 //! Command-line front end. Errors are printed as one plain sentence and exit code 1.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use quantlab::io::tokenizer::TokenizerFiles;
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
 use quantlab::playground::engine::{Device, Engine};
 use quantlab::playground::session::Session;
@@ -376,10 +377,33 @@ pub fn load_on(path: &Path, device: &Device) -> Result<Session> {
             .iter()
             .map(|(n, b)| (n.as_str(), b.as_slice()))
             .collect();
+        // tokenizer.json, or (older repositories such as facebook/opt-*) vocab.json + merges.txt
+        // with the special tokens in tokenizer_config.json.
+        let file = |n: &str| path.join(n);
+        let tok: Vec<Option<Vec<u8>>> = ["tokenizer.json", "vocab.json", "merges.txt"]
+            .iter()
+            .chain(&["tokenizer_config.json"])
+            .map(|n| file(n).exists().then(|| read(&file(n))).transpose())
+            .collect::<Result<_>>()?;
+        let files = match (&tok[0], &tok[1], &tok[2]) {
+            (Some(j), _, _) => TokenizerFiles::Json(j),
+            (None, Some(v), Some(m)) => TokenizerFiles::Bpe {
+                vocab: v,
+                merges: m,
+                config: tok[3].as_deref(),
+            },
+            _ => {
+                return Err(Error::format(
+                    path.display(),
+                    "tokenizer.json",
+                    "missing, and there is no vocab.json + merges.txt either",
+                ))
+            }
+        };
         Session::load_hf_on(
             &label,
             &read(&path.join("config.json"))?,
-            &read(&path.join("tokenizer.json"))?,
+            files,
             &refs,
             device,
         )

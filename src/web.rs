@@ -21,6 +21,7 @@
 //! dependency is needed.
 
 use crate::gpu::Gpu;
+use crate::io::tokenizer::TokenizerFiles;
 use crate::model::eval::{EvalOptions, EvalProgress};
 use crate::playground::engine::Device;
 use crate::playground::generate::Which;
@@ -99,18 +100,36 @@ impl Playground {
         self.install(session)
     }
 
-    /// Load a Hugging Face checkpoint: config.json, tokenizer.json and safetensors shards
-    /// (`names[i]` labels `shards[i]`, an array of `Uint8Array`). As `load`, the previous model
-    /// stays on failure.
+    /// Load a Hugging Face checkpoint: config.json, the tokenizer (`tokenizer_json`, or
+    /// `vocab_json` + `merges_txt` with `tokenizer_config` for repositories without
+    /// tokenizer.json; absent ones `undefined`) and safetensors shards (`names[i]` labels
+    /// `shards[i]`, an array of `Uint8Array`). As `load`, the previous model stays on failure.
     #[wasm_bindgen(js_name = loadHf)]
+    #[allow(clippy::too_many_arguments)]
     pub fn load_hf(
         &self,
         label: &str,
         config_json: Vec<u8>,
-        tokenizer_json: Vec<u8>,
+        tokenizer_json: Option<Vec<u8>>,
+        vocab_json: Option<Vec<u8>>,
+        merges_txt: Option<Vec<u8>>,
+        tokenizer_config: Option<Vec<u8>>,
         names: Vec<String>,
         shards: js_sys::Array,
     ) -> Result<JsValue, JsError> {
+        let tokenizer = match (&tokenizer_json, &vocab_json, &merges_txt) {
+            (Some(j), _, _) => TokenizerFiles::Json(j),
+            (None, Some(v), Some(m)) => TokenizerFiles::Bpe {
+                vocab: v,
+                merges: m,
+                config: tokenizer_config.as_deref(),
+            },
+            _ => {
+                return Err(JsError::new(&format!(
+                    "{label}: no tokenizer.json, and no vocab.json + merges.txt either"
+                )))
+            }
+        };
         if names.len() != shards.length() as usize {
             return Err(JsError::new(&format!(
                 "{label}: {} shard names for {} shards",
@@ -129,7 +148,7 @@ impl Playground {
             .collect();
         let device = self.device();
         drop(self.session_mut()?);
-        let session = Session::load_hf_on(label, &config_json, &tokenizer_json, &parts, &device)
+        let session = Session::load_hf_on(label, &config_json, tokenizer, &parts, &device)
             .map_err(js_error)?;
         self.install(session)
     }

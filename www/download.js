@@ -232,8 +232,10 @@ function concat(chunks, length) {
   return bytes;
 }
 
-// The files to fetch for a Hub id: {base, config, tokenizer, shards: [names]} (a safetensors
-// checkpoint) or {base, gguf: name}; names are relative to `base`. The id is org/name, or
+// The files to fetch for a Hub id: {base, tokenizer, shards: [names]} (a safetensors checkpoint;
+// `tokenizer` lists tokenizer.json, or for repositories without one such as facebook/opt-*
+// vocab.json and merges.txt, with tokenizer_config.json when present) or {base, gguf: name};
+// names are relative to `base`. The id is org/name, or
 // org/name/sub/dir for a checkpoint kept in a folder of the repository; `rev` is a branch, tag or
 // commit (default main). Asks the Hub's model API for the file list (its "siblings" name every file
 // by its path in the repository); a sharded checkpoint's shards come from
@@ -287,10 +289,15 @@ export async function resolveHub(endpoint, id, fetchBytes, rev = 'main') {
     if (gguf.length) return { base, gguf: gguf.find((n) => /q4_1|q4_0/i.test(n)) ?? gguf[0] };
     throw fatal(`${repo}: the repository has no .safetensors or .gguf weights at ${where}`);
   }
-  for (const need of ['config.json', 'tokenizer.json', ...shards]) {
-    if (!has(need)) throw fatal(`${repo}: the repository has no ${inRepo(need)}, which QuantLab needs${need.endsWith('.safetensors') ? ' (model.safetensors.index.json names it)' : ' beside the weights'}`);
+  // Without the API every name "exists": tokenizer.json is then tried first.
+  let tokenizer = ['tokenizer.json'];
+  if (files !== null && !files.includes('tokenizer.json') && has('vocab.json') && has('merges.txt')) {
+    tokenizer = ['vocab.json', 'merges.txt', ...(has('tokenizer_config.json') ? ['tokenizer_config.json'] : [])];
   }
-  return { base, shards };
+  for (const need of ['config.json', ...tokenizer, ...shards]) {
+    if (!has(need)) throw fatal(`${repo}: the repository has no ${inRepo(need)}, which QuantLab needs${need.endsWith('.safetensors') ? ' (model.safetensors.index.json names it)' : need === 'tokenizer.json' ? ' beside the weights (or vocab.json + merges.txt)' : ' beside the weights'}`);
+  }
+  return { base, tokenizer, shards };
 }
 
 // The shard file names of a model.safetensors.index.json, validated.

@@ -167,13 +167,14 @@ async function load(msg) {
         info = playground.load(bytes, files.gguf);
       } else {
         const config = await download(`${files.base}config.json`, `${msg.hub}/config.json`);
-        const tokenizer = await download(`${files.base}tokenizer.json`, `${msg.hub}/tokenizer.json`);
+        const tok = {};
+        for (const name of files.tokenizer) tok[name] = await download(`${files.base}${name}`, `${msg.hub}/${name}`);
         const shards = [];
         for (const [i, name] of files.shards.entries()) {
           shards.push(await download(`${files.base}${name}`, `${msg.hub}/${name}`, `file ${i + 1} of ${files.shards.length}`));
         }
         post({ type: 'download', loaded: 1, total: 1, parsing: true });
-        info = playground.loadHf(msg.hub, config, tokenizer, files.shards, shards);
+        info = loadHf(msg.hub, config, tok, files.shards, shards);
       }
     } else {
       let bytes;
@@ -207,7 +208,15 @@ function hasModel() {
   }
 }
 
-// A GGUF file, or a Hugging Face checkpoint: config.json + tokenizer.json + *.safetensors.
+// A Hugging Face checkpoint into the session: `tok` maps tokenizer file names to their bytes
+// (tokenizer.json, or vocab.json + merges.txt [+ tokenizer_config.json]).
+function loadHf(label, config, tok, names, shards) {
+  return playground.loadHf(label, config, tok['tokenizer.json'], tok['vocab.json'], tok['merges.txt'],
+    tok['tokenizer_config.json'], names, shards);
+}
+
+// A GGUF file, or a Hugging Face checkpoint: config.json + tokenizer.json (or vocab.json +
+// merges.txt) + *.safetensors.
 async function loadFiles(files) {
   const byName = new Map(files.map((f) => [f.name, f]));
   const read = async (f) => {
@@ -217,15 +226,20 @@ async function loadFiles(files) {
   const gguf = files.find((f) => f.name.endsWith('.gguf'));
   if (gguf) return playground.load(await read(gguf), gguf.name);
   const shards = files.filter((f) => f.name.endsWith('.safetensors'));
-  const missing = ['config.json', 'tokenizer.json'].filter((n) => !byName.has(n));
+  const bpe = !byName.has('tokenizer.json') && byName.has('vocab.json') && byName.has('merges.txt');
+  const missing = ['config.json', ...(bpe ? [] : ['tokenizer.json'])].filter((n) => !byName.has(n));
   if (shards.length === 0 || missing.length) {
-    throw new Error(`to open a safetensors model, choose the .safetensors file(s) together with config.json and tokenizer.json${missing.length ? ` (missing: ${missing.join(', ')})` : ''}`);
+    throw new Error(`to open a safetensors model, choose the .safetensors file(s) together with config.json and tokenizer.json (or vocab.json and merges.txt)${missing.length ? ` (missing: ${missing.join(', ')})` : ''}`);
   }
   const datas = [];
   for (const f of shards) datas.push(await read(f));
+  const tok = {};
+  for (const n of ['tokenizer.json', 'vocab.json', 'merges.txt', 'tokenizer_config.json']) {
+    if (byName.has(n)) tok[n] = await read(byName.get(n));
+  }
   post({ type: 'download', loaded: 1, total: 1, parsing: true });
-  return playground.loadHf(shards[0].name.replace(/\.safetensors$/, ''), await read(byName.get('config.json')),
-    await read(byName.get('tokenizer.json')), shards.map((f) => f.name), datas);
+  return loadHf(shards[0].name.replace(/\.safetensors$/, ''), await read(byName.get('config.json')),
+    tok, shards.map((f) => f.name), datas);
 }
 
 // Run the newest pending request; yielding between runs lets queued messages replace it.

@@ -8,6 +8,7 @@
 //! validated metadata. docs/tokenization.md explains why QuantLab follows llama.cpp, and the
 //! two reference token counts of WikiText-2.
 
+mod bpe_files;
 mod build;
 mod pretok;
 
@@ -62,6 +63,35 @@ pub enum TokenizerCompat {
     /// comparing with numbers measured by transformers; SentencePiece vocabularies are read the
     /// llama.cpp way in both modes.
     HfGgufImport,
+}
+
+/// The tokenizer files of a Hugging Face checkpoint: `tokenizer.json`, or (repositories that
+/// predate it, such as `facebook/opt-*`) `vocab.json` + `merges.txt` with the special tokens in
+/// `tokenizer_config.json`.
+#[derive(Clone, Copy, Debug)]
+pub enum TokenizerFiles<'a> {
+    Json(&'a [u8]),
+    Bpe {
+        vocab: &'a [u8],
+        merges: &'a [u8],
+        config: Option<&'a [u8]>,
+    },
+}
+
+impl TokenizerFiles<'_> {
+    /// The tokenizer these files describe; `label` names the checkpoint in messages.
+    pub fn load(&self, label: &str) -> Result<Tokenizer> {
+        match *self {
+            TokenizerFiles::Json(b) => {
+                Tokenizer::from_tokenizer_json(&format!("{label}/tokenizer.json"), b)
+            }
+            TokenizerFiles::Bpe {
+                vocab,
+                merges,
+                config,
+            } => Tokenizer::from_bpe_files(label, vocab, merges, config),
+        }
+    }
 }
 
 /// A ready tokenizer: encode, decode and the special ids the evaluator needs.
@@ -140,6 +170,18 @@ impl Tokenizer {
             add_bos: meta.add_bos.unwrap_or(add_bos_default),
             control,
         })
+    }
+
+    /// Build from `vocab.json` + `merges.txt` (+ `tokenizer_config.json` for the special tokens
+    /// and `add_bos_token`), for repositories without `tokenizer.json` (`bpe_files.rs`).
+    pub fn from_bpe_files(
+        label: &str,
+        vocab_json: &[u8],
+        merges_txt: &[u8],
+        tokenizer_config_json: Option<&[u8]>,
+    ) -> Result<Tokenizer> {
+        let meta = bpe_files::meta(label, vocab_json, merges_txt, tokenizer_config_json)?;
+        Tokenizer::from_gguf(&meta)
     }
 
     /// Build from a Hugging Face `tokenizer.json`. `bos`/`add_bos` come from its post-processor:

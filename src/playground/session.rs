@@ -2,7 +2,7 @@
 //! through this, so the browser and the command line compute the same numbers.
 
 use crate::io::gguf::Gguf;
-use crate::io::tokenizer::Tokenizer;
+use crate::io::tokenizer::{Tokenizer, TokenizerFiles};
 use crate::model::cpu::Cpu;
 use crate::model::eval::{EvalOptions, EvalProgress, EvalResult};
 use crate::model::net::Model;
@@ -163,27 +163,26 @@ impl Session {
         Self::from_parts_on(label, weights, tokenizer, device)
     }
 
-    /// Load a Hugging Face checkpoint: config.json, tokenizer.json and safetensors shards.
+    /// Load a Hugging Face checkpoint: config.json, the tokenizer files and safetensors shards.
     pub fn load_hf(
         label: &str,
         config_json: &[u8],
-        tokenizer_json: &[u8],
+        tokenizer: TokenizerFiles<'_>,
         shards: &[(&str, &[u8])],
     ) -> Result<Session> {
-        Self::load_hf_on(label, config_json, tokenizer_json, shards, &Device::Cpu)
+        Self::load_hf_on(label, config_json, tokenizer, shards, &Device::Cpu)
     }
 
     /// `load_hf` onto `device`.
     pub fn load_hf_on(
         label: &str,
         config_json: &[u8],
-        tokenizer_json: &[u8],
+        tokenizer: TokenizerFiles<'_>,
         shards: &[(&str, &[u8])],
         device: &Device,
     ) -> Result<Session> {
         let weights = crate::io::hf::load_hf(config_json, shards)?;
-        let tokenizer =
-            Tokenizer::from_tokenizer_json(&format!("{label}/tokenizer.json"), tokenizer_json)?;
+        let tokenizer = tokenizer.load(label)?;
         Self::from_parts_on(label, weights, tokenizer, device)
     }
 
