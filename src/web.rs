@@ -223,6 +223,32 @@ impl Playground {
         })
     }
 
+    /// Token ids of `text` as the model reads a sequence: BOS first when the tokenizer adds one,
+    /// then the text (control tokens written in it stay plain text).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, JsError> {
+        let s = self.session()?;
+        let s = s.as_ref().ok_or_else(no_model)?;
+        let t = s.tokenizer();
+        let mut ids: Vec<u32> = t.bos().filter(|_| t.add_bos()).into_iter().collect();
+        ids.extend(t.encode(text).map_err(js_error)?);
+        Ok(ids)
+    }
+
+    /// Per-token negative log-likelihoods (nats, a `Float64Array`) of `ids` after the first,
+    /// under the current model, in one forward pass on the session's engine: for comparing with
+    /// a reference implementation token by token, and for per-token views. A Promise.
+    #[wasm_bindgen(js_name = tokenNll)]
+    pub fn token_nll(&self, ids: Vec<u32>) -> js_sys::Promise {
+        let session = self.session.clone();
+        #[allow(clippy::await_holding_refcell_ref)]
+        future_to_promise(async move {
+            let guard = session.try_borrow_mut().map_err(|_| busy())?;
+            let session = guard.as_ref().ok_or_else(no_model)?;
+            let nll = session.token_nll(&ids).await.map_err(js_error)?;
+            Ok(js_sys::Float64Array::from(&nll[..]).into())
+        })
+    }
+
     /// The statistics of one site of the current calibration (`quant::calib::SiteStats`):
     /// `{dim, rows, backend, gram, mean_abs, max_abs, l2}`, the vectors as `Float32Array`s
     /// (`gram` is `dim × dim`, row-major). `site` indexes the topology's `sites` (the model

@@ -284,6 +284,32 @@ fn record_batch<B: Backend>(
 
 /// Drive a future that never waits (the CPU backend's) to completion without an executor.
 /// Returns an error instead of spinning if it does wait.
+/// Negative log-likelihood (nats) of each token of `ids` after the first, given the tokens before
+/// it, in one forward pass over the whole sequence: what a reference implementation reports
+/// per token, to compare against it directly (no windows, no BOS added).
+pub async fn token_nll<B: Backend>(b: &B, model: &Model<B>, ids: &[u32]) -> Result<Vec<f64>> {
+    if ids.len() < 2 || ids.len() > model.config.max_ctx.min(MAX_CTX) {
+        return Err(Error::config(
+            "tokens",
+            format!(
+                "{} tokens; scoring needs 2..={}",
+                ids.len(),
+                model.config.max_ctx.min(MAX_CTX)
+            ),
+        ));
+    }
+    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= model.config.vocab) {
+        return Err(Error::config(
+            "tokens",
+            format!("id {bad} is outside the vocabulary of {}", model.config.vocab),
+        ));
+    }
+    let x = model.forward(b, ids)?;
+    let (pending, _) = b.score(&x, model.head(), 0, &ids[1..], None, false)?;
+    let scores = b.read_scores(pending).await?;
+    Ok(scores.iter().map(|s| s.nll).collect())
+}
+
 pub fn ready<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     let mut fut = std::pin::pin!(fut);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

@@ -174,6 +174,16 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Per-token NLL of `ids` under the current model (`model::eval::token_nll`).
+    pub async fn token_nll(&self, ids: &[u32]) -> Result<Vec<f64>> {
+        match self {
+            Engine::Cpu(m) => eval::token_nll(&Cpu, m.current(false).0, ids).await,
+            Engine::Gpu(g, m) => eval::token_nll(g.as_ref(), m.current(false).0, ids).await,
+        }
+    }
+}
+
 async fn run<B: Backend>(
     b: &B,
     m: &Models<B>,

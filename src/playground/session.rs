@@ -474,6 +474,13 @@ impl Session {
     }
 
     /// The backend the models run on, its adapter and (GPU) the weight bytes it holds.
+    /// Per-token NLL of `ids` under the current model, on the session's engine: tokens as
+    /// given (BOS included if the caller wants it), for comparing with a reference
+    /// implementation token by token.
+    pub async fn token_nll(&self, ids: &[u32]) -> Result<Vec<f64>> {
+        self.engine.token_nll(ids).await
+    }
+
     pub fn engine(&self) -> EngineInfo {
         self.engine.info()
     }
