@@ -1,0 +1,121 @@
+//! Determinism: the same configuration gives a bit-identical perplexity across runs and across
+//! CPU thread counts (1, 2 and 4 rayon threads: work is split by rows and tensors, never inside a
+//! sum), and across runs on the GPU. Calibration (GPTQ's Hessians), quantization and evaluation
+//! are all inside what is compared. The default model (one window of 64 tokens) and every tiny
+//! architecture of the test kit.
+
+#[path = "common/gpu_check.rs"]
+mod gpu_check;
+
+use quantlab::io::gguf::Gguf;
+use quantlab::model::backend::Backend;
+use quantlab::model::cpu::Cpu;
+use quantlab::model::eval::{self, EvalOptions, Protocol};
+use quantlab::model::net::Model;
+use quantlab::model::weights::ModelWeights;
+use quantlab::quant::calib::{calibrate, CalibFrom, CalibOptions};
+use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
+use quantlab::quant::format::Granularity;
+use quantlab::quant::gptq::GptqOptions;
+use quantlab::tensor::TensorSource;
+use quantlab::testkit::{tiny_model, tiny_variants, tokens};
+
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
+
+fn gptq() -> QuantConfig {
+    QuantConfig {
+        method: Method::Gptq(GptqOptions::default()),
+        default: LayerQuant {
+            bits: 4,
+            gran: Granularity::Group(32),
+            sym: false,
+            clip_search: false,
+        },
+        ..QuantConfig::default()
+    }
+}
+
+/// Calibrate (CPU), quantize with GPTQ and evaluate on `b`: the perplexity's bits and KL's.
+fn run<B: Backend>(b: &B, w: &ModelWeights, toks: &[u32], ctx: usize) -> (u64, u64) {
+    let opts = CalibOptions {
+        n_seq: 2,
+        seq_len: ctx,
+        from: CalibFrom::Offset(0),
+    };
+    let c = calibrate(
+        &Model::load(&Cpu, w).unwrap(),
+        toks,
+        None,
+        &opts,
+        &mut |_, _| true,
+    )
+    .unwrap();
+    let q = gptq()
+        .apply_calibrated(w, Some(&c), &mut |_, _| true)
+        .unwrap();
+    let e = EvalOptions {
+        protocol: Protocol::Llamacpp,
+        ctx,
+        max_windows: Some(2),
+        kl: true,
+    };
+    let (m, r) = (Model::load(b, &q).unwrap(), Model::load(b, w).unwrap());
+    let res = eval::ready(eval::evaluate(
+        b,
+        &m,
+        Some(&r),
+        toks,
+        None,
+        &e,
+        &|| 0.0,
+        &mut |_| true,
+    ))
+    .unwrap();
+    (res.ppl.to_bits(), res.kl.unwrap().to_bits())
+}
+
+fn on_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+fn check(label: &str, w: &ModelWeights, toks: &[u32], ctx: usize) {
+    let first = on_threads(1, || run(&Cpu, w, toks, ctx));
+    for n in [1, 2, 4] {
+        assert_eq!(
+            on_threads(n, || run(&Cpu, w, toks, ctx)),
+            first,
+            "{label}: {n} threads"
+        );
+    }
+    let g = gpu_check::gpu();
+    let a = run(&g, w, toks, ctx);
+    assert_eq!(run(&g, w, toks, ctx), a, "{label}: second GPU run");
+    eprintln!(
+        "{label}: PPL {} (CPU, 1/2/4 threads), {} (GPU, twice)",
+        f64::from_bits(first.0),
+        f64::from_bits(a.0)
+    );
+}
+
+#[test]
+fn tiny_architectures_are_bit_identical_across_threads_and_runs() {
+    for (label, cfg) in tiny_variants() {
+        let w = tiny_model(cfg.clone(), 21);
+        check(label, &w, &tokens(4 * 32, cfg.vocab, 9), 32);
+    }
+}
+
+#[test]
+fn default_model_is_bit_identical_across_threads_and_runs() {
+    let bytes = std::fs::read(MODEL).expect("run scripts/fetch-model.sh");
+    let g = Gguf::parse("default", &bytes).unwrap();
+    let w = ModelWeights::from_source(g.model_config().unwrap(), &g as &dyn TensorSource).unwrap();
+    check("SmolLM2-135M", &w, &tokens(4 * 64, w.config.vocab, 4), 64);
+}
