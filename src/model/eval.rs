@@ -301,7 +301,10 @@ pub async fn token_nll<B: Backend>(b: &B, model: &Model<B>, ids: &[u32]) -> Resu
     if let Some(&bad) = ids.iter().find(|&&t| t as usize >= model.config.vocab) {
         return Err(Error::config(
             "tokens",
-            format!("id {bad} is outside the vocabulary of {}", model.config.vocab),
+            format!(
+                "id {bad} is outside the vocabulary of {}",
+                model.config.vocab
+            ),
         ));
     }
     let x = model.forward(b, ids)?;
