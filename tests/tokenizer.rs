@@ -1,5 +1,5 @@
 //! The tokenizer on the real default model's vocabulary (read with the GGUF reader), on the
-//! shared WikiText-2 text, and on small vocabularies built in code for the error paths.
+//! WikiText-2 test text (tests/data), and on small vocabularies built in code for the error paths.
 //!
 //! Expected ids in `SHORT_CASES` were produced with the Hugging Face `tokenizers` Python package
 //! (0.23.3): a `BPE` model over this GGUF's 49,152 tokens and 48,900 merges (as transformers 5.23
@@ -21,7 +21,7 @@ const MODEL: &str = concat!(
 const LABEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const WIKITEXT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/wikitext-2-raw-test.txt"
+    "/tests/data/wikitext-2-raw-test.txt"
 );
 
 /// llama.cpp's count for the whole file (../shared/docs/reference-numbers.md, "Tokenization").
@@ -40,9 +40,8 @@ fn meta() -> GgufTokenizerMeta {
 }
 
 fn wikitext() -> String {
-    let bytes = std::fs::read(WIKITEXT).unwrap_or_else(|e| {
-        panic!("{WIKITEXT}: {e}; the shared data folder must sit beside the repo")
-    });
+    let bytes = std::fs::read(WIKITEXT)
+        .unwrap_or_else(|e| panic!("{WIKITEXT}: {e}; see tests/data/README.md"));
     String::from_utf8(bytes).expect("WikiText is UTF-8")
 }
 
