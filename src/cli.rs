@@ -1,6 +1,7 @@
 //! Command-line front end. Errors are printed as one plain sentence and exit code 1.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use quantlab::io::file;
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
 use quantlab::playground::engine::{Device, Engine};
 use quantlab::playground::session::Session;
@@ -330,8 +331,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path.display(), e))
+/// A text to evaluate or calibrate on: a regular file of at most `io::file::MAX_TEXT` bytes,
+/// UTF-8.
+fn read_text(path: &Path) -> Result<String> {
+    file::read_text(path, "text", file::MAX_TEXT)
 }
 
 /// Acquire the backend: the GPU through wgpu, waited for on this thread.
@@ -360,7 +363,7 @@ pub fn load_on(path: &Path, device: &Device) -> Result<Session> {
                     p.file_name()
                         .map(|n| n.to_string_lossy().to_string())
                         .unwrap_or_default(),
-                    read(&p)?,
+                    file::read_file(&p, "weights", file::MAX_WEIGHTS)?,
                 ));
             }
         }
@@ -378,13 +381,22 @@ pub fn load_on(path: &Path, device: &Device) -> Result<Session> {
             .collect();
         Session::load_hf_on(
             &label,
-            &read(&path.join("config.json"))?,
-            &read(&path.join("tokenizer.json"))?,
+            &file::read_file(
+                &path.join("config.json"),
+                "config.json",
+                file::MAX_CONFIG_JSON,
+            )?,
+            &file::read_file(
+                &path.join("tokenizer.json"),
+                "tokenizer.json",
+                file::MAX_TOKENIZER_JSON,
+            )?,
             &refs,
             device,
         )
     } else {
-        Session::load_gguf_on(&label, read(path)?, device)
+        let bytes = file::read_file(path, "weights", file::MAX_WEIGHTS)?;
+        Session::load_gguf_on(&label, bytes, device)
     }
 }
 
@@ -468,9 +480,7 @@ fn parse_group(g: Option<&str>) -> Result<Granularity> {
 
 fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
     if let Some(p) = &a.config {
-        let bytes = read(p)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Error::format(p.display(), "config", "not UTF-8"))?;
+        let text = file::read_text(p, "config", file::MAX_SMALL_JSON)?;
         let text = text.trim();
         return if text.starts_with('{') {
             let c: QuantConfig =
@@ -542,8 +552,7 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
 fn eval(a: &EvalArgs) -> Result<()> {
     let t_load = Instant::now();
     let mut s = load_on(&a.model, &device(a.backend)?)?;
-    let text = String::from_utf8(read(&a.text)?)
-        .map_err(|_| Error::format(a.text.display(), "text", "not UTF-8"))?;
+    let text = read_text(&a.text)?;
     eprintln!(
         "loaded {} in {:.2} s on {}",
         a.model.display(),
@@ -614,8 +623,7 @@ fn calibrate(s: &mut Session, a: &EvalArgs, eval_tokens: &[u32], eval: &EvalOpti
     let own;
     let tokens = match &a.calib.calib_text {
         Some(p) => {
-            let t = String::from_utf8(read(p)?)
-                .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?;
+            let t = read_text(p)?;
             own = s.tokenize(&t)?;
             eprintln!(
                 "calibration: {} × {} tokens from the end of {}",
@@ -687,8 +695,7 @@ fn bench(
     let t = Instant::now();
     let mut s = load_on(model, &device(backend)?)?;
     let load_s = t.elapsed().as_secs_f64();
-    let text = String::from_utf8(read(text)?)
-        .map_err(|_| Error::format(text.display(), "text", "not UTF-8"))?;
+    let text = read_text(text)?;
     let t = Instant::now();
     let tokens = s.tokenize(&text)?;
     let tok_s = t.elapsed().as_secs_f64();
@@ -861,8 +868,7 @@ fn bench_quantize(
     let t = Instant::now();
     let mut s = load_on(model, &device(backend)?)?;
     let load_s = t.elapsed().as_secs_f64();
-    let text = String::from_utf8(read(text)?)
-        .map_err(|_| Error::format(text.display(), "text", "not UTF-8"))?;
+    let text = read_text(text)?;
     let tokens = s.tokenize(&text)?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -890,12 +896,7 @@ fn bench_quantize(
         let copts = calib.options();
         // `--calib-text` when given, else the tail of the benchmark text.
         let own = match &calib.calib_text {
-            Some(p) => Some(
-                s.tokenize(
-                    &String::from_utf8(read(p)?)
-                        .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?,
-                )?,
-            ),
+            Some(p) => Some(s.tokenize(&read_text(p)?)?),
             None => None,
         };
         let t = Instant::now();
@@ -947,8 +948,7 @@ fn bench_method(m: MethodArg, bits: u8) -> Method {
 
 fn sweep(a: &SweepArgs) -> Result<()> {
     use quantlab::sweep::run::{self, Event, SweepInputs, SweepOptions};
-    let grid_text = String::from_utf8(read(&a.grid)?)
-        .map_err(|_| Error::format(a.grid.display(), "grid", "not UTF-8"))?;
+    let grid_text = file::read_text(&a.grid, "grid", file::MAX_SMALL_JSON)?;
     let configs = quantlab::sweep::parse_grid(&grid_text, &a.grid.display().to_string())?;
     if a.dry_run {
         let done = quantlab::sweep::report::read_rows(&a.out.join("results.jsonl"))?;
@@ -969,8 +969,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
     let dev = device(a.backend)?;
     // The session only loads and tokenizes; the sweep loads its own engines on `dev`.
     let s = load_on(&a.model, &Device::Cpu)?;
-    let text = String::from_utf8(read(&a.text)?)
-        .map_err(|_| Error::format(a.text.display(), "text", "not UTF-8"))?;
+    let text = read_text(&a.text)?;
     let tokens = s.tokenize(&text)?;
     let eval = EvalOptions {
         protocol: match a.protocol {
@@ -984,8 +983,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
     let calib = a.calib.options();
     let calib_tokens = match &a.calib.calib_text {
         Some(p) => {
-            let t = String::from_utf8(read(p)?)
-                .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?;
+            let t = read_text(p)?;
             s.tokenize(&t)?
         }
         None => {

@@ -1,0 +1,199 @@
+//! The `quantlab` binary on hostile inputs: special files, oversized files, bad configs and
+//! tokenizers. Every run has a deadline (a hang is a failure, not a stuck test), must exit with
+//! code 1 and a message naming the file, the field and the limit, and must not panic.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_quantlab");
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
+/// Longest a refused input may take (the binary loads the 100 MB default model in ~1 s).
+const DEADLINE: Duration = Duration::from_secs(120);
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run the binary with `args`; kill it and fail if it outlives `DEADLINE`.
+fn run(args: &[&str]) -> Out {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn quantlab");
+    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if t0.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("quantlab {args:?} ran past {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Out {
+        code: status.code(),
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
+
+/// Expect exit code 1 (a clean error, not a panic or an abort) with every needle in stderr.
+fn expect_error(args: &[&str], needles: &[&str]) -> String {
+    let o = run(args);
+    assert_eq!(
+        o.code,
+        Some(1),
+        "quantlab {args:?}: expected exit 1\nstdout: {}\nstderr: {}",
+        o.stdout,
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("panicked"),
+        "quantlab {args:?} panicked: {}",
+        o.stderr
+    );
+    for n in needles {
+        assert!(
+            o.stderr.contains(n),
+            "quantlab {args:?}: stderr does not mention {n:?}: {}",
+            o.stderr
+        );
+    }
+    o.stderr
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("quantlab-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+fn mkfifo(p: &Path) {
+    let st = Command::new("mkfifo").arg(p).status().expect("mkfifo runs");
+    assert!(st.success(), "mkfifo {}", p.display());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Special and oversized files (every file the CLI reads goes through io::file::read_file).
+
+#[test]
+fn text_that_is_dev_zero_or_a_fifo_is_refused() {
+    let d = temp_dir("text");
+    let zero = d.join("zero.txt");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    expect_error(
+        &[
+            "eval",
+            "--model",
+            MODEL,
+            "--text",
+            s(&zero),
+            "--windows",
+            "1",
+        ],
+        &["zero.txt", "text", "character device", "not a regular file"],
+    );
+    let fifo = d.join("fifo.txt");
+    mkfifo(&fifo);
+    expect_error(
+        &[
+            "eval",
+            "--model",
+            MODEL,
+            "--text",
+            s(&fifo),
+            "--windows",
+            "1",
+        ],
+        &["fifo.txt", "a FIFO"],
+    );
+    // One byte over the 256 MiB text limit (sparse: costs no disk).
+    let big = d.join("big.txt");
+    let f = std::fs::File::create(&big).expect("create");
+    f.set_len((256 << 20) + 1).expect("set_len");
+    expect_error(
+        &[
+            "eval",
+            "--model",
+            MODEL,
+            "--text",
+            s(&big),
+            "--windows",
+            "1",
+        ],
+        &["big.txt", "268435457 bytes", "limit of 268435456"],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn checkpoint_directory_with_special_files_is_refused() {
+    // A FIFO named *.safetensors: reading it would wait forever for a writer.
+    let d = temp_dir("fifo-shard");
+    mkfifo(&d.join("model.safetensors"));
+    expect_error(
+        &["info", "--model", s(&d)],
+        &["model.safetensors", "weights", "a FIFO"],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+
+    // config.json → /dev/zero: endless bytes.
+    let d = temp_dir("zero-config");
+    std::fs::write(d.join("model.safetensors"), b"not read this far").expect("write");
+    std::os::unix::fs::symlink("/dev/zero", d.join("config.json")).expect("symlink");
+    expect_error(
+        &["info", "--model", s(&d)],
+        &["config.json", "character device"],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+
+    // An oversized config.json (sparse: costs no disk).
+    let d = temp_dir("big-config");
+    std::fs::write(d.join("model.safetensors"), b"not read this far").expect("write");
+    let f = std::fs::File::create(d.join("config.json")).expect("create");
+    f.set_len((1 << 20) + 1).expect("set_len");
+    expect_error(
+        &["info", "--model", s(&d)],
+        &["config.json", "1048577 bytes", "limit of 1048576"],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn model_symlinked_to_dev_zero_is_refused() {
+    let d = temp_dir("zero-model");
+    let m = d.join("m.gguf");
+    std::os::unix::fs::symlink("/dev/zero", &m).expect("symlink");
+    expect_error(&["info", "--model", s(&m)], &["m.gguf", "character device"]);
+    let _ = std::fs::remove_dir_all(&d);
+}
