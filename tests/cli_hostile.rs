@@ -2,6 +2,9 @@
 //! tokenizers. Every run has a deadline (a hang is a failure, not a stuck test), must exit with
 //! code 1 and a message naming the file, the field and the limit, and must not panic.
 
+#[path = "common/hf_fixture.rs"]
+mod hf_fixture;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -195,5 +198,67 @@ fn model_symlinked_to_dev_zero_is_refused() {
     let m = d.join("m.gguf");
     std::os::unix::fs::symlink("/dev/zero", &m).expect("symlink");
     expect_error(&["info", "--model", s(&m)], &["m.gguf", "character device"]);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizers the `tokenizers` library would panic on.
+
+/// A tiny Hugging Face checkpoint (2-layer Llama of `hf_fixture`) with `tokenizer_json`.
+fn tiny_hf_dir(tag: &str, tokenizer_json: &str) -> PathBuf {
+    let d = temp_dir(tag);
+    let tiny = hf_fixture::Tiny::llama(safetensors::Dtype::F32, true);
+    std::fs::write(d.join("config.json"), tiny.config_json()).expect("write");
+    std::fs::write(
+        d.join("model.safetensors"),
+        hf_fixture::serialize(&tiny.tensors()),
+    )
+    .expect("write");
+    std::fs::write(d.join("tokenizer.json"), tokenizer_json).expect("write");
+    d
+}
+
+/// A byte-level BPE tokenizer.json with `normalizer`.
+fn tokenizer_json(normalizer: &str) -> String {
+    format!(
+        r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+        "normalizer":{normalizer},
+        "pre_tokenizer":{{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}},
+        "post_processor":null,"decoder":{{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}},
+        "model":{{"type":"BPE","vocab":{{"a":0,"b":1,"Ġ":2,"x":3}},"merges":[]}}}}"#
+    )
+}
+
+#[test]
+fn empty_replace_pattern_in_tokenizer_json_is_refused_at_load() {
+    // The positive control: the same checkpoint with a harmless normalizer loads.
+    let d = tiny_hf_dir("tok-ok", &tokenizer_json("null"));
+    let o = run(&["info", "--model", s(&d)]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let _ = std::fs::remove_dir_all(&d);
+
+    // `info` used to succeed and `eval` to panic inside tokenizers (normalizer.rs).
+    let bad = r#"{"type": "Replace", "pattern": {"String": ""}, "content": "x"}"#;
+    let d = tiny_hf_dir("tok-bad", &tokenizer_json(bad));
+    expect_error(
+        &["info", "--model", s(&d)],
+        &["tokenizer.json", "normalizer.pattern", "empty string"],
+    );
+    let text = d.join("t.txt");
+    std::fs::write(&text, "ab ab ab ".repeat(100)).expect("write");
+    expect_error(
+        &[
+            "eval",
+            "--model",
+            s(&d),
+            "--text",
+            s(&text),
+            "--ctx",
+            "8",
+            "--windows",
+            "1",
+        ],
+        &["tokenizer.json", "normalizer.pattern"],
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
