@@ -143,9 +143,10 @@ struct EvalArgs {
     windows: Option<usize>,
     #[arg(long, value_enum, default_value_t = ProtocolArg::Llamacpp)]
     protocol: ProtocolArg,
-    /// A QuantConfig as JSON (or a share-link string starting with `v1.`).
+    /// A QuantConfig: a file holding JSON or a share link, inline JSON (starting with `{`), or
+    /// a share link (`v1.…`). Parsed and validated before the model loads.
     #[arg(long, conflicts_with_all = ["bits", "group", "sym", "asym"])]
-    config: Option<PathBuf>,
+    config: Option<String>,
     /// RTN bits for every block linear layer (1..=8).
     #[arg(long)]
     bits: Option<u8>,
@@ -274,9 +275,9 @@ struct GenerateArgs {
     tokens: usize,
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     backend: BackendArg,
-    /// A QuantConfig as JSON (or a share-link string starting with `v1.`).
+    /// A QuantConfig: a file (JSON or a share link), inline JSON or a `v1.` share link.
     #[arg(long, conflicts_with_all = ["bits", "group", "asym"])]
-    config: Option<PathBuf>,
+    config: Option<String>,
     /// Bits of the quantized model (as `eval --bits`).
     #[arg(long)]
     bits: Option<u8>,
@@ -478,18 +479,84 @@ fn parse_group(g: Option<&str>) -> Result<Granularity> {
     }
 }
 
+/// `--config`: inline JSON (starts with `{`), a file holding JSON or a share link, or a share
+/// link (`v1.…`), in that order of checking. Errors say which of them was read.
+fn parse_config_arg(arg: &str) -> Result<QuantConfig> {
+    let arg = arg.trim();
+    let (source, text) = if arg.starts_with('{') {
+        ("--config (inline JSON)".to_string(), arg.to_string())
+    } else if Path::new(arg).exists() || !looks_like_link(arg) {
+        let p = Path::new(arg);
+        (
+            p.display().to_string(),
+            file::read_text(p, "config", file::MAX_SMALL_JSON)?,
+        )
+    } else {
+        ("--config (share link)".to_string(), arg.to_string())
+    };
+    let text = text.trim();
+    let parsed = if text.starts_with('{') {
+        QuantConfig::from_json(text)
+    } else {
+        QuantConfig::from_url(text)
+    };
+    parsed.map_err(|e| match e {
+        Error::Config { field, msg } => Error::format(source, field, msg),
+        other => other,
+    })
+}
+
+/// `v` + digits + `.`: the share-link prefix.
+fn looks_like_link(s: &str) -> bool {
+    s.strip_prefix('v')
+        .and_then(|r| r.split_once('.'))
+        .is_some_and(|(v, _)| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Override patterns that match no block linear of the loaded model are an error (a typo would
+/// otherwise silently quantize everything the default way).
+fn check_patterns(cfg: &QuantConfig, s: &Session) -> Result<()> {
+    let unmatched = cfg.unmatched_patterns(s.source());
+    if let Some(p) = unmatched.first() {
+        let i = cfg
+            .overrides
+            .iter()
+            .position(|o| o.pattern == *p)
+            .unwrap_or(0);
+        let example = s
+            .source()
+            .linears()
+            .next()
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+        return Err(Error::config(
+            format!("overrides[{i}].pattern"),
+            format!(
+                "{:?} matches no block linear of this model (names look like {example:?}; `*` \
+                 matches any run of characters){}",
+                quantlab::quant::config::echo(&format!("`{p}`")).trim_matches('`'),
+                match unmatched.len() {
+                    1 => String::new(),
+                    n => format!("; {} more patterns match nothing", n - 1),
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
-    if let Some(p) = &a.config {
-        let text = file::read_text(p, "config", file::MAX_SMALL_JSON)?;
-        let text = text.trim();
-        return if text.starts_with('{') {
-            let c: QuantConfig =
-                serde_json::from_str(text).map_err(|e| Error::format(p.display(), "config", e))?;
-            c.validate()?;
-            Ok(c)
-        } else {
-            QuantConfig::from_url(text)
-        };
+    let c = quant_config_unchecked(a)?;
+    c.validate()?;
+    if c.method.needs_calibration() {
+        quantlab::quant::config::validate_calib(&a.calib.options())?;
+    }
+    Ok(c)
+}
+
+fn quant_config_unchecked(a: &EvalArgs) -> Result<QuantConfig> {
+    if let Some(arg) = &a.config {
+        return parse_config_arg(arg);
     }
     if matches!(a.method, MethodArg::Cmpq) {
         let o = CmpqOptions {
@@ -550,6 +617,8 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
 }
 
 fn eval(a: &EvalArgs) -> Result<()> {
+    // The config first: a bad one fails before the model (the slow part) loads.
+    let cfg = quant_config(a)?;
     let t_load = Instant::now();
     let mut s = load_on(&a.model, &device(a.backend)?)?;
     let text = read_text(&a.text)?;
@@ -559,7 +628,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
         t_load.elapsed().as_secs_f64(),
         s.engine().adapter
     );
-    let cfg = quant_config(a)?;
+    check_patterns(&cfg, &s)?;
     let text = if a.python_newlines {
         quantlab::io::tokenizer::python_text_mode(&text).into_owned()
     } else {
@@ -1056,7 +1125,6 @@ fn sweep(a: &SweepArgs) -> Result<()> {
 
 fn generate(g: &GenerateArgs) -> Result<()> {
     use quantlab::playground::generate::Which;
-    let mut s = load_on(&g.model, &device(g.backend)?)?;
     // The quantizer's flags, as `eval` reads them.
     let a = EvalArgs {
         model: g.model.clone(),
@@ -1087,6 +1155,8 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         json: false,
     };
     let cfg = quant_config(&a)?;
+    let mut s = load_on(&g.model, &device(g.backend)?)?;
+    check_patterns(&cfg, &s)?;
     let quantize = !matches!(cfg.method, Method::None);
     if cfg.method.needs_calibration() {
         if g.calib.calib_text.is_none() {

@@ -262,3 +262,95 @@ fn empty_replace_pattern_in_tokenizer_json_is_refused_at_load() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+// ---------------------------------------------------------------------------------------------
+// `--config`: a path, inline JSON or a share link, checked before the model loads.
+
+/// A share link for `json` (URL-safe base64 without padding, as QuantConfig::to_url writes it).
+fn link(json: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "v1.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    )
+}
+
+const GPTQ_HUGE_BLOCK: &str = r#"{"version":1,"method":{"gptq":{"damp":0.01,"act_order":true,"block":10000000000000}},"default":{"bits":4,"gran":{"group":64},"sym":true}}"#;
+
+#[test]
+fn config_is_inline_json_a_link_or_a_file_and_is_checked_before_loading() {
+    // The model does not exist: an error about the config proves it was read first.
+    let none = "/nonexistent/model.gguf";
+    let eval = |cfg: &str, needles: &[&str]| {
+        expect_error(
+            &[
+                "eval",
+                "--model",
+                none,
+                "--text",
+                "/nonexistent/t.txt",
+                "--config",
+                cfg,
+            ],
+            needles,
+        )
+    };
+    eval(GPTQ_HUGE_BLOCK, &["inline JSON", "gptq.block", "1..=4096"]);
+    eval(
+        &link(GPTQ_HUGE_BLOCK),
+        &["share link", "gptq.block", "1..=4096"],
+    );
+    let d = temp_dir("config");
+    for (name, body) in [
+        ("c.json", GPTQ_HUGE_BLOCK.to_string()),
+        ("c.txt", link(GPTQ_HUGE_BLOCK)),
+    ] {
+        let p = d.join(name);
+        std::fs::write(&p, body).expect("write");
+        eval(s(&p), &[name, "gptq.block"]);
+    }
+    // LoRC with nothing to compensate.
+    eval(
+        r#"{"version":1,"method":"none","default":{"bits":4,"gran":"per_row","sym":true},"lorc":{"rank":8,"bits8":false}}"#,
+        &["lorc", "method is none"],
+    );
+    // A long unknown key is not echoed whole.
+    let key = "k".repeat(100_000);
+    let big = format!(
+        r#"{{"version":1,"method":"rtn","default":{{"bits":4,"gran":"per_row","sym":true}},"{key}":1}}"#
+    );
+    let e = eval(&big, &["unknown field"]);
+    assert!(e.len() < 2000, "{} bytes of error", e.len());
+    // Neither a file, JSON nor a link.
+    eval("no-such-config.json", &["no-such-config.json"]);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn override_pattern_matching_no_tensor_is_an_error() {
+    let d = temp_dir("pattern");
+    let text = d.join("t.txt");
+    std::fs::write(&text, "The river flows. ".repeat(50)).expect("write");
+    let cfg = r#"{"version":1,"method":"rtn","default":{"bits":8,"gran":"per_row","sym":true},"overrides":[{"pattern":"blk.0.*","quant":null},{"pattern":"blk.99.attn_q.weight","quant":null}]}"#;
+    expect_error(
+        &[
+            "eval",
+            "--model",
+            MODEL,
+            "--text",
+            s(&text),
+            "--ctx",
+            "16",
+            "--windows",
+            "1",
+            "--config",
+            cfg,
+        ],
+        &[
+            "overrides[1].pattern",
+            "blk.99.attn_q.weight",
+            "matches no block linear",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
