@@ -635,10 +635,21 @@ fn eval(a: &EvalArgs) -> Result<()> {
         text
     };
     let t_tok = Instant::now();
-    let tokens = s.tokenize(&text)?;
+    let own_calib = cfg.method.needs_calibration() && a.calib.calib_text.is_none();
+    let need = EvalTokens {
+        eval: a.windows.map(|w| w.saturating_mul(a.ctx)),
+        calib_tail: own_calib.then(|| a.calib.calib_n.saturating_mul(a.calib.calib_len)),
+    };
+    let (tokens, tail) = eval_tokens(&s, &text, &need)?;
+    drop(text);
     eprintln!(
-        "{} tokens in {:.2} s",
+        "{} tokens{} in {:.2} s",
         tokens.len(),
+        if tail.is_some() {
+            " from the start of the text, and calibration tokens from its end,"
+        } else {
+            ""
+        },
         t_tok.elapsed().as_secs_f64()
     );
     let opts = EvalOptions {
@@ -652,7 +663,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
     };
     let t_q = Instant::now();
     if cfg.method.needs_calibration() {
-        calibrate(&mut s, a, &tokens, &opts)?;
+        calibrate(&mut s, a, &tokens, tail.as_deref(), &opts)?;
     }
     let mem = s.set_quant(&cfg)?;
     if !matches!(cfg.method, Method::None) {
@@ -686,12 +697,60 @@ fn eval(a: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Calibrate the loaded model for GPTQ/AWQ on `--calib-text` or the tail of the evaluation text.
-fn calibrate(s: &mut Session, a: &EvalArgs, eval_tokens: &[u32], eval: &EvalOptions) -> Result<()> {
+/// How many tokens `eval` needs: from the start of the text for the windows (`None`: all of
+/// them), and from its end for calibration (`None`: no calibration on the evaluation text).
+struct EvalTokens {
+    eval: Option<usize>,
+    calib_tail: Option<usize>,
+}
+
+/// Tokenize only what `need` asks for (Tokenizer::encode_head / encode_tail), so memory follows
+/// the windows evaluated, not the size of the text. Returns the evaluation tokens and, when the
+/// calibration tokens come from a separate piece at the end of the text, those.
+fn eval_tokens(s: &Session, text: &str, need: &EvalTokens) -> Result<(Vec<u32>, Option<Vec<u32>>)> {
+    let tok = s.tokenizer();
+    let Some(n_eval) = need.eval else {
+        return Ok((tok.encode(text)?, None));
+    };
+    let head = tok.encode_head(text, n_eval)?;
+    if head.whole {
+        return Ok((head.tokens, None));
+    }
+    match need.calib_tail {
+        None => Ok((head.tokens, None)),
+        Some(n_calib) => {
+            let tail = tok.encode_tail(text, n_calib)?;
+            if tail.whole || tail.span.start < head.span.end {
+                // The two pieces meet: the text is small enough to take whole.
+                Ok((tok.encode(text)?, None))
+            } else {
+                Ok((head.tokens, Some(tail.tokens)))
+            }
+        }
+    }
+}
+
+/// Calibrate the loaded model for GPTQ/AWQ on `--calib-text` or the tail of the evaluation text
+/// (`tail`: tokens of the end of the text, apart from the evaluated start).
+fn calibrate(
+    s: &mut Session,
+    a: &EvalArgs,
+    eval_tokens: &[u32],
+    tail: Option<&[u32]>,
+    eval: &EvalOptions,
+) -> Result<()> {
     let copts = a.calib.options();
     let own;
-    let tokens = match &a.calib.calib_text {
-        Some(p) => {
+    let tokens = match (&a.calib.calib_text, tail) {
+        (None, Some(tail)) => {
+            eprintln!(
+                "calibration: {} × {} tokens from the end of the evaluation text (apart from \
+                 the evaluated windows)",
+                a.calib.calib_n, a.calib.calib_len
+            );
+            tail
+        }
+        (Some(p), _) => {
             let t = read_text(p)?;
             own = s.tokenize(&t)?;
             eprintln!(
@@ -702,7 +761,7 @@ fn calibrate(s: &mut Session, a: &EvalArgs, eval_tokens: &[u32], eval: &EvalOpti
             );
             &own[..]
         }
-        None => {
+        (None, None) => {
             let r = copts.range(eval_tokens.len())?;
             let shared = calib::eval_overlap(r.clone(), eval_tokens.len(), eval);
             eprintln!(
@@ -1171,7 +1230,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
             max_windows: None,
             kl: false,
         };
-        calibrate(&mut s, &a, &[], &opts)?;
+        calibrate(&mut s, &a, &[], None, &opts)?;
     }
     let mut progress = |_: &str, k: usize| {
         eprint!("\r{k}/{} tokens   ", g.tokens);

@@ -354,3 +354,39 @@ fn override_pattern_matching_no_tensor_is_an_error() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Memory follows what is used: one window of a large text tokenizes a small part of it.
+
+#[test]
+fn one_window_of_a_20_mb_text_tokenizes_only_its_start() {
+    let d = temp_dir("bigtext");
+    let text = d.join("big.txt");
+    let line = "The river rose in the night, and by morning the old mill was an island. \n";
+    std::fs::write(&text, line.repeat(20_000_000 / line.len() + 1)).expect("write");
+    let o = run(&[
+        "eval",
+        "--model",
+        MODEL,
+        "--text",
+        s(&text),
+        "--ctx",
+        "64",
+        "--windows",
+        "1",
+        "--no-kl",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    // "N tokens in T s": the start of the text only (the whole would be ~4.5 M tokens).
+    let n: usize = o
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_suffix(" s")
+                .and_then(|l| l.split(" tokens in ").next())
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no token count in {}", o.stderr));
+    assert!((64..10_000).contains(&n), "{n} tokens for one window of 64");
+    let _ = std::fs::remove_dir_all(&d);
+}

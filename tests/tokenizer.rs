@@ -407,3 +407,55 @@ fn tokenizer_json_bos_from_post_processor() {
         .to_string();
     assert!(err.starts_with("t.json: tokenizer.json"), "{err}");
 }
+
+/// `encode_head` / `encode_tail` (what `eval --windows` and calibration from the tail use) give
+/// exactly the first / last tokens of the whole encoding, on the real vocabulary and WikiText.
+#[test]
+fn head_and_tail_of_a_text_match_the_whole_encoding() {
+    let tok = Tokenizer::from_gguf(&meta()).expect("tokenizer");
+    let text = wikitext();
+    let all = tok.encode(&text).expect("encode");
+    for n in [1, 512, 20 * 512, 32 * 512] {
+        let h = tok.encode_head(&text, n).expect("head");
+        assert!(h.tokens.len() >= n, "{n}: {} tokens", h.tokens.len());
+        assert!(!h.whole && h.bytes_encoded < text.len(), "{n}: {h:?}");
+        assert_eq!(h.tokens[..], all[..h.tokens.len()], "head for {n}");
+        let t = tok.encode_tail(&text, n).expect("tail");
+        assert!(t.tokens.len() >= n, "{n}: {} tokens", t.tokens.len());
+        assert_eq!(
+            t.tokens[..],
+            all[all.len() - t.tokens.len()..],
+            "tail for {n}"
+        );
+    }
+    // More than the text holds: the whole text, exactly.
+    let h = tok.encode_head(&text, all.len() + 1).expect("head");
+    assert!(h.whole);
+    assert_eq!(h.tokens, all);
+}
+
+/// One window of a 20 MB text tokenizes a few kB of it, not 20 MB (issue: 50 MB with
+/// `--windows 1` peaked at 6–7 GB).
+#[test]
+fn one_window_of_a_20_mb_text_tokenizes_a_small_part() {
+    let tok = Tokenizer::from_gguf(&meta()).expect("tokenizer");
+    let wiki = wikitext();
+    let big = wiki.repeat(20_000_000 / wiki.len() + 1);
+    assert!(big.len() >= 20_000_000);
+    let cut = (0..=100_000)
+        .rev()
+        .find(|&i| wiki.is_char_boundary(i))
+        .unwrap_or(0);
+    let first = tok.encode(&wiki[..cut]).expect("encode");
+    let h = tok.encode_head(&big, 512).expect("head");
+    assert!(h.tokens.len() >= 512 && !h.whole);
+    assert!(
+        h.bytes_encoded < 64 << 10,
+        "{} bytes given to the tokenizer for 512 tokens",
+        h.bytes_encoded
+    );
+    assert!(h.tokens.len() < 2048, "{} tokens", h.tokens.len());
+    assert_eq!(h.tokens[..512], first[..512]);
+    let t = tok.encode_tail(&big, 32 * 512).expect("tail");
+    assert!(t.bytes_encoded < 1 << 20, "{} bytes", t.bytes_encoded);
+}

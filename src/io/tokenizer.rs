@@ -10,12 +10,14 @@
 
 mod build;
 mod check;
+mod partial;
 mod pretok;
 
 use crate::{Error, Result};
 use build::{
     byte_level_bpe, parse_merges, sentencepiece_bpe, template_bos, token_texts, validate, vocab_map,
 };
+pub use partial::Partial;
 use pretok::PreTok;
 use tokenizers::AddedToken;
 
