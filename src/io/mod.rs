@@ -3,6 +3,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod file;
+pub mod finite;
 pub mod gguf;
 pub mod hf;
 pub mod safetensors;
