@@ -806,3 +806,57 @@ fn nan_and_infinite_weights_are_refused_naming_the_tensor() {
         "{e}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Metadata against tensors.
+
+#[test]
+fn block_count_smaller_than_the_blocks_present_is_refused() {
+    // Two blocks of tensors, block_count 1: block 1 would be silently unused.
+    let mut f = valid();
+    let extra: Vec<Tensor> = f
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with("blk.0."))
+        .map(|t| Tensor {
+            name: t.name.replace("blk.0.", "blk.1."),
+            ne: t.ne.clone(),
+            ty: t.ty,
+            data: t.data.clone(),
+        })
+        .collect();
+    f.tensors.extend(extra);
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("parse");
+    let e = g.model_config().unwrap_err().to_string();
+    assert!(
+        e.contains(LABEL) && e.contains("llama.block_count") && e.contains("block 1"),
+        "{e}"
+    );
+    // With block_count 2 the same file is consistent.
+    f.kvs[1] = kv_u32("llama.block_count", 2);
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("parse");
+    let c = g.model_config().expect("consistent");
+    assert_eq!(c.n_layer, 2);
+    ModelWeights::from_source(c, &g).expect("loads both blocks");
+}
+
+#[test]
+fn rope_dimension_count_must_equal_the_head_size() {
+    // Heads of 8 (d 32 / 4 heads).
+    let mut f = valid();
+    f.kvs.push(kv_u32("llama.rope.dimension_count", 4));
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("parse");
+    let e = g.model_config().unwrap_err().to_string();
+    assert!(
+        e.contains("llama.rope.dimension_count") && e.contains("4") && e.contains("heads of 8"),
+        "{e}"
+    );
+    let mut f = valid();
+    f.kvs.push(kv_u32("llama.rope.dimension_count", 8));
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("parse");
+    g.model_config().expect("equal to the head size");
+}
