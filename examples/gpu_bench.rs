@@ -160,7 +160,13 @@ fn main() -> quantlab::Result<()> {
             .cloned()
     };
     let has = |name: &str| args.iter().any(|a| a == name);
-    let read = |p: &str| std::fs::read(p).map_err(|e| quantlab::Error::io(p, e));
+    let read = |p: &str| {
+        quantlab::io::file::read_file(
+            std::path::Path::new(p),
+            "input",
+            quantlab::io::file::MAX_WEIGHTS,
+        )
+    };
     let model_path = flag("--model");
 
     if let (Some(text), Some(mp), Some(out)) = (flag("--tokenize"), &model_path, flag("--out")) {

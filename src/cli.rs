@@ -1,6 +1,7 @@
 //! Command-line front end. Errors are printed as one plain sentence and exit code 1.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use quantlab::io::file;
 use quantlab::io::tokenizer::TokenizerFiles;
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
 use quantlab::playground::engine::{Device, Engine};
@@ -143,9 +144,10 @@ struct EvalArgs {
     windows: Option<usize>,
     #[arg(long, value_enum, default_value_t = ProtocolArg::Llamacpp)]
     protocol: ProtocolArg,
-    /// A QuantConfig as JSON (or a share-link string starting with `v1.`).
+    /// A QuantConfig: a file holding JSON or a share link, inline JSON (starting with `{`), or
+    /// a share link (`v1.…`). Parsed and validated before the model loads.
     #[arg(long, conflicts_with_all = ["bits", "group", "sym", "asym"])]
-    config: Option<PathBuf>,
+    config: Option<String>,
     /// RTN bits for every block linear layer (1..=8).
     #[arg(long)]
     bits: Option<u8>,
@@ -274,9 +276,9 @@ struct GenerateArgs {
     tokens: usize,
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     backend: BackendArg,
-    /// A QuantConfig as JSON (or a share-link string starting with `v1.`).
+    /// A QuantConfig: a file (JSON or a share link), inline JSON or a `v1.` share link.
     #[arg(long, conflicts_with_all = ["bits", "group", "asym"])]
-    config: Option<PathBuf>,
+    config: Option<String>,
     /// Bits of the quantized model (as `eval --bits`).
     #[arg(long)]
     bits: Option<u8>,
@@ -331,8 +333,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path.display(), e))
+/// A text to evaluate or calibrate on: a regular file of at most `io::file::MAX_TEXT` bytes,
+/// UTF-8.
+fn read_text(path: &Path) -> Result<String> {
+    file::read_text(path, "text", file::MAX_TEXT)
 }
 
 /// Acquire the backend: the GPU through wgpu, waited for on this thread.
@@ -361,7 +365,7 @@ pub fn load_on(path: &Path, device: &Device) -> Result<Session> {
                     p.file_name()
                         .map(|n| n.to_string_lossy().to_string())
                         .unwrap_or_default(),
-                    read(&p)?,
+                    file::read_file(&p, "weights", file::MAX_WEIGHTS)?,
                 ));
             }
         }
@@ -377,14 +381,25 @@ pub fn load_on(path: &Path, device: &Device) -> Result<Session> {
             .iter()
             .map(|(n, b)| (n.as_str(), b.as_slice()))
             .collect();
+        let config = file::read_file(
+            &path.join("config.json"),
+            "config.json",
+            file::MAX_CONFIG_JSON,
+        )?;
         // tokenizer.json, or (older repositories such as facebook/opt-*) vocab.json + merges.txt
         // with the special tokens in tokenizer_config.json.
-        let file = |n: &str| path.join(n);
-        let tok: Vec<Option<Vec<u8>>> = ["tokenizer.json", "vocab.json", "merges.txt"]
-            .iter()
-            .chain(&["tokenizer_config.json"])
-            .map(|n| file(n).exists().then(|| read(&file(n))).transpose())
-            .collect::<Result<_>>()?;
+        let tok: Vec<Option<Vec<u8>>> = [
+            ("tokenizer.json", file::MAX_TOKENIZER_JSON),
+            ("vocab.json", file::MAX_TOKENIZER_JSON),
+            ("merges.txt", file::MAX_TOKENIZER_JSON),
+            ("tokenizer_config.json", file::MAX_SMALL_JSON),
+        ]
+        .iter()
+        .map(|&(n, max)| {
+            let p = path.join(n);
+            p.exists().then(|| file::read_file(&p, n, max)).transpose()
+        })
+        .collect::<Result<_>>()?;
         let files = match (&tok[0], &tok[1], &tok[2]) {
             (Some(j), _, _) => TokenizerFiles::Json(j),
             (None, Some(v), Some(m)) => TokenizerFiles::Bpe {
@@ -400,15 +415,10 @@ pub fn load_on(path: &Path, device: &Device) -> Result<Session> {
                 ))
             }
         };
-        Session::load_hf_on(
-            &label,
-            &read(&path.join("config.json"))?,
-            files,
-            &refs,
-            device,
-        )
+        Session::load_hf_on(&label, &config, files, &refs, device)
     } else {
-        Session::load_gguf_on(&label, read(path)?, device)
+        let bytes = file::read_file(path, "weights", file::MAX_WEIGHTS)?;
+        Session::load_gguf_on(&label, bytes, device)
     }
 }
 
@@ -491,20 +501,84 @@ fn parse_group(g: Option<&str>) -> Result<Granularity> {
     }
 }
 
+/// `--config`: inline JSON (starts with `{`), a file holding JSON or a share link, or a share
+/// link (`v1.…`), in that order of checking. Errors say which of them was read.
+fn parse_config_arg(arg: &str) -> Result<QuantConfig> {
+    let arg = arg.trim();
+    let (source, text) = if arg.starts_with('{') {
+        ("--config (inline JSON)".to_string(), arg.to_string())
+    } else if Path::new(arg).exists() || !looks_like_link(arg) {
+        let p = Path::new(arg);
+        (
+            p.display().to_string(),
+            file::read_text(p, "config", file::MAX_SMALL_JSON)?,
+        )
+    } else {
+        ("--config (share link)".to_string(), arg.to_string())
+    };
+    let text = text.trim();
+    let parsed = if text.starts_with('{') {
+        QuantConfig::from_json(text)
+    } else {
+        QuantConfig::from_url(text)
+    };
+    parsed.map_err(|e| match e {
+        Error::Config { field, msg } => Error::format(source, field, msg),
+        other => other,
+    })
+}
+
+/// `v` + digits + `.`: the share-link prefix.
+fn looks_like_link(s: &str) -> bool {
+    s.strip_prefix('v')
+        .and_then(|r| r.split_once('.'))
+        .is_some_and(|(v, _)| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Override patterns that match no block linear of the loaded model are an error (a typo would
+/// otherwise silently quantize everything the default way).
+fn check_patterns(cfg: &QuantConfig, s: &Session) -> Result<()> {
+    let unmatched = cfg.unmatched_patterns(s.source());
+    if let Some(p) = unmatched.first() {
+        let i = cfg
+            .overrides
+            .iter()
+            .position(|o| o.pattern == *p)
+            .unwrap_or(0);
+        let example = s
+            .source()
+            .linears()
+            .next()
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+        return Err(Error::config(
+            format!("overrides[{i}].pattern"),
+            format!(
+                "{:?} matches no block linear of this model (names look like {example:?}; `*` \
+                 matches any run of characters){}",
+                quantlab::quant::config::echo(&format!("`{p}`")).trim_matches('`'),
+                match unmatched.len() {
+                    1 => String::new(),
+                    n => format!("; {} more patterns match nothing", n - 1),
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
-    if let Some(p) = &a.config {
-        let bytes = read(p)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Error::format(p.display(), "config", "not UTF-8"))?;
-        let text = text.trim();
-        return if text.starts_with('{') {
-            let c: QuantConfig =
-                serde_json::from_str(text).map_err(|e| Error::format(p.display(), "config", e))?;
-            c.validate()?;
-            Ok(c)
-        } else {
-            QuantConfig::from_url(text)
-        };
+    let c = quant_config_unchecked(a)?;
+    c.validate()?;
+    if c.method.needs_calibration() {
+        quantlab::quant::config::validate_calib(&a.calib.options())?;
+    }
+    Ok(c)
+}
+
+fn quant_config_unchecked(a: &EvalArgs) -> Result<QuantConfig> {
+    if let Some(arg) = &a.config {
+        return parse_config_arg(arg);
     }
     if matches!(a.method, MethodArg::Cmpq) {
         let o = CmpqOptions {
@@ -565,27 +639,39 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
 }
 
 fn eval(a: &EvalArgs) -> Result<()> {
+    // The config first: a bad one fails before the model (the slow part) loads.
+    let cfg = quant_config(a)?;
     let t_load = Instant::now();
     let mut s = load_on(&a.model, &device(a.backend)?)?;
-    let text = String::from_utf8(read(&a.text)?)
-        .map_err(|_| Error::format(a.text.display(), "text", "not UTF-8"))?;
+    let text = read_text(&a.text)?;
     eprintln!(
         "loaded {} in {:.2} s on {}",
         a.model.display(),
         t_load.elapsed().as_secs_f64(),
         s.engine().adapter
     );
-    let cfg = quant_config(a)?;
+    check_patterns(&cfg, &s)?;
     let text = if a.python_newlines {
         quantlab::io::tokenizer::python_text_mode(&text).into_owned()
     } else {
         text
     };
     let t_tok = Instant::now();
-    let tokens = s.tokenize(&text)?;
+    let own_calib = cfg.method.needs_calibration() && a.calib.calib_text.is_none();
+    let need = EvalTokens {
+        eval: a.windows.map(|w| w.saturating_mul(a.ctx)),
+        calib_tail: own_calib.then(|| a.calib.calib_n.saturating_mul(a.calib.calib_len)),
+    };
+    let (tokens, tail) = eval_tokens(&s, &text, &need)?;
+    drop(text);
     eprintln!(
-        "{} tokens in {:.2} s",
+        "{} tokens{} in {:.2} s",
         tokens.len(),
+        if tail.is_some() {
+            " from the start of the text, and calibration tokens from its end,"
+        } else {
+            ""
+        },
         t_tok.elapsed().as_secs_f64()
     );
     let opts = EvalOptions {
@@ -599,7 +685,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
     };
     let t_q = Instant::now();
     if cfg.method.needs_calibration() {
-        calibrate(&mut s, a, &tokens, &opts)?;
+        calibrate(&mut s, a, &tokens, tail.as_deref(), &opts)?;
     }
     let mem = s.set_quant(&cfg)?;
     if !matches!(cfg.method, Method::None) {
@@ -633,14 +719,61 @@ fn eval(a: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Calibrate the loaded model for GPTQ/AWQ on `--calib-text` or the tail of the evaluation text.
-fn calibrate(s: &mut Session, a: &EvalArgs, eval_tokens: &[u32], eval: &EvalOptions) -> Result<()> {
+/// How many tokens `eval` needs: from the start of the text for the windows (`None`: all of
+/// them), and from its end for calibration (`None`: no calibration on the evaluation text).
+struct EvalTokens {
+    eval: Option<usize>,
+    calib_tail: Option<usize>,
+}
+
+/// Tokenize only what `need` asks for (Tokenizer::encode_head / encode_tail), so memory follows
+/// the windows evaluated, not the size of the text. Returns the evaluation tokens and, when the
+/// calibration tokens come from a separate piece at the end of the text, those.
+fn eval_tokens(s: &Session, text: &str, need: &EvalTokens) -> Result<(Vec<u32>, Option<Vec<u32>>)> {
+    let tok = s.tokenizer();
+    let Some(n_eval) = need.eval else {
+        return Ok((tok.encode(text)?, None));
+    };
+    let head = tok.encode_head(text, n_eval)?;
+    if head.whole {
+        return Ok((head.tokens, None));
+    }
+    match need.calib_tail {
+        None => Ok((head.tokens, None)),
+        Some(n_calib) => {
+            let tail = tok.encode_tail(text, n_calib)?;
+            if tail.whole || tail.span.start < head.span.end {
+                // The two pieces meet: the text is small enough to take whole.
+                Ok((tok.encode(text)?, None))
+            } else {
+                Ok((head.tokens, Some(tail.tokens)))
+            }
+        }
+    }
+}
+
+/// Calibrate the loaded model for GPTQ/AWQ on `--calib-text` or the tail of the evaluation text
+/// (`tail`: tokens of the end of the text, apart from the evaluated start).
+fn calibrate(
+    s: &mut Session,
+    a: &EvalArgs,
+    eval_tokens: &[u32],
+    tail: Option<&[u32]>,
+    eval: &EvalOptions,
+) -> Result<()> {
     let copts = a.calib.options();
     let own;
-    let tokens = match &a.calib.calib_text {
-        Some(p) => {
-            let t = String::from_utf8(read(p)?)
-                .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?;
+    let tokens = match (&a.calib.calib_text, tail) {
+        (None, Some(tail)) => {
+            eprintln!(
+                "calibration: {} × {} tokens from the end of the evaluation text (apart from \
+                 the evaluated windows)",
+                a.calib.calib_n, a.calib.calib_len
+            );
+            tail
+        }
+        (Some(p), _) => {
+            let t = read_text(p)?;
             own = s.tokenize(&t)?;
             eprintln!(
                 "calibration: {} × {} tokens from the end of {}",
@@ -650,7 +783,7 @@ fn calibrate(s: &mut Session, a: &EvalArgs, eval_tokens: &[u32], eval: &EvalOpti
             );
             &own[..]
         }
-        None => {
+        (None, None) => {
             let r = copts.range(eval_tokens.len())?;
             let shared = calib::eval_overlap(r.clone(), eval_tokens.len(), eval);
             eprintln!(
@@ -712,8 +845,7 @@ fn bench(
     let t = Instant::now();
     let mut s = load_on(model, &device(backend)?)?;
     let load_s = t.elapsed().as_secs_f64();
-    let text = String::from_utf8(read(text)?)
-        .map_err(|_| Error::format(text.display(), "text", "not UTF-8"))?;
+    let text = read_text(text)?;
     let t = Instant::now();
     let tokens = s.tokenize(&text)?;
     let tok_s = t.elapsed().as_secs_f64();
@@ -886,8 +1018,7 @@ fn bench_quantize(
     let t = Instant::now();
     let mut s = load_on(model, &device(backend)?)?;
     let load_s = t.elapsed().as_secs_f64();
-    let text = String::from_utf8(read(text)?)
-        .map_err(|_| Error::format(text.display(), "text", "not UTF-8"))?;
+    let text = read_text(text)?;
     let tokens = s.tokenize(&text)?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -915,12 +1046,7 @@ fn bench_quantize(
         let copts = calib.options();
         // `--calib-text` when given, else the tail of the benchmark text.
         let own = match &calib.calib_text {
-            Some(p) => Some(
-                s.tokenize(
-                    &String::from_utf8(read(p)?)
-                        .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?,
-                )?,
-            ),
+            Some(p) => Some(s.tokenize(&read_text(p)?)?),
             None => None,
         };
         let t = Instant::now();
@@ -972,8 +1098,7 @@ fn bench_method(m: MethodArg, bits: u8) -> Method {
 
 fn sweep(a: &SweepArgs) -> Result<()> {
     use quantlab::sweep::run::{self, Event, SweepInputs, SweepOptions};
-    let grid_text = String::from_utf8(read(&a.grid)?)
-        .map_err(|_| Error::format(a.grid.display(), "grid", "not UTF-8"))?;
+    let grid_text = file::read_text(&a.grid, "grid", file::MAX_SMALL_JSON)?;
     let configs = quantlab::sweep::parse_grid(&grid_text, &a.grid.display().to_string())?;
     if a.dry_run {
         let done = quantlab::sweep::report::read_rows(&a.out.join("results.jsonl"))?;
@@ -994,8 +1119,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
     let dev = device(a.backend)?;
     // The session only loads and tokenizes; the sweep loads its own engines on `dev`.
     let s = load_on(&a.model, &Device::Cpu)?;
-    let text = String::from_utf8(read(&a.text)?)
-        .map_err(|_| Error::format(a.text.display(), "text", "not UTF-8"))?;
+    let text = read_text(&a.text)?;
     let tokens = s.tokenize(&text)?;
     let eval = EvalOptions {
         protocol: match a.protocol {
@@ -1009,8 +1133,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
     let calib = a.calib.options();
     let calib_tokens = match &a.calib.calib_text {
         Some(p) => {
-            let t = String::from_utf8(read(p)?)
-                .map_err(|_| Error::format(p.display(), "text", "not UTF-8"))?;
+            let t = read_text(p)?;
             s.tokenize(&t)?
         }
         None => {
@@ -1083,7 +1206,6 @@ fn sweep(a: &SweepArgs) -> Result<()> {
 
 fn generate(g: &GenerateArgs) -> Result<()> {
     use quantlab::playground::generate::Which;
-    let mut s = load_on(&g.model, &device(g.backend)?)?;
     // The quantizer's flags, as `eval` reads them.
     let a = EvalArgs {
         model: g.model.clone(),
@@ -1114,6 +1236,8 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         json: false,
     };
     let cfg = quant_config(&a)?;
+    let mut s = load_on(&g.model, &device(g.backend)?)?;
+    check_patterns(&cfg, &s)?;
     let quantize = !matches!(cfg.method, Method::None);
     if cfg.method.needs_calibration() {
         if g.calib.calib_text.is_none() {
@@ -1128,7 +1252,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
             max_windows: None,
             kl: false,
         };
-        calibrate(&mut s, &a, &[], &opts)?;
+        calibrate(&mut s, &a, &[], None, &opts)?;
     }
     let mut progress = |_: &str, k: usize| {
         eprint!("\r{k}/{} tokens   ", g.tokens);

@@ -218,14 +218,23 @@ fn f32_tensor(name: &str, ne: &[u64]) -> Tensor {
     }
 }
 
-/// Tensor in a 32-weight block format with `type_size`-byte blocks.
+/// Tensor in a 32-weight block format with `type_size`-byte blocks (Q8_0 or Q4_1: f16 scale `d`
+/// first, then for Q4_1 the f16 `m`). The filler's scales are made finite (high byte & 0x3b keeps
+/// the f16 exponent below 31), as the loader refuses NaN and infinite scales.
 fn block_tensor(name: &str, ne: &[u64], ty: u32, type_size: usize) -> Tensor {
     let n: u64 = ne.iter().product();
+    let mut data = filler(n as usize / 32 * type_size, ty);
+    for block in data.chunks_exact_mut(type_size) {
+        block[1] &= 0x3b;
+        if ty == G_Q4_1 {
+            block[3] &= 0x3b;
+        }
+    }
     Tensor {
         name: name.into(),
         ne: ne.to_vec(),
         ty,
-        data: filler(n as usize / 32 * type_size, ty),
+        data,
     }
 }
 
@@ -754,4 +763,100 @@ fn tokenizer_ids_outside_the_vocabulary() {
         e.contains("tokenizer.ggml.eos_token_id") && e.contains("16"),
         "{e}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Non-finite weights are refused when the weights load, naming the tensor.
+
+#[test]
+fn nan_and_infinite_weights_are_refused_naming_the_tensor() {
+    // An f32 norm with a NaN.
+    let mut f = valid();
+    let t = f
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "blk.0.ffn_norm.weight")
+        .expect("tensor");
+    t.data[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("the file itself is well formed");
+    let e = ModelWeights::from_source(g.model_config().expect("config"), &g)
+        .expect_err("NaN weights")
+        .to_string();
+    assert!(
+        e.contains(LABEL) && e.contains("blk.0.ffn_norm.weight") && e.contains("value 2 is NaN"),
+        "{e}"
+    );
+
+    // A Q8_0 block whose f16 scale is +infinity (0x7c00).
+    let mut f = valid();
+    let t = f
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "blk.0.attn_k.weight")
+        .expect("tensor");
+    t.data[34..36].copy_from_slice(&0x7c00u16.to_le_bytes());
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("parse");
+    let e = ModelWeights::from_source(g.model_config().expect("config"), &g)
+        .expect_err("infinite scale")
+        .to_string();
+    assert!(
+        e.contains("blk.0.attn_k.weight") && e.contains("Q8_0 block scale of block 1 is inf"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata against tensors.
+
+#[test]
+fn block_count_smaller_than_the_blocks_present_is_refused() {
+    // Two blocks of tensors, block_count 1: block 1 would be silently unused.
+    let mut f = valid();
+    let extra: Vec<Tensor> = f
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with("blk.0."))
+        .map(|t| Tensor {
+            name: t.name.replace("blk.0.", "blk.1."),
+            ne: t.ne.clone(),
+            ty: t.ty,
+            data: t.data.clone(),
+        })
+        .collect();
+    f.tensors.extend(extra);
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("parse");
+    let e = g.model_config().unwrap_err().to_string();
+    assert!(
+        e.contains(LABEL) && e.contains("llama.block_count") && e.contains("block 1"),
+        "{e}"
+    );
+    // With block_count 2 the same file is consistent.
+    f.kvs[1] = kv_u32("llama.block_count", 2);
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("parse");
+    let c = g.model_config().expect("consistent");
+    assert_eq!(c.n_layer, 2);
+    ModelWeights::from_source(c, &g).expect("loads both blocks");
+}
+
+#[test]
+fn rope_dimension_count_must_equal_the_head_size() {
+    // Heads of 8 (d 32 / 4 heads).
+    let mut f = valid();
+    f.kvs.push(kv_u32("llama.rope.dimension_count", 4));
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("parse");
+    let e = g.model_config().unwrap_err().to_string();
+    assert!(
+        e.contains("llama.rope.dimension_count") && e.contains("4") && e.contains("heads of 8"),
+        "{e}"
+    );
+    let mut f = valid();
+    f.kvs.push(kv_u32("llama.rope.dimension_count", 8));
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("parse");
+    g.model_config().expect("equal to the head size");
 }

@@ -486,9 +486,9 @@ fn config_rope_scaling_refused() {
 
 #[test]
 fn config_unknown_model_type() {
-    let e = config_err(|v| v["model_type"] = json!("gpt2"));
+    let e = config_err(|v| v["model_type"] = json!("falcon"));
     assert!(
-        e.contains("config.json: model_type: unsupported: \"gpt2\""),
+        e.contains("config.json: model_type: unsupported: \"falcon\""),
         "{e}"
     );
 }

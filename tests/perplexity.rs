@@ -13,7 +13,7 @@ const MODEL: &str = concat!(
 );
 const WIKITEXT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/wikitext-2-raw-test.txt"
+    "/tests/data/wikitext-2-raw-test.txt"
 );
 
 /// llama.cpp's CPU and CUDA builds differ by 0.6 % between themselves; an f32 reference must

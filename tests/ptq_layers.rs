@@ -20,7 +20,7 @@ const MODEL: &str = concat!(
 );
 const WIKITEXT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/wikitext-2-raw-test.txt"
+    "/tests/data/wikitext-2-raw-test.txt"
 );
 
 #[test]

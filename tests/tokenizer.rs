@@ -1,5 +1,5 @@
 //! The tokenizer on the real default model's vocabulary (read with the GGUF reader), on the
-//! shared WikiText-2 text, and on small vocabularies built in code for the error paths.
+//! WikiText-2 test text (tests/data), and on small vocabularies built in code for the error paths.
 //!
 //! Expected ids in `SHORT_CASES` were produced with the Hugging Face `tokenizers` Python package
 //! (0.23.3): a `BPE` model over this GGUF's 49,152 tokens and 48,900 merges (as transformers 5.23
@@ -21,7 +21,7 @@ const MODEL: &str = concat!(
 const LABEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const WIKITEXT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/wikitext-2-raw-test.txt"
+    "/tests/data/wikitext-2-raw-test.txt"
 );
 
 /// llama.cpp's count for the whole file (../shared/docs/reference-numbers.md, "Tokenization").
@@ -40,9 +40,8 @@ fn meta() -> GgufTokenizerMeta {
 }
 
 fn wikitext() -> String {
-    let bytes = std::fs::read(WIKITEXT).unwrap_or_else(|e| {
-        panic!("{WIKITEXT}: {e}; the shared data folder must sit beside the repo")
-    });
+    let bytes = std::fs::read(WIKITEXT)
+        .unwrap_or_else(|e| panic!("{WIKITEXT}: {e}; see tests/data/README.md"));
     String::from_utf8(bytes).expect("WikiText is UTF-8")
 }
 
@@ -407,4 +406,56 @@ fn tokenizer_json_bos_from_post_processor() {
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("t.json: tokenizer.json"), "{err}");
+}
+
+/// `encode_head` / `encode_tail` (what `eval --windows` and calibration from the tail use) give
+/// exactly the first / last tokens of the whole encoding, on the real vocabulary and WikiText.
+#[test]
+fn head_and_tail_of_a_text_match_the_whole_encoding() {
+    let tok = Tokenizer::from_gguf(&meta()).expect("tokenizer");
+    let text = wikitext();
+    let all = tok.encode(&text).expect("encode");
+    for n in [1, 512, 20 * 512, 32 * 512] {
+        let h = tok.encode_head(&text, n).expect("head");
+        assert!(h.tokens.len() >= n, "{n}: {} tokens", h.tokens.len());
+        assert!(!h.whole && h.bytes_encoded < text.len(), "{n}: {h:?}");
+        assert_eq!(h.tokens[..], all[..h.tokens.len()], "head for {n}");
+        let t = tok.encode_tail(&text, n).expect("tail");
+        assert!(t.tokens.len() >= n, "{n}: {} tokens", t.tokens.len());
+        assert_eq!(
+            t.tokens[..],
+            all[all.len() - t.tokens.len()..],
+            "tail for {n}"
+        );
+    }
+    // More than the text holds: the whole text, exactly.
+    let h = tok.encode_head(&text, all.len() + 1).expect("head");
+    assert!(h.whole);
+    assert_eq!(h.tokens, all);
+}
+
+/// One window of a 20 MB text tokenizes a few kB of it, not 20 MB (issue: 50 MB with
+/// `--windows 1` peaked at 6–7 GB).
+#[test]
+fn one_window_of_a_20_mb_text_tokenizes_a_small_part() {
+    let tok = Tokenizer::from_gguf(&meta()).expect("tokenizer");
+    let wiki = wikitext();
+    let big = wiki.repeat(20_000_000 / wiki.len() + 1);
+    assert!(big.len() >= 20_000_000);
+    let cut = (0..=100_000)
+        .rev()
+        .find(|&i| wiki.is_char_boundary(i))
+        .unwrap_or(0);
+    let first = tok.encode(&wiki[..cut]).expect("encode");
+    let h = tok.encode_head(&big, 512).expect("head");
+    assert!(h.tokens.len() >= 512 && !h.whole);
+    assert!(
+        h.bytes_encoded < 64 << 10,
+        "{} bytes given to the tokenizer for 512 tokens",
+        h.bytes_encoded
+    );
+    assert!(h.tokens.len() < 2048, "{} tokens", h.tokens.len());
+    assert_eq!(h.tokens[..512], first[..512]);
+    let t = tok.encode_tail(&big, 32 * 512).expect("tail");
+    assert!(t.bytes_encoded < 1 << 20, "{} bytes", t.bytes_encoded);
 }

@@ -15,6 +15,7 @@
 //! and every allocation is at most a small multiple of the bytes that remain in the buffer.
 //! Tensor data is never copied: `RawTensor::data` borrows from the caller's buffer.
 
+mod consistency;
 mod meta;
 mod model;
 mod reader;

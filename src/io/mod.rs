@@ -1,6 +1,9 @@
 //! Model file readers. Each parses a `&[u8]` (so browser buffers work) and treats every byte as
 //! hostile: counts and sizes are bounded, offsets checked, errors name the file and field.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod file;
+pub mod finite;
 pub mod gguf;
 pub mod hf;
 pub mod safetensors;

@@ -10,12 +10,15 @@
 
 mod bpe_files;
 mod build;
+mod check;
+mod partial;
 mod pretok;
 
 use crate::{Error, Result};
 use build::{
     byte_level_bpe, parse_merges, sentencepiece_bpe, template_bos, token_texts, validate, vocab_map,
 };
+pub use partial::Partial;
 use pretok::PreTok;
 use tokenizers::AddedToken;
 
@@ -200,8 +203,19 @@ impl Tokenizer {
                 ),
             ));
         }
-        let mut inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| Error::format(label, "tokenizer.json", e))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| Error::format(label, "tokenizer.json", e))?;
+        check::check_tokenizer_json(label, &json)?;
+        let mut inner = guarded("load", || {
+            tokenizers::Tokenizer::from_bytes(bytes)
+                .map_err(|e| Error::format(label, "tokenizer.json", e))
+        })?;
+        // Padding or truncation would change the token stream that is evaluated (and a fixed
+        // padding length is an allocation the file chooses); QuantLab uses neither.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::format(label, "truncation", e))?;
         let n_vocab = inner
             .get_vocab(true)
             .values()
@@ -215,8 +229,6 @@ impl Tokenizer {
                 format!("{n_vocab} ids; must be 1..={MAX_TOKENS}"),
             ));
         }
-        let json: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| Error::format(label, "tokenizer.json", e))?;
         let bos =
             template_bos(&json["post_processor"], &inner).filter(|&id| (id as usize) < n_vocab);
         let mut control: Vec<(String, u32)> = inner
@@ -264,10 +276,11 @@ impl Tokenizer {
                 text.len()
             )));
         }
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| Error::Tokenizer(format!("encode: {e}")))?;
+        let enc = guarded("encode", || {
+            self.inner
+                .encode_fast(text, false)
+                .map_err(|e| Error::Tokenizer(format!("encode: {e}")))
+        })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -320,9 +333,11 @@ impl Tokenizer {
         for &id in ids {
             self.check_id("decode", id)?;
         }
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| Error::Tokenizer(format!("decode: {e}")))
+        guarded("decode", || {
+            self.inner
+                .decode(ids, false)
+                .map_err(|e| Error::Tokenizer(format!("decode: {e}")))
+        })
     }
 
     pub fn bos(&self) -> Option<u32> {
@@ -351,7 +366,12 @@ impl Tokenizer {
         if (id as usize) >= self.n_vocab {
             return None;
         }
-        self.inner.decode(&[id], false).ok()
+        guarded("decode", || {
+            self.inner
+                .decode(&[id], false)
+                .map_err(|e| Error::Tokenizer(e.to_string()))
+        })
+        .ok()
     }
 
     fn check_id(&self, field: &str, id: u32) -> Result<()> {
@@ -363,6 +383,31 @@ impl Tokenizer {
                 self.n_vocab
             )))
         }
+    }
+}
+
+/// Run a call into the `tokenizers` crate, turning a panic inside it into an error (natively;
+/// a wasm build aborts on panic, so there `check` refusing the known causes at load is what
+/// protects the page). The library's state is only read by these calls, so it stays usable.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::Tokenizer(format!(
+                "{what}: the tokenizers library failed (panicked: {msg}); the tokenizer \
+                 definition is probably malformed"
+            )))
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = what;
+        f()
     }
 }
 

@@ -218,6 +218,7 @@ pub async fn evaluate<B: Backend>(
         for pending in pendings {
             let scores = b.read_scores(pending).await?;
             for s in &scores {
+                check_score(s, done_windows, wins.len(), reference.is_some())?;
                 stats.push(s.nll);
                 kl_sum += s.kl;
                 agree += s.top1_agree as usize;
@@ -236,6 +237,16 @@ pub async fn evaluate<B: Backend>(
         }
     }
     let with_ref = reference.is_some();
+    if !stats.ppl().is_finite() {
+        return Err(Error::format(
+            "evaluation",
+            "ppl",
+            format!(
+                "mean negative log-likelihood {} overflows exp(): the model's output is broken",
+                stats.sum / stats.n.max(1) as f64
+            ),
+        ));
+    }
     Ok(EvalResult {
         ppl: stats.ppl(),
         ppl_err: stats.ppl_err(),
@@ -248,6 +259,31 @@ pub async fn evaluate<B: Backend>(
         protocol: describe(opts, wins.len(), bos),
         ctx: opts.ctx,
     })
+}
+
+/// A score that is not a finite number is an error naming the window (0-based `window` of
+/// `windows`): a NaN perplexity is not a result.
+fn check_score(
+    s: &crate::model::backend::TokenScore,
+    window: usize,
+    windows: usize,
+    kl: bool,
+) -> Result<()> {
+    let (what, v) = if !s.nll.is_finite() {
+        ("negative log-likelihood", s.nll)
+    } else if kl && !s.kl.is_finite() {
+        ("KL divergence", s.kl)
+    } else {
+        return Ok(());
+    };
+    Err(Error::format(
+        "evaluation",
+        format!("window {} of {windows}", window + 1),
+        format!(
+            "{what} is {v}: the model's output went non-finite (NaN or infinite weights or \
+             activations; a tensor stored in the wrong type?)"
+        ),
+    ))
 }
 
 /// Run one batch of equal-length windows through the model (and the reference) and record

@@ -356,6 +356,7 @@ fn to_qtensor(file: &str, t: &RawTensor<'_>, rows: usize, cols: usize) -> Result
             ),
         ));
     }
+    crate::io::finite::check_finite(file, &t.name, format, t.data)?;
     Ok(QTensor {
         format,
         addons: Default::default(),

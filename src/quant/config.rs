@@ -32,6 +32,16 @@ pub const MAX_LINK_LEN: usize = 8 * 1024;
 pub const MAX_OVERRIDES: usize = 256;
 /// Longest override pattern.
 pub const MAX_PATTERN_LEN: usize = 256;
+/// Largest group size (a group never spans more than one row; the widest rows are ~64 K).
+pub const MAX_GROUP: usize = 1 << 16;
+/// GPTQ: most columns per lazy batch update (its error buffer is rows × block floats per task).
+pub const MAX_GPTQ_BLOCK: usize = 4096;
+/// GPTQ: largest damping, as a fraction of `mean(diag H)` (the paper uses 0.01).
+pub const MAX_GPTQ_DAMP: f32 = 1.0;
+/// AWQ: most points of the α grid (awq::quantize_layer's own bound).
+pub const MAX_AWQ_GRID: usize = 1000;
+/// Longest piece of user input an error message quotes.
+pub const MAX_ECHO: usize = 64;
 
 /// How the block linears are produced from the loaded weights.
 ///
@@ -131,11 +141,13 @@ impl LayerQuant {
                 format!("{} is outside 1..=8", self.bits),
             ));
         }
-        if self.gran == Granularity::Group(0) {
-            return Err(Error::config(
-                format!("{field}.gran"),
-                "group size 0; a group holds at least one weight",
-            ));
+        if let Granularity::Group(g) = self.gran {
+            if g == 0 || g > MAX_GROUP {
+                return Err(Error::config(
+                    format!("{field}.gran"),
+                    format!("group size {g} is outside 1..={MAX_GROUP}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -204,6 +216,47 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
+/// Calibration size (`--calib-n` × `--calib-len`, or the page's N × L) against the limits that
+/// `CalibOptions::range` applies, so a command can refuse it before loading anything.
+pub fn validate_calib(o: &crate::quant::calib::CalibOptions) -> Result<()> {
+    use crate::quant::calib::MAX_SEQS;
+    if !(1..=MAX_SEQS).contains(&o.n_seq) {
+        return Err(Error::config(
+            "calib.n_seq",
+            format!("{} is outside 1..={MAX_SEQS}", o.n_seq),
+        ));
+    }
+    let max_len = crate::model::eval::MAX_CTX;
+    if !(2..=max_len).contains(&o.seq_len) {
+        return Err(Error::config(
+            "calib.seq_len",
+            format!("{} is outside 2..={max_len}", o.seq_len),
+        ));
+    }
+    Ok(())
+}
+
+/// `msg` with every back-quoted piece of input (serde quotes unknown keys and values so)
+/// cut to `MAX_ECHO` characters, and the whole cut to a few lines: a 50 MB key is not repeated.
+pub fn echo(msg: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in msg.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if i % 2 == 1 && part.chars().count() > MAX_ECHO {
+            out.extend(part.chars().take(MAX_ECHO));
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+    }
+    if out.chars().count() > 8 * MAX_ECHO {
+        out = out.chars().take(8 * MAX_ECHO).collect::<String>() + "…";
+    }
+    out
+}
+
 fn newer(version: u64) -> Error {
     Error::config(
         "version",
@@ -252,8 +305,13 @@ impl QuantConfig {
                 ));
             }
         }
-        if let Method::Cmpq(o) = &self.method {
-            o.validate()?;
+        self.validate_method()?;
+        if self.lorc.is_some() && self.method == Method::None {
+            return Err(Error::config(
+                "lorc",
+                "LoRC compensates a method's quantization error, and method is none: choose a \
+                 method or drop lorc",
+            ));
         }
         if matches!(self.method, Method::Nf4 | Method::Fp4) {
             let fours = std::iter::once(Some(&self.default))
@@ -294,6 +352,39 @@ impl QuantConfig {
         Ok(())
     }
 
+    /// Every numeric option of the method against its stated limit, before any work sizes a
+    /// buffer by it (a GPTQ `block` of 1e13 once asked for 128 TB).
+    fn validate_method(&self) -> Result<()> {
+        let range = |field: &str, v: f32, max: f32| {
+            if v.is_finite() && (0.0..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::config(field, format!("{v} is outside 0..={max}")))
+            }
+        };
+        let count = |field: &str, v: usize, max: usize| {
+            if (1..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::config(field, format!("{v} is outside 1..={max}")))
+            }
+        };
+        match &self.method {
+            Method::None | Method::Rtn | Method::Nf4 | Method::Fp4 => Ok(()),
+            Method::Gptq(o) => {
+                range("gptq.damp", o.damp, MAX_GPTQ_DAMP)?;
+                count("gptq.block", o.block, MAX_GPTQ_BLOCK)
+            }
+            Method::Awq(o) => count("awq.grid", o.grid, MAX_AWQ_GRID),
+            Method::Kmeans(o) => range(
+                "kmeans.outlier_frac",
+                o.outlier_frac,
+                codebook::MAX_OUTLIER_FRAC,
+            ),
+            Method::Cmpq(o) => o.validate(),
+        }
+    }
+
     /// The setting for one tensor: `None` means keep it as loaded.
     pub fn layer_quant(&self, name: &str) -> Option<LayerQuant> {
         if self.method == Method::None {
@@ -327,7 +418,7 @@ impl QuantConfig {
     /// its fields are interpreted (they may have changed meaning).
     pub fn from_json(json: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| Error::config("config", format!("bad JSON: {e}")))?;
+            .map_err(|e| Error::config("config", format!("bad JSON: {}", echo(&e.to_string()))))?;
         match v.get("version").and_then(|v| v.as_u64()) {
             Some(ver) if ver > CONFIG_VERSION as u64 => return Err(newer(ver)),
             Some(_) => {}
@@ -339,7 +430,7 @@ impl QuantConfig {
             }
         }
         let c: QuantConfig = serde_json::from_value(v)
-            .map_err(|e| Error::config("config", format!("bad JSON: {e}")))?;
+            .map_err(|e| Error::config("config", format!("bad JSON: {}", echo(&e.to_string()))))?;
         c.validate()?;
         Ok(c)
     }

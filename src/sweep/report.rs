@@ -108,15 +108,18 @@ pub fn parse_rows(text: &str, file: &str) -> Result<(Vec<Row>, usize)> {
 
 /// The rows of the journal at `path` (none if it does not exist).
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
-    match std::fs::read(path) {
-        Ok(b) => {
-            let text = String::from_utf8(b)
-                .map_err(|_| Error::format(path.display(), "results", "not UTF-8"))?;
-            Ok(parse_rows(&text, &path.display().to_string())?.0)
+    match read_journal(path) {
+        Ok(text) => Ok(parse_rows(&text, &path.display().to_string())?.0),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Vec::new())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io(path, e)),
+        Err(e) => Err(e),
     }
+}
+
+/// The journal's text: a regular file of at most `io::file::MAX_JOURNAL` bytes, UTF-8.
+fn read_journal(path: &Path) -> Result<String> {
+    crate::io::file::read_text(path, "results", crate::io::file::MAX_JOURNAL)
 }
 
 /// The append-only journal `results.jsonl`.
@@ -130,9 +133,7 @@ impl Journal {
     pub fn open(path: &Path) -> Result<(Journal, Vec<Row>)> {
         let mut rows = Vec::new();
         if path.exists() {
-            let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| Error::format(path.display(), "results", "not UTF-8"))?;
+            let text = read_journal(path)?;
             let (r, complete) = parse_rows(&text, &path.display().to_string())?;
             if complete < text.len() {
                 let f = std::fs::OpenOptions::new()

@@ -1,7 +1,7 @@
 // "WikiText-2 test from the Hub when online" (issue 4): the page fetches the test split as the
 // Hugging Face Hub serves it (a parquet file under datasets/Salesforce/wikitext), reads it with
 // hyparquet and evaluates on it. Here a local server (fixture.mjs) plays the Hub, serving a
-// snappy-compressed parquet made from ../shared/data/wikitext-2-raw-test.txt, one row per line
+// snappy-compressed parquet made from tests/data/wikitext-2-raw-test.txt, one row per line
 // as the Hub's rows are; the page's text must be that file exactly, and its perplexity the CLI's
 // on the file. Without the Hub the page says so and keeps a built-in text.
 
@@ -14,7 +14,7 @@ import { parquetWriteBuffer } from 'hyparquet-writer';
 import { BIN, MODEL, ROOT, RUN_TIMEOUT_MS, openPage, waitForResult } from './harness.mjs';
 import { startFixtureServer } from './fixture.mjs';
 
-const WIKI = path.resolve(ROOT, '../shared/data/wikitext-2-raw-test.txt');
+const WIKI = path.resolve(ROOT, 'tests/data/wikitext-2-raw-test.txt');
 const PARQUET = 'wikitext-2-raw-v1/test-00000-of-00001.parquet';
 const CTX = 64;
 // Browser (wasm) against native: float rounding only (as playground.test.mjs).
@@ -26,7 +26,7 @@ let server;
 let wiki;
 
 before(async () => {
-  if (!existsSync(WIKI)) throw new Error(`${WIKI} is missing: the shared data folder must sit beside the repository`);
+  if (!existsSync(WIKI)) throw new Error(`${WIKI} is missing: tests/data/README.md says where it comes from`);
   wiki = readFileSync(WIKI, 'utf8');
   const rows = wiki.split(/(?<=\n)/);
   const parquet = Buffer.from(parquetWriteBuffer({ columnData: [{ name: 'text', data: rows, type: 'STRING' }] }));

@@ -90,6 +90,7 @@ impl Gguf<'_> {
         if max_ctx == 0 {
             return Err(Error::format(&self.label, k("context_length"), "is 0"));
         }
+        self.check_against_tensors(arch, n_layer, head_dim)?;
         let cfg = ModelConfig {
             arch: arch.to_string(),
             n_layer,

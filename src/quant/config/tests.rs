@@ -285,3 +285,116 @@ fn configs_without_lorc_keep_their_links() {
         .to_string()
         .contains("lorc.rank"));
 }
+
+/// Hostile share links: every numeric field of every method is checked against its limit when
+/// the link is parsed, before any work (a GPTQ block of 1e13 once aborted allocating 128 TB).
+#[test]
+fn hostile_numbers_in_links_are_refused_naming_field_and_limit() {
+    let with = |method: Method| QuantConfig {
+        method,
+        ..QuantConfig::rtn(LayerQuant::default())
+    };
+    let gptq = |damp: f32, block: usize| {
+        with(Method::Gptq(GptqOptions {
+            damp,
+            act_order: true,
+            block,
+        }))
+    };
+    let cases: Vec<(QuantConfig, &str, &str)> = vec![
+        (gptq(0.01, 10_000_000_000_000), "gptq.block", "1..=4096"),
+        (gptq(0.01, 100_000_000), "gptq.block", "1..=4096"),
+        (gptq(0.01, 0), "gptq.block", "1..=4096"),
+        (gptq(-0.5, 128), "gptq.damp", "0..=1"),
+        (gptq(1e30, 128), "gptq.damp", "0..=1"),
+        (
+            with(Method::Awq(AwqOptions {
+                grid: 1 << 40,
+                clip: true,
+            })),
+            "awq.grid",
+            "1..=1000",
+        ),
+        (
+            with(Method::Kmeans(KmeansOptions {
+                outlier_frac: 0.9,
+                ..KmeansOptions::default()
+            })),
+            "kmeans.outlier_frac",
+            "0..=0.1",
+        ),
+        (
+            with(Method::Cmpq(CmpqOptions {
+                budget: 1e9,
+                ..CmpqOptions::default()
+            })),
+            "cmpq.budget",
+            "2..=4",
+        ),
+        (
+            QuantConfig::rtn(lq(4, Granularity::Group(1 << 40), true, false)),
+            "default.gran",
+            "1..=65536",
+        ),
+        (
+            QuantConfig::rtn(LayerQuant::default())
+                .with_override("blk.0.*", Some(lq(9, Granularity::PerRow, true, false))),
+            "overrides[0].quant.bits",
+            "1..=8",
+        ),
+        (
+            QuantConfig {
+                lorc: Some(LorcOptions {
+                    rank: 1 << 30,
+                    bits8: false,
+                }),
+                ..QuantConfig::rtn(LayerQuant::default())
+            },
+            "lorc.rank",
+            "1..=256",
+        ),
+        (
+            QuantConfig {
+                lorc: Some(LorcOptions::default()),
+                ..QuantConfig::default()
+            },
+            "lorc",
+            "method is none",
+        ),
+    ];
+    for (c, field, limit) in cases {
+        let e = link_err(&c.to_url());
+        assert!(e.contains(field) && e.contains(limit), "{field}: {e}");
+        assert!(c.validate().is_err(), "{field}");
+    }
+    // The limits themselves are accepted.
+    assert!(gptq(MAX_GPTQ_DAMP, MAX_GPTQ_BLOCK).validate().is_ok());
+    assert!(gptq(0.0, 1).validate().is_ok());
+}
+
+#[test]
+fn a_huge_unknown_key_is_not_echoed_whole() {
+    let key = "k".repeat(4000);
+    let json = format!(
+        r#"{{"version":1,"method":"rtn","default":{{"bits":4,"gran":{{"group":32}},"sym":true}},"{key}":1}}"#
+    );
+    let e = QuantConfig::from_json(&json).unwrap_err().to_string();
+    assert!(e.contains("unknown field"), "{e}");
+    assert!(e.len() < 600, "{} bytes: {e}", e.len());
+    assert!(e.contains(&"k".repeat(MAX_ECHO)) && !e.contains(&"k".repeat(MAX_ECHO + 1)));
+}
+
+#[test]
+fn calibration_sizes_are_checked_before_work() {
+    use crate::quant::calib::CalibOptions;
+    let o = |n_seq, seq_len| CalibOptions {
+        n_seq,
+        seq_len,
+        ..CalibOptions::default()
+    };
+    assert!(validate_calib(&o(32, 512)).is_ok());
+    let e = validate_calib(&o(1 << 40, 512)).unwrap_err().to_string();
+    assert!(e.contains("calib.n_seq") && e.contains("1..=4096"), "{e}");
+    let e = validate_calib(&o(1, 1)).unwrap_err().to_string();
+    assert!(e.contains("calib.seq_len") && e.contains("2..=8192"), "{e}");
+}
