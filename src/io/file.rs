@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 
 /// Largest `config.json` of a checkpoint (real ones are a few kB).
-pub const MAX_CONFIG_JSON: u64 = crate::io::hf::MAX_CONFIG_BYTES as u64;
+pub const MAX_CONFIG_JSON: u64 = crate::io::MAX_CONFIG_JSON_BYTES as u64;
 /// Largest `tokenizer.json` (the tokenizer's own limit).
 pub const MAX_TOKENIZER_JSON: u64 = crate::io::tokenizer::MAX_TOKENIZER_JSON_BYTES as u64;
 /// Largest text to evaluate or calibrate on (the tokenizer's own limit).

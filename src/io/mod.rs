@@ -5,6 +5,8 @@
 pub mod file;
 pub mod finite;
 pub mod gguf;
-pub mod hf;
 pub mod safetensors;
 pub mod tokenizer;
+
+/// Largest `config.json` accepted (real ones are a few kB): the reader's bound and the parser's.
+pub const MAX_CONFIG_JSON_BYTES: usize = 1 << 20;

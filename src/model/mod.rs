@@ -6,5 +6,7 @@ pub mod backend;
 pub mod config;
 pub mod cpu;
 pub mod eval;
+pub mod gguf;
+pub mod hf;
 pub mod net;
 pub mod weights;

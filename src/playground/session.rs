@@ -181,7 +181,7 @@ impl Session {
         shards: &[(&str, &[u8])],
         device: &Device,
     ) -> Result<Session> {
-        let weights = crate::io::hf::load_hf(config_json, shards)?;
+        let weights = crate::model::hf::load_hf(config_json, shards)?;
         let tokenizer = tokenizer.load(label)?;
         Self::from_parts_on(label, weights, tokenizer, device)
     }

@@ -17,8 +17,8 @@
 
 use super::hf_fixture::serialize_raw;
 use quantlab::io::gguf::Gguf;
-use quantlab::io::hf::load_hf;
 use quantlab::model::config::{ModelConfig, RopeStyle};
+use quantlab::model::hf::load_hf;
 use quantlab::model::weights::ModelWeights;
 use quantlab::quant::format::{Format, QTensor};
 use safetensors::Dtype;

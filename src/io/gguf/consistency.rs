@@ -7,12 +7,7 @@ use crate::{Error, Result};
 
 impl Gguf<'_> {
     /// Refuse `blk.N.*` tensors with `N ≥ n_layer` and a `rope.dimension_count` ≠ `head_dim`.
-    pub(super) fn check_against_tensors(
-        &self,
-        arch: &str,
-        n_layer: usize,
-        head_dim: usize,
-    ) -> Result<()> {
+    pub fn check_against_tensors(&self, arch: &str, n_layer: usize, head_dim: usize) -> Result<()> {
         let key = format!("{arch}.block_count");
         if let Some((n, name)) = self
             .tensors

@@ -12,12 +12,12 @@
 //! quantized as one matrix of `3d` rows; its output is split into q, k and v by columns.
 //! Shapes: T tokens, d = n_embd, H heads of hd = d/H, F = n_inner (4d by default).
 
-use crate::io::hf::{opt_bool, opt_f32, opt_size, size, string, Biases, HfConfig, MAX_CONTEXT};
 use crate::model::arch::{
     Arch, BiasRule, GlobalSpec, LinearSpec, NormSpec, Producer, SiteSpec, Topology,
 };
 use crate::model::backend::Backend;
 use crate::model::config::{ModelConfig, RopeStyle};
+use crate::model::hf::{opt_bool, opt_f32, opt_size, size, string, Biases, HfConfig, MAX_CONTEXT};
 use crate::model::net::{positions, Model, Observer};
 use crate::{Error, Result};
 use serde_json::{Map, Value};

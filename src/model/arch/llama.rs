@@ -132,10 +132,12 @@ pub fn validate(c: &ModelConfig, file: &str) -> Result<()> {
     Ok(())
 }
 
-/// `config.json` of the family: `io::hf` parses it (it predates the registry and has the Llama
+/// `config.json` of the family: `model::hf` parses it (it predates the registry and has the Llama
 /// family's bias and sliding-window rules); this entry exists for the registry's uniformity.
-pub fn from_hf(o: &serde_json::Map<String, serde_json::Value>) -> Result<crate::io::hf::HfConfig> {
-    crate::io::hf::llama_family(o)
+pub fn from_hf(
+    o: &serde_json::Map<String, serde_json::Value>,
+) -> Result<crate::model::hf::HfConfig> {
+    crate::model::hf::llama_family(o)
 }
 
 /// Canonical (GGUF-style) name of a Hugging Face Llama-family tensor (`model.layers.{i}.

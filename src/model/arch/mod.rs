@@ -211,7 +211,7 @@ macro_rules! architectures {
             pub fn from_hf(
                 self,
                 o: &serde_json::Map<String, serde_json::Value>,
-            ) -> Result<crate::io::hf::HfConfig> {
+            ) -> Result<crate::model::hf::HfConfig> {
                 match self {
                     $(Arch::$variant => $module::from_hf(o)),*
                 }

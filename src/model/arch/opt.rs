@@ -9,12 +9,12 @@
 //! Every linear has a bias; norms are LayerNorms with bias; the head is tied to the embedding.
 //! Shapes: T tokens, d = hidden_size, p = word_embed_proj_dim, H heads of hd, F = ffn_dim.
 
-use crate::io::hf::{opt_bool, opt_size, size, string, Biases, HfConfig, MAX_CONTEXT};
 use crate::model::arch::{
     Arch, BiasRule, GlobalSpec, LinearSpec, NormSpec, Producer, SiteSpec, Topology,
 };
 use crate::model::backend::Backend;
 use crate::model::config::{ModelConfig, RopeStyle};
+use crate::model::hf::{opt_bool, opt_size, size, string, Biases, HfConfig, MAX_CONTEXT};
 use crate::model::net::{positions, Model, Observer};
 use crate::{Error, Result};
 use serde_json::{Map, Value};

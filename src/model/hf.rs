@@ -29,8 +29,8 @@ use crate::{Error, Result};
 use serde_json::{Map, Value};
 
 const FILE: &str = "config.json";
-/// Largest `config.json` accepted (real ones are a few kB).
-pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// Largest `config.json` accepted.
+pub const MAX_CONFIG_BYTES: usize = crate::io::MAX_CONFIG_JSON_BYTES;
 /// Largest context length accepted from `max_position_embeddings` / `sliding_window`.
 pub const MAX_CONTEXT: usize = 1 << 24;
 
