@@ -1,28 +1,19 @@
-//! Hugging Face checkpoints of the Llama family: `config.json` → `ModelConfig`, and
-//! `config.json` + safetensors shards → `ModelWeights`.
+//! Hugging Face checkpoints: `config.json` → `ModelConfig` (each architecture's file in
+//! `model::arch` reads its own keys, with the JSON field readers below), and `config.json` +
+//! safetensors shards → `ModelWeights`, every tensor checked against the architecture's
+//! topology (presence, shape, biases, no extra layers).
 //!
-//! Follows the `transformers` configuration classes `LlamaConfig`, `MistralConfig` and
-//! `Qwen2Config` (field names and defaults) and their modelling code for which tensors exist.
-//! Where `transformers` has a default for a size (e.g. `hidden_size = 4096`), we require the
-//! field instead: a config without it is broken, and a 7B default would only surface later as a
-//! confusing shape mismatch.
-//!
-//! Defaults we do apply, as `transformers` does: `num_key_value_heads = num_attention_heads`,
-//! `head_dim = hidden_size / num_attention_heads`, `rope_theta = 10000`, `rms_norm_eps = 1e-6`,
-//! `hidden_act = "silu"`, `tie_word_embeddings = false` (false in all three config classes; the
-//! checkpoints that tie, e.g. SmolLM2 and small Qwen2, say `true` explicitly).
+//! Where `transformers` has a default for a size (e.g. `hidden_size = 4096`), the architectures
+//! require the field instead: a config without it is broken, and a 7B default would only surface
+//! later as a confusing shape mismatch.
 //!
 //! RoPE order: Hugging Face checkpoints rotate pairs `(i, i + d/2)` of each head
 //! (`RopeStyle::Half`). llama.cpp's converter permutes q/k rows into interleaved order for GGUF
 //! `llama`; QuantLab keeps the checkpoint's order and tells the forward pass which style it is.
-//!
-//! Sliding-window attention (Mistral v0.1, Qwen2 with `use_sliding_window`): attention over a
-//! context no longer than the window is plain causal attention, so instead of refusing we cap
-//! `max_ctx` at the window; evaluation refuses longer contexts, so every result stays exact.
 
 use crate::io::safetensors::{layer_of, Naming, SafetensorsSource};
 use crate::model::arch::{Arch, BiasRule};
-use crate::model::config::{ModelConfig, RopeStyle};
+use crate::model::config::ModelConfig;
 use crate::model::weights::{ModelWeights, TransposedSource};
 use crate::tensor::TensorSource;
 use crate::{Error, Result};
@@ -104,107 +95,6 @@ pub fn parse_hf_config(json: &[u8]) -> Result<HfConfig> {
     Ok(hf)
 }
 
-/// `config.json` of the Llama family (`LlamaConfig`, `MistralConfig`, `Qwen2Config`).
-pub(crate) fn llama_family(o: &Map<String, Value>) -> Result<HfConfig> {
-    let arch = string(o, "model_type")?.unwrap_or("llama").to_string();
-
-    let act = string(o, "hidden_act")?.unwrap_or("silu");
-    if act != "silu" {
-        return Err(Error::unsupported(
-            FILE,
-            "hidden_act",
-            format!("{act:?} (only \"silu\", the SwiGLU MLP, is implemented)"),
-        ));
-    }
-    check_rope_scaling(o)?;
-
-    let dim = size(o, "hidden_size", ModelConfig::MAX_DIM)?;
-    let ffn_dim = size(o, "intermediate_size", 8 * ModelConfig::MAX_DIM)?;
-    let n_layer = size(o, "num_hidden_layers", ModelConfig::MAX_LAYERS)?;
-    let n_head = size(o, "num_attention_heads", ModelConfig::MAX_HEADS)?;
-    let n_kv_head = opt_size(o, "num_key_value_heads", ModelConfig::MAX_HEADS)?.unwrap_or(n_head);
-    let head_dim = match opt_size(o, "head_dim", 1024)? {
-        Some(h) => h,
-        None => {
-            if !dim.is_multiple_of(n_head) {
-                return Err(Error::format(
-                    FILE,
-                    "num_attention_heads",
-                    format!(
-                        "hidden_size {dim} is not divisible by {n_head} heads (and no head_dim \
-                         is given)"
-                    ),
-                ));
-            }
-            dim / n_head
-        }
-    };
-    let vocab = size(o, "vocab_size", ModelConfig::MAX_VOCAB)?;
-    let mut max_ctx = size(o, "max_position_embeddings", MAX_CONTEXT)?;
-    let rope_theta = opt_f32(o, "rope_theta")?
-        .or(rope_parameters_theta(o)?)
-        .unwrap_or(10_000.0);
-    let norm_eps = opt_f32(o, "rms_norm_eps")?.unwrap_or(1e-6);
-    let tied_embeddings = opt_bool(o, "tie_word_embeddings")?.unwrap_or(false);
-
-    // Sliding window: see the module comment.
-    let window_active = match arch.as_str() {
-        "mistral" => true,
-        "qwen2" => opt_bool(o, "use_sliding_window")?.unwrap_or(false),
-        _ => false,
-    };
-    if window_active {
-        if let Some(w) = opt_size(o, "sliding_window", MAX_CONTEXT)? {
-            max_ctx = max_ctx.min(w);
-        }
-    }
-
-    let biases = match arch.as_str() {
-        "qwen2" => Biases {
-            qkv: true,
-            o: false,
-            mlp: false,
-        },
-        "llama" => {
-            let attn = opt_bool(o, "attention_bias")?.unwrap_or(false);
-            Biases {
-                qkv: attn,
-                o: attn,
-                mlp: opt_bool(o, "mlp_bias")?.unwrap_or(false),
-            }
-        }
-        _ => Biases::default(),
-    };
-    let torch_dtype = match string(o, "torch_dtype")? {
-        Some(s) => Some(s.to_string()),
-        None => string(o, "dtype")?.map(str::to_string),
-    };
-
-    let model = ModelConfig {
-        arch,
-        n_layer,
-        dim,
-        ffn_dim,
-        n_head,
-        n_kv_head,
-        head_dim,
-        vocab,
-        rope_theta,
-        rope_style: RopeStyle::Half,
-        norm_eps,
-        max_ctx,
-        tied_embeddings,
-        proj_dim: None,
-        post_norm: false,
-    };
-    Ok(HfConfig {
-        model,
-        biases,
-        torch_dtype,
-        layers_key: "num_hidden_layers",
-    })
-}
-
 /// `ModelConfig::validate` names its own fields; say the `config.json` key the user can fix.
 fn hf_field_names(e: Error) -> Error {
     match e {
@@ -222,48 +112,6 @@ fn hf_field_names(e: Error) -> Error {
             Error::format(file, key, msg)
         }
         other => other,
-    }
-}
-
-/// Only unscaled RoPE is implemented. `{"rope_type": "default"}` is the explicit spelling of
-/// "no scaling" and is accepted; anything else (linear, dynamic, yarn, llama3, ...) is refused.
-fn check_rope_scaling(o: &Map<String, Value>) -> Result<()> {
-    for field in ["rope_scaling", "rope_parameters"] {
-        match o.get(field) {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(s)) => {
-                let ty = s
-                    .get("rope_type")
-                    .or_else(|| s.get("type"))
-                    .and_then(Value::as_str);
-                if ty != Some("default") {
-                    return Err(Error::unsupported(
-                        FILE,
-                        field,
-                        format!(
-                            "RoPE scaling {} (only unscaled RoPE is implemented)",
-                            ty.unwrap_or("of unknown type")
-                        ),
-                    ));
-                }
-            }
-            Some(other) => {
-                return Err(Error::unsupported(
-                    FILE,
-                    field,
-                    format!("{other} (only null or absent is supported)"),
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `rope_parameters.rope_theta` (the newer `transformers` layout), when present.
-fn rope_parameters_theta(o: &Map<String, Value>) -> Result<Option<f32>> {
-    match o.get("rope_parameters").and_then(Value::as_object) {
-        Some(p) => opt_f32(p, "rope_theta"),
-        None => Ok(None),
     }
 }
 
