@@ -129,7 +129,7 @@ enum AblationArg {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    /// A .gguf file, or a directory with config.json, tokenizer.json (or vocab.json + merges.txt) and *.safetensors (Llama family, OPT, GPT-2).
     #[arg(long)]
     model: PathBuf,
     /// UTF-8 text to evaluate on.
@@ -233,7 +233,7 @@ impl CalibArgs {
 
 #[derive(Args)]
 struct SweepArgs {
-    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    /// A .gguf file, or a directory with config.json, tokenizer.json (or vocab.json + merges.txt) and *.safetensors (Llama family, OPT, GPT-2).
     #[arg(long)]
     model: PathBuf,
     /// UTF-8 text to evaluate on.
@@ -266,7 +266,7 @@ struct SweepArgs {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    /// A .gguf file, or a directory with config.json, tokenizer.json (or vocab.json + merges.txt) and *.safetensors (Llama family, OPT, GPT-2).
     #[arg(long)]
     model: PathBuf,
     #[arg(long)]

@@ -1,7 +1,10 @@
 //! QuantLab: an LLM quantization playground.
 //!
-//! Dependencies point one way: error ← tensor ← io/quant ← model ← gpu ← playground ← web/CLI.
-//! Nothing in `io`, `quant` or `model` touches wasm or GPU APIs.
+//! Dependencies point one way (docs/architecture.md): error, tensor, testkit ← storage formats
+//! (`quant::format`) ← io (bytes → plain data) ← model (configs, weights, the `Backend` trait,
+//! `model::arch`: one file per architecture with its topology and forward pass) ← quant (methods
+//! and the whole-model drivers, which read the topology) ← gpu ← playground, sweep ← web/CLI.
+//! Nothing below `gpu` touches wgpu; only `web` touches wasm-bindgen.
 
 pub mod error;
 pub mod gpu;

@@ -105,6 +105,8 @@ function showModel(card) {
     ['Architecture', card.arch],
     ['Parameters', typeof card.params === 'number' ? `${(card.params / 1e6).toFixed(1)} M` : '—'],
     ['Layers × width', `${card.n_layer} × ${card.dim}`],
+    // The block's linears as the architecture's topology lists them, with the input each reads.
+    ['Block linears', card.topology.linears.map((l) => `${l.name} (${card.topology.sites[l.site].name})`).join(', ')],
     ['Vocabulary', card.vocab],
     ['Linear layers', formatsSummary(card.linear_formats)],
     ['Embedding, head', formatsSummary(card.other_formats)],

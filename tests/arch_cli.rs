@@ -1,0 +1,160 @@
+//! The CLI on every architecture (issue "architectures as data", must-show): for the tiny OPT
+//! (pre- and post-LayerNorm), GPT-2 and Llama checkpoints of tests/fixtures/tiny, `quantlab info`
+//! prints the topology, and `quantlab eval` with RTN 4-bit g32, GPTQ 4-bit and CMPQ 3.0 gives the
+//! same perplexity on the CPU and on the GPU backend (lavapipe without a GPU). A sweep and
+//! generation run on OPT too.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// CLI perplexity, GPU against CPU, relative: tests/gpu_model.rs's PPL_REL_TOL.
+const PPL_REL_TOL: f64 = 1e-3;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn quantlab(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_quantlab"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run quantlab");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(
+        out.status.success(),
+        "quantlab {args:?} failed:\n{so}\n{se}"
+    );
+    so
+}
+
+fn last_json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.lines().last().unwrap_or("")).expect("a JSON last line")
+}
+
+const MODELS: [&str; 4] = ["opt-pre", "opt-post", "gpt2", "llama"];
+
+#[test]
+fn info_prints_the_topology() {
+    for m in MODELS {
+        let out = quantlab(&["info", "--model", &format!("tests/fixtures/tiny/{m}")]);
+        assert!(out.contains("topology ("), "{m}: {out}");
+        for site in ["attn_in", "attn_out", "ffn_in", "down_in"] {
+            assert!(out.contains(site), "{m}: no {site} in {out}");
+        }
+        match m {
+            "gpt2" => {
+                assert!(
+                    out.contains("attn_qkv 192×64") && out.contains("rows 128..192"),
+                    "{out}"
+                );
+                assert!(out.contains("gelu(up) (not foldable)"), "{out}");
+            }
+            "opt-post" => assert!(out.contains("post-LayerNorm residual stream"), "{out}"),
+            "opt-pre" => assert!(out.contains("ffn_up through relu (foldable)"), "{out}"),
+            _ => assert!(out.contains("attn_norm (RMSNorm, foldable)"), "{out}"),
+        }
+    }
+}
+
+#[test]
+fn methods_agree_on_cpu_and_gpu_for_every_architecture() {
+    let methods: [&[&str]; 3] = [
+        &["--method", "rtn", "--bits", "4", "--group", "32"],
+        &["--method", "gptq", "--bits", "4", "--group", "row"],
+        &["--method", "cmpq", "--budget", "3.0"],
+    ];
+    for m in MODELS {
+        let model = format!("tests/fixtures/tiny/{m}");
+        for args in methods {
+            let ppl = |backend: &str| {
+                let mut a = vec![
+                    "eval",
+                    "--model",
+                    &model,
+                    "--text",
+                    "www/texts/prose.txt",
+                    "--ctx",
+                    "64",
+                    "--windows",
+                    "2",
+                    "--calib-text",
+                    "www/texts/dialogue.txt",
+                    "--calib-n",
+                    "4",
+                    "--calib-len",
+                    "64",
+                    "--backend",
+                    backend,
+                    "--json",
+                ];
+                a.extend_from_slice(args);
+                let j = last_json(&quantlab(&a));
+                (
+                    j["ppl"].as_f64().unwrap(),
+                    j["bits_per_weight"].as_f64().unwrap(),
+                )
+            };
+            let (c, bc) = ppl("cpu");
+            let (g, bg) = ppl("gpu");
+            assert!(c.is_finite() && c > 1.0, "{m} {args:?}: {c}");
+            assert_eq!(bc, bg, "{m} {args:?}: bits");
+            assert!(
+                ((c - g) / c).abs() <= PPL_REL_TOL,
+                "{m} {args:?}: CPU {c} vs GPU {g}"
+            );
+            eprintln!(
+                "{m:>8} {:<28} {bc:.3} bits  PPL cpu {c:.4} gpu {g:.4}",
+                args.join(" ")
+            );
+        }
+    }
+}
+
+#[test]
+fn sweep_and_generation_run_on_opt() {
+    let dir = std::env::temp_dir().join(format!("quantlab-arch-sweep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let grid = dir.join("grid.json");
+    std::fs::write(
+        &grid,
+        r#"{"products": [{"method": ["rtn"], "bits": [3, 4], "gran": ["row", 32]}]}"#,
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let text = quantlab(&[
+        "sweep",
+        "--model",
+        "tests/fixtures/tiny/opt-pre",
+        "--text",
+        "www/texts/prose.txt",
+        "--grid",
+        grid.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--ctx",
+        "64",
+        "--windows",
+        "1",
+    ]);
+    let rows = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap_or_else(|e| panic!("no results.jsonl ({e}); sweep said:\n{text}"));
+    assert_eq!(rows.lines().count(), 4, "{rows}");
+    let g = quantlab(&[
+        "generate",
+        "--model",
+        "tests/fixtures/tiny/opt-pre",
+        "--prompt",
+        "The river",
+        "--tokens",
+        "8",
+        "--bits",
+        "4",
+    ]);
+    assert!(!g.trim().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
