@@ -7,6 +7,7 @@ pub mod error;
 pub mod gpu;
 pub mod io;
 pub mod model;
+pub mod par;
 pub mod playground;
 pub mod quant;
 pub mod sweep;

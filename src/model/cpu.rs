@@ -95,27 +95,6 @@ pub fn sgemm(
     }
 }
 
-/// Run `f(first_row, rows_chunk)` over chunks of whole rows of `out` (`cols` wide): in parallel
-/// natively (rayon), serially in the browser. Each output row is computed by one call, so the
-/// result does not depend on the chunking.
-fn for_row_chunks(out: &mut [f32], cols: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    let rows = out.len() / cols.max(1);
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        // Chunks of at least 16 rows keep SGEMM's panels efficient.
-        let per = rows.div_ceil(rayon::current_num_threads()).max(16);
-        out.par_chunks_mut(per * cols)
-            .enumerate()
-            .for_each(|(i, c)| f(i * per, c));
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = rows;
-        f(0, out);
-    }
-}
-
 impl Cpu {
     /// Logits of rows `from..from+n` of `x`: `n × vocab`.
     fn logits(&self, x: &Act, head: &Mat, from: usize, n: usize) -> Vec<f32> {
@@ -194,7 +173,8 @@ fn attention_seq(q: &Act, k: &Act, v: &Act, n_head: usize, n_kv: usize, hd: usiz
     let qs = n_head * hd;
     // Each head's output (t × hd) in its own block of `heads`, then interleaved into rows.
     let mut heads = vec![0f32; n_head * t * hd];
-    for_row_chunks(&mut heads, t * hd, |h0, block| {
+    // Blocks of at least 16 rows keep SGEMM's panels efficient.
+    crate::par::for_each_row_block(&mut heads, t * hd, 16, |h0, block| {
         let mut scores = vec![0f32; t * t];
         for (i, o) in block.chunks_mut(t * hd).enumerate() {
             attention_head(q, k, v, h0 + i, n_head, n_kv, hd, &mut scores, o);

@@ -40,9 +40,6 @@ use crate::quant::rtn::{GroupGrid, RtnOptions};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-#[cfg(not(target_arch = "wasm32"))]
-use rayon::prelude::*;
-
 /// GPTQ's parameters beyond the storage format.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -342,10 +339,7 @@ pub fn quantize_prepared(
         groups_per_row,
     };
     let run = |(r0, codes, grids): Job<'_>| ctx.rows(r0, codes, grids);
-    #[cfg(not(target_arch = "wasm32"))]
-    let results: Vec<Result<()>> = jobs.into_par_iter().map(run).collect();
-    #[cfg(target_arch = "wasm32")]
-    let results: Vec<Result<()>> = jobs.into_iter().map(run).collect();
+    let results: Vec<Result<()>> = crate::par::map(jobs, run);
     results.into_iter().collect::<Result<()>>()?;
 
     let (scales, zeros): (Vec<f32>, Vec<u8>) = match tensor_grid {

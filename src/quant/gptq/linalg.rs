@@ -7,10 +7,8 @@
 //! Both reduce to the plain unblocked loops for `n ≤ NB`, so small matrices give exactly the
 //! numbers they always gave.
 
+use crate::par;
 use crate::{Error, Result};
-
-#[cfg(not(target_arch = "wasm32"))]
-use rayon::prelude::*;
 
 /// Block size: large enough for `dgemm` to run near its peak, small enough that the unblocked
 /// parts (diagonal blocks, panel solves: `n·NB²` work) stay minor.
@@ -130,10 +128,7 @@ pub(crate) fn cholesky_lower(a: &mut [f64], n: usize, name: &str) -> Result<()> 
                 row[j] = (row[j] - s) / l11[j * n + j];
             }
         };
-        #[cfg(not(target_arch = "wasm32"))]
-        tail.par_chunks_mut(n).for_each(solve);
-        #[cfg(target_arch = "wasm32")]
-        tail.chunks_mut(n).for_each(solve);
+        par::for_each_chunk_mut(tail, n, |_, row| solve(row));
         // A copy of the panel (rows k1.., NB columns) so the update reads it while writing `a`.
         let w = k1 - k0;
         panel.clear();
@@ -142,7 +137,7 @@ pub(crate) fn cholesky_lower(a: &mut [f64], n: usize, name: &str) -> Result<()> 
         }
         // Trailing update, lower triangle only: rows i0..i1 get columns k1..i1.
         let panel = &panel;
-        let update = |(bi, rows): (usize, &mut [f64])| {
+        let update = |bi: usize, rows: &mut [f64]| {
             let i0 = k1 + bi * NB;
             let m = rows.len() / n;
             let cols = i0 + m - k1;
@@ -160,10 +155,7 @@ pub(crate) fn cholesky_lower(a: &mut [f64], n: usize, name: &str) -> Result<()> 
                 n,
             );
         };
-        #[cfg(not(target_arch = "wasm32"))]
-        tail.par_chunks_mut(NB * n).enumerate().for_each(update);
-        #[cfg(target_arch = "wasm32")]
-        tail.chunks_mut(NB * n).enumerate().for_each(update);
+        par::for_each_chunk_mut(tail, NB * n, update);
     }
     for i in 0..n {
         for v in &mut a[i * n + i + 1..(i + 1) * n] {
@@ -178,7 +170,7 @@ pub(crate) fn cholesky_lower(a: &mut [f64], n: usize, name: &str) -> Result<()> 
 /// are forward-substituted: the rows above the diagonal block enter as one matrix product.
 pub(crate) fn lower_inverse_transposed(l: &[f64], n: usize) -> Vec<f64> {
     let mut mt = vec![0f64; n * n];
-    let column_block = |(bj, mtj): (usize, &mut [f64])| {
+    let column_block = |bj: usize, mtj: &mut [f64]| {
         let j0 = bj * NB;
         let nj = mtj.len() / n;
         let mut t = vec![0f64; NB * nj];
@@ -212,9 +204,6 @@ pub(crate) fn lower_inverse_transposed(l: &[f64], n: usize) -> Vec<f64> {
             }
         }
     };
-    #[cfg(not(target_arch = "wasm32"))]
-    mt.par_chunks_mut(NB * n).enumerate().for_each(column_block);
-    #[cfg(target_arch = "wasm32")]
-    mt.chunks_mut(NB * n).enumerate().for_each(column_block);
+    par::for_each_chunk_mut(&mut mt, NB * n, column_block);
     mt
 }
