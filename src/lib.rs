@@ -6,6 +6,7 @@
 pub mod error;
 pub mod gpu;
 pub mod io;
+pub mod linalg;
 pub mod model;
 pub mod par;
 pub mod playground;

@@ -2,6 +2,7 @@
 //! Matrix products go through `matrixmultiply` (blocked SGEMM with runtime SIMD detection,
 //! multi-threaded natively); everything else is straightforward loops, written to be read.
 
+use crate::linalg::sgemm;
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
 use crate::quant::actquant::{self, ActQuantSpec};
@@ -45,55 +46,6 @@ pub struct LogProbs {
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
-
-/// `c (m×n) = a (m×k, strides rsa/csa) · b (k×n, strides rsb/csb)`, overwriting `c` (row stride
-/// `rsc`). Safe wrapper: checks every index the strides can reach lies inside the slices.
-#[allow(clippy::too_many_arguments)]
-pub fn sgemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    rsa: usize,
-    csa: usize,
-    b: &[f32],
-    rsb: usize,
-    csb: usize,
-    c: &mut [f32],
-    rsc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    if k > 0 {
-        assert!(
-            last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len(),
-            "sgemm operand out of range"
-        );
-    }
-    assert!(last(m, n, rsc, 1) < c.len(), "sgemm output out of range");
-    // SAFETY: the asserts above prove every element addressed by the given dimensions and strides
-    // lies inside the slices; `c` is exclusively borrowed and does not alias `a` or `b`.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            0.0,
-            c.as_mut_ptr(),
-            rsc as isize,
-            1,
-        );
-    }
-}
 
 impl Cpu {
     /// Logits of rows `from..from+n` of `x`: `n × vocab`.

@@ -25,8 +25,9 @@
 //! activations match those seen during evaluation. `eval_overlap` counts shared tokens so the UI
 //! and the CLI can warn.
 
+use crate::linalg::sgemm;
 use crate::model::config::ModelConfig;
-use crate::model::cpu::{sgemm, Act, Cpu};
+use crate::model::cpu::{Act, Cpu};
 use crate::model::eval::EvalOptions;
 use crate::model::net::Model;
 use crate::{Error, Result};
