@@ -9,7 +9,9 @@
 pub mod error;
 pub mod gpu;
 pub mod io;
+pub mod linalg;
 pub mod model;
+pub mod par;
 pub mod playground;
 pub mod quant;
 pub mod sweep;

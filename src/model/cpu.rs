@@ -2,6 +2,7 @@
 //! Matrix products go through `matrixmultiply` (blocked SGEMM with runtime SIMD detection,
 //! multi-threaded natively); everything else is straightforward loops, written to be read.
 
+use crate::linalg::sgemm;
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
 use crate::quant::actquant::{self, ActQuantSpec};
@@ -45,76 +46,6 @@ pub struct LogProbs {
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
-
-/// `c (m×n) = a (m×k, strides rsa/csa) · b (k×n, strides rsb/csb)`, overwriting `c` (row stride
-/// `rsc`). Safe wrapper: checks every index the strides can reach lies inside the slices.
-#[allow(clippy::too_many_arguments)]
-pub fn sgemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    rsa: usize,
-    csa: usize,
-    b: &[f32],
-    rsb: usize,
-    csb: usize,
-    c: &mut [f32],
-    rsc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    if k > 0 {
-        assert!(
-            last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len(),
-            "sgemm operand out of range"
-        );
-    }
-    assert!(last(m, n, rsc, 1) < c.len(), "sgemm output out of range");
-    // SAFETY: the asserts above prove every element addressed by the given dimensions and strides
-    // lies inside the slices; `c` is exclusively borrowed and does not alias `a` or `b`.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            0.0,
-            c.as_mut_ptr(),
-            rsc as isize,
-            1,
-        );
-    }
-}
-
-/// Run `f(first_row, rows_chunk)` over chunks of whole rows of `out` (`cols` wide): in parallel
-/// natively (rayon), serially in the browser. Each output row is computed by one call, so the
-/// result does not depend on the chunking.
-fn for_row_chunks(out: &mut [f32], cols: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    let rows = out.len() / cols.max(1);
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        // Chunks of at least 16 rows keep SGEMM's panels efficient.
-        let per = rows.div_ceil(rayon::current_num_threads()).max(16);
-        out.par_chunks_mut(per * cols)
-            .enumerate()
-            .for_each(|(i, c)| f(i * per, c));
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = rows;
-        f(0, out);
-    }
-}
 
 impl Cpu {
     /// Logits of rows `from..from+n` of `x`: `n × vocab`.
@@ -194,7 +125,8 @@ fn attention_seq(q: &Act, k: &Act, v: &Act, n_head: usize, n_kv: usize, hd: usiz
     let qs = n_head * hd;
     // Each head's output (t × hd) in its own block of `heads`, then interleaved into rows.
     let mut heads = vec![0f32; n_head * t * hd];
-    for_row_chunks(&mut heads, t * hd, |h0, block| {
+    // Blocks of at least 16 rows keep SGEMM's panels efficient.
+    crate::par::for_each_row_block(&mut heads, t * hd, 16, |h0, block| {
         let mut scores = vec![0f32; t * t];
         for (i, o) in block.chunks_mut(t * hd).enumerate() {
             attention_head(q, k, v, h0 + i, n_head, n_kv, hd, &mut scores, o);

@@ -25,8 +25,9 @@
 //! activations match those seen during evaluation. `eval_overlap` counts shared tokens so the UI
 //! and the CLI can warn.
 
+use crate::linalg::sgemm;
 use crate::model::config::ModelConfig;
-use crate::model::cpu::{sgemm, Act, Cpu};
+use crate::model::cpu::{Act, Cpu};
 use crate::model::eval::EvalOptions;
 use crate::model::net::Model;
 use crate::{Error, Result};
@@ -237,16 +238,7 @@ pub fn gram_rows(x: &[f32], t: usize, d: usize, out: &mut [f32]) {
         // a = rows i0..i0+m of Xᵀ: element (i, k) = X[k][i0 + i] → row stride 1, column stride d.
         sgemm(m, t, d, &x[i0..], 1, d, x, d, 1, chunk, d);
     };
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        let per = d.div_ceil(rayon::current_num_threads()).max(32);
-        out.par_chunks_mut(per * d)
-            .enumerate()
-            .for_each(|(i, c)| job(i * per, c));
-    }
-    #[cfg(target_arch = "wasm32")]
-    job(0, out);
+    crate::par::for_each_row_block(out, d, 32, job);
 }
 
 /// Widths of the sites of a block, in topology order.
@@ -375,13 +367,7 @@ pub fn output_error(w: &[f32], w_hat: &[f32], cols: usize, gram: &[f32]) -> Resu
         .chunks(CHUNK * cols)
         .zip(w_hat.chunks(CHUNK * cols))
         .collect();
-    #[cfg(not(target_arch = "wasm32"))]
-    let parts: Vec<f64> = {
-        use rayon::prelude::*;
-        pairs.into_par_iter().map(chunk).collect()
-    };
-    #[cfg(target_arch = "wasm32")]
-    let parts: Vec<f64> = pairs.into_iter().map(chunk).collect();
+    let parts: Vec<f64> = crate::par::map(pairs, chunk);
     let total = parts.iter().sum();
     Ok(total)
 }

@@ -15,9 +15,10 @@
 //! of codes per weight plus a few error entries per column, at the widths the last call used.
 
 use crate::model::weights::{LayerWeights, Linear, ModelWeights};
+use crate::par;
 use crate::quant::calib::Calibration;
 use crate::quant::cmpq::{check_magnitudes, check_weights, FitCache, PhaseTimes};
-use crate::quant::cmpq_fit::{now, par_map, quantize_jobs, Job};
+use crate::quant::cmpq_fit::{now, quantize_jobs, Job};
 use crate::quant::config::{Method, QuantConfig};
 use crate::quant::format::{Format, QTensor};
 use crate::quant::lorc;
@@ -233,7 +234,7 @@ impl CmpqCache {
     /// Make the entry of every target hold its source, dequantizing (in parallel natively)
     /// those that are new, changed, or released after the last call.
     fn refresh_sources(&mut self, targets: &[Target<'_>]) -> Result<()> {
-        let ids = par_map(targets.len(), |i| SourceId::of(&targets[i].2.w));
+        let ids = par::map(0..targets.len(), |i| SourceId::of(&targets[i].2.w));
         // Stale: new, changed, or (low_memory) released after the last call.
         let stale: Vec<usize> = (0..targets.len())
             .filter(|&i| {
@@ -242,7 +243,7 @@ impl CmpqCache {
                     .is_none_or(|e| e.id != ids[i] || e.w.is_empty())
             })
             .collect();
-        let fresh = par_map(stale.len(), |s| -> Result<Vec<f32>> {
+        let fresh = par::map(0..stale.len(), |s| -> Result<Vec<f32>> {
             let lin = targets[stale[s]].2;
             let w = lin.w.dequantize()?;
             check_weights(&w, lin.w.rows, lin.w.cols, &lin.name)?;

@@ -10,6 +10,7 @@
 //!
 //! Natively the phases run on rayon; in wasm everything is sequential (no threads there).
 
+use crate::par;
 use crate::quant::cmpq::{fit_levels, nearest, plan, Class, CmpqOptions, Plan};
 use crate::quant::cmpq_alloc::Allocation;
 use crate::quant::cmpq_outliers::{select, ErrList, Selection};
@@ -19,9 +20,6 @@ use crate::{Error, Result};
 use half::f16;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
-
-#[cfg(not(target_arch = "wasm32"))]
-use rayon::prelude::*;
 
 /// Error lists keep at least this many of a column's largest errors (more when the outlier
 /// fraction asks for more per column); the rest is computed only when the search needs it.
@@ -124,30 +122,6 @@ pub(crate) fn now() -> f64 {
     0.0
 }
 
-/// `f(i)` for `i` in `0..n`, in parallel natively.
-pub(crate) fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
-    #[cfg(not(target_arch = "wasm32"))]
-    return (0..n).into_par_iter().map(f).collect();
-    #[cfg(target_arch = "wasm32")]
-    return (0..n).map(f).collect();
-}
-
-/// `f(a[i], b[i])` for every `i`, in parallel natively.
-fn par_zip_mut<A: Send, B: Sync, R: Send>(
-    a: &mut [A],
-    b: &[B],
-    f: impl Fn(&mut A, &B) -> R + Sync + Send,
-) -> Vec<R> {
-    #[cfg(not(target_arch = "wasm32"))]
-    return a
-        .par_iter_mut()
-        .zip(b.par_iter())
-        .map(|(x, y)| f(x, y))
-        .collect();
-    #[cfg(target_arch = "wasm32")]
-    return a.iter_mut().zip(b).map(|(x, y)| f(x, y)).collect();
-}
-
 /// One tensor to quantize: its weights (`rows × cols`, row-major, already checked to be finite
 /// f16 values), its magnitudes (checked finite and ≥ 0), the options and its fit cache.
 pub(crate) struct Job<'a> {
@@ -182,7 +156,7 @@ fn fit_key(w: &[f32], rows: usize, cols: usize, key: &FitKey) -> Fit {
 /// Fit every key not yet in its job's cache, all jobs' columns in one parallel pool; the count.
 fn fill(jobs: &mut [Job<'_>], keys: &[Vec<Option<FitKey>>]) -> usize {
     let view: &[Job<'_>] = jobs;
-    let missing: Vec<(usize, &FitKey)> = par_map(view.len(), |ji| {
+    let missing: Vec<(usize, &FitKey)> = par::map(0..view.len(), |ji| {
         keys[ji]
             .iter()
             .flatten()
@@ -193,7 +167,7 @@ fn fill(jobs: &mut [Job<'_>], keys: &[Vec<Option<FitKey>>]) -> usize {
     .into_iter()
     .flatten()
     .collect();
-    let new = par_map(missing.len(), |i| {
+    let new = par::map(0..missing.len(), |i| {
         let (ji, k) = missing[i];
         let j = &view[ji];
         fit_key(j.w, j.rows, j.cols, k)
@@ -294,7 +268,7 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
 
     // Step 5: the largest activation-weighted errors become sparse outliers.
     let t = now();
-    let selected = par_zip_mut(jobs, &plans, select_job)
+    let selected = par::map(jobs.iter_mut().zip(&plans), |(j, p)| select_job(j, p))
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
     times.new_err_lists += selected.iter().map(|s| s.1).sum::<usize>();
@@ -330,7 +304,7 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
 
     let t = now();
     let view: &[Job<'_>] = jobs;
-    let out = par_map(view.len(), |i| {
+    let out = par::map(0..view.len(), |i| {
         let (job, p) = (&view[i], &plans[i]);
         let fits: Vec<Option<&Fit>> = keys[i]
             .iter()
@@ -352,7 +326,7 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
     // use: a budget step keeps its two widths (so the next step re-fits only what moved), while
     // the cache stays bounded to about two widths' codes per tensor as the budget wanders (in
     // wasm, whose memory is at most 4 GiB, holding every width seen ran out of it).
-    par_zip_mut(jobs, &keys, |job, ks| {
+    par::map(jobs.iter_mut().zip(&keys), |(job, ks)| {
         let used: HashSet<&FitKey> = ks.iter().flatten().filter(|k| !k.3.is_empty()).collect();
         job.cache.refits.retain(|k, _| used.contains(k));
         let widths: HashSet<u8> = ks.iter().flatten().map(|k| k.1).collect();

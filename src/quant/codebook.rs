@@ -26,9 +26,6 @@ use crate::{Error, Result};
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-#[cfg(not(target_arch = "wasm32"))]
-use rayon::prelude::*;
-
 /// Lloyd iterations of the k-means fit.
 pub const KMEANS_ITERS: usize = 20;
 /// Largest outlier fraction accepted.
@@ -334,10 +331,7 @@ fn kmeans_impl(
         let codes = (0..len).map(|i| nearest(&levels, w[at(i)])).collect();
         (levels, codes)
     };
-    #[cfg(not(target_arch = "wasm32"))]
-    let fitted: Vec<(Vec<f32>, Vec<u8>)> = (0..lines).into_par_iter().map(fit).collect();
-    #[cfg(target_arch = "wasm32")]
-    let fitted: Vec<(Vec<f32>, Vec<u8>)> = (0..lines).map(fit).collect();
+    let fitted: Vec<(Vec<f32>, Vec<u8>)> = crate::par::map(0..lines, fit);
     let mut codes = vec![0u8; rows * cols];
     let mut levels = Vec::with_capacity(lines * k);
     for (t, (l, c)) in fitted.into_iter().enumerate() {

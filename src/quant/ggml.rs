@@ -179,7 +179,6 @@ pub fn dequantize(t: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
 }
 
 /// Blocks decoded per parallel task (native): large enough to amortise scheduling.
-#[cfg(not(target_arch = "wasm32"))]
 const BLOCKS_PER_TASK: usize = 1024;
 
 /// Run a per-block decoder over matching chunks; lengths were checked by the caller. Fixed-size
@@ -196,15 +195,11 @@ fn blocks<const TS: usize, const BS: usize>(
             }
         }
     };
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        if out.len() >= 4 * BLOCKS_PER_TASK * BS {
-            data.par_chunks(BLOCKS_PER_TASK * TS)
-                .zip(out.par_chunks_mut(BLOCKS_PER_TASK * BS))
-                .for_each(|(d, o)| serial(d, o));
-            return;
-        }
+    if out.len() >= 4 * BLOCKS_PER_TASK * BS {
+        crate::par::for_each_chunk_mut(out, BLOCKS_PER_TASK * BS, |i, o| {
+            serial(&data[i * BLOCKS_PER_TASK * TS..], o)
+        });
+        return;
     }
     serial(data, out);
 }

@@ -30,18 +30,13 @@
 //!   so the bytes do not depend on the thread count.
 
 mod layer;
-mod linalg;
 pub use layer::{quantize_layer, Plan};
-pub(crate) use linalg::cholesky_lower;
 
-use crate::model::cpu::sgemm;
+use crate::linalg::{inverse_cholesky_upper, sgemm};
 use crate::quant::format::{check_bits, Granularity, IntSpec, QTensor};
 use crate::quant::rtn::{GroupGrid, RtnOptions};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-
-#[cfg(not(target_arch = "wasm32"))]
-use rayon::prelude::*;
 
 /// GPTQ's parameters beyond the storage format.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,28 +62,6 @@ impl Default for GptqOptions {
 
 /// Rows processed together (one parallel task).
 const ROW_CHUNK: usize = 32;
-
-/// The upper Cholesky factor `U` of `H⁻¹` (`H⁻¹ = UᵀU`) for symmetric positive definite `H`.
-pub(crate) fn inverse_cholesky_upper(h: &[f64], n: usize, name: &str) -> Result<Vec<f64>> {
-    // A = J H J, factor A = L Lᵀ.
-    let mut l = vec![0f64; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            l[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
-        }
-    }
-    cholesky_lower(&mut l, n, name)?;
-    // M = L⁻¹, held transposed: `mt` row j is column j of M.
-    let mt = linalg::lower_inverse_transposed(&l, n);
-    // U = R⁻¹ = J M J: U[i][j] = M[n-1-i][n-1-j] = mt[n-1-j][n-1-i].
-    let mut u = vec![0f64; n * n];
-    for i in 0..n {
-        for j in i..n {
-            u[i * n + j] = mt[(n - 1 - j) * n + (n - 1 - i)];
-        }
-    }
-    Ok(u)
-}
 
 /// The damped Hessian `2·gram/n_tokens + λI` with dead columns marked; returns `(H, dead)`.
 pub(crate) fn hessian(
@@ -342,10 +315,7 @@ pub fn quantize_prepared(
         groups_per_row,
     };
     let run = |(r0, codes, grids): Job<'_>| ctx.rows(r0, codes, grids);
-    #[cfg(not(target_arch = "wasm32"))]
-    let results: Vec<Result<()>> = jobs.into_par_iter().map(run).collect();
-    #[cfg(target_arch = "wasm32")]
-    let results: Vec<Result<()>> = jobs.into_iter().map(run).collect();
+    let results: Vec<Result<()>> = crate::par::map(jobs, run);
     results.into_iter().collect::<Result<()>>()?;
 
     let (scales, zeros): (Vec<f32>, Vec<u8>) = match tensor_grid {

@@ -33,9 +33,6 @@ use crate::{Error, Result};
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-#[cfg(not(target_arch = "wasm32"))]
-use rayon::prelude::*;
-
 /// Options of the RTN quantizer beyond the storage format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RtnOptions {
@@ -273,18 +270,6 @@ struct RowJob<'a> {
     zeros: &'a mut [u8],
 }
 
-/// Map over items in parallel natively and serially on wasm; results keep the input order.
-fn map_ordered<I: Send, T: Send>(items: Vec<I>, f: impl Fn(I) -> T + Sync + Send) -> Vec<T> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        items.into_par_iter().map(f).collect()
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        items.into_iter().map(f).collect()
-    }
-}
-
 /// The first error in row order, so parallel and serial runs report the same one.
 fn first_err(results: Vec<Result<()>>) -> Result<()> {
     results.into_iter().collect()
@@ -337,7 +322,7 @@ pub fn quantize(
         scales[0] = grid.s;
         zeros[0] = grid.offset;
         let jobs: Vec<(&[f32], &mut [u8])> = w.chunks(cols).zip(codes.chunks_mut(cols)).collect();
-        map_ordered(jobs, |(wr, cr)| grid.encode(wr, cr));
+        crate::par::map(jobs, |(wr, cr)| grid.encode(wr, cr));
     } else {
         let per_row = cols / g;
         let jobs: Vec<RowJob<'_>> = w
@@ -352,7 +337,7 @@ pub fn quantize(
                 zeros,
             })
             .collect();
-        first_err(map_ordered(jobs, |job| {
+        first_err(crate::par::map(jobs, |job| {
             let groups = job.w.chunks(g).zip(job.codes.chunks_mut(g));
             for (k, (wg, cg)) in groups.enumerate() {
                 let grid = choose_grid(wg, spec, opts, name)?;
@@ -385,7 +370,7 @@ fn per_tensor_grid(
     }
     let total_err = |g: Grid| -> f64 {
         let rows: Vec<&[f32]> = w.chunks(cols).collect();
-        map_ordered(rows, |r| g.sq_err(r)).into_iter().sum()
+        crate::par::map(rows, |r| g.sq_err(r)).into_iter().sum()
     };
     let mut best = base;
     let mut best_err = total_err(base);

@@ -14,9 +14,6 @@ use crate::quant::format::{IntSpec, QTensor};
 use crate::quant::rtn::RtnOptions;
 use crate::{Error, Result};
 
-#[cfg(not(target_arch = "wasm32"))]
-use rayon::prelude::*;
-
 /// The storage format and grid options of a tensor, or None to leave it as it is.
 pub type Plan<'a> = dyn Fn(&str) -> Option<(IntSpec, RtnOptions)> + Sync + 'a;
 
@@ -67,11 +64,7 @@ pub fn quantize_layer(
             }
         }
     };
-    #[cfg(not(target_arch = "wasm32"))]
-    let preps: Vec<Result<Option<Prepared>>> =
-        (0..stats.len()).into_par_iter().map(site_job).collect();
-    #[cfg(target_arch = "wasm32")]
-    let preps: Vec<Result<Option<Prepared>>> = (0..stats.len()).map(site_job).collect();
+    let preps: Vec<Result<Option<Prepared>>> = crate::par::map(0..stats.len(), site_job);
     let preps: Vec<Option<Prepared>> = preps.into_iter().collect::<Result<_>>()?;
 
     let tensor_job = |k: usize| -> Result<Option<QTensor>> {
@@ -88,12 +81,8 @@ pub fn quantize_layer(
     // Largest tensors first, so the longest jobs start early.
     let mut order: Vec<usize> = (0..linears.len()).collect();
     order.sort_by_key(|&k| std::cmp::Reverse(linears[k].w.numel() * linears[k].w.cols));
-    #[cfg(not(target_arch = "wasm32"))]
     let done: Vec<(usize, Result<Option<QTensor>>)> =
-        order.into_par_iter().map(|k| (k, tensor_job(k))).collect();
-    #[cfg(target_arch = "wasm32")]
-    let done: Vec<(usize, Result<Option<QTensor>>)> =
-        order.into_iter().map(|k| (k, tensor_job(k))).collect();
+        crate::par::map(order, |k| (k, tensor_job(k)));
     let mut out: Vec<Option<QTensor>> = vec![None; linears.len()];
     for (k, r) in done {
         out[k] = r?;

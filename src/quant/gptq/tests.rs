@@ -2,11 +2,9 @@
 //! inverse Hessian is updated after each column by removing it), and against RTN's output error.
 
 use super::*;
+use crate::linalg::tests::inverse;
 use crate::quant::calib::output_error;
 use crate::quant::rtn;
-
-/// Reconstruction tolerance for the inverse Cholesky factor (f64, n ≤ 40).
-const FACTOR_TOL: f64 = 1e-9;
 
 /// A seeded LCG in [-0.5, 0.5).
 fn lcg(seed: u64, n: usize) -> Vec<f32> {
@@ -43,39 +41,6 @@ fn inputs(t: usize, cols: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
         }
     }
     (x, g)
-}
-
-/// Gauss–Jordan inverse in f64 (the reference needs `H⁻¹` itself).
-fn inverse(a: &[f64], n: usize) -> Vec<f64> {
-    let mut m = a.to_vec();
-    let mut inv = vec![0f64; n * n];
-    for i in 0..n {
-        inv[i * n + i] = 1.0;
-    }
-    for c in 0..n {
-        let p = (c..n)
-            .max_by(|&x, &y| m[x * n + c].abs().total_cmp(&m[y * n + c].abs()))
-            .unwrap();
-        for k in 0..n {
-            m.swap(c * n + k, p * n + k);
-            inv.swap(c * n + k, p * n + k);
-        }
-        let d = m[c * n + c];
-        for k in 0..n {
-            m[c * n + k] /= d;
-            inv[c * n + k] /= d;
-        }
-        for r in 0..n {
-            if r != c {
-                let f = m[r * n + c];
-                for k in 0..n {
-                    m[r * n + k] -= f * m[c * n + k];
-                    inv[r * n + k] -= f * inv[c * n + k];
-                }
-            }
-        }
-    }
-    inv
 }
 
 /// The paper's loop, transcribed: columns in (permuted) order, error feedback through `H⁻¹`,
@@ -155,58 +120,6 @@ fn codes_of(q: &QTensor) -> Vec<u8> {
     (0..q.numel())
         .map(|i| crate::quant::format::unpack_code(&q.data, i, spec.bits) as u8)
         .collect()
-}
-
-#[test]
-fn inverse_cholesky_factor_reconstructs_inverse() {
-    let n = 23;
-    let (_, g) = inputs(60, n, 3);
-    let (h, _) = hessian(&g, n, 60, 0.01);
-    let u = inverse_cholesky_upper(&h, n, "t").unwrap();
-    let inv = inverse(&h, n);
-    for i in 0..n {
-        for j in 0..n {
-            if j < i {
-                assert_eq!(u[i * n + j], 0.0);
-            }
-            let utu: f64 = (0..n).map(|k| u[k * n + i] * u[k * n + j]).sum();
-            let scale = inv[i * n + i].abs().max(inv[j * n + j].abs());
-            assert!(
-                (utu - inv[i * n + j]).abs() <= FACTOR_TOL * scale,
-                "{i},{j}"
-            );
-        }
-        assert!(u[i * n + i] > 0.0);
-    }
-    let mut not_pd = vec![1.0, 2.0, 2.0, 1.0];
-    assert!(cholesky_lower(&mut not_pd, 2, "t").is_err());
-}
-
-#[test]
-fn blocked_factor_matches_inverse_past_one_block() {
-    // Widths past the 64-column block of linalg.rs, one not a multiple of it: the blocked
-    // Cholesky and triangular inverse against Gauss–Jordan, and against the unblocked loops'
-    // definition `UᵀU = H⁻¹` with `U` upper.
-    for n in [64, 65, 150] {
-        let (_, g) = inputs(3 * n, n, 17);
-        let (h, _) = hessian(&g, n, 3 * n, 0.01);
-        let u = inverse_cholesky_upper(&h, n, "t").unwrap();
-        let inv = inverse(&h, n);
-        let scale = (0..n).map(|i| inv[i * n + i].abs()).fold(0f64, f64::max);
-        for i in 0..n {
-            for j in 0..n {
-                if j < i {
-                    assert_eq!(u[i * n + j], 0.0);
-                }
-                let utu: f64 = (0..n).map(|k| u[k * n + i] * u[k * n + j]).sum();
-                assert!(
-                    (utu - inv[i * n + j]).abs() <= FACTOR_TOL * scale,
-                    "n {n}: {i},{j}: {utu} vs {}",
-                    inv[i * n + j]
-                );
-            }
-        }
-    }
 }
 
 #[test]
