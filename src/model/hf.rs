@@ -115,6 +115,48 @@ fn hf_field_names(e: Error) -> Error {
     }
 }
 
+/// Refuse a config whose `field` (absent: `default`) is not one of `allowed`; `what` says what
+/// is implemented.
+pub(crate) fn require_str(
+    o: &Map<String, Value>,
+    field: &str,
+    default: &str,
+    allowed: &[&str],
+    what: &str,
+) -> Result<()> {
+    let v = string(o, field)?.unwrap_or(default);
+    if allowed.contains(&v) {
+        return Ok(());
+    }
+    Err(Error::unsupported(FILE, field, format!("{v:?} ({what})")))
+}
+
+/// Refuse a config in which a present boolean `field` differs from the one value implemented.
+pub(crate) fn require_bools(o: &Map<String, Value>, fields: &[(&str, bool)]) -> Result<()> {
+    for &(field, want) in fields {
+        if opt_bool(o, field)?.is_some_and(|v| v != want) {
+            return Err(Error::unsupported(
+                FILE,
+                field,
+                format!("{} (only {want} is implemented)", !want),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `dim / n_head`, refused (naming the keys) when the heads do not divide the width.
+pub(crate) fn head_dim(dim: usize, n_head: usize, dim_key: &str, heads_key: &str) -> Result<usize> {
+    if !dim.is_multiple_of(n_head) {
+        return Err(Error::format(
+            FILE,
+            heads_key,
+            format!("{dim_key} {dim} is not divisible by {n_head} heads"),
+        ));
+    }
+    Ok(dim / n_head)
+}
+
 pub(crate) fn present<'v>(o: &'v Map<String, Value>, field: &str) -> Option<&'v Value> {
     o.get(field).filter(|v| !v.is_null())
 }

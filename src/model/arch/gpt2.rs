@@ -13,11 +13,14 @@
 //! Shapes: T tokens, d = n_embd, H heads of hd = d/H, F = n_inner (4d by default).
 
 use crate::model::arch::{
-    Arch, BiasRule, GlobalSpec, LinearSpec, NormSpec, Producer, SiteSpec, Topology,
+    Arch, BiasRule, GlobalSpec, HfNames, LinearSpec, NormSpec, SiteSpec, Topology,
 };
 use crate::model::backend::Backend;
 use crate::model::config::{ModelConfig, RopeStyle};
-use crate::model::hf::{opt_bool, opt_f32, opt_size, size, string, Biases, HfConfig, MAX_CONTEXT};
+use crate::model::hf::{
+    head_dim, opt_bool, opt_f32, opt_size, require_bools, require_str, size, string, Biases,
+    HfConfig, MAX_CONTEXT,
+};
 use crate::model::net::{positions, Model, Observer};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
@@ -38,13 +41,7 @@ const POS: usize = 0;
 
 pub fn topology(c: &ModelConfig) -> Topology {
     let (d, f) = (c.dim, c.ffn_dim);
-    let lin = |name, rows, cols, site| LinearSpec {
-        name,
-        rows,
-        cols,
-        site,
-        bias: BiasRule::Required,
-    };
+    let lin = |name, rows, cols, site| LinearSpec::new(name, rows, cols, site, BiasRule::Required);
     let norm = |name| NormSpec { name, bias: true };
     Topology {
         arch: Arch::Gpt2,
@@ -56,35 +53,12 @@ pub fn topology(c: &ModelConfig) -> Topology {
             lin("ffn_down", d, f, DOWN_IN),
         ],
         sites: vec![
-            SiteSpec {
-                name: "attn_in",
-                width: d,
-                producer: Producer::Norm(ATTN_NORM),
-                heads: None,
-            },
-            SiteSpec {
-                name: "attn_out",
-                width: d,
-                // The v part of the fused projection: rows 2d..3d.
-                producer: Producer::Linear {
-                    linear: QKV,
-                    offset: 2 * d,
-                    via: "attention",
-                },
-                heads: Some((c.n_head, c.n_head, c.head_dim)),
-            },
-            SiteSpec {
-                name: "ffn_in",
-                width: d,
-                producer: Producer::Norm(FFN_NORM),
-                heads: None,
-            },
-            SiteSpec {
-                name: "down_in",
-                width: f,
-                producer: Producer::Opaque("gelu(up)"),
-                heads: None,
-            },
+            SiteSpec::norm("attn_in", d, ATTN_NORM),
+            // The v part of the fused projection: rows 2d..3d.
+            SiteSpec::rows_of("attn_out", d, QKV, 2 * d, "attention")
+                .heads((c.n_head, c.n_head, c.head_dim)),
+            SiteSpec::norm("ffn_in", d, FFN_NORM),
+            SiteSpec::opaque("down_in", f, "gelu(up)"),
         ],
         output_norm: Some(norm("output_norm")),
         globals: vec![GlobalSpec {
@@ -120,36 +94,22 @@ pub fn validate(c: &ModelConfig, file: &str) -> Result<()> {
 
 /// `config.json` of `GPT2Config` (defaults as `transformers` has them; sizes required).
 pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
-    const FILE: &str = "config.json";
-    let act = string(o, "activation_function")?.unwrap_or("gelu_new");
-    if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
-        return Err(Error::unsupported(
-            FILE,
-            "activation_function",
-            format!("{act:?} (GPT-2 is implemented with the tanh GELU, \"gelu_new\")"),
-        ));
-    }
-    for (field, want) in [
-        ("scale_attn_weights", true),
-        ("scale_attn_by_inverse_layer_idx", false),
-    ] {
-        if opt_bool(o, field)?.is_some_and(|v| v != want) {
-            return Err(Error::unsupported(
-                FILE,
-                field,
-                format!("{} (only {want} is implemented)", !want),
-            ));
-        }
-    }
+    require_str(
+        o,
+        "activation_function",
+        "gelu_new",
+        &["gelu_new", "gelu_pytorch_tanh"],
+        "GPT-2 is implemented with the tanh GELU, \"gelu_new\"",
+    )?;
+    require_bools(
+        o,
+        &[
+            ("scale_attn_weights", true),
+            ("scale_attn_by_inverse_layer_idx", false),
+        ],
+    )?;
     let dim = size(o, "n_embd", ModelConfig::MAX_DIM)?;
     let n_head = size(o, "n_head", ModelConfig::MAX_HEADS)?;
-    if !dim.is_multiple_of(n_head) {
-        return Err(Error::format(
-            FILE,
-            "n_head",
-            format!("n_embd {dim} is not divisible by {n_head} heads"),
-        ));
-    }
     let ctx = match opt_size(o, "n_positions", MAX_CONTEXT)? {
         Some(n) => n,
         None => size(o, "n_ctx", MAX_CONTEXT)?,
@@ -161,7 +121,7 @@ pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
         ffn_dim: opt_size(o, "n_inner", 8 * ModelConfig::MAX_DIM)?.unwrap_or(4 * dim),
         n_head,
         n_kv_head: n_head,
-        head_dim: dim / n_head,
+        head_dim: head_dim(dim, n_head, "n_embd", "n_head")?,
         vocab: size(o, "vocab_size", ModelConfig::MAX_VOCAB)?,
         // No RoPE: neutral values, unused by the forward pass.
         rope_theta: 10_000.0,
@@ -180,59 +140,30 @@ pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
     })
 }
 
-/// Canonical block module ↔ Hugging Face module path (under `h.{i}`).
-const HF_MODULES: &[(&str, &str)] = &[
-    ("attn_norm", "ln_1"),
-    ("ffn_norm", "ln_2"),
-    ("attn_qkv", "attn.c_attn"),
-    ("attn_output", "attn.c_proj"),
-    ("ffn_up", "mlp.c_fc"),
-    ("ffn_down", "mlp.c_proj"),
-];
-const HF_GLOBALS: &[(&str, &str)] = &[
-    ("token_embd", "wte"),
-    ("position_embd", "wpe"),
-    ("output_norm", "ln_f"),
-];
-
-/// Canonical name of a Hugging Face GPT-2 tensor. `openai-community/gpt2` stores them without
-/// a prefix (saved from `GPT2Model`); checkpoints saved from `GPT2LMHeadModel` prefix
-/// `transformer.`.
-pub fn canonical_name(hf: &str) -> Option<String> {
-    if hf == "lm_head.weight" {
-        return Some("output.weight".into());
-    }
-    let rest = hf.strip_prefix("transformer.").unwrap_or(hf);
-    let (path, suffix) = rest.rsplit_once('.')?;
-    if suffix != "weight" && suffix != "bias" {
-        return None;
-    }
-    if let Some(layer) = path.strip_prefix("h.") {
-        let (i, module) = super::split_layer(layer)?;
-        let module = HF_MODULES.iter().find(|(_, h)| *h == module)?.0;
-        return Some(format!("blk.{i}.{module}.{suffix}"));
-    }
-    let (canonical, _) = HF_GLOBALS.iter().find(|(_, h)| *h == path)?;
-    (suffix == "weight" || *canonical == "output_norm").then(|| format!("{canonical}.{suffix}"))
-}
-
-pub fn hf_name(canonical: &str) -> String {
-    if canonical == "output.weight" {
-        return "lm_head.weight".into();
-    }
-    if let Some((base, suffix)) = canonical.split_once('.') {
-        if let Some((_, h)) = HF_GLOBALS.iter().find(|(c, _)| *c == base) {
-            return format!("{h}.{suffix}");
-        }
-    }
-    super::hf_block_name(canonical, "h", HF_MODULES)
-}
-
-/// Older GPT-2 checkpoints store attention's causal mask as buffers (`attn.bias`,
-/// `attn.masked_bias`): not weights.
-pub fn ignored(hf: &str) -> bool {
-    hf.ends_with(".attn.bias") || hf.ends_with(".attn.masked_bias")
-}
+/// Hugging Face names. `openai-community/gpt2` stores them without a prefix (saved from
+/// `GPT2Model`); checkpoints saved from `GPT2LMHeadModel` prefix `transformer.`. Older ones
+/// store attention's causal mask as buffers (`attn.bias`, `attn.masked_bias`): not weights.
+pub const HF: HfNames = HfNames {
+    prefixes: &["transformer.", ""],
+    hf_prefix: "",
+    blocks: "h",
+    modules: &[
+        ("attn_norm", "ln_1"),
+        ("ffn_norm", "ln_2"),
+        ("attn_qkv", "attn.c_attn"),
+        ("attn_output", "attn.c_proj"),
+        ("ffn_up", "mlp.c_fc"),
+        ("ffn_down", "mlp.c_proj"),
+    ],
+    globals: &[
+        ("token_embd", "wte"),
+        ("position_embd", "wpe"),
+        ("output_norm", "ln_f"),
+    ],
+    // Every linear and norm has a bias; the embeddings have none.
+    with_bias: |base| !base.ends_with("_embd"),
+    ignored: &[".attn.bias", ".attn.masked_bias"],
+};
 
 pub(super) fn forward<B: Backend>(
     m: &Model<B>,
@@ -278,6 +209,11 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
+        let (canonical_name, hf_name, ignored) = (
+            |h: &str| HF.canonical(h),
+            |c: &str| HF.hf(c),
+            |h: &str| HF.is_ignored(h),
+        );
         for (hf, want) in [
             ("wte.weight", "token_embd.weight"),
             ("transformer.wpe.weight", "position_embd.weight"),

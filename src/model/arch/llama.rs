@@ -6,7 +6,7 @@
 //!   logits = head(norm(x))
 //! Shapes below: T tokens in the window, d = dim, hd = head_dim, H/KV = query/KV heads, F = ffn.
 
-use crate::model::arch::{Arch, BiasRule, LinearSpec, NormSpec, Producer, SiteSpec, Topology};
+use crate::model::arch::{Arch, BiasRule, HfNames, LinearSpec, NormSpec, SiteSpec, Topology};
 use crate::model::backend::Backend;
 use crate::model::config::{ModelConfig, RopeStyle};
 use crate::model::hf::{opt_bool, opt_f32, opt_size, size, string, Biases, HfConfig, MAX_CONTEXT};
@@ -40,25 +40,11 @@ pub fn topology(c: &ModelConfig) -> Topology {
     let (q, kv) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
     // Biases: Qwen2 has q/k/v biases, Llama with `attention_bias`/`mlp_bias` has more; the
     // loader checks them against config.json, so here every bias is as the file says.
-    let lin = |name, rows, cols, site| LinearSpec {
-        name,
-        rows,
-        cols,
-        site,
-        bias: BiasRule::Optional,
-    };
+    let lin = |name, rows, cols, site| LinearSpec::new(name, rows, cols, site, BiasRule::Optional);
+    let norm = |name| NormSpec { name, bias: false };
     Topology {
         arch: Arch::Llama,
-        norms: vec![
-            NormSpec {
-                name: "attn_norm",
-                bias: false,
-            },
-            NormSpec {
-                name: "ffn_norm",
-                bias: false,
-            },
-        ],
+        norms: vec![norm("attn_norm"), norm("ffn_norm")],
         linears: vec![
             lin("attn_q", q, d, ATTN_IN),
             lin("attn_k", kv, d, ATTN_IN),
@@ -69,43 +55,16 @@ pub fn topology(c: &ModelConfig) -> Topology {
             lin("ffn_down", d, f, DOWN_IN),
         ],
         sites: vec![
-            SiteSpec {
-                name: "attn_in",
-                width: d,
-                producer: Producer::Norm(ATTN_NORM),
-                heads: None,
-            },
-            SiteSpec {
-                name: "attn_out",
-                width: q,
-                producer: Producer::Linear {
-                    linear: V,
-                    offset: 0,
-                    via: "attention",
-                },
-                heads: Some((c.n_head, c.n_kv_head, c.head_dim)),
-            },
-            SiteSpec {
-                name: "ffn_in",
-                width: d,
-                producer: Producer::Norm(FFN_NORM),
-                heads: None,
-            },
-            SiteSpec {
-                name: "down_in",
-                width: f,
-                producer: Producer::Linear {
-                    linear: UP,
-                    offset: 0,
-                    via: "silu(gate) ⊙ up",
-                },
-                heads: None,
-            },
+            SiteSpec::norm("attn_in", d, ATTN_NORM),
+            SiteSpec::rows_of("attn_out", q, V, 0, "attention").heads((
+                c.n_head,
+                c.n_kv_head,
+                c.head_dim,
+            )),
+            SiteSpec::norm("ffn_in", d, FFN_NORM),
+            SiteSpec::rows_of("down_in", f, UP, 0, "silu(gate) ⊙ up"),
         ],
-        output_norm: Some(NormSpec {
-            name: "output_norm",
-            bias: false,
-        }),
+        output_norm: Some(norm("output_norm")),
         globals: vec![],
         embed_dim: d,
         hf_transposed: false,
@@ -286,49 +245,31 @@ fn rope_parameters_theta(o: &Map<String, Value>) -> Result<Option<f32>> {
     }
 }
 
-/// Canonical (GGUF-style) name of a Hugging Face Llama-family tensor (`model.layers.{i}.
-/// self_attn.q_proj.weight` → `blk.{i}.attn_q.weight`), or `None` when the name is not part of
-/// the architecture (a Qwen3 `q_norm`, a vision tower, ...).
-pub fn canonical_name(hf: &str) -> Option<String> {
-    match hf {
-        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
-        "model.norm.weight" => return Some("output_norm.weight".into()),
-        "lm_head.weight" => return Some("output.weight".into()),
-        _ => {}
-    }
-    let (layer, rest) = super::split_layer(hf.strip_prefix("model.layers.")?)?;
-    let (path, suffix) = rest.rsplit_once('.')?;
-    let module = HF_MODULES.iter().find(|(_, h)| *h == path)?.0;
-    let is_norm = module.ends_with("_norm");
-    if suffix != "weight" && (is_norm || suffix != "bias") {
-        return None;
-    }
-    Some(format!("blk.{layer}.{module}.{suffix}"))
-}
-
-/// The Hugging Face name of a canonical tensor name (inverse of `canonical_name`).
-pub fn hf_name(canonical: &str) -> String {
-    match canonical {
-        "token_embd.weight" => return "model.embed_tokens.weight".into(),
-        "output_norm.weight" => return "model.norm.weight".into(),
-        "output.weight" => return "lm_head.weight".into(),
-        _ => {}
-    }
-    super::hf_block_name(canonical, "model.layers", HF_MODULES)
-}
-
-/// Canonical block module ↔ Hugging Face module path.
-const HF_MODULES: &[(&str, &str)] = &[
-    ("attn_norm", "input_layernorm"),
-    ("ffn_norm", "post_attention_layernorm"),
-    ("attn_q", "self_attn.q_proj"),
-    ("attn_k", "self_attn.k_proj"),
-    ("attn_v", "self_attn.v_proj"),
-    ("attn_output", "self_attn.o_proj"),
-    ("ffn_gate", "mlp.gate_proj"),
-    ("ffn_up", "mlp.up_proj"),
-    ("ffn_down", "mlp.down_proj"),
-];
+/// Hugging Face names (`model.layers.{i}.self_attn.q_proj.weight` ↔ `blk.{i}.attn_q.weight`).
+/// Norms are RMSNorms (no bias); linears may carry biases (Qwen2's q/k/v; config.json says
+/// which). Older checkpoints store the RoPE inverse frequencies, recomputed from `rope_theta`.
+pub const HF: HfNames = HfNames {
+    prefixes: &["model."],
+    hf_prefix: "model.",
+    blocks: "layers",
+    modules: &[
+        ("attn_norm", "input_layernorm"),
+        ("ffn_norm", "post_attention_layernorm"),
+        ("attn_q", "self_attn.q_proj"),
+        ("attn_k", "self_attn.k_proj"),
+        ("attn_v", "self_attn.v_proj"),
+        ("attn_output", "self_attn.o_proj"),
+        ("ffn_gate", "mlp.gate_proj"),
+        ("ffn_up", "mlp.up_proj"),
+        ("ffn_down", "mlp.down_proj"),
+    ],
+    globals: &[("token_embd", "embed_tokens"), ("output_norm", "norm")],
+    with_bias: |base| {
+        base.starts_with("attn_") && base != "attn_norm"
+            || base.starts_with("ffn_") && base != "ffn_norm"
+    },
+    ignored: &[".self_attn.rotary_emb.inv_freq"],
+};
 
 pub(super) fn forward<B: Backend>(
     m: &Model<B>,
@@ -366,15 +307,16 @@ pub(super) fn forward<B: Backend>(
     Ok(b.rmsnorm(&x, &out.w, c.norm_eps))
 }
 
-/// Tensors Llama checkpoints may carry that hold nothing QuantLab needs: older ones store the
-/// RoPE inverse frequencies (recomputed from `rope_theta`).
-pub fn ignored(hf: &str) -> bool {
-    hf.ends_with(".self_attn.rotary_emb.inv_freq")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn canonical_name(hf: &str) -> Option<String> {
+        HF.canonical(hf)
+    }
+    fn hf_name(canonical: &str) -> String {
+        HF.hf(canonical)
+    }
 
     #[test]
     fn maps_every_llama_name() {

@@ -53,6 +53,54 @@ pub struct SiteSpec {
     pub heads: Option<(usize, usize, usize)>,
 }
 
+impl SiteSpec {
+    /// A site produced by norm `norm` of the block.
+    pub fn norm(name: &'static str, width: usize, norm: usize) -> SiteSpec {
+        SiteSpec {
+            name,
+            width,
+            producer: Producer::Norm(norm),
+            heads: None,
+        }
+    }
+
+    /// A site made of rows `offset..` of linear `linear`'s output, through `via`.
+    pub fn rows_of(
+        name: &'static str,
+        width: usize,
+        linear: usize,
+        offset: usize,
+        via: &'static str,
+    ) -> SiteSpec {
+        SiteSpec {
+            name,
+            width,
+            producer: Producer::Linear {
+                linear,
+                offset,
+                via,
+            },
+            heads: None,
+        }
+    }
+
+    /// A site no per-channel scale can be folded into, because of `why`.
+    pub fn opaque(name: &'static str, width: usize, why: &'static str) -> SiteSpec {
+        SiteSpec {
+            name,
+            width,
+            producer: Producer::Opaque(why),
+            heads: None,
+        }
+    }
+
+    /// The same site, its channels being attention heads (`n_head`, `n_kv_head`, `head_dim`).
+    pub fn heads(mut self, heads: (usize, usize, usize)) -> SiteSpec {
+        self.heads = Some(heads);
+        self
+    }
+}
+
 /// A norm of a block (length `dim`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NormSpec {
@@ -81,6 +129,18 @@ pub struct LinearSpec {
     /// The site it reads (an index into `Topology::sites`).
     pub site: usize,
     pub bias: BiasRule,
+}
+
+impl LinearSpec {
+    pub fn new(name: &'static str, rows: usize, cols: usize, site: usize, bias: BiasRule) -> Self {
+        LinearSpec {
+            name,
+            rows,
+            cols,
+            site,
+            bias,
+        }
+    }
 }
 
 /// A whole-model tensor besides the token embedding, the head and the final norm (learned
@@ -179,8 +239,8 @@ impl Topology {
 
 /// The registry: one line per architecture, `Variant => module`. Each module provides
 /// `NAMES` (the architecture names files use for it), `topology(&ModelConfig)`,
-/// `forward(..)`, `canonical_name(hf)` / `hf_name(canonical)` (Hugging Face ↔ canonical GGUF
-/// tensor names) and `validate(&ModelConfig, file)`.
+/// `forward(..)`, `HF` (its `HfNames`: Hugging Face ↔ canonical GGUF tensor names),
+/// `from_hf(config.json)` and `validate(&ModelConfig, file)`.
 macro_rules! architectures {
     ($($variant:ident => $module:ident),* $(,)?) => {
         /// The architectures QuantLab implements.
@@ -241,21 +301,21 @@ macro_rules! architectures {
             /// tensor is not part of this architecture.
             pub fn canonical_name(self, hf: &str) -> Option<String> {
                 match self {
-                    $(Arch::$variant => $module::canonical_name(hf)),*
+                    $(Arch::$variant => $module::HF.canonical(hf)),*
                 }
             }
 
             /// Whether a Hugging Face tensor carries nothing QuantLab needs (skipped on load).
             pub fn ignored(self, hf: &str) -> bool {
                 match self {
-                    $(Arch::$variant => $module::ignored(hf)),*
+                    $(Arch::$variant => $module::HF.is_ignored(hf)),*
                 }
             }
 
             /// The Hugging Face name of a canonical tensor name (for messages).
             pub fn hf_name(self, canonical: &str) -> String {
                 match self {
-                    $(Arch::$variant => $module::hf_name(canonical)),*
+                    $(Arch::$variant => $module::HF.hf(canonical)),*
                 }
             }
 
@@ -299,24 +359,81 @@ pub(crate) fn split_layer(s: &str) -> Option<(usize, &str)> {
     (i < ModelConfig::MAX_LAYERS).then_some((i, rest))
 }
 
-/// `blk.{i}.{module}.{suffix}` → `{prefix}.{i}.{hf module}.{suffix}` through `modules`
-/// (canonical, Hugging Face) pairs; any other name is returned as it is.
-pub(crate) fn hf_block_name(canonical: &str, prefix: &str, modules: &[(&str, &str)]) -> String {
-    let Some((i, rest)) = canonical
-        .strip_prefix("blk.")
-        .and_then(|r| r.split_once('.'))
-    else {
-        return canonical.to_string();
-    };
-    let Some((module, suffix)) = rest.split_once('.') else {
-        return canonical.to_string();
-    };
-    match modules.iter().find(|(c, _)| *c == module) {
-        Some((_, hf)) => format!("{prefix}.{i}.{hf}.{suffix}"),
-        None => canonical.to_string(),
-    }
+/// How an architecture's Hugging Face checkpoints name its tensors, as a table: canonical
+/// (GGUF-style) base names ↔ Hugging Face module paths, for the blocks and for the whole-model
+/// tensors. `lm_head.weight` is always the head (`output.weight`).
+pub struct HfNames {
+    /// What may stand before every name but the head, tried in order (checkpoints saved from
+    /// the `*ForCausalLM` class and from the bare model class differ).
+    pub prefixes: &'static [&'static str],
+    /// The prefix `hf` writes in messages.
+    pub hf_prefix: &'static str,
+    /// The blocks' path after the prefix (`layers` → `layers.{i}.{module}.weight`).
+    pub blocks: &'static str,
+    /// (canonical, Hugging Face) module of a block.
+    pub modules: &'static [(&'static str, &'static str)],
+    /// (canonical, Hugging Face) whole-model tensors.
+    pub globals: &'static [(&'static str, &'static str)],
+    /// Canonical names that may carry a `.bias` (every other name is weight-only).
+    pub with_bias: fn(&str) -> bool,
+    /// Stored tensors that hold nothing QuantLab needs (buffers), by suffix.
+    pub ignored: &'static [&'static str],
 }
 
+impl HfNames {
+    /// The canonical name of a Hugging Face tensor name, `None` when it is not one of ours.
+    pub fn canonical(&self, hf: &str) -> Option<String> {
+        if hf == "lm_head.weight" {
+            return Some("output.weight".into());
+        }
+        let rest = self
+            .prefixes
+            .iter()
+            .find_map(|p| hf.strip_prefix(p))
+            .unwrap_or(hf);
+        let (path, suffix) = rest.rsplit_once('.')?;
+        let (base, canonical) = match path
+            .strip_prefix(self.blocks)
+            .and_then(|r| r.strip_prefix('.'))
+        {
+            Some(layer) => {
+                let (i, module) = split_layer(layer)?;
+                let m = self.modules.iter().find(|(_, h)| *h == module)?.0;
+                (m, format!("blk.{i}.{m}"))
+            }
+            None => {
+                let g = self.globals.iter().find(|(_, h)| *h == path)?.0;
+                (g, g.to_string())
+            }
+        };
+        let ok = suffix == "weight" || (suffix == "bias" && (self.with_bias)(base));
+        ok.then(|| format!("{canonical}.{suffix}"))
+    }
+
+    /// The Hugging Face name of a canonical name (for messages); unknown names as they are.
+    pub fn hf(&self, canonical: &str) -> String {
+        if canonical == "output.weight" {
+            return "lm_head.weight".into();
+        }
+        let prefix = self.hf_prefix;
+        let (base, suffix) = canonical.rsplit_once('.').unwrap_or((canonical, ""));
+        if let Some((_, h)) = self.globals.iter().find(|(c, _)| *c == base) {
+            return format!("{prefix}{h}.{suffix}");
+        }
+        let block = base
+            .strip_prefix("blk.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(i, m)| Some((i, self.modules.iter().find(|(c, _)| *c == m)?.1)));
+        match block {
+            Some((i, h)) => format!("{prefix}{}.{i}.{h}.{suffix}", self.blocks),
+            None => canonical.to_string(),
+        }
+    }
+
+    pub fn is_ignored(&self, hf: &str) -> bool {
+        self.ignored.iter().any(|s| hf.ends_with(s))
+    }
+}
 impl ModelConfig {
     /// This configuration's architecture (its `arch` name resolved through the registry).
     pub fn architecture(&self) -> Result<Arch> {

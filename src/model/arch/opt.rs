@@ -10,11 +10,14 @@
 //! Shapes: T tokens, d = hidden_size, p = word_embed_proj_dim, H heads of hd, F = ffn_dim.
 
 use crate::model::arch::{
-    Arch, BiasRule, GlobalSpec, LinearSpec, NormSpec, Producer, SiteSpec, Topology,
+    Arch, BiasRule, GlobalSpec, HfNames, LinearSpec, NormSpec, SiteSpec, Topology,
 };
 use crate::model::backend::Backend;
 use crate::model::config::{ModelConfig, RopeStyle};
-use crate::model::hf::{opt_bool, opt_size, size, string, Biases, HfConfig, MAX_CONTEXT};
+use crate::model::hf::{
+    head_dim, opt_bool, opt_size, require_bools, require_str, size, string, Biases, HfConfig,
+    MAX_CONTEXT,
+};
 use crate::model::net::{positions, Model, Observer};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
@@ -45,38 +48,27 @@ const PROJECT_OUT: usize = 2;
 
 pub fn topology(c: &ModelConfig) -> Topology {
     let (d, f) = (c.dim, c.ffn_dim);
-    let lin = |name, rows, cols, site| LinearSpec {
-        name,
-        rows,
-        cols,
-        site,
-        bias: BiasRule::Required,
-    };
+    let lin = |name, rows, cols, site| LinearSpec::new(name, rows, cols, site, BiasRule::Required);
     let norm = |name| NormSpec { name, bias: true };
     // Post-LN: a block's input is the residual stream itself (the previous block's last norm
     // also feeds the residual add), so a scale there would change the residual.
+    let residual = "the post-LayerNorm residual stream";
     let (attn_in, ffn_in) = if c.post_norm {
-        let why = "the post-LayerNorm residual stream";
-        (Producer::Opaque(why), Producer::Opaque(why))
+        (
+            SiteSpec::opaque("attn_in", d, residual),
+            SiteSpec::opaque("ffn_in", d, residual),
+        )
     } else {
-        (Producer::Norm(ATTN_NORM), Producer::Norm(FFN_NORM))
+        (
+            SiteSpec::norm("attn_in", d, ATTN_NORM),
+            SiteSpec::norm("ffn_in", d, FFN_NORM),
+        )
     };
-    let mut globals = vec![GlobalSpec {
-        name: "position_embd",
-        rows: c.max_ctx + POSITION_OFFSET,
-        cols: d,
-    }];
+    let global = |name, rows, cols| GlobalSpec { name, rows, cols };
+    let mut globals = vec![global("position_embd", c.max_ctx + POSITION_OFFSET, d)];
     if let Some(p) = c.proj_dim {
-        globals.push(GlobalSpec {
-            name: "project_in",
-            rows: d,
-            cols: p,
-        });
-        globals.push(GlobalSpec {
-            name: "project_out",
-            rows: p,
-            cols: d,
-        });
+        globals.push(global("project_in", d, p));
+        globals.push(global("project_out", p, d));
     }
     Topology {
         arch: Arch::Opt,
@@ -90,43 +82,16 @@ pub fn topology(c: &ModelConfig) -> Topology {
             lin("ffn_down", d, f, DOWN_IN),
         ],
         sites: vec![
-            SiteSpec {
-                name: "attn_in",
-                width: d,
-                producer: attn_in,
-                heads: None,
-            },
-            SiteSpec {
-                name: "attn_out",
-                width: d,
-                producer: Producer::Linear {
-                    linear: V,
-                    offset: 0,
-                    via: "attention",
-                },
-                heads: Some((c.n_head, c.n_kv_head, c.head_dim)),
-            },
-            SiteSpec {
-                name: "ffn_in",
-                width: d,
-                producer: ffn_in,
-                heads: None,
-            },
-            SiteSpec {
-                name: "down_in",
-                width: f,
-                producer: Producer::Linear {
-                    linear: UP,
-                    offset: 0,
-                    via: "relu",
-                },
-                heads: None,
-            },
+            attn_in,
+            SiteSpec::rows_of("attn_out", d, V, 0, "attention").heads((
+                c.n_head,
+                c.n_kv_head,
+                c.head_dim,
+            )),
+            ffn_in,
+            SiteSpec::rows_of("down_in", f, UP, 0, "relu"),
         ],
-        output_norm: (!c.post_norm).then_some(NormSpec {
-            name: "output_norm",
-            bias: true,
-        }),
+        output_norm: (!c.post_norm).then_some(norm("output_norm")),
         globals,
         embed_dim: c.proj_dim.unwrap_or(d),
         hf_transposed: false,
@@ -149,37 +114,23 @@ pub fn validate(c: &ModelConfig, file: &str) -> Result<()> {
 
 /// `config.json` of `OPTConfig` (defaults as `transformers` has them; sizes required).
 pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
-    const FILE: &str = "config.json";
-    let act = string(o, "activation_function")?.unwrap_or("relu");
-    if act != "relu" {
-        return Err(Error::unsupported(
-            FILE,
-            "activation_function",
-            format!("{act:?} (OPT is implemented with \"relu\")"),
-        ));
-    }
-    for (field, want) in [
-        ("enable_bias", true),
-        ("layer_norm_elementwise_affine", true),
-        ("_remove_final_layer_norm", false),
-    ] {
-        if opt_bool(o, field)?.is_some_and(|v| v != want) {
-            return Err(Error::unsupported(
-                FILE,
-                field,
-                format!("{} (only {want} is implemented)", !want),
-            ));
-        }
-    }
+    require_str(
+        o,
+        "activation_function",
+        "relu",
+        &["relu"],
+        "OPT is implemented with \"relu\"",
+    )?;
+    require_bools(
+        o,
+        &[
+            ("enable_bias", true),
+            ("layer_norm_elementwise_affine", true),
+            ("_remove_final_layer_norm", false),
+        ],
+    )?;
     let dim = size(o, "hidden_size", ModelConfig::MAX_DIM)?;
     let n_head = size(o, "num_attention_heads", ModelConfig::MAX_HEADS)?;
-    if !dim.is_multiple_of(n_head) {
-        return Err(Error::format(
-            FILE,
-            "num_attention_heads",
-            format!("hidden_size {dim} is not divisible by {n_head} heads"),
-        ));
-    }
     let proj = opt_size(o, "word_embed_proj_dim", ModelConfig::MAX_DIM)?.unwrap_or(dim);
     let model = ModelConfig {
         arch: "opt".into(),
@@ -188,7 +139,7 @@ pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
         ffn_dim: size(o, "ffn_dim", 8 * ModelConfig::MAX_DIM)?,
         n_head,
         n_kv_head: n_head,
-        head_dim: dim / n_head,
+        head_dim: head_dim(dim, n_head, "hidden_size", "num_attention_heads")?,
         vocab: size(o, "vocab_size", ModelConfig::MAX_VOCAB)?,
         // No RoPE: neutral values, unused by the forward pass.
         rope_theta: 10_000.0,
@@ -207,63 +158,33 @@ pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
     })
 }
 
-/// Canonical block module ↔ Hugging Face module path (under `model.decoder.layers.{i}`).
-const HF_MODULES: &[(&str, &str)] = &[
-    ("attn_norm", "self_attn_layer_norm"),
-    ("ffn_norm", "final_layer_norm"),
-    ("attn_q", "self_attn.q_proj"),
-    ("attn_k", "self_attn.k_proj"),
-    ("attn_v", "self_attn.v_proj"),
-    ("attn_output", "self_attn.out_proj"),
-    ("ffn_up", "fc1"),
-    ("ffn_down", "fc2"),
-];
-/// Whole-model tensors (under `model.decoder.`).
-const HF_GLOBALS: &[(&str, &str)] = &[
-    ("token_embd", "embed_tokens"),
-    ("position_embd", "embed_positions"),
-    ("output_norm", "final_layer_norm"),
-    ("project_in", "project_in"),
-    ("project_out", "project_out"),
-];
-
-/// Canonical name of a Hugging Face OPT tensor. Checkpoints saved from `OPTForCausalLM` prefix
-/// `model.`; the original `facebook/opt-*` ones saved from `OPTModel` do not.
-pub fn canonical_name(hf: &str) -> Option<String> {
-    if hf == "lm_head.weight" {
-        return Some("output.weight".into());
-    }
-    let rest = hf.strip_prefix("model.").unwrap_or(hf);
-    let rest = rest.strip_prefix("decoder.")?;
-    let (path, suffix) = rest.rsplit_once('.')?;
-    if suffix != "weight" && suffix != "bias" {
-        return None;
-    }
-    if let Some(layer) = path.strip_prefix("layers.") {
-        let (i, module) = super::split_layer(layer)?;
-        let module = HF_MODULES.iter().find(|(_, h)| *h == module)?.0;
-        return Some(format!("blk.{i}.{module}.{suffix}"));
-    }
-    let (canonical, _) = HF_GLOBALS.iter().find(|(_, h)| *h == path)?;
-    let has_bias = *canonical == "output_norm";
-    (suffix == "weight" || has_bias).then(|| format!("{canonical}.{suffix}"))
-}
-
-pub fn hf_name(canonical: &str) -> String {
-    if canonical == "output.weight" {
-        return "lm_head.weight".into();
-    }
-    if let Some((base, suffix)) = canonical.split_once('.') {
-        if let Some((_, h)) = HF_GLOBALS.iter().find(|(c, _)| *c == base) {
-            return format!("model.decoder.{h}.{suffix}");
-        }
-    }
-    super::hf_block_name(canonical, "model.decoder.layers", HF_MODULES)
-}
-
-pub fn ignored(_hf: &str) -> bool {
-    false
-}
+/// Hugging Face names. Checkpoints saved from `OPTForCausalLM` prefix `model.decoder.`; the
+/// original `facebook/opt-*` ones, saved from `OPTModel`, `decoder.`.
+pub const HF: HfNames = HfNames {
+    prefixes: &["model.decoder.", "decoder."],
+    hf_prefix: "model.decoder.",
+    blocks: "layers",
+    modules: &[
+        ("attn_norm", "self_attn_layer_norm"),
+        ("ffn_norm", "final_layer_norm"),
+        ("attn_q", "self_attn.q_proj"),
+        ("attn_k", "self_attn.k_proj"),
+        ("attn_v", "self_attn.v_proj"),
+        ("attn_output", "self_attn.out_proj"),
+        ("ffn_up", "fc1"),
+        ("ffn_down", "fc2"),
+    ],
+    globals: &[
+        ("token_embd", "embed_tokens"),
+        ("position_embd", "embed_positions"),
+        ("output_norm", "final_layer_norm"),
+        ("project_in", "project_in"),
+        ("project_out", "project_out"),
+    ],
+    // Linears and norms have biases; embeddings and the projections do not.
+    with_bias: |base| !(base.ends_with("_embd") || base.starts_with("project_")),
+    ignored: &[],
+};
 
 pub(super) fn forward<B: Backend>(
     m: &Model<B>,
@@ -325,6 +246,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
+        let (canonical_name, hf_name) = (|h: &str| HF.canonical(h), |c: &str| HF.hf(c));
         for (hf, want) in [
             ("model.decoder.embed_tokens.weight", "token_embd.weight"),
             ("decoder.embed_positions.weight", "position_embd.weight"),
