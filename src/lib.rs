@@ -1,9 +1,11 @@
 //! QuantLab: an LLM quantization playground.
 //!
-//! Dependencies point one way: error ← tensor ← io/quant ← model ← gpu ← playground ← web/CLI.
-//! Nothing in `io`, `quant` or `model` touches wasm or GPU APIs.
+//! Dependencies point one way: error ← format ← tensor ← io/quant ← model ← gpu ← playground ←
+//! web/CLI.
+//! Nothing in `format`, `io`, `quant` or `model` touches wasm or GPU APIs.
 
 pub mod error;
+pub mod format;
 pub mod gpu;
 pub mod io;
 pub mod model;

@@ -1,4 +1,4 @@
-//! Quantizers and the storage-format table.
+//! Quantizers (the storage formats they produce are `crate::format`).
 
 pub mod actquant;
 pub mod awq;
