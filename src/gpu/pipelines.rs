@@ -179,7 +179,7 @@ impl Pipelines {
     /// A stand-alone kernel's entry point.
     pub fn plain(&self, kernel: &str, entry: &str) -> Result<wgpu::ComputePipeline> {
         self.get(format!("{kernel}:{entry}"), entry, || {
-            shaders::source(kernel).map(str::to_string)
+            shaders::plain_kernel(kernel)
         })
     }
 }

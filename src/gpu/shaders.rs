@@ -2,8 +2,8 @@
 //! into the binary with `include_str!` so the browser build needs no file access. The format
 //! fragments (`fmt_*.wgsl`, one per decoder) are listed by their format's module
 //! (`crate::format::fragments`), the kernels here. Kernels that read a packed weight are
-//! assembled from three files (see shaders/README.md): the shared declarations, one format
-//! fragment defining `w_at`, and the kernel body.
+//! assembled from four files (see shaders/README.md): the shared declarations, the byte readers
+//! every decoder shares, one format fragment defining `w_at`, and the kernel body.
 
 use crate::format;
 
@@ -13,6 +13,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         "weight_common",
         include_str!("../../shaders/weight_common.wgsl"),
     ),
+    ("fmt_common", include_str!("../../shaders/fmt_common.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_v1", include_str!("../../shaders/matmul_v1.wgsl")),
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
@@ -108,6 +109,10 @@ pub fn attention_tiled_header(bq: usize) -> String {
 /// Head dimensions `cargo test` validates the attention module at.
 pub const ATTENTION_HEAD_DIMS: &[usize] = &[16, 32, 64, 96, 128];
 
+/// Stand-alone kernels that read a format's bytes themselves (LoRC factors after any base) and
+/// so get `fmt_common.wgsl`'s byte readers prepended; they declare their own `W`.
+const PLAIN_WITH_READERS: &[&str] = &["lowrank"];
+
 /// The source of `shaders/{stem}.wgsl`, if it is in the table or is a format fragment.
 pub fn source(stem: &str) -> Option<&'static str> {
     SHADERS
@@ -117,13 +122,23 @@ pub fn source(stem: &str) -> Option<&'static str> {
         .or_else(|| format::fragment_source(stem))
 }
 
-/// The module of a weight kernel for one format: shared declarations, fragment and body. WGSL
-/// module-scope declarations are order independent, so plain concatenation is
+/// The module of a stand-alone kernel (with the byte readers where it needs them).
+pub fn plain_kernel(kernel: &str) -> Option<String> {
+    let src = source(kernel)?;
+    if PLAIN_WITH_READERS.contains(&kernel) {
+        return Some(format!("{}\n{src}", source("fmt_common")?));
+    }
+    Some(src.to_string())
+}
+
+/// The module of a weight kernel for one format: shared declarations, byte readers, fragment
+/// and body. WGSL module-scope declarations are order independent, so plain concatenation is
 /// enough.
 pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
     Some(format!(
-        "{}\n{}\n{}",
+        "{}\n{}\n{}\n{}",
         source("weight_common")?,
+        source("fmt_common")?,
         format::fragment_source(fragment)?,
         source(kernel)?
     ))
@@ -158,8 +173,8 @@ pub fn all_modules() -> Vec<(String, String)> {
         }
     }
     for (k, _) in PLAIN_KERNELS {
-        if let Some(src) = source(k) {
-            out.push((k.to_string(), src.to_string()));
+        if let Some(src) = plain_kernel(k) {
+            out.push((k.to_string(), src));
         }
     }
     out
