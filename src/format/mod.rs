@@ -360,7 +360,7 @@ impl QTensor {
     }
 
     /// The base bytes and the add-on bytes, after checking the length against the table.
-    fn split_data(&self) -> Result<(&[u8], &[u8])> {
+    pub(crate) fn split_data(&self) -> Result<(&[u8], &[u8])> {
         let st = storage_with(self.format, self.addons, self.rows, self.cols)?;
         if self.data.len() != st.total() {
             return Err(Error::format(

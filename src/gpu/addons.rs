@@ -4,10 +4,10 @@
 //! the format table puts them, after the base bytes in the weight's one buffer, so the GPU holds
 //! exactly `storage_with(..).total()` bytes; the kernels get byte offsets into it.
 
-use crate::format::{storage_with, QTensor};
+use crate::format::QTensor;
 use crate::gpu::backend::{Gpu, Mat};
 use crate::gpu::record::{u, Params4, WeightParams};
-use crate::{Error, Result};
+use crate::Result;
 use bytemuck::{Pod, Zeroable};
 
 /// Where a weight's add-ons lie in its buffer, in bytes: they follow the base bytes directly,
@@ -53,16 +53,9 @@ pub(crate) fn addon_layout(w: &QTensor) -> Result<Option<AddonLayout>> {
     if w.addons.is_empty() {
         return Ok(None);
     }
-    let st = storage_with(w.format, w.addons, w.rows, w.cols)?;
-    if w.data.len() != st.total() {
-        return Err(Error::format(
-            "tensor",
-            "data",
-            format!("{} bytes, expected {}", w.data.len(), st.total()),
-        ));
-    }
-    let base = st.base();
-    w.addons.outlier_indices(&w.data[base..], w.rows * w.cols)?;
+    let (base, extra) = w.split_data()?;
+    w.addons.outlier_indices(extra, w.rows * w.cols)?;
+    let base = base.len();
     let o = w.addons.offsets(w.rows, w.cols, base);
     let lowrank = w
         .addons
