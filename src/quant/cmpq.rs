@@ -11,7 +11,7 @@
 //!    the largest `|W − Q(W)| · a_j` are kept as sparse f16 outliers (`AddOns.outliers`), and every
 //!    column that lost weights to them is re-clustered without them.
 //! 6. Reconstruction is `Format::Cmpq`'s decoder (codebook lookup, f16 columns) plus the sparse
-//!    outliers (format.rs).
+//!    outliers (src/format/addons.rs).
 //!
 //! The pipeline itself (steps 3, 5 and packing, over one or many tensors) is in `cmpq_fit`, the
 //! selection of step 5 in `cmpq_outliers`, the allocation in `cmpq_alloc`.

@@ -390,7 +390,7 @@ fn pack_class(rows: usize, fits: &[&Fit], bits: u8) -> Vec<u8> {
     out
 }
 
-/// Lay the parts out as `Format::Cmpq` (format.rs) plus the sparse-outlier add-on.
+/// Lay the parts out as `Format::Cmpq` (src/format/cmpq.rs) plus the sparse-outlier add-on.
 fn assemble(
     w: &[f32],
     rows: usize,
