@@ -1,26 +1,11 @@
 // Weight format fragment: CMPQ (`Format::Cmpq`, arXiv 2410.13056; layout at the top of
-// src/quant/format.rs). Each input column is a lo-bit, a (lo+1)-bit or an f16 column; a map of
+// src/format/cmpq.rs). Each input column is a lo-bit, a (lo+1)-bit or an f16 column; a map of
 // one u16 per column (`class << 14 | index`, words 0 .. ceil(k/2)) says which, and the column's
 // place among the columns of its class. Code columns look their code up in their own table of
 // 2^b f16 levels. The format fields carry the section offsets in words (pipelines.rs):
 //   P.bits = lo, P.group = hi books, P.sym = lo codes, P.scale_off = hi codes,
 //   P.zero_off = f16 columns; the lo books start right after the map.
 // The class counts follow from the offsets: each lo table is 2^lo halves = 2^(lo-1) words.
-
-fn cmpq_code(base: u32, i: u32, bits: u32) -> u32 {
-    let bit = i * bits;
-    let word = base + (bit >> 5u);
-    let off = bit & 31u;
-    var v = W[word] >> off;
-    if (off + bits > 32u) {
-        v = v | (W[word + 1u] << (32u - off));
-    }
-    return v & ((1u << bits) - 1u);
-}
-
-fn cmpq_half(i: u32) -> f32 {
-    return unpack2x16float(W[i >> 1u])[i & 1u];
-}
 
 // Weight of row r in the column whose map entry is `e`.
 fn cmpq_decode(r: u32, e: u32) -> f32 {
@@ -31,15 +16,15 @@ fn cmpq_decode(r: u32, e: u32) -> f32 {
     let n_lo = (P.group - lo_books) >> (lo - 1u);
     let n_hi = (P.sym - P.group) >> lo;
     if (cls == 0u) {
-        let q = cmpq_code(P.sym, r * n_lo + idx, lo);
-        return cmpq_half(2u * lo_books + (idx << lo) + q);
+        let q = packed_code(P.sym, r * n_lo + idx, lo);
+        return half_word(0u, 2u * lo_books + (idx << lo) + q);
     }
     if (cls == 1u) {
-        let q = cmpq_code(P.scale_off, r * n_hi + idx, lo + 1u);
-        return cmpq_half(2u * P.group + (idx << (lo + 1u)) + q);
+        let q = packed_code(P.scale_off, r * n_hi + idx, lo + 1u);
+        return half_word(0u, 2u * P.group + (idx << (lo + 1u)) + q);
     }
     let n_f16 = P.k - n_lo - n_hi;
-    return cmpq_half(2u * P.zero_off + r * n_f16 + idx);
+    return half_word(0u, 2u * P.zero_off + r * n_f16 + idx);
 }
 
 fn cmpq_entry(c: u32) -> u32 {

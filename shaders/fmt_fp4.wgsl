@@ -1,5 +1,5 @@
 // Weight format fragment: FP4 E2M1 (OCP Microscaling formats spec v1.0, E2M1 element type;
-// `Format::Codebook { bits: 4, table: Fp4(gran) }` in src/quant/format.rs): 4-bit codes packed
+// `Format::Codebook { bits: 4, table: Fp4(gran) }` in src/format/codebook.rs): 4-bit codes packed
 // like `fmt_nf4`, then one f16 scale per group of `P.group` weights (word offset
 // `P.scale_off`). w = E2M1[code] · scale, the level computed from its bits rather than looked
 // up: code = sign·8 + exponent·2 + mantissa; exponent 0 is subnormal (0 or 0.5), otherwise
@@ -14,29 +14,19 @@ fn e2m1(q: u32) -> f32 {
     return select(mag, -mag, q >= 8u);
 }
 
-fn fp4_scale(g: u32) -> f32 {
-    return unpack2x16float(W[P.scale_off + (g >> 1u)])[g & 1u];
-}
-
 fn w_at(r: u32, c: u32) -> f32 {
     let i = r * P.k + c;
-    let q = (W[i >> 3u] >> ((i & 7u) * 4u)) & 15u;
-    return e2m1(q) * fp4_scale(i / P.group);
+    return e2m1(packed_code(0u, i, 4u)) * half_word(P.scale_off, i / P.group);
 }
 
-// Weights c..c+3 (c and the row length multiples of 4): as `fmt_nf4`.
+// Weights c..c+3 (c and the row length multiples of 4): half of one word of codes and, when the
+// four share a group, one scale.
 fn w_load4(r: u32, c: u32) -> vec4<f32> {
     let i = r * P.k + c;
     let g = i / P.group;
     if (g != (i + 3u) / P.group) {
-        return vec4<f32>(w_at(r, c), w_at(r, c + 1u), w_at(r, c + 2u), w_at(r, c + 3u));
+        return w_at4(r, c);
     }
-    let word = W[i >> 3u] >> ((i & 7u) * 4u);
-    let l = vec4<f32>(
-        e2m1(word & 15u),
-        e2m1((word >> 4u) & 15u),
-        e2m1((word >> 8u) & 15u),
-        e2m1((word >> 12u) & 15u),
-    );
-    return l * fp4_scale(g);
+    let q = nibbles4(i);
+    return vec4<f32>(e2m1(q.x), e2m1(q.y), e2m1(q.z), e2m1(q.w)) * half_word(P.scale_off, g);
 }

@@ -1,5 +1,5 @@
 // Weight format fragment: NF4 (QLoRA, arXiv 2305.14314 §3 and Appendix E;
-// `Format::Codebook { bits: 4, table: Nf4(gran) }` in src/quant/format.rs): 4-bit codes packed
+// `Format::Codebook { bits: 4, table: Nf4(gran) }` in src/format/codebook.rs): 4-bit codes packed
 // eight per u32 word from bit 0, then one f16 absmax scale per group of `P.group` weights (word
 // offset `P.scale_off`). w = NF4[code] · scale. The 16 levels are four named vec4 constants,
 // selected by the code's top two bits (no indexed private array: shaders/README.md).
@@ -15,30 +15,19 @@ fn nf4_level(q: u32) -> f32 {
     return v[q & 3u];
 }
 
-fn nf4_scale(g: u32) -> f32 {
-    return unpack2x16float(W[P.scale_off + (g >> 1u)])[g & 1u];
-}
-
 fn w_at(r: u32, c: u32) -> f32 {
     let i = r * P.k + c;
-    let q = (W[i >> 3u] >> ((i & 7u) * 4u)) & 15u;
-    return nf4_level(q) * nf4_scale(i / P.group);
+    return nf4_level(packed_code(0u, i, 4u)) * half_word(P.scale_off, i / P.group);
 }
 
-// Weights c..c+3 (c and the row length multiples of 4): one half of one word of codes and,
-// when the four share a group, one scale.
+// Weights c..c+3 (c and the row length multiples of 4): half of one word of codes and, when the
+// four share a group, one scale.
 fn w_load4(r: u32, c: u32) -> vec4<f32> {
     let i = r * P.k + c;
     let g = i / P.group;
     if (g != (i + 3u) / P.group) {
-        return vec4<f32>(w_at(r, c), w_at(r, c + 1u), w_at(r, c + 2u), w_at(r, c + 3u));
+        return w_at4(r, c);
     }
-    let word = W[i >> 3u] >> ((i & 7u) * 4u);
-    let l = vec4<f32>(
-        nf4_level(word & 15u),
-        nf4_level((word >> 4u) & 15u),
-        nf4_level((word >> 8u) & 15u),
-        nf4_level((word >> 12u) & 15u),
-    );
-    return l * nf4_scale(g);
+    let q = nibbles4(i);
+    return vec4<f32>(nf4_level(q.x), nf4_level(q.y), nf4_level(q.z), nf4_level(q.w)) * half_word(P.scale_off, g);
 }

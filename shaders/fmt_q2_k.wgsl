@@ -1,5 +1,5 @@
 // Weight format fragment: ggml Q2_K (ggml-common.h `block_q2_K`; decoder and layout notes in
-// src/quant/ggml.rs `q2_k`): super-blocks of 256 weights in 84 bytes: `scales[16]` (low nibble
+// src/format/ggml/kquants.rs `q2_k`): super-blocks of 256 weights in 84 bytes: `scales[16]` (low nibble
 // scale, high nibble min, one pair per 16 weights), `qs[64]` (2-bit codes), f16 `d`, `dmin`.
 // Weight e of a block: half n = e/128, group g = (e%128)/16, l = e%16; its code is the 2-bit
 // field at shift 2·(g/2) of qs[32n + 16·(g%2) + l]; w = d·sc·q − dmin·m. Read as bytes; one
@@ -19,15 +19,6 @@ fn w_at(r: u32, c: u32) -> f32 {
     return dl * f32(q) - ml;
 }
 
-fn byte_at(addr: u32) -> u32 {
-    return (W[addr >> 2u] >> ((addr & 3u) * 8u)) & 0xffu;
-}
-
-// The f16 at an even byte address.
-fn half_at(addr: u32) -> f32 {
-    return unpack2x16float(W[addr >> 2u] >> ((addr & 3u) * 8u)).x;
-}
-
 fn w_load4(r: u32, c: u32) -> vec4<f32> {
-    return vec4<f32>(w_at(r, c), w_at(r, c + 1u), w_at(r, c + 2u), w_at(r, c + 3u));
+    return w_at4(r, c);
 }

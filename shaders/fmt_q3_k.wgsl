@@ -1,4 +1,4 @@
-// Weight format fragment: ggml Q3_K (ggml-common.h `block_q3_K`; src/quant/ggml.rs `q3_k`):
+// Weight format fragment: ggml Q3_K (ggml-common.h `block_q3_K`; src/format/ggml/kquants.rs `q3_k`):
 // super-blocks of 256 weights in 110 bytes: `hmask[32]`, `qs[64]`, `scales[12]` (sixteen 6-bit
 // scales, bias 32), f16 `d`. Weight e: half n = e/128, group g = (e%128)/16, l = e%16; low two
 // bits at shift 2·(g/2) of qs[32n + 16·(g%2) + l], minus 4 when bit 4n + g/2 of
@@ -26,15 +26,6 @@ fn w_at(r: u32, c: u32) -> f32 {
     return dl * f32(low - sub);
 }
 
-fn byte_at(addr: u32) -> u32 {
-    return (W[addr >> 2u] >> ((addr & 3u) * 8u)) & 0xffu;
-}
-
-// The f16 at an even byte address.
-fn half_at(addr: u32) -> f32 {
-    return unpack2x16float(W[addr >> 2u] >> ((addr & 3u) * 8u)).x;
-}
-
 fn w_load4(r: u32, c: u32) -> vec4<f32> {
-    return vec4<f32>(w_at(r, c), w_at(r, c + 1u), w_at(r, c + 2u), w_at(r, c + 3u));
+    return w_at4(r, c);
 }

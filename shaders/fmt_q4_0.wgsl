@@ -1,16 +1,7 @@
-// Weight format fragment: ggml Q4_0 (ggml-common.h `block_q4_0`, src/quant/ggml.rs): blocks of
+// Weight format fragment: ggml Q4_0 (ggml-common.h `block_q4_0`, src/format/ggml/legacy.rs): blocks of
 // 32 weights in 18 bytes: f16 `d`, then 16 bytes `qs`; byte j holds weight j in its low nibble
 // and weight j + 16 in its high one. w = (q − 8)·d. 18-byte blocks are not word aligned, so
 // fields are read as bytes; every block starts at an even byte, so `d` never straddles words.
-
-fn byte_at(addr: u32) -> u32 {
-    return (W[addr >> 2u] >> ((addr & 3u) * 8u)) & 0xffu;
-}
-
-// The f16 at an even byte address.
-fn half_at(addr: u32) -> f32 {
-    return unpack2x16float(W[addr >> 2u] >> ((addr & 3u) * 8u)).x;
-}
 
 fn w_at(r: u32, c: u32) -> f32 {
     let i = r * P.k + c;

@@ -1,4 +1,4 @@
-// Weight format fragment: ggml Q4_1 (ggml-common.h `block_q4_1`, src/quant/ggml.rs): blocks of
+// Weight format fragment: ggml Q4_1 (ggml-common.h `block_q4_1`, src/format/ggml/legacy.rs): blocks of
 // 32 weights in 20 bytes = 5 u32 words: word 0 holds f16 `d` (low) and `m` (high), words 1..4
 // the 16 bytes `qs`; byte j holds weight j in its low nibble and weight j + 16 in its high one.
 // w = q·d + m. Rows are a whole number of blocks (checked on load).

@@ -1,17 +1,7 @@
-// Weight format fragment: ggml Q4_K (ggml-common.h `block_q4_K`; src/quant/ggml.rs `q4_k`):
+// Weight format fragment: ggml Q4_K (ggml-common.h `block_q4_K`; src/format/ggml/kquants.rs `q4_k`):
 // super-blocks of 256 weights in 144 bytes: f16 `d`, `dmin`, `scales[12]` (eight 6-bit scale and
 // min pairs), `qs[128]`. Chunk c = e/64 reads qs[32c + l]: its first 32 weights (sub-block 2c)
 // the low nibbles, the next 32 (sub-block 2c + 1) the high ones; w = d·sc·q − dmin·m.
-
-// Scale (x) and min (y) of sub-block j (0..8) from the 12 bytes at `s`.
-fn k4_scale_min(s: u32, j: u32) -> vec2<f32> {
-    if (j < 4u) {
-        return vec2<f32>(f32(byte_at(s + j) & 63u), f32(byte_at(s + j + 4u) & 63u));
-    }
-    let sc = (byte_at(s + j + 4u) & 15u) | ((byte_at(s + j - 4u) >> 6u) << 4u);
-    let m = (byte_at(s + j + 4u) >> 4u) | ((byte_at(s + j) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(m));
-}
 
 fn w_at(r: u32, c: u32) -> f32 {
     let i = r * P.k + c;
@@ -26,15 +16,6 @@ fn w_at(r: u32, c: u32) -> f32 {
     return half_at(base) * sm.x * f32(q) - half_at(base + 2u) * sm.y;
 }
 
-fn byte_at(addr: u32) -> u32 {
-    return (W[addr >> 2u] >> ((addr & 3u) * 8u)) & 0xffu;
-}
-
-// The f16 at an even byte address.
-fn half_at(addr: u32) -> f32 {
-    return unpack2x16float(W[addr >> 2u] >> ((addr & 3u) * 8u)).x;
-}
-
 fn w_load4(r: u32, c: u32) -> vec4<f32> {
-    return vec4<f32>(w_at(r, c), w_at(r, c + 1u), w_at(r, c + 2u), w_at(r, c + 3u));
+    return w_at4(r, c);
 }

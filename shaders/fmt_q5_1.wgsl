@@ -1,4 +1,4 @@
-// Weight format fragment: ggml Q5_1 (ggml-common.h `block_q5_1`, src/quant/ggml.rs): blocks of
+// Weight format fragment: ggml Q5_1 (ggml-common.h `block_q5_1`, src/format/ggml/legacy.rs): blocks of
 // 32 weights in 24 bytes = 6 words: word 0 holds f16 `d` (low) and `m` (high), word 1 is `qh`
 // (bit j is bit 4 of weight j), words 2..5 the 16 bytes `qs` (low nibbles as in Q4_1).
 // w = q·d + m.

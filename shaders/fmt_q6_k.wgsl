@@ -1,4 +1,4 @@
-// Weight format fragment: ggml Q6_K (ggml-common.h `block_q6_K`; src/quant/ggml.rs `q6_k`):
+// Weight format fragment: ggml Q6_K (ggml-common.h `block_q6_K`; src/format/ggml/kquants.rs `q6_k`):
 // super-blocks of 256 weights in 210 bytes: `ql[128]`, `qh[64]`, `scales[16]` (i8), f16 `d`.
 // Weight e: half n = e/128, quarter k = (e%128)/32, l = e%32; low nibble (k < 2) or high nibble
 // of ql[64n + 32·(k%2) + l], bits 2k..2k+2 of qh[32n + l] on top, minus 32; each 16 weights
@@ -20,15 +20,6 @@ fn w_at(r: u32, c: u32) -> f32 {
     return half_at(base + 208u) * f32(sc) * f32(q);
 }
 
-fn byte_at(addr: u32) -> u32 {
-    return (W[addr >> 2u] >> ((addr & 3u) * 8u)) & 0xffu;
-}
-
-// The f16 at an even byte address.
-fn half_at(addr: u32) -> f32 {
-    return unpack2x16float(W[addr >> 2u] >> ((addr & 3u) * 8u)).x;
-}
-
 fn w_load4(r: u32, c: u32) -> vec4<f32> {
-    return vec4<f32>(w_at(r, c), w_at(r, c + 1u), w_at(r, c + 2u), w_at(r, c + 3u));
+    return w_at4(r, c);
 }

@@ -1,5 +1,5 @@
 // LoRC low-rank compensation (ZeroQuant-V2, arXiv 2303.08302 §4; layout at the top of
-// src/quant/format.rs): `Y += Û (V̂ x)` after the base product, in two passes so that the
+// src/format/addons.rs): `Y += Û (V̂ x)` after the base product, in two passes so that the
 // `rows × cols` product ÛV̂ is never formed:
 //   `vx`: T[t, j] = Σ_c V̂[j, c] · X[x_row0 + t, c]     (SRC = X, DST = T, m × rank)
 //   `uy`: Y[t, r] += Σ_j Û[r, j] · T[t, j]              (SRC = T, DST = Y, m × n)
@@ -28,30 +28,19 @@ struct LowRankParams {
 @group(0) @binding(2) var<storage, read> SRC: array<f32>;
 @group(0) @binding(3) var<storage, read_write> DST: array<f32>;
 
-// The little-endian u32 at byte address `a` (any alignment).
-fn u32_at_byte(a: u32) -> u32 {
-    let w = a >> 2u;
-    let sh = (a & 3u) * 8u;
-    if (sh == 0u) {
-        return W[w];
-    }
-    return (W[w] >> sh) | (W[w + 1u] << (32u - sh));
-}
-
-// Element `e` of an f16 array at byte `off`.
-fn half_at(off: u32, e: u32) -> f32 {
+// Element `e` of an f16 array at byte `off` (`u32_at_byte` is in fmt_common.wgsl, which the
+// host prepends: shaders::plain_kernel).
+fn half_elem(off: u32, e: u32) -> f32 {
     return unpack2x16float(u32_at_byte(off + 2u * e)).x;
 }
 
 // Element `e` (row-major) of a factor whose row `row` has scale index `row`.
 fn factor(off: u32, scale_off: u32, e: u32, row: u32) -> f32 {
     if (L.bits8 == 0u) {
-        return half_at(off, e);
+        return half_elem(off, e);
     }
-    let a = off + e;
-    let b = (W[a >> 2u] >> ((a & 3u) * 8u)) & 0xffu;
-    let q = (i32(b) << 24u) >> 24u;
-    return f32(q) * half_at(scale_off, row);
+    let q = (i32(byte_at(off + e)) << 24u) >> 24u;
+    return f32(q) * half_elem(scale_off, row);
 }
 
 @compute @workgroup_size(256)

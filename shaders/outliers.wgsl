@@ -1,10 +1,10 @@
 // Sparse f16 outliers on top of any base format (dense-and-sparse, SqueezeLLM arXiv 2306.07629
-// §4; layout at the top of src/quant/format.rs): `count` strictly increasing u32 row-major
+// §4; layout at the top of src/format/addons.rs): `count` strictly increasing u32 row-major
 // indices at byte `A.idx_off`, then `count` f16 values at byte `A.val_off`, each REPLACING the
 // base value at its position. After the base product `Y = X Ŵ_baseᵀ` the correction is
 //     Y[t, r] += Σ_{outliers (r, c)} (w_out − ŵ_base(r, c)) · X[t, c],
 // with `ŵ_base` decoded by the same format fragment the product used. Assembled like the
-// matmul (weight_common + fragment + this body); one invocation per output element finds its
+// matmul (weight_common + fmt_common + fragment + this body); one invocation per output element finds its
 // row's outliers by binary search over the sorted indices, so nothing beyond the format table's
 // bytes is held on the GPU. Offsets are in bytes: the add-ons follow the base bytes directly,
 // and a ggml base (18-, 22- or 34-byte blocks) may end mid-word.
@@ -19,16 +19,6 @@ struct OutlierParams {
 @group(0) @binding(2) var<uniform> A: OutlierParams;
 @group(0) @binding(3) var<storage, read> X: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
-
-// The little-endian u32 at byte address `a` (any alignment).
-fn u32_at_byte(a: u32) -> u32 {
-    let w = a >> 2u;
-    let sh = (a & 3u) * 8u;
-    if (sh == 0u) {
-        return W[w];
-    }
-    return (W[w] >> sh) | (W[w + 1u] << (32u - sh));
-}
 
 // The first outlier whose index is ≥ `key` (count when none).
 fn lower_bound(key: u32) -> u32 {

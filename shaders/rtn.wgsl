@@ -1,6 +1,6 @@
 // Round-to-nearest (RTN) quantization on the GPU, producing exactly the bytes of
 // `quant::rtn::quantize` (src/quant/rtn.rs, methods.md §1) in the `Format::Int` layout of
-// src/quant/format.rs: codes packed from bit 0 of u32 words, one f16 scale per group, packed
+// src/format/int.rs: codes packed from bit 0 of u32 words, one f16 scale per group, packed
 // zero points. The source is any packed weight already on the GPU, read through the format
 // fragment's `w_at` (this module is weight_common + fragment + this file).
 //

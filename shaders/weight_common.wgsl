@@ -1,6 +1,6 @@
-// Shared by every kernel that reads a packed weight (matmul, embed): the uniform block and the
-// weight words. A kernel's module is this file + one format fragment (fmt_*.wgsl, defining
-// `w_at`) + the kernel body; see README.md.
+// Shared by every kernel that reads a packed weight (matmul, embed, ...): the uniform block, the
+// weight words and `w_at4`. A kernel's module is this file + fmt_common.wgsl (byte readers) +
+// one format fragment (fmt_*.wgsl, defining `w_at`) + the kernel body; see README.md.
 
 struct Params {
     // Rows of the activation / output (tokens).
@@ -25,3 +25,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
+
+// Weights c..c+3 of row r, one `w_at` each: the `w_load4` of fragments with no faster path, and
+// the fallback of those whose four weights may straddle a group.
+fn w_at4(r: u32, c: u32) -> vec4<f32> {
+    return vec4<f32>(w_at(r, c), w_at(r, c + 1u), w_at(r, c + 2u), w_at(r, c + 3u));
+}

@@ -1,6 +1,7 @@
 //! Command-line front end. Errors are printed as one plain sentence and exit code 1.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use quantlab::format::Granularity;
 use quantlab::io::file;
 use quantlab::io::tokenizer::TokenizerFiles;
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
@@ -12,7 +13,6 @@ use quantlab::quant::cmpq::{Ablation, CmpqOptions};
 use quantlab::quant::cmpq_cache::CmpqCache;
 use quantlab::quant::codebook::{KmeansOptions, Per};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
-use quantlab::quant::format::Granularity;
 use quantlab::quant::gptq::GptqOptions;
 use quantlab::quant::lorc::LorcOptions;
 use quantlab::{Error, Result};
@@ -1039,7 +1039,7 @@ fn bench_quantize(
         model.display(),
         s.engine().adapter,
         cfg.method.name(),
-        quantlab::quant::format::Format::Int(cfg.default.spec()).name()
+        quantlab::format::Format::Int(cfg.default.spec()).name()
     );
     let mut calib_s = 0.0;
     if cfg.method.needs_calibration() {

@@ -1,12 +1,14 @@
 //! QuantLab: an LLM quantization playground.
 //!
-//! Dependencies point one way (docs/architecture.md): error, tensor, testkit ← storage formats
-//! (`quant::format`) ← io (bytes → plain data) ← model (configs, weights, the `Backend` trait,
-//! `model::arch`: one file per architecture with its topology and forward pass) ← quant (methods
-//! and the whole-model drivers, which read the topology) ← gpu ← playground, sweep ← web/CLI.
+//! Dependencies point one way (docs/architecture.md): error, linalg, par ← storage formats
+//! (`format`: one module per family) ← tensor ← io (bytes → plain data) ← model (configs,
+//! weights, the `Backend` trait, `model::arch`: one file per architecture with its topology and
+//! forward pass) ← quant (methods and the whole-model drivers, which read the topology) ← gpu ←
+//! playground, sweep ← web/CLI. `testkit` (seeded data and tiny models for tests) sits on model.
 //! Nothing below `gpu` touches wgpu; only `web` touches wasm-bindgen.
 
 pub mod error;
+pub mod format;
 pub mod gpu;
 pub mod io;
 pub mod linalg;

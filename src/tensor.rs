@@ -1,7 +1,7 @@
 //! A raw tensor as a model file stores it: shape, storage type and bytes borrowed from the file
 //! buffer (so a 100 MB browser buffer is parsed without a copy).
 
-use crate::quant::ggml::GgmlType;
+use crate::format::GgmlType;
 
 /// Storage type of a tensor inside a model file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

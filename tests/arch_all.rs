@@ -9,6 +9,7 @@
 mod gpu_check;
 
 use gpu_check::{close, gpu, read};
+use quantlab::format::Granularity;
 use quantlab::model::cpu::Cpu;
 use quantlab::model::eval::{self, EvalOptions, Protocol};
 use quantlab::model::net::Model;
@@ -18,7 +19,6 @@ use quantlab::quant::calib::{calibrate, CalibFrom, CalibOptions};
 use quantlab::quant::cmpq::CmpqOptions;
 use quantlab::quant::codebook::KmeansOptions;
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
-use quantlab::quant::format::Granularity;
 use quantlab::quant::gptq::GptqOptions;
 use quantlab::quant::lorc::LorcOptions;
 use quantlab::testkit::{tiny_model, tiny_variants, tokens};

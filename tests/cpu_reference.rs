@@ -1,10 +1,10 @@
 //! The CPU backend's fast paths (SGEMM-based linear and attention) against straightforward
 //! loops, on seeded random data. These loops are the reference every later kernel is held to.
 
+use quantlab::format::QTensor;
 use quantlab::model::backend::Backend;
 use quantlab::model::config::RopeStyle;
 use quantlab::model::cpu::{Act, Cpu};
-use quantlab::quant::format::QTensor;
 
 /// f32 SGEMM against f64 loops: relative error per element.
 const TOL: f32 = 1e-4;

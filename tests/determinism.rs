@@ -7,6 +7,7 @@
 #[path = "common/gpu_check.rs"]
 mod gpu_check;
 
+use quantlab::format::Granularity;
 use quantlab::io::gguf::Gguf;
 use quantlab::model::backend::Backend;
 use quantlab::model::cpu::Cpu;
@@ -15,7 +16,6 @@ use quantlab::model::net::Model;
 use quantlab::model::weights::ModelWeights;
 use quantlab::quant::calib::{calibrate, CalibFrom, CalibOptions};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
-use quantlab::quant::format::Granularity;
 use quantlab::quant::gptq::GptqOptions;
 use quantlab::tensor::TensorSource;
 use quantlab::testkit::{tiny_model, tiny_variants, tokens};

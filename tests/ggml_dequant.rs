@@ -2,8 +2,8 @@
 //! (fixtures and their generator: tests/fixtures/README.md).
 
 use base64::Engine;
+use quantlab::format::ggml::{self, GgmlType};
 use quantlab::io::gguf::Gguf;
-use quantlab::quant::ggml::{self, GgmlType};
 use quantlab::tensor::DType;
 use serde_json::Value;
 

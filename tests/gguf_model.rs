@@ -1,11 +1,11 @@
 //! The GGUF reader on the real default model: counts, metadata, config, tokenizer fields and
 //! the whole load path into `ModelWeights`.
 
+use quantlab::format::ggml::GgmlType;
+use quantlab::format::Format;
 use quantlab::io::gguf::{Gguf, MetaValue};
 use quantlab::model::config::RopeStyle;
 use quantlab::model::weights::ModelWeights;
-use quantlab::quant::format::Format;
-use quantlab::quant::ggml::GgmlType;
 use quantlab::tensor::{DType, TensorSource};
 
 const MODEL: &str = concat!(

@@ -10,11 +10,11 @@ mod rng;
 use gpu_check::{act, close, gpu, read};
 use rng::Rng;
 
+use quantlab::format::{Format, QTensor};
 use quantlab::gpu::MatmulVariant;
 use quantlab::model::backend::Backend;
 use quantlab::model::cpu::Cpu;
 use quantlab::quant::cmpq::{self, CmpqOptions};
-use quantlab::quant::format::{Format, QTensor};
 
 /// Matrix products: f32 sums in a different order than SGEMM; error relative to the output's
 /// largest magnitude (as tests/gpu_kernels.rs).

@@ -13,13 +13,13 @@ use gpu_check::{act, close, gpu, read};
 use rng::Rng;
 
 use half::f16;
+use quantlab::format::ggml::GgmlType;
+use quantlab::format::{
+    pack_codes, storage_with, AddOns, Codebook, Format, Granularity, IntSpec, LowRankSpec, QTensor,
+};
 use quantlab::gpu::{Gpu, MatmulVariant};
 use quantlab::model::backend::Backend;
 use quantlab::model::cpu::Cpu;
-use quantlab::quant::format::{
-    pack_codes, storage_with, AddOns, Codebook, Format, Granularity, IntSpec, LowRankSpec, QTensor,
-};
-use quantlab::quant::ggml::GgmlType;
 
 /// Matrix products: f32 sums in another order than SGEMM; error relative to the output's
 /// largest magnitude (as tests/gpu_kernels.rs).

@@ -10,12 +10,12 @@ mod rng;
 use gpu_check::{act, close, gpu, read};
 use rng::Rng;
 
+use quantlab::format::ggml::GgmlType;
+use quantlab::format::{Format, Granularity, IntSpec, QTensor};
 use quantlab::gpu::{AttentionVariant, Gpu, GpuContext, MatmulVariant};
 use quantlab::model::backend::Backend;
 use quantlab::model::config::RopeStyle;
 use quantlab::model::cpu::Cpu;
-use quantlab::quant::format::{Format, Granularity, IntSpec, QTensor};
-use quantlab::quant::ggml::GgmlType;
 
 /// Matrix products: f32 sums in a different order than SGEMM; error relative to the output's
 /// largest magnitude.
@@ -472,7 +472,7 @@ const ACTQ_MISMATCH_FRAC: f64 = 1e-3;
 
 #[test]
 fn fake_quant_activations_match_cpu() {
-    use quantlab::quant::actquant::{ActGranularity, ActQuantSpec, ActScale};
+    use quantlab::format::act::{ActGranularity, ActQuantSpec, ActScale};
     let g = gpu();
     let mut r = Rng(12);
     // 300 columns: more than one workgroup's 256; row 4 is all zeros (zero scale).

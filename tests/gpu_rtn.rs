@@ -10,9 +10,9 @@ mod rng;
 use gpu_check::gpu;
 use rng::Rng;
 
+use quantlab::format::{Format, Granularity, IntSpec, QTensor};
 use quantlab::gpu::Gpu;
 use quantlab::model::backend::Backend;
-use quantlab::quant::format::{Format, Granularity, IntSpec, QTensor};
 use quantlab::quant::rtn::{quantize, RtnOptions};
 
 /// Rows of several kinds: plain random, ties on a grid of step 1/16 whose extremes make the

@@ -4,12 +4,12 @@
 //! format table's prediction (`MemoryReport`), as loaded and after RTN.
 //! Natively on whatever adapter wgpu finds (Mesa lavapipe in CI), so windows are short.
 
+use quantlab::format::Granularity;
 use quantlab::gpu::Gpu;
 use quantlab::model::eval::{EvalOptions, Protocol};
 use quantlab::playground::engine::Device;
 use quantlab::playground::session::Session;
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
-use quantlab::quant::format::Granularity;
 use std::rc::Rc;
 
 const MODEL: &str = concat!(

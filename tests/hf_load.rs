@@ -8,11 +8,11 @@ mod hf_fixture;
 mod real_model;
 
 use hf_fixture::{serialize, serialize_raw, Tensor, Tiny};
+use quantlab::format::{Format, QTensor};
 use quantlab::io::safetensors::{shards_from_index, SafetensorsSource, MAX_HEADER_BYTES};
 use quantlab::model::config::RopeStyle;
 use quantlab::model::hf::{load_hf, parse_config, parse_hf_config, Biases};
 use quantlab::model::weights::ModelWeights;
-use quantlab::quant::format::{Format, QTensor};
 use safetensors::Dtype;
 use serde_json::json;
 

@@ -5,10 +5,10 @@
 #[path = "common/synthetic.rs"]
 mod synthetic;
 
+use quantlab::format::QTensor;
 use quantlab::model::eval::{EvalOptions, Protocol};
 use quantlab::model::weights::ModelWeights;
 use quantlab::playground::engine::{Device, Engine};
-use quantlab::quant::format::QTensor;
 use synthetic::{synthetic, values, Norms};
 
 fn norms(gain: f32) -> Norms {

@@ -2,10 +2,10 @@
 //! measured (../shared/docs/reference-numbers.md), and RTN-8 against the model as loaded.
 //! Heavy: run with `cargo test --release`.
 
+use quantlab::format::Granularity;
 use quantlab::model::eval::{EvalOptions, Protocol};
 use quantlab::playground::session::Session;
 use quantlab::quant::config::{LayerQuant, QuantConfig};
-use quantlab::quant::format::Granularity;
 
 const MODEL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

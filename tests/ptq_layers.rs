@@ -6,10 +6,10 @@
 //! time; the full table (all 210 layers, 32 × 512) is `cargo run --release --example
 //! ptq_layers`, which runs the same function over every layer.
 
+use quantlab::format::{Granularity, IntSpec};
 use quantlab::playground::session::Session;
 use quantlab::quant::awq::{self, AwqOptions};
 use quantlab::quant::calib::{self, CalibOptions};
-use quantlab::quant::format::{Granularity, IntSpec};
 use quantlab::quant::gptq::{self, GptqOptions};
 use quantlab::quant::rtn::{self, RtnOptions};
 use std::time::Instant;

@@ -9,11 +9,11 @@
 mod rng;
 use rng::Rng;
 
+use quantlab::format::{Format, QTensor};
 use quantlab::model::weights::ModelWeights;
 use quantlab::quant::calib::{CalibOptions, Calibration, SiteStats};
 use quantlab::quant::cmpq::{self, Ablation, ActStat, Class, CmpqOptions};
 use quantlab::quant::cmpq_alloc::{allocate, check_budget, Allocation, BUDGET_TOL};
-use quantlab::quant::format::{Format, QTensor};
 
 /// Levels are f16-rounded, and a column of f16 values with ≤ 2^b distinct values maps exactly.
 const EXACT_TOL: f32 = 0.0;

@@ -7,12 +7,12 @@
 mod synthetic;
 use synthetic::Norms;
 
+use quantlab::format::Granularity;
 use quantlab::model::cpu::Cpu;
 use quantlab::model::net::Model;
 use quantlab::model::weights::ModelWeights;
 use quantlab::quant::calib::{self, CalibFrom, CalibOptions, Calibration};
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
-use quantlab::quant::format::Granularity;
 use quantlab::quant::gptq::{self, GptqOptions};
 
 /// Two layers, d = 64, FFN 128, 4 heads of 16 (2 KV heads), vocab 32, all f32; norms with
@@ -208,8 +208,8 @@ fn awq_needs_calibration_folds_norms_and_lowers_total_error() {
 
 #[test]
 fn codebook_methods_apply_through_the_config_and_count_their_bytes() {
+    use quantlab::format::{Codebook, Format};
     use quantlab::quant::codebook::{self, KmeansOptions, Per};
-    use quantlab::quant::format::{Codebook, Format};
     let src = synthetic();
     let q = |bits, gran| LayerQuant {
         bits,

@@ -7,10 +7,10 @@
 mod synthetic;
 use synthetic::Norms;
 
+use quantlab::format::{Format, Granularity, IntSpec};
 use quantlab::io::gguf::Gguf;
 use quantlab::model::weights::ModelWeights;
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
-use quantlab::quant::format::{Format, Granularity, IntSpec};
 use quantlab::quant::rtn::{self, RtnOptions};
 use quantlab::Error;
 

@@ -8,12 +8,12 @@
 mod synthetic;
 use synthetic::Norms;
 
+use quantlab::format::Granularity;
 use quantlab::model::eval::{EvalOptions, Protocol};
 use quantlab::model::weights::ModelWeights;
 use quantlab::playground::engine::Device;
 use quantlab::quant::calib::{CalibFrom, CalibOptions};
 use quantlab::quant::config::{Method, QuantConfig};
-use quantlab::quant::format::Granularity;
 use quantlab::sweep::report::{self, Row, CSV_HEADER};
 use quantlab::sweep::run::{self, Event, SweepInputs, SweepOptions};
 use quantlab::sweep::{parse_grid, Columns};

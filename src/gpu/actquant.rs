@@ -2,9 +2,9 @@
 //! are `quant::actquant`): for dynamic scales the absmax is reduced on the GPU (per row, then
 //! over rows for a per-tensor scale), so nothing is read back.
 
+use crate::format::act::{ActGranularity, ActQuantSpec, ActScale};
 use crate::gpu::backend::{Act, Gpu};
 use crate::gpu::record::{u, Params8};
-use crate::quant::actquant::{ActGranularity, ActQuantSpec, ActScale};
 use crate::Result;
 
 impl Gpu {

@@ -1,13 +1,13 @@
-//! Add-ons on the GPU (layout at the top of `quant::format`): sparse f16 outliers
+//! Add-ons on the GPU (layout at the top of src/format/addons.rs): sparse f16 outliers
 //! (`shaders/outliers.wgsl`) and LoRC low-rank factors (`shaders/lowrank.wgsl`, ZeroQuant-V2,
 //! arXiv 2303.08302), applied after the base product of any format. The add-on bytes stay where
 //! the format table puts them, after the base bytes in the weight's one buffer, so the GPU holds
 //! exactly `storage_with(..).total()` bytes; the kernels get byte offsets into it.
 
+use crate::format::QTensor;
 use crate::gpu::backend::{Gpu, Mat};
 use crate::gpu::record::{u, Params4, WeightParams};
-use crate::quant::format::{storage_with, QTensor};
-use crate::{Error, Result};
+use crate::Result;
 use bytemuck::{Pod, Zeroable};
 
 /// Where a weight's add-ons lie in its buffer, in bytes: they follow the base bytes directly,
@@ -46,65 +46,33 @@ struct LowRankParams {
     pad: [u32; 2],
 }
 
-fn align4(n: usize) -> usize {
-    n.div_ceil(4) * 4
-}
-
-/// The add-on layout of `w` (None without add-ons). Outlier indices are checked here (strictly
+/// The add-on layout of `w` (None without add-ons): the format's offsets
+/// (`AddOns::offsets`) after the base bytes. Outlier indices are checked here (strictly
 /// increasing, inside the tensor) because the kernel's binary search relies on it.
 pub(crate) fn addon_layout(w: &QTensor) -> Result<Option<AddonLayout>> {
     if w.addons.is_empty() {
         return Ok(None);
     }
-    let st = storage_with(w.format, w.addons, w.rows, w.cols)?;
-    if w.data.len() != st.total() {
-        return Err(Error::format(
-            "tensor",
-            "data",
-            format!("{} bytes, expected {}", w.data.len(), st.total()),
-        ));
-    }
-    let base = st.codes + st.scales + st.zeros;
-    let k = w.addons.outliers;
-    let n = w.rows * w.cols;
-    let idx = &w.data[base..base + 4 * k];
-    let mut prev: Option<u32> = None;
-    for (i, b) in idx.chunks_exact(4).enumerate() {
-        let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        if v as usize >= n || prev.is_some_and(|p| v <= p) {
-            return Err(Error::format(
-                "tensor",
-                "outliers",
-                format!("index {v} at {i} is out of range or out of order (size {n})"),
-            ));
-        }
-        prev = Some(v);
-    }
-    let lr_base = base + st.outliers;
-    let (rows, cols) = (w.rows, w.cols);
-    let lowrank = w.addons.lowrank.map(|l| {
-        let r = l.rank;
-        let (u_off, us_off, v_off, vs_off) = if l.bits8 {
-            let us = lr_base + align4(r * rows);
-            let v = us + align4(2 * rows);
-            (lr_base, us, v, v + align4(r * cols))
-        } else {
-            let v = lr_base + align4(2 * r * rows);
-            (lr_base, 0, v, 0)
-        };
-        LowRankLayout {
-            rank: u(r),
+    let (base, extra) = w.split_data()?;
+    w.addons.outlier_indices(extra, w.rows * w.cols)?;
+    let base = base.len();
+    let o = w.addons.offsets(w.rows, w.cols, base);
+    let lowrank = w
+        .addons
+        .lowrank
+        .zip(o.lowrank)
+        .map(|(l, lo)| LowRankLayout {
+            rank: u(l.rank),
             bits8: l.bits8,
-            u_off: u(u_off),
-            us_off: u(us_off),
-            v_off: u(v_off),
-            vs_off: u(vs_off),
-        }
-    });
+            u_off: u(lo.u),
+            us_off: u(lo.us),
+            v_off: u(lo.v),
+            vs_off: u(lo.vs),
+        });
     Ok(Some(AddonLayout {
-        outliers: u(k),
-        idx_off: u(base),
-        val_off: u(base + 4 * k),
+        outliers: u(w.addons.outliers),
+        idx_off: u(o.idx),
+        val_off: u(o.val),
         lowrank,
     }))
 }

@@ -6,17 +6,17 @@
 //! The trait's element-wise operations cannot return errors; a shape mismatch there is recorded
 //! and reported by the next readback (`read_scores`, `read_act`), as are wgpu validation errors.
 
+use crate::format::act::ActQuantSpec;
+use crate::format::{GpuDecoder, QTensor};
 use crate::gpu::addons::AddonLayout;
 use crate::gpu::buffers::{self, Pool, PooledBuffer};
 use crate::gpu::context::GpuContext;
 use crate::gpu::load::Held;
-use crate::gpu::pipelines::{AttentionVariant, Pipelines, WeightFormat};
+use crate::gpu::pipelines::{AttentionVariant, Pipelines};
 use crate::gpu::record::{u, Params4, Params8, WeightParams};
 use crate::gpu::shaders;
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
-use crate::quant::actquant::ActQuantSpec;
-use crate::quant::format::QTensor;
 use crate::{Error, Result};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -60,7 +60,7 @@ pub struct Mat {
     pub bytes: usize,
     pub(crate) w: wgpu::Buffer,
     pub(crate) bias: Option<wgpu::Buffer>,
-    pub(crate) fmt: WeightFormat,
+    pub(crate) fmt: GpuDecoder,
     /// Outliers / low-rank factors stored after the base bytes of `w` (addons.rs).
     pub(crate) addons: Option<AddonLayout>,
     /// Row parts of a weight larger than one storage binding (split.rs), in row order; empty

@@ -8,12 +8,11 @@
 //! arrives later, through the device's uncaptured-error handler, and is reported at the next
 //! readback.
 
+use crate::format::{storage_with, QTensor};
 use crate::gpu::addons::addon_layout;
 use crate::gpu::backend::{Gpu, Mat};
 use crate::gpu::buffers;
-use crate::gpu::pipelines::weight_format;
 use crate::gpu::split;
-use crate::quant::format::{storage_with, QTensor};
 use crate::{Error, Result};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -140,7 +139,7 @@ impl Gpu {
         }
         let mut parts = Vec::new();
         for (r0, r1) in split::plan(w, limit)? {
-            let part = split::row_slice(w, r0, r1)?;
+            let part = w.row_slice(r0, r1)?;
             parts.push(self.load_whole(&part, bias.map(|b| &b[r0..r1]))?);
         }
         let fmt = parts
@@ -161,7 +160,7 @@ impl Gpu {
     }
 
     fn load_whole(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
-        let fmt = weight_format(&w.format, w.rows, w.cols)?;
+        let fmt = w.format.gpu_decoder(w.rows, w.cols)?;
         let addons = addon_layout(w)?;
         let bytes = w.data.len() + bias.map_or(0, |b| 4 * b.len());
         let what = format!("the {} {}×{} weight", w.format.name(), w.rows, w.cols);

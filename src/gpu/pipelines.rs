@@ -1,118 +1,10 @@
-//! Compute pipelines, compiled on first use and cached by name, and the GPU side of the format
-//! table: for each `quant::format::Format`, the WGSL fragment that decodes it and the fields it
-//! reads. Adding a format is one fragment file (`shaders/fmt_*.wgsl`, one `w_at` function), one
-//! line in `shaders::SHADERS`/`FORMAT_FRAGMENTS` and one arm in `weight_format`.
+//! Compute pipelines, compiled on first use and cached by name. Which fragment decodes a weight,
+//! and the fields it reads, is the format's own (`Format::gpu_decoder`, src/format/).
 
 use crate::gpu::shaders;
-use crate::quant::format::{Codebook, Format};
-use crate::quant::ggml::GgmlType;
 use crate::{Error, Result};
 use std::cell::RefCell;
 use std::collections::HashMap;
-
-/// How a packed weight is decoded on the GPU: the fragment and the fields of `weight_common`'s
-/// `Params` it reads (word offsets into the uploaded blob, which is `QTensor.data` as is).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WeightFormat {
-    pub fragment: &'static str,
-    pub bits: u32,
-    pub group: u32,
-    pub sym: u32,
-    pub scale_off: u32,
-    pub zero_off: u32,
-}
-
-/// The GPU decoder of `format` for a `rows × cols` tensor, or an error naming the format.
-pub fn weight_format(format: &Format, rows: usize, cols: usize) -> Result<WeightFormat> {
-    let plain = |fragment| WeightFormat {
-        fragment,
-        bits: 0,
-        group: 0,
-        sym: 0,
-        scale_off: 0,
-        zero_off: 0,
-    };
-    // Kernels index weights as `row * cols + col` in u32.
-    let numel = rows.checked_mul(cols).filter(|&n| n <= u32::MAX as usize);
-    let too_big = || {
-        Error::unsupported(
-            "gpu",
-            "tensor",
-            format!("{rows}×{cols} has more elements than the GPU kernels index (2^32)"),
-        )
-    };
-    let numel = numel.ok_or_else(too_big)?;
-    Ok(match *format {
-        Format::F32 => plain("fmt_f32"),
-        Format::F16 => plain("fmt_f16"),
-        Format::BF16 => plain("fmt_bf16"),
-        Format::Ggml(GgmlType::Q4_1) => plain("fmt_q4_1"),
-        Format::Ggml(GgmlType::Q8_0) => plain("fmt_q8_0"),
-        Format::Ggml(GgmlType::Q4_0) => plain("fmt_q4_0"),
-        Format::Ggml(GgmlType::Q5_0) => plain("fmt_q5_0"),
-        Format::Ggml(GgmlType::Q5_1) => plain("fmt_q5_1"),
-        Format::Ggml(GgmlType::Q2_K) => plain("fmt_q2_k"),
-        Format::Ggml(GgmlType::Q3_K) => plain("fmt_q3_k"),
-        Format::Ggml(GgmlType::Q4_K) => plain("fmt_q4_k"),
-        Format::Ggml(GgmlType::Q5_K) => plain("fmt_q5_k"),
-        Format::Ggml(GgmlType::Q6_K) => plain("fmt_q6_k"),
-        Format::Int(s) => {
-            let st = format.storage(rows, cols)?;
-            let group = s.gran.group_len(rows, cols, "tensor")?;
-            // Bit offsets of codes must fit u32 as well.
-            if numel as u64 * s.bits as u64 > u32::MAX as u64 {
-                return Err(too_big());
-            }
-            WeightFormat {
-                fragment: "fmt_int",
-                bits: s.bits as u32,
-                group: u32::try_from(group).map_err(|_| too_big())?,
-                sym: s.sym as u32,
-                // Sections are 4-byte aligned by the layout (format.rs).
-                scale_off: (st.codes / 4) as u32,
-                zero_off: ((st.codes + st.scales) / 4) as u32,
-            }
-        }
-        Format::Codebook { bits, table } => {
-            let st = format.storage(rows, cols)?;
-            if numel as u64 * bits as u64 > u32::MAX as u64 {
-                return Err(too_big());
-            }
-            let (fragment, group) = match table {
-                Codebook::PerRow => ("fmt_cb_row", cols),
-                Codebook::PerColumn => ("fmt_cb_col", cols),
-                Codebook::Nf4(g) => ("fmt_nf4", g.group_len(rows, cols, "tensor")?),
-                Codebook::Fp4(g) => ("fmt_fp4", g.group_len(rows, cols, "tensor")?),
-            };
-            WeightFormat {
-                fragment,
-                bits: bits as u32,
-                group: u32::try_from(group).map_err(|_| too_big())?,
-                sym: 0,
-                // Tables (or group scales) follow the 4-byte aligned codes (format.rs).
-                scale_off: (st.codes / 4) as u32,
-                zero_off: 0,
-            }
-        }
-        Format::Cmpq { lo, n_hi, n_f16 } => {
-            let l =
-                crate::quant::format::cmpq_layout(lo, n_hi as usize, n_f16 as usize, rows, cols)?;
-            if numel as u64 * (lo as u64 + 1) > u32::MAX as u64 || l.end / 4 > u32::MAX as usize {
-                return Err(too_big());
-            }
-            // fmt_cmpq reads the section offsets (in words) from the format fields; it derives
-            // the class counts from them (shaders/fmt_cmpq.wgsl).
-            WeightFormat {
-                fragment: "fmt_cmpq",
-                bits: lo as u32,
-                group: (l.hi_books / 4) as u32,
-                sym: (l.lo_codes / 4) as u32,
-                scale_off: (l.hi_codes / 4) as u32,
-                zero_off: (l.f16_cols / 4) as u32,
-            }
-        }
-    })
-}
 
 /// Which matrix-multiply kernel a product uses: `V1` is the previous kernel (scalar decode, a
 /// regrouping pass through workgroup memory, no prefetch), kept for comparison in the
@@ -287,7 +179,7 @@ impl Pipelines {
     /// A stand-alone kernel's entry point.
     pub fn plain(&self, kernel: &str, entry: &str) -> Result<wgpu::ComputePipeline> {
         self.get(format!("{kernel}:{entry}"), entry, || {
-            shaders::source(kernel).map(str::to_string)
+            shaders::plain_kernel(kernel)
         })
     }
 }

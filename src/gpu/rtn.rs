@@ -3,11 +3,10 @@
 //! on the CPU from the same (dequantized) values, without a round trip through the host. A whole
 //! model is recorded as one batch and only a status word per tensor is read back.
 
+use crate::format::{Format, IntSpec};
 use crate::gpu::backend::{Gpu, Mat};
 use crate::gpu::buffers;
-use crate::gpu::pipelines::weight_format;
 use crate::gpu::record::{u, WeightParams};
-use crate::quant::format::{Format, IntSpec};
 use crate::quant::rtn::RtnOptions;
 use crate::{Error, Result};
 use bytemuck::{Pod, Zeroable};
@@ -106,7 +105,7 @@ impl Gpu {
             ));
         }
         let st = format.storage(rows, cols)?;
-        let fmt = weight_format(&format, rows, cols)?;
+        let fmt = format.gpu_decoder(rows, cols)?;
         let group = spec.gran.group_len(rows, cols, "rtn")?;
         let groups = rows * cols / group;
         buffers::check_size(&self.ctx.limits, "rtn output", st.total())?;

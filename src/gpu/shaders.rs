@@ -1,33 +1,19 @@
 //! THE table of WGSL sources (architecture principle 6): every `shaders/*.wgsl` file, compiled
-//! into the binary with `include_str!` so the browser build needs no file access. Kernels that
-//! read a packed weight are assembled from three files (see shaders/README.md): the shared
-//! declarations, one format fragment defining `w_at`, and the kernel body.
+//! into the binary with `include_str!` so the browser build needs no file access. The format
+//! fragments (`fmt_*.wgsl`, one per decoder) are listed by their format's module
+//! (`crate::format::fragments`), the kernels here. Kernels that read a packed weight are
+//! assembled from four files (see shaders/README.md): the shared declarations, the byte readers
+//! every decoder shares, one format fragment defining `w_at`, and the kernel body.
 
-/// `(file stem, source)` for every file in `shaders/`.
+use crate::format;
+
+/// `(file stem, source)` for every file in `shaders/` except the format fragments.
 pub const SHADERS: &[(&str, &str)] = &[
     (
         "weight_common",
         include_str!("../../shaders/weight_common.wgsl"),
     ),
-    ("fmt_f32", include_str!("../../shaders/fmt_f32.wgsl")),
-    ("fmt_f16", include_str!("../../shaders/fmt_f16.wgsl")),
-    ("fmt_bf16", include_str!("../../shaders/fmt_bf16.wgsl")),
-    ("fmt_int", include_str!("../../shaders/fmt_int.wgsl")),
-    ("fmt_q4_1", include_str!("../../shaders/fmt_q4_1.wgsl")),
-    ("fmt_q8_0", include_str!("../../shaders/fmt_q8_0.wgsl")),
-    ("fmt_q4_0", include_str!("../../shaders/fmt_q4_0.wgsl")),
-    ("fmt_q5_0", include_str!("../../shaders/fmt_q5_0.wgsl")),
-    ("fmt_q5_1", include_str!("../../shaders/fmt_q5_1.wgsl")),
-    ("fmt_q2_k", include_str!("../../shaders/fmt_q2_k.wgsl")),
-    ("fmt_q3_k", include_str!("../../shaders/fmt_q3_k.wgsl")),
-    ("fmt_q4_k", include_str!("../../shaders/fmt_q4_k.wgsl")),
-    ("fmt_q5_k", include_str!("../../shaders/fmt_q5_k.wgsl")),
-    ("fmt_q6_k", include_str!("../../shaders/fmt_q6_k.wgsl")),
-    ("fmt_cb_row", include_str!("../../shaders/fmt_cb_row.wgsl")),
-    ("fmt_cb_col", include_str!("../../shaders/fmt_cb_col.wgsl")),
-    ("fmt_nf4", include_str!("../../shaders/fmt_nf4.wgsl")),
-    ("fmt_fp4", include_str!("../../shaders/fmt_fp4.wgsl")),
-    ("fmt_cmpq", include_str!("../../shaders/fmt_cmpq.wgsl")),
+    ("fmt_common", include_str!("../../shaders/fmt_common.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_v1", include_str!("../../shaders/matmul_v1.wgsl")),
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
@@ -57,35 +43,6 @@ pub const SHADERS: &[(&str, &str)] = &[
         "gram_reduce",
         include_str!("../../shaders/gram_reduce.wgsl"),
     ),
-];
-
-/// Format fragments (`fmt_*` stems): each defines `fn w_at(row, col) -> f32`.
-pub const FORMAT_FRAGMENTS: &[&str] = &[
-    "fmt_f32",
-    "fmt_f16",
-    "fmt_bf16",
-    "fmt_int",
-    "fmt_q4_1",
-    "fmt_q8_0",
-    "fmt_q4_0",
-    "fmt_q5_0",
-    "fmt_q5_1",
-    "fmt_q2_k",
-    "fmt_q3_k",
-    "fmt_q4_k",
-    "fmt_q5_k",
-    "fmt_q6_k",
-    "fmt_cb_row",
-    "fmt_cb_col",
-    "fmt_nf4",
-    "fmt_fp4",
-    "fmt_f32",
-    "fmt_f16",
-    "fmt_bf16",
-    "fmt_int",
-    "fmt_q4_1",
-    "fmt_q8_0",
-    "fmt_cmpq",
 ];
 
 /// Kernels that read a packed weight through a format fragment.
@@ -152,18 +109,37 @@ pub fn attention_tiled_header(bq: usize) -> String {
 /// Head dimensions `cargo test` validates the attention module at.
 pub const ATTENTION_HEAD_DIMS: &[usize] = &[16, 32, 64, 96, 128];
 
-/// The source of `shaders/{stem}.wgsl`, if it is in the table.
+/// Stand-alone kernels that read a format's bytes themselves (LoRC factors after any base) and
+/// so get `fmt_common.wgsl`'s byte readers prepended; they declare their own `W`.
+const PLAIN_WITH_READERS: &[&str] = &["lowrank"];
+
+/// The source of `shaders/{stem}.wgsl`, if it is in the table or is a format fragment.
 pub fn source(stem: &str) -> Option<&'static str> {
-    SHADERS.iter().find(|(n, _)| *n == stem).map(|(_, s)| *s)
+    SHADERS
+        .iter()
+        .find(|(n, _)| *n == stem)
+        .map(|(_, s)| *s)
+        .or_else(|| format::fragment_source(stem))
 }
 
-/// The module of a weight kernel for one format: shared declarations + fragment + body. WGSL
-/// module-scope declarations are order independent, so plain concatenation is enough.
+/// The module of a stand-alone kernel (with the byte readers where it needs them).
+pub fn plain_kernel(kernel: &str) -> Option<String> {
+    let src = source(kernel)?;
+    if PLAIN_WITH_READERS.contains(&kernel) {
+        return Some(format!("{}\n{src}", source("fmt_common")?));
+    }
+    Some(src.to_string())
+}
+
+/// The module of a weight kernel for one format: shared declarations, byte readers, fragment
+/// and body. WGSL module-scope declarations are order independent, so plain concatenation is
+/// enough.
 pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
     Some(format!(
-        "{}\n{}\n{}",
+        "{}\n{}\n{}\n{}",
         source("weight_common")?,
-        source(fragment)?,
+        source("fmt_common")?,
+        format::fragment_source(fragment)?,
         source(kernel)?
     ))
 }
@@ -172,7 +148,7 @@ pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
 pub fn all_modules() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for k in WEIGHT_KERNELS {
-        for f in FORMAT_FRAGMENTS {
+        for (f, _) in format::fragments() {
             if let Some(src) = weight_kernel(k, f) {
                 out.push((format!("{k}+{f}"), src));
             }
@@ -197,8 +173,8 @@ pub fn all_modules() -> Vec<(String, String)> {
         }
     }
     for (k, _) in PLAIN_KERNELS {
-        if let Some(src) = source(k) {
-            out.push((k.to_string(), src.to_string()));
+        if let Some(src) = plain_kernel(k) {
+            out.push((k.to_string(), src));
         }
     }
     out
@@ -209,7 +185,7 @@ mod tests {
     use super::*;
 
     /// Every module parses and validates with naga (no GPU needed), and every file in shaders/
-    /// is in the table and used by some module.
+    /// is in the table (or a format's fragment list) and used by some module.
     #[test]
     fn every_shader_validates_with_naga() {
         let mut failures = Vec::new();
@@ -232,7 +208,7 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
-        assert!(all_modules().len() >= WEIGHT_KERNELS.len() * FORMAT_FRAGMENTS.len());
+        assert!(all_modules().len() >= WEIGHT_KERNELS.len() * format::fragments().len());
     }
 
     #[test]
@@ -249,7 +225,11 @@ mod tests {
             })
             .collect();
         on_disk.sort();
-        let mut listed: Vec<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
+        let mut listed: Vec<String> = SHADERS
+            .iter()
+            .chain(&format::fragments())
+            .map(|(n, _)| n.to_string())
+            .collect();
         listed.sort();
         assert_eq!(on_disk, listed);
     }

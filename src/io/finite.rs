@@ -4,8 +4,8 @@
 //!
 //! Block layouts: ggml's `ggml-common.h` (`block_q4_0` … `block_q6_K`).
 
-use crate::quant::format::Format;
-use crate::quant::ggml::GgmlType;
+use crate::format::ggml::GgmlType;
+use crate::format::Format;
 use crate::{Error, Result};
 use half::{bf16, f16};
 

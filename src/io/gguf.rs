@@ -22,7 +22,7 @@ mod reader;
 
 pub use meta::{MetaArray, MetaValue};
 
-use crate::quant::ggml::GgmlType;
+use crate::format::GgmlType;
 use crate::tensor::{DType, RawTensor, TensorSource};
 use crate::{Error, Result};
 use reader::Reader;

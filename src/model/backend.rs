@@ -3,9 +3,9 @@
 //! weights (`Mat`, `Vector`); the forward pass only orders the operations. Shapes are given in
 //! rows (tokens) × columns (features), row-major.
 
+use crate::format::act::ActQuantSpec;
+use crate::format::QTensor;
 use crate::model::config::RopeStyle;
-use crate::quant::actquant::ActQuantSpec;
-use crate::quant::format::QTensor;
 use crate::Result;
 
 /// Per-token result of scoring one position against its target.
@@ -105,7 +105,7 @@ pub trait Backend {
     /// Columns `from .. from + width` of every row of `x`: `rows × width` (splits GPT-2's fused q/k/v).
     fn slice_cols(&self, x: &Self::Act, from: usize, width: usize) -> Self::Act;
     /// Fake-quantize activations in place: to `spec.bits`-bit signed integers and back, with a
-    /// static or dynamic, per-tensor or per-token scale (`quant::actquant` is the reference).
+    /// static or dynamic, per-tensor or per-token scale (`format::act` is the reference).
     /// The hook through which W4A8 / Tender-style methods quantize a layer's input.
     fn fake_quant_act(&self, x: &mut Self::Act, spec: &ActQuantSpec) -> Result<()>;
 

@@ -2,11 +2,11 @@
 //! Matrix products go through `matrixmultiply` (blocked SGEMM with runtime SIMD detection,
 //! multi-threaded natively); everything else is straightforward loops, written to be read.
 
+use crate::format::act::{self, ActQuantSpec};
+use crate::format::QTensor;
 use crate::linalg::sgemm;
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
-use crate::quant::actquant::{self, ActQuantSpec};
-use crate::quant::format::QTensor;
 use crate::{Error, Result};
 
 /// A row-major `rows × cols` f32 matrix.
@@ -409,7 +409,7 @@ impl Backend for Cpu {
     }
 
     fn fake_quant_act(&self, x: &mut Act, spec: &ActQuantSpec) -> Result<()> {
-        actquant::fake_quant(&mut x.data, x.cols, spec)
+        act::fake_quant(&mut x.data, x.cols, spec)
     }
 
     fn score(

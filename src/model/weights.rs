@@ -2,9 +2,9 @@
 //! `ModelWeights` to a new one; backends turn one into something they can execute. Names are
 //! canonical GGUF names (`blk.{i}.attn_q.weight`); the safetensors loader translates to them.
 
+use crate::format::{Format, QTensor, Storage};
 use crate::model::arch::{BiasRule, Topology};
 use crate::model::config::ModelConfig;
-use crate::quant::format::{Format, QTensor, Storage};
 use crate::tensor::{DType, RawTensor, TensorSource};
 use crate::{Error, Result};
 use serde::Serialize;

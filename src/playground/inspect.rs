@@ -4,12 +4,12 @@
 //! in docs/methods.md §3) the per-channel map of one tensor: each input column's width and
 //! sparse outliers against its activation magnitude. Plain serde data; no drawing here.
 
+use crate::format::{Format, QTensor, Storage, MAX_CMPQ_COLS};
 use crate::model::weights::{Linear, ModelWeights};
 use crate::playground::session::Session;
 use crate::quant::calib::{CalibFrom, CalibOptions};
 use crate::quant::cmpq::ActStat;
 use crate::quant::config::Method;
-use crate::quant::format::{Format, QTensor, Storage, MAX_CMPQ_COLS};
 use crate::{Error, Result};
 use serde::Serialize;
 

@@ -5,12 +5,12 @@
 //! Every method's options are described as `Field`s; `defaults_json` is the JSON of the
 //! method's own option struct, so the page sends back exactly what `QuantConfig` deserialises.
 
+use crate::format::Granularity;
 use crate::quant::awq::AwqOptions;
 use crate::quant::cmpq::{CmpqOptions, MAX_OUTLIER_COLS, MAX_OUTLIER_SPARSE};
 use crate::quant::cmpq_alloc::{BUDGET_MAX, BUDGET_MIN, BUDGET_STEP};
 use crate::quant::codebook::{KmeansOptions, MAX_OUTLIER_FRAC};
 use crate::quant::config::CONFIG_VERSION;
-use crate::quant::format::Granularity;
 use crate::quant::gptq::GptqOptions;
 use crate::quant::lorc::{LorcOptions, MAX_RANK};
 use serde::Serialize;
@@ -338,8 +338,8 @@ pub fn schema() -> Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::Granularity;
     use crate::quant::config::{LayerQuant, Method, QuantConfig};
-    use crate::quant::format::Granularity;
 
     /// Every schema entry, with its defaults and its lowest and highest bits, must make a
     /// `QuantConfig` that deserialises and validates: the page builds exactly these.

@@ -1,6 +1,7 @@
 //! A playground session: load → quantize → evaluate. The page's worker and the CLI both go
 //! through this, so the browser and the command line compute the same numbers.
 
+use crate::format::Format;
 use crate::io::gguf::Gguf;
 use crate::io::tokenizer::{Tokenizer, TokenizerFiles};
 use crate::model::cpu::Cpu;
@@ -12,7 +13,6 @@ use crate::playground::generate::{self, Generation, Which};
 use crate::quant::calib::{self, CalibOptions, Calibration};
 use crate::quant::cmpq_cache::CmpqCache;
 use crate::quant::config::{Method, QuantConfig};
-use crate::quant::format::Format;
 use crate::tensor::TensorSource;
 use crate::Result;
 use serde::Serialize;

@@ -29,10 +29,10 @@
 //! A group in which some linear is kept as loaded (a config override) is not scaled: a fold would
 //! have to rewrite a weight the user asked to keep.
 
+use crate::format::{Granularity, IntSpec, QTensor};
 use crate::model::arch::{Producer, Topology};
 use crate::model::weights::LayerWeights;
 use crate::quant::calib::{output_error, SiteStats};
-use crate::quant::format::{Granularity, IntSpec, QTensor};
 use crate::quant::rtn::{self, GroupGrid, RtnOptions};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -11,7 +11,7 @@
 //!    the largest `|W − Q(W)| · a_j` are kept as sparse f16 outliers (`AddOns.outliers`), and every
 //!    column that lost weights to them is re-clustered without them.
 //! 6. Reconstruction is `Format::Cmpq`'s decoder (codebook lookup, f16 columns) plus the sparse
-//!    outliers (format.rs).
+//!    outliers (src/format/addons.rs).
 //!
 //! The pipeline itself (steps 3, 5 and packing, over one or many tensors) is in `cmpq_fit`, the
 //! selection of step 5 in `cmpq_outliers`, the allocation in `cmpq_alloc`.
@@ -21,11 +21,11 @@
 //! `lo + 1` columns evenly by index instead of by activation; the outlier fractions switch each
 //! outlier kind off at 0. Defaults marked **unverified** in methods.md are parameters here.
 
+use crate::format::QTensor;
 use crate::quant::calib::SiteStats;
 use crate::quant::cmpq_alloc::{allocate, check_budget, Allocation};
 use crate::quant::cmpq_fit::{quantize_jobs, Job};
 use crate::quant::codebook::kmeans_1d;
-use crate::quant::format::QTensor;
 use crate::{Error, Result};
 use half::f16;
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@
 //! budget of `b̄` bits usually cannot give every column `⌊b̄⌋` bits of codes: `lo` is the widest
 //! width whose all-`lo` layout still fits the budget (methods.md's `⌊b̄⌋` before overheads).
 
-use crate::quant::format::{storage_with, AddOns, Format};
+use crate::format::{storage_with, AddOns, Format};
 use crate::{Error, Result};
 
 /// How far the effective bits of an allocation may be from the budget.

@@ -14,13 +14,13 @@
 //! in wasm only one tensor's at a time, see `CmpqCache::low_memory`), and the fits keep one byte
 //! of codes per weight plus a few error entries per column, at the widths the last call used.
 
+use crate::format::{Format, QTensor};
 use crate::model::weights::{LayerWeights, Linear, ModelWeights};
 use crate::par;
 use crate::quant::calib::Calibration;
 use crate::quant::cmpq::{check_magnitudes, check_weights, FitCache, PhaseTimes};
 use crate::quant::cmpq_fit::{now, quantize_jobs, Job};
 use crate::quant::config::{Method, QuantConfig};
-use crate::quant::format::{Format, QTensor};
 use crate::quant::lorc;
 use crate::{Error, Result};
 use std::collections::HashMap;

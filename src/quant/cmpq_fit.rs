@@ -10,12 +10,12 @@
 //!
 //! Natively the phases run on rayon; in wasm everything is sequential (no threads there).
 
+use crate::format::{AddOns, QTensor};
 use crate::par;
 use crate::quant::cmpq::{fit_levels, nearest, plan, Class, CmpqOptions, Plan};
 use crate::quant::cmpq_alloc::Allocation;
 use crate::quant::cmpq_outliers::{select, ErrList, Selection};
 use crate::quant::codebook::outlier_bytes;
-use crate::quant::format::{AddOns, QTensor};
 use crate::{Error, Result};
 use half::f16;
 use serde::Serialize;
@@ -364,7 +364,7 @@ fn pack_class(rows: usize, fits: &[&Fit], bits: u8) -> Vec<u8> {
     out
 }
 
-/// Lay the parts out as `Format::Cmpq` (format.rs) plus the sparse-outlier add-on.
+/// Lay the parts out as `Format::Cmpq` (src/format/cmpq.rs) plus the sparse-outlier add-on.
 fn assemble(
     w: &[f32],
     rows: usize,
@@ -438,7 +438,7 @@ fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::format::pack_codes;
+    use crate::format::pack_codes;
     use crate::quant::testutil::lcg;
 
     #[test]

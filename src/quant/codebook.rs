@@ -20,7 +20,7 @@
 //! then the same Lloyd iterations with weighted means. Only per-row codebooks are affected: within
 //! one column every weight has the same `H_jj`.
 
-use crate::quant::format::{check_bits, AddOns, Codebook, Format, Granularity, QTensor, E2M1, NF4};
+use crate::format::{check_bits, AddOns, Codebook, Format, Granularity, QTensor, E2M1, NF4};
 use crate::quant::rtn::f16_ceil;
 use crate::{Error, Result};
 use half::f16;
@@ -416,7 +416,7 @@ fn assemble(
         Format::Codebook { bits, .. } => bits,
         _ => 8,
     };
-    let mut data = crate::quant::format::pack_codes(codes, bits);
+    let mut data = crate::format::pack_codes(codes, bits);
     let mut sc: Vec<u8> = halves
         .iter()
         .flat_map(|v| f16::from_f32(*v).to_le_bytes())

@@ -10,12 +10,12 @@
 //! without padding (RFC 4648 §5). The prefix lets a link from a newer QuantLab be refused with a
 //! clear message before its payload is even decoded.
 
+use crate::format::{check_bits, Codebook, Granularity, IntSpec, QTensor};
 use crate::model::weights::{Linear, ModelWeights};
 use crate::quant::awq::{self, AwqOptions};
 use crate::quant::calib::Calibration;
 use crate::quant::cmpq::{self, CmpqOptions};
 use crate::quant::codebook::{self, KmeansOptions};
-use crate::quant::format::{check_bits, Codebook, Granularity, IntSpec, QTensor};
 use crate::quant::gptq::{self, GptqOptions};
 use crate::quant::lorc::{self, LorcOptions};
 use crate::quant::rtn::{self, RtnOptions};

@@ -32,8 +32,8 @@
 mod layer;
 pub use layer::{quantize_layer, Plan};
 
+use crate::format::{check_bits, Granularity, IntSpec, QTensor};
 use crate::linalg::{inverse_cholesky_upper, sgemm};
-use crate::quant::format::{check_bits, Granularity, IntSpec, QTensor};
 use crate::quant::rtn::{GroupGrid, RtnOptions};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

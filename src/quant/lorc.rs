@@ -15,8 +15,8 @@
 //! Gram–Schmidt, twice), then the exact SVD of the small projected matrix through a cyclic Jacobi
 //! eigen-decomposition of `BBᵀ`. Large products run as f32 SGEMM; the small algebra in f64.
 
+use crate::format::{AddOns, LowRankSpec, QTensor};
 use crate::linalg::sgemm;
-use crate::quant::format::{AddOns, LowRankSpec, QTensor};
 use crate::quant::rtn::f16_ceil;
 use crate::{Error, Result};
 use half::f16;

@@ -1,6 +1,5 @@
-//! Quantizers and the storage-format table.
+//! Quantizers (the storage formats they produce are `crate::format`).
 
-pub mod actquant;
 pub mod awq;
 pub mod calib;
 pub mod cmpq;
@@ -10,8 +9,6 @@ mod cmpq_fit;
 mod cmpq_outliers;
 pub mod codebook;
 pub mod config;
-pub mod format;
-pub mod ggml;
 pub mod gptq;
 pub mod lorc;
 pub mod rtn;

@@ -28,7 +28,7 @@
 //! * Natively rows run in parallel with rayon; on wasm serially. Every reduction happens in a
 //!   fixed order (within a row serially, across rows in row order), so the bytes are identical.
 
-use crate::quant::format::{check_bits, Granularity, IntSpec, QTensor};
+use crate::format::{check_bits, Granularity, IntSpec, QTensor};
 use crate::{Error, Result};
 use half::f16;
 use serde::{Deserialize, Serialize};

@@ -1,8 +1,8 @@
 //! Grid files (schema in the module doc of `sweep`): parsed from JSON into the list of
 //! `QuantConfig`s to run, with errors that name the file and the place of the bad value.
 
+use crate::format::Granularity;
 use crate::quant::config::{LayerQuant, Method, QuantConfig};
-use crate::quant::format::Granularity;
 use crate::quant::lorc::LorcOptions;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

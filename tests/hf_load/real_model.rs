@@ -16,11 +16,11 @@
 //! (each KV head is permuted on its own). `v`, `o` and the MLP are not touched.
 
 use super::hf_fixture::serialize_raw;
+use quantlab::format::{Format, QTensor};
 use quantlab::io::gguf::Gguf;
 use quantlab::model::config::{ModelConfig, RopeStyle};
 use quantlab::model::hf::load_hf;
 use quantlab::model::weights::ModelWeights;
-use quantlab::quant::format::{Format, QTensor};
 use safetensors::Dtype;
 
 const MODEL: &str = concat!(

@@ -2,7 +2,7 @@
 //! and equal effective bits), fixed tables, outliers and the format-table bytes.
 
 use super::*;
-use crate::quant::format::IntSpec;
+use crate::format::IntSpec;
 use crate::quant::rtn::{self, RtnOptions};
 use crate::quant::testutil::gaussian;
 

@@ -7,10 +7,10 @@
 
 use super::{prepare, quantize_prepared, GptqOptions, Prepared};
 
+use crate::format::{IntSpec, QTensor};
 use crate::model::arch::Topology;
 use crate::model::weights::LayerWeights;
 use crate::quant::calib::SiteStats;
-use crate::quant::format::{IntSpec, QTensor};
 use crate::quant::rtn::RtnOptions;
 use crate::{Error, Result};
 

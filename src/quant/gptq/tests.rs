@@ -114,11 +114,11 @@ fn reference(
 
 fn codes_of(q: &QTensor) -> Vec<u8> {
     let spec = match q.format {
-        crate::quant::format::Format::Int(s) => s,
+        crate::format::Format::Int(s) => s,
         _ => panic!("not Int"),
     };
     (0..q.numel())
-        .map(|i| crate::quant::format::unpack_code(&q.data, i, spec.bits) as u8)
+        .map(|i| crate::format::unpack_code(&q.data, i, spec.bits) as u8)
         .collect()
 }
 

@@ -2,7 +2,7 @@
 //! effect on the weight error of a quantized matrix.
 
 use super::*;
-use crate::quant::format::{Granularity, IntSpec};
+use crate::format::{Granularity, IntSpec};
 use crate::quant::rtn::{self, RtnOptions};
 use crate::quant::testutil::gaussian;
 

@@ -5,7 +5,7 @@
 //! (the quantizer clamps before; for integer bounds the two agree, which this test checks).
 
 use super::*;
-use crate::quant::format::Format;
+use crate::format::Format;
 
 /// Dequantized values of quantizer and reference may differ by this much, relative to the
 /// group's scale (they are expected to be equal; the slack covers f32 formatting of `q·s`).

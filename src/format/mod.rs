@@ -1,0 +1,440 @@
+//! THE table of storage formats (architecture principle 2).
+//!
+//! Every way QuantLab stores a weight tensor is one `Format` variant, and each family of
+//! variants is one module here that owns everything about it: the byte layout (documented at
+//! the top of the module, with the spec it follows), the bytes it costs by component
+//! (`Storage`), the CPU reference dequantizer, row slicing (for weights split across GPU
+//! bindings), the parameters of its GPU decoder and its WGSL fragment(s):
+//!
+//!   float.rs    f32, f16, bf16
+//!   int.rs      uniform integer codes with f16 group scales (RTN, GPTQ, ...)
+//!   ggml/       ggml's legacy blocks (legacy.rs) and K-quants (kquants.rs), as GGUF stores them
+//!   codebook.rs learned per-row/per-column tables, NF4, FP4 E2M1
+//!   cmpq.rs     CMPQ's per-column mixed precision
+//!   addons.rs   sparse f16 outliers and LoRC low-rank factors, after any base format
+//!
+//! Memory accounting, the CPU reference, the GPU upload and the GPU decoders all read these
+//! modules; nothing else computes a size or an offset. A quantized tensor is a `QTensor`: a
+//! format, add-ons, a shape and one byte blob whose length is exactly
+//! `storage_with(format, addons, rows, cols).total()`.
+//!
+//! Adding a format to a family: its variant, its arms and its fragment in that family's module
+//! (plus the `.wgsl` file). Adding a family: one module implementing `Family`, one `Format`
+//! variant with its arm in `Format::with_family`, and one line in `FAMILIES`.
+
+pub mod act;
+pub mod addons;
+pub mod cmpq;
+pub mod codebook;
+pub mod float;
+pub mod ggml;
+pub mod int;
+mod packed;
+
+pub use addons::{lowrank_factors, AddOns, LowRankSpec};
+pub use cmpq::{cmpq_layout, CmpqLayout, MAX_CMPQ_COLS};
+pub use codebook::{Codebook, E2M1, NF4};
+pub use ggml::GgmlType;
+pub use int::{Granularity, IntSpec};
+pub use packed::{check_bits, pack_codes, packed_bytes, unpack_code, Draw};
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    F32,
+    F16,
+    BF16,
+    /// A ggml block format, as loaded from GGUF (not produced by QuantLab's quantizers).
+    Ggml(GgmlType),
+    /// Uniform integer codes with f16 scales (and zero points when asymmetric).
+    Int(IntSpec),
+    /// Codes into a table of non-uniform levels.
+    Codebook {
+        bits: u8,
+        table: Codebook,
+    },
+    /// CMPQ: per input column `lo` or `lo + 1` bits with its own codebook, or f16.
+    Cmpq {
+        lo: u8,
+        n_hi: u32,
+        n_f16: u32,
+    },
+}
+
+/// Bytes of a stored tensor by component, for memory reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Storage {
+    /// Quantized codes or plain values.
+    pub codes: usize,
+    /// Scales (and, for ggml blocks, the per-block minimums they carry).
+    pub scales: usize,
+    /// Zero points.
+    pub zeros: usize,
+    /// Sparse outliers: indices and values.
+    #[serde(default)]
+    pub outliers: usize,
+    /// Low-rank (LoRC) factors.
+    #[serde(default)]
+    pub lowrank: usize,
+}
+
+impl Storage {
+    pub fn total(&self) -> usize {
+        self.codes + self.scales + self.zeros + self.outliers + self.lowrank
+    }
+    pub fn add(&mut self, o: Storage) {
+        self.codes += o.codes;
+        self.scales += o.scales;
+        self.zeros += o.zeros;
+        self.outliers += o.outliers;
+        self.lowrank += o.lowrank;
+    }
+    /// Bytes of the base format (everything before the add-ons).
+    pub fn base(&self) -> usize {
+        self.codes + self.scales + self.zeros
+    }
+}
+
+/// How a packed weight is decoded on the GPU: the fragment (`shaders/fmt_*.wgsl`, defining
+/// `w_at`/`w_load4`) and the fields of `weight_common.wgsl`'s `Params` it reads. Offsets are in
+/// u32 words into the uploaded blob, which is `QTensor.data` as is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuDecoder {
+    pub fragment: &'static str,
+    pub bits: u32,
+    pub group: u32,
+    pub sym: u32,
+    pub scale_off: u32,
+    pub zero_off: u32,
+}
+
+impl GpuDecoder {
+    /// A fragment that reads only the shape (`P.k`).
+    pub(crate) fn plain(fragment: &'static str) -> Self {
+        GpuDecoder {
+            fragment,
+            bits: 0,
+            group: 0,
+            sym: 0,
+            scale_off: 0,
+            zero_off: 0,
+        }
+    }
+}
+
+/// The error for a tensor the GPU kernels cannot index: they use u32 element (and bit) indices.
+pub(crate) fn gpu_too_big(rows: usize, cols: usize) -> Error {
+    Error::unsupported(
+        "gpu",
+        "tensor",
+        format!("{rows}×{cols} has more elements than the GPU kernels index (2^32)"),
+    )
+}
+
+/// Fail unless `rows × cols` codes of `bits` bits have u32 bit offsets.
+pub(crate) fn gpu_check_bits(rows: usize, cols: usize, bits: u32) -> Result<()> {
+    if (rows as u64 * cols as u64).saturating_mul(bits as u64) > u32::MAX as u64 {
+        return Err(gpu_too_big(rows, cols));
+    }
+    Ok(())
+}
+
+/// `n` as a u32 GPU parameter, or the too-big error.
+pub(crate) fn gpu_u32(n: usize, rows: usize, cols: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| gpu_too_big(rows, cols))
+}
+
+/// A WGSL format fragment: `(file stem, source)`.
+pub type Fragment = (&'static str, &'static str);
+
+/// What a family of formats owns. `Format::with_family` hands out the one for a format; the
+/// blob a method gets is the base format's bytes only (the add-ons are `addons.rs`'s).
+pub(crate) trait Family {
+    fn name(&self) -> String;
+    /// Bytes of a `rows × cols` tensor by component, or an error when the shape does not fit
+    /// the format.
+    fn storage(&self, rows: usize, cols: usize) -> Result<Storage>;
+    /// The CPU reference: expand `blob` (exactly `storage(rows, cols).total()` bytes, checked
+    /// by the caller) into `out` (`rows × cols`, row-major).
+    fn dequantize(&self, blob: &[u8], rows: usize, cols: usize, out: &mut [f32]) -> Result<()>;
+    /// The bytes of rows `r0..r1` as a `(r1 - r0) × cols` tensor of the same format (what the
+    /// whole tensor shares, e.g. a per-tensor scale or per-column tables, is repeated).
+    fn row_slice(
+        &self,
+        blob: &[u8],
+        rows: usize,
+        cols: usize,
+        r0: usize,
+        r1: usize,
+    ) -> Result<Vec<u8>>;
+    /// The GPU decoder of a `rows × cols` tensor (the element count is already checked).
+    fn gpu(&self, rows: usize, cols: usize) -> Result<GpuDecoder>;
+    /// A valid blob of seeded random content (codes random, float fields finite and moderate).
+    fn random(&self, rows: usize, cols: usize, next: Draw) -> Result<Vec<u8>>;
+}
+
+/// A family's entry in the list: its WGSL fragments and the formats the conformance test
+/// checks (every fragment and every layout branch at least once).
+struct FamilyEntry {
+    fragments: fn() -> Vec<Fragment>,
+    examples: fn() -> Vec<Format>,
+}
+
+/// THE list of families (one line each).
+const FAMILIES: &[FamilyEntry] = &[
+    FamilyEntry {
+        fragments: float::fragments,
+        examples: float::examples,
+    },
+    FamilyEntry {
+        fragments: int::fragments,
+        examples: int::examples,
+    },
+    FamilyEntry {
+        fragments: ggml::fragments,
+        examples: ggml::examples,
+    },
+    FamilyEntry {
+        fragments: codebook::fragments,
+        examples: codebook::examples,
+    },
+    FamilyEntry {
+        fragments: cmpq::fragments,
+        examples: cmpq::examples,
+    },
+];
+
+/// Every format fragment of every family, `(file stem, source)`; `gpu::shaders` builds the
+/// weight kernels from this list.
+pub fn fragments() -> Vec<Fragment> {
+    FAMILIES.iter().flat_map(|f| (f.fragments)()).collect()
+}
+
+/// The source of format fragment `stem`, if some family has it.
+pub fn fragment_source(stem: &str) -> Option<&'static str> {
+    fragments()
+        .into_iter()
+        .find(|(n, _)| *n == stem)
+        .map(|(_, s)| s)
+}
+
+impl Format {
+    /// Representative formats of every family, covering every fragment: what the conformance
+    /// test (tests/format_conformance.rs) runs, so a new format is covered by being listed.
+    pub fn examples() -> Vec<Format> {
+        FAMILIES.iter().flat_map(|f| (f.examples)()).collect()
+    }
+
+    fn with_family<R>(&self, f: impl FnOnce(&dyn Family) -> R) -> R {
+        match *self {
+            Format::F32 => f(&float::Float::F32),
+            Format::F16 => f(&float::Float::F16),
+            Format::BF16 => f(&float::Float::BF16),
+            Format::Ggml(t) => f(&t),
+            Format::Int(s) => f(&s),
+            Format::Codebook { bits, table } => f(&codebook::CodebookFormat { bits, table }),
+            Format::Cmpq { lo, n_hi, n_f16 } => f(&cmpq::CmpqFormat { lo, n_hi, n_f16 }),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.with_family(|f| f.name())
+    }
+
+    /// Bytes this format needs for a `rows × cols` tensor, by component.
+    pub fn storage(&self, rows: usize, cols: usize) -> Result<Storage> {
+        self.with_family(|f| f.storage(rows, cols))
+    }
+
+    /// Expand a stored blob to f32, row-major `rows × cols`.
+    pub fn dequantize(&self, blob: &[u8], rows: usize, cols: usize) -> Result<Vec<f32>> {
+        let st = self.storage(rows, cols)?;
+        if blob.len() != st.total() {
+            return Err(Error::format(
+                "tensor",
+                "data",
+                format!(
+                    "{} bytes for {} {rows}×{cols}, expected {}",
+                    blob.len(),
+                    self.name(),
+                    st.total()
+                ),
+            ));
+        }
+        let mut out = vec![0f32; rows * cols];
+        self.with_family(|f| f.dequantize(blob, rows, cols, &mut out))?;
+        Ok(out)
+    }
+
+    /// The GPU decoder of a `rows × cols` tensor of this format, or an error naming what the
+    /// kernels cannot index.
+    pub fn gpu_decoder(&self, rows: usize, cols: usize) -> Result<GpuDecoder> {
+        // Kernels index weights as `row * cols + col` in u32.
+        gpu_check_bits(rows, cols, 1)?;
+        self.storage(rows, cols)?;
+        self.with_family(|f| f.gpu(rows, cols))
+    }
+
+    /// A blob of seeded random content for a `rows × cols` tensor (tests, benchmarks).
+    pub fn random(&self, rows: usize, cols: usize, next: Draw) -> Result<Vec<u8>> {
+        self.storage(rows, cols)?;
+        self.with_family(|f| f.random(rows, cols, next))
+    }
+}
+
+/// A stored tensor: its format, add-ons, shape (`rows × cols`, row-major) and bytes (the base
+/// format's, then the add-ons').
+#[derive(Clone, Debug, PartialEq)]
+pub struct QTensor {
+    pub format: Format,
+    pub addons: AddOns,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<u8>,
+}
+
+/// Bytes of a tensor of `format` with `addons`, by component.
+pub fn storage_with(format: Format, addons: AddOns, rows: usize, cols: usize) -> Result<Storage> {
+    let mut st = format.storage(rows, cols)?;
+    addons.check(rows, cols)?;
+    let (o, l) = addons.bytes(rows, cols);
+    st.outliers = o;
+    st.lowrank = l;
+    Ok(st)
+}
+
+impl QTensor {
+    /// Build from parts, checking the blob length against the table.
+    pub fn new(format: Format, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
+        Self::with_addons(format, AddOns::default(), rows, cols, data)
+    }
+
+    /// As `new`, with add-ons whose bytes follow the base format's in `data`.
+    pub fn with_addons(
+        format: Format,
+        addons: AddOns,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> Result<Self> {
+        let want = storage_with(format, addons, rows, cols)?.total();
+        if data.len() != want {
+            return Err(Error::format(
+                "tensor",
+                "data",
+                format!(
+                    "{} bytes for {} {rows}×{cols}, expected {want}",
+                    data.len(),
+                    format.name()
+                ),
+            ));
+        }
+        Ok(QTensor {
+            format,
+            addons,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Plain f32 storage of a dense matrix.
+    pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Self {
+        QTensor {
+            format: Format::F32,
+            addons: AddOns::default(),
+            rows,
+            cols,
+            data: bytemuck::cast_slice(values).to_vec(),
+        }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.rows * self.cols
+    }
+    pub fn storage(&self) -> Storage {
+        // new() checked the format accepts this shape.
+        storage_with(self.format, self.addons, self.rows, self.cols).unwrap_or_default()
+    }
+
+    /// The base bytes and the add-on bytes, after checking the length against the table.
+    pub(crate) fn split_data(&self) -> Result<(&[u8], &[u8])> {
+        let st = storage_with(self.format, self.addons, self.rows, self.cols)?;
+        if self.data.len() != st.total() {
+            return Err(Error::format(
+                "tensor",
+                "data",
+                format!("{} bytes, expected {}", self.data.len(), st.total()),
+            ));
+        }
+        Ok(self.data.split_at(st.base()))
+    }
+
+    /// The dense f32 values: base format, then outliers replaced, then `+ ÛV̂`.
+    pub fn dequantize(&self) -> Result<Vec<f32>> {
+        let (b, extra) = self.split_data()?;
+        let mut out = self.format.dequantize(b, self.rows, self.cols)?;
+        if !self.addons.is_empty() {
+            self.addons.apply(extra, self.rows, self.cols, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Rows `r0..r1` as a tensor of the same format and add-ons (the outliers of those rows,
+    /// the rows of `Û`). What the whole tensor shares is repeated, so the parts of a split
+    /// tensor may hold a few bytes more than the whole.
+    pub fn row_slice(&self, r0: usize, r1: usize) -> Result<QTensor> {
+        if r0 >= r1 || r1 > self.rows {
+            return Err(Error::config(
+                "rows",
+                format!("rows {r0}..{r1} of a tensor of {} rows", self.rows),
+            ));
+        }
+        let (base, extra) = self.split_data()?;
+        let (rows, cols) = (self.rows, self.cols);
+        let mut data = self
+            .format
+            .with_family(|f| f.row_slice(base, rows, cols, r0, r1))?;
+        let (addons, bytes) = self.addons.row_slice(extra, rows, cols, r0, r1)?;
+        data.extend(bytes);
+        QTensor::with_addons(self.format, addons, r1 - r0, cols, data)
+    }
+
+    /// This tensor with add-ons appended (replacing any it had).
+    pub fn with_extra(&self, addons: AddOns, bytes: &[u8]) -> Result<QTensor> {
+        let base = self.format.storage(self.rows, self.cols)?.total();
+        let mut data = self.data[..base.min(self.data.len())].to_vec();
+        data.extend_from_slice(bytes);
+        QTensor::with_addons(self.format, addons, self.rows, self.cols, data)
+    }
+    /// Effective bits per weight: every stored bit over the number of weights.
+    pub fn bits_per_weight(&self) -> f64 {
+        8.0 * self.data.len() as f64 / self.numel().max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fragment_is_used_by_an_example_and_names_are_unique() {
+        let frags = fragments();
+        let mut names: Vec<&str> = frags.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a fragment is listed twice");
+        for (stem, _) in &frags {
+            let used = Format::examples().iter().any(|f| {
+                [(71, 96), (23, 512)]
+                    .iter()
+                    .any(|&(r, c)| f.gpu_decoder(r, c).is_ok_and(|d| d.fragment == *stem))
+            });
+            assert!(used, "no example format decodes with {stem}");
+        }
+    }
+}
