@@ -13,6 +13,8 @@
 //! kept finite). `--tokens` is a file of little-endian u32 token ids (made with `--tokenize`, so
 //! the device machine needs neither the text nor the tokenizer).
 
+use quantlab::format::ggml::GgmlType;
+use quantlab::format::{Format, Granularity, IntSpec, QTensor};
 use quantlab::gpu::{AttentionVariant, Gpu, MatmulVariant};
 use quantlab::io::gguf::Gguf;
 use quantlab::io::tokenizer::Tokenizer;
@@ -21,8 +23,6 @@ use quantlab::model::config::{ModelConfig, RopeStyle};
 use quantlab::model::eval::{self, EvalOptions, Protocol};
 use quantlab::model::net::Model;
 use quantlab::model::weights::ModelWeights;
-use quantlab::quant::format::{Format, Granularity, IntSpec, QTensor};
-use quantlab::quant::ggml::GgmlType;
 use quantlab::quant::rtn::RtnOptions;
 use std::collections::BTreeMap;
 use std::time::Instant;
