@@ -150,3 +150,31 @@ fn gpt2_gguf_from_llama_cpp_converter_matches_transformers() {
     check("gpt2 gguf cpu", &nll(&Cpu, &w, &r.ids), &r);
     check("gpt2 gguf gpu", &nll(&gpu(), &w, &r.ids), &r);
 }
+
+/// The repository layout of facebook/opt-*, which has no tokenizer.json: vocab.json and
+/// merges.txt as GPT-2's slow tokenizer writes them (here taken from the fixture's
+/// tokenizer.json) and a tokenizer_config.json whose `add_bos_token` adds `</s>`, as OPT's
+/// does. QuantLab's tokenizer from those files gives transformers' ids.
+#[test]
+fn opt_tokenizer_from_vocab_and_merges_gives_transformers_ids() {
+    let r = reference("opt-pre");
+    let t: serde_json::Value = serde_json::from_slice(&read("opt-pre", "tokenizer.json")).unwrap();
+    let vocab = serde_json::to_vec(&t["model"]["vocab"]).unwrap();
+    let mut merges = String::from("#version: 0.2\n");
+    for m in t["model"]["merges"].as_array().unwrap() {
+        let line = match m {
+            serde_json::Value::Array(p) => {
+                format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap())
+            }
+            other => other.as_str().unwrap().to_string(),
+        };
+        merges.push_str(&line);
+        merges.push('\n');
+    }
+    let config = br#"{"add_bos_token": true, "bos_token": "</s>", "eos_token": "</s>",
+        "unk_token": "</s>", "pad_token": "<pad>", "tokenizer_class": "GPT2Tokenizer"}"#;
+    let tok = Tokenizer::from_bpe_files("opt-pre", &vocab, merges.as_bytes(), Some(config))
+        .expect("tokenizer from vocab.json + merges.txt");
+    assert_eq!(ids(&tok, &r.text), r.ids);
+    assert_eq!(tok.decode(&r.ids[1..]).unwrap(), r.text);
+}

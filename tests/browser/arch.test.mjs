@@ -20,12 +20,27 @@ const TINY = path.join(ROOT, 'tests/fixtures/tiny');
 const NLL_REL_TOL = 1e-4;
 
 const files = (dir, skip = []) => Object.fromEntries(readdirSync(path.join(TINY, dir))
-  .filter((n) => !skip.includes(n) && !n.endsWith('.gguf') && n !== 'reference.json')
+  .filter((n) => !skip.includes(n) && !n.endsWith('.gguf') && !n.endsWith('reference.json'))
   .map((n) => [n, readFileSync(path.join(TINY, dir, n))]));
+// facebook/opt-* has no tokenizer.json: vocab.json and merges.txt as GPT-2's slow tokenizer
+// writes them (taken here from the fixture's tokenizer.json) and a tokenizer_config.json whose
+// add_bos_token adds </s>, as OPT's does.
+function optLayout(dir) {
+  const f = files(dir, ['tokenizer.json', 'tokenizer_config.json']);
+  const model = JSON.parse(readFileSync(path.join(TINY, dir, 'tokenizer.json'), 'utf8')).model;
+  f['vocab.json'] = Buffer.from(JSON.stringify(model.vocab));
+  const merges = model.merges.map((m) => (Array.isArray(m) ? m.join(' ') : m));
+  f['merges.txt'] = Buffer.from(`#version: 0.2\n${merges.join('\n')}\n`);
+  f['tokenizer_config.json'] = Buffer.from(JSON.stringify({
+    add_bos_token: true, bos_token: '</s>', eos_token: '</s>', unk_token: '</s>', pad_token: '<pad>',
+    tokenizer_class: 'GPT2Tokenizer',
+  }));
+  return f;
+}
 const REPOS = {
-  'facebook/opt-125m': files('opt-pre', ['tokenizer.json']),
+  'facebook/opt-125m': optLayout('opt-pre'),
   'openai-community/gpt2': files('gpt2'),
-  'test-org/opt-350m-tiny': files('opt-post', ['tokenizer.json']),
+  'test-org/opt-350m-tiny': optLayout('opt-post'),
 };
 
 let page;
