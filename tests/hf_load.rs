@@ -11,7 +11,7 @@ use hf_fixture::{serialize, serialize_raw, Tensor, Tiny};
 use quantlab::format::{Format, QTensor};
 use quantlab::io::safetensors::{shards_from_index, SafetensorsSource, MAX_HEADER_BYTES};
 use quantlab::model::config::RopeStyle;
-use quantlab::model::hf::{load_hf, parse_config, parse_hf_config, Biases};
+use quantlab::model::hf::{load_hf, parse_config, parse_hf_config};
 use quantlab::model::weights::ModelWeights;
 use safetensors::Dtype;
 use serde_json::json;
@@ -183,14 +183,7 @@ fn qwen2_with_qkv_biases_across_two_shards() {
     let w = check_round_trip(&tiny, 2);
     assert!(w.layers[0].linear("attn_output").unwrap().bias.is_none());
     let cfg = parse_hf_config(&tiny.config_json()).expect("config");
-    assert_eq!(
-        cfg.biases,
-        Biases {
-            qkv: true,
-            o: false,
-            mlp: false
-        }
-    );
+    assert_eq!(cfg.biased, ["attn_q", "attn_k", "attn_v"]);
     assert_eq!(cfg.torch_dtype.as_deref(), Some("float32"));
 }
 

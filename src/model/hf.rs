@@ -25,34 +25,15 @@ pub const MAX_CONFIG_BYTES: usize = crate::io::MAX_CONFIG_JSON_BYTES;
 /// Largest context length accepted from `max_position_embeddings` / `sliding_window`.
 pub const MAX_CONTEXT: usize = 1 << 24;
 
-/// Which linear layers carry a bias in this architecture.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Biases {
-    /// q, k and v projections (Qwen2; Llama with `attention_bias`).
-    pub qkv: bool,
-    /// Output projection (Llama with `attention_bias`).
-    pub o: bool,
-    /// gate, up and down projections (Llama with `mlp_bias`).
-    pub mlp: bool,
-}
-
-impl Biases {
-    /// Whether the Llama-family linear `name` (canonical base name) carries a bias.
-    pub fn expects(&self, name: &str) -> bool {
-        match name {
-            "attn_q" | "attn_k" | "attn_v" => self.qkv,
-            "attn_output" => self.o,
-            _ => self.mlp,
-        }
-    }
-}
-
 /// A parsed `config.json`: the model configuration plus what the loader checks against the
 /// tensors.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HfConfig {
     pub model: ModelConfig,
-    pub biases: Biases,
+    /// The linears (canonical base names) whose bias the topology leaves to the file
+    /// (`BiasRule::Optional`) that this config says carry one (Qwen2's q/k/v, Llama with
+    /// `attention_bias`); the others must have none.
+    pub biased: Vec<&'static str>,
     /// `torch_dtype` (or `dtype` in newer files), informational: the tensors' own dtypes rule.
     pub torch_dtype: Option<String>,
     /// The `config.json` key of the layer count, for messages (`num_hidden_layers`, `n_layer`).
@@ -284,7 +265,7 @@ fn check_tensor_set(cfg: &HfConfig, arch: Arch, src: &SafetensorsSource<'_>) -> 
             let has_bias = match l.bias {
                 BiasRule::Required => true,
                 BiasRule::Forbidden => false,
-                BiasRule::Optional => cfg.biases.expects(l.name),
+                BiasRule::Optional => cfg.biased.contains(&l.name),
             };
             if has_bias {
                 required.push(bias);

@@ -18,8 +18,8 @@ use crate::model::arch::{
 use crate::model::backend::Backend;
 use crate::model::config::{ModelConfig, RopeStyle};
 use crate::model::hf::{
-    head_dim, opt_bool, opt_f32, opt_size, require_bools, require_str, size, string, Biases,
-    HfConfig, MAX_CONTEXT,
+    head_dim, opt_bool, opt_f32, opt_size, require_bools, require_str, size, string, HfConfig,
+    MAX_CONTEXT,
 };
 use crate::model::net::{positions, Model, Observer};
 use crate::{Error, Result};
@@ -134,7 +134,7 @@ pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
     };
     Ok(HfConfig {
         model,
-        biases: Biases::default(),
+        biased: Vec::new(),
         torch_dtype: string(o, "torch_dtype")?.map(str::to_string),
         layers_key: "n_layer",
     })

@@ -9,7 +9,7 @@
 use crate::model::arch::{Arch, BiasRule, HfNames, LinearSpec, NormSpec, SiteSpec, Topology};
 use crate::model::backend::Backend;
 use crate::model::config::{ModelConfig, RopeStyle};
-use crate::model::hf::{opt_bool, opt_f32, opt_size, size, string, Biases, HfConfig, MAX_CONTEXT};
+use crate::model::hf::{opt_bool, opt_f32, opt_size, size, string, HfConfig, MAX_CONTEXT};
 use crate::model::net::{Model, Observer};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
@@ -157,22 +157,24 @@ pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
         }
     }
 
-    let biases = match arch.as_str() {
-        "qwen2" => Biases {
-            qkv: true,
-            o: false,
-            mlp: false,
-        },
+    // Which linears carry biases: Qwen2's q/k/v always; Llama's attention ones with
+    // `attention_bias`, its MLP ones with `mlp_bias`; Mistral's none.
+    const QKV: [&str; 3] = ["attn_q", "attn_k", "attn_v"];
+    const MLP: [&str; 3] = ["ffn_gate", "ffn_up", "ffn_down"];
+    let mut biased: Vec<&'static str> = Vec::new();
+    match arch.as_str() {
+        "qwen2" => biased.extend(QKV),
         "llama" => {
-            let attn = opt_bool(o, "attention_bias")?.unwrap_or(false);
-            Biases {
-                qkv: attn,
-                o: attn,
-                mlp: opt_bool(o, "mlp_bias")?.unwrap_or(false),
+            if opt_bool(o, "attention_bias")?.unwrap_or(false) {
+                biased.extend(QKV);
+                biased.push("attn_output");
+            }
+            if opt_bool(o, "mlp_bias")?.unwrap_or(false) {
+                biased.extend(MLP);
             }
         }
-        _ => Biases::default(),
-    };
+        _ => {}
+    }
     let torch_dtype = match string(o, "torch_dtype")? {
         Some(s) => Some(s.to_string()),
         None => string(o, "dtype")?.map(str::to_string),
@@ -197,7 +199,7 @@ pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
     };
     Ok(HfConfig {
         model,
-        biases,
+        biased,
         torch_dtype,
         layers_key: "num_hidden_layers",
     })
