@@ -219,6 +219,11 @@ struct CalibArgs {
     /// Tokens per calibration sequence.
     #[arg(long, default_value_t = 512)]
     calib_len: usize,
+    /// Calibrate on the CPU even with --backend gpu: the CPU's statistics, so GPTQ, AWQ and CMPQ
+    /// give the same weights, bit for bit, as with --backend cpu (the GPU's statistics differ
+    /// by f32 rounding, which can flip rounding decisions).
+    #[arg(long)]
+    calib_cpu: bool,
 }
 
 impl CalibArgs {
@@ -797,11 +802,13 @@ fn calibrate(
         }
     };
     let t = Instant::now();
-    s.calibrate(tokens, &copts, &mut |d, n| {
-        eprint!("\rcalibrating {d}/{n}   ");
-        let _ = std::io::stderr().flush();
-        true
-    })?;
+    pollster::block_on(
+        s.calibrate_async(tokens, &copts, a.calib.calib_cpu, &mut |d, n| {
+            eprint!("\rcalibrating {d}/{n}   ");
+            let _ = std::io::stderr().flush();
+            true
+        }),
+    )?;
     eprintln!("\rcalibrated in {:.2} s", t.elapsed().as_secs_f64());
     Ok(())
 }
@@ -1050,7 +1057,12 @@ fn bench_quantize(
             None => None,
         };
         let t = Instant::now();
-        s.calibrate(own.as_deref().unwrap_or(&tokens), &copts, &mut |_, _| true)?;
+        pollster::block_on(s.calibrate_async(
+            own.as_deref().unwrap_or(&tokens),
+            &copts,
+            calib.calib_cpu,
+            &mut |_, _| true,
+        ))?;
         calib_s = t.elapsed().as_secs_f64();
         // Session::calibrate runs the model where the session does (natively).
         let engine = s.engine();
@@ -1156,6 +1168,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
     let opts = SweepOptions {
         eval,
         calib,
+        calib_cpu: a.calib.calib_cpu,
         title: format!(
             "{} · {} · {} windows",
             a.model

@@ -88,6 +88,7 @@ fn same_rows(a: &[Row], b: &[Row]) -> bool {
 
 fn opts() -> SweepOptions {
     SweepOptions {
+        calib_cpu: false,
         eval: EvalOptions {
             protocol: Protocol::Llamacpp,
             ctx: 32,

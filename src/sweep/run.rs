@@ -40,6 +40,9 @@ pub struct SweepInputs<'a> {
 pub struct SweepOptions {
     pub eval: EvalOptions,
     pub calib: CalibOptions,
+    /// Calibrate on the CPU backend even on a GPU device (the CPU's statistics, so the
+    /// calibrated methods give the CPU's weights bit for bit).
+    pub calib_cpu: bool,
     /// The plot's title.
     pub title: String,
 }
@@ -152,7 +155,7 @@ pub fn run(
                 let (tokens, bos) = (inputs.calib_tokens, inputs.bos);
                 // On a GPU device the statistics are gathered there (gpu::calib), as a GPU
                 // session does; otherwise on the CPU backend.
-                let c = match primary.gpu_loaded() {
+                let c = match primary.gpu_loaded().filter(|_| !opts.calib_cpu) {
                     Some((g, m)) => pollster::block_on(crate::gpu::calib::calibrate(
                         g,
                         m,
