@@ -2,11 +2,22 @@
 // statistics of shaders/gram.wgsl + gram_reduce.wgsl (src/gpu/calib.rs), computed by the wasm
 // module on the GPU, against its CPU path (src/quant/calib.rs, the reference) on the same tokens;
 // then GPTQ through the page, whose calibration must run on the GPU. The native counterpart is
-// tests/gpu_calib.rs (lavapipe). Short: SwiftShader is a CPU implementation of Vulkan.
+// tests/gpu_calib.rs (lavapipe), which compares them on the real model. Here the model is the
+// tiny Llama checkpoint transformers saved (tests/fixtures/tiny/llama), served by the local Hub
+// mock: SwiftShader is a CPU implementation of Vulkan, and the real model's 30 layers of
+// statistics took ~10 minutes of CI there, for the same kernels.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { MODEL, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
+import { startFixtureServer } from './fixture.mjs';
+
+const REPO = 'test-org/tiny-llama';
+const DIR = path.join(ROOT, 'tests/fixtures/tiny/llama');
+const FILES = Object.fromEntries(readdirSync(DIR).filter((n) => !n.endsWith('reference.json'))
+  .map((n) => [n, readFileSync(path.join(DIR, n))]));
 
 // Two sequences of 64 tokens; the page's evaluation: one window of 64.
 const CALIB_N = 2;
@@ -21,28 +32,34 @@ const CALIB_TOL = 1e-4;
 
 let page;
 let close;
+let server;
 
 before(async () => {
-  // A share link makes the first run (as loaded) small and sets the calibration size, so that
-  // choosing GPTQ later calibrates 2 × 64 tokens and not the default 32 × 512.
-  ({ page, close } = await openPage(`#ql=1&ctx=64&win=1&calib=${CALIB_N}x${CALIB_LEN}`));
+  server = await startFixtureServer({ repos: { [REPO]: FILES } });
+  // A share link loads the tiny model, makes the first run (as loaded) small and sets the
+  // calibration size, so that choosing GPTQ later calibrates 2 × 64 tokens.
+  ({ page, close } = await openPage(`?hub=${encodeURIComponent(server.url)}`
+    + `#ql=1&model=${encodeURIComponent(REPO)}&ctx=64&win=1&calib=${CALIB_N}x${CALIB_LEN}`));
   await waitForResult(page, '0');
 });
 
 after(async () => {
   await close?.();
+  await server?.close();
 });
 
 test('calibration on WebGPU equals the CPU path on the same tokens', { timeout: RUN_TIMEOUT_MS }, async () => {
   // A second Playground in the page's own thread (the worker keeps its own), so the test can
   // force the CPU path and read the statistics back.
-  const r = await page.evaluate(async ({ n, len, model, textUrl }) => {
+  const r = await page.evaluate(async ({ n, len, hub, repo, textUrl }) => {
     const m = await import(new URL('www/pkg/quantlab.js', location.href).href);
     await m.default();
     const p = new m.Playground();
     try {
       await p.initGpu();
-      p.load(new Uint8Array(await (await fetch(model)).arrayBuffer()), model.split('/').pop());
+      const get = async (f) => new Uint8Array(await (await fetch(`${hub}/${repo}/resolve/main/${f}`)).arrayBuffer());
+      p.loadHf(repo, await get('config.json'), await get('tokenizer.json'), undefined, undefined, undefined,
+        ['model.safetensors'], [await get('model.safetensors')]);
       const text = await (await fetch(textUrl)).text();
       const layers = p.info().n_layer;
       // Layer 0's attention input and the last layer's down-projection input (Site::ALL order).
@@ -86,7 +103,7 @@ test('calibration on WebGPU equals the CPU path on the same tokens', { timeout: 
     } finally {
       p.free();
     }
-  }, { n: CALIB_N, len: CALIB_LEN, model: MODEL, textUrl: TEXT });
+  }, { n: CALIB_N, len: CALIB_LEN, hub: server.url, repo: REPO, textUrl: TEXT });
 
   console.log(`# GPU calibration ${r.gpu.n_seq} × ${r.gpu.seq_len}: ${r.gpu.seconds.toFixed(1)} s; CPU: ${r.cpu.seconds.toFixed(1)} s`);
   assert.equal(r.gpu.backend, 'gpu');
