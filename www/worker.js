@@ -48,7 +48,7 @@
 // runs overtaken while queued are skipped, and a running one finishes and is ignored.
 
 import init, { Playground, methodSchema, quantFromLink, quantToLink } from './pkg/quantlab.js';
-import { MAX_MODEL_BYTES, download as fetchModelFile, resolveHub } from './download.js';
+import { MAX_MODEL_BYTES, download as fetchModelFile, resolveHub, tooLarge } from './download.js';
 
 // Where Hub ids resolve ('init' may name a mirror).
 let hubEndpoint = 'https://huggingface.co';
@@ -189,8 +189,12 @@ async function load(msg) {
         const tok = {};
         for (const name of files.tokenizer) tok[name] = await download(`${files.base}${name}`, `${msg.hub}/${name}`);
         const shards = [];
+        let total = 0;
         for (const [i, name] of files.shards.entries()) {
           shards.push(await download(`${files.base}${name}`, `${msg.hub}/${name}`, `file ${i + 1} of ${files.shards.length}`));
+          // Each shard was checked as it came; together they must fit too (before loadHf copies).
+          total += shards[i].length;
+          if (total > MAX_MODEL_BYTES) throw new Error(tooLarge(msg.hub, total, i + 1 < files.shards.length));
         }
         post({ type: 'download', loaded: 1, total: 1, parsing: true });
         info = loadHf(msg.hub, config, tok, files.shards, shards);
@@ -200,7 +204,7 @@ async function load(msg) {
       let label;
       if (msg.file) {
         label = msg.file.name;
-        if (msg.file.size > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
+        if (msg.file.size > MAX_MODEL_BYTES) throw new Error(tooLarge(label, msg.file.size));
         bytes = new Uint8Array(await msg.file.arrayBuffer());
       } else {
         label = msg.url.split('/').pop();
@@ -239,12 +243,17 @@ function loadHf(label, config, tok, names, shards) {
 async function loadFiles(files) {
   const byName = new Map(files.map((f) => [f.name, f]));
   const read = async (f) => {
-    if (f.size > MAX_MODEL_BYTES) throw new Error(`${f.name} is larger than 2 GiB`);
+    if (f.size > MAX_MODEL_BYTES) throw new Error(tooLarge(f.name, f.size));
     return new Uint8Array(await f.arrayBuffer());
   };
   const gguf = files.find((f) => f.name.endsWith('.gguf'));
   if (gguf) return playground.load(await read(gguf), gguf.name);
   const shards = files.filter((f) => f.name.endsWith('.safetensors'));
+  // The shards together must fit, not only each one: refuse before reading any.
+  const total = shards.reduce((a, f) => a + f.size, 0);
+  if (total > MAX_MODEL_BYTES) {
+    throw new Error(tooLarge(shards.length === 1 ? shards[0].name : `${shards.length} safetensors files`, total));
+  }
   const bpe = !byName.has('tokenizer.json') && byName.has('vocab.json') && byName.has('merges.txt');
   const missing = ['config.json', ...(bpe ? [] : ['tokenizer.json'])].filter((n) => !byName.has(n));
   if (shards.length === 0 || missing.length) {
