@@ -17,6 +17,15 @@
 //! generation with a counter the page bumps in a `SharedArrayBuffer` (on the CPU backend nothing
 //! else can run in the worker meanwhile).
 //!
+//! Device loss: a WebGPU device can be lost at any time (driver reset, GPU process crash, a
+//! tab in the background on some systems). wgpu's device-lost callback sets a flag on the `Gpu`
+//! (`deviceLost()` reads it); an operation in flight then fails (its buffer map is rejected).
+//! `recoverGpu()` acquires a new device and moves the session onto it (`Session::move_to`,
+//! reloading from the host-side weights: model, quantization and calibration are kept), or onto
+//! the CPU when no GPU can be had; the worker then restarts the interrupted run.
+//! `loseDeviceForTest()` destroys the device, for the browser tests (www/worker.js only calls
+//! it when the page was opened with `?test-hooks=1`).
+//!
 //! Promises come from `js_sys::futures` (the module wasm-bindgen-futures re-exports), so no extra
 //! dependency is needed.
 
@@ -31,7 +40,7 @@ use crate::quant::config::QuantConfig;
 use crate::Error;
 use js_sys::futures::future_to_promise;
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
@@ -54,6 +63,21 @@ pub struct Playground {
     session: Rc<RefCell<Option<Session>>>,
     /// The GPU acquired by `initGpu`, used by every model loaded afterwards.
     gpu: Rc<RefCell<Option<Rc<Gpu>>>>,
+    /// Test hook: the next `recoverGpu` finds no GPU (`loseDeviceForTest(false)`).
+    refuse_gpu: Cell<bool>,
+}
+
+/// What `recoverGpu` did after a lost device.
+#[derive(Serialize)]
+struct Recovery {
+    /// "gpu": the session runs on a new device; "cpu": no GPU could be had, it runs on the CPU.
+    backend: &'static str,
+    /// The new adapter, described (GPU only).
+    adapter: Option<String>,
+    /// Why the old device was lost, as the browser said.
+    lost: String,
+    /// Why no GPU could be used again (CPU only).
+    gpu_error: Option<String>,
 }
 
 impl Default for Playground {
@@ -71,6 +95,89 @@ impl Playground {
         Playground {
             session: Rc::default(),
             gpu: Rc::default(),
+            refuse_gpu: Cell::new(false),
+        }
+    }
+
+    /// Why the WebGPU device was lost (a string), or `undefined` while it is fine or on the CPU.
+    #[wasm_bindgen(js_name = deviceLost)]
+    pub fn device_lost(&self) -> Option<String> {
+        self.gpu.borrow().as_ref().and_then(|g| g.ctx.lost())
+    }
+
+    /// After a lost device: acquire a new one and reload the session's models onto it from the
+    /// host-side weights (the quantization and calibration stay as they were), or, when no GPU
+    /// can be had, move them to the CPU. Models loaded later go to the same place. A Promise of
+    /// `{backend: "gpu" | "cpu", adapter, lost, gpu_error}`; rejected only when even the CPU
+    /// move fails.
+    #[wasm_bindgen(js_name = recoverGpu)]
+    pub fn recover_gpu(&self) -> js_sys::Promise {
+        let session = self.session.clone();
+        let slot = self.gpu.clone();
+        let refuse = self.refuse_gpu.replace(false);
+        future_to_promise(async move {
+            let lost = slot.borrow().as_ref().and_then(|g| g.ctx.lost());
+            let lost = lost.unwrap_or_else(|| "lost".into());
+            // The old device is gone for good: nothing may be loaded onto it meanwhile.
+            *slot.borrow_mut() = None;
+            let gpu = if refuse {
+                Err(Error::unsupported(
+                    "gpu",
+                    "adapter",
+                    "refused by the test hook",
+                ))
+            } else {
+                Gpu::create().await
+            };
+            let mut guard = session.try_borrow_mut().map_err(|_| busy())?;
+            let gpu_error = match gpu {
+                Ok(g) => {
+                    let g = Rc::new(g);
+                    let moved = match guard.as_mut() {
+                        Some(s) => s.move_to(&Device::Gpu(g.clone())),
+                        None => Ok(()),
+                    };
+                    match moved {
+                        Ok(()) => {
+                            let adapter = crate::playground::engine::describe_adapter(&g.ctx.info);
+                            *slot.borrow_mut() = Some(g);
+                            return Ok(to_js(&Recovery {
+                                backend: "gpu",
+                                adapter: Some(adapter),
+                                lost,
+                                gpu_error: None,
+                            })?);
+                        }
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            if let Some(s) = guard.as_mut() {
+                s.move_to(&Device::Cpu).map_err(js_error)?;
+            }
+            Ok(to_js(&Recovery {
+                backend: "cpu",
+                adapter: None,
+                lost,
+                gpu_error: Some(gpu_error),
+            })?)
+        })
+    }
+
+    /// Test hook: destroy the WebGPU device as a driver reset would lose it (the work in flight
+    /// fails, `deviceLost()` then says why). `gpu_again: false` makes the next `recoverGpu` find
+    /// no GPU, to test the fall-back to the CPU. Returns whether there was a device to destroy.
+    /// www/worker.js exposes it only to a page opened with `?test-hooks=1`.
+    #[wasm_bindgen(js_name = loseDeviceForTest)]
+    pub fn lose_device_for_test(&self, gpu_again: Option<bool>) -> bool {
+        self.refuse_gpu.set(gpu_again == Some(false));
+        match self.gpu.borrow().as_ref() {
+            Some(g) => {
+                g.ctx.destroy();
+                true
+            }
+            None => false,
         }
     }
 

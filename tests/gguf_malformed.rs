@@ -860,3 +860,26 @@ fn rope_dimension_count_must_equal_the_head_size() {
     let g = Gguf::parse(LABEL, &bytes).expect("parse");
     g.model_config().expect("equal to the head size");
 }
+
+/// A file whose header declares more tensor bytes than the target can hold is refused from the
+/// header, before anything of that size is allocated (in the page: wasm32's 4 GiB memory), with
+/// the file, the size and the limit in the message.
+#[test]
+fn declared_tensor_bytes_over_the_limit_are_refused_by_name_size_and_limit() {
+    use quantlab::io::gguf::{check_declared_size, MAX_TENSOR_BYTES};
+    let sizes = [3u64 << 30, 1 << 30];
+    assert!(check_declared_size("big.gguf", sizes.into_iter(), 4 << 30).is_ok());
+    let e = check_declared_size("big.gguf", sizes.into_iter(), 2 << 30)
+        .expect_err("4 GiB declared against 2 GiB")
+        .to_string();
+    for needle in [
+        "big.gguf",
+        "tensors",
+        "4294967296 bytes (4.00 GiB)",
+        "2.00 GiB",
+    ] {
+        assert!(e.contains(needle), "{needle:?} missing from {e:?}");
+    }
+    // Sizes that overflow u64 saturate rather than wrap to a small total.
+    assert!(check_declared_size("x", [u64::MAX, 2].into_iter(), MAX_TENSOR_BYTES).is_err());
+}

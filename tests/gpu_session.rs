@@ -130,3 +130,73 @@ fn a_cancelled_gpu_evaluation_says_so() {
     assert!(matches!(r, Err(quantlab::Error::Cancelled)), "{r:?}");
     assert_eq!(calls, 1, "stops after the first window");
 }
+
+/// Recovery from a lost device (the page's "GPU lost" path): a quantized session whose device
+/// is destroyed moves to a fresh `Gpu` from the weights it keeps on the host and evaluates to
+/// the same bits as before the loss, with its configuration and memory unchanged; moving to the
+/// CPU (no GPU to be had) agrees within the GPU-vs-CPU tolerance.
+#[test]
+fn a_session_moves_to_a_fresh_gpu_after_its_device_is_lost() {
+    let first = Rc::new(pollster::block_on(Gpu::create()).expect("a wgpu adapter"));
+    let mut s = load(&Device::Gpu(first.clone()));
+    let cfg = QuantConfig {
+        method: Method::Rtn,
+        default: LayerQuant {
+            bits: 4,
+            gran: Granularity::Group(32),
+            sym: false,
+            clip_search: false,
+        },
+        ..QuantConfig::default()
+    };
+    let mem = s.set_quant(&cfg).expect("quantizes");
+    let tokens = s.tokenize(TEXT).expect("tokenizes");
+    let opts = EvalOptions {
+        protocol: Protocol::Llamacpp,
+        ctx: CTX,
+        max_windows: Some(1),
+        kl: true,
+    };
+    let before = s
+        .evaluate_tokens(&tokens, &opts, &mut |_| true)
+        .expect("gpu eval");
+    let engine = s.engine();
+
+    assert_eq!(first.ctx.lost(), None);
+    first.ctx.destroy();
+    let why = first.ctx.lost().expect("the device-lost callback ran");
+    eprintln!("device lost: {why}");
+    let e = s.evaluate_tokens(&tokens, &opts, &mut |_| true);
+    assert!(
+        matches!(&e, Err(e) if e.to_string().contains("GPU device was lost")),
+        "an evaluation on a destroyed device must fail: {e:?}"
+    );
+
+    let second = Rc::new(pollster::block_on(Gpu::create()).expect("a second wgpu device"));
+    s.move_to(&Device::Gpu(second.clone())).expect("reloads");
+    assert_eq!(second.ctx.lost(), None);
+    let after = s
+        .evaluate_tokens(&tokens, &opts, &mut |_| true)
+        .expect("gpu eval after the move");
+    assert_eq!(after.ppl.to_bits(), before.ppl.to_bits(), "ppl");
+    assert_eq!(
+        after.kl.map(f64::to_bits),
+        before.kl.map(f64::to_bits),
+        "kl"
+    );
+    assert_eq!(s.quant(), &cfg);
+    assert_eq!(s.memory().total_bytes, mem.total_bytes);
+    assert_eq!(
+        s.engine(),
+        engine,
+        "the same weights held on the new device"
+    );
+
+    s.move_to(&Device::Cpu).expect("moves to the CPU");
+    assert_eq!(s.engine().backend, "cpu");
+    let cpu = s
+        .evaluate_tokens(&tokens, &opts, &mut |_| true)
+        .expect("cpu eval");
+    let rel = (cpu.ppl - before.ppl).abs() / cpu.ppl;
+    assert!(rel < PPL_REL_TOL, "cpu {} vs gpu {}", cpu.ppl, before.ppl);
+}

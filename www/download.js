@@ -11,8 +11,18 @@
 // Last-Modified or size) restarts it from zero. The pieces are deleted once the file is whole.
 
 export const MODEL_CACHE = 'quantlab-models-v1';
-// Refuse files larger than this before allocating for them (wasm32 has 4 GiB in all).
-export const MAX_MODEL_BYTES = 2 ** 31;
+// The page's WebAssembly memory (wasm32) holds 4 GiB at most, and a model's file is copied into
+// it and read into weights there, both at once: files larger than half of it in all are refused
+// before anything is allocated for them (from the file's size or the server's Content-Length).
+// Rust checks the tensor sizes a GGUF header declares against the same bound (io::gguf).
+export const WASM_MEMORY_BYTES = 2 ** 32;
+export const MAX_MODEL_BYTES = WASM_MEMORY_BYTES / 2;
+const gib = (bytes) => (bytes / 2 ** 30).toFixed(2);
+// The message for a model of `bytes` (`atLeast`: so far) that cannot fit.
+export function tooLarge(label, bytes, atLeast = false) {
+  return `${label} is ${atLeast ? 'more than ' : ''}${gib(bytes)} GiB, more than the ${gib(MAX_MODEL_BYTES)} GiB a model may take `
+    + `in this page (its WebAssembly memory holds at most ${gib(WASM_MEMORY_BYTES)} GiB, the file and the weights read from it together)`;
+}
 // Pieces are written to the cache every this many bytes, so a broken download loses at most
 // this much (besides what arrived since, which is written when the error is caught).
 const PART_BYTES = 8 * 2 ** 20;
@@ -164,7 +174,7 @@ async function fetchInto(url, label, st, cache, progress) {
     st.total = Number(response.headers.get('Content-Length')) || 0;
     st.validator = validator;
   }
-  if (st.total > MAX_MODEL_BYTES) throw fatal(`${label} is larger than 2 GiB`);
+  if (st.total > MAX_MODEL_BYTES) throw fatal(tooLarge(label, st.total));
   const reader = response.body.getReader();
   let lastPost = 0;
   for (;;) {
@@ -177,7 +187,7 @@ async function fetchInto(url, label, st, cache, progress) {
     if (chunk.done) break;
     st.chunks.push(chunk.value);
     st.loaded += chunk.value.length;
-    if (st.loaded > MAX_MODEL_BYTES) throw fatal(`${label} is larger than 2 GiB`);
+    if (st.loaded > MAX_MODEL_BYTES) throw fatal(tooLarge(label, st.loaded, true));
     if (st.loaded - st.storedBytes >= PART_BYTES) await storePending(cache, url, st);
     const now = performance.now();
     if (now - lastPost > 100) {

@@ -13,6 +13,9 @@ const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
 const DEBOUNCE_MS = 300;
 const BACKEND = new URLSearchParams(self.location.search).get('backend') === 'cpu' ? 'cpu' : 'auto';
+// `?test-hooks=1` (browser tests only, tests/browser/faults.test.mjs): `window.quantlabTest`
+// offers `loseDevice({gpuAgain})`, which makes the worker destroy its WebGPU device mid-run.
+const TEST_HOOKS = new URLSearchParams(self.location.search).get('test-hooks') === '1';
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -71,7 +74,12 @@ const HUB = (() => {
     return null;
   }
 })();
-worker.postMessage({ type: 'init', control, backend: BACKEND, hub: HUB });
+worker.postMessage({ type: 'init', control, backend: BACKEND, hub: HUB, testHooks: TEST_HOOKS });
+if (TEST_HOOKS) {
+  self.quantlabTest = {
+    loseDevice: ({ gpuAgain = true } = {}) => worker.postMessage({ type: 'test-lose-device', gpuAgain }),
+  };
+}
 
 // ---------------------------------------------------------------------------- formatting
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
@@ -873,6 +881,13 @@ worker.onmessage = ({ data: msg }) => {
         : 'Evaluation runs on the CPU in a Web Worker (WebAssembly).';
       el.engineNote.dataset.backend = msg.backend;
       el.engineNote.textContent = msg.note;
+      // After a lost device: "gpu" (a new device) or "cpu" (none could be had).
+      if (msg.recovered) el.engineNote.dataset.recovered = msg.recovered;
+      break;
+    case 'device-lost':
+      el.engineNote.dataset.recovered = 'pending';
+      el.engineNote.textContent = `The WebGPU device was lost (${msg.reason}); reloading the model…`;
+      el.evalStatus.textContent = 'The GPU was lost: reloading the model and restarting the run…';
       break;
     case 'loaded':
       loaded = true;

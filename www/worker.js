@@ -1,9 +1,10 @@
 // The Web Worker that owns the wasm module. The page (main.js) only posts messages here; all
 // model code runs in this thread, so the page stays responsive during a long evaluation.
 //
-// Messages in:  {type: 'init', control, backend}  control: Int32Array on a SharedArrayBuffer or
-//                                                  null; backend: 'auto' (WebGPU when available)
-//                                                  or 'cpu'
+// Messages in:  {type: 'init', control, backend, testHooks}  control: Int32Array on a
+//                                                  SharedArrayBuffer or null; backend: 'auto'
+//                                                  (WebGPU when available) or 'cpu'; testHooks:
+//                                                  true when the page has ?test-hooks=1
 //               {type: 'load', url} | {type: 'load', file} | {type: 'load', files} (GGUF, or
 //                                                  safetensors + config.json + tokenizer.json)
 //               {type: 'load', hub, rev}           a Hub id (org/name or org/name/folder) at a
@@ -14,15 +15,26 @@
 //               {type: 'channels', name}             CMPQ per-channel map of one tensor
 //               {type: 'generate', ggen, prompt, n, quant, calib}   greedy text, reference then quantized
 //               {type: 'gen-cancel', ggen}                           (without shared memory)
+//               {type: 'test-lose-device', gpuAgain}   test hook, ignored unless testHooks: destroy
+//                                                  the WebGPU device now (gpuAgain false: and
+//                                                  find no GPU when recovering)
 // Messages out: ready | schema | engine | download | loaded | calibrating | calibrated |
 //               quantizing | quantized | progress | result | layers | link | parsed |
 //               histogram | activations | channels | cancelled | error |
-//               gen-token | gen-done | gen-error   (each carries its `ggen`)
+//               gen-token | gen-done | gen-error   (each carries its `ggen`) |
+//               device-lost   (the WebGPU device was lost; recovering: an 'engine' message with
+//                              `recovered` follows)
 //               (each run's messages carry its `gen`).
 //
 // Backend: on 'init' the worker asks the wasm module for WebGPU (`initGpu`, a Promise); models
 // loaded afterwards live in GPU buffers. Without WebGPU, or with backend 'cpu', the CPU path runs
 // and the 'engine' message carries a note the page shows.
+//
+// Device loss: when a run or a generation fails because the WebGPU device was lost (a driver
+// reset, a GPU process crash, or the test hook), the session moves to a new device, or to the
+// CPU when none can be had (`recoverGpu`: the model, its quantization and calibration are kept,
+// reloaded from the weights the wasm side holds), the page is told ('device-lost', then
+// 'engine' with `recovered`), and the interrupted work starts again, once.
 //
 // Requests run one at a time, in arrival order (`serial`): `evaluate` returns a Promise, and on
 // the GPU it yields while buffers map, so without the queue a 'load' could arrive mid-run.
@@ -36,7 +48,7 @@
 // runs overtaken while queued are skipped, and a running one finishes and is ignored.
 
 import init, { Playground, methodSchema, quantFromLink, quantToLink } from './pkg/quantlab.js';
-import { MAX_MODEL_BYTES, download as fetchModelFile, resolveHub } from './download.js';
+import { MAX_MODEL_BYTES, download as fetchModelFile, resolveHub, tooLarge } from './download.js';
 
 // Where Hub ids resolve ('init' may name a mirror).
 let hubEndpoint = 'https://huggingface.co';
@@ -48,6 +60,8 @@ let quantKey = null; // JSON of the QuantConfig the session currently holds
 let pending = null; // the newest run not yet started
 let running = false;
 let genCancelled = 0; // the newest generation cancelled by message (no shared memory)
+let onGpu = false; // whether the session runs on WebGPU (so a failure may be a lost device)
+let testHooks = false; // the page was opened with ?test-hooks=1
 
 const post = (msg) => self.postMessage(msg);
 const message = (e) => (e && e.message) || String(e);
@@ -77,6 +91,7 @@ function serial(task) {
 self.onmessage = ({ data: msg }) => {
   if (msg.type === 'init') {
     control = msg.control;
+    testHooks = msg.testHooks === true;
     if (msg.hub) hubEndpoint = msg.hub;
     serial(() => initEngine(msg.backend));
   } else if (msg.type === 'load') {
@@ -123,6 +138,9 @@ self.onmessage = ({ data: msg }) => {
     });
   } else if (msg.type === 'generate') {
     serial(() => generate(msg));
+  } else if (msg.type === 'test-lose-device') {
+    // Not queued: it must hit a run in flight (the worker takes messages while the GPU works).
+    if (testHooks && playground) playground.loseDeviceForTest(msg.gpuAgain !== false);
   } else if (msg.type === 'gen-cancel') {
     genCancelled = Math.max(genCancelled, msg.ggen);
   } else if (msg.type === 'run') {
@@ -146,6 +164,7 @@ async function initEngine(backend) {
   }
   try {
     const adapter = await playground.initGpu();
+    onGpu = true;
     post({ type: 'engine', backend: 'gpu', adapter, note: `Running on WebGPU: ${adapter}.` });
   } catch (e) {
     post({ type: 'engine', backend: 'cpu', note: `WebGPU not available: running on the CPU (${message(e)}).` });
@@ -170,8 +189,12 @@ async function load(msg) {
         const tok = {};
         for (const name of files.tokenizer) tok[name] = await download(`${files.base}${name}`, `${msg.hub}/${name}`);
         const shards = [];
+        let total = 0;
         for (const [i, name] of files.shards.entries()) {
           shards.push(await download(`${files.base}${name}`, `${msg.hub}/${name}`, `file ${i + 1} of ${files.shards.length}`));
+          // Each shard was checked as it came; together they must fit too (before loadHf copies).
+          total += shards[i].length;
+          if (total > MAX_MODEL_BYTES) throw new Error(tooLarge(msg.hub, total, i + 1 < files.shards.length));
         }
         post({ type: 'download', loaded: 1, total: 1, parsing: true });
         info = loadHf(msg.hub, config, tok, files.shards, shards);
@@ -181,7 +204,7 @@ async function load(msg) {
       let label;
       if (msg.file) {
         label = msg.file.name;
-        if (msg.file.size > MAX_MODEL_BYTES) throw new Error(`${label} is larger than 2 GiB`);
+        if (msg.file.size > MAX_MODEL_BYTES) throw new Error(tooLarge(label, msg.file.size));
         bytes = new Uint8Array(await msg.file.arrayBuffer());
       } else {
         label = msg.url.split('/').pop();
@@ -220,12 +243,17 @@ function loadHf(label, config, tok, names, shards) {
 async function loadFiles(files) {
   const byName = new Map(files.map((f) => [f.name, f]));
   const read = async (f) => {
-    if (f.size > MAX_MODEL_BYTES) throw new Error(`${f.name} is larger than 2 GiB`);
+    if (f.size > MAX_MODEL_BYTES) throw new Error(tooLarge(f.name, f.size));
     return new Uint8Array(await f.arrayBuffer());
   };
   const gguf = files.find((f) => f.name.endsWith('.gguf'));
   if (gguf) return playground.load(await read(gguf), gguf.name);
   const shards = files.filter((f) => f.name.endsWith('.safetensors'));
+  // The shards together must fit, not only each one: refuse before reading any.
+  const total = shards.reduce((a, f) => a + f.size, 0);
+  if (total > MAX_MODEL_BYTES) {
+    throw new Error(tooLarge(shards.length === 1 ? shards[0].name : `${shards.length} safetensors files`, total));
+  }
   const bpe = !byName.has('tokenizer.json') && byName.has('vocab.json') && byName.has('merges.txt');
   const missing = ['config.json', ...(bpe ? [] : ['tokenizer.json'])].filter((n) => !byName.has(n));
   if (shards.length === 0 || missing.length) {
@@ -256,18 +284,50 @@ async function drain() {
 async function run({ gen, quant, text, options, calib }) {
   if (stale(gen)) return post({ type: 'cancelled', gen });
   try {
-    await ensureQuant(quant, calib, { gen }, () => stale(gen));
-    if (stale(gen)) return post({ type: 'cancelled', gen });
-    const result = await playground.evaluate(text, options, (progress) => {
-      post({ type: 'progress', gen, progress });
-      return !stale(gen);
-    });
-    post({ type: 'result', gen, result, memory, engine: playground.engine() });
-    if (!stale(gen)) post({ type: 'layers', gen, map: playground.layerMap() });
+    await withRecovery(async () => {
+      await ensureQuant(quant, calib, { gen }, () => stale(gen));
+      if (stale(gen)) return post({ type: 'cancelled', gen });
+      const result = await playground.evaluate(text, options, (progress) => {
+        post({ type: 'progress', gen, progress });
+        return !stale(gen);
+      });
+      post({ type: 'result', gen, result, memory, engine: playground.engine() });
+      if (!stale(gen)) post({ type: 'layers', gen, map: playground.layerMap() });
+    }, () => stale(gen), { gen });
   } catch (e) {
     if (stale(gen)) post({ type: 'cancelled', gen });
     else post({ type: 'error', gen, where: 'run', message: message(e) });
   }
+}
+
+// Run `task`; when it fails because the WebGPU device was lost, recover (see the top of this
+// file) and run it once more. Anything else, or a second failure, is thrown to the caller.
+async function withRecovery(task, isStale, tag) {
+  try {
+    return await task();
+  } catch (e) {
+    if (isStale() || !(await recoverIfLost(tag))) throw e;
+    return task();
+  }
+}
+
+// Whether the device was lost; if so move the session to a new one (or to the CPU) and tell the
+// page. The failed operation's rejection may arrive before the device's lost promise settles,
+// hence one short wait before concluding it was something else.
+async function recoverIfLost(tag) {
+  if (!onGpu) return false;
+  if (!playground.deviceLost()) await new Promise((r) => setTimeout(r, 100));
+  const lost = playground.deviceLost();
+  if (!lost) return false;
+  post({ type: 'device-lost', ...tag, reason: lost });
+  const r = await playground.recoverGpu();
+  onGpu = r.backend === 'gpu';
+  const kept = 'The model, its quantization and calibration were kept; the interrupted work restarted.';
+  const note = onGpu
+    ? `The WebGPU device was lost (${r.lost}) and recovered on a new device: running on WebGPU: ${r.adapter}. ${kept}`
+    : `The WebGPU device was lost (${r.lost}) and no GPU could be had again (${r.gpu_error}): running on the CPU now. ${kept}`;
+  post({ type: 'engine', backend: r.backend, adapter: r.adapter, note, recovered: r.backend });
+  return true;
 }
 
 // Make the session hold `quant` (calibrating first when `calib` is given), unless it already
@@ -300,16 +360,18 @@ async function generate({ ggen, prompt, n, quant, calib }) {
   const isStale = () => genStale(ggen);
   try {
     if (isStale()) return post({ type: 'gen-error', ggen, cancelled: true, message: 'stopped' });
-    await ensureQuant(quant, calib, { ggen }, isStale);
-    for (const which of ['reference', 'quantized']) {
-      const t0 = performance.now();
-      const g = await playground.generate(prompt, n, which, (text, tokens) => {
-        post({ type: 'gen-token', ggen, which, text, tokens });
-        return !isStale();
-      });
-      g.seconds = (performance.now() - t0) / 1000;
-      post({ type: 'gen-done', ggen, which, generation: g });
-    }
+    await withRecovery(async () => {
+      await ensureQuant(quant, calib, { ggen }, isStale);
+      for (const which of ['reference', 'quantized']) {
+        const t0 = performance.now();
+        const g = await playground.generate(prompt, n, which, (text, tokens) => {
+          post({ type: 'gen-token', ggen, which, text, tokens });
+          return !isStale();
+        });
+        g.seconds = (performance.now() - t0) / 1000;
+        post({ type: 'gen-done', ggen, which, generation: g });
+      }
+    }, isStale, { ggen });
   } catch (e) {
     const cancelled = isStale();
     post({ type: 'gen-error', ggen, cancelled, message: cancelled ? 'stopped' : message(e) });

@@ -2,6 +2,7 @@
 //! binding at 128 MiB, too small for a vocabulary-sized table on capable devices).
 
 use crate::{Error, Result};
+use std::sync::{Arc, Mutex};
 
 /// An acquired device and queue, with what the adapter reported.
 pub struct GpuContext {
@@ -11,6 +12,10 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Whether the device was created with `timestamp-query` (profiling, `Gpu::profile_start`).
     pub timestamps: bool,
+    /// Set by wgpu's device-lost callback (driver reset, GPU process crash, `destroy`): the
+    /// reason in words. A lost device never comes back; the session reloads onto a new one
+    /// (`playground::session::Session::move_to`).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl GpuContext {
@@ -62,13 +67,41 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::unsupported("gpu", "device", format!("{}: {e}", info.name)))?;
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let slot = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+            let why = match (reason, message.trim()) {
+                (wgpu::DeviceLostReason::Destroyed, "") => "destroyed".to_string(),
+                (wgpu::DeviceLostReason::Destroyed, m) => format!("destroyed: {m}"),
+                (_, "") => "lost (no reason given)".to_string(),
+                (_, m) => m.to_string(),
+            };
+            s.get_or_insert(why);
+        });
         Ok(GpuContext {
             device,
             queue,
             info,
             limits,
             timestamps,
+            lost,
         })
+    }
+
+    /// Why the device was lost, once it has been (see `lost`). Natively wgpu reports a loss
+    /// when the device is polled; in the browser when the `GPUDevice.lost` promise settles.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Destroy the device, as a driver reset would lose it: every later operation fails and the
+    /// device-lost callback reports it. For tests of the recovery (the page's test hooks).
+    pub fn destroy(&self) {
+        self.device.destroy();
+        // Natively the callback runs on the next poll; run it now so `lost()` answers at once.
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::Poll);
     }
 
     /// "name (backend)" for reports.

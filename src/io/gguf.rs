@@ -48,6 +48,15 @@ pub const MAX_DIMS: u32 = 4;
 pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 34;
 /// Largest `general.alignment` accepted (it must also be a power of two).
 pub const MAX_ALIGNMENT: u32 = 1 << 16;
+/// Most tensor bytes a file may declare, checked from the header before anything of that size
+/// is allocated. In a 32-bit address space (wasm32: the page's WebAssembly memory, 4 GiB at
+/// most) the file's bytes and the weights read from them must fit together, so half of it;
+/// natively a bound far above any model QuantLab handles.
+pub const MAX_TENSOR_BYTES: u64 = if cfg!(target_pointer_width = "32") {
+    2 << 30
+} else {
+    1 << 40
+};
 /// Alignment of the data section when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u32 = 32;
 
@@ -80,6 +89,36 @@ pub struct Gguf<'a> {
     kv_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
+}
+
+/// Refuse a file whose tensors, as its header declares them, need more than `limit` bytes: the
+/// error names the file, the size and the limit (and, in wasm, the page's memory).
+pub fn check_declared_size(
+    label: &str,
+    sizes: impl Iterator<Item = u64>,
+    limit: u64,
+) -> Result<()> {
+    let total = sizes.fold(0u64, |a, b| a.saturating_add(b));
+    if total <= limit {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let why = if cfg!(target_arch = "wasm32") {
+        " (the page's WebAssembly memory holds at most 4 GiB, the file and the weights read \
+         from it together)"
+    } else {
+        ""
+    };
+    Err(Error::unsupported(
+        label,
+        "tensors",
+        format!(
+            "the header declares {total} bytes ({:.2} GiB) of tensors, more than the {:.2} GiB \
+             a model may need here{why}",
+            gib(total),
+            gib(limit)
+        ),
+    ))
 }
 
 impl<'a> Gguf<'a> {
@@ -141,6 +180,8 @@ impl<'a> Gguf<'a> {
         for i in 0..n_tensors {
             raw.push(read_tensor_info(&mut r, i)?);
         }
+
+        check_declared_size(label, raw.iter().map(|t| t.bytes), MAX_TENSOR_BYTES)?;
 
         let mut g = Gguf {
             label: label.to_string(),

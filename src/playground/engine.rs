@@ -102,6 +102,15 @@ impl Engine {
         })
     }
 
+    /// `w` and, when the config quantizes, the quantized weights `q` loaded afresh on `device`:
+    /// how a session moves to a new GPU after its device was lost, or to the CPU when no GPU
+    /// can be had again. Both come from host-side weights, so the result is the same model.
+    pub fn reload(device: &Device, w: &ModelWeights, q: Option<&ModelWeights>) -> Result<Engine> {
+        let mut e = Engine::load(device, w)?;
+        e.set_quantized(q)?;
+        Ok(e)
+    }
+
     /// The device this engine runs on (to load another model on the same one).
     pub fn device(&self) -> Device {
         match self {
@@ -169,7 +178,10 @@ impl Engine {
     ) -> Result<EvalResult> {
         match self {
             Engine::Cpu(m) => run(&Cpu, m, tokens, bos, opts, clock, progress).await,
-            Engine::Gpu(g, m) => run(g.as_ref(), m, tokens, bos, opts, clock, progress).await,
+            Engine::Gpu(g, m) => {
+                not_lost(g)?;
+                run(g.as_ref(), m, tokens, bos, opts, clock, progress).await
+            }
         }
     }
 }
@@ -181,6 +193,19 @@ impl Engine {
             Engine::Cpu(m) => eval::token_nll(&Cpu, m.current(false).0, ids).await,
             Engine::Gpu(g, m) => eval::token_nll(g.as_ref(), m.current(false).0, ids).await,
         }
+    }
+}
+
+/// Refuse work on a device already known to be lost (natively wgpu panics when a buffer is
+/// created mapped on one); the session must move first (`Session::move_to`).
+fn not_lost(g: &Gpu) -> Result<()> {
+    match g.ctx.lost() {
+        None => Ok(()),
+        Some(why) => Err(crate::Error::unsupported(
+            "gpu",
+            "device",
+            format!("the GPU device was lost ({why})"),
+        )),
     }
 }
 

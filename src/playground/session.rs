@@ -490,6 +490,16 @@ impl Session {
         self.engine.device()
     }
 
+    /// Run on `device` from now on: the model as loaded and the current quantization are
+    /// reloaded there from the host-side weights the session keeps (after a GPU's device was
+    /// lost: onto a new GPU, or onto the CPU). The configuration, the calibration statistics
+    /// and the CMPQ fits are host-side too, so nothing is recomputed. On failure the session
+    /// stays as it was.
+    pub fn move_to(&mut self, device: &Device) -> Result<()> {
+        self.engine = Engine::reload(device, &self.source, self.quantized_weights.as_ref())?;
+        Ok(())
+    }
+
     pub fn evaluate(
         &self,
         text: &str,

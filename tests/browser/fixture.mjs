@@ -141,12 +141,14 @@ export function tinyCheckpoint(seed = 7) {
 
 // ---------------------------------------------------------------------------- local server
 // Start the server. `repos`: {'org/name': {file: Buffer}}; `paths`: {'/url/path': file path on
-// disk}. Returns {url, log, addRoute(path, Buffer), breakNext(path, times, afterBytes), close}.
+// disk}. Returns {url, log, addRoute(path, Buffer), claimRoute(path, size) (headers claiming
+// `size` bytes, no body), breakNext(path, times, afterBytes), close}.
 // `log` records each request as {method, path, range}.
 export function startFixtureServer({ repos = {}, paths = {} } = {}) {
   const log = [];
   const breaks = new Map(); // path -> {times, after}
   const routes = new Map(); // path -> Buffer
+  const claims = new Map(); // path -> a Content-Length claimed, the body never sent
   const server = http.createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     log.push({ method: req.method, path, range: req.headers.range ?? null });
@@ -158,6 +160,13 @@ export function startFixtureServer({ repos = {}, paths = {} } = {}) {
     if (req.method === 'OPTIONS') {
       res.writeHead(204);
       res.end();
+      return;
+    }
+    if (claims.has(path)) {
+      // A file too large to send: its headers, then the connection closes.
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(claims.get(path)) });
+      res.flushHeaders();
+      setTimeout(() => res.socket?.destroy(), 2000);
       return;
     }
     if (routes.has(path)) {
@@ -186,6 +195,7 @@ export function startFixtureServer({ repos = {}, paths = {} } = {}) {
         url,
         log,
         addRoute: (p, body) => routes.set(p, body),
+        claimRoute: (p, size) => claims.set(p, size),
         breakNext: (p, times, after) => breaks.set(p, { times, after }),
         close: () => new Promise((r) => {
           server.closeAllConnections();
