@@ -3,17 +3,11 @@
 use crate::model::config::{ModelConfig, RopeStyle};
 use crate::model::weights::ModelWeights;
 
-/// Seeded LCG values in [-0.5, 0.5).
+/// Seeded values in [-0.5, 0.5), from the test kit's one generator (`testkit::Rng`).
 pub fn lcg(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(7);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    // Any seed (0 included) maps to a nonzero xorshift state.
+    let mut r = crate::testkit::Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    (0..n).map(|_| 0.5 * r.next()).collect()
 }
 
 /// Two layers, d = 64, FFN 128, 4 query heads of 16 over `n_kv` KV heads, vocab 32, f32; norm
