@@ -34,9 +34,14 @@ fn walk(label: &str, v: &Value, path: &str) -> Result<()> {
         }
         Value::Object(o) => {
             match o.get("type").and_then(Value::as_str) {
-                Some("Replace") => check_replace(label, &o["pattern"], &format!("{path}.pattern"))?,
+                Some("Replace") => {
+                    // `&o["pattern"]` would panic on a missing key (a Map, unlike a Value); a
+                    // missing pattern is left to the library, which refuses it.
+                    let pattern = o.get("pattern").unwrap_or(&Value::Null);
+                    check_replace(label, pattern, &format!("{path}.pattern"))?
+                }
                 Some("Strip") => {
-                    let stop = &o["stop"];
+                    let stop = o.get("stop").unwrap_or(&Value::Null);
                     if stop.as_u64().is_some_and(|s| s > 0) {
                         return Err(Error::format(
                             label,
@@ -142,6 +147,29 @@ mod tests {
         let strip = r#"{"type":"Strip","content":" ","start":1,"stop":2}"#;
         let e = load_err(&json("null", strip));
         assert!(e.contains("decoder.stop") && e.contains("stop 2"), "{e}");
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/tokenizer_json.rs): a `Strip` without `stop` or a
+    /// `Replace` without `pattern` made the check itself panic (indexing a JSON map by a missing
+    /// key) before the file reached the library; they must be plain errors.
+    #[test]
+    fn strip_without_stop_and_replace_without_pattern_are_errors() {
+        for (normalizer, decoder) in [
+            ("null", r#"{"type":"Strip"}"#),
+            ("null", r#"{"type":"Strip","content":" ","start":1}"#),
+            (r#"{"type":"Replace","content":"y"}"#, "null"),
+            ("null", r#"{"type":"Replace"}"#),
+        ] {
+            let e = load_err(&json(normalizer, decoder));
+            assert!(e.contains(LABEL), "{e}");
+        }
+        for minimal in [
+            r#"{"decoder":{"type":"Strip"}}"#,
+            r#"{"normalizer":{"type":"Replace"}}"#,
+        ] {
+            let e = load_err(minimal);
+            assert!(e.contains(LABEL), "{e}");
+        }
     }
 
     #[test]
