@@ -33,7 +33,15 @@ fn walk(label: &str, v: &Value, path: &str) -> Result<()> {
             }
         }
         Value::Object(o) => {
-            match o.get("type").and_then(Value::as_str) {
+            // The library reads an object whose "type" it does not know by its fields alone
+            // (its legacy untagged form), so a Strip or Replace is recognised by its fields too.
+            let ty = match o.get("type").and_then(Value::as_str) {
+                Some("Strip") | Some("Replace") => o.get("type").and_then(Value::as_str),
+                _ if o.contains_key("stop") => Some("Strip"),
+                _ if o.contains_key("pattern") && o.contains_key("content") => Some("Replace"),
+                t => t,
+            };
+            match ty {
                 Some("Replace") => {
                     // `&o["pattern"]` would panic on a missing key (a Map, unlike a Value); a
                     // missing pattern is left to the library, which refuses it.
@@ -170,6 +178,21 @@ mod tests {
             let e = load_err(minimal);
             assert!(e.contains(LABEL), "{e}");
         }
+    }
+
+    /// Found by fuzzing: the library loads an object with an unknown "type" by its fields, so a
+    /// Strip or Replace under another type name slipped past the check and panicked in decode.
+    #[test]
+    fn strip_and_replace_under_another_type_name_are_refused() {
+        let strip = r#"{"type":"ocntentStrip","content":" ","start":0,"stop":1}"#;
+        let e = load_err(&json("null", strip));
+        assert!(e.contains("decoder.stop") && e.contains("stop 1"), "{e}");
+        let rep = r#"{"type":"Beplace","pattern":{"String":""},"content":"y"}"#;
+        let e = load_err(&json(rep, "null"));
+        assert!(
+            e.contains("normalizer.pattern") && e.contains("empty string"),
+            "{e}"
+        );
     }
 
     #[test]
