@@ -23,7 +23,7 @@ for t in "${targets[@]}"; do
   t0=$SECONDS
   echo "== $t: $secs s over $jobs processes (log: $log)"
   cargo fuzz run -s none "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
-    -fork="$jobs" -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+    -fork="$jobs" -max_total_time="$secs" -rss_limit_mb=2048 \
     -timeout=10 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 >"$log" 2>&1 || true
   # Fork mode's progress lines: "#EXECS: cov: .. corp: .. exec/s: .. oom/timeout/crash: a/b/c".
   last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -1 || true)

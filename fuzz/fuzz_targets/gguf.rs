@@ -1,7 +1,10 @@
 //! GGUF: the container parser, then everything a loader derives from it (model config,
 //! tokenizer metadata and tokenizer, the model weights). Must hold: no panic, every failure an
-//! `Err`, allocations bounded (libFuzzer's -malloc_limit_mb / -rss_limit_mb).
+//! `Err`, allocations bounded (common.rs, -rss_limit_mb).
 #![no_main]
+
+#[path = "common.rs"]
+mod common;
 
 use libfuzzer_sys::fuzz_target;
 use quantlab::io::gguf::Gguf;

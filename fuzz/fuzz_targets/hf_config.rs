@@ -2,6 +2,9 @@
 //! and an accepted config passes the model's own validation.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use quantlab::io::hf::parse_hf_config;
 

@@ -3,6 +3,9 @@
 //! (JSON and link) unchanged.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use quantlab::quant::config::QuantConfig;
 

@@ -2,6 +2,9 @@
 //! it maps. Must hold: no panic, every failure an `Err`, allocations bounded.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use quantlab::io::safetensors::{Naming, SafetensorsSource};
 use quantlab::model::arch::Arch;

@@ -4,6 +4,9 @@
 //! `..` components.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use quantlab::serve::{host_allowed, parse_head, resolve, MAX_HEAD};
 use std::path::Component;

@@ -2,6 +2,9 @@
 //! config of an accepted grid validates.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use quantlab::sweep::grid::parse_grid;
 
