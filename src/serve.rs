@@ -175,8 +175,24 @@ enum HeadError {
     Gone,
 }
 
+/// Parse a request head from bytes as the server reads one from a connection: `Ok((method,
+/// target, HTTP/1.0?, Host))`, or `Err(status)`: 431 over `MAX_HEAD`, 400 not HTTP, 0 when the
+/// bytes end before the head does (the server closes). For fuzz/fuzz_targets/serve_head.rs.
+#[doc(hidden)]
+pub fn parse_head(
+    bytes: &[u8],
+) -> std::result::Result<(String, String, bool, Option<String>), u16> {
+    read_head(bytes)
+        .map(|h| (h.method, h.target, h.http10, h.host))
+        .map_err(|e| match e {
+            HeadError::TooLarge => 431,
+            HeadError::Malformed => 400,
+            HeadError::Gone => 0,
+        })
+}
+
 /// Read the request head, at most `MAX_HEAD` bytes.
-fn read_head(stream: &TcpStream) -> std::result::Result<Head, HeadError> {
+fn read_head(stream: impl Read) -> std::result::Result<Head, HeadError> {
     let mut r = BufReader::new(stream.take(MAX_HEAD as u64 + 1));
     let mut lines = Vec::new();
     let mut total = 0usize;

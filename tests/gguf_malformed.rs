@@ -310,6 +310,19 @@ fn small_valid_file_loads() {
     }
 }
 
+/// The GGUF fuzz target's seeds (fuzz/fuzz_targets/gguf.rs): the valid file, v2 and v3.
+#[test]
+#[ignore = "writes fuzz/seeds; run by fuzz/make_seeds.sh"]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/gguf");
+    std::fs::create_dir_all(&dir).expect("seed dir");
+    for version in [2, 3] {
+        let mut f = valid();
+        f.version = version;
+        std::fs::write(dir.join(format!("llama-v{version}.gguf")), f.bytes()).expect("write");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Header.
 

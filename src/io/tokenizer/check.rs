@@ -33,10 +33,23 @@ fn walk(label: &str, v: &Value, path: &str) -> Result<()> {
             }
         }
         Value::Object(o) => {
-            match o.get("type").and_then(Value::as_str) {
-                Some("Replace") => check_replace(label, &o["pattern"], &format!("{path}.pattern"))?,
+            // The library reads an object whose "type" it does not know by its fields alone
+            // (its legacy untagged form), so a Strip or Replace is recognised by its fields too.
+            let ty = match o.get("type").and_then(Value::as_str) {
+                Some("Strip") | Some("Replace") => o.get("type").and_then(Value::as_str),
+                _ if o.contains_key("stop") => Some("Strip"),
+                _ if o.contains_key("pattern") && o.contains_key("content") => Some("Replace"),
+                t => t,
+            };
+            match ty {
+                Some("Replace") => {
+                    // `&o["pattern"]` would panic on a missing key (a Map, unlike a Value); a
+                    // missing pattern is left to the library, which refuses it.
+                    let pattern = o.get("pattern").unwrap_or(&Value::Null);
+                    check_replace(label, pattern, &format!("{path}.pattern"))?
+                }
                 Some("Strip") => {
-                    let stop = &o["stop"];
+                    let stop = o.get("stop").unwrap_or(&Value::Null);
                     if stop.as_u64().is_some_and(|s| s > 0) {
                         return Err(Error::format(
                             label,
@@ -142,6 +155,44 @@ mod tests {
         let strip = r#"{"type":"Strip","content":" ","start":1,"stop":2}"#;
         let e = load_err(&json("null", strip));
         assert!(e.contains("decoder.stop") && e.contains("stop 2"), "{e}");
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/tokenizer_json.rs): a `Strip` without `stop` or a
+    /// `Replace` without `pattern` made the check itself panic (indexing a JSON map by a missing
+    /// key) before the file reached the library; they must be plain errors.
+    #[test]
+    fn strip_without_stop_and_replace_without_pattern_are_errors() {
+        for (normalizer, decoder) in [
+            ("null", r#"{"type":"Strip"}"#),
+            ("null", r#"{"type":"Strip","content":" ","start":1}"#),
+            (r#"{"type":"Replace","content":"y"}"#, "null"),
+            ("null", r#"{"type":"Replace"}"#),
+        ] {
+            let e = load_err(&json(normalizer, decoder));
+            assert!(e.contains(LABEL), "{e}");
+        }
+        for minimal in [
+            r#"{"decoder":{"type":"Strip"}}"#,
+            r#"{"normalizer":{"type":"Replace"}}"#,
+        ] {
+            let e = load_err(minimal);
+            assert!(e.contains(LABEL), "{e}");
+        }
+    }
+
+    /// Found by fuzzing: the library loads an object with an unknown "type" by its fields, so a
+    /// Strip or Replace under another type name slipped past the check and panicked in decode.
+    #[test]
+    fn strip_and_replace_under_another_type_name_are_refused() {
+        let strip = r#"{"type":"ocntentStrip","content":" ","start":0,"stop":1}"#;
+        let e = load_err(&json("null", strip));
+        assert!(e.contains("decoder.stop") && e.contains("stop 1"), "{e}");
+        let rep = r#"{"type":"Beplace","pattern":{"String":""},"content":"y"}"#;
+        let e = load_err(&json(rep, "null"));
+        assert!(
+            e.contains("normalizer.pattern") && e.contains("empty string"),
+            "{e}"
+        );
     }
 
     #[test]
