@@ -7,8 +7,8 @@
 mod hf_fixture;
 
 use hf_fixture::{serialize, Tiny};
-use quantlab::io::hf::{load_hf, parse_hf_config};
 use quantlab::io::tokenizer::Tokenizer;
+use quantlab::model::hf::{load_hf, parse_hf_config};
 use quantlab::quant::config::QuantConfig;
 use quantlab::sweep::grid::parse_grid;
 use safetensors::Dtype;

@@ -6,7 +6,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use quantlab::io::hf::parse_hf_config;
+use quantlab::model::hf::parse_hf_config;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(c) = parse_hf_config(data) {

@@ -7,7 +7,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use quantlab::io::hf::load_hf;
+use quantlab::model::hf::load_hf;
 
 fuzz_target!(|data: &[u8]| {
     let parts = common::split(data, 2);
