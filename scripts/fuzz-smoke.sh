@@ -12,7 +12,7 @@ runs=${FUZZ_SMOKE_RUNS:-20000}
 secs=${FUZZ_SMOKE_SECONDS:-15}
 start=$SECONDS
 
-command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2
 cargo fuzz build -s none
 echo "build: $((SECONDS - start)) s"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test, from a fresh Debian machine: install what is missing, fetch the default model,
 # check formatting and lints (host and wasm32), run the Rust tests, build the page and the CLI,
-# and run the browser tests in headless Chromium. Stops at the first failure.
+# run every fuzz target briefly, and run the browser tests in headless Chromium. Stops at the
+# first failure. Each step prints the seconds since the start (the CI budget is 45 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
@@ -27,6 +28,8 @@ step "cargo test --release"
 cargo test --release
 step "CLI (release)"
 cargo build --release --bin quantlab
+step "fuzz smoke: every parser, a bounded run each (cargo-fuzz on stable, scripts/fuzz-smoke.sh)"
+./scripts/fuzz-smoke.sh
 
 step "browser tests (headless Chromium)"
 (cd tests/browser && QUANTLAB_BIN="$(cd ../.. && realpath "$target_dir/release/quantlab")" \
