@@ -1026,7 +1026,13 @@ fn bench_quantize(
     let mut s = load_on(model, &device(backend)?)?;
     let load_s = t.elapsed().as_secs_f64();
     let text = read_text(text)?;
-    let tokens = s.tokenize(&text)?;
+    // Only the tail is calibrated on: tokenize just enough of it (Tokenizer::encode_tail).
+    let need = calib.calib_n.saturating_mul(calib.calib_len);
+    let tokens = match &calib.calib_text {
+        Some(_) => Vec::new(),
+        None => s.tokenizer().encode_tail(&text, need)?.tokens,
+    };
+    drop(text);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -1132,7 +1138,23 @@ fn sweep(a: &SweepArgs) -> Result<()> {
     // The session only loads and tokenizes; the sweep loads its own engines on `dev`.
     let s = load_on(&a.model, &Device::Cpu)?;
     let text = read_text(&a.text)?;
-    let tokens = s.tokenize(&text)?;
+    // As `eval`: tokenize the start the windows need and, for calibration on this text, its end.
+    let calibrated = configs.iter().any(|c| c.method.needs_calibration());
+    let need = EvalTokens {
+        eval: a.windows.map(|w| w.saturating_mul(a.ctx)),
+        calib_tail: (calibrated && a.calib.calib_text.is_none())
+            .then(|| a.calib.calib_n.saturating_mul(a.calib.calib_len)),
+    };
+    let (tokens, tail) = eval_tokens(&s, &text, &need)?;
+    drop(text);
+    eprintln!(
+        "{} evaluation tokens{}",
+        tokens.len(),
+        tail.as_ref().map_or(String::new(), |t| format!(
+            " from the start of the text, {} calibration tokens from its end",
+            t.len()
+        ))
+    );
     let eval = EvalOptions {
         protocol: match a.protocol {
             ProtocolArg::Llamacpp => Protocol::Llamacpp,
@@ -1143,13 +1165,15 @@ fn sweep(a: &SweepArgs) -> Result<()> {
         kl: !a.no_kl,
     };
     let calib = a.calib.options();
-    let calib_tokens = match &a.calib.calib_text {
-        Some(p) => {
+    let calib_tokens = match (&a.calib.calib_text, tail) {
+        (Some(p), _) => {
             let t = read_text(p)?;
             s.tokenize(&t)?
         }
-        None => {
-            if configs.iter().any(|c| c.method.needs_calibration()) {
+        // The end of the text, tokenized apart from the evaluated start.
+        (None, Some(tail)) => tail,
+        (None, None) => {
+            if calibrated {
                 let r = calib.range(tokens.len())?;
                 let shared = calib::eval_overlap(r, tokens.len(), &eval);
                 if shared > 0 {

@@ -390,3 +390,51 @@ fn one_window_of_a_20_mb_text_tokenizes_only_its_start() {
     assert!((64..10_000).contains(&n), "{n} tokens for one window of 64");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_sweep_over_one_window_of_a_20_mb_text_tokenizes_only_its_ends() {
+    let d = temp_dir("bigsweep");
+    let text = d.join("big.txt");
+    let line = "The river rose in the night, and by morning the old mill was an island. \n";
+    std::fs::write(&text, line.repeat(20_000_000 / line.len() + 1)).expect("write");
+    let grid = d.join("grid.json");
+    std::fs::write(&grid, r#"{"points": [{"bits": 4, "method": "gptq"}]}"#).expect("write");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny/opt-pre");
+    let out = d.join("out");
+    let o = run(&[
+        "sweep",
+        "--model",
+        model,
+        "--text",
+        s(&text),
+        "--grid",
+        s(&grid),
+        "--out",
+        s(&out),
+        "--ctx",
+        "64",
+        "--windows",
+        "1",
+        "--calib-n",
+        "2",
+        "--calib-len",
+        "64",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    // "N evaluation tokens from the start of the text, M calibration tokens from its end".
+    let line = o
+        .stderr
+        .lines()
+        .find(|l| l.contains(" evaluation tokens"))
+        .unwrap_or_else(|| panic!("no token count in {}", o.stderr));
+    let nums: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 2, "{line}");
+    assert!(
+        (64..10_000).contains(&nums[0]) && (128..10_000).contains(&nums[1]),
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
