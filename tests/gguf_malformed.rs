@@ -896,3 +896,25 @@ fn declared_tensor_bytes_over_the_limit_are_refused_by_name_size_and_limit() {
     // Sizes that overflow u64 saturate rather than wrap to a small total.
     assert!(check_declared_size("x", [u64::MAX, 2].into_iter(), MAX_TENSOR_BYTES).is_err());
 }
+
+#[test]
+fn a_norm_relabelled_to_a_block_format_is_refused() {
+    // blk.0.attn_norm.weight (32 floats) re-declared as Q8_0: one 34-byte block, which the
+    // file's bytes can hold, so only the type rule catches it.
+    let mut f = valid();
+    let t = f
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "blk.0.attn_norm.weight")
+        .expect("tensor");
+    *t = block_tensor("blk.0.attn_norm.weight", &[32], G_Q8_0, 34);
+    let bytes = f.bytes();
+    let g = Gguf::parse(LABEL, &bytes).expect("the file itself is well formed");
+    let e = ModelWeights::from_source(g.model_config().expect("config"), &g)
+        .expect_err("a quantized norm")
+        .to_string();
+    assert!(
+        e.contains(LABEL) && e.contains("blk.0.attn_norm.weight") && e.contains("Q8_0"),
+        "{e}"
+    );
+}

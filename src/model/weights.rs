@@ -231,11 +231,15 @@ impl ModelWeights {
         };
         let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
             let t = get(name)?;
+            float_vector(&file, &t)?;
             to_qtensor(&file, &t, 1, len)?.dequantize()
         };
         let opt_vector = |name: &str, len: usize| -> Result<Option<Vec<f32>>> {
             match src.get(name) {
-                Some(t) => Ok(Some(to_qtensor(&file, &t, 1, len)?.dequantize()?)),
+                Some(t) => {
+                    float_vector(&file, &t)?;
+                    Ok(Some(to_qtensor(&file, &t, 1, len)?.dequantize()?))
+                }
                 None => Ok(None),
             }
         };
@@ -315,6 +319,22 @@ impl ModelWeights {
             globals,
             layers,
         })
+    }
+}
+
+/// Norms and biases are stored in a float type by every converter (llama.cpp's keeps them F32):
+/// a vector in a block format is a relabelled or corrupt file, whose values would be garbage.
+fn float_vector(file: &str, t: &RawTensor<'_>) -> Result<()> {
+    match t.dtype {
+        DType::F32 | DType::F16 | DType::BF16 => Ok(()),
+        DType::Ggml(g) => Err(Error::format(
+            file,
+            &t.name,
+            format!(
+                "a norm or bias vector stored as {}; only F32, F16 and BF16 vectors are accepted",
+                g.name()
+            ),
+        )),
     }
 }
 
