@@ -44,8 +44,14 @@ pub const MAX_HEAD: usize = 64 << 10;
 /// Longest request path accepted (bytes, before decoding).
 const MAX_PATH_LEN: usize = 1024;
 
-/// How long a client may take to send its request head, and to accept each write.
+/// How long a client may take to send its request head once it has begun, and to accept each
+/// write.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may stay open before its first byte. Browsers open sockets ahead of
+/// need (Chromium keeps an unused one 10 s) and send the next request on them: if the server
+/// closed first, that request fails outright (an unused socket is not retried). Waiting longer
+/// than the browser leaves the closing to it; an idle connection costs one thread meanwhile.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The page's service worker (offline use). A worker may only control pages under its own
@@ -265,8 +271,14 @@ pub fn host_allowed(host: &str, addr: SocketAddr) -> bool {
 }
 
 fn handle(ctx: &Ctx, mut stream: TcpStream) {
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let _ = stream.set_write_timeout(Some(ctx.write_timeout));
+    // The first byte may be long in coming (an idle socket the browser opened ahead); the rest
+    // of the head must follow within READ_TIMEOUT.
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    if !matches!(stream.peek(&mut [0u8; 1]), Ok(1)) {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let (reply, head_only) = match read_head(&stream) {
         Err(HeadError::Gone) => return,
         Err(HeadError::TooLarge) => (
