@@ -25,8 +25,21 @@ fn seed_dir(target: &str) -> PathBuf {
     d
 }
 
+/// With `QUANTLAB_WRITE_SEEDS=1` (fuzz/make_seeds.sh) write the seed; otherwise check that the
+/// committed seed is exactly what the fixtures make today, so seeds cannot go stale unnoticed.
 fn write(target: &str, name: &str, bytes: &[u8]) {
-    std::fs::write(seed_dir(target).join(name), bytes).expect("write seed");
+    let path = seed_dir(target).join(name);
+    if std::env::var_os("QUANTLAB_WRITE_SEEDS").is_some() {
+        std::fs::write(&path, bytes).expect("write seed");
+    } else {
+        let committed = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run fuzz/make_seeds.sh", path.display()));
+        assert!(
+            committed == bytes,
+            "{} is stale; run fuzz/make_seeds.sh",
+            path.display()
+        );
+    }
 }
 
 fn join(parts: &[&[u8]]) -> Vec<u8> {
@@ -125,8 +138,7 @@ fn tokenizer_jsons() -> Vec<(&'static str, serde_json::Value)> {
 }
 
 #[test]
-#[ignore = "writes fuzz/seeds; run by fuzz/make_seeds.sh"]
-fn write_fuzz_seeds() {
+fn fuzz_seeds_load_and_match_the_committed_ones() {
     // Safetensors shards with Llama names, config.json + shard pairs, config.json alone.
     for (name, tiny) in tiny_models() {
         let shard = serialize(&tiny.tensors());
