@@ -1,5 +1,5 @@
 //! End-to-end perplexity of the real default model on WikiText-2 against the numbers llama.cpp
-//! measured (../shared/docs/reference-numbers.md), and RTN-8 against the model as loaded.
+//! measured (the numbers are constants below, with the tool that produced each; docs/perplexity.md), and RTN-8 against the model as loaded.
 //! Heavy: run with `cargo test --release`.
 
 use quantlab::format::Granularity;

@@ -24,7 +24,7 @@ const WIKITEXT: &str = concat!(
     "/tests/data/wikitext-2-raw-test.txt"
 );
 
-/// llama.cpp's count for the whole file (../shared/docs/reference-numbers.md, "Tokenization").
+/// llama.cpp's count for the whole file (measured with llama-tokenize; docs/tokenization.md).
 const LLAMA_CPP_TOKENS: usize = 304_830;
 /// transformers' count (same document): its GGUF import, on the file read in Python text mode.
 const TRANSFORMERS_TOKENS: usize = 301_948;
