@@ -9,7 +9,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT, RUN_TIMEOUT_MS, openPage, waitForResult } from './harness.mjs';
 import { startFixtureServer } from './fixture.mjs';
@@ -97,6 +97,8 @@ for (const [id, arch, qkv] of [
     const options = await page.$$eval('#hist-tensor option', (os) => os.map((o) => o.value));
     assert.ok(options.includes(`blk.0.${qkv}.weight`), `${id}: ${options.slice(0, 8).join(', ')}`);
     assert.ok(!options.some((o) => o.includes(arch === 'gpt2' ? 'attn_q.' : 'ffn_gate')), `${id}: foreign tensor names`);
+    mkdirSync(path.join(ROOT, 'out/screenshots'), { recursive: true });
+    await page.screenshot({ path: path.join(ROOT, `out/screenshots/arch-${id.replace('/', '_')}.png`), fullPage: true });
   });
 }
 
