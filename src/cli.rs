@@ -83,6 +83,37 @@ enum Cmd {
     /// Greedy continuation of a prompt by the model as loaded and, with --bits or --config, by the
     /// quantized model (the page's side-by-side view).
     Generate(GenerateArgs),
+    /// SLAC (W4A8, arXiv 2311.05161): static activation scales calibrated on sequences of each
+    /// --lens length, each evaluated at each --ctxs context; prints a table (docs/w4a8.md).
+    Slac {
+        #[arg(long)]
+        model: PathBuf,
+        /// Evaluation windows come from its start, calibration sequences from its end.
+        #[arg(long)]
+        text: PathBuf,
+        /// The config to calibrate (it must quantize activations with static scales; default:
+        /// weights as loaded, A8 static per tensor).
+        #[arg(long)]
+        config: Option<String>,
+        #[arg(long, value_delimiter = ',', default_value = "16,64,256,1024")]
+        lens: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "64,512")]
+        ctxs: Vec<usize>,
+        /// Calibration tokens per length (`tokens / len` sequences).
+        #[arg(long, default_value_t = 8192)]
+        calib_tokens: usize,
+        /// Tokens evaluated per context (`tokens / ctx` windows).
+        #[arg(long, default_value_t = 10240)]
+        eval_tokens: usize,
+        #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+        backend: BackendArg,
+        /// Calibrate on the CPU even on the GPU backend.
+        #[arg(long)]
+        calib_cpu: bool,
+        /// Last line of output: the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the playground page (index.html, www/, models/) on localhost.
     Serve {
         #[arg(long, default_value_t = 8080)]
@@ -115,6 +146,93 @@ enum MethodArg {
     Nf4,
     Fp4,
     Cmpq,
+}
+
+/// Scale transforms folded in before rounding (quant::smooth).
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum SmoothArg {
+    None,
+    Smoothquant,
+    Awq,
+    Aqas,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ActGranArg {
+    Tensor,
+    Token,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ActScaleArg {
+    Dynamic,
+    Static,
+}
+
+/// The W4A8 axes (docs/w4a8.md): a scale transform and activation quantization, on top of the
+/// weight method of --method/--bits.
+#[derive(Args, Clone)]
+struct W4a8Args {
+    /// Scale transform folded into the model before the weights are rounded (needs calibration).
+    #[arg(long, value_enum, default_value_t = SmoothArg::None)]
+    smooth: SmoothArg,
+    /// SmoothQuant's migration strength α (0..=1).
+    #[arg(long, default_value_t = quantlab::quant::smooth::DEFAULT_ALPHA)]
+    alpha: f32,
+    /// AQAS: step of the α grid over 0..=1.
+    #[arg(long, default_value_t = quantlab::quant::smooth::DEFAULT_STEP)]
+    aqas_step: f32,
+    /// AWQ scales (--smooth awq): points of the α grid.
+    #[arg(long, default_value_t = 20)]
+    awq_grid: usize,
+    /// Quantize every block linear's input to this many bits (2..=8) in the forward pass.
+    #[arg(long)]
+    act_bits: Option<u8>,
+    /// Activation scale granularity.
+    #[arg(long, value_enum, default_value_t = ActGranArg::Token, requires = "act_bits")]
+    act_gran: ActGranArg,
+    /// Activation scales computed at run time, or calibrated once (static; per tensor).
+    #[arg(long, value_enum, default_value_t = ActScaleArg::Dynamic, requires = "act_bits")]
+    act_scale: ActScaleArg,
+    /// Static scales at this percentile of the calibration tokens' absmax (default: the max).
+    #[arg(long, requires = "act_bits")]
+    act_percentile: Option<f32>,
+}
+
+impl W4a8Args {
+    fn given(&self) -> bool {
+        self.smooth != SmoothArg::None || self.act_bits.is_some()
+    }
+
+    /// `c` with this scale transform and activation quantization.
+    fn apply(&self, mut c: QuantConfig) -> QuantConfig {
+        use quantlab::format::act::ActGranularity;
+        use quantlab::quant::act::{ActConfig, ActScaleKind};
+        use quantlab::quant::smooth::Smooth;
+        c.smooth = match self.smooth {
+            SmoothArg::None => None,
+            SmoothArg::Smoothquant => Some(Smooth::Smoothquant { alpha: self.alpha }),
+            SmoothArg::Awq => Some(Smooth::Awq {
+                grid: self.awq_grid,
+            }),
+            SmoothArg::Aqas => Some(Smooth::Aqas {
+                step: self.aqas_step,
+            }),
+        };
+        c.act = self.act_bits.map(|bits| ActConfig {
+            bits,
+            gran: match self.act_gran {
+                ActGranArg::Tensor => ActGranularity::PerTensor,
+                ActGranArg::Token => ActGranularity::PerToken,
+            },
+            scale: match self.act_scale {
+                ActScaleArg::Dynamic => ActScaleKind::Dynamic,
+                ActScaleArg::Static => ActScaleKind::Static,
+            },
+            percentile: self.act_percentile,
+        });
+        c
+    }
 }
 
 /// CMPQ ablations (quant::cmpq::Ablation).
@@ -191,6 +309,8 @@ struct EvalArgs {
     /// GPTQ: quantize columns in their natural order instead of act-order.
     #[arg(long)]
     no_act_order: bool,
+    #[command(flatten)]
+    w4a8: W4a8Args,
     #[command(flatten)]
     calib: CalibArgs,
     /// Read the text as Python's text mode does (CRLF → LF), to compare like for like with
@@ -295,6 +415,8 @@ struct GenerateArgs {
     #[arg(long, value_enum, default_value_t = MethodArg::Rtn, requires = "bits")]
     method: MethodArg,
     #[command(flatten)]
+    w4a8: W4a8Args,
+    #[command(flatten)]
     calib: CalibArgs,
     /// Last line of output: one JSON object with both generations.
     #[arg(long)]
@@ -327,6 +449,27 @@ pub fn main() -> ExitCode {
         },
         Cmd::Sweep(a) => sweep(&a),
         Cmd::Generate(a) => generate(&a),
+        Cmd::Slac {
+            model,
+            text,
+            config,
+            lens,
+            ctxs,
+            calib_tokens,
+            eval_tokens,
+            backend,
+            calib_cpu,
+            json,
+        } => {
+            let o = quantlab::playground::slac::SlacOptions {
+                lens,
+                calib_tokens,
+                ctxs,
+                eval_tokens,
+                calib_cpu,
+            };
+            slac(&model, &text, config.as_deref(), &o, backend, json)
+        }
         Cmd::Serve { port, root } => serve(&root, port),
     };
     match r {
@@ -336,6 +479,62 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn slac(
+    model: &Path,
+    text: &Path,
+    config: Option<&str>,
+    o: &quantlab::playground::slac::SlacOptions,
+    backend: BackendArg,
+    json: bool,
+) -> Result<()> {
+    use quantlab::format::act::ActGranularity;
+    use quantlab::playground::slac;
+    use quantlab::quant::act::{ActConfig, ActScaleKind};
+    let cfg = match config {
+        Some(c) => parse_config_arg(c)?,
+        None => QuantConfig {
+            act: Some(ActConfig {
+                bits: 8,
+                gran: ActGranularity::PerTensor,
+                scale: ActScaleKind::Static,
+                percentile: None,
+            }),
+            ..QuantConfig::default()
+        },
+    };
+    cfg.validate()?;
+    o.validate(&cfg)?;
+    let mut s = load_on(model, &device(backend)?)?;
+    check_patterns(&cfg, &s)?;
+    let text = read_text(text)?;
+    let need = EvalTokens {
+        eval: Some(o.eval_tokens),
+        calib_tail: Some(o.calib_tokens),
+    };
+    let (eval, tail) = eval_tokens(&s, &text, &need)?;
+    drop(text);
+    let calib = tail.as_deref().unwrap_or(&eval);
+    eprintln!(
+        "SLAC: {} on {} evaluation tokens, calibration from {} tokens at lengths {:?}",
+        cfg.wa_label(),
+        eval.len(),
+        calib.len(),
+        o.lens
+    );
+    let t = Instant::now();
+    let r = slac::run(&mut s, &cfg, &eval, calib, o, &mut |d, n| {
+        eprint!("\r[{d}/{n}] {:.0} s   ", t.elapsed().as_secs_f64());
+        let _ = std::io::stderr().flush();
+        true
+    })?;
+    eprintln!();
+    print!("{}", slac::table(&r));
+    if json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    }
+    Ok(())
 }
 
 /// A text to evaluate or calibrate on: a regular file of at most `io::file::MAX_TEXT` bytes,
@@ -575,7 +774,7 @@ fn check_patterns(cfg: &QuantConfig, s: &Session) -> Result<()> {
 fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
     let c = quant_config_unchecked(a)?;
     c.validate()?;
-    if c.method.needs_calibration() {
+    if c.needs_calibration() {
         quantlab::quant::config::validate_calib(&a.calib.options())?;
     }
     Ok(c)
@@ -583,8 +782,20 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
 
 fn quant_config_unchecked(a: &EvalArgs) -> Result<QuantConfig> {
     if let Some(arg) = &a.config {
+        if a.w4a8.given() {
+            return Err(Error::config(
+                "--config",
+                "a config holds its own smooth and act settings; drop --smooth/--act-* or put \
+                 them in the config",
+            ));
+        }
         return parse_config_arg(arg);
     }
+    quant_config_flags(a).map(|c| a.w4a8.apply(c))
+}
+
+/// The config the weight flags describe (--method, --bits, ...).
+fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
     if matches!(a.method, MethodArg::Cmpq) {
         let o = CmpqOptions {
             budget: a.budget,
@@ -662,7 +873,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
         text
     };
     let t_tok = Instant::now();
-    let own_calib = cfg.method.needs_calibration() && a.calib.calib_text.is_none();
+    let own_calib = cfg.needs_calibration() && a.calib.calib_text.is_none();
     let need = EvalTokens {
         eval: a.windows.map(|w| w.saturating_mul(a.ctx)),
         calib_tail: own_calib.then(|| a.calib.calib_n.saturating_mul(a.calib.calib_len)),
@@ -689,15 +900,18 @@ fn eval(a: &EvalArgs) -> Result<()> {
         kl: !a.no_kl,
     };
     let t_q = Instant::now();
-    if cfg.method.needs_calibration() {
+    if cfg.needs_calibration() {
         calibrate(&mut s, a, &tokens, tail.as_deref(), &opts)?;
     }
     let mem = s.set_quant(&cfg)?;
+    if let Some(r) = s.smooth_report() {
+        print_alphas(r, &s.source().topology());
+    }
     if !matches!(cfg.method, Method::None) {
         eprintln!(
             "quantized in {:.2} s{}: {:.4} bits/weight",
             t_q.elapsed().as_secs_f64(),
-            if cfg.method.needs_calibration() {
+            if cfg.needs_calibration() {
                 " (calibration included)"
             } else {
                 ""
@@ -813,11 +1027,33 @@ fn calibrate(
     Ok(())
 }
 
+/// The α a scale transform chose, one line per layer, sites in topology order ("-": unscaled).
+fn print_alphas(r: &quantlab::quant::smooth::SmoothReport, topo: &quantlab::model::arch::Topology) {
+    let sites: Vec<&str> = topo.sites.iter().map(|s| s.name).collect();
+    eprintln!("{} α per layer ({}):", r.method, sites.join(", "));
+    for (i, l) in r.alpha.iter().enumerate() {
+        let v: Vec<String> = l
+            .iter()
+            .map(|a| a.map_or("-".to_string(), |a| format!("{a:.2}")))
+            .collect();
+        eprintln!("  blk.{i}: {}", v.join(" "));
+    }
+}
+
 fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
     let mem = s.memory();
     let engine = s.engine();
     let tps = r.tokens_evaluated as f64 / r.seconds.max(1e-9);
-    println!("PPL = {:.4} ± {:.4}   [{}]", r.ppl, r.ppl_err, r.protocol);
+    println!(
+        "PPL = {:.4} ± {:.4}   [{}] {}",
+        r.ppl,
+        r.ppl_err,
+        r.protocol,
+        cfg.wa_label()
+    );
+    if let Some(a) = &mem.act {
+        println!("activations: {a} at every block linear input");
+    }
     if let (Some(kl), Some(t1)) = (r.kl, r.top1) {
         println!(
             "KL = {kl:.5} nats/token, top-1 agreement = {:.2} %",
@@ -832,7 +1068,8 @@ fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
             "windows": r.windows, "seconds": r.seconds, "tokens_per_s": tps,
             "weight_bytes": mem.total_bytes, "linear_bytes": mem.linear.total(),
             "bits_per_weight": mem.bits_per_weight, "protocol": r.protocol, "ctx": r.ctx,
-            "config": cfg.to_url(),
+            "config": cfg.to_url(), "wa": cfg.wa_label(), "act": mem.act,
+            "smooth": s.smooth_report(),
             "backend": engine.backend, "adapter": engine.adapter,
             "gpu_weight_bytes": engine.weight_bytes,
         });
@@ -1055,7 +1292,7 @@ fn bench_quantize(
         quantlab::format::Format::Int(cfg.default.spec()).name()
     );
     let mut calib_s = 0.0;
-    if cfg.method.needs_calibration() {
+    if cfg.needs_calibration() {
         let copts = calib.options();
         // `--calib-text` when given, else the tail of the benchmark text.
         let own = match &calib.calib_text {
@@ -1139,7 +1376,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
     let s = load_on(&a.model, &Device::Cpu)?;
     let text = read_text(&a.text)?;
     // As `eval`: tokenize the start the windows need and, for calibration on this text, its end.
-    let calibrated = configs.iter().any(|c| c.method.needs_calibration());
+    let calibrated = configs.iter().any(|c| c.needs_calibration());
     let need = EvalTokens {
         eval: a.windows.map(|w| w.saturating_mul(a.ctx)),
         calib_tail: (calibrated && a.calib.calib_text.is_none())
@@ -1267,6 +1504,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         per_column: false,
         outliers: 0.0,
         no_act_order: false,
+        w4a8: g.w4a8.clone(),
         calib: g.calib.clone(),
         python_newlines: false,
         no_kl: true,
@@ -1276,7 +1514,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
     let mut s = load_on(&g.model, &device(g.backend)?)?;
     check_patterns(&cfg, &s)?;
     let quantize = !matches!(cfg.method, Method::None);
-    if cfg.method.needs_calibration() {
+    if cfg.needs_calibration() {
         if g.calib.calib_text.is_none() {
             return Err(Error::config(
                 "calib-text",

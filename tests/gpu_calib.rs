@@ -84,7 +84,7 @@ fn gram_kernel_matches_cpu_reference() {
                 .map(|i| rng.next() * (1.0 + (i % d % 7) as f32))
                 .collect();
             let a = g.upload_act(rows, d, &x).unwrap();
-            g.gram_add(&mut acc, &a).unwrap();
+            g.gram_add(&mut acc, &a, &[]).unwrap();
             all.extend(x);
         }
         let rows: usize = batches.iter().sum();
@@ -107,7 +107,7 @@ fn gram_kernel_matches_cpu_reference() {
     assert!(g.gram_acc(0).is_err());
     let mut acc = g.gram_acc(4).unwrap();
     let wrong = g.upload_act(2, 3, &[0.0; 6]).unwrap();
-    assert!(g.gram_add(&mut acc, &wrong).is_err());
+    assert!(g.gram_add(&mut acc, &wrong, &[]).is_err());
 }
 
 #[test]

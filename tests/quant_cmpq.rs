@@ -412,6 +412,7 @@ fn cmpq_model(seed: u64) -> (ModelWeights, Calibration) {
             max_abs: mean_abs.iter().map(|x| 4.0 * x).collect(),
             l2: mean_abs.iter().map(|x| 10.0 * x).collect(),
             mean_abs,
+            samples: Vec::new(),
         }
     };
     let layers = (0..2usize)

@@ -41,6 +41,9 @@ pub struct GramAcc {
     /// Rows (tokens) added so far.
     pub rows: usize,
     buf: wgpu::Buffer,
+    /// Up to `calib::SAMPLE_ROWS` sampled rows (`SiteStats::samples`), copied as they pass.
+    samples: wgpu::Buffer,
+    sampled: usize,
 }
 
 /// Floats per accumulator (and per partial slice) of a `dim`-wide input.
@@ -68,11 +71,24 @@ impl Gpu {
             usage: buffers::STORAGE,
             mapped_at_creation: false,
         });
-        Ok(GramAcc { dim, rows: 0, buf })
+        let samples = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("calibration samples"),
+            size: (calib::SAMPLE_ROWS * dim * 4) as u64,
+            usage: buffers::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GramAcc {
+            dim,
+            rows: 0,
+            buf,
+            samples,
+            sampled: 0,
+        })
     }
 
-    /// Record `acc += statistics of x` (x: `rows × acc.dim`).
-    pub fn gram_add(&self, acc: &mut GramAcc, x: &Act) -> Result<()> {
+    /// Record `acc += statistics of x` (x: `rows × acc.dim`), keeping rows `keep` of `x` as
+    /// samples while fewer than `calib::SAMPLE_ROWS` are held.
+    pub fn gram_add(&self, acc: &mut GramAcc, x: &Act, keep: &[usize]) -> Result<()> {
         let d = acc.dim;
         if x.cols != d {
             return Err(Error::config(
@@ -120,6 +136,17 @@ impl Gpu {
             self.groups_1d(n, 256),
             &|| format!("gram reduce ×{splits} {d}"),
         );
+        let row_bytes = (d * 4) as u64;
+        for &r in keep.iter().filter(|&&r| r < x.rows) {
+            if acc.sampled >= calib::SAMPLE_ROWS {
+                break;
+            }
+            let at = acc.sampled as u64 * row_bytes;
+            self.with_encoder(|enc| {
+                enc.copy_buffer_to_buffer(&x.buf, r as u64 * row_bytes, &acc.samples, at, row_bytes)
+            });
+            acc.sampled += 1;
+        }
         acc.rows += x.rows;
         Ok(())
     }
@@ -127,7 +154,10 @@ impl Gpu {
     /// Read accumulators back (one map for all of them) as `SiteStats`: the Gram mirrored to
     /// full symmetric form, `mean|x|`, `max|x|` and `ℓ2 = √diag(XᵀX)`.
     pub async fn gram_read(&self, accs: &[&GramAcc]) -> Result<Vec<SiteStats>> {
-        let total: usize = accs.iter().map(|a| acc_len(a.dim) * 4).sum();
+        let total: usize = accs
+            .iter()
+            .map(|a| (acc_len(a.dim) + a.sampled * a.dim) * 4)
+            .sum();
         if accs.is_empty() {
             return Ok(Vec::new());
         }
@@ -142,6 +172,13 @@ impl Gpu {
             let bytes = (acc_len(a.dim) * 4) as u64;
             self.with_encoder(|enc| enc.copy_buffer_to_buffer(&a.buf, 0, &staging, off, bytes));
             off += bytes;
+            let sbytes = (a.sampled * a.dim * 4) as u64;
+            if sbytes > 0 {
+                self.with_encoder(|enc| {
+                    enc.copy_buffer_to_buffer(&a.samples, 0, &staging, off, sbytes)
+                });
+                off += sbytes;
+            }
         }
         let submission = self.submit();
         let raw = buffers::read_back_after(&self.ctx.device, &staging, submission).await?;
@@ -155,6 +192,13 @@ impl Gpu {
                 Error::unsupported("gpu", "readback", "statistics shorter than requested")
             })?;
             at += acc_len(d);
+            let samples = floats
+                .get(at..at + a.sampled * d)
+                .ok_or_else(|| {
+                    Error::unsupported("gpu", "readback", "samples shorter than requested")
+                })?
+                .to_vec();
+            at += a.sampled * d;
             let mut gram = v[..d * d].to_vec();
             // Only the upper triangle was accumulated.
             for i in 1..d {
@@ -170,6 +214,7 @@ impl Gpu {
                 max_abs: v[d * d + d..d * d + 2 * d].to_vec(),
                 l2: (0..d).map(|j| gram[j * d + j].max(0.0).sqrt()).collect(),
                 gram,
+                samples,
             });
         }
         Ok(out)
@@ -192,7 +237,11 @@ pub async fn calibrate(
     let dims = calib::site_dims(c)?;
     calib::stats_bytes(c)?;
     // What stays on the device: every accumulator until the end.
-    let resident: usize = c.n_layer * dims.iter().map(|&d| acc_len(d) * 4).sum::<usize>();
+    let resident: usize = c.n_layer
+        * dims
+            .iter()
+            .map(|&d| (acc_len(d) + calib::SAMPLE_ROWS * d) * 4)
+            .sum::<usize>();
     if let Some(budget) = gpu.memory_budget.get() {
         let held = gpu.weight_bytes_held();
         if held + resident as u64 > budget {
@@ -226,6 +275,13 @@ pub async fn calibrate(
         for s in s0..s1 {
             batch.extend(calib::sequence(tokens, &range, s, l, bos)?);
         }
+        let keep: Vec<usize> = (s0..s1)
+            .flat_map(|s| {
+                calib::samples_wanted(s, n, l)
+                    .into_iter()
+                    .map(move |p| (s - s0) * l + p)
+            })
+            .collect();
         let out = model.forward_batch_observed(gpu, &batch, l, &mut |layer, site, x| {
             let a = acc
                 .get_mut(layer)
@@ -233,7 +289,7 @@ pub async fn calibrate(
             let a = a
                 .get_mut(site)
                 .ok_or_else(|| Error::config("calibration", format!("unexpected site {site}")))?;
-            gpu.gram_add(a, x)
+            gpu.gram_add(a, x, &keep)
         })?;
         drop(out);
         // Hand the batch to the GPU now so it computes while the next one is recorded.

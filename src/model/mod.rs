@@ -1,6 +1,7 @@
 //! The model: configuration, host-side weights, THE forward pass (generic over a backend), the
 //! CPU reference backend and evaluation.
 
+pub mod actplan;
 pub mod arch;
 pub mod backend;
 pub mod config;

@@ -2,6 +2,7 @@
 //! order of the architecture's topology, and the entry points of THE forward pass, which each
 //! architecture writes in its own file (`model::arch`).
 
+use crate::model::actplan::ActPlan;
 use crate::model::arch::Arch;
 use crate::model::backend::Backend;
 use crate::model::config::ModelConfig;
@@ -36,6 +37,8 @@ pub struct Model<B: Backend> {
     /// The topology's `globals`, in its order.
     pub(crate) globals: Vec<B::Mat>,
     pub(crate) blocks: Vec<Block<B>>,
+    /// Activation quantization of the block linears' inputs (`None`: f32 inputs).
+    pub(crate) act: Option<ActPlan>,
 }
 
 impl<B: Backend> Model<B> {
@@ -49,6 +52,9 @@ impl<B: Backend> Model<B> {
             })
         };
         let topo = arch.topology(&w.config);
+        if let Some(p) = &w.act {
+            p.check(w.layers.len(), topo.sites.len())?;
+        }
         if w.globals.len() != topo.globals.len() {
             return Err(Error::config(
                 "model",
@@ -95,7 +101,31 @@ impl<B: Backend> Model<B> {
             out_norm: w.output_norm.as_ref().map(norm).transpose()?,
             globals: w.globals.iter().map(mat).collect::<Result<_>>()?,
             blocks,
+            act: w.act.clone(),
         })
+    }
+
+    /// The activation quantization this model runs with.
+    pub fn act_plan(&self) -> Option<&ActPlan> {
+        self.act.as_ref()
+    }
+
+    /// The input `x` of the linears at `site` of block `layer`, as they read it: quantized in
+    /// place when the model has an activation plan, then shown to `observer`. Every
+    /// architecture's forward pass calls this once per site, before the linears that share it.
+    pub(crate) fn site(
+        &self,
+        b: &B,
+        layer: usize,
+        site: usize,
+        mut x: B::Act,
+        observer: &mut Observer<'_, B>,
+    ) -> Result<B::Act> {
+        if let Some(p) = &self.act {
+            b.fake_quant_act(&mut x, &p.spec(layer, site)?)?;
+        }
+        observer(layer, site, &x)?;
+        Ok(x)
     }
 
     /// The LM head (the embedding when tied).

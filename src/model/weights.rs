@@ -80,6 +80,8 @@ pub struct ModelWeights {
     /// projections), in that order, kept as loaded.
     pub globals: Vec<Linear>,
     pub layers: Vec<LayerWeights>,
+    /// How the block linears' inputs are quantized in the forward pass (`None`: kept in f32).
+    pub act: Option<crate::model::actplan::ActPlan>,
 }
 
 /// Memory of a model by component, in bytes, plus effective bits of the quantizable weights.
@@ -95,6 +97,10 @@ pub struct MemoryReport {
     pub bits_per_weight: f64,
     /// All bytes of the model.
     pub total_bytes: usize,
+    /// The activation quantization the model runs with (`ActPlan::label`), `None` for f32
+    /// inputs: activations are not stored, but a memory line must not call a W4A8 model W4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<String>,
     /// The same model with every tensor in f16, for comparison.
     pub f16_bytes: usize,
 }
@@ -137,6 +143,7 @@ impl ModelWeights {
         r.bits_per_weight = 8.0 * r.linear.total() as f64 / r.linear_params.max(1) as f64;
         r.total_bytes = r.linear.total() + r.other_bytes;
         r.f16_bytes = 2 * (r.linear_params + r.other_params);
+        r.act = self.act.as_ref().map(|p| p.label());
         r
     }
 
@@ -210,6 +217,7 @@ impl ModelWeights {
             output,
             globals,
             layers,
+            act: None,
         })
     }
 
@@ -318,6 +326,7 @@ impl ModelWeights {
             output,
             globals,
             layers,
+            act: None,
         })
     }
 }

@@ -6,3 +6,6 @@ pub mod generate;
 pub mod inspect;
 pub mod schema;
 pub mod session;
+/// Native only: it blocks on calibration (the page runs the same study as a preset).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod slac;

@@ -89,6 +89,8 @@ pub struct Session {
     /// The quantized weights themselves (for the page's layer map and histograms); `None`
     /// while the config keeps the loaded weights.
     quantized_weights: Option<ModelWeights>,
+    /// What the config's scale transform chose (α per layer and site), when it has one.
+    smooth_report: Option<crate::quant::smooth::SmoothReport>,
     quant: QuantConfig,
     /// Statistics of the loaded model for GPTQ/AWQ, with the fingerprint of the tokens they
     /// came from (reused while the text and options stay the same).
@@ -204,6 +206,7 @@ impl Session {
             engine,
             quantized: None,
             quantized_weights: None,
+            smooth_report: None,
             quant: QuantConfig::default(),
             calib: None,
             cmpq: CmpqCache::default(),
@@ -226,6 +229,11 @@ impl Session {
         &self.quant
     }
     /// The quantized weights, when the config quantizes.
+    /// The α per layer and site the current config's scale transform chose.
+    pub fn smooth_report(&self) -> Option<&crate::quant::smooth::SmoothReport> {
+        self.smooth_report.as_ref()
+    }
+
     pub fn quantized_weights(&self) -> Option<&ModelWeights> {
         self.quantized_weights.as_ref()
     }
@@ -434,7 +442,8 @@ impl Session {
         cfg: &QuantConfig,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<MemoryReport> {
-        if matches!(cfg.method, Method::None) {
+        self.smooth_report = None;
+        if matches!(cfg.method, Method::None) && cfg.act.is_none() {
             self.engine.set_quantized(None)?;
             self.quantized = None;
             self.quantized_weights = None;
@@ -446,7 +455,12 @@ impl Session {
                 (Method::Cmpq(_), Some(CachedCalib { calib: c, .. })) => {
                     self.cmpq.apply_with(cfg, &self.source, c, progress)?
                 }
-                _ => cfg.apply_calibrated(&self.source, self.calibration(), progress)?,
+                _ => {
+                    let (q, report) =
+                        cfg.apply_reported(&self.source, self.calibration(), progress)?;
+                    self.smooth_report = report;
+                    q
+                }
             };
             let mem = q.memory();
             // The memory report must describe what the engine holds, also when loading fails.

@@ -188,6 +188,26 @@ fn search(
         .ok_or_else(|| Error::config("awq.grid", "needs at least one point"))
 }
 
+/// AWQ's scale search for a group of linears `(weights, rows, grid, name)` sharing the input
+/// `st`: `(α, s)` (`quant::smooth` uses it as one of its transforms).
+pub(crate) fn search_scales(
+    members: &[(&[f32], usize, IntSpec, &str)],
+    st: &SiteStats,
+    grid: usize,
+    tie: Option<(usize, usize, usize)>,
+) -> Result<(f32, Vec<f32>)> {
+    let members: Vec<Member> = members
+        .iter()
+        .map(|&(w, rows, spec, name)| Member {
+            w: w.to_vec(),
+            rows,
+            spec,
+            name: name.to_string(),
+        })
+        .collect();
+    search(&members, st, grid, tie)
+}
+
 /// The consumer input channel whose scale row `r` (counted from the producer's `offset`) of
 /// `site`'s producer carries: the same index, except for attention's output under GQA, where v
 /// row `g·hd + i` feeds channel `h·hd + i` of every query head `h` of KV group `g` (heads

@@ -344,5 +344,6 @@ fn rebuild(src: &ModelWeights, mut q: HashMap<(usize, usize), QTensor>) -> Model
         output: src.output.clone(),
         globals: src.globals.clone(),
         layers,
+        act: src.act.clone(),
     }
 }

@@ -12,6 +12,7 @@
 
 use crate::format::{check_bits, Codebook, Granularity, IntSpec, QTensor};
 use crate::model::weights::{Linear, ModelWeights};
+use crate::quant::act::ActConfig;
 use crate::quant::awq::{self, AwqOptions};
 use crate::quant::calib::Calibration;
 use crate::quant::cmpq::{self, CmpqOptions};
@@ -19,6 +20,7 @@ use crate::quant::codebook::{self, KmeansOptions};
 use crate::quant::gptq::{self, GptqOptions};
 use crate::quant::lorc::{self, LorcOptions};
 use crate::quant::rtn::{self, RtnOptions};
+use crate::quant::smooth::{self, Smooth, SmoothReport};
 use crate::{Error, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -176,6 +178,12 @@ pub struct QuantConfig {
     /// LoRC low-rank compensation after the method, on every quantized linear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lorc: Option<LorcOptions>,
+    /// A scale transform folded in before the weights are rounded (`quant::smooth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smooth: Option<Smooth>,
+    /// Quantize every block linear's input in the forward pass (`quant::act`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<ActConfig>,
 }
 
 impl Default for QuantConfig {
@@ -187,6 +195,8 @@ impl Default for QuantConfig {
             default: LayerQuant::default(),
             overrides: Vec::new(),
             lorc: None,
+            smooth: None,
+            act: None,
         }
     }
 }
@@ -273,6 +283,8 @@ impl QuantConfig {
             default,
             overrides: Vec::new(),
             lorc: None,
+            smooth: None,
+            act: None,
         }
     }
 
@@ -306,6 +318,22 @@ impl QuantConfig {
             }
         }
         self.validate_method()?;
+        if let Some(a) = &self.act {
+            a.validate()?;
+        }
+        if let Some(sm) = &self.smooth {
+            sm.validate()?;
+            if matches!(self.method, Method::None | Method::Awq(_) | Method::Cmpq(_)) {
+                return Err(Error::config(
+                    "smooth",
+                    format!(
+                        "{} folds scales into the weights before a method rounds them, and method                          is {}: choose rtn or gptq (awq already scales; rtn at 8 bits keeps the                          weights near-lossless)",
+                        sm.name(),
+                        self.method.name()
+                    ),
+                ));
+            }
+        }
         if self.lorc.is_some() && self.method == Method::None {
             return Err(Error::config(
                 "lorc",
@@ -386,6 +414,27 @@ impl QuantConfig {
     }
 
     /// The setting for one tensor: `None` means keep it as loaded.
+    /// Does applying this config need calibration statistics (the method's, a scale
+    /// transform's, or static activation scales)?
+    pub fn needs_calibration(&self) -> bool {
+        self.method.needs_calibration()
+            || self.smooth.is_some()
+            || self.act.is_some_and(|a| a.needs_calibration())
+    }
+
+    /// "W4A8"-style name of the bit widths: the default weight bits ("W16" when weights are
+    /// kept) and the activation bits ("A16" when they stay in floating point).
+    pub fn wa_label(&self) -> String {
+        let w = match self.method {
+            Method::None => "W16".to_string(),
+            _ => format!("W{}", self.default.bits),
+        };
+        let a = self
+            .act
+            .map_or("A16".to_string(), |a| format!("A{}", a.bits));
+        format!("{w}{a}")
+    }
+
     pub fn layer_quant(&self, name: &str) -> Option<LayerQuant> {
         if self.method == Method::None {
             return None;
@@ -521,7 +570,55 @@ impl QuantConfig {
         calib: Option<&Calibration>,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<ModelWeights> {
+        self.apply_reported(src, calib, progress).map(|(m, _)| m)
+    }
+
+    /// `apply_calibrated`, also returning what the scale transform chose (α per layer and
+    /// site) when the config has one. The pipeline: scale transform (folded, statistics
+    /// rescaled) → weight method on the transformed model → activation plan (static scales from
+    /// the rescaled statistics).
+    pub fn apply_reported(
+        &self,
+        src: &ModelWeights,
+        calib: Option<&Calibration>,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<(ModelWeights, Option<SmoothReport>)> {
         self.validate()?;
+        if self.needs_calibration() && calib.is_none() {
+            return Err(Error::config(
+                "calibration",
+                format!(
+                    "{} needs calibration statistics; calibrate on a text first",
+                    self.smooth.map_or(self.method.name(), |s| s.name())
+                ),
+            ));
+        }
+        let (smoothed, rescaled, report) = match (&self.smooth, calib) {
+            (Some(sm), Some(c)) => {
+                let plan = |n: &str| self.layer_quant(n).map(|q| q.spec());
+                let target = self.act.map(|a| a.target());
+                let (m, c, r) =
+                    smooth::smooth_model(src, c, sm, &plan, target.as_ref(), &mut |_, _| true)?;
+                (Some(m), Some(c), Some(r))
+            }
+            _ => (None, None, None),
+        };
+        let (src, calib) = match (&smoothed, &rescaled) {
+            (Some(m), Some(c)) => (m, Some(c)),
+            _ => (src, calib),
+        };
+        let mut out = self.apply_weights(src, calib, progress)?;
+        out.act = self.act.map(|a| a.plan(calib)).transpose()?;
+        Ok((out, report))
+    }
+
+    /// The weight method alone (and LoRC), on a model already transformed.
+    fn apply_weights(
+        &self,
+        src: &ModelWeights,
+        calib: Option<&Calibration>,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<ModelWeights> {
         if self.method.needs_calibration() {
             match calib {
                 None => {

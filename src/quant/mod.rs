@@ -1,5 +1,6 @@
 //! Quantizers (the storage formats they produce are `crate::format`).
 
+pub mod act;
 pub mod awq;
 pub mod calib;
 pub mod cmpq;
@@ -12,5 +13,6 @@ pub mod config;
 pub mod gptq;
 pub mod lorc;
 pub mod rtn;
+pub mod smooth;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -38,6 +38,26 @@ impl Columns {
     pub fn of(cfg: &QuantConfig) -> Columns {
         let q = cfg.default;
         let method = cfg.method.name().to_string();
+        // The activation side and the scale transform, appended to the series: "… A8 static
+        // +aqas" (a W4A8 comparison keeps its configurations apart).
+        let mut act = String::new();
+        if let Some(sm) = &cfg.smooth {
+            act.push_str(&format!(" +{}", sm.name()));
+        }
+        if let Some(a) = &cfg.act {
+            let scale = match a.scale {
+                crate::quant::act::ActScaleKind::Dynamic => "dynamic",
+                crate::quant::act::ActScaleKind::Static => "static",
+            };
+            let gran = match a.gran {
+                crate::format::act::ActGranularity::PerTensor => "tensor",
+                crate::format::act::ActGranularity::PerToken => "token",
+            };
+            act.push_str(&format!(" A{} {scale} per {gran}", a.bits));
+            if let Some(p) = a.percentile {
+                act.push_str(&format!(" p{p}"));
+            }
+        }
         if cfg.method == Method::None {
             return Columns {
                 method,
@@ -46,7 +66,7 @@ impl Columns {
                 sym: None,
                 lorc_rank: 0,
                 clip: false,
-                series: "as loaded".into(),
+                series: format!("as loaded{act}"),
             };
         }
         let gran = match (&cfg.method, q.gran) {
@@ -82,6 +102,7 @@ impl Columns {
         if !cfg.overrides.is_empty() {
             series.push_str(" (overrides)");
         }
+        series.push_str(&act);
         Columns {
             method,
             bits: q.bits,

@@ -145,7 +145,7 @@ pub fn run(
     let mut calibration: Option<(Calibration, f64)> = None;
     for (i, cfg) in todo.iter().enumerate() {
         let cols = Columns::of(cfg);
-        let calib_s = if cfg.method.needs_calibration() {
+        let calib_s = if cfg.needs_calibration() {
             if calibration.is_none() {
                 let t = Instant::now();
                 let mut progress = |d, n| {
@@ -187,7 +187,7 @@ pub fn run(
         event(Event::Quantizing(i, todo.len(), &cols));
         let t = Instant::now();
         let q = match cfg.method {
-            Method::None => None,
+            Method::None if cfg.act.is_none() => None,
             _ => Some(cfg.apply_calibrated(
                 inputs.model,
                 calibration.as_ref().map(|(c, _)| c),

@@ -206,25 +206,33 @@ pub(super) fn forward<B: Backend>(
             b.layernorm(x, &n.w, n.b.as_ref(), eps)
         };
         // Attention.
-        let n = if c.post_norm { None } else { Some(ln(&x, n1)) };
-        let a_in = n.as_ref().unwrap_or(&x); // T × d
-        observer(i, ATTN_IN, a_in)?;
-        let q = b.linear(a_in, &blk.mats[Q]); // T × d
-        let k = b.linear(a_in, &blk.mats[K]); // T × d
-        let v = b.linear(a_in, &blk.mats[V]); // T × d
+        // Post-LN: the site is the residual stream itself, which must stay unquantized, so the
+        // linears read a copy.
+        let a_in = if c.post_norm {
+            b.slice_cols(&x, 0, c.dim)
+        } else {
+            ln(&x, n1)
+        }; // T × d
+        let a_in = m.site(b, i, ATTN_IN, a_in, observer)?;
+        let q = b.linear(&a_in, &blk.mats[Q]); // T × d
+        let k = b.linear(&a_in, &blk.mats[K]); // T × d
+        let v = b.linear(&a_in, &blk.mats[V]); // T × d
         let a = b.attention(&q, &k, &v, h, h, hd, seq); // T × d
-        observer(i, ATTN_OUT, &a)?;
+        let a = m.site(b, i, ATTN_OUT, a, observer)?;
         b.add(&mut x, &b.linear(&a, &blk.mats[O]));
         if c.post_norm {
             x = ln(&x, n1);
         }
         // Feed-forward.
-        let n = if c.post_norm { None } else { Some(ln(&x, n2)) };
-        let f_in = n.as_ref().unwrap_or(&x); // T × d
-        observer(i, FFN_IN, f_in)?;
-        let mut u = b.linear(f_in, &blk.mats[UP]); // T × F
+        let f_in = if c.post_norm {
+            b.slice_cols(&x, 0, c.dim)
+        } else {
+            ln(&x, n2)
+        }; // T × d
+        let f_in = m.site(b, i, FFN_IN, f_in, observer)?;
+        let mut u = b.linear(&f_in, &blk.mats[UP]); // T × F
         b.relu(&mut u);
-        observer(i, DOWN_IN, &u)?;
+        let u = m.site(b, i, DOWN_IN, u, observer)?;
         b.add(&mut x, &b.linear(&u, &blk.mats[DOWN])); // T × d
         if c.post_norm {
             x = ln(&x, n2);
