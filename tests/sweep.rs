@@ -466,3 +466,32 @@ fn gpu_sweep_runs_every_format_on_the_gpu_and_falls_back_to_the_cpu_when_refused
         );
     }
 }
+
+#[test]
+fn the_w4a8_grid_parses_and_keeps_each_pipeline_in_its_own_series() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grids/w4a8.json"),
+    )
+    .unwrap();
+    let configs = parse_grid(&text, "grids/w4a8.json").expect("parses");
+    assert_eq!(configs.len(), 9);
+    // A series is everything but the bit width (the plot's x axis), so W4A8 and W8A8
+    // SmoothQuant share one; no two configs share both.
+    let cols: Vec<Columns> = configs.iter().map(Columns::of).collect();
+    let series: Vec<String> = cols.iter().map(|c| c.series.clone()).collect();
+    let distinct: std::collections::HashSet<(&String, u8)> =
+        cols.iter().map(|c| (&c.series, c.bits)).collect();
+    assert_eq!(distinct.len(), cols.len(), "{series:?}");
+    assert!(
+        series.contains(&"rtn row sym +aqas A8 static per tensor".to_string()),
+        "{series:?}"
+    );
+    assert!(
+        series.contains(&"as loaded A8 static per tensor".to_string()),
+        "{series:?}"
+    );
+    assert!(configs
+        .iter()
+        .filter(|c| c.act.is_some())
+        .all(|c| c.needs_calibration()));
+}

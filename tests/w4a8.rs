@@ -317,3 +317,69 @@ fn configs_with_both_axes_survive_the_share_link_and_bad_ones_name_the_field() {
         assert!(e.contains(field), "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_activation_view_shows_channel_ranges_before_and_after_smoothing() {
+    use quantlab::io::tokenizer::TokenizerFiles;
+    use quantlab::playground::inspect;
+    use quantlab::playground::session::Session;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/llama");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let (config, tok, shard) = (
+        read("config.json"),
+        read("tokenizer.json"),
+        read("model.safetensors"),
+    );
+    let mut s = Session::load_hf(
+        "tiny-llama",
+        &config,
+        TokenizerFiles::Json(&tok),
+        &[("model.safetensors", &shard)],
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(dir.join("../../../../www/texts/prose.txt")).unwrap();
+    let tokens = s.tokenize(&text).unwrap();
+    let opts = CalibOptions {
+        n_seq: 4,
+        seq_len: 32,
+        from: CalibFrom::Offset(0),
+    };
+    s.calibrate(&tokens, &opts, &mut |_, _| true).unwrap();
+    let cfg = QuantConfig {
+        method: Method::Rtn,
+        default: lq(8, Granularity::PerRow),
+        smooth: Some(Smooth::Smoothquant { alpha: 0.5 }),
+        act: Some(act(8, ActGranularity::PerTensor, ActScaleKind::Static)),
+        ..QuantConfig::default()
+    };
+    s.set_quant(&cfg).unwrap();
+    let a = inspect::activations(&mut s, &text, 1).unwrap();
+    for site in &a.sites {
+        // Llama's four sites all have foldable producers: every one is smoothed.
+        let after = site
+            .smoothed_max_abs
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no smoothed ranges", site.site));
+        assert_eq!(site.alpha, Some(0.5), "{}", site.site);
+        assert_eq!(after.len(), site.max_abs.len());
+        // SmoothQuant at α = 0.5 evens the channels out: the spread of channel maxima shrinks.
+        let spread = |v: &[f32]| {
+            let (lo, hi) = v
+                .iter()
+                .fold((f32::INFINITY, 0f32), |(l, h), &x| (l.min(x), h.max(x)));
+            hi / lo.max(1e-12)
+        };
+        assert!(
+            spread(after) < spread(&site.max_abs),
+            "{}: spread {} after vs {} before",
+            site.site,
+            spread(after),
+            spread(&site.max_abs)
+        );
+    }
+    // Without a transform the view has no "after".
+    s.set_quant(&QuantConfig::rtn(lq(4, Granularity::PerRow)))
+        .unwrap();
+    let a = inspect::activations(&mut s, &text, 1).unwrap();
+    assert!(a.sites.iter().all(|x| x.smoothed_max_abs.is_none()));
+}

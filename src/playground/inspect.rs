@@ -199,6 +199,13 @@ pub struct SiteMagnitudes {
     pub site: &'static str,
     pub mean_abs: Vec<f32>,
     pub max_abs: Vec<f32>,
+    /// `max|x_j| / s_j` under the current config's scale transform (SmoothQuant, AWQ, AQAS),
+    /// when it scaled this site: the ranges the activation quantizer sees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smoothed_max_abs: Option<Vec<f32>>,
+    /// The α the transform chose for this site of this layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f32>,
 }
 
 /// Longest sequence a quick activation probe runs (when no calibration exists yet).
@@ -229,10 +236,21 @@ pub fn activations(s: &mut Session, text: &str, layer: usize) -> Result<Activati
     let mut sites = Vec::new();
     for (site, spec) in s.source().topology().sites.iter().enumerate() {
         let st = c.site(layer, site)?;
+        let scales = s
+            .smooth_report()
+            .and_then(|r| r.scales.get(layer))
+            .and_then(|l| l.get(site))
+            .filter(|v| v.len() == st.dim);
         sites.push(SiteMagnitudes {
             site: spec.name,
             mean_abs: st.mean_abs.clone(),
             max_abs: st.max_abs.clone(),
+            smoothed_max_abs: scales
+                .map(|v| st.max_abs.iter().zip(v).map(|(m, f)| m / f).collect()),
+            alpha: s
+                .smooth_report()
+                .and_then(|r| r.alpha.get(layer))
+                .and_then(|l| l.get(site).copied().flatten()),
         });
     }
     Ok(Activations {

@@ -102,6 +102,11 @@ impl Smooth {
 pub struct SmoothReport {
     pub method: String,
     pub alpha: Vec<Vec<Option<f32>>>,
+    /// `scales[layer][site]`: the per-channel `s` folded in (empty where unscaled), to show a
+    /// site's channel ranges before (`max|x_j|`) and after (`max|x_j| / s_j`) smoothing. Not in
+    /// the JSON (tens of thousands of numbers).
+    #[serde(skip)]
+    pub scales: Vec<Vec<Vec<f32>>>,
 }
 
 /// How the activations will be quantized, for AQAS's objective: bits, granularity, and for a
@@ -332,20 +337,25 @@ pub fn smooth_model(
     let mut report = SmoothReport {
         method: smooth.name().to_string(),
         alpha: Vec::with_capacity(src.layers.len()),
+        scales: Vec::with_capacity(src.layers.len()),
     };
     let n_layer = out.layers.len();
     for (li, (layer, stats)) in out.layers.iter_mut().zip(cal.layers.iter_mut()).enumerate() {
         if !progress(li, n_layer) {
             return Err(Error::Cancelled);
         }
-        let alphas = smooth_layer(layer, &topo, stats, smooth, plan, act)?;
+        let (alphas, scales) = smooth_layer(layer, &topo, stats, smooth, plan, act)?;
         report.alpha.push(alphas);
+        report.scales.push(scales);
     }
     if !progress(n_layer, n_layer) {
         return Err(Error::Cancelled);
     }
     Ok((out, cal, report))
 }
+
+/// One block's choice: α per site (`None`: unscaled) and the scales folded in (empty: none).
+type LayerChoice = (Vec<Option<f32>>, Vec<Vec<f32>>);
 
 fn smooth_layer(
     layer: &mut crate::model::weights::LayerWeights,
@@ -354,7 +364,7 @@ fn smooth_layer(
     smooth: &Smooth,
     plan: &dyn Fn(&str) -> Option<IntSpec>,
     act: Option<&ActTarget>,
-) -> Result<Vec<Option<f32>>> {
+) -> Result<LayerChoice> {
     if stats.len() != topo.sites.len() || layer.linears.len() != topo.linears.len() {
         return Err(Error::config(
             "calibration",
@@ -387,6 +397,7 @@ fn smooth_layer(
         .collect::<Result<_>>()?;
     let mut touched = vec![false; w.len()];
     let mut alphas = vec![None; topo.sites.len()];
+    let mut scales = vec![Vec::new(); topo.sites.len()];
     for site in (0..topo.sites.len()).rev() {
         let producer = match topo.sites[site].producer {
             Producer::Opaque(_) => continue,
@@ -429,6 +440,7 @@ fn smooth_layer(
             }
             rescale_stats(&mut stats[site], &s);
             alphas[site] = Some(alpha);
+            scales[site] = s;
         }
     }
     for (k, lin) in layer.linears.iter_mut().enumerate() {
@@ -436,7 +448,7 @@ fn smooth_layer(
             lin.w = QTensor::from_f32(rows[k], lin.w.cols, &w[k]);
         }
     }
-    Ok(alphas)
+    Ok((alphas, scales))
 }
 
 #[cfg(test)]
