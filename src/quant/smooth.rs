@@ -120,11 +120,16 @@ pub struct ActTarget {
 }
 
 impl ActTarget {
-    /// Quantize-dequantize `x` (rows of `cols`) as the model will, calibrating a static scale
-    /// on `x` itself.
-    fn apply(&self, x: &mut [f32], cols: usize) -> Result<()> {
+    /// Quantize-dequantize `x` (rows of `cols`) as the model will. A static scale is the one
+    /// calibration will give: from `absmax` (the max over every calibration token, which the
+    /// samples alone would underestimate) or, with a percentile, from the samples, as
+    /// `quant::act` computes them.
+    fn apply(&self, x: &mut [f32], cols: usize, absmax: f32) -> Result<()> {
         let scale = if self.static_scale {
-            let s = static_scale(x, cols, self.bits, self.percentile);
+            let s = match self.percentile {
+                None => absmax / qmax(self.bits),
+                Some(_) => static_scale(x, cols, self.bits, self.percentile),
+            };
             ActScale::Static(s)
         } else {
             ActScale::Dynamic
@@ -146,11 +151,15 @@ impl ActTarget {
     }
 }
 
+fn qmax(bits: u8) -> f32 {
+    ((1u32 << (bits.clamp(2, 8) - 1)) - 1) as f32
+}
+
 /// The static per-tensor scale of activations `x` (rows of `cols`): `absmax / qmax`, with the
 /// absmax the `p`-th percentile of the rows' absmax when `p` is given (clipping rare outlier
 /// tokens), else the max.
 pub fn static_scale(x: &[f32], cols: usize, bits: u8, p: Option<f32>) -> f32 {
-    let qmax = ((1u32 << (bits.clamp(2, 8) - 1)) - 1) as f32;
+    let qmax = qmax(bits);
     let mut rows: Vec<f32> = x
         .chunks_exact(cols.max(1))
         .map(|r| r.iter().fold(0f32, |m, v| m.max(v.abs())))
@@ -259,7 +268,12 @@ fn aqas_search(
             row.iter_mut().zip(&s).for_each(|(v, &f)| *v /= f);
         }
         if let Some(a) = act {
-            a.apply(&mut xs, d)?;
+            let absmax = st
+                .max_abs
+                .iter()
+                .zip(&s)
+                .fold(0f32, |m, (&x, &f)| m.max(x / f));
+            a.apply(&mut xs, d, absmax)?;
         }
         let mut err = 0f64;
         for (&(w, rows, spec, name), y_ref) in consumers.iter().zip(&refs) {

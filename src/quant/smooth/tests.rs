@@ -205,7 +205,12 @@ fn objective(st: &SiteStats, ws: &[Vec<f32>], alpha: f32, act: &ActTarget) -> f6
     for row in xs.chunks_exact_mut(d) {
         row.iter_mut().zip(&s).for_each(|(v, &f)| *v /= f);
     }
-    act.apply(&mut xs, d).unwrap();
+    let absmax = st
+        .max_abs
+        .iter()
+        .zip(&s)
+        .fold(0f32, |m, (&x, &f)| m.max(x / f));
+    act.apply(&mut xs, d, absmax).unwrap();
     let mut err = 0f64;
     for (w, rows, spec, name) in members {
         let y_ref = matmul_t(&st.samples, w, n, d, rows);
