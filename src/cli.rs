@@ -1,7 +1,7 @@
 //! Command-line front end. Errors are printed as one plain sentence and exit code 1.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use quantlab::format::Granularity;
+use quantlab::format::{DintParams, Granularity};
 use quantlab::io::file;
 use quantlab::io::tokenizer::TokenizerFiles;
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
@@ -12,7 +12,7 @@ use quantlab::quant::calib::{self, CalibOptions};
 use quantlab::quant::cmpq::{Ablation, CmpqOptions};
 use quantlab::quant::cmpq_cache::CmpqCache;
 use quantlab::quant::codebook::{KmeansOptions, Per};
-use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
+use quantlab::quant::config::{Grid, LayerQuant, Method, QuantConfig};
 use quantlab::quant::gptq::GptqOptions;
 use quantlab::quant::lorc::LorcOptions;
 use quantlab::{Error, Result};
@@ -146,7 +146,7 @@ struct EvalArgs {
     protocol: ProtocolArg,
     /// A QuantConfig: a file holding JSON or a share link, inline JSON (starting with `{`), or
     /// a share link (`v1.…`). Parsed and validated before the model loads.
-    #[arg(long, conflicts_with_all = ["bits", "group", "sym", "asym"])]
+    #[arg(long, conflicts_with_all = ["bits", "group", "sym", "asym", "grid"])]
     config: Option<String>,
     /// RTN bits for every block linear layer (1..=8).
     #[arg(long)]
@@ -163,6 +163,8 @@ struct EvalArgs {
     /// Search a clipping range per group.
     #[arg(long, requires = "bits")]
     clip: bool,
+    #[command(flatten)]
+    grid: GridArgs,
     /// Quantizer for --bits (gptq and awq need calibration: see --calib-*); cmpq takes
     /// --budget instead of --bits.
     #[arg(long, value_enum, default_value_t = MethodArg::Rtn)]
@@ -203,6 +205,60 @@ struct EvalArgs {
     /// Last line of output: one JSON object with the results.
     #[arg(long)]
     json: bool,
+}
+
+/// The grid RTN and GPTQ round onto (`LayerQuant::grid`), next to --bits/--group.
+#[derive(Args, Clone)]
+struct GridArgs {
+    /// Code grid for --method rtn or gptq: `int` (uniform), or `dint` (4 symmetric bits:
+    /// {0, ±0.5, ±1, …, ±6}·Δ with Δ = absmax/6 by default; docs/dint.md).
+    #[arg(long, value_enum, default_value_t = GridArg::Int, requires = "bits")]
+    grid: GridArg,
+    /// dINT: the denormal level in eighths of Δ (1..=7).
+    #[arg(long, default_value_t = 4)]
+    dint_denorm: u8,
+    /// dINT: the largest integer level, which absmax maps to (1..=6, or 1..=7 with --dint-no-zero).
+    #[arg(long, default_value_t = 6)]
+    dint_max: u8,
+    /// dINT: no zero level (two denormals ±d instead of 0, ±d).
+    #[arg(long)]
+    dint_no_zero: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum GridArg {
+    Int,
+    Dint,
+}
+
+impl GridArgs {
+    /// The config's grid; dINT flags without `--grid dint` are an error (they would be ignored).
+    fn grid(&self) -> Result<Grid> {
+        let p = DintParams {
+            denorm: self.dint_denorm,
+            max: self.dint_max,
+            zero: !self.dint_no_zero,
+        };
+        match self.grid {
+            GridArg::Dint => Ok(Grid::Dint(p)),
+            GridArg::Int if p != DintParams::default() => Err(Error::config(
+                "grid",
+                "--dint-denorm, --dint-max and --dint-no-zero need --grid dint",
+            )),
+            GridArg::Int => Ok(Grid::Int),
+        }
+    }
+}
+
+impl Default for GridArgs {
+    fn default() -> Self {
+        GridArgs {
+            grid: GridArg::Int,
+            dint_denorm: DintParams::default().denorm,
+            dint_max: DintParams::default().max,
+            dint_no_zero: false,
+        }
+    }
 }
 
 /// Calibration flags, one definition for every command that calibrates (eval, sweep, generate,
@@ -637,6 +693,7 @@ fn quant_config_unchecked(a: &EvalArgs) -> Result<QuantConfig> {
                 gran: parse_group(a.group.as_deref())?,
                 sym: !a.asym,
                 clip_search: a.clip,
+                grid: a.grid.grid()?,
             },
             ..QuantConfig::default()
         }),
@@ -892,6 +949,7 @@ fn bench(
             gran: Granularity::Group(32),
             sym: true,
             clip_search: false,
+            grid: Default::default(),
         },
         ..QuantConfig::default()
     };
@@ -1043,6 +1101,7 @@ fn bench_quantize(
             gran: parse_group(Some(group))?,
             sym: true,
             clip_search: false,
+            grid: Default::default(),
         },
         ..QuantConfig::default()
     };
@@ -1257,6 +1316,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         sym: !g.asym,
         asym: g.asym,
         clip: false,
+        grid: GridArgs::default(),
         method: g.method,
         // CMPQ's own defaults (as `eval`'s flags have them).
         budget: 3.0,

@@ -65,8 +65,12 @@ fn info_prints_the_topology() {
 
 #[test]
 fn methods_agree_on_cpu_and_gpu_for_every_architecture() {
-    let methods: [&[&str]; 3] = [
+    let methods: [&[&str]; 4] = [
         &["--method", "rtn", "--bits", "4", "--group", "32"],
+        // dINT4 (fmt_dint.wgsl) through the whole model, CPU against GPU.
+        &[
+            "--method", "rtn", "--bits", "4", "--group", "32", "--grid", "dint",
+        ],
         &["--method", "gptq", "--bits", "4", "--group", "row"],
         &["--method", "cmpq", "--budget", "3.0"],
     ];
