@@ -83,6 +83,10 @@ enum Cmd {
     /// Greedy continuation of a prompt by the model as loaded and, with --bits or --config, by the
     /// quantized model (the page's side-by-side view).
     Generate(GenerateArgs),
+    /// Underflow meter: per layer type, the fraction of nonzero weights that RTN rounds to 0
+    /// under INT4 and under dINT4 (same granularity, symmetric), and each grid's squared error
+    /// split into its underflow part (Σw² of the zeroed weights) and rounding part.
+    Underflow(UnderflowArgs),
     /// Serve the playground page (index.html, www/, models/) on localhost.
     Serve {
         #[arg(long, default_value_t = 8080)]
@@ -203,6 +207,34 @@ struct EvalArgs {
     #[arg(long)]
     no_kl: bool,
     /// Last line of output: one JSON object with the results.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct UnderflowArgs {
+    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// Bits of both grids (dINT's codes are 4 bits, so 4).
+    #[arg(long, default_value_t = 4)]
+    bits: u8,
+    /// Granularity of both grids: a group size, `row` or `tensor` (default: row).
+    #[arg(long)]
+    group: Option<String>,
+    /// dINT: the denormal level in eighths of Δ (1..=7).
+    #[arg(long, default_value_t = 4)]
+    dint_denorm: u8,
+    /// dINT: the largest integer level (1..=6, or 1..=7 with --dint-no-zero).
+    #[arg(long, default_value_t = 6)]
+    dint_max: u8,
+    /// dINT: no zero level.
+    #[arg(long)]
+    dint_no_zero: bool,
+    /// Also print one line per tensor.
+    #[arg(long)]
+    layers: bool,
+    /// Print one JSON object (settings, per layer type, per tensor) instead of tables.
     #[arg(long)]
     json: bool,
 }
@@ -383,6 +415,7 @@ pub fn main() -> ExitCode {
         },
         Cmd::Sweep(a) => sweep(&a),
         Cmd::Generate(a) => generate(&a),
+        Cmd::Underflow(a) => underflow(&a),
         Cmd::Serve { port, root } => serve(&root, port),
     };
     match r {
@@ -1380,6 +1413,81 @@ fn generate(g: &GenerateArgs) -> Result<()> {
 
 /// The architecture's block topology: each input site, what produces it (and whether a
 /// per-channel scale folds into that producer), and the linears that share it.
+fn underflow(a: &UnderflowArgs) -> Result<()> {
+    use quantlab::quant::underflow::{measure, Underflow};
+    let q = LayerQuant {
+        bits: a.bits,
+        gran: parse_group(a.group.as_deref())?,
+        sym: true,
+        clip_search: false,
+        grid: Grid::Dint(DintParams {
+            denorm: a.dint_denorm,
+            max: a.dint_max,
+            zero: !a.dint_no_zero,
+        }),
+    };
+    // Settings first: a bad one fails before the model loads.
+    q.validate("underflow")?;
+    let s = load_on(&a.model, &Device::Cpu)?;
+    let t = Instant::now();
+    let r = measure(s.source(), q)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        return Ok(());
+    }
+    let p = r.dint;
+    let fmt = |table| quantlab::format::Format::Codebook { bits: 4, table }.name();
+    println!(
+        "underflow: RTN onto {} vs {} (denormal {}/8 of the step, max level {}, zero {}); {} \
+         tensors in {:.1} s",
+        quantlab::format::Format::Int(r.int).name(),
+        fmt(quantlab::format::Codebook::Dint(r.int.gran, p)),
+        p.denorm,
+        p.max,
+        if p.zero { "on" } else { "off" },
+        r.tensors.len(),
+        t.elapsed().as_secs_f64()
+    );
+    println!("zeroed: nonzero weights rounded to 0; error: Σ(w−ŵ)² / Σw², split underflow (Σw² of the zeroed) + rounding");
+    let header = format!(
+        "{:<28} {:>9} | {:>8} {:>8} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "",
+        "weights",
+        "INT zero",
+        "dINT zero",
+        "INT err",
+        "underflow",
+        "rounding",
+        "dINT err",
+        "underflow",
+        "rounding"
+    );
+    let line = |u: &Underflow| {
+        println!(
+            "{:<28} {:>9} | {:>7.3}% {:>8.3}% | {:>9.3e} {:>9.3e} {:>9.3e} | {:>9.3e} {:>9.3e} {:>9.3e}",
+            u.name,
+            u.weights,
+            100.0 * u.zero_frac(&u.int),
+            100.0 * u.zero_frac(&u.dint),
+            u.rel(u.int.total()),
+            u.rel(u.int.underflow),
+            u.rel(u.int.rounding),
+            u.rel(u.dint.total()),
+            u.rel(u.dint.underflow),
+            u.rel(u.dint.rounding),
+        )
+    };
+    println!("per layer type:");
+    println!("{header}");
+    r.kinds.iter().for_each(line);
+    if a.layers {
+        println!("per tensor:");
+        println!("{header}");
+        r.tensors.iter().for_each(line);
+    }
+    Ok(())
+}
+
 fn print_topology(t: &quantlab::model::arch::Topology) {
     println!("topology ({:?}, per block):", t.arch);
     for (i, site) in t.sites.iter().enumerate() {

@@ -123,6 +123,31 @@ fn methods_agree_on_cpu_and_gpu_for_every_architecture() {
 }
 
 #[test]
+fn underflow_meter_reports_every_layer_type() {
+    let j = last_json(&quantlab(&[
+        "underflow",
+        "--model",
+        "tests/fixtures/tiny/llama",
+        "--group",
+        "row",
+        "--json",
+    ]));
+    let kinds = j["kinds"].as_array().unwrap();
+    assert!(kinds.len() >= 4, "{j}");
+    let (mut zi, mut zd) = (0, 0);
+    for k in kinds {
+        zi += k["int"]["zeroed"].as_u64().unwrap();
+        zd += k["dint"]["zeroed"].as_u64().unwrap();
+    }
+    assert!(zi >= zd, "INT4 zeroed {zi} < dINT4 {zd}");
+    let table = quantlab(&["underflow", "--model", "tests/fixtures/tiny/llama"]);
+    assert!(
+        table.contains("per layer type") && table.contains("attn_q"),
+        "{table}"
+    );
+}
+
+#[test]
 fn sweep_and_generation_run_on_opt() {
     let dir = std::env::temp_dir().join(format!("quantlab-arch-sweep-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -384,6 +384,10 @@ fn bad_dint_flags_are_refused_naming_the_field_before_loading() {
         a.extend_from_slice(flags);
         expect_error(&a, needles);
     }
+    expect_error(
+        &["underflow", "--model", missing, "--bits", "3"],
+        &["bits", "dint"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,3 +14,4 @@ pub mod lorc;
 pub mod rtn;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod underflow;
