@@ -1,7 +1,7 @@
 //! Command-line front end. Errors are printed as one plain sentence and exit code 1.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use quantlab::format::Granularity;
+use quantlab::format::{DintParams, Granularity};
 use quantlab::io::file;
 use quantlab::io::tokenizer::TokenizerFiles;
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
@@ -12,7 +12,7 @@ use quantlab::quant::calib::{self, CalibOptions};
 use quantlab::quant::cmpq::{Ablation, CmpqOptions};
 use quantlab::quant::cmpq_cache::CmpqCache;
 use quantlab::quant::codebook::{KmeansOptions, Per};
-use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
+use quantlab::quant::config::{Grid, LayerQuant, Method, QuantConfig};
 use quantlab::quant::gptq::GptqOptions;
 use quantlab::quant::lorc::LorcOptions;
 use quantlab::{Error, Result};
@@ -114,6 +114,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Underflow meter: per layer type, the fraction of nonzero weights that RTN rounds to 0
+    /// under INT4 and under dINT4 (same granularity, symmetric), and each grid's squared error
+    /// split into its underflow part (Σw² of the zeroed weights) and rounding part.
+    Underflow(UnderflowArgs),
     /// Serve the playground page (index.html, www/, models/) on localhost.
     Serve {
         #[arg(long, default_value_t = 8080)]
@@ -264,7 +268,7 @@ struct EvalArgs {
     protocol: ProtocolArg,
     /// A QuantConfig: a file holding JSON or a share link, inline JSON (starting with `{`), or
     /// a share link (`v1.…`). Parsed and validated before the model loads.
-    #[arg(long, conflicts_with_all = ["bits", "group", "sym", "asym"])]
+    #[arg(long, conflicts_with_all = ["bits", "group", "sym", "asym", "grid"])]
     config: Option<String>,
     /// RTN bits for every block linear layer (1..=8).
     #[arg(long)]
@@ -281,6 +285,8 @@ struct EvalArgs {
     /// Search a clipping range per group.
     #[arg(long, requires = "bits")]
     clip: bool,
+    #[command(flatten)]
+    grid: GridArgs,
     /// Quantizer for --bits (gptq and awq need calibration: see --calib-*); cmpq takes
     /// --budget instead of --bits.
     #[arg(long, value_enum, default_value_t = MethodArg::Rtn)]
@@ -323,6 +329,88 @@ struct EvalArgs {
     /// Last line of output: one JSON object with the results.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct UnderflowArgs {
+    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// Bits of both grids (dINT's codes are 4 bits, so 4).
+    #[arg(long, default_value_t = 4)]
+    bits: u8,
+    /// Granularity of both grids: a group size, `row` or `tensor` (default: row).
+    #[arg(long)]
+    group: Option<String>,
+    /// dINT: the denormal level in eighths of Δ (1..=7).
+    #[arg(long, default_value_t = 4)]
+    dint_denorm: u8,
+    /// dINT: the largest integer level (1..=6, or 1..=7 with --dint-no-zero).
+    #[arg(long, default_value_t = 6)]
+    dint_max: u8,
+    /// dINT: no zero level.
+    #[arg(long)]
+    dint_no_zero: bool,
+    /// Also print one line per tensor.
+    #[arg(long)]
+    layers: bool,
+    /// Print one JSON object (settings, per layer type, per tensor) instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The grid RTN and GPTQ round onto (`LayerQuant::grid`), next to --bits/--group.
+#[derive(Args, Clone)]
+struct GridArgs {
+    /// Code grid for --method rtn or gptq: `int` (uniform), or `dint` (4 symmetric bits:
+    /// {0, ±0.5, ±1, …, ±6}·Δ with Δ = absmax/6 by default; docs/dint.md).
+    #[arg(long, value_enum, default_value_t = GridArg::Int, requires = "bits")]
+    grid: GridArg,
+    /// dINT: the denormal level in eighths of Δ (1..=7).
+    #[arg(long, default_value_t = 4)]
+    dint_denorm: u8,
+    /// dINT: the largest integer level, which absmax maps to (1..=6, or 1..=7 with --dint-no-zero).
+    #[arg(long, default_value_t = 6)]
+    dint_max: u8,
+    /// dINT: no zero level (two denormals ±d instead of 0, ±d).
+    #[arg(long)]
+    dint_no_zero: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum GridArg {
+    Int,
+    Dint,
+}
+
+impl GridArgs {
+    /// The config's grid; dINT flags without `--grid dint` are an error (they would be ignored).
+    fn grid(&self) -> Result<Grid> {
+        let p = DintParams {
+            denorm: self.dint_denorm,
+            max: self.dint_max,
+            zero: !self.dint_no_zero,
+        };
+        match self.grid {
+            GridArg::Dint => Ok(Grid::Dint(p)),
+            GridArg::Int if p != DintParams::default() => Err(Error::config(
+                "grid",
+                "--dint-denorm, --dint-max and --dint-no-zero need --grid dint",
+            )),
+            GridArg::Int => Ok(Grid::Int),
+        }
+    }
+}
+
+impl Default for GridArgs {
+    fn default() -> Self {
+        GridArgs {
+            grid: GridArg::Int,
+            dint_denorm: DintParams::default().denorm,
+            dint_max: DintParams::default().max,
+            dint_no_zero: false,
+        }
+    }
 }
 
 /// Calibration flags, one definition for every command that calibrates (eval, sweep, generate,
@@ -470,6 +558,7 @@ pub fn main() -> ExitCode {
             };
             slac(&model, &text, config.as_deref(), &o, backend, json)
         }
+        Cmd::Underflow(a) => underflow(&a),
         Cmd::Serve { port, root } => serve(&root, port),
     };
     match r {
@@ -848,6 +937,7 @@ fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
                 gran: parse_group(a.group.as_deref())?,
                 sym: !a.asym,
                 clip_search: a.clip,
+                grid: a.grid.grid()?,
             },
             ..QuantConfig::default()
         }),
@@ -1129,6 +1219,7 @@ fn bench(
             gran: Granularity::Group(32),
             sym: true,
             clip_search: false,
+            grid: Default::default(),
         },
         ..QuantConfig::default()
     };
@@ -1280,6 +1371,7 @@ fn bench_quantize(
             gran: parse_group(Some(group))?,
             sym: true,
             clip_search: false,
+            grid: Default::default(),
         },
         ..QuantConfig::default()
     };
@@ -1494,6 +1586,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         sym: !g.asym,
         asym: g.asym,
         clip: false,
+        grid: GridArgs::default(),
         method: g.method,
         // CMPQ's own defaults (as `eval`'s flags have them).
         budget: 3.0,
@@ -1558,6 +1651,81 @@ fn generate(g: &GenerateArgs) -> Result<()> {
 
 /// The architecture's block topology: each input site, what produces it (and whether a
 /// per-channel scale folds into that producer), and the linears that share it.
+fn underflow(a: &UnderflowArgs) -> Result<()> {
+    use quantlab::quant::underflow::{measure, Underflow};
+    let q = LayerQuant {
+        bits: a.bits,
+        gran: parse_group(a.group.as_deref())?,
+        sym: true,
+        clip_search: false,
+        grid: Grid::Dint(DintParams {
+            denorm: a.dint_denorm,
+            max: a.dint_max,
+            zero: !a.dint_no_zero,
+        }),
+    };
+    // Settings first: a bad one fails before the model loads.
+    q.validate("underflow")?;
+    let s = load_on(&a.model, &Device::Cpu)?;
+    let t = Instant::now();
+    let r = measure(s.source(), q)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        return Ok(());
+    }
+    let p = r.dint;
+    let fmt = |table| quantlab::format::Format::Codebook { bits: 4, table }.name();
+    println!(
+        "underflow: RTN onto {} vs {} (denormal {}/8 of the step, max level {}, zero {}); {} \
+         tensors in {:.1} s",
+        quantlab::format::Format::Int(r.int).name(),
+        fmt(quantlab::format::Codebook::Dint(r.int.gran, p)),
+        p.denorm,
+        p.max,
+        if p.zero { "on" } else { "off" },
+        r.tensors.len(),
+        t.elapsed().as_secs_f64()
+    );
+    println!("zeroed: nonzero weights rounded to 0; error: Σ(w−ŵ)² / Σw², split underflow (Σw² of the zeroed) + rounding");
+    let header = format!(
+        "{:<28} {:>9} | {:>8} {:>8} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "",
+        "weights",
+        "INT zero",
+        "dINT zero",
+        "INT err",
+        "underflow",
+        "rounding",
+        "dINT err",
+        "underflow",
+        "rounding"
+    );
+    let line = |u: &Underflow| {
+        println!(
+            "{:<28} {:>9} | {:>7.3}% {:>8.3}% | {:>9.3e} {:>9.3e} {:>9.3e} | {:>9.3e} {:>9.3e} {:>9.3e}",
+            u.name,
+            u.weights,
+            100.0 * u.zero_frac(&u.int),
+            100.0 * u.zero_frac(&u.dint),
+            u.rel(u.int.total()),
+            u.rel(u.int.underflow),
+            u.rel(u.int.rounding),
+            u.rel(u.dint.total()),
+            u.rel(u.dint.underflow),
+            u.rel(u.dint.rounding),
+        )
+    };
+    println!("per layer type:");
+    println!("{header}");
+    r.kinds.iter().for_each(line);
+    if a.layers {
+        println!("per tensor:");
+        println!("{header}");
+        r.tensors.iter().for_each(line);
+    }
+    Ok(())
+}
+
 fn print_topology(t: &quantlab::model::arch::Topology) {
     println!("topology ({:?}, per block):", t.arch);
     for (i, site) in t.sites.iter().enumerate() {

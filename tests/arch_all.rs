@@ -98,6 +98,7 @@ fn every_method_quantizes_every_architecture() {
         gran,
         sym: true,
         clip_search: false,
+        grid: Default::default(),
     };
     let methods: Vec<(&str, QuantConfig)> = vec![
         (

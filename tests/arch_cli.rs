@@ -65,8 +65,12 @@ fn info_prints_the_topology() {
 
 #[test]
 fn methods_agree_on_cpu_and_gpu_for_every_architecture() {
-    let methods: [&[&str]; 3] = [
+    let methods: [&[&str]; 4] = [
         &["--method", "rtn", "--bits", "4", "--group", "32"],
+        // dINT4 (fmt_dint.wgsl) through the whole model, CPU against GPU.
+        &[
+            "--method", "rtn", "--bits", "4", "--group", "32", "--grid", "dint",
+        ],
         &["--method", "gptq", "--bits", "4", "--group", "row"],
         &["--method", "cmpq", "--budget", "3.0"],
     ];
@@ -116,6 +120,31 @@ fn methods_agree_on_cpu_and_gpu_for_every_architecture() {
             );
         }
     }
+}
+
+#[test]
+fn underflow_meter_reports_every_layer_type() {
+    let j = last_json(&quantlab(&[
+        "underflow",
+        "--model",
+        "tests/fixtures/tiny/llama",
+        "--group",
+        "row",
+        "--json",
+    ]));
+    let kinds = j["kinds"].as_array().unwrap();
+    assert!(kinds.len() >= 4, "{j}");
+    let (mut zi, mut zd) = (0, 0);
+    for k in kinds {
+        zi += k["int"]["zeroed"].as_u64().unwrap();
+        zd += k["dint"]["zeroed"].as_u64().unwrap();
+    }
+    assert!(zi >= zd, "INT4 zeroed {zi} < dINT4 {zd}");
+    let table = quantlab(&["underflow", "--model", "tests/fixtures/tiny/llama"]);
+    assert!(
+        table.contains("per layer type") && table.contains("attn_q"),
+        "{table}"
+    );
 }
 
 #[test]

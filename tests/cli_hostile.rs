@@ -355,6 +355,41 @@ fn override_pattern_matching_no_tensor_is_an_error() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+#[test]
+fn bad_dint_flags_are_refused_naming_the_field_before_loading() {
+    // The model path does not exist: each error must come from the flags, before any load.
+    let missing = "/nonexistent/model.gguf";
+    let base = ["eval", "--model", missing, "--text", missing];
+    let cases: [(&[&str], &[&str]); 5] = [
+        (
+            &["--bits", "3", "--grid", "dint"],
+            &["default.bits", "dint"],
+        ),
+        (
+            &["--bits", "4", "--grid", "dint", "--asym"],
+            &["default.sym"],
+        ),
+        (
+            &["--bits", "4", "--grid", "dint", "--dint-max", "7"],
+            &["default.grid.dint.max", "1..=6"],
+        ),
+        (
+            &["--bits", "4", "--grid", "dint", "--dint-denorm", "0"],
+            &["default.grid.dint.denorm", "1..=7"],
+        ),
+        (&["--bits", "4", "--dint-max", "5"], &["--grid dint"]),
+    ];
+    for (flags, needles) in cases {
+        let mut a = base.to_vec();
+        a.extend_from_slice(flags);
+        expect_error(&a, needles);
+    }
+    expect_error(
+        &["underflow", "--model", missing, "--bits", "3"],
+        &["bits", "dint"],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Memory follows what is used: one window of a large text tokenizes a small part of it.
 

@@ -33,6 +33,7 @@ fn gptq() -> QuantConfig {
             gran: Granularity::Group(32),
             sym: false,
             clip_search: false,
+            grid: Default::default(),
         },
         ..QuantConfig::default()
     }

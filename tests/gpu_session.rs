@@ -94,6 +94,7 @@ fn gpu_session_matches_cpu_session_and_the_format_table() {
             gran: Granularity::Group(32),
             sym: false,
             clip_search: false,
+            grid: Default::default(),
         },
         ..QuantConfig::default()
     };
@@ -146,6 +147,7 @@ fn a_session_moves_to_a_fresh_gpu_after_its_device_is_lost() {
             gran: Granularity::Group(32),
             sym: false,
             clip_search: false,
+            grid: Default::default(),
         },
         ..QuantConfig::default()
     };

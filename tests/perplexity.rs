@@ -75,6 +75,7 @@ fn rtn8_group32_stays_within_half_a_percent() {
         gran: Granularity::Group(32),
         sym: true,
         clip_search: false,
+        grid: Default::default(),
     });
     let mem = s.set_quant(&q).unwrap();
     assert_eq!(mem.bits_per_weight, 8.5); // 8-bit codes + one f16 scale per 32 weights
@@ -95,6 +96,7 @@ fn rtn8_group32_stays_within_half_a_percent() {
         gran: Granularity::Group(32),
         sym: false,
         clip_search: false,
+        grid: Default::default(),
     }))
     .unwrap();
     let r2 = s.evaluate_tokens(&tokens, &opts, &mut |_| true).unwrap();

@@ -113,6 +113,7 @@ fn gptq_needs_calibration_and_beats_rtn_on_every_layer() {
         gran: Granularity::Group(32),
         sym: true,
         clip_search: false,
+        grid: Default::default(),
     };
     let gptq = QuantConfig {
         method: Method::Gptq(GptqOptions::default()),
@@ -166,6 +167,7 @@ fn awq_needs_calibration_folds_norms_and_lowers_total_error() {
         gran: Granularity::PerRow,
         sym: true,
         clip_search: false,
+        grid: Default::default(),
     };
     let awq = QuantConfig {
         method: Method::Awq(quantlab::quant::awq::AwqOptions::default()),
@@ -216,6 +218,7 @@ fn codebook_methods_apply_through_the_config_and_count_their_bytes() {
         gran,
         sym: true,
         clip_search: false,
+        grid: Default::default(),
     };
     let km = KmeansOptions {
         per: Per::Column,
@@ -276,6 +279,7 @@ fn lorc_after_rtn_and_awq_lowers_output_error_and_costs_bytes() {
         gran: Granularity::PerRow,
         sym: true,
         clip_search: false,
+        grid: Default::default(),
     };
     for method in [Method::Rtn, Method::Awq(Default::default())] {
         let base = QuantConfig {

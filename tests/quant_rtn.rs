@@ -34,6 +34,7 @@ fn lq(bits: u8, gran: Granularity, sym: bool) -> LayerQuant {
         gran,
         sym,
         clip_search: false,
+        grid: Default::default(),
     }
 }
 
@@ -73,6 +74,7 @@ fn synthetic_none_is_a_clone_and_rtn_matches_the_quantizer() {
 
     let q = LayerQuant {
         clip_search: true,
+        grid: Default::default(),
         ..lq(3, Granularity::Group(16), false)
     };
     let out = QuantConfig::rtn(q).apply(&src).unwrap();

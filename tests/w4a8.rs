@@ -40,6 +40,7 @@ fn lq(bits: u8, gran: Granularity) -> LayerQuant {
         gran,
         sym: true,
         clip_search: false,
+        grid: Default::default(),
     }
 }
 

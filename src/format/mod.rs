@@ -9,7 +9,7 @@
 //!   float.rs    f32, f16, bf16
 //!   int.rs      uniform integer codes with f16 group scales (RTN, GPTQ, ...)
 //!   ggml/       ggml's legacy blocks (legacy.rs) and K-quants (kquants.rs), as GGUF stores them
-//!   codebook.rs learned per-row/per-column tables, NF4, FP4 E2M1
+//!   codebook.rs learned per-row/per-column tables, NF4, FP4 E2M1, dINT
 //!   cmpq.rs     CMPQ's per-column mixed precision
 //!   addons.rs   sparse f16 outliers and LoRC low-rank factors, after any base format
 //!
@@ -33,7 +33,7 @@ mod packed;
 
 pub use addons::{lowrank_factors, AddOns, LowRankSpec};
 pub use cmpq::{cmpq_layout, CmpqLayout, MAX_CMPQ_COLS};
-pub use codebook::{Codebook, E2M1, NF4};
+pub use codebook::{Codebook, DintParams, DINT_MAX_LEVELS, E2M1, NF4};
 pub use ggml::GgmlType;
 pub use int::{Granularity, IntSpec};
 pub use packed::{check_bits, pack_codes, packed_bytes, unpack_code, Draw};

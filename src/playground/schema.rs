@@ -488,6 +488,7 @@ mod tests {
                 gran: Granularity::Group(64),
                 sym: false,
                 clip_search: false,
+                grid: Default::default(),
             })
         };
         assert_eq!(QuantConfig::from_url(&c.to_url()).ok(), Some(c));

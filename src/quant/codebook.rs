@@ -3,7 +3,8 @@
 //!   "k-means / SqueezeLLM-lite" baseline (SqueezeLLM, Kim et al., arXiv 2306.07629, without its
 //!   Fisher weighting), optionally with dense-and-sparse outliers: the largest-magnitude fraction
 //!   of the weights is kept exactly (f16, sparse) and left out of the fit;
-//! * fixed: NF4 (QLoRA, arXiv 2305.14314) and FP4 E2M1, scaled by each group's absmax.
+//! * fixed: NF4 (QLoRA, arXiv 2305.14314), FP4 E2M1 and dINT (W4A8, arXiv 2311.05161;
+//!   docs/dint.md), scaled by each group's absmax.
 //!
 //! k-means is deterministic: values sorted, levels initialised at the quantiles `(k + ½)/K`
 //! (or, when the set has at most K distinct values, at exactly those values, so it is then
@@ -359,25 +360,42 @@ fn kmeans_impl(
     )
 }
 
-/// Quantize with the fixed NF4 or FP4 table and an f16 absmax scale per group of `gran`.
-pub fn fixed(w: &[f32], rows: usize, cols: usize, table: Codebook, name: &str) -> Result<QTensor> {
-    check_input(w, rows, cols, name)?;
-    let (lut, top, gran): (&[f32; 16], f32, Granularity) = match table {
-        Codebook::Nf4(g) => (&NF4, 1.0, g),
-        Codebook::Fp4(g) => (&E2M1, 6.0, g),
+/// A fixed table's levels in code order (units of the group scale), the magnitude the group's
+/// absmax maps to, and its granularity; an error for a learned table or bad dINT parameters.
+fn fixed_table(table: Codebook, name: &str) -> Result<(Vec<f32>, f32, Granularity)> {
+    Ok(match table {
+        Codebook::Nf4(g) => (NF4.to_vec(), 1.0, g),
+        Codebook::Fp4(g) => (E2M1.to_vec(), 6.0, g),
+        Codebook::Dint(g, p) => (p.levels()?, p.max as f32, g),
         _ => {
             return Err(Error::config(
                 "codebook",
                 format!("{name}: {table:?} is a learned table, not a fixed one"),
             ))
         }
-    };
-    let g = gran.group_len(rows, cols, name)?;
-    let mut codes = vec![0u8; rows * cols];
-    let mut scales = Vec::with_capacity(rows * cols / g);
-    for (wg, cg) in w.chunks(g).zip(codes.chunks_mut(g)) {
-        let amax = wg.iter().fold(0f32, |m, x| m.max(x.abs()));
-        // Rounded up to f16 so that |w| / s never exceeds the table's largest magnitude.
+    })
+}
+
+/// One group's grid on a fixed table (NF4, FP4, dINT): the f16 scale and the scaled levels in
+/// code order. RTN (`fixed`) and GPTQ (which picks a group's grid when the group starts, then
+/// rounds one weight at a time) share it, so both round by the same rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct TableGrid {
+    s: f32,
+    levels: [f32; 16],
+    n: usize,
+    /// dINT: ties go to the level of smaller magnitude (so rounding is symmetric in sign and a
+    /// weight exactly halfway between 0 and the denormal rounds to 0). NF4/FP4 keep their
+    /// original rule, ties to the lower code.
+    ties_small: bool,
+}
+
+impl TableGrid {
+    /// The grid for the group `w`: scale `absmax / top` rounded *up* to f16, so that no `|w|/s`
+    /// exceeds the table's largest magnitude.
+    pub(crate) fn choose(w: &[f32], table: Codebook, name: &str) -> Result<Self> {
+        let (lut, top, _) = fixed_table(table, name)?;
+        let amax = w.iter().fold(0f32, |m, x| m.max(x.abs()));
         let s = f16_ceil(amax / top);
         if !s.is_finite() {
             return Err(Error::config(
@@ -385,11 +403,64 @@ pub fn fixed(w: &[f32], rows: usize, cols: usize, table: Codebook, name: &str) -
                 format!("{name}: absmax {amax:e} exceeds the f16 range"),
             ));
         }
-        let levels: Vec<f32> = lut.iter().map(|&t| t * s).collect();
-        for (c, &x) in cg.iter_mut().zip(wg) {
-            *c = nearest(&levels, x);
+        let mut levels = [0f32; 16];
+        for (l, &t) in levels.iter_mut().zip(&lut) {
+            *l = t * s;
         }
-        scales.push(s);
+        Ok(TableGrid {
+            s,
+            levels,
+            n: lut.len(),
+            ties_small: matches!(table, Codebook::Dint(..)),
+        })
+    }
+
+    /// The code of the level nearest to `x`.
+    #[inline]
+    pub(crate) fn code(&self, x: f32) -> u8 {
+        let levels = &self.levels[..self.n];
+        if !self.ties_small {
+            return nearest(levels, x);
+        }
+        let mut best = 0;
+        let mut bd = f32::INFINITY;
+        for (i, &l) in levels.iter().enumerate() {
+            let d = (x - l).abs();
+            if d < bd || (d == bd && l.abs() < levels[best].abs()) {
+                bd = d;
+                best = i;
+            }
+        }
+        best as u8
+    }
+
+    /// What code `c` dequantizes to.
+    #[inline]
+    pub(crate) fn level(&self, c: u8) -> f32 {
+        self.levels[c as usize]
+    }
+
+    /// The stored (f16-exact) scale.
+    pub(crate) fn scale(&self) -> f32 {
+        self.s
+    }
+}
+
+/// Quantize with a fixed table (NF4, FP4 or dINT) and an f16 scale per group of its granularity
+/// (absmax for NF4, absmax/6 for FP4, absmax/max for dINT): every weight to the nearest level.
+/// Ties go to the lower code for NF4/FP4 and to the smaller magnitude for dINT (`TableGrid`).
+pub fn fixed(w: &[f32], rows: usize, cols: usize, table: Codebook, name: &str) -> Result<QTensor> {
+    check_input(w, rows, cols, name)?;
+    let (_, _, gran) = fixed_table(table, name)?;
+    let g = gran.group_len(rows, cols, name)?;
+    let mut codes = vec![0u8; rows * cols];
+    let mut scales = Vec::with_capacity(rows * cols / g);
+    for (wg, cg) in w.chunks(g).zip(codes.chunks_mut(g)) {
+        let grid = TableGrid::choose(wg, table, name)?;
+        for (c, &x) in cg.iter_mut().zip(wg) {
+            *c = grid.code(x);
+        }
+        scales.push(grid.scale());
     }
     assemble(
         Format::Codebook { bits: 4, table },
@@ -403,7 +474,7 @@ pub fn fixed(w: &[f32], rows: usize, cols: usize, table: Codebook, name: &str) -
 }
 
 /// Pack codes, f16 tables/scales and add-on bytes into a checked tensor.
-fn assemble(
+pub(crate) fn assemble(
     format: Format,
     addons: AddOns,
     rows: usize,

@@ -10,7 +10,7 @@
 //! without padding (RFC 4648 §5). The prefix lets a link from a newer QuantLab be refused with a
 //! clear message before its payload is even decoded.
 
-use crate::format::{check_bits, Codebook, Granularity, IntSpec, QTensor};
+use crate::format::{check_bits, Codebook, DintParams, Granularity, IntSpec, QTensor};
 use crate::model::weights::{Linear, ModelWeights};
 use crate::quant::act::ActConfig;
 use crate::quant::awq::{self, AwqOptions};
@@ -108,6 +108,27 @@ pub struct LayerQuant {
     pub sym: bool,
     #[serde(default)]
     pub clip_search: bool,
+    /// The grid RTN and GPTQ round onto. Left out of the JSON when `int`, so links made before
+    /// the field existed keep their meaning.
+    #[serde(default, skip_serializing_if = "Grid::is_int")]
+    pub grid: Grid,
+}
+
+/// The code grid of `Method::Rtn` and `Method::Gptq`: uniform integers (`Format::Int`), or
+/// dINT (`Format::Codebook` with `Codebook::Dint`; W4A8, arXiv 2311.05161, docs/dint.md),
+/// which needs 4 symmetric bits and no clip search.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grid {
+    #[default]
+    Int,
+    Dint(DintParams),
+}
+
+impl Grid {
+    pub fn is_int(&self) -> bool {
+        *self == Grid::Int
+    }
 }
 
 impl Default for LayerQuant {
@@ -118,6 +139,7 @@ impl Default for LayerQuant {
             gran: Granularity::Group(32),
             sym: true,
             clip_search: false,
+            grid: Grid::Int,
         }
     }
 }
@@ -135,6 +157,13 @@ impl LayerQuant {
             clip_search: self.clip_search,
         }
     }
+    /// What GPTQ rounds onto (and stores): the `Int` format, or the dINT table.
+    pub fn gptq_target(&self) -> gptq::Target {
+        match self.grid {
+            Grid::Int => gptq::Target::Int(self.spec(), self.rtn_options()),
+            Grid::Dint(p) => gptq::Target::Table(Codebook::Dint(self.gran, p)),
+        }
+    }
     /// Checks that need no model; `field` says where this `LayerQuant` sits in the config.
     pub fn validate(&self, field: &str) -> Result<()> {
         if check_bits(self.bits).is_err() {
@@ -150,6 +179,26 @@ impl LayerQuant {
                     format!("group size {g} is outside 1..={MAX_GROUP}"),
                 ));
             }
+        }
+        if let Grid::Dint(p) = self.grid {
+            // dINT is a 4-bit symmetric code set with its own scale rule (absmax / max).
+            let need = |f: &str, msg: &str| Err(Error::config(format!("{field}.{f}"), msg));
+            if self.bits != 4 {
+                return need(
+                    "bits",
+                    &format!("{} with grid dint; dint codes are 4 bits", self.bits),
+                );
+            }
+            if !self.sym {
+                return need("sym", "false with grid dint; dint is symmetric (set sym)");
+            }
+            if self.clip_search {
+                return need(
+                    "clip_search",
+                    "true with grid dint; the clip search is for the int grid",
+                );
+            }
+            p.validate_at(&format!("{field}.grid.dint"))?;
         }
         Ok(())
     }
@@ -351,6 +400,24 @@ impl QuantConfig {
                     "bits",
                     format!("{} codes are 4 bits; set bits to 4", self.method.name()),
                 ));
+            }
+        }
+        if !matches!(self.method, Method::Rtn | Method::Gptq(_)) {
+            // Only RTN and GPTQ round onto a chosen grid; the others would silently ignore it.
+            let settings = std::iter::once(("default".to_string(), Some(&self.default))).chain(
+                (self.overrides.iter().enumerate())
+                    .map(|(i, o)| (format!("overrides[{i}].quant"), o.quant.as_ref())),
+            );
+            for (field, q) in settings {
+                if q.is_some_and(|q| !q.grid.is_int()) {
+                    return Err(Error::config(
+                        format!("{field}.grid"),
+                        format!(
+                            "dint with method {}; only rtn and gptq round onto a dint grid",
+                            self.method.name()
+                        ),
+                    ));
+                }
             }
         }
         if self.overrides.len() > MAX_OVERRIDES {
@@ -700,7 +767,7 @@ impl QuantConfig {
                 let stats = c.layers.get(li).ok_or_else(|| {
                     Error::config("calibration", format!("layer {li} is missing"))
                 })?;
-                let plan = |n: &str| self.layer_quant(n).map(|q| (q.spec(), q.rtn_options()));
+                let plan = |n: &str| self.layer_quant(n).map(|q| q.gptq_target());
                 let qs = gptq::quantize_layer(layer, &topo, stats, &plan, o)?;
                 for (lin, q) in layer.linears_mut().iter_mut().zip(qs) {
                     if let Some(qw) = q {
@@ -745,14 +812,19 @@ impl QuantConfig {
             Method::None => Ok(lin.w.clone()),
             Method::Rtn => {
                 let w = lin.w.dequantize()?;
-                rtn::quantize(
-                    &w,
-                    lin.w.rows,
-                    lin.w.cols,
-                    q.spec(),
-                    &q.rtn_options(),
-                    &lin.name,
-                )
+                match q.grid {
+                    Grid::Int => rtn::quantize(
+                        &w,
+                        lin.w.rows,
+                        lin.w.cols,
+                        q.spec(),
+                        &q.rtn_options(),
+                        &lin.name,
+                    ),
+                    Grid::Dint(p) => {
+                        codebook::fixed(&w, rows, cols, Codebook::Dint(q.gran, p), &lin.name)
+                    }
+                }
             }
             Method::Gptq(o) => {
                 let st = site.ok_or_else(|| {
@@ -771,14 +843,13 @@ impl QuantConfig {
                     ));
                 }
                 let w = lin.w.dequantize()?;
-                gptq::quantize(
+                gptq::quantize_to(
                     &w,
                     rows,
                     cols,
                     &st.gram,
                     st.rows,
-                    q.spec(),
-                    &q.rtn_options(),
+                    q.gptq_target(),
                     o,
                     &lin.name,
                 )

@@ -28,12 +28,19 @@
 //!   Factorisation in f64; the column updates in f32 (as the paper's code does).
 //! * Rows are independent given `U`: fixed chunks of `ROW_CHUNK` rows run in parallel natively,
 //!   so the bytes do not depend on the thread count.
+//! * The grid need not be uniform (`Target`): onto a fixed codebook table (NF4, FP4, dINT —
+//!   W4A8, arXiv 2311.05161, rounds GPTQ onto its dINT grid) each column is rounded to the
+//!   nearest level of its group's table, whose f16 scale is chosen exactly as for the `Int`
+//!   grid (when the group starts, or up front under act-order / per row / per tensor) by the
+//!   rule RTN uses (`quant::codebook::TableGrid`). The error feedback is unchanged: it only
+//!   needs each column's rounded value.
 
 mod layer;
 pub use layer::{quantize_layer, Plan};
 
-use crate::format::{check_bits, Granularity, IntSpec, QTensor};
+use crate::format::{check_bits, AddOns, Codebook, Format, Granularity, IntSpec, QTensor};
 use crate::linalg::{inverse_cholesky_upper, sgemm};
+use crate::quant::codebook::{assemble, TableGrid};
 use crate::quant::rtn::{GroupGrid, RtnOptions};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -62,6 +69,93 @@ impl Default for GptqOptions {
 
 /// Rows processed together (one parallel task).
 const ROW_CHUNK: usize = 32;
+
+/// The grid GPTQ rounds onto, which is also the stored format: uniform integer codes (with
+/// RTN's grid options, e.g. clip search) or a fixed codebook table (NF4, FP4, dINT) with an f16
+/// scale per group.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    Int(IntSpec, RtnOptions),
+    /// A fixed table (`Codebook::Nf4`, `Fp4` or `Dint`); a learned table is an error.
+    Table(Codebook),
+}
+
+impl From<(IntSpec, RtnOptions)> for Target {
+    fn from((spec, rtn): (IntSpec, RtnOptions)) -> Self {
+        Target::Int(spec, rtn)
+    }
+}
+
+impl Target {
+    fn gran(&self) -> Result<Granularity> {
+        match *self {
+            Target::Int(s, _) => Ok(s.gran),
+            Target::Table(Codebook::Nf4(g) | Codebook::Fp4(g) | Codebook::Dint(g, _)) => Ok(g),
+            Target::Table(t) => Err(Error::config(
+                "codebook",
+                format!("gptq rounds onto a fixed table (nf4, fp4, dint), not {t:?}"),
+            )),
+        }
+    }
+
+    /// Refuse what the format would refuse (bits, dINT parameters), naming the tensor.
+    fn check(&self, name: &str) -> Result<()> {
+        match *self {
+            Target::Int(spec, _) => check_bits(spec.bits).map_err(|_| {
+                Error::config(
+                    "bits",
+                    format!("{name}: {} bits is outside 1..=8", spec.bits),
+                )
+            }),
+            Target::Table(t) => {
+                self.gran()?;
+                if let Codebook::Dint(_, p) = t {
+                    p.validate()?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One group's grid, of either kind.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ColGrid {
+    Int(GroupGrid),
+    Table(TableGrid),
+}
+
+impl ColGrid {
+    fn choose(w: &[f32], target: &Target, name: &str) -> Result<Self> {
+        Ok(match target {
+            Target::Int(spec, rtn) => ColGrid::Int(GroupGrid::choose(w, *spec, rtn, name)?),
+            Target::Table(t) => ColGrid::Table(TableGrid::choose(w, *t, name)?),
+        })
+    }
+    /// The stored code of `x` and what it dequantizes to.
+    #[inline]
+    fn round(&self, x: f32) -> (u8, f32) {
+        match self {
+            ColGrid::Int(g) => (g.code(x), g.value(x)),
+            ColGrid::Table(g) => {
+                let c = g.code(x);
+                (c, g.level(c))
+            }
+        }
+    }
+    fn scale(&self) -> f32 {
+        match self {
+            ColGrid::Int(g) => g.scale(),
+            ColGrid::Table(g) => g.scale(),
+        }
+    }
+    fn zero(&self) -> u8 {
+        match self {
+            ColGrid::Int(g) => g.zero(),
+            ColGrid::Table(_) => 0,
+        }
+    }
+}
 
 /// The damped Hessian `2·gram/n_tokens + λI` with dead columns marked; returns `(H, dead)`.
 pub(crate) fn hessian(
@@ -223,10 +317,34 @@ pub fn quantize(
     opts: &GptqOptions,
     name: &str,
 ) -> Result<QTensor> {
-    // `quantize_prepared` checks the bits; the layer's shape is checked before factoring.
+    quantize_to(
+        w,
+        rows,
+        cols,
+        gram,
+        n_tokens,
+        Target::Int(spec, *rtn),
+        opts,
+        name,
+    )
+}
+
+/// `quantize` onto any `Target` grid (e.g. `Target::Table(Codebook::Dint(..))`).
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_to(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    gram: &[f32],
+    n_tokens: usize,
+    target: Target,
+    opts: &GptqOptions,
+    name: &str,
+) -> Result<QTensor> {
+    // `quantize_prepared_to` checks the target; the layer's shape is checked before factoring.
     check_layer(w, rows, cols, gram, name)?;
     let p = prepare(gram, cols, n_tokens, opts, name)?;
-    quantize_prepared(w, rows, cols, &p, spec, rtn, opts, name)
+    quantize_prepared_to(w, rows, cols, &p, target, opts, name)
 }
 
 /// `quantize` with the input's `Prepared` factor (made with the same `opts`).
@@ -241,12 +359,20 @@ pub fn quantize_prepared(
     opts: &GptqOptions,
     name: &str,
 ) -> Result<QTensor> {
-    check_bits(spec.bits).map_err(|_| {
-        Error::config(
-            "bits",
-            format!("{name}: {} bits is outside 1..=8", spec.bits),
-        )
-    })?;
+    quantize_prepared_to(w, rows, cols, prep, Target::Int(spec, *rtn), opts, name)
+}
+
+/// `quantize_prepared` onto any `Target` grid.
+pub fn quantize_prepared_to(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    prep: &Prepared,
+    target: Target,
+    opts: &GptqOptions,
+    name: &str,
+) -> Result<QTensor> {
+    target.check(name)?;
     check_options(opts)?;
     if rows == 0 || cols == 0 || rows.checked_mul(cols) != Some(w.len()) {
         return Err(Error::config(
@@ -264,7 +390,8 @@ pub fn quantize_prepared(
         ));
     }
     crate::quant::rtn::check_finite(w, cols, name)?;
-    let g = spec.gran.group_len(rows, cols, name)?;
+    let gran = target.gran()?;
+    let g = gran.group_len(rows, cols, name)?;
     let (dead, perm, u) = (&prep.dead, &prep.perm, &prep.u);
 
     let mut w0 = w.to_vec();
@@ -276,15 +403,15 @@ pub fn quantize_prepared(
         }
     }
     // Grids fixed before any update (per tensor, per row, or static groups under act-order).
-    let groups_per_row = match spec.gran {
+    let groups_per_row = match gran {
         Granularity::PerTensor => 0,
         _ => cols / g,
     };
-    let tensor_grid = match spec.gran {
-        Granularity::PerTensor => Some(GroupGrid::choose(&w0, spec, rtn, name)?),
+    let tensor_grid = match gran {
+        Granularity::PerTensor => Some(ColGrid::choose(&w0, &target, name)?),
         _ => None,
     };
-    let dynamic = matches!(spec.gran, Granularity::Group(_)) && !opts.act_order;
+    let dynamic = matches!(gran, Granularity::Group(_)) && !opts.act_order;
     // Blocks hold whole groups when groups are chosen on the fly (see the module comment).
     let block = if dynamic && !opts.block.is_multiple_of(g) {
         g * (opts.block / g).max(1)
@@ -293,7 +420,7 @@ pub fn quantize_prepared(
     };
 
     let mut codes = vec![0u8; rows * cols];
-    let mut grids: Vec<Option<GroupGrid>> = vec![None; rows * groups_per_row.max(1)];
+    let mut grids: Vec<Option<ColGrid>> = vec![None; rows * groups_per_row.max(1)];
     let jobs: Vec<Job<'_>> = codes
         .chunks_mut(ROW_CHUNK * cols)
         .zip(grids.chunks_mut(ROW_CHUNK * groups_per_row.max(1)))
@@ -306,8 +433,7 @@ pub fn quantize_prepared(
         g,
         u,
         perm,
-        spec,
-        rtn,
+        target: &target,
         name,
         block,
         dynamic,
@@ -325,12 +451,25 @@ pub fn quantize_prepared(
             .map(|gr| gr.map_or((0.0, 0), |gr| (gr.scale(), gr.zero())))
             .unzip(),
     };
-    let zeros: &[u8] = if spec.sym { &[] } else { &zeros };
-    QTensor::from_int_parts(spec, rows, cols, &codes, &scales, zeros)
+    match target {
+        Target::Int(spec, _) => {
+            let zeros: &[u8] = if spec.sym { &[] } else { &zeros };
+            QTensor::from_int_parts(spec, rows, cols, &codes, &scales, zeros)
+        }
+        Target::Table(table) => assemble(
+            Format::Codebook { bits: 4, table },
+            AddOns::default(),
+            rows,
+            cols,
+            &codes,
+            &scales,
+            &[],
+        ),
+    }
 }
 
 /// A chunk of rows: first row, its codes and its group grids.
-type Job<'a> = (usize, &'a mut [u8], &'a mut [Option<GroupGrid>]);
+type Job<'a> = (usize, &'a mut [u8], &'a mut [Option<ColGrid>]);
 
 /// What every row chunk shares.
 struct Ctx<'a> {
@@ -339,18 +478,17 @@ struct Ctx<'a> {
     g: usize,
     u: &'a [f32],
     perm: &'a [usize],
-    spec: IntSpec,
-    rtn: &'a RtnOptions,
+    target: &'a Target,
     name: &'a str,
     block: usize,
     dynamic: bool,
-    tensor_grid: Option<GroupGrid>,
+    tensor_grid: Option<ColGrid>,
     groups_per_row: usize,
 }
 
 impl Ctx<'_> {
     /// GPTQ on rows `r0..r0 + codes.len()/cols`.
-    fn rows(&self, r0: usize, codes: &mut [u8], grids: &mut [Option<GroupGrid>]) -> Result<()> {
+    fn rows(&self, r0: usize, codes: &mut [u8], grids: &mut [Option<ColGrid>]) -> Result<()> {
         let (cols, g, gpr) = (self.cols, self.g, self.groups_per_row);
         let n = codes.len() / cols;
         // Working copy in processing order.
@@ -365,10 +503,9 @@ impl Ctx<'_> {
             for r in 0..n {
                 let src = &self.w0[(r0 + r) * cols..(r0 + r + 1) * cols];
                 for k in 0..gpr {
-                    grids[r * gpr + k] = Some(GroupGrid::choose(
+                    grids[r * gpr + k] = Some(ColGrid::choose(
                         &src[k * g..(k + 1) * g],
-                        self.spec,
-                        self.rtn,
+                        self.target,
                         self.name,
                     )?);
                 }
@@ -384,10 +521,9 @@ impl Ctx<'_> {
                 if self.dynamic && oc.is_multiple_of(g) {
                     // Without act-order, j == oc: the group is wp[.., j..j+g], all updated.
                     for r in 0..n {
-                        grids[r * gpr + oc / g] = Some(GroupGrid::choose(
+                        grids[r * gpr + oc / g] = Some(ColGrid::choose(
                             &wp[r * cols + j..r * cols + j + g],
-                            self.spec,
-                            self.rtn,
+                            self.target,
                             self.name,
                         )?);
                     }
@@ -403,8 +539,9 @@ impl Ctx<'_> {
                     };
                     let row = &mut wp[r * cols..(r + 1) * cols];
                     let x = row[j];
-                    codes[r * cols + oc] = grid.code(x);
-                    let e = (x - grid.value(x)) / ujj;
+                    let (code, value) = grid.round(x);
+                    codes[r * cols + oc] = code;
+                    let e = (x - value) / ujj;
                     for (v, &uk) in row[j + 1..b1].iter_mut().zip(urow) {
                         *v -= e * uk;
                     }

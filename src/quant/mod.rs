@@ -16,3 +16,4 @@ pub mod rtn;
 pub mod smooth;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod underflow;

@@ -329,6 +329,7 @@ fn product(file: &str, at: &str, v: &Value, out: &mut Vec<(String, QuantConfig)>
                                 gran,
                                 sym,
                                 clip_search: clip,
+                                grid: Default::default(),
                             };
                             let cfg = build(file, &place, meth.clone(), q, rank)?;
                             out.push((place, cfg));
@@ -386,6 +387,7 @@ fn point(file: &str, at: &str, v: &Value) -> Result<QuantConfig> {
         gran: g,
         sym: s,
         clip_search: c,
+        grid: Default::default(),
     };
     build(file, at, m, q, r)
 }

@@ -239,3 +239,135 @@ fn weighted_kmeans_per_column_and_bad_weights() {
     bad[3] = f32::NAN;
     assert!(kmeans_weighted(&w, rows, cols, 3, &col, &bad, "t").is_err());
 }
+
+/// A row whose absmax is exactly 6·Δ with Δ = 0.125 (f16-exact, so Δ is stored exactly), and
+/// `n` small weights of magnitudes spread evenly over 0.3·Δ..0.7·Δ, alternating in sign.
+fn small_weights_row(n: usize) -> Vec<f32> {
+    let delta = 0.125f32;
+    let mut w = vec![6.0 * delta];
+    for i in 0..n {
+        let m = (0.3 + 0.4 * i as f32 / (n - 1) as f32) * delta;
+        w.push(if i % 2 == 0 { m } else { -m });
+    }
+    w
+}
+
+#[test]
+fn dint_keeps_small_weights_that_int4_zeroes() {
+    use crate::format::DintParams;
+    let w = small_weights_row(63);
+    let cols = w.len();
+    let delta = 0.125f32;
+    let dint = fixed(
+        &w,
+        1,
+        cols,
+        Codebook::Dint(Granularity::PerRow, DintParams::default()),
+        "t",
+    )
+    .unwrap()
+    .dequantize()
+    .unwrap();
+    // dINT: every weight of 0.3·Δ..0.7·Δ goes to the denormal ±0.5·Δ (nearest: |w| within
+    // 0.25·Δ of it), never to 0; the absmax is +6·Δ exactly.
+    assert_eq!(dint[0], 6.0 * delta);
+    for (x, y) in w[1..].iter().zip(&dint[1..]) {
+        assert_eq!(*y, 0.5 * delta * x.signum(), "dint: {x} → {y}");
+    }
+    // INT4 symmetric on the same row: step s = 6Δ/7 (f16 rounded up), and everything below
+    // s/2 ≈ 0.43·Δ rounds to 0 — the lower part of the same range.
+    let spec = IntSpec {
+        bits: 4,
+        gran: Granularity::PerRow,
+        sym: true,
+    };
+    let int = rtn::quantize(&w, 1, cols, spec, &RtnOptions::default(), "t")
+        .unwrap()
+        .dequantize()
+        .unwrap();
+    let s = crate::quant::rtn::f16_ceil(6.0 * delta / 7.0);
+    let mut zeroed = 0;
+    for (x, y) in w[1..].iter().zip(&int[1..]) {
+        if x.abs() < 0.5 * s {
+            assert_eq!(*y, 0.0, "int4: {x} below half a step → {y}");
+            zeroed += 1;
+        }
+    }
+    // A third of the range lies below 0.43·Δ: many weights, not an edge case.
+    assert!(zeroed >= 63 / 4, "int4 zeroed only {zeroed} of 63");
+}
+
+#[test]
+fn dint_rounds_to_the_nearest_level_with_ties_to_the_smaller_magnitude() {
+    use crate::format::DintParams;
+    let p = DintParams::default();
+    let delta = 0.125f32;
+    // Exactly halfway points (all exact in f32): 0.25Δ between 0 and the denormal, 0.75Δ
+    // between the denormal and 1, 2.5Δ between 2 and 3; and points just off them.
+    let cases: [(f32, f32); 8] = [
+        (0.25, 0.0),
+        (-0.25, 0.0),
+        (0.75, 0.5),
+        (-0.75, -0.5),
+        (2.5, 2.0),
+        (-2.5, -2.0),
+        (0.2500001, 0.5),
+        (0.7500001, 1.0),
+    ];
+    let mut w = vec![6.0 * delta];
+    w.extend(cases.iter().map(|c| c.0 * delta));
+    let d = fixed(&w, 1, w.len(), Codebook::Dint(Granularity::PerRow, p), "t")
+        .unwrap()
+        .dequantize()
+        .unwrap();
+    for ((x, want), got) in cases.iter().zip(&d[1..]) {
+        assert_eq!(*got, want * delta, "{x}·Δ");
+    }
+    // Without zero: small values go to the denormal of their sign.
+    let nz = DintParams { zero: false, ..p };
+    let d = fixed(
+        &[6.0 * delta, 0.01, -0.01],
+        1,
+        3,
+        Codebook::Dint(Granularity::PerRow, nz),
+        "t",
+    )
+    .unwrap()
+    .dequantize()
+    .unwrap();
+    assert_eq!(d[1..], [0.5 * delta, -0.5 * delta]);
+}
+
+#[test]
+fn dint_rtn_values_lie_on_the_grid_and_bytes_match_the_table() {
+    use crate::format::DintParams;
+    let (rows, cols) = (6, 64);
+    let w: Vec<f32> = gaussian(11, rows * cols);
+    for p in [
+        DintParams::default(),
+        DintParams {
+            denorm: 3,
+            max: 4,
+            zero: true,
+        },
+    ] {
+        let levels = p.levels().unwrap();
+        let table = Codebook::Dint(Granularity::Group(16), p);
+        let q = fixed(&w, rows, cols, table, "t").unwrap();
+        assert_eq!(q.data.len(), rows * cols / 2 + 2 * rows * cols / 16);
+        let d = q.dequantize().unwrap();
+        for (g, (wg, dg)) in w.chunks(16).zip(d.chunks(16)).enumerate() {
+            let amax = wg.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let s = crate::quant::rtn::f16_ceil(amax / p.max as f32);
+            for (x, y) in wg.iter().zip(dg) {
+                assert!(levels.iter().any(|l| l * s == *y), "{p:?} group {g}: {y}");
+                // Nearest level: no other level is strictly closer.
+                let best = levels
+                    .iter()
+                    .map(|l| (x - l * s).abs())
+                    .fold(f32::INFINITY, f32::min);
+                assert_eq!((x - y).abs(), best, "{p:?} group {g}: {x} → {y}");
+            }
+        }
+    }
+}

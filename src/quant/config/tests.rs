@@ -9,6 +9,7 @@ fn lq(bits: u8, gran: Granularity, sym: bool, clip_search: bool) -> LayerQuant {
         gran,
         sym,
         clip_search,
+        grid: Default::default(),
     }
 }
 
@@ -397,4 +398,156 @@ fn calibration_sizes_are_checked_before_work() {
     assert!(e.contains("calib.n_seq") && e.contains("1..=4096"), "{e}");
     let e = validate_calib(&o(1, 1)).unwrap_err().to_string();
     assert!(e.contains("calib.seq_len") && e.contains("2..=8192"), "{e}");
+}
+
+fn dint_lq(gran: Granularity, p: crate::format::DintParams) -> LayerQuant {
+    LayerQuant {
+        grid: Grid::Dint(p),
+        ..lq(4, gran, true, false)
+    }
+}
+
+#[test]
+fn int_grid_keeps_old_links_and_dint_round_trips() {
+    use crate::format::DintParams;
+    // A config without the field (every link made before it) reads as the int grid, and an
+    // int-grid config writes no "grid" key, so its link is unchanged.
+    let old = r#"{"version":1,"method":"rtn","default":{"bits":4,"gran":"per_row","sym":true}}"#;
+    let c = QuantConfig::from_json(old).unwrap();
+    assert_eq!(c.default.grid, Grid::Int);
+    assert!(!c.to_json().contains("grid"), "{}", c.to_json());
+    let p = DintParams {
+        denorm: 3,
+        max: 5,
+        zero: false,
+    };
+    for method in [Method::Rtn, Method::Gptq(Default::default())] {
+        let c = QuantConfig {
+            method,
+            ..QuantConfig::rtn(dint_lq(Granularity::Group(32), p))
+        }
+        .with_override(
+            "blk.0.*",
+            Some(dint_lq(Granularity::PerRow, DintParams::default())),
+        );
+        assert_eq!(QuantConfig::from_url(&c.to_url()).unwrap(), c);
+    }
+    // Omitted dINT parameters take their defaults; unknown ones are refused.
+    let j = r#"{"version":1,"method":"rtn","default":{"bits":4,"gran":"per_row","sym":true,"grid":{"dint":{"max":5}}}}"#;
+    let c = QuantConfig::from_json(j).unwrap();
+    assert_eq!(
+        c.default.grid,
+        Grid::Dint(DintParams {
+            max: 5,
+            ..DintParams::default()
+        })
+    );
+    let j = r#"{"version":1,"method":"rtn","default":{"bits":4,"gran":"per_row","sym":true,"grid":{"dint":{"scale":2}}}}"#;
+    assert!(QuantConfig::from_json(j).is_err());
+}
+
+#[test]
+fn dint_settings_are_checked_naming_the_field() {
+    use crate::format::DintParams;
+    let d = DintParams::default();
+    let cases: Vec<(QuantConfig, &str)> = vec![
+        (
+            QuantConfig::rtn(LayerQuant {
+                bits: 3,
+                ..dint_lq(Granularity::PerRow, d)
+            }),
+            "default.bits",
+        ),
+        (
+            QuantConfig::rtn(LayerQuant {
+                sym: false,
+                ..dint_lq(Granularity::PerRow, d)
+            }),
+            "default.sym",
+        ),
+        (
+            QuantConfig::rtn(LayerQuant {
+                clip_search: true,
+                ..dint_lq(Granularity::PerRow, d)
+            }),
+            "default.clip_search",
+        ),
+        (
+            QuantConfig::rtn(dint_lq(
+                Granularity::PerRow,
+                DintParams {
+                    max: 7,
+                    ..DintParams::default()
+                },
+            )),
+            "default.grid.dint.max",
+        ),
+        (
+            QuantConfig::rtn(LayerQuant::default()).with_override(
+                "blk.*",
+                Some(dint_lq(
+                    Granularity::PerRow,
+                    DintParams {
+                        denorm: 8,
+                        ..DintParams::default()
+                    },
+                )),
+            ),
+            "overrides[0].quant.grid.dint.denorm",
+        ),
+        (
+            QuantConfig {
+                method: Method::Awq(Default::default()),
+                ..QuantConfig::rtn(dint_lq(Granularity::PerRow, d))
+            },
+            "default.grid",
+        ),
+        (
+            QuantConfig {
+                method: Method::Nf4,
+                ..QuantConfig::rtn(LayerQuant::default())
+            }
+            .with_override("blk.1.*", Some(dint_lq(Granularity::PerRow, d))),
+            "overrides[0].quant.grid",
+        ),
+    ];
+    for (c, field) in cases {
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(field), "want {field}: {e}");
+        // The same through a share link: refused when parsed.
+        assert!(QuantConfig::from_url(&c.to_url()).is_err());
+    }
+}
+
+#[test]
+fn rtn_and_gptq_with_dint_store_the_dint_format() {
+    use crate::format::{Codebook, DintParams, Format};
+    let model = crate::quant::testutil::tiny_model(2);
+    let q = dint_lq(Granularity::Group(32), DintParams::default());
+    let want = Format::Codebook {
+        bits: 4,
+        table: Codebook::Dint(Granularity::Group(32), DintParams::default()),
+    };
+    let out = QuantConfig::rtn(q).apply(&model).unwrap();
+    assert!(out.linears().all(|l| l.w.format == want));
+    // 4-bit codes + one f16 per 32 weights: 4.5 bits per weight.
+    assert!(out.linears().all(|l| l.w.bits_per_weight() == 4.5));
+    let calib = {
+        use crate::quant::calib::{calibrate, CalibFrom, CalibOptions};
+        let m = crate::model::net::Model::load(&crate::model::cpu::Cpu, &model).unwrap();
+        let o = CalibOptions {
+            n_seq: 4,
+            seq_len: 48,
+            from: CalibFrom::Offset(0),
+        };
+        let t = crate::quant::testutil::tokens(400);
+        calibrate(&m, &t, None, &o, &mut |_, _| true).unwrap()
+    };
+    let gptq = QuantConfig {
+        method: Method::Gptq(Default::default()),
+        ..QuantConfig::rtn(q)
+    }
+    .apply_calibrated(&model, Some(&calib), &mut |_, _| true)
+    .unwrap();
+    assert!(gptq.linears().all(|l| l.w.format == want));
 }

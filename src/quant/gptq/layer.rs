@@ -5,17 +5,16 @@
 //! codes are exactly those of `quantize` on each tensor alone: the same `Prepared` is computed
 //! from the same Gram and options.
 
-use super::{prepare, quantize_prepared, GptqOptions, Prepared};
+use super::{prepare, quantize_prepared_to, GptqOptions, Prepared, Target};
 
-use crate::format::{IntSpec, QTensor};
+use crate::format::QTensor;
 use crate::model::arch::Topology;
 use crate::model::weights::LayerWeights;
 use crate::quant::calib::SiteStats;
-use crate::quant::rtn::RtnOptions;
 use crate::{Error, Result};
 
-/// The storage format and grid options of a tensor, or None to leave it as it is.
-pub type Plan<'a> = dyn Fn(&str) -> Option<(IntSpec, RtnOptions)> + Sync + 'a;
+/// The grid (and stored format) of a tensor, or None to leave it as it is.
+pub type Plan<'a> = dyn Fn(&str) -> Option<Target> + Sync + 'a;
 
 /// Quantize the block linears of `layer` (in topology order) that `plan` names, with the
 /// statistics of the block's inputs (`stats[site]`). One entry per linear, None where `plan`
@@ -40,7 +39,7 @@ pub fn quantize_layer(
             ),
         ));
     }
-    let specs: Vec<Option<(IntSpec, RtnOptions)>> = linears.iter().map(|l| plan(&l.name)).collect();
+    let specs: Vec<Option<Target>> = linears.iter().map(|l| plan(&l.name)).collect();
     for (k, l) in linears.iter().enumerate() {
         let st = &stats[topo.site_of(k)];
         if specs[k].is_some() && st.dim != l.w.cols {
@@ -68,7 +67,7 @@ pub fn quantize_layer(
     let preps: Vec<Option<Prepared>> = preps.into_iter().collect::<Result<_>>()?;
 
     let tensor_job = |k: usize| -> Result<Option<QTensor>> {
-        let Some((spec, rtn)) = specs[k] else {
+        let Some(target) = specs[k] else {
             return Ok(None);
         };
         let l = &linears[k];
@@ -76,7 +75,7 @@ pub fn quantize_layer(
             Error::config("gptq", format!("{}: its input was not prepared", l.name))
         })?;
         let w = l.w.dequantize()?;
-        quantize_prepared(&w, l.w.rows, l.w.cols, prep, spec, &rtn, opts, &l.name).map(Some)
+        quantize_prepared_to(&w, l.w.rows, l.w.cols, prep, target, opts, &l.name).map(Some)
     };
     // Largest tensors first, so the longest jobs start early.
     let mut order: Vec<usize> = (0..linears.len()).collect();

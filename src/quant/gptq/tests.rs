@@ -253,3 +253,133 @@ fn bad_inputs_are_errors() {
     let e = quantize(&bad, 8, 16, &gram, 20, spec, &ro, &o, "blk.0.x").unwrap_err();
     assert!(e.to_string().contains("blk.0.x"), "{e}");
 }
+
+/// The f16 group scales of a fixed-table codebook tensor (after its 4-bit codes).
+fn table_scales(q: &QTensor) -> Vec<f32> {
+    let codes = crate::format::packed_bytes(q.rows * q.cols, 4);
+    q.data[codes..]
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect()
+}
+
+#[test]
+fn onto_dint_output_error_is_below_rtn_and_values_are_on_the_grid() {
+    use crate::format::{Codebook, DintParams, Format};
+    use crate::quant::codebook::fixed;
+    let (rows, cols, t) = (16, 32, 96);
+    let (_, gram) = inputs(t, cols, 9);
+    let params = [
+        DintParams::default(),
+        DintParams {
+            denorm: 2,
+            max: 7,
+            zero: false,
+        },
+    ];
+    for seed in 0..4 {
+        let mut w = lcg(200 + seed, rows * cols);
+        w[5] = 0.0;
+        for p in params {
+            let levels = p.levels().unwrap();
+            for gran in [Granularity::PerRow, Granularity::Group(16)] {
+                for act_order in [true, false] {
+                    let table = Codebook::Dint(gran, p);
+                    let o = GptqOptions {
+                        act_order,
+                        ..GptqOptions::default()
+                    };
+                    let r = fixed(&w, rows, cols, table, "t").unwrap();
+                    let g = quantize_to(&w, rows, cols, &gram, t, Target::Table(table), &o, "t")
+                        .unwrap();
+                    assert_eq!(g.format, Format::Codebook { bits: 4, table });
+                    let gd = g.dequantize().unwrap();
+                    let er = output_error(&w, &r.dequantize().unwrap(), cols, &gram).unwrap();
+                    let eg = output_error(&w, &gd, cols, &gram).unwrap();
+                    let what = format!("seed {seed} {p:?} {gran:?} act-order {act_order}");
+                    assert!(eg < er, "{what}: gptq {eg} ≥ rtn {er}");
+                    // On the grid: every value is level · Δ of its group, exactly.
+                    let glen = gran.group_len(rows, cols, "t").unwrap();
+                    let sc = table_scales(&g);
+                    for (i, &v) in gd.iter().enumerate() {
+                        let s = sc[i / glen];
+                        assert!(
+                            levels.iter().any(|&l| l * s == v),
+                            "{what}: weight {i} = {v} is not a level × {s}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn onto_tables_without_feedback_equals_rtn() {
+    // A diagonal Gram makes U diagonal: no error reaches other columns, so GPTQ must round
+    // every weight exactly as RTN onto the same table does (same scale rule, same ties).
+    use crate::format::{Codebook, DintParams};
+    use crate::quant::codebook::fixed;
+    let (rows, cols) = (8, 32);
+    let w = lcg(31, rows * cols);
+    let gram: Vec<f32> = (0..cols * cols)
+        .map(|i| {
+            if i / cols == i % cols {
+                1.0 + (i % 5) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let o = GptqOptions {
+        act_order: false,
+        ..GptqOptions::default()
+    };
+    for gran in [
+        Granularity::PerTensor,
+        Granularity::PerRow,
+        Granularity::Group(8),
+    ] {
+        for table in [
+            Codebook::Dint(gran, DintParams::default()),
+            Codebook::Nf4(gran),
+            Codebook::Fp4(gran),
+        ] {
+            let r = fixed(&w, rows, cols, table, "t").unwrap();
+            let g = quantize_to(&w, rows, cols, &gram, 10, Target::Table(table), &o, "t").unwrap();
+            assert_eq!(g.data, r.data, "{table:?}");
+        }
+    }
+}
+
+#[test]
+fn onto_a_learned_table_or_bad_dint_is_an_error() {
+    use crate::format::{Codebook, DintParams};
+    let w = lcg(1, 8 * 16);
+    let (_, gram) = inputs(20, 16, 1);
+    let o = GptqOptions::default();
+    let e = quantize_to(
+        &w,
+        8,
+        16,
+        &gram,
+        20,
+        Target::Table(Codebook::PerRow),
+        &o,
+        "t",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("codebook"), "{e}");
+    let bad = Codebook::Dint(
+        Granularity::PerRow,
+        DintParams {
+            max: 9,
+            ..DintParams::default()
+        },
+    );
+    let e = quantize_to(&w, 8, 16, &gram, 20, Target::Table(bad), &o, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dint.max"), "{e}");
+}
