@@ -64,6 +64,18 @@ fn abs_sums(a: &ActCodes, w: &QTensor, bias: Option<&[f32]>) -> Vec<f64> {
     e
 }
 
+/// The worst `|got − want| / E` and where.
+fn worst_of_e(got: &[f32], want: &[f32], e: &[f64]) -> (f64, usize) {
+    let (mut worst, mut at) = (0f64, 0);
+    for (i, ((p, q), e)) in got.iter().zip(want).zip(e).enumerate() {
+        let rel = (*p as f64 - *q as f64).abs() / e.max(f64::MIN_POSITIVE);
+        if rel > worst || rel.is_nan() {
+            (worst, at) = (rel, i);
+        }
+    }
+    (worst, at)
+}
+
 fn quantized_act(
     g: &Gpu,
     x: &[f32],
@@ -166,13 +178,7 @@ fn integer_product_matches_cpu_reference() {
                         assert_eq!(g.int_products(), before + 1, "{what}: integer path");
                         assert_eq!((y.rows, y.cols), (t, n));
                         let got = read(&g, &y);
-                        let (mut worst, mut at) = (0f64, 0);
-                        for (i, ((p, q), e)) in got.iter().zip(&want).zip(&e).enumerate() {
-                            let rel = (*p as f64 - *q as f64).abs() / e.max(f64::MIN_POSITIVE);
-                            if rel > worst || rel.is_nan() {
-                                (worst, at) = (rel, i);
-                            }
-                        }
+                        let (worst, at) = worst_of_e(&got, &want, &e);
                         worst_seen = worst_seen.max(worst);
                         assert!(
                             worst <= INT_GPU_VS_CPU_REL,
@@ -280,18 +286,26 @@ fn other_weights_fall_back_and_addons_follow() {
         let want = Cpu.linear(&act(t, k, a.values()), &cm);
         close(&read(&g, &y), &want.data, FLOAT_PATH_TOL, name);
     }
-    // 8-bit weights run in integers too (codes − 128 still fit a signed byte).
-    let w8 = int_weight(&mut r, 8, Granularity::Group(32), true, n, k);
+    // Also in integers: 8-bit weights (codes − 128 still fit a signed byte), one scale for the
+    // whole tensor, and the shortest groups the kernel takes (16, one k slice).
     let (gx, a) = quantized_act(&g, &x, t, k, &spec);
-    let before = g.int_products();
-    let y = g.linear(&gx, &g.load_matrix(&w8, None).unwrap());
-    assert_eq!(g.int_products(), before + 1, "int8 weights");
-    close(
-        &read(&g, &y),
-        &int_linear(&a, &w8, None).unwrap(),
-        FLOAT_PATH_TOL,
-        "int8",
-    );
+    for (name, bits, gran) in [
+        ("int8 g32", 8, Granularity::Group(32)),
+        ("int4 per tensor", 4, Granularity::PerTensor),
+        ("int4 g16", 4, Granularity::Group(16)),
+        ("int2 per row", 2, Granularity::PerRow),
+    ] {
+        let w = int_weight(&mut r, bits, gran, true, n, k);
+        let before = g.int_products();
+        let y = g.linear(&gx, &g.load_matrix(&w, None).unwrap());
+        assert_eq!(g.int_products(), before + 1, "{name}: integer path");
+        let want = int_linear(&a, &w, None).unwrap();
+        let (worst, at) = worst_of_e(&read(&g, &y), &want, &abs_sums(&a, &w, None));
+        assert!(
+            worst <= INT_GPU_VS_CPU_REL,
+            "{name}: {worst:e} of E at {at}"
+        );
+    }
     // Outliers and low-rank factors: the integer base product, then the add-on kernels.
     let base = int_weight(&mut r, 4, Granularity::Group(32), true, n, k);
     let addons = AddOns {
