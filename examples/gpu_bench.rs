@@ -5,17 +5,22 @@
 //!
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
 //!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
-//!         [--attention split|tiled32|tiled64] [--only-attention]
+//!         [--attention split|tiled32|tiled64] [--only-attention] [--only-w4a8]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
 //! Without `--model` the model is synthetic: the exact shapes and storage formats of the default
 //! model with pseudo-random contents (kernel speed does not depend on the values; the scales are
 //! kept finite). `--tokens` is a file of little-endian u32 token ids (made with `--tokenize`, so
 //! the device machine needs neither the text nor the tokenizer).
+//!
+//! `--only-w4a8` (also part of the kernel section): the integer W4A8 product (arXiv 2311.05161;
+//! int8 activation codes × 4-bit weight codes summed in i32, src/gpu/intmm.rs) against the
+//! float path on the same Int4 weight and the same fake-quantized activations.
 
+use quantlab::format::act::{ActGranularity, ActQuantSpec, ActScale};
 use quantlab::format::ggml::GgmlType;
 use quantlab::format::{Format, Granularity, IntSpec, QTensor};
-use quantlab::gpu::{AttentionVariant, Gpu, MatmulVariant};
+use quantlab::gpu::{AttentionVariant, Gpu, IntMatmul, MatmulVariant};
 use quantlab::io::gguf::Gguf;
 use quantlab::io::tokenizer::Tokenizer;
 use quantlab::model::backend::Backend;
@@ -198,6 +203,9 @@ fn main() -> quantlab::Result<()> {
 
     if has("--only-attention") {
         return attention(&g, iters, has("--tiles"), &gms);
+    }
+    if has("--only-w4a8") {
+        return w4a8(&g, iters, &only, &gms);
     }
     if !has("--skip-kernels") {
         kernels(&g, iters, &only, has("--tiles"), &gms)?;
@@ -476,6 +484,8 @@ fn kernels(
         }
     }
 
+    w4a8(g, iters, only, gms)?;
+
     println!("\nother kernels, {T} tokens (gpu ms, wall ms)");
     let xd = g.upload_act(T, 576, &pseudo(T * 576, 3))?;
     let nw = g.load_vector(&pseudo(576, 4))?;
@@ -503,6 +513,83 @@ fn kernels(
         gms(gpu),
         wall * 1e3
     );
+    Ok(())
+}
+
+/// The integer W4A8 product against the float product on the same Int4 weight (group 32 and
+/// per row) and the same activations, fake-quantized to int8 per token: the float path reads
+/// the f32 values (`IntMatmul::Off`), the integer path their codes, with `dot4I8Packed` and
+/// with its emulation. Shapes of the default model's linears at one window (512 rows) and a
+/// batch of 16 windows. The activation quantization itself is the same for both (the forward
+/// pass runs it either way) and is timed on its own.
+fn w4a8(
+    g: &Gpu,
+    iters: usize,
+    only: &str,
+    gms: &dyn Fn(Option<f64>) -> String,
+) -> quantlab::Result<()> {
+    let spec = ActQuantSpec {
+        bits: 8,
+        gran: ActGranularity::PerToken,
+        scale: ActScale::Dynamic,
+    };
+    let formats = [Granularity::Group(32), Granularity::PerRow].map(|gran| {
+        Format::Int(IntSpec {
+            bits: 4,
+            gran,
+            sym: true,
+        })
+    });
+    let shapes = [
+        ("576→576", 576, 576),
+        ("576→1536", 1536, 576),
+        ("1536→576", 576, 1536),
+    ];
+    println!(
+        "\nW4A8 (int8 activations per token × int4 weights; gpu ms from timestamps, wall ms; \
+         ratio = f32-path time / integer time, > 1: integers faster; dot4I8Packed offered: {})",
+        g.ctx.dot4
+    );
+    for m in [T, 16 * T] {
+        for (name, out, inp) in shapes.into_iter().filter(|s| s.0.contains(only)) {
+            let mut x = g.upload_act(m, inp, &pseudo(m * inp, 11))?;
+            g.fake_quant_act(&mut x, &spec)?;
+            let mut fresh = g.upload_act(m, inp, &pseudo(m * inp, 11))?;
+            let (qwall, qgpu) = time(g, iters, || {
+                let _ = g.fake_quant_act(&mut fresh, &spec);
+            });
+            println!(
+                "  {m:5}×{name:9} act quant int8  gpu {} ms  wall {:8.3} ms",
+                gms(qgpu),
+                qwall * 1e3
+            );
+            for f in formats {
+                let q = weight(f, out, inp, 1);
+                let mat = g.load_matrix(&q, None)?;
+                let mut base = None;
+                for v in IntMatmul::ALL {
+                    g.force_int_matmul(Some(v));
+                    let (wall, gpu) = time(g, iters, || drop(g.linear(&x, &mat)));
+                    let s = gpu.unwrap_or(wall);
+                    let ratio = match base {
+                        None => {
+                            base = Some(s);
+                            String::new()
+                        }
+                        Some(b) => format!("  ratio {:5.2}", b / s),
+                    };
+                    println!(
+                        "  {m:5}×{name:9} {:>16} {:>12}  gpu {} ms  wall {:8.3} ms{ratio}",
+                        f.name(),
+                        v.name(),
+                        gms(gpu),
+                        wall * 1e3
+                    );
+                }
+                g.force_int_matmul(None);
+            }
+        }
+    }
     Ok(())
 }
 

@@ -4,8 +4,13 @@
 // Entries, recorded in this order for dynamic scales:
 //   `absmax_rows`: one workgroup per row: S[row] = max |X[row, :]|;
 //   `absmax_all` : one workgroup: S[rows] = max S[0..rows] (per tensor only);
-//   `quant`      : element-wise, with the scale of `P.mode`.
-// Bindings: P, the absmax scratch S (rows + 1 floats), X (in place).
+//   `quant`      : four consecutive elements of a row per invocation, with the scale of `P.mode`;
+//                  besides the fake-quantized values it writes their integer codes, packed four
+//                  signed bytes per u32 (element 4w + j in byte j, two's complement; rows padded
+//                  with zero codes to `P.kw` words), and each row's scale: what the integer
+//                  product `matmul_int.wgsl` reads (W4A8, arXiv 2311.05161).
+// Bindings: P, the absmax scratch S (rows + 1 floats), X (in place), codes Q (rows × kw words),
+// row scales SC (rows floats).
 
 struct Params {
     rows: u32,
@@ -14,7 +19,8 @@ struct Params {
     mode: u32,
     qmax: f32,
     scale: f32,
-    _pad0: u32,
+    // Words of codes per row: ceil(cols / 4).
+    kw: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -22,6 +28,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> S: array<f32>;
 @group(0) @binding(2) var<storage, read_write> X: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Q: array<u32>;
+@group(0) @binding(4) var<storage, read_write> SC: array<f32>;
 
 var<workgroup> red: array<f32, 256>;
 
@@ -71,21 +79,40 @@ fn absmax_all(@builtin(local_invocation_index) li: u32) {
     }
 }
 
+// Element `c` of row `row` fake-quantized in place with scale `s`; its code as a byte (0 past
+// the row's end). The same expression as the float-only rule, so the values are unchanged by
+// keeping codes; |code| ≤ qmax ≤ 127 fits a signed byte.
+fn quant_one(row: u32, c: u32, s: f32) -> u32 {
+    if (c >= P.cols) {
+        return 0u;
+    }
+    let i = row * P.cols + c;
+    if (s == 0.0) {
+        X[i] = 0.0;
+        return 0u;
+    }
+    let q = clamp(round(X[i] / s), -P.qmax, P.qmax);
+    X[i] = q * s;
+    return u32(i32(q)) & 0xffu;
+}
+
 @compute @workgroup_size(256)
 fn quant(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= P.rows * P.cols) {
+    let w = gid.x + gid.y * nwg.x * 256u;
+    if (w >= P.rows * P.kw) {
         return;
     }
+    let row = w / P.kw;
+    let c = (w % P.kw) * 4u;
     var s = P.scale;
     if (P.mode == 0u) {
         s = S[P.rows] / P.qmax;
     } else if (P.mode == 1u) {
-        s = S[i / P.cols] / P.qmax;
+        s = S[row] / P.qmax;
     }
-    if (s == 0.0) {
-        X[i] = 0.0;
-        return;
+    Q[w] = quant_one(row, c, s) | (quant_one(row, c + 1u, s) << 8u)
+        | (quant_one(row, c + 2u, s) << 16u) | (quant_one(row, c + 3u, s) << 24u);
+    if (c == 0u) {
+        SC[row] = s;
     }
-    X[i] = clamp(round(X[i] / s), -P.qmax, P.qmax) * s;
 }

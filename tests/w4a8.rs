@@ -384,3 +384,43 @@ fn the_activation_view_shows_channel_ranges_before_and_after_smoothing() {
     let a = inspect::activations(&mut s, &text, 1).unwrap();
     assert!(a.sites.iter().all(|x| x.smoothed_max_abs.is_none()));
 }
+
+#[test]
+fn a_w4a8_model_on_the_gpu_multiplies_in_integers_and_matches_the_float_path() {
+    use quantlab::gpu::IntMatmul;
+    for (label, cfg) in tiny_variants() {
+        let w = tiny_model(cfg.clone(), 13);
+        let toks = tokens(48, cfg.vocab, 4);
+        let calib = calib_of(&w, &tokens(8 * 32, cfg.vocab, 5));
+        let c = QuantConfig {
+            method: Method::Rtn,
+            default: lq(4, Granularity::PerRow),
+            act: Some(act(8, ActGranularity::PerToken, ActScaleKind::Dynamic)),
+            ..QuantConfig::default()
+        };
+        let q = c
+            .apply_calibrated(&w, Some(&calib), &mut |_, _| true)
+            .unwrap();
+        let g = gpu();
+        let m = Model::load(&g, &q).unwrap();
+        let run = |mode: IntMatmul| {
+            g.force_int_matmul(Some(mode));
+            let before = g.int_products();
+            let out = read(&g, &m.forward_batch(&g, &toks, 24).unwrap());
+            (out, g.int_products() - before)
+        };
+        let (float, n_off) = run(IntMatmul::Off);
+        let (int, n_int) = run(IntMatmul::Emulated);
+        assert_eq!(n_off, 0, "{label}");
+        // Every block linear reads a quantized site: 7 (Llama), 6 (OPT), 4 (GPT-2) per layer.
+        let per_layer = q.topology().linears.len();
+        assert_eq!(n_int, per_layer * q.layers.len(), "{label}");
+        // Integer sums are exact; only the order of the float roundings after them differs.
+        close(&int, &float, HIDDEN_TOL, label);
+        let cpu = Model::load(&Cpu, &q)
+            .unwrap()
+            .forward_batch(&Cpu, &toks, 24)
+            .unwrap();
+        close(&int, &cpu.data, HIDDEN_TOL, label);
+    }
+}

@@ -7,7 +7,8 @@
 //! bindings), the parameters of its GPU decoder and its WGSL fragment(s):
 //!
 //!   float.rs    f32, f16, bf16
-//!   int.rs      uniform integer codes with f16 group scales (RTN, GPTQ, ...)
+//!   int.rs      uniform integer codes with f16 group scales (RTN, GPTQ, ...); intmm.rs: their
+//!               integer product with integer activation codes (W4A8, the GPU kernel's reference)
 //!   ggml/       ggml's legacy blocks (legacy.rs) and K-quants (kquants.rs), as GGUF stores them
 //!   codebook.rs learned per-row/per-column tables, NF4, FP4 E2M1, dINT
 //!   cmpq.rs     CMPQ's per-column mixed precision
@@ -29,6 +30,7 @@ pub mod codebook;
 pub mod float;
 pub mod ggml;
 pub mod int;
+pub mod intmm;
 mod packed;
 
 pub use addons::{lowrank_factors, AddOns, LowRankSpec};

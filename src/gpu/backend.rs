@@ -11,6 +11,7 @@ use crate::format::{GpuDecoder, QTensor};
 use crate::gpu::addons::AddonLayout;
 use crate::gpu::buffers::{self, Pool, PooledBuffer};
 use crate::gpu::context::GpuContext;
+use crate::gpu::intmm::{IntMatmul, QuantAct};
 use crate::gpu::load::Held;
 use crate::gpu::pipelines::{AttentionVariant, Pipelines};
 use crate::gpu::record::{u, Params4, Params8, WeightParams};
@@ -50,6 +51,17 @@ pub struct Act {
     pub rows: usize,
     pub cols: usize,
     pub(crate) buf: PooledBuffer,
+    /// The integer codes and row scales of `buf`'s values, kept by `fake_quant_act` for the
+    /// integer W4A8 product (src/gpu/intmm.rs). Valid only while `buf` holds exactly those
+    /// fake-quantized values: every operation that writes an `Act` in place drops them.
+    pub(crate) q: Option<QuantAct>,
+}
+
+impl Act {
+    /// Whether the activations carry integer codes (`linear` may then run in integers).
+    pub fn has_codes(&self) -> bool {
+        self.q.is_some()
+    }
 }
 
 /// A weight matrix `rows × cols`, packed as its format stores it (`QTensor.data` byte for byte).
@@ -121,6 +133,11 @@ pub struct Gpu {
     pub(crate) attention_splits: Cell<Option<usize>>,
     /// Attention kernel forced for every call (benchmarks, tests); None: `ATTN_DEFAULT`.
     pub(crate) attention_variant: Cell<Option<AttentionVariant>>,
+    /// The integer product's variant forced (tests, benchmarks); None: native `dot4I8Packed`
+    /// where the device has it, else the emulation.
+    pub(crate) int_matmul: Cell<Option<IntMatmul>>,
+    /// Integer products recorded so far (tests check the path is taken).
+    pub(crate) int_products: Cell<usize>,
     pub(crate) recorded: Cell<usize>,
     /// First error recorded by a sync operation or reported by wgpu; surfaced at readback.
     pub(crate) error: Arc<Mutex<Option<String>>>,
@@ -306,6 +323,9 @@ impl Backend for Gpu {
             );
             return out;
         }
+        if self.record_int_matmul(x, w, &out.buf) {
+            return out;
+        }
         self.record_matmul(&x.buf, 0, x.rows, w, &out.buf);
         out
     }
@@ -320,6 +340,8 @@ impl Backend for Gpu {
         style: RopeStyle,
         seq: usize,
     ) {
+        // Every in-place write makes the codes stale.
+        x.q = None;
         if n_head * head_dim != x.cols || !head_dim.is_multiple_of(2) {
             return self.fail(
                 "rope",

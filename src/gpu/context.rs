@@ -12,6 +12,12 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Whether the device was created with `timestamp-query` (profiling, `Gpu::profile_start`).
     pub timestamps: bool,
+    /// Whether WGSL's `dot4I8Packed` family (language feature `packed_4x8_integer_dot_product`)
+    /// may be used: the integer W4A8 product then uses it, else an exact emulation
+    /// (src/gpu/intmm.rs). Natively wgpu's naga always offers it (lowered to SPIR-V `OpSDot`
+    /// where the Vulkan device has VK_KHR_shader_integer_dot_product, else to naga's own
+    /// polyfill); in the browser it is what `navigator.gpu.wgslLanguageFeatures` lists.
+    pub dot4: bool,
     /// Set by wgpu's device-lost callback (driver reset, GPU process crash, `destroy`): the
     /// reason in words. A lost device never comes back; the session reloads onto a new one
     /// (`playground::session::Session::move_to`).
@@ -34,6 +40,9 @@ impl GpuContext {
             .await
             .map_err(|e| Error::unsupported("gpu", "adapter", format!("no GPU adapter: {e}")))?;
         let info = adapter.get_info();
+        let dot4 = instance
+            .wgsl_language_features()
+            .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
         let limits = adapter.limits();
         // The format fragments unpack f16 scales with `unpack2x16float`, which WebGPU guarantees
         // but downlevel (GL) adapters may lack.
@@ -85,6 +94,7 @@ impl GpuContext {
             info,
             limits,
             timestamps,
+            dot4,
             lost,
         })
     }

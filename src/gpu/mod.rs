@@ -10,6 +10,7 @@
 //! - `matmul`: recording a matrix product (kernel variant, split-K);
 //! - `profile`: per-dispatch GPU time from timestamp queries;
 //! - `actquant`: activation fake-quantization (the W4A8/Tender hook);
+//! - `intmm`: the integer W4A8 product from the codes `actquant` keeps (`matmul_int.wgsl`);
 //! - `addons`: sparse outliers and LoRC factors applied after a product;
 //! - `load`: weights onto the device, weight-memory accounting and its limits;
 //! - `split`: row parts of weights larger than one storage binding;
@@ -23,6 +24,7 @@ pub mod backend;
 pub mod buffers;
 pub mod calib;
 pub mod context;
+mod intmm;
 mod load;
 mod matmul;
 pub mod pipelines;
@@ -34,4 +36,5 @@ mod split;
 
 pub use backend::Gpu;
 pub use context::GpuContext;
+pub use intmm::IntMatmul;
 pub use pipelines::{AttentionVariant, MatmulVariant};

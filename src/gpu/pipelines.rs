@@ -176,6 +176,13 @@ impl Pipelines {
         })
     }
 
+    /// The integer W4A8 product, with the packed dot-product builtins or their emulation.
+    pub fn int_matmul(&self, native: bool) -> Result<wgpu::ComputePipeline> {
+        self.get(format!("matmul_int native={native}:main"), "main", || {
+            shaders::int_matmul_kernel(native)
+        })
+    }
+
     /// A stand-alone kernel's entry point.
     pub fn plain(&self, kernel: &str, entry: &str) -> Result<wgpu::ComputePipeline> {
         self.get(format!("{kernel}:{entry}"), entry, || {

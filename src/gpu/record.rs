@@ -88,6 +88,8 @@ impl Gpu {
             matmul_variant: Cell::new(None),
             attention_splits: Cell::new(None),
             attention_variant: Cell::new(None),
+            int_matmul: Cell::new(None),
+            int_products: Cell::new(0),
             recorded: Cell::new(0),
             error,
             rope_tables: RefCell::new(HashMap::new()),
@@ -327,6 +329,7 @@ impl Gpu {
             rows,
             cols,
             buf: self.pool.get(rows * cols * 4),
+            q: None,
         }
     }
 
@@ -425,6 +428,8 @@ impl Gpu {
     }
 
     pub(crate) fn elementwise(&self, entry: &str, a: &mut Act, b: &Act) {
+        // `a` is written in place: its integer codes no longer describe it.
+        a.q = None;
         if (a.rows, a.cols) != (b.rows, b.cols) {
             return self.fail(
                 entry,
@@ -448,6 +453,8 @@ impl Gpu {
 
     /// An activation (`shaders/activation.wgsl` entry point `entry`) in place on `a`.
     pub(crate) fn activation(&self, entry: &str, a: &mut Act) {
+        // Written in place: drop the stale integer codes.
+        a.q = None;
         let pipe = match self.pipes.plain("activation", entry) {
             Ok(p) => p,
             Err(e) => return self.fail(entry, e.to_string()),

@@ -16,6 +16,15 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("fmt_common", include_str!("../../shaders/fmt_common.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_v1", include_str!("../../shaders/matmul_v1.wgsl")),
+    ("matmul_int", include_str!("../../shaders/matmul_int.wgsl")),
+    (
+        "intdot_native",
+        include_str!("../../shaders/intdot_native.wgsl"),
+    ),
+    (
+        "intdot_emul",
+        include_str!("../../shaders/intdot_emul.wgsl"),
+    ),
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
@@ -144,6 +153,18 @@ pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
     ))
 }
 
+/// The integer W4A8 product `matmul_int.wgsl` with its `dot4`/`pack4`: the
+/// `dot4I8Packed` builtins (`native`, where the device offers the WGSL language feature
+/// `packed_4x8_integer_dot_product`) or their exact emulation.
+pub fn int_matmul_kernel(native: bool) -> Option<String> {
+    let dot = if native {
+        "intdot_native"
+    } else {
+        "intdot_emul"
+    };
+    Some(format!("{}\n{}", source(dot)?, source("matmul_int")?))
+}
+
 /// Every module the engine compiles, `(label, source)`: what `cargo test` validates with naga.
 pub fn all_modules() -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -170,6 +191,11 @@ pub fn all_modules() -> Vec<(String, String)> {
                 format!("attention_tiled bq{bq}"),
                 attention_tiled_header(bq) + src,
             ));
+        }
+    }
+    for native in [true, false] {
+        if let Some(src) = int_matmul_kernel(native) {
+            out.push((format!("matmul_int native={native}"), src));
         }
     }
     for (k, _) in PLAIN_KERNELS {
