@@ -474,7 +474,7 @@ fn the_w4a8_grid_parses_and_keeps_each_pipeline_in_its_own_series() {
     )
     .unwrap();
     let configs = parse_grid(&text, "grids/w4a8.json").expect("parses");
-    assert_eq!(configs.len(), 9);
+    assert_eq!(configs.len(), 11);
     // A series is everything but the bit width (the plot's x axis), so W4A8 and W8A8
     // SmoothQuant share one; no two configs share both.
     let cols: Vec<Columns> = configs.iter().map(Columns::of).collect();

@@ -96,6 +96,21 @@ impl Columns {
         if q.clip_search {
             series.push_str(" clip");
         }
+        if let crate::quant::config::Grid::Dint(d) = q.grid {
+            series.push_str(
+                if d == Default::default() {
+                    " dint4".to_string()
+                } else {
+                    format!(
+                        " dint4-d{}m{}{}",
+                        d.denorm,
+                        d.max,
+                        if d.zero { "" } else { "nz" }
+                    )
+                }
+                .as_str(),
+            );
+        }
         if lorc_rank > 0 {
             series.push_str(&format!(" +LoRC{lorc_rank}"));
         }
