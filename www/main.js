@@ -1158,6 +1158,11 @@ worker.onmessage = ({ data: msg }) => {
       el.evaluate.disabled = false;
       el.genRun.disabled = false;
       showModel(msg.info);
+      // α belongs to a model's layers and sites: a new model starts the comparison afresh.
+      alphaRuns.length = 0;
+      alphaCurrent = null;
+      el.alphaBox.hidden = true;
+      el.alphaSite.replaceChildren();
       maybeFirstRun();
       break;
     case 'calibrating':
