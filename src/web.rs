@@ -405,6 +405,15 @@ impl Playground {
         Ok(obj.into())
     }
 
+    /// What the current quantization's scale transform chose (`quant::smooth::SmoothReport`):
+    /// `{method, alpha}` with `alpha[layer][site]` (`null` where a site was left unscaled), or
+    /// `null` when the config has no transform (`QuantConfig::smooth`).
+    #[wasm_bindgen(js_name = smoothReport)]
+    pub fn smooth_report(&self) -> Result<JsValue, JsError> {
+        let s = self.session()?;
+        to_js(&s.as_ref().ok_or_else(no_model)?.smooth_report())
+    }
+
     /// Bits and relative error of every block linear (`inspect::LayerMap`).
     #[wasm_bindgen(js_name = layerMap)]
     pub fn layer_map(&self) -> Result<JsValue, JsError> {
@@ -523,6 +532,26 @@ pub fn quant_to_link(config: JsValue) -> Result<String, JsError> {
         .map_err(|e| js_error(Error::config("quant config", e)))?;
     c.validate().map_err(js_error)?;
     Ok(c.to_url())
+}
+
+/// What the page says about a `QuantConfig`, from Rust's own reading of it.
+#[derive(Serialize)]
+struct QuantSummary {
+    /// `QuantConfig::wa_label`: "W4A8", "W16A8", "W4A16", …
+    wa: String,
+    needs_calibration: bool,
+}
+
+/// The W/A label and the calibration need of a `QuantConfig` (validated first).
+#[wasm_bindgen(js_name = quantSummary)]
+pub fn quant_summary(config: JsValue) -> Result<JsValue, JsError> {
+    let c: QuantConfig = serde_wasm_bindgen::from_value(config)
+        .map_err(|e| js_error(Error::config("quant config", e)))?;
+    c.validate().map_err(js_error)?;
+    to_js(&QuantSummary {
+        wa: c.wa_label(),
+        needs_calibration: c.needs_calibration(),
+    })
 }
 
 /// Parse and validate a share link's method part (`QuantConfig::from_url`); the error says in

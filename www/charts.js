@@ -6,7 +6,7 @@
 import uPlot from './pkg/uPlot.esm.js';
 import { paretoFront } from './state.js';
 
-export const chartData = { pareto: null, memory: null, layers: null, histogram: null, activations: null, channels: null };
+export const chartData = { pareto: null, memory: null, layers: null, histogram: null, activations: null, channels: null, alpha: null };
 self.quantlabCharts = chartData;
 
 const WIDTH = 520;
@@ -200,4 +200,37 @@ export function drawChannelMap(c) {
       { label: 'sparse outliers', scale: 'n', stroke: '#e08a1e', width: 0, points: { show: true, size: 3, fill: '#e08a1e' }, paths: () => null },
       { label: stat, scale: 'act', stroke: '#5a6272', width: 1, points: { show: false } }],
   }, [xs, order.map((j) => c.bits[j]), order.map((j) => c.sparse[j] || null), order.map((j) => Math.max(c.act[j], 1e-6))]);
+}
+
+// The scale transforms' α (QuantConfig::smooth; Session::smooth_report): `current` is the newest
+// run's {label, method, alpha[layer][site]} (null where a site was left unscaled), drawn as one
+// line per site; `runs` the runs kept so far, drawn at site `site` as one line per run label,
+// so SmoothQuant, AWQ and AQAS read side by side. α lies in 0..1.
+export function drawAlpha(current, runs, sites, site) {
+  const layers = current.alpha.map((_, l) => l);
+  const perSite = sites.map((_, k) => current.alpha.map((row) => row[k] ?? null));
+  const n = Math.max(...runs.map((r) => r.alpha.length), layers.length);
+  const xs = Array.from({ length: n }, (_, l) => l);
+  const perRun = runs.map((r) => xs.map((l) => r.alpha[l]?.[site] ?? null));
+  chartData.alpha = {
+    label: current.label, method: current.method, sites, alpha: current.alpha, site,
+    runs: runs.map((r, i) => ({ label: r.label, method: r.method, alpha: perRun[i] })),
+  };
+  const x = { label: 'layer', values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? `${v}` : '')) };
+  const y = { range: [0, 1] };
+  const line = (label, i) => ({
+    label, stroke: PALETTE[i % PALETTE.length], width: 1.5, points: { show: true, size: 5 }, value: (u, v) => (v == null ? '—' : v.toFixed(2)),
+  });
+  draw('alpha-chart', {
+    height: 180,
+    scales: { x: { time: false }, y },
+    axes: [x, { label: `α (${current.method})`, size: 50 }],
+    series: [{ label: 'layer' }, ...sites.map(line)],
+  }, [layers, ...perSite]);
+  draw('alpha-runs-chart', {
+    height: 180,
+    scales: { x: { time: false }, y },
+    axes: [x, { label: `α at ${sites[site] ?? site}`, size: 50 }],
+    series: [{ label: 'layer' }, ...runs.map((r, i) => line(r.label, i))],
+  }, [xs, ...perRun]);
 }

@@ -6,7 +6,7 @@
 // the schema Rust sends (src/playground/schema.rs); the pictures are in www/charts.js.
 
 import { DEFAULTS, HIDEABLE, hubFromUrl, makeHash, parseHash, validModel } from './state.js';
-import { drawActivations, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto } from './charts.js';
+import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto } from './charts.js';
 import { download } from './download.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -41,6 +41,9 @@ const el = {
   genBox: $('gen-box'), genPrompt: $('gen-prompt'), genN: $('gen-n'), genRun: $('gen-run'), genStop: $('gen-stop'),
   genRef: $('gen-ref'), genQuant: $('gen-quant'), genQuantH: $('gen-quant-h'), genStatus: $('gen-status'),
   offline: $('offline'),
+  actBits: $('act-bits'), actFields: $('act-fields'), smooth: $('smooth'), smoothFields: $('smooth-fields'),
+  w4a8Note: $('w4a8-note'), actExplainer: $('act-explainer'), resultWa: $('result-wa'),
+  alphaBox: $('alpha-box'), alphaNote: $('alpha-note'), alphaSite: $('alpha-site'),
 };
 
 const texts = new Map();
@@ -59,6 +62,11 @@ let pendingLink = null; // a parsed link state waiting for the schema and the mo
 const tried = []; // [{bpw, ppl, label, state}] every configuration evaluated
 const explainers = new Map();
 let preset = null; // {queue, done}
+// α per layer and site of the runs with a scale transform, newest last: [{label, method, alpha}]
+// (one entry per run label, so SmoothQuant, AWQ and AQAS can be compared side by side).
+const alphaRuns = [];
+const MAX_ALPHA_RUNS = 8;
+let alphaCurrent = null; // the newest run's {label, method, alpha}
 
 // control[0]: the newest run's generation; control[1]: the newest text generation's (both
 // read by the worker to cancel work in flight).
@@ -98,6 +106,8 @@ function memoryText(m) {
   const parts = [];
   if (typeof m.total_bytes === 'number') parts.push(mb(m.total_bytes));
   if (typeof m.f16_bytes === 'number') parts.push(`(f16: ${mb(m.f16_bytes)})`);
+  // Activations are not stored, but the model runs with them quantized: say so.
+  if (typeof m.act === 'string') parts.push(`· activations ${m.act}`);
   return parts.join(' ') || '—';
 }
 function showError(e) {
@@ -230,49 +240,200 @@ function syncMethodControls(keepFieldValues = null) {
   el.fields.replaceChildren();
   if (m) {
     const values = keepFieldValues ?? m.defaults ?? {};
-    for (const f of m.fields.filter((x) => x.kind !== 'budget')) {
-      const label = document.createElement('label');
-      label.title = f.help;
-      label.append(`${f.label} `);
-      let input;
-      if (f.kind === 'bool') {
-        input = document.createElement('input');
-        input.type = 'checkbox';
-        input.checked = Boolean(values[f.key]);
-      } else if (f.kind === 'choice') {
-        input = document.createElement('select');
-        for (const c of f.choices) input.add(new Option(c, c));
-        input.value = String(values[f.key]);
-      } else if (f.kind === 'slider') {
-        // A range with its value shown beside it (as a percentage: these are fractions).
-        input = document.createElement('input');
-        input.type = 'range';
-        input.min = String(f.min);
-        input.max = String(f.max);
-        input.step = String(f.step);
-        input.value = String(values[f.key]);
-        const out = document.createElement('output');
-        const show = () => { out.textContent = `${(100 * Number(input.value)).toFixed(3)} %`; };
-        show();
-        input.addEventListener('input', show);
-        label.append(input, out);
-      } else {
-        input = document.createElement('input');
-        input.type = 'number';
-        input.min = String(f.min);
-        input.max = String(f.max);
-        input.step = String(f.step);
-        input.size = 6;
-        input.value = String(values[f.key]);
-      }
-      input.dataset.key = f.key;
-      input.dataset.kind = f.kind;
-      input.addEventListener('change', scheduleRun);
-      if (!label.contains(input)) label.append(input);
-      el.fields.append(label);
-    }
+    for (const f of m.fields.filter((x) => x.kind !== 'budget')) el.fields.append(fieldControl(f, values));
   }
+  syncCalibBox();
   showExplainer(none ? 'none' : m.id);
+}
+
+// One control for a schema `Field` (src/playground/schema.rs), starting from `values[f.key]`:
+// a checkbox, a menu, a range with its value shown, or a number. An optional field gets a
+// checkbox beside it (unticked: left out of the config). Every control carries data-key and
+// data-kind, so `readFields` can collect them.
+function fieldControl(f, values) {
+  const label = document.createElement('label');
+  label.title = f.help;
+  label.dataset.field = f.key;
+  let opt = null;
+  if (f.optional != null) {
+    opt = document.createElement('input');
+    opt.type = 'checkbox';
+    opt.dataset.optional = f.key;
+    opt.checked = values[f.key] != null;
+    label.append(opt);
+  }
+  label.append(`${f.label} `);
+  // Options that Rust holds as f32 come back from a link as the nearest f64 (0.05 as
+  // 0.05000000074505806): show them as the decimal they were (f32 keeps 7 significant digits).
+  const raw = values[f.key] ?? f.optional;
+  const start = typeof raw === 'number' ? Number(raw.toPrecision(7)) : raw;
+  let input;
+  if (f.kind === 'bool') {
+    input = document.createElement('input');
+    input.type = 'checkbox';
+    input.checked = Boolean(start);
+  } else if (f.kind === 'choice') {
+    input = document.createElement('select');
+    for (const c of f.choices) input.add(new Option(c.replaceAll('_', ' '), c));
+    input.value = String(start);
+  } else if (f.kind === 'slider') {
+    // A range with its value shown beside it (fractions as a percentage).
+    input = document.createElement('input');
+    input.type = 'range';
+    input.min = String(f.min);
+    input.max = String(f.max);
+    input.step = String(f.step);
+    input.value = String(start);
+    const out = document.createElement('output');
+    const places = Math.max(0, -Math.floor(Math.log10(f.step) + 1e-9));
+    const show = () => {
+      out.textContent = f.percent ? `${(100 * Number(input.value)).toFixed(3)} %` : Number(input.value).toFixed(places);
+    };
+    show();
+    input.addEventListener('input', show);
+    label.append(input, out);
+  } else {
+    input = document.createElement('input');
+    input.type = 'number';
+    input.min = String(f.min);
+    input.max = String(f.max);
+    input.step = String(f.step);
+    input.size = 6;
+    input.value = String(start);
+  }
+  input.dataset.key = f.key;
+  input.dataset.kind = f.kind;
+  input.addEventListener('change', scheduleRun);
+  if (opt) {
+    input.disabled = !opt.checked;
+    opt.addEventListener('change', () => {
+      input.disabled = !opt.checked;
+      scheduleRun();
+    });
+  }
+  if (!label.contains(input)) label.append(input);
+  return label;
+}
+
+// The values of the field controls in `box`, as the option struct's JSON: a field whose `when`
+// does not hold (data-off) or an unticked optional one is left out.
+function readFields(box) {
+  const v = {};
+  for (const input of box.querySelectorAll('[data-key]')) {
+    const label = input.closest('label');
+    if (label?.dataset.off === 'true') continue;
+    const opt = label?.querySelector('[data-optional]');
+    if (opt && !opt.checked) continue;
+    v[input.dataset.key] = input.dataset.kind === 'bool' ? input.checked
+      : input.dataset.kind === 'number' || input.dataset.kind === 'slider' ? Number(input.value) : input.value;
+  }
+  return v;
+}
+
+// The schema's rules between the controls of `box` (src/playground/schema.rs: `Implies`,
+// `Field::when`): a forced setting is set and locked, with the reason as its tooltip; a field
+// whose condition fails is disabled and left out.
+const holds = (w, values) => w != null && JSON.stringify(values[w.key]) === JSON.stringify(w.value);
+function applyRules(box, fields, implies = []) {
+  const control = (key) => box.querySelector(`[data-key="${key}"]`);
+  const raw = () => {
+    const v = {};
+    for (const input of box.querySelectorAll('[data-key]')) v[input.dataset.key] = input.dataset.kind === 'bool' ? input.checked : input.value;
+    return v;
+  };
+  for (const i of implies) {
+    const c = control(i.key);
+    if (!c) continue;
+    const on = holds(i.when, raw());
+    if (on) c.value = String(i.value);
+    c.disabled = on;
+    c.closest('label').title = on ? i.why : (fields.find((f) => f.key === i.key)?.help ?? '');
+  }
+  for (const f of fields) {
+    if (!f.when) continue;
+    const label = box.querySelector(`label[data-field="${f.key}"]`);
+    if (!label) continue;
+    const on = holds(f.when, raw());
+    label.dataset.off = String(!on);
+    const opt = label.querySelector('[data-optional]');
+    if (opt) opt.disabled = !on;
+    control(f.key).disabled = !on || (opt !== null && !opt.checked);
+  }
+}
+
+// ---------------------------------------------------------------------------- activation panel
+// Built from schema.act and schema.smooth: the activation quantizer (off, or its bits and
+// fields) and the scale transform folded in before the weights are rounded.
+const transformSchema = (id) => schema?.smooth.transforms.find((t) => t.id === id) ?? null;
+function buildActPanel() {
+  for (const b of schema.act.bits) el.actBits.add(new Option(`A${b} (${b}-bit)`, String(b)));
+  for (const t of schema.smooth.transforms) el.smooth.add(new Option(t.label, t.id));
+  syncActControls();
+  showActExplainer();
+}
+// Rebuild the fields of both halves from `act` / `smooth` (config JSON; null keeps what the
+// controls hold) and apply the schema's rules.
+function syncActControls(act = null, smooth = null) {
+  if (!schema) return;
+  const actValues = act ?? { ...schema.act.defaults, ...readFields(el.actFields) };
+  el.actFields.replaceChildren(...schema.act.fields.map((f) => fieldControl(f, actValues)));
+  const off = el.actBits.value === 'off';
+  for (const c of el.actFields.querySelectorAll('input, select')) c.disabled = off;
+  if (!off) applyRules(el.actFields, schema.act.fields, schema.act.implies);
+  const t = transformSchema(el.smooth.value);
+  const prev = smooth && t ? smooth[t.id] : (el.smoothFields.dataset.for === el.smooth.value ? readFields(el.smoothFields) : null);
+  el.smoothFields.replaceChildren(...(t ? t.fields.map((f) => fieldControl(f, { ...t.defaults, ...prev })) : []));
+  el.smoothFields.dataset.for = el.smooth.value;
+  // A transform folds scales into the weights before a method rounds them: only before the
+  // methods the schema lists.
+  const usable = schema.smooth.methods.includes(el.method.value);
+  el.smooth.disabled = !usable;
+  for (const c of el.smoothFields.querySelectorAll('input, select')) c.disabled = !usable;
+  const names = schema.smooth.methods.map((id) => schema.methods.find((m) => m.id === id)?.label ?? id);
+  el.w4a8Note.textContent = usable ? ''
+    : `A scale transform folds scales into the weights before they are rounded: choose ${names.join(' or ')} as the method to use one.`;
+  syncCalibBox();
+}
+function actConfig() {
+  if (!schema || el.actBits.value === 'off') return null;
+  return { ...schema.act.defaults, bits: Number(el.actBits.value), ...readFields(el.actFields) };
+}
+function smoothConfig() {
+  const t = transformSchema(el.smooth.value);
+  if (!t || !schema.smooth.methods.includes(el.method.value)) return null;
+  return { [t.id]: { ...t.defaults, ...readFields(el.smoothFields) } };
+}
+// Does a config need calibration statistics? As Rust's QuantConfig::needs_calibration, from
+// what the schema says: the method's, a scale transform's, or the activation quantizer's.
+function needsCalibration(q) {
+  if (!schema) return false;
+  const m = schema.methods.find((x) => x.id === methodId(q));
+  const t = q.smooth ? transformSchema(Object.keys(q.smooth)[0]) : null;
+  return Boolean(m?.needs_calibration) || Boolean(t?.needs_calibration)
+    || (q.act != null && holds(schema.act.calibration_when, q.act));
+}
+function syncCalibBox() {
+  el.calibBox.hidden = !needsCalibration(quantConfig()) || hidden.includes('calib');
+}
+el.actBits.addEventListener('change', () => {
+  syncActControls();
+  scheduleRun();
+});
+el.smooth.addEventListener('change', () => {
+  syncActControls();
+  scheduleRun();
+});
+el.actFields.addEventListener('change', () => {
+  applyRules(el.actFields, schema.act.fields, schema.act.implies);
+  syncCalibBox();
+});
+async function showActExplainer() {
+  try {
+    const r = await fetch('www/methods/w4a8.txt');
+    el.actExplainer.textContent = `${r.ok ? await r.text() : ''} Paper: ${schema.act.paper}.`.trim();
+  } catch {
+    el.actExplainer.textContent = `Paper: ${schema.act.paper}.`;
+  }
 }
 
 let explainerFor = null; // the newest request wins (fetches may finish out of order)
@@ -293,11 +454,7 @@ async function showExplainer(id) {
 }
 
 function fieldValues() {
-  const v = {};
-  for (const input of el.fields.querySelectorAll('[data-key]')) {
-    v[input.dataset.key] = input.dataset.kind === 'bool' ? input.checked
-      : input.dataset.kind === 'number' || input.dataset.kind === 'slider' ? Number(input.value) : input.value;
-  }
+  const v = readFields(el.fields);
   const bf = budgetField(methodSchema());
   if (bf && el.bits.dataset.mode === 'budget') v[bf.key] = Number(el.bits.value);
   return v;
@@ -315,6 +472,10 @@ function quantConfig() {
   const method = !m ? 'none' : (m.defaults ? { [m.id]: { ...m.defaults, ...fieldValues() } } : m.id);
   const cfg = { version: schema?.config_version ?? 1, method, default: layer, overrides: m ? overrides : [] };
   if (m && el.lorc.checked) cfg.lorc = { rank: Number(el.lorcRank.value), bits8: el.lorc8.checked };
+  const sm = smoothConfig();
+  if (sm) cfg.smooth = sm;
+  const act = actConfig();
+  if (act) cfg.act = act;
   return cfg;
 }
 
@@ -339,9 +500,37 @@ function applyQuant(cfg) {
   overrides = Array.isArray(cfg.overrides) ? cfg.overrides.map((o) => ({ ...o })) : [];
   showOverrides();
   syncMethodControls(opts);
+  el.actBits.value = cfg.act ? String(cfg.act.bits) : 'off';
+  const sid = cfg.smooth ? Object.keys(cfg.smooth)[0] : 'none';
+  el.smooth.value = [...el.smooth.options].some((o) => o.value === sid) ? sid : 'none';
+  syncActControls(cfg.act ? { ...schema.act.defaults, ...cfg.act } : null, cfg.smooth ?? null);
+}
+
+// What the activation axis and the scale transform add to a run's label, e.g.
+// " +SmoothQuant α 0.5, A8 static per tensor".
+function w4a8Label(q) {
+  let out = '';
+  if (q.smooth) {
+    const id = Object.keys(q.smooth)[0];
+    const t = transformSchema(id);
+    // A slider's value always (SmoothQuant's α is what one compares); other options only
+    // where they differ from the schema's defaults.
+    const opts = (t?.fields ?? []).filter((f) => f.kind === 'slider' || q.smooth[id][f.key] !== t.defaults[f.key])
+      .map((f) => `${f.label} ${q.smooth[id][f.key]}`).join(', ');
+    out += ` +${t?.label ?? id}${opts ? ` ${opts}` : ''}`;
+  }
+  if (q.act) {
+    const a = q.act;
+    out += `, A${a.bits} ${a.scale} ${a.gran.replaceAll('_', ' ')}${a.percentile != null ? ` p${a.percentile}` : ''}`;
+  }
+  return out;
 }
 
 function weightsLabel(q) {
+  return weightsOnlyLabel(q) + w4a8Label(q);
+}
+
+function weightsOnlyLabel(q) {
   if (q.method === 'none') return 'as loaded';
   const id = typeof q.method === 'string' ? q.method : Object.keys(q.method)[0];
   const d = q.default;
@@ -358,9 +547,11 @@ function weightsLabel(q) {
 
 // The Pareto chart's series a run belongs to: its method, and whether LoRC was added.
 function methodGroup(q) {
-  if (q.method === 'none') return 'as loaded';
+  const t = q.smooth ? transformSchema(Object.keys(q.smooth)[0]) : null;
+  const w4a8 = `${t ? ` +${t.label}` : ''}${q.act ? ` A${q.act.bits}` : ''}`;
+  if (q.method === 'none') return `as loaded${w4a8}`;
   const id = typeof q.method === 'string' ? q.method : Object.keys(q.method)[0];
-  return `${id.toUpperCase()}${q.lorc ? ' +LoRC' : ''}`;
+  return `${id.toUpperCase()}${q.lorc ? ' +LoRC' : ''}${w4a8}`;
 }
 
 // ---------------------------------------------------------------------------- overrides
@@ -550,27 +741,26 @@ async function startRun() {
   const myGen = gen;
   if (control) Atomics.store(control, 0, gen);
   const quant = quantConfig();
-  const m = methodSchema();
-  const calib = await calibFor(m);
+  const calib = await calibFor(quant);
   if (myGen !== gen) return;
   const options = {
     protocol: el.protocol.value,
     ctx: Number(el.ctx.value),
     max_windows: el.windows.value === 'all' ? null : Number(el.windows.value),
-    kl: quant.method !== 'none',
+    kl: quant.method !== 'none' || quant.act != null,
   };
   el.result.dataset.state = 'running';
   el.result.dataset.config = JSON.stringify(quant);
   el.error.textContent = '';
   el.evalProgress.removeAttribute('value');
-  el.evalStatus.textContent = quant.method === 'none' ? 'Evaluating…' : 'Quantizing…';
+  el.evalStatus.textContent = quant.method === 'none' && !quant.act ? 'Evaluating…' : 'Quantizing…';
   worker.postMessage({ type: 'to-link', quant });
   worker.postMessage({ type: 'run', gen, quant, text, options, calib });
   current = { gen, quant, options, started: performance.now() };
 }
 
-async function calibFor(m) {
-  return m && m.needs_calibration
+async function calibFor(quant) {
+  return needsCalibration(quant)
     ? { text: await calibrationText(), n: Number(el.calibN.value), len: Number(el.calibLen.value) } : null;
 }
 
@@ -580,6 +770,7 @@ for (const c of [el.bits, el.gran, el.sym, el.clip, el.lorc, el.lorcRank, el.lor
   el.protocol, el.ctx, el.windows]) c.addEventListener('change', scheduleRun);
 el.method.addEventListener('change', () => {
   syncMethodControls();
+  syncActControls();
   scheduleRun();
 });
 
@@ -590,6 +781,8 @@ function showResult(msg) {
   el.result.dataset.run = String(runs);
   setText(el.ppl, fixed(r.ppl, 3), r.ppl);
   el.pplErr.textContent = `± ${fixed(r.ppl_err, 3)}`;
+  // The W/A label as Rust names the config (QuantConfig::wa_label), e.g. "W4A8".
+  setText(el.resultWa, msg.wa ? `${msg.wa} · ${weightsLabel(current.quant)}` : '', msg.wa ?? undefined);
   el.protocolDesc.textContent = `${r.protocol} — ${r.tokens_scored} tokens scored of ${r.tokens_evaluated} evaluated, ${fixed(r.seconds, 1)} s`;
   setText(el.kl, r.kl == null ? '— (as loaded)' : fixed(r.kl, 5), r.kl ?? undefined);
   setText(el.top1, r.top1 == null ? '— (as loaded)' : pct(r.top1), r.top1 ?? undefined);
@@ -621,7 +814,7 @@ function showResult(msg) {
     scheduleRun();
   });
   const row = document.createElement('tr');
-  const cells = [label, `${current.options.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ${r.ctx}`,
+  const cells = [label, msg.wa ?? '—', `${current.options.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ${r.ctx}`,
     `${fixed(r.ppl, 3)} ± ${fixed(r.ppl_err, 3)}`, fixed(r.kl, 4), pct(r.top1), fixed(bpw, budget !== null ? 2 : 3),
     typeof m.total_bytes === 'number' ? (m.total_bytes / 1e6).toFixed(1) : '—',
     e.backend === 'gpu' ? 'GPU' : 'CPU', `${fixed(r.seconds, 1)} s`];
@@ -631,6 +824,8 @@ function showResult(msg) {
     row.append(td);
   }
   el.history.prepend(row);
+  row.dataset.wa = msg.wa ?? '';
+  showAlpha(msg.smooth, label);
   if (preset) nextPreset();
 }
 
@@ -659,6 +854,7 @@ function presetConfigs(name) {
       return grid;
     }
     case 'cmpq-curve': return cmpqCurveConfigs();
+    case 'w4a8': return w4a8Configs();
     default: return [];
   }
 }
@@ -731,6 +927,67 @@ function cmpqCurveConfigs() {
   return steps;
 }
 
+// ---------------------------------------------------------------------------- W4A8 preset
+// The comparison of arXiv:2311.05161 (Table 2's kind) in small, on the loaded model: W4 per
+// row with 8-bit static per-tensor activations, by RTN alone and with each scale transform
+// (SmoothQuant at its default α 0.5, AWQ's scales, AQAS), AQAS before GPTQ, and W8A8 with
+// SmoothQuant for reference. Each transform runs with the defaults the schema gives it. The
+// calibration is 16 × 128 tokens, as in the study preset, so the grid finishes in a browser.
+function w4a8Configs() {
+  if (!schema) return [];
+  const calib = { n: 16, len: 128 };
+  const a8 = { ...schema.act.defaults, bits: 8, gran: 'per_tensor', scale: 'static' };
+  const method = (id) => {
+    const m = schema.methods.find((x) => x.id === id);
+    return m?.defaults ? { [id]: m.defaults } : id;
+  };
+  const smooth = (id) => {
+    const t = transformSchema(id);
+    return t ? { [id]: t.defaults } : undefined;
+  };
+  const grid = [['rtn', 4, null], ['rtn', 4, 'smoothquant'], ['rtn', 4, 'awq'], ['rtn', 4, 'aqas'],
+    ['gptq', 4, 'aqas'], ['rtn', 8, 'smoothquant']];
+  return grid.map(([id, bits, t]) => ({
+    apply: () => {
+      const cfg = {
+        version: schema.config_version, method: method(id),
+        default: { bits, gran: 'per_row', sym: true, clip_search: false }, overrides: [], act: a8,
+      };
+      if (t) cfg.smooth = smooth(t);
+      el.calibN.value = String(calib.n);
+      el.calibLen.value = String(calib.len);
+      applyQuant(cfg);
+    },
+  }));
+}
+
+// ---------------------------------------------------------------------------- α per layer
+// After a run whose config has a scale transform: α per layer for each site (one line per
+// site), and the same site across the runs kept so far (one line per run label).
+function showAlpha(report, label) {
+  if (!report || !info) return;
+  alphaCurrent = { label, method: transformSchema(report.method)?.label ?? report.method, alpha: report.alpha };
+  const i = alphaRuns.findIndex((x) => x.label === label);
+  if (i >= 0) alphaRuns.splice(i, 1);
+  alphaRuns.push(alphaCurrent);
+  if (alphaRuns.length > MAX_ALPHA_RUNS) alphaRuns.shift();
+  const sites = info.topology.sites.map((x) => x.name);
+  if (el.alphaSite.options.length !== sites.length) {
+    el.alphaSite.replaceChildren(...sites.map((n, k) => new Option(n, String(k))));
+  }
+  el.alphaBox.hidden = false;
+  const unscaled = report.alpha.flat().filter((a) => a == null).length;
+  el.alphaNote.textContent = `α chosen by ${label} for each layer and site${unscaled
+    ? `; ${unscaled} site${unscaled === 1 ? ' was' : 's were'} left unscaled (no point drawn)` : ''}. `
+    + `Below: the runs with a scale transform so far (${alphaRuns.length}), at one site.`;
+  redrawAlpha();
+}
+function redrawAlpha() {
+  if (!alphaCurrent || !info) return;
+  drawAlpha(alphaCurrent, alphaRuns, info.topology.sites.map((x) => x.name), Number(el.alphaSite.value) || 0);
+}
+el.alphaSite.addEventListener('change', redrawAlpha);
+
 // ---------------------------------------------------------------------------- inspection
 el.histTensor.addEventListener('change', () => {
   requestHistogram();
@@ -765,7 +1022,7 @@ async function startGeneration() {
   const mine = ggen;
   if (control) Atomics.store(control, 1, ggen);
   const quant = quantConfig();
-  const calib = await calibFor(methodSchema());
+  const calib = await calibFor(quant);
   if (mine !== ggen) return;
   const n = Math.min(256, Math.max(1, Math.round(Number(el.genN.value)) || 32));
   genInfo = { ggen, label: weightsLabel(quant) };
@@ -774,7 +1031,7 @@ async function startGeneration() {
   delete el.genQuant.dataset.tokens;
   el.genRef.textContent = '';
   el.genQuant.textContent = '';
-  el.genQuantH.textContent = quant.method === 'none' ? 'Quantized (none chosen: same as loaded)' : `Quantized: ${genInfo.label}`;
+  el.genQuantH.textContent = quant.method === 'none' && !quant.act ? 'Quantized (none chosen: same as loaded)' : `Quantized: ${genInfo.label}`;
   el.genStatus.textContent = 'Generating with the model as loaded…';
   el.genStop.disabled = false;
   worker.postMessage({ type: 'generate', ggen, prompt: el.genPrompt.value, n, quant, calib });
@@ -848,6 +1105,7 @@ worker.onmessage = ({ data: msg }) => {
     case 'schema':
       schema = msg.schema;
       buildMethodMenu();
+      buildActPanel();
       offerGroups();
       syncMethodControls();
       if (pendingLink?.q) worker.postMessage({ type: 'parse-link', q: pendingLink.q });
@@ -865,6 +1123,8 @@ worker.onmessage = ({ data: msg }) => {
       break;
     case 'link':
       if (msg.link) updateHash(msg.link);
+      // Rust refused the config (QuantConfig::validate): say so where the link would be.
+      else if (msg.error) el.linkStatus.textContent = `This configuration cannot be put in a link: ${msg.error}`;
       break;
     case 'download':
       if (msg.total) el.download.value = msg.loaded / msg.total;
@@ -898,6 +1158,11 @@ worker.onmessage = ({ data: msg }) => {
       el.evaluate.disabled = false;
       el.genRun.disabled = false;
       showModel(msg.info);
+      // α belongs to a model's layers and sites: a new model starts the comparison afresh.
+      alphaRuns.length = 0;
+      alphaCurrent = null;
+      el.alphaBox.hidden = true;
+      el.alphaSite.replaceChildren();
       maybeFirstRun();
       break;
     case 'calibrating':
@@ -983,6 +1248,8 @@ worker.onmessage = ({ data: msg }) => {
       } else {
         el.result.dataset.state = 'error';
         el.evalStatus.textContent = '';
+        // A run with the activation panel's settings: say it beside the panel too.
+        if (current?.quant.act || current?.quant.smooth) el.w4a8Note.textContent = `That run failed: ${msg.message}`;
         if (preset) {
           preset = null;
           el.presetStatus.textContent = 'Preset stopped by an error.';

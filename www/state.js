@@ -6,8 +6,10 @@
 //   text=prose|dialogue|code|wikitext   (wikitext: WikiText-2 test from the Hub, when online)
 //   proto=llamacpp|gptq  ctx=64|128|256|512  win=1|2|4|all
 //   q=v1.…           the QuantConfig, exactly as Rust's QuantConfig::to_url writes it (the worker
-//                    parses it with QuantConfig::from_url, which validates it)
-//   calib=NxL        calibration sequences × tokens
+//                    parses it with QuantConfig::from_url, which validates it); it carries the
+//                    activation panel too: `act` (bits, granularity, scale, percentile) and
+//                    `smooth` (the scale transform and its options)
+//   calib=NxL        calibration sequences × tokens (L: the calibration length, SLAC's knob)
 //   hide=a,b         instructor flags: controls to hide (see HIDEABLE)
 // Every field is validated; an invalid link yields {error} and the caller falls back to defaults.
 
@@ -17,7 +19,7 @@ export const PROTOCOLS = ['llamacpp', 'gptq'];
 export const CTXS = ['64', '128', '256', '512'];
 export const WINDOWS = ['1', '2', '4', 'all'];
 export const HIDEABLE = ['model', 'text', 'method', 'bits', 'gran', 'sym', 'clip', 'method-options',
-  'lorc', 'calib', 'overrides', 'presets', 'eval', 'generate'];
+  'lorc', 'calib', 'overrides', 'presets', 'eval', 'generate', 'act'];
 export const DEFAULTS = {
   model: 'default', text: 'prose', proto: 'llamacpp', ctx: '256', win: '4', q: null,
   calib: { n: 32, len: 512 }, hide: [],

@@ -19,7 +19,8 @@
 //                                                  the WebGPU device now (gpuAgain false: and
 //                                                  find no GPU when recovering)
 // Messages out: ready | schema | engine | download | loaded | calibrating | calibrated |
-//               quantizing | quantized | progress | result | layers | link | parsed |
+//               quantizing | quantized | progress | result (with `wa`, the W/A label, and
+//               `smooth`, Session::smooth_report) | layers | link | parsed |
 //               histogram | activations | channels | cancelled | error |
 //               gen-token | gen-done | gen-error   (each carries its `ggen`) |
 //               device-lost   (the WebGPU device was lost; recovering: an 'engine' message with
@@ -47,7 +48,7 @@
 // COOP/COEP headers) a newer queued run stops a GPU evaluation at its next window; on the CPU
 // runs overtaken while queued are skipped, and a running one finishes and is ignored.
 
-import init, { Playground, methodSchema, quantFromLink, quantToLink } from './pkg/quantlab.js';
+import init, { Playground, methodSchema, quantFromLink, quantSummary, quantToLink } from './pkg/quantlab.js';
 import { MAX_MODEL_BYTES, download as fetchModelFile, resolveHub, tooLarge } from './download.js';
 
 // Where Hub ids resolve ('init' may name a mirror).
@@ -291,7 +292,11 @@ async function run({ gen, quant, text, options, calib }) {
         post({ type: 'progress', gen, progress });
         return !stale(gen);
       });
-      post({ type: 'result', gen, result, memory, engine: playground.engine() });
+      // The W/A label as Rust names the config ("W4A8"), and what its scale transform chose
+      // (α per layer and site; null without one).
+      post({
+        type: 'result', gen, result, memory, engine: playground.engine(), wa: quantSummary(quant).wa, smooth: playground.smoothReport(),
+      });
       if (!stale(gen)) post({ type: 'layers', gen, map: playground.layerMap() });
     }, () => stale(gen), { gen });
   } catch (e) {

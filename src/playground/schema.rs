@@ -4,8 +4,14 @@
 //!
 //! Every method's options are described as `Field`s; `defaults_json` is the JSON of the
 //! method's own option struct, so the page sends back exactly what `QuantConfig` deserialises.
+//! The W4A8 axes (docs/w4a8.md) are described the same way: the activation quantizer
+//! (`ActSchema`, `QuantConfig::act`) and the scale transforms (`SmoothSchema`,
+//! `QuantConfig::smooth`), with the conditions between their controls (`When`, `Implies`) as
+//! data, so the page knows no rule of its own.
 
+use crate::format::act::ActGranularity;
 use crate::format::Granularity;
+use crate::quant::act::{ActConfig, ActScaleKind, MIN_PERCENTILE};
 use crate::quant::awq::AwqOptions;
 use crate::quant::cmpq::{CmpqOptions, MAX_OUTLIER_COLS, MAX_OUTLIER_SPARSE};
 use crate::quant::cmpq_alloc::{BUDGET_MAX, BUDGET_MIN, BUDGET_STEP};
@@ -13,6 +19,7 @@ use crate::quant::codebook::{KmeansOptions, MAX_OUTLIER_FRAC};
 use crate::quant::config::CONFIG_VERSION;
 use crate::quant::gptq::GptqOptions;
 use crate::quant::lorc::{LorcOptions, MAX_RANK};
+use crate::quant::smooth::{Smooth, DEFAULT_ALPHA, DEFAULT_STEP};
 use serde::Serialize;
 
 /// One method-specific option shown as a control.
@@ -30,6 +37,43 @@ pub struct Field {
     pub step: Option<f64>,
     pub choices: Vec<&'static str>,
     pub help: &'static str,
+    /// The control is enabled only while another control of the same panel has a value; while
+    /// it does not, the field is left out of the config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<When>,
+    /// The field may be left out of the config (`Option` in Rust): the page draws a checkbox
+    /// beside its control, and this is the value the control starts from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optional: Option<f64>,
+    /// A slider of fractions, shown as a percentage (else its value is shown as it is).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub percent: bool,
+}
+
+/// A condition on another control of the same panel: its `key` has the JSON value `value`.
+#[derive(Clone, Debug, Serialize)]
+pub struct When {
+    pub key: &'static str,
+    pub value: serde_json::Value,
+}
+
+impl When {
+    fn is(key: &'static str, value: &'static str) -> When {
+        When {
+            key,
+            value: serde_json::Value::from(value),
+        }
+    }
+}
+
+/// A setting that forces another: while `when` holds, `key` must be `value` (the page sets it
+/// and disables its control, saying `why`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Implies {
+    pub when: When,
+    pub key: &'static str,
+    pub value: serde_json::Value,
+    pub why: &'static str,
 }
 
 impl Field {
@@ -43,6 +87,9 @@ impl Field {
             step: None,
             choices: Vec::new(),
             help,
+            when: None,
+            optional: None,
+            percent: false,
         }
     }
     fn number(
@@ -60,6 +107,9 @@ impl Field {
             step: Some(range.2),
             choices: Vec::new(),
             help,
+            when: None,
+            optional: None,
+            percent: false,
         }
     }
     fn slider(
@@ -94,6 +144,30 @@ impl Field {
             step: None,
             choices,
             help,
+            when: None,
+            optional: None,
+            percent: false,
+        }
+    }
+    /// Enabled only while `when` holds.
+    fn when(self, when: When) -> Field {
+        Field {
+            when: Some(when),
+            ..self
+        }
+    }
+    /// A slider of fractions, shown as a percentage.
+    fn percent(self) -> Field {
+        Field {
+            percent: true,
+            ..self
+        }
+    }
+    /// May be left out; `start` is the control's value when it is ticked.
+    fn optional(self, start: f64) -> Field {
+        Field {
+            optional: Some(start),
+            ..self
         }
     }
 }
@@ -134,6 +208,167 @@ pub struct Schema {
     pub methods: Vec<MethodSchema>,
     /// LoRC, the add-on after any method.
     pub lorc: LorcSchema,
+    /// The activation axis (`QuantConfig::act`).
+    pub act: ActSchema,
+    /// The scale transforms folded in before the weights are rounded (`QuantConfig::smooth`).
+    pub smooth: SmoothSchema,
+}
+
+/// The activation quantizer's controls (`quant::act::ActConfig`). Off is the config without
+/// `act` (activations in floating point, "A16").
+#[derive(Clone, Debug, Serialize)]
+pub struct ActSchema {
+    /// Activation bits offered, high to low.
+    pub bits: Vec<u8>,
+    /// The JSON of the default `ActConfig` (what the panel starts from when switched on).
+    pub defaults: serde_json::Value,
+    /// Its other keys: granularity, scale kind, percentile.
+    pub fields: Vec<Field>,
+    /// Settings that force another (a static scale is one per tensor).
+    pub implies: Vec<Implies>,
+    /// The activation quantizer needs calibration while this holds (static scales).
+    pub calibration_when: When,
+    pub paper: &'static str,
+}
+
+/// The scale transforms (`quant::smooth::Smooth`); none is the config without `smooth`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SmoothSchema {
+    /// The weight methods a transform may precede: it folds scales into the weights before
+    /// they are rounded (AWQ and CMPQ scale on their own, and method none rounds nothing).
+    pub methods: Vec<&'static str>,
+    pub transforms: Vec<TransformSchema>,
+    pub paper: &'static str,
+}
+
+/// One scale transform, described as a method is: `{id: defaults}` is its JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct TransformSchema {
+    /// `Smooth`'s serde tag ("smoothquant", "awq", "aqas").
+    pub id: &'static str,
+    pub label: &'static str,
+    pub defaults: serde_json::Value,
+    pub fields: Vec<Field>,
+    pub needs_calibration: bool,
+    pub paper: &'static str,
+}
+
+/// Activation bits the page offers (the papers' 8, 6 and 4; the quantizer takes 2..=8).
+pub const ACT_BITS: [u8; 3] = [8, 6, 4];
+/// Where the percentile control starts (a common choice for clipping rare outlier tokens).
+pub const DEFAULT_PERCENTILE: f64 = 99.9;
+/// AQAS's step control: 0.01 to 0.5. Finer steps are valid (down to `smooth::MIN_STEP`) but
+/// each point is a quantization of every group, too slow for a browser at 0.001.
+pub const AQAS_STEP_RANGE: (f64, f64, f64) = (0.01, 0.5, 0.01);
+/// AWQ's α grid control (the method panel's AWQ entry has the same).
+pub const AWQ_GRID_RANGE: (f64, f64, f64) = (2.0, 40.0, 1.0);
+
+const W4A8_PAPER: &str = "Lee et al., Enhancing Computation Efficiency in Large Language Models through Weight and Activation Quantization (arXiv:2311.05161)";
+
+fn act_schema() -> ActSchema {
+    let defaults = ActConfig {
+        bits: ACT_BITS[0],
+        gran: ActGranularity::PerToken,
+        scale: ActScaleKind::Dynamic,
+        percentile: None,
+    };
+    ActSchema {
+        bits: ACT_BITS.to_vec(),
+        defaults: json(&defaults).unwrap_or_default(),
+        fields: vec![
+            Field::choice(
+                "gran",
+                "Scale per",
+                vec!["per_token", "per_tensor"],
+                "one scale for each token (row), or one for the whole activation",
+            ),
+            Field::choice(
+                "scale",
+                "Scale",
+                vec!["dynamic", "static"],
+                "dynamic: the absmax at run time; static: one scale per site, calibrated once",
+            ),
+            Field::number(
+                "percentile",
+                "Percentile",
+                (dec(MIN_PERCENTILE), 100.0, 0.1),
+                "calibrate the static scale at this percentile of the tokens' absmax instead of the max (clips rare outlier tokens)",
+            )
+            .when(When::is("scale", "static"))
+            .optional(DEFAULT_PERCENTILE),
+        ],
+        implies: vec![Implies {
+            when: When::is("scale", "static"),
+            key: "gran",
+            value: serde_json::Value::from("per_tensor"),
+            why: "a static scale is one per tensor (per-token scales are computed at run time)",
+        }],
+        calibration_when: When::is("scale", "static"),
+        paper: W4A8_PAPER,
+    }
+}
+
+/// A transform's options as JSON, its f32 values as the decimals they were written as (0.05,
+/// not 0.05000000074505806), so that the page's controls and labels show them so.
+fn transform_defaults(t: Smooth) -> serde_json::Value {
+    match t {
+        Smooth::Smoothquant { alpha } => serde_json::json!({ "alpha": dec(alpha) }),
+        Smooth::Awq { grid } => serde_json::json!({ "grid": grid }),
+        Smooth::Aqas { step } => serde_json::json!({ "step": dec(step) }),
+    }
+}
+
+fn smooth_schema() -> SmoothSchema {
+    let transforms = vec![
+        TransformSchema {
+            id: "smoothquant",
+            label: "SmoothQuant",
+            defaults: transform_defaults(Smooth::Smoothquant {
+                alpha: DEFAULT_ALPHA,
+            }),
+            fields: vec![Field::slider(
+                "alpha",
+                "α",
+                (0.0, 1.0, 0.05),
+                "migration strength: 1 moves all of the activation's range into the weights, 0 none of it",
+            )],
+            needs_calibration: true,
+            paper: "Xiao et al., SmoothQuant (arXiv:2211.10438) §4",
+        },
+        TransformSchema {
+            id: "awq",
+            label: "AWQ scales",
+            defaults: transform_defaults(Smooth::Awq {
+                grid: AwqOptions::default().grid,
+            }),
+            fields: vec![Field::number(
+                "grid",
+                "α grid points",
+                AWQ_GRID_RANGE,
+                "α of mean|x|^α searched for the weight quantizer alone",
+            )],
+            needs_calibration: true,
+            paper: "Lin et al., AWQ (arXiv:2306.00978) §3.2",
+        },
+        TransformSchema {
+            id: "aqas",
+            label: "AQAS",
+            defaults: transform_defaults(Smooth::Aqas { step: DEFAULT_STEP }),
+            fields: vec![Field::number(
+                "step",
+                "α step",
+                AQAS_STEP_RANGE,
+                "α searched over 0, step, …, 1 with both the weight and the activation quantizer active",
+            )],
+            needs_calibration: true,
+            paper: "Lee et al., AQAS (arXiv:2311.05161) §3.1",
+        },
+    ];
+    SmoothSchema {
+        methods: vec!["rtn", "gptq"],
+        transforms,
+        paper: W4A8_PAPER,
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -220,7 +455,7 @@ pub fn schema() -> Schema {
                 Field::number(
                     "grid",
                     "α grid points",
-                    (2.0, 40.0, 1.0),
+                    AWQ_GRID_RANGE,
                     "how finely the scale exponent α is searched",
                 ),
                 Field::boolean("clip", "Clip search", "search each group's clipping range"),
@@ -296,13 +531,15 @@ pub fn schema() -> Schema {
                     "f16 columns",
                     (0.0, dec(MAX_OUTLIER_COLS), OUTLIER_COLS_STEP),
                     "outlier extraction A: fraction of input columns with the largest activations kept in f16 (default 0.5 %, unverified)",
-                ),
+                )
+                .percent(),
                 Field::slider(
                     "outlier_sparse",
                     "Sparse outliers",
                     (0.0, dec(MAX_OUTLIER_SPARSE), OUTLIER_SPARSE_STEP),
                     "outlier extraction B: fraction of weights with the largest activation-weighted error kept as sparse f16 (default 0.25 %, unverified)",
-                ),
+                )
+                .percent(),
                 Field::choice(
                     "act",
                     "Magnitude",
@@ -332,6 +569,8 @@ pub fn schema() -> Schema {
             defaults: json(&LorcOptions::default()).unwrap_or_default(),
             paper: "Yao et al., ZeroQuant-V2 (arXiv:2303.08302) §5, low-rank compensation",
         },
+        act: act_schema(),
+        smooth: smooth_schema(),
     }
 }
 
@@ -437,6 +676,7 @@ mod tests {
         ] {
             let f = field(key);
             assert_eq!(f.kind, "slider");
+            assert!(f.percent, "{key} is a fraction");
             assert_eq!((f.min, f.max), (Some(0.0), Some(dec(max))), "{key}");
             // The default is a point of the slider.
             let d = m
@@ -492,5 +732,221 @@ mod tests {
             })
         };
         assert_eq!(QuantConfig::from_url(&c.to_url()).ok(), Some(c));
+    }
+
+    /// A config as the page builds it: `method` from the schema (its defaults), W`bits` per
+    /// row, and the given `act` and `smooth` JSON (null = left out).
+    fn w4a8_config(
+        method: &str,
+        bits: u8,
+        act: serde_json::Value,
+        smooth: serde_json::Value,
+    ) -> crate::Result<QuantConfig> {
+        let s = schema();
+        let method = match s.methods.iter().find(|m| m.id == method) {
+            Some(m) => match &m.defaults {
+                Some(d) => serde_json::json!({ m.id: d }),
+                None => serde_json::json!(m.id),
+            },
+            None => serde_json::json!(method),
+        };
+        let mut cfg = serde_json::json!({
+            "version": s.config_version,
+            "method": method,
+            "default": { "bits": bits, "gran": "per_row", "sym": true },
+            "overrides": [],
+        });
+        if !act.is_null() {
+            cfg["act"] = act;
+        }
+        if !smooth.is_null() {
+            cfg["smooth"] = smooth;
+        }
+        QuantConfig::from_json(&cfg.to_string())
+    }
+
+    /// A control's value as the page's JSON.stringify writes it: an integral number without
+    /// a fraction (2, not 2.0), which an integer option needs.
+    fn js_number(x: f64) -> serde_json::Value {
+        if x.fract() == 0.0 && x.abs() < 1e15 {
+            serde_json::Value::from(x as i64)
+        } else {
+            serde_json::Value::from(x)
+        }
+    }
+
+    fn holds(w: &When, obj: &serde_json::Value) -> bool {
+        obj.get(w.key) == Some(&w.value)
+    }
+
+    /// Every setting the activation panel can make, as the page makes it (the schema's
+    /// implications applied, a `when` field left out while its condition fails, an optional
+    /// field both left out and set), builds a valid config with method none (W16A8) and RTN;
+    /// calibration is needed exactly where `calibration_when` says, and the W/A label names the
+    /// bits. Breaking an implication or a `when` is refused, so the schema states real rules.
+    #[test]
+    fn every_activation_setting_in_the_schema_builds_a_valid_config() {
+        let s = schema();
+        let a = &s.act;
+        assert_eq!(a.bits, vec![8, 6, 4]);
+        let field = |k: &str| a.fields.iter().find(|f| f.key == k).expect(k);
+        // The defaults are a valid setting on their own.
+        let d = w4a8_config("none", 4, a.defaults.clone(), serde_json::Value::Null)
+            .expect("act defaults");
+        assert_eq!(d.wa_label(), "W16A8");
+        let mut made = 0;
+        for &bits in &a.bits {
+            for gran in &field("gran").choices {
+                for scale in &field("scale").choices {
+                    let mut obj = a.defaults.clone();
+                    obj["bits"] = bits.into();
+                    obj["gran"] = (*gran).into();
+                    obj["scale"] = (*scale).into();
+                    for i in &a.implies {
+                        if holds(&i.when, &obj) && obj[i.key] != i.value {
+                            // The page would not send this: check that Rust refuses it.
+                            let bad = w4a8_config("rtn", 4, obj.clone(), serde_json::Value::Null);
+                            assert!(bad.is_err(), "{obj} breaks {:?} but validates", i);
+                            obj[i.key] = i.value.clone();
+                        }
+                    }
+                    let p = field("percentile");
+                    let when = p.when.as_ref().expect("percentile has a condition");
+                    let start = p.optional.expect("percentile is optional");
+                    let mut variants = vec![obj.clone()];
+                    let mut with_p = obj.clone();
+                    with_p["percentile"] = js_number(start);
+                    if holds(when, &obj) {
+                        variants.push(with_p);
+                        for end in [p.min.expect("min"), p.max.expect("max")] {
+                            let mut v = obj.clone();
+                            v["percentile"] = js_number(end);
+                            variants.push(v);
+                        }
+                    } else {
+                        let bad = w4a8_config("rtn", 4, with_p.clone(), serde_json::Value::Null);
+                        assert!(bad.is_err(), "{with_p}: percentile without its condition");
+                    }
+                    for v in variants {
+                        for method in ["none", "rtn"] {
+                            let c = w4a8_config(method, 4, v.clone(), serde_json::Value::Null)
+                                .unwrap_or_else(|e| panic!("{method} {v}: {e}"));
+                            let w = if method == "none" { "W16" } else { "W4" };
+                            assert_eq!(c.wa_label(), format!("{w}A{bits}"));
+                            assert_eq!(
+                                c.needs_calibration(),
+                                holds(&a.calibration_when, &v),
+                                "{method} {v}"
+                            );
+                            assert_eq!(QuantConfig::from_url(&c.to_url()).ok(), Some(c));
+                            made += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(made >= 3 * 2 * 2 * 2, "{made} configs");
+    }
+
+    /// Every scale transform, with its defaults and at the ends of its controls, builds a valid
+    /// config before each weight method the schema lists (and with an activation quantizer),
+    /// always needs calibration, and is refused before the methods it cannot precede; a value
+    /// past a control's end that Rust refuses stays outside the control.
+    #[test]
+    fn every_scale_transform_in_the_schema_builds_a_valid_config() {
+        let s = schema();
+        let sm = &s.smooth;
+        assert_eq!(sm.methods, vec!["rtn", "gptq"]);
+        let ids: Vec<_> = sm.transforms.iter().map(|t| t.id).collect();
+        assert_eq!(ids, vec!["smoothquant", "awq", "aqas"]);
+        let act = serde_json::json!({ "bits": 8, "gran": "per_tensor", "scale": "static" });
+        // The defaults are Rust's, written as plain decimals.
+        assert_eq!(
+            sm.transforms[0].defaults,
+            serde_json::json!({ "alpha": 0.5 })
+        );
+        assert_eq!(sm.transforms[1].defaults, serde_json::json!({ "grid": 20 }));
+        assert_eq!(
+            sm.transforms[2].defaults,
+            serde_json::json!({ "step": 0.05 })
+        );
+        for t in &sm.transforms {
+            assert!(t.needs_calibration, "{}", t.id);
+            let parsed: Smooth =
+                serde_json::from_value(serde_json::json!({ t.id: t.defaults })).expect(t.id);
+            let rust = match parsed {
+                Smooth::Smoothquant { .. } => Smooth::Smoothquant {
+                    alpha: DEFAULT_ALPHA,
+                },
+                Smooth::Awq { .. } => Smooth::Awq {
+                    grid: AwqOptions::default().grid,
+                },
+                Smooth::Aqas { .. } => Smooth::Aqas { step: DEFAULT_STEP },
+            };
+            assert_eq!(parsed, rust, "{}", t.id);
+            let mut settings = vec![t.defaults.clone()];
+            for f in &t.fields {
+                for end in [f.min.expect("min"), f.max.expect("max")] {
+                    let mut o = t.defaults.clone();
+                    o[f.key] = js_number(end);
+                    settings.push(o);
+                }
+            }
+            for o in settings {
+                let smooth = serde_json::json!({ t.id: o });
+                for &method in &sm.methods {
+                    for a in [serde_json::Value::Null, act.clone()] {
+                        let c = w4a8_config(method, 4, a.clone(), smooth.clone())
+                            .unwrap_or_else(|e| panic!("{method} {smooth} {a}: {e}"));
+                        assert!(c.needs_calibration());
+                        assert_eq!(c.smooth.map(|x| x.name()), Some(t.id));
+                        assert_eq!(QuantConfig::from_url(&c.to_url()).ok(), Some(c));
+                    }
+                }
+                for method in ["none", "awq", "cmpq"] {
+                    assert!(
+                        w4a8_config(method, 4, act.clone(), smooth.clone()).is_err(),
+                        "{method} {smooth}"
+                    );
+                }
+            }
+        }
+        // SmoothQuant's α slider covers exactly what validation accepts.
+        let sq = &sm.transforms[0];
+        let alpha = &sq.fields[0];
+        assert_eq!((alpha.min, alpha.max), (Some(0.0), Some(1.0)));
+        assert!(!alpha.percent, "α is shown as it is");
+        for past in [-0.05, 1.05] {
+            let smooth = serde_json::json!({ "smoothquant": { "alpha": past } });
+            assert!(w4a8_config("rtn", 4, serde_json::Value::Null, smooth).is_err());
+        }
+        // The default α is a point of the slider.
+        let d = sq.defaults["alpha"].as_f64().expect("alpha");
+        let steps = d / alpha.step.expect("step");
+        assert!((steps - steps.round()).abs() < 1e-6, "default α {d}");
+    }
+
+    /// The paper preset's configurations (www/main.js, "W4A8 (paper comparison)"), written out
+    /// as the page sends them, are valid and carry the labels the runs table shows.
+    #[test]
+    fn the_paper_comparison_configs_are_valid() {
+        let a8 = serde_json::json!({ "bits": 8, "gran": "per_tensor", "scale": "static" });
+        let sq = serde_json::json!({ "smoothquant": { "alpha": 0.5 } });
+        let awq = serde_json::json!({ "awq": { "grid": 20 } });
+        let aqas = serde_json::json!({ "aqas": { "step": 0.05 } });
+        let none = serde_json::Value::Null;
+        for (method, bits, smooth, wa) in [
+            ("rtn", 4, none.clone(), "W4A8"),
+            ("rtn", 4, sq.clone(), "W4A8"),
+            ("rtn", 4, awq, "W4A8"),
+            ("rtn", 4, aqas.clone(), "W4A8"),
+            ("gptq", 4, aqas, "W4A8"),
+            ("rtn", 8, sq, "W8A8"),
+        ] {
+            let c = w4a8_config(method, bits, a8.clone(), smooth.clone())
+                .unwrap_or_else(|e| panic!("{method} {smooth}: {e}"));
+            assert_eq!(c.wa_label(), wa);
+            assert!(c.needs_calibration());
+        }
     }
 }

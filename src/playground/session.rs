@@ -453,7 +453,12 @@ impl Session {
                 // only the budget or the outlier fractions moved; in wasm it reports (and can
                 // be cancelled) tensor by tensor.
                 (Method::Cmpq(_), Some(CachedCalib { calib: c, .. })) => {
-                    self.cmpq.apply_with(cfg, &self.source, c, progress)?
+                    let mut q = self.cmpq.apply_with(cfg, &self.source, c, progress)?;
+                    // The cache builds the weights alone: the activation quantizer is the
+                    // config's, as `apply_reported` makes it (CMPQ folds no scales, so the
+                    // statistics of the loaded model are the stored model's).
+                    q.act = cfg.act.map(|a| a.plan(Some(c))).transpose()?;
+                    q
                 }
                 _ => {
                     let (q, report) =
@@ -619,5 +624,94 @@ impl Session {
         {
             crate::model::eval::ready(fut)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::tokenizer::TokenizerFiles;
+
+    const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny/llama");
+
+    /// The tiny Llama checkpoint of tests/fixtures (2 layers), calibrated on 2 × 32 tokens.
+    fn tiny_session() -> Session {
+        let read = |n: &str| {
+            std::fs::read(format!("{TINY}/{n}")).unwrap_or_else(|e| panic!("{TINY}/{n}: {e}"))
+        };
+        let (config, tok, shard) = (
+            read("config.json"),
+            read("tokenizer.json"),
+            read("model.safetensors"),
+        );
+        let mut s = Session::load_hf(
+            "tiny-llama",
+            &config,
+            TokenizerFiles::Json(&tok),
+            &[("model.safetensors", &shard)],
+        )
+        .expect("tiny llama loads");
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/www/texts/prose.txt"))
+                .expect("prose text");
+        s.calibrate_text(&text, 2, 32, &mut |_, _| true)
+            .expect("calibrates");
+        s
+    }
+
+    fn config(json: serde_json::Value) -> QuantConfig {
+        QuantConfig::from_json(&json.to_string()).expect("valid config")
+    }
+
+    /// What the page shows after `set_quant`: the activation label in the memory report for
+    /// every method (CMPQ goes through its cache, which must keep the config's activation
+    /// quantizer), and α per layer and site only while a scale transform ran.
+    #[test]
+    fn set_quant_reports_the_activation_label_and_the_alphas() {
+        let mut s = tiny_session();
+        let a8 = serde_json::json!({ "bits": 8, "gran": "per_tensor", "scale": "static" });
+        let base = |method: serde_json::Value| {
+            serde_json::json!({
+                "version": 1, "method": method,
+                "default": { "bits": 4, "gran": "per_row", "sym": true },
+                "act": a8,
+            })
+        };
+        for method in [
+            serde_json::json!("none"),
+            serde_json::json!("rtn"),
+            serde_json::json!({ "cmpq": crate::quant::cmpq::CmpqOptions::default() }),
+        ] {
+            let m = s
+                .set_quant(&config(base(method.clone())))
+                .expect("set_quant");
+            assert_eq!(
+                m.act.as_deref(),
+                Some("A8 (static, per tensor)"),
+                "{method}"
+            );
+            assert!(s.smooth_report().is_none(), "{method}");
+        }
+        let mut aqas = base(serde_json::json!("rtn"));
+        aqas["smooth"] = serde_json::json!({ "aqas": { "step": 0.25 } });
+        s.set_quant(&config(aqas)).expect("aqas");
+        let r = s.smooth_report().expect("a report after AQAS");
+        assert_eq!(r.method, "aqas");
+        assert_eq!(r.alpha.len(), s.source().layers.len());
+        let sites = s.source().topology().sites.len();
+        for layer in &r.alpha {
+            assert_eq!(layer.len(), sites);
+            // The norms' outputs are scaled (null marks a site left alone); α is on the grid.
+            assert!(layer[0].is_some(), "{layer:?}");
+            for a in layer.iter().flatten() {
+                assert!((0.0..=1.0).contains(a) && (a / 0.25 - (a / 0.25).round()).abs() < 1e-4);
+            }
+        }
+        // Back to no transform: the report goes.
+        s.set_quant(&config(base(serde_json::json!("rtn"))))
+            .expect("rtn");
+        assert!(s.smooth_report().is_none());
+        s.set_quant(&QuantConfig::default()).expect("none");
+        assert_eq!(s.memory().act, None);
     }
 }
