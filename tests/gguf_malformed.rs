@@ -71,6 +71,7 @@ const T_STR: u32 = 8;
 const T_ARR: u32 = 9;
 
 const G_F32: u32 = 0;
+const G_Q4_0: u32 = 2;
 const G_Q4_1: u32 = 3;
 const G_Q8_0: u32 = 8;
 
@@ -924,4 +925,42 @@ fn a_norm_relabelled_to_a_block_format_is_refused() {
         e.contains(LABEL) && e.contains("blk.0.attn_norm.weight") && e.contains("Q8_0"),
         "{e}"
     );
+}
+
+#[test]
+fn a_tensor_relabelled_to_a_smaller_type_is_refused_by_the_layout() {
+    // (tensor, new type id, its name, bytes it needs as that type, bytes its slot holds). The
+    // data stays as written, so each tensor's declared size shrinks and leaves an unused gap
+    // before the next tensor (or, for the last one, the end of the data section) that is more
+    // than padding. The values these would decode to are finite: only the layout shows it.
+    let cases = [
+        // 32×16 F32 (2048 bytes) as Q8_0: 16 blocks of 34 bytes.
+        ("token_embd.weight", G_Q8_0, "Q8_0", 544, 2048),
+        // 32×64 Q4_1 (64 blocks of 20 bytes) as Q4_0 (18 bytes a block).
+        ("blk.0.ffn_gate.weight", G_Q4_0, "Q4_0", 1152, 1280),
+        // 32×32 Q4_1 as Q4_0: a gap of 64 bytes, two alignments.
+        ("blk.0.attn_output.weight", G_Q4_0, "Q4_0", 576, 640),
+        // The last tensor: 32 F32 as Q8_0, against the end of the data section.
+        ("output_norm.weight", G_Q8_0, "Q8_0", 34, 128),
+    ];
+    for (name, ty, ty_name, needs, room) in cases {
+        let mut f = valid();
+        let t = f
+            .tensors
+            .iter_mut()
+            .find(|t| t.name == name)
+            .expect("tensor");
+        t.ty = ty;
+        let e = expect_err(
+            &f.bytes(),
+            &[
+                name,
+                ty_name,
+                &format!("needs {needs} bytes"),
+                &format!("gives it {room}"),
+                "general.alignment",
+            ],
+        );
+        assert!(!e.contains("overlaps"), "{e}");
+    }
 }

@@ -226,7 +226,7 @@ impl<'a> Gguf<'a> {
             g.tensor_index.insert(info.name.clone(), g.tensors.len());
             g.tensors.push(info);
         }
-        g.check_overlaps()?;
+        g.check_layout(data_len)?;
         Ok(g)
     }
 
@@ -281,10 +281,19 @@ impl<'a> Gguf<'a> {
         })
     }
 
-    /// Tensors must not share bytes: a file that aliases them is malformed.
-    fn check_overlaps(&self) -> Result<()> {
+    /// The tensors, in offset order, must tile the data section as a writer lays it out. Each
+    /// one's size (from its type and shape) fits before the next one's data (tensors must not
+    /// share bytes: a file that aliases them is malformed) and before the end of the data
+    /// section (`place`), and what follows it up to the next tensor or the end is only padding:
+    /// the room it is given is less than its size rounded up to `general.alignment` plus one
+    /// alignment. A larger unused gap means its type or shape was changed to a smaller one (a
+    /// tensor relabelled from F32 to Q8_0 or from Q4_1 to Q4_0 would otherwise decode its
+    /// bytes as garbage weights, caught only where they happen to become non-finite).
+    fn check_layout(&self, data_len: usize) -> Result<()> {
         let mut order: Vec<&TensorInfo> = self.tensors.iter().collect();
         order.sort_by_key(|t| t.offset);
+        // Overlaps first, for every pair: an aliased tensor leaves a gap where it belongs,
+        // and the overlap is the error that names the cause.
         for w in order.windows(2) {
             if let [a, b] = w {
                 if a.offset + a.bytes > b.offset {
@@ -300,6 +309,37 @@ impl<'a> Gguf<'a> {
                         ),
                     ));
                 }
+            }
+        }
+        let data_end = self.data_offset + data_len;
+        let align = self.alignment;
+        for (i, t) in order.iter().enumerate() {
+            let (until, what) = match order.get(i + 1) {
+                Some(n) => (n.offset, format!("the next tensor, {}", n.name)),
+                None => (data_end, "the end of the data section".to_string()),
+            };
+            // `place` and the overlap check above put t.offset + t.bytes <= until.
+            let room = until - t.offset;
+            let most = t
+                .bytes
+                .div_ceil(align)
+                .saturating_mul(align)
+                .saturating_add(align);
+            if room >= most {
+                return Err(Error::format(
+                    &self.label,
+                    &t.name,
+                    format!(
+                        "{} {:?} needs {} bytes, but the layout gives it {room} (from file \
+                         offset {} to {what} at {until}); only padding to general.alignment \
+                         {align} may follow a tensor, so its type or shape does not match its \
+                         data (relabelled?)",
+                        t.dtype.name(),
+                        t.dims,
+                        t.bytes,
+                        t.offset,
+                    ),
+                ));
             }
         }
         Ok(())

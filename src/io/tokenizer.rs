@@ -19,8 +19,21 @@ use build::{
     byte_level_bpe, parse_merges, sentencepiece_bpe, template_bos, token_texts, validate, vocab_map,
 };
 pub use partial::Partial;
-use pretok::PreTok;
-use tokenizers::AddedToken;
+use pretok::{PreTok, SharedPreTokenizer};
+use tokenizers::{
+    AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper,
+    TokenizerImpl,
+};
+
+/// The `tokenizers` pipeline: `tokenizers::Tokenizer` but for a pre-tokenizer that clones share
+/// (`pretok::SharedPreTokenizer`) instead of compiling its expressions again.
+type Pipeline = TokenizerImpl<
+    ModelWrapper,
+    NormalizerWrapper,
+    SharedPreTokenizer,
+    PostProcessorWrapper,
+    DecoderWrapper,
+>;
 
 /// Most tokens (and merges) a vocabulary may have; the largest real ones are ~256 K.
 pub const MAX_TOKENS: usize = 1 << 20;
@@ -100,7 +113,7 @@ impl TokenizerFiles<'_> {
 /// A ready tokenizer: encode, decode and the special ids the evaluator needs.
 #[derive(Clone, Debug)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Pipeline,
     /// Number of ids (vocabulary plus added tokens); every valid id is below it.
     n_vocab: usize,
     bos: Option<u32>,
@@ -207,7 +220,7 @@ impl Tokenizer {
             serde_json::from_slice(bytes).map_err(|e| Error::format(label, "tokenizer.json", e))?;
         check::check_tokenizer_json(label, &json)?;
         let mut inner = guarded("load", || {
-            tokenizers::Tokenizer::from_bytes(bytes)
+            serde_json::from_slice::<Pipeline>(bytes)
                 .map_err(|e| Error::format(label, "tokenizer.json", e))
         })?;
         // Padding or truncation would change the token stream that is evaluated (and a fixed

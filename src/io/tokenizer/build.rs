@@ -3,6 +3,7 @@
 //! `src/llama-vocab.cpp` (see the parent module).
 
 use super::pretok::PreTok;
+use super::Pipeline;
 use super::{
     GgufTokenizerMeta, MAX_TOKENS, MAX_TOKEN_BYTES, TOKEN_TYPE_BYTE, TOKEN_TYPE_CONTROL,
     TOKEN_TYPE_UNKNOWN,
@@ -132,17 +133,13 @@ pub(super) fn parse_merges(lines: &[String], vocab: &Vocab) -> Result<Merges> {
 }
 
 /// GPT-2-style byte-level BPE with the given pre-tokenizer.
-pub(super) fn byte_level_bpe(
-    vocab: Vocab,
-    merges: Merges,
-    pre: &PreTok,
-) -> Result<tokenizers::Tokenizer> {
+pub(super) fn byte_level_bpe(vocab: Vocab, merges: Merges, pre: &PreTok) -> Result<Pipeline> {
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .ignore_merges(pre.ignore_merges)
         .build()
         .map_err(|e| Error::Tokenizer(format!("byte-level BPE: {e}")))?;
-    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let mut inner = Pipeline::new(bpe.into());
     inner.with_pre_tokenizer(Some(pre.build()?));
     inner.with_decoder(Some(ByteLevel::new(false, false, false)));
     Ok(inner)
@@ -156,7 +153,7 @@ pub(super) fn sentencepiece_bpe(
     meta: &GgufTokenizerMeta,
     tokens: &[String],
     vocab: Vocab,
-) -> Result<tokenizers::Tokenizer> {
+) -> Result<Pipeline> {
     let merges = if !meta.merges.is_empty() {
         parse_merges(&meta.merges, &vocab)?
     } else if !meta.scores.is_empty() {
@@ -194,7 +191,7 @@ pub(super) fn sentencepiece_bpe(
     if prefix {
         decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
     }
-    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let mut inner = Pipeline::new(bpe.into());
     inner.with_normalizer(Some(NormalizerSequence::new(norms)));
     inner.with_decoder(Some(DecoderSequence::new(decoders)));
     Ok(inner)
@@ -226,7 +223,7 @@ fn merges_from_scores(tokens: &[String], scores: &[f32], types: &[i32], vocab: &
 }
 
 /// The BOS a tokenizer.json's post-processor prepends to a single sequence, if any.
-pub(super) fn template_bos(pp: &serde_json::Value, inner: &tokenizers::Tokenizer) -> Option<u32> {
+pub(super) fn template_bos(pp: &serde_json::Value, inner: &Pipeline) -> Option<u32> {
     let by_name = |name: &str| inner.token_to_id(name);
     match pp["type"].as_str()? {
         "TemplateProcessing" => {

@@ -7,12 +7,19 @@
 //! the text between matches, keeping both. Hugging Face's `Split(pattern, Isolated)` does exactly
 //! that, so a list becomes a `Sequence` of `Split`s followed by a byte-level mapping without its
 //! own regex.
+//!
+//! Compiling these expressions is the most expensive part of building a tokenizer (their
+//! Unicode classes `\p{L}`, `\p{N}` become large automata; under the fuzzer it was two thirds of
+//! each GGUF input), and `tokenizers`' `Split` compiles again on every `Clone`. So each list is
+//! compiled once per process and shared behind an `Arc` ([`SharedPreTokenizer`]).
 
 use crate::{Error, Result};
+use serde::{Deserialize, Deserializer};
+use std::sync::{Arc, Mutex, PoisonError};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
+use tokenizers::{PreTokenizedString, PreTokenizer, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 /// GPT-2's word pattern (contractions, letters, numbers, other symbols, whitespace runs).
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
@@ -90,7 +97,20 @@ impl PreTok {
     }
 
     /// The Hugging Face pre-tokenizer: isolating splits, then bytes → GPT-2's printable alphabet.
-    pub(crate) fn build(&self) -> Result<PreTokenizerWrapper> {
+    /// Compiled on the first call for this list of expressions, then shared.
+    pub(crate) fn build(&self) -> Result<SharedPreTokenizer> {
+        // A panic while compiling cannot leave the list half-written (it is pushed to after),
+        // so a poisoned lock is still usable.
+        let mut compiled = COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, p)) = compiled.iter().find(|(r, _)| *r == self.regexes) {
+            return Ok(p.clone());
+        }
+        let p = SharedPreTokenizer(Arc::new(self.compile()?));
+        compiled.push((self.regexes.clone(), p.clone()));
+        Ok(p)
+    }
+
+    fn compile(&self) -> Result<PreTokenizerWrapper> {
         let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(self.regexes.len() + 1);
         for re in &self.regexes {
             let split = Split::new(
@@ -105,6 +125,29 @@ impl PreTok {
         }
         steps.push(ByteLevel::new(false, false, false).into());
         Ok(Sequence::new(steps).into())
+    }
+}
+
+/// The pre-tokenizers compiled so far, by their list of expressions. The lists are the constant
+/// ones of the table in `PreTok::llama_cpp` (a handful), so this stays small.
+static COMPILED: Mutex<Vec<(Vec<&'static str>, SharedPreTokenizer)>> = Mutex::new(Vec::new());
+
+/// A compiled pre-tokenizer that tokenizers (and their clones) share. Every tokenizer QuantLab
+/// builds uses this type for its pre-tokenizer (`super::Pipeline`); one read from a
+/// tokenizer.json holds its own copy.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedPreTokenizer(Arc<PreTokenizerWrapper>);
+
+impl PreTokenizer for SharedPreTokenizer {
+    fn pre_tokenize(&self, s: &mut PreTokenizedString) -> tokenizers::Result<()> {
+        self.0.pre_tokenize(s)
+    }
+}
+
+/// A tokenizer.json's `pre_tokenizer`, read as `tokenizers` reads it.
+impl<'de> Deserialize<'de> for SharedPreTokenizer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        PreTokenizerWrapper::deserialize(d).map(|p| SharedPreTokenizer(Arc::new(p)))
     }
 }
 
@@ -136,5 +179,23 @@ mod tests {
         ] {
             PreTok::llama_cpp(p).unwrap().build().unwrap();
         }
+    }
+
+    /// The second build of a list reuses the first one's compiled expressions instead of
+    /// compiling them again; a different list gets its own.
+    #[test]
+    fn a_list_of_expressions_is_compiled_once() {
+        let smollm = PreTok::llama_cpp(Some("smollm")).unwrap();
+        let a = smollm.build().unwrap();
+        let b = smollm.build().unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        // "starcoder" has the same list as "smollm": shared too.
+        let c = PreTok::llama_cpp(Some("starcoder"))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(Arc::ptr_eq(&a.0, &c.0));
+        let d = PreTok::llama_cpp(Some("qwen2")).unwrap().build().unwrap();
+        assert!(!Arc::ptr_eq(&a.0, &d.0));
     }
 }
