@@ -31,8 +31,12 @@ const HIDDEN_TOL: f32 = 2e-3;
 /// therefore compared as a whole: the backends must agree far better than A4 agrees with f32
 /// (the kernel itself is compared value by value in tests/gpu_kernels.rs).
 const A4_AGREEMENT: f32 = 0.5;
-/// Perplexity, GPU against CPU, relative.
-const PPL_REL_TOL: f64 = 2e-3;
+/// Perplexity, GPU against CPU, relative. The GPU's division may put a value on the other side
+/// of a rounding boundary (one code step, in about 1e-3 of positions: tests/gpu_intmm.rs), and
+/// these random tiny models are so confidently wrong (PPL in the thousands over a vocabulary of
+/// 48) that such flips move their perplexity by tenths of a percent (seen: GPT-2 W4A8 AQAS,
+/// 2828.3 vs 2840.5, 0.43 %); tests/arch_cli.rs saw ~1 % from GPTQ's flips.
+const PPL_REL_TOL: f64 = 1e-2;
 
 fn lq(bits: u8, gran: Granularity) -> LayerQuant {
     LayerQuant {
@@ -316,6 +320,7 @@ fn configs_with_both_axes_survive_the_share_link_and_bad_ones_name_the_field() {
     ] {
         let e = QuantConfig::from_json(bad).unwrap_err().to_string();
         assert!(e.contains(field), "{bad}: {e}");
+        assert!(!e.contains("  "), "a run of spaces in the message: {e}");
     }
 }
 

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// CLI perplexity, GPU against CPU, relative (as tests/arch_cli.rs, with static A8 scales
-/// whose rounding boundaries a last-bit difference can cross: tests/w4a8.rs).
-const PPL_REL_TOL: f64 = 2e-3;
+/// CLI perplexity, GPU against CPU, relative: static A8 scales whose rounding boundaries a
+/// last-bit difference can cross, on random tiny models that amplify each flip (tests/w4a8.rs).
+const PPL_REL_TOL: f64 = 1e-2;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

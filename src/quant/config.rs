@@ -376,7 +376,9 @@ impl QuantConfig {
                 return Err(Error::config(
                     "smooth",
                     format!(
-                        "{} folds scales into the weights before a method rounds them, and method                          is {}: choose rtn or gptq (awq already scales; rtn at 8 bits keeps the                          weights near-lossless)",
+                        "{} folds scales into the weights before a method rounds them, and method \
+                         is {}: choose rtn or gptq (awq already scales; rtn at 8 bits keeps the \
+                         weights near-lossless)",
                         sm.name(),
                         self.method.name()
                     ),
