@@ -525,7 +525,7 @@ fn fake_quant_activations_match_cpu() {
         .fake_quant_act(
             &mut g.upload_act(1, 4, &[0.0; 4]).unwrap(),
             &ActQuantSpec {
-                bits: 3,
+                bits: 9,
                 gran: ActGranularity::PerToken,
                 scale: ActScale::Dynamic,
             }
