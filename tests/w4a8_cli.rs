@@ -196,3 +196,36 @@ fn act_flags_next_to_a_config_are_refused_and_bad_values_name_the_field() {
         assert!(e.contains(field), "{extra:?}: {e}");
     }
 }
+
+#[test]
+fn generation_runs_with_quantized_activations() {
+    // Generation re-runs the same forward pass, so the activation plan applies there too: the
+    // quantized side of the side-by-side changes with A4 activations, the loaded side does not.
+    let gen = |extra: &[&str]| {
+        let mut a = vec![
+            "generate",
+            "--model",
+            "tests/fixtures/tiny/llama",
+            "--prompt",
+            "The river",
+            "--tokens",
+            "12",
+            "--bits",
+            "4",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let (so, _) = quantlab(&a);
+        last_json(&so)
+    };
+    let w4 = gen(&[]);
+    let w4a4 = gen(&["--act-bits", "4", "--act-gran", "token"]);
+    assert_eq!(
+        w4["reference"], w4a4["reference"],
+        "the model as loaded is the same"
+    );
+    assert_ne!(
+        w4["quantized"]["tokens"], w4a4["quantized"]["tokens"],
+        "A4 activations changed nothing in the quantized generation"
+    );
+}
