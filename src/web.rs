@@ -414,6 +414,17 @@ impl Playground {
         to_js(&s.as_ref().ok_or_else(no_model)?.smooth_report())
     }
 
+    /// The underflow meter (`quant::underflow::measure`) on the weights as loaded: INT4 against
+    /// dINT4 round-to-nearest at `layer`'s granularity (`LayerQuant` JSON; its `grid` picks the
+    /// dINT code set), per layer type and per tensor.
+    pub fn underflow(&self, layer: &str) -> Result<JsValue, JsError> {
+        let q: crate::quant::config::LayerQuant =
+            serde_json::from_str(layer).map_err(|e| JsError::new(&format!("underflow: {e}")))?;
+        let s = self.session()?;
+        let w = s.as_ref().ok_or_else(no_model)?.source();
+        to_js(&crate::quant::underflow::measure(w, q).map_err(js_error)?)
+    }
+
     /// Bits and relative error of every block linear (`inspect::LayerMap`).
     #[wasm_bindgen(js_name = layerMap)]
     pub fn layer_map(&self) -> Result<JsValue, JsError> {

@@ -42,6 +42,8 @@ const el = {
   genRef: $('gen-ref'), genQuant: $('gen-quant'), genQuantH: $('gen-quant-h'), genStatus: $('gen-status'),
   offline: $('offline'),
   actBits: $('act-bits'), actFields: $('act-fields'), smooth: $('smooth'), smoothFields: $('smooth-fields'),
+  grid: $('grid'), gridNote: $('grid-note'), underflowRun: $('underflow-run'), underflowStatus: $('underflow-status'),
+  underflowTable: $('underflow-table'),
   w4a8Note: $('w4a8-note'), actExplainer: $('act-explainer'), resultWa: $('result-wa'),
   alphaBox: $('alpha-box'), alphaNote: $('alpha-note'), alphaSite: $('alpha-site'),
 };
@@ -368,6 +370,7 @@ const transformSchema = (id) => schema?.smooth.transforms.find((t) => t.id === i
 function buildActPanel() {
   for (const b of schema.act.bits) el.actBits.add(new Option(`A${b} (${b}-bit)`, String(b)));
   for (const t of schema.smooth.transforms) el.smooth.add(new Option(t.label, t.id));
+  for (const c of schema.grid.choices) el.grid.add(new Option(c.label, c.id));
   syncActControls();
   showActExplainer();
 }
@@ -392,7 +395,25 @@ function syncActControls(act = null, smooth = null) {
   const names = schema.smooth.methods.map((id) => schema.methods.find((m) => m.id === id)?.label ?? id);
   el.w4a8Note.textContent = usable ? ''
     : `A scale transform folds scales into the weights before they are rounded: choose ${names.join(' or ')} as the method to use one.`;
+  syncGrid();
   syncCalibBox();
+}
+// The weight grid (schema.grid): dINT4 only for its methods at its bits, symmetric.
+function gridUsable() {
+  return Boolean(schema) && schema.grid.methods.includes(el.method.value)
+    && Number(el.bits.value) === schema.grid.bits && el.sym.checked && el.bits.dataset.mode !== 'budget';
+}
+function syncGrid() {
+  if (!schema) return;
+  const usable = gridUsable();
+  el.grid.disabled = !usable;
+  const names = schema.grid.methods.map((id) => schema.methods.find((m) => m.id === id)?.label ?? id);
+  el.gridNote.textContent = usable ? ''
+    : `dINT4 needs ${names.join(' or ')} at ${schema.grid.bits} bits, symmetric.`;
+}
+function gridConfig() {
+  if (!gridUsable()) return null;
+  return schema.grid.choices.find((c) => c.id === el.grid.value)?.value ?? null;
 }
 function actConfig() {
   if (!schema || el.actBits.value === 'off') return null;
@@ -472,6 +493,11 @@ function quantConfig() {
   const method = !m ? 'none' : (m.defaults ? { [m.id]: { ...m.defaults, ...fieldValues() } } : m.id);
   const cfg = { version: schema?.config_version ?? 1, method, default: layer, overrides: m ? overrides : [] };
   if (m && el.lorc.checked) cfg.lorc = { rank: Number(el.lorcRank.value), bits8: el.lorc8.checked };
+  const grid = gridConfig();
+  if (grid) {
+    layer.clip_search = false; // the clip search is for the int grid
+    layer.grid = grid;
+  }
   const sm = smoothConfig();
   if (sm) cfg.smooth = sm;
   const act = actConfig();
@@ -500,6 +526,7 @@ function applyQuant(cfg) {
   overrides = Array.isArray(cfg.overrides) ? cfg.overrides.map((o) => ({ ...o })) : [];
   showOverrides();
   syncMethodControls(opts);
+  el.grid.value = cfg.default.grid ? Object.keys(cfg.default.grid)[0] : 'int';
   el.actBits.value = cfg.act ? String(cfg.act.bits) : 'off';
   const sid = cfg.smooth ? Object.keys(cfg.smooth)[0] : 'none';
   el.smooth.value = [...el.smooth.options].some((o) => o.value === sid) ? sid : 'none';
@@ -542,7 +569,8 @@ function weightsOnlyLabel(q) {
       !o.kmeans && 'uniform grids', o.act !== 'mean_abs' && o.act].filter(Boolean);
     return `CMPQ ${Number(o.budget).toFixed(2)} bits${off.length ? ` (${off.join(', ')})` : ''}${extra}`;
   }
-  return `${id.toUpperCase()} ${d.bits}-bit ${gran} ${d.sym ? 'sym' : 'asym'}${extra}`;
+  const grid = d.grid ? ` ${Object.keys(d.grid)[0] === 'dint' ? 'dINT4' : Object.keys(d.grid)[0]}` : '';
+  return `${id.toUpperCase()} ${d.bits}-bit ${gran} ${d.sym ? 'sym' : 'asym'}${grid}${extra}`;
 }
 
 // The Pareto chart's series a run belongs to: its method, and whether LoRC was added.
@@ -767,7 +795,9 @@ async function calibFor(quant) {
 el.evaluate.addEventListener('click', startRun);
 el.bits.addEventListener('input', () => { el.bitsOut.textContent = bitsText(); });
 for (const c of [el.bits, el.gran, el.sym, el.clip, el.lorc, el.lorcRank, el.lorc8, el.calibN, el.calibLen,
-  el.protocol, el.ctx, el.windows]) c.addEventListener('change', scheduleRun);
+  el.protocol, el.ctx, el.windows, el.grid]) c.addEventListener('change', scheduleRun);
+for (const c of [el.bits, el.sym]) c.addEventListener('input', syncGrid);
+for (const c of [el.bits, el.sym]) c.addEventListener('change', syncGrid);
 el.method.addEventListener('change', () => {
   syncMethodControls();
   syncActControls();
@@ -927,6 +957,42 @@ function cmpqCurveConfigs() {
   return steps;
 }
 
+// ---------------------------------------------------------------------------- underflow meter
+// INT4 against dINT4 round to nearest on the weights as loaded (quant::underflow::measure):
+// per layer type, the share of nonzero weights each grid rounds to 0 and its relative error.
+el.underflowRun.addEventListener('click', () => {
+  if (!loaded) return;
+  const g = granValue();
+  el.underflowStatus.textContent = 'Measuring…';
+  el.underflowRun.disabled = true;
+  worker.postMessage({ type: 'underflow', layer: JSON.stringify({ bits: 4, gran: g, sym: true }) });
+});
+function showUnderflow(msg) {
+  el.underflowRun.disabled = false;
+  const body = el.underflowTable.tBodies[0];
+  body.replaceChildren();
+  if (msg.error) {
+    el.underflowStatus.textContent = msg.error;
+    el.underflowTable.hidden = true;
+    return;
+  }
+  const r = msg.report;
+  for (const k of r.kinds) {
+    const nz = Math.max(k.nonzero, 1);
+    const rel = (s) => (k.energy > 0 ? (s.underflow + s.rounding) / k.energy : 0);
+    const row = body.insertRow();
+    row.dataset.kind = k.name;
+    row.dataset.int = String(k.int.zeroed / nz);
+    row.dataset.dint = String(k.dint.zeroed / nz);
+    for (const c of [k.name, pct(k.int.zeroed / nz), pct(k.dint.zeroed / nz), rel(k.int).toExponential(2), rel(k.dint).toExponential(2)]) {
+      row.insertCell().textContent = c;
+    }
+  }
+  el.underflowTable.hidden = false;
+  const gran = typeof r.int.gran === 'object' ? `groups of ${r.int.gran.group}` : r.int.gran.replaceAll('_', ' ');
+  el.underflowStatus.textContent = `${r.kinds.length} layer types, scales ${gran}.`;
+}
+
 // ---------------------------------------------------------------------------- W4A8 preset
 // The comparison of arXiv:2311.05161 (Table 2's kind) in small, on the loaded model: W4 per
 // row with 8-bit static per-tensor activations, by RTN alone and with each scale transform
@@ -945,15 +1011,17 @@ function w4a8Configs() {
     const t = transformSchema(id);
     return t ? { [id]: t.defaults } : undefined;
   };
+  const dint = schema.grid.choices.find((c) => c.id === 'dint')?.value;
   const grid = [['rtn', 4, null], ['rtn', 4, 'smoothquant'], ['rtn', 4, 'awq'], ['rtn', 4, 'aqas'],
-    ['gptq', 4, 'aqas'], ['rtn', 8, 'smoothquant']];
-  return grid.map(([id, bits, t]) => ({
+    ['gptq', 4, 'aqas'], ['rtn', 8, 'smoothquant'], ['rtn', 4, 'aqas', dint], ['gptq', 4, 'aqas', dint]];
+  return grid.map(([id, bits, t, g]) => ({
     apply: () => {
       const cfg = {
         version: schema.config_version, method: method(id),
         default: { bits, gran: 'per_row', sym: true, clip_search: false }, overrides: [], act: a8,
       };
       if (t) cfg.smooth = smooth(t);
+      if (g) cfg.default.grid = g;
       el.calibN.value = String(calib.n);
       el.calibLen.value = String(calib.len);
       applyQuant(cfg);
@@ -1222,6 +1290,9 @@ worker.onmessage = ({ data: msg }) => {
           + `${c.n_f16} kept in f16; ${c.n_sparse.toLocaleString('en')} weights kept as sparse f16 outliers. `
           + `${c.bits_per_weight.toFixed(2)} effective bits per weight for a budget of ${Number(c.budget).toFixed(2)}.`;
       }
+      break;
+    case 'underflow':
+      showUnderflow(msg);
       break;
     case 'activations':
       if (msg.error) {

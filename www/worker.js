@@ -129,6 +129,14 @@ self.onmessage = ({ data: msg }) => {
         post({ type: 'activations', error: message(e) });
       }
     });
+  } else if (msg.type === 'underflow') {
+    serial(async () => {
+      try {
+        post({ type: 'underflow', report: playground.underflow(msg.layer) });
+      } catch (e) {
+        post({ type: 'underflow', error: message(e) });
+      }
+    });
   } else if (msg.type === 'channels') {
     serial(async () => {
       try {

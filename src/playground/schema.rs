@@ -212,6 +212,49 @@ pub struct Schema {
     pub act: ActSchema,
     /// The scale transforms folded in before the weights are rounded (`QuantConfig::smooth`).
     pub smooth: SmoothSchema,
+    /// The weight grid RTN and GPTQ round onto (`LayerQuant::grid`).
+    pub grid: GridSchema,
+}
+
+/// The grid switch (`quant::config::Grid`): INT, or dINT4 (arXiv 2311.05161, docs/dint.md),
+/// offered for `methods` at `bits` symmetric bits without the clip search.
+#[derive(Clone, Debug, Serialize)]
+pub struct GridSchema {
+    pub methods: Vec<&'static str>,
+    pub bits: u8,
+    /// `{id, label, value}`: `value` is the `grid` JSON (`null` for INT, which is left out).
+    pub choices: Vec<GridChoice>,
+    pub paper: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GridChoice {
+    pub id: &'static str,
+    pub label: &'static str,
+    pub value: serde_json::Value,
+}
+
+fn grid_schema() -> GridSchema {
+    GridSchema {
+        methods: vec!["rtn", "gptq"],
+        bits: 4,
+        choices: vec![
+            GridChoice {
+                id: "int",
+                label: "INT4 (uniform integers)",
+                value: serde_json::Value::Null,
+            },
+            GridChoice {
+                id: "dint",
+                label: "dINT4 (denormal levels ±0.5Δ)",
+                value: json(&crate::quant::config::Grid::Dint(
+                    crate::format::DintParams::default(),
+                ))
+                .unwrap_or_default(),
+            },
+        ],
+        paper: W4A8_PAPER,
+    }
 }
 
 /// The activation quantizer's controls (`quant::act::ActConfig`). Off is the config without
@@ -571,6 +614,7 @@ pub fn schema() -> Schema {
         },
         act: act_schema(),
         smooth: smooth_schema(),
+        grid: grid_schema(),
     }
 }
 
@@ -777,6 +821,35 @@ mod tests {
 
     fn holds(w: &When, obj: &serde_json::Value) -> bool {
         obj.get(w.key) == Some(&w.value)
+    }
+
+    /// The grid switch's dINT choice is the JSON `LayerQuant::grid` reads, valid before every
+    /// method it is offered for at its bits, symmetric.
+    #[test]
+    fn grid_choices_build_valid_configs() {
+        let s = schema();
+        let g = &s.grid;
+        assert_eq!(g.choices[0].value, serde_json::Value::Null);
+        for id in &g.methods {
+            let m = s.methods.iter().find(|m| m.id == *id).expect("method");
+            let method = match &m.defaults {
+                Some(d) => serde_json::json!({ m.id: d }),
+                None => serde_json::json!(m.id),
+            };
+            let mut cfg = serde_json::json!({
+                "version": s.config_version, "method": method,
+                "default": { "bits": g.bits, "gran": "per_row", "sym": true, "grid": g.choices[1].value },
+                "overrides": [],
+            });
+            let c =
+                QuantConfig::from_json(&cfg.to_string()).unwrap_or_else(|e| panic!("{id}: {e}"));
+            assert!(!c.default.grid.is_int());
+            cfg["default"]["bits"] = serde_json::json!(3);
+            assert!(
+                QuantConfig::from_json(&cfg.to_string()).is_err(),
+                "{id} at 3 bits"
+            );
+        }
     }
 
     /// Every setting the activation panel can make, as the page makes it (the schema's

@@ -3,7 +3,9 @@
 // mock as in gpucalib.test.mjs, on the CPU path (`?backend=cpu`): the controls built from the
 // schema (activation bits, granularity, scale kind, percentile; the scale transform), a run with
 // A8 static scales and AQAS before RTN W4 per row, its W/A label, memory line and α chart; the
-// share link restoring the panel; and the "W4A8 (paper comparison)" preset, every row labelled.
+// share link restoring the panel; the weight grid switch (INT4 / dINT4) in the config, label and
+// link; the underflow meter (INT4 vs dINT4 zeroed per layer type); and the "W4A8 (paper
+// comparison)" preset, every row labelled (with AQAS + dINT4, before RTN and GPTQ).
 // Screenshots: out/screenshots/w4a8-panel.png, w4a8-alpha.png, w4a8-result.png, w4a8-runs.png.
 
 import { test, before, after } from 'node:test';
@@ -34,7 +36,11 @@ const PRESET_ROWS = {
   'RTN 4-bit row sym +AQAS, A8 static per tensor': 'W4A8',
   'GPTQ 4-bit row sym +AQAS, A8 static per tensor': 'W4A8',
   'RTN 8-bit row sym +SmoothQuant α 0.5, A8 static per tensor': 'W8A8',
+  'RTN 4-bit row sym dINT4 +AQAS, A8 static per tensor': 'W4A8',
+  'GPTQ 4-bit row sym dINT4 +AQAS, A8 static per tensor': 'W4A8',
 };
+// The grid the switch sends for dINT4 (LayerQuant.grid at the spec's defaults).
+const DINT = '"grid":{"dint":{"denorm":4,"max":6,"zero":true}}';
 const SITES = 4;
 const LAYERS = 2;
 
@@ -156,6 +162,50 @@ test('the share link restores the activation panel and its config', { timeout: R
     assert.equal(await other.textContent('#link-error'), '');
   } finally {
     await other.close();
+  }
+});
+
+test('the grid switch: dINT4 before RTN W4 goes into the config, the label and the link', { timeout: RUN_TIMEOUT_MS }, async () => {
+  assert.deepEqual(await page.$$eval('#grid option', (os) => os.map((o) => o.value)), ['int', 'dint']);
+  // Offered only at 4 bits, symmetric.
+  await setQuant(page, 'rtn', 3);
+  assert.equal(await page.isDisabled('#grid'), true);
+  assert.match(await page.textContent('#grid-note'), /4 bits/);
+  await setQuant(page, 'rtn', 4);
+  await page.selectOption('#gran', 'per_row');
+  assert.equal(await page.isDisabled('#grid'), false);
+  const prev = await page.getAttribute('#result', 'data-run');
+  await page.selectOption('#grid', 'dint');
+  const r = await waitForResult(page, prev, DINT);
+  assert.ok(Number.isFinite(r.ppl) && r.ppl > 1, `perplexity ${r.ppl}`);
+  const config = await page.getAttribute('#result', 'data-config');
+  assert.ok(config.includes(DINT), config);
+  assert.match(await page.textContent('#result-wa'), /RTN 4-bit row sym dINT4/);
+  await page.click('#copy-link');
+  const other = await openSibling(page, await page.getAttribute('#copy-link', 'data-url'));
+  try {
+    await waitForResult(other, '0');
+    assert.equal(await other.getAttribute('#result', 'data-config'), config);
+    assert.equal(await other.inputValue('#grid'), 'dint');
+    assert.equal(await other.textContent('#link-error'), '');
+  } finally {
+    await other.close();
+  }
+});
+
+test('the underflow meter: per layer type, INT4 zeroes at least as many weights as dINT4', { timeout: RUN_TIMEOUT_MS }, async () => {
+  await page.click('#underflow-run');
+  await page.waitForSelector('#underflow-table:not([hidden])', { timeout: RUN_TIMEOUT_MS });
+  const rows = await page.$$eval('#underflow-table tbody tr', (rs) => rs.map((r) => ({
+    kind: r.dataset.kind, int: Number(r.dataset.int), dint: Number(r.dataset.dint), cells: r.cells.length,
+  })));
+  console.log(`# underflow on the tiny Llama: ${rows.map((x) => `${x.kind} ${(100 * x.int).toFixed(2)} % / ${(100 * x.dint).toFixed(2)} %`).join('; ')}`);
+  // One row per layer type of a Llama block (attention q, k, v, output; MLP gate, up, down).
+  assert.equal(new Set(rows.map((x) => x.kind)).size, 7, rows.map((x) => x.kind).join(', '));
+  assert.ok(rows.some((x) => x.kind === 'attn_q'), rows.map((x) => x.kind).join(', '));
+  for (const x of rows) {
+    assert.equal(x.cells, 5);
+    assert.ok(Number.isFinite(x.int) && Number.isFinite(x.dint) && x.int >= x.dint, `${x.kind}: ${x.int} vs ${x.dint}`);
   }
 });
 
