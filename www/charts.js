@@ -173,13 +173,22 @@ export function drawActivations(a, site = a.sites.length - 1) {
   const s = a.sites[site] ?? a.sites[0];
   chartData.activations = a;
   const xs = s.mean_abs.map((_, i) => i);
+  // Under a scale transform, max|x_j|/s_j (what the activation quantizer sees) beside max|x_j|.
+  const smoothed = Array.isArray(s.smoothed_max_abs) && s.smoothed_max_abs.length === xs.length;
+  const series = [{},
+    { label: 'mean |x|', stroke: '#2b5fd9', width: 1, points: { show: false } },
+    { label: 'max |x|', stroke: '#e08a1e', width: 1, points: { show: false } }];
+  const data = [xs, s.mean_abs.map((v) => Math.max(v, 1e-6)), s.max_abs.map((v) => Math.max(v, 1e-6))];
+  if (smoothed) {
+    const alpha = s.alpha != null ? ` (α ${Number(s.alpha).toFixed(2)})` : '';
+    series.push({ label: `max |x|/s smoothed${alpha}`, stroke: '#2a9d5c', width: 1, points: { show: false } });
+    data.push(s.smoothed_max_abs.map((v) => Math.max(v, 1e-6)));
+  }
   draw('act-chart', {
     scales: { x: { time: false }, y: { distr: 3 } },
     axes: [{ label: `layer ${a.layer}, ${s.site}: input channel` }, { label: '|x|' }],
-    series: [{},
-      { label: 'mean |x|', stroke: '#2b5fd9', width: 1, points: { show: false } },
-      { label: 'max |x|', stroke: '#e08a1e', width: 1, points: { show: false } }],
-  }, [xs, s.mean_abs.map((v) => Math.max(v, 1e-6)), s.max_abs.map((v) => Math.max(v, 1e-6))]);
+    series,
+  }, data);
 }
 
 // c: inspect::ChannelMap (CMPQ). The input columns ranked by their activation magnitude a_j

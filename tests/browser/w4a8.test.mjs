@@ -5,7 +5,8 @@
 // A8 static scales and AQAS before RTN W4 per row, its W/A label, memory line and α chart; the
 // share link restoring the panel; the weight grid switch (INT4 / dINT4) in the config, label and
 // link; the underflow meter (INT4 vs dINT4 zeroed per layer type); and the "W4A8 (paper
-// comparison)" preset, every row labelled (with AQAS + dINT4, before RTN and GPTQ).
+// comparison)" preset, every row labelled (with AQAS + dINT4, before RTN and GPTQ); the
+// per-channel activation view drawing max|x|/s under the transform beside max|x|.
 // Screenshots: out/screenshots/w4a8-panel.png, w4a8-alpha.png, w4a8-result.png, w4a8-runs.png.
 
 import { test, before, after } from 'node:test';
@@ -236,4 +237,20 @@ test('the W4A8 paper-comparison preset runs every row with its label', { timeout
   await page.locator('#act-box').screenshot({ path: path.join(SHOTS, 'w4a8-alpha.png') });
   await page.locator('#result').screenshot({ path: path.join(SHOTS, 'w4a8-result.png') });
   await page.locator('#history-box').screenshot({ path: path.join(SHOTS, 'w4a8-runs.png') });
+});
+
+test('the per-channel activation view draws max|x|/s under the scale transform beside max|x|', { timeout: RUN_TIMEOUT_MS }, async () => {
+  // The preset's last run (GPTQ dINT4 + AQAS) holds the session's transform.
+  await page.$eval('#act-show', (b) => b.click());
+  await page.waitForFunction(() => /^Input of/.test(document.getElementById('act-note').textContent)
+    || /error|fail/i.test(document.getElementById('act-note').textContent), null, { timeout: RUN_TIMEOUT_MS });
+  const a = await page.evaluate(() => {
+    const u = self.quantlabPlots.get('act-chart');
+    const s = self.quantlabCharts.activations.sites.at(-1);
+    return { labels: u.series.map((x) => x.label), n: u.data.map((d) => d.length), smoothed: s.smoothed_max_abs, max: s.max_abs };
+  });
+  assert.equal(a.labels.length, 4, `series ${a.labels}`);
+  assert.match(a.labels[3], /^max \|x\|\/s smoothed/);
+  assert.ok(Array.isArray(a.smoothed) && a.smoothed.length === a.max.length, 'no smoothed_max_abs');
+  assert.deepEqual(new Set(a.n).size, 1);
 });
