@@ -73,8 +73,14 @@ impl ActQuantSpec {
 
     /// The largest code magnitude, `2^(bits−1) − 1`.
     pub fn qmax(&self) -> f32 {
-        ((1u32 << (self.bits.clamp(2, 8) - 1)) - 1) as f32
+        qmax(self.bits)
     }
+}
+
+/// The largest code magnitude of `bits`-bit symmetric codes, `2^(bits−1) − 1` (bits clamped to
+/// `MIN_BITS..=MAX_BITS`).
+pub fn qmax(bits: u8) -> f32 {
+    ((1u32 << (bits.clamp(MIN_BITS, MAX_BITS) - 1)) - 1) as f32
 }
 
 /// Largest |x| (NaN ignored).

@@ -9,7 +9,7 @@
 //! on sequences as long as the evaluation's is SLAC's point (arXiv 2311.05161 §3.2): the
 //! calibration length is `calib.seq_len` (`--calib-len`).
 
-use crate::format::act::{ActGranularity, MAX_BITS, MIN_BITS};
+use crate::format::act::{qmax, ActGranularity, MAX_BITS, MIN_BITS};
 use crate::model::actplan::ActPlan;
 use crate::quant::calib::Calibration;
 use crate::quant::smooth::{self, ActTarget};
@@ -146,8 +146,4 @@ impl ActConfig {
             scales: Some(scales),
         })
     }
-}
-
-fn qmax(bits: u8) -> f32 {
-    ((1u32 << (bits.clamp(2, 8) - 1)) - 1) as f32
 }

@@ -24,7 +24,7 @@
 //! A group in which a linear is kept as loaded (an override) is not scaled: the fold would
 //! rewrite a weight the user asked to keep. Folded linears are stored in f32 until rounded.
 
-use crate::format::act::{self, ActGranularity, ActQuantSpec, ActScale};
+use crate::format::act::{self, qmax, ActGranularity, ActQuantSpec, ActScale};
 use crate::format::{IntSpec, QTensor};
 use crate::linalg::sgemm;
 use crate::model::arch::{Producer, Topology};
@@ -149,10 +149,6 @@ impl ActTarget {
             },
         )
     }
-}
-
-fn qmax(bits: u8) -> f32 {
-    ((1u32 << (bits.clamp(2, 8) - 1)) - 1) as f32
 }
 
 /// The static per-tensor scale of activations `x` (rows of `cols`): `absmax / qmax`, with the
