@@ -32,6 +32,7 @@ pub mod ggml;
 pub mod int;
 pub mod intmm;
 mod packed;
+pub mod tender;
 
 pub use addons::{lowrank_factors, AddOns, LowRankSpec};
 pub use cmpq::{cmpq_layout, CmpqLayout, MAX_CMPQ_COLS};
