@@ -413,6 +413,8 @@ fn cmpq_model(seed: u64) -> (ModelWeights, Calibration) {
             l2: mean_abs.iter().map(|x| 10.0 * x).collect(),
             mean_abs,
             samples: Vec::new(),
+            pos_max: Vec::new(),
+            pos_min: Vec::new(),
         }
     };
     let layers = (0..2usize)

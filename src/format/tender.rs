@@ -342,14 +342,16 @@ pub fn weight_codes(w: &QTensor) -> Result<(Vec<i32>, Vec<f32>)> {
                 gran: Granularity::PerRow | Granularity::PerTensor,
             },
         ) if w.addons.is_empty() => s,
-        f => return Err(Error::unsupported(
-            "tender",
-            "integer product",
-            format!(
+        f => {
+            return Err(Error::unsupported(
+                "tender",
+                "integer product",
+                format!(
                 "weight format {} (needs symmetric int, 2–8 bits, one scale per row, no add-ons)",
                 f.name()
             ),
-        )),
+            ))
+        }
     };
     let (rows, cols) = (w.rows, w.cols);
     let st = w.format.storage(rows, cols)?;

@@ -508,6 +508,20 @@ impl Backend for Gpu {
         self.record_fake_quant(x, spec)
     }
 
+    fn tender_act(
+        &self,
+        _x: &mut Act,
+        _spec: &crate::format::tender::TenderSpec,
+        _fixed: Option<&[crate::format::tender::TenderChunk]>,
+        _seq: usize,
+    ) -> Result<()> {
+        Err(Error::unsupported(
+            "gpu",
+            "tender_act",
+            "Tender's activation quantization runs on the CPU backend for now",
+        ))
+    }
+
     fn score(
         &self,
         x: &Act,

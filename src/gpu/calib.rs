@@ -215,6 +215,9 @@ impl Gpu {
                 l2: (0..d).map(|j| gram[j * d + j].max(0.0).sqrt()).collect(),
                 gram,
                 samples,
+                // Not collected on the GPU yet: a Tender static plan refuses their absence.
+                pos_max: Vec::new(),
+                pos_min: Vec::new(),
             });
         }
         Ok(out)

@@ -9,6 +9,7 @@
 //! per token); a static plan holds one calibrated scale per layer and site.
 
 use crate::format::act::{ActGranularity, ActQuantSpec, ActScale};
+use crate::format::tender::{TenderChunk, TenderSpec};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,36 @@ pub struct ActPlan {
     /// `None`: dynamic scales. `Some(s)`: `s[layer][site]`, the static per-tensor scale of each
     /// site (`absmax / qmax` as calibrated).
     pub scales: Option<Vec<Vec<f32>>>,
+    /// Tender's decomposition instead of one scale per tensor or token (`format::tender`);
+    /// `gran` and `scales` are then unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tender: Option<TenderPlan>,
+}
+
+/// Tender at every site: its parameters and, for static plans, the calibrated decomposition
+/// of every chunk position, `chunks[layer][site][position]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenderPlan {
+    pub spec: TenderSpec,
+    pub chunks: Option<Vec<Vec<Vec<TenderChunk>>>>,
+}
+
+impl TenderPlan {
+    /// The calibrated chunks of `site` of `layer` (None for a dynamic plan).
+    pub fn fixed(&self, layer: usize, site: usize) -> Result<Option<&[TenderChunk]>> {
+        let Some(c) = &self.chunks else {
+            return Ok(None);
+        };
+        c.get(layer)
+            .and_then(|l| l.get(site))
+            .map(|v| Some(v.as_slice()))
+            .ok_or_else(|| {
+                Error::config(
+                    "act.tender",
+                    format!("no calibrated chunks for layer {layer} site {site}"),
+                )
+            })
+    }
 }
 
 impl ActPlan {
@@ -29,6 +60,7 @@ impl ActPlan {
             bits,
             gran,
             scales: None,
+            tender: None,
         }
     }
 
@@ -61,6 +93,29 @@ impl ActPlan {
             scale: ActScale::Dynamic,
         };
         probe.check()?;
+        if let Some(t) = &self.tender {
+            t.spec.check()?;
+            if t.spec.bits != self.bits {
+                return Err(Error::config(
+                    "act.tender",
+                    format!(
+                        "{} bits in the plan, {} in Tender's spec",
+                        self.bits, t.spec.bits
+                    ),
+                ));
+            }
+            if let Some(c) = &t.chunks {
+                if c.len() != n_layer
+                    || c.iter()
+                        .any(|l| l.len() != n_site || l.iter().any(|p| p.is_empty()))
+                {
+                    return Err(Error::config(
+                        "act.tender",
+                        format!("calibrated chunks for {} layers where the model has {n_layer} blocks of {n_site} sites", c.len()),
+                    ));
+                }
+            }
+        }
         if let Some(s) = &self.scales {
             if self.gran != ActGranularity::PerTensor {
                 return Err(Error::config(
@@ -90,6 +145,17 @@ impl ActPlan {
 
     /// `A8`, `A4` …, with the scale kind: for result lines and memory reports.
     pub fn label(&self) -> String {
+        if let Some(t) = &self.tender {
+            let kind = if t.chunks.is_some() {
+                "static"
+            } else {
+                "dynamic"
+            };
+            return format!(
+                "A{} (Tender k {}, chunk {}, {kind})",
+                self.bits, t.spec.groups, t.spec.chunk
+            );
+        }
         let gran = match self.gran {
             ActGranularity::PerTensor => "tensor",
             ActGranularity::PerToken => "token",
@@ -113,6 +179,7 @@ mod tests {
             bits: 8,
             gran: ActGranularity::PerTensor,
             scales: Some(vec![vec![0.5, 0.25], vec![1.0, 2.0]]),
+            tender: None,
         };
         p.check(2, 2).unwrap();
         assert_eq!(p.spec(1, 0).unwrap().scale, ActScale::Static(1.0));

@@ -4,6 +4,7 @@
 //! rows (tokens) × columns (features), row-major.
 
 use crate::format::act::ActQuantSpec;
+use crate::format::tender::{TenderChunk, TenderSpec};
 use crate::format::QTensor;
 use crate::model::config::RopeStyle;
 use crate::Result;
@@ -108,6 +109,17 @@ pub trait Backend {
     /// static or dynamic, per-tensor or per-token scale (`format::act` is the reference).
     /// The hook through which W4A8 / Tender-style methods quantize a layer's input.
     fn fake_quant_act(&self, x: &mut Self::Act, spec: &ActQuantSpec) -> Result<()>;
+    /// Tender's decomposed fake-quantization in place (`format::tender` is the reference): the
+    /// rows are independent sequences of `seq` rows, cut into chunks of `spec.chunk` rows; each
+    /// chunk is decomposed from its own rows (`fixed` None: dynamic) or with the calibrated
+    /// `fixed[p]` of its position `p` (the last one past the end).
+    fn tender_act(
+        &self,
+        x: &mut Self::Act,
+        spec: &TenderSpec,
+        fixed: Option<&[TenderChunk]>,
+        seq: usize,
+    ) -> Result<()>;
 
     /// LM head + log-softmax on rows `from..from+targets.len()` of `x`, scored against `targets`
     /// (and against `reference` log-probs of the same rows for KL/top-1). When `keep` is true the

@@ -3,6 +3,7 @@
 //! multi-threaded natively); everything else is straightforward loops, written to be read.
 
 use crate::format::act::{self, ActQuantSpec};
+use crate::format::tender::{self, TenderChunk, TenderSpec};
 use crate::format::QTensor;
 use crate::linalg::sgemm;
 use crate::model::backend::{Backend, TokenScore};
@@ -410,6 +411,16 @@ impl Backend for Cpu {
 
     fn fake_quant_act(&self, x: &mut Act, spec: &ActQuantSpec) -> Result<()> {
         act::fake_quant(&mut x.data, x.cols, spec)
+    }
+
+    fn tender_act(
+        &self,
+        x: &mut Act,
+        spec: &TenderSpec,
+        fixed: Option<&[TenderChunk]>,
+        seq: usize,
+    ) -> Result<()> {
+        tender::fake_quant(&mut x.data, x.cols, seq, spec, fixed)
     }
 
     fn score(

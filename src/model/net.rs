@@ -110,8 +110,9 @@ impl<B: Backend> Model<B> {
         self.act.as_ref()
     }
 
-    /// The input `x` of the linears at `site` of block `layer`, as they read it: quantized in
-    /// place when the model has an activation plan, then shown to `observer`. Every
+    /// The input `x` of the linears at `site` of block `layer` (rows: sequences of `seq`), as
+    /// they read it: quantized in place when the model has an activation plan, then shown to
+    /// `observer`. Every
     /// architecture's forward pass calls this once per site, before the linears that share it.
     pub(crate) fn site(
         &self,
@@ -119,10 +120,15 @@ impl<B: Backend> Model<B> {
         layer: usize,
         site: usize,
         mut x: B::Act,
+        seq: usize,
         observer: &mut Observer<'_, B>,
     ) -> Result<B::Act> {
-        if let Some(p) = &self.act {
-            b.fake_quant_act(&mut x, &p.spec(layer, site)?)?;
+        match &self.act {
+            Some(ActPlan {
+                tender: Some(t), ..
+            }) => b.tender_act(&mut x, &t.spec, t.fixed(layer, site)?, seq)?,
+            Some(p) => b.fake_quant_act(&mut x, &p.spec(layer, site)?)?,
+            None => {}
         }
         observer(layer, site, &x)?;
         Ok(x)

@@ -144,6 +144,7 @@ impl ActConfig {
             bits: self.bits,
             gran: ActGranularity::PerTensor,
             scales: Some(scales),
+            tender: None,
         })
     }
 }

@@ -25,6 +25,7 @@
 //! activations match those seen during evaluation. `eval_overlap` counts shared tokens so the UI
 //! and the CLI can warn.
 
+use crate::format::tender::CHUNK_STEP;
 use crate::linalg::sgemm;
 use crate::model::config::ModelConfig;
 use crate::model::cpu::{Act, Cpu};
@@ -134,6 +135,12 @@ pub struct SiteStats {
     /// Up to `SAMPLE_ROWS` rows of `X` (row-major, `dim` wide), taken at the positions
     /// `sample_positions` gives in every sequence, in sequence order.
     pub samples: Vec<f32>,
+    /// Per block of `tender::CHUNK_STEP` positions of every sequence (block `b` holds positions
+    /// `64·b .. 64·b + 64`) and channel, the largest and the smallest value over all sequences:
+    /// `pos_max[b · dim + j]`. Tender's static decomposition (`format::tender`) assembles its
+    /// chunks from them.
+    pub pos_max: Vec<f32>,
+    pub pos_min: Vec<f32>,
 }
 
 impl SiteStats {
@@ -194,7 +201,9 @@ impl Calibration {
         self.layers
             .iter()
             .flat_map(|l| l.iter())
-            .map(|s| 4 * (s.gram.len() + 3 * s.dim + s.samples.len()))
+            .map(|s| {
+                4 * (s.gram.len() + 3 * s.dim + s.samples.len() + s.pos_max.len() + s.pos_min.len())
+            })
             .sum()
     }
 }
@@ -209,6 +218,8 @@ struct Acc {
     sum_sq: Vec<f64>,
     max_abs: Vec<f32>,
     samples: Vec<f32>,
+    pos_max: Vec<f32>,
+    pos_min: Vec<f32>,
 }
 
 impl Acc {
@@ -222,6 +233,8 @@ impl Acc {
             sum_sq: vec![0.0; dim],
             max_abs: vec![0.0; dim],
             samples: Vec::new(),
+            pos_max: Vec::new(),
+            pos_min: Vec::new(),
         }
     }
 
@@ -242,12 +255,22 @@ impl Acc {
             .iter_mut()
             .zip(&self.tmp)
             .for_each(|(g, v)| *g += v);
-        for r in x.data.chunks_exact(d) {
+        // One sequence: row t is position t.
+        let blocks = t.div_ceil(CHUNK_STEP);
+        if self.pos_max.len() < blocks * d {
+            self.pos_max.resize(blocks * d, f32::NEG_INFINITY);
+            self.pos_min.resize(blocks * d, f32::INFINITY);
+        }
+        for (p, r) in x.data.chunks_exact(d).enumerate() {
+            let b = p / CHUNK_STEP * d;
+            let (hi, lo) = (&mut self.pos_max[b..b + d], &mut self.pos_min[b..b + d]);
             for (j, &v) in r.iter().enumerate() {
                 let a = v.abs();
                 self.sum_abs[j] += a as f64;
                 self.sum_sq[j] += (v as f64) * (v as f64);
                 self.max_abs[j] = self.max_abs[j].max(a);
+                hi[j] = hi[j].max(v);
+                lo[j] = lo[j].min(v);
             }
         }
         for &r in keep {
@@ -269,6 +292,8 @@ impl Acc {
             max_abs: self.max_abs,
             l2: self.sum_sq.iter().map(|&s| s.sqrt() as f32).collect(),
             samples: self.samples,
+            pos_max: self.pos_max,
+            pos_min: self.pos_min,
         }
     }
 }

@@ -313,7 +313,13 @@ fn rescale_stats(st: &mut SiteStats, s: &[f32]) {
     for v in [&mut st.mean_abs, &mut st.max_abs, &mut st.l2] {
         v.iter_mut().zip(s).for_each(|(x, &f)| *x /= f);
     }
-    for row in st.samples.chunks_exact_mut(d) {
+    // Scales are positive: dividing keeps each max a max and each min a min.
+    for row in st
+        .samples
+        .chunks_exact_mut(d)
+        .chain(st.pos_max.chunks_exact_mut(d))
+        .chain(st.pos_min.chunks_exact_mut(d))
+    {
         row.iter_mut().zip(s).for_each(|(x, &f)| *x /= f);
     }
 }

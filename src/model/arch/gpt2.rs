@@ -180,20 +180,20 @@ pub(super) fn forward<B: Backend>(
     for (i, blk) in m.blocks.iter().enumerate() {
         let (n1, n2) = (&blk.norms[ATTN_NORM], &blk.norms[FFN_NORM]);
         let n = b.layernorm(&x, &n1.w, n1.b.as_ref(), eps); // T × d
-        let n = m.site(b, i, ATTN_IN, n, observer)?;
+        let n = m.site(b, i, ATTN_IN, n, seq, observer)?;
         let qkv = b.linear(&n, &blk.mats[QKV]); // T × 3d
         let q = b.slice_cols(&qkv, 0, d); // T × d
         let k = b.slice_cols(&qkv, d, d); // T × d
         let v = b.slice_cols(&qkv, 2 * d, d); // T × d
         let a = b.attention(&q, &k, &v, h, h, hd, seq); // T × d
-        let a = m.site(b, i, ATTN_OUT, a, observer)?;
+        let a = m.site(b, i, ATTN_OUT, a, seq, observer)?;
         b.add(&mut x, &b.linear(&a, &blk.mats[O]));
 
         let n = b.layernorm(&x, &n2.w, n2.b.as_ref(), eps); // T × d
-        let n = m.site(b, i, FFN_IN, n, observer)?;
+        let n = m.site(b, i, FFN_IN, n, seq, observer)?;
         let mut u = b.linear(&n, &blk.mats[UP]); // T × F
         b.gelu(&mut u);
-        let u = m.site(b, i, DOWN_IN, u, observer)?;
+        let u = m.site(b, i, DOWN_IN, u, seq, observer)?;
         b.add(&mut x, &b.linear(&u, &blk.mats[DOWN])); // T × d
     }
     let out = m

@@ -285,21 +285,21 @@ pub(super) fn forward<B: Backend>(
     let mut x = b.embed(&m.embd, tokens)?; // T × d
     for (i, blk) in m.blocks.iter().enumerate() {
         let n = b.rmsnorm(&x, &blk.norms[ATTN_NORM].w, c.norm_eps); // T × d
-        let n = m.site(b, i, ATTN_IN, n, observer)?;
+        let n = m.site(b, i, ATTN_IN, n, seq, observer)?;
         let mut q = b.linear(&n, &blk.mats[Q]); // T × H·hd
         let mut k = b.linear(&n, &blk.mats[K]); // T × KV·hd
         let v = b.linear(&n, &blk.mats[V]); // T × KV·hd
         b.rope(&mut q, h, hd, 0, c.rope_theta, c.rope_style, seq);
         b.rope(&mut k, kv, hd, 0, c.rope_theta, c.rope_style, seq);
         let a = b.attention(&q, &k, &v, h, kv, hd, seq); // T × H·hd
-        let a = m.site(b, i, ATTN_OUT, a, observer)?;
+        let a = m.site(b, i, ATTN_OUT, a, seq, observer)?;
         b.add(&mut x, &b.linear(&a, &blk.mats[O]));
 
         let n = b.rmsnorm(&x, &blk.norms[FFN_NORM].w, c.norm_eps); // T × d
-        let n = m.site(b, i, FFN_IN, n, observer)?;
+        let n = m.site(b, i, FFN_IN, n, seq, observer)?;
         let mut g = b.linear(&n, &blk.mats[GATE]); // T × F
         b.silu_mul(&mut g, &b.linear(&n, &blk.mats[UP]));
-        let g = m.site(b, i, DOWN_IN, g, observer)?;
+        let g = m.site(b, i, DOWN_IN, g, seq, observer)?;
         b.add(&mut x, &b.linear(&g, &blk.mats[DOWN])); // T × d
     }
     let out = m

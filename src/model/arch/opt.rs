@@ -213,12 +213,12 @@ pub(super) fn forward<B: Backend>(
         } else {
             ln(&x, n1)
         }; // T × d
-        let a_in = m.site(b, i, ATTN_IN, a_in, observer)?;
+        let a_in = m.site(b, i, ATTN_IN, a_in, seq, observer)?;
         let q = b.linear(&a_in, &blk.mats[Q]); // T × d
         let k = b.linear(&a_in, &blk.mats[K]); // T × d
         let v = b.linear(&a_in, &blk.mats[V]); // T × d
         let a = b.attention(&q, &k, &v, h, h, hd, seq); // T × d
-        let a = m.site(b, i, ATTN_OUT, a, observer)?;
+        let a = m.site(b, i, ATTN_OUT, a, seq, observer)?;
         b.add(&mut x, &b.linear(&a, &blk.mats[O]));
         if c.post_norm {
             x = ln(&x, n1);
@@ -229,10 +229,10 @@ pub(super) fn forward<B: Backend>(
         } else {
             ln(&x, n2)
         }; // T × d
-        let f_in = m.site(b, i, FFN_IN, f_in, observer)?;
+        let f_in = m.site(b, i, FFN_IN, f_in, seq, observer)?;
         let mut u = b.linear(&f_in, &blk.mats[UP]); // T × F
         b.relu(&mut u);
-        let u = m.site(b, i, DOWN_IN, u, observer)?;
+        let u = m.site(b, i, DOWN_IN, u, seq, observer)?;
         b.add(&mut x, &b.linear(&u, &blk.mats[DOWN])); // T × d
         if c.post_norm {
             x = ln(&x, n2);

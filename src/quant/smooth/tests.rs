@@ -186,6 +186,8 @@ fn outlier_site(r: &mut Rng) -> (SiteStats, Vec<Vec<f32>>) {
         l2: max_abs.clone(),
         max_abs,
         samples: x,
+        pos_max: Vec::new(),
+        pos_min: Vec::new(),
     };
     (st, vec![r.vec(48 * d), r.vec(16 * d)])
 }
