@@ -173,6 +173,19 @@ enum ActScaleArg {
     Static,
 }
 
+/// How activations are quantized: one scale per tensor or token, or Tender's decomposition.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum ActMethodArg {
+    Uniform,
+    Tender,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TenderRoundArg {
+    Up,
+    Down,
+}
+
 /// The W4A8 axes (docs/w4a8.md): a scale transform and activation quantization, on top of the
 /// weight method of --method/--bits.
 #[derive(Args, Clone)]
@@ -192,9 +205,22 @@ struct W4a8Args {
     /// Quantize every block linear's input to this many bits (2..=8) in the forward pass.
     #[arg(long)]
     act_bits: Option<u8>,
-    /// Activation scale granularity.
-    #[arg(long, value_enum, default_value_t = ActGranArg::Token, requires = "act_bits")]
-    act_gran: ActGranArg,
+    /// Activation scale granularity (default: token; tensor with --act-method tender).
+    #[arg(long, value_enum, requires = "act_bits")]
+    act_gran: Option<ActGranArg>,
+    /// One scale per tensor or token (uniform), or Tender's decomposition (arXiv 2406.12930):
+    /// per chunk of rows a channel bias and power-of-two group scales (4 or 8 bits).
+    #[arg(long, value_enum, default_value_t = ActMethodArg::Uniform, requires = "act_bits")]
+    act_method: ActMethodArg,
+    /// Tender: number of channel groups k (2..=16).
+    #[arg(long, default_value_t = 8)]
+    tender_groups: u8,
+    /// Tender: rows per chunk T (a multiple of 64).
+    #[arg(long, default_value_t = quantlab::format::tender::DEFAULT_CHUNK)]
+    tender_chunk: usize,
+    /// Tender: a channel joins the group whose threshold covers its max (up) or the one below (down).
+    #[arg(long, value_enum, default_value_t = TenderRoundArg::Up)]
+    tender_round: TenderRoundArg,
     /// Activation scales computed at run time, or calibrated once (static; per tensor).
     #[arg(long, value_enum, default_value_t = ActScaleArg::Dynamic, requires = "act_bits")]
     act_scale: ActScaleArg,
@@ -211,7 +237,8 @@ impl W4a8Args {
     /// `c` with this scale transform and activation quantization.
     fn apply(&self, mut c: QuantConfig) -> QuantConfig {
         use quantlab::format::act::ActGranularity;
-        use quantlab::quant::act::{ActConfig, ActScaleKind};
+        use quantlab::format::tender::TenderRound;
+        use quantlab::quant::act::{ActConfig, ActScaleKind, TenderAct};
         use quantlab::quant::smooth::Smooth;
         c.smooth = match self.smooth {
             SmoothArg::None => None,
@@ -223,17 +250,28 @@ impl W4a8Args {
                 step: self.aqas_step,
             }),
         };
+        let tender = self.act_method == ActMethodArg::Tender;
         c.act = self.act_bits.map(|bits| ActConfig {
             bits,
             gran: match self.act_gran {
-                ActGranArg::Tensor => ActGranularity::PerTensor,
-                ActGranArg::Token => ActGranularity::PerToken,
+                Some(ActGranArg::Tensor) => ActGranularity::PerTensor,
+                Some(ActGranArg::Token) => ActGranularity::PerToken,
+                None if tender => ActGranularity::PerTensor,
+                None => ActGranularity::PerToken,
             },
             scale: match self.act_scale {
                 ActScaleArg::Dynamic => ActScaleKind::Dynamic,
                 ActScaleArg::Static => ActScaleKind::Static,
             },
             percentile: self.act_percentile,
+            tender: tender.then_some(TenderAct {
+                groups: self.tender_groups,
+                chunk: self.tender_chunk,
+                round: match self.tender_round {
+                    TenderRoundArg::Up => TenderRound::Up,
+                    TenderRoundArg::Down => TenderRound::Down,
+                },
+            }),
         });
         c
     }
@@ -589,6 +627,7 @@ fn slac(
                 gran: ActGranularity::PerTensor,
                 scale: ActScaleKind::Static,
                 percentile: None,
+                tender: None,
             }),
             ..QuantConfig::default()
         },

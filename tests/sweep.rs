@@ -495,3 +495,25 @@ fn the_w4a8_grid_parses_and_keeps_each_pipeline_in_its_own_series() {
         .filter(|c| c.act.is_some())
         .all(|c| c.needs_calibration()));
 }
+
+#[test]
+fn the_tender_grid_parses_and_names_tender_in_its_series() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grids/tender.json"),
+    )
+    .unwrap();
+    let configs = parse_grid(&text, "grids/tender.json").expect("parses");
+    assert_eq!(configs.len(), 22);
+    let cols: Vec<Columns> = configs.iter().map(Columns::of).collect();
+    let distinct: std::collections::HashSet<(&String, u8)> =
+        cols.iter().map(|c| (&c.series, c.bits)).collect();
+    assert_eq!(distinct.len(), cols.len());
+    let series: Vec<&str> = cols.iter().map(|c| c.series.as_str()).collect();
+    for want in [
+        "rtn row sym A4 static Tender k16 T256",
+        "rtn row sym A8 dynamic Tender k8 T256",
+        "rtn row sym +smoothquant A4 static per tensor",
+    ] {
+        assert!(series.contains(&want), "{want} not in {series:?}");
+    }
+}

@@ -54,6 +54,7 @@ fn act(bits: u8, gran: ActGranularity, scale: ActScaleKind) -> ActConfig {
         gran,
         scale,
         percentile: None,
+        tender: None,
     }
 }
 

@@ -314,6 +314,7 @@ fn act_schema() -> ActSchema {
         gran: ActGranularity::PerToken,
         scale: ActScaleKind::Dynamic,
         percentile: None,
+        tender: None,
     };
     ActSchema {
         bits: ACT_BITS.to_vec(),

@@ -10,7 +10,8 @@
 //! calibration length is `calib.seq_len` (`--calib-len`).
 
 use crate::format::act::{qmax, ActGranularity, MAX_BITS, MIN_BITS};
-use crate::model::actplan::ActPlan;
+use crate::format::tender::{TenderChunk, TenderRound, TenderSpec, CHUNK_STEP};
+use crate::model::actplan::{ActPlan, TenderPlan};
 use crate::quant::calib::Calibration;
 use crate::quant::smooth::{self, ActTarget};
 use crate::{Error, Result};
@@ -43,6 +44,23 @@ pub struct ActConfig {
     /// the calibration samples instead of the max.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentile: Option<f32>,
+    /// Tender's decomposition (`format::tender`, arXiv 2406.12930) instead of one scale per
+    /// tensor or token: `bits` (4 or 8) and `scale` (static: calibrated per chunk position)
+    /// apply; `gran` must be `per_tensor` (Tender's scales are per chunk and group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tender: Option<TenderAct>,
+}
+
+/// Tender's parameters as a config states them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenderAct {
+    /// k, 2..=16 groups.
+    pub groups: u8,
+    /// T, rows per chunk (a multiple of 64; the paper's 256).
+    pub chunk: usize,
+    #[serde(default)]
+    pub round: TenderRound,
 }
 
 impl ActConfig {
@@ -60,6 +78,22 @@ impl ActConfig {
                  choose per_tensor or dynamic",
             ));
         }
+        if let Some(t) = &self.tender {
+            self.tender_spec(t).check()?;
+            if self.gran != ActGranularity::PerTensor {
+                return Err(Error::config(
+                    "act.gran",
+                    "Tender's scales are per chunk of rows and group of channels: choose \
+                     per_tensor with tender",
+                ));
+            }
+            if self.percentile.is_some() {
+                return Err(Error::config(
+                    "act.percentile",
+                    "Tender calibrates each chunk's range, not a percentile: drop percentile",
+                ));
+            }
+        }
         if let Some(p) = self.percentile {
             if self.scale != ActScaleKind::Static {
                 return Err(Error::config(
@@ -75,6 +109,16 @@ impl ActConfig {
             }
         }
         Ok(())
+    }
+
+    /// Tender's spec at this config's bits.
+    pub fn tender_spec(&self, t: &TenderAct) -> TenderSpec {
+        TenderSpec {
+            bits: self.bits,
+            groups: t.groups,
+            chunk: t.chunk,
+            round: t.round,
+        }
     }
 
     /// Static scales need calibration.
@@ -101,6 +145,9 @@ impl ActConfig {
     /// scales).
     pub fn plan(&self, calib: Option<&Calibration>) -> Result<ActPlan> {
         self.validate()?;
+        if let Some(t) = &self.tender {
+            return self.tender_plan(t, calib);
+        }
         if self.scale == ActScaleKind::Dynamic {
             return Ok(ActPlan::dynamic(self.bits, self.gran));
         }
@@ -145,6 +192,63 @@ impl ActConfig {
             gran: ActGranularity::PerTensor,
             scales: Some(scales),
             tender: None,
+        })
+    }
+
+    /// Tender's plan: dynamic, or static with each chunk position's decomposition assembled
+    /// from calibration's per-64-position ranges (`SiteStats::pos_max`/`pos_min`).
+    fn tender_plan(&self, t: &TenderAct, calib: Option<&Calibration>) -> Result<ActPlan> {
+        let spec = self.tender_spec(t);
+        let chunks = if self.scale == ActScaleKind::Static {
+            let c = calib.ok_or_else(|| {
+                Error::config(
+                    "act.scale",
+                    "Tender's static decomposition needs calibration statistics; calibrate on \
+                     a text first",
+                )
+            })?;
+            let per = spec.chunk / CHUNK_STEP;
+            let mut layers = Vec::with_capacity(c.layers.len());
+            for (li, layer) in c.layers.iter().enumerate() {
+                let mut sites = Vec::with_capacity(layer.len());
+                for (si, st) in layer.iter().enumerate() {
+                    let d = st.dim;
+                    let blocks = st.pos_max.len() / d.max(1);
+                    if blocks == 0 || st.pos_min.len() != st.pos_max.len() {
+                        return Err(Error::config(
+                            "act.tender",
+                            format!(
+                                "layer {li} site {si}: the calibration has no per-position \
+                                 ranges; calibrate again"
+                            ),
+                        ));
+                    }
+                    let mut pos = Vec::new();
+                    for b0 in (0..blocks).step_by(per) {
+                        let (mut hi, mut lo) = (vec![f32::NEG_INFINITY; d], vec![f32::INFINITY; d]);
+                        for b in b0..(b0 + per).min(blocks) {
+                            for j in 0..d {
+                                hi[j] = hi[j].max(st.pos_max[b * d + j]);
+                                lo[j] = lo[j].min(st.pos_min[b * d + j]);
+                            }
+                        }
+                        pos.push(TenderChunk::from_range(&hi, &lo, &spec).map_err(|e| {
+                            Error::config("act.tender", format!("layer {li} site {si}: {e}"))
+                        })?);
+                    }
+                    sites.push(pos);
+                }
+                layers.push(sites);
+            }
+            Some(layers)
+        } else {
+            None
+        };
+        Ok(ActPlan {
+            bits: self.bits,
+            gran: ActGranularity::PerTensor,
+            scales: None,
+            tender: Some(TenderPlan { spec, chunks }),
         })
     }
 }

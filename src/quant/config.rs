@@ -372,6 +372,13 @@ impl QuantConfig {
         }
         if let Some(sm) = &self.smooth {
             sm.validate()?;
+            if matches!(sm, Smooth::Aqas { .. }) && self.act.is_some_and(|a| a.tender.is_some()) {
+                return Err(Error::config(
+                    "smooth",
+                    "AQAS searches α with a uniform activation quantizer, and act is Tender: \
+                     choose smoothquant or awq with tender, or a uniform act",
+                ));
+            }
             if matches!(self.method, Method::None | Method::Awq(_) | Method::Cmpq(_)) {
                 return Err(Error::config(
                     "smooth",
@@ -498,9 +505,10 @@ impl QuantConfig {
             Method::None => "W16".to_string(),
             _ => format!("W{}", self.default.bits),
         };
-        let a = self
-            .act
-            .map_or("A16".to_string(), |a| format!("A{}", a.bits));
+        let a = self.act.map_or("A16".to_string(), |a| match a.tender {
+            Some(t) => format!("A{} Tender k{}", a.bits, t.groups),
+            None => format!("A{}", a.bits),
+        });
         format!("{w}{a}")
     }
 

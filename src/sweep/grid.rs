@@ -53,7 +53,20 @@ impl Columns {
                 crate::format::act::ActGranularity::PerTensor => "tensor",
                 crate::format::act::ActGranularity::PerToken => "token",
             };
-            act.push_str(&format!(" A{} {scale} per {gran}", a.bits));
+            match &a.tender {
+                Some(t) => act.push_str(&format!(
+                    " A{} {scale} Tender k{} T{}{}",
+                    a.bits,
+                    t.groups,
+                    t.chunk,
+                    if t.round == crate::format::tender::TenderRound::Down {
+                        " down"
+                    } else {
+                        ""
+                    }
+                )),
+                None => act.push_str(&format!(" A{} {scale} per {gran}", a.bits)),
+            }
             if let Some(p) = a.percentile {
                 act.push_str(&format!(" p{p}"));
             }
