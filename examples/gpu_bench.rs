@@ -6,6 +6,7 @@
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
 //!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
 //!         [--attention split|tiled32|tiled64] [--only-attention] [--only-w4a8]
+//!         [--only-tender]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
 //! Without `--model` the model is synthetic: the exact shapes and storage formats of the default
@@ -16,9 +17,16 @@
 //! `--only-w4a8` (also part of the kernel section): the integer W4A8 product (arXiv 2311.05161;
 //! int8 activation codes × 4-bit weight codes summed in i32, src/gpu/intmm.rs) against the
 //! float path on the same Int4 weight and the same fake-quantized activations.
+//!
+//! `--only-tender` (also part of the kernel section): Tender (arXiv 2406.12930, src/gpu/tender.rs)
+//! at 8 bits, chunks of 256 rows in 512-token sequences, k = 4, 8, 16: the dynamic decomposition
+//! and quantization, then the integer product with shift accumulation (int8 codes × int4/int8
+//! per-row weight codes, 64-bit accumulators) against the float path on the same fake-quantized
+//! activations, with `dot4I8Packed` and with its emulation.
 
 use quantlab::format::act::{ActGranularity, ActQuantSpec, ActScale};
 use quantlab::format::ggml::GgmlType;
+use quantlab::format::tender::{self, TenderRound, TenderSpec};
 use quantlab::format::{Format, Granularity, IntSpec, QTensor};
 use quantlab::gpu::{AttentionVariant, Gpu, IntMatmul, MatmulVariant};
 use quantlab::io::gguf::Gguf;
@@ -206,6 +214,9 @@ fn main() -> quantlab::Result<()> {
     }
     if has("--only-w4a8") {
         return w4a8(&g, iters, &only, &gms);
+    }
+    if has("--only-tender") {
+        return tender(&g, iters, &only, &gms);
     }
     if !has("--skip-kernels") {
         kernels(&g, iters, &only, has("--tiles"), &gms)?;
@@ -485,6 +496,7 @@ fn kernels(
     }
 
     w4a8(g, iters, only, gms)?;
+    tender(g, iters, only, gms)?;
 
     println!("\nother kernels, {T} tokens (gpu ms, wall ms)");
     let xd = g.upload_act(T, 576, &pseudo(T * 576, 3))?;
@@ -587,6 +599,89 @@ fn w4a8(
                     );
                 }
                 g.force_int_matmul(None);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tender(
+    g: &Gpu,
+    iters: usize,
+    only: &str,
+    gms: &dyn Fn(Option<f64>) -> String,
+) -> quantlab::Result<()> {
+    let formats = [4u8, 8].map(|bits| {
+        Format::Int(IntSpec {
+            bits,
+            gran: Granularity::PerRow,
+            sym: true,
+        })
+    });
+    let shapes = [
+        ("576→576", 576, 576),
+        ("576→1536", 1536, 576),
+        ("1536→576", 576, 1536),
+    ];
+    println!(
+        "\nTender A8 (chunks of {} rows in sequences of {T}; gpu ms from timestamps, wall ms; \
+         ratio = f32-path time / integer time, > 1: integers faster; dot4I8Packed offered: {})",
+        tender::DEFAULT_CHUNK,
+        g.ctx.dot4
+    );
+    for m in [T, 16 * T] {
+        for (name, out, inp) in shapes.into_iter().filter(|s| s.0.contains(only)) {
+            // A few outlier channels, as activations have, so the groups spread.
+            let mut data = pseudo(m * inp, 13);
+            for (i, v) in data.iter_mut().enumerate() {
+                match i % inp {
+                    3 => *v += 40.0,
+                    7 | 100 => *v *= 30.0,
+                    _ => {}
+                }
+            }
+            for k in [4u8, 8, 16] {
+                let spec = TenderSpec {
+                    bits: 8,
+                    groups: k,
+                    chunk: tender::DEFAULT_CHUNK,
+                    round: TenderRound::Up,
+                };
+                let mut x = g.upload_act(m, inp, &data)?;
+                g.tender_act(&mut x, &spec, None, T)?;
+                let mut fresh = g.upload_act(m, inp, &data)?;
+                let (qwall, qgpu) = time(g, iters, || {
+                    let _ = g.tender_act(&mut fresh, &spec, None, T);
+                });
+                println!(
+                    "  {m:5}×{name:9} k {k:2} act quant  gpu {} ms  wall {:8.3} ms",
+                    gms(qgpu),
+                    qwall * 1e3
+                );
+                for f in formats {
+                    let mat = g.load_matrix(&weight(f, out, inp, 1), None)?;
+                    let mut base = None;
+                    for v in IntMatmul::ALL {
+                        g.force_int_matmul(Some(v));
+                        let (wall, gpu) = time(g, iters, || drop(g.linear(&x, &mat)));
+                        let s = gpu.unwrap_or(wall);
+                        let ratio = match base {
+                            None => {
+                                base = Some(s);
+                                String::new()
+                            }
+                            Some(b) => format!("  ratio {:5.2}", b / s),
+                        };
+                        println!(
+                            "  {m:5}×{name:9} k {k:2} {:>16} {:>12}  gpu {} ms  wall {:8.3} ms{ratio}",
+                            f.name(),
+                            v.name(),
+                            gms(gpu),
+                            wall * 1e3
+                        );
+                    }
+                    g.force_int_matmul(None);
+                }
             }
         }
     }

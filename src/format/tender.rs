@@ -183,7 +183,9 @@ impl TenderChunk {
         n
     }
 
-    fn check(&self, cols: usize, spec: &TenderSpec) -> Result<()> {
+    /// Refuse a decomposition that does not fit `cols` channels and `spec` (sizes, a finite
+    /// non-negative tmax and finite biases, groups below k).
+    pub fn check(&self, cols: usize, spec: &TenderSpec) -> Result<()> {
         if self.bias.len() != cols || self.group.len() != cols {
             return Err(Error::config(
                 "act.tender",

@@ -6,7 +6,7 @@
 
 use crate::format::act::{ActGranularity, ActQuantSpec, ActScale};
 use crate::gpu::backend::{Act, Gpu};
-use crate::gpu::intmm::QuantAct;
+use crate::gpu::intmm::{KeptCodes, QuantAct};
 use crate::gpu::record::{u, Params8};
 use crate::Result;
 
@@ -64,7 +64,7 @@ impl Gpu {
             self.groups_1d(rows * kw, 256),
             &|| format!("actquant quant {}b {rows}×{cols}", spec.bits),
         );
-        x.q = Some(q);
+        x.q = Some(KeptCodes::Uniform(q));
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use crate::format::{GpuDecoder, QTensor};
 use crate::gpu::addons::AddonLayout;
 use crate::gpu::buffers::{self, Pool, PooledBuffer};
 use crate::gpu::context::GpuContext;
-use crate::gpu::intmm::{IntMatmul, QuantAct};
+use crate::gpu::intmm::{IntMatmul, KeptCodes};
 use crate::gpu::load::Held;
 use crate::gpu::pipelines::{AttentionVariant, Pipelines};
 use crate::gpu::record::{u, Params4, Params8, WeightParams};
@@ -51,10 +51,11 @@ pub struct Act {
     pub rows: usize,
     pub cols: usize,
     pub(crate) buf: PooledBuffer,
-    /// The integer codes and row scales of `buf`'s values, kept by `fake_quant_act` for the
-    /// integer W4A8 product (src/gpu/intmm.rs). Valid only while `buf` holds exactly those
-    /// fake-quantized values: every operation that writes an `Act` in place drops them.
-    pub(crate) q: Option<QuantAct>,
+    /// The integer codes of `buf`'s values, kept by `fake_quant_act` (row scales, the W4A8
+    /// product: src/gpu/intmm.rs) or `tender_act` (per-chunk decomposition: src/gpu/tender.rs)
+    /// for `linear`'s integer path. Valid only while `buf` holds exactly those fake-quantized
+    /// values: every operation that writes an `Act` in place drops them.
+    pub(crate) q: Option<KeptCodes>,
 }
 
 impl Act {
@@ -323,7 +324,7 @@ impl Backend for Gpu {
             );
             return out;
         }
-        if self.record_int_matmul(x, w, &out.buf) {
+        if self.record_int_matmul(x, w, &out.buf) || self.record_tender_matmul(x, w, &out.buf) {
             return out;
         }
         self.record_matmul(&x.buf, 0, x.rows, w, &out.buf);
@@ -510,16 +511,12 @@ impl Backend for Gpu {
 
     fn tender_act(
         &self,
-        _x: &mut Act,
-        _spec: &crate::format::tender::TenderSpec,
-        _fixed: Option<&[crate::format::tender::TenderChunk]>,
-        _seq: usize,
+        x: &mut Act,
+        spec: &crate::format::tender::TenderSpec,
+        fixed: Option<&[crate::format::tender::TenderChunk]>,
+        seq: usize,
     ) -> Result<()> {
-        Err(Error::unsupported(
-            "gpu",
-            "tender_act",
-            "Tender's activation quantization runs on the CPU backend for now",
-        ))
+        self.record_tender(x, spec, fixed, seq)
     }
 
     fn score(

@@ -6,7 +6,11 @@
 //! accumulator that stays on the device: the upper triangle of `XᵀX`, `Σ|x|` and `max|x|` per
 //! channel (`shaders/gram.wgsl` over ranges of rows, `shaders/gram_reduce.wgsl` adding the
 //! ranges). Nothing comes back until the end, then one map per layer; `‖x_j‖₂` is the square
-//! root of the Gram's diagonal, which the CPU path sums separately.
+//! root of the Gram's diagonal, which the CPU path sums separately. Tender's per-position
+//! statistics (`SiteStats::pos_max/pos_min`: per block of 64 positions of every sequence, the
+//! largest and smallest value of each channel over all sequences) are folded in by
+//! `shaders/tender_stats.wgsl`'s `pos_range`; max and min are exact in any order, so they equal
+//! the CPU's on the same activations bit for bit.
 //!
 //! Memory: an accumulator holds `d² + 2d` floats (SmolLM2-135M: 30 layers × 3.35 M floats =
 //! 402 MB in all, resident until read back). Each must fit one storage binding, the whole must
@@ -17,9 +21,10 @@
 //! added to the accumulator, like the CPU path's per-sequence SGEMM; the summation orders differ,
 //! so GPU and CPU agree to f32 rounding of the activations, not bit for bit.
 
+use crate::format::tender::CHUNK_STEP;
 use crate::gpu::backend::{Act, Gpu};
 use crate::gpu::buffers;
-use crate::gpu::record::{u, Params4};
+use crate::gpu::record::{u, Params4, Params8};
 use crate::model::backend::Backend;
 use crate::model::net::Model;
 use crate::quant::calib::{self, CalibOptions, Calibration, SiteStats};
@@ -44,6 +49,9 @@ pub struct GramAcc {
     /// Up to `calib::SAMPLE_ROWS` sampled rows (`SiteStats::samples`), copied as they pass.
     samples: wgpu::Buffer,
     sampled: usize,
+    /// Per-position maxima then minima (`blocks × dim` each), grown to the longest sequence.
+    pos: Option<wgpu::Buffer>,
+    blocks: usize,
 }
 
 /// Floats per accumulator (and per partial slice) of a `dim`-wide input.
@@ -83,12 +91,42 @@ impl Gpu {
             buf,
             samples,
             sampled: 0,
+            pos: None,
+            blocks: 0,
         })
     }
 
-    /// Record `acc += statistics of x` (x: `rows × acc.dim`), keeping rows `keep` of `x` as
-    /// samples while fewer than `calib::SAMPLE_ROWS` are held.
-    pub fn gram_add(&self, acc: &mut GramAcc, x: &Act, keep: &[usize]) -> Result<()> {
+    /// Make room for `blocks` blocks of positions in `acc.pos`: a new buffer of −∞ maxima and
+    /// +∞ minima (what the CPU's grown vectors hold), the blocks held so far copied in.
+    fn grow_pos(&self, acc: &mut GramAcc, blocks: usize) -> Result<()> {
+        if blocks <= acc.blocks {
+            return Ok(());
+        }
+        let d = acc.dim;
+        let mut init = vec![f32::NEG_INFINITY; blocks * d];
+        init.resize(2 * blocks * d, f32::INFINITY);
+        let buf = buffers::upload(
+            &self.ctx.device,
+            &self.ctx.limits,
+            &format!("per-position statistics of a {d}-wide input"),
+            bytemuck::cast_slice(&init),
+        )?;
+        if let Some(old) = &acc.pos {
+            let half = (acc.blocks * d * 4) as u64;
+            let min_at = (blocks * d * 4) as u64;
+            self.with_encoder(|enc| {
+                enc.copy_buffer_to_buffer(old, 0, &buf, 0, half);
+                enc.copy_buffer_to_buffer(old, half, &buf, min_at, half);
+            });
+        }
+        acc.pos = Some(buf);
+        acc.blocks = blocks;
+        Ok(())
+    }
+
+    /// Record `acc += statistics of x` (x: `rows × acc.dim`, sequences of `seq` rows), keeping
+    /// rows `keep` of `x` as samples while fewer than `calib::SAMPLE_ROWS` are held.
+    pub fn gram_add(&self, acc: &mut GramAcc, x: &Act, seq: usize, keep: &[usize]) -> Result<()> {
         let d = acc.dim;
         if x.cols != d {
             return Err(Error::config(
@@ -96,8 +134,36 @@ impl Gpu {
                 format!("activation of width {} where {d} was expected", x.cols),
             ));
         }
+        if seq == 0 || !x.rows.is_multiple_of(seq) {
+            return Err(Error::config(
+                "calibration",
+                format!("{} rows are not sequences of {seq}", x.rows),
+            ));
+        }
         if x.rows == 0 {
             return Ok(());
+        }
+        // Per block of CHUNK_STEP positions, over every sequence of the batch (CPU: Acc::add).
+        let blocks = seq.div_ceil(CHUNK_STEP);
+        self.grow_pos(acc, blocks)?;
+        if let Some(pos) = &acc.pos {
+            let pipe = self.pipes.plain("tender_stats", "pos_range")?;
+            let p = self.uniform(&Params8([
+                u(x.rows),
+                u(d),
+                u(seq),
+                u(CHUNK_STEP),
+                u(blocks),
+                u(acc.blocks),
+                0,
+                0,
+            ]));
+            self.dispatch(
+                &pipe,
+                &[&p, &x.buf, pos],
+                (u(d.div_ceil(64)), u(blocks)),
+                &|| format!("tender_stats pos_range {}×{d}", x.rows),
+            );
         }
         let slice_bytes = acc_len(d) * 4;
         // Ranges: enough for TARGET_GROUPS workgroups, as many as one binding of partials holds.
@@ -156,7 +222,7 @@ impl Gpu {
     pub async fn gram_read(&self, accs: &[&GramAcc]) -> Result<Vec<SiteStats>> {
         let total: usize = accs
             .iter()
-            .map(|a| (acc_len(a.dim) + a.sampled * a.dim) * 4)
+            .map(|a| (acc_len(a.dim) + a.sampled * a.dim + 2 * a.blocks * a.dim) * 4)
             .sum();
         if accs.is_empty() {
             return Ok(Vec::new());
@@ -179,6 +245,11 @@ impl Gpu {
                 });
                 off += sbytes;
             }
+            if let Some(pos) = &a.pos {
+                let pbytes = (2 * a.blocks * a.dim * 4) as u64;
+                self.with_encoder(|enc| enc.copy_buffer_to_buffer(pos, 0, &staging, off, pbytes));
+                off += pbytes;
+            }
         }
         let submission = self.submit();
         let raw = buffers::read_back_after(&self.ctx.device, &staging, submission).await?;
@@ -199,6 +270,11 @@ impl Gpu {
                 })?
                 .to_vec();
             at += a.sampled * d;
+            let pb = a.blocks * d;
+            let pos = floats.get(at..at + 2 * pb).ok_or_else(|| {
+                Error::unsupported("gpu", "readback", "positions shorter than requested")
+            })?;
+            at += 2 * pb;
             let mut gram = v[..d * d].to_vec();
             // Only the upper triangle was accumulated.
             for i in 1..d {
@@ -215,9 +291,8 @@ impl Gpu {
                 l2: (0..d).map(|j| gram[j * d + j].max(0.0).sqrt()).collect(),
                 gram,
                 samples,
-                // Not collected on the GPU yet: a Tender static plan refuses their absence.
-                pos_max: Vec::new(),
-                pos_min: Vec::new(),
+                pos_max: pos[..pb].to_vec(),
+                pos_min: pos[pb..].to_vec(),
             });
         }
         Ok(out)
@@ -243,7 +318,10 @@ pub async fn calibrate(
     let resident: usize = c.n_layer
         * dims
             .iter()
-            .map(|&d| (acc_len(d) + calib::SAMPLE_ROWS * d) * 4)
+            .map(|&d| {
+                (acc_len(d) + calib::SAMPLE_ROWS * d + 2 * opts.seq_len.div_ceil(CHUNK_STEP) * d)
+                    * 4
+            })
             .sum::<usize>();
     if let Some(budget) = gpu.memory_budget.get() {
         let held = gpu.weight_bytes_held();
@@ -292,7 +370,7 @@ pub async fn calibrate(
             let a = a
                 .get_mut(site)
                 .ok_or_else(|| Error::config("calibration", format!("unexpected site {site}")))?;
-            gpu.gram_add(a, x, &keep)
+            gpu.gram_add(a, x, l, &keep)
         })?;
         drop(out);
         // Hand the batch to the GPU now so it computes while the next one is recorded.

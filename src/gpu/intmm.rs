@@ -29,6 +29,13 @@ pub(crate) struct QuantAct {
     pub(crate) kw: usize,
 }
 
+/// The integer codes an `Act` may carry: W4A8's (one scale per row, `fake_quant_act`) or
+/// Tender's (per-chunk decomposition, `tender_act`; src/gpu/tender.rs).
+pub(crate) enum KeptCodes {
+    Uniform(QuantAct),
+    Tender(crate::gpu::tender::TenderAct),
+}
+
 /// Which integer product `linear` runs (forced by tests and benchmarks with
 /// `Gpu::force_int_matmul`; by default `Native` where the device offers `dot4I8Packed`, else
 /// `Emulated`).
@@ -101,7 +108,9 @@ impl Gpu {
     /// (then its add-ons run after it, on the fake-quantized `x`, as after the float product);
     /// false, recording nothing, when the float path must run.
     pub(crate) fn record_int_matmul(&self, x: &Act, w: &Mat, out: &wgpu::Buffer) -> bool {
-        let Some(q) = &x.q else { return false };
+        let Some(KeptCodes::Uniform(q)) = &x.q else {
+            return false;
+        };
         let native = match self.int_matmul.get() {
             Some(IntMatmul::Off) => return false,
             Some(IntMatmul::Native) | None => self.ctx.dot4,
@@ -202,10 +211,12 @@ impl Gpu {
         self.int_products.get()
     }
 
-    /// The integer codes (`rows × cols`, padding dropped) and row scales `x` carries, or None
-    /// (tests and inspection).
+    /// The W4A8 integer codes (`rows × cols`, padding dropped) and row scales `x` carries, or
+    /// None (tests and inspection; Tender's: `read_tender`).
     pub async fn read_act_codes(&self, x: &Act) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
-        let Some(q) = &x.q else { return Ok(None) };
+        let Some(KeptCodes::Uniform(q)) = &x.q else {
+            return Ok(None);
+        };
         let codes = self.stage(&q.codes, 4 * x.rows * q.kw);
         let scales = self.stage(&q.scales, 4 * x.rows);
         self.flush();

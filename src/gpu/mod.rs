@@ -11,6 +11,8 @@
 //! - `profile`: per-dispatch GPU time from timestamp queries;
 //! - `actquant`: activation fake-quantization (the W4A8/Tender hook);
 //! - `intmm`: the integer W4A8 product from the codes `actquant` keeps (`matmul_int.wgsl`);
+//! - `tender`: Tender's decomposed activation quantization and its integer product with shift
+//!   accumulation (arXiv 2406.12930; `tender_*.wgsl`);
 //! - `addons`: sparse outliers and LoRC factors applied after a product;
 //! - `load`: weights onto the device, weight-memory accounting and its limits;
 //! - `split`: row parts of weights larger than one storage binding;
@@ -33,6 +35,7 @@ mod record;
 pub mod rtn;
 pub mod shaders;
 mod split;
+mod tender;
 
 pub use backend::Gpu;
 pub use context::GpuContext;

@@ -183,6 +183,15 @@ impl Pipelines {
         })
     }
 
+    /// Tender's integer product, with the packed dot-product builtins or their emulation.
+    pub fn tender_matmul(&self, native: bool) -> Result<wgpu::ComputePipeline> {
+        self.get(
+            format!("tender_matmul native={native}:main"),
+            "main",
+            || shaders::tender_matmul_kernel(native),
+        )
+    }
+
     /// A stand-alone kernel's entry point.
     pub fn plain(&self, kernel: &str, entry: &str) -> Result<wgpu::ComputePipeline> {
         self.get(format!("{kernel}:{entry}"), entry, || {

@@ -49,6 +49,22 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("place", include_str!("../../shaders/place.wgsl")),
     ("gram", include_str!("../../shaders/gram.wgsl")),
     (
+        "tender_stats",
+        include_str!("../../shaders/tender_stats.wgsl"),
+    ),
+    (
+        "tender_chunk",
+        include_str!("../../shaders/tender_chunk.wgsl"),
+    ),
+    (
+        "tender_quant",
+        include_str!("../../shaders/tender_quant.wgsl"),
+    ),
+    (
+        "tender_matmul",
+        include_str!("../../shaders/tender_matmul.wgsl"),
+    ),
+    (
         "gram_reduce",
         include_str!("../../shaders/gram_reduce.wgsl"),
     ),
@@ -72,6 +88,9 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("place", &["cols", "rows"]),
     ("gram", &["main"]),
     ("gram_reduce", &["main"]),
+    ("tender_stats", &["chunk_range", "pos_range"]),
+    ("tender_chunk", &["main"]),
+    ("tender_quant", &["main"]),
 ];
 
 /// Keys per tile of `attention.wgsl` for head dimension `hd`: as many as keep its workgroup
@@ -165,6 +184,17 @@ pub fn int_matmul_kernel(native: bool) -> Option<String> {
     Some(format!("{}\n{}", source(dot)?, source("matmul_int")?))
 }
 
+/// Tender's integer product `tender_matmul.wgsl` (arXiv 2406.12930) with the same `dot4` /
+/// `pack4` fragments as `int_matmul_kernel`.
+pub fn tender_matmul_kernel(native: bool) -> Option<String> {
+    let dot = if native {
+        "intdot_native"
+    } else {
+        "intdot_emul"
+    };
+    Some(format!("{}\n{}", source(dot)?, source("tender_matmul")?))
+}
+
 /// Every module the engine compiles, `(label, source)`: what `cargo test` validates with naga.
 pub fn all_modules() -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -196,6 +226,9 @@ pub fn all_modules() -> Vec<(String, String)> {
     for native in [true, false] {
         if let Some(src) = int_matmul_kernel(native) {
             out.push((format!("matmul_int native={native}"), src));
+        }
+        if let Some(src) = tender_matmul_kernel(native) {
+            out.push((format!("tender_matmul native={native}"), src));
         }
     }
     for (k, _) in PLAIN_KERNELS {
