@@ -4,6 +4,9 @@
 //! quantizing with it, finer than one per-tensor scale (each channel's step is at most the
 //! tensor's).
 
+#[path = "common/gpu_check.rs"]
+mod gpu_check;
+
 use quantlab::format::act::ActGranularity;
 use quantlab::format::tender::{TenderChunk, TenderRound, TenderSpec};
 use quantlab::format::Granularity;
@@ -252,6 +255,80 @@ fn tender_quantizes_the_forward_of_every_architecture_finer_than_one_scale() {
                 );
                 last = e;
             }
+        }
+    }
+}
+
+/// Perplexity, GPU against CPU, relative: the same bound and reason as tests/w4a8.rs (a value on
+/// a rounding boundary may take the other code on one backend, and random tiny models amplify
+/// each flip).
+const PPL_REL_TOL: f64 = 1e-2;
+
+/// A Tender model (W4 per-row RTN, so the GPU multiplies in integers with shift accumulation)
+/// evaluated on the GPU and the CPU: the perplexities agree, static and dynamic, on every
+/// architecture.
+#[test]
+fn a_tender_model_evaluates_alike_on_the_gpu_and_the_cpu() {
+    use quantlab::model::eval::{self, EvalOptions, Protocol};
+    let g = gpu_check::gpu();
+    for (label, cfg) in tiny_variants() {
+        let w = tiny_model(cfg.clone(), 13);
+        let toks = tokens(4 * 64, cfg.vocab, 4);
+        let calib = calibrate(
+            &Model::load(&Cpu, &w).unwrap(),
+            &toks,
+            None,
+            &CalibOptions {
+                n_seq: 4,
+                seq_len: 64,
+                from: CalibFrom::Offset(0),
+            },
+            &mut |_, _| true,
+        )
+        .unwrap();
+        for scale in [ActScaleKind::Dynamic, ActScaleKind::Static] {
+            let c = QuantConfig {
+                act: Some(tender(8, 8, 64, scale)),
+                ..rtn4()
+            };
+            let q = c
+                .apply_calibrated(&w, Some(&calib), &mut |_, _| true)
+                .unwrap();
+            let opts = EvalOptions {
+                protocol: Protocol::Llamacpp,
+                ctx: 64,
+                max_windows: None,
+                kl: false,
+            };
+            let clock = || 0.0;
+            let cpu = eval::ready(eval::evaluate(
+                &Cpu,
+                &Model::load(&Cpu, &q).unwrap(),
+                None,
+                &toks,
+                None,
+                &opts,
+                &clock,
+                &mut |_| true,
+            ))
+            .unwrap()
+            .ppl;
+            let gpu = eval::ready(eval::evaluate(
+                &g,
+                &Model::load(&g, &q).unwrap(),
+                None,
+                &toks,
+                None,
+                &opts,
+                &clock,
+                &mut |_| true,
+            ))
+            .unwrap()
+            .ppl;
+            assert!(
+                ((gpu - cpu) / cpu).abs() <= PPL_REL_TOL,
+                "{label} {scale:?}: GPU {gpu} CPU {cpu}"
+            );
         }
     }
 }
