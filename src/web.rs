@@ -35,7 +35,7 @@ use crate::model::eval::{EvalOptions, EvalProgress};
 use crate::playground::engine::Device;
 use crate::playground::generate::Which;
 use crate::playground::session::Session;
-use crate::playground::{inspect, schema};
+use crate::playground::{inspect, schema, tender_view};
 use crate::quant::config::QuantConfig;
 use crate::Error;
 use js_sys::futures::future_to_promise;
@@ -454,6 +454,33 @@ impl Playground {
         let mut s = self.session_mut()?;
         let a = inspect::activations(s.as_mut().ok_or_else(no_model)?, text, layer);
         to_js(&a.map_err(js_error)?)
+    }
+
+    /// Tender's two pictures (`tender_view::TenderView`) for `layer` and `site` under `config`
+    /// (a `QuantConfig` whose `act.tender` is set): the site's channels in the first chunk of
+    /// `text` with the thresholds and groups, and the shift-accumulate identity on its first
+    /// row and weight row `out_row` of the first linear reading it. Runs on the CPU.
+    #[wasm_bindgen(js_name = tenderView)]
+    pub fn tender_view(
+        &self,
+        config: JsValue,
+        text: &str,
+        layer: usize,
+        site: usize,
+        out_row: usize,
+    ) -> Result<JsValue, JsError> {
+        let c: QuantConfig = serde_wasm_bindgen::from_value(config)
+            .map_err(|e| js_error(Error::config("quant config", e)))?;
+        let s = self.session()?;
+        let v = tender_view::view(
+            s.as_ref().ok_or_else(no_model)?,
+            &c,
+            text,
+            layer,
+            site,
+            out_row,
+        );
+        to_js(&v.map_err(js_error)?)
     }
 
     /// Perplexity (and KL/top-1 against the weights as loaded, when asked) of `text` with

@@ -6,7 +6,7 @@
 import uPlot from './pkg/uPlot.esm.js';
 import { paretoFront } from './state.js';
 
-export const chartData = { pareto: null, memory: null, layers: null, histogram: null, activations: null, channels: null, alpha: null };
+export const chartData = { pareto: null, memory: null, layers: null, histogram: null, activations: null, channels: null, alpha: null, tender: null };
 self.quantlabCharts = chartData;
 
 const WIDTH = 520;
@@ -242,4 +242,33 @@ export function drawAlpha(current, runs, sites, site) {
     axes: [x, { label: `α at ${sites[site] ?? site}`, size: 50 }],
     series: [{ label: 'layer' }, ...runs.map((r, i) => line(r.label, i))],
   }, [xs, ...perRun]);
+}
+
+// v: tender_view::TenderView (Tender, arXiv 2406.12930). One site's channels ranked by their
+// largest deviation from the chunk's bias, a_j = max|x − β| (largest first, log scale), one
+// series of points per group (its colour), and the thresholds θ_i = tmax / 2^(k−1−i) as
+// horizontal dashed lines: under rounding up, each group's points lie between its θ and the
+// next smaller one.
+export function drawTender(v) {
+  const c = v.channels;
+  chartData.tender = v;
+  const xs = c.deviation.map((_, k) => k);
+  const k = c.thresholds.length;
+  const floor = c.tmax > 0 ? c.tmax * 2 ** -(k + 2) : 1e-6;
+  const colour = (i) => PALETTE[i % PALETTE.length];
+  const groups = Array.from({ length: k }, (_, i) => i).filter((i) => c.group_sizes[i] > 0);
+  const series = [{ label: 'channel rank' },
+    ...groups.map((i) => ({ label: `group ${i} (${c.group_sizes[i]})`, ...points(colour(i)), points: { show: true, size: 4, fill: colour(i) } })),
+    ...c.thresholds.map((_, i) => ({ label: `θ${i}`, stroke: colour(i), width: 1, dash: [4, 3], points: { show: false } }))];
+  const data = [xs,
+    ...groups.map((i) => c.deviation.map((a, n) => (c.group[n] === i ? Math.max(a, floor) : null))),
+    ...c.thresholds.map((t) => xs.map(() => Math.max(t, floor)))];
+  draw('tender-chart', {
+    height: 240,
+    scales: { x: { time: false }, y: { distr: 3 } },
+    axes: [{ label: `layer ${c.layer}, ${c.site_name}: channels, largest |x − β| first` },
+      { label: 'max |x − β|', size: 60, values: (u, vals) => vals.map((x) => (x == null ? '' : x.toExponential(0))) }],
+    series,
+    legend: { show: true, live: false },
+  }, data);
 }

@@ -6,7 +6,7 @@
 // the schema Rust sends (src/playground/schema.rs); the pictures are in www/charts.js.
 
 import { DEFAULTS, HIDEABLE, hubFromUrl, makeHash, parseHash, validModel } from './state.js';
-import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto } from './charts.js';
+import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto, drawTender } from './charts.js';
 import { download } from './download.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -46,6 +46,9 @@ const el = {
   underflowTable: $('underflow-table'),
   w4a8Note: $('w4a8-note'), actExplainer: $('act-explainer'), resultWa: $('result-wa'),
   alphaBox: $('alpha-box'), alphaNote: $('alpha-note'), alphaSite: $('alpha-site'),
+  actMethod: $('act-method'), tenderControls: $('tender-controls'), tenderFields: $('tender-fields'),
+  tenderExplainer: $('tender-explainer'), tenderBox: $('tender-box'), tenderSite: $('tender-site'),
+  tenderOut: $('tender-out'), tenderShow: $('tender-show'), tenderNote: $('tender-note'), tenderTable: $('tender-table'),
 };
 
 const texts = new Map();
@@ -152,6 +155,7 @@ function showModel(card) {
   };
   layerOpts(el.ovLayer);
   layerOpts(el.actLayer);
+  el.tenderSite.replaceChildren(...card.topology.sites.map((x, k) => new Option(x.name, String(k))));
   el.histTensor.replaceChildren();
   // The block's linears, as the architecture's topology lists them (Llama, OPT, GPT-2 differ).
   const kinds = card.topology.linears.map((x) => x.name);
@@ -369,6 +373,7 @@ function applyRules(box, fields, implies = []) {
 const transformSchema = (id) => schema?.smooth.transforms.find((t) => t.id === id) ?? null;
 function buildActPanel() {
   for (const b of schema.act.bits) el.actBits.add(new Option(`A${b} (${b}-bit)`, String(b)));
+  el.actMethod.add(new Option(schema.act.tender.label, 'tender'));
   for (const t of schema.smooth.transforms) el.smooth.add(new Option(t.label, t.id));
   for (const c of schema.grid.choices) el.grid.add(new Option(c.label, c.id));
   syncActControls();
@@ -383,6 +388,7 @@ function syncActControls(act = null, smooth = null) {
   const off = el.actBits.value === 'off';
   for (const c of el.actFields.querySelectorAll('input, select')) c.disabled = off;
   if (!off) applyRules(el.actFields, schema.act.fields, schema.act.implies);
+  syncTenderControls(act?.tender ?? null);
   const t = transformSchema(el.smooth.value);
   const prev = smooth && t ? smooth[t.id] : (el.smoothFields.dataset.for === el.smooth.value ? readFields(el.smoothFields) : null);
   el.smoothFields.replaceChildren(...(t ? t.fields.map((f) => fieldControl(f, { ...t.defaults, ...prev })) : []));
@@ -417,8 +423,75 @@ function gridConfig() {
 }
 function actConfig() {
   if (!schema || el.actBits.value === 'off') return null;
-  return { ...schema.act.defaults, bits: Number(el.actBits.value), ...readFields(el.actFields) };
+  const act = { ...schema.act.defaults, bits: Number(el.actBits.value), ...readFields(el.actFields) };
+  if (!tenderOn()) return act;
+  // Tender (schema.act.tender): its forced keys, then its own options under `tender`.
+  for (const f of schema.act.tender.forces) {
+    if (f.value === null) delete act[f.key];
+    else act[f.key] = f.value;
+  }
+  // In the schema's field order (groups, chunk, round), as Rust writes TenderAct.
+  const t = { ...schema.act.tender.defaults, ...readFields(el.tenderFields) };
+  act.tender = Object.fromEntries(schema.act.tender.fields.map((f) => [f.key, t[f.key]]));
+  return act;
 }
+
+// ---------------------------------------------------------------------------- Tender controls
+// The activation method switch (schema.act.tender, arXiv 2406.12930): Tender offers its own
+// bits (8, 4), sets the keys it forces (per tensor; no percentile) and locks their controls
+// saying why, and shows its fields (k, chunk T, rounding) and its explainer.
+const tenderOn = () => Boolean(schema) && el.actMethod.value === 'tender' && el.actBits.value !== 'off';
+function syncTenderControls(tender = null) {
+  if (!schema) return;
+  const t = schema.act.tender;
+  const on = el.actMethod.value === 'tender';
+  for (const o of el.actBits.options) o.disabled = on && o.value !== 'off' && !t.bits.includes(Number(o.value));
+  if (on && el.actBits.value !== 'off' && !t.bits.includes(Number(el.actBits.value))) el.actBits.value = String(t.bits[0]);
+  const prev = tender ?? (el.tenderFields.childElementCount ? readFields(el.tenderFields) : null);
+  el.tenderFields.replaceChildren(...t.fields.map((f) => fieldControl(f, { ...t.defaults, ...prev })));
+  el.tenderControls.hidden = !on;
+  el.tenderExplainer.hidden = !on;
+  el.tenderBox.hidden = !on;
+  const off = el.actBits.value === 'off';
+  for (const c of el.tenderFields.querySelectorAll('input, select')) c.disabled = off;
+  applyTenderForces();
+  if (on) showTenderExplainer();
+}
+function applyTenderForces() {
+  if (!tenderOn()) return;
+  for (const f of schema.act.tender.forces) {
+    const c = el.actFields.querySelector(`[data-key="${f.key}"]`);
+    if (!c) continue;
+    const label = c.closest('label');
+    if (f.value === null) {
+      const opt = label?.querySelector('[data-optional]');
+      if (opt) {
+        opt.checked = false;
+        opt.disabled = true;
+      }
+    } else {
+      c.value = String(f.value);
+    }
+    c.disabled = true;
+    if (label) label.title = f.why;
+  }
+}
+let tenderExplainerText = null;
+async function showTenderExplainer() {
+  if (tenderExplainerText === null) {
+    try {
+      const r = await fetch('www/methods/tender.txt');
+      tenderExplainerText = r.ok ? await r.text() : '';
+    } catch {
+      tenderExplainerText = '';
+    }
+  }
+  el.tenderExplainer.textContent = `${tenderExplainerText} Paper: ${schema.act.tender.paper}.`.trim();
+}
+el.actMethod.addEventListener('change', () => {
+  syncActControls();
+  scheduleRun();
+});
 function smoothConfig() {
   const t = transformSchema(el.smooth.value);
   if (!t || !schema.smooth.methods.includes(el.method.value)) return null;
@@ -446,6 +519,7 @@ el.smooth.addEventListener('change', () => {
 });
 el.actFields.addEventListener('change', () => {
   applyRules(el.actFields, schema.act.fields, schema.act.implies);
+  applyTenderForces();
   syncCalibBox();
 });
 async function showActExplainer() {
@@ -528,6 +602,7 @@ function applyQuant(cfg) {
   syncMethodControls(opts);
   el.grid.value = cfg.default.grid ? Object.keys(cfg.default.grid)[0] : 'int';
   el.actBits.value = cfg.act ? String(cfg.act.bits) : 'off';
+  el.actMethod.value = cfg.act?.tender ? 'tender' : 'uniform';
   const sid = cfg.smooth ? Object.keys(cfg.smooth)[0] : 'none';
   el.smooth.value = [...el.smooth.options].some((o) => o.value === sid) ? sid : 'none';
   syncActControls(cfg.act ? { ...schema.act.defaults, ...cfg.act } : null, cfg.smooth ?? null);
@@ -546,7 +621,11 @@ function w4a8Label(q) {
       .map((f) => `${f.label} ${q.smooth[id][f.key]}`).join(', ');
     out += ` +${t?.label ?? id}${opts ? ` ${opts}` : ''}`;
   }
-  if (q.act) {
+  if (q.act?.tender) {
+    const a = q.act;
+    const t = a.tender;
+    out += `, A${a.bits} Tender k${t.groups} T${t.chunk} ${a.scale}${t.round === 'down' ? ' round down' : ''}`;
+  } else if (q.act) {
     const a = q.act;
     out += `, A${a.bits} ${a.scale} ${a.gran.replaceAll('_', ' ')}${a.percentile != null ? ` p${a.percentile}` : ''}`;
   }
@@ -576,7 +655,7 @@ function weightsOnlyLabel(q) {
 // The Pareto chart's series a run belongs to: its method, and whether LoRC was added.
 function methodGroup(q) {
   const t = q.smooth ? transformSchema(Object.keys(q.smooth)[0]) : null;
-  const w4a8 = `${t ? ` +${t.label}` : ''}${q.act ? ` A${q.act.bits}` : ''}`;
+  const w4a8 = `${t ? ` +${t.label}` : ''}${q.act ? ` A${q.act.bits}${q.act.tender ? ' Tender' : ''}` : ''}`;
   if (q.method === 'none') return `as loaded${w4a8}`;
   const id = typeof q.method === 'string' ? q.method : Object.keys(q.method)[0];
   return `${id.toUpperCase()}${q.lorc ? ' +LoRC' : ''}${w4a8}`;
@@ -807,6 +886,7 @@ el.method.addEventListener('change', () => {
 function showResult(msg) {
   const r = msg.result;
   runs += 1;
+  delete el.w4a8Note.dataset.failed;
   el.result.dataset.state = 'done';
   el.result.dataset.run = String(runs);
   setText(el.ppl, fixed(r.ppl, 3), r.ppl);
@@ -855,6 +935,7 @@ function showResult(msg) {
   }
   el.history.prepend(row);
   row.dataset.wa = msg.wa ?? '';
+  row.dataset.config = JSON.stringify(current.quant);
   showAlpha(msg.smooth, label);
   if (preset) nextPreset();
 }
@@ -885,6 +966,7 @@ function presetConfigs(name) {
     }
     case 'cmpq-curve': return cmpqCurveConfigs();
     case 'w4a8': return w4a8Configs();
+    case 'tender': return tenderConfigs();
     default: return [];
   }
 }
@@ -1027,6 +1109,106 @@ function w4a8Configs() {
       applyQuant(cfg);
     },
   }));
+}
+
+// ---------------------------------------------------------------------------- Tender preset
+// The rows of grids/tender.json (the CLI's sweep of the same comparison), in its order: the
+// model as loaded; then at W8A8, W4A8 and W4A4 (weights RTN per row, symmetric) activations
+// per tensor (static), per token (dynamic), SmoothQuant α 0.5 (static per tensor), and Tender
+// k = 4, 8, 16 (static) and k = 8 (dynamic), chunks of 256 rows, rounding up. Calibration: 16
+// sequences as long as the evaluation's context (SLAC's point; static Tender calibrates each
+// chunk position's ranges).
+const TENDER_GRID = [[8, 8], [4, 8], [4, 4]];
+function tenderConfigs() {
+  if (!schema) return [];
+  const calib = { n: 16, len: Number(el.ctx.value) };
+  const acts = (bits) => {
+    const base = { bits, gran: 'per_tensor', scale: 'static' };
+    const tender = (groups, scale = 'static') => ({ act: { ...base, scale, tender: { groups, chunk: 256, round: 'up' } } });
+    return [{ act: base }, { act: { bits, gran: 'per_token', scale: 'dynamic' } },
+      { act: base, smooth: { smoothquant: { alpha: 0.5 } } },
+      tender(4), tender(8), tender(16), tender(8, 'dynamic')];
+  };
+  const rows = [{ method: 'none' }];
+  for (const [w, a] of TENDER_GRID) for (const r of acts(a)) rows.push({ method: 'rtn', w, ...r });
+  return rows.map((r) => ({
+    apply: () => {
+      const cfg = {
+        version: schema.config_version, method: r.method,
+        default: { bits: r.w ?? 4, gran: 'per_row', sym: true, clip_search: false }, overrides: [],
+      };
+      if (r.act) cfg.act = { ...r.act };
+      if (r.smooth) cfg.smooth = r.smooth;
+      el.calibN.value = String(calib.n);
+      el.calibLen.value = String(calib.len);
+      applyQuant(cfg);
+    },
+  }));
+}
+
+// ---------------------------------------------------------------------------- Tender pictures
+// One layer's channels at one site in the first chunk of the text (the layer the activation
+// view picks), and the shift-accumulate identity on the chunk's first row, under the panel's
+// Tender settings (tender_view::view in Rust; it runs on the CPU).
+el.tenderShow.addEventListener('click', () => {
+  if (!loaded || !schema) return;
+  const quant = quantConfig();
+  if (!quant.act?.tender) {
+    el.tenderNote.textContent = 'Choose Tender as the activation method first.';
+    return;
+  }
+  el.tenderNote.textContent = 'Running the model to the chosen site…';
+  el.tenderBox.dataset.state = 'running';
+  worker.postMessage({
+    type: 'tender', quant, text, layer: Number(el.actLayer.value), site: Number(el.tenderSite.value),
+    row: Math.max(0, Math.floor(Number(el.tenderOut.value)) || 0),
+  });
+});
+const num = (v, d = 6) => (typeof v === 'number' && Number.isFinite(v) ? (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(d - 1) : v.toPrecision(d)) : '—');
+function showTender(msg) {
+  if (msg.error) {
+    el.tenderBox.dataset.state = 'error';
+    el.tenderNote.textContent = msg.error;
+    el.tenderTable.hidden = true;
+    return;
+  }
+  const { channels: c, identity: id } = msg.view;
+  drawTender(msg.view);
+  const sizes = c.group_sizes.map((n, i) => `${n} in group ${i}`).filter((x) => !x.startsWith('0 ')).join(', ');
+  el.tenderNote.textContent = `Layer ${c.layer}, ${c.site_name}: ${c.cols} channels over the first ${c.rows} tokens`
+    + `${c.smoothed ? ' (divided by the scale transform\'s factors)' : ''}; tmax ${num(c.tmax, 4)}, k ${c.spec.groups}, `
+    + `rounding ${c.spec.round}: ${sizes}. The decomposition is the one dynamic Tender computes from these rows.`;
+  const body = el.tenderTable.tBodies[0];
+  body.replaceChildren();
+  const k = id.groups;
+  for (let i = k - 1; i >= 0; i -= 1) {
+    const row = body.insertRow();
+    row.dataset.group = String(i);
+    row.dataset.partial = String(id.partials[i]);
+    row.dataset.acc = String(id.steps[k - 1 - i]);
+    for (const v of [`group ${i}${i === k - 1 ? ' (largest)' : ''}`, String(c.group_sizes[i]), String(id.partials[i]), String(id.steps[k - 1 - i])]) {
+      row.insertCell().textContent = v;
+    }
+  }
+  const foot = el.tenderTable.tFoot;
+  foot.replaceChildren();
+  const line = (key, what, value) => {
+    const row = foot.insertRow();
+    row.dataset.key = key;
+    const a = row.insertCell();
+    a.colSpan = 3;
+    a.textContent = what;
+    row.insertCell().textContent = value;
+  };
+  line('acc', 'acc = Σ 2^i · P_i (integers, by shifts)', String(id.acc));
+  line('scale', `s_0 · sw_${id.out_row} (one float multiply; weight ${id.linear} row ${id.out_row}, RTN ${id.w_bits}-bit per row)`,
+    `${num(id.s0)} × ${num(id.sw)} = ${num(id.s0_sw)}`);
+  line('beta', `(β·ŵ)_${id.out_row} (the bias term, once per chunk)`, num(id.beta_w, 8));
+  line('value', 'acc · s_0 · sw + (β·ŵ)', num(id.value, 8));
+  line('fake', 'x̂·ŵᵀ (fake-quantized row and weight, in floats)', num(id.fake_quant, 8));
+  line('float', 'x·wᵀ (unquantized)', num(id.float, 8));
+  el.tenderTable.hidden = false;
+  el.tenderBox.dataset.state = 'done';
 }
 
 // ---------------------------------------------------------------------------- α per layer
@@ -1294,6 +1476,9 @@ worker.onmessage = ({ data: msg }) => {
     case 'underflow':
       showUnderflow(msg);
       break;
+    case 'tender':
+      showTender(msg);
+      break;
     case 'activations':
       if (msg.error) {
         el.actNote.textContent = msg.error;
@@ -1321,6 +1506,11 @@ worker.onmessage = ({ data: msg }) => {
         el.evalStatus.textContent = '';
         // A run with the activation panel's settings: say it beside the panel too.
         if (current?.quant.act || current?.quant.smooth) el.w4a8Note.textContent = `That run failed: ${msg.message}`;
+        // Tender's GPU kernels are not there yet: say what to do about it.
+        if (current?.quant.act?.tender && (el.engine.dataset.backend === 'gpu' || /tender/i.test(msg.message))) {
+          el.w4a8Note.textContent += ' Tender runs on the CPU for now: open the page with ?backend=cpu to evaluate it.';
+        }
+        el.w4a8Note.dataset.failed = 'true';
         if (preset) {
           preset = null;
           el.presetStatus.textContent = 'Preset stopped by an error.';

@@ -7,7 +7,8 @@
 //   proto=llamacpp|gptq  ctx=64|128|256|512  win=1|2|4|all
 //   q=v1.…           the QuantConfig, exactly as Rust's QuantConfig::to_url writes it (the worker
 //                    parses it with QuantConfig::from_url, which validates it); it carries the
-//                    activation panel too: `act` (bits, granularity, scale, percentile) and
+//                    activation panel too: `act` (bits, granularity, scale, percentile, and
+//                    Tender's `tender`: groups k, chunk T, rounding) and
 //                    `smooth` (the scale transform and its options)
 //   calib=NxL        calibration sequences × tokens (L: the calibration length, SLAC's knob)
 //   hide=a,b         instructor flags: controls to hide (see HIDEABLE)

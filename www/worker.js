@@ -13,6 +13,8 @@
 //               {type: 'to-link', quant} | {type: 'parse-link', q}   (share links, no model needed)
 //               {type: 'histogram', name, row} | {type: 'activations', text, layer}
 //               {type: 'channels', name}             CMPQ per-channel map of one tensor
+//               {type: 'tender', quant, text, layer, site, row}   Tender's channel picture and
+//                                                  shift-accumulate identity (on the CPU)
 //               {type: 'generate', ggen, prompt, n, quant, calib}   greedy text, reference then quantized
 //               {type: 'gen-cancel', ggen}                           (without shared memory)
 //               {type: 'test-lose-device', gpuAgain}   test hook, ignored unless testHooks: destroy
@@ -21,7 +23,7 @@
 // Messages out: ready | schema | engine | download | loaded | calibrating | calibrated |
 //               quantizing | quantized | progress | result (with `wa`, the W/A label, and
 //               `smooth`, Session::smooth_report) | layers | link | parsed |
-//               histogram | activations | channels | cancelled | error |
+//               histogram | activations | channels | tender | cancelled | error |
 //               gen-token | gen-done | gen-error   (each carries its `ggen`) |
 //               device-lost   (the WebGPU device was lost; recovering: an 'engine' message with
 //                              `recovered` follows)
@@ -127,6 +129,14 @@ self.onmessage = ({ data: msg }) => {
         post({ type: 'activations', activations: playground.activations(msg.text, msg.layer) });
       } catch (e) {
         post({ type: 'activations', error: message(e) });
+      }
+    });
+  } else if (msg.type === 'tender') {
+    serial(async () => {
+      try {
+        post({ type: 'tender', view: playground.tenderView(msg.quant, msg.text, msg.layer, msg.site, msg.row) });
+      } catch (e) {
+        post({ type: 'tender', error: message(e) });
       }
     });
   } else if (msg.type === 'underflow') {
@@ -352,10 +362,13 @@ async function ensureQuant(quant, calib, tag, isStale) {
   quantKey = null; // unknown state if setQuant throws
   if (calib) {
     const t0 = performance.now();
+    // Static Tender assembles its chunks from per-position ranges, which only the CPU's
+    // calibration keeps (gpu::calib has no Tender statistics yet): calibrate on the CPU for it.
+    const cpu = Boolean(quant.act?.tender);
     const used = await playground.calibrate(calib.text, calib.n, calib.len, (done, total) => {
       post({ type: 'calibrating', ...tag, done, total });
       return !isStale();
-    });
+    }, cpu);
     post({ type: 'calibrated', ...tag, used, seconds: (performance.now() - t0) / 1000 });
   }
   const t0 = performance.now();

@@ -9,3 +9,4 @@ pub mod session;
 /// Native only: it blocks on calibration (the page runs the same study as a preset).
 #[cfg(not(target_arch = "wasm32"))]
 pub mod slac;
+pub mod tender_view;

@@ -272,6 +272,92 @@ pub struct ActSchema {
     /// The activation quantizer needs calibration while this holds (static scales).
     pub calibration_when: When,
     pub paper: &'static str,
+    /// The activation method switch: uniform (one scale per tensor or token, the fields above)
+    /// or Tender (`ActConfig::tender`).
+    pub tender: TenderSchema,
+}
+
+/// Tender's controls (`quant::act::TenderAct`, arXiv 2406.12930): chosen, the config's `act`
+/// gets `tender: {groups, chunk, round}` from `fields`, its bits are one of `bits`, and the
+/// settings in `forces` hold (Tender's scales are per chunk and group, never per token, and it
+/// calibrates ranges, not a percentile). `scale` (static or dynamic) keeps its meaning.
+#[derive(Clone, Debug, Serialize)]
+pub struct TenderSchema {
+    pub label: &'static str,
+    /// Activation bits Tender offers (INT8 and INT4 engines).
+    pub bits: Vec<u8>,
+    /// The JSON of the default `TenderAct`.
+    pub defaults: serde_json::Value,
+    pub fields: Vec<Field>,
+    /// `act` keys Tender sets (value) or leaves out (null), with why.
+    pub forces: Vec<Force>,
+    pub paper: &'static str,
+}
+
+/// A key of `act` that a choice fixes: `value` (null: left out of the config).
+#[derive(Clone, Debug, Serialize)]
+pub struct Force {
+    pub key: &'static str,
+    pub value: serde_json::Value,
+    pub why: &'static str,
+}
+
+/// Tender's paper, as the page names it.
+pub const TENDER_PAPER: &str = "Lee et al., Tender: Accelerating Large Language Models via Tensor Decomposition and Runtime Requantization (arXiv:2406.12930, ISCA 2024)";
+/// The groups Tender's panel starts from (the middle of the paper's slider).
+pub const TENDER_DEFAULT_GROUPS: u8 = 8;
+/// The longest chunk the panel's slider offers (validation takes up to `tender::MAX_CHUNK`).
+pub const TENDER_MAX_CHUNK_SLIDER: usize = 1024;
+
+fn tender_schema() -> TenderSchema {
+    use crate::format::tender::{self, TenderRound};
+    let defaults = crate::quant::act::TenderAct {
+        groups: TENDER_DEFAULT_GROUPS,
+        chunk: tender::DEFAULT_CHUNK,
+        round: TenderRound::Up,
+    };
+    TenderSchema {
+        label: "Tender (power-of-two channel groups)",
+        bits: tender::BITS.iter().rev().copied().collect(),
+        defaults: json(&defaults).unwrap_or_default(),
+        fields: vec![
+            Field::slider(
+                "groups",
+                "k groups",
+                (tender::MIN_GROUPS as f64, tender::MAX_GROUPS as f64, 1.0),
+                "channels split into k groups whose scales differ by powers of two",
+            ),
+            Field::slider(
+                "chunk",
+                "chunk T",
+                (
+                    tender::CHUNK_STEP as f64,
+                    TENDER_MAX_CHUNK_SLIDER as f64,
+                    tender::CHUNK_STEP as f64,
+                ),
+                "rows (tokens) sharing one bias and one set of thresholds",
+            ),
+            Field::choice(
+                "round",
+                "Rounding",
+                vec!["up", "down"],
+                "up: a channel joins the smallest group that covers its max (nothing clips); down: the largest below it (finer steps, its top clips)",
+            ),
+        ],
+        forces: vec![
+            Force {
+                key: "gran",
+                value: serde_json::Value::from("per_tensor"),
+                why: "Tender's scales are per chunk of rows and group of channels",
+            },
+            Force {
+                key: "percentile",
+                value: serde_json::Value::Null,
+                why: "Tender calibrates each chunk's range, not a percentile",
+            },
+        ],
+        paper: TENDER_PAPER,
+    }
 }
 
 /// The scale transforms (`quant::smooth::Smooth`); none is the config without `smooth`.
@@ -349,6 +435,7 @@ fn act_schema() -> ActSchema {
         }],
         calibration_when: When::is("scale", "static"),
         paper: W4A8_PAPER,
+        tender: tender_schema(),
     }
 }
 

@@ -238,6 +238,12 @@ impl Session {
         self.quantized_weights.as_ref()
     }
 
+    /// The model as loaded on the CPU backend, when the session runs there (a GPU session has
+    /// none: callers load a CPU copy of `source()`, as calibration does).
+    pub fn cpu_loaded(&self) -> Option<&Model<Cpu>> {
+        self.engine.cpu_loaded()
+    }
+
     pub fn info(&self) -> ModelInfo {
         let w = &self.source;
         let c = &w.config;
