@@ -33,8 +33,12 @@ struct Params {
 var<workgroup> hi: array<f32, 256>;
 var<workgroup> lo: array<f32, 256>;
 
-const NEG_INF: u32 = 0xff800000u;
-const POS_INF: u32 = 0x7f800000u;
+// Start values of the max and min: the extreme finite f32s (WGSL's constant evaluation may not
+// produce ±inf — Chromium's Tint rejects `bitcast<f32>(0xff800000u)` — and activations are
+// finite, so the result is the same as starting from ±inf; a phase that sees no row leaves them,
+// and the combine takes the phases that did).
+const LOWEST: f32 = -0x1.fffffep+127f;
+const HIGHEST: f32 = 0x1.fffffep+127f;
 
 // Max and min of channel j over rows r0 + ph, r0 + ph + 4, … < r1, into (h, l).
 fn scan(j: u32, r0: u32, r1: u32, ph: u32, h: ptr<function, f32>, l: ptr<function, f32>) {
@@ -72,8 +76,8 @@ fn chunk_range(
     let s = c / P.nps;
     let r0 = s * P.seq + (c % P.nps) * P.t;
     let r1 = min(r0 + P.t, (s + 1u) * P.seq);
-    var h = bitcast<f32>(NEG_INF);
-    var l = bitcast<f32>(POS_INF);
+    var h = LOWEST;
+    var l = HIGHEST;
     scan(j, r0, r1, lid.y, &h, &l);
     if (combine(li, h, l) && j < P.cols) {
         OUT[c * P.cols + j] = hi[li];
@@ -89,8 +93,8 @@ fn pos_range(
 ) {
     let j = wg.x * 64u + lid.x;
     let b = wg.y;
-    var h = bitcast<f32>(NEG_INF);
-    var l = bitcast<f32>(POS_INF);
+    var h = LOWEST;
+    var l = HIGHEST;
     for (var s0 = 0u; s0 < P.rows; s0 += P.seq) {
         let r0 = s0 + b * P.t;
         scan(j, r0, min(r0 + P.t, s0 + P.seq), lid.y, &h, &l);

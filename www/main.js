@@ -1506,10 +1506,6 @@ worker.onmessage = ({ data: msg }) => {
         el.evalStatus.textContent = '';
         // A run with the activation panel's settings: say it beside the panel too.
         if (current?.quant.act || current?.quant.smooth) el.w4a8Note.textContent = `That run failed: ${msg.message}`;
-        // Tender's GPU kernels are not there yet: say what to do about it.
-        if (current?.quant.act?.tender && (el.engine.dataset.backend === 'gpu' || /tender/i.test(msg.message))) {
-          el.w4a8Note.textContent += ' Tender runs on the CPU for now: open the page with ?backend=cpu to evaluate it.';
-        }
         el.w4a8Note.dataset.failed = 'true';
         if (preset) {
           preset = null;

@@ -362,13 +362,10 @@ async function ensureQuant(quant, calib, tag, isStale) {
   quantKey = null; // unknown state if setQuant throws
   if (calib) {
     const t0 = performance.now();
-    // Static Tender assembles its chunks from per-position ranges, which only the CPU's
-    // calibration keeps (gpu::calib has no Tender statistics yet): calibrate on the CPU for it.
-    const cpu = Boolean(quant.act?.tender);
     const used = await playground.calibrate(calib.text, calib.n, calib.len, (done, total) => {
       post({ type: 'calibrating', ...tag, done, total });
       return !isStale();
-    }, cpu);
+    }, false);
     post({ type: 'calibrated', ...tag, used, seconds: (performance.now() - t0) / 1000 });
   }
   const t0 = performance.now();
