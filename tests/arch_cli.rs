@@ -7,43 +7,20 @@
 //! their perplexity by ~1 % (measured: GPT-2, 714,922 vs 721,418). A sweep and
 //! generation run on OPT too.
 
-use std::path::PathBuf;
-use std::process::Command;
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::{last_json, quantlab};
 
 /// CLI perplexity, GPU against CPU, relative: tests/gpu_model.rs's PPL_REL_TOL.
 const PPL_REL_TOL: f64 = 1e-3;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn quantlab(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_quantlab"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run quantlab");
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    );
-    assert!(
-        out.status.success(),
-        "quantlab {args:?} failed:\n{so}\n{se}"
-    );
-    so
-}
-
-fn last_json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.lines().last().unwrap_or("")).expect("a JSON last line")
-}
 
 const MODELS: [&str; 4] = ["opt-pre", "opt-post", "gpt2", "llama"];
 
 #[test]
 fn info_prints_the_topology() {
     for m in MODELS {
-        let out = quantlab(&["info", "--model", &format!("tests/fixtures/tiny/{m}")]);
+        let out = quantlab(&["info", "--model", &format!("tests/fixtures/tiny/{m}")]).0;
         assert!(out.contains("topology ("), "{m}: {out}");
         for site in ["attn_in", "attn_out", "ffn_in", "down_in"] {
             assert!(out.contains(site), "{m}: no {site} in {out}");
@@ -100,7 +77,7 @@ fn methods_agree_on_cpu_and_gpu_for_every_architecture() {
                     "--json",
                 ];
                 a.extend_from_slice(args);
-                let j = last_json(&quantlab(&a));
+                let j = last_json(&quantlab(&a).0);
                 (
                     j["ppl"].as_f64().unwrap(),
                     j["bits_per_weight"].as_f64().unwrap(),
@@ -124,14 +101,17 @@ fn methods_agree_on_cpu_and_gpu_for_every_architecture() {
 
 #[test]
 fn underflow_meter_reports_every_layer_type() {
-    let j = last_json(&quantlab(&[
-        "underflow",
-        "--model",
-        "tests/fixtures/tiny/llama",
-        "--group",
-        "row",
-        "--json",
-    ]));
+    let j = last_json(
+        &quantlab(&[
+            "underflow",
+            "--model",
+            "tests/fixtures/tiny/llama",
+            "--group",
+            "row",
+            "--json",
+        ])
+        .0,
+    );
     let kinds = j["kinds"].as_array().unwrap();
     assert!(kinds.len() >= 4, "{j}");
     let (mut zi, mut zd) = (0, 0);
@@ -140,7 +120,7 @@ fn underflow_meter_reports_every_layer_type() {
         zd += k["dint"]["zeroed"].as_u64().unwrap();
     }
     assert!(zi >= zd, "INT4 zeroed {zi} < dINT4 {zd}");
-    let table = quantlab(&["underflow", "--model", "tests/fixtures/tiny/llama"]);
+    let table = quantlab(&["underflow", "--model", "tests/fixtures/tiny/llama"]).0;
     assert!(
         table.contains("per layer type") && table.contains("attn_q"),
         "{table}"
@@ -173,7 +153,8 @@ fn sweep_and_generation_run_on_opt() {
         "64",
         "--windows",
         "1",
-    ]);
+    ])
+    .0;
     let rows = std::fs::read_to_string(out.join("results.jsonl"))
         .unwrap_or_else(|e| panic!("no results.jsonl ({e}); sweep said:\n{text}"));
     assert_eq!(rows.lines().count(), 4, "{rows}");
@@ -187,7 +168,8 @@ fn sweep_and_generation_run_on_opt() {
         "8",
         "--bits",
         "4",
-    ]);
+    ])
+    .0;
     assert!(!g.trim().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }

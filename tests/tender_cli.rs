@@ -3,37 +3,17 @@
 //! model the paper's headline at 4-bit activations: one window where per-token INT4 activations
 //! wreck the model and Tender's decomposition keeps it usable.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+#[path = "common/cli.rs"]
+mod cli;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quantlab"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run quantlab")
-}
+use cli::{last_json, quantlab, root, run};
 
 fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    );
-    assert!(
-        out.status.success(),
-        "quantlab {args:?} failed:\n{so}\n{se}"
-    );
-    so
+    quantlab(args).0
 }
 
 fn ppl_json(out: &str) -> (f64, serde_json::Value) {
-    let v: serde_json::Value =
-        serde_json::from_str(out.lines().last().unwrap_or("")).expect("a JSON last line");
+    let v = last_json(out);
     (v["ppl"].as_f64().expect("ppl"), v)
 }
 

@@ -2,41 +2,14 @@
 //! tiny checkpoint (tests/fixtures/tiny), CPU and GPU backends agreeing; `slac` printing its
 //! table; a sweep keeping W4A8 configurations apart; flags that contradict a config refused.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::{last_json, quantlab, run};
 
 /// CLI perplexity, GPU against CPU, relative: static A8 scales whose rounding boundaries a
 /// last-bit difference can cross, on random tiny models that amplify each flip (tests/w4a8.rs).
 const PPL_REL_TOL: f64 = 1e-2;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quantlab"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run quantlab")
-}
-
-fn quantlab(args: &[&str]) -> (String, String) {
-    let out = run(args);
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    );
-    assert!(
-        out.status.success(),
-        "quantlab {args:?} failed:\n{so}\n{se}"
-    );
-    (so, se)
-}
-
-fn last_json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.lines().last().unwrap_or("")).expect("a JSON last line")
-}
 
 const EVAL: [&str; 14] = [
     "eval",
