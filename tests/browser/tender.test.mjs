@@ -5,7 +5,7 @@
 // Tender k4"; the channel picture's data (thresholds halve, each channel's group consistent
 // with them); the shift-accumulate identity table (acc is the shifted sum of the partial sums,
 // the integer result equals the fake-quant float); the share link restoring the panel; and the
-// "Tender vs per-tensor, per-token and SmoothQuant" preset, every row of grids/tender.json run
+// Tender preset (per-tensor, per-token, SmoothQuant and Tender at W8A8, W4A8, W4A4), every row of grids/tender.json run
 // and drawn on the Pareto chart. Screenshots: out/screenshots/tender-panel.png, tender-channels.png.
 
 import { test, before, after } from 'node:test';
