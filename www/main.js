@@ -1603,6 +1603,9 @@ async function registerOffline() {
   });
   sw.addEventListener('controllerchange', () => sw.controller?.postMessage({ type: 'build' }));
   sw.startMessages();
+  // A page the worker already controls asks it at once: offline, register() below can stay
+  // pending for minutes (Chromium queues it behind an update check that cannot reach the server).
+  sw.controller?.postMessage({ type: 'build' });
   try {
     try {
       await sw.register(new URL('./sw.js', import.meta.url), {
@@ -1612,7 +1615,17 @@ async function registerOffline() {
       // Offline, the update check fails; the worker already installed still serves the page.
       if (!sw.controller) throw e;
     }
-    (await sw.ready).active?.postMessage({ type: 'build' });
+    const reg = await sw.ready;
+    // A new build's worker, installed and waiting, is told to take over (see www/sw.js) once this
+    // page has loaded; it then claims the page (controllerchange above).
+    const loaded = document.readyState === 'complete'
+      ? Promise.resolve() : new Promise((r) => self.addEventListener('load', r, { once: true }));
+    const takeOver = () => loaded.then(() => reg.waiting?.postMessage({ type: 'skip-waiting' }));
+    const watch = (w) => w?.addEventListener('statechange', () => { if (w.state === 'installed') takeOver(); });
+    reg.addEventListener('updatefound', () => watch(reg.installing));
+    watch(reg.installing);
+    takeOver();
+    reg.active?.postMessage({ type: 'build' });
   } catch (e) {
     say('unavailable', `Offline use: not available (${e instanceof Error ? e.message : e}).`);
   }

@@ -18,6 +18,12 @@ const SAME_PPL_REL_TOL = 0;
 const QUERY = '?backend=cpu#ql=1&ctx=64&win=1';
 const NEW_BUILD = 'testnewbuild0001';
 const MARKER = 'Explainer of the new build.';
+// The service worker answers a message in milliseconds; a status still "checking…" after this
+// is the bug, not a slow machine.
+const STATUS_TIMEOUT_MS = 30_000;
+// Ten times what a new build's takeover takes on a loaded 2-core machine (10–14 s for this file).
+// Chromium's own fallback for a worker left waiting is minutes, so a failure shows here.
+const TAKEOVER_TIMEOUT_MS = 120_000;
 
 let site;
 let page;
@@ -77,10 +83,14 @@ test('after one load the page opens, loads the default model and evaluates offli
   // The cached page keeps its COOP/COEP headers (cancellation needs SharedArrayBuffer).
   assert.ok(state.isolated, 'the offline page is not cross-origin isolated');
   assert.ok(state.explainer.length > 0, 'the method explainer did not load offline');
+  // And it says so: the offline page names the build it runs (not "checking…" for minutes).
+  await page.waitForSelector(`#offline[data-state="ready"][data-build="${build}"]`, { timeout: STATUS_TIMEOUT_MS });
 });
 
 test('a new build replaces the kept one (no old cache left behind)', { timeout: RUN_TIMEOUT_MS }, async () => {
+  await page.waitForSelector('#offline[data-state="ready"]', { timeout: STATUS_TIMEOUT_MS });
   const old = await page.getAttribute('#offline', 'data-build');
+  assert.match(old ?? '', /^[0-9a-f]{16}$/, 'the page does not name the build it keeps');
   // A "new build": another build id in shell.js and a changed file.
   const shellPath = path.join(site, 'www/pkg/shell.js');
   writeFileSync(shellPath, readFileSync(shellPath, 'utf8').replace(`'${old}'`, `'${NEW_BUILD}'`));
@@ -88,9 +98,10 @@ test('a new build replaces the kept one (no old cache left behind)', { timeout: 
   await page.context().setOffline(false);
   await restartServer();
   await page.reload();
-  await page.waitForSelector(`#offline[data-build="${NEW_BUILD}"]`, { timeout: RUN_TIMEOUT_MS });
+  // The new worker installs while the page loads and takes over once it has loaded: seconds.
+  await page.waitForSelector(`#offline[data-build="${NEW_BUILD}"]`, { timeout: TAKEOVER_TIMEOUT_MS });
   await page.waitForFunction((b) => caches.keys().then((ks) => ks.filter((k) => k.startsWith('quantlab-shell-')).join() === `quantlab-shell-${b}`),
-    NEW_BUILD, { timeout: RUN_TIMEOUT_MS, polling: 250 });
+    NEW_BUILD, { timeout: TAKEOVER_TIMEOUT_MS, polling: 250 });
 
   // Offline again: the page is the new build's.
   await goOffline();
