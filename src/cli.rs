@@ -8,6 +8,7 @@ use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
 use quantlab::playground::engine::{Device, Engine};
 use quantlab::playground::session::Session;
 use quantlab::quant::awq::AwqOptions;
+use quantlab::quant::binary::OneBitOptions;
 use quantlab::quant::calib::{self, CalibOptions};
 use quantlab::quant::cmpq::{Ablation, CmpqOptions};
 use quantlab::quant::cmpq_cache::CmpqCache;
@@ -150,6 +151,11 @@ enum MethodArg {
     Nf4,
     Fp4,
     Cmpq,
+    /// 1-bit: mean|W|·sign(W) per row (needs --bits 1).
+    Sign,
+    /// 1-bit OneBit: signs with a value per row and per column, SVID (needs --bits 1; with
+    /// --onebit-fit N it refits on calibration).
+    Onebit,
 }
 
 /// Scale transforms folded in before rounding (quant::smooth).
@@ -353,6 +359,10 @@ struct EvalArgs {
     /// GPTQ: quantize columns in their natural order instead of act-order.
     #[arg(long)]
     no_act_order: bool,
+    /// OneBit: least-squares rounds refitting both value vectors on calibration after SVID
+    /// (0..=20; 0 needs no calibration).
+    #[arg(long, default_value_t = 0)]
+    onebit_fit: usize,
     #[command(flatten)]
     w4a8: W4a8Args,
     #[command(flatten)]
@@ -967,6 +977,8 @@ fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
                 }),
                 MethodArg::Nf4 => Method::Nf4,
                 MethodArg::Fp4 => Method::Fp4,
+                MethodArg::Sign => Method::Sign,
+                MethodArg::Onebit => Method::OneBit(OneBitOptions { fit: a.onebit_fit }),
                 // Handled above (CMPQ takes --budget, not --bits).
                 MethodArg::Cmpq => Method::None,
             },
@@ -1474,6 +1486,8 @@ fn bench_method(m: MethodArg, bits: u8) -> Method {
         MethodArg::Kmeans => Method::Kmeans(KmeansOptions::default()),
         MethodArg::Nf4 => Method::Nf4,
         MethodArg::Fp4 => Method::Fp4,
+        MethodArg::Sign => Method::Sign,
+        MethodArg::Onebit => Method::OneBit(OneBitOptions::default()),
         // `--bits` is the budget (whole bits only from this flag).
         MethodArg::Cmpq => Method::Cmpq(CmpqOptions {
             budget: bits as f32,
@@ -1636,6 +1650,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         per_column: false,
         outliers: 0.0,
         no_act_order: false,
+        onebit_fit: 0,
         w4a8: g.w4a8.clone(),
         calib: g.calib.clone(),
         python_newlines: false,

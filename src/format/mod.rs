@@ -12,6 +12,7 @@
 //!   ggml/       ggml's legacy blocks (legacy.rs) and K-quants (kquants.rs), as GGUF stores them
 //!   codebook.rs learned per-row/per-column tables, NF4, FP4 E2M1, dINT
 //!   cmpq.rs     CMPQ's per-column mixed precision
+//!   onebit.rs   OneBit's 1-bit signs with an f16 value per row and per column
 //!   addons.rs   sparse f16 outliers and LoRC low-rank factors, after any base format
 //!
 //! Memory accounting, the CPU reference, the GPU upload and the GPU decoders all read these
@@ -31,6 +32,7 @@ pub mod float;
 pub mod ggml;
 pub mod int;
 pub mod intmm;
+pub mod onebit;
 mod packed;
 pub mod tender;
 
@@ -65,6 +67,8 @@ pub enum Format {
         n_hi: u32,
         n_f16: u32,
     },
+    /// OneBit: signs with `diag(s_out)·sign(W)·diag(s_in)` (f16 vectors).
+    OneBit,
 }
 
 /// Bytes of a stored tensor by component, for memory reports.
@@ -208,6 +212,10 @@ const FAMILIES: &[FamilyEntry] = &[
         fragments: cmpq::fragments,
         examples: cmpq::examples,
     },
+    FamilyEntry {
+        fragments: onebit::fragments,
+        examples: onebit::examples,
+    },
 ];
 
 /// Every format fragment of every family, `(file stem, source)`; `gpu::shaders` builds the
@@ -240,6 +248,7 @@ impl Format {
             Format::Int(s) => f(&s),
             Format::Codebook { bits, table } => f(&codebook::CodebookFormat { bits, table }),
             Format::Cmpq { lo, n_hi, n_f16 } => f(&cmpq::CmpqFormat { lo, n_hi, n_f16 }),
+            Format::OneBit => f(&onebit::OneBitFormat),
         }
     }
 

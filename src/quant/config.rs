@@ -14,6 +14,7 @@ use crate::format::{check_bits, Codebook, DintParams, Granularity, IntSpec, QTen
 use crate::model::weights::{Linear, ModelWeights};
 use crate::quant::act::ActConfig;
 use crate::quant::awq::{self, AwqOptions};
+use crate::quant::binary::{self, OneBitOptions};
 use crate::quant::calib::Calibration;
 use crate::quant::cmpq::{self, CmpqOptions};
 use crate::quant::codebook::{self, KmeansOptions};
@@ -73,6 +74,14 @@ pub enum Method {
     /// CMPQ (`quant::cmpq`): per-column mixed widths and codebooks at an effective-bit budget,
     /// with f16 and sparse outliers; needs calibration; `bits` and `gran` are not used.
     Cmpq(CmpqOptions),
+    /// Sign binarization (`quant::binary::sign`): `mean|W_r|·sign(W_r)` per row, into the 1-bit
+    /// `Int` format; `bits` must be 1, `gran` is not used.
+    Sign,
+    /// OneBit (`quant::binary::onebit`): signs with a value per row and per column
+    /// (`Format::OneBit`), from SVID, then `fit` least-squares rounds on calibration (which then
+    /// needs calibration); `bits` must be 1, `gran` is not used.
+    #[serde(rename = "onebit")]
+    OneBit(OneBitOptions),
 }
 
 impl Method {
@@ -81,7 +90,15 @@ impl Method {
         if let Method::Kmeans(o) = self {
             return o.weighted;
         }
+        if let Method::OneBit(o) = self {
+            return o.fit > 0;
+        }
         matches!(self, Method::Gptq(_) | Method::Awq(_) | Method::Cmpq(_))
+    }
+
+    /// Methods whose weights are 1 bit with their own scales: `bits` must be 1, `gran` unused.
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Method::Sign | Method::OneBit(_))
     }
 
     pub fn name(&self) -> &'static str {
@@ -94,6 +111,8 @@ impl Method {
             Method::Nf4 => "nf4",
             Method::Fp4 => "fp4",
             Method::Cmpq(_) => "cmpq",
+            Method::Sign => "sign",
+            Method::OneBit(_) => "onebit",
         }
     }
 }
@@ -399,17 +418,17 @@ impl QuantConfig {
                  method or drop lorc",
             ));
         }
-        if matches!(self.method, Method::Nf4 | Method::Fp4) {
-            let fours = std::iter::once(Some(&self.default))
-                .chain(self.overrides.iter().map(|o| o.quant.as_ref()))
-                .flatten()
-                .all(|q| q.bits == 4);
-            if !fours {
-                return Err(Error::config(
-                    "bits",
-                    format!("{} codes are 4 bits; set bits to 4", self.method.name()),
-                ));
-            }
+        if matches!(self.method, Method::Nf4 | Method::Fp4) && !self.all_bits(4) {
+            return Err(Error::config(
+                "bits",
+                format!("{} codes are 4 bits; set bits to 4", self.method.name()),
+            ));
+        }
+        if self.method.is_binary() && !self.all_bits(1) {
+            return Err(Error::config(
+                "bits",
+                format!("{} weights are 1 bit; set bits to 1", self.method.name()),
+            ));
         }
         if !matches!(self.method, Method::Rtn | Method::Gptq(_)) {
             // Only RTN and GPTQ round onto a chosen grid; the others would silently ignore it.
@@ -456,6 +475,14 @@ impl QuantConfig {
         Ok(())
     }
 
+    /// Do the default and every override that quantizes use `bits` bits?
+    fn all_bits(&self, bits: u8) -> bool {
+        std::iter::once(Some(&self.default))
+            .chain(self.overrides.iter().map(|o| o.quant.as_ref()))
+            .flatten()
+            .all(|q| q.bits == bits)
+    }
+
     /// Every numeric option of the method against its stated limit, before any work sizes a
     /// buffer by it (a GPTQ `block` of 1e13 once asked for 128 TB).
     fn validate_method(&self) -> Result<()> {
@@ -474,7 +501,17 @@ impl QuantConfig {
             }
         };
         match &self.method {
-            Method::None | Method::Rtn | Method::Nf4 | Method::Fp4 => Ok(()),
+            Method::None | Method::Rtn | Method::Nf4 | Method::Fp4 | Method::Sign => Ok(()),
+            Method::OneBit(o) => {
+                if o.fit <= binary::MAX_FIT_ROUNDS {
+                    Ok(())
+                } else {
+                    Err(Error::config(
+                        "onebit.fit",
+                        format!("{} is outside 0..={}", o.fit, binary::MAX_FIT_ROUNDS),
+                    ))
+                }
+            }
             Method::Gptq(o) => {
                 range("gptq.damp", o.damp, MAX_GPTQ_DAMP)?;
                 count("gptq.block", o.block, MAX_GPTQ_BLOCK)
@@ -731,7 +768,9 @@ impl QuantConfig {
         }
         for l in src.linears() {
             if let Some(q) = self.layer_quant(&l.name) {
-                if !matches!(self.method, Method::Kmeans(_) | Method::Cmpq(_)) {
+                if !matches!(self.method, Method::Kmeans(_) | Method::Cmpq(_))
+                    && !self.method.is_binary()
+                {
                     q.gran.group_len(l.w.rows, l.w.cols, &l.name)?;
                 }
             }
@@ -902,6 +941,25 @@ impl QuantConfig {
                 })?;
                 let w = lin.w.dequantize()?;
                 cmpq::quantize(&w, rows, cols, o.magnitudes(st), o, &lin.name)
+            }
+            Method::Sign => binary::sign(&lin.w.dequantize()?, rows, cols, &lin.name),
+            Method::OneBit(o) => {
+                let gram = match site {
+                    Some(st) if o.fit > 0 => {
+                        if st.dim != cols {
+                            return Err(Error::config(
+                                "calibration",
+                                format!(
+                                    "{}: statistics of width {} for {cols} inputs",
+                                    lin.name, st.dim
+                                ),
+                            ));
+                        }
+                        Some(st.gram.as_slice())
+                    }
+                    _ => None,
+                };
+                binary::onebit(&lin.w.dequantize()?, rows, cols, gram, o, &lin.name)
             }
             Method::Awq(_) => Err(Error::config(
                 "awq",

@@ -2,6 +2,7 @@
 
 pub mod act;
 pub mod awq;
+pub mod binary;
 pub mod calib;
 pub mod cmpq;
 pub mod cmpq_alloc;

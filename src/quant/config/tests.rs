@@ -2,6 +2,7 @@
 //! to models is tested in tests/quant_rtn.rs (synthetic and real models).
 
 use super::*;
+use crate::quant::binary::OneBitOptions;
 
 fn lq(bits: u8, gran: Granularity, sym: bool, clip_search: bool) -> LayerQuant {
     LayerQuant {
@@ -60,6 +61,14 @@ fn samples() -> Vec<QuantConfig> {
         QuantConfig {
             method: Method::Fp4,
             ..QuantConfig::rtn(lq(4, Granularity::PerRow, true, false))
+        },
+        QuantConfig {
+            method: Method::Sign,
+            ..QuantConfig::rtn(lq(1, Granularity::PerRow, true, false))
+        },
+        QuantConfig {
+            method: Method::OneBit(OneBitOptions { fit: 3 }),
+            ..QuantConfig::rtn(lq(1, Granularity::PerRow, true, false))
         },
         QuantConfig {
             lorc: Some(crate::quant::lorc::LorcOptions {
@@ -550,4 +559,88 @@ fn rtn_and_gptq_with_dint_store_the_dint_format() {
     .apply_calibrated(&model, Some(&calib), &mut |_, _| true)
     .unwrap();
     assert!(gptq.linears().all(|l| l.w.format == want));
+}
+
+#[test]
+fn binary_methods_need_one_bit_and_bounded_fit_rounds() {
+    for method in [Method::Sign, Method::OneBit(OneBitOptions::default())] {
+        let c = QuantConfig {
+            method: method.clone(),
+            ..QuantConfig::rtn(lq(2, Granularity::PerRow, true, false))
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("bits") && e.contains("1 bit"), "{e}");
+    }
+    let e = QuantConfig::from_url(&link_of(
+        r#"{"version":1,"method":{"onebit":{"fit":1000000}},"default":{"bits":1,"gran":"per_row","sym":true}}"#,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("onebit.fit") && e.contains("20"), "{e}");
+    // The tag in links is "onebit"; fit defaults to 0, which needs no calibration.
+    let c = QuantConfig::from_url(&link_of(
+        r#"{"version":1,"method":{"onebit":{}},"default":{"bits":1,"gran":"per_row","sym":true}}"#,
+    ))
+    .unwrap();
+    assert_eq!(c.method, Method::OneBit(OneBitOptions { fit: 0 }));
+    assert!(!c.needs_calibration());
+    assert!(Method::OneBit(OneBitOptions { fit: 2 }).needs_calibration());
+    assert!(!Method::Sign.needs_calibration());
+}
+
+#[test]
+fn binary_methods_store_their_formats_and_count_every_bit() {
+    use crate::format::{Format, IntSpec};
+    let model = crate::quant::testutil::tiny_model(2);
+    // gran is not used: a group size that divides nothing is no error.
+    let q = lq(1, Granularity::Group(7), true, false);
+    let sign = QuantConfig {
+        method: Method::Sign,
+        ..QuantConfig::rtn(q)
+    }
+    .apply(&model)
+    .unwrap();
+    let int1 = Format::Int(IntSpec {
+        bits: 1,
+        gran: Granularity::PerRow,
+        sym: true,
+    });
+    for l in sign.linears() {
+        assert_eq!(l.w.format, int1, "{}", l.name);
+        // One sign bit per weight and one f16 α per row.
+        let want = 1.0 + 16.0 / l.w.cols as f64;
+        assert!(
+            (l.w.bits_per_weight() - want).abs() < 1e-12,
+            "{}: {}",
+            l.name,
+            l.w.bits_per_weight()
+        );
+    }
+    let onebit = QuantConfig {
+        method: Method::OneBit(OneBitOptions::default()),
+        ..QuantConfig::rtn(q)
+    }
+    .apply(&model)
+    .unwrap();
+    for l in onebit.linears() {
+        assert_eq!(l.w.format, Format::OneBit, "{}", l.name);
+        // Sign bits plus an f16 per row and per column (the tiny model's sizes fill whole words).
+        let (r, c) = (l.w.rows as f64, l.w.cols as f64);
+        let want = 1.0 + 16.0 * (r + c) / (r * c);
+        assert!(
+            (l.w.bits_per_weight() - want).abs() < 1e-12,
+            "{}: {}",
+            l.name,
+            l.w.bits_per_weight()
+        );
+    }
+    // Fit rounds without calibration statistics: a clear error, not a silent SVID.
+    let e = QuantConfig {
+        method: Method::OneBit(OneBitOptions { fit: 1 }),
+        ..QuantConfig::rtn(q)
+    }
+    .apply(&model)
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("calibration"), "{e}");
 }
