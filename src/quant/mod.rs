@@ -3,6 +3,7 @@
 pub mod act;
 pub mod awq;
 pub mod binary;
+pub mod binarymos;
 pub mod calib;
 pub mod cmpq;
 pub mod cmpq_alloc;

@@ -1,0 +1,316 @@
+//! BinaryMoS (Jo et al., "Mixture of Scales: Memory-Efficient Token-Adaptive Binarization for
+//! Large Language Models", arXiv 2406.12311, NeurIPS 2024; docs/binarymos.md): 1-bit weights
+//! whose two OneBit value vectors become token-adaptive mixtures of `N` scale experts.
+//!
+//! For an input row `x` (`in` wide), with frozen signs `B = sign(W)` (`out × in`):
+//!   `g = softmax(x · W_R)`        (`N` gates; `W_R` is `in × N`, the router)
+//!   `s_in = g · S_in`, `s_out = g · S_out`   (`S_in` is `N × in`, `S_out` is `N × out`)
+//!   `y = ((x ⊙ s_in) · Bᵀ) ⊙ s_out`.
+//! With `N = 1` (or equal experts) this is OneBit (`quant::binary`).
+//!
+//! This module is the layer's CPU reference and its "lite" training: the signs frozen, the
+//! experts and the router trained by Adam to minimise the layer's output error on cached
+//! calibration inputs, `L = mean_t ‖y_t − x_t Wᵀ‖²` (issue 15). Gradients are written out by
+//! hand, one matrix product per step of the chain below, and checked against central
+//! differences of `loss` in the tests (`gradients_match_finite_differences`):
+//!   `dY = 2E/T`, `dS_out = Gᵀ(dY ⊙ H)`, `dXS = (dY ⊙ SOUT)·B`, `dS_in = Gᵀ(dXS ⊙ X)`,
+//!   `dG = (dY ⊙ H)·S_outᵀ + (dXS ⊙ X)·S_inᵀ`, `dZ = G ⊙ (dG − rowsum(G ⊙ dG))`, `dW_R = Xᵀ·dZ`,
+//! where `H = (X ⊙ SIN)·Bᵀ`, `SIN = G·S_in`, `SOUT = G·S_out`, `E = H ⊙ SOUT − X·Wᵀ`.
+//!
+//! Initialisation follows the paper: every expert starts from OneBit's SVID
+//! (`quant::binary::svid`), and the router from small seeded values. A zero router with equal
+//! experts would be a saddle: every expert gets the same gradient and the router none.
+
+use crate::linalg::sgemm;
+use crate::quant::binary::svid;
+use crate::testkit::Rng;
+use crate::{Error, Result};
+
+/// Most scale experts (the paper uses 4; the page offers 1, 2, 4 and 8).
+pub const MAX_EXPERTS: usize = 16;
+/// Standard deviation of the router's initial values, times `1/√in`: small enough that the
+/// gates start near uniform (the layer starts as OneBit), large enough to break the symmetry.
+const ROUTER_INIT: f32 = 0.1;
+
+/// One BinaryMoS layer: frozen signs, experts and router (all f32 while training).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MosLayer {
+    pub rows: usize,
+    pub cols: usize,
+    pub experts: usize,
+    /// `rows × cols` signs as ±1.0 (row-major), the matrix the products read.
+    pub signs: Vec<f32>,
+    /// `experts × cols`.
+    pub s_in: Vec<f32>,
+    /// `experts × rows`.
+    pub s_out: Vec<f32>,
+    /// `cols × experts`.
+    pub router: Vec<f32>,
+}
+
+/// Gradients of the three trained tensors, shaped as in `MosLayer`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grads {
+    pub s_in: Vec<f32>,
+    pub s_out: Vec<f32>,
+    pub router: Vec<f32>,
+}
+
+/// What the forward pass keeps for the backward one.
+struct Cache {
+    g: Vec<f32>,
+    h: Vec<f32>,
+    sout: Vec<f32>,
+    y: Vec<f32>,
+}
+
+/// `c = a · bᵀ` for row-major `a` (`m × k`) and `b` (`n × k`).
+fn mul_t(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    sgemm(m, k, n, a, k, 1, b, 1, k, &mut c, n);
+    c
+}
+
+/// `c = a · b` for row-major `a` (`m × k`) and `b` (`k × n`).
+fn mul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    sgemm(m, k, n, a, k, 1, b, n, 1, &mut c, n);
+    c
+}
+
+/// `c = aᵀ · b` for row-major `a` (`m × k`) and `b` (`m × n`): `k × n`.
+fn t_mul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; k * n];
+    sgemm(k, m, n, a, 1, k, b, n, 1, &mut c, n);
+    c
+}
+
+/// Row-wise softmax in place (`n` wide), max-subtracted.
+fn softmax_rows(z: &mut [f32], n: usize) {
+    for row in z.chunks_mut(n) {
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut s = 0.0;
+        for v in row.iter_mut() {
+            *v = (*v - m).exp();
+            s += *v;
+        }
+        row.iter_mut().for_each(|v| *v /= s);
+    }
+}
+
+impl MosLayer {
+    /// The paper's initialisation from a weight `w` (`rows × cols`): signs of `w`, every expert
+    /// OneBit's SVID vectors, a seeded small router.
+    pub fn init(w: &[f32], rows: usize, cols: usize, experts: usize, seed: u64) -> Result<Self> {
+        if !(1..=MAX_EXPERTS).contains(&experts) {
+            return Err(Error::config(
+                "binarymos.experts",
+                format!("{experts} is outside 1..={MAX_EXPERTS}"),
+            ));
+        }
+        if rows == 0 || cols == 0 || w.len() != rows * cols || w.iter().any(|v| !v.is_finite()) {
+            return Err(Error::config(
+                "binarymos",
+                format!(
+                    "{} finite weights are needed for {rows}×{cols}",
+                    rows * cols
+                ),
+            ));
+        }
+        let (a, b) = svid(w, rows, cols);
+        let mut rng = Rng(seed | 1);
+        let sd = ROUTER_INIT / (cols as f32).sqrt();
+        Ok(MosLayer {
+            rows,
+            cols,
+            experts,
+            signs: w
+                .iter()
+                .map(|&v| if v >= 0.0 { 1.0 } else { -1.0 })
+                .collect(),
+            s_in: (0..experts).flat_map(|_| b.iter().copied()).collect(),
+            s_out: (0..experts).flat_map(|_| a.iter().copied()).collect(),
+            router: (0..cols * experts).map(|_| sd * rng.normal()).collect(),
+        })
+    }
+
+    /// The gates `softmax(X · W_R)` of `t` input rows: `t × experts`.
+    pub fn gates(&self, x: &[f32]) -> Vec<f32> {
+        let t = x.len() / self.cols;
+        let mut g = mul(x, &self.router, t, self.cols, self.experts);
+        softmax_rows(&mut g, self.experts);
+        g
+    }
+
+    fn forward_cached(&self, x: &[f32]) -> Cache {
+        let (t, n, o, k) = (x.len() / self.cols, self.cols, self.rows, self.experts);
+        let g = self.gates(x);
+        let sin = mul(&g, &self.s_in, t, k, n);
+        let xs: Vec<f32> = x.iter().zip(&sin).map(|(a, b)| a * b).collect();
+        let h = mul_t(&xs, &self.signs, t, n, o);
+        let sout = mul(&g, &self.s_out, t, k, o);
+        let y = h.iter().zip(&sout).map(|(a, b)| a * b).collect();
+        Cache { g, h, sout, y }
+    }
+
+    /// The layer's output for `t` input rows (`t × cols` → `t × rows`).
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.forward_cached(x).y
+    }
+
+    /// `mean_t ‖y_t − target_t‖²` (sums in f64).
+    pub fn loss(&self, x: &[f32], target: &[f32]) -> f64 {
+        let t = (x.len() / self.cols).max(1);
+        let y = self.forward(x);
+        y.iter()
+            .zip(target)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            / t as f64
+    }
+
+    /// The loss and its gradients with respect to the experts and the router.
+    pub fn loss_and_grads(&self, x: &[f32], target: &[f32]) -> (f64, Grads) {
+        let (t, n, o, k) = (x.len() / self.cols, self.cols, self.rows, self.experts);
+        let c = self.forward_cached(x);
+        let scale = 2.0 / t.max(1) as f32;
+        let mut loss = 0f64;
+        // dY ⊙ H and dY ⊙ SOUT in one pass over E.
+        let mut dy_h = vec![0f32; t * o];
+        let mut dy_s = vec![0f32; t * o];
+        for i in 0..t * o {
+            let e = c.y[i] - target[i];
+            loss += (e as f64).powi(2);
+            let dy = scale * e;
+            dy_h[i] = dy * c.h[i];
+            dy_s[i] = dy * c.sout[i];
+        }
+        let d_s_out = t_mul(&c.g, &dy_h, t, k, o);
+        let dxs = mul(&dy_s, &self.signs, t, o, n);
+        let dsin: Vec<f32> = dxs.iter().zip(x).map(|(a, b)| a * b).collect();
+        let d_s_in = t_mul(&c.g, &dsin, t, k, n);
+        let mut dg = mul_t(&dy_h, &self.s_out, t, o, k);
+        let dg_in = mul_t(&dsin, &self.s_in, t, n, k);
+        dg.iter_mut().zip(&dg_in).for_each(|(a, b)| *a += b);
+        let mut dz = vec![0f32; t * k];
+        for r in 0..t {
+            let (gr, dgr) = (&c.g[r * k..(r + 1) * k], &dg[r * k..(r + 1) * k]);
+            let inner: f32 = gr.iter().zip(dgr).map(|(a, b)| a * b).sum();
+            for j in 0..k {
+                dz[r * k + j] = gr[j] * (dgr[j] - inner);
+            }
+        }
+        let d_router = t_mul(x, &dz, t, n, k);
+        (
+            loss / t.max(1) as f64,
+            Grads {
+                s_in: d_s_in,
+                s_out: d_s_out,
+                router: d_router,
+            },
+        )
+    }
+}
+
+/// Adam's settings for lite training.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LiteOptions {
+    pub steps: usize,
+    /// Step size, relative to each tensor's initial mean magnitude (scales differ by orders of
+    /// magnitude between `s_in` ≈ 1 and `s_out` ≈ mean|W|; one absolute rate fits neither).
+    pub lr: f32,
+}
+
+impl Default for LiteOptions {
+    fn default() -> Self {
+        LiteOptions {
+            steps: 50,
+            lr: 0.01,
+        }
+    }
+}
+
+/// Adam's moments of one tensor and its step size.
+struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    lr: f32,
+}
+
+impl Adam {
+    const B1: f32 = 0.9;
+    const B2: f32 = 0.999;
+    const EPS: f32 = 1e-12;
+
+    fn new(p: &[f32], lr: f32) -> Self {
+        let mag = p.iter().map(|v| v.abs()).sum::<f32>() / p.len().max(1) as f32;
+        Adam {
+            m: vec![0.0; p.len()],
+            v: vec![0.0; p.len()],
+            lr: lr * if mag > 0.0 { mag } else { 1.0 },
+        }
+    }
+
+    fn step(&mut self, p: &mut [f32], g: &[f32], t: i32) {
+        let (c1, c2) = (1.0 - Self::B1.powi(t), 1.0 - Self::B2.powi(t));
+        for i in 0..p.len() {
+            self.m[i] = Self::B1 * self.m[i] + (1.0 - Self::B1) * g[i];
+            self.v[i] = Self::B2 * self.v[i] + (1.0 - Self::B2) * g[i] * g[i];
+            p[i] -= self.lr * (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + Self::EPS);
+        }
+    }
+}
+
+/// Lite training of one layer on `x` (`t × cols` calibration inputs) toward `target`
+/// (`t × rows`, the layer as loaded on them). Calls `progress(step, loss)` after every step
+/// (`false` stops). Returns the loss before the first step and after each.
+pub fn train_lite(
+    layer: &mut MosLayer,
+    x: &[f32],
+    target: &[f32],
+    opts: &LiteOptions,
+    progress: &mut dyn FnMut(usize, f64) -> bool,
+) -> Result<Vec<f64>> {
+    let t = x.len() / layer.cols.max(1);
+    if t == 0 || x.len() != t * layer.cols || target.len() != t * layer.rows {
+        return Err(Error::config(
+            "binarymos",
+            format!(
+                "{} inputs and {} targets for a {}×{} layer",
+                x.len(),
+                target.len(),
+                layer.rows,
+                layer.cols
+            ),
+        ));
+    }
+    let mut opt = [
+        Adam::new(&layer.s_in, opts.lr),
+        Adam::new(&layer.s_out, opts.lr),
+        Adam::new(&layer.router, opts.lr),
+    ];
+    // The router starts near zero: its step is relative to the input scale instead.
+    opt[2].lr = opts.lr * ROUTER_INIT / (layer.cols as f32).sqrt();
+    let mut losses = vec![layer.loss(x, target)];
+    for step in 1..=opts.steps {
+        let (_, g) = layer.loss_and_grads(x, target);
+        opt[0].step(&mut layer.s_in, &g.s_in, step as i32);
+        opt[1].step(&mut layer.s_out, &g.s_out, step as i32);
+        opt[2].step(&mut layer.router, &g.router, step as i32);
+        let l = layer.loss(x, target);
+        if !l.is_finite() {
+            return Err(Error::config(
+                "binarymos",
+                format!("the loss became {l} at step {step}; lower the learning rate"),
+            ));
+        }
+        losses.push(l);
+        if !progress(step, l) {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(losses)
+}
+
+#[cfg(test)]
+mod tests;
