@@ -13,6 +13,7 @@ use crate::format::act::ActGranularity;
 use crate::format::Granularity;
 use crate::quant::act::{ActConfig, ActScaleKind, MIN_PERCENTILE};
 use crate::quant::awq::AwqOptions;
+use crate::quant::binary::OneBitOptions;
 use crate::quant::cmpq::{CmpqOptions, MAX_OUTLIER_COLS, MAX_OUTLIER_SPARSE};
 use crate::quant::cmpq_alloc::{BUDGET_MAX, BUDGET_MIN, BUDGET_STEP};
 use crate::quant::codebook::{KmeansOptions, MAX_OUTLIER_FRAC};
@@ -689,6 +690,32 @@ pub fn schema() -> Schema {
                 ),
             ],
             paper: "Chen et al., channel-wise mixed-precision quantization, CMPQ (arXiv:2410.13056)",
+        },
+        MethodSchema {
+            id: "sign",
+            label: "Sign (1-bit, a scale per row)",
+            bits: vec![1],
+            granularity: false,
+            symmetric: false,
+            clip_search: false,
+            needs_calibration: false,
+            defaults: None,
+            fields: Vec::new(),
+            paper: "Rastegari et al., XNOR-Net (arXiv:1603.05279): α = mean|W| per row",
+        },
+        // OneBit's calibration refit (`fit`) is a CLI and config option; the page offers SVID,
+        // which needs no calibration (as k-means offers its unweighted form).
+        MethodSchema {
+            id: "onebit",
+            label: "OneBit (1-bit, SVID)",
+            bits: vec![1],
+            granularity: false,
+            symmetric: false,
+            clip_search: false,
+            needs_calibration: false,
+            defaults: json(&OneBitOptions::default()),
+            fields: Vec::new(),
+            paper: "Xu et al., OneBit (arXiv:2402.11295)",
         },
     ];
     Schema {
