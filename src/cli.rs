@@ -9,6 +9,7 @@ use quantlab::playground::engine::{Device, Engine};
 use quantlab::playground::session::Session;
 use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::binary::OneBitOptions;
+use quantlab::quant::binarymos::BinaryMosOptions;
 use quantlab::quant::calib::{self, CalibOptions};
 use quantlab::quant::cmpq::{Ablation, CmpqOptions};
 use quantlab::quant::cmpq_cache::CmpqCache;
@@ -156,6 +157,9 @@ enum MethodArg {
     /// 1-bit OneBit: signs with a value per row and per column, SVID (needs --bits 1; with
     /// --onebit-fit N it refits on calibration).
     Onebit,
+    /// 1-bit BinaryMoS: signs with --experts token-mixed scale experts and a router, trained
+    /// layer by layer on calibration (needs --bits 1; CPU backend).
+    Binarymos,
 }
 
 /// Scale transforms folded in before rounding (quant::smooth).
@@ -363,6 +367,15 @@ struct EvalArgs {
     /// (0..=20; 0 needs no calibration).
     #[arg(long, default_value_t = 0)]
     onebit_fit: usize,
+    /// BinaryMoS: scale experts per linear (1..=16).
+    #[arg(long, default_value_t = 4)]
+    experts: usize,
+    /// BinaryMoS: lite training steps per linear (Adam on the layer's output error).
+    #[arg(long, default_value_t = 50)]
+    mos_steps: usize,
+    /// BinaryMoS: Adam's step, relative to each table's mean magnitude.
+    #[arg(long, default_value_t = 0.01)]
+    mos_lr: f32,
     #[command(flatten)]
     w4a8: W4a8Args,
     #[command(flatten)]
@@ -979,6 +992,11 @@ fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
                 MethodArg::Fp4 => Method::Fp4,
                 MethodArg::Sign => Method::Sign,
                 MethodArg::Onebit => Method::OneBit(OneBitOptions { fit: a.onebit_fit }),
+                MethodArg::Binarymos => Method::BinaryMos(BinaryMosOptions {
+                    experts: a.experts,
+                    steps: a.mos_steps,
+                    lr: a.mos_lr,
+                }),
                 // Handled above (CMPQ takes --budget, not --bits).
                 MethodArg::Cmpq => Method::None,
             },
@@ -1488,6 +1506,7 @@ fn bench_method(m: MethodArg, bits: u8) -> Method {
         MethodArg::Fp4 => Method::Fp4,
         MethodArg::Sign => Method::Sign,
         MethodArg::Onebit => Method::OneBit(OneBitOptions::default()),
+        MethodArg::Binarymos => Method::BinaryMos(BinaryMosOptions::default()),
         // `--bits` is the budget (whole bits only from this flag).
         MethodArg::Cmpq => Method::Cmpq(CmpqOptions {
             budget: bits as f32,
@@ -1651,6 +1670,9 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         outliers: 0.0,
         no_act_order: false,
         onebit_fit: 0,
+        experts: 4,
+        mos_steps: 50,
+        mos_lr: 0.01,
         w4a8: g.w4a8.clone(),
         calib: g.calib.clone(),
         python_newlines: false,

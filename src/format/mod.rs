@@ -13,6 +13,8 @@
 //!   codebook.rs learned per-row/per-column tables, NF4, FP4 E2M1, dINT
 //!   cmpq.rs     CMPQ's per-column mixed precision
 //!   onebit.rs   OneBit's 1-bit signs with an f16 value per row and per column
+//!   binarymos.rs BinaryMoS: 1-bit signs with token-adaptive scale experts and a router (no GPU
+//!               decoder yet, so not in FAMILIES: the conformance test is GPU against CPU)
 //!   addons.rs   sparse f16 outliers and LoRC low-rank factors, after any base format
 //!
 //! Memory accounting, the CPU reference, the GPU upload and the GPU decoders all read these
@@ -26,6 +28,7 @@
 
 pub mod act;
 pub mod addons;
+pub mod binarymos;
 pub mod cmpq;
 pub mod codebook;
 pub mod float;
@@ -69,6 +72,10 @@ pub enum Format {
     },
     /// OneBit: signs with `diag(s_out)·sign(W)·diag(s_in)` (f16 vectors).
     OneBit,
+    /// BinaryMoS: signs with `experts` token-mixed pairs of scale vectors and a router.
+    BinaryMos {
+        experts: u8,
+    },
 }
 
 /// Bytes of a stored tensor by component, for memory reports.
@@ -249,6 +256,7 @@ impl Format {
             Format::Codebook { bits, table } => f(&codebook::CodebookFormat { bits, table }),
             Format::Cmpq { lo, n_hi, n_f16 } => f(&cmpq::CmpqFormat { lo, n_hi, n_f16 }),
             Format::OneBit => f(&onebit::OneBitFormat),
+            Format::BinaryMos { experts } => f(&binarymos::BinaryMosFormat { experts }),
         }
     }
 

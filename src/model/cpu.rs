@@ -3,8 +3,9 @@
 //! multi-threaded natively); everything else is straightforward loops, written to be read.
 
 use crate::format::act::{self, ActQuantSpec};
+use crate::format::binarymos::MosParts;
 use crate::format::tender::{self, TenderChunk, TenderSpec};
-use crate::format::QTensor;
+use crate::format::{Format, QTensor};
 use crate::linalg::sgemm;
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
@@ -17,6 +18,9 @@ pub struct Mat {
     pub cols: usize,
     pub data: Vec<f32>,
     pub bias: Option<Vec<f32>>,
+    /// A BinaryMoS weight's parts: its product depends on each token (`linear` uses them;
+    /// `data` holds the uniform-gate weight).
+    pub mos: Option<MosParts>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -210,11 +214,16 @@ impl Backend for Cpu {
     }
 
     fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
+        let mos = match w.format {
+            Format::BinaryMos { .. } => Some(MosParts::from_qtensor(w)?),
+            _ => None,
+        };
         Ok(Mat {
             rows: w.rows,
             cols: w.cols,
             data: w.dequantize()?,
             bias: bias.map(|b| b.to_vec()),
+            mos,
         })
     }
 
@@ -279,20 +288,24 @@ impl Backend for Cpu {
 
     fn linear(&self, x: &Act, w: &Mat) -> Act {
         let mut out = Act::zeros(x.rows, w.rows);
-        // y (T×out) = x (T×in) · Wᵀ, Wᵀ read through strides (row stride 1, column stride in).
-        sgemm(
-            x.rows,
-            x.cols,
-            w.rows,
-            &x.data,
-            x.cols,
-            1,
-            &w.data,
-            1,
-            w.cols,
-            &mut out.data,
-            w.rows,
-        );
+        match &w.mos {
+            // BinaryMoS: each token mixes its own scales (format::binarymos).
+            Some(m) => out.data = m.forward(&x.data),
+            // y (T×out) = x (T×in) · Wᵀ, Wᵀ read through strides (row stride 1, column stride in).
+            None => sgemm(
+                x.rows,
+                x.cols,
+                w.rows,
+                &x.data,
+                x.cols,
+                1,
+                &w.data,
+                1,
+                w.cols,
+                &mut out.data,
+                w.rows,
+            ),
+        }
         if let Some(b) = &w.bias {
             for r in out.data.chunks_mut(w.rows) {
                 r.iter_mut().zip(b).for_each(|(y, b)| *y += b);

@@ -25,28 +25,19 @@ use crate::linalg::sgemm;
 use crate::quant::binary::svid;
 use crate::testkit::Rng;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 
-/// Most scale experts (the paper uses 4; the page offers 1, 2, 4 and 8).
-pub const MAX_EXPERTS: usize = 16;
+/// Most scale experts (the paper uses 4), as the format allows.
+pub use crate::format::binarymos::MAX_MOS_EXPERTS as MAX_EXPERTS;
+/// Most training steps per layer a config may ask for.
+pub const MAX_STEPS: usize = 10_000;
 /// Standard deviation of the router's initial values, times `1/√in`: small enough that the
 /// gates start near uniform (the layer starts as OneBit), large enough to break the symmetry.
 const ROUTER_INIT: f32 = 0.1;
 
-/// One BinaryMoS layer: frozen signs, experts and router (all f32 while training).
-#[derive(Clone, Debug, PartialEq)]
-pub struct MosLayer {
-    pub rows: usize,
-    pub cols: usize,
-    pub experts: usize,
-    /// `rows × cols` signs as ±1.0 (row-major), the matrix the products read.
-    pub signs: Vec<f32>,
-    /// `experts × cols`.
-    pub s_in: Vec<f32>,
-    /// `experts × rows`.
-    pub s_out: Vec<f32>,
-    /// `cols × experts`.
-    pub router: Vec<f32>,
-}
+/// One BinaryMoS layer while it trains: the format's unpacked parts (all f32), whose
+/// `forward` (format::binarymos, the CPU reference) is the product trained here.
+pub use crate::format::binarymos::MosParts as MosLayer;
 
 /// Gradients of the three trained tensors, shaped as in `MosLayer`.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,14 +45,6 @@ pub struct Grads {
     pub s_in: Vec<f32>,
     pub s_out: Vec<f32>,
     pub router: Vec<f32>,
-}
-
-/// What the forward pass keeps for the backward one.
-struct Cache {
-    g: Vec<f32>,
-    h: Vec<f32>,
-    sout: Vec<f32>,
-    y: Vec<f32>,
 }
 
 /// `c = a · bᵀ` for row-major `a` (`m × k`) and `b` (`n × k`).
@@ -83,19 +66,6 @@ fn t_mul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut c = vec![0f32; k * n];
     sgemm(k, m, n, a, 1, k, b, n, 1, &mut c, n);
     c
-}
-
-/// Row-wise softmax in place (`n` wide), max-subtracted.
-fn softmax_rows(z: &mut [f32], n: usize) {
-    for row in z.chunks_mut(n) {
-        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut s = 0.0;
-        for v in row.iter_mut() {
-            *v = (*v - m).exp();
-            s += *v;
-        }
-        row.iter_mut().for_each(|v| *v /= s);
-    }
 }
 
 impl MosLayer {
@@ -136,26 +106,7 @@ impl MosLayer {
 
     /// The gates `softmax(X · W_R)` of `t` input rows: `t × experts`.
     pub fn gates(&self, x: &[f32]) -> Vec<f32> {
-        let t = x.len() / self.cols;
-        let mut g = mul(x, &self.router, t, self.cols, self.experts);
-        softmax_rows(&mut g, self.experts);
-        g
-    }
-
-    fn forward_cached(&self, x: &[f32]) -> Cache {
-        let (t, n, o, k) = (x.len() / self.cols, self.cols, self.rows, self.experts);
-        let g = self.gates(x);
-        let sin = mul(&g, &self.s_in, t, k, n);
-        let xs: Vec<f32> = x.iter().zip(&sin).map(|(a, b)| a * b).collect();
-        let h = mul_t(&xs, &self.signs, t, n, o);
-        let sout = mul(&g, &self.s_out, t, k, o);
-        let y = h.iter().zip(&sout).map(|(a, b)| a * b).collect();
-        Cache { g, h, sout, y }
-    }
-
-    /// The layer's output for `t` input rows (`t × cols` → `t × rows`).
-    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        self.forward_cached(x).y
+        self.forward_trace(x).g
     }
 
     /// `mean_t ‖y_t − target_t‖²` (sums in f64).
@@ -172,7 +123,7 @@ impl MosLayer {
     /// The loss and its gradients with respect to the experts and the router.
     pub fn loss_and_grads(&self, x: &[f32], target: &[f32]) -> (f64, Grads) {
         let (t, n, o, k) = (x.len() / self.cols, self.cols, self.rows, self.experts);
-        let c = self.forward_cached(x);
+        let c = self.forward_trace(x);
         let scale = 2.0 / t.max(1) as f32;
         let mut loss = 0f64;
         // dY ⊙ H and dY ⊙ SOUT in one pass over E.
@@ -213,7 +164,8 @@ impl MosLayer {
 }
 
 /// Adam's settings for lite training.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LiteOptions {
     pub steps: usize,
     /// Step size, relative to each tensor's initial mean magnitude (scales differ by orders of
@@ -228,6 +180,92 @@ impl Default for LiteOptions {
             lr: 0.01,
         }
     }
+}
+
+/// `Method::BinaryMos`: scale experts and lite training (needs calibration: the inputs are the
+/// calibration samples of each layer's input, `SiteStats::samples`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinaryMosOptions {
+    #[serde(default = "default_experts")]
+    pub experts: usize,
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    #[serde(default = "default_lr")]
+    pub lr: f32,
+}
+
+fn default_experts() -> usize {
+    4
+}
+fn default_steps() -> usize {
+    LiteOptions::default().steps
+}
+fn default_lr() -> f32 {
+    LiteOptions::default().lr
+}
+
+impl Default for BinaryMosOptions {
+    fn default() -> Self {
+        BinaryMosOptions {
+            experts: default_experts(),
+            steps: default_steps(),
+            lr: default_lr(),
+        }
+    }
+}
+
+impl BinaryMosOptions {
+    /// Every option against its limit, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_EXPERTS).contains(&self.experts) {
+            return Err(Error::config(
+                "binarymos.experts",
+                format!("{} is outside 1..={MAX_EXPERTS}", self.experts),
+            ));
+        }
+        if self.steps > MAX_STEPS {
+            return Err(Error::config(
+                "binarymos.steps",
+                format!("{} is outside 0..={MAX_STEPS}", self.steps),
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
+            return Err(Error::config(
+                "binarymos.lr",
+                format!("{} is outside (0, 1]", self.lr),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One linear as `Method::BinaryMos` makes it: SVID start, then lite training on `x`
+/// (`t × cols` calibration inputs) toward the loaded weight's outputs. The router's seed comes
+/// from the tensor's name, so a config gives the same tensor every time.
+pub fn quantize(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    opts: &BinaryMosOptions,
+    name: &str,
+) -> Result<crate::format::QTensor> {
+    opts.validate()?;
+    let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut layer = MosLayer::init(w, rows, cols, opts.experts, seed)?;
+    let t = x.len() / cols.max(1);
+    let mut target = vec![0f32; t * rows];
+    sgemm(t, cols, rows, x, cols, 1, w, 1, cols, &mut target, rows);
+    let lite = LiteOptions {
+        steps: opts.steps,
+        lr: opts.lr,
+    };
+    train_lite(&mut layer, x, &target, &lite, &mut |_, _| true)
+        .map_err(|e| Error::config("binarymos", format!("{name}: {e}")))?;
+    layer.to_qtensor()
 }
 
 /// Adam's moments of one tensor and its step size.

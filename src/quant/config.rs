@@ -15,6 +15,7 @@ use crate::model::weights::{Linear, ModelWeights};
 use crate::quant::act::ActConfig;
 use crate::quant::awq::{self, AwqOptions};
 use crate::quant::binary::{self, OneBitOptions};
+use crate::quant::binarymos::{self, BinaryMosOptions};
 use crate::quant::calib::Calibration;
 use crate::quant::cmpq::{self, CmpqOptions};
 use crate::quant::codebook::{self, KmeansOptions};
@@ -82,6 +83,11 @@ pub enum Method {
     /// needs calibration); `bits` must be 1, `gran` is not used.
     #[serde(rename = "onebit")]
     OneBit(OneBitOptions),
+    /// BinaryMoS (`quant::binarymos`): signs with token-mixed scale experts and a router
+    /// (`Format::BinaryMos`), trained layer by layer on calibration inputs ("lite"); `bits`
+    /// must be 1, `gran` is not used. Runs on the CPU backend.
+    #[serde(rename = "binarymos")]
+    BinaryMos(BinaryMosOptions),
 }
 
 impl Method {
@@ -93,12 +99,18 @@ impl Method {
         if let Method::OneBit(o) = self {
             return o.fit > 0;
         }
-        matches!(self, Method::Gptq(_) | Method::Awq(_) | Method::Cmpq(_))
+        matches!(
+            self,
+            Method::Gptq(_) | Method::Awq(_) | Method::Cmpq(_) | Method::BinaryMos(_)
+        )
     }
 
     /// Methods whose weights are 1 bit with their own scales: `bits` must be 1, `gran` unused.
     pub fn is_binary(&self) -> bool {
-        matches!(self, Method::Sign | Method::OneBit(_))
+        matches!(
+            self,
+            Method::Sign | Method::OneBit(_) | Method::BinaryMos(_)
+        )
     }
 
     pub fn name(&self) -> &'static str {
@@ -113,6 +125,7 @@ impl Method {
             Method::Cmpq(_) => "cmpq",
             Method::Sign => "sign",
             Method::OneBit(_) => "onebit",
+            Method::BinaryMos(_) => "binarymos",
         }
     }
 }
@@ -523,6 +536,7 @@ impl QuantConfig {
                 codebook::MAX_OUTLIER_FRAC,
             ),
             Method::Cmpq(o) => o.validate(),
+            Method::BinaryMos(o) => o.validate(),
         }
     }
 
@@ -960,6 +974,27 @@ impl QuantConfig {
                     _ => None,
                 };
                 binary::onebit(&lin.w.dequantize()?, rows, cols, gram, o, &lin.name)
+            }
+            Method::BinaryMos(o) => {
+                let st = site.ok_or_else(|| {
+                    Error::config(
+                        "calibration",
+                        format!("binarymos: no statistics for {}", lin.name),
+                    )
+                })?;
+                if st.dim != cols || st.sample_rows() == 0 {
+                    return Err(Error::config(
+                        "calibration",
+                        format!(
+                            "{}: {} sample rows of width {} for {cols} inputs",
+                            lin.name,
+                            st.sample_rows(),
+                            st.dim
+                        ),
+                    ));
+                }
+                let w = lin.w.dequantize()?;
+                binarymos::quantize(&w, rows, cols, &st.samples, o, &lin.name)
             }
             Method::Awq(_) => Err(Error::config(
                 "awq",

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::quant::binary::OneBitOptions;
+use crate::quant::binarymos::BinaryMosOptions;
 
 fn lq(bits: u8, gran: Granularity, sym: bool, clip_search: bool) -> LayerQuant {
     LayerQuant {
@@ -68,6 +69,14 @@ fn samples() -> Vec<QuantConfig> {
         },
         QuantConfig {
             method: Method::OneBit(OneBitOptions { fit: 3 }),
+            ..QuantConfig::rtn(lq(1, Granularity::PerRow, true, false))
+        },
+        QuantConfig {
+            method: Method::BinaryMos(BinaryMosOptions {
+                experts: 8,
+                steps: 30,
+                lr: 0.02,
+            }),
             ..QuantConfig::rtn(lq(1, Granularity::PerRow, true, false))
         },
         QuantConfig {
@@ -643,4 +652,141 @@ fn binary_methods_store_their_formats_and_count_every_bit() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("calibration"), "{e}");
+}
+
+#[test]
+fn binarymos_options_are_checked_naming_the_field() {
+    let link = |opts: &str| {
+        link_of(&format!(
+            r#"{{"version":1,"method":{{"binarymos":{opts}}},"default":{{"bits":1,"gran":"per_row","sym":true}}}}"#
+        ))
+    };
+    let c = QuantConfig::from_url(&link("{}")).unwrap();
+    assert_eq!(c.method, Method::BinaryMos(BinaryMosOptions::default()));
+    assert!(c.needs_calibration());
+    for (opts, field) in [
+        (r#"{"experts":0}"#, "binarymos.experts"),
+        (r#"{"experts":17}"#, "binarymos.experts"),
+        (r#"{"steps":100000000}"#, "binarymos.steps"),
+        (r#"{"lr":0}"#, "binarymos.lr"),
+        (r#"{"lr":1e30}"#, "binarymos.lr"),
+    ] {
+        let e = QuantConfig::from_url(&link(opts)).unwrap_err().to_string();
+        assert!(e.contains(field), "{opts}: {e}");
+    }
+}
+
+#[test]
+fn binarymos_trains_each_linear_on_calibration_and_beats_onebit_there() {
+    use crate::format::binarymos::MosParts;
+    use crate::format::Format;
+    use crate::quant::calib::{calibrate, CalibFrom, CalibOptions};
+    let model = crate::quant::testutil::tiny_model(2);
+    let calib = {
+        let m = crate::model::net::Model::load(&crate::model::cpu::Cpu, &model).unwrap();
+        let o = CalibOptions {
+            n_seq: 4,
+            seq_len: 48,
+            from: CalibFrom::Offset(0),
+        };
+        calibrate(
+            &m,
+            &crate::quant::testutil::tokens(400),
+            None,
+            &o,
+            &mut |_, _| true,
+        )
+        .unwrap()
+    };
+    let q = lq(1, Granularity::PerRow, true, false);
+    let opts = BinaryMosOptions {
+        experts: 4,
+        steps: 100,
+        lr: 0.01,
+    };
+    let mos = QuantConfig {
+        method: Method::BinaryMos(opts),
+        ..QuantConfig::rtn(q)
+    }
+    .apply_calibrated(&model, Some(&calib), &mut |_, _| true)
+    .unwrap();
+    let onebit = QuantConfig {
+        method: Method::OneBit(OneBitOptions::default()),
+        ..QuantConfig::rtn(q)
+    }
+    .apply(&model)
+    .unwrap();
+    let topo = model.topology();
+    let mut better = 0;
+    let mut total = 0;
+    for (li, (layer, (lm, lo))) in model
+        .layers
+        .iter()
+        .zip(mos.layers.iter().zip(&onebit.layers))
+        .enumerate()
+    {
+        for (k, ((l, m), o)) in layer
+            .linears()
+            .iter()
+            .zip(lm.linears())
+            .zip(lo.linears())
+            .enumerate()
+        {
+            assert_eq!(m.w.format, Format::BinaryMos { experts: 4 }, "{}", m.name);
+            // Signs + 4 experts of (in + out) f16 + an in × 4 f16 router, all counted.
+            let (r, c) = (m.w.rows as f64, m.w.cols as f64);
+            let want = 1.0 + 16.0 * (4.0 * (r + c) + 4.0 * c) / (r * c);
+            assert!((m.w.bits_per_weight() - want).abs() < 1e-12, "{}", m.name);
+            // On the layer's calibration inputs, the trained experts fit the loaded layer
+            // better than OneBit's single SVID pair.
+            let st = calib.site(li, topo.site_of(k)).unwrap();
+            let x = &st.samples;
+            let t = st.sample_rows();
+            let w = l.w.dequantize().unwrap();
+            let err = |y: &[f32]| -> f64 {
+                let mut want = vec![0f32; t * l.w.rows];
+                sgemm_t(x, &w, t, l.w.cols, l.w.rows, &mut want);
+                y.iter()
+                    .zip(&want)
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum()
+            };
+            let y_mos = MosParts::from_qtensor(&m.w).unwrap().forward(x);
+            let mut y_one = vec![0f32; t * l.w.rows];
+            sgemm_t(
+                x,
+                &o.w.dequantize().unwrap(),
+                t,
+                l.w.cols,
+                l.w.rows,
+                &mut y_one,
+            );
+            total += 1;
+            if err(&y_mos) < err(&y_one) {
+                better += 1;
+            }
+        }
+    }
+    assert_eq!(
+        better, total,
+        "BinaryMoS fits better on {better} of {total} linears"
+    );
+    // The trained model runs on the CPU backend.
+    let m = crate::model::net::Model::load(&crate::model::cpu::Cpu, &mos).unwrap();
+    let cpu = crate::model::cpu::Cpu;
+    let nll = crate::model::eval::ready(crate::model::eval::token_nll(
+        &cpu,
+        &m,
+        &crate::quant::testutil::tokens(64),
+    ))
+    .unwrap();
+    assert!(
+        !nll.is_empty() && nll.iter().all(|v| v.is_finite() && *v > 0.0),
+        "{nll:?}"
+    );
+}
+
+/// `y = x · wᵀ` (`x` is `t × cols`, `w` is `rows × cols`).
+fn sgemm_t(x: &[f32], w: &[f32], t: usize, cols: usize, rows: usize, y: &mut [f32]) {
+    crate::linalg::sgemm(t, cols, rows, x, cols, 1, w, 1, cols, y, rows);
 }

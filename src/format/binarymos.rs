@@ -1,0 +1,363 @@
+//! The `BinaryMos` family: 1-bit weights with token-adaptive scales (Jo et al., "Mixture of
+//! Scales", arXiv 2406.12311; docs/binarymos.md). All little-endian, sections 4-byte aligned:
+//!   signs  : `rows*cols` bits, row-major, packed into u32 words from bit 0 up; 1 is `+`
+//!   s_in   : `experts × cols` f16, expert-major (the input scale experts)
+//!   s_out  : `experts × rows` f16, expert-major (the output scale experts)
+//!   router : `cols × experts` f16, row-major (`W_R`)
+//! A token `x` is multiplied as `g = softmax(x·W_R)`, `y = ((x ⊙ g·S_in)·signᵀ) ⊙ g·S_out`
+//! (`mos_forward`, the CPU reference). Every stored bit counts: the signs, both expert tables
+//! and the router.
+//!
+//! There is no single weight matrix: each token has its own. `dequantize` gives the one a token
+//! with uniform gates sees, `diag(mean S_out)·sign·diag(mean S_in)` (exactly that token's
+//! product), for the inspectors and LoRC; the CPU backend multiplies with `mos_forward`. The GPU
+//! kernels for the token-adaptive product are not written yet, so the GPU decoder refuses it
+//! rather than run the uniform-gate weight as if it were the layer.
+
+use super::packed::{align4, code_range, pack_codes, packed_bytes, random_codes, random_f16s};
+use super::{Draw, Family, Format, QTensor, Storage};
+use crate::linalg::sgemm;
+use crate::{Error, Result};
+use half::f16;
+
+/// Most scale experts a tensor may have.
+pub const MAX_MOS_EXPERTS: usize = 16;
+
+/// The BinaryMoS format with `experts` scale experts.
+pub(crate) struct BinaryMosFormat {
+    pub experts: u8,
+}
+
+/// Bytes of each section: (signs, s_in, s_out, router).
+fn sections(rows: usize, cols: usize, k: usize) -> (usize, usize, usize, usize) {
+    (
+        packed_bytes(rows * cols, 1),
+        align4(2 * k * cols),
+        align4(2 * k * rows),
+        align4(2 * cols * k),
+    )
+}
+
+fn halves(bytes: &[u8], n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32())
+        .collect()
+}
+
+fn to_halves(v: &[f32]) -> Vec<u8> {
+    let mut b: Vec<u8> = v
+        .iter()
+        .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+        .collect();
+    b.resize(align4(b.len()), 0);
+    b
+}
+
+/// A BinaryMoS tensor unpacked for the CPU product: signs as ±1 and the tables in f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MosParts {
+    pub rows: usize,
+    pub cols: usize,
+    pub experts: usize,
+    /// `rows × cols`, ±1.0.
+    pub signs: Vec<f32>,
+    /// `experts × cols`.
+    pub s_in: Vec<f32>,
+    /// `experts × rows`.
+    pub s_out: Vec<f32>,
+    /// `cols × experts`.
+    pub router: Vec<f32>,
+}
+
+/// What `mos_forward` computes on the way, for training's backward pass.
+pub struct MosTrace {
+    /// Gates, `t × experts`.
+    pub g: Vec<f32>,
+    /// `(x ⊙ s_in)·signᵀ`, `t × rows`.
+    pub h: Vec<f32>,
+    /// Per-token output scales, `t × rows`.
+    pub sout: Vec<f32>,
+    /// The output, `t × rows`.
+    pub y: Vec<f32>,
+}
+
+impl MosParts {
+    fn check(&self) -> Result<()> {
+        let (r, c, k) = (self.rows, self.cols, self.experts);
+        if !(1..=MAX_MOS_EXPERTS).contains(&k)
+            || self.signs.len() != r * c
+            || self.s_in.len() != k * c
+            || self.s_out.len() != k * r
+            || self.router.len() != c * k
+        {
+            return Err(Error::config(
+                "binarymos",
+                format!("parts that do not make a {r}×{c} tensor of {k} experts"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The product for `t` input rows (`x` is `t × cols`), keeping the intermediate values.
+    pub fn forward_trace(&self, x: &[f32]) -> MosTrace {
+        let (n, o, k) = (self.cols, self.rows, self.experts);
+        let t = x.len() / n;
+        // g = softmax(x · W_R), row by row.
+        let mut g = vec![0f32; t * k];
+        sgemm(t, n, k, x, n, 1, &self.router, k, 1, &mut g, k);
+        for row in g.chunks_mut(k) {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut s = 0.0;
+            for v in row.iter_mut() {
+                *v = (*v - m).exp();
+                s += *v;
+            }
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+        let mut sin = vec![0f32; t * n];
+        sgemm(t, k, n, &g, k, 1, &self.s_in, n, 1, &mut sin, n);
+        let xs: Vec<f32> = x.iter().zip(&sin).map(|(a, b)| a * b).collect();
+        // h = xs · signᵀ (sign read through strides).
+        let mut h = vec![0f32; t * o];
+        sgemm(t, n, o, &xs, n, 1, &self.signs, 1, n, &mut h, o);
+        let mut sout = vec![0f32; t * o];
+        sgemm(t, k, o, &g, k, 1, &self.s_out, o, 1, &mut sout, o);
+        let y = h.iter().zip(&sout).map(|(a, b)| a * b).collect();
+        MosTrace { g, h, sout, y }
+    }
+
+    /// The product for `t` input rows: `t × rows`.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.forward_trace(x).y
+    }
+
+    /// Pack into a `Format::BinaryMos` tensor (the tables rounded to f16).
+    pub fn to_qtensor(&self) -> Result<QTensor> {
+        self.check()?;
+        let bits: Vec<u8> = self.signs.iter().map(|&s| (s >= 0.0) as u8).collect();
+        let mut data = pack_codes(&bits, 1);
+        for v in [&self.s_in, &self.s_out, &self.router] {
+            data.extend(to_halves(v));
+        }
+        QTensor::new(
+            Format::BinaryMos {
+                experts: self.experts as u8,
+            },
+            self.rows,
+            self.cols,
+            data,
+        )
+    }
+
+    /// Unpack a `Format::BinaryMos` tensor.
+    pub fn from_qtensor(q: &QTensor) -> Result<Self> {
+        let Format::BinaryMos { experts } = q.format else {
+            return Err(Error::config(
+                "binarymos",
+                format!("a {} tensor is not BinaryMoS", q.format.name()),
+            ));
+        };
+        let (rows, cols, k) = (q.rows, q.cols, experts as usize);
+        let (ns, ni, no, _) = sections(rows, cols, k);
+        let d = &q.data;
+        Ok(MosParts {
+            rows,
+            cols,
+            experts: k,
+            signs: (0..rows * cols)
+                .map(|i| {
+                    if (d[i / 8] >> (i % 8)) & 1 == 1 {
+                        1.0
+                    } else {
+                        -1.0
+                    }
+                })
+                .collect(),
+            s_in: halves(&d[ns..], k * cols),
+            s_out: halves(&d[ns + ni..], k * rows),
+            router: halves(&d[ns + ni + no..], cols * k),
+        })
+    }
+}
+
+fn check_experts(k: u8) -> Result<usize> {
+    if (1..=MAX_MOS_EXPERTS).contains(&(k as usize)) {
+        Ok(k as usize)
+    } else {
+        Err(Error::config(
+            "binarymos.experts",
+            format!("{k} is outside 1..={MAX_MOS_EXPERTS}"),
+        ))
+    }
+}
+
+impl Family for BinaryMosFormat {
+    fn name(&self) -> String {
+        format!("binarymos{}", self.experts)
+    }
+
+    fn storage(&self, rows: usize, cols: usize) -> Result<Storage> {
+        let k = check_experts(self.experts)?;
+        if rows == 0 || cols == 0 {
+            return Err(Error::config(
+                "binarymos",
+                format!("a {rows}×{cols} tensor has no weights"),
+            ));
+        }
+        let (ns, ni, no, nr) = sections(rows, cols, k);
+        Ok(Storage {
+            codes: ns,
+            scales: ni + no + nr,
+            ..Default::default()
+        })
+    }
+
+    fn dequantize(&self, blob: &[u8], rows: usize, cols: usize, out: &mut [f32]) -> Result<()> {
+        let k = check_experts(self.experts)?;
+        let (ns, ni, _, _) = sections(rows, cols, k);
+        let s_in = halves(&blob[ns..], k * cols);
+        let s_out = halves(&blob[ns + ni..], k * rows);
+        // Uniform gates: the mean expert.
+        let mean =
+            |t: &[f32], n: usize, j: usize| (0..k).map(|e| t[e * n + j]).sum::<f32>() / k as f32;
+        let mi: Vec<f32> = (0..cols).map(|c| mean(&s_in, cols, c)).collect();
+        for (r, row) in out.chunks_mut(cols).enumerate() {
+            let mo = mean(&s_out, rows, r);
+            for (c, o) in row.iter_mut().enumerate() {
+                let i = r * cols + c;
+                let v = mo * mi[c];
+                *o = if (blob[i / 8] >> (i % 8)) & 1 == 1 {
+                    v
+                } else {
+                    -v
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn row_slice(
+        &self,
+        blob: &[u8],
+        rows: usize,
+        cols: usize,
+        r0: usize,
+        r1: usize,
+    ) -> Result<Vec<u8>> {
+        let k = check_experts(self.experts)?;
+        let (ns, ni, no, nr) = sections(rows, cols, k);
+        let mut d = code_range(&blob[..ns], r0 * cols, r1 * cols, 1);
+        // Every row reads all of s_in and the router; s_out keeps rows r0..r1 of each expert.
+        d.extend_from_slice(&blob[ns..ns + ni]);
+        let s_out = &blob[ns + ni..ns + ni + no];
+        let mut so = Vec::new();
+        for e in 0..k {
+            so.extend_from_slice(&s_out[2 * (e * rows + r0)..2 * (e * rows + r1)]);
+        }
+        so.resize(align4(so.len()), 0);
+        d.extend(so);
+        d.extend_from_slice(&blob[ns + ni + no..ns + ni + no + nr]);
+        Ok(d)
+    }
+
+    fn gpu(&self, _rows: usize, _cols: usize) -> Result<super::GpuDecoder> {
+        Err(Error::unsupported(
+            "gpu",
+            "binarymos",
+            "BinaryMoS's token-adaptive scales run on the CPU backend so far (the WebGPU kernels \
+             are not written yet); choose the CPU backend",
+        ))
+    }
+
+    fn random(&self, rows: usize, cols: usize, next: Draw) -> Result<Vec<u8>> {
+        let k = check_experts(self.experts)?;
+        let mut d = random_codes(rows * cols, 1, next);
+        d.extend(random_f16s(k * cols, 1.0, 0.5, next));
+        d.extend(random_f16s(k * rows, 0.05, 0.03, next));
+        d.extend(random_f16s(cols * k, 0.0, 0.1, next));
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::Rng;
+
+    fn parts(rows: usize, cols: usize, k: usize, seed: u64) -> MosParts {
+        let mut r = Rng(seed);
+        // Values that f16 holds exactly (multiples of 1/64 in a small range), so packing is exact.
+        let mut q = |lo: f32| lo + (r.next() * 32.0).round() / 64.0;
+        MosParts {
+            rows,
+            cols,
+            experts: k,
+            signs: (0..rows * cols)
+                .map(|_| if q(0.0) < 0.0 { -1.0 } else { 1.0 })
+                .collect(),
+            s_in: (0..k * cols).map(|_| q(1.0)).collect(),
+            s_out: (0..k * rows).map(|_| q(1.0) / 16.0).collect(),
+            router: (0..cols * k).map(|_| q(0.0)).collect(),
+        }
+    }
+
+    #[test]
+    fn storage_counts_signs_experts_and_router() {
+        let f = Format::BinaryMos { experts: 4 };
+        let s = f.storage(8, 64).unwrap();
+        // 512 sign bits; 4·64 + 4·8 + 64·4 f16.
+        assert_eq!((s.codes, s.scales), (64, 512 + 64 + 512));
+        assert!(Format::BinaryMos { experts: 0 }.storage(8, 64).is_err());
+        assert!(Format::BinaryMos { experts: 17 }.storage(8, 64).is_err());
+        assert!(f
+            .gpu_decoder(8, 64)
+            .unwrap_err()
+            .to_string()
+            .contains("CPU backend"));
+    }
+
+    #[test]
+    fn packing_round_trips_and_uniform_gates_give_the_dequantized_weight() {
+        let (rows, cols, k) = (5, 12, 3);
+        let p = parts(rows, cols, k, 4);
+        let q = p.to_qtensor().unwrap();
+        assert_eq!(MosParts::from_qtensor(&q).unwrap(), p);
+        // A zero router gives uniform gates: the product is x · dequantize()ᵀ.
+        let p0 = MosParts {
+            router: vec![0.0; cols * k],
+            ..p.clone()
+        };
+        let w = p0.to_qtensor().unwrap().dequantize().unwrap();
+        let x = Rng(8).vec(4 * cols);
+        let y = p0.forward(&x);
+        for t in 0..4 {
+            for r in 0..rows {
+                let want: f32 = (0..cols).map(|c| x[t * cols + c] * w[r * cols + c]).sum();
+                let got = y[t * rows + r];
+                assert!(
+                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "({t}, {r}): {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn row_slices_keep_their_rows_of_every_expert() {
+        let (rows, cols, k) = (7, 8, 2);
+        let p = parts(rows, cols, k, 6);
+        let q = p.to_qtensor().unwrap();
+        let x = Rng(3).vec(3 * cols);
+        let y = p.forward(&x);
+        for (r0, r1) in [(0, 1), (2, 5), (6, 7)] {
+            let s = q.row_slice(r0, r1).unwrap();
+            let ys = MosParts::from_qtensor(&s).unwrap().forward(&x);
+            for t in 0..3 {
+                assert_eq!(
+                    ys[t * (r1 - r0)..(t + 1) * (r1 - r0)],
+                    y[t * rows + r0..t * rows + r1]
+                );
+            }
+        }
+    }
+}
