@@ -164,15 +164,11 @@ impl MosParts {
             rows,
             cols,
             experts: k,
-            signs: (0..rows * cols)
-                .map(|i| {
-                    if (d[i / 8] >> (i % 8)) & 1 == 1 {
-                        1.0
-                    } else {
-                        -1.0
-                    }
-                })
-                .collect(),
+            signs: {
+                let mut v = vec![0f32; rows * cols];
+                super::onebit::signed_outer(&d[..ns], &vec![1.0; rows], &vec![1.0; cols], &mut v);
+                v
+            },
             s_in: halves(&d[ns..], k * cols),
             s_out: halves(&d[ns + ni..], k * rows),
             router: halves(&d[ns + ni + no..], cols * k),
@@ -221,18 +217,8 @@ impl Family for BinaryMosFormat {
         let mean =
             |t: &[f32], n: usize, j: usize| (0..k).map(|e| t[e * n + j]).sum::<f32>() / k as f32;
         let mi: Vec<f32> = (0..cols).map(|c| mean(&s_in, cols, c)).collect();
-        for (r, row) in out.chunks_mut(cols).enumerate() {
-            let mo = mean(&s_out, rows, r);
-            for (c, o) in row.iter_mut().enumerate() {
-                let i = r * cols + c;
-                let v = mo * mi[c];
-                *o = if (blob[i / 8] >> (i % 8)) & 1 == 1 {
-                    v
-                } else {
-                    -v
-                };
-            }
-        }
+        let mo: Vec<f32> = (0..rows).map(|r| mean(&s_out, rows, r)).collect();
+        super::onebit::signed_outer(&blob[..ns], &mo, &mi, out);
         Ok(())
     }
 

@@ -58,18 +58,9 @@ impl Family for OneBitFormat {
         let (ns, no, _) = sections(rows, cols);
         let (signs, rest) = blob.split_at(ns);
         let (s_out, s_in) = rest.split_at(no);
+        let s_out: Vec<f32> = (0..rows).map(|r| f16_at(s_out, r)).collect();
         let s_in: Vec<f32> = (0..cols).map(|c| f16_at(s_in, c)).collect();
-        for (r, row) in out.chunks_mut(cols).enumerate() {
-            let so = f16_at(s_out, r);
-            for (c, o) in row.iter_mut().enumerate() {
-                let v = so * s_in[c];
-                *o = if unpack_code(signs, r * cols + c, 1) == 1 {
-                    v
-                } else {
-                    -v
-                };
-            }
-        }
+        signed_outer(signs, &s_out, &s_in, out);
         Ok(())
     }
 
@@ -110,6 +101,22 @@ impl Family for OneBitFormat {
         d.extend(random_f16s(rows, 0.05, 0.03, next));
         d.extend(random_f16s(cols, 1.0, 0.5, next));
         Ok(d)
+    }
+}
+
+/// `out[r][c] = ±s_out[r]·s_in[c]`, the sign from bit `r·cols + c` of the packed `signs`
+/// (1 is `+`): OneBit's weight, and BinaryMoS's for uniform gates.
+pub(super) fn signed_outer(signs: &[u8], s_out: &[f32], s_in: &[f32], out: &mut [f32]) {
+    let cols = s_in.len();
+    for (r, row) in out.chunks_mut(cols).enumerate() {
+        for (c, o) in row.iter_mut().enumerate() {
+            let v = s_out[r] * s_in[c];
+            *o = if unpack_code(signs, r * cols + c, 1) == 1 {
+                v
+            } else {
+                -v
+            };
+        }
     }
 }
 

@@ -19,7 +19,7 @@ pub struct Mat {
     pub data: Vec<f32>,
     pub bias: Option<Vec<f32>>,
     /// A BinaryMoS weight's parts: its product depends on each token (`linear` uses them;
-    /// `data` holds the uniform-gate weight).
+    /// `data` is then empty).
     pub mos: Option<MosParts>,
 }
 
@@ -214,14 +214,16 @@ impl Backend for Cpu {
     }
 
     fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
-        let mos = match w.format {
-            Format::BinaryMos { .. } => Some(MosParts::from_qtensor(w)?),
-            _ => None,
+        // A BinaryMoS weight has no single matrix: `linear` reads its parts, so `data` (what the
+        // plain product, the embedding and the head read) stays empty.
+        let (data, mos) = match w.format {
+            Format::BinaryMos { .. } => (Vec::new(), Some(MosParts::from_qtensor(w)?)),
+            _ => (w.dequantize()?, None),
         };
         Ok(Mat {
             rows: w.rows,
             cols: w.cols,
-            data: w.dequantize()?,
+            data,
             bias: bias.map(|b| b.to_vec()),
             mos,
         })

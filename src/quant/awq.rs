@@ -327,15 +327,7 @@ pub fn quantize_layer(
     let specs: Vec<Option<IntSpec>> = layer.linears().iter().map(|l| plan(&l.name)).collect();
     for (k, l) in layer.linears().iter().enumerate() {
         let st = &stats[topo.site_of(k)];
-        if st.dim != l.w.cols || st.gram.len() != st.dim * st.dim {
-            return Err(Error::config(
-                "calibration",
-                format!(
-                    "{}: statistics of width {} for {} inputs",
-                    l.name, st.dim, l.w.cols
-                ),
-            ));
-        }
+        st.check_width(&l.name, l.w.cols)?;
     }
     let rows: Vec<usize> = layer.linears().iter().map(|l| l.w.rows).collect();
     let names: Vec<String> = layer.linears().iter().map(|l| l.name.clone()).collect();

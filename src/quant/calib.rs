@@ -144,6 +144,18 @@ pub struct SiteStats {
 }
 
 impl SiteStats {
+    /// Fail unless these statistics are `cols` wide, the input width of the linear `name`
+    /// (with a Gram of that size).
+    pub fn check_width(&self, name: &str, cols: usize) -> Result<()> {
+        if self.dim != cols || self.gram.len() != cols * cols {
+            return Err(Error::config(
+                "calibration",
+                format!("{name}: statistics of width {} for {cols} inputs", self.dim),
+            ));
+        }
+        Ok(())
+    }
+
     /// Rows held in `samples`.
     pub fn sample_rows(&self) -> usize {
         self.samples.len() / self.dim.max(1)

@@ -864,6 +864,22 @@ impl QuantConfig {
         Ok(out)
     }
 
+    /// The calibration statistics of `lin`'s input, checked against its width.
+    fn site_stats<'a>(
+        &self,
+        site: Option<&'a crate::quant::calib::SiteStats>,
+        lin: &Linear,
+    ) -> Result<&'a crate::quant::calib::SiteStats> {
+        let st = site.ok_or_else(|| {
+            Error::config(
+                "calibration",
+                format!("{}: no statistics for {}", self.method.name(), lin.name),
+            )
+        })?;
+        st.check_width(&lin.name, lin.w.cols)?;
+        Ok(st)
+    }
+
     fn quantize_linear(
         &self,
         lin: &Linear,
@@ -890,21 +906,7 @@ impl QuantConfig {
                 }
             }
             Method::Gptq(o) => {
-                let st = site.ok_or_else(|| {
-                    Error::config(
-                        "calibration",
-                        format!("gptq: no statistics for {}", lin.name),
-                    )
-                })?;
-                if st.dim != cols {
-                    return Err(Error::config(
-                        "calibration",
-                        format!(
-                            "{}: statistics of width {} for {cols} inputs",
-                            lin.name, st.dim
-                        ),
-                    ));
-                }
+                let st = self.site_stats(site, lin)?;
                 let w = lin.w.dequantize()?;
                 gptq::quantize_to(
                     &w,
@@ -918,12 +920,7 @@ impl QuantConfig {
                 )
             }
             Method::Kmeans(o) if o.weighted => {
-                let st = site.ok_or_else(|| {
-                    Error::config(
-                        "calibration",
-                        format!("kmeans (weighted): no statistics for {}", lin.name),
-                    )
-                })?;
+                let st = self.site_stats(site, lin)?;
                 // H_jj = ‖x_j‖², the diagonal of the calibration Gram XᵀX.
                 let h: Vec<f32> = st.l2.iter().map(|x| x * x).collect();
                 let w = lin.w.dequantize()?;
@@ -947,50 +944,24 @@ impl QuantConfig {
                 &lin.name,
             ),
             Method::Cmpq(o) => {
-                let st = site.ok_or_else(|| {
-                    Error::config(
-                        "calibration",
-                        format!("cmpq: no statistics for {}", lin.name),
-                    )
-                })?;
+                let st = self.site_stats(site, lin)?;
                 let w = lin.w.dequantize()?;
                 cmpq::quantize(&w, rows, cols, o.magnitudes(st), o, &lin.name)
             }
             Method::Sign => binary::sign(&lin.w.dequantize()?, rows, cols, &lin.name),
             Method::OneBit(o) => {
-                let gram = match site {
-                    Some(st) if o.fit > 0 => {
-                        if st.dim != cols {
-                            return Err(Error::config(
-                                "calibration",
-                                format!(
-                                    "{}: statistics of width {} for {cols} inputs",
-                                    lin.name, st.dim
-                                ),
-                            ));
-                        }
-                        Some(st.gram.as_slice())
-                    }
-                    _ => None,
+                let gram = match o.fit {
+                    0 => None,
+                    _ => Some(self.site_stats(site, lin)?.gram.as_slice()),
                 };
                 binary::onebit(&lin.w.dequantize()?, rows, cols, gram, o, &lin.name)
             }
             Method::BinaryMos(o) => {
-                let st = site.ok_or_else(|| {
-                    Error::config(
-                        "calibration",
-                        format!("binarymos: no statistics for {}", lin.name),
-                    )
-                })?;
-                if st.dim != cols || st.sample_rows() == 0 {
+                let st = self.site_stats(site, lin)?;
+                if st.sample_rows() == 0 {
                     return Err(Error::config(
                         "calibration",
-                        format!(
-                            "{}: {} sample rows of width {} for {cols} inputs",
-                            lin.name,
-                            st.sample_rows(),
-                            st.dim
-                        ),
+                        format!("binarymos: no sample rows for {}", lin.name),
                     ));
                 }
                 let w = lin.w.dequantize()?;

@@ -396,15 +396,7 @@ fn smooth_layer(
     let names: Vec<String> = layer.linears.iter().map(|l| l.name.clone()).collect();
     for (k, l) in layer.linears.iter().enumerate() {
         let st = &stats[topo.site_of(k)];
-        if st.dim != l.w.cols {
-            return Err(Error::config(
-                "calibration",
-                format!(
-                    "{}: statistics of width {} for {} inputs",
-                    l.name, st.dim, l.w.cols
-                ),
-            ));
-        }
+        st.check_width(&l.name, l.w.cols)?;
     }
     let mut w: Vec<Vec<f32>> = layer
         .linears

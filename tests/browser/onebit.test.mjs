@@ -5,6 +5,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { BIN, MODEL, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, setQuant, waitForResult } from './harness.mjs';
 
 const CTX = 64;
@@ -46,6 +48,9 @@ for (const [method, want, paper] of [['sign', '"method":"sign"', /XNOR-Net/], ['
     assert.ok(Math.abs(r.bpw - c.bits_per_weight) <= 1e-9, `page ${r.bpw} vs CLI ${c.bits_per_weight}`);
     assert.ok(r.bpw > 1 && r.bpw < 1.1, `${r.bpw} bits per weight`);
     await page.waitForFunction((re) => new RegExp(re).test(document.getElementById('method-explainer').textContent), paper.source);
+    const shots = path.join(ROOT, 'out', 'screenshots');
+    mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: path.join(shots, `15-${method}.png`) });
   });
 }
 

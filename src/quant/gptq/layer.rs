@@ -42,14 +42,8 @@ pub fn quantize_layer(
     let specs: Vec<Option<Target>> = linears.iter().map(|l| plan(&l.name)).collect();
     for (k, l) in linears.iter().enumerate() {
         let st = &stats[topo.site_of(k)];
-        if specs[k].is_some() && st.dim != l.w.cols {
-            return Err(Error::config(
-                "calibration",
-                format!(
-                    "{}: statistics of width {} for {} inputs",
-                    l.name, st.dim, l.w.cols
-                ),
-            ));
+        if specs[k].is_some() {
+            st.check_width(&l.name, l.w.cols)?;
         }
     }
     // One factor per input that some planned tensor reads.
