@@ -6,6 +6,7 @@ use quantlab::io::file;
 use quantlab::io::tokenizer::TokenizerFiles;
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
 use quantlab::playground::engine::{Device, Engine};
+use quantlab::playground::saved::SavedInfo;
 use quantlab::playground::session::Session;
 use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::binary::OneBitOptions;
@@ -14,7 +15,9 @@ use quantlab::quant::calib::{self, CalibOptions};
 use quantlab::quant::cmpq::{Ablation, CmpqOptions};
 use quantlab::quant::cmpq_cache::CmpqCache;
 use quantlab::quant::codebook::{KmeansOptions, Per};
-use quantlab::quant::config::{Grid, LayerQuant, Method, QuantConfig};
+use quantlab::quant::config::{
+    ggml_code_bits, parse_ggml_type, Grid, LayerQuant, Method, QuantConfig,
+};
 use quantlab::quant::gptq::GptqOptions;
 use quantlab::quant::lorc::LorcOptions;
 use quantlab::{Error, Result};
@@ -22,6 +25,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
+
+mod export;
 
 #[derive(Parser)]
 #[command(
@@ -120,6 +125,12 @@ enum Cmd {
     /// under INT4 and under dINT4 (same granularity, symmetric), and each grid's squared error
     /// split into its underflow part (Σw² of the zeroed weights) and rounding part.
     Underflow(UnderflowArgs),
+    /// Write the model, quantized by the flags or --config, to a file: QuantLab's own (.qlab),
+    /// which eval, generate, info and the page load. Prints every tensor's format and size.
+    Export(export::ExportArgs),
+    /// 1-bit weights (sign, OneBit, BinaryMoS) fitted on calibration text and written to a .qlab
+    /// file with what was done (method, calibration tokens, seconds).
+    Binarize(export::BinarizeArgs),
     /// Serve the playground page (index.html, www/, models/) on localhost.
     Serve {
         #[arg(long, default_value_t = 8080)]
@@ -160,6 +171,9 @@ enum MethodArg {
     /// 1-bit BinaryMoS: signs with --experts token-mixed scale experts and a router, trained
     /// layer by layer on calibration (needs --bits 1; CPU backend).
     Binarymos,
+    /// ggml's legacy block types as llama.cpp's reference quantizers make them: --ggml-type
+    /// q4_0|q4_1|q5_0|q5_1|q8_0 (--bits follows from the type; rows a multiple of 32).
+    Ggml,
 }
 
 /// Scale transforms folded in before rounding (quant::smooth).
@@ -299,12 +313,12 @@ enum AblationArg {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// A .gguf file, or a directory with config.json, tokenizer.json (or vocab.json + merges.txt) and *.safetensors (Llama family, OPT, GPT-2).
+    /// A .gguf or .qlab file, or a directory with config.json, tokenizer.json (or vocab.json + merges.txt) and *.safetensors (Llama family, OPT, GPT-2).
     #[arg(long)]
     model: PathBuf,
-    /// UTF-8 text to evaluate on.
+    /// UTF-8 text to evaluate on (`eval`: required; `export`: calibration comes from its end).
     #[arg(long)]
-    text: PathBuf,
+    text: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     backend: BackendArg,
     #[arg(long, default_value_t = 512)]
@@ -316,7 +330,7 @@ struct EvalArgs {
     protocol: ProtocolArg,
     /// A QuantConfig: a file holding JSON or a share link, inline JSON (starting with `{`), or
     /// a share link (`v1.…`). Parsed and validated before the model loads.
-    #[arg(long, conflicts_with_all = ["bits", "group", "sym", "asym", "grid"])]
+    #[arg(long, conflicts_with_all = ["bits", "group", "sym", "asym", "grid", "ggml_type"])]
     config: Option<String>,
     /// RTN bits for every block linear layer (1..=8).
     #[arg(long)]
@@ -376,6 +390,9 @@ struct EvalArgs {
     /// BinaryMoS: Adam's step, relative to each table's mean magnitude.
     #[arg(long, default_value_t = 0.01)]
     mos_lr: f32,
+    /// ggml: the block type for --method ggml (q4_0, q4_1, q5_0, q5_1, q8_0).
+    #[arg(long)]
+    ggml_type: Option<String>,
     #[command(flatten)]
     w4a8: W4a8Args,
     #[command(flatten)]
@@ -620,6 +637,8 @@ pub fn main() -> ExitCode {
             slac(&model, &text, config.as_deref(), &o, backend, json)
         }
         Cmd::Underflow(a) => underflow(&a),
+        Cmd::Export(a) => export::export(&a),
+        Cmd::Binarize(a) => export::binarize(&a),
         Cmd::Serve { port, root } => serve(&root, port),
     };
     match r {
@@ -704,7 +723,8 @@ fn device(b: BackendArg) -> Result<Device> {
     })
 }
 
-/// Load a GGUF file or a Hugging Face checkpoint directory onto `device`.
+/// Load a GGUF file, a QuantLab model file or a Hugging Face checkpoint directory onto
+/// `device`.
 pub fn load_on(path: &Path, device: &Device) -> Result<Session> {
     let label = path
         .file_name()
@@ -773,7 +793,7 @@ pub fn load_on(path: &Path, device: &Device) -> Result<Session> {
         Session::load_hf_on(&label, &config, files, &refs, device)
     } else {
         let bytes = file::read_file(path, "weights", file::MAX_WEIGHTS)?;
-        Session::load_gguf_on(&label, bytes, device)
+        Session::load_file_on(&label, bytes, device)
     }
 }
 
@@ -826,6 +846,38 @@ fn info(path: &Path, json: bool, backend: BackendArg) -> Result<()> {
     println!("memory: {:.2} MB total (f16 would be {:.2} MB); block linears {:.3} bits/weight (codes {} B, scales {} B, zeros {} B, outliers {} B, low-rank {} B); other {} B", m.total_bytes as f64 / 1e6, m.f16_bytes as f64 / 1e6, m.bits_per_weight, m.linear.codes, m.linear.scales, m.linear.zeros, m.linear.outliers, m.linear.lowrank, m.other_bytes);
     if info.already_quantized {
         println!("note: the block weights are already quantized in the file; 'unquantized' means 'as loaded'");
+    }
+    let id = &info.identity;
+    println!(
+        "file: {} ({}) sha256 {}",
+        id.name,
+        id.kind,
+        id.sha256.as_deref().unwrap_or("-")
+    );
+    if let Some(saved) = info
+        .saved
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<SavedInfo>(v.clone()).ok())
+    {
+        println!(
+            "saved by {} from {} (sha256 {}); quantization applied: {}",
+            saved.created_by,
+            saved.source.name,
+            saved.source.sha256.as_deref().unwrap_or("-"),
+            if saved.quant.is_empty() {
+                "none".to_string()
+            } else {
+                saved
+                    .quant
+                    .iter()
+                    .map(|q| q.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" then ")
+            }
+        );
+        if !saved.extra.is_null() {
+            println!("  {}", saved.extra);
+        }
     }
     print_topology(&info.topology);
     if let Some(held) = engine.weight_bytes {
@@ -947,6 +999,35 @@ fn quant_config_unchecked(a: &EvalArgs) -> Result<QuantConfig> {
 
 /// The config the weight flags describe (--method, --bits, ...).
 fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
+    match (a.method, &a.ggml_type) {
+        (MethodArg::Ggml, None) => {
+            return Err(Error::config(
+                "--ggml-type",
+                "--method ggml needs --ggml-type q4_0|q4_1|q5_0|q5_1|q8_0",
+            ))
+        }
+        (MethodArg::Ggml, Some(_)) | (_, None) => {}
+        (_, Some(_)) => {
+            return Err(Error::config(
+                "--ggml-type",
+                "only --method ggml takes a ggml type",
+            ))
+        }
+    }
+    if let (MethodArg::Ggml, Some(name)) = (a.method, &a.ggml_type) {
+        let t = parse_ggml_type(name)?;
+        // The type fixes the code width; an explicit --bits must agree (validate says so).
+        let bits = a.bits.or(ggml_code_bits(t)).unwrap_or(4);
+        return Ok(QuantConfig {
+            method: Method::Ggml(t),
+            lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
+            default: LayerQuant {
+                bits,
+                ..LayerQuant::default()
+            },
+            ..QuantConfig::default()
+        });
+    }
     if matches!(a.method, MethodArg::Cmpq) {
         let o = CmpqOptions {
             budget: a.budget,
@@ -997,8 +1078,8 @@ fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
                     steps: a.mos_steps,
                     lr: a.mos_lr,
                 }),
-                // Handled above (CMPQ takes --budget, not --bits).
-                MethodArg::Cmpq => Method::None,
+                // Handled above (CMPQ takes --budget, not --bits; ggml's type sets its bits).
+                MethodArg::Cmpq | MethodArg::Ggml => Method::None,
             },
             lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
             default: LayerQuant {
@@ -1017,8 +1098,12 @@ fn eval(a: &EvalArgs) -> Result<()> {
     // The config first: a bad one fails before the model (the slow part) loads.
     let cfg = quant_config(a)?;
     let t_load = Instant::now();
+    let text_path = a
+        .text
+        .as_deref()
+        .ok_or_else(|| Error::config("--text", "required: the text to evaluate"))?;
     let mut s = load_on(&a.model, &device(a.backend)?)?;
-    let text = read_text(&a.text)?;
+    let text = read_text(text_path)?;
     eprintln!(
         "loaded {} in {:.2} s on {}",
         a.model.display(),
@@ -1203,12 +1288,16 @@ fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
     let mem = s.memory();
     let engine = s.engine();
     let tps = r.tokens_evaluated as f64 / r.seconds.max(1e-9);
-    println!(
-        "PPL = {:.4} ± {:.4}   [{}] {}",
-        r.ppl,
-        r.ppl_err,
-        r.protocol,
+    // A config that keeps the model describes nothing: the weights are whatever the file holds
+    // (Q4_1 for the default model, any format for a .qlab file).
+    let label = if *cfg == QuantConfig::default() {
+        "as loaded".to_string()
+    } else {
         cfg.wa_label()
+    };
+    println!(
+        "PPL = {:.4} ± {:.4}   [{}] {label}",
+        r.ppl, r.ppl_err, r.protocol,
     );
     if let Some(a) = &mem.act {
         println!("activations: {a} at every block linear input");
@@ -1507,6 +1596,12 @@ fn bench_method(m: MethodArg, bits: u8) -> Method {
         MethodArg::Sign => Method::Sign,
         MethodArg::Onebit => Method::OneBit(OneBitOptions::default()),
         MethodArg::Binarymos => Method::BinaryMos(BinaryMosOptions::default()),
+        // ggml's symmetric type of that width (q4_0, q5_0, q8_0); other widths fail validation.
+        MethodArg::Ggml => Method::Ggml(match bits {
+            5 => quantlab::format::GgmlType::Q5_0,
+            8 => quantlab::format::GgmlType::Q8_0,
+            _ => quantlab::format::GgmlType::Q4_0,
+        }),
         // `--bits` is the budget (whole bits only from this flag).
         MethodArg::Cmpq => Method::Cmpq(CmpqOptions {
             budget: bits as f32,
@@ -1647,7 +1742,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
     // The quantizer's flags, as `eval` reads them.
     let a = EvalArgs {
         model: g.model.clone(),
-        text: g.calib.calib_text.clone().unwrap_or_default(),
+        text: g.calib.calib_text.clone(),
         backend: g.backend,
         ctx: 512,
         windows: None,
@@ -1673,6 +1768,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         experts: 4,
         mos_steps: 50,
         mos_lr: 0.01,
+        ggml_type: None,
         w4a8: g.w4a8.clone(),
         calib: g.calib.clone(),
         python_newlines: false,

@@ -1,7 +1,7 @@
 //! A raw tensor as a model file stores it: shape, storage type and bytes borrowed from the file
 //! buffer (so a 100 MB browser buffer is parsed without a copy).
 
-use crate::format::GgmlType;
+use crate::format::{AddOns, Format, GgmlType};
 
 /// Storage type of a tensor inside a model file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +11,9 @@ pub enum DType {
     BF16,
     /// One of ggml's block formats (Q8_0, Q4_1, Q4_K, ...), GGUF only.
     Ggml(GgmlType),
+    /// Any of QuantLab's formats with its add-ons, as QuantLab's own file stores it
+    /// (`model::qlab`); the blob is `QTensor.data`.
+    Stored(Format, AddOns),
 }
 
 impl DType {
@@ -20,6 +23,7 @@ impl DType {
             DType::F16 => "F16",
             DType::BF16 => "BF16",
             DType::Ggml(t) => t.name(),
+            DType::Stored(..) => "QuantLab",
         }
     }
 }

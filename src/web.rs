@@ -195,16 +195,34 @@ impl Playground {
         })
     }
 
-    /// Load a model file (GGUF) from its bytes, onto the GPU when `initGpu` succeeded; returns
-    /// the model card (`ModelInfo`). `label` names the file in error messages. The new model is
+    /// Load a model file (GGUF, or QuantLab's own .qlab, told apart by their first bytes) onto
+    /// the GPU when `initGpu` succeeded; returns the model card (`ModelInfo`). `label` names the file in error messages. The new model is
     /// built beside the current one and replaces it only on success, so a corrupt file leaves
     /// the previous model loaded and usable.
     pub fn load(&self, bytes: Vec<u8>, label: &str) -> Result<JsValue, JsError> {
         let device = self.device();
         // Fail with "busy" before the work, not after it.
         drop(self.session_mut()?);
-        let session = Session::load_gguf_on(label, bytes, &device).map_err(js_error)?;
+        let session = Session::load_file_on(label, bytes, &device).map_err(js_error)?;
         self.install(session)
+    }
+
+    /// The current model (quantized by the last `setQuant`, or as loaded) as a QuantLab model
+    /// file (`model::qlab`): its bytes, which `load` reads back to the same model.
+    #[wasm_bindgen(js_name = saveQlab)]
+    pub fn save_qlab(&self) -> Result<Vec<u8>, JsError> {
+        self.session()?
+            .as_ref()
+            .ok_or_else(no_model)?
+            .save_qlab(serde_json::Value::Null)
+            .map_err(js_error)
+    }
+
+    /// The config the current model was quantized with (`QuantConfig`; method "none" when the
+    /// model is as loaded).
+    #[wasm_bindgen(js_name = currentQuant)]
+    pub fn current_quant(&self) -> Result<JsValue, JsError> {
+        to_js(self.session()?.as_ref().ok_or_else(no_model)?.quant())
     }
 
     /// Load a Hugging Face checkpoint: config.json, the tokenizer (`tokenizer_json`, or

@@ -9,6 +9,7 @@ mod hf_fixture;
 use hf_fixture::{serialize, Tiny};
 use quantlab::io::tokenizer::Tokenizer;
 use quantlab::model::hf::{load_hf, parse_hf_config};
+use quantlab::model::qlab;
 use quantlab::quant::config::QuantConfig;
 use quantlab::sweep::grid::parse_grid;
 use safetensors::Dtype;
@@ -150,6 +151,35 @@ fn fuzz_seeds_load_and_match_the_committed_ones() {
         if name.starts_with("llama") {
             write("safetensors", name, &shard);
         }
+    }
+
+    // QuantLab model files: the tiny Llama as loaded (f16) and quantized (int4 groups of 8 with
+    // int8 LoRC, and OneBit), with the byte-level BPE tokenizer.
+    let tiny = &tiny_models()[0].1;
+    let w = load_hf(
+        &tiny.config_json(),
+        &[("model.safetensors", &serialize(&tiny.tensors()))],
+    )
+    .expect("seed checkpoint loads");
+    let bpe = serde_json::to_vec(&tokenizer_jsons()[0].1).expect("json");
+    let tok = Tokenizer::from_tokenizer_json("seed", &bpe).expect("seed tokenizer loads");
+    let int4: QuantConfig = serde_json::from_str(
+        r#"{"version":1,"method":"rtn","default":{"bits":4,"gran":{"group":8},"sym":false},
+            "lorc":{"rank":2,"bits8":true}}"#,
+    )
+    .expect("config");
+    let onebit: QuantConfig = serde_json::from_str(
+        r#"{"version":1,"method":{"onebit":{"fit":0}},"default":{"bits":1,"gran":"per_row","sym":true}}"#,
+    )
+    .expect("config");
+    let mut models = vec![("as-loaded", w.clone())];
+    for (name, c) in [("int4-lorc", int4), ("onebit", onebit)] {
+        models.push((name, c.apply(&w).expect("quantize the seed")));
+    }
+    for (name, m) in models {
+        let bytes = qlab::write(&m, &tok, &serde_json::json!({"seed": name})).expect("write");
+        qlab::read("seed", &bytes).expect("seed .qlab loads");
+        write("qlab", &format!("{name}.qlab"), &bytes);
     }
 
     // tokenizer.json.

@@ -49,6 +49,7 @@ const el = {
   actMethod: $('act-method'), tenderControls: $('tender-controls'), tenderFields: $('tender-fields'),
   tenderExplainer: $('tender-explainer'), tenderBox: $('tender-box'), tenderSite: $('tender-site'),
   tenderOut: $('tender-out'), tenderShow: $('tender-show'), tenderNote: $('tender-note'), tenderTable: $('tender-table'),
+  saveQlab: $('save-qlab'), saveStatus: $('save-status'),
 };
 
 const texts = new Map();
@@ -134,6 +135,7 @@ function showModel(card) {
     ['Linear layers', formatsSummary(card.linear_formats)],
     ['Embedding, head', formatsSummary(card.other_formats)],
     ['Memory as loaded', card.memory ? memoryText(card.memory) : '—'],
+    ...savedRows(card.saved),
   ];
   for (const [k, v] of rows) {
     const dt = document.createElement('dt');
@@ -162,6 +164,28 @@ function showModel(card) {
   for (let l = 0; l < card.n_layer; l += 1) {
     for (const k of kinds) el.histTensor.add(new Option(`blk.${l}.${k}.weight`, `blk.${l}.${k}.weight`));
   }
+}
+
+// What a QuantLab file says of itself (SavedInfo): where it came from and what was done to it.
+// Its text is shown with textContent only: a file's strings are never HTML.
+function savedRows(saved) {
+  if (!saved || typeof saved !== 'object') return [];
+  const src = saved.source ?? {};
+  const quant = Array.isArray(saved.quant) ? saved.quant : [];
+  return [
+    ['Saved from', `${src.name ?? '?'}${src.sha256 ? ` (SHA-256 ${String(src.sha256).slice(0, 12)}…)` : ''}`],
+    ['Quantization applied', quant.length ? quant.map(quantName).join(', then ') : 'none (saved as loaded)'],
+    ['Saved by', String(saved.created_by ?? '?')],
+  ];
+}
+
+// A short name of a QuantConfig: method and bits (CMPQ: its budget), and activations.
+function quantName(q) {
+  if (!q || typeof q !== 'object') return '?';
+  const m = typeof q.method === 'string' ? q.method : Object.keys(q.method ?? {})[0] ?? '?';
+  if (m === 'none') return q.act ? `activations A${q.act.bits}` : 'as loaded';
+  const w = m === 'cmpq' ? `${m} ${q.method.cmpq.budget} bits` : `${m} ${q.default?.bits}-bit`;
+  return q.act ? `${w}, A${q.act.bits}` : w;
 }
 
 // Group sizes must divide every input dimension a linear layer has.
@@ -1407,6 +1431,8 @@ worker.onmessage = ({ data: msg }) => {
       el.modelStatus.textContent = 'Model ready.';
       el.evaluate.disabled = false;
       el.genRun.disabled = false;
+      el.saveQlab.disabled = false;
+      el.saveStatus.textContent = '';
       showModel(msg.info);
       // α belongs to a model's layers and sites: a new model starts the comparison afresh.
       alphaRuns.length = 0;
@@ -1414,6 +1440,14 @@ worker.onmessage = ({ data: msg }) => {
       el.alphaBox.hidden = true;
       el.alphaSite.replaceChildren();
       maybeFirstRun();
+      break;
+    case 'saved':
+      el.saveQlab.disabled = false;
+      if (msg.error) {
+        el.saveStatus.textContent = `Could not save: ${msg.error}`;
+        break;
+      }
+      offerFile(msg);
       break;
     case 'calibrating':
       el.evalProgress.value = msg.done / Math.max(1, msg.total);
@@ -1541,6 +1575,7 @@ function loadModel(source, ref) {
   delete el.modelStatus.dataset.failed;
   el.modelStatus.textContent = 'Loading the model…';
   if (ref !== undefined) modelRef = ref;
+  el.saveQlab.disabled = true;
   worker.postMessage({ type: 'load', ...source });
 }
 function loadRef(ref) {
@@ -1552,6 +1587,29 @@ function loadRef(ref) {
   }
   return loadModel({ hub: ref }, ref);
 }
+el.saveQlab.addEventListener('click', () => {
+  el.saveQlab.disabled = true;
+  el.saveStatus.textContent = 'Writing the file…';
+  worker.postMessage({ type: 'save' });
+});
+
+// Hand the saved bytes to the browser as a download named after the model and its quantization.
+function offerFile({ bytes, quant, label }) {
+  const base = String(label ?? 'model').replace(/\.(gguf|qlab|safetensors)$/i, '');
+  const what = quantName(quant).replace(/[^A-Za-z0-9.]+/g, '-');
+  const name = `${base}-${what}.qlab`.replace(/[^A-Za-z0-9._-]/g, '_');
+  const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  el.saveStatus.dataset.bytes = String(bytes.length);
+  el.saveStatus.textContent = `Saved ${name} (${(bytes.length / 1e6).toFixed(1)} MB).`;
+}
+
 el.file.addEventListener('change', () => {
   if (el.file.files.length) loadModel({ files: [...el.file.files] });
 });

@@ -5,7 +5,7 @@
 //                                                  SharedArrayBuffer or null; backend: 'auto'
 //                                                  (WebGPU when available) or 'cpu'; testHooks:
 //                                                  true when the page has ?test-hooks=1
-//               {type: 'load', url} | {type: 'load', file} | {type: 'load', files} (GGUF, or
+//               {type: 'load', url} | {type: 'load', file} | {type: 'load', files} (GGUF, .qlab, or
 //                                                  safetensors + config.json + tokenizer.json)
 //               {type: 'load', hub, rev}           a Hub id (org/name or org/name/folder) at a
 //                                                  revision (default main)
@@ -15,6 +15,8 @@
 //               {type: 'channels', name}             CMPQ per-channel map of one tensor
 //               {type: 'tender', quant, text, layer, site, row}   Tender's channel picture and
 //                                                  shift-accumulate identity (on the CPU)
+//               {type: 'save'}                     the current model as a .qlab file ('saved':
+//                                                  bytes, quant, label; or error)
 //               {type: 'generate', ggen, prompt, n, quant, calib}   greedy text, reference then quantized
 //               {type: 'gen-cancel', ggen}                           (without shared memory)
 //               {type: 'test-lose-device', gpuAgain}   test hook, ignored unless testHooks: destroy
@@ -155,6 +157,18 @@ self.onmessage = ({ data: msg }) => {
         post({ type: 'channels', name: msg.name, error: message(e) });
       }
     });
+  } else if (msg.type === 'save') {
+    // Queued behind any run, so the file holds the model that run quantized.
+    serial(async () => {
+      try {
+        const bytes = playground.saveQlab();
+        // Transferred, not copied: the file can be as large as the model.
+        self.postMessage({ type: 'saved', bytes, quant: playground.currentQuant(), label: playground.info().label },
+          [bytes.buffer]);
+      } catch (e) {
+        post({ type: 'saved', error: message(e) });
+      }
+    });
   } else if (msg.type === 'generate') {
     serial(() => generate(msg));
   } else if (msg.type === 'test-lose-device') {
@@ -265,8 +279,9 @@ async function loadFiles(files) {
     if (f.size > MAX_MODEL_BYTES) throw new Error(tooLarge(f.name, f.size));
     return new Uint8Array(await f.arrayBuffer());
   };
-  const gguf = files.find((f) => f.name.endsWith('.gguf'));
-  if (gguf) return playground.load(await read(gguf), gguf.name);
+  // A GGUF or QuantLab file is one file; the wasm side tells the two apart by their bytes.
+  const single = files.find((f) => f.name.endsWith('.gguf') || f.name.endsWith('.qlab'));
+  if (single) return playground.load(await read(single), single.name);
   const shards = files.filter((f) => f.name.endsWith('.safetensors'));
   // The shards together must fit, not only each one: refuse before reading any.
   const total = shards.reduce((a, f) => a + f.size, 0);

@@ -25,7 +25,8 @@ pub struct LowRankSpec {
 }
 
 /// Extras stored after a tensor's base format (see the module comment).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AddOns {
     /// Number of sparse f16 outliers.
     pub outliers: usize,

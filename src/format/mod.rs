@@ -49,11 +49,14 @@ pub use packed::{check_bits, pack_codes, packed_bytes, unpack_code, Draw};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// One row of the table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// One row of the table. Serialized (snake_case, externally tagged) in QuantLab's model file
+/// (`model::qlab`), where it is checked against the tensor's shape and bytes like any format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Format {
     F32,
     F16,
+    #[serde(rename = "bf16")]
     BF16,
     /// A ggml block format, as loaded from GGUF (not produced by QuantLab's quantizers).
     Ggml(GgmlType),
@@ -71,8 +74,10 @@ pub enum Format {
         n_f16: u32,
     },
     /// OneBit: signs with `diag(s_out)·sign(W)·diag(s_in)` (f16 vectors).
+    #[serde(rename = "onebit")]
     OneBit,
     /// BinaryMoS: signs with `experts` token-mixed pairs of scale vectors and a router.
+    #[serde(rename = "binarymos")]
     BinaryMos {
         experts: u8,
     },

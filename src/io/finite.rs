@@ -70,6 +70,34 @@ pub fn check_finite(file: &str, name: &str, format: Format, data: &[u8]) -> Resu
     Ok(())
 }
 
+/// Refuse a tensor in one of QuantLab's own formats (read from QuantLab's file, so untrusted)
+/// whose weights are not all finite: the dense weights it decodes to (base format, outliers,
+/// low-rank factors), and for BinaryMoS every f16 of its scale tables and router, which the
+/// uniform-gate weight does not read. Costs one dequantization, bounded by the tensor's shape.
+pub fn check_finite_stored(file: &str, name: &str, q: &crate::format::QTensor) -> Result<()> {
+    let err = |what: String| Err(Error::format(file, name, what));
+    let dense = q.dequantize().map_err(|e| Error::format(file, name, e))?;
+    if let Some(i) = dense.iter().position(|v| !v.is_finite()) {
+        return err(format!(
+            "weight {i} decodes to {}: weights must be finite numbers",
+            dense[i]
+        ));
+    }
+    if let Format::BinaryMos { .. } = q.format {
+        let signs = q.format.storage(q.rows, q.cols)?.codes;
+        let tables = &q.data[signs.min(q.data.len())..];
+        for (i, c) in tables.chunks_exact(2).enumerate() {
+            let v = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            if !v.is_finite() {
+                return err(format!(
+                    "scale or router value {i} is {v}: weights must be finite numbers"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -490,6 +490,8 @@ fn read_tensor_info(r: &mut Reader<'_, '_>, i: usize) -> Result<RawInfo> {
             }
             numel / bs * t.type_size() as u64
         }
+        // GGUF type ids map only to the types above.
+        DType::Stored(..) => return Err(Error::format(label, &name, "not a GGUF type")),
     };
     let mut dims = Vec::with_capacity(ne.len());
     for &d in ne.iter().rev() {

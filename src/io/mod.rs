@@ -5,6 +5,7 @@
 pub mod file;
 pub mod finite;
 pub mod gguf;
+pub mod gguf_write;
 pub mod safetensors;
 pub mod tokenizer;
 

@@ -227,7 +227,7 @@ impl TensorSource for SafetensorsSource<'_> {
 const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// Parse one shard, turning the crate's errors into messages naming the file and the limit.
-fn parse_shard<'a>(file: &str, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+pub(crate) fn parse_shard<'a>(file: &str, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
     let Some(len_bytes) = bytes.get(..8) else {
         return Err(Error::format(
             file,

@@ -51,7 +51,8 @@ const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 const TOKEN_TYPE_BYTE: i32 = 6;
 
 /// Tokenizer fields of a GGUF file (`tokenizer.ggml.*`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GgufTokenizerMeta {
     pub model: String,       // tokenizer.ggml.model: "gpt2", "llama", ...
     pub pre: Option<String>, // tokenizer.ggml.pre: "smollm", "llama-bpe", "qwen2", ...
@@ -68,7 +69,8 @@ pub struct GgufTokenizerMeta {
 }
 
 /// Whose reading of a GGUF vocabulary to reproduce.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TokenizerCompat {
     /// llama.cpp's: the pre-tokenizer named by `tokenizer.ggml.pre`. The default, and the way
     /// the model was trained (docs/tokenization.md).
@@ -110,10 +112,51 @@ impl TokenizerFiles<'_> {
     }
 }
 
+/// What a tokenizer was built from, kept so that QuantLab's model file (`model::qlab`) can carry
+/// it and rebuild exactly the same tokenizer (the pipeline itself has a custom pre-tokenizer
+/// and is not saved).
+#[derive(Clone, Debug, Default)]
+pub enum Recipe {
+    /// GGUF metadata (or vocab.json + merges.txt, read into the same fields).
+    Gguf {
+        meta: GgufTokenizerMeta,
+        compat: TokenizerCompat,
+    },
+    /// A Hugging Face `tokenizer.json`, as its bytes.
+    Json(Vec<u8>),
+    /// Built in a test from parts; cannot be saved.
+    #[default]
+    None,
+}
+
+/// A saved tokenizer: its recipe as bytes (`kind` says which) and the special ids in force.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedSpecial {
+    pub kind: String,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub add_bos: bool,
+}
+
+/// `SavedSpecial::kind` of a GGUF recipe (the bytes are `{"compat", "meta"}` JSON).
+const SAVED_GGUF: &str = "gguf-meta";
+/// `SavedSpecial::kind` of a `tokenizer.json` recipe (the bytes are the file).
+const SAVED_JSON: &str = "tokenizer.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedGguf {
+    compat: TokenizerCompat,
+    meta: GgufTokenizerMeta,
+}
+
 /// A ready tokenizer: encode, decode and the special ids the evaluator needs.
 #[derive(Clone, Debug)]
 pub struct Tokenizer {
     inner: Pipeline,
+    /// What it was built from (shared by clones).
+    recipe: std::sync::Arc<Recipe>,
     /// Number of ids (vocabulary plus added tokens); every valid id is below it.
     n_vocab: usize,
     bos: Option<u32>,
@@ -180,6 +223,10 @@ impl Tokenizer {
         control.sort_by_key(|c| std::cmp::Reverse(c.0.len()));
         Ok(Tokenizer {
             inner,
+            recipe: std::sync::Arc::new(Recipe::Gguf {
+                meta: meta.clone(),
+                compat,
+            }),
             n_vocab: n,
             bos: meta.bos,
             eos: meta.eos,
@@ -254,12 +301,79 @@ impl Tokenizer {
         inner.set_encode_special_tokens(true);
         Ok(Tokenizer {
             inner,
+            recipe: std::sync::Arc::new(Recipe::Json(bytes.to_vec())),
             n_vocab,
             bos,
             eos: None,
             add_bos: bos.is_some(),
             control,
         })
+    }
+
+    /// What this tokenizer was built from.
+    pub fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
+    /// This tokenizer as bytes plus the special ids, for QuantLab's model file; `from_saved`
+    /// rebuilds it.
+    pub fn save(&self) -> Result<(SavedSpecial, Vec<u8>)> {
+        let (kind, bytes) = match &*self.recipe {
+            Recipe::Gguf { meta, compat } => (
+                SAVED_GGUF,
+                serde_json::to_vec(&SavedGguf {
+                    compat: *compat,
+                    meta: meta.clone(),
+                })
+                .map_err(|e| Error::Tokenizer(format!("saving the tokenizer: {e}")))?,
+            ),
+            Recipe::Json(b) => (SAVED_JSON, b.clone()),
+            Recipe::None => {
+                return Err(Error::Tokenizer(
+                    "this tokenizer was built from parts and cannot be saved".into(),
+                ))
+            }
+        };
+        let special = SavedSpecial {
+            kind: kind.to_string(),
+            bos: self.bos,
+            eos: self.eos,
+            add_bos: self.add_bos,
+        };
+        Ok((special, bytes))
+    }
+
+    /// Rebuild a tokenizer `save` wrote (`label` names the file in messages). The bytes are
+    /// untrusted: they go through the same checks as a GGUF file's or a tokenizer.json.
+    pub fn from_saved(label: &str, special: &SavedSpecial, bytes: &[u8]) -> Result<Tokenizer> {
+        let mut t = match special.kind.as_str() {
+            SAVED_GGUF => {
+                if bytes.len() > MAX_TOKENIZER_JSON_BYTES {
+                    return Err(Error::format(
+                        label,
+                        "tokenizer",
+                        format!(
+                            "{} bytes exceeds the limit {MAX_TOKENIZER_JSON_BYTES}",
+                            bytes.len()
+                        ),
+                    ));
+                }
+                let s: SavedGguf = serde_json::from_slice(bytes)
+                    .map_err(|e| Error::format(label, "tokenizer", e))?;
+                Tokenizer::from_gguf_compat(&s.meta, s.compat)?
+            }
+            SAVED_JSON => Tokenizer::from_tokenizer_json(label, bytes)?,
+            other => {
+                return Err(Error::format(
+                    label,
+                    "tokenizer.kind",
+                    format!("{other:?}; expected {SAVED_GGUF:?} or {SAVED_JSON:?}"),
+                ))
+            }
+        };
+        t.set_special(special.bos, special.eos, special.add_bos)
+            .map_err(|e| Error::format(label, "tokenizer.special", e))?;
+        Ok(t)
     }
 
     /// Override the special ids (from tokenizer_config.json, config.json or a user choice).

@@ -8,6 +8,8 @@ pub mod config;
 pub mod cpu;
 pub mod eval;
 pub mod gguf;
+pub mod gguf_export;
 pub mod hf;
 pub mod net;
+pub mod qlab;
 pub mod weights;

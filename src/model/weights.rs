@@ -2,7 +2,7 @@
 //! `ModelWeights` to a new one; backends turn one into something they can execute. Names are
 //! canonical GGUF names (`blk.{i}.attn_q.weight`); the safetensors loader translates to them.
 
-use crate::format::{Format, QTensor, Storage};
+use crate::format::{storage_with, AddOns, Format, QTensor, Storage};
 use crate::model::arch::{BiasRule, Topology};
 use crate::model::config::ModelConfig;
 use crate::tensor::{DType, RawTensor, TensorSource};
@@ -85,7 +85,8 @@ pub struct ModelWeights {
 }
 
 /// Memory of a model by component, in bytes, plus effective bits of the quantizable weights.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct MemoryReport {
     /// The linear layers inside the blocks (what quantizers act on), by component.
     pub linear: Storage,
@@ -336,14 +337,22 @@ impl ModelWeights {
 fn float_vector(file: &str, t: &RawTensor<'_>) -> Result<()> {
     match t.dtype {
         DType::F32 | DType::F16 | DType::BF16 => Ok(()),
-        DType::Ggml(g) => Err(Error::format(
+        DType::Ggml(_) | DType::Stored(..) => Err(Error::format(
             file,
             &t.name,
             format!(
                 "a norm or bias vector stored as {}; only F32, F16 and BF16 vectors are accepted",
-                g.name()
+                stored_name(t.dtype)
             ),
         )),
+    }
+}
+
+/// The format name of a file tensor's type, for messages.
+fn stored_name(d: DType) -> String {
+    match d {
+        DType::Stored(f, _) => f.name(),
+        other => other.name().to_string(),
     }
 }
 
@@ -364,15 +373,15 @@ fn to_qtensor(file: &str, t: &RawTensor<'_>, rows: usize, cols: usize) -> Result
             ),
         ));
     }
-    let format = match t.dtype {
-        DType::F32 => Format::F32,
-        DType::F16 => Format::F16,
-        DType::BF16 => Format::BF16,
-        DType::Ggml(g) => Format::Ggml(g),
+    let (format, addons) = match t.dtype {
+        DType::F32 => (Format::F32, AddOns::default()),
+        DType::F16 => (Format::F16, AddOns::default()),
+        DType::BF16 => (Format::BF16, AddOns::default()),
+        DType::Ggml(g) => (Format::Ggml(g), AddOns::default()),
+        DType::Stored(f, a) => (f, a),
     };
-    let st = format
-        .storage(rows, cols)
-        .map_err(|e| Error::format(file, &t.name, e))?;
+    let st =
+        storage_with(format, addons, rows, cols).map_err(|e| Error::format(file, &t.name, e))?;
     if t.data.len() != st.total() {
         return Err(Error::format(
             file,
@@ -386,13 +395,17 @@ fn to_qtensor(file: &str, t: &RawTensor<'_>, rows: usize, cols: usize) -> Result
         ));
     }
     crate::io::finite::check_finite(file, &t.name, format, t.data)?;
-    Ok(QTensor {
+    let q = QTensor {
         format,
-        addons: Default::default(),
+        addons,
         rows,
         cols,
         data: t.data.to_vec(),
-    })
+    };
+    if let DType::Stored(..) = t.dtype {
+        crate::io::finite::check_finite_stored(file, &t.name, &q)?;
+    }
+    Ok(q)
 }
 
 /// A tensor source whose named 2-D tensors are transposed (`[in, out]` → `[out, in]`), the rest
@@ -411,7 +424,7 @@ impl<'a> TransposedSource<'a> {
             let size = match t.dtype {
                 DType::F32 => 4,
                 DType::F16 | DType::BF16 => 2,
-                DType::Ggml(_) => {
+                DType::Ggml(_) | DType::Stored(..) => {
                     return Err(Error::unsupported(
                         inner.label(),
                         name,

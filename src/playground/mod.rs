@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod generate;
 pub mod inspect;
+pub mod saved;
 pub mod schema;
 pub mod session;
 /// Native only: it blocks on calibration (the page runs the same study as a preset).

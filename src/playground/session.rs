@@ -10,6 +10,7 @@ use crate::model::net::Model;
 use crate::model::weights::{MemoryReport, ModelWeights};
 use crate::playground::engine::{Device, Engine, EngineInfo};
 use crate::playground::generate::{self, Generation, Which};
+use crate::playground::saved::SourceIdentity;
 use crate::quant::calib::{self, CalibOptions, Calibration};
 use crate::quant::cmpq_cache::CmpqCache;
 use crate::quant::config::{Method, QuantConfig};
@@ -51,6 +52,12 @@ pub struct ModelInfo {
     pub memory: MemoryReport,
     /// The architecture's block: sites, their producers, the linears reading each.
     pub topology: crate::model::arch::Topology,
+    /// The file loaded: name, kind and SHA-256.
+    pub identity: SourceIdentity,
+    /// What a QuantLab model file says of itself (`saved::SavedInfo` as written), if the model
+    /// came from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved: Option<serde_json::Value>,
 }
 
 /// What `calibrate_text` used, against what was asked.
@@ -80,6 +87,10 @@ struct CachedCalib {
 
 pub struct Session {
     label: String,
+    /// The file this session loaded (`saved::SourceIdentity`).
+    pub(crate) identity: crate::playground::saved::SourceIdentity,
+    /// What a loaded QuantLab model file said of itself (`saved::SavedInfo`), if it was one.
+    pub(crate) saved: Option<serde_json::Value>,
     source: ModelWeights,
     tokenizer: Tokenizer,
     /// The loaded and the quantized model on the CPU or the GPU.
@@ -152,6 +163,7 @@ impl Session {
 
     /// Load a GGUF file onto `device`.
     pub fn load_gguf_on(label: &str, bytes: Vec<u8>, device: &Device) -> Result<Session> {
+        let identity = SourceIdentity::of_bytes(label, "gguf", &[&bytes]);
         let (weights, tokenizer) = {
             let g = Gguf::parse(label, &bytes)?;
             let cfg = g.model_config()?;
@@ -162,7 +174,9 @@ impl Session {
             )
         };
         drop(bytes);
-        Self::from_parts_on(label, weights, tokenizer, device)
+        let mut s = Self::from_parts_on(label, weights, tokenizer, device)?;
+        s.identity = identity;
+        Ok(s)
     }
 
     /// Load a Hugging Face checkpoint: config.json, the tokenizer files and safetensors shards.
@@ -185,7 +199,11 @@ impl Session {
     ) -> Result<Session> {
         let weights = crate::model::hf::load_hf(config_json, shards)?;
         let tokenizer = tokenizer.load(label)?;
-        Self::from_parts_on(label, weights, tokenizer, device)
+        let mut parts = vec![config_json];
+        parts.extend(shards.iter().map(|(_, b)| *b));
+        let mut s = Self::from_parts_on(label, weights, tokenizer, device)?;
+        s.identity = SourceIdentity::of_bytes(label, "hf", &parts);
+        Ok(s)
     }
 
     pub fn from_parts(label: &str, source: ModelWeights, tokenizer: Tokenizer) -> Result<Session> {
@@ -201,6 +219,8 @@ impl Session {
         let engine = Engine::load(device, &source)?;
         Ok(Session {
             label: label.to_string(),
+            identity: SourceIdentity::unhashed(label),
+            saved: None,
             source,
             tokenizer,
             engine,
@@ -274,6 +294,8 @@ impl Session {
             already_quantized,
             memory,
             topology: w.topology(),
+            identity: self.identity.clone(),
+            saved: self.saved.clone(),
         }
     }
 

@@ -10,7 +10,9 @@
 //! without padding (RFC 4648 §5). The prefix lets a link from a newer QuantLab be refused with a
 //! clear message before its payload is even decoded.
 
-use crate::format::{check_bits, Codebook, DintParams, Granularity, IntSpec, QTensor};
+use crate::format::{
+    check_bits, Codebook, DintParams, Format, GgmlType, Granularity, IntSpec, QTensor,
+};
 use crate::model::weights::{Linear, ModelWeights};
 use crate::quant::act::ActConfig;
 use crate::quant::awq::{self, AwqOptions};
@@ -88,6 +90,64 @@ pub enum Method {
     /// must be 1, `gran` is not used. Runs on the CPU backend.
     #[serde(rename = "binarymos")]
     BinaryMos(BinaryMosOptions),
+    /// ggml's legacy block types (`format::ggml::quantize`, byte for byte as llama.cpp's
+    /// reference quantizers): blocks of 32 weights with an f16 scale (and min), into
+    /// `Format::Ggml`. JSON `{"ggml": "q4_0"}` (q4_0, q4_1, q5_0, q5_1, q8_0); `bits` must be the
+    /// type's code width (`ggml_code_bits`), `gran` is not used, rows must be a multiple of 32.
+    Ggml(#[serde(with = "ggml_name")] GgmlType),
+}
+
+/// The legacy ggml types `Method::Ggml` quantizes, in ggml type-id order.
+pub const GGML_METHOD_TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+];
+
+/// A ggml type from its name as llama.cpp's tools spell it (`q4_0`; any case). Any of the ten
+/// block types parses; `validate` then refuses the K-quants with a message naming the choices.
+pub fn parse_ggml_type(name: &str) -> Result<GgmlType> {
+    GgmlType::ALL
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            Error::config(
+                "ggml",
+                format!(
+                    "unknown ggml type \"{}\"; choose q4_0, q4_1, q5_0, q5_1 or q8_0",
+                    echo(name)
+                ),
+            )
+        })
+}
+
+/// Bits per code of a legacy ggml type (4, 5 or 8): what `LayerQuant::bits` must say for
+/// `Method::Ggml`, so that labels like "W4" stay true. The stored size adds the f16 scale (and
+/// min) per 32 weights: Q4_0 is 4.5 bits per weight, Q4_1 5, Q5_0 5.5, Q5_1 6, Q8_0 8.5.
+pub fn ggml_code_bits(t: GgmlType) -> Option<u8> {
+    match t {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => Some(4),
+        GgmlType::Q5_0 | GgmlType::Q5_1 => Some(5),
+        GgmlType::Q8_0 => Some(8),
+        _ => None,
+    }
+}
+
+/// `Method::Ggml`'s type in JSON: the lower-case ggml name ("q4_0").
+mod ggml_name {
+    use super::GgmlType;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &GgmlType, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&t.name().to_ascii_lowercase())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<GgmlType, D::Error> {
+        let name = String::deserialize(d)?;
+        super::parse_ggml_type(&name).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Method {
@@ -126,6 +186,7 @@ impl Method {
             Method::Sign => "sign",
             Method::OneBit(_) => "onebit",
             Method::BinaryMos(_) => "binarymos",
+            Method::Ggml(_) => "ggml",
         }
     }
 }
@@ -437,6 +498,20 @@ impl QuantConfig {
                 format!("{} codes are 4 bits; set bits to 4", self.method.name()),
             ));
         }
+        if let Method::Ggml(t) = self.method {
+            // Checked in validate_method: a K-quant has no code width here.
+            if let Some(b) = ggml_code_bits(t) {
+                if !self.all_bits(b) {
+                    return Err(Error::config(
+                        "bits",
+                        format!(
+                            "{} codes are {b} bits; set bits to {b}",
+                            t.name().to_ascii_lowercase()
+                        ),
+                    ));
+                }
+            }
+        }
         if self.method.is_binary() && !self.all_bits(1) {
             return Err(Error::config(
                 "bits",
@@ -515,6 +590,17 @@ impl QuantConfig {
         };
         match &self.method {
             Method::None | Method::Rtn | Method::Nf4 | Method::Fp4 | Method::Sign => Ok(()),
+            Method::Ggml(t) => match ggml_code_bits(*t) {
+                Some(_) => Ok(()),
+                None => Err(Error::config(
+                    "ggml",
+                    format!(
+                        "{} is a K-quant, which QuantLab does not quantize; choose q4_0, q4_1, \
+                         q5_0, q5_1 or q8_0",
+                        t.name().to_ascii_lowercase()
+                    ),
+                )),
+            },
             Method::OneBit(o) => {
                 if o.fit <= binary::MAX_FIT_ROUNDS {
                     Ok(())
@@ -782,7 +868,22 @@ impl QuantConfig {
         }
         for l in src.linears() {
             if let Some(q) = self.layer_quant(&l.name) {
-                if !matches!(self.method, Method::Kmeans(_) | Method::Cmpq(_))
+                if let Method::Ggml(t) = self.method {
+                    // ggml's blocks never span rows: the row length must be whole blocks.
+                    if !l.w.cols.is_multiple_of(t.block_size()) {
+                        return Err(Error::config(
+                            "ggml",
+                            format!(
+                                "{}: {} needs rows that are a multiple of {} weights, and its \
+                                 rows have {}",
+                                l.name,
+                                t.name().to_ascii_lowercase(),
+                                t.block_size(),
+                                l.w.cols
+                            ),
+                        ));
+                    }
+                } else if !matches!(self.method, Method::Kmeans(_) | Method::Cmpq(_))
                     && !self.method.is_binary()
                 {
                     q.gran.group_len(l.w.rows, l.w.cols, &l.name)?;
@@ -949,6 +1050,11 @@ impl QuantConfig {
                 cmpq::quantize(&w, rows, cols, o.magnitudes(st), o, &lin.name)
             }
             Method::Sign => binary::sign(&lin.w.dequantize()?, rows, cols, &lin.name),
+            Method::Ggml(t) => {
+                let w = lin.w.dequantize()?;
+                let bytes = crate::format::ggml::quantize::quantize(*t, &w, rows, cols)?;
+                QTensor::new(Format::Ggml(*t), rows, cols, bytes)
+            }
             Method::OneBit(o) => {
                 let gram = match o.fit {
                     0 => None,

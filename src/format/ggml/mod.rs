@@ -11,6 +11,7 @@
 
 mod kquants;
 mod legacy;
+pub mod quantize;
 
 use super::packed::random_bytes;
 use super::{Draw, Family, Format, Fragment, GpuDecoder, Storage};
@@ -21,7 +22,7 @@ use half::f16;
 pub const QK_K: usize = 256;
 
 /// A ggml block format (F32/F16/BF16 are `tensor::DType` variants, not here).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[allow(non_camel_case_types)]
 pub enum GgmlType {
     Q4_0,

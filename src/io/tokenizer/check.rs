@@ -211,6 +211,7 @@ mod tests {
             .expect("the library itself accepts the file");
         let t = Tokenizer {
             inner,
+            recipe: Default::default(),
             n_vocab: 4,
             bos: None,
             eos: None,

@@ -790,3 +790,82 @@ fn binarymos_trains_each_linear_on_calibration_and_beats_onebit_there() {
 fn sgemm_t(x: &[f32], w: &[f32], t: usize, cols: usize, rows: usize, y: &mut [f32]) {
     crate::linalg::sgemm(t, cols, rows, x, cols, 1, w, 1, cols, y, rows);
 }
+
+#[test]
+fn ggml_method_stores_ggml_blocks_at_their_effective_bits() {
+    let model = crate::quant::testutil::tiny_model(2);
+    for (t, bits, bpw) in [
+        (GgmlType::Q4_0, 4, 4.5),
+        (GgmlType::Q4_1, 4, 5.0),
+        (GgmlType::Q5_0, 5, 5.5),
+        (GgmlType::Q5_1, 5, 6.0),
+        (GgmlType::Q8_0, 8, 8.5),
+    ] {
+        assert_eq!(ggml_code_bits(t), Some(bits));
+        // gran is not used: a group size that divides nothing is no error.
+        let c = QuantConfig {
+            method: Method::Ggml(t),
+            ..QuantConfig::rtn(lq(bits, Granularity::Group(7), true, false))
+        };
+        let out = c.apply(&model).unwrap();
+        for (l, src) in out.linears().zip(model.linears()) {
+            assert_eq!(l.w.format, Format::Ggml(t), "{}", l.name);
+            assert_eq!(l.w.bits_per_weight(), bpw, "{} {}", t.name(), l.name);
+            // The bytes are exactly the quantizer's on the loaded weights.
+            let w = src.w.dequantize().unwrap();
+            let want = crate::format::ggml::quantize::quantize(t, &w, l.w.rows, l.w.cols);
+            assert_eq!(l.w.data, want.unwrap(), "{}", l.name);
+        }
+        assert_eq!(out.memory().bits_per_weight, bpw, "{}", t.name());
+    }
+}
+
+#[test]
+fn ggml_method_json_bits_types_and_row_lengths_are_checked() {
+    let json = |m: &str, bits: u8| {
+        format!(
+            r#"{{"version":1,"method":{{"ggml":"{m}"}},"default":{{"bits":{bits},"gran":"per_row","sym":true}}}}"#
+        )
+    };
+    // The JSON name is ggml's lower-case one; it round-trips through links.
+    let c = QuantConfig::from_json(&json("q4_0", 4)).unwrap();
+    assert_eq!(c.method, Method::Ggml(GgmlType::Q4_0));
+    assert!(
+        c.to_json().contains(r#""method":{"ggml":"q4_0"}"#),
+        "{}",
+        c.to_json()
+    );
+    assert_eq!(QuantConfig::from_url(&c.to_url()).unwrap(), c);
+    for t in GGML_METHOD_TYPES {
+        let name = t.name().to_ascii_lowercase();
+        let c = QuantConfig::from_json(&json(&name, ggml_code_bits(t).unwrap())).unwrap();
+        assert_eq!(c.method, Method::Ggml(t));
+        assert!(!c.needs_calibration());
+    }
+    let e = QuantConfig::from_json(&json("q8_0", 4))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("q8_0 codes are 8 bits"), "{e}");
+    let e = QuantConfig::from_json(&json("q4_k", 4))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("q4_k") && e.contains("K-quant"), "{e}");
+    let e = QuantConfig::from_json(&json("q3_0", 3))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown ggml type") && e.contains("q3_0"), "{e}");
+    // A linear whose rows are not whole blocks fails before any work, naming it.
+    let mut model = crate::quant::testutil::tiny_model(2);
+    let lin = &mut model.layers[1].linears_mut()[0];
+    lin.w = QTensor::from_f32(lin.w.rows, 48, &vec![0.25; lin.w.rows * 48]);
+    let name = lin.name.clone();
+    let c = QuantConfig {
+        method: Method::Ggml(GgmlType::Q5_1),
+        ..QuantConfig::rtn(lq(5, Granularity::PerRow, true, false))
+    };
+    let e = c.apply(&model).unwrap_err().to_string();
+    assert!(
+        e.contains(&name) && e.contains("q5_1") && e.contains("32") && e.contains("48"),
+        "{e}"
+    );
+}

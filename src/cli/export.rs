@@ -1,0 +1,297 @@
+//! `quantlab export` and `quantlab binarize`: a quantized model written to a file the user keeps
+//! (QuantLab's model file, `model::qlab`), which `eval`, `generate`, `info` and the page load;
+//! or, with `export --to gguf`, a GGUF file for llama.cpp (`model::gguf_export`), with a
+//! per-tensor report of which tensors are exact and which fell back to F16.
+
+use super::{calibrate, device, load_on, quant_config, read_text, BackendArg, CalibArgs, EvalArgs};
+use clap::{Args, ValueEnum};
+use quantlab::model::eval::{EvalOptions, Protocol};
+use quantlab::model::gguf_export::{export_gguf_with, TensorExport};
+use quantlab::model::weights::ModelWeights;
+use quantlab::playground::session::Session;
+use quantlab::quant::binary::OneBitOptions;
+use quantlab::quant::binarymos::BinaryMosOptions;
+use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
+use quantlab::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What `export` writes.
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum ExportTo {
+    /// QuantLab's own file (.qlab): every tensor in its storage format, bit-exact.
+    Quantlab,
+    /// GGUF for llama.cpp: each block linear in the ggml type that holds its grid exactly
+    /// (checked by decoding), F16 where none does; no activation quantization.
+    Gguf,
+}
+
+#[derive(Args)]
+pub(super) struct ExportArgs {
+    #[command(flatten)]
+    pub q: EvalArgs,
+    #[arg(long, value_enum, default_value_t = ExportTo::Quantlab)]
+    pub to: ExportTo,
+    /// The file to write (replaced only once the whole file is written).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The 1-bit methods `binarize` trains or fits.
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum BinMethod {
+    Sign,
+    Onebit,
+    Binarymos,
+}
+
+/// How BinaryMoS is trained.
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum BinMode {
+    /// Signs frozen; each linear's scale experts and router fitted to its own output on cached
+    /// calibration activations (`quant::binarymos`).
+    Lite,
+}
+
+#[derive(Args)]
+pub(super) struct BinarizeArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Calibration text: its last calib-n × calib-len tokens are used (evaluate on its start,
+    /// or on another text, to keep the two apart).
+    #[arg(long)]
+    pub text: PathBuf,
+    #[arg(long, value_enum, default_value_t = BinMethod::Binarymos)]
+    pub method: BinMethod,
+    /// BinaryMoS: scale experts per linear (1..=16).
+    #[arg(long, default_value_t = 4)]
+    pub experts: usize,
+    #[arg(long, value_enum, default_value_t = BinMode::Lite)]
+    pub mode: BinMode,
+    /// BinaryMoS: training steps per linear.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// BinaryMoS: Adam's step, relative to each table's mean magnitude.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f32,
+    /// OneBit: least-squares refits of both value vectors on calibration after SVID.
+    #[arg(long, default_value_t = 0)]
+    pub onebit_fit: usize,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: BackendArg,
+    /// The .qlab file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Write `bytes` to `path` through a temporary file beside it, so an interrupted write never
+/// leaves a truncated file where a good one was.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::config("--out", format!("{} is not a file name", path.display())))?;
+    let tmp = path.with_file_name(format!(".{}.part", name.to_string_lossy()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(tmp.display(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
+}
+
+/// One line per tensor: name, format, shape, bytes, effective bits.
+fn report(w: &ModelWeights) {
+    let print = |name: &str, q: &quantlab::format::QTensor| {
+        println!(
+            "  {name:<28} {:<22} {:>5}×{:<5} {:>10} B  {:>7.4} bits",
+            q.format.name(),
+            q.rows,
+            q.cols,
+            q.data.len(),
+            q.bits_per_weight()
+        );
+    };
+    print("token_embd.weight", &w.token_embd);
+    if let Some(o) = &w.output {
+        print("output.weight", o);
+    }
+    for l in w.globals.iter().chain(w.linears()) {
+        print(&l.name, &l.w);
+    }
+}
+
+fn save(s: &Session, out: &Path, extra: serde_json::Value) -> Result<()> {
+    let bytes = s.save_qlab(extra)?;
+    let w = s.quantized_weights().unwrap_or(s.source());
+    report(w);
+    let mem = w.memory();
+    write_atomically(out, &bytes)?;
+    println!(
+        "wrote {} ({} bytes): block linears {:.4} bits/weight, {} bytes in all{}",
+        out.display(),
+        bytes.len(),
+        mem.bits_per_weight,
+        mem.total_bytes,
+        mem.act
+            .map(|a| format!(", activations {a}"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Calibration tokens for `export`: `--calib-text` (read by `calibrate`) or the end of `--text`.
+fn export_calibration(s: &mut Session, a: &EvalArgs) -> Result<()> {
+    let opts = EvalOptions {
+        protocol: Protocol::Llamacpp,
+        ctx: 512,
+        max_windows: Some(0),
+        kl: false,
+    };
+    if a.calib.calib_text.is_some() {
+        return calibrate(s, a, &[], None, &opts);
+    }
+    let path = a.text.as_deref().ok_or_else(|| {
+        Error::config(
+            "--text",
+            "this method calibrates: give --text (its end is used) or --calib-text",
+        )
+    })?;
+    let text = read_text(path)?;
+    let need = a.calib.calib_n.saturating_mul(a.calib.calib_len);
+    let tail = s.tokenizer().encode_tail(&text, need)?.tokens;
+    calibrate(s, a, &[], Some(&tail), &opts)
+}
+
+pub(super) fn export(a: &ExportArgs) -> Result<()> {
+    let cfg = quant_config(&a.q)?;
+    let t = Instant::now();
+    let mut s = load_on(&a.q.model, &device(a.q.backend)?)?;
+    if cfg.needs_calibration() {
+        export_calibration(&mut s, &a.q)?;
+    }
+    s.set_quant(&cfg)?;
+    eprintln!(
+        "quantized in {:.1} s: {}",
+        t.elapsed().as_secs_f64(),
+        cfg.to_json()
+    );
+    match a.to {
+        ExportTo::Quantlab => save(&s, &a.out, serde_json::Value::Null),
+        ExportTo::Gguf => save_gguf(&s, &a.out, &cfg),
+    }
+}
+
+/// Write the session's current model as GGUF, then print what each tensor became.
+fn save_gguf(s: &Session, out: &Path, cfg: &QuantConfig) -> Result<()> {
+    let w = s.quantized_weights().unwrap_or(s.source());
+    let info = s.info();
+    // general.name: the file's name without its extension, as llama.cpp shows it.
+    let name = out
+        .file_stem()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| info.identity.name.clone());
+    let source = serde_json::json!({
+        "created_by": format!("QuantLab {}", env!("CARGO_PKG_VERSION")),
+        "model": info.identity,
+        "saved": info.saved,
+        "quant": cfg,
+    });
+    let (bytes, report) = export_gguf_with(w, s.tokenizer(), &name, &source)?;
+    for r in &report {
+        let how = if r.exact { "exact" } else { "fallback" };
+        println!(
+            "  {:<28} {:<18} → {:<5} {how:<8} {}",
+            r.name, r.from, r.to, r.why
+        );
+    }
+    write_atomically(out, &bytes)?;
+    let exact = report.iter().filter(|r| r.exact).count();
+    let linears: Vec<&TensorExport> = report
+        .iter()
+        .filter(|r| w.linears().any(|l| l.name == r.name))
+        .collect();
+    let linear_exact = linears.iter().filter(|r| r.exact).count();
+    println!(
+        "wrote {} ({} bytes, GGUF v3): {exact} of {} tensors exact, {} fallbacks; block \
+         linears {linear_exact} of {} exact",
+        out.display(),
+        bytes.len(),
+        report.len(),
+        report.len() - exact,
+        linears.len()
+    );
+    Ok(())
+}
+
+pub(super) fn binarize(a: &BinarizeArgs) -> Result<()> {
+    let method = match a.method {
+        BinMethod::Sign => Method::Sign,
+        BinMethod::Onebit => Method::OneBit(OneBitOptions { fit: a.onebit_fit }),
+        BinMethod::Binarymos => Method::BinaryMos(BinaryMosOptions {
+            experts: a.experts,
+            steps: a.steps,
+            lr: a.lr,
+        }),
+    };
+    let cfg = QuantConfig {
+        method,
+        default: LayerQuant {
+            bits: 1,
+            ..LayerQuant::default()
+        },
+        ..QuantConfig::default()
+    };
+    cfg.validate()?;
+    let copts = a.calib.options();
+    if cfg.needs_calibration() {
+        quantlab::quant::config::validate_calib(&copts)?;
+    }
+    let mut s = load_on(&a.model, &device(a.backend)?)?;
+    let text = read_text(&a.text)?;
+    let need = a.calib.calib_n.saturating_mul(a.calib.calib_len);
+    let tail = s.tokenizer().encode_tail(&text, need)?;
+    drop(text);
+    let t = Instant::now();
+    if cfg.needs_calibration() {
+        pollster::block_on(s.calibrate_async(
+            &tail.tokens,
+            &copts,
+            a.calib.calib_cpu,
+            &mut |d, n| {
+                eprint!("\rcalibrating {d}/{n}   ");
+                let _ = std::io::stderr().flush();
+                true
+            },
+        ))?;
+        eprintln!("\rcalibrated in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let mut done = 0;
+    s.set_quant_with(&cfg, &mut |d, n| {
+        if d > done {
+            done = d;
+            eprint!(
+                "\rbinarizing {d}/{n} linears, {:.0} s   ",
+                t.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+        }
+        true
+    })?;
+    let seconds = t.elapsed().as_secs_f64();
+    eprintln!("\rbinarized in {seconds:.1} s                  ");
+    let extra = serde_json::json!({
+        "binarize": {
+            "method": cfg.method.name(),
+            "config": serde_json::to_value(&cfg).unwrap_or_default(),
+            "mode": "lite",
+            "calibration": {
+                "text": a.text.file_name().map(|n| n.to_string_lossy().to_string()),
+                "n_seq": a.calib.calib_n,
+                "seq_len": a.calib.calib_len,
+                "from": "the end of the text",
+                "text_tokens_encoded": tail.tokens.len(),
+            },
+            "seconds": seconds,
+        }
+    });
+    save(&s, &a.out, extra)
+}
