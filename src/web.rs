@@ -218,6 +218,54 @@ impl Playground {
             .map_err(js_error)
     }
 
+    /// The current model as GGUF for llama.cpp, `general.name` = `name`: `{bytes, report}`
+    /// (`report`: per tensor, the ggml type written and whether it is exact or fell back to F16).
+    /// The CLI's `export --to gguf` writes the same bytes for the same model, config and name.
+    #[wasm_bindgen(js_name = exportGguf)]
+    pub fn export_gguf(&self, name: &str) -> Result<JsValue, JsError> {
+        let (bytes, report) = self
+            .session()?
+            .as_ref()
+            .ok_or_else(no_model)?
+            .export_gguf(name)
+            .map_err(js_error)?;
+        let out = to_js(&serde_json::json!({ "report": report }))?;
+        js_sys::Reflect::set(
+            &out,
+            &"bytes".into(),
+            &js_sys::Uint8Array::from(bytes.as_slice()),
+        )
+        .map_err(|_| JsError::new("internal: cannot pass the GGUF bytes to JS"))?;
+        Ok(out)
+    }
+
+    /// The current model as a Hugging Face checkpoint: `[{name, bytes}]` for config.json,
+    /// model.safetensors, tokenizer.json and tokenizer_config.json.
+    #[wasm_bindgen(js_name = exportHf)]
+    pub fn export_hf(&self) -> Result<js_sys::Array, JsError> {
+        let files = self
+            .session()?
+            .as_ref()
+            .ok_or_else(no_model)?
+            .export_hf()
+            .map_err(js_error)?;
+        let out = js_sys::Array::new();
+        for (name, bytes) in files {
+            let o = js_sys::Object::new();
+            js_sys::Reflect::set(&o, &"name".into(), &name.into())
+                .and_then(|_| {
+                    js_sys::Reflect::set(
+                        &o,
+                        &"bytes".into(),
+                        &js_sys::Uint8Array::from(bytes.as_slice()),
+                    )
+                })
+                .map_err(|_| JsError::new("internal: cannot pass a file to JS"))?;
+            out.push(&o);
+        }
+        Ok(out)
+    }
+
     /// The config the current model was quantized with (`QuantConfig`; method "none" when the
     /// model is as loaded).
     #[wasm_bindgen(js_name = currentQuant)]

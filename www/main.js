@@ -49,7 +49,8 @@ const el = {
   actMethod: $('act-method'), tenderControls: $('tender-controls'), tenderFields: $('tender-fields'),
   tenderExplainer: $('tender-explainer'), tenderBox: $('tender-box'), tenderSite: $('tender-site'),
   tenderOut: $('tender-out'), tenderShow: $('tender-show'), tenderNote: $('tender-note'), tenderTable: $('tender-table'),
-  saveQlab: $('save-qlab'), saveStatus: $('save-status'),
+  saveQlab: $('save-qlab'), saveStatus: $('save-status'), saveReport: $('save-report'),
+  saveButtons: [...document.querySelectorAll('button.save')],
 };
 
 const texts = new Map();
@@ -181,7 +182,7 @@ function savedRows(saved) {
 
 // A short name of a QuantConfig: method and bits (CMPQ: its budget), and activations.
 function quantName(q) {
-  if (!q || typeof q !== 'object') return '?';
+  if (!q || typeof q !== 'object') return 'as loaded';
   const m = typeof q.method === 'string' ? q.method : Object.keys(q.method ?? {})[0] ?? '?';
   if (m === 'none') return q.act ? `activations A${q.act.bits}` : 'as loaded';
   const w = m === 'cmpq' ? `${m} ${q.method.cmpq.budget} bits` : `${m} ${q.default?.bits}-bit`;
@@ -1431,8 +1432,9 @@ worker.onmessage = ({ data: msg }) => {
       el.modelStatus.textContent = 'Model ready.';
       el.evaluate.disabled = false;
       el.genRun.disabled = false;
-      el.saveQlab.disabled = false;
+      for (const b of el.saveButtons) b.disabled = false;
       el.saveStatus.textContent = '';
+      el.saveReport.replaceChildren();
       showModel(msg.info);
       // α belongs to a model's layers and sites: a new model starts the comparison afresh.
       alphaRuns.length = 0;
@@ -1442,12 +1444,12 @@ worker.onmessage = ({ data: msg }) => {
       maybeFirstRun();
       break;
     case 'saved':
-      el.saveQlab.disabled = false;
+      for (const b of el.saveButtons) b.disabled = false;
       if (msg.error) {
         el.saveStatus.textContent = `Could not save: ${msg.error}`;
         break;
       }
-      offerFile(msg);
+      offerFiles(msg);
       break;
     case 'calibrating':
       el.evalProgress.value = msg.done / Math.max(1, msg.total);
@@ -1528,6 +1530,7 @@ worker.onmessage = ({ data: msg }) => {
           loaded = true;
           el.evaluate.disabled = false;
           el.genRun.disabled = false;
+          for (const b of el.saveButtons) b.disabled = false;
           el.modelStatus.dataset.state = 'ready';
           el.modelStatus.dataset.failed = 'true';
           el.modelStatus.textContent = `That model could not be opened; still using ${info.label}.`;
@@ -1575,7 +1578,7 @@ function loadModel(source, ref) {
   delete el.modelStatus.dataset.failed;
   el.modelStatus.textContent = 'Loading the model…';
   if (ref !== undefined) modelRef = ref;
-  el.saveQlab.disabled = true;
+  for (const b of el.saveButtons) b.disabled = true;
   worker.postMessage({ type: 'load', ...source });
 }
 function loadRef(ref) {
@@ -1587,17 +1590,31 @@ function loadRef(ref) {
   }
   return loadModel({ hub: ref }, ref);
 }
-el.saveQlab.addEventListener('click', () => {
-  el.saveQlab.disabled = true;
-  el.saveStatus.textContent = 'Writing the file…';
-  worker.postMessage({ type: 'save' });
-});
-
-// Hand the saved bytes to the browser as a download named after the model and its quantization.
-function offerFile({ bytes, quant, label }) {
+// The name a saved file starts with: the model's and its quantization's.
+function savedBase(label, quant) {
   const base = String(label ?? 'model').replace(/\.(gguf|qlab|safetensors)$/i, '');
   const what = quantName(quant).replace(/[^A-Za-z0-9.]+/g, '-');
-  const name = `${base}-${what}.qlab`.replace(/[^A-Za-z0-9._-]/g, '_');
+  return `${base}-${what}`.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
+for (const b of el.saveButtons) {
+  b.addEventListener('click', () => {
+    for (const x of el.saveButtons) x.disabled = true;
+    el.saveStatus.textContent = 'Writing the file…';
+    el.saveReport.replaceChildren();
+    // GGUF's general.name is the file's name without extension, as the CLI's export writes it.
+    let quant = null;
+    try {
+      quant = JSON.parse(el.result.dataset.config || 'null');
+    } catch {
+      quant = null;
+    }
+    const name = savedBase(info?.label, quant);
+    worker.postMessage({ type: 'save', form: b.dataset.form, name });
+  });
+}
+
+function downloadFile(name, bytes) {
   const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
   const a = document.createElement('a');
   a.href = url;
@@ -1606,8 +1623,37 @@ function offerFile({ bytes, quant, label }) {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
-  el.saveStatus.dataset.bytes = String(bytes.length);
-  el.saveStatus.textContent = `Saved ${name} (${(bytes.length / 1e6).toFixed(1)} MB).`;
+}
+
+// Hand the saved bytes to the browser as downloads named after the model and its quantization;
+// for GGUF, list what each tensor became (text only).
+function offerFiles({ form, files, report, quant, label }) {
+  const base = savedBase(label, quant);
+  let total = 0;
+  const names = [];
+  for (const f of files) {
+    // A checkpoint's files keep their names (transformers looks for them in one folder).
+    const name = f.name ? `${base}-hf__${f.name}` : `${base}.${form}`;
+    downloadFile(name, f.bytes);
+    names.push(name);
+    total += f.bytes.length;
+  }
+  el.saveStatus.dataset.bytes = String(total);
+  el.saveStatus.dataset.form = form;
+  el.saveStatus.textContent = `Saved ${names.join(', ')} (${(total / 1e6).toFixed(1)} MB).`
+    + (form === 'hf' ? ' Put the four files in one folder, without the part of each name up to "__".' : '');
+  if (report) {
+    const linears = report.filter((r) => /^blk\./.test(r.name) && !/norm|bias/.test(r.name));
+    const fell = report.filter((r) => r.why.startsWith('fallback'));
+    const li = (t) => {
+      const x = document.createElement('li');
+      x.textContent = t;
+      return x;
+    };
+    el.saveReport.append(li(`${linears.length - linears.filter((r) => r.why.startsWith('fallback')).length} of ${linears.length} block linears in an exact ggml type; ${fell.length} tensors fell back to F16/F32.`));
+    for (const r of fell.slice(0, 8)) el.saveReport.append(li(`${r.name}: ${r.from} → ${r.to} (${r.why})`));
+    if (fell.length > 8) el.saveReport.append(li(`… and ${fell.length - 8} more`));
+  }
 }
 
 el.file.addEventListener('change', () => {

@@ -15,8 +15,9 @@
 //               {type: 'channels', name}             CMPQ per-channel map of one tensor
 //               {type: 'tender', quant, text, layer, site, row}   Tender's channel picture and
 //                                                  shift-accumulate identity (on the CPU)
-//               {type: 'save'}                     the current model as a .qlab file ('saved':
-//                                                  bytes, quant, label; or error)
+//               {type: 'save', form, name}         the current model as a .qlab, GGUF or Hugging
+//                                                  Face files ('saved': files, report, quant,
+//                                                  label; or error)
 //               {type: 'generate', ggen, prompt, n, quant, calib}   greedy text, reference then quantized
 //               {type: 'gen-cancel', ggen}                           (without shared memory)
 //               {type: 'test-lose-device', gpuAgain}   test hook, ignored unless testHooks: destroy
@@ -158,15 +159,27 @@ self.onmessage = ({ data: msg }) => {
       }
     });
   } else if (msg.type === 'save') {
-    // Queued behind any run, so the file holds the model that run quantized.
+    // Queued behind any run, so the file holds the model that run quantized. `form`: 'qlab'
+    // (QuantLab's file), 'gguf' (llama.cpp; `name` is its general.name) or 'hf' (the files of a
+    // Hugging Face checkpoint).
     serial(async () => {
       try {
-        const bytes = playground.saveQlab();
-        // Transferred, not copied: the file can be as large as the model.
-        self.postMessage({ type: 'saved', bytes, quant: playground.currentQuant(), label: playground.info().label },
-          [bytes.buffer]);
+        const base = { type: 'saved', form: msg.form, quant: playground.currentQuant(), label: playground.info().label };
+        let files;
+        let report = null;
+        if (msg.form === 'gguf') {
+          const out = playground.exportGguf(msg.name);
+          files = [{ name: null, bytes: out.bytes }];
+          report = out.report;
+        } else if (msg.form === 'hf') {
+          files = playground.exportHf();
+        } else {
+          files = [{ name: null, bytes: playground.saveQlab() }];
+        }
+        // Transferred, not copied: a file can be as large as the model.
+        self.postMessage({ ...base, files, report }, files.map((f) => f.bytes.buffer));
       } catch (e) {
-        post({ type: 'saved', error: message(e) });
+        post({ type: 'saved', form: msg.form, error: message(e) });
       }
     });
   } else if (msg.type === 'generate') {

@@ -6,7 +6,7 @@
 use super::{calibrate, device, load_on, quant_config, read_text, BackendArg, CalibArgs, EvalArgs};
 use clap::{Args, ValueEnum};
 use quantlab::model::eval::{EvalOptions, Protocol};
-use quantlab::model::gguf_export::{export_gguf_with, TensorExport};
+use quantlab::model::gguf_export::TensorExport;
 use quantlab::model::weights::ModelWeights;
 use quantlab::playground::session::Session;
 use quantlab::quant::binary::OneBitOptions;
@@ -25,6 +25,9 @@ pub(super) enum ExportTo {
     /// GGUF for llama.cpp: each block linear in the ggml type that holds its grid exactly
     /// (checked by decoding), F16 where none does; no activation quantization.
     Gguf,
+    /// A Hugging Face checkpoint directory (config.json, model.safetensors in f16 of the
+    /// dequantized weights, tokenizer.json, tokenizer_config.json) that transformers loads.
+    Hf,
 }
 
 #[derive(Args)]
@@ -176,48 +179,66 @@ pub(super) fn export(a: &ExportArgs) -> Result<()> {
     );
     match a.to {
         ExportTo::Quantlab => save(&s, &a.out, serde_json::Value::Null),
-        ExportTo::Gguf => save_gguf(&s, &a.out, &cfg),
+        ExportTo::Gguf => save_gguf(&s, &a.out),
+        ExportTo::Hf => save_hf(&s, &a.out),
     }
 }
 
-/// Write the session's current model as GGUF, then print what each tensor became.
-fn save_gguf(s: &Session, out: &Path, cfg: &QuantConfig) -> Result<()> {
+/// Write the session's current model as a Hugging Face checkpoint directory `out` (created if
+/// missing; each file written through a temporary file).
+fn save_hf(s: &Session, out: &Path) -> Result<()> {
     let w = s.quantized_weights().unwrap_or(s.source());
-    let info = s.info();
+    let files = s.export_hf()?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
+    for (name, bytes) in &files {
+        write_atomically(&out.join(name), bytes)?;
+        println!("  {name:<24} {:>12} bytes", bytes.len());
+    }
+    println!(
+        "wrote {}: f16 weights (the quantized grid up to f16 rounding of each weight), {:.4} \
+         bits/weight as quantized",
+        out.display(),
+        w.memory().bits_per_weight
+    );
+    Ok(())
+}
+
+/// Write the session's current model as GGUF, then print what each tensor became.
+fn save_gguf(s: &Session, out: &Path) -> Result<()> {
+    let w = s.quantized_weights().unwrap_or(s.source());
     // general.name: the file's name without its extension, as llama.cpp shows it.
     let name = out
         .file_stem()
         .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| info.identity.name.clone());
-    let source = serde_json::json!({
-        "created_by": format!("QuantLab {}", env!("CARGO_PKG_VERSION")),
-        "model": info.identity,
-        "saved": info.saved,
-        "quant": cfg,
-    });
-    let (bytes, report) = export_gguf_with(w, s.tokenizer(), &name, &source)?;
+        .unwrap_or_else(|| s.info().identity.name);
+    let (bytes, report) = s.export_gguf(&name)?;
     for r in &report {
-        let how = if r.exact { "exact" } else { "fallback" };
+        let how = match (r.is_fallback(), r.exact) {
+            (false, _) => "exact",
+            (true, true) => "fallback, lossless",
+            (true, false) => "fallback, f16-rounded",
+        };
         println!(
-            "  {:<28} {:<18} → {:<5} {how:<8} {}",
+            "  {:<28} {:<18} → {:<5} {how:<21} {}",
             r.name, r.from, r.to, r.why
         );
     }
     write_atomically(out, &bytes)?;
-    let exact = report.iter().filter(|r| r.exact).count();
-    let linears: Vec<&TensorExport> = report
-        .iter()
-        .filter(|r| w.linears().any(|l| l.name == r.name))
-        .collect();
-    let linear_exact = linears.iter().filter(|r| r.exact).count();
+    let count = |f: &dyn Fn(&TensorExport) -> bool| report.iter().filter(|r| f(r)).count();
+    let is_linear = |r: &TensorExport| w.linears().any(|l| l.name == r.name);
     println!(
-        "wrote {} ({} bytes, GGUF v3): {exact} of {} tensors exact, {} fallbacks; block \
-         linears {linear_exact} of {} exact",
+        "wrote {} ({} bytes, {:.1} MB, GGUF v3): {} tensors, {} stored as they are or in the \
+         ggml type that holds their grid exactly, {} fallbacks to F16/F32 ({} of them \
+         f16-rounded); block linears: {} of {} in an exact ggml type",
         out.display(),
         bytes.len(),
+        bytes.len() as f64 / 1e6,
         report.len(),
-        report.len() - exact,
-        linears.len()
+        count(&|r| !r.is_fallback()),
+        count(&|r| r.is_fallback()),
+        count(&|r| !r.exact),
+        count(&|r| is_linear(r) && !r.is_fallback()),
+        count(&is_linear),
     );
     Ok(())
 }

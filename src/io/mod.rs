@@ -1,5 +1,6 @@
-//! Model file readers. Each parses a `&[u8]` (so browser buffers work) and treats every byte as
-//! hostile: counts and sizes are bounded, offsets checked, errors name the file and field.
+//! Model file readers (and `gguf_write`, the GGUF writer of `quantlab export --to gguf`). Each
+//! reader parses a `&[u8]` (so browser buffers work) and treats every byte as hostile: counts
+//! and sizes are bounded, offsets checked, errors name the file and field.
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod file;

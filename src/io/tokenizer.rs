@@ -310,6 +310,18 @@ impl Tokenizer {
         })
     }
 
+    /// This tokenizer as a Hugging Face `tokenizer.json` (the pipeline as built, so a GGUF
+    /// vocabulary comes out with llama.cpp's pre-tokenizer expressions): what a checkpoint
+    /// exported for transformers carries. A tokenizer read from a tokenizer.json gives back
+    /// that file's bytes.
+    pub fn to_tokenizer_json(&self) -> Result<Vec<u8>> {
+        if let Recipe::Json(b) = &*self.recipe {
+            return Ok(b.clone());
+        }
+        serde_json::to_vec(&self.inner)
+            .map_err(|e| Error::Tokenizer(format!("writing tokenizer.json: {e}")))
+    }
+
     /// What this tokenizer was built from.
     pub fn recipe(&self) -> &Recipe {
         &self.recipe

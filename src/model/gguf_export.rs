@@ -66,6 +66,17 @@ pub struct TensorExport {
     pub why: String,
 }
 
+impl TensorExport {
+    /// Written as F16 (or F32) because no ggml type holds its format; `exact` still says whether
+    /// that lost anything (a grid of f16 values, e.g. CMPQ's f16 tables, does not).
+    pub fn is_fallback(&self) -> bool {
+        self.why.starts_with(FALLBACK)
+    }
+}
+
+/// How every fallback's `why` starts (`TensorExport::is_fallback`).
+const FALLBACK: &str = "fallback to ";
+
 /// Weights per legacy ggml block.
 const QK: usize = 32;
 /// Legacy block types in order of bits per weight: the first exact one is written.
@@ -528,7 +539,7 @@ fn fallback(q: &QTensor, reason: &str) -> Result<Converted> {
             data: f32_bytes(&v),
             exact: true,
             why: format!(
-                "fallback to F32 (values beyond f16's range): {reason}; the dequantized weights \
+                "{FALLBACK}F32 (values beyond f16's range): {reason}; the dequantized weights \
                  are stored as they are"
             ),
         });
@@ -552,7 +563,7 @@ fn fallback(q: &QTensor, reason: &str) -> Result<Converted> {
         dtype: DType::F16,
         data,
         exact,
-        why: format!("fallback to F16: {reason}; {loss}"),
+        why: format!("{FALLBACK}F16: {reason}; {loss}"),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod gguf;
 pub mod gguf_export;
 pub mod hf;
+pub mod hf_export;
 pub mod net;
 pub mod qlab;
 pub mod weights;

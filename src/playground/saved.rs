@@ -2,6 +2,7 @@
 //! (`model::qlab`), with what identifies it, and such a file loaded back as a session whose
 //! "as loaded" model is the saved one. The file's `info` is a `SavedInfo`.
 
+use crate::model::gguf_export::TensorExport;
 use crate::model::qlab;
 use crate::model::weights::MemoryReport;
 use crate::playground::engine::Device;
@@ -137,5 +138,26 @@ impl Session {
         let info = serde_json::to_value(&info)
             .map_err(|e| crate::Error::config("info", format!("serializing: {e}")))?;
         qlab::write(weights, self.tokenizer(), &info)
+    }
+
+    /// The current model as GGUF for llama.cpp (`model::gguf_export`), `general.name` = `name`,
+    /// with what each tensor became. The CLI and the page call this, so the same model, config
+    /// and name give the same bytes.
+    pub fn export_gguf(&self, name: &str) -> Result<(Vec<u8>, Vec<TensorExport>)> {
+        let info = self.info();
+        let source = serde_json::json!({
+            "created_by": format!("QuantLab {}", env!("CARGO_PKG_VERSION")),
+            "model": info.identity,
+            "saved": info.saved,
+            "quant": self.quant(),
+        });
+        let w = self.quantized_weights().unwrap_or(self.source());
+        crate::model::gguf_export::export_gguf_with(w, self.tokenizer(), name, &source)
+    }
+
+    /// The current model as a Hugging Face checkpoint (`model::hf_export`): its files.
+    pub fn export_hf(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let w = self.quantized_weights().unwrap_or(self.source());
+        crate::model::hf_export::export_hf(w, self.tokenizer(), &self.info().label)
     }
 }

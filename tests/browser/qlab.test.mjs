@@ -1,7 +1,8 @@
-// Keeping a result (issue 16, QuantLab's own file): the page saves its quantized model as a
-// .qlab download; a fresh page opened on that file evaluates it to the same perplexity, to the
-// last digit, and its model card says where the file came from; the CLI evaluates the same
-// download to the page's perplexity. CPU path, a small evaluation.
+// Keeping a result (issue 16): the page saves its quantized model as a .qlab download; a fresh
+// page opened on that file evaluates it to the same perplexity, to the last digit, and its model
+// card says where the file came from; the CLI evaluates the same download to the page's
+// perplexity. The page's GGUF is byte for byte the CLI's export of the same config, and the
+// Hugging Face checkpoint comes as its four files. CPU path, a small evaluation.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -94,4 +95,44 @@ test('a damaged .qlab is refused by name and the model in use stays', { timeout:
     null, { timeout: RUN_TIMEOUT_MS });
   assert.match(await page.textContent('#error'), /damaged\.qlab: data: .*file truncated/);
   assert.equal(await page.textContent('#model-card'), label, 'the previous model stays');
+  assert.equal(await page.$eval('#save-qlab', (b) => b.disabled), false, 'it can still be saved');
+});
+
+test('GGUF from the page is byte for byte the CLI export of the same config; the HF files come as four', { timeout: RUN_TIMEOUT_MS }, async () => {
+  // The page still holds RTN 3-bit from the first test (the damaged file did not replace it).
+  const config = await page.getAttribute('#result', 'data-config');
+  assert.match(config, /"method":"rtn"/);
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#save-gguf')]);
+  const name = download.suggestedFilename();
+  assert.match(name, /^SmolLM2-135M-Instruct\.Q4_1-rtn-3-bit\.gguf$/);
+  const file = path.join(dir, name);
+  await download.saveAs(file);
+  await page.waitForFunction(() => document.getElementById('save-report').children.length > 0);
+  const report = await page.textContent('#save-report');
+  assert.match(report, /210 of 210 block linears in an exact ggml type/);
+  // The CLI, with the page's config and the same file name (GGUF's general.name).
+  const cliDir = path.join(dir, 'cli');
+  mkdirSync(cliDir, { recursive: true });
+  execFileSync(BIN, ['export', '--model', 'models/SmolLM2-135M-Instruct.Q4_1.gguf', '--config', config,
+    '--to', 'gguf', '--out', path.join(cliDir, name)], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+  const a = readFileSync(file);
+  const b = readFileSync(path.join(cliDir, name));
+  console.log(`# GGUF: page ${a.length} bytes, CLI ${b.length} bytes`);
+  assert.equal(a.length, b.length);
+  assert.ok(a.equals(b), 'the page and the CLI wrote different GGUF bytes');
+
+  // Hugging Face: four downloads, each named after its file in the checkpoint.
+  const got = [];
+  const onDownload = (d) => got.push(d);
+  page.on('download', onDownload);
+  await page.click('#save-hf');
+  await page.waitForFunction(() => document.getElementById('save-status').dataset.form === 'hf', null, { timeout: RUN_TIMEOUT_MS });
+  for (let i = 0; i < 50 && got.length < 4; i += 1) await new Promise((r) => setTimeout(r, 100));
+  page.off('download', onDownload);
+  const names = got.map((d) => d.suggestedFilename().split('__')[1]).sort();
+  assert.deepEqual(names, ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+  const cfg = got.find((d) => d.suggestedFilename().endsWith('__config.json'));
+  const cfgPath = path.join(dir, 'config.json');
+  await cfg.saveAs(cfgPath);
+  assert.equal(JSON.parse(readFileSync(cfgPath, 'utf8')).architectures[0], 'LlamaForCausalLM');
 });

@@ -14,7 +14,7 @@
 //! compiled once per process and shared behind an `Arc` ([`SharedPreTokenizer`]).
 
 use crate::{Error, Result};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -141,6 +141,14 @@ pub(crate) struct SharedPreTokenizer(Arc<PreTokenizerWrapper>);
 impl PreTokenizer for SharedPreTokenizer {
     fn pre_tokenize(&self, s: &mut PreTokenizedString) -> tokenizers::Result<()> {
         self.0.pre_tokenize(s)
+    }
+}
+
+/// Written as the compiled pre-tokenizer's own JSON (a `Sequence` of `Split`s and `ByteLevel`):
+/// what a tokenizer.json exported for transformers holds.
+impl Serialize for SharedPreTokenizer {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 
