@@ -1288,16 +1288,12 @@ fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
     let mem = s.memory();
     let engine = s.engine();
     let tps = r.tokens_evaluated as f64 / r.seconds.max(1e-9);
-    // A config that keeps the model describes nothing: the weights are whatever the file holds
-    // (Q4_1 for the default model, any format for a .qlab file).
-    let label = if *cfg == QuantConfig::default() {
-        "as loaded".to_string()
-    } else {
-        cfg.wa_label()
-    };
     println!(
-        "PPL = {:.4} ± {:.4}   [{}] {label}",
-        r.ppl, r.ppl_err, r.protocol,
+        "PPL = {:.4} ± {:.4}   [{}] {}",
+        r.ppl,
+        r.ppl_err,
+        r.protocol,
+        cfg.wa_label()
     );
     if let Some(a) = &mem.act {
         println!("activations: {a} at every block linear input");

@@ -154,7 +154,9 @@ fn fuzz_seeds_load_and_match_the_committed_ones() {
     }
 
     // QuantLab model files: the tiny Llama as loaded (f16) and quantized (int4 groups of 8 with
-    // int8 LoRC, and OneBit), with the byte-level BPE tokenizer.
+    // int8 LoRC, and OneBit), with the byte-level BPE tokenizer. Model files are not committed:
+    // these seeds are made here, every run, into the git-ignored fuzz/seeds/qlab/
+    // (scripts/fuzz-smoke.sh runs this test first when they are missing).
     let tiny = &tiny_models()[0].1;
     let w = load_hf(
         &tiny.config_json(),
@@ -179,7 +181,8 @@ fn fuzz_seeds_load_and_match_the_committed_ones() {
     for (name, m) in models {
         let bytes = qlab::write(&m, &tok, &serde_json::json!({"seed": name})).expect("write");
         qlab::read("seed", &bytes).expect("seed .qlab loads");
-        write("qlab", &format!("{name}.qlab"), &bytes);
+        let path = seed_dir("qlab").join(format!("{name}.qlab"));
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 
     // tokenizer.json.

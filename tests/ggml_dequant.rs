@@ -1,11 +1,13 @@
 //! ggml block dequantization against gguf-py, an independent implementation of the same formats
 //! (fixtures and their generator: tests/fixtures/README.md).
 
-use base64::Engine;
+#[path = "common/json_fixture.rs"]
+mod json_fixture;
+
+use json_fixture::{b64, f32s, fixture};
 use quantlab::format::ggml::{self, GgmlType};
 use quantlab::io::gguf::Gguf;
 use quantlab::tensor::DType;
-use serde_json::Value;
 
 /// Largest allowed |ours - reference| relative to max(|reference|, 1e-30). Both implementations
 /// do the same f32 operations in the same order, so the expected difference is zero; the margin
@@ -18,26 +20,6 @@ const MODEL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 );
-
-fn b64(v: &Value) -> Vec<u8> {
-    let s = v.as_str().expect("base64 string in fixture");
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .expect("valid base64 in fixture")
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
 
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");

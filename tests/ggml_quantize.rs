@@ -2,34 +2,13 @@
 //! reference quantizers and an implementation independent of QuantLab's: every byte must match
 //! (fixture and its generator: tests/fixtures/README.md, `ggml_quant.json`).
 
-use base64::Engine;
+#[path = "common/json_fixture.rs"]
+mod json_fixture;
+
+use json_fixture::{b64, f32s, fixture};
 use quantlab::format::ggml::quantize::quantize;
 use quantlab::format::ggml::GgmlType;
 use quantlab::format::Format;
-use serde_json::Value;
-
-fn b64(v: &Value) -> Vec<u8> {
-    let s = v.as_str().expect("base64 string in fixture");
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .expect("valid base64 in fixture")
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/ggml_quant.json"
-    );
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
 
 /// Byte equality, reporting the first differing block with its inputs when it fails.
 fn assert_same_blocks(what: &str, t: GgmlType, cols: usize, x: &[f32], got: &[u8], want: &[u8]) {
@@ -57,7 +36,7 @@ fn assert_same_blocks(what: &str, t: GgmlType, cols: usize, x: &[f32], got: &[u8
 
 #[test]
 fn every_type_and_tensor_matches_gguf_py_byte_for_byte() {
-    let doc = fixture();
+    let doc = fixture("ggml_quant.json");
     let types: Vec<GgmlType> = doc["types"]
         .as_array()
         .expect("types")

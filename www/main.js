@@ -657,11 +657,6 @@ function w4a8Label(q) {
   return out;
 }
 
-// Rust's W/A label, or "as loaded" for a config that changes nothing (Rust calls it W16A16).
-function waLabel(wa, q) {
-  return q && q.method === 'none' && !q.act ? 'as loaded' : wa;
-}
-
 function weightsLabel(q) {
   return weightsOnlyLabel(q) + w4a8Label(q);
 }
@@ -921,9 +916,9 @@ function showResult(msg) {
   el.result.dataset.run = String(runs);
   setText(el.ppl, fixed(r.ppl, 3), r.ppl);
   el.pplErr.textContent = `± ${fixed(r.ppl_err, 3)}`;
-  // The W/A label as Rust names the config (QuantConfig::wa_label), e.g. "W4A8"; a config that
-  // keeps the model says "as loaded" (the file's weights may be 4-bit, so "W16" would be false).
-  const wa = waLabel(msg.wa, current.quant);
+  // The W/A label as Rust names the config (QuantConfig::wa_label), e.g. "W4A8", or "as loaded"
+  // for a config that keeps the model (then the weights label would only repeat it).
+  const wa = msg.wa;
   setText(el.resultWa, wa === 'as loaded' ? wa : (wa ? `${wa} · ${weightsLabel(current.quant)}` : ''), wa ?? undefined);
   el.protocolDesc.textContent = `${r.protocol} — ${r.tokens_scored} tokens scored of ${r.tokens_evaluated} evaluated, ${fixed(r.seconds, 1)} s`;
   setText(el.kl, r.kl == null ? '— (as loaded)' : fixed(r.kl, 5), r.kl ?? undefined);
@@ -956,7 +951,7 @@ function showResult(msg) {
     scheduleRun();
   });
   const row = document.createElement('tr');
-  const cells = [label, waLabel(msg.wa, current.quant) ?? '—', `${current.options.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ${r.ctx}`,
+  const cells = [label, msg.wa ?? '—', `${current.options.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ${r.ctx}`,
     `${fixed(r.ppl, 3)} ± ${fixed(r.ppl_err, 3)}`, fixed(r.kl, 4), pct(r.top1), fixed(bpw, budget !== null ? 2 : 3),
     typeof m.total_bytes === 'number' ? (m.total_bytes / 1e6).toFixed(1) : '—',
     e.backend === 'gpu' ? 'GPU' : 'CPU', `${fixed(r.seconds, 1)} s`];

@@ -174,7 +174,7 @@ impl GgufWriter {
         put_u64(&mut out, self.kv.len() as u64);
         for (k, v) in &self.kv {
             put_str(&mut out, k);
-            put_u32(&mut out, value_type(v));
+            put_u32(&mut out, v.type_id());
             put_value(&mut out, v);
         }
         let mut offset = 0usize;
@@ -218,42 +218,6 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn value_type(v: &MetaValue) -> u32 {
-    match v {
-        MetaValue::U8(_) => 0,
-        MetaValue::I8(_) => 1,
-        MetaValue::U16(_) => 2,
-        MetaValue::I16(_) => 3,
-        MetaValue::U32(_) => 4,
-        MetaValue::I32(_) => 5,
-        MetaValue::F32(_) => 6,
-        MetaValue::Bool(_) => 7,
-        MetaValue::Str(_) => 8,
-        MetaValue::Array(_) => 9,
-        MetaValue::U64(_) => 10,
-        MetaValue::I64(_) => 11,
-        MetaValue::F64(_) => 12,
-    }
-}
-
-fn array_type(a: &MetaArray) -> u32 {
-    match a {
-        MetaArray::U8(_) => 0,
-        MetaArray::I8(_) => 1,
-        MetaArray::U16(_) => 2,
-        MetaArray::I16(_) => 3,
-        MetaArray::U32(_) => 4,
-        MetaArray::I32(_) => 5,
-        MetaArray::F32(_) => 6,
-        MetaArray::Bool(_) => 7,
-        MetaArray::Str(_) => 8,
-        MetaArray::Array(_) => 9,
-        MetaArray::U64(_) => 10,
-        MetaArray::I64(_) => 11,
-        MetaArray::F64(_) => 12,
-    }
-}
-
 fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
     match v {
         MetaValue::U8(x) => out.push(*x),
@@ -273,7 +237,7 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
 }
 
 fn put_array(out: &mut Vec<u8>, a: &MetaArray) {
-    put_u32(out, array_type(a));
+    put_u32(out, a.type_id());
     put_u64(out, a.len() as u64);
     fn each<T>(out: &mut Vec<u8>, v: &[T], f: impl Fn(&mut Vec<u8>, &T)) {
         for x in v {

@@ -30,6 +30,7 @@ use crate::{Error, Result};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// The version this code writes and the only one it reads.
@@ -99,35 +100,46 @@ fn bias_name(weight_name: &str) -> String {
     format!("{base}.bias")
 }
 
+/// One tensor to write: name, dtype, shape, bytes.
+type Entry<'a> = (String, Dtype, Vec<usize>, Cow<'a, [u8]>);
+
+/// A matrix: its bytes as they are, its format in the header.
+fn matrix<'a>(
+    name: &str,
+    q: &'a QTensor,
+    blobs: &mut Vec<Entry<'a>>,
+    stored: &mut BTreeMap<String, Stored>,
+) {
+    stored.insert(
+        name.to_string(),
+        Stored {
+            format: q.format,
+            addons: q.addons,
+            rows: q.rows,
+            cols: q.cols,
+        },
+    );
+    blobs.push((
+        name.to_string(),
+        Dtype::U8,
+        vec![q.data.len()],
+        Cow::Borrowed(&q.data[..]),
+    ));
+}
+
 /// The bytes of a `.qlab` file holding `w`, `tok` and the caller's `info` (a JSON object).
 pub fn write(w: &ModelWeights, tok: &Tokenizer, info: &serde_json::Value) -> Result<Vec<u8>> {
     let (special, tok_bytes) = tok.save()?;
-    // Owned bytes first, views into them after.
-    let mut blobs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    // Matrices are borrowed (the model's bytes are copied once, into the file); only the f32
+    // vectors and the tokenizer are made here.
+    let mut blobs: Vec<Entry<'_>> = Vec::new();
     let mut stored: BTreeMap<String, Stored> = BTreeMap::new();
-    let mut matrix = |name: &str, q: &QTensor, blobs: &mut Vec<_>| {
-        stored.insert(
-            name.to_string(),
-            Stored {
-                format: q.format,
-                addons: q.addons,
-                rows: q.rows,
-                cols: q.cols,
-            },
-        );
-        blobs.push((
-            name.to_string(),
-            Dtype::U8,
-            vec![q.data.len()],
-            q.data.clone(),
-        ));
-    };
     let vector = |name: String, v: &[f32], blobs: &mut Vec<_>| {
-        blobs.push((name, Dtype::F32, vec![v.len()], vector_bytes(v)));
+        blobs.push((name, Dtype::F32, vec![v.len()], Cow::Owned(vector_bytes(v))));
     };
-    matrix("token_embd.weight", &w.token_embd, &mut blobs);
+    matrix("token_embd.weight", &w.token_embd, &mut blobs, &mut stored);
     if let Some(o) = &w.output {
-        matrix("output.weight", o, &mut blobs);
+        matrix("output.weight", o, &mut blobs, &mut stored);
     }
     let norms = w
         .output_norm
@@ -140,7 +152,7 @@ pub fn write(w: &ModelWeights, tok: &Tokenizer, info: &serde_json::Value) -> Res
         }
     }
     for l in w.globals.iter().chain(w.linears()) {
-        matrix(&l.name, &l.w, &mut blobs);
+        matrix(&l.name, &l.w, &mut blobs, &mut stored);
         if let Some(b) = &l.bias {
             vector(bias_name(&l.name), b, &mut blobs);
         }
@@ -149,7 +161,7 @@ pub fn write(w: &ModelWeights, tok: &Tokenizer, info: &serde_json::Value) -> Res
         TOKENIZER_TENSOR.to_string(),
         Dtype::U8,
         vec![tok_bytes.len()],
-        tok_bytes,
+        Cow::Owned(tok_bytes),
     ));
     let header = Header {
         version: VERSION,
@@ -163,7 +175,7 @@ pub fn write(w: &ModelWeights, tok: &Tokenizer, info: &serde_json::Value) -> Res
     let views = blobs
         .iter()
         .map(|(n, d, shape, b)| {
-            TensorView::new(*d, shape.clone(), b)
+            TensorView::new(*d, shape.clone(), b.as_ref())
                 .map(|v| (n.as_str(), v))
                 .map_err(|e| Error::format("qlab", n, e))
         })

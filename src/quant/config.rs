@@ -638,6 +638,11 @@ impl QuantConfig {
     /// "W4A8"-style name of the bit widths: the default weight bits ("W16" when weights are
     /// kept) and the activation bits ("A16" when they stay in floating point).
     pub fn wa_label(&self) -> String {
+        // A config that changes nothing describes nothing: the weights are whatever the file
+        // holds (Q4_1 for the default model, any format for a .qlab), so "W16" would be false.
+        if self.method == Method::None && self.act.is_none() {
+            return "as loaded".to_string();
+        }
         let w = match self.method {
             Method::None => "W16".to_string(),
             _ => format!("W{}", self.default.bits),

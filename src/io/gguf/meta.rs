@@ -200,7 +200,8 @@ impl MetaArray {
     pub fn elem_type_name(&self) -> &'static str {
         TYPE_NAMES[self.type_id() as usize]
     }
-    fn type_id(&self) -> u32 {
+    /// GGUF type id of the element type (`gguf_metadata_value_type`; the writer uses it too).
+    pub fn type_id(&self) -> u32 {
         match self {
             MetaArray::U8(_) => 0,
             MetaArray::I8(_) => 1,
@@ -236,7 +237,12 @@ impl MetaArray {
 impl MetaValue {
     /// GGUF name of the value type ("u32", "string", "array", ...).
     pub fn type_name(&self) -> &'static str {
-        let id = match self {
+        TYPE_NAMES[self.type_id() as usize]
+    }
+
+    /// GGUF type id of the value (`gguf_metadata_value_type`; the writer uses it too).
+    pub fn type_id(&self) -> u32 {
+        match self {
             MetaValue::U8(_) => 0,
             MetaValue::I8(_) => 1,
             MetaValue::U16(_) => 2,
@@ -250,8 +256,7 @@ impl MetaValue {
             MetaValue::U64(_) => 10,
             MetaValue::I64(_) => 11,
             MetaValue::F64(_) => 12,
-        };
-        TYPE_NAMES[id]
+        }
     }
 
     /// The value as an integer, whatever its integer width.
