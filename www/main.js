@@ -14,7 +14,8 @@ const DEFAULT_GROUP = 32;
 const DEBOUNCE_MS = 300;
 const BACKEND = new URLSearchParams(self.location.search).get('backend') === 'cpu' ? 'cpu' : 'auto';
 // `?test-hooks=1` (browser tests only, tests/browser/faults.test.mjs): `window.quantlabTest`
-// offers `loseDevice({gpuAgain})`, which makes the worker destroy its WebGPU device mid-run.
+// offers `loseDevice({gpuAgain, afterWindow})`, which makes the worker destroy its WebGPU device
+// mid-run.
 const TEST_HOOKS = new URLSearchParams(self.location.search).get('test-hooks') === '1';
 
 const $ = (id) => document.getElementById(id);
@@ -92,7 +93,10 @@ const HUB = (() => {
 worker.postMessage({ type: 'init', control, backend: BACKEND, hub: HUB, testHooks: TEST_HOOKS });
 if (TEST_HOOKS) {
   self.quantlabTest = {
-    loseDevice: ({ gpuAgain = true } = {}) => worker.postMessage({ type: 'test-lose-device', gpuAgain }),
+    // `afterWindow`: arm the loss for the next evaluation, once it has reported that many
+    // windows (deterministic, where a message sent after a progress report may arrive after a
+    // small model's run ended); without it, the device is lost now.
+    loseDevice: ({ gpuAgain = true, afterWindow = 0 } = {}) => worker.postMessage({ type: 'test-lose-device', gpuAgain, afterWindow }),
   };
 }
 
@@ -272,9 +276,28 @@ function syncMethodControls(keepFieldValues = null) {
   if (m) {
     const values = keepFieldValues ?? m.defaults ?? {};
     for (const f of m.fields.filter((x) => x.kind !== 'budget')) el.fields.append(fieldControl(f, values));
+    followBitsSetter(m);
   }
   syncCalibBox();
   showExplainer(none ? 'none' : m.id);
+}
+
+// A choice that fixes the weight bits (schema `Field::sets_bits`, ggml's type): the bits control
+// shows what the chosen type stores and is not set by hand.
+function followBitsSetter(m) {
+  const f = m.fields.find((x) => x.sets_bits?.length);
+  const c = f && el.fields.querySelector(`[data-key="${f.key}"]`);
+  if (!c) return;
+  const follow = () => {
+    const b = f.sets_bits[f.choices.indexOf(c.value)];
+    if (b === undefined) return;
+    el.bits.value = String(b);
+    el.bitsOut.textContent = bitsText();
+  };
+  follow();
+  c.addEventListener('change', follow);
+  el.bits.disabled = true;
+  el.bits.title = `set by the ${f.label}`;
 }
 
 // One control for a schema `Field` (src/playground/schema.rs), starting from `values[f.key]`:

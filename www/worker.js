@@ -20,9 +20,10 @@
 //                                                  label; or error)
 //               {type: 'generate', ggen, prompt, n, quant, calib}   greedy text, reference then quantized
 //               {type: 'gen-cancel', ggen}                           (without shared memory)
-//               {type: 'test-lose-device', gpuAgain}   test hook, ignored unless testHooks: destroy
-//                                                  the WebGPU device now (gpuAgain false: and
-//                                                  find no GPU when recovering)
+//               {type: 'test-lose-device', gpuAgain, afterWindow}   test hook, ignored unless testHooks: destroy
+//                                                  the WebGPU device now, or once the next
+//                                                  evaluation reports window `afterWindow` (gpuAgain
+//                                                  false: and find no GPU when recovering)
 // Messages out: ready | schema | engine | download | loaded | calibrating | calibrated |
 //               quantizing | quantized | progress | result (with `wa`, the W/A label, and
 //               `smooth`, Session::smooth_report) | layers | link | parsed |
@@ -68,6 +69,7 @@ let running = false;
 let genCancelled = 0; // the newest generation cancelled by message (no shared memory)
 let onGpu = false; // whether the session runs on WebGPU (so a failure may be a lost device)
 let testHooks = false; // the page was opened with ?test-hooks=1
+let loseArmed = null; // test hook: {window, gpuAgain}, lose the device once a run reports `window`
 
 const post = (msg) => self.postMessage(msg);
 const message = (e) => (e && e.message) || String(e);
@@ -185,8 +187,11 @@ self.onmessage = ({ data: msg }) => {
   } else if (msg.type === 'generate') {
     serial(() => generate(msg));
   } else if (msg.type === 'test-lose-device') {
-    // Not queued: it must hit a run in flight (the worker takes messages while the GPU works).
-    if (testHooks && playground) playground.loseDeviceForTest(msg.gpuAgain !== false);
+    // Not queued: it must hit a run in flight (the worker takes messages while the GPU works),
+    // or, with `afterWindow`, be armed for the next evaluation's progress report.
+    if (!testHooks) return;
+    if (msg.afterWindow > 0) loseArmed = { window: msg.afterWindow, gpuAgain: msg.gpuAgain !== false };
+    else if (playground) playground.loseDeviceForTest(msg.gpuAgain !== false);
   } else if (msg.type === 'gen-cancel') {
     genCancelled = Math.max(genCancelled, msg.ggen);
   } else if (msg.type === 'run') {
@@ -336,6 +341,10 @@ async function run({ gen, quant, text, options, calib }) {
       if (stale(gen)) return post({ type: 'cancelled', gen });
       const result = await playground.evaluate(text, options, (progress) => {
         post({ type: 'progress', gen, progress });
+        if (loseArmed && progress.window >= loseArmed.window) {
+          playground.loseDeviceForTest(loseArmed.gpuAgain);
+          loseArmed = null;
+        }
         return !stale(gen);
       });
       // The W/A label as Rust names the config ("W4A8"), and what its scale transform chose

@@ -17,7 +17,7 @@ use crate::quant::binary::OneBitOptions;
 use crate::quant::cmpq::{CmpqOptions, MAX_OUTLIER_COLS, MAX_OUTLIER_SPARSE};
 use crate::quant::cmpq_alloc::{BUDGET_MAX, BUDGET_MIN, BUDGET_STEP};
 use crate::quant::codebook::{KmeansOptions, MAX_OUTLIER_FRAC};
-use crate::quant::config::CONFIG_VERSION;
+use crate::quant::config::{ggml_code_bits, ggml_name_lower, CONFIG_VERSION, GGML_METHOD_TYPES};
 use crate::quant::gptq::GptqOptions;
 use crate::quant::lorc::{LorcOptions, MAX_RANK};
 use crate::quant::smooth::{Smooth, DEFAULT_ALPHA, DEFAULT_STEP};
@@ -49,6 +49,10 @@ pub struct Field {
     /// A slider of fractions, shown as a percentage (else its value is shown as it is).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub percent: bool,
+    /// For a choice that fixes the weight bits (ggml's types): `choices[i]` sets the bits
+    /// control to `sets_bits[i]`, which then follows the choice instead of being set by hand.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sets_bits: Vec<u8>,
 }
 
 /// A condition on another control of the same panel: its `key` has the JSON value `value`.
@@ -91,6 +95,7 @@ impl Field {
             when: None,
             optional: None,
             percent: false,
+            sets_bits: Vec::new(),
         }
     }
     fn number(
@@ -111,6 +116,7 @@ impl Field {
             when: None,
             optional: None,
             percent: false,
+            sets_bits: Vec::new(),
         }
     }
     fn slider(
@@ -148,6 +154,7 @@ impl Field {
             when: None,
             optional: None,
             percent: false,
+            sets_bits: Vec::new(),
         }
     }
     /// Enabled only while `when` holds.
@@ -516,6 +523,17 @@ fn dec(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(x as f64)
 }
 
+/// The code widths of the ggml types the method offers, low to high, each once.
+fn ggml_bits() -> Vec<u8> {
+    let mut b: Vec<u8> = GGML_METHOD_TYPES
+        .iter()
+        .filter_map(|t| ggml_code_bits(*t))
+        .collect();
+    b.sort_unstable();
+    b.dedup();
+    b
+}
+
 fn json<T: Serialize>(v: &T) -> Option<serde_json::Value> {
     serde_json::to_value(v).ok()
 }
@@ -703,6 +721,31 @@ pub fn schema() -> Schema {
             fields: Vec::new(),
             paper: "Rastegari et al., XNOR-Net (arXiv:1603.05279): α = mean|W| per row",
         },
+        // llama.cpp's reference quantizers: the type decides the bits (`sets_bits`), and the
+        // grid (blocks of 32 or 256 with their own scales) replaces granularity and symmetry.
+        MethodSchema {
+            id: "ggml",
+            label: "llama.cpp types (ggml reference quantizers)",
+            bits: ggml_bits(),
+            granularity: false,
+            symmetric: false,
+            clip_search: false,
+            needs_calibration: false,
+            defaults: Some(serde_json::json!({ "type": ggml_name_lower(GGML_METHOD_TYPES[0]) })),
+            fields: vec![Field {
+                sets_bits: GGML_METHOD_TYPES
+                    .iter()
+                    .filter_map(|t| ggml_code_bits(*t))
+                    .collect(),
+                ..Field::choice(
+                    "type",
+                    "ggml type",
+                    GGML_METHOD_TYPES.iter().map(|t| ggml_name_lower(*t)).collect(),
+                    "the block type llama-quantize would write, quantized as ggml's reference quantizer does (no importance matrix)",
+                )
+            }],
+            paper: "llama.cpp's ggml-quants.c reference quantizers (docs/export.md)",
+        },
         // OneBit's calibration refit (`fit`) is a CLI and config option; the page offers SVID,
         // which needs no calibration (as k-means offers its unweighted form).
         MethodSchema {
@@ -746,18 +789,33 @@ mod tests {
         let s = schema();
         assert!(s.methods.len() >= 6);
         for m in &s.methods {
-            let method = match &m.defaults {
-                Some(d) => serde_json::json!({ m.id: d }),
-                None => serde_json::json!(m.id),
-            };
             // A method whose bits control is a budget field sends the LayerQuant default bits
-            // (unused); its slider's ends are checked in the CMPQ test below.
-            let bits = if m.bits.is_empty() {
-                vec![LayerQuant::default().bits]
+            // (unused); its slider's ends are checked in the CMPQ test below. A choice that
+            // sets the bits (ggml's type) is tried at every choice, with the bits it sets.
+            let mut runs: Vec<(Option<serde_json::Value>, u8)> = if m.bits.is_empty() {
+                vec![(m.defaults.clone(), LayerQuant::default().bits)]
             } else {
-                vec![m.bits[0], m.bits[m.bits.len() - 1]]
+                vec![
+                    (m.defaults.clone(), m.bits[0]),
+                    (m.defaults.clone(), m.bits[m.bits.len() - 1]),
+                ]
             };
-            for bits in bits {
+            if let Some(f) = m.fields.iter().find(|f| !f.sets_bits.is_empty()) {
+                assert_eq!(f.sets_bits.len(), f.choices.len(), "{}", m.id);
+                runs = (f.choices.iter().zip(&f.sets_bits))
+                    .map(|(c, b)| {
+                        let mut d = m.defaults.clone().expect("defaults");
+                        d[f.key] = serde_json::json!(c);
+                        assert!(m.bits.contains(b), "{}: {c} sets {b} bits", m.id);
+                        (Some(d), *b)
+                    })
+                    .collect();
+            }
+            for (defaults, bits) in runs {
+                let method = match &defaults {
+                    Some(d) => serde_json::json!({ m.id: d }),
+                    None => serde_json::json!(m.id),
+                };
                 let cfg = serde_json::json!({
                     "version": s.config_version,
                     "method": method,

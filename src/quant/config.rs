@@ -92,7 +92,7 @@ pub enum Method {
     BinaryMos(BinaryMosOptions),
     /// ggml's legacy block types (`format::ggml::quantize`, byte for byte as llama.cpp's
     /// reference quantizers): blocks of 32 weights with an f16 scale (and min), into
-    /// `Format::Ggml`. JSON `{"ggml": "q4_0"}` (q4_0, q4_1, q5_0, q5_1, q8_0); `bits` must be the
+    /// `Format::Ggml`. JSON `{"ggml": {"type": "q4_0"}}` (q4_0, q4_1, q5_0, q5_1, q8_0); `bits` must be the
     /// type's code width (`ggml_code_bits`), `gran` is not used, rows must be a multiple of 32.
     Ggml(#[serde(with = "ggml_name")] GgmlType),
 }
@@ -135,20 +135,61 @@ pub fn ggml_code_bits(t: GgmlType) -> Option<u8> {
     }
 }
 
-/// `Method::Ggml`'s type in JSON: the lower-case ggml name ("q4_0").
+/// `Method::Ggml`'s type in JSON: `{"type": "q4_0"}` (ggml's name in lower case), the shape every
+/// method with options has, so the page's schema-driven panel builds it like the others' (its
+/// `type` menu is a schema field). The bare name (`"q4_0"`), the form configs and model files
+/// were first written in, is read too.
 mod ggml_name {
     use super::GgmlType;
+    use serde::ser::SerializeStruct;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Lower-case ggml names, for JSON, links and the page's menu.
+    pub fn lower(t: GgmlType) -> &'static str {
+        match t {
+            GgmlType::Q4_0 => "q4_0",
+            GgmlType::Q4_1 => "q4_1",
+            GgmlType::Q5_0 => "q5_0",
+            GgmlType::Q5_1 => "q5_1",
+            GgmlType::Q8_0 => "q8_0",
+            GgmlType::Q2_K => "q2_k",
+            GgmlType::Q3_K => "q3_k",
+            GgmlType::Q4_K => "q4_k",
+            GgmlType::Q5_K => "q5_k",
+            GgmlType::Q6_K => "q6_k",
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Object {
+        #[serde(rename = "type")]
+        name: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a ggml type: {\"type\": \"q4_0\"} or \"q4_0\"")]
+    enum Form {
+        Object(Object),
+        Name(String),
+    }
+
     pub fn serialize<S: Serializer>(t: &GgmlType, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&t.name().to_ascii_lowercase())
+        let mut o = s.serialize_struct("Ggml", 1)?;
+        o.serialize_field("type", lower(*t))?;
+        o.end()
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<GgmlType, D::Error> {
-        let name = String::deserialize(d)?;
+        let name = match Form::deserialize(d)? {
+            Form::Object(o) => o.name,
+            Form::Name(n) => n,
+        };
         super::parse_ggml_type(&name).map_err(serde::de::Error::custom)
     }
 }
+
+pub use ggml_name::lower as ggml_name_lower;
 
 impl Method {
     /// Does this method need calibration statistics (`apply_calibrated`)?

@@ -1,28 +1,35 @@
 // The page under faults (issue "Hardening", item 3), on WebGPU (SwiftShader, see harness.mjs):
 //  - the WebGPU device lost in the middle of an evaluation (the page is opened with
-//    ?test-hooks=1, whose `quantlabTest.loseDevice()` makes the worker destroy the device, as
-//    a driver reset would lose it, after the first window): the page says so, reloads the model
-//    onto a new device with its configuration, restarts the run and ends with the undisturbed
-//    result (the native CLI on the CPU, within the WebGPU-vs-CPU tolerance);
+//    ?test-hooks=1, whose `quantlabTest.loseDevice({afterWindow: 1})` makes the worker destroy the
+//    device, as a driver reset would lose it, once the run has reported its first window): the
+//    page says so, reloads the model onto a new device with its configuration, restarts the run
+//    and ends with the undisturbed result (the native CLI on the CPU, within the WebGPU-vs-CPU
+//    tolerance);
 //  - the same when no GPU can be had again (the hook's `gpuAgain: false`): the page falls back
 //    to the CPU and says so;
 //  - a model too large for the page's WebAssembly memory (4 GiB) is refused before its bytes
 //    are copied in, from the server's Content-Length and, for a small GGUF whose header declares
 //    a huge tensor, from the header in Rust; the error names the file, the size and the limit,
 //    and the previous model stays loaded and usable.
+// The model is fixture.mjs's tiny Llama, served by the local Hub and written to a folder for the
+// CLI: recovery does not depend on the model's size, and each window of the real model takes tens
+// of seconds on SwiftShader.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { BIN, MODEL, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
-import { startFixtureServer } from './fixture.mjs';
+import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
+import { startFixtureServer, tinyCheckpoint } from './fixture.mjs';
 
 const CTX = 64;
-// Two windows: the device is lost after the first, so the second is in flight (fewer would leave
-// nothing to interrupt; each window of the real model takes tens of seconds on SwiftShader).
+// Two windows: the device is lost after the first, so the second fails (fewer would leave nothing
+// to interrupt).
 const WINDOWS = 2;
+const REPO = 'test-org/tiny-llama';
+const { files: FILES } = tinyCheckpoint();
 // GPU vs CPU perplexity, relative: as webgpu.test.mjs (f32 kernels summing in another order).
 const PPL_REL_TOL = 1e-3;
 const HUGE_GGUF = '/files/huge-tensor.gguf';
@@ -32,13 +39,14 @@ const FIVE_GIB = 5 * 2 ** 30;
 let page;
 let close;
 let server;
+let modelDir; // the tiny checkpoint, for the CLI
 
 const cli = (args) => execFileSync(BIN, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
 
 // The undisturbed result: the native CLI on the CPU with the page's configuration.
 function cpuPpl(configJson) {
   const config = JSON.parse(configJson);
-  const args = ['eval', '--backend', 'cpu', '--model', MODEL, '--text', TEXT, '--ctx', String(CTX),
+  const args = ['eval', '--backend', 'cpu', '--model', modelDir, '--text', TEXT, '--ctx', String(CTX),
     '--windows', String(WINDOWS), '--json'];
   if (config.method !== 'none') args.push('--config', configJson);
   return JSON.parse(cli(args).trim().split('\n').pop()).ppl;
@@ -65,34 +73,32 @@ const snapshot = () => page.evaluate(() => {
   };
 });
 
-// Wait until the run in flight has reported `n` windows.
-const afterWindow = (n) => page.waitForFunction((k) => {
-  const m = /^Window (\d+) of/.exec(document.getElementById('eval-status').textContent);
-  return m && Number(m[1]) >= k;
-}, n, { timeout: RUN_TIMEOUT_MS, polling: 50 });
-
 before(async () => {
-  server = await startFixtureServer();
+  modelDir = mkdtempSync(path.join(tmpdir(), 'quantlab-faults-'));
+  for (const [name, bytes] of Object.entries(FILES)) writeFileSync(path.join(modelDir, name), bytes);
+  server = await startFixtureServer({ repos: { [REPO]: FILES } });
   server.addRoute(HUGE_GGUF, hugeTensorGguf());
   server.claimRoute(HUGE_CLAIM, FIVE_GIB);
-  // The page's first run (by itself, on load) is the one the device is lost under.
-  ({ page, close } = await openPage(`?test-hooks=1#ql=1&ctx=${CTX}&win=${WINDOWS}`));
+  ({ page, close } = await openPage(`?test-hooks=1&hub=${encodeURIComponent(server.url)}`
+    + `#ql=1&model=${encodeURIComponent(REPO)}&ctx=${CTX}&win=${WINDOWS}`));
+  await waitForResult(page, '0');
 });
 
 after(async () => {
   await close?.();
   await server?.close();
+  if (modelDir) rmSync(modelDir, { recursive: true, force: true });
 });
 
 test('a WebGPU device lost mid-evaluation: recovered on a new device, model, configuration and result intact', { timeout: RUN_TIMEOUT_MS }, async () => {
   await page.waitForSelector('#engine-note[data-backend]');
   assert.equal(await page.getAttribute('#engine-note', 'data-backend'), 'gpu', await page.textContent('#engine-note'));
-  await afterWindow(1);
   const before = await snapshot();
-  assert.equal(await page.getAttribute('#result', 'data-state'), 'running');
   const config = await page.getAttribute('#result', 'data-config');
-  await page.evaluate(() => self.quantlabTest.loseDevice());
-  const r = await waitForResult(page, '0');
+  const prev = await page.getAttribute('#result', 'data-run');
+  await page.evaluate(() => self.quantlabTest.loseDevice({ afterWindow: 1 }));
+  await page.click('#evaluate');
+  const r = await waitForResult(page, prev);
 
   const note = await page.textContent('#engine-note');
   assert.equal(await page.getAttribute('#engine-note', 'data-recovered'), 'gpu', note);
@@ -122,9 +128,8 @@ test('a WebGPU device lost with no GPU to be had again: the run finishes on the 
   const before = await snapshot();
   const config = await page.getAttribute('#result', 'data-config');
   const prev = await page.getAttribute('#result', 'data-run');
+  await page.evaluate(() => self.quantlabTest.loseDevice({ gpuAgain: false, afterWindow: 1 }));
   await page.click('#evaluate');
-  await afterWindow(1);
-  await page.evaluate(() => self.quantlabTest.loseDevice({ gpuAgain: false }));
   const r = await waitForResult(page, prev);
   const note = await page.textContent('#engine-note');
   assert.equal(await page.getAttribute('#engine-note', 'data-recovered'), 'cpu', note);

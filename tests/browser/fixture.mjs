@@ -51,7 +51,7 @@ function tokenizerJson() {
   });
 }
 
-function configJson() {
+function configJson(TINY) {
   return JSON.stringify({
     architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_act: 'silu',
     hidden_size: TINY.dim, intermediate_size: TINY.ffn, num_hidden_layers: TINY.layers,
@@ -98,14 +98,16 @@ function safetensors(tensors) {
   return out;
 }
 
-// {files: {name: Buffer}, shards: [names]}
-export function tinyCheckpoint(seed = 7) {
+// {files: {name: Buffer}, shards: [names]}. `dims` overrides TINY's sizes (e.g. {dim: 256,
+// ffn: 512} where a method's per-tensor overheads would swamp 64-wide rows).
+export function tinyCheckpoint(seed = 7, dims = {}) {
+  const sizes = { ...TINY, ...dims };
   const rand = rng(seed);
   const mat = (name, rows, cols, scale) => ({
     name, shape: [rows, cols], data: Float32Array.from({ length: rows * cols }, () => (rand() * 2 - 1) * scale),
   });
   const ones = (name, n) => ({ name, shape: [n], data: new Float32Array(n).fill(1) });
-  const { dim, ffn, heads, kvHeads, vocab } = TINY;
+  const { dim, ffn, heads, kvHeads, vocab } = sizes;
   const hd = dim / heads;
   const layer = (l) => {
     const p = `model.layers.${l}`;
@@ -125,7 +127,7 @@ export function tinyCheckpoint(seed = 7) {
     'model-00001-of-00002.safetensors': [mat('model.embed_tokens.weight', vocab, dim, 0.05), ...layer(0)],
     'model-00002-of-00002.safetensors': [...layer(1), ones('model.norm.weight', dim)],
   };
-  const files = { 'config.json': Buffer.from(configJson()), 'tokenizer.json': Buffer.from(tokenizerJson()) };
+  const files = { 'config.json': Buffer.from(configJson(sizes)), 'tokenizer.json': Buffer.from(tokenizerJson()) };
   const weightMap = {};
   let total = 0;
   for (const [name, ts] of Object.entries(shards)) {

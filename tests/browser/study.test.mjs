@@ -2,34 +2,73 @@
 // fills the chart"): ZeroQuant-V2 (arXiv:2303.08302) in small, on the CPU path in the page. RTN
 // and GPTQ at W4/W3 with scales per row and per group of 64, and W3 per row with LoRC rank 8;
 // GPTQ calibrates on 16 × 128 tokens of the other built-in texts. The Pareto chart then holds one
-// point per configuration, in one series per method, and GPTQ is no worse than RTN at W4 per row.
+// point per configuration, in one series per method, and each point is what the native CLI
+// measures for the run's configuration on the same model, text and calibration.
+//
+// The model is fixture.mjs's tiny Llama (dimensions 64 and 128, so groups of 64 apply to every
+// matrix), served by the local Hub and written to a folder for the CLI: the test is about the
+// preset's machinery and its agreement with the CLI, which the real model would make some 40
+// times slower (ten quantize-and-evaluate runs, five of them GPTQ, in single-threaded wasm).
+// That GPTQ beats RTN on the real model in the page is ptq.test.mjs's claim.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ROOT, RUN_TIMEOUT_MS, openPage, waitForResult } from './harness.mjs';
+import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
+import { startFixtureServer, tinyCheckpoint } from './fixture.mjs';
 
+const REPO = 'test-org/tiny-llama';
+const { files: FILES } = tinyCheckpoint();
+const CTX = 128;
+const WINDOWS = 2;
 // The grid: 2 methods × (2 bit widths × 2 granularities + W3 per row with LoRC).
 const STUDY_POINTS = 10;
 const PER_SERIES = { RTN: 4, GPTQ: 4, 'RTN +LoRC': 1, 'GPTQ +LoRC': 1 };
-const CALIB = '16 × 128';
-// A whole grid of quantize-and-evaluate runs on 2 shared cores.
-const STUDY_TIMEOUT_MS = 2 * RUN_TIMEOUT_MS;
+const CALIB_N = 16;
+const CALIB_LEN = 128;
+// Page (wasm) against CLI (native), the same code: RTN and LoRC differ only by float rounding of
+// the two builds (seen: up to 4e-7); GPTQ's error feedback could carry a rounding decision that
+// the two builds take differently further (seen: 4e-8 on this model; ptq.test.mjs allows 2e-2
+// on the real one, whose 30 layers carry it further).
+const RTN_CLI_REL_TOL = 1e-5;
+const GPTQ_CLI_REL_TOL = 1e-3;
+const STUDY_TIMEOUT_MS = RUN_TIMEOUT_MS;
 
 let page;
 let close;
+let server;
+let dir; // the checkpoint and the calibration text, for the CLI
 
 before(async () => {
-  ({ page, close } = await openPage('?backend=cpu#ql=1&ctx=128&win=2'));
+  dir = mkdtempSync(path.join(tmpdir(), 'quantlab-study-'));
+  mkdirSync(path.join(dir, 'model'));
+  for (const [name, bytes] of Object.entries(FILES)) writeFileSync(path.join(dir, 'model', name), bytes);
+  server = await startFixtureServer({ repos: { [REPO]: FILES } });
+  ({ page, close } = await openPage(`?backend=cpu&hub=${encodeURIComponent(server.url)}`
+    + `#ql=1&model=${encodeURIComponent(REPO)}&ctx=${CTX}&win=${WINDOWS}`));
   await waitForResult(page, '0');
 });
 
 after(async () => {
   await close?.();
+  await server?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-test('the study preset fills the chart with RTN, GPTQ and LoRC points; GPTQ ≤ RTN at W4 per row', { timeout: STUDY_TIMEOUT_MS }, async () => {
+// The CLI's perplexity and bits for a run's configuration, calibrating (when the method does) on
+// the page's calibration text: the other two built-in texts.
+function cliRun(config, calib) {
+  const args = ['eval', '--model', path.join(dir, 'model'), '--text', TEXT, '--ctx', String(CTX), '--windows', String(WINDOWS),
+    '--config', config, '--no-kl', '--json'];
+  if (config.includes('"gptq"')) args.push('--calib-text', calib, '--calib-n', String(CALIB_N), '--calib-len', String(CALIB_LEN));
+  const out = execFileSync(BIN, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+test('the study preset fills the chart with RTN, GPTQ and LoRC points, each the CLI\'s result for its configuration', { timeout: STUDY_TIMEOUT_MS }, async () => {
   const before = await page.evaluate(() => self.quantlabCharts.pareto.ppl.length);
   const t0 = Date.now();
   await page.selectOption('#preset', 'study');
@@ -50,18 +89,28 @@ test('the study preset fills the chart with RTN, GPTQ and LoRC points; GPTQ ≤ 
   for (const [group, n] of Object.entries(PER_SERIES)) {
     assert.deepEqual(series.find((s) => s.label === group), { label: group, points: n }, JSON.stringify(series));
   }
-  const rows = p.labels.map((label, i) => ({ label, bpw: p.bpw[i], ppl: p.ppl[i] }));
-  console.log(`# study preset: ${STUDY_POINTS} configurations in ${seconds.toFixed(0)} s (calibration ${CALIB})`);
-  for (const r of rows) console.log(`#   ${r.label.padEnd(28)} ${r.bpw.toFixed(3)} bits  ppl ${r.ppl.toFixed(3)}`);
-  const ppl = (label) => {
-    const r = rows.find((x) => x.label === label);
-    assert.ok(r, `no point ${label}: ${rows.map((x) => x.label).join(', ')}`);
-    return r.ppl;
-  };
-  const rtn = ppl('RTN 4-bit row sym');
-  const gptq = ppl('GPTQ 4-bit row sym');
-  assert.ok(gptq <= rtn, `GPTQ W4 per row ${gptq} is above RTN's ${rtn}`);
-  assert.match(await page.textContent('#calib-status'), new RegExp(CALIB));
+  assert.match(await page.textContent('#calib-status'), new RegExp(`${CALIB_N} × ${CALIB_LEN}`));
+  console.log(`# study preset on the tiny Llama: ${STUDY_POINTS} configurations in ${seconds.toFixed(1)} s`);
+
+  // Every point against the CLI: the runs table holds each run's configuration; the chart its
+  // perplexity and bits under the same label.
+  const runs = await page.$$eval('#history tbody tr', (rows) => rows.map((r) => ({
+    label: r.cells[0].textContent, config: r.dataset.config,
+  })));
+  const points = p.labels.map((label, i) => ({ label, bpw: p.bpw[i], ppl: p.ppl[i] }));
+  const calib = path.join(dir, 'calib.txt');
+  const read = (n) => readFileSync(path.join(ROOT, 'www/texts', `${n}.txt`), 'utf8');
+  writeFileSync(calib, `${read('dialogue')}\n\n${read('code')}`);
+  for (const pt of points) {
+    const run = runs.find((r) => r.label === pt.label);
+    assert.ok(run, `no run in the table for ${pt.label}: ${runs.map((r) => r.label).join(', ')}`);
+    const cli = cliRun(run.config, calib);
+    const rel = Math.abs(pt.ppl - cli.ppl) / cli.ppl;
+    const tol = run.config.includes('"gptq"') ? GPTQ_CLI_REL_TOL : RTN_CLI_REL_TOL;
+    console.log(`#   ${pt.label.padEnd(28)} ${pt.bpw.toFixed(3)} bits  ppl ${pt.ppl.toFixed(3)}  CLI ${cli.ppl.toFixed(3)} (rel ${rel.toExponential(1)})`);
+    assert.ok(rel <= tol, `${pt.label}: page ${pt.ppl} vs CLI ${cli.ppl} (rel ${rel} > ${tol})`);
+    assert.ok(Math.abs(pt.bpw - cli.bits_per_weight) <= 1e-9, `${pt.label}: page ${pt.bpw} bits vs CLI ${cli.bits_per_weight}`);
+  }
   const shots = path.join(ROOT, 'out', 'screenshots');
   mkdirSync(shots, { recursive: true });
   await page.locator('#pareto-box').scrollIntoViewIfNeeded();

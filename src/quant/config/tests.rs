@@ -827,15 +827,24 @@ fn ggml_method_json_bits_types_and_row_lengths_are_checked() {
             r#"{{"version":1,"method":{{"ggml":"{m}"}},"default":{{"bits":{bits},"gran":"per_row","sym":true}}}}"#
         )
     };
-    // The JSON name is ggml's lower-case one; it round-trips through links.
+    // The JSON name is ggml's lower-case one, written as the option object every method with
+    // options has; the bare name (the first form) reads as the same config. Both round-trip
+    // through links.
     let c = QuantConfig::from_json(&json("q4_0", 4)).unwrap();
     assert_eq!(c.method, Method::Ggml(GgmlType::Q4_0));
     assert!(
-        c.to_json().contains(r#""method":{"ggml":"q4_0"}"#),
+        c.to_json().contains(r#""method":{"ggml":{"type":"q4_0"}}"#),
         "{}",
         c.to_json()
     );
     assert_eq!(QuantConfig::from_url(&c.to_url()).unwrap(), c);
+    assert_eq!(QuantConfig::from_json(&c.to_json()).unwrap(), c);
+    for bad in [r#"{"type":"q4_0","x":1}"#, r#"{"name":"q4_0"}"#, "4"] {
+        let e = QuantConfig::from_json(&json(bad, 4).replace(&format!("\"{bad}\""), bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a ggml type"), "{bad}: {e}");
+    }
     for t in GGML_METHOD_TYPES {
         let name = t.name().to_ascii_lowercase();
         let c = QuantConfig::from_json(&json(&name, ggml_code_bits(t).unwrap())).unwrap();
