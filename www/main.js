@@ -696,9 +696,22 @@ function weightsOnlyLabel(q) {
       !o.kmeans && 'uniform grids', o.act !== 'mean_abs' && o.act].filter(Boolean);
     return `CMPQ ${Number(o.budget).toFixed(2)} bits${off.length ? ` (${off.join(', ')})` : ''}${extra}`;
   }
+  if (id === 'binarymos') {
+    const o = q.method.binarymos;
+    return `BinaryMoS N${o.experts} 1-bit, ${o.steps} steps${extra}`;
+  }
+  if (id === 'ggml') return `llama.cpp ${q.method.ggml.type.toUpperCase()}${extra}`;
   const grid = d.grid ? ` ${Object.keys(d.grid)[0] === 'dint' ? 'dINT4' : Object.keys(d.grid)[0]}` : '';
-  return `${id.toUpperCase()} ${d.bits}-bit ${gran} ${d.sym ? 'sym' : 'asym'}${grid}${extra}`;
+  // Scales per row or group, and symmetry, only where the method uses them (the schema says).
+  const m = schema?.methods.find((x) => x.id === id);
+  const g = m && !m.granularity ? '' : ` ${gran}`;
+  const sym = m && !m.symmetric ? '' : ` ${d.sym ? 'sym' : 'asym'}`;
+  return `${methodName(id)} ${d.bits}-bit${g}${sym}${grid}${extra}`;
 }
+
+// Display names where the upper-cased id is not the paper's spelling.
+const METHOD_NAMES = { sign: 'Sign', onebit: 'OneBit', binarymos: 'BinaryMoS', ggml: 'llama.cpp' };
+const methodName = (id) => METHOD_NAMES[id] ?? id.toUpperCase();
 
 // The Pareto chart's series a run belongs to: its method, and whether LoRC was added.
 function methodGroup(q) {
@@ -706,7 +719,7 @@ function methodGroup(q) {
   const w4a8 = `${t ? ` +${t.label}` : ''}${q.act ? ` A${q.act.bits}${q.act.tender ? ' Tender' : ''}` : ''}`;
   if (q.method === 'none') return `as loaded${w4a8}`;
   const id = typeof q.method === 'string' ? q.method : Object.keys(q.method)[0];
-  return `${id.toUpperCase()}${q.lorc ? ' +LoRC' : ''}${w4a8}`;
+  return `${methodName(id)}${q.lorc ? ' +LoRC' : ''}${w4a8}`;
 }
 
 // ---------------------------------------------------------------------------- overrides
@@ -1015,6 +1028,7 @@ function presetConfigs(name) {
       return grid;
     }
     case 'cmpq-curve': return cmpqCurveConfigs();
+    case 'binary': return binaryConfigs();
     case 'w4a8': return w4a8Configs();
     case 'tender': return tenderConfigs();
     default: return [];
@@ -1085,6 +1099,36 @@ function cmpqCurveConfigs() {
         },
       });
     }
+  }
+  return steps;
+}
+
+// ---------------------------------------------------------------------------- 1-bit preset
+// BinaryMoS's comparison (arXiv:2406.12311, Table 2's kind) in small: sign binarization, OneBit's
+// SVID and BinaryMoS with N = 1, 2, 4 and 8 scale experts (lite training at its defaults) against
+// RTN and GPTQ at 2 bits with groups of 64, every point at its effective bits. Calibration (for
+// BinaryMoS and GPTQ) is 16 × 128 tokens, as in the study preset.
+const BINARY_EXPERTS = [1, 2, 4, 8];
+function binaryConfigs() {
+  const mos = schema?.methods.find((m) => m.id === 'binarymos');
+  if (!mos) return [];
+  const calib = { n: 16, len: 128 };
+  const steps = [
+    { method: 'sign', bits: 1, gran: 'per_row', sym: true },
+    { method: 'onebit', bits: 1, gran: 'per_row', sym: true },
+  ];
+  for (const experts of BINARY_EXPERTS) {
+    steps.push({
+      apply: () => {
+        el.method.value = 'binarymos';
+        el.calibN.value = String(calib.n);
+        el.calibLen.value = String(calib.len);
+        syncMethodControls({ ...mos.defaults, experts });
+      },
+    });
+  }
+  for (const method of ['rtn', 'gptq']) {
+    steps.push({ method, bits: 2, gran: 'g64', sym: true, calib: method === 'gptq' ? calib : null });
   }
   return steps;
 }

@@ -14,6 +14,7 @@ use crate::format::Granularity;
 use crate::quant::act::{ActConfig, ActScaleKind, MIN_PERCENTILE};
 use crate::quant::awq::AwqOptions;
 use crate::quant::binary::OneBitOptions;
+use crate::quant::binarymos::{BinaryMosOptions, MAX_EXPERTS as MAX_MOS_EXPERTS};
 use crate::quant::cmpq::{CmpqOptions, MAX_OUTLIER_COLS, MAX_OUTLIER_SPARSE};
 use crate::quant::cmpq_alloc::{BUDGET_MAX, BUDGET_MIN, BUDGET_STEP};
 use crate::quant::codebook::{KmeansOptions, MAX_OUTLIER_FRAC};
@@ -523,6 +524,10 @@ fn dec(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(x as f64)
 }
 
+/// Most lite-training steps per layer the page offers (the CLI and configs allow
+/// `binarymos::MAX_STEPS`): more is minutes per layer in a browser.
+const PAGE_MOS_STEPS: usize = 1000;
+
 /// The code widths of the ggml types the method offers, low to high, each once.
 fn ggml_bits() -> Vec<u8> {
     let mut b: Vec<u8> = GGML_METHOD_TYPES
@@ -759,6 +764,39 @@ pub fn schema() -> Schema {
             defaults: json(&OneBitOptions::default()),
             fields: Vec::new(),
             paper: "Xu et al., OneBit (arXiv:2402.11295)",
+        },
+        // BinaryMoS with its lite training (layer by layer, on the page's calibration); the full
+        // distillation is native only.
+        MethodSchema {
+            id: "binarymos",
+            label: "BinaryMoS (1-bit, scale experts, lite training)",
+            bits: vec![1],
+            granularity: false,
+            symmetric: false,
+            clip_search: false,
+            needs_calibration: true,
+            defaults: json(&BinaryMosOptions::default()),
+            fields: vec![
+                Field::number(
+                    "experts",
+                    "Scale experts",
+                    (1.0, MAX_MOS_EXPERTS as f64, 1.0),
+                    "N: scale experts mixed per token by the router (the paper uses 4; 1 is OneBit with trained vectors)",
+                ),
+                Field::number(
+                    "steps",
+                    "Training steps",
+                    (0.0, PAGE_MOS_STEPS as f64, 1.0),
+                    "Adam steps per linear layer on the calibration inputs (0 keeps SVID's start)",
+                ),
+                Field::number(
+                    "lr",
+                    "Learning rate",
+                    (0.001, 0.1, 0.001),
+                    "Adam's step, relative to each tensor's mean magnitude",
+                ),
+            ],
+            paper: "Jo et al., BinaryMoS (arXiv:2406.12311)",
         },
     ];
     Schema {

@@ -1,0 +1,110 @@
+// 1-bit weights in the page (issue 15 item 5): BinaryMoS is in the method menu with its lite
+// training, and the "1 bit" preset puts sign binarization, OneBit (SVID) and BinaryMoS with 1, 2,
+// 4 and 8 scale experts beside RTN and GPTQ at 2 bits (groups of 64) on the Pareto chart. Each
+// point is what the native CLI measures for the run's configuration on the same model, text and
+// calibration, and more experts cost more bits.
+//
+// The model is fixture.mjs's tiny Llama, served by the local Hub and written to a folder for the
+// CLI: the preset trains four BinaryMoS models layer by layer, which on the real model takes
+// minutes each in single-threaded wasm. CPU path (`?backend=cpu`).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
+import { startFixtureServer, tinyCheckpoint } from './fixture.mjs';
+
+const REPO = 'test-org/tiny-llama';
+const { files: FILES } = tinyCheckpoint();
+const CTX = 64;
+const WINDOWS = 2;
+const CALIB_N = 16;
+const CALIB_LEN = 128;
+// sign, OneBit, BinaryMoS × 4, RTN and GPTQ at 2 bits.
+const PRESET_POINTS = 8;
+const EXPERTS = [1, 2, 4, 8];
+// Page (wasm) against CLI (native), the same code. Closed forms (sign, SVID, RTN) differ only by
+// float rounding; Adam's steps and GPTQ's error feedback carry such differences further.
+const CLOSED_REL_TOL = 1e-5;
+const TRAINED_REL_TOL = 1e-3;
+
+let page;
+let close;
+let server;
+let dir;
+
+before(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'quantlab-binary-'));
+  mkdirSync(path.join(dir, 'model'));
+  for (const [name, bytes] of Object.entries(FILES)) writeFileSync(path.join(dir, 'model', name), bytes);
+  const read = (n) => readFileSync(path.join(ROOT, 'www/texts', `${n}.txt`), 'utf8');
+  writeFileSync(path.join(dir, 'calib.txt'), `${read('dialogue')}\n\n${read('code')}`);
+  server = await startFixtureServer({ repos: { [REPO]: FILES } });
+  ({ page, close } = await openPage(`?backend=cpu&hub=${encodeURIComponent(server.url)}`
+    + `#ql=1&model=${encodeURIComponent(REPO)}&ctx=${CTX}&win=${WINDOWS}`));
+  await waitForResult(page, '0');
+});
+
+after(async () => {
+  await close?.();
+  await server?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function cliRun(config) {
+  const args = ['eval', '--model', path.join(dir, 'model'), '--text', TEXT, '--ctx', String(CTX),
+    '--windows', String(WINDOWS), '--config', config, '--no-kl', '--json'];
+  if (/"(gptq|binarymos)"/.test(config)) {
+    args.push('--calib-text', path.join(dir, 'calib.txt'), '--calib-n', String(CALIB_N), '--calib-len', String(CALIB_LEN));
+  }
+  const out = execFileSync(BIN, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+test('the 1-bit preset: sign, OneBit, BinaryMoS N = 1, 2, 4, 8 and 2-bit RTN/GPTQ, each the CLI\'s result', { timeout: RUN_TIMEOUT_MS }, async () => {
+  const t0 = Date.now();
+  await page.selectOption('#preset', 'binary');
+  await page.click('#preset-run');
+  await page.waitForSelector('#preset-status[data-done="true"]', { timeout: RUN_TIMEOUT_MS });
+  assert.equal(await page.getAttribute('#result', 'data-state'), 'done', await page.textContent('#error'));
+  console.log(`# 1-bit preset on the tiny Llama: ${PRESET_POINTS} configurations in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const runs = await page.$$eval('#history tbody tr', (rows) => rows.map((r) => ({
+    label: r.cells[0].textContent, config: r.dataset.config,
+    bpw: Number(r.cells[6].textContent), ppl: Number(r.cells[3].textContent.split(' ')[0]),
+  })));
+  // The newest run is on top; the preset's are the newest PRESET_POINTS.
+  const preset = runs.slice(0, PRESET_POINTS).reverse();
+  const kinds = preset.map((r) => {
+    const m = JSON.parse(r.config).method;
+    return typeof m === 'string' ? m : Object.keys(m)[0];
+  });
+  assert.deepEqual(kinds, ['sign', 'onebit', 'binarymos', 'binarymos', 'binarymos', 'binarymos', 'rtn', 'gptq']);
+  const experts = preset.filter((r) => r.config.includes('"binarymos"')).map((r) => JSON.parse(r.config).method.binarymos.experts);
+  assert.deepEqual(experts, EXPERTS);
+
+  // The chart holds the same points (perplexity, bits) under the same labels.
+  const p = await page.evaluate(() => self.quantlabCharts.pareto);
+  const chart = p.labels.map((label, i) => ({ label, bpw: p.bpw[i], ppl: p.ppl[i] }));
+  for (const r of preset) {
+    const pt = chart.find((c) => c.label === r.label);
+    assert.ok(pt, `no chart point ${r.label}: ${p.labels.join(', ')}`);
+    const cli = cliRun(r.config);
+    const rel = Math.abs(pt.ppl - cli.ppl) / cli.ppl;
+    const tol = /"(gptq|binarymos)"/.test(r.config) ? TRAINED_REL_TOL : CLOSED_REL_TOL;
+    console.log(`#   ${r.label.padEnd(34)} ${pt.bpw.toFixed(3)} bits  ppl ${pt.ppl.toFixed(3)}  CLI ${cli.ppl.toFixed(3)} (rel ${rel.toExponential(1)})`);
+    assert.ok(rel <= tol, `${r.label}: page ${pt.ppl} vs CLI ${cli.ppl} (rel ${rel} > ${tol})`);
+    assert.ok(Math.abs(pt.bpw - cli.bits_per_weight) <= 1e-9, `${r.label}: page ${pt.bpw} bits vs CLI ${cli.bits_per_weight}`);
+  }
+  // Every expert costs its scale vectors and router column: bits grow with N (on 64-wide rows
+  // the f16 vectors weigh a lot: 1.67 bits at N = 1 here, 1.07 on the default model).
+  const mosBits = preset.filter((r) => r.config.includes('"binarymos"'))
+    .map((r) => chart.find((c) => c.label === r.label).bpw);
+  for (let i = 1; i < mosBits.length; i += 1) assert.ok(mosBits[i] > mosBits[i - 1], `bits ${mosBits}`);
+  const shots = path.join(ROOT, 'out', 'screenshots');
+  mkdirSync(shots, { recursive: true });
+  await page.locator('#pareto-box').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: path.join(shots, 'binary-preset.png') });
+});
