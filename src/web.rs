@@ -35,7 +35,7 @@ use crate::model::eval::{EvalOptions, EvalProgress};
 use crate::playground::engine::Device;
 use crate::playground::generate::Which;
 use crate::playground::session::Session;
-use crate::playground::{inspect, schema, tender_view};
+use crate::playground::{inspect, mos_view, schema, tender_view};
 use crate::quant::config::QuantConfig;
 use crate::Error;
 use js_sys::futures::future_to_promise;
@@ -512,6 +512,15 @@ impl Playground {
         let s = self.session()?;
         let c = inspect::channel_map(s.as_ref().ok_or_else(no_model)?, name);
         to_js(&c.map_err(js_error)?)
+    }
+
+    /// The router's gates of the BinaryMoS linear `name` on the first tokens of `text`
+    /// (`mos_view::MosGates`), from the quantized model's own inputs to it.
+    #[wasm_bindgen(js_name = mosGates)]
+    pub fn mos_gates(&self, text: &str, name: &str) -> Result<JsValue, JsError> {
+        let s = self.session()?;
+        let g = mos_view::gates(s.as_ref().ok_or_else(no_model)?, text, name);
+        to_js(&g.map_err(js_error)?)
     }
 
     /// Per-channel input magnitudes of `layer` (`inspect::Activations`); calibrates briefly

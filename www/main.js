@@ -39,6 +39,7 @@ const el = {
   histTensor: $('hist-tensor'), histRow: $('hist-row'), histNote: $('hist-note'),
   actLayer: $('act-layer'), actShow: $('act-show'), actNote: $('act-note'),
   chanBox: $('chan-box'), chanNote: $('chan-note'),
+  gatesBox: $('gates-box'), gatesText: $('gates-text'), gatesNote: $('gates-note'), gatesLegend: $('gates-legend'),
   genBox: $('gen-box'), genPrompt: $('gen-prompt'), genN: $('gen-n'), genRun: $('gen-run'), genStop: $('gen-stop'),
   genRef: $('gen-ref'), genQuant: $('gen-quant'), genQuantH: $('gen-quant-h'), genStatus: $('gen-status'),
   offline: $('offline'),
@@ -1342,6 +1343,44 @@ function requestChannels() {
   const cmpq = loaded && current && methodId(current.quant) === 'cmpq' && el.result.dataset.state === 'done';
   el.chanBox.hidden = !cmpq;
   if (cmpq && el.histTensor.value) worker.postMessage({ type: 'channels', name: el.histTensor.value });
+  const mos = loaded && current && methodId(current.quant) === 'binarymos' && el.result.dataset.state === 'done';
+  el.gatesBox.hidden = !mos;
+  if (mos && el.histTensor.value) worker.postMessage({ type: 'gates', name: el.histTensor.value, text });
+}
+
+// The router's gates over the text (src/playground/mos_view.rs): one span per token, its text
+// set as textContent (the text is the user's, never HTML), coloured by its strongest expert.
+const EXPERT_COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2'];
+function drawGates(g) {
+  const k = g.experts;
+  const colour = (e) => EXPERT_COLOURS[e % EXPERT_COLOURS.length];
+  el.gatesLegend.replaceChildren(...Array.from({ length: k }, (_, e) => {
+    const s = document.createElement('span');
+    s.textContent = `expert ${e + 1}`;
+    s.style.borderBottom = `3px solid ${colour(e)}`;
+    return s;
+  }));
+  const rows = g.tokens.map((_, i) => g.gates.slice(i * k, (i + 1) * k));
+  // Uniform gates (1/k) show no colour; the token whose strongest gate is the largest here gets
+  // the full colour (a briefly trained router stays near uniform, which a fixed scale would hide).
+  const lift = Math.max(...rows.map((r) => Math.max(...r) - 1 / k), 1e-12);
+  const spans = g.tokens.map((t, i) => {
+    const row = rows[i];
+    const top = row.indexOf(Math.max(...row));
+    const s = document.createElement('span');
+    s.textContent = t;
+    s.dataset.gates = JSON.stringify(row);
+    s.dataset.expert = String(top);
+    const strength = k > 1 ? (row[top] - 1 / k) / lift : 0;
+    s.style.backgroundColor = `color-mix(in srgb, ${colour(top)} ${Math.round(55 * strength)}%, transparent)`;
+    s.title = row.map((v, e) => `expert ${e + 1}: ${v.toFixed(3)}`).join('\n');
+    return s;
+  });
+  el.gatesText.replaceChildren(...spans);
+  const counts = Array.from({ length: k }, (_, e) => spans.filter((s) => s.dataset.expert === String(e)).length);
+  el.gatesNote.textContent = `${g.name} reads ${g.site} of layer ${g.layer}: ${g.tokens.length} tokens, `
+    + `the strongest expert per token: ${counts.map((c, e) => `${e + 1}: ${c}`).join(', ')}. `
+    + `The largest gate here is ${(lift + 1 / k).toFixed(3)} (uniform: ${(1 / k).toFixed(3)}); colours are relative to it.`;
 }
 el.histRow.addEventListener('change', requestHistogram);
 function requestHistogram() {
@@ -1576,6 +1615,15 @@ worker.onmessage = ({ data: msg }) => {
         el.chanNote.textContent = `${c.cols} input columns: ${c.n_lo} at ${c.lo} bits, ${c.n_hi} at ${c.lo + 1} bits, `
           + `${c.n_f16} kept in f16; ${c.n_sparse.toLocaleString('en')} weights kept as sparse f16 outliers. `
           + `${c.bits_per_weight.toFixed(2)} effective bits per weight for a budget of ${Number(c.budget).toFixed(2)}.`;
+      }
+      break;
+    case 'gates':
+      if (msg.name !== el.histTensor.value) break;
+      if (msg.error) {
+        el.gatesText.replaceChildren();
+        el.gatesNote.textContent = msg.error;
+      } else {
+        drawGates(msg.gates);
       }
       break;
     case 'underflow':

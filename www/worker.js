@@ -27,7 +27,7 @@
 // Messages out: ready | schema | engine | download | loaded | calibrating | calibrated |
 //               quantizing | quantized | progress | result (with `wa`, the W/A label, and
 //               `smooth`, Session::smooth_report) | layers | link | parsed |
-//               histogram | activations | channels | tender | cancelled | error |
+//               histogram | activations | channels | gates | tender | cancelled | error |
 //               gen-token | gen-done | gen-error   (each carries its `ggen`) |
 //               device-lost   (the WebGPU device was lost; recovering: an 'engine' message with
 //                              `recovered` follows)
@@ -158,6 +158,14 @@ self.onmessage = ({ data: msg }) => {
         post({ type: 'channels', name: msg.name, channels: playground.channelMap(msg.name) });
       } catch (e) {
         post({ type: 'channels', name: msg.name, error: message(e) });
+      }
+    });
+  } else if (msg.type === 'gates') {
+    serial(async () => {
+      try {
+        post({ type: 'gates', name: msg.name, gates: playground.mosGates(msg.text, msg.name) });
+      } catch (e) {
+        post({ type: 'gates', name: msg.name, error: message(e) });
       }
     });
   } else if (msg.type === 'save') {

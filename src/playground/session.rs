@@ -656,14 +656,14 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::io::tokenizer::TokenizerFiles;
 
     const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny/llama");
 
     /// The tiny Llama checkpoint of tests/fixtures (2 layers), calibrated on 2 × 32 tokens.
-    fn tiny_session() -> Session {
+    pub(crate) fn tiny_session() -> Session {
         let read = |n: &str| {
             std::fs::read(format!("{TINY}/{n}")).unwrap_or_else(|e| panic!("{TINY}/{n}: {e}"))
         };

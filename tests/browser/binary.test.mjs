@@ -108,3 +108,32 @@ test('the 1-bit preset: sign, OneBit, BinaryMoS N = 1, 2, 4, 8 and 2-bit RTN/GPT
   await page.locator('#pareto-box').scrollIntoViewIfNeeded();
   await page.screenshot({ path: path.join(shots, 'binary-preset.png') });
 });
+
+test('the router\'s gates of a BinaryMoS tensor over the text: one token each, every row a softmax', { timeout: RUN_TIMEOUT_MS }, async () => {
+  const prev = await page.getAttribute('#result', 'data-run');
+  await page.selectOption('#method', 'binarymos');
+  const r = await waitForResult(page, prev, '"binarymos"');
+  assert.ok(Number.isFinite(r.ppl));
+  await page.waitForSelector('#gates-box:not([hidden])');
+  await page.selectOption('#hist-tensor', 'blk.1.ffn_down.weight');
+  await page.waitForFunction(() => /ffn_down/.test(document.getElementById('gates-note').textContent));
+  const note = await page.textContent('#gates-note');
+  const rows = await page.$$eval('#gates-text span', (s) => s.map((x) => ({ text: x.textContent, gates: JSON.parse(x.dataset.gates) })));
+  console.log(`# ${note}`);
+  assert.match(note, /blk\.1\.ffn_down\.weight reads down_in of layer 1/);
+  assert.ok(rows.length > 16, `${rows.length} tokens`);
+  const experts = JSON.parse(await page.getAttribute('#result', 'data-config')).method.binarymos.experts;
+  for (const { gates } of rows) {
+    assert.equal(gates.length, experts);
+    // A softmax: positive, summing to 1 (f32 rounding of a few terms).
+    assert.ok(Math.abs(gates.reduce((a, b) => a + b, 0) - 1) < 1e-5 && gates.every((v) => v > 0), JSON.stringify(gates));
+  }
+  // The router tells tokens apart: the gates are not the same on every token.
+  const spread = Math.max(...rows.map(({ gates }) => Math.abs(gates[0] - rows[0].gates[0])));
+  assert.ok(spread > 1e-4, `gate 1 varies by ${spread} over the tokens`);
+  // The tokens are the text's, as text.
+  const text = await page.inputValue('#text-view');
+  assert.ok(text.includes(rows.slice(1, 6).map((x) => x.text).join('')), rows.slice(0, 6).map((x) => x.text).join('|'));
+  await page.locator('#gates-box').scrollIntoViewIfNeeded();
+  await page.locator('#gates-box').screenshot({ path: path.join(ROOT, 'out', 'screenshots', 'binary-gates.png') });
+});
