@@ -340,24 +340,39 @@ impl Playground {
     /// Quantize the loaded weights with a `QuantConfig` (a plain object); returns the
     /// `MemoryReport` of the result. `method: "none"` returns to the weights as loaded.
     /// `progress(done, total)` is called per tensor; return `false` from it to cancel, which
-    /// leaves the previous quantization in place.
+    /// leaves the previous quantization in place. `onStep(tensor, step, loss)`, when given, sees
+    /// lite training's loss (BinaryMoS) before training and after every step; `false` cancels.
     #[wasm_bindgen(js_name = setQuant)]
     pub fn set_quant(
         &self,
         config: JsValue,
         progress: &js_sys::Function,
+        on_step: Option<js_sys::Function>,
     ) -> Result<JsValue, JsError> {
         let config: QuantConfig = serde_wasm_bindgen::from_value(config)
             .map_err(|e| js_error(Error::config("quant config", e)))?;
         let mut thrown: Option<String> = None;
+        let mut step_thrown: Option<String> = None;
         let mut on_progress = counting(progress, &mut thrown);
+        let mut on_train = |name: &str, step: usize, loss: f64| match &on_step {
+            Some(f) => keep_going(
+                f.call3(
+                    &JsValue::NULL,
+                    &JsValue::from(name),
+                    &JsValue::from(step as f64),
+                    &JsValue::from(loss),
+                ),
+                &mut step_thrown,
+            ),
+            None => true,
+        };
         let report = self
             .session_mut()?
             .as_mut()
             .ok_or_else(no_model)?
-            .set_quant_with(&config, &mut on_progress);
+            .set_quant_traced(&config, &mut on_progress, &mut on_train);
         drop(on_progress);
-        if let Some(msg) = thrown {
+        if let Some(msg) = thrown.or(step_thrown) {
             return Err(JsError::new(&format!("progress callback threw: {msg}")));
         }
         to_js(&report.map_err(js_error)?)

@@ -6,7 +6,7 @@
 import uPlot from './pkg/uPlot.esm.js';
 import { paretoFront } from './state.js';
 
-export const chartData = { pareto: null, memory: null, layers: null, histogram: null, activations: null, channels: null, alpha: null, tender: null };
+export const chartData = { pareto: null, memory: null, layers: null, histogram: null, activations: null, channels: null, alpha: null, tender: null, training: null };
 self.quantlabCharts = chartData;
 
 const WIDTH = 520;
@@ -271,4 +271,28 @@ export function drawTender(v) {
     series,
     legend: { show: true, live: false },
   }, data);
+}
+
+// t: {current: {name, steps, rel}, tensors: [{name, ratio}]} (BinaryMoS lite training, from the
+// worker's 'training' messages). Left: the tensor in training, its loss relative to step 0 against
+// the step. Right: every finished tensor's final ratio (log scale: 1 is where SVID started).
+export function drawTraining(t) {
+  chartData.training = t;
+  const c = t.current;
+  if (c && c.steps.length) {
+    draw('train-chart', {
+      height: 160,
+      scales: { x: { time: false }, y: { distr: 3 } },
+      axes: [{ label: 'step' }, { label: 'loss / start', size: 55 }],
+      series: [{ label: 'step' }, { label: c.name, stroke: PALETTE[0], width: 1.5 }],
+    }, [c.steps, c.rel]);
+  }
+  if (t.tensors.length) {
+    draw('train-tensors-chart', {
+      height: 160,
+      scales: { x: { time: false }, y: { distr: 3 } },
+      axes: [{ label: 'tensor (in order)' }, { label: 'final / start', size: 55 }],
+      series: [{ label: 'tensor' }, { ...points(PALETTE[1]), label: 'final / start', value: (u, v) => (v == null ? '—' : v.toFixed(3)) }],
+    }, [t.tensors.map((_, i) => i), t.tensors.map((x) => x.ratio)]);
+  }
 }

@@ -6,7 +6,7 @@
 // the schema Rust sends (src/playground/schema.rs); the pictures are in www/charts.js.
 
 import { DEFAULTS, HIDEABLE, hubFromUrl, makeHash, parseHash, validModel } from './state.js';
-import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto, drawTender } from './charts.js';
+import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto, drawTender, drawTraining } from './charts.js';
 import { download } from './download.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -39,6 +39,7 @@ const el = {
   histTensor: $('hist-tensor'), histRow: $('hist-row'), histNote: $('hist-note'),
   actLayer: $('act-layer'), actShow: $('act-show'), actNote: $('act-note'),
   chanBox: $('chan-box'), chanNote: $('chan-note'),
+  trainBox: $('train-box'), trainStop: $('train-stop'), trainStatus: $('train-status'),
   gatesBox: $('gates-box'), gatesText: $('gates-text'), gatesNote: $('gates-note'), gatesLegend: $('gates-legend'),
   genBox: $('gen-box'), genPrompt: $('gen-prompt'), genN: $('gen-n'), genRun: $('gen-run'), genStop: $('gen-stop'),
   genRef: $('gen-ref'), genQuant: $('gen-quant'), genQuantH: $('gen-quant-h'), genStatus: $('gen-status'),
@@ -280,6 +281,7 @@ function syncMethodControls(keepFieldValues = null) {
     followBitsSetter(m);
   }
   syncCalibBox();
+  el.trainBox.hidden = none || m.id !== 'binarymos';
   showExplainer(none ? 'none' : m.id);
 }
 
@@ -1104,6 +1106,61 @@ function cmpqCurveConfigs() {
   return steps;
 }
 
+// ---------------------------------------------------------------------------- lite training
+// BinaryMoS's lite training as it runs (worker 'training' messages: the loss of one tensor at
+// step 0, before training, then after every step). Stop cancels the run like a newer setting
+// does: the model keeps its previous quantization.
+let training = null; // {gen, current: {name, steps, rel, start}, tensors: [{name, ratio}], drawn}
+function onTraining(msg) {
+  if (!training || training.gen !== msg.gen) {
+    training = { gen: msg.gen, current: null, tensors: [], drawn: 0 };
+  }
+  const t = training;
+  if (msg.step === 0) {
+    finishTensor();
+    t.current = { name: msg.name, steps: [], rel: [], start: msg.loss };
+  }
+  const c = t.current;
+  if (!c) return;
+  c.steps.push(msg.step);
+  c.rel.push(c.start > 0 ? msg.loss / c.start : 1);
+  el.trainStop.disabled = false;
+  el.trainStatus.textContent = `Training ${c.name}: step ${msg.step}, loss ${(c.rel[c.rel.length - 1]).toFixed(4)} of its start `
+    + `(${t.tensors.length} tensors done).`;
+  // At most a few redraws a second: a tensor's steps arrive faster than charts draw.
+  const now = performance.now();
+  if (now - t.drawn > 250) {
+    t.drawn = now;
+    drawTraining({ current: c, tensors: t.tensors });
+  }
+}
+function finishTensor() {
+  const c = training?.current;
+  if (c && c.steps.length > 1) training.tensors.push({ name: c.name, ratio: c.rel[c.rel.length - 1] });
+}
+function trainingDone(stopped) {
+  el.trainStop.disabled = true;
+  if (!training) return;
+  finishTensor();
+  const r = training.tensors.map((x) => x.ratio);
+  const median = r.length ? [...r].sort((a, b) => a - b)[Math.floor(r.length / 2)] : null;
+  drawTraining({ current: training.current, tensors: training.tensors });
+  el.trainStatus.dataset.done = stopped ? 'stopped' : 'true';
+  el.trainStatus.textContent = stopped
+    ? `Stopped after ${training.tensors.length} tensors; the model keeps its previous quantization.`
+    : `Trained ${r.length} tensors; the median one ends at ${median?.toFixed(3)} of its starting loss.`;
+  training.current = null;
+}
+el.trainStop.addEventListener('click', () => {
+  // A newer generation makes the worker's training callback return false (shared memory).
+  gen += 1;
+  if (control) Atomics.store(control, 0, gen);
+  el.trainStop.disabled = true;
+  trainingDone(true);
+  el.result.dataset.state = 'cancelled';
+  el.evalStatus.textContent = 'Training stopped.';
+});
+
 // ---------------------------------------------------------------------------- 1-bit preset
 // BinaryMoS's comparison (arXiv:2406.12311, Table 2's kind) in small: sign binarization, OneBit's
 // SVID and BinaryMoS with N = 1, 2, 4 and 8 scale experts (lite training at its defaults) against
@@ -1576,7 +1633,11 @@ worker.onmessage = ({ data: msg }) => {
       el.evalProgress.value = msg.done / msg.total;
       el.evalStatus.textContent = `Quantizing: tensor ${msg.done} of ${msg.total}`;
       break;
+    case 'training':
+      onTraining(msg);
+      break;
     case 'quantized':
+      if (training?.gen === msg.gen && training.current) trainingDone(false);
       el.evalProgress.removeAttribute('value');
       el.evalStatus.textContent = `Quantized in ${fixed(msg.seconds, 1)} s; evaluating…`;
       break;

@@ -25,7 +25,8 @@
 //                                                  evaluation reports window `afterWindow` (gpuAgain
 //                                                  false: and find no GPU when recovering)
 // Messages out: ready | schema | engine | download | loaded | calibrating | calibrated |
-//               quantizing | quantized | progress | result (with `wa`, the W/A label, and
+//               quantizing | training (BinaryMoS: {name, step, loss}) | quantized | progress |
+//               result (with `wa`, the W/A label, and
 //               `smooth`, Session::smooth_report) | layers | link | parsed |
 //               histogram | activations | channels | gates | tender | cancelled | error |
 //               gen-token | gen-done | gen-error   (each carries its `ggen`) |
@@ -416,6 +417,9 @@ async function ensureQuant(quant, calib, tag, isStale) {
   const t0 = performance.now();
   memory = playground.setQuant(quant, (done, total) => {
     post({ type: 'quantizing', ...tag, done, total });
+    return !isStale();
+  }, (name, step, loss) => {
+    post({ type: 'training', ...tag, name, step, loss });
     return !isStale();
   });
   quantKey = key;

@@ -470,6 +470,17 @@ impl Session {
         cfg: &QuantConfig,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<MemoryReport> {
+        self.set_quant_traced(cfg, progress, &mut |_, _, _| true)
+    }
+
+    /// As `set_quant_with`, also showing lite training's loss per tensor and step
+    /// (`QuantConfig::apply_traced`).
+    pub fn set_quant_traced(
+        &mut self,
+        cfg: &QuantConfig,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+        on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
+    ) -> Result<MemoryReport> {
         self.smooth_report = None;
         if matches!(cfg.method, Method::None) && cfg.act.is_none() {
             self.engine.set_quantized(None)?;
@@ -490,7 +501,7 @@ impl Session {
                 }
                 _ => {
                     let (q, report) =
-                        cfg.apply_reported(&self.source, self.calibration(), progress)?;
+                        cfg.apply_traced(&self.source, self.calibration(), progress, on_step)?;
                     self.smooth_report = report;
                     q
                 }

@@ -243,7 +243,8 @@ impl BinaryMosOptions {
 
 /// One linear as `Method::BinaryMos` makes it: SVID start, then lite training on `x`
 /// (`t × cols` calibration inputs) toward the loaded weight's outputs. The router's seed comes
-/// from the tensor's name, so a config gives the same tensor every time.
+/// from the tensor's name, so a config gives the same tensor every time. `on_step(step, loss)`
+/// sees the loss before training (step 0) and after every step; `false` cancels.
 pub fn quantize(
     w: &[f32],
     rows: usize,
@@ -251,6 +252,7 @@ pub fn quantize(
     x: &[f32],
     opts: &BinaryMosOptions,
     name: &str,
+    on_step: &mut dyn FnMut(usize, f64) -> bool,
 ) -> Result<crate::format::QTensor> {
     opts.validate()?;
     let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -264,8 +266,10 @@ pub fn quantize(
         steps: opts.steps,
         lr: opts.lr,
     };
-    train_lite(&mut layer, x, &target, &lite, &mut |_, _| true)
-        .map_err(|e| Error::config("binarymos", format!("{name}: {e}")))?;
+    train_lite(&mut layer, x, &target, &lite, on_step).map_err(|e| match e {
+        Error::Cancelled => e,
+        e => Error::config("binarymos", format!("{name}: {e}")),
+    })?;
     layer.to_qtensor()
 }
 
@@ -301,8 +305,9 @@ impl Adam {
 }
 
 /// Lite training of one layer on `x` (`t × cols` calibration inputs) toward `target`
-/// (`t × rows`, the layer as loaded on them). Calls `progress(step, loss)` after every step
-/// (`false` stops). Returns the loss before the first step and after each.
+/// (`t × rows`, the layer as loaded on them). Calls `progress(0, loss)` before the first step
+/// and `progress(step, loss)` after every step (`false` stops). Returns the loss before the
+/// first step and after each.
 pub fn train_lite(
     layer: &mut MosLayer,
     x: &[f32],
@@ -331,6 +336,9 @@ pub fn train_lite(
     // The router starts near zero: its step is relative to the input scale instead.
     opt[2].lr = opts.lr * ROUTER_INIT / (layer.cols as f32).sqrt();
     let mut losses = vec![layer.loss(x, target)];
+    if !progress(0, losses[0]) {
+        return Err(Error::Cancelled);
+    }
     for step in 1..=opts.steps {
         let (_, g) = layer.loss_and_grads(x, target);
         opt[0].step(&mut layer.s_in, &g.s_in, step as i32);

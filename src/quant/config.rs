@@ -843,6 +843,19 @@ impl QuantConfig {
         calib: Option<&Calibration>,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<(ModelWeights, Option<SmoothReport>)> {
+        self.apply_traced(src, calib, progress, &mut |_, _, _| true)
+    }
+
+    /// `apply_reported`, also showing the training methods' losses as they fall:
+    /// `on_step(tensor, step, loss)` for BinaryMoS's lite training (step 0 is the loss before
+    /// training); `false` from either callback cancels.
+    pub fn apply_traced(
+        &self,
+        src: &ModelWeights,
+        calib: Option<&Calibration>,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+        on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
+    ) -> Result<(ModelWeights, Option<SmoothReport>)> {
         self.validate()?;
         if self.needs_calibration() && calib.is_none() {
             return Err(Error::config(
@@ -867,7 +880,7 @@ impl QuantConfig {
             (Some(m), Some(c)) => (m, Some(c)),
             _ => (src, calib),
         };
-        let mut out = self.apply_weights(src, calib, progress)?;
+        let mut out = self.apply_weights(src, calib, progress, on_step)?;
         out.act = self.act.map(|a| a.plan(calib)).transpose()?;
         Ok((out, report))
     }
@@ -878,6 +891,7 @@ impl QuantConfig {
         src: &ModelWeights,
         calib: Option<&Calibration>,
         progress: &mut dyn FnMut(usize, usize) -> bool,
+        on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
     ) -> Result<ModelWeights> {
         if self.method.needs_calibration() {
             match calib {
@@ -996,7 +1010,7 @@ impl QuantConfig {
                 }
                 if let Some(q) = self.layer_quant(&lin.name) {
                     let site = calib.map(|c| c.site(li, topo.site_of(k))).transpose()?;
-                    let qw = self.quantize_linear(lin, q, site)?;
+                    let qw = self.quantize_linear(lin, q, site, on_step)?;
                     lin.w = match &self.lorc {
                         Some(lo) => lorc::compensate(&qw, &lin.w.dequantize()?, lo, &lin.name)?,
                         None => qw,
@@ -1032,6 +1046,7 @@ impl QuantConfig {
         lin: &Linear,
         q: LayerQuant,
         site: Option<&crate::quant::calib::SiteStats>,
+        on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
     ) -> Result<QTensor> {
         let (rows, cols) = (lin.w.rows, lin.w.cols);
         match &self.method {
@@ -1117,7 +1132,9 @@ impl QuantConfig {
                     ));
                 }
                 let w = lin.w.dequantize()?;
-                binarymos::quantize(&w, rows, cols, &st.samples, o, &lin.name)
+                binarymos::quantize(&w, rows, cols, &st.samples, o, &lin.name, &mut |k, l| {
+                    on_step(&lin.name, k, l)
+                })
             }
             Method::Awq(_) => Err(Error::config(
                 "awq",

@@ -137,3 +137,41 @@ test('the router\'s gates of a BinaryMoS tensor over the text: one token each, e
   await page.locator('#gates-box').scrollIntoViewIfNeeded();
   await page.locator('#gates-box').screenshot({ path: path.join(ROOT, 'out', 'screenshots', 'binary-gates.png') });
 });
+
+async function setField(key, value) {
+  await page.$eval(`#method-fields [data-key="${key}"]`, (e, v) => {
+    e.value = String(v);
+    e.dispatchEvent(new Event('change', { bubbles: true }));
+  }, value);
+}
+
+test('lite training draws each tensor\'s loss as it falls, and Stop cancels a long training', { timeout: RUN_TIMEOUT_MS }, async () => {
+  assert.equal(await page.inputValue('#method'), 'binarymos');
+  assert.ok(!(await page.isHidden('#train-box')), 'the training box shows for BinaryMoS');
+  let prev = await page.getAttribute('#result', 'data-run');
+  await setField('steps', 20);
+  await waitForResult(page, prev, '"steps":20');
+  await page.waitForSelector('#train-status[data-done="true"]');
+  const t = await page.evaluate(() => self.quantlabCharts.training);
+  // 2 blocks of 7 linears, each trained from SVID's start: every final loss below its start.
+  assert.equal(t.tensors.length, 14, JSON.stringify(t.tensors.map((x) => x.name)));
+  assert.ok(t.tensors.every((x) => x.ratio > 0 && x.ratio < 1), JSON.stringify(t.tensors));
+  console.log(`# lite training: ${await page.textContent('#train-status')}`);
+  await page.locator('#train-box').screenshot({ path: path.join(ROOT, 'out', 'screenshots', 'binary-training.png') });
+
+  // A long training, stopped after its first steps: the run ends as cancelled and the model
+  // keeps the 20-step quantization, which the next evaluation shows.
+  prev = await page.getAttribute('#result', 'data-run');
+  const before = await page.getAttribute('#bpw', 'data-value');
+  await setField('steps', 1000);
+  await page.waitForFunction(() => !document.getElementById('train-stop').disabled
+    && /step [1-9]/.test(document.getElementById('train-status').textContent), null, { timeout: RUN_TIMEOUT_MS, polling: 20 });
+  await page.click('#train-stop');
+  await page.waitForSelector('#train-status[data-done="stopped"]');
+  assert.match(await page.textContent('#train-status'), /Stopped after \d+ tensors; the model keeps its previous quantization/);
+  assert.equal(await page.getAttribute('#result', 'data-run'), prev, 'no result for the stopped run');
+  await page.click('#evaluate');
+  const r = await waitForResult(page, prev);
+  assert.match(await page.getAttribute('#result', 'data-config'), /"steps":1000/);
+  assert.equal(String(r.bpw), before);
+});

@@ -704,12 +704,25 @@ fn binarymos_trains_each_linear_on_calibration_and_beats_onebit_there() {
         steps: 100,
         lr: 0.01,
     };
-    let mos = QuantConfig {
+    // The trace the page draws: every linear's loss before training (step 0) and after each
+    // of its steps, in order, the last below the first.
+    let mut trace: Vec<(String, usize, f64)> = Vec::new();
+    let (mos, _) = QuantConfig {
         method: Method::BinaryMos(opts),
         ..QuantConfig::rtn(q)
     }
-    .apply_calibrated(&model, Some(&calib), &mut |_, _| true)
+    .apply_traced(&model, Some(&calib), &mut |_, _| true, &mut |n, k, l| {
+        trace.push((n.to_string(), k, l));
+        true
+    })
     .unwrap();
+    let names: Vec<&str> = mos.linears().map(|l| l.name.as_str()).collect();
+    assert_eq!(trace.len(), names.len() * (opts.steps + 1));
+    for (i, chunk) in trace.chunks(opts.steps + 1).enumerate() {
+        assert!(chunk.iter().all(|(n, _, _)| n == names[i]), "{}", names[i]);
+        assert!(chunk.iter().enumerate().all(|(k, (_, s, _))| *s == k));
+        assert!(chunk[opts.steps].2 < chunk[0].2, "{}: {chunk:?}", names[i]);
+    }
     let onebit = QuantConfig {
         method: Method::OneBit(OneBitOptions::default()),
         ..QuantConfig::rtn(q)
