@@ -169,7 +169,7 @@ enum MethodArg {
     /// --onebit-fit N it refits on calibration).
     Onebit,
     /// 1-bit BinaryMoS: signs with --experts token-mixed scale experts and a router, trained
-    /// layer by layer on calibration (needs --bits 1; CPU backend).
+    /// layer by layer on calibration on the CPU (needs --bits 1; evaluates on either backend).
     Binarymos,
     /// ggml's legacy block types as llama.cpp's reference quantizers make them: --ggml-type
     /// q4_0|q4_1|q5_0|q5_1|q8_0 (--bits follows from the type; rows a multiple of 32).

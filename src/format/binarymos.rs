@@ -10,12 +10,19 @@
 //!
 //! There is no single weight matrix: each token has its own. `dequantize` gives the one a token
 //! with uniform gates sees, `diag(mean S_out)·sign·diag(mean S_in)` (exactly that token's
-//! product), for the inspectors and LoRC; the CPU backend multiplies with `mos_forward`. The GPU
-//! kernels for the token-adaptive product are not written yet, so the GPU decoder refuses it
-//! rather than run the uniform-gate weight as if it were the layer.
+//! product), for the inspectors and LoRC; the CPU backend multiplies with `mos_forward`.
+//!
+//! GPU: `gpu_layout` says how src/gpu/binarymos.rs multiplies the tensor from its own bytes: the
+//! signs are the weight of the ordinary tiled product, decoded as ±1 by shaders/fmt_sign.wgsl,
+//! and shaders/binarymos.wgsl reads the three tables at the word offsets given here for each
+//! token's gates and scales. The generic decoder (`Family::gpu`, what a gather or a GPU
+//! re-quantization would read) refuses the tensor rather than decode the signs, or the
+//! uniform-gate weight, as if either were the layer.
 
 use super::packed::{align4, code_range, pack_codes, packed_bytes, random_codes, random_f16s};
-use super::{Draw, Family, Format, QTensor, Storage};
+use super::{
+    gpu_check_bits, gpu_u32, Draw, Family, Format, Fragment, GpuDecoder, QTensor, Storage,
+};
 use crate::linalg::sgemm;
 use crate::{Error, Result};
 use half::f16;
@@ -246,12 +253,13 @@ impl Family for BinaryMosFormat {
         Ok(d)
     }
 
-    fn gpu(&self, _rows: usize, _cols: usize) -> Result<super::GpuDecoder> {
+    fn gpu(&self, _rows: usize, _cols: usize) -> Result<GpuDecoder> {
         Err(Error::unsupported(
             "gpu",
             "binarymos",
-            "BinaryMoS's token-adaptive scales run on the CPU backend so far (the WebGPU kernels \
-             are not written yet); choose the CPU backend",
+            "a BinaryMoS tensor has no single weight to decode (each token mixes its own \
+             scales): the GPU multiplies it only as a linear layer (`gpu_layout`), never \
+             gathers or re-quantizes it",
         ))
     }
 
@@ -263,6 +271,56 @@ impl Family for BinaryMosFormat {
         d.extend(random_f16s(cols * k, 0.0, 0.1, next));
         Ok(d)
     }
+}
+
+/// How the GPU multiplies a BinaryMoS tensor from its own bytes (src/gpu/binarymos.rs): the
+/// signs are the weight of the ordinary tiled product (`signs`, the `fmt_sign` fragment: ±1,
+/// bit `r·cols + c` from word 0), and the three f16 tables lie at these word offsets (sections
+/// are 4-byte aligned), read by shaders/binarymos.wgsl for each token's gates and scales.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MosGpuLayout {
+    pub signs: GpuDecoder,
+    pub experts: u32,
+    pub s_in_off: u32,
+    pub s_out_off: u32,
+    pub router_off: u32,
+}
+
+/// The GPU layout of a `rows × cols` BinaryMoS tensor of `experts` experts, or the error for a
+/// shape or expert count the format (or the kernels' u32 indices) cannot hold.
+pub fn gpu_layout(experts: u8, rows: usize, cols: usize) -> Result<MosGpuLayout> {
+    let k = check_experts(experts)?;
+    BinaryMosFormat { experts }.storage(rows, cols)?;
+    gpu_check_bits(rows, cols, 1)?;
+    let (ns, ni, no, nr) = sections(rows, cols, k);
+    // Every table index the kernels form (`e·cols + c`, `c·experts + e`) stays below the end
+    // of the blob in elements, so the blob's size in u32 bounds them all.
+    gpu_u32(2 * (ns + ni + no + nr), rows, cols)?;
+    Ok(MosGpuLayout {
+        signs: GpuDecoder {
+            fragment: "fmt_sign",
+            bits: 1,
+            group: 0,
+            sym: 1,
+            scale_off: 0,
+            zero_off: 0,
+        },
+        experts: k as u32,
+        s_in_off: gpu_u32(ns / 4, rows, cols)?,
+        s_out_off: gpu_u32((ns + ni) / 4, rows, cols)?,
+        router_off: gpu_u32((ns + ni + no) / 4, rows, cols)?,
+    })
+}
+
+pub(super) fn fragments() -> Vec<Fragment> {
+    vec![("fmt_sign", include_str!("../../shaders/fmt_sign.wgsl"))]
+}
+
+/// None for the conformance test, which holds a GPU decode to `dequantize`: a BinaryMoS
+/// product is not its dequantized weight's. tests/gpu_binarymos.rs holds the GPU product to
+/// `MosParts::forward` instead.
+pub(super) fn examples() -> Vec<Format> {
+    Vec::new()
 }
 
 #[cfg(test)]
@@ -295,11 +353,20 @@ mod tests {
         assert_eq!((s.codes, s.scales), (64, 512 + 64 + 512));
         assert!(Format::BinaryMos { experts: 0 }.storage(8, 64).is_err());
         assert!(Format::BinaryMos { experts: 17 }.storage(8, 64).is_err());
+        // No generic decode; the linear product's layout instead, its offsets at the sections.
         assert!(f
             .gpu_decoder(8, 64)
             .unwrap_err()
             .to_string()
-            .contains("CPU backend"));
+            .contains("no single weight"));
+        let l = gpu_layout(4, 8, 64).unwrap();
+        assert_eq!(l.signs.fragment, "fmt_sign");
+        assert_eq!(
+            (l.experts, l.s_in_off, l.s_out_off, l.router_off),
+            (4, 16, 144, 160)
+        );
+        assert!(gpu_layout(0, 8, 64).is_err() && gpu_layout(17, 8, 64).is_err());
+        assert!(gpu_layout(4, 0, 64).is_err());
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //!   codebook.rs learned per-row/per-column tables, NF4, FP4 E2M1, dINT
 //!   cmpq.rs     CMPQ's per-column mixed precision
 //!   onebit.rs   OneBit's 1-bit signs with an f16 value per row and per column
-//!   binarymos.rs BinaryMoS: 1-bit signs with token-adaptive scale experts and a router (no GPU
-//!               decoder yet, so not in FAMILIES: the conformance test is GPU against CPU)
+//!   binarymos.rs BinaryMoS: 1-bit signs with token-adaptive scale experts and a router (its
+//!               GPU product is the sign fragment inside src/gpu/binarymos.rs's kernels, so it
+//!               has no conformance examples: tests/gpu_binarymos.rs checks it instead)
 //!   addons.rs   sparse f16 outliers and LoRC low-rank factors, after any base format
 //!
 //! Memory accounting, the CPU reference, the GPU upload and the GPU decoders all read these
@@ -227,6 +228,10 @@ const FAMILIES: &[FamilyEntry] = &[
     FamilyEntry {
         fragments: onebit::fragments,
         examples: onebit::examples,
+    },
+    FamilyEntry {
+        fragments: binarymos::fragments,
+        examples: binarymos::examples,
     },
 ];
 
@@ -453,12 +458,16 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(names.len(), before, "a fragment is listed twice");
+        // BinaryMoS has no conformance example (its product is not its dequantized weight's);
+        // its sign fragment is the one its GPU layout names.
+        let mos = binarymos::gpu_layout(4, 71, 96).unwrap().signs.fragment;
         for (stem, _) in &frags {
-            let used = Format::examples().iter().any(|f| {
-                [(71, 96), (23, 512)]
-                    .iter()
-                    .any(|&(r, c)| f.gpu_decoder(r, c).is_ok_and(|d| d.fragment == *stem))
-            });
+            let used = *stem == mos
+                || Format::examples().iter().any(|f| {
+                    [(71, 96), (23, 512)]
+                        .iter()
+                        .any(|&(r, c)| f.gpu_decoder(r, c).is_ok_and(|d| d.fragment == *stem))
+                });
             assert!(used, "no example format decodes with {stem}");
         }
     }

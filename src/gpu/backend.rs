@@ -7,6 +7,7 @@
 //! and reported by the next readback (`read_scores`, `read_act`), as are wgpu validation errors.
 
 use crate::format::act::ActQuantSpec;
+use crate::format::binarymos::MosGpuLayout;
 use crate::format::{GpuDecoder, QTensor};
 use crate::gpu::addons::AddonLayout;
 use crate::gpu::buffers::{self, Pool, PooledBuffer};
@@ -76,6 +77,9 @@ pub struct Mat {
     pub(crate) fmt: GpuDecoder,
     /// Outliers / low-rank factors stored after the base bytes of `w` (addons.rs).
     pub(crate) addons: Option<AddonLayout>,
+    /// A BinaryMoS weight: `fmt` decodes its signs only, and every product goes through its
+    /// token-mixed scales (binarymos.rs).
+    pub(crate) mos: Option<MosGpuLayout>,
     /// Row parts of a weight larger than one storage binding (split.rs), in row order; empty
     /// for a weight in one buffer (then `w` holds it); a split weight binds the shared dummy
     /// buffer as `w`.
@@ -88,6 +92,12 @@ impl Mat {
     /// Buffers the weight occupies: 1, or the number of row parts it was split into.
     pub fn parts(&self) -> usize {
         self.parts.len().max(1)
+    }
+
+    /// Whether this is a BinaryMoS weight (whole or split), which only `linear` and the head's
+    /// products can use: its `fmt` decodes signs, not the weight.
+    pub(crate) fn is_mos(&self) -> bool {
+        self.mos.is_some() || self.parts.iter().any(|p| p.mos.is_some())
     }
 }
 
@@ -192,6 +202,15 @@ impl Backend for Gpu {
     }
 
     fn embed(&self, table: &Mat, tokens: &[u32]) -> Result<Act> {
+        if table.is_mos() {
+            // A BinaryMoS row exists only against a token's activations (its scales are mixed
+            // by them); quantizers binarize linear layers only.
+            return Err(Error::unsupported(
+                "gpu",
+                "embed",
+                "a BinaryMoS embedding table (its scales depend on each token's activations)",
+            ));
+        }
         if table.addons.is_some() || table.parts.iter().any(|p| p.addons.is_some()) {
             // Quantizers put add-ons on linear layers only (quant::config); a gather would need
             // its own outlier/low-rank pass.

@@ -8,7 +8,7 @@
 //! arrives later, through the device's uncaptured-error handler, and is reported at the next
 //! readback.
 
-use crate::format::{storage_with, QTensor};
+use crate::format::{binarymos, storage_with, Format, QTensor};
 use crate::gpu::addons::addon_layout;
 use crate::gpu::backend::{Gpu, Mat};
 use crate::gpu::buffers;
@@ -154,13 +154,34 @@ impl Gpu {
             bias: None,
             fmt,
             addons: None,
+            mos: None,
             parts,
             _held: None,
         })
     }
 
     fn load_whole(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
-        let fmt = w.format.gpu_decoder(w.rows, w.cols)?;
+        // BinaryMoS: the format module says where the signs (the product's weight) and the
+        // tables lie; the bytes are uploaded as they are, like any format's.
+        let (fmt, mos) = match w.format {
+            Format::BinaryMos { experts } => {
+                let l = binarymos::gpu_layout(experts, w.rows, w.cols)?;
+                (l.signs, Some(l))
+            }
+            _ => (w.format.gpu_decoder(w.rows, w.cols)?, None),
+        };
+        if mos.is_some() && !w.addons.is_empty() {
+            // The outlier pass re-decodes base weights through `fmt` (signs here, not weights),
+            // and LoRC's factors compensate the uniform-gate weight, which no token multiplies.
+            return Err(Error::unsupported(
+                "gpu",
+                "binarymos",
+                format!(
+                    "a BinaryMoS weight with outliers or low-rank factors ({}×{})",
+                    w.rows, w.cols
+                ),
+            ));
+        }
         let addons = addon_layout(w)?;
         let bytes = w.data.len() + bias.map_or(0, |b| 4 * b.len());
         let what = format!("the {} {}×{} weight", w.format.name(), w.rows, w.cols);
@@ -178,6 +199,7 @@ impl Gpu {
             bias,
             fmt,
             addons,
+            mos,
             parts: Vec::new(),
             _held: Some(held),
         })

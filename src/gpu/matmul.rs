@@ -9,7 +9,8 @@ use crate::model::backend::Backend;
 use crate::Result;
 
 impl Gpu {
-    /// Record `out (m × w.rows) = x[x_row0 .. x_row0+m] Wᵀ + b`.
+    /// Record `out (m × w.rows) = x[x_row0 .. x_row0+m] Wᵀ + b` (with the weight's add-ons;
+    /// for BinaryMoS, each token's own weight: binarymos.rs).
     pub(crate) fn record_matmul(
         &self,
         x: &wgpu::Buffer,
@@ -18,10 +19,28 @@ impl Gpu {
         w: &Mat,
         out: &wgpu::Buffer,
     ) {
-        let (n, k) = (w.rows, w.cols);
         if !w.parts.is_empty() {
             return self.record_split_matmul(x, x_row0, m, w, out);
         }
+        if let Some(mos) = &w.mos {
+            return self.record_mos(x, x_row0, m, w, mos, out);
+        }
+        self.record_product(x, x_row0, m, w, w.bias.as_ref(), out);
+        self.record_addons(x, x_row0, m, w, out);
+    }
+
+    /// Record `out = x[x_row0 .. x_row0+m] Ŵᵀ (+ bias)` with `Ŵ` what `w.fmt` decodes, and
+    /// nothing more (no add-ons): the tiled kernel, split-K where it has too few tiles.
+    pub(crate) fn record_product(
+        &self,
+        x: &wgpu::Buffer,
+        x_row0: usize,
+        m: usize,
+        w: &Mat,
+        bias: Option<&wgpu::Buffer>,
+        out: &wgpu::Buffer,
+    ) {
+        let (n, k) = (w.rows, w.cols);
         let variant = self.matmul_variant.get().unwrap_or(MatmulVariant::SplitK);
         let k_split = match variant {
             MatmulVariant::SplitK => split_len(m, n, k, self.matmul_variant.get().is_some()),
@@ -44,7 +63,7 @@ impl Gpu {
             m: u(m),
             n: u(n),
             k: u(k),
-            has_bias: w.bias.is_some() as u32,
+            has_bias: bias.is_some() as u32,
             x_row0: u(x_row0),
             bits: w.fmt.bits,
             group: w.fmt.group,
@@ -55,7 +74,8 @@ impl Gpu {
             pad: 0,
         };
         let params = self.uniform(&p);
-        let bias = w.bias.as_ref().unwrap_or(&self.dummy_ro);
+        let has_bias = bias.is_some();
+        let bias = bias.unwrap_or(&self.dummy_ro);
         let tiles = (u(n.div_ceil(MATMUL_TILE)), u(m.div_ceil(MATMUL_TILE)));
         let label = || {
             let s = if k_split > 0 { k.div_ceil(k_split) } else { 1 };
@@ -67,7 +87,6 @@ impl Gpu {
         };
         if k_split == 0 {
             self.dispatch(&pipe, &[&params, &w.w, x, bias, out], tiles, &label);
-            self.record_addons(x, x_row0, m, w, out);
             return;
         }
         // Partial tiles per k range, then their sum (with the bias).
@@ -88,19 +107,13 @@ impl Gpu {
             Ok(p) => p,
             Err(e) => return self.fail("linear", e.to_string()),
         };
-        let sp = self.uniform(&Params4([
-            u(m * n),
-            u(n),
-            u(splits),
-            w.bias.is_some() as u32,
-        ]));
+        let sp = self.uniform(&Params4([u(m * n), u(n), u(splits), has_bias as u32]));
         self.dispatch(
             &sum,
             &[&sp, &part, bias, out],
             self.groups_1d(m * n, 256),
             &|| format!("splitk sum ×{splits} {m}×{n}"),
         );
-        self.record_addons(x, x_row0, m, w, out);
     }
 
     /// A weight split into row parts: each part's product (with its bias and add-ons) into a

@@ -14,6 +14,7 @@
 //! - `tender`: Tender's decomposed activation quantization and its integer product with shift
 //!   accumulation (arXiv 2406.12930; `tender_*.wgsl`);
 //! - `addons`: sparse outliers and LoRC factors applied after a product;
+//! - `binarymos`: BinaryMoS's token-adaptive product (gates and scales around a sign product);
 //! - `load`: weights onto the device, weight-memory accounting and its limits;
 //! - `split`: row parts of weights larger than one storage binding;
 //! - `backend`: `impl Backend for Gpu`;
@@ -23,6 +24,7 @@
 mod actquant;
 mod addons;
 pub mod backend;
+mod binarymos;
 pub mod buffers;
 pub mod calib;
 pub mod context;

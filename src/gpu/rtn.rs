@@ -96,6 +96,14 @@ impl Gpu {
                 format!("re-quantizing a weight split into {} parts", m.parts.len()),
             ));
         }
+        if m.is_mos() {
+            // Its `fmt` decodes the signs alone; the weight differs for every token.
+            return Err(Error::unsupported(
+                "gpu",
+                "rtn",
+                "re-quantizing a BinaryMoS weight (its scales depend on each token)",
+            ));
+        }
         if m.addons.is_some() {
             // The source is read through its base fragment only, which would drop the add-ons.
             return Err(Error::unsupported(
@@ -181,6 +189,7 @@ impl Gpu {
             bias,
             fmt,
             addons: None,
+            mos: None,
             parts: Vec::new(),
             _held: Some(held),
         })

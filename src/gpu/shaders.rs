@@ -45,6 +45,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("rtn", include_str!("../../shaders/rtn.wgsl")),
     ("outliers", include_str!("../../shaders/outliers.wgsl")),
     ("lowrank", include_str!("../../shaders/lowrank.wgsl")),
+    ("binarymos", include_str!("../../shaders/binarymos.wgsl")),
     ("actquant", include_str!("../../shaders/actquant.wgsl")),
     ("place", include_str!("../../shaders/place.wgsl")),
     ("gram", include_str!("../../shaders/gram.wgsl")),
@@ -84,6 +85,7 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("slice_cols", &["main"]),
     ("score", &["main"]),
     ("lowrank", &["vx", "uy"]),
+    ("binarymos", &["gates", "scale"]),
     ("actquant", &["absmax_rows", "absmax_all", "quant"]),
     ("place", &["cols", "rows"]),
     ("gram", &["main"]),
@@ -137,9 +139,10 @@ pub fn attention_tiled_header(bq: usize) -> String {
 /// Head dimensions `cargo test` validates the attention module at.
 pub const ATTENTION_HEAD_DIMS: &[usize] = &[16, 32, 64, 96, 128];
 
-/// Stand-alone kernels that read a format's bytes themselves (LoRC factors after any base) and
-/// so get `fmt_common.wgsl`'s byte readers prepended; they declare their own `W`.
-const PLAIN_WITH_READERS: &[&str] = &["lowrank"];
+/// Stand-alone kernels that read a format's bytes themselves (LoRC factors after any base,
+/// BinaryMoS's scale tables and router) and so get `fmt_common.wgsl`'s byte readers prepended;
+/// they declare their own `W`.
+const PLAIN_WITH_READERS: &[&str] = &["lowrank", "binarymos"];
 
 /// The source of `shaders/{stem}.wgsl`, if it is in the table or is a format fragment.
 pub fn source(stem: &str) -> Option<&'static str> {

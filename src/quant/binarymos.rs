@@ -9,9 +9,10 @@
 //! With `N = 1` (or equal experts) this is OneBit (`quant::binary`).
 //!
 //! The product itself is the format's CPU reference (`format::binarymos::MosParts::forward`,
-//! which the CPU backend runs). This module holds its initialisation and "lite" training: the
-//! signs frozen, the experts and the router trained by Adam to minimise the layer's output error
-//! on cached calibration inputs, `L = mean_t ‖y_t − x_t Wᵀ‖²` (issue 15). Gradients are written out by
+//! which the CPU backend runs and src/gpu/binarymos.rs is held to). This module holds its
+//! initialisation and "lite" training: the signs frozen, the experts and the router trained by
+//! Adam to minimise the layer's output error on cached calibration inputs,
+//! `L = mean_t ‖y_t − x_t Wᵀ‖²` (issue 15). Gradients are written out by
 //! hand, one matrix product per step of the chain below, and checked against central
 //! differences of `loss` in the tests (`gradients_match_finite_differences`):
 //!   `dY = 2E/T`, `dS_out = Gᵀ(dY ⊙ H)`, `dXS = (dY ⊙ SOUT)·B`, `dS_in = Gᵀ(dXS ⊙ X)`,
