@@ -1,4 +1,4 @@
-// Activation fake-quantization, in place (CPU reference and the rule: src/quant/actquant.rs;
+// Activation fake-quantization, in place (CPU reference and the rule: src/format/act.rs `fake_quant`;
 // docs/methods.md §1): x ← clamp(round(x / s), −qmax, qmax) · s, symmetric, with s static or
 // absmax/qmax per tensor or per token. WGSL's `round` rounds half to even, like the reference.
 // Entries, recorded in this order for dynamic scales:

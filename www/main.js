@@ -272,7 +272,8 @@ function syncMethodControls(keepFieldValues = null) {
   el.gran.disabled = none || !m.granularity;
   el.sym.disabled = none || !m.symmetric;
   el.clip.disabled = none || !m.clip_search;
-  el.lorc.disabled = none;
+  // LoRC corrects a weight matrix; BinaryMoS has none (its config refuses LoRC).
+  el.lorc.disabled = none || m.id === 'binarymos';
   el.calibBox.hidden = none || !m.needs_calibration || hidden.includes('calib');
   el.fields.replaceChildren();
   if (m) {
@@ -617,7 +618,7 @@ function quantConfig() {
   const layer = { bits: m && !budgetField(m) ? Number(el.bits.value) : 4, gran: granValue(), sym: el.sym.checked, clip_search: m ? el.clip.checked && m.clip_search : false };
   const method = !m ? 'none' : (m.defaults ? { [m.id]: { ...m.defaults, ...fieldValues() } } : m.id);
   const cfg = { version: schema?.config_version ?? 1, method, default: layer, overrides: m ? overrides : [] };
-  if (m && el.lorc.checked) cfg.lorc = { rank: Number(el.lorcRank.value), bits8: el.lorc8.checked };
+  if (m && el.lorc.checked && !el.lorc.disabled) cfg.lorc = { rank: Number(el.lorcRank.value), bits8: el.lorc8.checked };
   const grid = gridConfig();
   if (grid) {
     layer.clip_search = false; // the clip search is for the int grid

@@ -525,6 +525,31 @@ impl Backend for Cpu {
 mod tests {
     use super::*;
 
+    /// A hand-made model whose embedding table or head is BinaryMoS (no quantizer makes one) is
+    /// refused by name when loaded, instead of gathering from a matrix that has no rows.
+    #[test]
+    fn a_binarymos_embedding_or_head_is_refused_by_name() {
+        use crate::model::net::Model;
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed
+        };
+        let mos = |rows: usize, cols: usize, next: &mut dyn FnMut() -> u32| {
+            let f = Format::BinaryMos { experts: 2 };
+            QTensor::new(f, rows, cols, f.random(rows, cols, next).unwrap()).unwrap()
+        };
+        let mut m = crate::quant::testutil::tiny_model(2);
+        let (v, d) = (m.token_embd.rows, m.token_embd.cols);
+        m.token_embd = mos(v, d, &mut next);
+        let e = Model::load(&Cpu, &m).err().expect("refused").to_string();
+        assert!(e.contains("token_embd") && e.contains("BinaryMoS"), "{e}");
+        let mut m = crate::quant::testutil::tiny_model(2);
+        m.output = Some(mos(v, d, &mut next));
+        let e = Model::load(&Cpu, &m).err().expect("refused").to_string();
+        assert!(e.contains("output") && e.contains("BinaryMoS"), "{e}");
+    }
+
     fn act(rows: usize, cols: usize, data: &[f32]) -> Act {
         Act {
             rows,

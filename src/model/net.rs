@@ -66,6 +66,25 @@ impl<B: Backend> Model<B> {
                 ),
             ));
         }
+        // A BinaryMoS weight has no single matrix to gather rows from or to multiply the hidden
+        // state by without its router: only block linears may hold one (the quantizers put it
+        // nowhere else; a hand-made file might).
+        let globals = std::iter::once(("token_embd", &w.token_embd))
+            .chain(w.output.as_ref().map(|o| ("output", o)))
+            .chain(
+                topo.globals
+                    .iter()
+                    .map(|g| g.name)
+                    .zip(w.globals.iter().map(|l| &l.w)),
+            );
+        for (name, t) in globals {
+            if matches!(t.format, crate::format::Format::BinaryMos { .. }) {
+                return Err(Error::config(
+                    "model",
+                    format!("{name} is stored as BinaryMoS, which only block linears may be"),
+                ));
+            }
+        }
         let blocks = w
             .layers
             .iter()

@@ -499,6 +499,14 @@ impl QuantConfig {
                     format!("{} is outside 1..={}", l.rank, lorc::MAX_RANK),
                 ));
             }
+            // LoRC corrects a weight matrix; BinaryMoS's product has none (each token mixes
+            // its own scales), so there is nothing for the low-rank factors to add to.
+            if let Method::BinaryMos(_) = self.method {
+                return Err(Error::config(
+                    "lorc",
+                    "BinaryMoS has no single weight matrix for LoRC to correct; leave lorc out",
+                ));
+            }
         }
         self.validate_method()?;
         if let Some(a) = &self.act {

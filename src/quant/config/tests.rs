@@ -677,6 +677,17 @@ fn binarymos_options_are_checked_naming_the_field() {
 }
 
 #[test]
+fn binarymos_refuses_lorc_which_has_no_weight_to_correct() {
+    let c = QuantConfig {
+        method: Method::BinaryMos(BinaryMosOptions::default()),
+        lorc: Some(LorcOptions::default()),
+        ..QuantConfig::rtn(lq(1, Granularity::PerRow, true, false))
+    };
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("lorc") && e.contains("BinaryMoS"), "{e}");
+}
+
+#[test]
 fn binarymos_trains_each_linear_on_calibration_and_beats_onebit_there() {
     use crate::format::binarymos::MosParts;
     use crate::format::Format;
