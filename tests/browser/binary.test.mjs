@@ -15,6 +15,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
+
+// WebGPU (SwiftShader) against the native CPU: calibration on the GPU sums in another order, and
+// lite training carries the difference a little further (as TRAINED_REL_TOL).
+const GPU_PPL_REL_TOL = 1e-3;
 import { startFixtureServer, tinyCheckpoint } from './fixture.mjs';
 
 const REPO = 'test-org/tiny-llama';
@@ -174,4 +178,21 @@ test('lite training draws each tensor\'s loss as it falls, and Stop cancels a lo
   const r = await waitForResult(page, prev);
   assert.match(await page.getAttribute('#result', 'data-config'), /"steps":1000/);
   assert.equal(String(r.bpw), before);
+});
+
+test('BinaryMoS on WebGPU in the page: the link\'s configuration calibrates, trains and evaluates to the CLI\'s perplexity', { timeout: RUN_TIMEOUT_MS }, async () => {
+  const config = await page.getAttribute('#result', 'data-config');
+  const cli = cliRun(config);
+  const link = new URL(await page.evaluate(() => location.href));
+  const gpu = await openPage(`?hub=${encodeURIComponent(server.url)}${link.hash}`);
+  try {
+    const r = await waitForResult(gpu.page, '0', '"binarymos"');
+    const rel = Math.abs(r.ppl - cli.ppl) / cli.ppl;
+    console.log(`# BinaryMoS on ${r.backend}: ppl ${r.ppl}, CLI (CPU) ${cli.ppl}, rel ${rel.toExponential(2)}; GPU memory ${r.gpuMemory} B`);
+    assert.equal(r.backend, 'gpu');
+    assert.ok(rel <= GPU_PPL_REL_TOL, `WebGPU ${r.ppl} vs CLI ${cli.ppl}`);
+    assert.equal(r.bpw, cli.bits_per_weight);
+  } finally {
+    await gpu.close();
+  }
 });
