@@ -171,8 +171,9 @@ enum MethodArg {
     /// 1-bit BinaryMoS: signs with --experts token-mixed scale experts and a router, trained
     /// layer by layer on calibration on the CPU (needs --bits 1; evaluates on either backend).
     Binarymos,
-    /// ggml's legacy block types as llama.cpp's reference quantizers make them: --ggml-type
-    /// q4_0|q4_1|q5_0|q5_1|q8_0 (--bits follows from the type; rows a multiple of 32).
+    /// ggml's block types as llama.cpp's reference quantizers make them (no importance matrix):
+    /// --ggml-type q4_0|q4_1|q5_0|q5_1|q8_0 (rows a multiple of 32) or the K-quants
+    /// q2_k|q3_k|q4_k|q5_k|q6_k (rows a multiple of 256); --bits follows from the type.
     Ggml,
 }
 
@@ -390,7 +391,9 @@ struct EvalArgs {
     /// BinaryMoS: Adam's step, relative to each table's mean magnitude.
     #[arg(long, default_value_t = 0.01)]
     mos_lr: f32,
-    /// ggml: the block type for --method ggml (q4_0, q4_1, q5_0, q5_1, q8_0).
+    /// ggml: the block type for --method ggml (q4_0, q4_1, q5_0, q5_1, q8_0; K-quants q2_k,
+    /// q3_k, q4_k, q5_k, q6_k, whose rows must be a multiple of 256: on SmolLM2 only ffn_down,
+    /// so keep the rest as loaded with a --config override).
     #[arg(long)]
     ggml_type: Option<String>,
     #[command(flatten)]
@@ -1003,7 +1006,7 @@ fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
         (MethodArg::Ggml, None) => {
             return Err(Error::config(
                 "--ggml-type",
-                "--method ggml needs --ggml-type q4_0|q4_1|q5_0|q5_1|q8_0",
+                "--method ggml needs --ggml-type q4_0|q4_1|q5_0|q5_1|q8_0|q2_k|q3_k|q4_k|q5_k|q6_k",
             ))
         }
         (MethodArg::Ggml, Some(_)) | (_, None) => {}
@@ -1017,7 +1020,7 @@ fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
     if let (MethodArg::Ggml, Some(name)) = (a.method, &a.ggml_type) {
         let t = parse_ggml_type(name)?;
         // The type fixes the code width; an explicit --bits must agree (validate says so).
-        let bits = a.bits.or(ggml_code_bits(t)).unwrap_or(4);
+        let bits = a.bits.unwrap_or(ggml_code_bits(t));
         return Ok(QuantConfig {
             method: Method::Ggml(t),
             lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),

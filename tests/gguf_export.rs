@@ -6,6 +6,7 @@
 //! what llama.cpp cannot run is refused with the reason.
 
 use quantlab::format::act::ActGranularity;
+use quantlab::format::GgmlType;
 use quantlab::format::{Format, Granularity, QTensor};
 use quantlab::io::gguf::Gguf;
 use quantlab::io::tokenizer::{GgufTokenizerMeta, Tokenizer, TokenizerFiles};
@@ -16,7 +17,7 @@ use quantlab::model::gguf_export::{export_gguf, TensorExport};
 use quantlab::model::weights::ModelWeights;
 use quantlab::playground::session::Session;
 use quantlab::quant::act::{ActConfig, ActScaleKind};
-use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
+use quantlab::quant::config::{ggml_code_bits, LayerQuant, Method, QuantConfig};
 use quantlab::tensor::TensorSource;
 use quantlab::testkit;
 use serde_json::Value;
@@ -73,6 +74,23 @@ fn nf4() -> QuantConfig {
     }
 }
 
+/// ggml's K-quant `t` (`Method::Ggml`) on the ffn_down linears, the only ones of the default
+/// model whose rows (1536) are whole 256-weight super-blocks; the others (rows of 576) are kept
+/// as loaded (Q4_1).
+fn ggml_k_on_ffn_down(t: GgmlType) -> QuantConfig {
+    let q = LayerQuant {
+        bits: ggml_code_bits(t),
+        ..LayerQuant::default()
+    };
+    QuantConfig {
+        method: Method::Ggml(t),
+        default: q,
+        ..QuantConfig::default()
+    }
+    .with_override("*", None)
+    .with_override("*.ffn_down.weight", Some(q))
+}
+
 /// The cases on the default model, and the block-linear types each may give.
 fn cases() -> Vec<(&'static str, QuantConfig, &'static [&'static str])> {
     vec![
@@ -93,6 +111,12 @@ fn cases() -> Vec<(&'static str, QuantConfig, &'static [&'static str])> {
             &["Q4_1", "Q5_0"],
         ),
         ("nf4-g32", nf4(), &["F16"]),
+        // A K-quant is written as itself, bytes copied (the rest as loaded).
+        (
+            "ggml-q4_k-ffn_down",
+            ggml_k_on_ffn_down(GgmlType::Q4_K),
+            &["Q4_K", "Q4_1"],
+        ),
     ]
 }
 
@@ -199,6 +223,20 @@ fn default_model_exports_each_grid_exactly_or_says_why_not() {
         );
         for l in w.linears() {
             let r = rep[l.name.as_str()];
+            if let Format::Ggml(t) = l.w.format {
+                // A ggml type (as loaded or made by Method::Ggml) is written byte for byte.
+                assert_eq!(r.to, t.name(), "{what}: {}", l.name);
+                let stored = g.tensor(&l.name).unwrap();
+                assert_eq!(stored.data, l.w.data, "{what}: {} bytes", l.name);
+            }
+            if what.starts_with("ggml-q4_k") {
+                let want = if l.name.ends_with("ffn_down.weight") {
+                    "Q4_K"
+                } else {
+                    "Q4_1"
+                };
+                assert_eq!(r.to, want, "{what}: {}", l.name);
+            }
             assert!(
                 types.contains(&r.to.as_str()),
                 "{what}: {} went to {} ({})",

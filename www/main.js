@@ -272,8 +272,8 @@ function syncMethodControls(keepFieldValues = null) {
   el.gran.disabled = none || !m.granularity;
   el.sym.disabled = none || !m.symmetric;
   el.clip.disabled = none || !m.clip_search;
-  // LoRC corrects a weight matrix; BinaryMoS has none (its config refuses LoRC).
-  el.lorc.disabled = none || m.id === 'binarymos';
+  // LoRC corrects a weight matrix; some methods have none (BinaryMoS: the schema says).
+  el.lorc.disabled = none || !m.lorc;
   el.calibBox.hidden = none || !m.needs_calibration || hidden.includes('calib');
   el.fields.replaceChildren();
   if (m) {

@@ -196,6 +196,8 @@ pub struct MethodSchema {
     /// Does it use `LayerQuant::clip_search`?
     pub clip_search: bool,
     pub needs_calibration: bool,
+    /// May LoRC follow it? Not after BinaryMoS, which has no single weight to correct.
+    pub lorc: bool,
     /// `None` for unit variants (`"rtn"`), else the JSON object of its default options.
     pub defaults: Option<serde_json::Value>,
     pub fields: Vec<Field>,
@@ -532,7 +534,7 @@ const PAGE_MOS_STEPS: usize = 1000;
 fn ggml_bits() -> Vec<u8> {
     let mut b: Vec<u8> = GGML_METHOD_TYPES
         .iter()
-        .filter_map(|t| ggml_code_bits(*t))
+        .map(|t| ggml_code_bits(*t))
         .collect();
     b.sort_unstable();
     b.dedup();
@@ -563,6 +565,7 @@ pub fn schema() -> Schema {
             symmetric: true,
             clip_search: true,
             needs_calibration: false,
+            lorc: true,
             defaults: None,
             fields: Vec::new(),
             paper: "The baseline of every weight-quantization paper; see e.g. ZeroQuant-V2 (arXiv:2303.08302) §3",
@@ -575,6 +578,7 @@ pub fn schema() -> Schema {
             symmetric: true,
             clip_search: true,
             needs_calibration: true,
+            lorc: true,
             defaults: json(&GptqOptions::default()),
             fields: vec![
                 Field::number(
@@ -605,6 +609,7 @@ pub fn schema() -> Schema {
             symmetric: true,
             clip_search: false,
             needs_calibration: true,
+            lorc: true,
             defaults: json(&AwqOptions::default()),
             fields: vec![
                 Field::number(
@@ -625,6 +630,7 @@ pub fn schema() -> Schema {
             symmetric: false,
             clip_search: false,
             needs_calibration: false,
+            lorc: true,
             defaults: json(&KmeansOptions::default()),
             fields: vec![
                 Field::choice(
@@ -650,6 +656,7 @@ pub fn schema() -> Schema {
             symmetric: false,
             clip_search: false,
             needs_calibration: false,
+            lorc: true,
             defaults: None,
             fields: Vec::new(),
             paper: "Dettmers et al., QLoRA (arXiv:2305.14314) §3",
@@ -662,6 +669,7 @@ pub fn schema() -> Schema {
             symmetric: false,
             clip_search: false,
             needs_calibration: false,
+            lorc: true,
             defaults: None,
             fields: Vec::new(),
             paper: "OCP Microscaling Formats (MX) v1.0, the E2M1 element",
@@ -674,6 +682,7 @@ pub fn schema() -> Schema {
             symmetric: false,
             clip_search: false,
             needs_calibration: true,
+            lorc: true,
             defaults: json(&CmpqOptions::default()),
             fields: vec![
                 Field::budget(
@@ -722,6 +731,7 @@ pub fn schema() -> Schema {
             symmetric: false,
             clip_search: false,
             needs_calibration: false,
+            lorc: true,
             defaults: None,
             fields: Vec::new(),
             paper: "Rastegari et al., XNOR-Net (arXiv:1603.05279): α = mean|W| per row",
@@ -736,11 +746,12 @@ pub fn schema() -> Schema {
             symmetric: false,
             clip_search: false,
             needs_calibration: false,
+            lorc: true,
             defaults: Some(serde_json::json!({ "type": ggml_name_lower(GGML_METHOD_TYPES[0]) })),
             fields: vec![Field {
                 sets_bits: GGML_METHOD_TYPES
                     .iter()
-                    .filter_map(|t| ggml_code_bits(*t))
+                    .map(|t| ggml_code_bits(*t))
                     .collect(),
                 ..Field::choice(
                     "type",
@@ -761,6 +772,7 @@ pub fn schema() -> Schema {
             symmetric: false,
             clip_search: false,
             needs_calibration: false,
+            lorc: true,
             defaults: json(&OneBitOptions::default()),
             fields: Vec::new(),
             paper: "Xu et al., OneBit (arXiv:2402.11295)",
@@ -775,6 +787,7 @@ pub fn schema() -> Schema {
             symmetric: false,
             clip_search: false,
             needs_calibration: true,
+            lorc: false,
             defaults: json(&BinaryMosOptions::default()),
             fields: vec![
                 Field::number(
@@ -859,12 +872,22 @@ mod tests {
                     "method": method,
                     "default": { "bits": bits, "gran": { "group": 32 }, "sym": true },
                     "overrides": [],
-                    "lorc": s.lorc.defaults,
+                    "lorc": if m.lorc { s.lorc.defaults.clone() } else { serde_json::Value::Null },
                 });
                 let c = QuantConfig::from_json(&cfg.to_string())
                     .unwrap_or_else(|e| panic!("{}: {e}", m.id));
                 assert_eq!(c.method.name(), m.id);
                 assert_eq!(c.needs_calibration(), m.needs_calibration, "{}", m.id);
+                // Where the schema says LoRC may not follow, the config refuses it.
+                if !m.lorc {
+                    let mut with = cfg.clone();
+                    with["lorc"] = s.lorc.defaults.clone();
+                    assert!(
+                        QuantConfig::from_json(&with.to_string()).is_err(),
+                        "{}",
+                        m.id
+                    );
+                }
             }
         }
     }

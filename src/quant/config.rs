@@ -87,27 +87,22 @@ pub enum Method {
     OneBit(OneBitOptions),
     /// BinaryMoS (`quant::binarymos`): signs with token-mixed scale experts and a router
     /// (`Format::BinaryMos`), trained layer by layer on calibration inputs ("lite"); `bits`
-    /// must be 1, `gran` is not used. Runs on the CPU backend.
+    /// must be 1, `gran` is not used. Trains on the CPU; the product runs on either backend.
     #[serde(rename = "binarymos")]
     BinaryMos(BinaryMosOptions),
-    /// ggml's legacy block types (`format::ggml::quantize`, byte for byte as llama.cpp's
-    /// reference quantizers): blocks of 32 weights with an f16 scale (and min), into
-    /// `Format::Ggml`. JSON `{"ggml": {"type": "q4_0"}}` (q4_0, q4_1, q5_0, q5_1, q8_0); `bits` must be the
-    /// type's code width (`ggml_code_bits`), `gran` is not used, rows must be a multiple of 32.
+    /// ggml's block types (`format::ggml::quantize`, byte for byte as llama.cpp's reference
+    /// quantizers, no importance matrix), into `Format::Ggml`: the legacy blocks of 32 weights
+    /// with an f16 scale (and min), and the K-quants' super-blocks of 256 with quantized
+    /// sub-block scales. JSON `{"ggml": {"type": "q4_0"}}` (q4_0, q4_1, q5_0, q5_1, q8_0,
+    /// q2_k … q6_k); `bits` must be the type's code width (`ggml_code_bits`), `gran` is not
+    /// used, rows must be a multiple of the block size (32, or 256 for a K-quant).
     Ggml(#[serde(with = "ggml_name")] GgmlType),
 }
 
-/// The legacy ggml types `Method::Ggml` quantizes, in ggml type-id order.
-pub const GGML_METHOD_TYPES: [GgmlType; 5] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-];
+/// The ggml types `Method::Ggml` quantizes (all that QuantLab decodes), in ggml type-id order.
+pub const GGML_METHOD_TYPES: [GgmlType; 10] = GgmlType::ALL;
 
-/// A ggml type from its name as llama.cpp's tools spell it (`q4_0`; any case). Any of the ten
-/// block types parses; `validate` then refuses the K-quants with a message naming the choices.
+/// A ggml type from its name as llama.cpp's tools spell it (`q4_0`, `q4_k`; any case).
 pub fn parse_ggml_type(name: &str) -> Result<GgmlType> {
     GgmlType::ALL
         .into_iter()
@@ -116,22 +111,26 @@ pub fn parse_ggml_type(name: &str) -> Result<GgmlType> {
             Error::config(
                 "ggml",
                 format!(
-                    "unknown ggml type \"{}\"; choose q4_0, q4_1, q5_0, q5_1 or q8_0",
+                    "unknown ggml type \"{}\"; choose q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, \
+                     q3_k, q4_k, q5_k or q6_k",
                     echo(name)
                 ),
             )
         })
 }
 
-/// Bits per code of a legacy ggml type (4, 5 or 8): what `LayerQuant::bits` must say for
-/// `Method::Ggml`, so that labels like "W4" stay true. The stored size adds the f16 scale (and
-/// min) per 32 weights: Q4_0 is 4.5 bits per weight, Q4_1 5, Q5_0 5.5, Q5_1 6, Q8_0 8.5.
-pub fn ggml_code_bits(t: GgmlType) -> Option<u8> {
+/// Bits per code of a ggml type (2 … 8): what `LayerQuant::bits` must say for `Method::Ggml`,
+/// so that labels like "W4" stay true. The stored size adds the scales (and mins); the effective
+/// bits per weight come from the format (`Format::bits_per_weight`), e.g. Q4_0 4.5, Q4_K 4.5,
+/// Q6_K 6.5625.
+pub fn ggml_code_bits(t: GgmlType) -> u8 {
     match t {
-        GgmlType::Q4_0 | GgmlType::Q4_1 => Some(4),
-        GgmlType::Q5_0 | GgmlType::Q5_1 => Some(5),
-        GgmlType::Q8_0 => Some(8),
-        _ => None,
+        GgmlType::Q2_K => 2,
+        GgmlType::Q3_K => 3,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K => 4,
+        GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5_K => 5,
+        GgmlType::Q6_K => 6,
+        GgmlType::Q8_0 => 8,
     }
 }
 
@@ -548,17 +547,15 @@ impl QuantConfig {
             ));
         }
         if let Method::Ggml(t) = self.method {
-            // Checked in validate_method: a K-quant has no code width here.
-            if let Some(b) = ggml_code_bits(t) {
-                if !self.all_bits(b) {
-                    return Err(Error::config(
-                        "bits",
-                        format!(
-                            "{} codes are {b} bits; set bits to {b}",
-                            t.name().to_ascii_lowercase()
-                        ),
-                    ));
-                }
+            let b = ggml_code_bits(t);
+            if !self.all_bits(b) {
+                return Err(Error::config(
+                    "bits",
+                    format!(
+                        "{} codes are {b} bits; set bits to {b}",
+                        t.name().to_ascii_lowercase()
+                    ),
+                ));
             }
         }
         if self.method.is_binary() && !self.all_bits(1) {
@@ -638,18 +635,12 @@ impl QuantConfig {
             }
         };
         match &self.method {
-            Method::None | Method::Rtn | Method::Nf4 | Method::Fp4 | Method::Sign => Ok(()),
-            Method::Ggml(t) => match ggml_code_bits(*t) {
-                Some(_) => Ok(()),
-                None => Err(Error::config(
-                    "ggml",
-                    format!(
-                        "{} is a K-quant, which QuantLab does not quantize; choose q4_0, q4_1, \
-                         q5_0, q5_1 or q8_0",
-                        t.name().to_ascii_lowercase()
-                    ),
-                )),
-            },
+            Method::None
+            | Method::Rtn
+            | Method::Nf4
+            | Method::Fp4
+            | Method::Sign
+            | Method::Ggml(_) => Ok(()),
             Method::OneBit(o) => {
                 if o.fit <= binary::MAX_FIT_ROUNDS {
                     Ok(())
@@ -937,17 +928,25 @@ impl QuantConfig {
         for l in src.linears() {
             if let Some(q) = self.layer_quant(&l.name) {
                 if let Method::Ggml(t) = self.method {
-                    // ggml's blocks never span rows: the row length must be whole blocks.
+                    // ggml's blocks never span rows: the row length must be whole blocks (32
+                    // weights, 256 for a K-quant). llama-quantize would switch such a tensor to
+                    // another type; QuantLab refuses, so that the method means one type (keep
+                    // the tensor as loaded with an override instead).
                     if !l.w.cols.is_multiple_of(t.block_size()) {
                         return Err(Error::config(
                             "ggml",
                             format!(
                                 "{}: {} needs rows that are a multiple of {} weights, and its \
-                                 rows have {}",
+                                 rows have {}{}",
                                 l.name,
                                 t.name().to_ascii_lowercase(),
                                 t.block_size(),
-                                l.w.cols
+                                l.w.cols,
+                                if t.block_size() == crate::format::ggml::QK_K {
+                                    " (keep such tensors as loaded with an override)"
+                                } else {
+                                    ""
+                                }
                             ),
                         ));
                     }

@@ -73,7 +73,7 @@ pub(super) fn q3_k(b: &[u8; 110], y: &mut [f32; QK_K]) {
 /// low 6 bits of bytes `j` and `j + 4`; for j ≥ 4 a nibble of byte `j + 4` plus the top 2 bits of
 /// bytes `j - 4` (scale) and `j` (min).
 #[inline(always)]
-fn k4_scale_min(s: &[u8], j: usize) -> (u8, u8) {
+pub(super) fn k4_scale_min(s: &[u8], j: usize) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {

@@ -12,6 +12,7 @@
 mod kquants;
 mod legacy;
 pub mod quantize;
+mod quantize_k;
 
 use super::packed::random_bytes;
 use super::{Draw, Family, Format, Fragment, GpuDecoder, Storage};

@@ -1,5 +1,6 @@
-//! Quantization of f32 rows into ggml's legacy blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), byte for
-//! byte as ggml's reference quantizers make them.
+//! Quantization of f32 rows into ggml's blocks, byte for byte as ggml's reference quantizers make
+//! them: the legacy types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) here, the K-quants (Q2_K … Q6_K, rows a
+//! multiple of 256) in quantize_k.rs, both through `quantize`.
 //!
 //! Spec: `quantize_row_q4_0_ref`, `quantize_row_q4_1_ref`, `quantize_row_q5_0_ref`,
 //! `quantize_row_q5_1_ref` and `quantize_row_q8_0_ref` in ggml's `ggml-quants.c` (the functions
@@ -45,10 +46,11 @@
 //! finite weights are refused (ggml's output is meaningless for them). A scale beyond f16's range
 //! (|max| > 65504·8 for Q4_0) is stored as ±inf, as ggml does.
 //!
-//! K-quants (Q2_K … Q6_K) are not quantized here: their reference quantizers search for scales
-//! iteratively (`make_qkx2_quants`, `make_q3_quants`, ...) and gguf-py has no port of them to
-//! check against.
+//! K-quants (Q2_K … Q6_K) search for their scales (`make_qkx2_quants`, `make_q3_quants`, ...);
+//! gguf-py has no port of those, so quantize_k.rs is checked against ggml's C code itself
+//! (tests/ggml_quantize_k.rs).
 
+use super::quantize_k;
 use super::{GgmlType, QK_K};
 use crate::format::Format;
 use crate::{Error, Result};
@@ -56,32 +58,26 @@ use half::f16;
 
 /// Weights per legacy block (ggml's `QK4_0` = `QK4_1` = `QK5_0` = `QK5_1` = `QK8_0`).
 const QK: usize = 32;
-/// Blocks quantized per parallel task (native): large enough to amortise scheduling.
+/// Legacy blocks quantized per parallel task (native): large enough to amortise scheduling.
 const BLOCKS_PER_TASK: usize = 512;
+/// K-quant super-blocks per parallel task: each is 8 legacy blocks' worth of weights and its scale
+/// search costs tens of passes over them, so fewer make a task.
+const SUPER_BLOCKS_PER_TASK: usize = 16;
 
 /// Quantize `rows × cols` row-major f32 `values` into ggml blocks of type `t`, as ggml's reference
 /// quantizer for `t` does. Returns exactly `Format::Ggml(t).storage(rows, cols)?.total()` bytes,
-/// rows one after another, each `cols / 32` blocks.
+/// rows one after another, each `cols / t.block_size()` blocks (32 weights for the legacy types,
+/// 256 for the K-quants).
 ///
-/// Errors: a K-quant type (not implemented), `cols` not a multiple of 32, `values.len()` not
-/// `rows × cols`, or a non-finite value.
+/// Errors: `cols` not a multiple of the block size, `values.len()` not `rows × cols`, or a
+/// non-finite value.
 pub fn quantize(t: GgmlType, values: &[f32], rows: usize, cols: usize) -> Result<Vec<u8>> {
-    if t.block_size() == QK_K {
-        return Err(Error::unsupported(
-            t.name(),
-            "quantize",
-            format!(
-                "QuantLab quantizes only ggml's legacy types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), not \
-                 the K-quant {} (rows of {cols})",
-                t.name()
-            ),
-        ));
-    }
-    if !cols.is_multiple_of(QK) {
+    let bs = t.block_size();
+    if !cols.is_multiple_of(bs) {
         return Err(Error::config(
             "ggml",
             format!(
-                "{} quantizes rows whose length is a multiple of {QK}, got rows of {cols}",
+                "{} quantizes rows whose length is a multiple of {bs}, got rows of {cols}",
                 t.name()
             ),
         ));
@@ -110,32 +106,41 @@ pub fn quantize(t: GgmlType, values: &[f32], rows: usize, cols: usize) -> Result
     }
     let total = Format::Ggml(t).storage(rows, cols)?.total();
     let mut out = vec![0u8; total];
+    let (o, k) = (&mut out, SUPER_BLOCKS_PER_TASK);
     match t {
-        GgmlType::Q4_0 => blocks::<18>(values, &mut out, q4_0),
-        GgmlType::Q4_1 => blocks::<20>(values, &mut out, q4_1),
-        GgmlType::Q5_0 => blocks::<22>(values, &mut out, q5_0),
-        GgmlType::Q5_1 => blocks::<24>(values, &mut out, q5_1),
-        GgmlType::Q8_0 => blocks::<34>(values, &mut out, q8_0),
-        // Refused above.
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {}
+        GgmlType::Q4_0 => blocks::<QK, 18>(values, o, BLOCKS_PER_TASK, q4_0),
+        GgmlType::Q4_1 => blocks::<QK, 20>(values, o, BLOCKS_PER_TASK, q4_1),
+        GgmlType::Q5_0 => blocks::<QK, 22>(values, o, BLOCKS_PER_TASK, q5_0),
+        GgmlType::Q5_1 => blocks::<QK, 24>(values, o, BLOCKS_PER_TASK, q5_1),
+        GgmlType::Q8_0 => blocks::<QK, 34>(values, o, BLOCKS_PER_TASK, q8_0),
+        GgmlType::Q2_K => blocks::<QK_K, 84>(values, o, k, quantize_k::q2_k),
+        GgmlType::Q3_K => blocks::<QK_K, 110>(values, o, k, quantize_k::q3_k),
+        GgmlType::Q4_K => blocks::<QK_K, 144>(values, o, k, quantize_k::q4_k),
+        GgmlType::Q5_K => blocks::<QK_K, 176>(values, o, k, quantize_k::q5_k),
+        GgmlType::Q6_K => blocks::<QK_K, 210>(values, o, k, quantize_k::q6_k),
     }
     Ok(out)
 }
 
-/// Run a per-block quantizer over matching chunks (lengths checked by the caller), in parallel
-/// natively. Blocks are independent and every row is whole blocks, so the split points do not
-/// change a byte.
-fn blocks<const TS: usize>(values: &[f32], out: &mut [u8], f: fn(&[f32; QK], &mut [u8; TS])) {
+/// Run a per-block quantizer (`BS` weights into `TS` bytes) over matching chunks (lengths checked
+/// by the caller), `per_task` blocks per parallel task natively. Blocks are independent and every
+/// row is whole blocks, so the split points do not change a byte.
+fn blocks<const BS: usize, const TS: usize>(
+    values: &[f32],
+    out: &mut [u8],
+    per_task: usize,
+    f: fn(&[f32; BS], &mut [u8; TS]),
+) {
     let serial = |values: &[f32], out: &mut [u8]| {
-        for (x, b) in values.chunks_exact(QK).zip(out.chunks_exact_mut(TS)) {
-            if let (Ok(x), Ok(b)) = (<&[f32; QK]>::try_from(x), <&mut [u8; TS]>::try_from(b)) {
+        for (x, b) in values.chunks_exact(BS).zip(out.chunks_exact_mut(TS)) {
+            if let (Ok(x), Ok(b)) = (<&[f32; BS]>::try_from(x), <&mut [u8; TS]>::try_from(b)) {
                 f(x, b);
             }
         }
     };
-    if out.len() >= 2 * BLOCKS_PER_TASK * TS {
-        crate::par::for_each_chunk_mut(out, BLOCKS_PER_TASK * TS, |i, o| {
-            serial(&values[i * BLOCKS_PER_TASK * QK..], o)
+    if out.len() >= 2 * per_task * TS {
+        crate::par::for_each_chunk_mut(out, per_task * TS, |i, o| {
+            serial(&values[i * per_task * BS..], o)
         });
         return;
     }
@@ -418,7 +423,8 @@ mod tests {
         // Enough blocks for the parallel path.
         let (rows, cols) = (40, 1024);
         let x = rng.vec(rows * cols);
-        for t in LEGACY {
+        // All ten types: the K-quants' 160 super-blocks also take the parallel path.
+        for t in GgmlType::ALL {
             let all = quantize(t, &x, rows, cols).unwrap();
             assert_eq!(
                 all.len(),
@@ -443,10 +449,20 @@ mod tests {
         );
         let e = quantize(GgmlType::Q8_0, &x, 2, 32).unwrap_err().to_string();
         assert!(e.contains("Q8_0") && e.contains("48 values"), "{e}");
-        let e = quantize(GgmlType::Q4_K, &[0.0; 256], 1, 256)
+        // K-quants take rows of whole 256-weight super-blocks (SmolLM2's 576 is not).
+        let e = quantize(GgmlType::Q4_K, &[0.0; 576], 1, 576)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("Q4_K") && e.contains("256"), "{e}");
+        assert!(
+            e.contains("Q4_K") && e.contains("256") && e.contains("576"),
+            "{e}"
+        );
+        let mut z = vec![0.5f32; 512];
+        z[300] = f32::INFINITY;
+        let e = quantize(GgmlType::Q6_K, &z, 2, 256)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("row 1, column 44") && e.contains("inf"), "{e}");
         let mut y = vec![0.5f32; 64];
         y[40] = f32::NAN;
         let e = quantize(GgmlType::Q5_1, &y, 2, 32).unwrap_err().to_string();

@@ -825,7 +825,7 @@ fn ggml_method_stores_ggml_blocks_at_their_effective_bits() {
         (GgmlType::Q5_1, 5, 6.0),
         (GgmlType::Q8_0, 8, 8.5),
     ] {
-        assert_eq!(ggml_code_bits(t), Some(bits));
+        assert_eq!(ggml_code_bits(t), bits);
         // gran is not used: a group size that divides nothing is no error.
         let c = QuantConfig {
             method: Method::Ggml(t),
@@ -871,7 +871,7 @@ fn ggml_method_json_bits_types_and_row_lengths_are_checked() {
     }
     for t in GGML_METHOD_TYPES {
         let name = t.name().to_ascii_lowercase();
-        let c = QuantConfig::from_json(&json(&name, ggml_code_bits(t).unwrap())).unwrap();
+        let c = QuantConfig::from_json(&json(&name, ggml_code_bits(t))).unwrap();
         assert_eq!(c.method, Method::Ggml(t));
         assert!(!c.needs_calibration());
     }
@@ -879,10 +879,10 @@ fn ggml_method_json_bits_types_and_row_lengths_are_checked() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("q8_0 codes are 8 bits"), "{e}");
-    let e = QuantConfig::from_json(&json("q4_k", 4))
+    let e = QuantConfig::from_json(&json("q4_k", 3))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("q4_k") && e.contains("K-quant"), "{e}");
+    assert!(e.contains("q4_k codes are 4 bits"), "{e}");
     let e = QuantConfig::from_json(&json("q3_0", 3))
         .unwrap_err()
         .to_string();
@@ -901,4 +901,97 @@ fn ggml_method_json_bits_types_and_row_lengths_are_checked() {
         e.contains(&name) && e.contains("q5_1") && e.contains("32") && e.contains("48"),
         "{e}"
     );
+}
+
+/// One layer with d = 256 and FFN 512, so that every block linear's rows (256 or 512) are whole
+/// K-quant super-blocks (the tiny model's 64 and 128 are not).
+fn model_256() -> ModelWeights {
+    let mut config = crate::quant::testutil::tiny_model(2).config;
+    (config.n_layer, config.dim, config.ffn_dim, config.head_dim) = (1, 256, 512, 64);
+    let mut seed = 100;
+    ModelWeights::from_fn(config, &mut |name, rows, cols| {
+        seed += 1;
+        let v = crate::quant::testutil::lcg(seed, rows * cols);
+        if name.ends_with("norm.weight") {
+            v.iter().map(|x| 1.0 + x).collect()
+        } else {
+            v
+        }
+    })
+    .unwrap()
+}
+
+#[test]
+fn ggml_k_quants_store_their_blocks_at_the_formats_effective_bits() {
+    let model = model_256();
+    // Bits per weight = bytes per super-block · 8 / 256, from the format's own table.
+    for (t, bits, bpw) in [
+        (GgmlType::Q2_K, 2, 2.625),
+        (GgmlType::Q3_K, 3, 3.4375),
+        (GgmlType::Q4_K, 4, 4.5),
+        (GgmlType::Q5_K, 5, 5.5),
+        (GgmlType::Q6_K, 6, 6.5625),
+    ] {
+        assert_eq!(ggml_code_bits(t), bits, "{}", t.name());
+        let name = t.name().to_ascii_lowercase();
+        assert_eq!(parse_ggml_type(&name).unwrap(), t);
+        assert_eq!(parse_ggml_type(t.name()).unwrap(), t, "any case");
+        let c = QuantConfig {
+            method: Method::Ggml(t),
+            ..QuantConfig::rtn(lq(bits, Granularity::PerRow, true, false))
+        };
+        assert_eq!(QuantConfig::from_json(&c.to_json()).unwrap(), c);
+        let out = c.apply(&model).unwrap();
+        for (l, src) in out.linears().zip(model.linears()) {
+            assert_eq!(l.w.format, Format::Ggml(t), "{}", l.name);
+            assert_eq!(l.w.bits_per_weight(), bpw, "{} {}", t.name(), l.name);
+            let w = src.w.dequantize().unwrap();
+            let want = crate::format::ggml::quantize::quantize(t, &w, l.w.rows, l.w.cols);
+            assert_eq!(l.w.data, want.unwrap(), "{}", l.name);
+        }
+    }
+}
+
+#[test]
+fn ggml_k_quant_rows_must_be_whole_super_blocks() {
+    // The tiny model's rows are 64 and 128 long: refused before any work, naming the tensor, the
+    // field and the limit.
+    let model = crate::quant::testutil::tiny_model(2);
+    let c = QuantConfig {
+        method: Method::Ggml(GgmlType::Q4_K),
+        ..QuantConfig::rtn(lq(4, Granularity::PerRow, true, false))
+    };
+    c.validate().unwrap();
+    let e = c.apply(&model).unwrap_err();
+    let first = model.linears().next().unwrap().name.clone();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("ggml") && msg.contains(&first) && msg.contains("q4_k"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("multiple of 256") && msg.contains("rows have 64"),
+        "{msg}"
+    );
+    // Keeping those tensors as loaded is the way out: a model with one 256-long linear.
+    let mut model = model;
+    let lin = &mut model.layers[1].linears_mut()[0];
+    lin.w = QTensor::from_f32(
+        lin.w.rows,
+        256,
+        &crate::quant::testutil::lcg(7, lin.w.rows * 256),
+    );
+    let name = lin.name.clone();
+    let c = c
+        .with_override("*", None)
+        .with_override(&name, Some(lq(4, Granularity::PerRow, true, false)));
+    let out = c.apply(&model).unwrap();
+    for (l, src) in out.linears().zip(model.linears()) {
+        let want = if l.name == name {
+            Format::Ggml(GgmlType::Q4_K)
+        } else {
+            src.w.format
+        };
+        assert_eq!(l.w.format, want, "{}", l.name);
+    }
 }
