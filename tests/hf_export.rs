@@ -102,8 +102,13 @@ fn exports_are_the_files_transformers_measured_and_evaluate_to_its_perplexity() 
 #[test]
 fn models_that_a_checkpoint_cannot_hold_are_refused_by_name() {
     let never = root().join("target/test-hf-export/never");
+    // (BinaryMoS, the other refusal, is tests/hf_export_arch.rs's.)
     for (model, extra, want) in [
-        ("tests/fixtures/tiny/gpt2", vec![], "Llama family"),
+        (
+            "tests/fixtures/tiny/gpt2",
+            vec!["--bits", "4", "--act-bits", "8"],
+            "activations",
+        ),
         (
             "tests/fixtures/tiny/llama",
             vec!["--bits", "4", "--act-bits", "8"],

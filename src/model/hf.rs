@@ -195,6 +195,17 @@ pub(crate) fn opt_f32(o: &Map<String, Value>, field: &str) -> Result<Option<f32>
     }
 }
 
+/// An f32 configuration value as config.json writes it: the shortest decimal that reads back as
+/// the same f32 (`1e-5`, not the f64 widening `9.999999747378752e-6`), so a value that came
+/// from a config.json goes back unchanged and Python reads the number a person would write.
+pub(crate) fn json_f32(x: f32) -> Value {
+    // Rust's `Display` for f32 is the shortest round-trip decimal; every finite f32 parses.
+    match x.to_string().parse::<f64>() {
+        Ok(v) if v.is_finite() => Value::from(v),
+        _ => Value::Null,
+    }
+}
+
 /// Load a Hugging Face checkpoint: `config.json` bytes and the safetensors shards
 /// `(file name, bytes)`. Every tensor is checked against the config (presence, shape, the bias
 /// layout of the architecture, no extra layers); tensors keep their stored dtype.
@@ -297,4 +308,24 @@ fn check_tensor_set(cfg: &HfConfig, arch: Arch, src: &SafetensorsSource<'_>) -> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_values_go_back_as_their_shortest_decimal() {
+        for (x, want) in [
+            (1e-5f32, 1e-5f64),
+            (1e-6, 1e-6),
+            (10_000.0, 10_000.0),
+            (0.1, 0.1),
+        ] {
+            assert_eq!(json_f32(x), Value::from(want), "{x}");
+            // ... which reads back as the same f32.
+            assert_eq!(json_f32(x).as_f64().unwrap() as f32, x);
+        }
+        assert_eq!(json_f32(f32::NAN), Value::Null);
+    }
 }

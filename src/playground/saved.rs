@@ -155,9 +155,15 @@ impl Session {
         crate::model::gguf_export::export_gguf_with(w, self.tokenizer(), name, &source)
     }
 
-    /// The current model as a Hugging Face checkpoint (`model::hf_export`): its files.
+    /// The current model as a Hugging Face checkpoint (`model::hf_export`): its files. A model
+    /// loaded from a Hugging Face checkpoint keeps that checkpoint's config.json fields.
     pub fn export_hf(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let w = self.quantized_weights().unwrap_or(self.source());
-        crate::model::hf_export::export_hf(w, self.tokenizer(), &self.info().label)
+        crate::model::hf_export::export_hf(
+            w,
+            self.tokenizer(),
+            &self.info().label,
+            self.hf_config.as_ref(),
+        )
     }
 }

@@ -91,6 +91,9 @@ pub struct Session {
     pub(crate) identity: crate::playground::saved::SourceIdentity,
     /// What a loaded QuantLab model file said of itself (`saved::SavedInfo`), if it was one.
     pub(crate) saved: Option<serde_json::Value>,
+    /// The `config.json` of a Hugging Face checkpoint this session loaded: the Hugging Face
+    /// export keeps its fields (a model from any other file gets one built from its config).
+    pub(crate) hf_config: Option<serde_json::Map<String, serde_json::Value>>,
     source: ModelWeights,
     tokenizer: Tokenizer,
     /// The loaded and the quantized model on the CPU or the GPU.
@@ -203,6 +206,8 @@ impl Session {
         parts.extend(shards.iter().map(|(_, b)| *b));
         let mut s = Self::from_parts_on(label, weights, tokenizer, device)?;
         s.identity = SourceIdentity::of_bytes(label, "hf", &parts);
+        // `load_hf` parsed it already, so it is a JSON object.
+        s.hf_config = serde_json::from_slice(config_json).ok();
         Ok(s)
     }
 
@@ -221,6 +226,7 @@ impl Session {
             label: label.to_string(),
             identity: SourceIdentity::unhashed(label),
             saved: None,
+            hf_config: None,
             source,
             tokenizer,
             engine,

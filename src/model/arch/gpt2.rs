@@ -18,8 +18,8 @@ use crate::model::arch::{
 use crate::model::backend::Backend;
 use crate::model::config::{ModelConfig, RopeStyle};
 use crate::model::hf::{
-    head_dim, opt_bool, opt_f32, opt_size, require_bools, require_str, size, string, HfConfig,
-    MAX_CONTEXT,
+    head_dim, json_f32, opt_bool, opt_f32, opt_size, require_bools, require_str, size, string,
+    HfConfig, MAX_CONTEXT,
 };
 use crate::model::net::{positions, Model, Observer};
 use crate::{Error, Result};
@@ -140,12 +140,42 @@ pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
     })
 }
 
+/// `config.json` of `GPT2Config` for `c` (the Hugging Face export of a model that came without
+/// one, e.g. llama.cpp's GGUF): every field `from_hf` reads, so the two are inverses. `n_ctx`
+/// is written beside `n_positions` as older configs have it; `n_inner` always (transformers'
+/// default is the same 4·n_embd, but the file should not depend on that).
+pub fn to_hf(c: &ModelConfig, _biased: bool) -> Map<String, Value> {
+    let v = serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "n_embd": c.dim,
+        "n_inner": c.ffn_dim,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "vocab_size": c.vocab,
+        "n_positions": c.max_ctx,
+        "n_ctx": c.max_ctx,
+        "layer_norm_epsilon": json_f32(c.norm_eps),
+        "activation_function": "gelu_new",
+        "scale_attn_weights": true,
+        "scale_attn_by_inverse_layer_idx": false,
+        "reorder_and_upcast_attn": false,
+        "tie_word_embeddings": c.tied_embeddings,
+    });
+    match v {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    }
+}
+
 /// Hugging Face names. `openai-community/gpt2` stores them without a prefix (saved from
 /// `GPT2Model`); checkpoints saved from `GPT2LMHeadModel` prefix `transformer.`. Older ones
 /// store attention's causal mask as buffers (`attn.bias`, `attn.masked_bias`): not weights.
 pub const HF: HfNames = HfNames {
     prefixes: &["transformer.", ""],
     hf_prefix: "",
+    // `GPT2LMHeadModel.save_pretrained` writes `transformer.h.0.…`.
+    saved_prefix: "transformer.",
     blocks: "h",
     modules: &[
         ("attn_norm", "ln_1"),
@@ -226,9 +256,43 @@ mod tests {
         }
         assert_eq!(hf_name("blk.0.attn_qkv.weight"), "h.0.attn.c_attn.weight");
         assert_eq!(hf_name("position_embd.weight"), "wpe.weight");
+        // The export writes what GPT2LMHeadModel.save_pretrained writes.
+        assert_eq!(
+            HF.saved("blk.0.attn_qkv.weight"),
+            "transformer.h.0.attn.c_attn.weight"
+        );
+        assert_eq!(HF.saved("output_norm.bias"), "transformer.ln_f.bias");
+        assert_eq!(HF.saved("output.weight"), "lm_head.weight");
         assert!(ignored("h.3.attn.masked_bias") && ignored("transformer.h.0.attn.bias"));
         for bad in ["h.01.ln_1.weight", "h.0.attn.c_attn.scales", "wte.bias"] {
             assert_eq!(canonical_name(bad), None, "{bad}");
+        }
+    }
+
+    /// `to_hf` writes what `from_hf` reads, the epsilon as the decimal a config.json has.
+    #[test]
+    fn config_round_trips() {
+        for (eps, decimal, ffn, tied) in [(1e-5, 1e-5, 256, true), (1e-6, 1e-6, 96, false)] {
+            let c = ModelConfig {
+                arch: "gpt2".into(),
+                n_layer: 3,
+                dim: 64,
+                ffn_dim: ffn,
+                n_head: 4,
+                n_kv_head: 4,
+                head_dim: 16,
+                vocab: 512,
+                rope_theta: 10_000.0,
+                rope_style: RopeStyle::Half,
+                norm_eps: eps,
+                max_ctx: 128,
+                tied_embeddings: tied,
+                proj_dim: None,
+                post_norm: false,
+            };
+            let o = to_hf(&c, true);
+            assert_eq!(o["layer_norm_epsilon"].as_f64(), Some(decimal));
+            assert_eq!(from_hf(&o).unwrap().model, c, "{c:?}");
         }
     }
 }

@@ -9,7 +9,9 @@
 use crate::model::arch::{Arch, BiasRule, HfNames, LinearSpec, NormSpec, SiteSpec, Topology};
 use crate::model::backend::Backend;
 use crate::model::config::{ModelConfig, RopeStyle};
-use crate::model::hf::{opt_bool, opt_f32, opt_size, size, string, HfConfig, MAX_CONTEXT};
+use crate::model::hf::{
+    json_f32, opt_bool, opt_f32, opt_size, size, string, HfConfig, MAX_CONTEXT,
+};
 use crate::model::net::{Model, Observer};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
@@ -239,6 +241,43 @@ fn check_rope_scaling(o: &Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// `config.json` of `LlamaConfig` / `Qwen2Config` / `MistralConfig` for `c` (the Hugging Face
+/// export of a model that came without one). RoPE is written in Hugging Face's half-split order
+/// (the export puts a GGUF file's interleaved q/k rows back); `biased`: the q/k/v/o linears
+/// carry biases (Llama's `attention_bias`; Qwen2 always has q/k/v biases).
+pub fn to_hf(c: &ModelConfig, biased: bool) -> Map<String, Value> {
+    let (class, model_type) = match c.arch.as_str() {
+        "qwen2" => ("Qwen2ForCausalLM", "qwen2"),
+        "mistral" => ("MistralForCausalLM", "mistral"),
+        _ => ("LlamaForCausalLM", "llama"),
+    };
+    let mut v = serde_json::json!({
+        "architectures": [class],
+        "model_type": model_type,
+        "hidden_size": c.dim,
+        "intermediate_size": c.ffn_dim,
+        "num_hidden_layers": c.n_layer,
+        "num_attention_heads": c.n_head,
+        "num_key_value_heads": c.n_kv_head,
+        "head_dim": c.head_dim,
+        "vocab_size": c.vocab,
+        "rms_norm_eps": json_f32(c.norm_eps),
+        "rope_theta": json_f32(c.rope_theta),
+        "max_position_embeddings": c.max_ctx,
+        "tie_word_embeddings": c.tied_embeddings,
+        "hidden_act": "silu",
+    });
+    if model_type == "llama" {
+        // Which linears carry biases (QuantLab keeps the loaded model's).
+        v["attention_bias"] = Value::Bool(biased);
+        v["mlp_bias"] = Value::Bool(false);
+    }
+    match v {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    }
+}
+
 /// `rope_parameters.rope_theta` (the newer `transformers` layout), when present.
 fn rope_parameters_theta(o: &Map<String, Value>) -> Result<Option<f32>> {
     match o.get("rope_parameters").and_then(Value::as_object) {
@@ -253,6 +292,7 @@ fn rope_parameters_theta(o: &Map<String, Value>) -> Result<Option<f32>> {
 pub const HF: HfNames = HfNames {
     prefixes: &["model."],
     hf_prefix: "model.",
+    saved_prefix: "model.",
     blocks: "layers",
     modules: &[
         ("attn_norm", "input_layernorm"),

@@ -240,7 +240,8 @@ impl Topology {
 /// The registry: one line per architecture, `Variant => module`. Each module provides
 /// `NAMES` (the architecture names files use for it), `topology(&ModelConfig)`,
 /// `forward(..)`, `HF` (its `HfNames`: Hugging Face ↔ canonical GGUF tensor names),
-/// `from_hf(config.json)` and `validate(&ModelConfig, file)`.
+/// `from_hf(config.json)`, `to_hf(&ModelConfig, biased)` (config.json back, for the export) and
+/// `validate(&ModelConfig, file)`.
 macro_rules! architectures {
     ($($variant:ident => $module:ident),* $(,)?) => {
         /// The architectures QuantLab implements.
@@ -319,6 +320,23 @@ macro_rules! architectures {
                 }
             }
 
+            /// The name the Hugging Face export writes for a canonical tensor name (the one
+            /// transformers' `save_pretrained` writes).
+            pub fn hf_saved_name(self, canonical: &str) -> String {
+                match self {
+                    $(Arch::$variant => $module::HF.saved(canonical)),*
+                }
+            }
+
+            /// transformers' `config.json` for `c`, built from the configuration alone (for
+            /// a model that came without one, e.g. from GGUF): class, `model_type` and every
+            /// field the forward pass depends on. `biased`: the block linears carry biases.
+            pub fn to_hf(self, c: &ModelConfig, biased: bool) -> serde_json::Map<String, serde_json::Value> {
+                match self {
+                    $(Arch::$variant => $module::to_hf(c, biased)),*
+                }
+            }
+
             /// THE forward pass of this architecture: final hidden states (before the head) of
             /// independent sequences of `seq` tokens, showing every block linear's input to
             /// `observer(layer, site, x)`.
@@ -368,6 +386,10 @@ pub struct HfNames {
     pub prefixes: &'static [&'static str],
     /// The prefix `hf` writes in messages.
     pub hf_prefix: &'static str,
+    /// The prefix transformers' `save_pretrained` of the `*ForCausalLM` class writes before
+    /// every name but the head: what the Hugging Face export writes (`model::hf_export`), so the
+    /// checkpoint looks like one transformers saved itself.
+    pub saved_prefix: &'static str,
     /// The blocks' path after the prefix (`layers` → `layers.{i}.{module}.weight`).
     pub blocks: &'static str,
     /// (canonical, Hugging Face) module of a block.
@@ -412,10 +434,19 @@ impl HfNames {
 
     /// The Hugging Face name of a canonical name (for messages); unknown names as they are.
     pub fn hf(&self, canonical: &str) -> String {
+        self.with_prefix(canonical, self.hf_prefix)
+    }
+
+    /// The name transformers' `save_pretrained` gives a canonical name (`saved_prefix`); unknown
+    /// names as they are.
+    pub fn saved(&self, canonical: &str) -> String {
+        self.with_prefix(canonical, self.saved_prefix)
+    }
+
+    fn with_prefix(&self, canonical: &str, prefix: &str) -> String {
         if canonical == "output.weight" {
             return "lm_head.weight".into();
         }
-        let prefix = self.hf_prefix;
         let (base, suffix) = canonical.rsplit_once('.').unwrap_or((canonical, ""));
         if let Some((_, h)) = self.globals.iter().find(|(c, _)| *c == base) {
             return format!("{prefix}{h}.{suffix}");

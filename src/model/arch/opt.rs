@@ -157,11 +157,40 @@ pub fn from_hf(o: &Map<String, Value>) -> Result<HfConfig> {
     })
 }
 
+/// `config.json` of `OPTConfig` for `c` (the Hugging Face export of a model that came without
+/// one): every field `from_hf` reads, so the two are inverses. `word_embed_proj_dim` is written
+/// even when it equals `hidden_size`, and `do_layer_norm_before` says pre- or post-LN (the
+/// decoder's `final_layer_norm` exists only for pre-LN, as transformers builds it).
+pub fn to_hf(c: &ModelConfig, _biased: bool) -> Map<String, Value> {
+    let v = serde_json::json!({
+        "architectures": ["OPTForCausalLM"],
+        "model_type": "opt",
+        "hidden_size": c.dim,
+        "ffn_dim": c.ffn_dim,
+        "num_hidden_layers": c.n_layer,
+        "num_attention_heads": c.n_head,
+        "vocab_size": c.vocab,
+        "max_position_embeddings": c.max_ctx,
+        "word_embed_proj_dim": c.proj_dim.unwrap_or(c.dim),
+        "do_layer_norm_before": !c.post_norm,
+        "activation_function": "relu",
+        "enable_bias": true,
+        "layer_norm_elementwise_affine": true,
+        "_remove_final_layer_norm": false,
+        "tie_word_embeddings": c.tied_embeddings,
+    });
+    match v {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    }
+}
+
 /// Hugging Face names. Checkpoints saved from `OPTForCausalLM` prefix `model.decoder.`; the
 /// original `facebook/opt-*` ones, saved from `OPTModel`, `decoder.`.
 pub const HF: HfNames = HfNames {
     prefixes: &["model.decoder.", "decoder."],
     hf_prefix: "model.decoder.",
+    saved_prefix: "model.decoder.",
     blocks: "layers",
     modules: &[
         ("attn_norm", "self_attn_layer_norm"),
@@ -294,6 +323,31 @@ mod tests {
             "model.encoder.layers.0.fc1.weight",
         ] {
             assert_eq!(canonical_name(bad), None, "{bad}");
+        }
+    }
+
+    /// `to_hf` writes what `from_hf` reads: pre- and post-LN, with and without a projection.
+    #[test]
+    fn config_round_trips() {
+        for (post_norm, proj_dim) in [(false, None), (true, Some(32)), (false, Some(16))] {
+            let c = ModelConfig {
+                arch: "opt".into(),
+                n_layer: 2,
+                dim: 64,
+                ffn_dim: 256,
+                n_head: 4,
+                n_kv_head: 4,
+                head_dim: 16,
+                vocab: 512,
+                rope_theta: 10_000.0,
+                rope_style: RopeStyle::Half,
+                norm_eps: LAYER_NORM_EPS,
+                max_ctx: 128,
+                tied_embeddings: !post_norm,
+                proj_dim,
+                post_norm,
+            };
+            assert_eq!(from_hf(&to_hf(&c, true)).unwrap().model, c, "{c:?}");
         }
     }
 }
