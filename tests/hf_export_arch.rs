@@ -203,8 +203,6 @@ fn config_keeps_the_source_fields_and_tokenizer_config_names_the_special_tokens(
 }
 
 #[test]
-#[ignore = "needs tests/fixtures/hf_export_arch_transformers.json, made on a machine with \
-            transformers (tests/fixtures/README.md); the device machine was not lent"]
 fn exports_are_the_files_transformers_loaded_and_agree_with_its_logits() {
     // Written first, so that a missing fixture can be made from them (README in tests/fixtures).
     let all: Vec<(String, Case, &str)> = CASES
