@@ -11,18 +11,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
 
 // WebGPU (SwiftShader) against the native CPU: calibration on the GPU sums in another order, and
 // lite training carries the difference a little further (as TRAINED_REL_TOL).
 const GPU_PPL_REL_TOL = 1e-3;
-import { startFixtureServer, tinyCheckpoint } from './fixture.mjs';
+import { servedTinyLlama } from './fixture.mjs';
 
-const REPO = 'test-org/tiny-llama';
-const { files: FILES } = tinyCheckpoint();
 const CTX = 64;
 const WINDOWS = 2;
 const CALIB_N = 16;
@@ -37,32 +34,26 @@ const TRAINED_REL_TOL = 1e-3;
 
 let page;
 let close;
-let server;
-let dir;
+let tiny; // servedTinyLlama(): the checkpoint for the page and the CLI
 
 before(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'quantlab-binary-'));
-  mkdirSync(path.join(dir, 'model'));
-  for (const [name, bytes] of Object.entries(FILES)) writeFileSync(path.join(dir, 'model', name), bytes);
+  tiny = await servedTinyLlama();
   const read = (n) => readFileSync(path.join(ROOT, 'www/texts', `${n}.txt`), 'utf8');
-  writeFileSync(path.join(dir, 'calib.txt'), `${read('dialogue')}\n\n${read('code')}`);
-  server = await startFixtureServer({ repos: { [REPO]: FILES } });
-  ({ page, close } = await openPage(`?backend=cpu&hub=${encodeURIComponent(server.url)}`
-    + `#ql=1&model=${encodeURIComponent(REPO)}&ctx=${CTX}&win=${WINDOWS}`));
+  writeFileSync(path.join(tiny.root, 'calib.txt'), `${read('dialogue')}\n\n${read('code')}`);
+  ({ page, close } = await openPage(`?backend=cpu&${tiny.hub}#ql=1&${tiny.model}&ctx=${CTX}&win=${WINDOWS}`));
   await waitForResult(page, '0');
 });
 
 after(async () => {
   await close?.();
-  await server?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await tiny?.close();
 });
 
 function cliRun(config) {
-  const args = ['eval', '--model', path.join(dir, 'model'), '--text', TEXT, '--ctx', String(CTX),
+  const args = ['eval', '--model', tiny.modelDir, '--text', TEXT, '--ctx', String(CTX),
     '--windows', String(WINDOWS), '--config', config, '--no-kl', '--json'];
   if (/"(gptq|binarymos)"/.test(config)) {
-    args.push('--calib-text', path.join(dir, 'calib.txt'), '--calib-n', String(CALIB_N), '--calib-len', String(CALIB_LEN));
+    args.push('--calib-text', path.join(tiny.root, 'calib.txt'), '--calib-n', String(CALIB_N), '--calib-len', String(CALIB_LEN));
   }
   const out = execFileSync(BIN, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   return JSON.parse(out.trim().split('\n').pop());
@@ -184,7 +175,7 @@ test('BinaryMoS on WebGPU in the page: the link\'s configuration calibrates, tra
   const config = await page.getAttribute('#result', 'data-config');
   const cli = cliRun(config);
   const link = new URL(await page.evaluate(() => location.href));
-  const gpu = await openPage(`?hub=${encodeURIComponent(server.url)}${link.hash}`);
+  const gpu = await openPage(`?${tiny.hub}${link.hash}`);
   try {
     const r = await waitForResult(gpu.page, '0', '"binarymos"');
     const rel = Math.abs(r.ppl - cli.ppl) / cli.ppl;

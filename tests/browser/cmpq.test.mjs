@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT, RUN_TIMEOUT_MS, openPage, openSibling, waitForResult } from './harness.mjs';
-import { startFixtureServer, tinyCheckpoint } from './fixture.mjs';
+import { servedTinyLlama } from './fixture.mjs';
 
 const CALIB = '4x128';
 // The allocation meets every tensor's budget within 0.01 bit (cmpq_alloc::BUDGET_TOL), so the
@@ -24,7 +24,6 @@ const OUTLIER_COLS = 0.01;
 // The preset's points: five CMPQ budgets, RTN and GPTQ at 2, 3 and 4 bits.
 const CURVE = { cmpq: 5, rtn: 3, gptq: 3 };
 const PRESET_TIMEOUT_MS = RUN_TIMEOUT_MS;
-const TINY_REPO = 'test-org/tiny-llama';
 const TINY_DIMS = { dim: 256, ffn: 512 };
 const SHOTS = path.join(ROOT, 'out', 'screenshots');
 
@@ -158,14 +157,13 @@ test('the copied link reproduces the CMPQ configuration', { timeout: RUN_TIMEOUT
 // the real model would make some 40 times slower in single-threaded wasm. The budgets above ran
 // on the real model.
 test('the CMPQ curve preset fills CMPQ, RTN and GPTQ series in the perplexity-against-bits chart', { timeout: PRESET_TIMEOUT_MS }, async () => {
-  const server = await startFixtureServer({ repos: { [TINY_REPO]: tinyCheckpoint(7, TINY_DIMS).files } });
-  const tiny = await openPage(`?backend=cpu&hub=${encodeURIComponent(server.url)}`
-    + `#ql=1&model=${encodeURIComponent(TINY_REPO)}&ctx=64&win=1&calib=${CALIB}`);
+  const served = await servedTinyLlama(TINY_DIMS);
+  const tiny = await openPage(`?backend=cpu&${served.hub}#ql=1&${served.model}&ctx=64&win=1&calib=${CALIB}`);
   try {
     await curvePreset(tiny.page);
   } finally {
     await tiny.close();
-    await server.close();
+    await served.close();
   }
 });
 

@@ -18,18 +18,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
-import { startFixtureServer, tinyCheckpoint } from './fixture.mjs';
+import { servedTinyLlama } from './fixture.mjs';
 
 const CTX = 64;
 // Two windows: the device is lost after the first, so the second fails (fewer would leave nothing
 // to interrupt).
 const WINDOWS = 2;
-const REPO = 'test-org/tiny-llama';
-const { files: FILES } = tinyCheckpoint();
 // GPU vs CPU perplexity, relative: as webgpu.test.mjs (f32 kernels summing in another order).
 const PPL_REL_TOL = 1e-3;
 const HUGE_GGUF = '/files/huge-tensor.gguf';
@@ -38,15 +35,15 @@ const FIVE_GIB = 5 * 2 ** 30;
 
 let page;
 let close;
-let server;
-let modelDir; // the tiny checkpoint, for the CLI
+let tiny; // servedTinyLlama(): the checkpoint for the page and the CLI
+let server; // its local Hub, which also serves the oversized files
 
 const cli = (args) => execFileSync(BIN, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
 
 // The undisturbed result: the native CLI on the CPU with the page's configuration.
 function cpuPpl(configJson) {
   const config = JSON.parse(configJson);
-  const args = ['eval', '--backend', 'cpu', '--model', modelDir, '--text', TEXT, '--ctx', String(CTX),
+  const args = ['eval', '--backend', 'cpu', '--model', tiny.modelDir, '--text', TEXT, '--ctx', String(CTX),
     '--windows', String(WINDOWS), '--json'];
   if (config.method !== 'none') args.push('--config', configJson);
   return JSON.parse(cli(args).trim().split('\n').pop()).ppl;
@@ -74,20 +71,17 @@ const snapshot = () => page.evaluate(() => {
 });
 
 before(async () => {
-  modelDir = mkdtempSync(path.join(tmpdir(), 'quantlab-faults-'));
-  for (const [name, bytes] of Object.entries(FILES)) writeFileSync(path.join(modelDir, name), bytes);
-  server = await startFixtureServer({ repos: { [REPO]: FILES } });
+  tiny = await servedTinyLlama();
+  ({ server } = tiny);
   server.addRoute(HUGE_GGUF, hugeTensorGguf());
   server.claimRoute(HUGE_CLAIM, FIVE_GIB);
-  ({ page, close } = await openPage(`?test-hooks=1&hub=${encodeURIComponent(server.url)}`
-    + `#ql=1&model=${encodeURIComponent(REPO)}&ctx=${CTX}&win=${WINDOWS}`));
+  ({ page, close } = await openPage(`?test-hooks=1&${tiny.hub}#ql=1&${tiny.model}&ctx=${CTX}&win=${WINDOWS}`));
   await waitForResult(page, '0');
 });
 
 after(async () => {
   await close?.();
-  await server?.close();
-  if (modelDir) rmSync(modelDir, { recursive: true, force: true });
+  await tiny?.close();
 });
 
 test('a WebGPU device lost mid-evaluation: recovered on a new device, model, configuration and result intact', { timeout: RUN_TIMEOUT_MS }, async () => {

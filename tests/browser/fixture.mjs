@@ -7,7 +7,9 @@
 //    that breaks the next N responses of a file part way (to test resumable downloads).
 
 import http from 'node:http';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 // ---------------------------------------------------------------------------- tiny checkpoint
 export const TINY = { dim: 64, ffn: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 256, ctx: 256 };
@@ -250,3 +252,30 @@ function serveBytes(req, res, path, body, breaks) {
 }
 
 export const fileSize = (p) => statSync(p).size;
+
+// ---------------------------------------------------------------------------- tiny Llama, served
+export const TINY_REPO = 'test-org/tiny-llama';
+
+// The tiny checkpoint (sizes `dims` over TINY's) served by a local Hub as TINY_REPO and written to
+// `modelDir` for the CLI, under a temporary `root` a test may put more files in. `page` is the
+// query and hash that open it ('?hub=…', '#ql=1&model=…'). `close()` ends the server and removes
+// the files.
+export async function servedTinyLlama(dims = {}) {
+  const { files } = tinyCheckpoint(7, dims);
+  const root = mkdtempSync(path.join(tmpdir(), 'quantlab-tiny-'));
+  const modelDir = path.join(root, 'model');
+  mkdirSync(modelDir);
+  for (const [name, bytes] of Object.entries(files)) writeFileSync(path.join(modelDir, name), bytes);
+  const server = await startFixtureServer({ repos: { [TINY_REPO]: files } });
+  return {
+    server,
+    root,
+    modelDir,
+    hub: `hub=${encodeURIComponent(server.url)}`,
+    model: `model=${encodeURIComponent(TINY_REPO)}`,
+    close: async () => {
+      await server.close();
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}

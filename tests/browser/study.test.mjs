@@ -14,14 +14,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
-import { startFixtureServer, tinyCheckpoint } from './fixture.mjs';
+import { servedTinyLlama } from './fixture.mjs';
 
-const REPO = 'test-org/tiny-llama';
-const { files: FILES } = tinyCheckpoint();
 const CTX = 128;
 const WINDOWS = 2;
 // The grid: 2 methods × (2 bit widths × 2 granularities + W3 per row with LoRC).
@@ -39,29 +36,23 @@ const STUDY_TIMEOUT_MS = RUN_TIMEOUT_MS;
 
 let page;
 let close;
-let server;
-let dir; // the checkpoint and the calibration text, for the CLI
+let tiny; // servedTinyLlama(): the checkpoint for the page and the CLI
 
 before(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'quantlab-study-'));
-  mkdirSync(path.join(dir, 'model'));
-  for (const [name, bytes] of Object.entries(FILES)) writeFileSync(path.join(dir, 'model', name), bytes);
-  server = await startFixtureServer({ repos: { [REPO]: FILES } });
-  ({ page, close } = await openPage(`?backend=cpu&hub=${encodeURIComponent(server.url)}`
-    + `#ql=1&model=${encodeURIComponent(REPO)}&ctx=${CTX}&win=${WINDOWS}`));
+  tiny = await servedTinyLlama();
+  ({ page, close } = await openPage(`?backend=cpu&${tiny.hub}#ql=1&${tiny.model}&ctx=${CTX}&win=${WINDOWS}`));
   await waitForResult(page, '0');
 });
 
 after(async () => {
   await close?.();
-  await server?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await tiny?.close();
 });
 
 // The CLI's perplexity and bits for a run's configuration, calibrating (when the method does) on
 // the page's calibration text: the other two built-in texts.
 function cliRun(config, calib) {
-  const args = ['eval', '--model', path.join(dir, 'model'), '--text', TEXT, '--ctx', String(CTX), '--windows', String(WINDOWS),
+  const args = ['eval', '--model', tiny.modelDir, '--text', TEXT, '--ctx', String(CTX), '--windows', String(WINDOWS),
     '--config', config, '--no-kl', '--json'];
   if (config.includes('"gptq"')) args.push('--calib-text', calib, '--calib-n', String(CALIB_N), '--calib-len', String(CALIB_LEN));
   const out = execFileSync(BIN, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -98,7 +89,7 @@ test('the study preset fills the chart with RTN, GPTQ and LoRC points, each the 
     label: r.cells[0].textContent, config: r.dataset.config,
   })));
   const points = p.labels.map((label, i) => ({ label, bpw: p.bpw[i], ppl: p.ppl[i] }));
-  const calib = path.join(dir, 'calib.txt');
+  const calib = path.join(tiny.root, 'calib.txt');
   const read = (n) => readFileSync(path.join(ROOT, 'www/texts', `${n}.txt`), 'utf8');
   writeFileSync(calib, `${read('dialogue')}\n\n${read('code')}`);
   for (const pt of points) {
