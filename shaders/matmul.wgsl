@@ -15,76 +15,13 @@
 // ranges, one per workgroup z; each writes its partial tile to slice z of `Y` and
 // `splitk.wgsl` sums the slices (and adds the bias). With `P.k_split == 0` the tile is final.
 
-@group(0) @binding(2) var<storage, read> X: array<f32>;
-@group(0) @binding(3) var<storage, read> B: array<f32>;
-@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+// Bindings X, B, Y and `load_x`, `load_w`, `store_row` are matmul_common.wgsl's (shared with
+// matmul_coop.wgsl).
 
 const TK: u32 = 16u;
 
 var<workgroup> xs: array<vec4<f32>, 256>; // [TK][16]: 4 tokens per vec4, k-major
 var<workgroup> ws: array<vec4<f32>, 256>; // [TK][16]: 4 weight rows per vec4
-
-// Activations k..k+3 of token `row`, zeros at or past `ke` (the end of this k range).
-fn load_x(row: u32, k: u32, ke: u32) -> vec4<f32> {
-    if (row >= P.m || k >= ke) {
-        return vec4<f32>(0.0);
-    }
-    let b = (P.x_row0 + row) * P.k + k;
-    if (k + 3u < ke) {
-        return vec4<f32>(X[b], X[b + 1u], X[b + 2u], X[b + 3u]);
-    }
-    // Reads past the row are clamped by the bounds-checked access and then discarded.
-    return vec4<f32>(
-        X[b],
-        select(0.0, X[b + 1u], k + 1u < ke),
-        select(0.0, X[b + 2u], k + 2u < ke),
-        select(0.0, X[b + 3u], k + 3u < ke),
-    );
-}
-
-// Weights k..k+3 of weight row `row`, zeros at or past `ke`.
-fn load_w(row: u32, k: u32, ke: u32) -> vec4<f32> {
-    if (row >= P.n || k >= ke) {
-        return vec4<f32>(0.0);
-    }
-    if ((P.k & 3u) == 0u && k + 3u < ke) {
-        return w_load4(row, k);
-    }
-    let last = ke - 1u;
-    return vec4<f32>(
-        w_at(row, k),
-        select(0.0, w_at(row, min(k + 1u, last)), k + 1u < ke),
-        select(0.0, w_at(row, min(k + 2u, last)), k + 2u < ke),
-        select(0.0, w_at(row, min(k + 3u, last)), k + 3u < ke),
-    );
-}
-
-fn store_row(r: u32, c: u32, base: u32, acc: vec4<f32>, bias: bool) {
-    if (r >= P.m) {
-        return;
-    }
-    var v = acc;
-    let o = base + r * P.n + c;
-    if (c + 3u < P.n) {
-        if (bias) {
-            v += vec4<f32>(B[c], B[c + 1u], B[c + 2u], B[c + 3u]);
-        }
-        Y[o] = v.x;
-        Y[o + 1u] = v.y;
-        Y[o + 2u] = v.z;
-        Y[o + 3u] = v.w;
-        return;
-    }
-    if (c < P.n) {
-        Y[o] = v.x + select(0.0, B[c], bias);
-    }
-    if (c + 1u < P.n) {
-        Y[o + 1u] = v.y + select(0.0, B[c + 1u], bias);
-    }
-    if (c + 2u < P.n) {
-        Y[o + 2u] = v.z + select(0.0, B[c + 2u], bias);
-    }
-}
 
 @compute @workgroup_size(16, 16)
 fn main(
@@ -94,12 +31,9 @@ fn main(
 ) {
     let row0 = wg.y * 64u;
     let col0 = wg.x * 64u;
-    var kb = 0u;
-    var ke = P.k;
-    if (P.k_split != 0u) {
-        kb = wg.z * P.k_split;
-        ke = min(kb + P.k_split, P.k);
-    }
+    let kr = k_range(wg.z);
+    let kb = kr.x;
+    let ke = kr.y;
     // Load slot: tile row lr (a token for X, a weight row for W), k offset lk.
     let lr = li / 4u;
     let lk = (li % 4u) * 4u;

@@ -37,7 +37,21 @@ mod export;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Arithmetic of the weight products with --backend gpu: f32 (the exact reference) or f16
+    /// on tensor cores with f32 accumulation (devices with cooperative matrices; refused with
+    /// the reason elsewhere). Any command that runs the model takes it.
+    #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
 }
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    F16,
+}
+
+/// `--precision`, read once by `device` (a global flag, so every command's GPU takes it).
+static PRECISION: std::sync::OnceLock<PrecisionArg> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -594,6 +608,7 @@ struct GenerateArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = PRECISION.set(cli.precision);
     let r = match cli.cmd {
         Cmd::Info {
             model,
@@ -718,11 +733,22 @@ fn read_text(path: &Path) -> Result<String> {
 
 /// Acquire the backend: the GPU through wgpu, waited for on this thread.
 fn device(b: BackendArg) -> Result<Device> {
+    let f16 = PRECISION.get() == Some(&PrecisionArg::F16);
     Ok(match b {
+        BackendArg::Cpu if f16 => {
+            return Err(Error::config(
+                "--precision",
+                "f16 runs on tensor cores: it needs --backend gpu",
+            ))
+        }
         BackendArg::Cpu => Device::Cpu,
-        BackendArg::Gpu => Device::Gpu(std::rc::Rc::new(pollster::block_on(
-            quantlab::gpu::Gpu::create(),
-        )?)),
+        BackendArg::Gpu => {
+            let gpu = pollster::block_on(quantlab::gpu::Gpu::create())?;
+            if f16 {
+                gpu.set_precision(quantlab::gpu::Precision::F16)?;
+            }
+            Device::Gpu(std::rc::Rc::new(gpu))
+        }
     })
 }
 

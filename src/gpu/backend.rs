@@ -140,6 +140,8 @@ pub struct Gpu {
     pub(crate) profiler: RefCell<Option<crate::gpu::profile::Profiler>>,
     /// A matmul tile shape forced for every product (benchmarks); None picks per shape.
     pub(crate) matmul_variant: Cell<Option<crate::gpu::pipelines::MatmulVariant>>,
+    /// f32 (the reference) or f16 on tensor cores for the weight products (`set_precision`).
+    pub(crate) precision: Cell<crate::gpu::pipelines::Precision>,
     /// Invocations per query forced for attention (benchmarks, tests); None: the default.
     pub(crate) attention_splits: Cell<Option<usize>>,
     /// Attention kernel forced for every call (benchmarks, tests); None: `ATTN_DEFAULT`.
@@ -676,6 +678,22 @@ impl Backend for Gpu {
 }
 
 impl Gpu {
+    /// Multiply the weight products in `p`: `F16` needs the device's cooperative matrices
+    /// and is refused, with the reason, where it has none.
+    pub fn set_precision(&self, p: crate::gpu::pipelines::Precision) -> Result<()> {
+        if p == crate::gpu::pipelines::Precision::F16 {
+            if let Some(why) = self.ctx.coop_missing() {
+                return Err(Error::unsupported("gpu", "precision f16", why));
+            }
+        }
+        self.precision.set(p);
+        Ok(())
+    }
+
+    pub fn precision(&self) -> crate::gpu::pipelines::Precision {
+        self.precision.get()
+    }
+
     /// Use attention kernel `v` for every call (benchmarks, tests), or None for the default
     /// (`ATTN_DEFAULT`). A tiled variant that does not apply to a call (head dimension other
     /// than 64, too little workgroup memory) falls back to the default.

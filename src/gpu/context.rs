@@ -18,6 +18,11 @@ pub struct GpuContext {
     /// where the Vulkan device has VK_KHR_shader_integer_dot_product, else to naga's own
     /// polyfill); in the browser it is what `navigator.gpu.wgslLanguageFeatures` lists.
     pub dot4: bool,
+    /// Whether the f16 tensor-core product (`shaders/matmul_coop.wgsl`) can run here: the
+    /// adapter offers wgpu's cooperative matrices with a 16×16×16 f16 → f32 configuration,
+    /// f16 shader values, and subgroups exactly 32 wide (the kernel maps its 128 invocations
+    /// to 4 subgroups). Native only: WebGPU has no cooperative matrices yet.
+    pub coop: bool,
     /// Set by wgpu's device-lost callback (driver reset, GPU process crash, `destroy`): the
     /// reason in words. A lost device never comes back; the session reloads onto a new one
     /// (`playground::session::Session::move_to`).
@@ -62,16 +67,30 @@ impl GpuContext {
         }
         // Timestamp queries only for profiling; taken when offered, never required.
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-        let features = if timestamps {
+        let mut features = if timestamps {
             wgpu::Features::TIMESTAMP_QUERY
         } else {
             wgpu::Features::empty()
+        };
+        let coop = coop_usable(&adapter, &info);
+        if coop {
+            features |=
+                wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
+        // SAFETY (wgpu's contract for EXPERIMENTAL features): the token is given only when the
+        // cooperative-matrix feature is requested, and only `matmul_coop.wgsl` uses it; its
+        // results are checked against the f32 kernel (tests/gpu_coop.rs, `bench --precision`).
+        let experimental_features = if coop {
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
         };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("quantlab"),
                 required_features: features,
                 required_limits: limits.clone(),
+                experimental_features,
                 ..Default::default()
             })
             .await
@@ -95,6 +114,7 @@ impl GpuContext {
             limits,
             timestamps,
             dot4,
+            coop,
             lost,
         })
     }
@@ -114,8 +134,35 @@ impl GpuContext {
         let _ = self.device.poll(wgpu::PollType::Poll);
     }
 
+    /// Why the f16 tensor-core path cannot run on this device, or None when it can.
+    pub fn coop_missing(&self) -> Option<String> {
+        (!self.coop).then(|| {
+            format!(
+                "{} offers no cooperative matrices with 16×16×16 f16 inputs and f32 \
+                 accumulation on 32-wide subgroups (wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX, \
+                 Vulkan VK_KHR_cooperative_matrix); use --precision f32",
+                self.describe()
+            )
+        })
+    }
+
     /// "name (backend)" for reports.
     pub fn describe(&self) -> String {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
+}
+
+/// Whether `adapter` can run `shaders/matmul_coop.wgsl` (see `GpuContext::coop`).
+fn coop_usable(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> bool {
+    use wgpu::CooperativeScalarType as T;
+    let needed = wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    if !adapter.features().contains(needed) {
+        return false;
+    }
+    if info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
+        return false;
+    }
+    adapter.cooperative_matrix_properties().iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == T::F16 && p.cr_type == T::F32
+    })
 }

@@ -3,7 +3,7 @@
 
 use crate::gpu::backend::{Act, Gpu, Mat};
 use crate::gpu::buffers;
-use crate::gpu::pipelines::{split_len, MatmulVariant, MATMUL_TILE};
+use crate::gpu::pipelines::{split_len, MatmulVariant, Precision, MATMUL_TILE};
 use crate::gpu::record::{u, Params4, WeightParams};
 use crate::model::backend::Backend;
 use crate::Result;
@@ -50,10 +50,10 @@ impl Gpu {
             (MatmulVariant::SplitK, 0) => MatmulVariant::Tiled,
             (v, _) => v,
         };
-        let kernel = if variant == MatmulVariant::V1 {
-            "matmul_v1"
-        } else {
-            "matmul"
+        let kernel = match (variant, self.precision.get()) {
+            (MatmulVariant::V1, _) => "matmul_v1",
+            (_, Precision::F16) => "matmul_coop",
+            (_, Precision::F32) => "matmul",
         };
         let pipe = match self.pipes.weight(kernel, w.fmt.fragment) {
             Ok(p) => p,
@@ -80,7 +80,7 @@ impl Gpu {
         let label = || {
             let s = if k_split > 0 { k.div_ceil(k_split) } else { 1 };
             format!(
-                "matmul {}×{s} {} {m}×{k}→{n}",
+                "{kernel} {}×{s} {} {m}×{k}→{n}",
                 variant.name(),
                 w.fmt.fragment
             )

@@ -42,4 +42,4 @@ mod tender;
 pub use backend::Gpu;
 pub use context::GpuContext;
 pub use intmm::IntMatmul;
-pub use pipelines::{AttentionVariant, MatmulVariant};
+pub use pipelines::{AttentionVariant, MatmulVariant, Precision};

@@ -33,6 +33,26 @@ impl MatmulVariant {
     }
 }
 
+/// Arithmetic of the block linears and the LM head: `F32` is the exact reference
+/// (`shaders/matmul.wgsl`); `F16` rounds activations and decoded weights to f16 and
+/// multiplies on tensor cores with f32 accumulation (`shaders/matmul_coop.wgsl`), natively
+/// where the device has cooperative matrices (`GpuContext::coop`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
 /// Which attention kernel a call uses: `Split` is `shaders/attention.wgsl` (each query on a few
 /// invocations that split the keys; every head dimension); `Tiled32` / `Tiled64` are
 /// `shaders/attention_tiled.wgsl` (register-tiled S = QKᵀ and O += PV per key tile) with 32 or

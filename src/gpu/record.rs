@@ -86,6 +86,7 @@ impl Gpu {
             bind_groups: RefCell::new(HashMap::new()),
             profiler: RefCell::new(None),
             matmul_variant: Cell::new(None),
+            precision: Cell::new(Default::default()),
             attention_splits: Cell::new(None),
             attention_variant: Cell::new(None),
             int_matmul: Cell::new(None),

@@ -15,6 +15,14 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("fmt_common", include_str!("../../shaders/fmt_common.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "matmul_common",
+        include_str!("../../shaders/matmul_common.wgsl"),
+    ),
+    (
+        "matmul_coop",
+        include_str!("../../shaders/matmul_coop.wgsl"),
+    ),
     ("matmul_v1", include_str!("../../shaders/matmul_v1.wgsl")),
     ("matmul_int", include_str!("../../shaders/matmul_int.wgsl")),
     (
@@ -166,14 +174,28 @@ pub fn plain_kernel(kernel: &str) -> Option<String> {
 /// and body. WGSL module-scope declarations are order independent, so plain concatenation is
 /// enough.
 pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
+    // The two tiled products share their bindings, loads and store; the tensor-core one needs
+    // its extensions enabled before any declaration.
+    let (enable, common) = match kernel {
+        "matmul" => ("", source("matmul_common")?),
+        "matmul_coop" => (COOP_ENABLE, source("matmul_common")?),
+        _ => ("", ""),
+    };
     Some(format!(
-        "{}\n{}\n{}\n{}",
+        "{enable}{}\n{}\n{}\n{common}\n{}",
         source("weight_common")?,
         source("fmt_common")?,
         format::fragment_source(fragment)?,
         source(kernel)?
     ))
 }
+
+/// The directives `matmul_coop.wgsl` needs (f16 values and wgpu's cooperative matrices).
+const COOP_ENABLE: &str = "enable f16;\nenable wgpu_cooperative_matrix;\n";
+
+/// The tensor-core product, compiled only where the device has what it needs
+/// (`GpuContext::coop`); validated separately with those capabilities.
+pub const COOP_KERNELS: &[&str] = &["matmul_coop"];
 
 /// The integer W4A8 product `matmul_int.wgsl` with its `dot4`/`pack4`: the
 /// `dot4I8Packed` builtins (`native`, where the device offers the WGSL language feature
@@ -201,7 +223,7 @@ pub fn tender_matmul_kernel(native: bool) -> Option<String> {
 /// Every module the engine compiles, `(label, source)`: what `cargo test` validates with naga.
 pub fn all_modules() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for k in WEIGHT_KERNELS {
+    for k in WEIGHT_KERNELS.iter().chain(COOP_KERNELS) {
         for (f, _) in format::fragments() {
             if let Some(src) = weight_kernel(k, f) {
                 out.push((format!("{k}+{f}"), src));
@@ -259,12 +281,19 @@ mod tests {
                     continue;
                 }
             };
-            let mut v = naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                // `unpack2x16float` (f16 scales) needs this; every WebGPU-compliant device has it
-                // (wgpu's downlevel flag SHADER_F16_IN_F32, checked in `GpuContext::new`).
-                naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
-            );
+            // `unpack2x16float` (f16 scales) needs SHADER_FLOAT16_IN_FLOAT32; every
+            // WebGPU-compliant device has it (wgpu's downlevel flag SHADER_F16_IN_F32, checked in
+            // `GpuContext::new`). The tensor-core kernels also need f16 values and cooperative
+            // matrices, which the engine checks before compiling them.
+            let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+            if COOP_KERNELS
+                .iter()
+                .any(|k| label.starts_with(&format!("{k}+")))
+            {
+                caps |= naga::valid::Capabilities::SHADER_FLOAT16
+                    | naga::valid::Capabilities::COOPERATIVE_MATRIX;
+            }
+            let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
             if let Err(e) = v.validate(&module) {
                 failures.push(format!("{label}: {}", e.emit_to_string(&src)));
             }
