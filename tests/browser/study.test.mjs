@@ -33,10 +33,13 @@ const CALIB_LEN = 128;
 const RTN_CLI_REL_TOL = 1e-5;
 const GPTQ_CLI_REL_TOL = 1e-3;
 const STUDY_TIMEOUT_MS = RUN_TIMEOUT_MS;
-// The page's KL statistics against the CLI's (the same Rust, wasm against native): per-token KL
-// of 3-bit RTN is near 1 nat here, so float rounding of the two builds moves it ~1e-7 relative;
-// an argmax that the two builds break differently may move top-1 by one token.
-const KL_CLI_REL_TOL = 1e-5;
+// The page's KL statistics against the CLI's (the same Rust, wasm against native). 3-bit RTN
+// moves this tiny model little (per-token KL ~0.004 nats), so each token's KL is a small
+// difference of f32 log-probs that the two builds round differently; the standard error, a square
+// root of a difference of nearly equal sums, amplifies that most (seen: percentiles up to 9e-6,
+// the standard error 1.3e-5 relative). An
+// argmax that the two builds break differently may move top-1 by one token.
+const KL_CLI_REL_TOL = 1e-4;
 
 let page;
 let close;
@@ -127,6 +130,7 @@ test('the result panel shows the KL statistics the CLI prints: mean ± error, me
   assert.ok(web.median > 0 && web.max >= web.p99 && web.p99 >= web.p90 && web.p90 >= web.median, text);
   for (const k of ['mean', 'mean_err', 'median', 'p90', 'p95', 'p99', 'p99_9', 'max']) {
     const rel = Math.abs(web[k] - cli[k]) / cli[k];
+    console.log(`#   ${k}: page ${web[k]} CLI ${cli[k]} (rel ${rel.toExponential(1)})`);
     assert.ok(rel <= KL_CLI_REL_TOL, `${k}: page ${web[k]} vs CLI ${cli[k]} (rel ${rel})`);
     assert.ok(text.includes(web[k].toFixed(5)) || k === 'p99_9', `${k} ${web[k].toFixed(5)} not shown in: ${text}`);
   }
