@@ -27,6 +27,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod export;
+mod sweep_shard;
 
 #[derive(Parser)]
 #[command(
@@ -100,7 +101,7 @@ enum Cmd {
     },
     /// Run a grid of quantization configs and write results.{csv,jsonl}, table.md and plot.svg
     /// (the ZeroQuant-V2 study; grid schema: `quantlab::sweep`). Re-running resumes.
-    Sweep(SweepArgs),
+    Sweep(sweep_shard::SweepCmd),
     /// Greedy continuation of a prompt by the model as loaded and, with --bits or --config, by the
     /// quantized model (the page's side-by-side view).
     Generate(GenerateArgs),
@@ -540,7 +541,7 @@ impl CalibArgs {
 }
 
 #[derive(Args)]
-struct SweepArgs {
+pub(crate) struct SweepArgs {
     /// A .gguf file, or a directory with config.json, tokenizer.json (or vocab.json + merges.txt) and *.safetensors (Llama family, OPT, GPT-2).
     #[arg(long)]
     model: PathBuf,
@@ -570,6 +571,15 @@ struct SweepArgs {
     /// Parse the grid, list its configs and which are already done, and stop.
     #[arg(long)]
     dry_run: bool,
+    /// Run one slice of the grid, shard INDEX/COUNT (0-based; config j goes to shard j mod
+    /// COUNT), into OUT/shard-INDEX-of-COUNT; `quantlab sweep merge` joins the slices. Without
+    /// it, read from SLURM_ARRAY_TASK_ID/_COUNT or JOB_COMPLETION_INDEX (docs/cluster.md).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    shard: Option<String>,
+    /// The shard count for an index from the environment (a Kubernetes Indexed Job's
+    /// JOB_COMPLETION_INDEX; also QUANTLAB_SHARD_COUNT).
+    #[arg(long, value_name = "COUNT")]
+    shard_count: Option<usize>,
 }
 
 #[derive(Args)]
@@ -631,7 +641,10 @@ pub fn main() -> ExitCode {
             Some(m) => bench_quantize(&model, &text, backend, m, bits, &group, &calib),
             None => bench(&model, &text, ctx, windows, backend, cmpq_step, &calib),
         },
-        Cmd::Sweep(a) => sweep(&a),
+        Cmd::Sweep(sweep_shard::SweepCmd::Run(a)) => sweep(&a),
+        Cmd::Sweep(sweep_shard::SweepCmd::Sub(sweep_shard::SweepSub::Merge(m))) => {
+            sweep_shard::merge(&m)
+        }
         Cmd::Generate(a) => generate(&a),
         Cmd::Slac {
             model,
@@ -1327,16 +1340,26 @@ fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
     if let Some(a) = &mem.act {
         println!("activations: {a} at every block linear input");
     }
-    if let (Some(kl), Some(t1)) = (r.kl, r.top1) {
+    if let Some(k) = &r.kl_stats {
         println!(
-            "KL = {kl:.5} nats/token, top-1 agreement = {:.2} %",
-            100.0 * t1
+            "KL = {:.5} ± {:.5} nats/token (median {:.5}, 90 % {:.5}, 95 % {:.5}, 99 % {:.5}, \
+             99.9 % {:.5}, max {:.5}), top-1 agreement = {:.2} ± {:.2} %",
+            k.mean,
+            k.mean_err,
+            k.median,
+            k.p90,
+            k.p95,
+            k.p99,
+            k.p99_9,
+            k.max,
+            100.0 * k.top1,
+            100.0 * k.top1_err
         );
     }
     println!("{} tokens scored, {} evaluated in {:.2} s ({:.1} tokens/s); block linears {:.4} bits/weight, weights {} bytes", r.tokens_scored, r.tokens_evaluated, r.seconds, tps, mem.bits_per_weight, mem.total_bytes);
     if json {
         let v = serde_json::json!({
-            "ppl": r.ppl, "ppl_err": r.ppl_err, "kl": r.kl, "top1": r.top1,
+            "ppl": r.ppl, "ppl_err": r.ppl_err, "kl": r.kl, "top1": r.top1, "kl_stats": r.kl_stats,
             "tokens_scored": r.tokens_scored, "tokens_evaluated": r.tokens_evaluated,
             "windows": r.windows, "seconds": r.seconds, "tokens_per_s": tps,
             "weight_bytes": mem.total_bytes, "linear_bytes": mem.linear.total(),
@@ -1638,9 +1661,18 @@ fn bench_method(m: MethodArg, bits: u8) -> Method {
 fn sweep(a: &SweepArgs) -> Result<()> {
     use quantlab::sweep::run::{self, Event, SweepInputs, SweepOptions};
     let grid_text = file::read_text(&a.grid, "grid", file::MAX_SMALL_JSON)?;
-    let configs = quantlab::sweep::parse_grid(&grid_text, &a.grid.display().to_string())?;
+    let grid = quantlab::sweep::parse_grid(&grid_text, &a.grid.display().to_string())?;
+    // A shard runs its slice of the grid into its own directory (`sweep::shard`).
+    let shard = sweep_shard::shard_of(a)?;
+    let (configs, out) = match shard {
+        Some(sh) => (
+            sh.slice(&grid).into_iter().cloned().collect(),
+            a.out.join(sh.dir_name()),
+        ),
+        None => (grid.clone(), a.out.clone()),
+    };
     if a.dry_run {
-        let done = quantlab::sweep::report::read_rows(&a.out.join("results.jsonl"))?;
+        let done = quantlab::sweep::report::read_rows(&out.join("results.jsonl"))?;
         let todo = run::pending(&configs, &done);
         for c in &configs {
             let cols = quantlab::sweep::Columns::of(c);
@@ -1660,7 +1692,8 @@ fn sweep(a: &SweepArgs) -> Result<()> {
     let s = load_on(&a.model, &Device::Cpu)?;
     let text = read_text(&a.text)?;
     // As `eval`: tokenize the start the windows need and, for calibration on this text, its end.
-    let calibrated = configs.iter().any(|c| c.needs_calibration());
+    // The whole grid decides, so that every shard cuts the same calibration tokens.
+    let calibrated = grid.iter().any(|c| c.needs_calibration());
     let need = EvalTokens {
         eval: a.windows.map(|w| w.saturating_mul(a.ctx)),
         calib_tail: (calibrated && a.calib.calib_text.is_none())
@@ -1753,11 +1786,15 @@ fn sweep(a: &SweepArgs) -> Result<()> {
         ),
     }
     };
-    let rows = run::run(&inputs, &configs, &dev, &opts, &a.out, &mut event)?;
+    if let Some(sh) = shard {
+        let m = sweep_shard::manifest(sh, &grid, &s, &inputs, &opts, a)?;
+        quantlab::sweep::shard::prepare(&out, &m)?;
+    }
+    let rows = run::run(&inputs, &configs, &dev, &opts, &out, &mut event)?;
     println!(
         "{} rows in {}: results.csv, results.jsonl, table.md, plot.svg",
         rows.len(),
-        a.out.display()
+        out.display()
     );
     Ok(())
 }

@@ -35,8 +35,8 @@ fn tokens(n: usize) -> Vec<u32> {
         .collect()
 }
 
-/// JSON numbers read back may differ from the written f64 in the last place (serde_json parses
-/// without its exact-round-trip feature); everything else must be equal.
+/// JSON numbers read back equal the written f64 (serde_json's `float_roundtrip` is on); the
+/// tolerance only keeps these comparisons from depending on that; everything else must be equal.
 const ROUND_TRIP_REL: f64 = 1e-14;
 
 fn close(a: f64, b: f64) -> bool {
@@ -63,6 +63,17 @@ fn same_row(a: &Row, b: &Row) -> bool {
         .all(|&(x, y)| close(x, y))
         && opt(a.kl, b.kl)
         && opt(a.top1, b.top1)
+        && match (&a.kl_stats, &b.kl_stats) {
+            (Some(x), Some(y)) => {
+                x.n == y.n
+                    && kl_numbers(x)
+                        .iter()
+                        .zip(kl_numbers(y))
+                        .all(|(&x, y)| close(x, y))
+            }
+            (None, None) => true,
+            _ => false,
+        }
         && (
             a.linear_bytes,
             &a.backend,
@@ -80,6 +91,12 @@ fn same_row(a: &Row, b: &Row) -> bool {
             b.ctx,
             &b.protocol,
         )
+}
+
+fn kl_numbers(k: &quantlab::model::klstats::KlStats) -> [f64; 10] {
+    [
+        k.mean, k.mean_err, k.median, k.p90, k.p95, k.p99, k.p99_9, k.max, k.top1, k.top1_err,
+    ]
 }
 
 fn same_rows(a: &[Row], b: &[Row]) -> bool {
@@ -358,6 +375,15 @@ fn csv_and_jsonl_rows_parse_back_and_the_plot_has_one_series_per_method() {
         assert_eq!(f[col("eff_bits")].parse::<f64>().unwrap(), r.eff_bits);
         assert_eq!(f[col("kl")].parse::<f64>().ok(), r.kl);
         assert_eq!(f[col("top1")].parse::<f64>().ok(), r.top1);
+        let k = r.kl_stats.as_ref();
+        assert_eq!(f[col("kl_err")].parse::<f64>().ok(), k.map(|k| k.mean_err));
+        assert_eq!(f[col("kl_median")].parse::<f64>().ok(), k.map(|k| k.median));
+        assert_eq!(f[col("kl_p99_9")].parse::<f64>().ok(), k.map(|k| k.p99_9));
+        assert_eq!(f[col("kl_max")].parse::<f64>().ok(), k.map(|k| k.max));
+        assert_eq!(
+            f[col("top1_err")].parse::<f64>().ok(),
+            k.map(|k| k.top1_err)
+        );
         assert_eq!(
             f[col("sym")],
             r.columns.sym.map_or(String::new(), |b| b.to_string())
@@ -399,6 +425,41 @@ fn csv_and_jsonl_rows_parse_back_and_the_plot_has_one_series_per_method() {
         rows.len(),
         "one marker per row"
     );
+}
+
+#[test]
+fn a_journal_written_before_the_kl_statistics_still_reads() {
+    let dir = out_dir("old-journal");
+    let (rows, _) = sweep(&small_grid()[..2], &dir, &Device::Cpu);
+    let r = rows
+        .iter()
+        .find(|r| r.kl.is_some())
+        .expect("a quantized row");
+    assert!(r.kl_stats.as_ref().is_some_and(|k| k.n == r.tokens_scored));
+    // The row as an older build wrote it: no `kl_stats`.
+    let mut v = serde_json::to_value(r).unwrap();
+    v.as_object_mut().unwrap().remove("kl_stats");
+    let (old, _) = report::parse_rows(&format!("{v}\n"), "old.jsonl").expect("old row parses");
+    assert_eq!(old[0].kl_stats, None);
+    assert_eq!(old[0].kl, r.kl);
+    // Its CSV line leaves the statistics empty; its table line shows the mean alone.
+    let line = report::csv_line(&old[0]);
+    assert_eq!(
+        line.split(',').count(),
+        CSV_HEADER.split(',').count(),
+        "{line}"
+    );
+    let table = report::table(&old);
+    let cells: Vec<&str> = table
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split('|')
+        .map(str::trim)
+        .collect();
+    assert_eq!(cells[5], format!("{:.4}", r.kl.unwrap()));
+    assert_eq!(&cells[6..11], &["", "", "", "", ""]);
+    assert_eq!(cells[11], format!("{:.1}", 100.0 * r.top1.unwrap()));
 }
 
 #[test]

@@ -948,6 +948,22 @@ el.method.addEventListener('change', () => {
   scheduleRun();
 });
 
+// The distribution of the per-token KL and the errors, as llama.cpp's --kl-divergence prints
+// them (Rust's model::klstats::KlStats); data-stats carries the numbers as Rust sent them.
+function showKlStats(k) {
+  const node = $('kl-stats');
+  if (!k) {
+    setText(node, '— (as loaded)');
+    delete node.dataset.stats;
+    return;
+  }
+  const f = (v) => fixed(v, 5);
+  setText(node, `mean ${f(k.mean)} ± ${f(k.mean_err)} · median ${f(k.median)} · 90 % ${f(k.p90)} · `
+    + `95 % ${f(k.p95)} · 99 % ${f(k.p99)} · max ${f(k.max)} nats; `
+    + `top-1 ${fixed(100 * k.top1, 2)} ± ${fixed(100 * k.top1_err, 2)} % of ${k.n} tokens`, k.mean);
+  node.dataset.stats = JSON.stringify(k);
+}
+
 function showResult(msg) {
   const r = msg.result;
   runs += 1;
@@ -963,6 +979,7 @@ function showResult(msg) {
   el.protocolDesc.textContent = `${r.protocol} — ${r.tokens_scored} tokens scored of ${r.tokens_evaluated} evaluated, ${fixed(r.seconds, 1)} s`;
   setText(el.kl, r.kl == null ? '— (as loaded)' : fixed(r.kl, 5), r.kl ?? undefined);
   setText(el.top1, r.top1 == null ? '— (as loaded)' : pct(r.top1), r.top1 ?? undefined);
+  showKlStats(r.kl_stats);
   const m = msg.memory || {};
   const bpw = m.bits_per_weight;
   // A fractional budget (CMPQ): achieved against requested, to 2 decimals like the slider.

@@ -12,6 +12,7 @@
 //! `sqrt((E[nll²] - E[nll]²) / (n - 1)) · ppl`.
 
 use crate::model::backend::Backend;
+use crate::model::klstats::{KlAccumulator, KlStats};
 use crate::model::net::Model;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,10 @@ pub struct EvalResult {
     pub kl: Option<f64>,
     /// Fraction of scored tokens where both models' argmax agree.
     pub top1: Option<f64>,
+    /// The distribution of the per-token KL and the error of top-1, as llama.cpp's
+    /// `--kl-divergence` prints them (`klstats`); with `kl` and `top1`.
+    #[serde(default)]
+    pub kl_stats: Option<KlStats>,
     pub tokens_scored: usize,
     pub tokens_evaluated: usize,
     pub windows: usize,
@@ -196,7 +201,9 @@ pub async fn evaluate<B: Backend>(
     let t0 = clock();
     let wins = windows(tokens, bos, opts)?;
     let mut stats = NllStats::default();
-    let (mut kl_sum, mut agree) = (0.0f64, 0usize);
+    let mut kl = reference
+        .is_some()
+        .then(|| KlAccumulator::with_capacity(wins.iter().map(|w| w.targets.len()).sum()));
     // Windows run in batches of independent sequences (as many as the backend wants; see
     // `Backend::eval_batch`), and one batch stays in flight: batch i+1 is recorded (and
     // submitted) before the scores of batch i are read, so a GPU backend computes while the
@@ -220,8 +227,9 @@ pub async fn evaluate<B: Backend>(
             for s in &scores {
                 check_score(s, done_windows, wins.len(), reference.is_some())?;
                 stats.push(s.nll);
-                kl_sum += s.kl;
-                agree += s.top1_agree as usize;
+                if let Some(k) = &mut kl {
+                    k.push(s.kl, s.top1_agree);
+                }
             }
             done_windows += 1;
             let p = EvalProgress {
@@ -236,7 +244,6 @@ pub async fn evaluate<B: Backend>(
             }
         }
     }
-    let with_ref = reference.is_some();
     if !stats.ppl().is_finite() {
         return Err(Error::format(
             "evaluation",
@@ -247,11 +254,13 @@ pub async fn evaluate<B: Backend>(
             ),
         ));
     }
+    let kl_stats = kl.and_then(KlAccumulator::finish);
     Ok(EvalResult {
         ppl: stats.ppl(),
         ppl_err: stats.ppl_err(),
-        kl: with_ref.then(|| kl_sum / stats.n.max(1) as f64),
-        top1: with_ref.then(|| agree as f64 / stats.n.max(1) as f64),
+        kl: kl_stats.as_ref().map(|k| k.mean),
+        top1: kl_stats.as_ref().map(|k| k.top1),
+        kl_stats,
         tokens_scored: stats.n,
         tokens_evaluated: wins.len() * opts.ctx,
         windows: wins.len(),

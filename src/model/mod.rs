@@ -11,6 +11,7 @@ pub mod gguf;
 pub mod gguf_export;
 pub mod hf;
 pub mod hf_export;
+pub mod klstats;
 pub mod net;
 pub mod qlab;
 pub mod weights;

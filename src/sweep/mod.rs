@@ -41,7 +41,8 @@
 //! their share-link string; a config listed twice (two products may overlap) is run once, at its
 //! first place. Unknown keys are errors, so a typo cannot silently shrink a study.
 //!
-//! The runner (`run`, native only) and the outputs it writes (`report`) are in submodules.
+//! The runner (`run`, native only), the outputs it writes (`report`) and the slicing of a grid
+//! over a cluster with the merge of the slices (`shard`) are in submodules.
 
 pub mod grid;
 #[cfg(not(target_arch = "wasm32"))]
@@ -50,5 +51,7 @@ pub mod plot;
 pub mod report;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod shard;
 
 pub use grid::{parse_grid, Columns};

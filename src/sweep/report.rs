@@ -11,6 +11,7 @@
 //! Every rewrite goes to a temporary file that is then renamed over the old one, so a reader (or
 //! an interruption) never sees half a table.
 
+use crate::model::klstats::KlStats;
 use crate::sweep::grid::Columns;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,10 @@ pub struct Row {
     pub kl: Option<f64>,
     /// Top-1 agreement with the loaded model.
     pub top1: Option<f64>,
+    /// The KL distribution (median, percentiles, max) and the errors of KL and top-1
+    /// (`model::klstats`); absent from rows written before it existed.
+    #[serde(default)]
+    pub kl_stats: Option<KlStats>,
     /// Seconds of the (shared) calibration this row used; 0 when it needs none.
     pub calib_s: f64,
     /// Seconds to quantize the whole model (calibration excluded).
@@ -178,7 +183,7 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
 }
 
 /// The CSV header, in the order `csv_line` writes.
-pub const CSV_HEADER: &str = "config,method,bits,gran,sym,lorc_rank,clip,series,eff_bits,linear_bytes,ppl,ppl_err,kl,top1,calib_s,quant_s,eval_s,backend,windows,tokens_scored,ctx";
+pub const CSV_HEADER: &str = "config,method,bits,gran,sym,lorc_rank,clip,series,eff_bits,linear_bytes,ppl,ppl_err,kl,top1,kl_err,kl_median,kl_p90,kl_p95,kl_p99,kl_p99_9,kl_max,top1_err,calib_s,quant_s,eval_s,backend,windows,tokens_scored,ctx";
 
 /// A CSV field: quoted (RFC 4180) when it holds a comma, quote or newline.
 fn field(s: &str) -> String {
@@ -211,6 +216,10 @@ pub fn csv_line(r: &Row) -> String {
         format!("{}", r.ppl_err),
         opt(r.kl),
         opt(r.top1),
+    ]
+    .into_iter()
+    .chain(kl_fields(r.kl_stats.as_ref()))
+    .chain([
         format!("{}", r.calib_s),
         format!("{}", r.quant_s),
         format!("{}", r.eval_s),
@@ -218,8 +227,24 @@ pub fn csv_line(r: &Row) -> String {
         r.windows.to_string(),
         r.tokens_scored.to_string(),
         r.ctx.to_string(),
-    ]
+    ])
+    .collect::<Vec<_>>()
     .join(",")
+}
+
+/// The CSV fields of the KL statistics, in `CSV_HEADER`'s order (empty when absent).
+fn kl_fields(k: Option<&KlStats>) -> Vec<String> {
+    let v = |f: fn(&KlStats) -> f64| opt(k.map(f));
+    vec![
+        v(|k| k.mean_err),
+        v(|k| k.median),
+        v(|k| k.p90),
+        v(|k| k.p95),
+        v(|k| k.p99),
+        v(|k| k.p99_9),
+        v(|k| k.max),
+        v(|k| k.top1_err),
+    ]
 }
 
 /// The whole CSV file.
@@ -237,8 +262,9 @@ pub fn csv(rows: &[Row]) -> String {
 /// The series names everything but the bit width (method, granularity, symmetry, options, LoRC).
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| series | bits | eff. bits | PPL ± err | KL | top-1 % | quant s | eval s | backend |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| series | bits | eff. bits | PPL ± err | KL | KL median | KL 90 % | KL 95 % | KL 99 % \
+         | KL max | top-1 % | quant s | eval s | backend |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
         let c = &r.columns;
@@ -253,9 +279,8 @@ pub fn table(rows: &[Row]) -> String {
             r.eff_bits,
             sig(r.ppl),
             sig(r.ppl_err),
-            r.kl.map_or(String::new(), |k| format!("{k:.4}")),
-            r.top1
-                .map_or(String::new(), |t| format!("{:.1}", 100.0 * t)),
+            kl_cells(r),
+            top1_cell(r),
             r.quant_s,
             r.eval_s,
             r.backend,
@@ -265,6 +290,37 @@ pub fn table(rows: &[Row]) -> String {
         s.push_str(&format!("\n{}\n", r.protocol));
     }
     s
+}
+
+/// The table's KL cells: mean ± error, median, 90/95/99 % and max, joined by ` | `. A row
+/// written before the statistics existed shows its mean alone and leaves the rest empty.
+fn kl_cells(r: &Row) -> String {
+    let f = |x: f64| format!("{x:.4}");
+    let cells = match (&r.kl_stats, r.kl) {
+        (Some(k), _) => [
+            format!("{} ± {}", f(k.mean), f(k.mean_err)),
+            f(k.median),
+            f(k.p90),
+            f(k.p95),
+            f(k.p99),
+            f(k.max),
+        ],
+        (None, kl) => {
+            let mut c: [String; 6] = Default::default();
+            c[0] = kl.map_or(String::new(), f);
+            c
+        }
+    };
+    cells.join(" | ")
+}
+
+/// Top-1 agreement in percent, ± its error when known.
+fn top1_cell(r: &Row) -> String {
+    match (&r.kl_stats, r.top1) {
+        (Some(k), _) => format!("{:.1} ± {:.1}", 100.0 * k.top1, 100.0 * k.top1_err),
+        (None, Some(t)) => format!("{:.1}", 100.0 * t),
+        (None, None) => String::new(),
+    }
 }
 
 /// A perplexity with four significant digits, in plain notation up to 10⁶.

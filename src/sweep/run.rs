@@ -232,6 +232,7 @@ pub fn run(
             ppl_err: r.ppl_err,
             kl: r.kl,
             top1: r.top1,
+            kl_stats: r.kl_stats,
             calib_s,
             quant_s,
             eval_s: r.seconds,

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
+import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, configOf, openPage, setQuant, waitForResult } from './harness.mjs';
 import { servedTinyLlama } from './fixture.mjs';
 
 const CTX = 128;
@@ -33,6 +33,13 @@ const CALIB_LEN = 128;
 const RTN_CLI_REL_TOL = 1e-5;
 const GPTQ_CLI_REL_TOL = 1e-3;
 const STUDY_TIMEOUT_MS = RUN_TIMEOUT_MS;
+// The page's KL statistics against the CLI's (the same Rust, wasm against native). 3-bit RTN
+// moves this tiny model little (per-token KL ~0.004 nats), so each token's KL is a small
+// difference of f32 log-probs that the two builds round differently; the standard error, a square
+// root of a difference of nearly equal sums, amplifies that most (seen: percentiles up to 9e-6,
+// the standard error 1.3e-5 relative). An
+// argmax that the two builds break differently may move top-1 by one token.
+const KL_CLI_REL_TOL = 1e-4;
 
 let page;
 let close;
@@ -106,4 +113,27 @@ test('the study preset fills the chart with RTN, GPTQ and LoRC points, each the 
   mkdirSync(shots, { recursive: true });
   await page.locator('#pareto-box').scrollIntoViewIfNeeded();
   await page.screenshot({ path: path.join(shots, '8-preset-study.png') });
+});
+
+test('the result panel shows the KL statistics the CLI prints: mean ± error, median, percentiles, max, top-1 ± error', { timeout: RUN_TIMEOUT_MS }, async () => {
+  const prev = await page.getAttribute('#result', 'data-run');
+  await setQuant(page, 'rtn', 3);
+  await waitForResult(page, prev, configOf('rtn', 3));
+  const web = JSON.parse(await page.getAttribute('#kl-stats', 'data-stats'));
+  const text = await page.textContent('#kl-stats');
+  const config = await page.getAttribute('#result', 'data-config');
+  const out = execFileSync(BIN, ['eval', '--model', tiny.modelDir, '--text', TEXT, '--ctx', String(CTX),
+    '--windows', String(WINDOWS), '--config', config, '--json'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const cli = JSON.parse(out.trim().split('\n').pop()).kl_stats;
+  console.log(`# KL statistics, page: ${text}`);
+  assert.equal(web.n, cli.n);
+  assert.ok(web.median > 0 && web.max >= web.p99 && web.p99 >= web.p90 && web.p90 >= web.median, text);
+  for (const k of ['mean', 'mean_err', 'median', 'p90', 'p95', 'p99', 'p99_9', 'max']) {
+    const rel = Math.abs(web[k] - cli[k]) / cli[k];
+    console.log(`#   ${k}: page ${web[k]} CLI ${cli[k]} (rel ${rel.toExponential(1)})`);
+    assert.ok(rel <= KL_CLI_REL_TOL, `${k}: page ${web[k]} vs CLI ${cli[k]} (rel ${rel})`);
+    assert.ok(text.includes(web[k].toFixed(5)) || k === 'p99_9', `${k} ${web[k].toFixed(5)} not shown in: ${text}`);
+  }
+  assert.ok(Math.abs(web.top1 - cli.top1) <= 1 / cli.n + 1e-12, `top-1: page ${web.top1} vs CLI ${cli.top1}`);
+  assert.match(text, new RegExp(`top-1 ${(100 * web.top1).toFixed(2)} ± ${(100 * web.top1_err).toFixed(2)} %`));
 });
