@@ -68,7 +68,9 @@ test('changing bits changes perplexity and memory; the charts hold the runs', { 
   await page.waitForFunction(() => self.quantlabCharts.layers?.cells.some((c) => c.rel_error > 0)
     && self.quantlabCharts.layers.cells.every((c) => c.bits_per_weight < 3), null, { timeout: RUN_TIMEOUT_MS });
   const charts = await page.evaluate(() => self.quantlabCharts);
-  assert.ok(charts.pareto.ppl.length >= 3, `Pareto chart has ${charts.pareto.ppl.length} points`);
+  // The chart holds the runs comparable with the one on screen (this text at ctx CTX × WINDOWS):
+  // the two RTN runs; the first run, at the default context, is in the runs table only.
+  assert.ok(charts.pareto.ppl.length >= 2, `Pareto chart has ${charts.pareto.ppl.length} points`);
   assert.ok(charts.pareto.ppl.includes(q2.ppl) && charts.pareto.ppl.includes(q4.ppl));
   assert.ok(charts.pareto.front.some((v) => v !== null), 'no Pareto front marked');
   const codes = charts.memory.components.find((c) => c.name === 'codes').bytes;
