@@ -1128,7 +1128,8 @@ function onResult(msg) {
   el.evalStop.disabled = true;
   showRecord(rec);
   const t = r.times;
-  const parts = [t.calib != null && `calibration ${fixed(t.calib, 1)} s`, t.quant != null && `quantization ${fixed(t.quant, 1)} s`,
+  const kept = r.quant.method === 'none' && !r.quant.act; // the model as loaded: nothing quantized
+  const parts = [t.calib != null && `calibration ${fixed(t.calib, 1)} s`, t.quant != null && !kept && `quantization ${fixed(t.quant, 1)} s`,
     `evaluation ${fixed(evalSecs, 1)} s`].filter(Boolean);
   setPhase('done', `Done in ${total.toFixed(1)} s (${parts.join(', ')}).`, 1);
   if (!self.quantlabFirstResult) self.quantlabFirstResult = performance.now();

@@ -103,21 +103,20 @@ struct Done {
 impl std::future::Future for Done {
     type Output = ();
     fn poll(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
+        // `Done` is Unpin: its fields may be reached directly.
+        let this = self.get_mut();
         #[cfg(not(target_arch = "wasm32"))]
-        if let Some((device, index)) = self.wait.take() {
+        if let Some((device, index)) = this.wait.take() {
             // A failed wait is a lost device; the next readback reports it.
             let _ = device.poll(wgpu::PollType::Wait {
                 submission_index: Some(index),
                 timeout: None,
             });
         }
-        // Nothing to wait on in the browser: it settles the promise by itself.
-        #[cfg(target_arch = "wasm32")]
-        let _ = &mut self;
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = this.state.lock().unwrap_or_else(|p| p.into_inner());
         if s.done {
             std::task::Poll::Ready(())
         } else {
