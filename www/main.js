@@ -1082,7 +1082,7 @@ function onCancelled(msg) {
   const p = msg.partial;
   const kept = p && p.window > 0;
   const rec = {
-    ...r, state: 'cancelled', result: kept ? partialResult(p, r) : null, memory: r.memory, engine: msg.engine ?? null,
+    ...r, state: 'cancelled', result: kept ? partialResult(p, r) : null, memory: r.memory, engine: msg.engine ? { backend: msg.engine } : null,
     wa: msg.wa ?? null, seconds: (r.stopAt - r.started) / 1000, windowsDone: p?.window ?? 0, windowsAsked: p?.windows ?? null,
   };
   addRow(rec);
@@ -1216,11 +1216,11 @@ function showLayers(rec) {
   }
 }
 
-// One row per stored run (a re-measured run updates its row), newest on top; the columns the
+// One row per measurement, newest on top (a recalled run adds none; Evaluate, which measures a
+// configuration again on purpose, adds one, and the chart keeps the newest); the columns the
 // tests read come first (weights, W/A, protocol, perplexity, KL, top-1, bits, MB, on, time),
 // then the text, the model, the run's number and its state.
 function addRow(rec) {
-  const old = [...el.history.rows].find((x) => x.dataset.key === rec.key && rec.state === 'done' && x.dataset.state === 'done');
   const r = rec.result;
   const m = rec.memory || {};
   const e = rec.engine || {};
@@ -1245,8 +1245,7 @@ function addRow(rec) {
   row.dataset.state = rec.state;
   row.dataset.text = rec.text;
   row.dataset.run = String(rec.id);
-  if (old) old.replaceWith(row);
-  else el.history.prepend(row);
+  el.history.prepend(row);
 }
 
 // The Pareto chart holds the runs comparable with the one on screen (same model, text and
