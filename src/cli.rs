@@ -1207,6 +1207,20 @@ fn eval(a: &EvalArgs) -> Result<()> {
     }
     let t0 = Instant::now();
     let mut progress = |p: &EvalProgress| {
+        // Inside a window (between blocks) nothing is finished yet: say where it is instead of
+        // a perplexity over zero windows.
+        if p.steps > 0 {
+            eprint!(
+                "\r[{}/{}] window {}: block {}/{}   ",
+                p.window,
+                p.windows,
+                p.window + 1,
+                p.step,
+                p.steps
+            );
+            let _ = std::io::stderr().flush();
+            return true;
+        }
         eprint!(
             "\r[{}/{}] ppl {:.4} ± {:.4}  {:.0} tok/s   ",
             p.window,
@@ -1775,6 +1789,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
             0 => eprint!("[{}/{n}] {}", i + 1, c.series),
             b => eprint!("[{}/{n}] {} {b}-bit: quantizing", i + 1, c.series),
         },
+        Event::Window(p) if p.steps > 0 => {}
         Event::Window(p) => {
             eprint!("\r  window {}/{} ppl {:.3}   ", p.window, p.windows, p.ppl);
             let _ = std::io::stderr().flush();

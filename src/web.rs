@@ -54,6 +54,12 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
         .map_err(|e| JsError::new(&format!("internal: cannot pass a result to JS: {e}")))
 }
 
+/// The page's GPU paces its evaluations (`gpu::pace`): progress and Stop reach inside a window,
+/// and a closed tab leaves at most a few blocks of work queued.
+fn paced(gpu: crate::Result<Gpu>) -> crate::Result<Gpu> {
+    gpu.inspect(|g| g.set_pace(true))
+}
+
 /// One loaded model and its current quantization, driven by the worker.
 #[wasm_bindgen]
 pub struct Playground {
@@ -127,7 +133,7 @@ impl Playground {
                     "refused by the test hook",
                 ))
             } else {
-                Gpu::create().await
+                paced(Gpu::create().await)
             };
             let mut guard = session.try_borrow_mut().map_err(|_| busy())?;
             let gpu_error = match gpu {
@@ -188,7 +194,7 @@ impl Playground {
     pub fn init_gpu(&self) -> js_sys::Promise {
         let slot = self.gpu.clone();
         future_to_promise(async move {
-            let gpu = Gpu::create().await.map_err(js_error)?;
+            let gpu = paced(Gpu::create().await).map_err(js_error)?;
             let desc = crate::playground::engine::describe_adapter(&gpu.ctx.info);
             *slot.borrow_mut() = Some(Rc::new(gpu));
             Ok(JsValue::from_str(&desc))
@@ -576,6 +582,35 @@ impl Playground {
     /// Perplexity (and KL/top-1 against the weights as loaded, when asked) of `text` with
     /// `options` (`EvalOptions`). `progress(EvalProgress)` is called after every window; return
     /// `false` from it to cancel. Returns a Promise of `EvalResult`.
+    /// Check a run before any work (`playground::check`): `config` (a QuantConfig) against
+    /// its limits, the schema's and the loaded model's, `calib` ({n, len} or null) and the
+    /// evaluation `options` against `text` and the model. Throws the first problem, naming its
+    /// field ("config: default.gran: …").
+    #[wasm_bindgen(js_name = checkRun)]
+    pub fn check_run(
+        &self,
+        config: JsValue,
+        calib: JsValue,
+        text: &str,
+        options: JsValue,
+    ) -> Result<(), JsError> {
+        #[derive(serde::Deserialize)]
+        struct Calib {
+            n: usize,
+            len: usize,
+        }
+        let config: QuantConfig = serde_wasm_bindgen::from_value(config)
+            .map_err(|e| js_error(Error::config("quant config", e)))?;
+        let calib: Option<Calib> = serde_wasm_bindgen::from_value(calib)
+            .map_err(|e| js_error(Error::config("calib", e)))?;
+        let options: EvalOptions = serde_wasm_bindgen::from_value(options)
+            .map_err(|e| js_error(Error::config("eval options", e)))?;
+        let s = self.session()?;
+        let s = s.as_ref().ok_or_else(no_model)?;
+        crate::playground::check::check_run(s, &config, calib.map(|c| (c.n, c.len)), text, &options)
+            .map_err(js_error)
+    }
+
     pub fn evaluate(
         &self,
         text: String,

@@ -42,7 +42,9 @@ export function drawPareto(runs, onPick) {
   const series = Object.fromEntries([...new Set(methods)].map((id) => [id, methods.map((mt, k) => (mt === id ? ys[k] : null))]));
   chartData.pareto = {
     bpw: xs, ppl: ys, front: fs, labels: order.map((i) => runs[i].label), groups: order.map((i) => runs[i].group ?? 'runs'),
-    methods, series,
+    methods, series, ids: order.map((i) => runs[i].id ?? null), hover: null,
+    // In the caller's order (the indices onPick gets), for tests and the hover.
+    runs: runs.map((r) => ({ bpw: r.bpw, ppl: r.ppl, id: r.id ?? null, label: r.label, detail: r.detail ?? r.label })),
   };
   const plot = draw('pareto-chart', {
     // Perplexity on a log scale: 2-bit RTN and CMPQ's budgets differ by orders of magnitude.
@@ -55,11 +57,54 @@ export function drawPareto(runs, onPick) {
       { label: 'Pareto front', stroke: '#5a6272', width: 1.5, dash: [4, 3], spanGaps: true, points: { show: false } }],
     legend: { show: true },
   }, [xs, ...byGroup, fs]);
-  plot.over.addEventListener('click', () => {
-    const idx = plot.cursor.idx;
-    if (idx != null && order[idx] !== undefined) onPick(order[idx]);
+  // Hover names the run nearest the pointer (in pixels, both axes: runs at equal bits no
+  // longer hide one another); a click picks that run. uPlot's own cursor only knows x.
+  const tip = document.getElementById('pareto-tip');
+  const nearest = (e) => {
+    const box = plot.over.getBoundingClientRect();
+    const x = e.clientX - box.left;
+    const y = e.clientY - box.top;
+    let best = null;
+    let bd = NEAR_PX * NEAR_PX;
+    runs.forEach((r, i) => {
+      const d = (plot.valToPos(r.bpw, 'x') - x) ** 2 + (plot.valToPos(r.ppl, 'y') - y) ** 2;
+      if (d <= bd) {
+        bd = d;
+        best = i;
+      }
+    });
+    return best;
+  };
+  plot.over.addEventListener('mousemove', (e) => {
+    const i = nearest(e);
+    chartData.pareto.hover = i == null ? null : runs[i].detail ?? runs[i].label;
+    if (!tip) return;
+    tip.hidden = i == null;
+    tip.textContent = i == null ? '' : chartData.pareto.hover;
+    tip.dataset.run = i == null ? '' : String(runs[i].id ?? '');
+  });
+  plot.over.addEventListener('mouseleave', () => {
+    chartData.pareto.hover = null;
+    if (tip) tip.hidden = true;
+  });
+  plot.over.addEventListener('click', (e) => {
+    const i = nearest(e);
+    if (i != null) onPick(i);
   });
 }
+
+// How near (pixels) the pointer must be to a point to name or pick it.
+const NEAR_PX = 14;
+
+// Where run `i` of the Pareto chart is on the page (tests point at it as a user would).
+export function paretoPointOnPage(i) {
+  const plot = plots.get('pareto-chart');
+  const r = chartData.pareto?.runs?.[i];
+  if (!plot || !r) return null;
+  const box = plot.over.getBoundingClientRect();
+  return { x: box.left + plot.valToPos(r.bpw, 'x'), y: box.top + plot.valToPos(r.ppl, 'y') };
+}
+self.quantlabParetoPoint = paretoPointOnPage;
 
 // Colours: one per method in the Pareto chart, one per tensor kind in the layer map.
 const PALETTE = ['#2b5fd9', '#b3261e', '#1e8a4c', '#e08a1e', '#9b59b6', '#0b8fa3', '#7a5c2e', '#d14f9a'];

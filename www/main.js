@@ -6,6 +6,8 @@
 // the schema Rust sends (src/playground/schema.rs); the pictures are in www/charts.js.
 
 import { DEFAULTS, HIDEABLE, hubFromUrl, makeHash, parseHash, validModel } from './state.js';
+import { RunStore, overridesText, runKey, textId } from './runs.js';
+import { clearFailures, explain, progressText, showFailure } from './status.js';
 import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto, drawTender, drawTraining } from './charts.js';
 import { download } from './download.js';
 
@@ -29,7 +31,9 @@ const el = {
   calibBox: $('calib-box'), calibN: $('calib-n'), calibLen: $('calib-len'), calibStatus: $('calib-status'),
   explainer: $('method-explainer'), preset: $('preset'), presetRun: $('preset-run'), presetStatus: $('preset-status'),
   protocol: $('protocol'), ctx: $('ctx'), windows: $('windows'), evaluate: $('evaluate'),
-  evalProgress: $('eval-progress'), evalStatus: $('eval-status'),
+  evalProgress: $('eval-progress'), evalStatus: $('eval-status'), evalStop: $('eval-stop'),
+  resultOf: $('result-of'), layersBox: $('layers-box'), layersOf: $('layers-of'), paretoOf: $('pareto-of'),
+  ovNote: $('ov-note'), showControls: $('show-controls'),
   result: $('result'), ppl: $('ppl'), pplErr: $('ppl-err'), protocolDesc: $('protocol-desc'),
   kl: $('kl'), top1: $('top1'), bpw: $('bpw'), memory: $('memory'), error: $('error'),
   history: document.querySelector('#history tbody'), webgpu: $('webgpu'),
@@ -69,7 +73,6 @@ let overrides = []; // [{pattern, quant}]
 let modelRef = 'default'; // what a link says about the model ('default', URL or Hub id; files are not shareable)
 let hidden = [];
 let pendingLink = null; // a parsed link state waiting for the schema and the model
-const tried = []; // [{bpw, ppl, label, state}] every configuration evaluated
 const explainers = new Map();
 let preset = null; // {queue, done}
 // α per layer and site of the runs with a scale transform, newest last: [{label, method, alpha}]
@@ -99,6 +102,10 @@ if (TEST_HOOKS) {
     // windows (deterministic, where a message sent after a progress report may arrive after a
     // small model's run ended); without it, the device is lost now.
     loseDevice: ({ gpuAgain = true, afterWindow = 0 } = {}) => worker.postMessage({ type: 'test-lose-device', gpuAgain, afterWindow }),
+    // Press Stop when the next run reports `step` inside window `window` + 1: the worker pauses
+    // there (shared memory only) until the page's Stop reaches it, so a tiny model's run, which
+    // ends in milliseconds, is stopped inside a window as a user's click would stop a long one.
+    stopInside: ({ window = 1, step = 1 } = {}) => worker.postMessage({ type: 'test-stop-inside', window, step }),
   };
 }
 
@@ -875,12 +882,20 @@ el.copyLink.addEventListener('click', async () => {
   el.linkStatus.textContent = note;
 });
 
+// Instructor flags hide controls, never the status, the result or the way back: the status and
+// result sit outside every hideable element, and "Show all controls" undoes the flags.
 function applyHidden() {
   for (const node of document.querySelectorAll('[data-control]')) {
     node.hidden = hidden.includes(node.dataset.control) && HIDEABLE.includes(node.dataset.control);
   }
+  el.showControls.hidden = hidden.length === 0;
   syncMethodControls(fieldValues());
 }
+el.showControls.addEventListener('click', () => {
+  hidden = [];
+  applyHidden();
+  updateHash(lastLink);
+});
 
 // Apply a parsed link: eval settings now, the QuantConfig once the worker has validated it.
 function applyLinkState(s) {
@@ -888,8 +903,12 @@ function applyLinkState(s) {
   el.protocol.value = s.proto;
   el.ctx.value = s.ctx;
   el.windows.value = s.win;
-  el.calibN.value = String(s.calib.n);
-  el.calibLen.value = String(s.calib.len);
+  // A calibration size outside the controls' limits is never shown; maybeFirstRun refuses it.
+  const fits = (v, input) => v >= Number(input.min) && v <= Number(input.max);
+  if (fits(s.calib.n, el.calibN) && fits(s.calib.len, el.calibLen)) {
+    el.calibN.value = String(s.calib.n);
+    el.calibLen.value = String(s.calib.len);
+  }
   hidden = s.hide;
   applyHidden();
 }
@@ -900,13 +919,53 @@ function linkFailed(message) {
 }
 
 // ---------------------------------------------------------------------------- runs
+// One lifecycle per run (issue 20): queued → calibrating → quantizing → evaluating (window k of
+// n, and how far inside it) → done | cancelled | failed. `#result[data-phase]` says where the
+// run is; `#result[data-state]` is running | done | cancelled | error. Every number in the
+// result panel belongs to one stored run (`shown`), named in `#result-of`; while a newer run
+// works, the panel is marked stale (`data-stale`), and after a failure it says that what it
+// shows is the last good result. A configuration already measured under the same model, text
+// and evaluation is recalled from the store (www/runs.js), not recomputed, unless Evaluate is
+// pressed (which measures again).
+const store = new RunStore();
+let active = null; // the run in flight: {gen, id, key, quant, options, calib, label, started, times, memory, partial}
+let shown = null; // the stored run the result panel shows
+let runIds = 0;
+// What the page asked of the worker (tests assert that a recalled run asked nothing).
+self.quantlabCounts = { runs: 0, calibrations: 0 };
+
 function scheduleRun() {
   syncMethodControls(fieldValues());
   clearTimeout(debounce);
-  debounce = setTimeout(startRun, DEBOUNCE_MS);
+  debounce = setTimeout(() => startRun(false), DEBOUNCE_MS);
 }
 
-async function startRun() {
+function evalOptions(quant) {
+  return {
+    protocol: el.protocol.value,
+    ctx: Number(el.ctx.value),
+    max_windows: el.windows.value === 'all' ? null : Number(el.windows.value),
+    kl: quant.method !== 'none' || quant.act != null,
+  };
+}
+
+// The identity of a run of `quant` with the page's current text and evaluation settings.
+function identity(quant, calib) {
+  return {
+    model: info ? `${modelRef}|${info.label}|${info.params}` : modelRef,
+    modelLabel: info?.label ?? '—',
+    text: textId(el.textSelect.value, text),
+    textLabel: el.textSelect.value === 'custom' ? `your text (${text.length.toLocaleString('en')} chars)` : el.textSelect.value,
+    protocol: el.protocol.value,
+    ctx: Number(el.ctx.value),
+    windows: el.windows.value,
+    quant,
+    calib: calib ? { n: calib.n, len: calib.len } : null,
+  };
+}
+
+// `measure`: true for the Evaluate button (measure again even when the store has the run).
+async function startRun(measure = false) {
   if (!loaded || !schema) return;
   clearTimeout(debounce);
   gen += 1;
@@ -915,20 +974,29 @@ async function startRun() {
   const quant = quantConfig();
   const calib = await calibFor(quant);
   if (myGen !== gen) return;
-  const options = {
-    protocol: el.protocol.value,
-    ctx: Number(el.ctx.value),
-    max_windows: el.windows.value === 'all' ? null : Number(el.windows.value),
-    kl: quant.method !== 'none' || quant.act != null,
-  };
-  el.result.dataset.state = 'running';
-  el.result.dataset.config = JSON.stringify(quant);
-  el.error.textContent = '';
-  el.evalProgress.removeAttribute('value');
-  el.evalStatus.textContent = quant.method === 'none' && !quant.act ? 'Evaluating…' : 'Quantizing…';
+  const id = identity(quant, calib);
+  const key = runKey(id);
+  const stored = store.get(key);
   worker.postMessage({ type: 'to-link', quant });
+  if (stored && !measure) {
+    // The worker may still be busy with an older run: newer generation, so it stops.
+    active = null;
+    recall(stored);
+    return;
+  }
+  const options = evalOptions(quant);
+  runIds += 1;
+  active = {
+    ...id, gen, id: runIds, key, options, calibFull: calib, label: weightsLabel(quant), started: performance.now(),
+    times: {}, memory: null, partial: null,
+  };
+  clearFailures();
+  el.error.textContent = '';
+  setPhase('queued', 'Queued: waiting for the engine…', null);
+  markStale();
+  el.evalStop.disabled = false;
+  self.quantlabCounts.runs += 1;
   worker.postMessage({ type: 'run', gen, quant, text, options, calib });
-  current = { gen, quant, options, started: performance.now() };
 }
 
 async function calibFor(quant) {
@@ -936,13 +1004,48 @@ async function calibFor(quant) {
     ? { text: await calibrationText(), n: Number(el.calibN.value), len: Number(el.calibLen.value) } : null;
 }
 
-el.evaluate.addEventListener('click', startRun);
+// The lifecycle's phase, in the result panel's attributes, the status line and the bar (`frac`
+// null: an indeterminate bar while nothing can be counted yet).
+function setPhase(phase, words, frac) {
+  el.result.dataset.phase = phase;
+  el.result.dataset.state = { done: 'done', recalled: 'done', cancelled: 'cancelled', failed: 'error' }[phase] ?? 'running';
+  el.evalStatus.textContent = words;
+  el.evalStatus.dataset.phase = phase;
+  if (frac === null) el.evalProgress.removeAttribute('value');
+  else el.evalProgress.value = frac;
+  el.evalProgress.dataset.phase = phase;
+  if (active) el.result.dataset.config = JSON.stringify(active.quant);
+}
+
+// The numbers on screen belong to an older run than the one in flight: say so.
+function markStale() {
+  if (!shown) return;
+  el.result.dataset.stale = 'true';
+  el.layersBox.dataset.stale = 'true';
+  el.resultOf.textContent = `Previous result, run #${shown.id}: ${describeRun(shown)} — a newer run (#${active.id}: ${active.label}) is in progress.`;
+}
+
+function describeRun(r) {
+  const ov = overridesText(r.quant.overrides);
+  return `${r.label}${ov ? ` (overrides: ${ov})` : ''} · ${r.modelLabel} · text ${r.textLabel} · `
+    + `${r.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} protocol, ctx ${r.ctx} × ${r.windows} windows`;
+}
+
+el.evaluate.addEventListener('click', () => startRun(true));
+el.evalStop.addEventListener('click', stopRun);
 el.bits.addEventListener('input', () => { el.bitsOut.textContent = bitsText(); });
 for (const c of [el.bits, el.gran, el.sym, el.clip, el.lorc, el.lorcRank, el.lorc8, el.calibN, el.calibLen,
   el.protocol, el.ctx, el.windows, el.grid]) c.addEventListener('change', scheduleRun);
 for (const c of [el.bits, el.sym]) c.addEventListener('input', syncGrid);
 for (const c of [el.bits, el.sym]) c.addEventListener('change', syncGrid);
 el.method.addEventListener('change', () => {
+  // Per-layer settings belong to the method they were made for: a new method starts without
+  // them (they used to persist silently, so "RTN 4-bit" could report 4.6 bits per weight).
+  if (overrides.length) {
+    el.ovNote.textContent = `The per-layer settings (${overridesText(overrides)}) were cleared with the change of method.`;
+    overrides = [];
+    showOverrides();
+  }
   syncMethodControls();
   syncActControls();
   scheduleRun();
@@ -964,26 +1067,143 @@ function showKlStats(k) {
   node.dataset.stats = JSON.stringify(k);
 }
 
-function showResult(msg) {
-  const r = msg.result;
+// Stop the run in flight: a newer generation (shared memory) or a message (without it) makes
+// the worker stop between two blocks of the model. The worker answers 'cancelled' with what the
+// finished windows measured.
+function stopRun() {
+  if (!active) return;
+  const stopped = active;
+  stopped.stopAt = performance.now();
+  gen += 1;
+  if (control) {
+    Atomics.store(control, 0, gen);
+    // A worker paused by the test hook waits on this word.
+    Atomics.notify(control, 0);
+  }
+  worker.postMessage({ type: 'cancel', gen: stopped.gen });
+  el.evalStop.disabled = true;
+  el.evalStatus.textContent = 'Stopping…';
+  stopping = stopped;
+}
+let stopping = null;
+
+// The worker's 'cancelled' for the run the user stopped (or one overtaken by a newer run).
+function onCancelled(msg) {
+  const r = stopping && stopping.gen === msg.gen ? stopping : null;
+  if (!r) return;
+  stopping = null;
+  if (active === r) active = null;
+  const latency = (performance.now() - r.stopAt) / 1000;
+  el.result.dataset.cancelMs = String(Math.round(latency * 1000));
+  const p = msg.partial;
+  const kept = p && p.window > 0;
+  const rec = {
+    ...r, state: 'cancelled', result: kept ? partialResult(p, r) : null, memory: r.memory, engine: msg.engine ? { backend: msg.engine } : null,
+    wa: msg.wa ?? null, seconds: (r.stopAt - r.started) / 1000, windowsDone: p?.window ?? 0, windowsAsked: p?.windows ?? null,
+  };
+  addRow(rec);
+  // Where it stopped: the last progress the page heard (inside a window, or between two).
+  const at = r.partial;
+  const where = at && at.in_flight > 0 ? ` inside window ${at.window + 1} of ${at.windows} (${Math.round(100 * at.step / Math.max(1, at.steps))} % of it)`
+    : r.phase ? ` while ${r.phase}` : '';
+  const words = `Cancelled run #${r.id}${where}; stopped ${latency.toFixed(2)} s after Stop.`;
+  if (kept) {
+    showRecord(rec);
+    el.resultOf.textContent = `Cancelled run #${rec.id}: ${describeRun(rec)} — ${p.window} of ${p.windows} windows finished; the numbers are over those windows only.`;
+  } else if (shown) {
+    el.resultOf.textContent = `Last good result, run #${shown.id}: ${describeRun(shown)}. Run #${r.id} was cancelled before a window finished.`;
+  }
+  setPhase('cancelled', `${words}${kept ? ` Kept the ${p.window} finished window${p.window === 1 ? '' : 's'}.` : ''}`, kept ? p.window / p.windows : 0);
+  el.evalStop.disabled = true;
+  if (preset) {
+    preset = null;
+    el.presetStatus.textContent = 'Preset stopped.';
+  }
+}
+
+// An EvalResult's shape from the progress over the finished windows of a cancelled run.
+function partialResult(p, r) {
+  return {
+    ppl: p.ppl, ppl_err: p.ppl_err, kl: p.kl, top1: p.top1, tokens_scored: p.tokens_scored, windows: p.window,
+    tokens_evaluated: p.window * r.ctx, ctx: r.ctx, seconds: null,
+    protocol: `${r.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} protocol: ${p.window} of ${p.windows} windows of ${r.ctx} tokens (cancelled)`,
+  };
+}
+
+// A finished run from the worker: stored, shown, charted.
+function onResult(msg) {
+  const r = active;
+  if (!r || r.gen !== msg.gen) return;
+  active = null;
+  const evalSecs = msg.result.seconds;
+  const total = (performance.now() - r.started) / 1000;
+  const rec = store.put({
+    ...r, state: 'done', result: msg.result, memory: msg.memory || {}, engine: msg.engine || {}, wa: msg.wa, smooth: msg.smooth,
+    seconds: total, layers: null,
+  });
+  el.evalStop.disabled = true;
+  showRecord(rec);
+  const t = r.times;
+  const kept = r.quant.method === 'none' && !r.quant.act; // the model as loaded: nothing quantized
+  const parts = [t.calib != null && `calibration ${fixed(t.calib, 1)} s`, t.quant != null && !kept && `quantization ${fixed(t.quant, 1)} s`,
+    `evaluation ${fixed(evalSecs, 1)} s`].filter(Boolean);
+  setPhase('done', `Done in ${total.toFixed(1)} s (${parts.join(', ')}).`, 1);
+  if (!self.quantlabFirstResult) self.quantlabFirstResult = performance.now();
+  addRow(rec);
+  redrawPareto();
+  showAlpha(msg.smooth, rec.label);
+  if (preset) nextPreset();
+}
+
+// A stored run back on screen at once: its configuration in the controls, its numbers in the
+// panel, its layer map; nothing is sent to the worker.
+function recall(rec) {
+  applyQuant(rec.quant);
+  if (rec.calib) {
+    el.calibN.value = String(rec.calib.n);
+    el.calibLen.value = String(rec.calib.len);
+  }
+  el.protocol.value = rec.protocol;
+  el.ctx.value = String(rec.ctx);
+  el.windows.value = rec.windows;
+  clearFailures();
+  el.error.textContent = '';
+  showRecord(rec);
+  setPhase('recalled', `Recalled run #${rec.id} (measured before with these settings; press Evaluate to measure again).`, 1);
+  el.result.dataset.recalled = String(rec.id);
+  el.evalStop.disabled = true;
+  worker.postMessage({ type: 'to-link', quant: rec.quant });
+  if (preset) nextPreset();
+}
+
+// Fill the result panel from a stored (or cancelled) run.
+function showRecord(rec) {
+  const r = rec.result;
+  shown = rec;
+  current = { quant: rec.quant, options: rec.options };
   runs += 1;
   delete el.w4a8Note.dataset.failed;
-  el.result.dataset.state = 'done';
+  delete el.result.dataset.stale;
+  delete el.result.dataset.recalled;
   el.result.dataset.run = String(runs);
+  el.result.dataset.runId = String(rec.id);
+  el.result.dataset.config = JSON.stringify(rec.quant);
+  el.resultOf.textContent = `Run #${rec.id}: ${describeRun(rec)}.`;
   setText(el.ppl, fixed(r.ppl, 3), r.ppl);
   el.pplErr.textContent = `± ${fixed(r.ppl_err, 3)}`;
   // The W/A label as Rust names the config (QuantConfig::wa_label), e.g. "W4A8", or "as loaded"
   // for a config that keeps the model (then the weights label would only repeat it).
-  const wa = msg.wa;
-  setText(el.resultWa, wa === 'as loaded' ? wa : (wa ? `${wa} · ${weightsLabel(current.quant)}` : ''), wa ?? undefined);
-  el.protocolDesc.textContent = `${r.protocol} — ${r.tokens_scored} tokens scored of ${r.tokens_evaluated} evaluated, ${fixed(r.seconds, 1)} s`;
+  const wa = rec.wa;
+  setText(el.resultWa, wa === 'as loaded' ? wa : (wa ? `${wa} · ${rec.label}` : ''), wa ?? undefined);
+  el.protocolDesc.textContent = `${r.protocol} — ${r.tokens_scored} tokens scored of ${r.tokens_evaluated} evaluated`
+    + `${r.seconds != null ? `, evaluation ${fixed(r.seconds, 1)} s` : ''}`;
   setText(el.kl, r.kl == null ? '— (as loaded)' : fixed(r.kl, 5), r.kl ?? undefined);
   setText(el.top1, r.top1 == null ? '— (as loaded)' : pct(r.top1), r.top1 ?? undefined);
   showKlStats(r.kl_stats);
-  const m = msg.memory || {};
+  const m = rec.memory || {};
   const bpw = m.bits_per_weight;
   // A fractional budget (CMPQ): achieved against requested, to 2 decimals like the slider.
-  const budget = budgetOf(current.quant);
+  const budget = budgetOf(rec.quant);
   setText(el.bpw, typeof bpw !== 'number' ? '—' : budget !== null
     ? `${bpw.toFixed(2)} achieved for ${Number(budget).toFixed(2)} requested (linear layers)`
     : `${bpw.toFixed(3)} (linear layers)`, bpw);
@@ -991,37 +1211,134 @@ function showResult(msg) {
   else delete el.bpw.dataset.budget;
   setText(el.memory, memoryText(m), m.total_bytes);
   if (m.linear) drawMemory(m);
-  const e = msg.engine || {};
-  setText(el.backend, e.backend === 'gpu' ? `WebGPU (${e.adapter})` : 'CPU (WebAssembly)', e.backend);
+  const e = rec.engine || {};
+  setText(el.backend, e.backend === 'gpu' ? `WebGPU (${e.adapter})` : e.backend ? 'CPU (WebAssembly)' : '—', e.backend);
   setText(el.gpuMemory, typeof e.weight_bytes === 'number'
     ? `${mb(e.weight_bytes)} of packed weights (${e.weight_bytes.toLocaleString('en')} bytes)`
     : '— (not on the GPU)', e.weight_bytes ?? undefined);
-  el.evalProgress.value = 1;
-  const secs = (performance.now() - current.started) / 1000;
-  el.evalStatus.textContent = `Done in ${secs.toFixed(1)} s.`;
-  if (!self.quantlabFirstResult) self.quantlabFirstResult = performance.now();
+  showLayers(rec);
+  for (const row of el.history.rows) row.dataset.current = String(row.dataset.key === rec.key);
+}
 
-  const label = weightsLabel(current.quant);
-  tried.push({ bpw, ppl: r.ppl, label, quant: current.quant, method: methodId(current.quant), group: methodGroup(current.quant) });
-  drawPareto(tried, (i) => {
-    applyQuant(tried[i].quant);
-    scheduleRun();
-  });
-  const row = document.createElement('tr');
-  const cells = [label, msg.wa ?? '—', `${current.options.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ${r.ctx}`,
-    `${fixed(r.ppl, 3)} ± ${fixed(r.ppl_err, 3)}`, fixed(r.kl, 4), pct(r.top1), fixed(bpw, budget !== null ? 2 : 3),
+// The layer map of the run on screen, or a note that it is on its way.
+function showLayers(rec) {
+  if (rec.layers) {
+    drawLayerMap(rec.layers, pickLayer);
+    delete el.layersBox.dataset.stale;
+    el.layersOf.textContent = `Layer map of run #${rec.id}: ${rec.label}.`;
+  } else {
+    el.layersBox.dataset.stale = 'true';
+    el.layersOf.textContent = rec.state === 'done'
+      ? `Layer map of run #${rec.id} (${rec.label}): being computed…` : `No layer map for run #${rec.id} (${rec.state}).`;
+  }
+}
+
+// One row per measurement, newest on top (a recalled run adds none; Evaluate, which measures a
+// configuration again on purpose, adds one, and the chart keeps the newest); the columns the
+// tests read come first (weights, W/A, protocol, perplexity, KL, top-1, bits, MB, on, time),
+// then the text, the model, the run's number and its state.
+function addRow(rec) {
+  const r = rec.result;
+  const m = rec.memory || {};
+  const e = rec.engine || {};
+  const budget = budgetOf(rec.quant);
+  const ov = overridesText(rec.quant.overrides);
+  const cells = [rec.label, rec.wa ?? '—', `${rec.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ${rec.ctx} × ${rec.windows}`,
+    r ? `${fixed(r.ppl, 3)} ± ${fixed(r.ppl_err, 3)}` : '—', fixed(r?.kl, 4), pct(r?.top1), fixed(m.bits_per_weight, budget !== null ? 2 : 3),
     typeof m.total_bytes === 'number' ? (m.total_bytes / 1e6).toFixed(1) : '—',
-    e.backend === 'gpu' ? 'GPU' : 'CPU', `${fixed(r.seconds, 1)} s`];
+    e.backend === 'gpu' ? 'GPU' : e.backend === 'cpu' ? 'CPU' : '—', `${fixed(rec.seconds, 1)} s`,
+    rec.textLabel, rec.modelLabel, `#${rec.id}`,
+    rec.state === 'done' ? 'done' : `${rec.state}${rec.windowsAsked ? ` (${rec.windowsDone} of ${rec.windowsAsked} windows)` : ''}`];
+  const row = document.createElement('tr');
   for (const c of cells) {
     const td = document.createElement('td');
     td.textContent = c;
     row.append(td);
   }
+  if (ov) row.cells[0].title = `overrides: ${ov}`;
+  row.dataset.wa = rec.wa ?? '';
+  row.dataset.config = JSON.stringify(rec.quant);
+  row.dataset.key = rec.key;
+  row.dataset.state = rec.state;
+  row.dataset.text = rec.text;
+  row.dataset.run = String(rec.id);
   el.history.prepend(row);
-  row.dataset.wa = msg.wa ?? '';
-  row.dataset.config = JSON.stringify(current.quant);
-  showAlpha(msg.smooth, label);
-  if (preset) nextPreset();
+}
+
+// The Pareto chart holds the runs comparable with the one on screen (same model, text and
+// evaluation); its caption says which and how many others exist.
+function redrawPareto() {
+  const like = shown ?? identity(quantConfig(), null);
+  const runsHere = store.comparable(like);
+  const pts = runsHere.map((r) => ({
+    bpw: r.memory?.bits_per_weight, ppl: r.result.ppl, label: r.label, quant: r.quant, method: methodId(r.quant),
+    group: methodGroup(r.quant), id: r.id, key: r.key,
+    detail: `run #${r.id}: ${r.label}${overridesText(r.quant.overrides) ? ` (overrides: ${overridesText(r.quant.overrides)})` : ''} — perplexity ${fixed(r.result.ppl, 3)}, ${fixed(r.memory?.bits_per_weight, 3)} bits`,
+  }));
+  drawPareto(pts, (i) => recall(store.get(pts[i].key)));
+  const others = store.all().filter((r) => r.state === 'done').length - runsHere.length;
+  el.paretoOf.textContent = `${runsHere.length} run${runsHere.length === 1 ? '' : 's'} on ${like.modelLabel}, text ${like.textLabel}, `
+    + `${like.protocol === 'gptq' ? 'GPTQ' : 'llama.cpp'} ctx ${like.ctx} × ${like.windows} windows`
+    + `${others > 0 ? `; ${others} run${others === 1 ? '' : 's'} on another text, model or evaluation not drawn (see the runs table)` : ''}.`;
+}
+
+// A model that could not be opened: beside the model box, in words, with the detail a click
+// away; the file picker no longer shows the rejected file.
+function showLoadFailure(message) {
+  const f = explain(message, 'load');
+  el.modelStatus.textContent += ` ${f.plain}`;
+  showFailure(f);
+  el.file.value = '';
+  showError(message);
+}
+
+// Calibration, quantization and evaluation progress of the run in flight.
+function onRunProgress(msg) {
+  if (!active || active.gen !== msg.gen) return;
+  if (msg.type === 'calibrating' && active.phase !== 'calibrating') self.quantlabCounts.calibrations += 1;
+  const phase = msg.type === 'progress' ? 'evaluating' : msg.type;
+  active.phase = phase;
+  if (msg.type === 'progress') active.partial = msg.progress;
+  const p = progressText(phase, msg);
+  setPhase(phase, `Run #${active.id}: ${p.text}`, p.frac);
+}
+
+// The layer map arrives after its run's result: kept with the run, drawn if it is on screen.
+function onLayers(msg) {
+  const rec = store.all().find((r) => r.gen === msg.gen && r.state === 'done');
+  if (!rec) return;
+  rec.layers = msg.map;
+  if (shown === rec) {
+    showLayers(rec);
+    requestHistogram();
+    requestChannels();
+  }
+}
+
+// A failed run: the progress stops, the failure sits beside the control that caused it, and the
+// panel says its numbers are the last good result.
+function onRunError(msg) {
+  const r = active;
+  active = null;
+  el.evalStop.disabled = true;
+  const f = explain(msg.message, msg.where);
+  showFailure(f);
+  setPhase('failed', `Run #${r?.id ?? '?'} failed: ${f.plain}`, 0);
+  el.error.textContent = f.plain;
+  if (r) addRow({ ...r, state: 'failed', result: null, seconds: (performance.now() - r.started) / 1000 });
+  if (shown) {
+    el.result.dataset.stale = 'true';
+    el.resultOf.textContent = `Last good result, run #${shown.id}: ${describeRun(shown)}. Run #${r?.id ?? '?'} (${r?.label ?? ''}) failed.`;
+  } else {
+    el.resultOf.textContent = `No result yet: run #${r?.id ?? '?'} failed.`;
+  }
+  // A run with the activation panel's settings: say it beside the panel too.
+  if (r?.quant.act || r?.quant.smooth) el.w4a8Note.textContent = `That run failed: ${msg.message}`;
+  el.w4a8Note.dataset.failed = 'true';
+  if (preset) {
+    preset = null;
+    el.presetStatus.textContent = 'Preset stopped by an error.';
+  }
 }
 
 // ---------------------------------------------------------------------------- presets
@@ -1557,7 +1874,14 @@ function onGenMessage(msg) {
 let cancelled = 0;
 worker.onmessage = ({ data: msg }) => {
   if (msg.ggen !== undefined) return onGenMessage(msg);
-  if (msg.type === 'cancelled') el.result.dataset.cancelled = String(++cancelled);
+  // Quantizing for a save, not a run: nothing of the run lifecycle.
+  if (msg.bg) return;
+  if (msg.type === 'test-stop-now' && TEST_HOOKS && active?.gen === msg.gen) return el.evalStop.click();
+  if (msg.type === 'cancelled') {
+    el.result.dataset.cancelled = String(++cancelled);
+    onCancelled(msg);
+  }
+  if (msg.type === 'layers') return onLayers(msg);
   if (msg.gen !== undefined && msg.gen !== gen) return;
   switch (msg.type) {
     case 'schema':
@@ -1571,7 +1895,7 @@ worker.onmessage = ({ data: msg }) => {
       break;
     case 'parsed':
       if (msg.error) {
-        linkFailed(`The quantization settings in this link are not valid: ${msg.error}.`);
+        linkFailed(`The quantization settings in this link are not valid: ${explain(msg.error).plain}`);
         pendingLink = null;
       } else {
         pendingLink.config = msg.config;
@@ -1624,6 +1948,11 @@ worker.onmessage = ({ data: msg }) => {
       alphaCurrent = null;
       el.alphaBox.hidden = true;
       el.alphaSite.replaceChildren();
+      // The numbers on screen were measured on the previous model.
+      if (shown && firstRunDone) {
+        el.result.dataset.stale = 'true';
+        el.resultOf.textContent = `Run #${shown.id} was measured on ${shown.modelLabel}; ${msg.info.label} is loaded now (Evaluate to measure it).`;
+      }
       maybeFirstRun();
       break;
     case 'saved':
@@ -1635,10 +1964,12 @@ worker.onmessage = ({ data: msg }) => {
       offerFiles(msg);
       break;
     case 'calibrating':
-      el.evalProgress.value = msg.done / Math.max(1, msg.total);
-      el.evalStatus.textContent = `Calibrating: sequence ${msg.done} of ${msg.total}`;
+    case 'quantizing':
+    case 'progress':
+      onRunProgress(msg);
       break;
     case 'calibrated': {
+      if (active) active.times.calib = msg.seconds;
       const u = msg.used;
       const on = u.backend === 'gpu' ? 'on the GPU' : 'on the CPU';
       el.calibStatus.dataset.backend = u.backend;
@@ -1647,31 +1978,20 @@ worker.onmessage = ({ data: msg }) => {
         : `the calibration text has ${u.text_tokens} tokens: used ${u.n_seq} × ${u.seq_len} (asked ${u.asked_n_seq} × ${u.asked_seq_len}) ${on}`;
       break;
     }
-    case 'quantizing':
-      el.evalProgress.value = msg.done / msg.total;
-      el.evalStatus.textContent = `Quantizing: tensor ${msg.done} of ${msg.total}`;
-      break;
     case 'training':
       onTraining(msg);
       break;
     case 'quantized':
       if (training?.gen === msg.gen && training.current) trainingDone(false);
-      el.evalProgress.removeAttribute('value');
-      el.evalStatus.textContent = `Quantized in ${fixed(msg.seconds, 1)} s; evaluating…`;
+      if (active) {
+        active.times.quant = msg.seconds;
+        active.memory = msg.memory;
+      }
+      setPhase('evaluating', active?.quant.method === 'none' && !active?.quant.act
+        ? 'Evaluating the model as loaded…' : `Quantized in ${fixed(msg.seconds, 1)} s; evaluating…`, 0);
       break;
-    case 'progress': {
-      const p = msg.progress;
-      el.evalProgress.value = p.window / p.windows;
-      el.evalStatus.textContent = `Window ${p.window} of ${p.windows}: perplexity so far ${fixed(p.ppl, 3)} ± ${fixed(p.ppl_err, 3)}`;
-      break;
-    }
     case 'result':
-      showResult(msg);
-      break;
-    case 'layers':
-      drawLayerMap(msg.map, pickLayer);
-      requestHistogram();
-      requestChannels();
+      onResult(msg);
       break;
     case 'histogram':
       if (msg.error) {
@@ -1734,18 +2054,10 @@ worker.onmessage = ({ data: msg }) => {
           el.modelStatus.dataset.state = 'error';
           el.modelStatus.textContent = 'The model could not be loaded.';
         }
+        showLoadFailure(msg.message);
       } else {
-        el.result.dataset.state = 'error';
-        el.evalStatus.textContent = '';
-        // A run with the activation panel's settings: say it beside the panel too.
-        if (current?.quant.act || current?.quant.smooth) el.w4a8Note.textContent = `That run failed: ${msg.message}`;
-        el.w4a8Note.dataset.failed = 'true';
-        if (preset) {
-          preset = null;
-          el.presetStatus.textContent = 'Preset stopped by an error.';
-        }
+        onRunError(msg);
       }
-      showError(msg.message);
       break;
     default:
       break;
@@ -1759,9 +2071,56 @@ function maybeFirstRun() {
   if (firstRunDone || !loaded || !schema) return;
   if (pendingLink && pendingLink.q && !pendingLink.parsed) return;
   firstRunDone = true;
-  if (pendingLink?.config) applyQuant(pendingLink.config);
+  const problem = pendingLink ? linkProblem(pendingLink.config, pendingLink.calib) : null;
+  if (problem) {
+    // Refused before any work: the controls keep their defaults and never show the value.
+    linkFailed(`This link asks for ${problem}, so its quantization settings were not used.`);
+    el.calibN.value = String(DEFAULTS.calib.n);
+    el.calibLen.value = String(DEFAULTS.calib.len);
+  } else if (pendingLink?.config) {
+    applyQuant(pendingLink.config);
+  }
   pendingLink = null;
   selectText(el.textSelect.value).then(startRun, showError);
+}
+
+// What in a link's (already parsed and validated) config or calibration the controls cannot
+// show for this model, in words, or null: a method or bits the menu lacks, a group size that
+// does not divide the model's layers, a method option or calibration size outside its control's
+// limits. The worker checks the rest against the model before it calibrates (checkRun).
+function linkProblem(cfg, calib) {
+  if (!cfg) return calibProblem(calib);
+  const id = methodId(cfg);
+  const m = schema.methods.find((x) => x.id === id);
+  if (id !== 'none' && !m) return `the method "${id}", which this page does not offer`;
+  if (m && m.bits.length && !budgetField(m) && !m.bits.includes(cfg.default.bits)) {
+    return `${cfg.default.bits}-bit weights, which ${m.label} does not offer (${m.bits.join(', ')})`;
+  }
+  const grans = [cfg.default, ...(cfg.overrides ?? []).map((o) => o.quant).filter(Boolean)].map((q) => q.gran);
+  for (const g of grans) {
+    if (typeof g === 'object' && ![...el.gran.options].some((o) => o.value === `g${g.group}`)) {
+      const offered = [...el.gran.options].filter((o) => o.value.startsWith('g')).map((o) => o.value.slice(1));
+      return `scales per group of ${g.group}, which does not divide the inputs of this model's layers (groups offered: ${offered.join(', ')})`;
+    }
+  }
+  const opts = m && typeof cfg.method === 'object' ? cfg.method[id] : null;
+  for (const f of m?.fields ?? []) {
+    const v = opts?.[f.key];
+    // Options Rust holds as f32 come back as the nearest f64 (0.05 as 0.0500000007): compare at
+    // f32's precision.
+    const slack = (x) => Math.abs(x) * 1e-6 + 1e-9;
+    if (typeof v === 'number' && f.min != null && f.max != null && !(v >= f.min - slack(f.min) && v <= f.max + slack(f.max))) {
+      return `${f.label} ${v}, outside its limits ${f.min} to ${f.max}`;
+    }
+  }
+  return calibProblem(calib);
+}
+function calibProblem(calib) {
+  if (!calib) return null;
+  for (const [what, v, input] of [['calibration sequences', calib.n, el.calibN], ['a calibration length', calib.len, el.calibLen]]) {
+    if (v < Number(input.min) || v > Number(input.max)) return `${what} of ${v}, outside the limits ${input.min} to ${input.max}`;
+  }
+  return null;
 }
 
 // ---------------------------------------------------------------------------- loading
@@ -1806,7 +2165,9 @@ for (const b of el.saveButtons) {
       quant = null;
     }
     const name = savedBase(info?.label, quant);
-    worker.postMessage({ type: 'save', form: b.dataset.form, name });
+    // The run on screen, which need not be the worker's latest quantization (a recalled run):
+    // the worker quantizes it again first if it must.
+    worker.postMessage({ type: 'save', form: b.dataset.form, name, quant: shown?.quant ?? null, calib: shown?.calibFull ?? null });
   });
 }
 

@@ -20,6 +20,8 @@
 //                                                  label; or error)
 //               {type: 'generate', ggen, prompt, n, quant, calib}   greedy text, reference then quantized
 //               {type: 'gen-cancel', ggen}                           (without shared memory)
+//               {type: 'cancel', gen}              Stop: the run `gen` (and older) stops between two
+//                                                  blocks of the model
 //               {type: 'test-lose-device', gpuAgain, afterWindow}   test hook, ignored unless testHooks: destroy
 //                                                  the WebGPU device now, or once the next
 //                                                  evaluation reports window `afterWindow` (gpuAgain
@@ -47,10 +49,12 @@
 // Requests run one at a time, in arrival order (`serial`): `evaluate` returns a Promise, and on
 // the GPU it yields while buffers map, so without the queue a 'load' could arrive mid-run.
 //
-// Cancellation: the page bumps control[0] (shared memory) when it starts a newer run, and
-// control[1] when it starts or stops a generation; the
-// progress callbacks, which quantization calls after every tensor and evaluation after every
-// window, compare it with their own generation and return false to stop. On the CPU backend no
+// Cancellation: the page bumps control[0] (shared memory) when it starts a newer run or stops
+// one, and control[1] when it starts or stops a generation; the progress callbacks, which
+// quantization calls after every tensor and evaluation between every two blocks of the model
+// (on the GPU as the paced blocks finish, src/gpu/pace.rs), compare it with their own
+// generation and return false to stop. A cancelled run's 'cancelled' carries `partial`, the
+// progress over its finished windows. On the CPU backend no
 // message can arrive while wasm runs, hence shared memory. Without it (a server without
 // COOP/COEP headers) a newer queued run stops a GPU evaluation at its next window; on the CPU
 // runs overtaken while queued are skipped, and a running one finishes and is ignored.
@@ -68,13 +72,15 @@ let quantKey = null; // JSON of the QuantConfig the session currently holds
 let pending = null; // the newest run not yet started
 let running = false;
 let genCancelled = 0; // the newest generation cancelled by message (no shared memory)
+let runCancelled = 0; // the newest run cancelled by message (Stop without shared memory)
 let onGpu = false; // whether the session runs on WebGPU (so a failure may be a lost device)
 let testHooks = false; // the page was opened with ?test-hooks=1
 let loseArmed = null; // test hook: {window, gpuAgain}, lose the device once a run reports `window`
+let stopArmed = null; // test hook: {window, step}, wait for the page's Stop at that point of the next run
 
 const post = (msg) => self.postMessage(msg);
 const message = (e) => (e && e.message) || String(e);
-const stale = (gen) => (control !== null
+const stale = (gen) => gen <= runCancelled || (control !== null
   ? Atomics.load(control, 0) !== gen
   : pending !== null && pending.gen !== gen);
 const genStale = (ggen) => (control !== null ? Atomics.load(control, 1) !== ggen : genCancelled >= ggen);
@@ -175,6 +181,7 @@ self.onmessage = ({ data: msg }) => {
     // Hugging Face checkpoint).
     serial(async () => {
       try {
+        if (msg.quant) await ensureQuant(msg.quant, msg.calib, { bg: true }, () => false);
         const base = { type: 'saved', form: msg.form, quant: playground.currentQuant(), label: playground.info().label };
         let files;
         let report = null;
@@ -201,6 +208,12 @@ self.onmessage = ({ data: msg }) => {
     if (!testHooks) return;
     if (msg.afterWindow > 0) loseArmed = { window: msg.afterWindow, gpuAgain: msg.gpuAgain !== false };
     else if (playground) playground.loseDeviceForTest(msg.gpuAgain !== false);
+  } else if (msg.type === 'test-stop-inside') {
+    if (testHooks) stopArmed = { window: msg.window, step: msg.step };
+  } else if (msg.type === 'cancel') {
+    // Not queued: it must reach a run in flight (on the GPU the worker takes messages between
+    // blocks; on the CPU shared memory does the same).
+    runCancelled = Math.max(runCancelled, msg.gen);
   } else if (msg.type === 'gen-cancel') {
     genCancelled = Math.max(genCancelled, msg.ggen);
   } else if (msg.type === 'run') {
@@ -343,13 +356,31 @@ async function drain() {
 }
 
 async function run({ gen, quant, text, options, calib }) {
-  if (stale(gen)) return post({ type: 'cancelled', gen });
+  // What the finished windows measured, kept when the run is cancelled (they are valid).
+  let partial = null;
+  const cancelled = () => post({ type: 'cancelled', gen, partial, engine: onGpu ? 'gpu' : 'cpu' });
+  if (stale(gen)) return cancelled();
+  try {
+    // Everything that can be checked before work, against the model: a setting that cannot run
+    // fails now, not after calibrating.
+    playground.checkRun(quant, calib ? { n: calib.n, len: calib.len } : null, text, options);
+  } catch (e) {
+    return post({ type: 'error', gen, where: 'check', message: message(e) });
+  }
   try {
     await withRecovery(async () => {
       await ensureQuant(quant, calib, { gen }, () => stale(gen));
-      if (stale(gen)) return post({ type: 'cancelled', gen });
+      if (stale(gen)) return cancelled();
+      partial = null;
       const result = await playground.evaluate(text, options, (progress) => {
+        if (progress.in_flight === 0) partial = progress;
         post({ type: 'progress', gen, progress });
+        if (stopArmed && control && progress.window === stopArmed.window && progress.step === stopArmed.step && progress.in_flight > 0) {
+          // Test hook: ask the page to press Stop, and wait (at most 10 s) until it has.
+          stopArmed = null;
+          post({ type: 'test-stop-now', gen });
+          Atomics.wait(control, 0, gen, 10_000);
+        }
         if (loseArmed && progress.window >= loseArmed.window) {
           playground.loseDeviceForTest(loseArmed.gpuAgain);
           loseArmed = null;
@@ -364,7 +395,7 @@ async function run({ gen, quant, text, options, calib }) {
       if (!stale(gen)) post({ type: 'layers', gen, map: playground.layerMap() });
     }, () => stale(gen), { gen });
   } catch (e) {
-    if (stale(gen)) post({ type: 'cancelled', gen });
+    if (stale(gen)) cancelled();
     else post({ type: 'error', gen, where: 'run', message: message(e) });
   }
 }

@@ -152,6 +152,10 @@ pub struct Gpu {
     /// Integer products recorded so far (tests check the path is taken).
     pub(crate) int_products: Cell<usize>,
     pub(crate) recorded: Cell<usize>,
+    /// Evaluations are paced (`pace.rs`): recorded work is held back and run a block at a time.
+    pub(crate) pace: Cell<bool>,
+    /// While an evaluation is paced: the command buffers recorded and not yet submitted.
+    pub(crate) held: RefCell<Option<std::collections::VecDeque<wgpu::CommandBuffer>>>,
     /// First error recorded by a sync operation or reported by wgpu; surfaced at readback.
     pub(crate) error: Arc<Mutex<Option<String>>>,
     /// cos/sin tables by (pos0, rows, head_dim, theta bits).
@@ -187,7 +191,10 @@ impl Backend for Gpu {
         };
         let binding = self.ctx.limits.max_storage_buffer_binding_size as usize;
         let by_binding = binding / (ctx * width.max(1) * 4).max(1);
-        (rows / ctx.max(1)).min(by_binding).max(1)
+        // Paced (the browser): one window at a time, so that each finished window is reported
+        // and kept when a run is cancelled.
+        let most = if self.pace.get() { 1 } else { usize::MAX };
+        (rows / ctx.max(1)).min(by_binding).min(most).max(1)
     }
 
     fn load_matrix(&self, w: &QTensor, bias: Option<&[f32]>) -> Result<Mat> {
@@ -674,6 +681,21 @@ impl Backend for Gpu {
                 "reading logits synchronously would block the browser",
             ))
         }
+    }
+
+    fn hold_work(&self, on: bool) -> bool {
+        self.hold_pieces(on)
+    }
+
+    fn block_boundary(&self) {
+        self.flush();
+    }
+
+    fn run_held(
+        &self,
+        step: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> impl std::future::Future<Output = Result<()>> {
+        self.run_pieces(step)
     }
 }
 

@@ -9,6 +9,8 @@
 //! - `record`: recording dispatches into command encoders, submitted in batches;
 //! - `matmul`: recording a matrix product (kernel variant, split-K);
 //! - `profile`: per-dispatch GPU time from timestamp queries;
+//! - `pace`: paced evaluation (the browser): recorded work held back and run a block at a time,
+//!   so that progress and cancellation reach inside a window;
 //! - `actquant`: activation fake-quantization (the W4A8/Tender hook);
 //! - `intmm`: the integer W4A8 product from the codes `actquant` keeps (`matmul_int.wgsl`);
 //! - `tender`: Tender's decomposed activation quantization and its integer product with shift
@@ -31,6 +33,7 @@ pub mod context;
 mod intmm;
 mod load;
 mod matmul;
+mod pace;
 pub mod pipelines;
 mod profile;
 mod record;

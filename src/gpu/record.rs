@@ -92,6 +92,8 @@ impl Gpu {
             int_matmul: Cell::new(None),
             int_products: Cell::new(0),
             recorded: Cell::new(0),
+            pace: Cell::new(false),
+            held: RefCell::new(None),
             error,
             rope_tables: RefCell::new(HashMap::new()),
             dummy_ro: dummy("dummy_ro"),
@@ -310,6 +312,11 @@ impl Gpu {
         let mut enc = self.encoder.borrow_mut().take()?;
         if let Some(p) = self.profiler.borrow_mut().as_mut() {
             p.resolve(&self.ctx.device, &mut enc);
+        }
+        // A paced evaluation submits its pieces itself (`pace.rs`).
+        if let Some(held) = self.held.borrow_mut().as_mut() {
+            held.push_back(enc.finish());
+            return None;
         }
         Some(self.ctx.queue.submit([enc.finish()]))
     }

@@ -143,4 +143,28 @@ pub trait Backend {
 
     /// Logits of one row (for generation and inspection).
     fn logits_row(&self, x: &Self::Act, head: &Self::Mat, row: usize) -> Result<Vec<f32>>;
+
+    /// Start (`on`) or stop holding recorded work back until `run_held`; returns whether the
+    /// backend now holds work back. A GPU set to pace its evaluations (the browser's, so that
+    /// evaluation can report progress and be cancelled inside a window) holds; a backend that
+    /// computes as it records (the CPU) never does. Stopping drops whatever is still held.
+    fn hold_work(&self, on: bool) -> bool {
+        let _ = on;
+        false
+    }
+
+    /// The forward pass being recorded reached the end of a block: a backend that holds work
+    /// back cuts it here, so that `run_held` can stop between two blocks.
+    fn block_boundary(&self) {}
+
+    /// Run the work held back, one piece (about a block) after another, calling
+    /// `step(done, total)` after each; `false` from it stops and drops the rest, and the call
+    /// fails with `Error::Cancelled`. Nothing to do for a backend that holds nothing back.
+    fn run_held(
+        &self,
+        step: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> impl std::future::Future<Output = Result<()>> {
+        let _ = step;
+        async { Ok(()) }
+    }
 }

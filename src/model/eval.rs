@@ -47,12 +47,22 @@ impl Default for EvalOptions {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EvalProgress {
+    /// Windows finished; `ppl`, `ppl_err`, `kl`, `top1` and `tokens_scored` are over them.
     pub window: usize,
     pub windows: usize,
     pub ppl: f64,
     pub ppl_err: f64,
     pub tokens_scored: usize,
+    /// KL and top-1 over the finished windows, when comparing with a reference.
+    pub kl: Option<f64>,
+    pub top1: Option<f64>,
+    /// Inside the batch of `in_flight` windows being computed: `step` of `steps` pieces done
+    /// (a piece is about one block of one model; 0 of 0 when a window has just finished).
+    pub step: usize,
+    pub steps: usize,
+    pub in_flight: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -204,46 +214,120 @@ pub async fn evaluate<B: Backend>(
     let mut kl = reference
         .is_some()
         .then(|| KlAccumulator::with_capacity(wins.iter().map(|w| w.targets.len()).sum()));
+    // Running sums for the progress reports (the accumulator keeps every token for the end).
+    let (mut kl_sum, mut agree) = (0.0f64, 0usize);
     // Windows run in batches of independent sequences (as many as the backend wants; see
     // `Backend::eval_batch`), and one batch stays in flight: batch i+1 is recorded (and
     // submitted) before the scores of batch i are read, so a GPU backend computes while the
-    // host records. The CPU backend's scores are ready at once either way.
+    // host records. The CPU backend's scores are ready at once either way. A backend that holds
+    // work back (`Backend::hold_work`: the browser's GPU) runs each batch a block at a time
+    // after recording it, so progress and cancellation reach inside a window there too.
     let c = &model.config;
     let width = c.topology()?.widest();
     let per = b.eval_batch(opts.ctx, width).max(1);
     let batches: Vec<&[Window]> = wins.chunks(per).collect();
     let mut in_flight: Option<Vec<B::Pending>> = None;
     let mut done_windows = 0usize;
-    for i in 0..=batches.len() {
-        let next = match batches.get(i) {
-            Some(batch) => Some(record_batch(b, model, reference, batch)?),
-            None => None,
-        };
-        let Some(pendings) = std::mem::replace(&mut in_flight, next) else {
-            continue;
-        };
-        for pending in pendings {
-            let scores = b.read_scores(pending).await?;
-            for s in &scores {
-                check_score(s, done_windows, wins.len(), reference.is_some())?;
-                stats.push(s.nll);
-                if let Some(k) = &mut kl {
-                    k.push(s.kl, s.top1_agree);
+    let with_ref = reference.is_some();
+    // Progress so far, with `step` of `steps` pieces of the batch in flight done.
+    let report = |done: usize,
+                  stats: &NllStats,
+                  kl: f64,
+                  agree: usize,
+                  step: usize,
+                  steps: usize,
+                  batch: usize| {
+        let mean = |v: f64| with_ref.then(|| v / stats.n.max(1) as f64);
+        EvalProgress {
+            window: done,
+            windows: wins.len(),
+            ppl: stats.ppl(),
+            ppl_err: stats.ppl_err(),
+            tokens_scored: stats.n,
+            kl: mean(kl),
+            top1: mean(agree as f64),
+            step,
+            steps,
+            in_flight: batch,
+        }
+    };
+    // Pieces of one batch: a block of the model (and of the reference) each.
+    let steps = c.n_layer * (1 + with_ref as usize);
+    let holds = b.hold_work(true);
+    let run = async {
+        for i in 0..=batches.len() {
+            let next = match batches.get(i) {
+                Some(batch) => {
+                    // A backend that computes as it records (the CPU) reports and can be
+                    // cancelled between blocks here; one that holds work back is told where the
+                    // blocks end and runs them in `run_held` below.
+                    let mut step = 0;
+                    let mut on_block = || {
+                        if holds {
+                            b.block_boundary();
+                            return Ok(());
+                        }
+                        let p = report(
+                            done_windows,
+                            &stats,
+                            kl_sum,
+                            agree,
+                            step,
+                            steps,
+                            batch.len(),
+                        );
+                        step += 1;
+                        if progress(&p) {
+                            Ok(())
+                        } else {
+                            Err(Error::Cancelled)
+                        }
+                    };
+                    Some(record_batch(b, model, reference, batch, &mut on_block)?)
+                }
+                None => None,
+            };
+            if let Some(pendings) = std::mem::replace(&mut in_flight, next) {
+                for pending in pendings {
+                    let scores = b.read_scores(pending).await?;
+                    for s in &scores {
+                        check_score(s, done_windows, wins.len(), with_ref)?;
+                        stats.push(s.nll);
+                        kl_sum += s.kl;
+                        agree += s.top1_agree as usize;
+                        if let Some(k) = &mut kl {
+                            k.push(s.kl, s.top1_agree);
+                        }
+                    }
+                    done_windows += 1;
+                    if !progress(&report(done_windows, &stats, kl_sum, agree, 0, 0, 0)) {
+                        return Err(Error::Cancelled);
+                    }
                 }
             }
-            done_windows += 1;
-            let p = EvalProgress {
-                window: done_windows,
-                windows: wins.len(),
-                ppl: stats.ppl(),
-                ppl_err: stats.ppl_err(),
-                tokens_scored: stats.n,
-            };
-            if !progress(&p) {
-                return Err(Error::Cancelled);
+            // Held work (the browser's GPU) runs now, a block at a time, after the previous
+            // batch's windows were reported: a cancelled run keeps those.
+            if let (true, Some(batch)) = (holds, batches.get(i)) {
+                let mut on_step = |step: usize, steps: usize| {
+                    progress(&report(
+                        done_windows,
+                        &stats,
+                        kl_sum,
+                        agree,
+                        step,
+                        steps,
+                        batch.len(),
+                    ))
+                };
+                b.run_held(&mut on_step).await?;
             }
         }
-    }
+        Ok::<(), Error>(())
+    };
+    let ran = run.await;
+    // Whatever a failed or cancelled run left held is dropped, never submitted.
+    b.hold_work(false);
+    ran?;
     if !stats.ppl().is_finite() {
         return Err(Error::format(
             "evaluation",
@@ -304,16 +388,23 @@ fn record_batch<B: Backend>(
     model: &Model<B>,
     reference: Option<&Model<B>>,
     batch: &[Window],
+    on_block: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Vec<B::Pending>> {
     let seq = batch.first().map_or(0, |w| w.tokens.len());
     let tokens: Vec<u32> = batch
         .iter()
         .flat_map(|w| w.tokens.iter().copied())
         .collect();
+    // `on_block` at the first site of every block (between blocks): progress and cancellation
+    // inside a window.
+    let mut observer = |_layer: usize, site: usize, _x: &B::Act| match site {
+        0 => on_block(),
+        _ => Ok(()),
+    };
     let xr = reference
-        .map(|r| r.forward_batch(b, &tokens, seq))
+        .map(|r| r.forward_batch_observed(b, &tokens, seq, &mut observer))
         .transpose()?;
-    let x = model.forward_batch(b, &tokens, seq)?;
+    let x = model.forward_batch_observed(b, &tokens, seq, &mut observer)?;
     let mut pendings = Vec::with_capacity(batch.len());
     for (s, w) in batch.iter().enumerate() {
         let from = s * seq + w.from;

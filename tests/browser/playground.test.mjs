@@ -104,8 +104,10 @@ test('a newer setting cancels a running evaluation between windows', { timeout: 
   await page.selectOption('#windows', '4');
   const before = Number(await page.getAttribute('#result', 'data-cancelled') ?? 0);
   const prev = await page.getAttribute('#result', 'data-run');
-  await setQuant(page, 'none'); // starts a 4-window run after the debounce
-  await page.waitForFunction(() => /^Window 1 of 4/.test(document.getElementById('eval-status').textContent),
+  // Evaluate measures even a configuration measured before (a scheduled run would recall it).
+  await setQuant(page, 'none');
+  await page.click('#evaluate');
+  await page.waitForFunction(() => /^Run #\d+: Evaluat(ing window|ed) [1-4] of 4/.test(document.getElementById('eval-status').textContent),
     null, { timeout: RUN_TIMEOUT_MS, polling: 50 });
   await setQuant(page, 'rtn', 4);
   const q = await waitForResult(prev, configOf('rtn', 4));
