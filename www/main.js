@@ -819,13 +819,22 @@ async function selectText(name) {
 }
 // Calibration reads the built-in texts other than the evaluated one, so that calibration and
 // evaluation tokens are disjoint.
+// The page never calibrates on the evaluated text (issue 18); the result line names the source.
 async function calibrationText() {
   const names = ['prose', 'dialogue', 'code'].filter((n) => n !== el.textSelect.value);
   // Evaluating on WikiText-2: calibrate on the built-in texts other than the default one.
   if (el.textSelect.value === 'wikitext') names.splice(names.indexOf('prose'), 1);
   const parts = [];
   for (const n of names) parts.push(await loadText(n));
-  return parts.join('\n\n');
+  return { text: parts.join('\n\n'), names };
+}
+// What the last calibration used, for the result line: sequences, tokens, which texts.
+let calibUsed = null;
+function calibrationLine() {
+  const u = calibUsed;
+  if (!u) return '';
+  const of = `built-in ${u.names.join(' + ')}, held out from the evaluated text`;
+  return ` · calibration: ${u.n_seq} × ${u.seq_len} of ${u.text_tokens} tokens (${of})`;
 }
 el.textSelect.addEventListener('change', () => selectText(el.textSelect.value).then(scheduleRun, showError));
 el.textView.addEventListener('input', () => {
@@ -928,12 +937,14 @@ async function startRun() {
   el.evalStatus.textContent = quant.method === 'none' && !quant.act ? 'Evaluating…' : 'Quantizing…';
   worker.postMessage({ type: 'to-link', quant });
   worker.postMessage({ type: 'run', gen, quant, text, options, calib });
-  current = { gen, quant, options, started: performance.now() };
+  if (!calib) calibUsed = null;
+  current = { gen, quant, options, calib, started: performance.now() };
 }
 
 async function calibFor(quant) {
-  return needsCalibration(quant)
-    ? { text: await calibrationText(), n: Number(el.calibN.value), len: Number(el.calibLen.value) } : null;
+  if (!needsCalibration(quant)) return null;
+  const { text: ctext, names } = await calibrationText();
+  return { text: ctext, names, n: Number(el.calibN.value), len: Number(el.calibLen.value) };
 }
 
 el.evaluate.addEventListener('click', startRun);
@@ -960,7 +971,7 @@ function showResult(msg) {
   // for a config that keeps the model (then the weights label would only repeat it).
   const wa = msg.wa;
   setText(el.resultWa, wa === 'as loaded' ? wa : (wa ? `${wa} · ${weightsLabel(current.quant)}` : ''), wa ?? undefined);
-  el.protocolDesc.textContent = `${r.protocol} — ${r.tokens_scored} tokens scored of ${r.tokens_evaluated} evaluated, ${fixed(r.seconds, 1)} s`;
+  el.protocolDesc.textContent = `${r.protocol} — ${r.tokens_scored} tokens scored of ${r.tokens_evaluated} evaluated, ${fixed(r.seconds, 1)} s${calibrationLine()}`;
   setText(el.kl, r.kl == null ? '— (as loaded)' : fixed(r.kl, 5), r.kl ?? undefined);
   setText(el.top1, r.top1 == null ? '— (as loaded)' : pct(r.top1), r.top1 ?? undefined);
   const m = msg.memory || {};
@@ -1623,6 +1634,7 @@ worker.onmessage = ({ data: msg }) => {
       break;
     case 'calibrated': {
       const u = msg.used;
+      calibUsed = { ...u, names: current?.calib?.names ?? [] };
       const on = u.backend === 'gpu' ? 'on the GPU' : 'on the CPU';
       el.calibStatus.dataset.backend = u.backend;
       el.calibStatus.textContent = u.n_seq === u.asked_n_seq && u.seq_len === u.asked_seq_len
