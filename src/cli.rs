@@ -354,6 +354,11 @@ struct EvalArgs {
     clip: bool,
     #[command(flatten)]
     grid: GridArgs,
+    /// Importance-weighted rounding (llama.cpp's imatrix; docs/imatrix.md): each input
+    /// channel's mean x² over the calibration tokens weights the error of its weights, in RTN's
+    /// range search, ggml's quantizers and k-means. Calibrates (see --calib-*).
+    #[arg(long)]
+    imatrix: bool,
     /// Quantizer for --bits (gptq and awq need calibration: see --calib-*); cmpq takes
     /// --budget instead of --bits.
     #[arg(long, value_enum, default_value_t = MethodArg::Rtn)]
@@ -977,6 +982,13 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
 }
 
 fn quant_config_unchecked(a: &EvalArgs) -> Result<QuantConfig> {
+    let mut c = quant_config_given(a)?;
+    c.imatrix |= a.imatrix;
+    Ok(c)
+}
+
+/// The config of `--config` or of the flags, before `--imatrix`.
+fn quant_config_given(a: &EvalArgs) -> Result<QuantConfig> {
     if let Some(arg) = &a.config {
         if a.w4a8.given() {
             return Err(Error::config(
@@ -1736,6 +1748,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         asym: g.asym,
         clip: false,
         grid: GridArgs::default(),
+        imatrix: false,
         method: g.method,
         // CMPQ's own defaults (as `eval`'s flags have them).
         budget: 3.0,

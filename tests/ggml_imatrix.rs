@@ -1,5 +1,5 @@
-//! ggml's importance-weighted quantizers (`format::ggml::imatrix`: Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
-//! Q5_K with `quant_weights`, what `llama-quantize --imatrix` runs) against ggml's own C code:
+//! ggml's importance-weighted quantizers (`format::ggml::imatrix`: Q4_0, Q4_1, Q5_0, Q5_1, Q3_K,
+//! Q4_K, Q5_K with `quant_weights`, what `llama-quantize --imatrix` runs) against ggml's own C code:
 //! every byte must match (fixture and its generator: tests/fixtures/README.md,
 //! `ggml_imatrix.json`).
 
@@ -49,7 +49,7 @@ fn importance_weighted_blocks_are_ggml_bytes() {
             compared += 1;
         }
     }
-    // 7 tensors × 6 types, 2 with all-one importances × 6 (fewer if a fixture row is not whole
+    // 7 tensors × 7 types, 2 with all-one importances × 7 (fewer if a fixture row is not whole
     // super-blocks: none is).
-    assert_eq!(compared, 54);
+    assert_eq!(compared, 63);
 }

@@ -24,7 +24,7 @@ const el = {
   note: $('model-note'), file: $('model-file'), drop: $('drop-zone'), url: $('model-url'),
   urlLoad: $('model-url-load'), modelDefault: $('model-default'),
   textSelect: $('text-select'), textView: $('text-view'), textSize: $('text-size'), textFile: $('text-file'),
-  method: $('method'), bits: $('bits'), bitsOut: $('bits-out'), bitsLabel: $('bits-label'), gran: $('gran'), sym: $('sym'), clip: $('clip'),
+  method: $('method'), bits: $('bits'), bitsOut: $('bits-out'), bitsLabel: $('bits-label'), gran: $('gran'), sym: $('sym'), clip: $('clip'), imatrix: $('imatrix'),
   fields: $('method-fields'), lorc: $('lorc'), lorcRank: $('lorc-rank'), lorc8: $('lorc-8bit'),
   calibBox: $('calib-box'), calibN: $('calib-n'), calibLen: $('calib-len'), calibStatus: $('calib-status'),
   explainer: $('method-explainer'), preset: $('preset'), presetRun: $('preset-run'), presetStatus: $('preset-status'),
@@ -281,6 +281,7 @@ function syncMethodControls(keepFieldValues = null) {
     for (const f of m.fields.filter((x) => x.kind !== 'budget')) el.fields.append(fieldControl(f, values));
     followBitsSetter(m);
   }
+  el.imatrix.disabled = !imatrixApplies(m);
   syncCalibBox();
   el.trainBox.hidden = none || m.id !== 'binarymos';
   showExplainer(none ? 'none' : m.id);
@@ -555,7 +556,7 @@ function needsCalibration(q) {
   if (!schema) return false;
   const m = schema.methods.find((x) => x.id === methodId(q));
   const t = q.smooth ? transformSchema(Object.keys(q.smooth)[0]) : null;
-  return Boolean(m?.needs_calibration) || Boolean(t?.needs_calibration)
+  return Boolean(m?.needs_calibration) || Boolean(t?.needs_calibration) || Boolean(q.imatrix)
     || (q.act != null && holds(schema.act.calibration_when, q.act));
 }
 function syncCalibBox() {
@@ -628,7 +629,17 @@ function quantConfig() {
   if (sm) cfg.smooth = sm;
   const act = actConfig();
   if (act) cfg.act = act;
+  if (el.imatrix.checked && imatrixApplies(m)) cfg.imatrix = true;
   return cfg;
+}
+// Does the importance matrix apply to method `m` (the schema's list; for ggml, its chosen
+// type)? Where it does not, the box is disabled and left out of the config.
+function imatrixApplies(m) {
+  const im = schema?.imatrix;
+  if (!m || !im || !im.methods.includes(m.id)) return false;
+  if (m.id !== 'ggml') return true;
+  const t = fieldValues().type;
+  return t == null || im.ggml_types.includes(String(t).toLowerCase());
 }
 
 // Put a QuantConfig (from a link or a chart point) back into the controls.
@@ -644,6 +655,7 @@ function applyQuant(cfg) {
   el.gran.value = gv;
   el.sym.checked = cfg.default.sym;
   el.clip.checked = Boolean(cfg.default.clip_search);
+  el.imatrix.checked = Boolean(cfg.imatrix);
   el.lorc.checked = Boolean(cfg.lorc);
   if (cfg.lorc) {
     el.lorcRank.value = String(cfg.lorc.rank);
@@ -949,8 +961,14 @@ async function calibFor(quant) {
 
 el.evaluate.addEventListener('click', startRun);
 el.bits.addEventListener('input', () => { el.bitsOut.textContent = bitsText(); });
-for (const c of [el.bits, el.gran, el.sym, el.clip, el.lorc, el.lorcRank, el.lorc8, el.calibN, el.calibLen,
+for (const c of [el.bits, el.gran, el.sym, el.clip, el.imatrix, el.lorc, el.lorcRank, el.lorc8, el.calibN, el.calibLen,
   el.protocol, el.ctx, el.windows, el.grid]) c.addEventListener('change', scheduleRun);
+// The importance matrix calibrates (the calibration box shows) and applies to some ggml types.
+el.imatrix.addEventListener('change', syncCalibBox);
+el.fields.addEventListener('change', () => {
+  el.imatrix.disabled = !imatrixApplies(methodSchema());
+  syncCalibBox();
+});
 for (const c of [el.bits, el.sym]) c.addEventListener('input', syncGrid);
 for (const c of [el.bits, el.sym]) c.addEventListener('change', syncGrid);
 el.method.addEventListener('change', () => {

@@ -4,7 +4,7 @@
  *
  *     ggml_imatrix_ref TYPE N_PER_ROW < (importance.f32, values.f32) > blocks.bin
  *
- * TYPE is Q4_0, Q4_1, Q5_0, Q5_1, Q4_K or Q5_K. stdin holds N_PER_ROW little-endian f32
+ * TYPE is Q4_0, Q4_1, Q5_0, Q5_1, Q3_K, Q4_K or Q5_K. stdin holds N_PER_ROW little-endian f32
  * importances (one per column, llama.cpp's imatrix entry for the tensor) followed by whole rows of
  * N_PER_ROW f32 values; stdout gets what `quantize_<type>(src, dst, nrow, n_per_row,
  * quant_weights)` writes, unchanged. Exit status 0 on success, 1 for bad usage, 2 for input that
@@ -34,6 +34,7 @@ static const struct {
     {"Q4_1", GGML_TYPE_Q4_1, QK4_1, sizeof(block_q4_1), quantize_q4_1},
     {"Q5_0", GGML_TYPE_Q5_0, QK5_0, sizeof(block_q5_0), quantize_q5_0},
     {"Q5_1", GGML_TYPE_Q5_1, QK5_1, sizeof(block_q5_1), quantize_q5_1},
+    {"Q3_K", GGML_TYPE_Q3_K, QK_K, sizeof(block_q3_K), quantize_q3_K},
     {"Q4_K", GGML_TYPE_Q4_K, QK_K, sizeof(block_q4_K), quantize_q4_K},
     {"Q5_K", GGML_TYPE_Q5_K, QK_K, sizeof(block_q5_K), quantize_q5_K},
 };
@@ -55,7 +56,7 @@ size_t ggml_type_size(enum ggml_type t) { (void)t; exit(5); }
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: %s Q4_0|Q4_1|Q5_0|Q5_1|Q4_K|Q5_K N_PER_ROW < f32 > blocks\n", argv[0]);
+        fprintf(stderr, "usage: %s Q4_0|Q4_1|Q5_0|Q5_1|Q3_K|Q4_K|Q5_K N_PER_ROW < f32 > blocks\n", argv[0]);
         return 1;
     }
     size_t t = 0;

@@ -1,6 +1,6 @@
 //! ggml's quantizers with an importance matrix (llama.cpp's `llama-quantize --imatrix`), byte for
 //! byte as ggml makes them: `quantize_q4_0`, `quantize_q4_1`, `quantize_q5_0`, `quantize_q5_1`,
-//! `quantize_q4_K` and `quantize_q5_K` of ggml's `ggml-quants.c` called with `quant_weights`
+//! `quantize_q3_K`, `quantize_q4_K` and `quantize_q5_K` of ggml's `ggml-quants.c` called with `quant_weights`
 //! (their `quantize_row_*_impl` paths), and the helpers those call, `make_qx_quants` (with
 //! `rmse_type = 1` and weights given), `make_qkx3_quants` and `make_qp_quants` (llama.cpp as
 //! vendored in llama-cpp-python 0.3.36; tests/ggml_imatrix.rs checks the bytes against that C
@@ -21,11 +21,13 @@
 //! * Q4_1, Q5_1 (affine) and the sub-blocks of Q4_K, Q5_K: `make_qkx3_quants`, the search of
 //!   the K-quants' reference (`quantize_k::search::Qkx2`, identical code when weights are given)
 //!   with `rmin = −0.9`, `rdelta = 0.05`, 36 steps.
+//! * Q3_K fits its sub-blocks of 16 with `make_qx_quants` (nmax 4) and quantizes their signed
+//!   scales to 6 bits with it again (nmax 32, weighted by each sub-block's summed weights).
 //! * Q4_K, Q5_K then quantize the eight sub-block scales and mins to 6 bits with
 //!   `make_qp_quants` (weighted by each sub-block's summed weights): a search over 8 inverse
 //!   scales around `63 / max`, then up to five rounds of coordinate descent on the codes.
-//! * Q8_0 ignores the importance in ggml too; Q2_K, Q3_K and Q6_K (whose weighted paths use
-//!   further searches) are refused here with an error naming the type.
+//! * Q8_0 ignores the importance in ggml too; Q2_K and Q6_K (whose weighted paths are not
+//!   ported) are refused here with an error naming the type.
 //!
 //! Every float operation is a separate f32 operation in ggml's order (`w·x·l` is `(w·x)·l`),
 //! as in the parent modules; integer conversions follow C's (a code stored in a byte is
@@ -33,19 +35,20 @@
 
 use super::quantize::{pack_fifth_bits, pack_nibbles, put_f16, QK};
 use super::quantize_k::search::{nearest_int, Qkx2, GROUP_MAX_EPS};
-use super::quantize_k::{k4_finish, pack_q4_k, pack_q5_k};
+use super::quantize_k::{k4_finish, pack_q4_k, pack_q5_k, q3_k_finish};
 use super::{GgmlType, QK_K};
 use crate::format::Format;
 use crate::{Error, Result};
 use half::f16;
 
 /// The types whose ggml quantizer uses an importance matrix and that QuantLab reproduces.
-pub const WEIGHTED: [GgmlType; 7] = [
+pub const WEIGHTED: [GgmlType; 8] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
 ];
@@ -118,6 +121,7 @@ pub fn quantize(
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1 => {
                 legacy_row(t, x, qw, o)
             }
+            GgmlType::Q3_K => super_blocks(x, qw, o, q3_k_weighted),
             GgmlType::Q4_K => super_blocks(x, qw, o, |xb, q, b: &mut [u8; 144]| {
                 let l = k4_weighted(xb, q, 15, false, b);
                 pack_q4_k(&l, b);
@@ -195,6 +199,45 @@ fn legacy_row(t: GgmlType, x: &[f32], qw: &[f32], o: &mut [u8]) {
             }
         }
     }
+}
+
+/// One super-block of Q3_K (`quantize_row_q3_K_impl`): sub-blocks of 16 fitted by
+/// `make_qx_quants` (nmax 4), their scales to signed 6 bits by `make_qx_quants` (nmax 32)
+/// weighted by each sub-block's summed weights.
+fn q3_k_weighted(x: &[f32], qw: &[f32], b: &mut [u8; 110]) {
+    let mut sumx2 = 0f32;
+    for &v in x {
+        sumx2 += v * v;
+    }
+    let sigma2 = 2.0 * sumx2 / QK_K as f32;
+    let mut l = [0u8; QK_K];
+    let (mut scales, mut sw) = ([0f32; 16], [0f32; 16]);
+    for j in 0..16 {
+        let xs = &x[16 * j..16 * j + 16];
+        let mut weight = [0f32; 16];
+        for ((w, &q), &v) in weight.iter_mut().zip(&qw[16 * j..]).zip(xs) {
+            *w = q * (sigma2 + v * v).sqrt();
+        }
+        let mut sumw = 0f32;
+        for &w in &weight {
+            sumw += w;
+        }
+        sw[j] = sumw;
+        scales[j] = make_qx_quants(4, xs, &mut l[16 * j..16 * j + 16], &weight);
+    }
+    let mut ls = [0u8; 16];
+    let d_block = make_qx_quants(32, &scales, &mut ls, &sw);
+    // The 6-bit codes, low nibbles in bytes 0..8, top two bits in bytes 8..12 (kquants.rs).
+    let mut packed = [0u8; 12];
+    for (j, &c) in ls.iter().enumerate() {
+        if j < 8 {
+            packed[j] = c & 0x0f;
+        } else {
+            packed[j - 8] |= (c & 0x0f) << 4;
+        }
+        packed[8 + j % 4] |= (c >> 4) << (2 * (j / 4));
+    }
+    q3_k_finish(x, l.map(|c| c as i8), &packed, f16::from_f32(d_block), b);
 }
 
 /// `make_qx_quants(n, nmax, x, L, 1, qw)`: codes `l + nmax` into `out`, the scale returned.
@@ -412,7 +455,7 @@ mod tests {
     fn unsupported_types_and_bad_importances_are_errors() {
         let x = vec![0.5f32; 256];
         let imp = vec![1f32; 256];
-        for t in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q6_K] {
+        for t in [GgmlType::Q2_K, GgmlType::Q6_K] {
             let e = quantize(t, &x, 1, 256, &imp).unwrap_err().to_string();
             assert!(e.contains(t.name()), "{e}");
         }

@@ -178,6 +178,19 @@ pub(super) fn q3_k(x: &[f32; QK_K], b: &mut [u8; 110]) {
     } else {
         to_f16(0.0)
     };
+    q3_k_finish(x, l, &packed, d, b);
+}
+
+/// The end of every Q3_K quantizer, reference or importance-weighted: re-round each weight
+/// against the stored grid (`d` times the 6-bit scale codes `packed`; a sub-block whose scale is
+/// 0 keeps the codes `l` has), then pack codes, scales and `d`.
+pub(super) fn q3_k_finish(
+    x: &[f32],
+    mut l: [i8; QK_K],
+    packed: &[u8; 12],
+    d: f16,
+    b: &mut [u8; 110],
+) {
     for j in 0..16 {
         let lo = if j < 8 {
             packed[j] & 0x0f
@@ -203,7 +216,7 @@ pub(super) fn q3_k(x: &[f32; QK_K], b: &mut [u8; 110]) {
         }
     }
     pack_2bit(&l, &mut rest[..64]);
-    rest[64..76].copy_from_slice(&packed);
+    rest[64..76].copy_from_slice(packed);
     put_f16(&mut rest[76..78], d);
 }
 
