@@ -11,7 +11,8 @@ use quantlab::playground::session::Session;
 use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::binary::OneBitOptions;
 use quantlab::quant::binarymos::BinaryMosOptions;
-use quantlab::quant::calib::{self, CalibOptions};
+use quantlab::quant::calib::CalibOptions;
+use quantlab::quant::calib_source::CalibSource;
 use quantlab::quant::cmpq::{Ablation, CmpqOptions};
 use quantlab::quant::cmpq_cache::CmpqCache;
 use quantlab::quant::codebook::{KmeansOptions, Per};
@@ -27,7 +28,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod export;
+mod held_out;
 mod sweep_shard;
+
+use held_out::CalibArgs;
 
 #[derive(Parser)]
 #[command(
@@ -365,6 +369,11 @@ struct EvalArgs {
     clip: bool,
     #[command(flatten)]
     grid: GridArgs,
+    /// Importance-weighted rounding (llama.cpp's imatrix; docs/imatrix.md): each input
+    /// channel's mean x² over the calibration tokens weights the error of its weights, in RTN's
+    /// range search, ggml's quantizers and k-means. Calibrates (see --calib-*).
+    #[arg(long)]
+    imatrix: bool,
     /// Quantizer for --bits (gptq and awq need calibration: see --calib-*); cmpq takes
     /// --budget instead of --bits.
     #[arg(long, value_enum, default_value_t = MethodArg::Rtn)]
@@ -505,37 +514,6 @@ impl Default for GridArgs {
             dint_denorm: DintParams::default().denorm,
             dint_max: DintParams::default().max,
             dint_no_zero: false,
-        }
-    }
-}
-
-/// Calibration flags, one definition for every command that calibrates (eval, sweep, generate,
-/// bench --method).
-#[derive(Args, Clone)]
-struct CalibArgs {
-    /// Calibration text (default: the evaluation text, whose last calib-n × calib-len tokens are
-    /// used; a warning says when they overlap the evaluated windows).
-    #[arg(long)]
-    calib_text: Option<PathBuf>,
-    /// Calibration sequences.
-    #[arg(long, default_value_t = 32)]
-    calib_n: usize,
-    /// Tokens per calibration sequence.
-    #[arg(long, default_value_t = 512)]
-    calib_len: usize,
-    /// Calibrate on the CPU even with --backend gpu: the CPU's statistics, so GPTQ, AWQ and CMPQ
-    /// give the same weights, bit for bit, as with --backend cpu (the GPU's statistics differ
-    /// by f32 rounding, which can flip rounding decisions).
-    #[arg(long)]
-    calib_cpu: bool,
-}
-
-impl CalibArgs {
-    fn options(&self) -> CalibOptions {
-        CalibOptions {
-            n_seq: self.calib_n,
-            seq_len: self.calib_len,
-            ..CalibOptions::default()
         }
     }
 }
@@ -683,7 +661,7 @@ pub fn main() -> ExitCode {
 
 fn slac(
     model: &Path,
-    text: &Path,
+    text_path: &Path,
     config: Option<&str>,
     o: &quantlab::playground::slac::SlacOptions,
     backend: BackendArg,
@@ -709,14 +687,31 @@ fn slac(
     o.validate(&cfg)?;
     let mut s = load_on(model, &device(backend)?)?;
     check_patterns(&cfg, &s)?;
-    let text = read_text(text)?;
+    let text = read_text(text_path)?;
     let need = EvalTokens {
         eval: Some(o.eval_tokens),
         calib_tail: Some(o.calib_tokens),
     };
     let (eval, tail) = eval_tokens(&s, &text, &need)?;
+    // Held out: the end of the text tokenized apart from the evaluated start, or, when the
+    // text is too short for both, the built-in calibration text.
+    let builtin;
+    let calib = match &tail {
+        Some((t, _)) => &t[..],
+        None => {
+            let (name, t) = quantlab::quant::calib_source::builtin_text(&text);
+            builtin = s.tokenize(&t)?;
+            eprintln!(
+                "SLAC: {} is too short to hold out {} calibration tokens past the evaluated ones: \
+                 calibrating on {name} ({} tokens)",
+                text_path.display(),
+                o.calib_tokens,
+                builtin.len()
+            );
+            &builtin[..]
+        }
+    };
     drop(text);
-    let calib = tail.as_deref().unwrap_or(&eval);
     eprintln!(
         "SLAC: {} on {} evaluation tokens, calibration from {} tokens at lengths {:?}",
         cfg.wa_label(),
@@ -1026,6 +1021,13 @@ fn quant_config(a: &EvalArgs) -> Result<QuantConfig> {
 }
 
 fn quant_config_unchecked(a: &EvalArgs) -> Result<QuantConfig> {
+    let mut c = quant_config_given(a)?;
+    c.imatrix |= a.imatrix;
+    Ok(c)
+}
+
+/// The config of `--config` or of the flags, before `--imatrix`.
+fn quant_config_given(a: &EvalArgs) -> Result<QuantConfig> {
     if let Some(arg) = &a.config {
         if a.w4a8.given() {
             return Err(Error::config(
@@ -1165,7 +1167,6 @@ fn eval(a: &EvalArgs) -> Result<()> {
         calib_tail: own_calib.then(|| a.calib.calib_n.saturating_mul(a.calib.calib_len)),
     };
     let (tokens, tail) = eval_tokens(&s, &text, &need)?;
-    drop(text);
     eprintln!(
         "{} tokens{} in {:.2} s",
         tokens.len(),
@@ -1186,9 +1187,17 @@ fn eval(a: &EvalArgs) -> Result<()> {
         kl: !a.no_kl,
     };
     let t_q = Instant::now();
+    let mut used = None;
     if cfg.needs_calibration() {
-        calibrate(&mut s, a, &tokens, tail.as_deref(), &opts)?;
+        let ev = held_out::EvalText {
+            name: &text_path.display().to_string(),
+            text: &text,
+            stream: &tokens,
+            tail: tail.as_ref().map(|(t, b)| (&t[..], b.clone())),
+        };
+        used = Some(calibrate(&mut s, &a.calib, &ev, &opts)?);
     }
+    drop(text);
     let mem = s.set_quant(&cfg)?;
     if let Some(r) = s.smooth_report() {
         print_alphas(r, &s.source().topology());
@@ -1234,9 +1243,12 @@ fn eval(a: &EvalArgs) -> Result<()> {
     };
     let r = s.evaluate_tokens(&tokens, &opts, &mut progress)?;
     eprintln!();
-    print_result(&r, &s, &cfg, a.json);
+    print_result(&r, &s, &cfg, used.as_ref(), a.json);
     Ok(())
 }
+
+/// The end of a text tokenized apart for calibration, with its byte range.
+type Tail = (Vec<u32>, std::ops::Range<usize>);
 
 /// How many tokens `eval` needs: from the start of the text for the windows (`None`: all of
 /// them), and from its end for calibration (`None`: no calibration on the evaluation text).
@@ -1248,7 +1260,7 @@ struct EvalTokens {
 /// Tokenize only what `need` asks for (Tokenizer::encode_head / encode_tail), so memory follows
 /// the windows evaluated, not the size of the text. Returns the evaluation tokens and, when the
 /// calibration tokens come from a separate piece at the end of the text, those.
-fn eval_tokens(s: &Session, text: &str, need: &EvalTokens) -> Result<(Vec<u32>, Option<Vec<u32>>)> {
+fn eval_tokens(s: &Session, text: &str, need: &EvalTokens) -> Result<(Vec<u32>, Option<Tail>)> {
     let tok = s.tokenizer();
     let Some(n_eval) = need.eval else {
         return Ok((tok.encode(text)?, None));
@@ -1265,66 +1277,23 @@ fn eval_tokens(s: &Session, text: &str, need: &EvalTokens) -> Result<(Vec<u32>, 
                 // The two pieces meet: the text is small enough to take whole.
                 Ok((tok.encode(text)?, None))
             } else {
-                Ok((head.tokens, Some(tail.tokens)))
+                Ok((head.tokens, Some((tail.tokens, tail.span))))
             }
         }
     }
 }
 
-/// Calibrate the loaded model for GPTQ/AWQ on `--calib-text` or the tail of the evaluation text
-/// (`tail`: tokens of the end of the text, apart from the evaluated start).
+/// Calibrate the loaded model on tokens held out from the evaluation of `eval` on `ev`
+/// (`held_out::pick`); returns what was used.
 fn calibrate(
     s: &mut Session,
-    a: &EvalArgs,
-    eval_tokens: &[u32],
-    tail: Option<&[u32]>,
+    c: &CalibArgs,
+    ev: &held_out::EvalText,
     eval: &EvalOptions,
-) -> Result<()> {
-    let copts = a.calib.options();
-    let own;
-    let tokens = match (&a.calib.calib_text, tail) {
-        (None, Some(tail)) => {
-            eprintln!(
-                "calibration: {} × {} tokens from the end of the evaluation text (apart from \
-                 the evaluated windows)",
-                a.calib.calib_n, a.calib.calib_len
-            );
-            tail
-        }
-        (Some(p), _) => {
-            let t = read_text(p)?;
-            own = s.tokenize(&t)?;
-            eprintln!(
-                "calibration: {} × {} tokens from the end of {}",
-                a.calib.calib_n,
-                a.calib.calib_len,
-                p.display()
-            );
-            &own[..]
-        }
-        (None, None) => {
-            let r = copts.range(eval_tokens.len())?;
-            let shared = calib::eval_overlap(r.clone(), eval_tokens.len(), eval);
-            eprintln!(
-                "calibration: {} × {} tokens {}..{} of the evaluation text",
-                a.calib.calib_n, a.calib.calib_len, r.start, r.end
-            );
-            if shared > 0 {
-                eprintln!("warning: {shared} calibration tokens lie inside the evaluated windows; the perplexity is optimistic");
-            }
-            eval_tokens
-        }
-    };
-    let t = Instant::now();
-    pollster::block_on(
-        s.calibrate_async(tokens, &copts, a.calib.calib_cpu, &mut |d, n| {
-            eprint!("\rcalibrating {d}/{n}   ");
-            let _ = std::io::stderr().flush();
-            true
-        }),
-    )?;
-    eprintln!("\rcalibrated in {:.2} s", t.elapsed().as_secs_f64());
-    Ok(())
+) -> Result<CalibSource> {
+    let p = held_out::pick(s, c, ev, eval)?;
+    held_out::run(s, &p, c.calib_cpu)?;
+    Ok(p.source)
 }
 
 /// The α a scale transform chose, one line per layer, sites in topology order ("-": unscaled).
@@ -1340,7 +1309,13 @@ fn print_alphas(r: &quantlab::quant::smooth::SmoothReport, topo: &quantlab::mode
     }
 }
 
-fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
+fn print_result(
+    r: &EvalResult,
+    s: &Session,
+    cfg: &QuantConfig,
+    calib: Option<&CalibSource>,
+    json: bool,
+) {
     let mem = s.memory();
     let engine = s.engine();
     let tps = r.tokens_evaluated as f64 / r.seconds.max(1e-9);
@@ -1370,6 +1345,12 @@ fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
             100.0 * k.top1_err
         );
     }
+    if let Some(c) = calib {
+        println!("{}", c.describe());
+        if let Some(w) = c.warning() {
+            println!("{w}");
+        }
+    }
     println!("{} tokens scored, {} evaluated in {:.2} s ({:.1} tokens/s); block linears {:.4} bits/weight, weights {} bytes", r.tokens_scored, r.tokens_evaluated, r.seconds, tps, mem.bits_per_weight, mem.total_bytes);
     if json {
         let v = serde_json::json!({
@@ -1382,6 +1363,7 @@ fn print_result(r: &EvalResult, s: &Session, cfg: &QuantConfig, json: bool) {
             "smooth": s.smooth_report(),
             "backend": engine.backend, "adapter": engine.adapter,
             "gpu_weight_bytes": engine.weight_bytes,
+            "calibration": calib,
         });
         println!("{v}");
     }
@@ -1714,13 +1696,12 @@ fn sweep(a: &SweepArgs) -> Result<()> {
             .then(|| a.calib.calib_n.saturating_mul(a.calib.calib_len)),
     };
     let (tokens, tail) = eval_tokens(&s, &text, &need)?;
-    drop(text);
     eprintln!(
         "{} evaluation tokens{}",
         tokens.len(),
         tail.as_ref().map_or(String::new(), |t| format!(
             " from the start of the text, {} calibration tokens from its end",
-            t.len()
+            t.0.len()
         ))
     );
     let eval = EvalOptions {
@@ -1732,30 +1713,33 @@ fn sweep(a: &SweepArgs) -> Result<()> {
         max_windows: a.windows,
         kl: !a.no_kl,
     };
-    let calib = a.calib.options();
-    let calib_tokens = match (&a.calib.calib_text, tail) {
-        (Some(p), _) => {
-            let t = read_text(p)?;
-            s.tokenize(&t)?
+    // Held out from the evaluated windows, as for `eval` (`held_out::pick`).
+    let picked = if calibrated {
+        let ev = held_out::EvalText {
+            name: &a.text.display().to_string(),
+            text: &text,
+            stream: &tokens,
+            tail: tail.as_ref().map(|(t, b)| (&t[..], b.clone())),
+        };
+        let p = held_out::pick(&s, &a.calib, &ev, &eval)?;
+        eprintln!("{}", p.source.describe());
+        if let Some(w) = p.source.warning() {
+            eprintln!("{w}");
         }
-        // The end of the text, tokenized apart from the evaluated start.
-        (None, Some(tail)) => tail,
-        (None, None) => {
-            if calibrated {
-                let r = calib.range(tokens.len())?;
-                let shared = calib::eval_overlap(r, tokens.len(), &eval);
-                if shared > 0 {
-                    eprintln!("warning: {shared} calibration tokens lie inside the evaluated windows; the perplexity is optimistic");
-                }
-            }
-            tokens.clone()
-        }
+        Some(p)
+    } else {
+        None
+    };
+    drop(text);
+    let (calib, calib_tokens) = match &picked {
+        Some(p) => (p.source.options(), &p.tokens[..]),
+        None => (a.calib.options(), &[][..]),
     };
     let inputs = SweepInputs {
         model: s.source(),
         bos: s.bos(),
         tokens: &tokens,
-        calib_tokens: &calib_tokens,
+        calib_tokens,
     };
     let opts = SweepOptions {
         eval,
@@ -1772,7 +1756,18 @@ fn sweep(a: &SweepArgs) -> Result<()> {
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default(),
             a.windows.map_or("all".to_string(), |w| w.to_string())
-        ),
+        ) + &picked.as_ref().map_or(String::new(), |p| {
+            let c = &p.source;
+            let warn = if c.overlap > 0 {
+                " (overlaps evaluation)"
+            } else {
+                ""
+            };
+            format!(
+                " · calibration {} × {} of {}{warn}",
+                c.n_seq, c.seq_len, c.text
+            )
+        }),
     };
     let t0 = Instant::now();
     let mut event = |e: Event| {
@@ -1831,6 +1826,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         asym: g.asym,
         clip: false,
         grid: GridArgs::default(),
+        imatrix: false,
         method: g.method,
         // CMPQ's own defaults (as `eval`'s flags have them).
         budget: 3.0,
@@ -1857,19 +1853,20 @@ fn generate(g: &GenerateArgs) -> Result<()> {
     check_patterns(&cfg, &s)?;
     let quantize = !matches!(cfg.method, Method::None);
     if cfg.needs_calibration() {
-        if g.calib.calib_text.is_none() {
-            return Err(Error::config(
-                "calib-text",
-                "this method needs calibration: give --calib-text",
-            ));
-        }
+        // Nothing is evaluated: `--calib-text`, else the built-in calibration text.
         let opts = EvalOptions {
             protocol: Protocol::Llamacpp,
             ctx: 512,
-            max_windows: None,
+            max_windows: Some(0),
             kl: false,
         };
-        calibrate(&mut s, &a, &[], None, &opts)?;
+        let ev = held_out::EvalText {
+            name: "",
+            text: "",
+            stream: &[],
+            tail: None,
+        };
+        calibrate(&mut s, &g.calib, &ev, &opts)?;
     }
     let mut progress = |_: &str, k: usize| {
         eprint!("\r{k}/{} tokens   ", g.tokens);

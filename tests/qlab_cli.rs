@@ -173,7 +173,8 @@ fn a_damaged_file_fails_with_its_name_and_leaves_no_partial_output() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("truncated.qlab"), "{err}");
-    // An export that fails (a method that needs calibration, without a text) writes nothing.
+    // An export that fails (a method that calibrates, on a calibration text that is missing)
+    // writes nothing.
     let never = dir.join("never.qlab");
     let o = run(&[
         "export",
@@ -183,10 +184,15 @@ fn a_damaged_file_fails_with_its_name_and_leaves_no_partial_output() {
         "gptq",
         "--bits",
         "4",
+        "--calib-text",
+        "tests/no-such-calibration.txt",
         "--out",
         never.to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--text"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("no-such-calibration.txt"),
+        "{err}"
+    );
     assert!(!never.exists());
 }

@@ -26,7 +26,7 @@ const el = {
   note: $('model-note'), file: $('model-file'), drop: $('drop-zone'), url: $('model-url'),
   urlLoad: $('model-url-load'), modelDefault: $('model-default'),
   textSelect: $('text-select'), textView: $('text-view'), textSize: $('text-size'), textFile: $('text-file'),
-  method: $('method'), bits: $('bits'), bitsOut: $('bits-out'), bitsLabel: $('bits-label'), gran: $('gran'), sym: $('sym'), clip: $('clip'),
+  method: $('method'), bits: $('bits'), bitsOut: $('bits-out'), bitsLabel: $('bits-label'), gran: $('gran'), sym: $('sym'), clip: $('clip'), imatrix: $('imatrix'),
   fields: $('method-fields'), lorc: $('lorc'), lorcRank: $('lorc-rank'), lorc8: $('lorc-8bit'),
   calibBox: $('calib-box'), calibN: $('calib-n'), calibLen: $('calib-len'), calibStatus: $('calib-status'),
   explainer: $('method-explainer'), preset: $('preset'), presetRun: $('preset-run'), presetStatus: $('preset-status'),
@@ -288,6 +288,7 @@ function syncMethodControls(keepFieldValues = null) {
     for (const f of m.fields.filter((x) => x.kind !== 'budget')) el.fields.append(fieldControl(f, values));
     followBitsSetter(m);
   }
+  el.imatrix.disabled = !imatrixApplies(m);
   syncCalibBox();
   el.trainBox.hidden = none || m.id !== 'binarymos';
   showExplainer(none ? 'none' : m.id);
@@ -562,7 +563,7 @@ function needsCalibration(q) {
   if (!schema) return false;
   const m = schema.methods.find((x) => x.id === methodId(q));
   const t = q.smooth ? transformSchema(Object.keys(q.smooth)[0]) : null;
-  return Boolean(m?.needs_calibration) || Boolean(t?.needs_calibration)
+  return Boolean(m?.needs_calibration) || Boolean(t?.needs_calibration) || Boolean(q.imatrix)
     || (q.act != null && holds(schema.act.calibration_when, q.act));
 }
 function syncCalibBox() {
@@ -635,7 +636,17 @@ function quantConfig() {
   if (sm) cfg.smooth = sm;
   const act = actConfig();
   if (act) cfg.act = act;
+  if (el.imatrix.checked && imatrixApplies(m)) cfg.imatrix = true;
   return cfg;
+}
+// Does the importance matrix apply to method `m` (the schema's list; for ggml, its chosen
+// type)? Where it does not, the box is disabled and left out of the config.
+function imatrixApplies(m) {
+  const im = schema?.imatrix;
+  if (!m || !im || !im.methods.includes(m.id)) return false;
+  if (m.id !== 'ggml') return true;
+  const t = fieldValues().type;
+  return t == null || im.ggml_types.includes(String(t).toLowerCase());
 }
 
 // Put a QuantConfig (from a link or a chart point) back into the controls.
@@ -651,6 +662,7 @@ function applyQuant(cfg) {
   el.gran.value = gv;
   el.sym.checked = cfg.default.sym;
   el.clip.checked = Boolean(cfg.default.clip_search);
+  el.imatrix.checked = Boolean(cfg.imatrix);
   el.lorc.checked = Boolean(cfg.lorc);
   if (cfg.lorc) {
     el.lorcRank.value = String(cfg.lorc.rank);
@@ -826,13 +838,22 @@ async function selectText(name) {
 }
 // Calibration reads the built-in texts other than the evaluated one, so that calibration and
 // evaluation tokens are disjoint.
+// The page never calibrates on the evaluated text (issue 18); the result line names the source.
 async function calibrationText() {
   const names = ['prose', 'dialogue', 'code'].filter((n) => n !== el.textSelect.value);
   // Evaluating on WikiText-2: calibrate on the built-in texts other than the default one.
   if (el.textSelect.value === 'wikitext') names.splice(names.indexOf('prose'), 1);
   const parts = [];
   for (const n of names) parts.push(await loadText(n));
-  return parts.join('\n\n');
+  return { text: parts.join('\n\n'), names };
+}
+// What the last calibration used, for the result line: sequences, tokens, which texts.
+let calibUsed = null;
+function calibrationLine() {
+  const u = calibUsed;
+  if (!u) return '';
+  const of = `built-in ${u.names.join(' + ')}, held out from the evaluated text`;
+  return ` · calibration: ${u.n_seq} × ${u.seq_len} of ${u.text_tokens} tokens (${of})`;
 }
 el.textSelect.addEventListener('change', () => selectText(el.textSelect.value).then(scheduleRun, showError));
 el.textView.addEventListener('input', () => {
@@ -997,11 +1018,13 @@ async function startRun(measure = false) {
   el.evalStop.disabled = false;
   self.quantlabCounts.runs += 1;
   worker.postMessage({ type: 'run', gen, quant, text, options, calib });
+  if (!calib) calibUsed = null;
 }
 
 async function calibFor(quant) {
-  return needsCalibration(quant)
-    ? { text: await calibrationText(), n: Number(el.calibN.value), len: Number(el.calibLen.value) } : null;
+  if (!needsCalibration(quant)) return null;
+  const { text: ctext, names } = await calibrationText();
+  return { text: ctext, names, n: Number(el.calibN.value), len: Number(el.calibLen.value) };
 }
 
 // The lifecycle's phase, in the result panel's attributes, the status line and the bar (`frac`
@@ -1034,8 +1057,14 @@ function describeRun(r) {
 el.evaluate.addEventListener('click', () => startRun(true));
 el.evalStop.addEventListener('click', stopRun);
 el.bits.addEventListener('input', () => { el.bitsOut.textContent = bitsText(); });
-for (const c of [el.bits, el.gran, el.sym, el.clip, el.lorc, el.lorcRank, el.lorc8, el.calibN, el.calibLen,
+for (const c of [el.bits, el.gran, el.sym, el.clip, el.imatrix, el.lorc, el.lorcRank, el.lorc8, el.calibN, el.calibLen,
   el.protocol, el.ctx, el.windows, el.grid]) c.addEventListener('change', scheduleRun);
+// The importance matrix calibrates (the calibration box shows) and applies to some ggml types.
+el.imatrix.addEventListener('change', syncCalibBox);
+el.fields.addEventListener('change', () => {
+  el.imatrix.disabled = !imatrixApplies(methodSchema());
+  syncCalibBox();
+});
 for (const c of [el.bits, el.sym]) c.addEventListener('input', syncGrid);
 for (const c of [el.bits, el.sym]) c.addEventListener('change', syncGrid);
 el.method.addEventListener('change', () => {
@@ -1140,6 +1169,8 @@ function onResult(msg) {
   const rec = store.put({
     ...r, state: 'done', result: msg.result, memory: msg.memory || {}, engine: msg.engine || {}, wa: msg.wa, smooth: msg.smooth,
     seconds: total, layers: null,
+    // What calibrated this run, said on its result line (calibrationLine: source, tokens, texts).
+    calibLine: calibrationLine(),
   });
   el.evalStop.disabled = true;
   showRecord(rec);
@@ -1196,7 +1227,7 @@ function showRecord(rec) {
   const wa = rec.wa;
   setText(el.resultWa, wa === 'as loaded' ? wa : (wa ? `${wa} · ${rec.label}` : ''), wa ?? undefined);
   el.protocolDesc.textContent = `${r.protocol} — ${r.tokens_scored} tokens scored of ${r.tokens_evaluated} evaluated`
-    + `${r.seconds != null ? `, evaluation ${fixed(r.seconds, 1)} s` : ''}`;
+    + `${r.seconds != null ? `, evaluation ${fixed(r.seconds, 1)} s` : ''}${rec.calibLine ?? ''}`;
   setText(el.kl, r.kl == null ? '— (as loaded)' : fixed(r.kl, 5), r.kl ?? undefined);
   setText(el.top1, r.top1 == null ? '— (as loaded)' : pct(r.top1), r.top1 ?? undefined);
   showKlStats(r.kl_stats);
@@ -1971,6 +2002,7 @@ worker.onmessage = ({ data: msg }) => {
     case 'calibrated': {
       if (active) active.times.calib = msg.seconds;
       const u = msg.used;
+      calibUsed = { ...u, names: active?.calibFull?.names ?? [] };
       const on = u.backend === 'gpu' ? 'on the GPU' : 'on the CPU';
       el.calibStatus.dataset.backend = u.backend;
       el.calibStatus.textContent = u.n_seq === u.asked_n_seq && u.seq_len === u.asked_seq_len

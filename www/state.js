@@ -19,7 +19,7 @@ export const TEXTS = ['prose', 'dialogue', 'code', 'wikitext'];
 export const PROTOCOLS = ['llamacpp', 'gptq'];
 export const CTXS = ['64', '128', '256', '512'];
 export const WINDOWS = ['1', '2', '4', 'all'];
-export const HIDEABLE = ['model', 'text', 'method', 'bits', 'gran', 'sym', 'clip', 'method-options',
+export const HIDEABLE = ['model', 'text', 'method', 'bits', 'gran', 'sym', 'clip', 'imatrix', 'method-options',
   'lorc', 'calib', 'overrides', 'presets', 'eval', 'generate', 'act'];
 export const DEFAULTS = {
   model: 'default', text: 'prose', proto: 'llamacpp', ctx: '256', win: '4', q: null,

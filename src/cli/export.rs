@@ -3,7 +3,9 @@
 //! or, with `export --to gguf`, a GGUF file for llama.cpp (`model::gguf_export`), with a
 //! per-tensor report of which tensors are exact and which fell back to F16.
 
-use super::{calibrate, device, load_on, quant_config, read_text, BackendArg, CalibArgs, EvalArgs};
+use super::{
+    calibrate, device, held_out, load_on, quant_config, read_text, BackendArg, CalibArgs, EvalArgs,
+};
 use clap::{Args, ValueEnum};
 use quantlab::model::eval::{EvalOptions, Protocol};
 use quantlab::model::gguf_export::TensorExport;
@@ -141,7 +143,9 @@ fn save(s: &Session, out: &Path, extra: serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// Calibration tokens for `export`: `--calib-text` (read by `calibrate`) or the end of `--text`.
+/// Calibration for `export`: `--calib-text`, else the end of `--text` (nothing is evaluated
+/// here; evaluating the file on the start of the same text keeps the two apart), else the
+/// built-in calibration text.
 fn export_calibration(s: &mut Session, a: &EvalArgs) -> Result<()> {
     let opts = EvalOptions {
         protocol: Protocol::Llamacpp,
@@ -149,19 +153,25 @@ fn export_calibration(s: &mut Session, a: &EvalArgs) -> Result<()> {
         max_windows: Some(0),
         kl: false,
     };
-    if a.calib.calib_text.is_some() {
-        return calibrate(s, a, &[], None, &opts);
-    }
-    let path = a.text.as_deref().ok_or_else(|| {
-        Error::config(
-            "--text",
-            "this method calibrates: give --text (its end is used) or --calib-text",
-        )
-    })?;
-    let text = read_text(path)?;
+    let text = match (&a.calib.calib_text, a.text.as_deref()) {
+        (None, Some(path)) => read_text(path)?,
+        _ => String::new(),
+    };
     let need = a.calib.calib_n.saturating_mul(a.calib.calib_len);
-    let tail = s.tokenizer().encode_tail(&text, need)?.tokens;
-    calibrate(s, a, &[], Some(&tail), &opts)
+    let tail = if text.is_empty() {
+        None
+    } else {
+        let t = s.tokenizer().encode_tail(&text, need)?;
+        Some((t.tokens, t.span))
+    };
+    let name = a.text.as_ref().map(|p| p.display().to_string());
+    let ev = held_out::EvalText {
+        name: name.as_deref().unwrap_or("--text"),
+        text: &text,
+        stream: &[],
+        tail: tail.as_ref().map(|(t, b)| (&t[..], b.clone())),
+    };
+    calibrate(s, &a.calib, &ev, &opts).map(|_| ())
 }
 
 pub(super) fn export(a: &ExportArgs) -> Result<()> {
@@ -268,23 +278,27 @@ pub(super) fn binarize(a: &BinarizeArgs) -> Result<()> {
     }
     let mut s = load_on(&a.model, &device(a.backend)?)?;
     let text = read_text(&a.text)?;
-    let need = a.calib.calib_n.saturating_mul(a.calib.calib_len);
-    let tail = s.tokenizer().encode_tail(&text, need)?;
-    drop(text);
     let t = Instant::now();
+    let mut used = None;
     if cfg.needs_calibration() {
-        pollster::block_on(s.calibrate_async(
-            &tail.tokens,
-            &copts,
-            a.calib.calib_cpu,
-            &mut |d, n| {
-                eprint!("\rcalibrating {d}/{n}   ");
-                let _ = std::io::stderr().flush();
-                true
-            },
-        ))?;
-        eprintln!("\rcalibrated in {:.1} s", t.elapsed().as_secs_f64());
+        // Nothing is evaluated here: the end of --text (or --calib-text, or the built-in text).
+        let opts = EvalOptions {
+            protocol: Protocol::Llamacpp,
+            ctx: 512,
+            max_windows: Some(0),
+            kl: false,
+        };
+        let need = a.calib.calib_n.saturating_mul(a.calib.calib_len);
+        let tail = s.tokenizer().encode_tail(&text, need)?;
+        let ev = held_out::EvalText {
+            name: &a.text.display().to_string(),
+            text: &text,
+            stream: &[],
+            tail: Some((&tail.tokens, tail.span.clone())),
+        };
+        used = Some(calibrate(&mut s, &a.calib, &ev, &opts)?);
     }
+    drop(text);
     let mut done = 0;
     s.set_quant_with(&cfg, &mut |d, n| {
         if d > done {
@@ -304,13 +318,7 @@ pub(super) fn binarize(a: &BinarizeArgs) -> Result<()> {
             "method": cfg.method.name(),
             "config": serde_json::to_value(&cfg).unwrap_or_default(),
             "mode": "lite",
-            "calibration": {
-                "text": a.text.file_name().map(|n| n.to_string_lossy().to_string()),
-                "n_seq": a.calib.calib_n,
-                "seq_len": a.calib.calib_len,
-                "from": "the end of the text",
-                "text_tokens_encoded": tail.tokens.len(),
-            },
+            "calibration": used,
             "seconds": seconds,
         }
     });

@@ -225,6 +225,28 @@ pub struct Schema {
     pub smooth: SmoothSchema,
     /// The weight grid RTN and GPTQ round onto (`LayerQuant::grid`).
     pub grid: GridSchema,
+    /// Importance-weighted rounding (`QuantConfig::imatrix`, docs/imatrix.md).
+    pub imatrix: ImatrixSchema,
+}
+
+/// Where the importance matrix applies: `methods`, and of ggml's types only `ggml_types`
+/// (lower-case, as the config names them); it always calibrates.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImatrixSchema {
+    pub methods: Vec<&'static str>,
+    pub ggml_types: Vec<String>,
+    pub paper: &'static str,
+}
+
+fn imatrix_schema() -> ImatrixSchema {
+    ImatrixSchema {
+        methods: vec!["rtn", "ggml", "kmeans"],
+        ggml_types: crate::format::ggml::imatrix::WEIGHTED
+            .iter()
+            .map(|t| t.name().to_ascii_lowercase())
+            .collect(),
+        paper: "llama.cpp's importance matrix (llama-imatrix, quant_weights in ggml-quants.c)",
+    }
 }
 
 /// The grid switch (`quant::config::Grid`): INT, or dINT4 (arXiv 2311.05161, docs/dint.md),
@@ -824,6 +846,7 @@ pub fn schema() -> Schema {
         act: act_schema(),
         smooth: smooth_schema(),
         grid: grid_schema(),
+        imatrix: imatrix_schema(),
     }
 }
 

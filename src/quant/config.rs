@@ -366,6 +366,12 @@ pub struct QuantConfig {
     /// Quantize every block linear's input in the forward pass (`quant::act`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<ActConfig>,
+    /// Importance-weighted rounding (llama.cpp's imatrix, docs/imatrix.md): each input channel's
+    /// mean `x_j²` over the calibration tokens weights the error of the weights it multiplies,
+    /// in RTN's clip search, ggml's quantizers (`quant_weights`) and k-means (weighted
+    /// centroids). Needs calibration; refused by the methods it does not apply to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub imatrix: bool,
 }
 
 impl Default for QuantConfig {
@@ -379,6 +385,7 @@ impl Default for QuantConfig {
             lorc: None,
             smooth: None,
             act: None,
+            imatrix: false,
         }
     }
 }
@@ -467,6 +474,7 @@ impl QuantConfig {
             lorc: None,
             smooth: None,
             act: None,
+            imatrix: false,
         }
     }
 
@@ -508,6 +516,7 @@ impl QuantConfig {
             }
         }
         self.validate_method()?;
+        self.validate_imatrix()?;
         if let Some(a) = &self.act {
             a.validate()?;
         }
@@ -609,6 +618,56 @@ impl QuantConfig {
         Ok(())
     }
 
+    /// The importance matrix weights the rounding error of RTN (integer grid, per row or
+    /// groups), ggml's types that take `quant_weights` and k-means; the other methods have
+    /// their own use of calibration (GPTQ's Hessian, AWQ's scales, CMPQ's magnitudes) or fixed
+    /// grids with nothing to search, so asking for it there is an error rather than a no-op.
+    fn validate_imatrix(&self) -> Result<()> {
+        if !self.imatrix {
+            return Ok(());
+        }
+        let refuse = |why: String| Err(Error::config("imatrix", why));
+        match self.method {
+            Method::Rtn | Method::Kmeans(_) => {}
+            Method::Ggml(t) if crate::format::ggml::imatrix::WEIGHTED.contains(&t) => {}
+            Method::Ggml(t) => {
+                let have = crate::format::ggml::imatrix::WEIGHTED.map(|t| t.name());
+                return refuse(format!(
+                    "{} has no importance-weighted quantizer here ({} have)",
+                    t.name().to_ascii_lowercase(),
+                    have.join(", ").to_ascii_lowercase()
+                ));
+            }
+            _ => {
+                return refuse(format!(
+                    "importance-weighted rounding applies to rtn, ggml and kmeans, and method \
+                     is {}",
+                    self.method.name()
+                ))
+            }
+        }
+        let quants = std::iter::once(Some(&self.default))
+            .chain(self.overrides.iter().map(|o| o.quant.as_ref()))
+            .flatten();
+        for q in quants {
+            if self.method == Method::Rtn && q.grid != Grid::Int {
+                return refuse(
+                    "rtn with the importance matrix rounds onto the int grid; \
+                     dINT's grid is fixed by its absmax"
+                        .to_string(),
+                );
+            }
+            if self.method == Method::Rtn && q.gran == Granularity::PerTensor {
+                return refuse(
+                    "rtn with the importance matrix searches a range per row or \
+                     group; choose per_row or a group size"
+                        .to_string(),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Do the default and every override that quantizes use `bits` bits?
     fn all_bits(&self, bits: u8) -> bool {
         std::iter::once(Some(&self.default))
@@ -671,6 +730,7 @@ impl QuantConfig {
     /// transform's, or static activation scales)?
     pub fn needs_calibration(&self) -> bool {
         self.method.needs_calibration()
+            || self.imatrix
             || self.smooth.is_some()
             || self.act.is_some_and(|a| a.needs_calibration())
     }
@@ -1058,6 +1118,11 @@ impl QuantConfig {
         let (rows, cols) = (lin.w.rows, lin.w.cols);
         match &self.method {
             Method::None => Ok(lin.w.clone()),
+            Method::Rtn if self.imatrix => {
+                let imp = importance(self.site_stats(site, lin)?);
+                let w = lin.w.dequantize()?;
+                rtn::quantize_weighted(&w, rows, cols, q.spec(), &imp, &lin.name)
+            }
             Method::Rtn => {
                 let w = lin.w.dequantize()?;
                 match q.grid {
@@ -1088,10 +1153,10 @@ impl QuantConfig {
                     &lin.name,
                 )
             }
-            Method::Kmeans(o) if o.weighted => {
-                let st = self.site_stats(site, lin)?;
-                // H_jj = ‖x_j‖², the diagonal of the calibration Gram XᵀX.
-                let h: Vec<f32> = st.l2.iter().map(|x| x * x).collect();
+            Method::Kmeans(o) if o.weighted || self.imatrix => {
+                // H_jj = ‖x_j‖², the diagonal of the calibration Gram XᵀX: the importance
+                // matrix times the token count, which weighted centroids do not see.
+                let h = importance(self.site_stats(site, lin)?);
                 let w = lin.w.dequantize()?;
                 codebook::kmeans_weighted(&w, rows, cols, q.bits, o, &h, &lin.name)
             }
@@ -1120,7 +1185,13 @@ impl QuantConfig {
             Method::Sign => binary::sign(&lin.w.dequantize()?, rows, cols, &lin.name),
             Method::Ggml(t) => {
                 let w = lin.w.dequantize()?;
-                let bytes = crate::format::ggml::quantize::quantize(*t, &w, rows, cols)?;
+                let bytes = match self.imatrix {
+                    true => {
+                        let imp = importance(self.site_stats(site, lin)?);
+                        crate::format::ggml::imatrix::quantize(*t, &w, rows, cols, &imp)?
+                    }
+                    false => crate::format::ggml::quantize::quantize(*t, &w, rows, cols)?,
+                };
                 QTensor::new(Format::Ggml(*t), rows, cols, bytes)
             }
             Method::OneBit(o) => {
@@ -1152,6 +1223,16 @@ impl QuantConfig {
             )),
         }
     }
+}
+
+/// The importance matrix of one linear input: per channel, the mean of `x_j²` over the
+/// calibration tokens (llama.cpp's `llama-imatrix` collects the same).
+pub fn importance(st: &crate::quant::calib::SiteStats) -> Vec<f32> {
+    let n = st.rows.max(1) as f64;
+    st.l2
+        .iter()
+        .map(|&l| ((l as f64).powi(2) / n) as f32)
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod awq;
 pub mod binary;
 pub mod binarymos;
 pub mod calib;
+pub mod calib_source;
 pub mod cmpq;
 pub mod cmpq_alloc;
 pub mod cmpq_cache;

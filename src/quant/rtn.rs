@@ -288,6 +288,48 @@ pub fn quantize(
     opts: &RtnOptions,
     name: &str,
 ) -> Result<QTensor> {
+    quantize_with(w, rows, cols, spec, opts, None, name)
+}
+
+/// `quantize` with an importance per input column (`imp`, `cols` long; llama.cpp's imatrix):
+/// each group's clip factor minimises `Σ imp_j (w_j − ŵ_j)²` (factor 1 wins ties, so the error
+/// under that measure is never above plain RTN's). Per-tensor granularity is refused (one range
+/// for the whole tensor leaves nothing per column to weigh).
+pub fn quantize_weighted(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    spec: IntSpec,
+    imp: &[f32],
+    name: &str,
+) -> Result<QTensor> {
+    if imp.len() != cols || imp.iter().any(|v| !v.is_finite() || *v < 0.0) {
+        return Err(Error::config(
+            "imatrix",
+            format!(
+                "{name}: {} importances (each finite, ≥ 0) for {cols} columns",
+                imp.len()
+            ),
+        ));
+    }
+    if spec.gran == Granularity::PerTensor {
+        return Err(Error::config(
+            "imatrix",
+            format!("{name}: importance-weighted RTN needs per-row or group granularity"),
+        ));
+    }
+    quantize_with(w, rows, cols, spec, &RtnOptions::default(), Some(imp), name)
+}
+
+fn quantize_with(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    spec: IntSpec,
+    opts: &RtnOptions,
+    imp: Option<&[f32]>,
+    name: &str,
+) -> Result<QTensor> {
     if check_bits(spec.bits).is_err() {
         return Err(Error::config(
             "bits",
@@ -340,7 +382,12 @@ pub fn quantize(
         first_err(crate::par::map(jobs, |job| {
             let groups = job.w.chunks(g).zip(job.codes.chunks_mut(g));
             for (k, (wg, cg)) in groups.enumerate() {
-                let grid = choose_grid(wg, spec, opts, name)?;
+                let grid = match imp {
+                    Some(m) => {
+                        GroupGrid::choose_weighted(wg, &m[k * g..(k + 1) * g], spec, name)?.0
+                    }
+                    None => choose_grid(wg, spec, opts, name)?,
+                };
                 grid.encode(wg, cg);
                 job.scales[k] = grid.s;
                 job.zeros[k] = grid.offset;

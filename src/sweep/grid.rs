@@ -109,6 +109,9 @@ impl Columns {
         if q.clip_search {
             series.push_str(" clip");
         }
+        if cfg.imatrix {
+            series.push_str(" imatrix");
+        }
         if let crate::quant::config::Grid::Dint(d) = q.grid {
             series.push_str(
                 if d == Default::default() {

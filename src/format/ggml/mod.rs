@@ -9,6 +9,7 @@
 //! times scale, then minus the min), so results are bit-identical to them. Rows are whole blocks,
 //! so a row slice is a byte range.
 
+pub mod imatrix;
 mod kquants;
 mod legacy;
 pub mod quantize;

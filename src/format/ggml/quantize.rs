@@ -57,7 +57,7 @@ use crate::{Error, Result};
 use half::f16;
 
 /// Weights per legacy block (ggml's `QK4_0` = `QK4_1` = `QK5_0` = `QK5_1` = `QK8_0`).
-const QK: usize = 32;
+pub(super) const QK: usize = 32;
 /// Legacy blocks quantized per parallel task (native): large enough to amortise scheduling.
 const BLOCKS_PER_TASK: usize = 512;
 /// K-quant super-blocks per parallel task: each is 8 legacy blocks' worth of weights and its scale
@@ -195,14 +195,14 @@ fn code(v: f32, top: i32) -> u8 {
 }
 
 #[inline(always)]
-fn put_f16(b: &mut [u8], v: f32) {
+pub(super) fn put_f16(b: &mut [u8], v: f32) {
     b.copy_from_slice(&f16::from_f32(v).to_le_bytes());
 }
 
 /// Pack 4-bit codes: byte `j` holds code `j` in its low nibble and code `j + 16` in its high one.
 /// Only the low nibbles of `q` are used (Q5's fifth bits go to `qh`).
 #[inline(always)]
-fn pack_nibbles(q: &[u8; QK], qs: &mut [u8]) {
+pub(super) fn pack_nibbles(q: &[u8; QK], qs: &mut [u8]) {
     for j in 0..QK / 2 {
         qs[j] = (q[j] & 0x0f) | ((q[j + QK / 2] & 0x0f) << 4);
     }
@@ -210,7 +210,7 @@ fn pack_nibbles(q: &[u8; QK], qs: &mut [u8]) {
 
 /// Bit `i` of the little-endian u32 `qh` is bit 4 of code `i`.
 #[inline(always)]
-fn pack_fifth_bits(q: &[u8; QK], qh: &mut [u8]) {
+pub(super) fn pack_fifth_bits(q: &[u8; QK], qh: &mut [u8]) {
     let bits = q
         .iter()
         .enumerate()

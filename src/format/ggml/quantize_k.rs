@@ -59,7 +59,7 @@
 //! `GGML_FP32_TO_FP16`). That is what makes the bytes reproducible. Non-finite weights are refused
 //! before this module runs (quantize.rs).
 
-mod search;
+pub(super) mod search;
 
 use super::QK_K;
 use half::f16;
@@ -178,6 +178,19 @@ pub(super) fn q3_k(x: &[f32; QK_K], b: &mut [u8; 110]) {
     } else {
         to_f16(0.0)
     };
+    q3_k_finish(x, l, &packed, d, b);
+}
+
+/// The end of every Q3_K quantizer, reference or importance-weighted: re-round each weight
+/// against the stored grid (`d` times the 6-bit scale codes `packed`; a sub-block whose scale is
+/// 0 keeps the codes `l` has), then pack codes, scales and `d`.
+pub(super) fn q3_k_finish(
+    x: &[f32],
+    mut l: [i8; QK_K],
+    packed: &[u8; 12],
+    d: f16,
+    b: &mut [u8; 110],
+) {
     for j in 0..16 {
         let lo = if j < 8 {
             packed[j] & 0x0f
@@ -203,7 +216,7 @@ pub(super) fn q3_k(x: &[f32; QK_K], b: &mut [u8; 110]) {
         }
     }
     pack_2bit(&l, &mut rest[..64]);
-    rest[64..76].copy_from_slice(&packed);
+    rest[64..76].copy_from_slice(packed);
     put_f16(&mut rest[76..78], d);
 }
 
@@ -239,11 +252,30 @@ fn k4_codes(x: &[f32; QK_K], fit: &Qkx2, b: &mut [u8]) -> [u8; QK_K] {
         0.0
     };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    // C: `uint8_t ls = nearest_int(...)`, then MIN(63, ls).
+    let ls = scales.map(|v| (nearest_int(inv_scale * v) as u8).min(63));
+    let lm = mins.map(|v| (nearest_int(inv_min * v) as u8).min(63));
+    let d = to_f16(max_scale / 63.0);
+    let dmin = to_f16(max_min / 63.0);
+    k4_finish(x, (&ls, &lm), (d, dmin), fit.nmax, b, &mut l);
+    l
+}
+
+/// The end of every Q4_K/Q5_K quantizer, reference or importance-weighted: pack the 6-bit
+/// sub-block scale codes `ls` and min codes `lm` with `d` and `dmin` into `b[0..16]`, then
+/// re-round every weight against the stored grid into `l` (codes `0..=nmax`; a sub-block whose
+/// stored scale is 0 keeps the codes it has).
+pub(super) fn k4_finish(
+    x: &[f32],
+    (ls, lm): (&[u8; 8], &[u8; 8]),
+    (d, dmin): (f16, f16),
+    nmax: i32,
+    b: &mut [u8],
+    l: &mut [u8; QK_K],
+) {
     let s = &mut b[4..16];
     for j in 0..8 {
-        // C: `uint8_t ls = nearest_int(...)`, then MIN(63, ls).
-        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
-        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        let (ls, lm) = (ls[j], lm[j]);
         if j < 4 {
             s[j] = ls;
             s[j + 4] = lm;
@@ -253,11 +285,8 @@ fn k4_codes(x: &[f32; QK_K], fit: &Qkx2, b: &mut [u8]) -> [u8; QK_K] {
             s[j] |= (lm >> 4) << 6;
         }
     }
-    let d = to_f16(max_scale / 63.0);
-    let dmin = to_f16(max_min / 63.0);
     put_f16(&mut b[0..2], d);
     put_f16(&mut b[2..4], dmin);
-    let top = fit.nmax;
     for j in 0..8 {
         let (sc, m) = super::kquants::k4_scale_min(&b[4..16], j);
         let dl = d.to_f32() * sc as f32;
@@ -266,10 +295,9 @@ fn k4_codes(x: &[f32; QK_K], fit: &Qkx2, b: &mut [u8]) -> [u8; QK_K] {
         }
         let ml = dmin.to_f32() * m as f32;
         for i in 32 * j..32 * j + 32 {
-            l[i] = nearest_int((x[i] + ml) / dl).clamp(0, top) as u8;
+            l[i] = nearest_int((x[i] + ml) / dl).clamp(0, nmax) as u8;
         }
     }
-    l
 }
 
 /// Q4_K: `d`, `dmin`, `scales[12]`, `qs[128]`; w ≈ d·s·q − dmin·m.
@@ -282,6 +310,11 @@ pub(super) fn q4_k(x: &[f32; QK_K], b: &mut [u8; 144]) {
         mad: false,
     };
     let l = k4_codes(x, &fit, b);
+    pack_q4_k(&l, b);
+}
+
+/// Q4_K's codes into `qs` (after the 16 bytes of scales).
+pub(super) fn pack_q4_k(l: &[u8; QK_K], b: &mut [u8; 144]) {
     // Chunk c of 64 weights: the first 32 in the low nibbles of qs[32c..], the next in the high.
     for (c, qs) in b[16..].chunks_exact_mut(32).enumerate() {
         for (j, q) in qs.iter_mut().enumerate() {
@@ -300,6 +333,11 @@ pub(super) fn q5_k(x: &[f32; QK_K], b: &mut [u8; 176]) {
         mad: false,
     };
     let l = k4_codes(x, &fit, b);
+    pack_q5_k(&l, b);
+}
+
+/// Q5_K's codes into `qh` and `qs` (after the 16 bytes of scales).
+pub(super) fn pack_q5_k(l: &[u8; QK_K], b: &mut [u8; 176]) {
     let (qh, qs) = b[16..].split_at_mut(32);
     qh.fill(0);
     // Chunk c of 64 weights: low nibbles as Q4_K; the fifth bits of its two halves are bits 2c

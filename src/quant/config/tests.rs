@@ -995,3 +995,107 @@ fn ggml_k_quant_rows_must_be_whole_super_blocks() {
         assert_eq!(l.w.format, want, "{}", l.name);
     }
 }
+
+/// The importance matrix: a config field that round-trips through JSON and share links (and is
+/// left out of both when off, so older links stay as they were), needs calibration, is refused
+/// where it does not apply, and quantizes a calibrated tiny model with RTN, ggml and k-means.
+#[test]
+fn imatrix_round_trips_is_refused_where_it_does_not_apply_and_quantizes() {
+    let q = lq(4, Granularity::Group(32), true, false);
+    let on = QuantConfig {
+        imatrix: true,
+        ..QuantConfig::rtn(q)
+    };
+    assert!(
+        on.to_json().contains(r#""imatrix":true"#),
+        "{}",
+        on.to_json()
+    );
+    assert!(!QuantConfig::rtn(q).to_json().contains("imatrix"));
+    assert_eq!(QuantConfig::from_json(&on.to_json()).unwrap(), on);
+    assert_eq!(QuantConfig::from_url(&on.to_url()).unwrap(), on);
+    assert!(on.needs_calibration() && !QuantConfig::rtn(q).needs_calibration());
+    let refused = [
+        (Method::Gptq(Default::default()), q, "method is gptq"),
+        (Method::Nf4, q, "method is nf4"),
+        (
+            Method::Ggml(GgmlType::Q6_K),
+            lq(6, Granularity::Group(32), true, false),
+            "q6_k",
+        ),
+        (
+            Method::Rtn,
+            lq(4, Granularity::PerTensor, true, false),
+            "per_row",
+        ),
+    ];
+    for (method, default, want) in refused {
+        let c = QuantConfig {
+            method,
+            default,
+            imatrix: true,
+            ..QuantConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("imatrix") && e.contains(want), "{e}");
+    }
+    let dint = QuantConfig {
+        default: LayerQuant {
+            grid: Grid::Dint(crate::format::DintParams::default()),
+            ..q
+        },
+        ..on.clone()
+    };
+    assert!(dint.validate().unwrap_err().to_string().contains("dINT"));
+
+    let model = crate::quant::testutil::tiny_model(2);
+    let calib = {
+        use crate::quant::calib::{calibrate, CalibFrom, CalibOptions};
+        let m = crate::model::net::Model::load(&crate::model::cpu::Cpu, &model).unwrap();
+        let o = CalibOptions {
+            n_seq: 4,
+            seq_len: 48,
+            from: CalibFrom::Offset(0),
+        };
+        calibrate(
+            &m,
+            &crate::quant::testutil::tokens(400),
+            None,
+            &o,
+            &mut |_, _| true,
+        )
+        .unwrap()
+    };
+    let e = on.apply(&model).unwrap_err().to_string();
+    assert!(e.contains("calibrat"), "{e}");
+    let ggml = QuantConfig {
+        method: Method::Ggml(GgmlType::Q4_0),
+        default: lq(4, Granularity::Group(32), true, false),
+        imatrix: true,
+        ..QuantConfig::default()
+    };
+    let kmeans = QuantConfig {
+        method: Method::Kmeans(KmeansOptions::default()),
+        default: lq(3, Granularity::PerRow, true, false),
+        imatrix: true,
+        ..QuantConfig::default()
+    };
+    for c in [on, ggml, kmeans] {
+        let plain = QuantConfig {
+            imatrix: false,
+            ..c.clone()
+        }
+        .apply_calibrated(&model, Some(&calib), &mut |_, _| true)
+        .unwrap();
+        let out = c
+            .apply_calibrated(&model, Some(&calib), &mut |_, _| true)
+            .unwrap();
+        // Same formats, different rounding somewhere.
+        let mut differs = false;
+        for (a, b) in out.linears().zip(plain.linears()) {
+            assert_eq!(a.w.format, b.w.format, "{}", a.name);
+            differs |= a.w.dequantize().unwrap() != b.w.dequantize().unwrap();
+        }
+        assert!(differs, "{}: the importance changed nothing", c.to_json());
+    }
+}

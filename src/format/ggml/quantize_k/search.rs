@@ -5,18 +5,18 @@
 
 /// Below this largest |w| a symmetric sub-block (or Q6_K super-block) counts as zero (ggml's
 /// `GROUP_MAX_EPS`).
-pub(super) const GROUP_MAX_EPS: f32 = 1e-15;
+pub(in crate::format::ggml) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// ggml's `nearest_int`: round to nearest, ties to even, through the f32 adder (module comment).
 #[inline(always)]
-pub(super) fn nearest_int(v: f32) -> i32 {
+pub(in crate::format::ggml) fn nearest_int(v: f32) -> i32 {
     let bits = (v + 12_582_912.0).to_bits() as i32;
     (bits & 0x007f_ffff) - 0x0040_0000
 }
 
 /// The search of `make_qkx2_quants` for an affine sub-block (module comment, step 1): fills `l`
 /// with codes `0..=nmax` and returns `(scale, min)`, `min` ≥ 0 meaning `w ≈ scale·l − min`.
-pub(super) struct Qkx2 {
+pub(in crate::format::ggml) struct Qkx2 {
     pub nmax: i32,
     pub rmin: f32,
     pub rdelta: f32,
