@@ -8,6 +8,7 @@
 import { DEFAULTS, HIDEABLE, hubFromUrl, makeHash, parseHash, validModel } from './state.js';
 import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto, drawTender, drawTraining } from './charts.js';
 import { download } from './download.js';
+import { autoCurveConfigs, autoLabel, showAuto } from './auto.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
@@ -191,7 +192,7 @@ function quantName(q) {
   if (!q || typeof q !== 'object') return 'as loaded';
   const m = typeof q.method === 'string' ? q.method : Object.keys(q.method ?? {})[0] ?? '?';
   if (m === 'none') return q.act ? `activations A${q.act.bits}` : 'as loaded';
-  const w = m === 'cmpq' ? `${m} ${q.method.cmpq.budget} bits` : `${m} ${q.default?.bits}-bit`;
+  const w = m === 'cmpq' || m === 'auto' ? `${m} ${q.method[m].budget} bits` : `${m} ${q.default?.bits}-bit`;
   return q.act ? `${w}, A${q.act.bits}` : w;
 }
 
@@ -700,6 +701,7 @@ function weightsOnlyLabel(q) {
       !o.kmeans && 'uniform grids', o.act !== 'mean_abs' && o.act].filter(Boolean);
     return `CMPQ ${Number(o.budget).toFixed(2)} bits${off.length ? ` (${off.join(', ')})` : ''}${extra}`;
   }
+  if (id === 'auto') return `${autoLabel(q.method.auto)}${extra}`;
   if (id === 'binarymos') {
     const o = q.method.binarymos;
     return `BinaryMoS N${o.experts} 1-bit, ${o.steps} steps${extra}`;
@@ -1004,6 +1006,7 @@ function showResult(msg) {
   row.dataset.wa = msg.wa ?? '';
   row.dataset.config = JSON.stringify(current.quant);
   showAlpha(msg.smooth, label);
+  showAuto(msg.auto);
   if (preset) nextPreset();
 }
 
@@ -1032,6 +1035,7 @@ function presetConfigs(name) {
       return grid;
     }
     case 'cmpq-curve': return cmpqCurveConfigs();
+    case 'auto-curve': return autoCurveConfigs({ schema, el, syncMethodControls });
     case 'binary': return binaryConfigs();
     case 'w4a8': return w4a8Configs();
     case 'tender': return tenderConfigs();
