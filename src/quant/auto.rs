@@ -34,13 +34,14 @@ pub const MAX_BUDGET: f64 = 32.0;
 pub const SLIDER_MIN: f64 = 2.0;
 pub const SLIDER_MAX: f64 = 8.5;
 pub const SLIDER_STEP: f64 = 0.05;
-/// The default candidates: RTN integers at 2, 3, 4 and 8 bits with groups of 32 or 64 or a
-/// scale per row, and NF4 (about 2.03 to 8.03 effective bits). A scale per row fits every
-/// shape; 32 and 64 divide the widths of every model QuantLab runs. On SmolLM2-135M, the
-/// per-row int3 lets a budget of 3.0 avoid most 2-bit linears, which RTN makes catastrophic
-/// (docs/auto.md).
+/// The default candidates: RTN integers at 2 bits (asymmetric: a symmetric 2-bit grid has only
+/// 3 levels, and SmolLM2-135M collapsed to perplexity 1.2 M at 2.5 bits when auto could choose
+/// it; docs/auto.md), 3, 4 and 8 bits with groups of 32 or 64 or a scale per row, and NF4
+/// (about 2.03 to 8.03 effective bits). A scale per row fits every shape; 32 and 64 divide the
+/// widths of every model QuantLab runs; the per-row int3 lets a budget of 3.0 avoid most
+/// 2-bit linears.
 pub const DEFAULT_CANDIDATES: &str =
-    "int2g32,int2g64,int3row,int3g64,int3g32,int4row,int4g64,nf4g64,int8row";
+    "int2g32asym,int2g64asym,int3row,int3g64,int3g32,int4row,int4g64,nf4g64,int8row";
 
 /// How the measured errors of different linears are weighed against each other.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
