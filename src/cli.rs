@@ -1343,9 +1343,12 @@ fn print_auto(r: &quantlab::quant::auto::AutoReport) {
         r.error_kind,
         r.predicted_error,
         if r.optimal {
-            " (optimal)"
+            " (optimal)".to_string()
         } else {
-            " (search stopped at its node limit)"
+            format!(
+                " (search stopped at its node limit; no choice is below {:.6e})",
+                r.lower_bound
+            )
         },
         r.measure_seconds,
         if r.measure_cached { " (cached)" } else { "" },

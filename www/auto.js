@@ -35,7 +35,7 @@ export function showAuto(report) {
   summary.textContent = `${report.bits_per_weight.toFixed(4)} effective bits for a budget of ${report.budget} `
     + `(${report.min_bits.toFixed(2)}–${report.max_bits.toFixed(2)} possible): ${mix}. `
     + `Predicted ${report.error_kind} error ${report.predicted_error.toExponential(3)}`
-    + `${report.optimal ? ' (optimal choice)' : ' (search stopped at its node limit)'}; `
+    + `${report.optimal ? ' (optimal choice)' : ` (search stopped at its node limit; none is below ${report.lower_bound.toExponential(3)})`}; `
     + `measurement ${report.measure_seconds.toFixed(2)} s${report.measure_cached ? ' (cached)' : ''}, `
     + `choice ${(1000 * report.choose_seconds).toFixed(1)} ms.`;
   summary.dataset.bits = String(report.bits_per_weight);

@@ -237,6 +237,8 @@ pub struct AutoReport {
     pub predicted_error: f64,
     /// The knapsack search finished (the choice is the best one).
     pub optimal: bool,
+    /// No choice has a total predicted error below this (the LP relaxation's).
+    pub lower_bound: f64,
     pub nodes: usize,
     pub measure_seconds: f64,
     /// True when the measurement came from the cache (its seconds are those it took then).
@@ -330,6 +332,7 @@ pub fn choose(table: &Sensitivity, o: &AutoOptions) -> Result<(Vec<usize>, AutoR
         error_kind: o.error,
         predicted_error: sol.error,
         optimal: sol.optimal,
+        lower_bound: sol.bound,
         nodes: sol.nodes,
         measure_seconds: table.seconds,
         measure_cached: false,

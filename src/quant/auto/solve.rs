@@ -25,6 +25,9 @@ pub struct Solution {
     pub error: f64,
     /// The search finished: no feasible choice has a smaller total error.
     pub optimal: bool,
+    /// The LP relaxation's total error: no choice does better, so `error − bound` bounds how far
+    /// a search stopped at its node limit can be from the optimum.
+    pub bound: f64,
     /// Branch-and-bound nodes visited.
     pub nodes: usize,
 }
@@ -239,6 +242,7 @@ pub fn solve(items: &[Vec<Choice>], capacity: u64, limit: usize) -> Option<Solut
         nodes: 0,
         limit,
     };
+    let (bound, _) = s.relax(0, capacity, false)?;
     // The incumbent: the LP solution rounded down.
     let (_, picks) = s.relax(0, capacity, true)?;
     let mut pick = s.cheapest.clone();
@@ -265,6 +269,7 @@ pub fn solve(items: &[Vec<Choice>], capacity: u64, limit: usize) -> Option<Solut
         cost,
         error,
         optimal,
+        bound,
         nodes: s.nodes,
     })
 }

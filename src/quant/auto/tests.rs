@@ -74,6 +74,10 @@ fn solver_matches_brute_force() {
                 (None, None) => {}
                 (Some(w), Some(s)) => {
                     assert!(s.optimal, "seed {seed} cap {cap}: search stopped early");
+                    assert!(
+                        s.bound <= w + SUM_TOL * w.max(1.0),
+                        "LP bound above the optimum"
+                    );
                     assert!(s.cost <= cap, "seed {seed} cap {cap}: cost {}", s.cost);
                     let err: f64 = s.pick.iter().zip(&items).map(|(&p, o)| o[p].error).sum();
                     assert!((err - s.error).abs() <= SUM_TOL * w.max(1.0));
