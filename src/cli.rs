@@ -8,6 +8,7 @@ use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
 use quantlab::playground::engine::{Device, Engine};
 use quantlab::playground::saved::SavedInfo;
 use quantlab::playground::session::Session;
+use quantlab::quant::auto::{AutoOptions, ErrorKind};
 use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::binary::OneBitOptions;
 use quantlab::quant::binarymos::BinaryMosOptions;
@@ -194,6 +195,10 @@ enum MethodArg {
     /// --ggml-type q4_0|q4_1|q5_0|q5_1|q8_0 (rows a multiple of 32) or the K-quants
     /// q2_k|q3_k|q4_k|q5_k|q6_k (rows a multiple of 256); --bits follows from the type.
     Ggml,
+    /// Automatic per-layer allocation: each block linear takes one of --candidates, chosen from
+    /// its measured output error on calibration so that the whole model fits --budget
+    /// effective bits (any fraction; docs/auto.md).
+    Auto,
 }
 
 /// Scale transforms folded in before rounding (quant::smooth).
@@ -321,6 +326,13 @@ impl W4a8Args {
     }
 }
 
+/// auto's error weighting (quant::auto::ErrorKind).
+#[derive(Clone, Copy, ValueEnum)]
+enum AutoErrorArg {
+    Output,
+    Relative,
+}
+
 /// CMPQ ablations (quant::cmpq::Ablation).
 #[derive(Clone, Copy, ValueEnum)]
 enum AblationArg {
@@ -378,9 +390,17 @@ struct EvalArgs {
     /// --budget instead of --bits.
     #[arg(long, value_enum, default_value_t = MethodArg::Rtn)]
     method: MethodArg,
-    /// CMPQ: effective bits per weight, everything stored counted (2.00..=4.00, steps of 0.05).
+    /// CMPQ and auto: effective bits per weight, everything stored counted (CMPQ: 2.00..=4.00
+    /// in steps of 0.05; auto: any fraction).
     #[arg(long, default_value_t = 3.0)]
-    budget: f32,
+    budget: f64,
+    /// auto: the formats each linear may take, comma-separated: int<bits><g<N>|row|tensor>[asym]
+    /// (RTN), nf4<gran>, fp4<gran>, ggml types (q4_0 … q6_k), keep.
+    #[arg(long, default_value = quantlab::quant::auto::DEFAULT_CANDIDATES)]
+    candidates: String,
+    /// auto: how linears' errors are weighed: their output error, or relative to their output.
+    #[arg(long, value_enum, default_value_t = AutoErrorArg::Relative)]
+    auto_error: AutoErrorArg,
     /// CMPQ: fraction of input columns kept in f16 (outlier extraction A).
     #[arg(long, default_value_t = 0.005)]
     outlier_cols: f32,
@@ -1074,7 +1094,7 @@ fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
     }
     if matches!(a.method, MethodArg::Cmpq) {
         let o = CmpqOptions {
-            budget: a.budget,
+            budget: a.budget as f32,
             outlier_cols: a.outlier_cols,
             outlier_sparse: a.outlier_sparse,
             ..CmpqOptions::default()
@@ -1094,10 +1114,32 @@ fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
         c.validate()?;
         return Ok(c);
     }
+    if matches!(a.method, MethodArg::Auto) {
+        if a.bits.is_some() || a.lorc_rank.is_some() {
+            return Err(Error::config(
+                "--method auto",
+                "auto chooses each linear's format from --candidates at --budget; drop --bits, \
+                 --group and --lorc-rank",
+            ));
+        }
+        let c = QuantConfig {
+            method: Method::Auto(AutoOptions {
+                budget: a.budget,
+                candidates: a.candidates.clone(),
+                error: match a.auto_error {
+                    AutoErrorArg::Output => ErrorKind::Output,
+                    AutoErrorArg::Relative => ErrorKind::Relative,
+                },
+            }),
+            ..QuantConfig::default()
+        };
+        c.validate()?;
+        return Ok(c);
+    }
     match a.bits {
         None if !matches!(a.method, MethodArg::Rtn) => Err(Error::config(
             "method",
-            "this method needs --bits (only cmpq takes --budget instead)",
+            "this method needs --bits (only cmpq and auto take --budget instead)",
         )),
         None => Ok(QuantConfig::default()),
         Some(bits) => Ok(QuantConfig {
@@ -1123,7 +1165,7 @@ fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
                     lr: a.mos_lr,
                 }),
                 // Handled above (CMPQ takes --budget, not --bits; ggml's type sets its bits).
-                MethodArg::Cmpq | MethodArg::Ggml => Method::None,
+                MethodArg::Cmpq | MethodArg::Ggml | MethodArg::Auto => Method::None,
             },
             lorc: a.lorc_rank.map(|rank| LorcOptions { rank, bits8: false }),
             default: LayerQuant {
@@ -1201,6 +1243,9 @@ fn eval(a: &EvalArgs) -> Result<()> {
     let mem = s.set_quant(&cfg)?;
     if let Some(r) = s.smooth_report() {
         print_alphas(r, &s.source().topology());
+    }
+    if let Some(r) = s.auto_report() {
+        print_auto(r);
     }
     if !matches!(cfg.method, Method::None) {
         eprintln!(
@@ -1296,6 +1341,43 @@ fn calibrate(
     Ok(p.source)
 }
 
+/// What automatic allocation chose: how many linears took each format, the bits and the
+/// predicted error, and the seconds of the measurement and the choice.
+fn print_auto(r: &quantlab::quant::auto::AutoReport) {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for l in &r.layers {
+        match counts.iter_mut().find(|(f, _)| *f == l.format) {
+            Some(c) => c.1 += 1,
+            None => counts.push((l.format.clone(), 1)),
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(f, n)| format!("{f} ×{n}")).collect();
+    eprintln!(
+        "auto: {:.4} bits/weight for a budget of {} ({:.4}..{:.4} possible): {}",
+        r.bits_per_weight,
+        r.budget,
+        r.min_bits,
+        r.max_bits,
+        counts.join(", ")
+    );
+    eprintln!(
+        "auto: predicted {:?} error {:.6e}{}; measurement {:.2} s{}, choice {:.3} s",
+        r.error_kind,
+        r.predicted_error,
+        if r.optimal {
+            " (optimal)".to_string()
+        } else {
+            format!(
+                " (search stopped at its node limit; no choice is below {:.6e})",
+                r.lower_bound
+            )
+        },
+        r.measure_seconds,
+        if r.measure_cached { " (cached)" } else { "" },
+        r.choose_seconds
+    );
+}
+
 /// The α a scale transform chose, one line per layer, sites in topology order ("-": unscaled).
 fn print_alphas(r: &quantlab::quant::smooth::SmoothReport, topo: &quantlab::model::arch::Topology) {
     let sites: Vec<&str> = topo.sites.iter().map(|s| s.name).collect();
@@ -1361,6 +1443,7 @@ fn print_result(
             "bits_per_weight": mem.bits_per_weight, "protocol": r.protocol, "ctx": r.ctx,
             "config": cfg.to_url(), "wa": cfg.wa_label(), "act": mem.act,
             "smooth": s.smooth_report(),
+            "auto": s.auto_report(),
             "backend": engine.backend, "adapter": engine.adapter,
             "gpu_weight_bytes": engine.weight_bytes,
             "calibration": calib,
@@ -1651,6 +1734,10 @@ fn bench_method(m: MethodArg, bits: u8) -> Method {
             budget: bits as f32,
             ..CmpqOptions::default()
         }),
+        MethodArg::Auto => Method::Auto(AutoOptions {
+            budget: bits as f64,
+            ..AutoOptions::default()
+        }),
     }
 }
 
@@ -1790,6 +1877,7 @@ fn sweep(a: &SweepArgs) -> Result<()> {
             let _ = std::io::stderr().flush();
         }
         Event::Fallback(why) => eprintln!("\n  on the CPU instead: {why}"),
+        Event::Auto(r) => print_auto(r),
         Event::Row(r) => eprintln!(
             "\r  {:.3} bits/weight · PPL {:.4} ± {:.4} · quantize {:.1} s · eval {:.1} s ({}) · {:.0} s so far",
             r.eff_bits, r.ppl, r.ppl_err, r.quant_s, r.eval_s, r.backend, t0.elapsed().as_secs_f64()
@@ -1833,6 +1921,8 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         outlier_cols: 0.005,
         outlier_sparse: 0.0025,
         ablation: AblationArg::Full,
+        candidates: quantlab::quant::auto::DEFAULT_CANDIDATES.to_string(),
+        auto_error: AutoErrorArg::Relative,
         lorc_rank: None,
         per_column: false,
         outliers: 0.0,

@@ -501,6 +501,15 @@ impl Playground {
         to_js(&s.as_ref().ok_or_else(no_model)?.smooth_report())
     }
 
+    /// What automatic allocation chose (`quant::auto::AutoReport`: per linear its format, bits
+    /// and the predicted error of every candidate; the budget, the bits achieved, the seconds
+    /// of the measurement and of the choice), or `null` unless the config is `auto`.
+    #[wasm_bindgen(js_name = autoReport)]
+    pub fn auto_report(&self) -> Result<JsValue, JsError> {
+        let s = self.session()?;
+        to_js(&s.as_ref().ok_or_else(no_model)?.auto_report())
+    }
+
     /// The underflow meter (`quant::underflow::measure`) on the weights as loaded: INT4 against
     /// dINT4 round-to-nearest at `layer`'s granularity (`LayerQuant` JSON; its `grid` picks the
     /// dINT code set), per layer type and per tensor.

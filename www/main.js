@@ -10,6 +10,7 @@ import { RunStore, overridesText, runKey, textId } from './runs.js';
 import { clearFailures, explain, progressText, showFailure } from './status.js';
 import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto, drawTender, drawTraining } from './charts.js';
 import { download } from './download.js';
+import { autoCurveConfigs, autoLabel, showAuto } from './auto.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
@@ -198,7 +199,7 @@ function quantName(q) {
   if (!q || typeof q !== 'object') return 'as loaded';
   const m = typeof q.method === 'string' ? q.method : Object.keys(q.method ?? {})[0] ?? '?';
   if (m === 'none') return q.act ? `activations A${q.act.bits}` : 'as loaded';
-  const w = m === 'cmpq' ? `${m} ${q.method.cmpq.budget} bits` : `${m} ${q.default?.bits}-bit`;
+  const w = m === 'cmpq' || m === 'auto' ? `${m} ${q.method[m].budget} bits` : `${m} ${q.default?.bits}-bit`;
   return q.act ? `${w}, A${q.act.bits}` : w;
 }
 
@@ -719,6 +720,7 @@ function weightsOnlyLabel(q) {
       !o.kmeans && 'uniform grids', o.act !== 'mean_abs' && o.act].filter(Boolean);
     return `CMPQ ${Number(o.budget).toFixed(2)} bits${off.length ? ` (${off.join(', ')})` : ''}${extra}`;
   }
+  if (id === 'auto') return `${autoLabel(q.method.auto)}${extra}`;
   if (id === 'binarymos') {
     const o = q.method.binarymos;
     return `BinaryMoS N${o.experts} 1-bit, ${o.steps} steps${extra}`;
@@ -1171,6 +1173,7 @@ function onResult(msg) {
     seconds: total, layers: null,
     // What calibrated this run, said on its result line (calibrationLine: source, tokens, texts).
     calibLine: calibrationLine(),
+    auto: msg.auto,
   });
   el.evalStop.disabled = true;
   showRecord(rec);
@@ -1212,6 +1215,7 @@ function showRecord(rec) {
   const r = rec.result;
   shown = rec;
   current = { quant: rec.quant, options: rec.options };
+  showAuto(rec.auto);
   runs += 1;
   delete el.w4a8Note.dataset.failed;
   delete el.result.dataset.stale;
@@ -1397,6 +1401,7 @@ function presetConfigs(name) {
       return grid;
     }
     case 'cmpq-curve': return cmpqCurveConfigs();
+    case 'auto-curve': return autoCurveConfigs({ schema, el, syncMethodControls });
     case 'binary': return binaryConfigs();
     case 'w4a8': return w4a8Configs();
     case 'tender': return tenderConfigs();

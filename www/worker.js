@@ -391,6 +391,7 @@ async function run({ gen, quant, text, options, calib }) {
       // (α per layer and site; null without one).
       post({
         type: 'result', gen, result, memory, engine: playground.engine(), wa: quantSummary(quant).wa, smooth: playground.smoothReport(),
+        auto: playground.autoReport(),
       });
       if (!stale(gen)) post({ type: 'layers', gen, map: playground.layerMap() });
     }, () => stale(gen), { gen });

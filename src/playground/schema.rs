@@ -12,6 +12,7 @@
 use crate::format::act::ActGranularity;
 use crate::format::Granularity;
 use crate::quant::act::{ActConfig, ActScaleKind, MIN_PERCENTILE};
+use crate::quant::auto::{self, AutoOptions};
 use crate::quant::awq::AwqOptions;
 use crate::quant::binary::OneBitOptions;
 use crate::quant::binarymos::{BinaryMosOptions, MAX_EXPERTS as MAX_MOS_EXPERTS};
@@ -548,6 +549,13 @@ fn dec(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(x as f64)
 }
 
+/// The candidate lists the page offers for automatic allocation (the CLI takes any list).
+const AUTO_CANDIDATE_SETS: [&str; 3] = [
+    auto::DEFAULT_CANDIDATES,
+    "int2g32,int3g32,int4g32,int8g32",
+    "int2g64,int3g64,nf4g64,q4_0,q5_0,q8_0",
+];
+
 /// Most lite-training steps per layer the page offers (the CLI and configs allow
 /// `binarymos::MAX_STEPS`): more is minutes per layer in a browser.
 const PAGE_MOS_STEPS: usize = 1000;
@@ -744,6 +752,39 @@ pub fn schema() -> Schema {
                 ),
             ],
             paper: "Chen et al., channel-wise mixed-precision quantization, CMPQ (arXiv:2410.13056)",
+        },
+        // Automatic allocation: the bits slider becomes the budget; the measurement is cached
+        // by the session, so moving the slider only solves again (docs/auto.md).
+        MethodSchema {
+            id: "auto",
+            label: "Auto (per-layer formats at a budget)",
+            bits: Vec::new(),
+            granularity: false,
+            symmetric: false,
+            clip_search: false,
+            needs_calibration: true,
+            lorc: false,
+            defaults: json(&AutoOptions::default()),
+            fields: vec![
+                Field::budget(
+                    "budget",
+                    (auto::SLIDER_MIN, auto::SLIDER_MAX, auto::SLIDER_STEP),
+                    "effective bits per weight of the block linears, everything stored counted (codes, scales, zero points)",
+                ),
+                Field::choice(
+                    "candidates",
+                    "Candidates",
+                    AUTO_CANDIDATE_SETS.to_vec(),
+                    "the formats each linear may take; each is measured once per calibration",
+                ),
+                Field::choice(
+                    "error",
+                    "Error",
+                    vec!["relative", "output"],
+                    "relative: each linear's output error on the calibration tokens divided by its output energy; output: as measured",
+                ),
+            ],
+            paper: "multiple-choice knapsack over measured per-layer output errors (HAWQ-V2, arXiv:1911.03852, additivity)",
         },
         MethodSchema {
             id: "sign",

@@ -115,6 +115,9 @@ pub struct Session {
     /// calibration changes; a session holds one model, and a new model gets a new session and
     /// so a new cache.
     cmpq: CmpqCache,
+    /// Automatic allocation's measurement (`quant::auto`), kept while the calibration stays,
+    /// so that moving the budget only solves again.
+    auto: crate::quant::auto::AutoCache,
     clock: fn() -> f64,
 }
 
@@ -236,6 +239,7 @@ impl Session {
             quant: QuantConfig::default(),
             calib: None,
             cmpq: CmpqCache::default(),
+            auto: Default::default(),
             clock: default_clock,
         })
     }
@@ -346,6 +350,7 @@ impl Session {
             Some(c) if c.key == key && c.calib.opts == *opts && (!cpu || c.backend == "cpu"));
         if !reuse {
             self.calib = None;
+            self.auto.clear();
             let bos = self.bos();
             let gpu = if cpu { None } else { self.engine.gpu_loaded() };
             let (calib, backend) = match gpu {
@@ -455,6 +460,14 @@ impl Session {
         self.cmpq.fits()
     }
 
+    /// What automatic allocation chose, while the current config is `Method::Auto`.
+    pub fn auto_report(&self) -> Option<&crate::quant::auto::AutoReport> {
+        match self.quant.method {
+            Method::Auto(_) => self.auto.report(),
+            _ => None,
+        }
+    }
+
     /// The statistics `set_quant` will use, if calibrated.
     pub fn calibration(&self) -> Option<&Calibration> {
         self.calib.as_ref().map(|c| &c.calib)
@@ -502,6 +515,11 @@ impl Session {
                     // The cache builds the weights alone: the activation quantizer is the
                     // config's, as `apply_reported` makes it (CMPQ folds no scales, so the
                     // statistics of the loaded model are the stored model's).
+                    q.act = cfg.act.map(|a| a.plan(Some(c))).transpose()?;
+                    q
+                }
+                (Method::Auto(o), Some(CachedCalib { calib: c, .. })) => {
+                    let mut q = self.auto.apply(o, &self.source, c, self.clock, progress)?;
                     q.act = cfg.act.map(|a| a.plan(Some(c))).transpose()?;
                     q
                 }

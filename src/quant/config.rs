@@ -15,6 +15,7 @@ use crate::format::{
 };
 use crate::model::weights::{Linear, ModelWeights};
 use crate::quant::act::ActConfig;
+use crate::quant::auto::AutoOptions;
 use crate::quant::awq::{self, AwqOptions};
 use crate::quant::binary::{self, OneBitOptions};
 use crate::quant::binarymos::{self, BinaryMosOptions};
@@ -97,6 +98,11 @@ pub enum Method {
     /// q2_k … q6_k); `bits` must be the type's code width (`ggml_code_bits`), `gran` is not
     /// used, rows must be a multiple of the block size (32, or 256 for a K-quant).
     Ggml(#[serde(with = "ggml_name")] GgmlType),
+    /// Automatic per-layer allocation (`quant::auto`): each block linear gets one of the
+    /// candidate formats, chosen from its measured output error so that the total predicted
+    /// error is least at the budget of effective bits; needs calibration; `bits`, `gran` and
+    /// the overrides are not used.
+    Auto(AutoOptions),
 }
 
 /// The ggml types `Method::Ggml` quantizes (all that QuantLab decodes), in ggml type-id order.
@@ -201,7 +207,11 @@ impl Method {
         }
         matches!(
             self,
-            Method::Gptq(_) | Method::Awq(_) | Method::Cmpq(_) | Method::BinaryMos(_)
+            Method::Gptq(_)
+                | Method::Awq(_)
+                | Method::Cmpq(_)
+                | Method::BinaryMos(_)
+                | Method::Auto(_)
         )
     }
 
@@ -227,6 +237,7 @@ impl Method {
             Method::OneBit(_) => "onebit",
             Method::BinaryMos(_) => "binarymos",
             Method::Ggml(_) => "ggml",
+            Method::Auto(_) => "auto",
         }
     }
 }
@@ -529,7 +540,10 @@ impl QuantConfig {
                      choose smoothquant or awq with tender, or a uniform act",
                 ));
             }
-            if matches!(self.method, Method::None | Method::Awq(_) | Method::Cmpq(_)) {
+            if matches!(
+                self.method,
+                Method::None | Method::Awq(_) | Method::Cmpq(_) | Method::Auto(_)
+            ) {
                 return Err(Error::config(
                     "smooth",
                     format!(
@@ -541,6 +555,13 @@ impl QuantConfig {
                     ),
                 ));
             }
+        }
+        if let (Some(_), Method::Auto(_)) = (&self.lorc, &self.method) {
+            return Err(Error::config(
+                "lorc",
+                "auto chooses formats by their own stored bits, and LoRC's factors would add \
+                 bits it did not count: leave lorc out",
+            ));
         }
         if self.lorc.is_some() && self.method == Method::None {
             return Err(Error::config(
@@ -722,6 +743,7 @@ impl QuantConfig {
             ),
             Method::Cmpq(o) => o.validate(),
             Method::BinaryMos(o) => o.validate(),
+            Method::Auto(o) => o.validate(),
         }
     }
 
@@ -743,8 +765,9 @@ impl QuantConfig {
         if self.method == Method::None && self.act.is_none() {
             return "as loaded".to_string();
         }
-        let w = match self.method {
+        let w = match &self.method {
             Method::None => "W16".to_string(),
+            Method::Auto(o) => format!("W{}", o.budget),
             _ => format!("W{}", self.default.bits),
         };
         let a = self.act.map_or("A16".to_string(), |a| match a.tender {
@@ -976,6 +999,12 @@ impl QuantConfig {
                 Some(_) => {}
             }
         }
+        if let (Method::Auto(o), Some(c)) = (&self.method, calib) {
+            // No cache here: a session or a sweep keeps one (`auto::AutoCache`) instead.
+            let mut cache = crate::quant::auto::AutoCache::default();
+            let clock = crate::quant::auto::default_clock;
+            return cache.apply(o, src, c, clock, progress);
+        }
         let topo = src.topology();
         let per_layer = topo.linears.len();
         let total = src.layers.len() * per_layer;
@@ -1108,7 +1137,7 @@ impl QuantConfig {
         Ok(st)
     }
 
-    fn quantize_linear(
+    pub(crate) fn quantize_linear(
         &self,
         lin: &Linear,
         q: LayerQuant,
@@ -1214,6 +1243,10 @@ impl QuantConfig {
                     on_step(&lin.name, k, l)
                 })
             }
+            Method::Auto(_) => Err(Error::config(
+                "auto",
+                format!("{}: auto chooses a format per linear first", lin.name),
+            )),
             Method::Awq(_) => Err(Error::config(
                 "awq",
                 format!(

@@ -1,6 +1,7 @@
 //! Quantizers (the storage formats they produce are `crate::format`).
 
 pub mod act;
+pub mod auto;
 pub mod awq;
 pub mod binary;
 pub mod binarymos;

@@ -82,6 +82,22 @@ impl Columns {
                 series: format!("as loaded{act}"),
             };
         }
+        if let Method::Auto(o) = &cfg.method {
+            // One series per candidate list and error kind; the budget is the x axis.
+            let kind = match o.error {
+                crate::quant::auto::ErrorKind::Output => "",
+                crate::quant::auto::ErrorKind::Relative => " relative",
+            };
+            return Columns {
+                method,
+                bits: o.budget.round().clamp(1.0, 32.0) as u8,
+                gran: String::new(),
+                sym: None,
+                lorc_rank: 0,
+                clip: false,
+                series: format!("auto{kind} [{}]{act}", o.candidates),
+            };
+        }
         let gran = match (&cfg.method, q.gran) {
             (Method::Kmeans(o), _) => match o.per {
                 crate::quant::codebook::Per::Row => "row".to_string(),
@@ -394,7 +410,8 @@ fn point(file: &str, at: &str, v: &Value) -> Result<QuantConfig> {
     };
     let b = match (o.get("bits"), &m) {
         (Some(v), _) => bits(file, &format!("{at}.bits"), v)?,
-        (None, Method::None) => LayerQuant::default().bits,
+        // Methods with a budget instead of bits (CMPQ, auto) leave the default's bits unused.
+        (None, Method::None | Method::Cmpq(_) | Method::Auto(_)) => LayerQuant::default().bits,
         (None, _) => return Err(err(file, format!("{at}.bits"), "missing (required)")),
     };
     let g = match o.get("gran") {

@@ -26,7 +26,8 @@
 //!   `bits` and `method` are required; `gran` defaults to `["row"]`, `sym` to `[true]`,
 //!   `lorc_rank` to `[0]` (0 = no LoRC), `clip` (RTN clip search) to `[false]`.
 //! * `points` (optional list): single configs, each either the same keys with one value each
-//!   (`method` required; `bits` required unless the method is `none`) or `{"config": …}` holding
+//!   (`method` required; `bits` required unless the method is `none`, or takes a budget
+//!   instead: `{"cmpq": {"budget": 3.0}}`, `{"auto": {"budget": 3.25}}`) or `{"config": …}` holding
 //!   a whole `QuantConfig` as JSON or as a share-link string (`v1.…`), for anything the product
 //!   keys cannot say (per-tensor overrides, 8-bit LoRC factors).
 //! * `gran`: `"row"`, `"tensor"`, a group size as a number or as `"g64"`.

@@ -58,6 +58,8 @@ pub enum Event<'a> {
     Window(&'a EvalProgress),
     /// A config the GPU cannot run goes to the CPU; the message says why.
     Fallback(&'a str),
+    /// What automatic allocation chose for the config being quantized.
+    Auto(&'a crate::quant::auto::AutoReport),
     Row(&'a Row),
 }
 
@@ -66,7 +68,8 @@ pub enum Event<'a> {
 pub fn precheck(model: &ModelWeights, configs: &[QuantConfig]) -> Result<()> {
     for cfg in configs {
         cfg.validate()?;
-        if matches!(cfg.method, Method::Kmeans(_)) {
+        // Their own formats: k-means ignores the granularity, auto checks each candidate's fit.
+        if matches!(cfg.method, Method::Kmeans(_) | Method::Auto(_)) {
             continue;
         }
         for l in model.linears() {
@@ -143,6 +146,8 @@ pub fn run(
     let mut primary = Engine::load(device, inputs.model)?;
     let mut fallback: Option<Engine> = None;
     let mut calibration: Option<(Calibration, f64)> = None;
+    // Automatic allocation measures once per sweep; later budgets only solve again.
+    let mut auto = crate::quant::auto::AutoCache::default();
     for (i, cfg) in todo.iter().enumerate() {
         let cols = Columns::of(cfg);
         let calib_s = if cfg.needs_calibration() {
@@ -186,8 +191,22 @@ pub fn run(
         };
         event(Event::Quantizing(i, todo.len(), &cols));
         let t = Instant::now();
-        let q = match cfg.method {
-            Method::None if cfg.act.is_none() => None,
+        let q = match (&cfg.method, &calibration) {
+            (Method::None, _) if cfg.act.is_none() => None,
+            (Method::Auto(o), Some((c, _))) => {
+                let mut w = auto.apply(
+                    o,
+                    inputs.model,
+                    c,
+                    crate::quant::auto::default_clock,
+                    &mut |_, _| true,
+                )?;
+                w.act = cfg.act.map(|a| a.plan(Some(c))).transpose()?;
+                if let Some(r) = auto.report() {
+                    event(Event::Auto(r));
+                }
+                Some(w)
+            }
             _ => Some(cfg.apply_calibrated(
                 inputs.model,
                 calibration.as_ref().map(|(c, _)| c),
