@@ -252,6 +252,20 @@ fn the_cli_trains_checkpoints_resumes_and_writes_a_file_eval_loads() {
         "{info}"
     );
 
+    // --max-minutes stops a run early (here after its first step) and the file says so.
+    let c_out = p("c.qlab");
+    with(&["--max-minutes", "1e-6", "--out", &c_out]);
+    let f = quantlab::model::qlab::read("c.qlab", &std::fs::read(&c_out).unwrap()).unwrap();
+    let bin = &f.info["extra"]["binarize"];
+    assert_eq!(bin["steps"], 1, "{bin}");
+    assert!(
+        bin["stopped_early"]
+            .as_str()
+            .unwrap()
+            .contains("of 4 planned steps"),
+        "{bin}"
+    );
+
     // OPT has no backward pass here: refused by name, nothing written.
     let out = run(&[
         "binarize",

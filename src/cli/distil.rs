@@ -48,6 +48,11 @@ pub(super) struct FullArgs {
     /// Full: continue the run saved in this checkpoint (same model, text and options).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Full: stop before a step that would end past this many minutes of training (judged by
+    /// the mean step so far) and write what is trained; the cosine schedule stays the one of
+    /// --steps, and the file records both.
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
 }
 
 pub(super) fn full(a: &BinarizeArgs) -> Result<()> {
@@ -159,7 +164,17 @@ pub(super) fn full(a: &BinarizeArgs) -> Result<()> {
     };
     let wall = Instant::now();
     let first = t.steps_done();
+    let mut stopped = false;
     while t.steps_done() < opts.steps {
+        if let Some(m) = f.max_minutes {
+            let done = t.steps_done() - first;
+            let spent = wall.elapsed().as_secs_f64();
+            if done > 0 && spent + spent / done as f64 > 60.0 * m {
+                eprintln!("stopping after {done} steps: --max-minutes {m}");
+                stopped = true;
+                break;
+            }
+        }
         let log = t.step()?;
         let done = t.steps_done() - first;
         let per = wall.elapsed().as_secs_f64() / done as f64;
@@ -202,6 +217,7 @@ pub(super) fn full(a: &BinarizeArgs) -> Result<()> {
             "method": "binarymos",
             "mode": "full",
             "steps": t.steps_done(),
+            "stopped_early": stopped.then(|| format!("--max-minutes {:?} of {} planned steps", f.max_minutes, opts.steps)),
             "tokens_seen": t.steps_done() * opts.tokens_per_step(),
             "seconds": t.seconds(),
             "options": opts,
@@ -222,16 +238,18 @@ pub(super) fn full(a: &BinarizeArgs) -> Result<()> {
         }
     });
     let w = t.weights(s.source())?;
+    let steps_done = t.steps_done();
     drop(t);
     let bytes = s.save_trained_qlab(&w, &cfg, extra)?;
     write_atomically(&a.out, &bytes)?;
     let mem = w.memory();
     println!(
-        "wrote {} ({} bytes): BinaryMoS N={} full distillation, {} steps, block linears {:.4} \
-         bits/weight",
+        "wrote {} ({} bytes): BinaryMoS N={} full distillation, {} of {} steps, block linears \
+         {:.4} bits/weight",
         a.out.display(),
         bytes.len(),
         a.experts,
+        steps_done,
         opts.steps,
         mem.bits_per_weight
     );
