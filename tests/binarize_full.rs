@@ -291,3 +291,46 @@ fn the_cli_trains_checkpoints_resumes_and_writes_a_file_eval_loads() {
     );
     assert!(!dir.join("opt.qlab").exists());
 }
+
+#[test]
+fn the_straight_through_estimator_passes_gradients_only_inside_the_clip() {
+    let src = tiny_model(tiny_config(Arch::Llama, 0), 3);
+    let toks = tokens(4 * SEQ, src.config.vocab, 5);
+    // The tiny weights are uniform in ±0.15: a clip of 0.1 freezes about a third of them.
+    let mut o = opts(2, 3, 1e-2, 2);
+    o.ste_clip = 0.1;
+    let mut t = Trainer::new(&src, "tiny", toks, o).unwrap();
+    let latent = |t: &Trainer| -> Vec<(String, Vec<f32>)> {
+        tensors(&t.checkpoint().unwrap())
+            .into_iter()
+            .filter(|(n, _)| n.ends_with(".latent"))
+            .map(|(n, b)| {
+                let v = b
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+                (n, v.collect())
+            })
+            .collect()
+    };
+    let before = latent(&t);
+    for _ in 0..3 {
+        t.step().unwrap();
+    }
+    let after = latent(&t);
+    let (mut frozen, mut moved) = (0, 0);
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        for (x, y) in a.iter().zip(b) {
+            if x.abs() >= 0.1 {
+                assert_eq!(
+                    x.to_bits(),
+                    y.to_bits(),
+                    "{name}: {x} outside the clip moved to {y}"
+                );
+                frozen += 1;
+            } else if x != y {
+                moved += 1;
+            }
+        }
+    }
+    assert!(frozen > 0 && moved > 0, "{frozen} frozen, {moved} moved");
+}
