@@ -204,32 +204,36 @@ impl Trainer {
         let teacher = Model::load(&Cpu, source)?;
         grad::check(&teacher)?;
         let mut student = Model::load(&Cpu, source)?;
-        let mut trained = Vec::new();
-        for (l, blk) in student.blocks.iter_mut().enumerate() {
-            for (j, mat) in blk.mats.iter_mut().enumerate() {
-                let name = &source.layers[l].linears[j].name;
-                if mat.mos.is_some() {
-                    return Err(Error::config(
-                        "binarize --mode full",
-                        format!("{name} is already BinaryMoS; distil from a model that is not"),
-                    ));
-                }
-                let w = std::mem::take(&mut mat.data);
-                let layer =
-                    MosLayer::init(&w, mat.rows, mat.cols, opts.experts, router_seed(name))?;
-                let n = [
-                    w.len(),
-                    layer.s_in.len(),
-                    layer.s_out.len(),
-                    layer.router.len(),
-                ];
-                mat.mos = Some(layer);
-                trained.push(Trained {
-                    latent: w,
-                    moments: n.map(Moments::zeros),
-                });
+        let names = source
+            .layers
+            .iter()
+            .flat_map(|l| l.linears.iter().map(|x| &x.name));
+        let mats = student.blocks.iter_mut().flat_map(|b| b.mats.iter_mut());
+        // Each linear's SVID start is independent of the others: in parallel.
+        let experts = opts.experts;
+        let trained = crate::par::map(names.zip(mats), |(name, mat)| -> Result<Trained> {
+            if mat.mos.is_some() {
+                return Err(Error::config(
+                    "binarize --mode full",
+                    format!("{name} is already BinaryMoS; distil from a model that is not"),
+                ));
             }
-        }
+            let w = std::mem::take(&mut mat.data);
+            let layer = MosLayer::init(&w, mat.rows, mat.cols, experts, router_seed(name))?;
+            let n = [
+                w.len(),
+                layer.s_in.len(),
+                layer.s_out.len(),
+                layer.router.len(),
+            ];
+            mat.mos = Some(layer);
+            Ok(Trained {
+                latent: w,
+                moments: n.map(Moments::zeros),
+            })
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
         Ok(Trainer {
             opts,
             teacher,
@@ -304,7 +308,7 @@ impl Trainer {
         let seq = self.opts.seq_len;
         let tokens = self.batch(self.step);
         let tf = grad::forward(&self.teacher, &tokens, seq)?;
-        let sf = grad::forward(&self.student, &tokens, seq)?;
+        let mut sf = grad::forward_taped(&self.student, &tokens, seq)?;
         let (rows, d) = (tokens.len(), self.student.config.dim);
         let n = self.student.blocks.len();
         let mut d_out = vec![0f32; rows * d];
@@ -351,10 +355,17 @@ impl Trainer {
             data: d_out,
         };
         let mut grads: Vec<BlockGrads> = vec![Vec::new(); n];
-        grad::backward(&self.student, &sf, seq, &d_hidden, &d_out, &mut |l, g| {
-            grads[l] = g;
-            Ok(())
-        })?;
+        grad::backward(
+            &self.student,
+            &mut sf,
+            seq,
+            &d_hidden,
+            &d_out,
+            &mut |l, g| {
+                grads[l] = g;
+                Ok(())
+            },
+        )?;
         drop(sf);
         let lr = cosine_lr(self.opts.lr, self.step, self.opts.steps, self.opts.warmup);
         let grad_norm = self.update(grads.into_iter().flatten().collect(), lr)?;

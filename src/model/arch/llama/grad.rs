@@ -13,9 +13,11 @@
 //! The norms, the embedding, the head and dense linears stay frozen (the student trains only its
 //! BinaryMoS linears), so the backward pass returns gradients for those alone.
 //!
-//! Memory: `forward` keeps only each block's input; `backward` runs each block's forward again
-//! with its tape before going back through it (activation checkpointing, one block at a time),
-//! so a step holds one block's intermediate values instead of all of them.
+//! Memory: `forward_taped` keeps every block's intermediate values (its tape) when they fit
+//! `TAPE_BUDGET`; otherwise, as after `forward`, `backward` runs each block's forward again
+//! before going back through it (activation checkpointing, one block at a time). The same
+//! operations either way, so the gradients are bit for bit the same (checked in
+//! `model_backward_matches_central_differences_for_every_trained_tensor`).
 //!
 //! One model implementation: `forward(..).out` equals `Model::forward` bit for bit
 //! (`training_forward_is_the_model_forward`), and every piece is checked against central
@@ -37,7 +39,15 @@ pub struct Forward {
     pub inputs: Vec<Act>,
     /// The output norm's result (what the head reads), T × d.
     pub out: Act,
+    /// Each block's tape, when `forward_taped` kept them (else the backward pass recomputes
+    /// them; the numbers are the same either way).
+    tapes: Vec<Option<Tape>>,
 }
+
+/// Most bytes of tapes `forward_taped` keeps; past this it keeps none and the backward pass
+/// recomputes each block (about a sixth more work). 4 GiB holds 1 400 tokens of the default
+/// model (30 blocks, ~94 kB a token and block).
+pub const TAPE_BUDGET: u64 = 4 << 30;
 
 /// Whether `m` can train here: the Llama family, no activation quantization.
 pub fn check(m: &Model<Cpu>) -> Result<()> {
@@ -63,6 +73,31 @@ pub fn check(m: &Model<Cpu>) -> Result<()> {
 /// The Llama forward pass of `tokens` (independent sequences of `seq`), keeping each block's
 /// input. The same operations in the same order as `llama::forward`.
 pub fn forward(m: &Model<Cpu>, tokens: &[u32], seq: usize) -> Result<Forward> {
+    forward_keeping(m, tokens, seq, false)
+}
+
+/// `forward`, also keeping every block's tape for `backward` when they fit `TAPE_BUDGET`.
+pub fn forward_taped(m: &Model<Cpu>, tokens: &[u32], seq: usize) -> Result<Forward> {
+    let bytes = tape_bytes(&m.config, m.blocks.len(), tokens.len());
+    forward_keeping(m, tokens, seq, bytes <= TAPE_BUDGET)
+}
+
+/// Bytes of the tapes of `blocks` blocks for `rows` tokens (every linear counted as
+/// BinaryMoS: its trace holds gates, `h`, the output scales and the output).
+fn tape_bytes(c: &ModelConfig, blocks: usize, rows: usize) -> u64 {
+    let (d, f) = (c.dim, c.ffn_dim);
+    let (q, kv) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
+    let acts = 3 * d + 2 * q + 2 * kv + 3 * f;
+    let traces: usize = [q, kv, kv, d, f, f, d]
+        .iter()
+        .map(|o| 3 * o + crate::format::binarymos::MAX_MOS_EXPERTS)
+        .sum();
+    4u64.saturating_mul((acts + traces) as u64)
+        .saturating_mul(rows as u64)
+        .saturating_mul(blocks as u64)
+}
+
+fn forward_keeping(m: &Model<Cpu>, tokens: &[u32], seq: usize, keep: bool) -> Result<Forward> {
     check(m)?;
     if tokens.is_empty() || seq == 0 || !tokens.len().is_multiple_of(seq) {
         return Err(Error::config(
@@ -73,13 +108,15 @@ pub fn forward(m: &Model<Cpu>, tokens: &[u32], seq: usize) -> Result<Forward> {
     let c = &m.config;
     let mut x = Cpu.embed(&m.embd, tokens)?;
     let mut inputs = Vec::with_capacity(m.blocks.len() + 1);
+    let mut tapes = Vec::with_capacity(m.blocks.len());
     for blk in &m.blocks {
-        let (y, _) = block(c, blk, &x, seq, false);
+        let (y, tape) = block(c, blk, &x, seq, keep);
         inputs.push(std::mem::replace(&mut x, y));
+        tapes.push(tape);
     }
     let out = Cpu.rmsnorm(&x, &out_norm(m)?.w, c.norm_eps);
     inputs.push(x);
-    Ok(Forward { inputs, out })
+    Ok(Forward { inputs, out, tapes })
 }
 
 fn out_norm(m: &Model<Cpu>) -> Result<&crate::model::net::LoadedNorm<Cpu>> {
@@ -178,10 +215,10 @@ pub type BlockGrads = Vec<Option<MosGrads>>;
 
 /// Back through the whole model. `d_hidden[l]` is the loss's gradient with respect to block
 /// `l`'s output (`n_layer` entries), `d_out` with respect to the output norm's result. Calls
-/// `sink(l, grads)` for every block from the last to the first.
+/// `sink(l, grads)` for every block from the last to the first. Uses up `f`'s tapes.
 pub fn backward(
     m: &Model<Cpu>,
-    f: &Forward,
+    f: &mut Forward,
     seq: usize,
     d_hidden: &[Act],
     d_out: &Act,
@@ -198,7 +235,8 @@ pub fn backward(
     let mut dx = rmsnorm_backward(&f.inputs[n], &out_norm(m)?.w, c.norm_eps, d_out);
     for l in (0..n).rev() {
         add(&mut dx, &d_hidden[l]);
-        let (d_in, grads) = block_backward(c, &m.blocks[l], &f.inputs[l], seq, &dx);
+        let tape = f.tapes.get_mut(l).and_then(Option::take);
+        let (d_in, grads) = block_backward(c, &m.blocks[l], &f.inputs[l], seq, &dx, tape);
         sink(l, grads)?;
         dx = d_in;
     }
@@ -248,9 +286,10 @@ fn block_backward(
     x: &Act,
     seq: usize,
     dx2: &Act,
+    tape: Option<Tape>,
 ) -> (Act, BlockGrads) {
     let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
-    let (_, tape) = block(c, blk, x, seq, true);
+    let tape = tape.or_else(|| block(c, blk, x, seq, true).1);
     let Some(mut t) = tape else {
         unreachable!("block keeps its tape when asked")
     };

@@ -206,7 +206,7 @@ fn model_backward_matches_central_differences_for_every_trained_tensor() {
     let (_, mut m) = student();
     let n = m.blocks.len();
     let (seq, toks) = (6, tokens(12, m.config.vocab, 8));
-    let f0 = forward(&m, &toks, seq).unwrap();
+    let mut f0 = forward(&m, &toks, seq).unwrap();
     let mut r = Rng(12);
     let d = m.config.dim;
     // L = Σ r_out ⊙ out + Σ_l r_l ⊙ (output of block l): both kinds of gradient the loss feeds in.
@@ -226,11 +226,22 @@ fn model_backward_matches_central_differences_for_every_trained_tensor() {
     };
     let d_hidden: Vec<Act> = r_hidden.iter().map(|v| act(v)).collect();
     let mut grads: Vec<BlockGrads> = vec![Vec::new(); n];
-    backward(&m, &f0, seq, &d_hidden, &act(&r_out), &mut |l, g| {
+    backward(&m, &mut f0, seq, &d_hidden, &act(&r_out), &mut |l, g| {
         grads[l] = g;
         Ok(())
     })
     .unwrap();
+    // The same gradients, bit for bit, from the tapes the forward pass kept: recomputing a
+    // block is only a way to save memory.
+    let mut taped = forward_taped(&m, &toks, seq).unwrap();
+    assert!(taped.tapes.iter().all(Option::is_some));
+    let mut same = true;
+    backward(&m, &mut taped, seq, &d_hidden, &act(&r_out), &mut |l, g| {
+        same &= g == grads[l];
+        Ok(())
+    })
+    .unwrap();
+    assert!(same, "gradients differ with kept tapes");
     // Per tensor, the derivative along a random direction (each entry moved by ±1 % of the
     // tensor's mean magnitude): one entry's effect on the loss is too small for f32 central
     // differences of a whole model, the sum over a tensor is not.
