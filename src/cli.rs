@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod distil;
 mod export;
 mod held_out;
 mod sweep_shard;

@@ -115,6 +115,71 @@ pub fn sgemm(
     gemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc);
 }
 
+/// `sgemm` with the rows of `c` split into blocks, one per thread (`par`), each block one
+/// `sgemm` call. Every element of `c` is still one call's dot product over the whole `k` in the
+/// same order, so the result is bit for bit `sgemm`'s whatever the thread count
+/// (`par_sgemm_equals_sgemm`); matrixmultiply itself runs on one thread.
+#[allow(clippy::too_many_arguments)]
+pub fn par_sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    c: &mut [f32],
+    rsc: usize,
+) {
+    // Below this many multiply-adds per block a thread costs more than it saves.
+    const MIN_WORK: usize = 1 << 16;
+    if m < 2 || n == 0 || rsc < n || par::threads() == 1 || m * k * n < 2 * MIN_WORK {
+        return sgemm(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc);
+    }
+    let used = ((m - 1) * rsc + n).min(c.len());
+    let min_rows = (MIN_WORK / (k * n).max(1)).max(1);
+    par::for_each_row_block(&mut c[..used], rsc, min_rows, |r0, block| {
+        // A full block holds `per · rsc` values, the last `(rows − 1)·rsc + n`.
+        let rows = (block.len() + rsc - n) / rsc;
+        sgemm(
+            rows,
+            k,
+            n,
+            &a[r0 * rsa..],
+            rsa,
+            csa,
+            b,
+            rsb,
+            csb,
+            block,
+            rsc,
+        );
+    });
+}
+
+/// `a · bᵀ` for row-major `a` (`m × k`) and `b` (`n × k`): `m × n` (`par_sgemm`).
+pub fn mul_t(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    par_sgemm(m, k, n, a, k, 1, b, 1, k, &mut c, n);
+    c
+}
+
+/// `a · b` for row-major `a` (`m × k`) and `b` (`k × n`): `m × n` (`par_sgemm`).
+pub fn mul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    par_sgemm(m, k, n, a, k, 1, b, n, 1, &mut c, n);
+    c
+}
+
+/// `aᵀ · b` for row-major `a` (`m × k`) and `b` (`m × n`): `k × n` (`par_sgemm`).
+pub fn t_mul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; k * n];
+    par_sgemm(k, m, n, a, 1, k, b, n, 1, &mut c, n);
+    c
+}
+
 /// Block size: large enough for `dgemm` to run near its peak, small enough that the unblocked
 /// parts (diagonal blocks, panel solves: `n·NB²` work) stay minor.
 const NB: usize = 64;
@@ -296,6 +361,30 @@ pub(crate) fn inverse_cholesky_upper(h: &[f64], n: usize, name: &str) -> Result<
 pub(crate) mod tests {
     use super::*;
     use crate::testkit::Rng;
+
+    #[test]
+    fn par_sgemm_equals_sgemm() {
+        // Odd shapes, strided and transposed operands, a padded output row stride.
+        for (m, k, n, rsc) in [
+            (1, 5, 7, 7),
+            (97, 33, 61, 64),
+            (300, 257, 129, 131),
+            (513, 64, 3, 3),
+        ] {
+            let a = Rng(3).vec(m * k);
+            let b = Rng(5).vec(n * k);
+            let (mut want, mut got) = (vec![0f32; m * rsc], vec![0f32; m * rsc]);
+            // b read transposed (column stride k), as the model's `x · Wᵀ`.
+            sgemm(m, k, n, &a, k, 1, &b, 1, k, &mut want, rsc);
+            par_sgemm(m, k, n, &a, k, 1, &b, 1, k, &mut got, rsc);
+            assert!(
+                want.iter()
+                    .zip(&got)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{m}×{k}×{n}"
+            );
+        }
+    }
 
     /// Reconstruction tolerance for the inverse Cholesky factor (f64, n ≤ 40).
     const FACTOR_TOL: f64 = 1e-9;

@@ -191,7 +191,19 @@ function savedRows(saved) {
     ['Saved from', `${src.name ?? '?'}${src.sha256 ? ` (SHA-256 ${String(src.sha256).slice(0, 12)}…)` : ''}`],
     ['Quantization applied', quant.length ? quant.map(quantName).join(', then ') : 'none (saved as loaded)'],
     ['Saved by', String(saved.created_by ?? '?')],
+    ...trainingRows(saved.extra?.binarize),
   ];
+}
+
+// How `quantlab binarize` trained the file (lite or full BinaryMoS), when it did.
+function trainingRows(b) {
+  if (!b || typeof b !== 'object') return [];
+  const n = (v) => (Number.isFinite(Number(v)) ? Number(v) : null);
+  const parts = [`${String(b.method ?? '?')} ${String(b.mode ?? '?')}`];
+  if (n(b.steps) !== null) parts.push(`${n(b.steps)} steps`);
+  if (n(b.tokens_seen) !== null) parts.push(`${n(b.tokens_seen)} tokens`);
+  if (n(b.seconds) !== null) parts.push(`${n(b.seconds).toFixed(0)} s`);
+  return [['Training', parts.join(', ')]];
 }
 
 // A short name of a QuantConfig: method and bits (CMPQ: its budget), and activations.

@@ -57,6 +57,10 @@ pub(super) enum BinMode {
     /// Signs frozen; each linear's scale experts and router fitted to its own output on cached
     /// calibration activations (`quant::binarymos`).
     Lite,
+    /// The paper's distillation of the whole model from the model as loaded: KL on the logits
+    /// plus 10 × the hidden states' MSE, latent weights through the straight-through
+    /// estimator, AdamW with a cosine schedule (`quantlab::train`; CPU, Llama family).
+    Full,
 }
 
 #[derive(Args)]
@@ -74,17 +78,20 @@ pub(super) struct BinarizeArgs {
     pub experts: usize,
     #[arg(long, value_enum, default_value_t = BinMode::Lite)]
     pub mode: BinMode,
-    /// BinaryMoS: training steps per linear.
+    /// BinaryMoS: training steps per linear (lite) or of the whole model (full).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// BinaryMoS: Adam's step, relative to each table's mean magnitude.
-    #[arg(long, default_value_t = 0.01)]
-    pub lr: f32,
+    /// BinaryMoS: lite: Adam's step relative to each table's mean magnitude (default 0.01);
+    /// full: AdamW's peak learning rate (default 2e-5, the authors').
+    #[arg(long)]
+    pub lr: Option<f32>,
     /// OneBit: least-squares refits of both value vectors on calibration after SVID.
     #[arg(long, default_value_t = 0)]
     pub onebit_fit: usize,
     #[command(flatten)]
     pub calib: CalibArgs,
+    #[command(flatten)]
+    pub full: super::distil::FullArgs,
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     pub backend: BackendArg,
     /// The .qlab file to write.
@@ -94,7 +101,7 @@ pub(super) struct BinarizeArgs {
 
 /// Write `bytes` to `path` through a temporary file beside it, so an interrupted write never
 /// leaves a truncated file where a good one was.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::config("--out", format!("{} is not a file name", path.display())))?;
@@ -254,13 +261,16 @@ fn save_gguf(s: &Session, out: &Path) -> Result<()> {
 }
 
 pub(super) fn binarize(a: &BinarizeArgs) -> Result<()> {
+    if matches!(a.mode, BinMode::Full) {
+        return super::distil::full(a);
+    }
     let method = match a.method {
         BinMethod::Sign => Method::Sign,
         BinMethod::Onebit => Method::OneBit(OneBitOptions { fit: a.onebit_fit }),
         BinMethod::Binarymos => Method::BinaryMos(BinaryMosOptions {
             experts: a.experts,
             steps: a.steps,
-            lr: a.lr,
+            lr: a.lr.unwrap_or(BinaryMosOptions::default().lr),
         }),
     };
     let cfg = QuantConfig {

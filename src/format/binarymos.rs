@@ -23,9 +23,12 @@ use super::packed::{align4, code_range, pack_codes, packed_bytes, random_codes, 
 use super::{
     gpu_check_bits, gpu_u32, Draw, Family, Format, Fragment, GpuDecoder, QTensor, Storage,
 };
-use crate::linalg::sgemm;
+use crate::linalg::{par_sgemm, sgemm};
 use crate::{Error, Result};
 use half::f16;
+
+mod grad;
+pub use grad::MosGrads;
 
 /// Most scale experts a tensor may have.
 pub const MAX_MOS_EXPERTS: usize = 16;
@@ -126,7 +129,7 @@ impl MosParts {
         let xs: Vec<f32> = x.iter().zip(&sin).map(|(a, b)| a * b).collect();
         // h = xs · signᵀ (sign read through strides).
         let mut h = vec![0f32; t * o];
-        sgemm(t, n, o, &xs, n, 1, &self.signs, 1, n, &mut h, o);
+        par_sgemm(t, n, o, &xs, n, 1, &self.signs, 1, n, &mut h, o);
         let mut sout = vec![0f32; t * o];
         sgemm(t, k, o, &g, k, 1, &self.s_out, o, 1, &mut sout, o);
         let y = h.iter().zip(&sout).map(|(a, b)| a * b).collect();

@@ -6,7 +6,7 @@ use crate::format::act::{self, ActQuantSpec};
 use crate::format::binarymos::MosParts;
 use crate::format::tender::{self, TenderChunk, TenderSpec};
 use crate::format::{Format, QTensor};
-use crate::linalg::sgemm;
+use crate::linalg::{par_sgemm, sgemm};
 use crate::model::backend::{Backend, TokenScore};
 use crate::model::config::RopeStyle;
 use crate::{Error, Result};
@@ -56,7 +56,7 @@ impl Cpu {
     /// Logits of rows `from..from+n` of `x`: `n × vocab`.
     fn logits(&self, x: &Act, head: &Mat, from: usize, n: usize) -> Vec<f32> {
         let mut out = vec![0.0; n * head.rows];
-        sgemm(
+        par_sgemm(
             n,
             x.cols,
             head.rows,
@@ -73,19 +73,18 @@ impl Cpu {
     }
 }
 
-/// One causal attention head: `out` (t × hd) = softmax(Q_h K_gᵀ / √hd, causal) · V_g, where
-/// `g` is the KV head that query head `h` shares.
+/// The causal attention probabilities of query head `h` (`scores`, t × t, zero above the
+/// diagonal): `softmax(Q_h K_gᵀ / √hd, causal)`, where `g` is the KV head that `h` shares. The
+/// forward pass and training's backward (`arch::llama::grad`) both read these.
 #[allow(clippy::too_many_arguments)]
-fn attention_head(
+pub(crate) fn causal_probs(
     q: &Act,
     k: &Act,
-    v: &Act,
     h: usize,
     n_head: usize,
     n_kv: usize,
     hd: usize,
     scores: &mut [f32],
-    out: &mut [f32],
 ) {
     let t = q.rows;
     let (qs, kvs) = (n_head * hd, n_kv * hd);
@@ -120,6 +119,25 @@ fn attention_head(
         row[..=i].iter_mut().for_each(|s| *s *= inv);
         row[i + 1..].iter_mut().for_each(|s| *s = 0.0);
     }
+}
+
+/// One causal attention head: `out` (t × hd) = `causal_probs` · V_g.
+#[allow(clippy::too_many_arguments)]
+fn attention_head(
+    q: &Act,
+    k: &Act,
+    v: &Act,
+    h: usize,
+    n_head: usize,
+    n_kv: usize,
+    hd: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let t = q.rows;
+    let kvs = n_kv * hd;
+    let g = h / (n_head / n_kv);
+    causal_probs(q, k, h, n_head, n_kv, hd, scores);
     // out (t×hd) = P (t×t) · V_g (t×hd).
     sgemm(t, t, hd, scores, t, 1, &v.data[g * hd..], kvs, 1, out, hd);
 }
@@ -167,6 +185,52 @@ fn checked_seq(rows: usize, seq: usize) -> usize {
 /// a weight come out 0) rather than panicking.
 fn check_vector(what: &str, len: usize, cols: usize) {
     debug_assert!(len == cols, "{what}: {len} values for {cols} columns");
+}
+
+/// RoPE on each head of `x` (rows: sequences of `seq`), as `Backend::rope`; with `inverse`,
+/// each pair is turned back by the same angle (the transpose of the rotation, which is what
+/// training's backward pass multiplies a gradient by).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rotate(
+    x: &mut Act,
+    n_head: usize,
+    hd: usize,
+    pos0: usize,
+    theta: f32,
+    style: RopeStyle,
+    seq: usize,
+    inverse: bool,
+) {
+    let seq = checked_seq(x.rows, seq);
+    let half = hd / 2;
+    let sign = if inverse { -1.0 } else { 1.0 };
+    // Frequencies in f64, as the angle for late positions needs the precision.
+    let inv: Vec<f64> = (0..half)
+        .map(|i| (theta as f64).powf(-2.0 * i as f64 / hd as f64))
+        .collect();
+    for t in 0..x.rows {
+        let pos = (pos0 + t % seq) as f64;
+        let cs: Vec<(f32, f32)> = inv
+            .iter()
+            .map(|f| {
+                let a = pos * f;
+                (a.cos() as f32, sign * a.sin() as f32)
+            })
+            .collect();
+        let row = &mut x.data[t * x.cols..(t + 1) * x.cols];
+        for h in 0..n_head {
+            let head = &mut row[h * hd..(h + 1) * hd];
+            for (i, &(c, s)) in cs.iter().enumerate() {
+                let (a, b) = match style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::Half => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * c - x1 * s;
+                head[b] = x0 * s + x1 * c;
+            }
+        }
+    }
 }
 
 /// GPT-2's `gelu_new` (Hendrycks & Gimpel 2016, arXiv 1606.08415, the tanh approximation) of one
@@ -294,7 +358,7 @@ impl Backend for Cpu {
             // BinaryMoS: each token mixes its own scales (format::binarymos).
             Some(m) => out.data = m.forward(&x.data),
             // y (T×out) = x (T×in) · Wᵀ, Wᵀ read through strides (row stride 1, column stride in).
-            None => sgemm(
+            None => par_sgemm(
                 x.rows,
                 x.cols,
                 w.rows,
@@ -326,35 +390,7 @@ impl Backend for Cpu {
         style: RopeStyle,
         seq: usize,
     ) {
-        let seq = checked_seq(x.rows, seq);
-        let half = hd / 2;
-        // Frequencies in f64, as the angle for late positions needs the precision.
-        let inv: Vec<f64> = (0..half)
-            .map(|i| (theta as f64).powf(-2.0 * i as f64 / hd as f64))
-            .collect();
-        for t in 0..x.rows {
-            let pos = (pos0 + t % seq) as f64;
-            let cs: Vec<(f32, f32)> = inv
-                .iter()
-                .map(|f| {
-                    let a = pos * f;
-                    (a.cos() as f32, a.sin() as f32)
-                })
-                .collect();
-            let row = &mut x.data[t * x.cols..(t + 1) * x.cols];
-            for h in 0..n_head {
-                let head = &mut row[h * hd..(h + 1) * hd];
-                for (i, &(c, s)) in cs.iter().enumerate() {
-                    let (a, b) = match style {
-                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                        RopeStyle::Half => (i, i + half),
-                    };
-                    let (x0, x1) = (head[a], head[b]);
-                    head[a] = x0 * c - x1 * s;
-                    head[b] = x0 * s + x1 * c;
-                }
-            }
-        }
+        rotate(x, n_head, hd, pos0, theta, style, seq, false);
     }
 
     fn attention(

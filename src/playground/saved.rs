@@ -4,9 +4,10 @@
 
 use crate::model::gguf_export::TensorExport;
 use crate::model::qlab;
-use crate::model::weights::MemoryReport;
+use crate::model::weights::{MemoryReport, ModelWeights};
 use crate::playground::engine::Device;
 use crate::playground::session::Session;
+use crate::quant::config::QuantConfig;
 use crate::Result;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -113,18 +114,40 @@ impl Session {
     /// The current model (quantized, or as loaded when the config keeps it) as a QuantLab
     /// model file, with `extra` in its info.
     pub fn save_qlab(&self, extra: serde_json::Value) -> Result<Vec<u8>> {
+        // The session holds quantized weights exactly when its config changes the model.
+        let applied = self.quantized_weights().map(|_| self.quant());
+        let weights = self.quantized_weights().unwrap_or(self.source());
+        self.qlab_of(weights, applied, extra)
+    }
+
+    /// `weights` made from this session's model outside it (full BinaryMoS distillation,
+    /// `train::full`) by `quant`, as a QuantLab model file whose info names this session's
+    /// model as the source.
+    pub fn save_trained_qlab(
+        &self,
+        weights: &ModelWeights,
+        quant: &QuantConfig,
+        extra: serde_json::Value,
+    ) -> Result<Vec<u8>> {
+        self.qlab_of(weights, Some(quant), extra)
+    }
+
+    fn qlab_of(
+        &self,
+        weights: &ModelWeights,
+        applied: Option<&QuantConfig>,
+        extra: serde_json::Value,
+    ) -> Result<Vec<u8>> {
         let parent: Option<SavedInfo> = self
             .saved
             .as_ref()
             .and_then(|v| serde_json::from_value(v.clone()).ok());
         let mut quant = parent.as_ref().map_or_else(Vec::new, |p| p.quant.clone());
-        // The session holds quantized weights exactly when its config changes the model.
-        if self.quantized_weights().is_some() {
-            quant.push(serde_json::to_value(self.quant()).map_err(|e| {
+        if let Some(q) = applied {
+            quant.push(serde_json::to_value(q).map_err(|e| {
                 crate::Error::config("quant", format!("serializing the config: {e}"))
             })?);
         }
-        let weights = self.quantized_weights().unwrap_or(self.source());
         let info = SavedInfo {
             created_by: format!("QuantLab {}", env!("CARGO_PKG_VERSION")),
             source: parent

@@ -12,12 +12,9 @@
 //! which the CPU backend runs and src/gpu/binarymos.rs is held to). This module holds its
 //! initialisation and "lite" training: the signs frozen, the experts and the router trained by
 //! Adam to minimise the layer's output error on cached calibration inputs,
-//! `L = mean_t ‖y_t − x_t Wᵀ‖²` (issue 15). Gradients are written out by
-//! hand, one matrix product per step of the chain below, and checked against central
-//! differences of `loss` in the tests (`gradients_match_finite_differences`):
-//!   `dY = 2E/T`, `dS_out = Gᵀ(dY ⊙ H)`, `dXS = (dY ⊙ SOUT)·B`, `dS_in = Gᵀ(dXS ⊙ X)`,
-//!   `dG = (dY ⊙ H)·S_outᵀ + (dXS ⊙ X)·S_inᵀ`, `dZ = G ⊙ (dG − rowsum(G ⊙ dG))`, `dW_R = Xᵀ·dZ`,
-//! where `H = (X ⊙ SIN)·Bᵀ`, `SIN = G·S_in`, `SOUT = G·S_out`, `E = H ⊙ SOUT − X·Wᵀ`.
+//! `L = mean_t ‖y_t − x_t Wᵀ‖²` (issue 15). The gradients are the product's backward pass
+//! (`format::binarymos::grad`, checked there against central differences) of `dY = 2E/T`,
+//! `E = Y − X·Wᵀ`. Full distillation of the whole model is `train::full`.
 //!
 //! Initialisation follows the paper: every expert starts from OneBit's SVID
 //! (`quant::binary::svid`), and the router from small seeded values. A zero router with equal
@@ -41,34 +38,8 @@ const ROUTER_INIT: f32 = 0.1;
 /// `forward` (format::binarymos, the CPU reference) is the product trained here.
 pub use crate::format::binarymos::MosParts as MosLayer;
 
-/// Gradients of the three trained tensors, shaped as in `MosLayer`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Grads {
-    pub s_in: Vec<f32>,
-    pub s_out: Vec<f32>,
-    pub router: Vec<f32>,
-}
-
-/// `c = a · bᵀ` for row-major `a` (`m × k`) and `b` (`n × k`).
-fn mul_t(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut c = vec![0f32; m * n];
-    sgemm(m, k, n, a, k, 1, b, 1, k, &mut c, n);
-    c
-}
-
-/// `c = a · b` for row-major `a` (`m × k`) and `b` (`k × n`).
-fn mul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut c = vec![0f32; m * n];
-    sgemm(m, k, n, a, k, 1, b, n, 1, &mut c, n);
-    c
-}
-
-/// `c = aᵀ · b` for row-major `a` (`m × k`) and `b` (`m × n`): `k × n`.
-fn t_mul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut c = vec![0f32; k * n];
-    sgemm(k, m, n, a, 1, k, b, n, 1, &mut c, n);
-    c
-}
+/// Gradients of the trained tensors (`format::binarymos::MosGrads`).
+pub use crate::format::binarymos::MosGrads as Grads;
 
 impl MosLayer {
     /// The paper's initialisation from a weight `w` (`rows × cols`): signs of `w`, every expert
@@ -122,46 +93,24 @@ impl MosLayer {
             / t as f64
     }
 
-    /// The loss and its gradients with respect to the experts and the router.
+    /// The loss and its gradients with respect to the experts and the router
+    /// (`MosParts::backward` of `dY = 2E/T`).
     pub fn loss_and_grads(&self, x: &[f32], target: &[f32]) -> (f64, Grads) {
-        let (t, n, o, k) = (x.len() / self.cols, self.cols, self.rows, self.experts);
+        let t = x.len() / self.cols;
         let c = self.forward_trace(x);
         let scale = 2.0 / t.max(1) as f32;
         let mut loss = 0f64;
-        // dY ⊙ H and dY ⊙ SOUT in one pass over E.
-        let mut dy_h = vec![0f32; t * o];
-        let mut dy_s = vec![0f32; t * o];
-        for i in 0..t * o {
-            let e = c.y[i] - target[i];
-            loss += (e as f64).powi(2);
-            let dy = scale * e;
-            dy_h[i] = dy * c.h[i];
-            dy_s[i] = dy * c.sout[i];
-        }
-        let d_s_out = t_mul(&c.g, &dy_h, t, k, o);
-        let dxs = mul(&dy_s, &self.signs, t, o, n);
-        let dsin: Vec<f32> = dxs.iter().zip(x).map(|(a, b)| a * b).collect();
-        let d_s_in = t_mul(&c.g, &dsin, t, k, n);
-        let mut dg = mul_t(&dy_h, &self.s_out, t, o, k);
-        let dg_in = mul_t(&dsin, &self.s_in, t, n, k);
-        dg.iter_mut().zip(&dg_in).for_each(|(a, b)| *a += b);
-        let mut dz = vec![0f32; t * k];
-        for r in 0..t {
-            let (gr, dgr) = (&c.g[r * k..(r + 1) * k], &dg[r * k..(r + 1) * k]);
-            let inner: f32 = gr.iter().zip(dgr).map(|(a, b)| a * b).sum();
-            for j in 0..k {
-                dz[r * k + j] = gr[j] * (dgr[j] - inner);
-            }
-        }
-        let d_router = t_mul(x, &dz, t, n, k);
-        (
-            loss / t.max(1) as f64,
-            Grads {
-                s_in: d_s_in,
-                s_out: d_s_out,
-                router: d_router,
-            },
-        )
+        let dy: Vec<f32> =
+            c.y.iter()
+                .zip(target)
+                .map(|(y, w)| {
+                    let e = y - w;
+                    loss += (e as f64).powi(2);
+                    scale * e
+                })
+                .collect();
+        let g = self.backward(x, &c, &dy, false, false);
+        (loss / t.max(1) as f64, g)
     }
 }
 
@@ -242,6 +191,14 @@ impl BinaryMosOptions {
     }
 }
 
+/// The router's seed of the tensor called `name` (FNV-1a of the name): lite and full training
+/// start a tensor from the same router.
+pub fn router_seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// One linear as `Method::BinaryMos` makes it: SVID start, then lite training on `x`
 /// (`t × cols` calibration inputs) toward the loaded weight's outputs. The router's seed comes
 /// from the tensor's name, so a config gives the same tensor every time. `on_step(step, loss)`
@@ -256,10 +213,7 @@ pub fn quantize(
     on_step: &mut dyn FnMut(usize, f64) -> bool,
 ) -> Result<crate::format::QTensor> {
     opts.validate()?;
-    let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
-    let mut layer = MosLayer::init(w, rows, cols, opts.experts, seed)?;
+    let mut layer = MosLayer::init(w, rows, cols, opts.experts, router_seed(name))?;
     let t = x.len() / cols.max(1);
     let mut target = vec![0f32; t * rows];
     sgemm(t, cols, rows, x, cols, 1, w, 1, cols, &mut target, rows);

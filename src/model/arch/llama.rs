@@ -16,6 +16,8 @@ use crate::model::net::{Model, Observer};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 
+pub mod grad;
+
 /// The names files use for this family.
 pub const NAMES: &[&str] = &["llama", "mistral", "qwen2"];
 

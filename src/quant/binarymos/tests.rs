@@ -1,4 +1,5 @@
 use super::*;
+use crate::linalg::{mul_t, t_mul};
 use crate::quant::binary::{onebit, OneBitOptions};
 
 fn problem(rows: usize, cols: usize, t: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
