@@ -6,7 +6,7 @@
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
 //!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
 //!         [--attention split|tiled32|tiled64] [--only-attention] [--only-w4a8]
-//!         [--only-tender]
+//!         [--only-tender] [--precision f32|f16]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
 //! Without `--model` the model is synthetic: the exact shapes and storage formats of the default
@@ -202,6 +202,10 @@ fn main() -> quantlab::Result<()> {
     let iters: usize = flag("--iters").and_then(|s| s.parse().ok()).unwrap_or(10);
     let only = flag("--only").unwrap_or_default();
     let g = pollster::block_on(Gpu::create())?;
+    // `--precision f16`: the weight products on tensor cores (issue 17), where the device has them.
+    if flag("--precision").as_deref() == Some("f16") {
+        g.set_precision(quantlab::gpu::Precision::F16)?;
+    }
     println!(
         "adapter: {} · timestamp-query: {}",
         g.ctx.describe(),

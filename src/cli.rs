@@ -92,6 +92,11 @@ enum Cmd {
         /// column fits cached), each step re-quantized and evaluated on `--windows` (default 8).
         #[arg(long)]
         cmpq_step: bool,
+        /// Instead: time the RTN bits slider, int4 → int3 → int4 (group 32, symmetric), each
+        /// step re-quantized (the session's path: quantizer, then loaded on the engine) and
+        /// evaluated on `--windows` (default 8).
+        #[arg(long, conflicts_with = "cmpq_step")]
+        rtn_step: bool,
         /// Benchmark quantization instead of evaluation: calibration and quantization seconds of
         /// the whole model, separately (e.g. `--method gptq --bits 4 --group 64`).
         #[arg(long, value_enum)]
@@ -632,13 +637,21 @@ pub fn main() -> ExitCode {
             windows,
             backend,
             cmpq_step,
+            rtn_step,
             method,
             bits,
             group,
             calib,
         } => match method {
             Some(m) => bench_quantize(&model, &text, backend, m, bits, &group, &calib),
-            None => bench(&model, &text, ctx, windows, backend, cmpq_step, &calib),
+            None => {
+                let step = match (cmpq_step, rtn_step) {
+                    (true, _) => Some(SliderStep::Cmpq),
+                    (_, true) => Some(SliderStep::Rtn),
+                    _ => None,
+                };
+                bench(&model, &text, ctx, windows, backend, step, &calib)
+            }
         },
         Cmd::Sweep(sweep_shard::SweepCmd::Run(a)) => sweep(&a),
         Cmd::Sweep(sweep_shard::SweepCmd::Sub(sweep_shard::SweepSub::Merge(m))) => {
@@ -1459,7 +1472,7 @@ fn bench(
     ctx: usize,
     windows: Option<usize>,
     backend: BackendArg,
-    cmpq_step: bool,
+    step: Option<SliderStep>,
     calib: &CalibArgs,
 ) -> Result<()> {
     let t = Instant::now();
@@ -1486,7 +1499,10 @@ fn bench(
         "load {load_s:.2} s · tokenize {tok_s:.2} s ({:.0} tokens/s)",
         tokens.len() as f64 / tok_s
     );
-    if cmpq_step {
+    if step == Some(SliderStep::Rtn) {
+        return bench_rtn_step(&mut s, &tokens, ctx, windows.unwrap_or(8));
+    }
+    if step == Some(SliderStep::Cmpq) {
         // `--calib-n`/`--calib-len` size the calibration (its statistics only; the tail of the
         // benchmark text as before). A smaller one makes the benchmark quicker on few cores.
         if calib.calib_text.is_some() {
@@ -1544,6 +1560,52 @@ fn bench(
 
 fn serve(root: &Path, port: u16) -> Result<()> {
     quantlab::serve::serve(root, port)
+}
+
+/// Which slider `bench` follows instead of evaluating the whole text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SliderStep {
+    Cmpq,
+    Rtn,
+}
+
+/// `bench --rtn-step`: the page's bits slider with RTN (issue 17: re-quantize + 8 windows), on
+/// the same `Session::set_quant` path the page uses, so the number is what a user waits for.
+/// The first configuration is timed too but is not the step: it includes one-off work.
+fn bench_rtn_step(s: &mut Session, tokens: &[u32], ctx: usize, windows: usize) -> Result<()> {
+    let opts = EvalOptions {
+        protocol: Protocol::Llamacpp,
+        ctx,
+        max_windows: Some(windows),
+        kl: false,
+    };
+    for (what, bits) in [("first", 4u8), ("step", 3), ("step", 4)] {
+        let cfg = QuantConfig {
+            method: Method::Rtn,
+            default: LayerQuant {
+                bits,
+                gran: Granularity::Group(32),
+                sym: true,
+                clip_search: false,
+                grid: Default::default(),
+            },
+            ..QuantConfig::default()
+        };
+        let t = Instant::now();
+        let mem = s.set_quant(&cfg)?;
+        let tq = t.elapsed().as_secs_f64();
+        let r = s.evaluate_tokens(tokens, &opts, &mut |_| true)?;
+        let te = t.elapsed().as_secs_f64() - tq;
+        println!(
+            "rtn {what} int{bits} g32: quantize+load {tq:.3} s · eval {} windows {te:.3} s · \
+             total {:.3} s · PPL {:.4} · {:.4} bits/weight",
+            r.windows,
+            tq + te,
+            r.ppl,
+            mem.bits_per_weight
+        );
+    }
+    Ok(())
 }
 
 /// `bench --cmpq-step`: the interactive budget slider as a benchmark (issue 6: one step of 0.05

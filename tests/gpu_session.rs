@@ -202,3 +202,83 @@ fn a_session_moves_to_a_fresh_gpu_after_its_device_is_lost() {
     let rel = (cpu.ppl - before.ppl).abs() / cpu.ppl;
     assert!(rel < PPL_REL_TOL, "cpu {} vs gpu {}", cpu.ppl, before.ppl);
 }
+
+/// RTN on a GPU session is done by the device (`Engine::rtn_on_device`, issue 17's slider
+/// step): the session's weights must be byte for byte what a CPU session's quantizer makes,
+/// per-layer overrides (another width, a tensor kept as loaded) and biases (GPT-2) included,
+/// and a config the kernel cannot make exactly (clip search) must still quantize, on the CPU.
+/// The tiny checkpoints keep this quick on lavapipe.
+#[test]
+fn gpu_rtn_in_a_session_equals_the_cpu_quantizer_byte_for_byte() {
+    use quantlab::io::tokenizer::TokenizerFiles;
+    use quantlab::quant::config::Override;
+    let gpu = Rc::new(pollster::block_on(Gpu::create()).expect("a wgpu adapter"));
+    let int = |bits, gran, sym| LayerQuant {
+        bits,
+        gran,
+        sym,
+        clip_search: false,
+        grid: Default::default(),
+    };
+    let keep = |pattern: &str| Override {
+        pattern: pattern.into(),
+        quant: None,
+    };
+    let mixed = QuantConfig {
+        method: Method::Rtn,
+        default: int(4, Granularity::Group(32), true),
+        overrides: vec![
+            Override {
+                pattern: "blk.1.*".into(),
+                quant: Some(int(3, Granularity::PerRow, false)),
+            },
+            keep("blk.0.attn_q*"),
+        ],
+        ..QuantConfig::default()
+    };
+    let mut clipped = mixed.clone();
+    clipped.default.clip_search = true;
+    for arch in ["llama", "gpt2"] {
+        let dir = format!("{}/tests/fixtures/tiny/{arch}", env!("CARGO_MANIFEST_DIR"));
+        let read =
+            |f: &str| std::fs::read(format!("{dir}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let (config, tok, st) = (
+            read("config.json"),
+            read("tokenizer.json"),
+            read("model.safetensors"),
+        );
+        let load = |device: &Device| {
+            Session::load_hf_on(
+                arch,
+                &config,
+                TokenizerFiles::Json(&tok),
+                &[("model.safetensors", &st)],
+                device,
+            )
+            .expect("tiny checkpoint loads")
+        };
+        let (mut cpu_s, mut gpu_s) = (load(&Device::Cpu), load(&Device::Gpu(gpu.clone())));
+        for cfg in [&mixed, &clipped] {
+            let what = format!("{arch} clip search {}", cfg.default.clip_search);
+            let mc = cpu_s.set_quant(cfg).expect("cpu quantizes");
+            let mg = gpu_s.set_quant(cfg).expect("gpu session quantizes");
+            assert_eq!(mg.total_bytes, mc.total_bytes, "{what}: memory");
+            let (c, g) = (
+                cpu_s.quantized_weights().expect("cpu weights"),
+                gpu_s.quantized_weights().expect("gpu session weights"),
+            );
+            let mut quantized = 0;
+            for (lc, lg) in c.layers.iter().zip(&g.layers) {
+                for (a, b) in lc.linears().iter().zip(lg.linears()) {
+                    assert_eq!(a.w.format, b.w.format, "{what}: {}: format", a.name);
+                    assert!(a.w.data == b.w.data, "{what}: {}: bytes differ", a.name);
+                    assert_eq!(a.bias, b.bias, "{what}: {}: bias", a.name);
+                    quantized += matches!(a.w.format, quantlab::format::Format::Int(_)) as usize;
+                }
+            }
+            assert!(quantized > 2, "{what}: {quantized} tensors quantized");
+            // What the GPU holds is what the session reports.
+            assert_eq!(gpu_s.engine().weight_bytes, Some(mg.total_bytes), "{what}");
+        }
+    }
+}

@@ -212,4 +212,30 @@ impl Gpu {
         bytes.truncate(n);
         Ok(bytes)
     }
+
+    /// As `read_mat` for several weights, with one submission and one wait: a whole model's
+    /// re-quantized linears come back in one round trip instead of one per weight.
+    pub async fn read_mats(&self, mats: &[(&Mat, Format)]) -> Result<Vec<Vec<u8>>> {
+        let mut staged = Vec::with_capacity(mats.len());
+        for (m, format) in mats {
+            if !m.parts.is_empty() {
+                return Err(Error::unsupported(
+                    "gpu",
+                    "read_mat",
+                    "a weight split into row parts",
+                ));
+            }
+            let n = format.storage(m.rows, m.cols)?.total();
+            staged.push((self.stage(&m.w, n), n));
+        }
+        self.flush();
+        let mut out = Vec::with_capacity(staged.len());
+        for (staging, n) in staged {
+            let mut bytes = buffers::read_back(&self.ctx.device, &staging).await?;
+            bytes.truncate(n);
+            out.push(bytes);
+        }
+        self.take_error()?;
+        Ok(out)
+    }
 }

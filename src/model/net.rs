@@ -25,6 +25,9 @@ pub struct Block<B: Backend> {
     pub mats: Vec<B::Mat>,
 }
 
+/// Makes block `layer`'s linear `k` on a backend (`Model::load_using`).
+pub type BlockMat<'a, M> = dyn FnMut(usize, usize, &Linear) -> Result<M> + 'a;
+
 /// A model loaded into a backend, ready to run.
 pub struct Model<B: Backend> {
     pub config: ModelConfig,
@@ -43,6 +46,17 @@ pub struct Model<B: Backend> {
 
 impl<B: Backend> Model<B> {
     pub fn load(b: &B, w: &ModelWeights) -> Result<Self> {
+        Self::load_using(b, w, &mut |_, _, l| b.load_matrix(&l.w, l.bias.as_deref()))
+    }
+
+    /// As `load`, the block linears made by `block_mat(layer, k, linear)`: a caller that
+    /// already holds some of them on the backend (RTN re-quantized on the GPU) hands those over
+    /// instead of uploading their bytes again.
+    pub fn load_using(
+        b: &B,
+        w: &ModelWeights,
+        block_mat: &mut BlockMat<'_, B::Mat>,
+    ) -> Result<Self> {
         let arch = w.config.architecture()?;
         let mat = |l: &Linear| b.load_matrix(&l.w, l.bias.as_deref());
         let norm = |n: &Norm| -> Result<LoadedNorm<B>> {
@@ -88,7 +102,8 @@ impl<B: Backend> Model<B> {
         let blocks = w
             .layers
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(li, l)| {
                 if l.linears.len() != topo.linears.len() || l.norms.len() != topo.norms.len() {
                     return Err(Error::config(
                         "model",
@@ -104,7 +119,12 @@ impl<B: Backend> Model<B> {
                 }
                 Ok(Block {
                     norms: l.norms.iter().map(norm).collect::<Result<_>>()?,
-                    mats: l.linears.iter().map(mat).collect::<Result<_>>()?,
+                    mats: l
+                        .linears
+                        .iter()
+                        .enumerate()
+                        .map(|(k, lin)| block_mat(li, k, lin))
+                        .collect::<Result<_>>()?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -3,12 +3,21 @@
 //! evaluation is one generic function over `Backend`, so both engines share THE forward pass
 //! (`model::arch`) and THE evaluation loop (`model::eval`).
 
+#[cfg(not(target_arch = "wasm32"))]
+use crate::format::{Format, IntSpec, QTensor};
 use crate::gpu::Gpu;
 use crate::model::backend::Backend;
 use crate::model::cpu::Cpu;
 use crate::model::eval::{self, EvalOptions, EvalProgress, EvalResult};
 use crate::model::net::Model;
 use crate::model::weights::ModelWeights;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::quant::config::Method;
+use crate::quant::config::QuantConfig;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::quant::rtn::RtnOptions;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::Error;
 use crate::Result;
 use serde::Serialize;
 use std::rc::Rc;
@@ -49,6 +58,37 @@ impl<B: Backend> Models<B> {
         self.quantized = q.map(|w| Model::load(b, w)).transpose()?;
         Ok(())
     }
+}
+
+/// Each block linear's RTN spec (`None`: kept as loaded) when `cfg` is RTN that the GPU
+/// kernel makes exactly: the integer grid without clip search (the search runs on the CPU
+/// only), not 1-bit sign binarization, and nothing else in the config that changes weights or
+/// inputs. `None` otherwise.
+#[cfg(not(target_arch = "wasm32"))]
+fn plain_rtn_plan(src: &ModelWeights, cfg: &QuantConfig) -> Option<Vec<Vec<Option<IntSpec>>>> {
+    let plain = cfg.method == Method::Rtn
+        && !cfg.imatrix
+        && cfg.lorc.is_none()
+        && cfg.smooth.is_none()
+        && cfg.act.is_none();
+    if !plain {
+        return None;
+    }
+    src.layers
+        .iter()
+        .map(|l| {
+            l.linears()
+                .iter()
+                .map(|lin| match cfg.layer_quant(&lin.name) {
+                    None => Some(None),
+                    Some(q) if q.grid.is_int() && !q.clip_search && !(q.sym && q.bits == 1) => {
+                        Some(Some(q.spec()))
+                    }
+                    Some(_) => None,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// A session's models on their backend.
@@ -124,6 +164,98 @@ impl Engine {
         match self {
             Engine::Cpu(m) => m.set_quantized(&Cpu, q),
             Engine::Gpu(g, m) => m.set_quantized(g.as_ref(), q),
+        }
+    }
+
+    /// RTN on the device (issue 17: the bits slider within 0.15 s on a GPU): when the engine
+    /// is a native GPU and `cfg` is plain RTN (integer grid, no clip search, importance matrix,
+    /// LoRC, smoothing or activation quantization), the loaded model's block linears are
+    /// re-quantized by `Gpu::rtn_quantize_all`, which is byte for byte `quant::rtn::quantize`
+    /// (tests/gpu_rtn.rs), and become the quantized model without an upload; their bytes come
+    /// back in one round trip to make the session's CPU copy (reports, inspection, export), so
+    /// both sides hold the same model. `Ok(None)`: not applicable here, quantize on the CPU.
+    /// `src` must be the weights this engine loaded. Not in wasm, where nothing may block.
+    pub fn rtn_on_device(
+        &mut self,
+        src: &ModelWeights,
+        cfg: &QuantConfig,
+    ) -> Result<Option<ModelWeights>> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = (src, cfg);
+            Ok(None)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let Engine::Gpu(g, models) = self else {
+                return Ok(None);
+            };
+            let Some(plan) = plain_rtn_plan(src, cfg) else {
+                return Ok(None);
+            };
+            cfg.validate()?;
+            let g = g.as_ref();
+            let mut specs: Vec<IntSpec> = Vec::new();
+            for s in plan.iter().flatten().flatten() {
+                if !specs.contains(s) {
+                    specs.push(*s);
+                }
+            }
+            let mut mats: Vec<Vec<Option<crate::gpu::backend::Mat>>> = plan
+                .iter()
+                .map(|l| l.iter().map(|_| None).collect())
+                .collect();
+            for spec in specs {
+                let at: Vec<(usize, usize)> = (0..plan.len())
+                    .flat_map(|li| (0..plan[li].len()).map(move |k| (li, k)))
+                    .filter(|&(li, k)| plan[li][k] == Some(spec))
+                    .collect();
+                let srcs: Vec<&crate::gpu::backend::Mat> = at
+                    .iter()
+                    .map(|&(li, k)| &models.loaded.blocks[li].mats[k])
+                    .collect();
+                let out =
+                    pollster::block_on(g.rtn_quantize_all(&srcs, spec, &RtnOptions::default()));
+                match out {
+                    Ok(out) => {
+                        for ((li, k), m) in at.into_iter().zip(out) {
+                            mats[li][k] = Some(m);
+                        }
+                    }
+                    // A source the kernel cannot read (split, add-ons, BinaryMoS): the CPU can.
+                    Err(Error::Unsupported { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+            let wanted: Vec<(&crate::gpu::backend::Mat, Format)> = plan
+                .iter()
+                .zip(&mats)
+                .flat_map(|(p, m)| p.iter().zip(m))
+                .filter_map(|(s, m)| Some((m.as_ref()?, Format::Int((*s)?))))
+                .collect();
+            let mut bytes = pollster::block_on(g.read_mats(&wanted))?.into_iter();
+            let mut q = src.clone();
+            for (li, layer) in q.layers.iter_mut().enumerate() {
+                for (k, lin) in layer.linears_mut().iter_mut().enumerate() {
+                    // `wanted` holds exactly the planned weights, in this order.
+                    if let Some(spec) = plan[li][k] {
+                        let data = bytes.next().ok_or_else(|| {
+                            Error::config("gpu rtn", "fewer weights read back than quantized")
+                        })?;
+                        lin.w = QTensor::new(Format::Int(spec), lin.w.rows, lin.w.cols, data)?;
+                    }
+                }
+            }
+            models.quantized = None;
+            models.quantized = Some(Model::load_using(
+                g,
+                &q,
+                &mut |li, k, lin| match mats[li][k].take() {
+                    Some(m) => Ok(m),
+                    None => g.load_matrix(&lin.w, lin.bias.as_deref()),
+                },
+            )?);
+            Ok(Some(q))
         }
     }
 

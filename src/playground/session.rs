@@ -506,6 +506,24 @@ impl Session {
             self.quantized = None;
             self.quantized_weights = None;
         } else {
+            // Plain RTN on a native GPU: quantized there, byte for byte the CPU's result, and
+            // the engine already holds it (`Engine::rtn_on_device`).
+            match self.engine.rtn_on_device(&self.source, cfg) {
+                Ok(Some(q)) => {
+                    self.quantized = Some(q.memory());
+                    self.quantized_weights = Some(q);
+                    self.quant = cfg.clone();
+                    return Ok(self.memory());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The engine may have dropped its quantized model: say so, as below.
+                    self.engine.set_quantized(None)?;
+                    self.quantized = None;
+                    self.quantized_weights = None;
+                    return Err(e);
+                }
+            }
             let q = match (&cfg.method, &self.calib) {
                 // CMPQ through the cache: the same tensors as `apply_calibrated`, faster when
                 // only the budget or the outlier fractions moved; in wasm it reports (and can
