@@ -100,16 +100,25 @@ function drawRowView(v) {
   root.append(levels, text(W - PAD, Y_LEVELS + 22, `levels (${v.format})`, { 'text-anchor': 'end' }));
   // A line from each weight to the value it was stored as; the weight's dot marked when clipped
   // (red) or kept exactly as an outlier (orange ring).
+  // Where the widths differ by column (CMPQ), each line takes its column's width's colour.
+  const widthOf = new Map();
+  for (const g of v.groups) for (let c = g.start; c < g.end; c += 1) widthOf.set(c, g.bits);
+  const widths = [...new Set(v.groups.map((g) => g.bits))].sort((a, b) => a - b);
+  const WIDTH_COLOURS = ['#8a93a5', '#2b5fd9', '#1e8a4c'];
+  const widthColour = (b) => (b >= 16 ? '#e08a1e' : widths.length > 1 ? WIDTH_COLOURS[widths.indexOf(b) % 3] : '#8a93a5');
   const arrows = svg('g', { 'data-part': 'arrows', 'stroke-width': 1 });
   const dots = svg('g', { 'data-part': 'weights' });
   for (let i = 0; i < n; i += 1) {
     const yw = Y_WEIGHT + (i % STAGGER) * 8;
     const clipped = v.clipped[i];
     const outlier = v.outlier[i];
-    arrows.append(svg('line', {
+    const bits = widthOf.get(v.start + i);
+    const line = svg('line', {
       x1: x(v.weights[i]), y1: yw, x2: x(v.quantized[i]), y2: Y_LEVELS,
-      stroke: clipped ? '#b3261e' : outlier ? '#e08a1e' : '#8a93a5', 'stroke-opacity': 0.6,
-    }));
+      stroke: clipped ? '#b3261e' : outlier ? '#e08a1e' : widthColour(bits), 'stroke-opacity': 0.6,
+    });
+    if (bits !== undefined) line.dataset.bits = String(bits);
+    arrows.append(line);
     const dot = svg('circle', {
       cx: x(v.weights[i]), cy: yw, r: outlier ? 4 : 2.5,
       fill: clipped ? '#b3261e' : outlier ? 'none' : '#1f2430',
@@ -124,8 +133,16 @@ function drawRowView(v) {
     dots.append(dot);
   }
   root.append(arrows, dots, text(PAD, 16, `weights of row ${v.row}, columns ${v.start}–${v.start + n - 1} of ${v.cols}`));
+  if (widths.length > 1) {
+    // A key for the widths' colours, right-aligned on the title line.
+    let at = W - PAD;
+    for (const b of [...widths].reverse()) {
+      const t = text(at, 16, b >= 16 ? 'f16' : `${b}-bit`, { 'text-anchor': 'end', fill: widthColour(b), 'font-weight': 'bold' });
+      root.append(t);
+      at -= 44;
+    }
+  }
   el['row-chart'].replaceChildren(root);
-  const widths = [...new Set(v.groups.map((g) => g.bits))].sort((a, b) => a - b);
   const groupText = !v.has_levels
     ? 'this format has no level grid (weights as loaded)'
     : `${v.groups.length} group${v.groups.length === 1 ? '' : 's'} of levels in this window`
