@@ -31,6 +31,7 @@ use std::time::Instant;
 mod distil;
 mod export;
 mod held_out;
+mod row;
 mod sweep_shard;
 
 use held_out::CalibArgs;
@@ -157,6 +158,10 @@ enum Cmd {
     /// 1-bit weights (sign, OneBit, BinaryMoS) fitted on calibration text and written to a .qlab
     /// file with what was done (method, calibration tokens, seconds).
     Binarize(export::BinarizeArgs),
+    /// One row of one weight tensor quantized by --config, as the page's row view shows it:
+    /// weights, quantized values, each group's levels, clipped and outlier marks, the row's
+    /// error (one JSON object).
+    Row(row::RowArgs),
     /// Serve the playground page (index.html, www/, models/) on localhost.
     Serve {
         #[arg(long, default_value_t = 8080)]
@@ -682,6 +687,7 @@ pub fn main() -> ExitCode {
         Cmd::Underflow(a) => underflow(&a),
         Cmd::Export(a) => export::export(&a),
         Cmd::Binarize(a) => export::binarize(&a),
+        Cmd::Row(a) => row::row(&a),
         Cmd::Serve { port, root } => serve(&root, port),
     };
     match r {

@@ -35,7 +35,7 @@ use crate::model::eval::{EvalOptions, EvalProgress};
 use crate::playground::engine::Device;
 use crate::playground::generate::Which;
 use crate::playground::session::Session;
-use crate::playground::{inspect, mos_view, schema, tender_view};
+use crate::playground::{inspect, mos_view, row_view, schema, tender_view};
 use crate::quant::config::QuantConfig;
 use crate::Error;
 use js_sys::futures::future_to_promise;
@@ -542,6 +542,22 @@ impl Playground {
         let s = self.session()?;
         let c = inspect::channel_map(s.as_ref().ok_or_else(no_model)?, name);
         to_js(&c.map_err(js_error)?)
+    }
+
+    /// One row of one block linear in the current quantization (`row_view::RowView`): weights,
+    /// quantized values, the levels of each group, clipped and outlier marks, the row's error;
+    /// at most `points` columns from `start` are listed.
+    #[wasm_bindgen(js_name = rowView)]
+    pub fn row_view(
+        &self,
+        name: &str,
+        row: usize,
+        start: usize,
+        points: usize,
+    ) -> Result<JsValue, JsError> {
+        let s = self.session()?;
+        let v = row_view::row_view(s.as_ref().ok_or_else(no_model)?, name, row, start, points);
+        to_js(&v.map_err(js_error)?)
     }
 
     /// The router's gates of the BinaryMoS linear `name` on the first tokens of `text`

@@ -11,6 +11,8 @@ import { clearFailures, explain, progressText, showFailure } from './status.js';
 import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto, drawTender, drawTraining } from './charts.js';
 import { download } from './download.js';
 import { autoCurveConfigs, autoLabel, showAuto } from './auto.js';
+import { initRowView, requestRowView } from './rowview.js';
+import { abShow, initAB } from './ab.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
@@ -86,6 +88,8 @@ let alphaCurrent = null; // the newest run's {label, method, alpha}
 // read by the worker to cancel work in flight).
 const control = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(8)) : null;
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+initRowView(worker, el.histTensor, el.histRow);
+initAB();
 // `?hub=URL` resolves Hub ids on a mirror of the Hugging Face Hub (same paths) instead.
 const HUB = (() => {
   const h = new URLSearchParams(self.location.search).get('hub');
@@ -1226,6 +1230,7 @@ function recall(rec) {
 function showRecord(rec) {
   const r = rec.result;
   shown = rec;
+  abShow(rec);
   current = { quant: rec.quant, options: rec.options };
   showAuto(rec.auto);
   runs += 1;
@@ -1356,6 +1361,7 @@ function onLayers(msg) {
   if (!rec) return;
   rec.layers = msg.map;
   if (shown === rec) {
+    abShow(rec);
     showLayers(rec);
     requestHistogram();
     requestChannels();
@@ -1826,6 +1832,7 @@ el.histRow.addEventListener('change', requestHistogram);
 function requestHistogram() {
   if (!loaded || !el.histTensor.value) return;
   worker.postMessage({ type: 'histogram', name: el.histTensor.value, row: Math.max(0, Number(el.histRow.value) || 0) });
+  requestRowView();
 }
 el.actShow.addEventListener('click', () => {
   if (!loaded) return;

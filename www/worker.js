@@ -13,6 +13,7 @@
 //               {type: 'to-link', quant} | {type: 'parse-link', q}   (share links, no model needed)
 //               {type: 'histogram', name, row} | {type: 'activations', text, layer}
 //               {type: 'channels', name}             CMPQ per-channel map of one tensor
+//               {type: 'rowview', name, row, start, points}   one row quantized (www/rowview.js)
 //               {type: 'tender', quant, text, layer, site, row}   Tender's channel picture and
 //                                                  shift-accumulate identity (on the CPU)
 //               {type: 'save', form, name}         the current model as a .qlab, GGUF or Hugging
@@ -30,7 +31,7 @@
 //               quantizing | training (BinaryMoS: {name, step, loss}) | quantized | progress |
 //               result (with `wa`, the W/A label, and
 //               `smooth`, Session::smooth_report) | layers | link | parsed |
-//               histogram | activations | channels | gates | tender | cancelled | error |
+//               histogram | activations | channels | gates | tender | rowview | cancelled | error |
 //               gen-token | gen-done | gen-error   (each carries its `ggen`) |
 //               device-lost   (the WebGPU device was lost; recovering: an 'engine' message with
 //                              `recovered` follows)
@@ -133,6 +134,14 @@ self.onmessage = ({ data: msg }) => {
         post({ type: 'histogram', histogram: playground.histogram(msg.name, 64, msg.row) });
       } catch (e) {
         post({ type: 'histogram', error: message(e) });
+      }
+    });
+  } else if (msg.type === 'rowview') {
+    serial(async () => {
+      try {
+        post({ type: 'rowview', view: playground.rowView(msg.name, msg.row, msg.start, msg.points) });
+      } catch (e) {
+        post({ type: 'rowview', name: msg.name, error: message(e) });
       }
     });
   } else if (msg.type === 'activations') {

@@ -21,7 +21,8 @@
 
 use super::packed::{align4, code_range, pack_codes, packed_bytes, random_codes, random_f16s};
 use super::{
-    gpu_check_bits, gpu_u32, Draw, Family, Format, Fragment, GpuDecoder, QTensor, Storage,
+    gpu_check_bits, gpu_u32, Draw, Family, Format, Fragment, GpuDecoder, LevelGroup, QTensor,
+    Storage,
 };
 use crate::linalg::{par_sgemm, sgemm};
 use crate::{Error, Result};
@@ -197,6 +198,21 @@ fn check_experts(k: u8) -> Result<usize> {
     }
 }
 
+impl BinaryMosFormat {
+    /// The mean expert's `(s_out, s_in)`: the scales under uniform gates.
+    fn mean_scales(&self, blob: &[u8], rows: usize, cols: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let k = check_experts(self.experts)?;
+        let (ns, ni, _, _) = sections(rows, cols, k);
+        let s_in = halves(&blob[ns..], k * cols);
+        let s_out = halves(&blob[ns + ni..], k * rows);
+        let mean =
+            |t: &[f32], n: usize, j: usize| (0..k).map(|e| t[e * n + j]).sum::<f32>() / k as f32;
+        let mo = (0..rows).map(|r| mean(&s_out, rows, r)).collect();
+        let mi = (0..cols).map(|c| mean(&s_in, cols, c)).collect();
+        Ok((mo, mi))
+    }
+}
+
 impl Family for BinaryMosFormat {
     fn name(&self) -> String {
         format!("binarymos{}", self.experts)
@@ -219,17 +235,23 @@ impl Family for BinaryMosFormat {
     }
 
     fn dequantize(&self, blob: &[u8], rows: usize, cols: usize, out: &mut [f32]) -> Result<()> {
-        let k = check_experts(self.experts)?;
-        let (ns, ni, _, _) = sections(rows, cols, k);
-        let s_in = halves(&blob[ns..], k * cols);
-        let s_out = halves(&blob[ns + ni..], k * rows);
-        // Uniform gates: the mean expert.
-        let mean =
-            |t: &[f32], n: usize, j: usize| (0..k).map(|e| t[e * n + j]).sum::<f32>() / k as f32;
-        let mi: Vec<f32> = (0..cols).map(|c| mean(&s_in, cols, c)).collect();
-        let mo: Vec<f32> = (0..rows).map(|r| mean(&s_out, rows, r)).collect();
+        let (mo, mi) = self.mean_scales(blob, rows, cols)?;
+        let ns = sections(rows, cols, self.experts as usize).0;
         super::onebit::signed_outer(&blob[..ns], &mo, &mi, out);
         Ok(())
+    }
+
+    /// The levels of `dequantize`'s weight (uniform gates: the mean expert's scales); a token
+    /// whose router prefers one expert sees that expert's scales instead.
+    fn row_levels(
+        &self,
+        blob: &[u8],
+        rows: usize,
+        cols: usize,
+        row: usize,
+    ) -> Result<Option<Vec<LevelGroup>>> {
+        let (mo, mi) = self.mean_scales(blob, rows, cols)?;
+        Ok(Some(super::onebit::sign_levels(mo[row], &mi)))
     }
 
     fn row_slice(

@@ -16,7 +16,9 @@
 use super::packed::{
     align4, code_range, entry_range, packed_bytes, pad4, random_codes, random_f16s, unpack_code,
 };
-use super::{gpu_check_bits, gpu_too_big, Draw, Family, Format, Fragment, GpuDecoder, Storage};
+use super::{
+    gpu_check_bits, gpu_too_big, Draw, Family, Format, Fragment, GpuDecoder, LevelGroup, Storage,
+};
 use crate::{Error, Result};
 use half::f16;
 
@@ -91,6 +93,25 @@ pub fn cmpq_layout(
     })
 }
 
+/// The map's `(class, index)` per column, each checked against its class's count.
+fn column_map(blob: &[u8], l: &CmpqLayout, cols: usize) -> Result<Vec<(usize, usize)>> {
+    let mut map = Vec::with_capacity(cols);
+    for c in 0..cols {
+        let e = u16::from_le_bytes([blob[2 * c], blob[2 * c + 1]]) as usize;
+        let (class, idx) = (e >> 14, e & (MAX_CMPQ_COLS - 1));
+        let count = [l.n_lo, l.n_hi, l.n_f16].get(class).copied().unwrap_or(0);
+        if idx >= count {
+            return Err(Error::format(
+                "tensor",
+                "cmpq.map",
+                format!("column {c}: class {class} index {idx}, but the class has {count} columns"),
+            ));
+        }
+        map.push((class, idx));
+    }
+    Ok(map)
+}
+
 /// `Format::Cmpq`'s fields.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CmpqFormat {
@@ -126,22 +147,7 @@ impl Family for CmpqFormat {
         let lo = self.lo;
         let half = |i: usize| f16::from_le_bytes([blob[2 * i], blob[2 * i + 1]]).to_f32();
         let hi = lo + 1;
-        let mut map = Vec::with_capacity(cols);
-        for c in 0..cols {
-            let e = u16::from_le_bytes([blob[2 * c], blob[2 * c + 1]]) as usize;
-            let (class, idx) = (e >> 14, e & (MAX_CMPQ_COLS - 1));
-            let count = [l.n_lo, l.n_hi, l.n_f16].get(class).copied().unwrap_or(0);
-            if idx >= count {
-                return Err(Error::format(
-                    "tensor",
-                    "cmpq.map",
-                    format!(
-                        "column {c}: class {class} index {idx}, but the class has {count} columns"
-                    ),
-                ));
-            }
-            map.push((class, idx));
-        }
+        let map = column_map(blob, &l, cols)?;
         // Row-major, so the output is written in order.
         for (r, orow) in out.chunks_exact_mut(cols).enumerate() {
             for (o, &(class, idx)) in orow.iter_mut().zip(&map) {
@@ -159,6 +165,42 @@ impl Family for CmpqFormat {
             }
         }
         Ok(())
+    }
+
+    /// One group a column: its own `lo`- or `hi`-bit codebook, or (an f16 column) the stored
+    /// value itself.
+    fn row_levels(
+        &self,
+        blob: &[u8],
+        rows: usize,
+        cols: usize,
+        row: usize,
+    ) -> Result<Option<Vec<LevelGroup>>> {
+        let l = self.layout(rows, cols)?;
+        let half = |i: usize| f16::from_le_bytes([blob[2 * i], blob[2 * i + 1]]).to_f32();
+        let (lo, hi) = (self.lo, self.lo + 1);
+        let book = |at: usize, idx: usize, b: u8| {
+            let first = at / 2 + (idx << b);
+            (first..first + (1 << b)).map(half).collect()
+        };
+        let groups = column_map(blob, &l, cols)?
+            .into_iter()
+            .enumerate()
+            .map(|(c, (class, idx))| {
+                let (bits, levels) = match class {
+                    0 => (lo, book(l.lo_books, idx, lo)),
+                    1 => (hi, book(l.hi_books, idx, hi)),
+                    _ => (16, vec![half(l.f16_cols / 2 + row * l.n_f16 + idx)]),
+                };
+                LevelGroup {
+                    start: c,
+                    end: c + 1,
+                    bits,
+                    levels,
+                }
+            })
+            .collect();
+        Ok(Some(groups))
     }
 
     /// The map and the codebooks are per column: every slice keeps them; the codes and f16

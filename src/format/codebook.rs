@@ -22,7 +22,10 @@ use super::packed::{
     unpack_code,
 };
 use super::Granularity;
-use super::{gpu_check_bits, gpu_u32, Draw, Family, Format, Fragment, GpuDecoder, Storage};
+use super::{
+    gpu_check_bits, gpu_u32, row_groups, Draw, Family, Format, Fragment, GpuDecoder, LevelGroup,
+    Storage,
+};
 use crate::{Error, Result};
 use half::f16;
 use serde::{Deserialize, Serialize};
@@ -209,6 +212,17 @@ impl CodebookFormat {
     }
 }
 
+impl CodebookFormat {
+    /// The fixed table of NF4, FP4 or dINT (16 entries; dINT's unused codes repeat its last).
+    fn lut(&self) -> Result<[f32; 16]> {
+        Ok(match self.table {
+            Codebook::Nf4(_) => NF4,
+            Codebook::Dint(_, p) => p.table()?,
+            _ => E2M1,
+        })
+    }
+}
+
 impl Family for CodebookFormat {
     fn name(&self) -> String {
         let bits = self.bits;
@@ -249,11 +263,7 @@ impl Family for CodebookFormat {
             }
             Codebook::Nf4(g) | Codebook::Fp4(g) | Codebook::Dint(g, _) => {
                 let g = g.group_len(rows, cols, "tensor")?;
-                let lut = match self.table {
-                    Codebook::Nf4(_) => NF4,
-                    Codebook::Dint(_, p) => p.table()?,
-                    _ => E2M1,
-                };
+                let lut = self.lut()?;
                 for (i, o) in out.iter_mut().enumerate() {
                     let c = unpack_code(codes, i, bits) as usize;
                     *o = lut[c] * h(i / g);
@@ -261,6 +271,38 @@ impl Family for CodebookFormat {
             }
         }
         Ok(())
+    }
+
+    /// A learned table per row (one group) or per column (one group a column); a fixed table
+    /// times each scale group's absmax scale.
+    fn row_levels(
+        &self,
+        blob: &[u8],
+        rows: usize,
+        cols: usize,
+        row: usize,
+    ) -> Result<Option<Vec<LevelGroup>>> {
+        let scales = &blob[packed_bytes(rows * cols, self.bits)..];
+        let h = |i: usize| f16::from_le_bytes([scales[2 * i], scales[2 * i + 1]]).to_f32();
+        let (bits, n) = (self.bits, 1usize << self.bits);
+        let table = |t: usize| (t * n..(t + 1) * n).map(h).collect::<Vec<f32>>();
+        let group = |start, end, levels| LevelGroup {
+            start,
+            end,
+            bits,
+            levels,
+        };
+        Ok(Some(match self.table {
+            Codebook::PerRow => vec![group(0, cols, table(row))],
+            Codebook::PerColumn => (0..cols).map(|c| group(c, c + 1, table(c))).collect(),
+            Codebook::Nf4(g) | Codebook::Fp4(g) | Codebook::Dint(g, _) => {
+                let lut = self.lut()?;
+                row_groups(row, cols, g.group_len(rows, cols, "tensor")?)
+                    .into_iter()
+                    .map(|(gi, a, b)| group(a, b, lut.iter().map(|&l| l * h(gi)).collect()))
+                    .collect()
+            }
+        }))
     }
 
     fn row_slice(

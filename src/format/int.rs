@@ -12,7 +12,8 @@ use super::packed::{
     random_f16s, unpack_code,
 };
 use super::{
-    gpu_check_bits, gpu_u32, Draw, Family, Format, Fragment, GpuDecoder, QTensor, Storage,
+    gpu_check_bits, gpu_u32, row_groups, Draw, Family, Format, Fragment, GpuDecoder, LevelGroup,
+    QTensor, Storage,
 };
 use crate::{Error, Result};
 use half::f16;
@@ -84,6 +85,30 @@ pub struct IntSpec {
     pub sym: bool,
 }
 
+impl IntSpec {
+    /// Group `gi`'s zero point: stored when asymmetric, `2^(b-1)` when symmetric.
+    fn zero(&self, zeros: &[u8], gi: usize) -> i32 {
+        if self.sym {
+            1i32 << (self.bits - 1)
+        } else {
+            unpack_code(zeros, gi, self.bits) as i32
+        }
+    }
+
+    /// What code `c` means with zero point `z` and scale `sc` (the module comment).
+    fn value(&self, c: i32, z: i32, sc: f32) -> f32 {
+        if self.sym && self.bits == 1 {
+            if c == 1 {
+                sc
+            } else {
+                -sc
+            }
+        } else {
+            (c - z) as f32 * sc
+        }
+    }
+}
+
 impl Family for IntSpec {
     fn name(&self) -> String {
         let sym = if self.sym { "sym" } else { "asym" };
@@ -111,28 +136,43 @@ impl Family for IntSpec {
         let g = self.gran.group_len(rows, cols, "tensor")?;
         let (codes, rest) = blob.split_at(st.codes);
         let (scales, zeros) = rest.split_at(st.scales);
-        let half_range = 1i32 << (self.bits - 1);
         for (gi, chunk) in out.chunks_mut(g).enumerate() {
             let sc = f16::from_le_bytes([scales[2 * gi], scales[2 * gi + 1]]).to_f32();
-            let z = if self.sym {
-                half_range
-            } else {
-                unpack_code(zeros, gi, self.bits) as i32
-            };
+            let z = self.zero(zeros, gi);
             for (k, o) in chunk.iter_mut().enumerate() {
-                let c = unpack_code(codes, gi * g + k, self.bits) as i32;
-                *o = if self.sym && self.bits == 1 {
-                    if c == 1 {
-                        sc
-                    } else {
-                        -sc
-                    }
-                } else {
-                    (c - z) as f32 * sc
-                };
+                *o = self.value(unpack_code(codes, gi * g + k, self.bits) as i32, z, sc);
             }
         }
         Ok(())
+    }
+
+    /// Every code's value in each group of the row, by `value` as the decoder computes it.
+    fn row_levels(
+        &self,
+        blob: &[u8],
+        rows: usize,
+        cols: usize,
+        row: usize,
+    ) -> Result<Option<Vec<LevelGroup>>> {
+        let st = self.storage(rows, cols)?;
+        let g = self.gran.group_len(rows, cols, "tensor")?;
+        let (scales, zeros) = blob[st.codes..].split_at(st.scales);
+        let groups = row_groups(row, cols, g)
+            .into_iter()
+            .map(|(gi, start, end)| {
+                let sc = f16::from_le_bytes([scales[2 * gi], scales[2 * gi + 1]]).to_f32();
+                let z = self.zero(zeros, gi);
+                LevelGroup {
+                    start,
+                    end,
+                    bits: self.bits,
+                    levels: (0..1i32 << self.bits)
+                        .map(|c| self.value(c, z, sc))
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(Some(groups))
     }
 
     fn row_slice(

@@ -194,6 +194,41 @@ pub(crate) trait Family {
     fn gpu(&self, rows: usize, cols: usize) -> Result<GpuDecoder>;
     /// A valid blob of seeded random content (codes random, float fields finite and moderate).
     fn random(&self, rows: usize, cols: usize, next: Draw) -> Result<Vec<u8>>;
+    /// The values the weights of row `row` can decode to, group by group (see `LevelGroup`),
+    /// computed with the decoder's own arithmetic; `None` for formats without a level grid
+    /// (plain floats, ggml's blocks as loaded). `blob` is checked like `dequantize`'s.
+    fn row_levels(
+        &self,
+        _blob: &[u8],
+        _rows: usize,
+        _cols: usize,
+        _row: usize,
+    ) -> Result<Option<Vec<LevelGroup>>> {
+        Ok(None)
+    }
+}
+
+/// The levels one run of a row's columns shares: the grid of a scale group (uniform codes,
+/// NF4/FP4/dINT), a row's or a column's learned table, one column's own codebook (CMPQ), or a
+/// column's `±s_out·s_in` pair (OneBit, BinaryMoS). Columns `start..end` of the row.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LevelGroup {
+    pub start: usize,
+    pub end: usize,
+    /// Code width of these columns (16 for CMPQ's f16 columns, whose one "level" is the stored
+    /// value itself).
+    pub bits: u8,
+    /// In code order (not sorted; codes a quantizer never writes may repeat a level).
+    pub levels: Vec<f32>,
+}
+
+/// The scale groups of `g` consecutive row-major elements that row `row` of `cols` columns
+/// meets: `(group index, first column, end column)` within the row.
+pub(crate) fn row_groups(row: usize, cols: usize, g: usize) -> Vec<(usize, usize, usize)> {
+    let (a, b) = (row * cols, (row + 1) * cols);
+    (a / g..b.div_ceil(g))
+        .map(|gi| (gi, (gi * g).max(a) - a, ((gi + 1) * g).min(b) - a))
+        .collect()
 }
 
 /// A family's entry in the list: its WGSL fragments and the formats the conformance test
@@ -306,6 +341,29 @@ impl Format {
         gpu_check_bits(rows, cols, 1)?;
         self.storage(rows, cols)?;
         self.with_family(|f| f.gpu(rows, cols))
+    }
+
+    /// The levels of row `row` of a stored `rows × cols` base blob (`Family::row_levels`).
+    pub fn row_levels(
+        &self,
+        blob: &[u8],
+        rows: usize,
+        cols: usize,
+        row: usize,
+    ) -> Result<Option<Vec<LevelGroup>>> {
+        let want = self.storage(rows, cols)?.total();
+        if blob.len() != want || row >= rows {
+            return Err(Error::format(
+                "tensor",
+                "data",
+                format!(
+                    "row {row} of {} bytes for {} {rows}×{cols} (expected {want} bytes)",
+                    blob.len(),
+                    self.name()
+                ),
+            ));
+        }
+        self.with_family(|f| f.row_levels(blob, rows, cols, row))
     }
 
     /// A blob of seeded random content for a `rows × cols` tensor (tests, benchmarks).
@@ -440,6 +498,18 @@ impl QTensor {
         data.extend_from_slice(bytes);
         QTensor::with_addons(self.format, addons, self.rows, self.cols, data)
     }
+    /// The levels row `row`'s weights can take before the add-ons (`Format::row_levels`).
+    pub fn row_levels(&self, row: usize) -> Result<Option<Vec<LevelGroup>>> {
+        let (b, _) = self.split_data()?;
+        self.format.row_levels(b, self.rows, self.cols, row)
+    }
+
+    /// The sparse outliers' flat indices (row-major), checked in range and increasing.
+    pub fn outlier_indices(&self) -> Result<Vec<usize>> {
+        let (_, extra) = self.split_data()?;
+        self.addons.outlier_indices(extra, self.numel())
+    }
+
     /// Effective bits per weight: every stored bit over the number of weights.
     pub fn bits_per_weight(&self) -> f64 {
         8.0 * self.data.len() as f64 / self.numel().max(1) as f64
@@ -449,6 +519,69 @@ impl QTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// For every example format with a level grid, on seeded random bytes: the groups of a row
+    /// tile its columns, and every decoded weight is exactly one of its group's levels (both
+    /// use the decoder's arithmetic, so no tolerance). Rows in the middle and at the end, so
+    /// groups that straddle rows (per-tensor) and per-column tables are both met.
+    #[test]
+    fn every_decoded_weight_is_one_of_its_groups_levels() {
+        let (rows, cols) = (6, 64);
+        let mut seed = 0x9e37_79b9u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let mut with_levels = 0;
+        for f in Format::examples() {
+            let Ok(blob) = f.random(rows, cols, &mut next) else {
+                continue; // the shape does not fit this example (e.g. a wider group)
+            };
+            let w = f.dequantize(&blob, rows, cols).unwrap();
+            for row in [2, rows - 1] {
+                let Some(groups) = f.row_levels(&blob, rows, cols, row).unwrap() else {
+                    continue;
+                };
+                with_levels += 1;
+                let mut next_col = 0;
+                for g in &groups {
+                    assert_eq!(
+                        g.start,
+                        next_col,
+                        "{} row {row}: groups tile the row",
+                        f.name()
+                    );
+                    next_col = g.end;
+                    for c in g.start..g.end {
+                        let v = w[row * cols + c];
+                        assert!(
+                            g.levels.contains(&v),
+                            "{} row {row} col {c}: {v} not in {:?}",
+                            f.name(),
+                            g.levels
+                        );
+                    }
+                }
+                assert_eq!(next_col, cols, "{}", f.name());
+            }
+        }
+        assert!(with_levels >= 10, "only {with_levels} rows had levels");
+        assert!(Format::F32
+            .row_levels(&[0; 4 * 64], 1, 64, 0)
+            .unwrap()
+            .is_none());
+        // A row past the end or a short blob is an error, not a panic.
+        let f = Format::Int(IntSpec {
+            bits: 4,
+            gran: Granularity::Group(32),
+            sym: false,
+        });
+        let blob = f.random(2, 64, &mut next).unwrap();
+        assert!(f.row_levels(&blob, 2, 64, 2).is_err());
+        assert!(f.row_levels(&blob[1..], 2, 64, 0).is_err());
+    }
 
     #[test]
     fn every_fragment_is_used_by_an_example_and_names_are_unique() {

@@ -14,7 +14,9 @@ use super::packed::{
     align4, code_range, entry_range, pack_codes, packed_bytes, random_codes, random_f16s,
     unpack_code,
 };
-use super::{gpu_check_bits, Draw, Family, Format, Fragment, GpuDecoder, QTensor, Storage};
+use super::{
+    gpu_check_bits, Draw, Family, Format, Fragment, GpuDecoder, LevelGroup, QTensor, Storage,
+};
 use crate::{Error, Result};
 use half::f16;
 
@@ -64,6 +66,18 @@ impl Family for OneBitFormat {
         Ok(())
     }
 
+    fn row_levels(
+        &self,
+        blob: &[u8],
+        rows: usize,
+        cols: usize,
+        row: usize,
+    ) -> Result<Option<Vec<LevelGroup>>> {
+        let (ns, no, _) = sections(rows, cols);
+        let s_in: Vec<f32> = (0..cols).map(|c| f16_at(&blob[ns + no..], c)).collect();
+        Ok(Some(sign_levels(f16_at(&blob[ns..], row), &s_in)))
+    }
+
     fn row_slice(
         &self,
         blob: &[u8],
@@ -102,6 +116,22 @@ impl Family for OneBitFormat {
         d.extend(random_f16s(cols, 1.0, 0.5, next));
         Ok(d)
     }
+}
+
+/// A row's levels under `signed_outer`: per column `c`, `{−v, +v}` with `v = s_out·s_in[c]`.
+pub(super) fn sign_levels(s_out: f32, s_in: &[f32]) -> Vec<LevelGroup> {
+    s_in.iter()
+        .enumerate()
+        .map(|(c, &si)| {
+            let v = s_out * si;
+            LevelGroup {
+                start: c,
+                end: c + 1,
+                bits: 1,
+                levels: vec![-v, v],
+            }
+        })
+        .collect()
 }
 
 /// `out[r][c] = ±s_out[r]·s_in[c]`, the sign from bit `r·cols + c` of the packed `signs`
