@@ -42,6 +42,8 @@ try {
         console.log(`${id} step ${i + 1}: ${await page.textContent('#lesson-status')}`);
         break;
       }
+      console.log(`${id} step ${i + 1}: perplexity ${Number(await page.getAttribute('#ppl', 'data-value')).toFixed(3)}, `
+        + `${await page.textContent('#bpw')}; ${await page.textContent('#lesson-status')}`);
       if (i === 0) console.log(`${id}: first step answered ${((Date.now() - t0) / 1000).toFixed(1)} s after the lesson was asked for`);
       if (i < steps.length - 1) await page.click('#lesson-next');
     }
