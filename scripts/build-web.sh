@@ -43,6 +43,7 @@ shell=(index.html www/style.css)
 while IFS= read -r f; do shell+=("$f"); done < <(
   find www -maxdepth 1 -name '*.js' ! -name sw.js
   find www/texts www/methods -name '*.txt'
+  find www/lessons -name '*.json'
   find www/pkg -name '*.js' -o -name '*.wasm' -o -name '*.css' | grep -v '^www/pkg/shell\.js$'
 )
 mapfile -t shell < <(printf '%s\n' "${shell[@]}" | LC_ALL=C sort -u)

@@ -21,7 +21,50 @@ function draw(id, opts, data) {
   const width = Math.max(280, Math.min(WIDTH, node.clientWidth || WIDTH));
   const plot = new uPlot({ width, height: 200, ...opts }, data, node);
   plots.set(id, plot);
+  describe(node, opts, data);
   return plot;
+}
+
+// The text alternative of a chart (issue 19: a screen reader, or anyone, can read what it
+// draws): the chart is an image named by its axes and series, and a table of every number it
+// draws follows it, folded (built when opened: a channel map draws thousands of points).
+const label = (a) => (typeof a?.label === 'string' ? a.label : '');
+function describe(node, opts, data) {
+  const axes = opts.axes ?? [];
+  const names = (opts.series ?? []).slice(1).map(label).filter(Boolean);
+  const x = label(axes[0]) || label(opts.series?.[0]) || 'x';
+  const y = axes.slice(1).map(label).filter(Boolean).join(', ') || 'value';
+  node.setAttribute('role', 'img');
+  node.setAttribute('aria-label', `Chart of ${y} against ${x}${names.length ? `: ${names.join(', ')}` : ''}. Its numbers are in the table that follows.`);
+  let box = node.nextElementSibling;
+  if (!box?.classList.contains('chart-data')) {
+    box = document.createElement('details');
+    box.className = 'chart-data';
+    node.after(box);
+  }
+  const summary = document.createElement('summary');
+  summary.textContent = `The numbers in this chart (${data[0].length} points)`;
+  box.replaceChildren(summary);
+  const fill = () => {
+    if (!box.open || box.querySelector('table')) return;
+    const table = document.createElement('table');
+    const head = table.createTHead().insertRow();
+    for (const h of [x, ...(opts.series ?? []).slice(1).map((sr, k) => label(sr) || `series ${k + 1}`)]) {
+      const th = document.createElement('th');
+      th.scope = 'col';
+      th.textContent = h;
+      head.append(th);
+    }
+    const body = table.createTBody();
+    const cell = (v) => (v == null ? '—' : typeof v === 'number' ? String(Number(v.toPrecision(6))) : String(v));
+    for (let i = 0; i < data[0].length; i += 1) {
+      const row = body.insertRow();
+      for (const series of data) row.insertCell().textContent = cell(series[i]);
+    }
+    box.append(table);
+  };
+  box.ontoggle = fill;
+  fill();
 }
 
 const points = (stroke) => ({ stroke, width: 0, points: { show: true, size: 8, fill: stroke }, paths: () => null });

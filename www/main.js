@@ -5,7 +5,7 @@
 // The whole configuration lives in the URL hash (www/state.js); the method panel is built from
 // the schema Rust sends (src/playground/schema.rs); the pictures are in www/charts.js.
 
-import { DEFAULTS, HIDEABLE, hubFromUrl, makeHash, parseHash, validModel } from './state.js';
+import { DEFAULTS, HIDEABLE, MAX_GEN, MAX_ROW, hubFromUrl, makeHash, parseHash, validModel } from './state.js';
 import { RunStore, overridesText, runKey, textId } from './runs.js';
 import { clearFailures, explain, progressText, showFailure } from './status.js';
 import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto, drawTender, drawTraining } from './charts.js';
@@ -13,6 +13,7 @@ import { download } from './download.js';
 import { autoCurveConfigs, autoLabel, showAuto } from './auto.js';
 import { initRowView, requestRowView } from './rowview.js';
 import { abShow, initAB } from './ab.js';
+import { initLessons } from './lessons.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
@@ -386,6 +387,8 @@ function fieldControl(f, values) {
   }
   input.dataset.key = f.key;
   input.dataset.kind = f.kind;
+  // Named by its field: beside an optional field's checkbox, the label names only the checkbox.
+  input.setAttribute('aria-label', f.label);
   input.addEventListener('change', scheduleRun);
   if (opt) {
     input.disabled = !opt.checked;
@@ -839,8 +842,9 @@ async function loadText(name) {
 }
 async function selectText(name) {
   if (name === 'custom') {
-    text = el.textView.value;
+    text = longText ?? el.textView.value;
   } else {
+    keepLongText(null);
     try {
       text = await loadText(name);
     } catch (e) {
@@ -852,8 +856,38 @@ async function selectText(name) {
     }
     el.textView.value = text;
   }
-  el.textSize.textContent = `${text.length.toLocaleString('en')} characters`;
+  showTextSize();
 }
+function showTextSize() {
+  el.textSize.textContent = longText === null ? `${text.length.toLocaleString('en')} characters`
+    : `${text.length.toLocaleString('en')} characters; the box shows the first ${SHOWN_CHARS.toLocaleString('en')} and is read-only `
+      + '(paste or open another text to change it).';
+}
+// A long text (issue 19: pasting 5 MB froze the page for 2.7 s) is kept here, not in the text
+// box: the browser lays out and edits a text box's whole value on the page's thread, which for
+// megabytes takes seconds. The box shows the first part, read-only, and the size line says so.
+const SHOWN_CHARS = 100_000;
+let longText = null;
+function keepLongText(t) {
+  longText = t;
+  el.textView.readOnly = t !== null;
+  if (t !== null) el.textView.value = t.slice(0, SHOWN_CHARS);
+}
+function useText(t) {
+  keepLongText(t.length > SHOWN_CHARS ? t : null);
+  if (longText === null && el.textView.value !== t) el.textView.value = t;
+  el.textSelect.value = 'custom';
+  text = t;
+  showTextSize();
+}
+el.textView.addEventListener('paste', (e) => {
+  const t = e.clipboardData?.getData('text/plain') ?? '';
+  if (t.length <= SHOWN_CHARS && longText === null) return;
+  // A long paste replaces the whole text (splicing it into the box would lay it out again).
+  e.preventDefault();
+  useText(t);
+  scheduleRun();
+});
 // Calibration reads the built-in texts other than the evaluated one, so that calibration and
 // evaluation tokens are disjoint.
 // The page never calibrates on the evaluated text (issue 18); the result line names the source.
@@ -875,18 +909,14 @@ function calibrationLine() {
 }
 el.textSelect.addEventListener('change', () => selectText(el.textSelect.value).then(scheduleRun, showError));
 el.textView.addEventListener('input', () => {
-  el.textSelect.value = 'custom';
-  text = el.textView.value;
-  el.textSize.textContent = `${text.length.toLocaleString('en')} characters`;
+  useText(el.textView.value);
   scheduleRun();
 });
 el.textFile.addEventListener('change', async () => {
   const f = el.textFile.files[0];
   if (!f) return;
   if (f.size > 8e6) return showError(`${f.name} is larger than 8 MB; choose a shorter text`);
-  el.textView.value = await f.text();
-  el.textSelect.value = 'custom';
-  await selectText('custom');
+  useText(await f.text());
   scheduleRun();
 });
 
@@ -897,9 +927,21 @@ function linkState(q) {
     text: el.textSelect.value === 'custom' ? DEFAULTS.text : el.textSelect.value,
     proto: el.protocol.value, ctx: el.ctx.value, win: el.windows.value, q,
     calib: { n: Number(el.calibN.value), len: Number(el.calibLen.value) }, hide: hidden,
+    // The views a learner sees, when not the page's defaults (issue 19: a link restores them).
+    gen: el.genN.value !== el.genN.defaultValue ? wholeIn(el.genN.value, 1, MAX_GEN) : null,
+    tensor: el.histTensor.selectedIndex > 0 ? el.histTensor.value : null,
+    row: Number(el.histRow.value) > 0 ? wholeIn(el.histRow.value, 0, MAX_ROW) : null,
   };
 }
+// A control's value as a link may carry it, or null (a value typed outside the limits is left out).
+function wholeIn(v, lo, hi) {
+  const n = Number(v);
+  return Number.isInteger(n) && n >= lo && n <= hi ? n : null;
+}
 let lastLink = null;
+for (const c of [el.genN, el.histTensor, el.histRow]) c.addEventListener('change', () => updateHash(lastLink));
+// A link's tensor and row, shown once the model's tensors are listed (maybeFirstRun).
+let linkView = null;
 function updateHash(q) {
   lastLink = q;
   const h = makeHash(linkState(q));
@@ -950,6 +992,8 @@ function applyLinkState(s) {
   }
   hidden = s.hide;
   applyHidden();
+  if (s.gen != null) el.genN.value = String(s.gen);
+  linkView = { tensor: s.tensor, row: s.row };
 }
 
 function linkFailed(message) {
@@ -1166,6 +1210,7 @@ function onCancelled(msg) {
     preset = null;
     el.presetStatus.textContent = 'Preset stopped.';
   }
+  settleRun({ error: 'the run was stopped' });
 }
 
 // An EvalResult's shape from the progress over the finished windows of a cancelled run.
@@ -1203,6 +1248,7 @@ function onResult(msg) {
   redrawPareto();
   showAlpha(msg.smooth, rec.label);
   if (preset) nextPreset();
+  settleRun({ ok: true });
 }
 
 // A stored run back on screen at once: its configuration in the controls, its numbers in the
@@ -1224,6 +1270,7 @@ function recall(rec) {
   el.evalStop.disabled = true;
   worker.postMessage({ type: 'to-link', quant: rec.quant });
   if (preset) nextPreset();
+  settleRun({ ok: true });
 }
 
 // Fill the result panel from a stored (or cancelled) run.
@@ -1314,6 +1361,20 @@ function addRow(rec) {
   row.dataset.state = rec.state;
   row.dataset.text = rec.text;
   row.dataset.run = String(rec.id);
+  if (rec.state === 'done') {
+    // The keyboard's way to a chart point (issue 19): Enter on a measured run's row, or a click,
+    // brings it back as a click on its point in the chart does.
+    row.tabIndex = 0;
+    row.title = 'Enter or click: show this run again';
+    const back = () => recall(store.get(rec.key));
+    row.addEventListener('click', back);
+    row.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' || e.key === ' ') {
+        e.preventDefault();
+        back();
+      }
+    });
+  }
   el.history.prepend(row);
 }
 
@@ -1392,6 +1453,7 @@ function onRunError(msg) {
     preset = null;
     el.presetStatus.textContent = 'Preset stopped by an error.';
   }
+  settleRun({ error: f.plain });
 }
 
 // ---------------------------------------------------------------------------- presets
@@ -1949,6 +2011,10 @@ worker.onmessage = ({ data: msg }) => {
       else maybeFirstRun();
       break;
     case 'parsed':
+      if (msg.id) {
+        lessonParsed(msg);
+        break;
+      }
       if (msg.error) {
         linkFailed(`The quantization settings in this link are not valid: ${explain(msg.error).plain}`);
         pendingLink = null;
@@ -2127,6 +2193,9 @@ function maybeFirstRun() {
   if (firstRunDone || !loaded || !schema) return;
   if (pendingLink && pendingLink.q && !pendingLink.parsed) return;
   firstRunDone = true;
+  pageReady();
+  if (linkView?.tensor && [...el.histTensor.options].some((o) => o.value === linkView.tensor)) el.histTensor.value = linkView.tensor;
+  if (linkView?.row != null) el.histRow.value = String(linkView.row);
   const problem = pendingLink ? linkProblem(pendingLink.config, pendingLink.calib) : null;
   if (problem) {
     // Refused before any work: the controls keep their defaults and never show the value.
@@ -2137,7 +2206,8 @@ function maybeFirstRun() {
     applyQuant(pendingLink.config);
   }
   pendingLink = null;
-  selectText(el.textSelect.value).then(startRun, showError);
+  // A lesson runs its own first step instead of the default configuration.
+  selectText(el.textSelect.value).then(lessonAsked.held ? null : startRun, showError);
 }
 
 // What in a link's (already parsed and validated) config or calibration the controls cannot
@@ -2348,8 +2418,66 @@ async function registerOffline() {
   }
 }
 
+// ---------------------------------------------------------------------------- lessons
+// www/lessons.js drives the page through these hooks. A step's configuration is a share link,
+// checked as one before anything runs: parseHash, QuantConfig::from_url in the worker, then
+// linkProblem against the loaded model (the worker's checkRun follows, before calibrating).
+let pageReady;
+const ready = new Promise((r) => { pageReady = r; });
+const lessonWaiters = new Map();
+let lessonIds = 0;
+function lessonParsed(msg) {
+  const w = lessonWaiters.get(msg.id);
+  lessonWaiters.delete(msg.id);
+  w?.(msg);
+}
+async function checkLink(hash) {
+  const p = parseHash(hash);
+  if (p.error) return { error: p.error };
+  let config = null;
+  if (p.state.q) {
+    lessonIds += 1;
+    const id = lessonIds;
+    const r = await new Promise((resolve) => {
+      lessonWaiters.set(id, resolve);
+      worker.postMessage({ type: 'parse-link', q: p.state.q, id });
+    });
+    if (r.error) return { error: explain(r.error).plain };
+    config = r.config;
+  }
+  const problem = linkProblem(config, p.state.calib);
+  return problem ? { error: `it asks for ${problem}` } : { state: p.state, config };
+}
+let runWaiter = null; // the lesson step waiting for its run's end
+function settleRun(outcome) {
+  const w = runWaiter;
+  runWaiter = null;
+  w?.(outcome);
+}
+async function runLink(hash) {
+  const c = await checkLink(hash);
+  if (c.error) return c;
+  applyLinkState({ ...c.state, hide: hidden });
+  if (c.config) applyQuant(c.config);
+  await selectText(c.state.text);
+  settleRun({ error: 'a newer step started' });
+  // Measured again even when the runs table has it: the views a step points at (the histogram,
+  // the channel map, Tender's) read the worker's current quantization, which must be the step's.
+  return new Promise((resolve) => {
+    runWaiter = resolve;
+    startRun(true);
+  });
+}
+function showRow(tensor, row) {
+  if ([...el.histTensor.options].some((o) => o.value === tensor)) el.histTensor.value = tensor;
+  el.histRow.value = String(row);
+  requestHistogram();
+}
+const lessonAsked = initLessons({ ready, checkLink, runLink, showRow, modelRef: () => modelRef });
+
 // ---------------------------------------------------------------------------- start
-const parsed = parseHash(self.location.hash);
+// An instructor's lesson link (#lesson=…) is not a share link: www/lessons.js reads it.
+const parsed = self.location.hash.startsWith('#lesson=') ? { state: null } : parseHash(self.location.hash);
 if (parsed.error) {
   linkFailed(`${parsed.error[0].toUpperCase()}${parsed.error.slice(1)}.`);
   history.replaceState(null, '', self.location.pathname + self.location.search);
@@ -2359,6 +2487,6 @@ if (parsed.error) {
 }
 syncMethodControls();
 selectText(el.textSelect.value).catch(showError);
-loadRef(parsed.state?.model ?? 'default');
+loadRef(parsed.state?.model ?? lessonAsked.model ?? 'default');
 probeWebGpu();
 registerOffline();

@@ -12,6 +12,8 @@
 //                    `smooth` (the scale transform and its options)
 //   calib=NxL        calibration sequences × tokens (L: the calibration length, SLAC's knob)
 //   hide=a,b         instructor flags: controls to hide (see HIDEABLE)
+//   gen=N            the generation length (1..MAX_GEN), when not the page's default
+//   tensor=blk.L.K.weight  row=N   the tensor and row "Inside one tensor" shows, when chosen
 // Every field is validated; an invalid link yields {error} and the caller falls back to defaults.
 
 export const LINK_VERSION = 1;
@@ -23,8 +25,11 @@ export const HIDEABLE = ['model', 'text', 'method', 'bits', 'gran', 'sym', 'clip
   'lorc', 'calib', 'overrides', 'presets', 'eval', 'generate', 'act'];
 export const DEFAULTS = {
   model: 'default', text: 'prose', proto: 'llamacpp', ctx: '256', win: '4', q: null,
-  calib: { n: 32, len: 512 }, hide: [],
+  calib: { n: 32, len: 512 }, hide: [], gen: null, tensor: null, row: null,
 };
+export const MAX_GEN = 256;
+export const MAX_ROW = 1_000_000;
+const TENSOR = /^[A-Za-z0-9_.]{1,120}$/;
 const MAX_HASH = 8192;
 // A Hub id: org/name, optionally followed by a folder inside the repository (org/name/sub/dir),
 // at most MAX_HUB_DEPTH folders deep. Every segment starts with a letter or digit, so "." and
@@ -114,6 +119,19 @@ export function parseHash(hash) {
       if (!m || Number(m[1]) < 1 || Number(m[2]) < 2) throw new Error(`"calib" is "${calib}"; expected sequences x tokens, e.g. 32x512`);
       s.calib = { n: Number(m[1]), len: Number(m[2]) };
     }
+    const whole = (key, lo, hi) => {
+      const x = p.get(key);
+      if (x === null) return null;
+      if (!/^[0-9]{1,7}$/.test(x) || Number(x) < lo || Number(x) > hi) throw new Error(`"${key}" is "${x}"; expected a whole number from ${lo} to ${hi}`);
+      return Number(x);
+    };
+    s.gen = whole('gen', 1, MAX_GEN);
+    s.row = whole('row', 0, MAX_ROW);
+    const tensor = p.get('tensor');
+    if (tensor !== null) {
+      if (!TENSOR.test(tensor)) throw new Error(`"tensor" is "${tensor.slice(0, 40)}", not a tensor name like blk.0.attn_q.weight`);
+      s.tensor = tensor;
+    }
     const hide = p.get('hide');
     if (hide !== null && hide !== '') {
       for (const c of hide.split(',')) {
@@ -139,6 +157,7 @@ export function makeHash(s) {
   if (s.q) p.set('q', s.q);
   p.set('calib', `${s.calib.n}x${s.calib.len}`);
   if (s.hide.length) p.set('hide', s.hide.join(','));
+  for (const k of ['gen', 'tensor', 'row']) if (s[k] != null) p.set(k, String(s[k]));
   return `#${p.toString()}`;
 }
 

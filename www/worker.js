@@ -10,7 +10,7 @@
 //               {type: 'load', hub, rev}           a Hub id (org/name or org/name/folder) at a
 //                                                  revision (default main)
 //               {type: 'run', gen, quant, text, options, calib: {text, n, len} | null}
-//               {type: 'to-link', quant} | {type: 'parse-link', q}   (share links, no model needed)
+//               {type: 'to-link', quant} | {type: 'parse-link', q, id?}   (share links, no model needed)
 //               {type: 'histogram', name, row} | {type: 'activations', text, layer}
 //               {type: 'channels', name}             CMPQ per-channel map of one tensor
 //               {type: 'rowview', name, row, start, points}   one row quantized (www/rowview.js)
@@ -123,9 +123,9 @@ self.onmessage = ({ data: msg }) => {
   } else if (msg.type === 'parse-link') {
     wasmReady.then(() => {
       try {
-        post({ type: 'parsed', config: quantFromLink(msg.q) });
+        post({ type: 'parsed', id: msg.id, config: quantFromLink(msg.q) });
       } catch (e) {
-        post({ type: 'parsed', error: message(e) });
+        post({ type: 'parsed', id: msg.id, error: message(e) });
       }
     });
   } else if (msg.type === 'histogram') {
