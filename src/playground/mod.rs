@@ -6,6 +6,7 @@ pub mod engine;
 pub mod generate;
 pub mod inspect;
 pub mod mos_view;
+pub mod probe;
 pub mod saved;
 pub mod schema;
 pub mod session;
