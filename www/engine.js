@@ -48,6 +48,11 @@ export function showSoFar(line, run, p) {
   markTiming('first-number');
 }
 
+// Run `run` was stopped or failed: its "so far" line goes (the panel says what was kept).
+export function endSoFar(line, run) {
+  if (line.dataset.run === String(run.id) && line.dataset.final !== 'true') line.hidden = true;
+}
+
 // Run `run`'s whole result arrived: the line says the big number is final (or hides, when the
 // run had one window and nothing was shown before it).
 export function showFinal(line, run, result) {

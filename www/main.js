@@ -11,7 +11,7 @@ import { clearFailures, explain, progressText, showFailure } from './status.js';
 import { drawActivations, drawAlpha, drawChannelMap, drawHistogram, drawLayerMap, drawMemory, drawPareto, drawTender, drawTraining } from './charts.js';
 import { download } from './download.js';
 import { autoCurveConfigs, autoLabel, showAuto } from './auto.js';
-import { onTiming, showEngineChoice, showFinal, showSoFar } from './engine.js';
+import { endSoFar, onTiming, showEngineChoice, showFinal, showSoFar } from './engine.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
@@ -1136,6 +1136,7 @@ let stopping = null;
 function onCancelled(msg) {
   const r = stopping && stopping.gen === msg.gen ? stopping : null;
   if (!r) return;
+  endSoFar(el.soFar, r);
   stopping = null;
   if (active === r) active = null;
   const latency = (performance.now() - r.stopAt) / 1000;
@@ -1372,6 +1373,7 @@ function onLayers(msg) {
 // panel says its numbers are the last good result.
 function onRunError(msg) {
   const r = active;
+  if (r) endSoFar(el.soFar, r);
   active = null;
   el.evalStop.disabled = true;
   const f = explain(msg.message, msg.where);
