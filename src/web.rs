@@ -201,6 +201,27 @@ impl Playground {
         })
     }
 
+    /// Time the engine probe (`playground::probe`) on the GPU `initGpu` acquired and on the
+    /// CPU: a Promise of `{what, cpu_ms, gpu_ms}`, rejected without a GPU or when it fails.
+    #[wasm_bindgen(js_name = probeEngines)]
+    pub fn probe_engines(&self) -> js_sys::Promise {
+        let gpu = self.gpu.borrow().clone();
+        future_to_promise(async move {
+            let gpu = gpu.ok_or_else(|| JsError::new("no WebGPU device to probe"))?;
+            let p = crate::playground::probe::probe(&gpu, &precise_ms)
+                .await
+                .map_err(js_error)?;
+            Ok(to_js(&p)?)
+        })
+    }
+
+    /// Give up the GPU `initGpu` acquired (the probe found the CPU faster): models loaded
+    /// afterwards run on the CPU.
+    #[wasm_bindgen(js_name = dropGpu)]
+    pub fn drop_gpu(&self) {
+        *self.gpu.borrow_mut() = None;
+    }
+
     /// Load a model file (GGUF, or QuantLab's own .qlab, told apart by their first bytes) onto
     /// the GPU when `initGpu` succeeded; returns the model card (`ModelInfo`). `label` names the file in error messages. The new model is
     /// built beside the current one and replaces it only on success, so a corrupt file leaves
@@ -753,6 +774,23 @@ pub fn quant_from_link(link: &str) -> Result<JsValue, JsError> {
 /// none, so the session is given JavaScript's.
 fn clock() -> f64 {
     js_sys::Date::now() / 1000.0
+}
+
+/// Milliseconds by `performance.now()` (sub-millisecond, where `Date.now()` is not) in the page
+/// or the worker, `Date.now()` where there is none.
+fn precise_ms() -> f64 {
+    let global = js_sys::global();
+    js_sys::Reflect::get(&global, &JsValue::from_str("performance"))
+        .ok()
+        .and_then(|p| {
+            let now = js_sys::Reflect::get(&p, &JsValue::from_str("now")).ok()?;
+            now.dyn_into::<js_sys::Function>()
+                .ok()?
+                .call0(&p)
+                .ok()?
+                .as_f64()
+        })
+        .unwrap_or_else(js_sys::Date::now)
 }
 
 /// What a JS progress callback's return means: anything but `false` continues; an exception

@@ -3,7 +3,8 @@
 //! over the finished windows is exactly the result of evaluating only those windows (what the
 //! page keeps of a cancelled run). On the CPU the blocks run as the forward pass records them;
 //! on a GPU set to pace its evaluations (the browser's) the recorded blocks are held back and
-//! submitted one by one (`gpu::pace`). The tiny Llama of tests/fixtures/tiny (2 blocks), RTN
+//! submitted one by one (`gpu::pace`); the CPU reports each window before it computes the next.
+//! The tiny Llama of tests/fixtures/tiny (2 blocks), RTN
 //! 4-bit against the model as loaded, so each window has 2 × 2 blocks to report.
 
 #[path = "common/gpu_check.rs"]
@@ -103,6 +104,13 @@ fn cpu_reports_blocks_inside_a_window_and_stops_between_two() {
         .all(|p| p.steps == 2 * BLOCKS && p.step < p.steps));
     assert_eq!(seen.last().unwrap().window, WINDOWS);
     assert_eq!(seen.last().unwrap().ppl, r.ppl);
+    // Each window is reported as soon as it is scored, before the next one is computed (the CPU
+    // has nothing to overlap; the page's first perplexity waits for one window, not two): the
+    // in-flight reports of window w + 1 carry w finished windows.
+    for w in 0..WINDOWS {
+        let n = inside.iter().filter(|p| p.window == w).count();
+        assert_eq!(n, 2 * BLOCKS, "window {}: {seen:?}", w + 1);
+    }
 
     // Cancelled in the second window, after its first block: one window kept, exactly.
     let (r, seen) = run(&s, WINDOWS, &|p| p.window == 1 && p.step == 1);

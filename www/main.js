@@ -14,11 +14,13 @@ import { autoCurveConfigs, autoLabel, showAuto } from './auto.js';
 import { initRowView, requestRowView } from './rowview.js';
 import { abShow, initAB } from './ab.js';
 import { initLessons } from './lessons.js';
+import { endSoFar, onTiming, showEngineChoice, showFinal, showSoFar } from './engine.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
 const DEBOUNCE_MS = 300;
-const BACKEND = new URLSearchParams(self.location.search).get('backend') === 'cpu' ? 'cpu' : 'auto';
+// `?backend=cpu|gpu` forces an engine; otherwise the worker picks the faster one (www/choose-engine.js).
+const BACKEND = ['cpu', 'gpu'].find((b) => b === new URLSearchParams(self.location.search).get('backend')) ?? 'auto';
 // `?test-hooks=1` (browser tests only, tests/browser/faults.test.mjs): `window.quantlabTest`
 // offers `loseDevice({gpuAgain, afterWindow})`, which makes the worker destroy its WebGPU device
 // mid-run.
@@ -41,7 +43,7 @@ const el = {
   result: $('result'), ppl: $('ppl'), pplErr: $('ppl-err'), protocolDesc: $('protocol-desc'),
   kl: $('kl'), top1: $('top1'), bpw: $('bpw'), memory: $('memory'), error: $('error'),
   history: document.querySelector('#history tbody'), webgpu: $('webgpu'),
-  engine: $('engine'), engineNote: $('engine-note'), backend: $('backend'), gpuMemory: $('gpu-memory'),
+  engine: $('engine'), engineNote: $('engine-note'), soFar: $('ppl-so-far'), backend: $('backend'), gpuMemory: $('gpu-memory'),
   copyLink: $('copy-link'), linkStatus: $('link-status'), linkError: $('link-error'),
   ovLayer: $('ov-layer'), ovBits: $('ov-bits'), ovAdd: $('ov-add'), ovClear: $('ov-clear'), ovList: $('ov-list'),
   histTensor: $('hist-tensor'), histRow: $('hist-row'), histNote: $('hist-note'),
@@ -1182,6 +1184,7 @@ let stopping = null;
 function onCancelled(msg) {
   const r = stopping && stopping.gen === msg.gen ? stopping : null;
   if (!r) return;
+  endSoFar(el.soFar, r);
   stopping = null;
   if (active === r) active = null;
   const latency = (performance.now() - r.stopAt) / 1000;
@@ -1244,6 +1247,7 @@ function onResult(msg) {
     `evaluation ${fixed(evalSecs, 1)} s`].filter(Boolean);
   setPhase('done', `Done in ${total.toFixed(1)} s (${parts.join(', ')}).`, 1);
   if (!self.quantlabFirstResult) self.quantlabFirstResult = performance.now();
+  showFinal(el.soFar, r, msg.result);
   addRow(rec);
   redrawPareto();
   showAlpha(msg.smooth, rec.label);
@@ -1411,7 +1415,10 @@ function onRunProgress(msg) {
   if (msg.type === 'calibrating' && active.phase !== 'calibrating') self.quantlabCounts.calibrations += 1;
   const phase = msg.type === 'progress' ? 'evaluating' : msg.type;
   active.phase = phase;
-  if (msg.type === 'progress') active.partial = msg.progress;
+  if (msg.type === 'progress') {
+    active.partial = msg.progress;
+    showSoFar(el.soFar, active, msg.progress);
+  }
   const p = progressText(phase, msg);
   setPhase(phase, `Run #${active.id}: ${p.text}`, p.frac);
 }
@@ -1433,6 +1440,7 @@ function onLayers(msg) {
 // panel says its numbers are the last good result.
 function onRunError(msg) {
   const r = active;
+  if (r) endSoFar(el.soFar, r);
   active = null;
   el.evalStop.disabled = true;
   const f = explain(msg.message, msg.where);
@@ -2044,6 +2052,7 @@ worker.onmessage = ({ data: msg }) => {
         : 'Evaluation runs on the CPU in a Web Worker (WebAssembly).';
       el.engineNote.dataset.backend = msg.backend;
       el.engineNote.textContent = msg.note;
+      showEngineChoice(el.engineNote, msg);
       // After a lost device: "gpu" (a new device) or "cpu" (none could be had).
       if (msg.recovered) el.engineNote.dataset.recovered = msg.recovered;
       break;
@@ -2088,6 +2097,9 @@ worker.onmessage = ({ data: msg }) => {
     case 'quantizing':
     case 'progress':
       onRunProgress(msg);
+      break;
+    case 'timing':
+      onTiming(msg);
       break;
     case 'calibrated': {
       if (active) active.times.calib = msg.seconds;

@@ -34,12 +34,15 @@
 //               histogram | activations | channels | gates | tender | rowview | cancelled | error |
 //               gen-token | gen-done | gen-error   (each carries its `ggen`) |
 //               device-lost   (the WebGPU device was lost; recovering: an 'engine' message with
-//                              `recovered` follows)
+//                              `recovered` follows) |
+//               timing {name, at}   a start-up moment (wall-clock ms) for the first-experience
+//                                   breakdown (www/engine.js)
 //               (each run's messages carry its `gen`).
 //
-// Backend: on 'init' the worker asks the wasm module for WebGPU (`initGpu`, a Promise); models
-// loaded afterwards live in GPU buffers. Without WebGPU, or with backend 'cpu', the CPU path runs
-// and the 'engine' message carries a note the page shows.
+// Backend: on 'init' the worker chooses the engine (initEngine, www/choose-engine.js) and, for
+// WebGPU, asks the wasm module for it (`initGpu`, a Promise); models loaded afterwards live in GPU
+// buffers. Otherwise the CPU path runs. The 'engine' message carries the choice and its reason,
+// which the page shows.
 //
 // Device loss: when a run or a generation fails because the WebGPU device was lost (a driver
 // reset, a GPU process crash, or the test hook), the session moves to a new device, or to the
@@ -62,6 +65,7 @@
 
 import init, { Playground, methodSchema, quantFromLink, quantSummary, quantToLink } from './pkg/quantlab.js';
 import { MAX_MODEL_BYTES, download as fetchModelFile, resolveHub, tooLarge } from './download.js';
+import { adapterWords, probeVerdict, softwareAdapter } from './choose-engine.js';
 
 // Where Hub ids resolve ('init' may name a mirror).
 let hubEndpoint = 'https://huggingface.co';
@@ -80,6 +84,9 @@ let loseArmed = null; // test hook: {window, gpuAgain}, lose the device once a r
 let stopArmed = null; // test hook: {window, step}, wait for the page's Stop at that point of the next run
 
 const post = (msg) => self.postMessage(msg);
+// A moment of the page's start-up, for the first-experience breakdown (www/engine.js keeps the
+// first of each name): `at` is wall-clock ms, comparable across the page and this worker.
+const mark = (name) => post({ type: 'timing', name, at: performance.timeOrigin + performance.now() });
 const message = (e) => (e && e.message) || String(e);
 const stale = (gen) => gen <= runCancelled || (control !== null
   ? Atomics.load(control, 0) !== gen
@@ -89,6 +96,7 @@ const genStale = (ggen) => (control !== null ? Atomics.load(control, 1) !== ggen
 // Every request runs after the previous one settled; `ok` is false when WebAssembly failed.
 const wasmReady = init();
 let chain = wasmReady.then(() => {
+  mark('wasm-ready');
   playground = new Playground();
   post({ type: 'ready' });
   post({ type: 'schema', schema: methodSchema() });
@@ -109,9 +117,17 @@ self.onmessage = ({ data: msg }) => {
     control = msg.control;
     testHooks = msg.testHooks === true;
     if (msg.hub) hubEndpoint = msg.hub;
-    serial(() => initEngine(msg.backend));
+    serial(async () => {
+      await initEngine(msg.backend);
+      mark('engine-chosen');
+    });
   } else if (msg.type === 'load') {
-    serial(() => load(msg));
+    // A URL's bytes start downloading now, while WebAssembly compiles and the engine is chosen
+    // (the first experience, issue 17); the queue only orders what is done with them. A failed
+    // download is reported where load() awaits it.
+    const early = msg.url ? download(msg.url, msg.url.split('/').pop()) : null;
+    early?.catch(() => {});
+    serial(() => load(msg, early));
   } else if (msg.type === 'to-link') {
     wasmReady.then(() => {
       try {
@@ -234,26 +250,53 @@ self.onmessage = ({ data: msg }) => {
   }
 };
 
-// WebGPU when available (and not declined by the page), else the CPU with a note saying why.
+// The engine (www/choose-engine.js): `backend` 'gpu' or 'cpu' from the page's ?backend= is
+// obeyed; 'auto' takes WebGPU only on a hardware adapter that beats the CPU in a probe. The
+// 'engine' message carries the choice, its reason (`note`) and how it was made (`how`: 'asked',
+// 'unavailable', 'software' or 'probe').
 async function initEngine(backend) {
-  if (backend === 'cpu') {
-    post({ type: 'engine', backend: 'cpu', note: 'Running on the CPU (chosen with ?backend=cpu).' });
-    return;
-  }
-  if (!self.navigator.gpu) {
-    post({ type: 'engine', backend: 'cpu', note: 'WebGPU not available: running on the CPU.' });
-    return;
-  }
+  const cpu = (how, note) => post({ type: 'engine', backend: 'cpu', how, note });
+  if (backend === 'cpu') return cpu('asked', 'Running on the CPU (WebAssembly): chosen with ?backend=cpu.');
+  if (!self.navigator.gpu) return cpu('unavailable', 'WebGPU not available: running on the CPU.');
+  let adapter = null;
   try {
-    const adapter = await playground.initGpu();
-    onGpu = true;
-    post({ type: 'engine', backend: 'gpu', adapter, note: `Running on WebGPU: ${adapter}.` });
+    adapter = await self.navigator.gpu.requestAdapter();
   } catch (e) {
-    post({ type: 'engine', backend: 'cpu', note: `WebGPU not available: running on the CPU (${message(e)}).` });
+    return cpu('unavailable', `WebGPU not available: running on the CPU (${message(e)}).`);
   }
+  if (!adapter) return cpu('unavailable', 'WebGPU not available: running on the CPU (the browser offers no adapter).');
+  const soft = softwareAdapter(adapter);
+  if (soft && backend !== 'gpu') {
+    return cpu('software', `Running on the CPU (WebAssembly): the only WebGPU adapter is software (${soft}: ${adapterWords(adapter.info)}), `
+      + 'which runs the shaders on these same CPU cores and is far slower than the CPU path. Add ?backend=gpu to the address to use it anyway.');
+  }
+  let desc;
+  try {
+    desc = await playground.initGpu();
+  } catch (e) {
+    return cpu('unavailable', `WebGPU not available: running on the CPU (${message(e)}).`);
+  }
+  if (backend === 'gpu') {
+    onGpu = true;
+    const what = soft ? ` (a software adapter, ${soft}: slower than the CPU path here)` : '';
+    return post({ type: 'engine', backend: 'gpu', how: 'asked', adapter: desc, note: `Running on WebGPU: ${desc}${what}: chosen with ?backend=gpu.` });
+  }
+  let verdict;
+  try {
+    verdict = probeVerdict(await playground.probeEngines());
+  } catch (e) {
+    playground.dropGpu();
+    return cpu('probe', `Running on the CPU (WebAssembly): the WebGPU probe failed (${message(e)}).`);
+  }
+  if (verdict.backend === 'cpu') {
+    playground.dropGpu();
+    return cpu('probe', `Running on the CPU (WebAssembly): ${verdict.reason}. Add ?backend=gpu to the address to use WebGPU anyway.`);
+  }
+  onGpu = true;
+  post({ type: 'engine', backend: 'gpu', how: 'probe', adapter: desc, note: `Running on WebGPU: ${desc}; ${verdict.reason}.` });
 }
 
-async function load(msg) {
+async function load(msg, early = null) {
   try {
     let info;
     if (msg.files) {
@@ -264,6 +307,7 @@ async function load(msg) {
       const files = await resolveHub(hubEndpoint, msg.hub, download, msg.rev);
       if (files.gguf) {
         const bytes = await download(`${files.base}${files.gguf}`, `${msg.hub}/${files.gguf}`);
+        mark('model-fetched');
         post({ type: 'download', loaded: 1, total: 1, parsing: true });
         info = playground.load(bytes, files.gguf);
       } else {
@@ -278,6 +322,7 @@ async function load(msg) {
           total += shards[i].length;
           if (total > MAX_MODEL_BYTES) throw new Error(tooLarge(msg.hub, total, i + 1 < files.shards.length));
         }
+        mark('model-fetched');
         post({ type: 'download', loaded: 1, total: 1, parsing: true });
         info = loadHf(msg.hub, config, tok, files.shards, shards);
       }
@@ -290,14 +335,16 @@ async function load(msg) {
         bytes = new Uint8Array(await msg.file.arrayBuffer());
       } else {
         label = msg.url.split('/').pop();
-        bytes = await download(msg.url, label);
+        bytes = await (early ?? download(msg.url, label));
       }
+      mark('model-fetched');
       post({ type: 'download', loaded: bytes.length, total: bytes.length, parsing: true });
       info = playground.load(bytes, label);
     }
     // Only now does the session hold the new model (a failed load keeps the previous one).
     quantKey = null;
     memory = info.memory;
+    mark('model-parsed');
     post({ type: 'loaded', info });
   } catch (e) {
     post({ type: 'error', where: 'load', message: message(e), kept: playground !== null && hasModel() });
@@ -381,7 +428,14 @@ async function run({ gen, quant, text, options, calib }) {
       await ensureQuant(quant, calib, { gen }, () => stale(gen));
       if (stale(gen)) return cancelled();
       partial = null;
+      mark('eval-start');
+      let first = true;
       const result = await playground.evaluate(text, options, (progress) => {
+        // The first report comes once the text is tokenized and the first block of the model
+        // has run (between blocks); a window's (in_flight 0), once it is scored.
+        if (first) mark('first-report');
+        first = false;
+        if (progress.in_flight === 0 && progress.window === 1) mark('first-window');
         if (progress.in_flight === 0) partial = progress;
         post({ type: 'progress', gen, progress });
         if (stopArmed && control && progress.window === stopArmed.window && progress.step === stopArmed.step && progress.in_flight > 0) {

@@ -153,6 +153,14 @@ pub trait Backend {
         false
     }
 
+    /// Whether the work is done by the time it is recorded (the CPU), so that keeping a batch in
+    /// flight while the next is recorded overlaps nothing and only delays its scores: evaluation
+    /// then reads each batch before recording the next, and the first window's perplexity is
+    /// reported after one window's work instead of two (the page's first result, issue 17).
+    fn computes_as_recorded(&self) -> bool {
+        false
+    }
+
     /// The forward pass being recorded reached the end of a block: a backend that holds work
     /// back cuts it here, so that `run_held` can stop between two blocks.
     fn block_boundary(&self) {}

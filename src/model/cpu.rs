@@ -293,6 +293,10 @@ impl Backend for Cpu {
         })
     }
 
+    fn computes_as_recorded(&self) -> bool {
+        true
+    }
+
     fn load_vector(&self, v: &[f32]) -> Result<Vec<f32>> {
         Ok(v.to_vec())
     }

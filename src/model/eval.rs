@@ -254,6 +254,7 @@ pub async fn evaluate<B: Backend>(
     // Pieces of one batch: a block of the model (and of the reference) each.
     let steps = c.n_layer * (1 + with_ref as usize);
     let holds = b.hold_work(true);
+    let eager = b.computes_as_recorded();
     let run = async {
         for i in 0..=batches.len() {
             let next = match batches.get(i) {
@@ -287,7 +288,14 @@ pub async fn evaluate<B: Backend>(
                 }
                 None => None,
             };
-            if let Some(pendings) = std::mem::replace(&mut in_flight, next) {
+            // A backend that computes as it records (the CPU) has nothing to overlap: its batch
+            // is read at once, so each window is reported as soon as it is scored.
+            let ready = if eager {
+                next
+            } else {
+                std::mem::replace(&mut in_flight, next)
+            };
+            if let Some(pendings) = ready {
                 for pending in pendings {
                     let scores = b.read_scores(pending).await?;
                     for s in &scores {

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod inspect;
 pub mod mos_view;
 pub mod row_view;
+pub mod probe;
 pub mod saved;
 pub mod schema;
 pub mod session;

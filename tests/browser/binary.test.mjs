@@ -175,7 +175,7 @@ test('BinaryMoS on WebGPU in the page: the link\'s configuration calibrates, tra
   const config = await page.getAttribute('#result', 'data-config');
   const cli = cliRun(config);
   const link = new URL(await page.evaluate(() => location.href));
-  const gpu = await openPage(`?${tiny.hub}${link.hash}`);
+  const gpu = await openPage(`?backend=gpu&${tiny.hub}${link.hash}`);
   try {
     const r = await waitForResult(gpu.page, '0', '"binarymos"');
     const rel = Math.abs(r.ppl - cli.ppl) / cli.ppl;

@@ -75,7 +75,7 @@ before(async () => {
   ({ server } = tiny);
   server.addRoute(HUGE_GGUF, hugeTensorGguf());
   server.claimRoute(HUGE_CLAIM, FIVE_GIB);
-  ({ page, close } = await openPage(`?test-hooks=1&${tiny.hub}#ql=1&${tiny.model}&ctx=${CTX}&win=${WINDOWS}`));
+  ({ page, close } = await openPage(`?backend=gpu&test-hooks=1&${tiny.hub}#ql=1&${tiny.model}&ctx=${CTX}&win=${WINDOWS}`));
   await waitForResult(page, '0');
 });
 

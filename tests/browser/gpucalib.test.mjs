@@ -38,7 +38,7 @@ before(async () => {
   server = await startFixtureServer({ repos: { [REPO]: FILES } });
   // A share link loads the tiny model, makes the first run (as loaded) small and sets the
   // calibration size, so that choosing GPTQ later calibrates 2 × 64 tokens.
-  ({ page, close } = await openPage(`?hub=${encodeURIComponent(server.url)}`
+  ({ page, close } = await openPage(`?backend=gpu&hub=${encodeURIComponent(server.url)}`
     + `#ql=1&model=${encodeURIComponent(REPO)}&ctx=64&win=1&calib=${CALIB_N}x${CALIB_LEN}`));
   await waitForResult(page, '0');
 });

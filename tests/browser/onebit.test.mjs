@@ -62,7 +62,7 @@ test('onebit on WebGPU in the page equals the CPU backend', { timeout: RUN_TIMEO
   const c = cli('onebit');
   // The CLI's share link opens the page on OneBit at once: SwiftShader is slow, so the page's
   // first (automatic) evaluation is the one compared.
-  const gpu = await openPage(`#ql=1&ctx=${CTX}&win=${WINDOWS}&q=${c.config}`);
+  const gpu = await openPage(`?backend=gpu#ql=1&ctx=${CTX}&win=${WINDOWS}&q=${c.config}`);
   try {
     const r = await waitForResult(gpu.page, '0', '"onebit"');
     console.log(`# onebit: WebGPU ppl ${r.ppl} (${r.backend}), CPU ppl ${c.ppl}`);

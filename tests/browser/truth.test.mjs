@@ -132,6 +132,8 @@ test('Stop inside a window: the run stops there, keeps its finished window and m
   assert.ok(ms >= 0 && ms < 5000, `latency ${ms} ms`);
   assert.match(await page.textContent('#result-of'), /^Cancelled run #\d+: RTN 5-bit .* 1 of 4 windows finished; the numbers are over those windows only\.$/);
   assert.match(await page.textContent('#protocol-desc'), /1 of 4 windows of 64 tokens \(cancelled\)/);
+  // The stopped run's "so far" line (www/engine.js) does not promise a refinement that never comes.
+  assert.ok(await page.isHidden('#ppl-so-far'), await page.textContent('#ppl-so-far'));
   const kept = Number(await attr('#ppl', 'data-value'));
   const row = await page.$eval('#history tbody tr', (r) => ({ state: r.dataset.state, text: r.textContent }));
   assert.equal(row.state, 'cancelled');

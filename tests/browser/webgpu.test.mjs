@@ -25,7 +25,7 @@ const cli = (args) => execFileSync(BIN, args, { cwd: ROOT, encoding: 'utf8', std
 before(async () => {
   // The page evaluates by itself once the model is ready; a share link makes that first run
   // small, since SwiftShader cannot stop a window half way.
-  ({ page, close } = await openPage(`#ql=1&ctx=64&win=1`));
+  ({ page, close } = await openPage(`?backend=gpu#ql=1&ctx=64&win=1`));
 });
 
 after(async () => {
