@@ -92,12 +92,15 @@ test('charts are images with a text alternative holding the numbers they draw', 
   // The Pareto chart's table lists the run's bits and perplexity as the chart holds them.
   const data = await page.evaluate(() => self.quantlabCharts.pareto);
   await page.click('#pareto-chart + details.chart-data > summary');
+  // The table is built on the details' toggle event, which fires after the click returns.
+  await page.waitForSelector('#pareto-chart + details.chart-data tbody tr');
   const cells = await page.$$eval('#pareto-chart + details.chart-data tbody tr', (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)));
   assert.equal(cells.length, data.bpw.length);
   assert.equal(Number(cells[0][0]), Number(data.bpw[0].toPrecision(6)));
   assert.ok(cells[0].slice(1).some((c) => Number(c) === Number(data.ppl[0].toPrecision(6))), cells[0].join(' | '));
   // The histogram's: one row per bin, the counts as drawn.
   await page.click('#hist-chart + details.chart-data > summary');
+  await page.waitForSelector('#hist-chart + details.chart-data tbody tr');
   const hist = await page.evaluate(() => self.quantlabCharts.histogram);
   const rows = await page.$$eval('#hist-chart + details.chart-data tbody tr', (r) => r.length);
   assert.equal(rows, hist.edges.length - 1);
