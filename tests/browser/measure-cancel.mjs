@@ -26,7 +26,7 @@ try {
     const before = await page.textContent('#eval-status');
     const cancelled = await page.getAttribute('#result', 'data-cancelled');
     await page.click('#eval-stop');
-    await page.waitForFunction((c) => document.getElementById('result').dataset.cancelled !== c, cancelled,
+    await page.waitForFunction((c) => (document.getElementById('result').dataset.cancelled ?? null) !== c, cancelled,
       { timeout: LONG_MS, polling: 50 });
     const ms = Number(await page.getAttribute('#result', 'data-cancel-ms'));
     got.push(ms);
