@@ -252,8 +252,11 @@ export function drawHistogram(h) {
     axes: [{ label: `${h.name}: weight value` }, { label: 'count' }],
     series: [{},
       { label: 'as loaded', stroke: '#2b5fd9', fill: 'rgba(43,95,217,0.25)', paths: bars, points: { show: false } },
-      { label: 'quantized', stroke: '#b3261e', fill: 'rgba(179,38,30,0.35)', paths: bars, points: { show: false } }],
-  }, [centers, h.loaded.map((c) => c || null), h.quantized.map((c) => c || null)]);
+      { label: 'quantized', stroke: '#b3261e', fill: 'rgba(179,38,30,0.35)', paths: bars, points: { show: false } },
+      // The Row field's row alone on the same bins: its weights and the levels they round to.
+      { label: `row ${h.row} as loaded`, stroke: '#1b7f4a', width: 2, points: { show: false } },
+      { label: `row ${h.row} quantized`, stroke: '#7a2fb3', fill: 'rgba(122,47,179,0.5)', paths: bars, points: { show: false } }],
+  }, [centers, ...[h.loaded, h.quantized, h.row_loaded, h.row_quantized].map((s) => s.map((c) => c || null))]);
 }
 
 // a: inspect::Activations; `site` picks one of a.sites.

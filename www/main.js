@@ -15,6 +15,7 @@ import { initRowView, requestRowView } from './rowview.js';
 import { abShow, initAB } from './ab.js';
 import { initLessons } from './lessons.js';
 import { endSoFar, onTiming, showEngineChoice, showFinal, showSoFar } from './engine.js';
+import { atStep, markGenerationStopped, runParts, stopWorkerOnLeave } from './truth2.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
@@ -93,6 +94,7 @@ const control = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
 initRowView(worker, el.histTensor, el.histRow);
 initAB();
+stopWorkerOnLeave(worker);
 // `?hub=URL` resolves Hub ids on a mirror of the Hugging Face Hub (same paths) instead.
 const HUB = (() => {
   const h = new URLSearchParams(self.location.search).get('hub');
@@ -385,7 +387,9 @@ function fieldControl(f, values) {
     input.max = String(f.max);
     input.step = String(f.step);
     input.size = 6;
-    input.value = String(start);
+    input.value = atStep(start, f.step);
+    // Typed values too: before scheduleRun reads it (listeners run in order).
+    input.addEventListener('change', () => { input.value = atStep(input.value, f.step); });
   }
   input.dataset.key = f.key;
   input.dataset.kind = f.kind;
@@ -1243,8 +1247,8 @@ function onResult(msg) {
   showRecord(rec);
   const t = r.times;
   const kept = r.quant.method === 'none' && !r.quant.act; // the model as loaded: nothing quantized
-  const parts = [t.calib != null && `calibration ${fixed(t.calib, 1)} s`, t.quant != null && !kept && `quantization ${fixed(t.quant, 1)} s`,
-    `evaluation ${fixed(evalSecs, 1)} s`].filter(Boolean);
+  const parts = runParts(total, { calib: t.calib, quant: kept ? null : t.quant, evaluation: evalSecs })
+    .map(([what, secs]) => `${what} ${fixed(secs, 1)} s`);
   setPhase('done', `Done in ${total.toFixed(1)} s (${parts.join(', ')}).`, 1);
   if (!self.quantlabFirstResult) self.quantlabFirstResult = performance.now();
   showFinal(el.soFar, r, msg.result);
@@ -1299,7 +1303,7 @@ function showRecord(rec) {
   const wa = rec.wa;
   setText(el.resultWa, wa === 'as loaded' ? wa : (wa ? `${wa} · ${rec.label}` : ''), wa ?? undefined);
   el.protocolDesc.textContent = `${r.protocol} — ${r.tokens_scored} tokens scored of ${r.tokens_evaluated} evaluated`
-    + `${r.seconds != null ? `, evaluation ${fixed(r.seconds, 1)} s` : ''}${rec.calibLine ?? ''}`;
+    + `${r.seconds != null ? `, evaluation ${fixed(r.seconds, 1)} s of the run's ${fixed(rec.seconds, 1)} s` : ''}${rec.calibLine ?? ''}`;
   setText(el.kl, r.kl == null ? '— (as loaded)' : fixed(r.kl, 5), r.kl ?? undefined);
   setText(el.top1, r.top1 == null ? '— (as loaded)' : pct(r.top1), r.top1 ?? undefined);
   showKlStats(r.kl_stats);
@@ -1931,6 +1935,12 @@ async function startGeneration() {
   delete el.genQuant.dataset.tokens;
   el.genRef.textContent = '';
   el.genQuant.textContent = '';
+  delete el.genRef.dataset.stopped;
+  delete el.genQuant.dataset.stopped;
+  delete el.genQuantH.dataset.base;
+  const refHead = $('gen-ref-h');
+  if (refHead.dataset.base) refHead.textContent = refHead.dataset.base;
+  delete refHead.dataset.base;
   el.genQuantH.textContent = quant.method === 'none' && !quant.act ? 'Quantized (none chosen: same as loaded)' : `Quantized: ${genInfo.label}`;
   el.genStatus.textContent = 'Generating with the model as loaded…';
   el.genStop.disabled = false;
@@ -1943,7 +1953,8 @@ function stopGeneration() {
   el.genStop.disabled = true;
   if (el.genBox.dataset.state === 'running') {
     el.genBox.dataset.state = 'stopped';
-    el.genStatus.textContent = 'Stopped.';
+    markGenerationStopped([{ pane: el.genRef, head: $('gen-ref-h'), name: 'the model as loaded' },
+      { pane: el.genQuant, head: el.genQuantH, name: 'the quantized model' }], el.genStatus);
   }
 }
 el.genRun.addEventListener('click', startGeneration);

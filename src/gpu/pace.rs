@@ -3,9 +3,10 @@
 //! used to keep the GPU busy to the window's end (and kept the GPU process busy after its tab
 //! closed). When pacing is on (`set_pace`), an evaluation holds the command buffers it records
 //! (one per block, cut at `Backend::block_boundary`) and submits them one by one with at most
-//! `AHEAD` in flight, asking the caller between two whether to go on. Nothing is written with
-//! `Queue::write_buffer` (buffers.rs), so holding submissions back changes no data a command
-//! reads; commands still run in recording order.
+//! `AHEAD` in flight, asking the caller between two whether to go on. Pieces are also cut every
+//! few dispatches inside a block (`record.rs`), so Stop waits for a fraction of a block, not two.
+//! Nothing is written with `Queue::write_buffer` (buffers.rs), so holding submissions back
+//! changes no data a command reads; commands still run in recording order.
 
 use crate::gpu::backend::Gpu;
 use crate::{Error, Result};

@@ -25,6 +25,10 @@ use wgpu::util::DeviceExt;
 /// Dispatches recorded before the encoder is submitted: enough to keep the queue busy, few
 /// enough that the driver's memory for pending work stays small (≈ 4 decoder blocks).
 const DISPATCHES_PER_SUBMIT: usize = 256;
+/// Dispatches per piece of a paced evaluation (`pace.rs`): a cancellation waits for the pieces
+/// in flight, so pieces smaller than a block (≈ 12 to 20 dispatches) let Stop land within a
+/// block on a slow (software) GPU, at the cost of one more round trip to the host per piece.
+const DISPATCHES_PER_PIECE: usize = 4;
 /// Entries each cache may hold before it is cleared.
 const CACHE_LIMIT: usize = 4096;
 
@@ -254,7 +258,12 @@ impl Gpu {
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         }
         self.recorded.set(self.recorded.get() + 1);
-        if self.recorded.get() >= DISPATCHES_PER_SUBMIT {
+        let limit = if self.held.borrow().is_some() {
+            DISPATCHES_PER_PIECE
+        } else {
+            DISPATCHES_PER_SUBMIT
+        };
+        if self.recorded.get() >= limit {
             self.flush();
         }
     }

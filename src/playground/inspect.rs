@@ -97,6 +97,10 @@ pub struct Histogram {
     /// The distinct quantized values of row `row` (the levels one row's weights can take).
     pub row: usize,
     pub row_levels: Vec<f32>,
+    /// Row `row` alone, as loaded and as quantized, on the same bins: what the Row field picks
+    /// out of the whole tensor's histogram.
+    pub row_loaded: Vec<u32>,
+    pub row_quantized: Vec<u32>,
     /// Weights outside the range their row's quantized values span (clipped), and weights the
     /// format keeps exactly as sparse outliers.
     pub clipped: usize,
@@ -168,7 +172,11 @@ pub fn histogram(s: &Session, name: &str, bins: usize, row: usize) -> Result<His
             });
         clipped += ra.iter().filter(|&&v| v < qlo || v > qhi).count();
     }
-    let mut levels: Vec<f32> = b[row * cols..(row + 1) * cols].to_vec();
+    let (row_a, row_b) = (
+        &a[row * cols..(row + 1) * cols],
+        &b[row * cols..(row + 1) * cols],
+    );
+    let mut levels: Vec<f32> = row_b.to_vec();
     levels.sort_by(f32::total_cmp);
     levels.dedup();
     levels.truncate(MAX_LEVELS);
@@ -179,6 +187,8 @@ pub fn histogram(s: &Session, name: &str, bins: usize, row: usize) -> Result<His
         quantized: bin_counts(&b, lo, width, bins),
         row,
         row_levels: levels,
+        row_loaded: bin_counts(row_a, lo, width, bins),
+        row_quantized: bin_counts(row_b, lo, width, bins),
         clipped,
         outliers: lb.w.addons.outliers,
     })
@@ -523,5 +533,59 @@ mod tests {
         let a = [1.0f32, -2.0, 3.0];
         assert!(rel_error(&a, &a).abs() < TOL as f64);
         assert!((rel_error(&a, &[0.0; 3]) - 1.0).abs() < TOL as f64);
+    }
+
+    /// Bin of `v` found by searching the edges (a different route from `bin_counts`' division):
+    /// the last edge at or below `v`, the top edge belonging to the last bin.
+    fn bin_by_search(edges: &[f32], v: f32) -> usize {
+        let bins = edges.len() - 1;
+        edges[..bins].partition_point(|&e| e <= v).saturating_sub(1)
+    }
+
+    /// The Row field's bins: row `r` of the tensor alone, as loaded and as quantized, on the
+    /// whole tensor's edges; they count that row's `cols` weights, change with the row, and the
+    /// quantized row lies only on bins holding its levels (2-bit per-row RTN: at most 4 values).
+    #[test]
+    fn row_bins_count_the_chosen_row_alone() {
+        let mut s = crate::playground::session::tests::tiny_session();
+        let q = crate::quant::config::QuantConfig::from_json(
+            &serde_json::json!({
+                "version": 1, "method": "rtn",
+                "default": { "bits": 2, "gran": "per_row", "sym": true },
+            })
+            .to_string(),
+        )
+        .expect("config");
+        s.set_quant(&q).expect("quantizes");
+        let name = s.source().linears().next().expect("a linear").name.clone();
+        let la = find(s.source(), &name).expect("source");
+        let lb = find(s.quantized_weights().expect("quantized"), &name).expect("quantized");
+        let (a, b, cols) = (
+            la.w.dequantize().expect("a"),
+            lb.w.dequantize().expect("b"),
+            la.w.cols,
+        );
+        let mut seen = Vec::new();
+        for row in [0, 3, la.w.rows - 1] {
+            let h = histogram(&s, &name, 64, row).expect("histogram");
+            for (counts, values) in [
+                (&h.row_loaded, &a[row * cols..(row + 1) * cols]),
+                (&h.row_quantized, &b[row * cols..(row + 1) * cols]),
+            ] {
+                let mut want = vec![0u32; 64];
+                for &v in values {
+                    want[bin_by_search(&h.edges, v)] += 1;
+                }
+                assert_eq!(counts, &want, "row {row}");
+                assert_eq!(counts.iter().sum::<u32>() as usize, cols);
+            }
+            let spikes = h.row_quantized.iter().filter(|&&c| c > 0).count();
+            assert!(
+                spikes <= h.row_levels.len() && h.row_levels.len() <= 4,
+                "{spikes} {h:?}"
+            );
+            seen.push(h.row_loaded.clone());
+        }
+        assert!(seen[0] != seen[1] && seen[1] != seen[2], "rows differ");
     }
 }

@@ -1,7 +1,8 @@
 // The page's side-by-side generation (issue 4): the model as loaded and the quantized model
 // continue the same prompt greedily, streamed into two panes. Both texts must be what the native
 // CLI (`quantlab generate`, the same Rust code) produces for the same prompt and quantization,
-// token for token; the Stop button must end a generation and leave the page usable.
+// token for token; the Stop button must end a generation, keep each pane's text so far labelled
+// as stopped, and leave the page usable.
 // CPU path (`?backend=cpu`); a share link makes the page's own first evaluation small.
 
 import { test, before, after } from 'node:test';
@@ -86,4 +87,34 @@ test('Stop ends a generation and the page keeps working', { timeout: RUN_TIMEOUT
   const r = await waitForResult(page, prev);
   assert.ok(Number.isFinite(r.ppl));
   assert.equal(await page.getAttribute('#gen-box', 'data-state'), 'stopped');
+});
+
+test('Stop while the quantized model writes keeps both texts so far, labelled as stopped', { timeout: RUN_TIMEOUT_MS }, async () => {
+  // Enough tokens that Stop lands while the quantized model still writes (each takes tens of ms).
+  await page.fill('#gen-n', '12');
+  await page.click('#gen-run');
+  // The reference is done and the quantized pane has begun: stop it there.
+  await page.waitForFunction(() => document.getElementById('gen-ref').dataset.tokens !== undefined
+    && document.getElementById('gen-quant').textContent.length > 0, null, { timeout: RUN_TIMEOUT_MS, polling: 20 });
+  await page.click('#gen-stop');
+  const at = await page.textContent('#gen-quant');
+  // Tokens already on their way may not change what Stop kept.
+  await page.waitForTimeout(1000);
+  assert.equal(await page.getAttribute('#gen-box', 'data-state'), 'stopped');
+  const kept = await page.textContent('#gen-quant');
+  assert.ok(kept.length > 0, 'the quantized pane was emptied');
+  assert.equal(kept, at, 'the quantized pane changed after Stop');
+  assert.equal(await page.getAttribute('#gen-quant', 'data-stopped'), 'true');
+  assert.equal(await page.getAttribute('#gen-ref', 'data-stopped'), 'false');
+  assert.match(await page.textContent('#gen-quant-h'), / — stopped part way \(text so far\)$/);
+  assert.equal(await page.textContent('#gen-ref-h'), 'As loaded');
+  assert.equal(await page.textContent('#gen-status'),
+    'Stopped: the model as loaded finished; the quantized model stopped part way (its text so far is kept).');
+  // The next generation starts clean: headings back, no stopped marks.
+  await page.fill('#gen-n', '1');
+  await page.click('#gen-run');
+  await page.waitForFunction(() => document.getElementById('gen-box').dataset.state === 'done', null,
+    { timeout: RUN_TIMEOUT_MS, polling: 100 });
+  assert.doesNotMatch(await page.textContent('#gen-quant-h'), /stopped/);
+  assert.equal(await page.getAttribute('#gen-quant', 'data-stopped'), null);
 });

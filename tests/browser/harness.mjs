@@ -160,3 +160,10 @@ export async function openSibling(page, url) {
   await other.waitForSelector('#model-status[data-state="ready"], #model-status[data-state="error"]', { timeout: LOAD_TIMEOUT_MS });
   return other;
 }
+
+// QuantLab's own link encoding (`q=`) of config `cfg`, made by the wasm module in `page`.
+export const linkOf = (page, cfg) => page.evaluate(async (c) => {
+  const m = await import(new URL('www/pkg/quantlab.js', document.baseURI).href);
+  await m.default();
+  return m.quantToLink(c);
+}, cfg);
