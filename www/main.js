@@ -1150,10 +1150,10 @@ el.method.addEventListener('change', () => {
 
 // The distribution of the per-token KL and the errors, as llama.cpp's --kl-divergence prints
 // them (Rust's model::klstats::KlStats); data-stats carries the numbers as Rust sent them.
-function showKlStats(k) {
+function showKlStats(k, missing = '— (as loaded)') {
   const node = $('kl-stats');
   if (!k) {
-    setText(node, '— (as loaded)');
+    setText(node, missing);
     delete node.dataset.stats;
     return;
   }
@@ -1304,9 +1304,13 @@ function showRecord(rec) {
   setText(el.resultWa, wa === 'as loaded' ? wa : (wa ? `${wa} · ${rec.label}` : ''), wa ?? undefined);
   el.protocolDesc.textContent = `${r.protocol} — ${r.tokens_scored} tokens scored of ${r.tokens_evaluated} evaluated`
     + `${r.seconds != null ? `, evaluation ${fixed(r.seconds, 1)} s of the run's ${fixed(rec.seconds, 1)} s` : ''}${rec.calibLine ?? ''}`;
-  setText(el.kl, r.kl == null ? '— (as loaded)' : fixed(r.kl, 5), r.kl ?? undefined);
-  setText(el.top1, r.top1 == null ? '— (as loaded)' : pct(r.top1), r.top1 ?? undefined);
-  showKlStats(r.kl_stats);
+  // No KL: the model as loaded has nothing to compare with; any other run did not measure it
+  // (a cancelled run, or KL turned off), which must not read as "as loaded".
+  const kept = rec.quant.method === 'none' && !rec.quant.act;
+  const noKl = kept ? '— (as loaded)' : `— (not measured${rec.state === 'cancelled' ? ' in this cancelled run' : ''})`;
+  setText(el.kl, r.kl == null ? noKl : fixed(r.kl, 5), r.kl ?? undefined);
+  setText(el.top1, r.top1 == null ? noKl : pct(r.top1), r.top1 ?? undefined);
+  showKlStats(r.kl_stats, noKl);
   const m = rec.memory || {};
   const bpw = m.bits_per_weight;
   // A fractional budget (CMPQ): achieved against requested, to 2 decimals like the slider.
@@ -1332,9 +1336,14 @@ function showLayers(rec) {
   if (rec.layers) {
     drawLayerMap(rec.layers, pickLayer);
     delete el.layersBox.dataset.stale;
+    delete el.layersBox.dataset.absent;
     el.layersOf.textContent = `Layer map of run #${rec.id}: ${rec.label}.`;
   } else {
     el.layersBox.dataset.stale = 'true';
+    // A cancelled or failed run gets no map: the previous run's charts would sit under a
+    // caption about this one, so they are hidden rather than greyed.
+    if (rec.state === 'done') delete el.layersBox.dataset.absent;
+    else el.layersBox.dataset.absent = 'true';
     el.layersOf.textContent = rec.state === 'done'
       ? `Layer map of run #${rec.id} (${rec.label}): being computed…` : `No layer map for run #${rec.id} (${rec.state}).`;
   }

@@ -135,6 +135,13 @@ test('Stop inside a window: the run stops there, keeps its finished window and m
   assert.match(await page.textContent('#protocol-desc'), /1 of 4 windows of 64 tokens \(cancelled\)/);
   // The stopped run's "so far" line (www/engine.js) does not promise a refinement that never comes.
   assert.ok(await page.isHidden('#ppl-so-far'), await page.textContent('#ppl-so-far'));
+  // A quantized run's missing statistics are not "as loaded"; the previous run's layer map is
+  // not shown under this run's caption.
+  for (const id of ['#kl', '#top1', '#kl-stats']) {
+    assert.doesNotMatch(await page.textContent(id), /as loaded/, id);
+  }
+  assert.match(await page.textContent('#layers-of'), /^No layer map for run #\d+ \(cancelled\)\.$/);
+  assert.ok(await page.isHidden('#layer-map'), 'the previous layer map is hidden');
   const kept = Number(await attr('#ppl', 'data-value'));
   const row = await page.$eval('#history tbody tr', (r) => ({ state: r.dataset.state, text: r.textContent }));
   assert.equal(row.state, 'cancelled');

@@ -151,3 +151,30 @@ test('a finished run\'s seconds: parts that add up to the total, the protocol li
   assert.equal(Number(p[1]), parts.evaluation, `${status} / ${protocol}`);
   assert.equal(Number(p[2]), total, `${status} / ${protocol}`);
 });
+
+// Issue 20: "after a WebGPU tab was closed mid-run the browser's GPU process stayed busy and the
+// next tab hung". A page evaluating the real model on WebGPU (SwiftShader here: one window's
+// work is minutes of the software GPU when queued whole) is closed mid-run; a new page of the
+// same browser, also on WebGPU, must then finish its own run. What keeps the GPU free is the
+// paced recording (src/gpu/pace.rs: little work is queued at any moment) and the worker
+// ended on pagehide (www/truth2.js).
+test('a WebGPU page closed mid-run leaves the GPU to the next page', { timeout: 4 * RUN_TIMEOUT_MS }, async () => {
+  const first = await openPage('?backend=gpu#ql=1&ctx=256&win=8');
+  try {
+    const context = first.page.context();
+    await first.page.waitForFunction(() => document.getElementById('result').dataset.phase === 'evaluating',
+      null, { timeout: RUN_TIMEOUT_MS, polling: 100 });
+    assert.equal(await first.page.getAttribute('#result', 'data-state'), 'running');
+    await first.page.close({ runBeforeUnload: true });
+    const t0 = Date.now();
+    const next = await context.newPage();
+    await next.goto(`${first.url}?backend=gpu&${tiny.hub}#ql=1&${tiny.model}&ctx=${CTX}&win=1`);
+    await next.waitForSelector('#model-status[data-state="ready"]', { timeout: RUN_TIMEOUT_MS });
+    const r = await waitForResult(next, '0');
+    console.log(`# next WebGPU page's first run finished ${((Date.now() - t0) / 1000).toFixed(1)} s after the busy page closed`);
+    assert.equal(r.backend, 'gpu');
+    assert.ok(Number.isFinite(r.ppl) && r.ppl > 1, `ppl ${r.ppl}`);
+  } finally {
+    await first.close();
+  }
+});
