@@ -1,22 +1,31 @@
 // A/B comparison (issue 19, item 3): pin the run on screen as A, change the configuration, and
 // the run on screen becomes B; the two side by side: perplexity, KL, top-1, bits and memory, the
 // per-layer error difference (from the layer map each run keeps), and the quantized model's
-// generated text at pin time and now, with the words that differ marked. Plain DOM built with
-// textContent; the runs are main.js's records, read here and never changed.
+// generated text at pin time and now, split into its tokens, the tokens that differ at the same
+// position marked. Plain DOM built with textContent; the runs are main.js's records, read here
+// and never changed.
 
-let a = null; // {rec, text}: the pinned run and the generated text on screen when it was pinned
+let a = null; // {rec, gen}: the pinned run and the generation on screen when it was pinned
 let b = null; // the run on screen
 const el = {};
 
-// The generated text of the current quantization (main.js streams it into #gen-quant).
-const genText = () => el.gen?.textContent ?? '';
+// The finished generation of the current quantization: its token ids and each token's text
+// (main.js keeps both on #gen-quant when the worker's generation ends; the pieces join to the
+// text). Null while none has finished: a streaming text is not compared.
+function genTokens() {
+  const d = el.gen?.dataset;
+  if (!d?.tokens || !d.pieces) return null;
+  const ids = JSON.parse(d.tokens);
+  const pieces = JSON.parse(d.pieces);
+  return ids.length === pieces.length ? { ids, pieces } : null;
+}
 
 export function initAB() {
   for (const id of ['ab-pin', 'ab-clear', 'ab-table', 'ab-layers', 'ab-text-a', 'ab-text-b', 'ab-note']) el[id] = document.getElementById(id);
   el.gen = document.getElementById('gen-quant');
   el['ab-pin'].addEventListener('click', () => {
     if (!b) return;
-    a = { rec: b, text: genText() };
+    a = { rec: b, gen: genTokens() };
     render();
   });
   el['ab-clear'].addEventListener('click', () => {
@@ -24,7 +33,9 @@ export function initAB() {
     render();
   });
   // A new generation redraws B's text.
-  new MutationObserver(() => render()).observe(el.gen, { childList: true, characterData: true, subtree: true });
+  new MutationObserver(() => render()).observe(el.gen, {
+    childList: true, characterData: true, subtree: true, attributes: true, attributeFilter: ['data-pieces'],
+  });
   render();
 }
 
@@ -68,15 +79,16 @@ function cell(tag, text, cls) {
   return c;
 }
 
-// Words and the spaces between them: what the texts are compared by.
-const words = (s) => s.split(/(\s+)/).filter((w) => w !== '');
-
-// `mine` as spans, the words that differ from `other` at the same position marked.
+// `mine`'s tokens as spans (one per token, its id in data-token), those whose id differs from
+// `other`'s token at the same position (or that `other` does not reach) marked. Compared by id,
+// not by text: a text without spaces (a tiny model's) still shows where the two parted.
 function marked(mine, other) {
-  const o = words(other);
-  return words(mine).map((w, i) => {
-    const s = cell('span', w, /^\s+$/.test(w) || w === o[i] ? '' : 'ab-diff');
-    if (s.className) s.dataset.diff = '1';
+  if (!mine) return [];
+  return mine.pieces.map((p, i) => {
+    const same = other && mine.ids[i] === other.ids[i];
+    const s = cell('span', p, same ? '' : 'ab-diff');
+    s.dataset.token = String(mine.ids[i]);
+    if (!same) s.dataset.diff = '1';
     return s;
   });
 }
@@ -125,7 +137,7 @@ function render() {
   } else {
     el['ab-layers'].replaceChildren(cell('caption', 'The per-layer errors appear when both runs have their layer map.'));
   }
-  const tb = genText();
-  el['ab-text-a'].replaceChildren(...marked(a.text, tb));
-  el['ab-text-b'].replaceChildren(...marked(tb, a.text));
+  const gb = genTokens();
+  el['ab-text-a'].replaceChildren(...marked(a.gen, gb));
+  el['ab-text-b'].replaceChildren(...marked(gb, a.gen));
 }

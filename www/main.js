@@ -1940,8 +1940,10 @@ async function startGeneration() {
   const n = Math.min(256, Math.max(1, Math.round(Number(el.genN.value)) || 32));
   genInfo = { ggen, label: weightsLabel(quant) };
   el.genBox.dataset.state = 'running';
-  delete el.genRef.dataset.tokens;
-  delete el.genQuant.dataset.tokens;
+  for (const pane of [el.genRef, el.genQuant]) {
+    delete pane.dataset.tokens;
+    delete pane.dataset.pieces;
+  }
   el.genRef.textContent = '';
   el.genQuant.textContent = '';
   delete el.genRef.dataset.stopped;
@@ -1993,6 +1995,7 @@ function onGenMessage(msg) {
       const g = msg.generation;
       pane.textContent = g.text;
       pane.dataset.tokens = JSON.stringify(g.tokens);
+      pane.dataset.pieces = JSON.stringify(g.pieces); // each token's text, for A/B's marks
       const why = g.stopped_at_eos ? ' (the model ended the text)' : g.stopped_at_ctx ? ' (context full)' : '';
       if (msg.which === 'reference') {
         el.genStatus.textContent = `As loaded: ${g.tokens.length} tokens in ${fixed(g.seconds, 1)} s${why}. Generating with the quantized model…`;

@@ -38,12 +38,53 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     /// `tokens` decoded by the tokenizer.
     pub text: String,
+    /// Each new token's share of `text` (`token_pieces`): the page marks the tokens where two
+    /// generations differ.
+    pub pieces: Vec<String>,
     /// True when generation stopped at the end-of-sequence token (not included in `tokens`).
     pub stopped_at_eos: bool,
     /// True when the model's context length ended it before `n` tokens.
     pub stopped_at_ctx: bool,
     /// False when the current config quantizes nothing, so "quantized" is the loaded model.
     pub quantized: bool,
+}
+
+/// Each token's share of `text` (the decoding of all of `tokens`), one piece per token, the
+/// pieces joined giving `text` back: token i's piece is what decoding `tokens[..=i]` adds to the
+/// pieces before it, as a streaming view prints them. A token that ends inside a character (one
+/// byte of a multi-byte UTF-8 sequence: its prefix decodes to a trailing U+FFFD) or whose prefix
+/// decodes to text that does not extend the pieces so far gets "", and its text goes to the next
+/// token that settles it. Decoding every prefix costs O(n²) token lookups, bounded by
+/// `MAX_NEW_TOKENS`.
+pub fn token_pieces(
+    decode: impl Fn(&[u32]) -> Result<String>,
+    tokens: &[u32],
+    text: &str,
+) -> Result<Vec<String>> {
+    let mut pieces = Vec::with_capacity(tokens.len());
+    let mut done = String::new();
+    for i in 0..tokens.len() {
+        let prefix = decode(&tokens[..=i])?;
+        let settled = !prefix.ends_with(char::REPLACEMENT_CHARACTER) && prefix.starts_with(&done);
+        let piece = if settled {
+            prefix[done.len()..].to_string()
+        } else {
+            String::new()
+        };
+        done.push_str(&piece);
+        pieces.push(piece);
+    }
+    // What no prefix settled (a text ending in U+FFFD, or a decoding that rewrites its start)
+    // goes to the last token, or when the pieces do not begin `text`, all of it to the first.
+    match (text.strip_prefix(done.as_str()), pieces.last_mut()) {
+        (Some(rest), Some(last)) => last.push_str(rest),
+        (None, Some(_)) => {
+            pieces.iter_mut().for_each(String::clear);
+            pieces[0] = text.to_string();
+        }
+        (_, None) => {}
+    }
+    Ok(pieces)
 }
 
 /// Check a request before any work.
@@ -173,6 +214,38 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tiny fixture's byte-level tokenizer (tests/fixtures/tiny/llama) writes "é" as two
+    /// byte tokens: the first settles nothing, the second carries the character, and the pieces
+    /// join to the tokenizer's decoding of the whole.
+    #[test]
+    fn token_pieces_join_to_the_text_and_hold_split_characters() {
+        let session = crate::playground::session::tests::tiny_session();
+        let tok = session.tokenizer();
+        let ids = tok.encode("ab é, cd").expect("encode");
+        let text = tok.decode(&ids).expect("decode");
+        let pieces = token_pieces(|t| tok.decode(t), &ids, &text).expect("pieces");
+        assert_eq!(pieces.len(), ids.len());
+        assert_eq!(pieces.concat(), text);
+        let split = pieces
+            .iter()
+            .position(|p| p.contains('é'))
+            .expect("é has a token");
+        assert!(
+            split > 0 && pieces[split - 1].is_empty(),
+            "{pieces:?} for {ids:?}"
+        );
+        for (i, p) in pieces.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+            let before = tok.decode(&ids[..i]).expect("decode");
+            assert_eq!(
+                tok.decode(&ids[..=i]).expect("decode"),
+                format!("{}{p}", before.trim_end_matches('\u{fffd}'))
+            );
+        }
+        assert!(token_pieces(|t| tok.decode(t), &[], "")
+            .expect("none")
+            .is_empty());
+    }
 
     #[test]
     fn requests_are_bounded() {

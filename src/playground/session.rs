@@ -677,10 +677,12 @@ impl Session {
             .engine
             .generate(which, &ids, n, self.tokenizer.eos(), &mut on_token)
             .await?;
+        let text = tok.decode(&tokens)?;
         Ok(Generation {
             which,
             prompt_tokens: ids.len(),
-            text: self.tokenizer.decode(&tokens)?,
+            pieces: generate::token_pieces(|t| tok.decode(t), &tokens, &text)?,
+            text,
             tokens,
             stopped_at_eos: stop.eos,
             stopped_at_ctx: stop.ctx,

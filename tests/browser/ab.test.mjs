@@ -1,7 +1,8 @@
 // A/B comparison (issue 19, item 3) on fixture.mjs's tiny Llama, CPU path: pin a 4-bit RTN run
 // as A, move to 2 bits (B): the table holds both runs' perplexity, KL, top-1 and bits, the
 // per-layer error difference is there for every layer (2 bits worse in each), and the texts the
-// quantized model generated under A and under B are shown with the differing words marked.
+// quantized model generated under A and under B are shown token by token (the worker's ids and
+// each token's text), the tokens that differ at the same position marked.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,8 +30,12 @@ async function generate() {
   await page.fill('#gen-n', String(GEN_TOKENS));
   await page.click('#gen-run');
   await page.waitForFunction(() => document.getElementById('gen-box').dataset.state === 'done', null, { timeout: RUN_TIMEOUT_MS });
-  return page.textContent('#gen-quant');
+  const d = await page.$eval('#gen-quant', (e) => ({ ...e.dataset, text: e.textContent }));
+  return { text: d.text, ids: JSON.parse(d.tokens), pieces: JSON.parse(d.pieces) };
 }
+
+// The spans of an A/B text pane: each token's text, id and mark.
+const spans = (pane) => page.$$eval(`${pane} span`, (s) => s.map((x) => ({ text: x.textContent, id: Number(x.dataset.token), diff: x.dataset.diff === '1' && x.classList.contains('ab-diff') })));
 
 async function run(bits) {
   const prev = await page.getAttribute('#result', 'data-run');
@@ -59,15 +64,19 @@ test('A/B: pinned 4-bit run against 2 bits, side by side', { timeout: 2 * RUN_TI
   const diffs = await page.$$eval('#ab-layers tr[data-layer]', (trs) => trs.map((t) => Number(t.dataset.diff)));
   assert.ok(diffs.every((d) => d > 0), `per-layer B − A: ${diffs}`);
 
-  assert.equal(await page.textContent('#ab-text-a'), textA);
-  assert.equal(await page.textContent('#ab-text-b'), textB);
-  // The marked words are exactly those that differ at their position.
-  const words = (s) => s.split(/(\s+)/).filter((w) => w !== '' && !/^\s+$/.test(w));
-  const marked = await page.$$eval('#ab-text-b span[data-diff]', (s) => s.map((x) => x.textContent));
-  const wa = textA.split(/(\s+)/).filter((w) => w !== '');
-  const want = textB.split(/(\s+)/).filter((w) => w !== '').filter((w, i) => !/^\s+$/.test(w) && w !== wa[i]);
-  assert.deepEqual(marked, want);
-  console.log(`# A ppl ${a.ppl} (${a.bpw} b/w), B ppl ${b.ppl} (${b.bpw} b/w); ${marked.length} of ${words(textB).length} words of B differ; texts: ${JSON.stringify(textA)} / ${JSON.stringify(textB)}`);
+  // One span per generated token, in order; the pieces join to the generated text.
+  for (const [pane, mine, other] of [['#ab-text-a', textA, textB], ['#ab-text-b', textB, textA]]) {
+    assert.equal(mine.pieces.join(''), mine.text);
+    assert.equal(await page.textContent(pane), mine.text);
+    const got = await spans(pane);
+    assert.deepEqual(got.map((x) => x.id), mine.ids);
+    assert.deepEqual(got.map((x) => x.text), mine.pieces);
+    // Marked exactly where the token id differs from the other text's at the same position.
+    assert.deepEqual(got.map((x) => x.diff), mine.ids.map((id, i) => id !== other.ids[i]), pane);
+  }
+  const differ = textB.ids.filter((id, i) => id !== textA.ids[i]).length;
+  assert.ok(differ > 0, `2 bits and 4 bits wrote the same ${textB.ids.length} tokens: the marks are not exercised`);
+  console.log(`# A ppl ${a.ppl} (${a.bpw} b/w), B ppl ${b.ppl} (${b.bpw} b/w); ${differ} of ${textB.ids.length} tokens of B differ; texts: ${JSON.stringify(textA.text)} / ${JSON.stringify(textB.text)}`);
   // Markup is text only: no element came from the generated text.
   assert.equal(await page.$$eval('#ab-text-b *:not(span)', (n) => n.length), 0);
 });
