@@ -168,22 +168,40 @@ export function lessonHash(lesson) {
   return `#lesson=${base64url(JSON.stringify(lesson))}`;
 }
 
-// Which lesson the address asks for: {builtIn: id} from `?lesson=ID`, {lesson} or {error} from
-// `#lesson=…`, or null.
-export function lessonFromLocation(search, hash) {
-  if (hash.startsWith('#lesson=')) {
-    const b = hash.slice('#lesson='.length);
-    if (b.length > LIMITS.link) return { error: `This lesson link is ${b.length} characters long, more than the ${LIMITS.link} a lesson link may have.` };
-    if (!/^[A-Za-z0-9_-]*$/.test(b)) return { error: 'This lesson link is damaged: it is not base64url text.' };
-    let text;
-    try {
-      text = fromBase64url(b);
-    } catch {
-      return { error: 'This lesson link is damaged: its text is not UTF-8.' };
-    }
-    return parseLesson(text);
+// An instructor's lesson from the base64url text of its link, as {lesson} or {error}.
+function fromLink(b) {
+  if (b.length > LIMITS.link) return { error: `This lesson link is ${b.length} characters long, more than the ${LIMITS.link} a lesson link may have.` };
+  if (!/^[A-Za-z0-9_-]*$/.test(b)) return { error: 'This lesson link is damaged: it is not base64url text.' };
+  let text;
+  try {
+    text = fromBase64url(b);
+  } catch {
+    return { error: 'This lesson link is damaged: its text is not UTF-8.' };
   }
-  const id = new URLSearchParams(search).get('lesson');
+  return parseLesson(text);
+}
+
+// An address's hash split into an instructor's lesson (the base64url text after `#lesson=`, up
+// to the first `&`, or null) and the share link after it (`#ql=1&…`, or ''): once a lesson is
+// open the page writes the share link of the step on screen after the lesson, and a reload
+// still finds the lesson. The hash, not the query: a lesson link may be longer than servers
+// accept in a request line, and the hash never reaches the server.
+export function splitLessonHash(hash) {
+  if (!hash.startsWith('#lesson=')) return { link: null, rest: hash };
+  const amp = hash.indexOf('&');
+  return amp < 0 ? { link: hash.slice(8), rest: '' } : { link: hash.slice(8, amp), rest: `#${hash.slice(amp + 1)}` };
+}
+
+// Which lesson the address asks for: {builtIn: id} from `?lesson=ID`, {lesson, link} or {error}
+// from `#lesson=…` (link: its base64url text), or null.
+export function lessonFromLocation(search, hash) {
+  const { link } = splitLessonHash(hash);
+  if (link !== null) {
+    const r = fromLink(link);
+    return r.error ? r : { ...r, link };
+  }
+  const q = new URLSearchParams(search);
+  const id = q.get('lesson');
   if (id === null) return null;
   if (!NAME.test(id) || !BUILT_IN.some((l) => l.id === id)) {
     return { error: `There is no built-in lesson "${id.slice(0, 40)}" (lessons: ${BUILT_IN.map((l) => l.id).join(', ')}).` };

@@ -4,9 +4,20 @@
 // that answers it gets the class `lesson-target` and is scrolled into view. Every lesson text is
 // set as textContent: an instructor's lesson is untrusted text.
 
-import { ACTIONS, BUILT_IN, TARGETS, lessonFromLocation, parseLesson, stepHash } from './lesson-format.js';
+import { ACTIONS, BUILT_IN, TARGETS, lessonFromLocation, parseLesson, splitLessonHash, stepHash } from './lesson-format.js';
 
 const $ = (id) => document.getElementById(id);
+
+// The open instructor's lesson's link text (base64url), or null: kept in the address's hash.
+let openLink = null;
+
+// The hash main.js writes (`h`: the share link of the configuration on screen, `#ql=1&…`) with
+// the open instructor's lesson before it, so that a reload reopens the lesson (a built-in
+// lesson stays in the query as `?lesson=ID`).
+export function keepLesson(h) {
+  if (openLink === null) return h;
+  return h ? `#lesson=${openLink}&${h.replace(/^#/, '')}` : `#lesson=${openLink}`;
+}
 
 // `page`: the hooks main.js gives: ready (a promise: model and schema loaded), checkLink(hash)
 // and runLink(hash) (→ {error} or {ok}), modelRef() and showRow(tensor, row).
@@ -136,12 +147,23 @@ export function initLessons(page) {
     el.menu.value = id;
     return open(p.lesson, id);
   }
+  // The open lesson in the address: a built-in one's id in the query (`?lesson=ID`), an
+  // instructor's link before the hash's share link (keepLesson); both gone when none is open.
+  function address(builtIn, link) {
+    openLink = link;
+    const u = new URL(self.location.href);
+    if (builtIn === null) u.searchParams.delete('lesson');
+    else u.searchParams.set('lesson', builtIn);
+    u.hash = keepLesson(splitLessonHash(u.hash).rest);
+    history.replaceState(null, '', u);
+  }
   function close() {
     lesson = null;
     point(null);
     el.panel.hidden = true;
     document.body.classList.remove('in-lesson');
     el.menu.value = '';
+    address(null, null);
   }
 
   el.run.addEventListener('click', answer);
@@ -157,9 +179,7 @@ export function initLessons(page) {
   el.close.addEventListener('click', close);
   el.menu.addEventListener('change', () => {
     if (!el.menu.value) return close();
-    const u = new URL(self.location.href);
-    u.searchParams.set('lesson', el.menu.value);
-    history.replaceState(null, '', u);
+    address(el.menu.value, null);
     return openBuiltIn(el.menu.value);
   });
 
@@ -173,6 +193,9 @@ export function initLessons(page) {
     return { held: false, model: null };
   }
   if (asked.builtIn) openBuiltIn(asked.builtIn);
-  else open(asked.lesson, 'link');
+  else {
+    address(null, asked.link);
+    open(asked.lesson, 'link');
+  }
   return { held: true, model: asked.lesson?.model ?? null };
 }

@@ -13,7 +13,8 @@ import { download } from './download.js';
 import { autoCurveConfigs, autoLabel, showAuto } from './auto.js';
 import { initRowView, requestRowView } from './rowview.js';
 import { abShow, initAB } from './ab.js';
-import { initLessons } from './lessons.js';
+import { initLessons, keepLesson } from './lessons.js';
+import { splitLessonHash } from './lesson-format.js';
 import { endSoFar, onTiming, showEngineChoice, showFinal, showSoFar } from './engine.js';
 import { atStep, markGenerationStopped, runParts, stopWorkerOnLeave } from './truth2.js';
 
@@ -950,7 +951,7 @@ for (const c of [el.genN, el.histTensor, el.histRow]) c.addEventListener('change
 let linkView = null;
 function updateHash(q) {
   lastLink = q;
-  const h = makeHash(linkState(q));
+  const h = keepLesson(makeHash(linkState(q)));
   if (self.location.hash !== h) history.replaceState(null, '', h);
 }
 el.copyLink.addEventListener('click', async () => {
@@ -2511,8 +2512,9 @@ function showRow(tensor, row) {
 const lessonAsked = initLessons({ ready, checkLink, runLink, showRow, modelRef: () => modelRef });
 
 // ---------------------------------------------------------------------------- start
-// An instructor's lesson link (#lesson=…) is not a share link: www/lessons.js reads it.
-const parsed = self.location.hash.startsWith('#lesson=') ? { state: null } : parseHash(self.location.hash);
+// An instructor's lesson (#lesson=…) is not a share link: www/lessons.js reads it; the share
+// link written after it (a reload mid-lesson) is read here.
+const parsed = parseHash(splitLessonHash(self.location.hash).rest);
 if (parsed.error) {
   linkFailed(`${parsed.error[0].toUpperCase()}${parsed.error.slice(1)}.`);
   history.replaceState(null, '', self.location.pathname + self.location.search);

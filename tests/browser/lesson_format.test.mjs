@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { BUILT_IN, LIMITS, lessonFromLocation, lessonHash, parseLesson, stepHash, validateLesson } from '../../www/lesson-format.js';
+import { BUILT_IN, LIMITS, lessonFromLocation, lessonHash, parseLesson, splitLessonHash, stepHash, validateLesson } from '../../www/lesson-format.js';
 import { parseHash } from '../../www/state.js';
 import { ROOT } from './harness.mjs';
 
@@ -44,6 +44,20 @@ test('an instructor\'s lesson survives its link; ?lesson= names only built-in le
   assert.match(lessonFromLocation('?lesson=../etc', '').error, /no built-in lesson "\.\.\/etc" \(lessons: one-row, bits/);
   assert.match(lessonFromLocation('', '#lesson=a%b').error, /not base64url/);
   assert.match(lessonFromLocation('', `#lesson=${'A'.repeat(LIMITS.link + 1)}`).error, /16385 characters long, more than the 16384/);
+});
+
+test('an open lesson keeps its place before the share link the page writes after a run', () => {
+  const lesson = JSON.parse(read('groups.json'));
+  const link = lessonHash(lesson).slice('#lesson='.length);
+  const share = stepHash(lesson.steps[1], 'default');
+  const both = `#lesson=${link}&${share.slice(1)}`;
+  assert.deepEqual(splitLessonHash(both), { link, rest: share });
+  assert.deepEqual(splitLessonHash(`#lesson=${link}`), { link, rest: '' });
+  assert.deepEqual(splitLessonHash(share), { link: null, rest: share });
+  const got = lessonFromLocation('', both);
+  assert.deepEqual(got.lesson, lesson);
+  assert.equal(got.link, link);
+  assert.equal(parseHash(splitLessonHash(both).rest).state.q, parseHash(share).state.q);
 });
 
 // A bad lesson: the change to a valid one, and what its message must say (field and limit).

@@ -3,7 +3,8 @@
 // configuration reaching the result panel with its numbers and the step's part of the page
 // highlighted; the lesson menu opens another (one-row: the histogram's row snaps to 2^bits
 // levels); an instructor's `#lesson=` link whose step cannot run on the model is refused before
-// any run starts.
+// any run starts, and one that can stays in the address (before the hash's share link) so that
+// a reload mid-lesson reopens it.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -111,4 +112,30 @@ test('an instructor\'s lesson link that asks for what the model cannot do is ref
   assert.match(await page.textContent('#lesson-error'), /step 3 cannot run on this model: it asks for scales per group of 48, which does not divide/);
   assert.ok(await page.isHidden('#lesson-panel'));
   assert.equal(await page.evaluate(() => self.quantlabCounts.runs), 0, `runs before: ${runs}`);
+});
+
+test('an instructor\'s lesson link survives a reload mid-lesson: it reopens at its first step', { timeout: RUN_TIMEOUT_MS }, async () => {
+  const mine = lesson('groups');
+  mine.model = 'test-org/tiny-llama';
+  const url = new URL(page.url());
+  url.search = `?backend=cpu&${served.hub}`;
+  url.hash = lessonHash(mine);
+  // From another document: the page reads its address once, when it loads.
+  await page.goto('about:blank');
+  await page.goto(url.href);
+  await page.waitForFunction((t) => document.getElementById('lesson-title').textContent === t, mine.title, { timeout: RUN_TIMEOUT_MS });
+  await answerStep(0);
+  // The hash now holds the step's share link after the lesson.
+  const during = new URL(page.url()).hash;
+  assert.ok(during.startsWith(`${lessonHash(mine)}&ql=1&`), during.slice(0, 80));
+  await page.click('#lesson-next');
+  await page.waitForSelector('#lesson-panel[data-step="1"][data-state="asking"]');
+  await page.reload();
+  await page.waitForFunction((t) => document.getElementById('lesson-title').textContent === t, mine.title, { timeout: RUN_TIMEOUT_MS });
+  await page.waitForSelector('#lesson-panel[data-step="0"][data-state="asking"]', { timeout: RUN_TIMEOUT_MS });
+  assert.equal(await page.getAttribute('#lesson-panel', 'data-lesson'), 'link');
+  assert.equal(await page.evaluate(() => self.quantlabCounts.runs), 0, 'the reopened lesson does not start the default run');
+  // Closing the lesson takes it out of the address; the share link stays.
+  await page.click('#lesson-close');
+  assert.match(new URL(page.url()).hash, /^#ql=1&/);
 });
