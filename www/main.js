@@ -13,6 +13,7 @@ import { download } from './download.js';
 import { autoCurveConfigs, autoLabel, showAuto } from './auto.js';
 import { initRowView, requestRowView } from './rowview.js';
 import { abShow, initAB } from './ab.js';
+import { initAnnounce } from './announce.js';
 import { initLessons, keepLesson } from './lessons.js';
 import { splitLessonHash } from './lesson-format.js';
 import { endSoFar, onTiming, showEngineChoice, showFinal, showSoFar } from './engine.js';
@@ -96,6 +97,7 @@ const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'modu
 initRowView(worker, el.histTensor, el.histRow);
 initAB();
 stopWorkerOnLeave(worker);
+initAnnounce();
 // `?hub=URL` resolves Hub ids on a mirror of the Hugging Face Hub (same paths) instead.
 const HUB = (() => {
   const h = new URLSearchParams(self.location.search).get('hub');

@@ -3,11 +3,14 @@
 // protocol) and is reachable by keyboard; the page fits a 390 px phone and a 1280 px window at
 // 200 % zoom without sideways scrolling, with the result near the top on the phone; the charts
 // are images with a text alternative whose table holds the numbers they draw; a link restores
-// the generation length and the histogram's tensor and row.
+// the generation length and the histogram's tensor and row; the main flow works by keyboard only
+// (Tab to the method, arrows to RTN at 3 bits, Shift+Tab back, Space on Evaluate: no click, no
+// value set by script) and the result is said in a status region with the perplexity and bits
+// per weight the panel shows.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { RUN_TIMEOUT_MS, openPage, waitForResult } from './harness.mjs';
+import { RUN_TIMEOUT_MS, configOf, openPage, waitForResult } from './harness.mjs';
 import { servedTinyLlama } from './fixture.mjs';
 import { PASTE_CHARS, pasteAndMeasure } from './paste-measure.mjs';
 
@@ -24,6 +27,9 @@ const RESULT_TOP_MAX_PX = 2 * PHONE.height;
 // and handing it to the worker, tens of milliseconds, so 500 ms leaves room for a loaded machine.
 const LONG_TASK_MAX_MS = 500;
 const PASTE_SETTLE_MS = 3000;
+// The most key presses one keyboard move may take (Tab through the header's and the model's
+// controls).
+const MAX_PRESSES = 120;
 const CONTROL_ROLES = ['button', 'checkbox', 'combobox', 'listbox', 'radio', 'slider', 'spinbutton', 'textbox', 'searchbox', 'switch', 'menuitem', 'link'];
 
 let served;
@@ -126,6 +132,60 @@ test('a measured run comes back from the keyboard: Enter on its row in the runs 
   await page.keyboard.press('Enter');
   await page.waitForFunction((r) => document.getElementById('result').dataset.recalled === r, id);
   assert.match(await page.textContent('#eval-status'), new RegExp(`^Recalled run #${id} `));
+});
+
+const focused = () => page.evaluate(() => document.activeElement?.id ?? '');
+
+// Press `key` until the focus is on `id` (fails after MAX_PRESSES).
+async function pressUntilFocus(key, id) {
+  for (let n = 0; n < MAX_PRESSES; n += 1) {
+    if (await focused() === id) return n;
+    await page.keyboard.press(key);
+  }
+  assert.fail(`${key} never reached #${id} in ${MAX_PRESSES} presses (focus on #${await focused()})`);
+}
+
+// Press `key` on the focused control until its value is `want`.
+async function pressUntilValue(key, want) {
+  for (let n = 0; n < MAX_PRESSES; n += 1) {
+    if (await page.evaluate(() => document.activeElement.value) === want) return;
+    await page.keyboard.press(key);
+  }
+  assert.fail(`${key} never set the value ${want}`);
+}
+
+test('keyboard only: choose RTN at 3 bits, run, and read the result', { timeout: 2 * RUN_TIMEOUT_MS }, async () => {
+  const before0 = await page.getAttribute('#result', 'data-run');
+  // From the top of the page.
+  await page.evaluate(() => document.activeElement?.blur());
+  const tabs = await pressUntilFocus('Tab', 'method');
+  const options = await page.$$eval('#method option', (os) => os.map((o) => o.value));
+  const from = options.indexOf(await page.inputValue('#method'));
+  await pressUntilValue(options.indexOf('rtn') > from ? 'ArrowDown' : 'ArrowUp', 'rtn');
+  await pressUntilFocus('Tab', 'bits');
+  await pressUntilValue(Number(await page.inputValue('#bits')) > 3 ? 'ArrowLeft' : 'ArrowRight', '3');
+  // Shift+Tab goes back to the method, which kept its choice.
+  await pressUntilFocus('Shift+Tab', 'method');
+  assert.equal(await page.inputValue('#method'), 'rtn');
+  // The page runs a changed configuration by itself after its debounce.
+  const first = await waitForResult(page, before0, configOf('rtn', 3));
+  // Evaluate runs it again, from the keyboard.
+  await pressUntilFocus('Tab', 'evaluate');
+  await page.waitForFunction(() => !document.getElementById('evaluate').disabled, null, { timeout: RUN_TIMEOUT_MS });
+  await page.keyboard.press('Space');
+  const again = await waitForResult(page, first.run, configOf('rtn', 3));
+  assert.equal(again.ppl, first.ppl, 'the same configuration gives the same perplexity');
+  assert.ok(Number.isFinite(again.ppl) && again.ppl > 1, `perplexity ${again.ppl}`);
+  // The result is read out: a status region names this run's perplexity and bits per weight.
+  const said = await page.waitForFunction((run) => {
+    const s = document.getElementById('result-said');
+    return s.dataset.run === run && s.textContent;
+  }, again.run, { timeout: RUN_TIMEOUT_MS });
+  const text = await said.jsonValue();
+  assert.equal(await page.getAttribute('#result-said', 'role'), 'status');
+  assert.ok(text.includes(await page.textContent('#ppl')), `${text} names the perplexity ${await page.textContent('#ppl')}`);
+  assert.ok(text.includes(await page.textContent('#bpw')), `${text} names the bits per weight`);
+  console.log(`# ${tabs} Tab presses from the top to the method; announced: ${JSON.stringify(text)}`);
 });
 
 test('pasting 5 MB of text keeps the page responsive; the size line counts the whole text and a run starts', async () => {
