@@ -32,6 +32,10 @@ const NUMBERS = {
   gates: ['#gates-note', /\d+ tokens/],
 };
 
+// How long one step may take to show its numbers: each step takes 0.3-1 s on the tiny model
+// here (whole lessons 0.8-2.5 s); a minute leaves room for a loaded CI machine and makes a
+// missing number fail in a minute rather than in RUN_TIMEOUT_MS.
+const STEP_MS = 60_000;
 const methodName = (m) => (typeof m === 'string' ? m : Object.keys(m)[0]);
 const lesson = (id) => JSON.parse(readFileSync(path.join(ROOT, 'www/lessons', `${id}.json`), 'utf8'));
 let served;
@@ -64,7 +68,7 @@ async function numbersOf(show) {
     if (!n || n.closest('[hidden]')) return null;
     const t = n.textContent.trim();
     return new RegExp(src, flags).test(t) ? t : null;
-  }, [sel, want.source, want.flags], { timeout: RUN_TIMEOUT_MS });
+  }, [sel, want.source, want.flags], { timeout: STEP_MS });
   return h.jsonValue();
 }
 
@@ -76,7 +80,7 @@ for (const [n, { id, title }] of BUILT_IN.entries()) {
     if (n > 0) await page.selectOption('#lesson-menu', id);
     await page.waitForFunction((t) => document.getElementById('lesson-title').textContent === t, title, { timeout: RUN_TIMEOUT_MS });
     for (const [i, st] of want.steps.entries()) {
-      await page.waitForSelector(`#lesson-panel[data-step="${i}"][data-state="asking"]`, { timeout: RUN_TIMEOUT_MS });
+      await page.waitForSelector(`#lesson-panel[data-step="${i}"][data-state="asking"]`, { timeout: STEP_MS });
       assert.equal(await page.isVisible('#lesson-predict'), Boolean(st.predict), `${id} step ${i + 1}: asks iff it predicts`);
       if (st.predict) {
         assert.ok(await page.isDisabled('#lesson-run'), `${id} step ${i + 1}: the result waits for a prediction`);
@@ -85,7 +89,7 @@ for (const [n, { id, title }] of BUILT_IN.entries()) {
       }
       await blank(st.show);
       await page.click('#lesson-run');
-      await page.waitForSelector(`#lesson-panel[data-step="${i}"][data-state="answered"], #lesson-panel[data-state="error"]`, { timeout: RUN_TIMEOUT_MS });
+      await page.waitForSelector(`#lesson-panel[data-step="${i}"][data-state="answered"], #lesson-panel[data-state="error"]`, { timeout: STEP_MS });
       assert.equal(await page.getAttribute('#lesson-panel', 'data-state'), 'answered', `${id} step ${i + 1}: ${await page.textContent('#lesson-status')}`);
 
       const ppl = Number(await page.getAttribute('#ppl', 'data-value'));
