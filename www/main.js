@@ -940,6 +940,8 @@ function linkState(q) {
     gen: el.genN.value !== el.genN.defaultValue ? wholeIn(el.genN.value, 1, MAX_GEN) : null,
     tensor: el.histTensor.selectedIndex > 0 ? el.histTensor.value : null,
     row: Number(el.histRow.value) > 0 ? wholeIn(el.histRow.value, 0, MAX_ROW) : null,
+    col: Number($('row-start').value) > 0 ? wholeIn($('row-start').value, 0, MAX_ROW) : null,
+    pts: $('row-points').value !== '64' ? Number($('row-points').value) : null,
   };
 }
 // A control's value as a link may carry it, or null (a value typed outside the limits is left out).
@@ -948,7 +950,7 @@ function wholeIn(v, lo, hi) {
   return Number.isInteger(n) && n >= lo && n <= hi ? n : null;
 }
 let lastLink = null;
-for (const c of [el.genN, el.histTensor, el.histRow]) c.addEventListener('change', () => updateHash(lastLink));
+for (const c of [el.genN, el.histTensor, el.histRow, $('row-start'), $('row-points')]) c.addEventListener('change', () => updateHash(lastLink));
 // A link's tensor and row, shown once the model's tensors are listed (maybeFirstRun).
 let linkView = null;
 function updateHash(q) {
@@ -1002,7 +1004,7 @@ function applyLinkState(s) {
   hidden = s.hide;
   applyHidden();
   if (s.gen != null) el.genN.value = String(s.gen);
-  linkView = { tensor: s.tensor, row: s.row };
+  linkView = { tensor: s.tensor, row: s.row, col: s.col, pts: s.pts };
 }
 
 function linkFailed(message) {
@@ -2234,6 +2236,8 @@ function maybeFirstRun() {
   pageReady();
   if (linkView?.tensor && [...el.histTensor.options].some((o) => o.value === linkView.tensor)) el.histTensor.value = linkView.tensor;
   if (linkView?.row != null) el.histRow.value = String(linkView.row);
+  if (linkView?.col != null) $('row-start').value = String(linkView.col);
+  if (linkView?.pts != null) $('row-points').value = String(linkView.pts);
   const problem = pendingLink ? linkProblem(pendingLink.config, pendingLink.calib) : null;
   if (problem) {
     // Refused before any work: the controls keep their defaults and never show the value.

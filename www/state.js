@@ -25,10 +25,12 @@ export const HIDEABLE = ['model', 'text', 'method', 'bits', 'gran', 'sym', 'clip
   'lorc', 'calib', 'overrides', 'presets', 'eval', 'generate', 'act'];
 export const DEFAULTS = {
   model: 'default', text: 'prose', proto: 'llamacpp', ctx: '256', win: '4', q: null,
-  calib: { n: 32, len: 512 }, hide: [], gen: null, tensor: null, row: null,
+  calib: { n: 32, len: 512 }, hide: [], gen: null, tensor: null, row: null, col: null, pts: null,
 };
 export const MAX_GEN = 256;
 export const MAX_ROW = 1_000_000;
+// The row view's "Weights drawn" menu (index.html).
+const ROW_POINTS = ['32', '64', '128', '256'];
 const TENSOR = /^[A-Za-z0-9_.]{1,120}$/;
 const MAX_HASH = 8192;
 // A Hub id: org/name, optionally followed by a folder inside the repository (org/name/sub/dir),
@@ -127,6 +129,13 @@ export function parseHash(hash) {
     };
     s.gen = whole('gen', 1, MAX_GEN);
     s.row = whole('row', 0, MAX_ROW);
+    // The row view's window: first column and how many weights it draws (its menu's choices).
+    s.col = whole('col', 0, MAX_ROW);
+    const pts = p.get('pts');
+    if (pts !== null) {
+      if (!ROW_POINTS.includes(pts)) throw new Error(`"pts" is "${pts.slice(0, 12)}"; expected one of ${ROW_POINTS.join(', ')}`);
+      s.pts = Number(pts);
+    }
     const tensor = p.get('tensor');
     if (tensor !== null) {
       if (!TENSOR.test(tensor)) throw new Error(`"tensor" is "${tensor.slice(0, 40)}", not a tensor name like blk.0.attn_q.weight`);
@@ -157,7 +166,7 @@ export function makeHash(s) {
   if (s.q) p.set('q', s.q);
   p.set('calib', `${s.calib.n}x${s.calib.len}`);
   if (s.hide.length) p.set('hide', s.hide.join(','));
-  for (const k of ['gen', 'tensor', 'row']) if (s[k] != null) p.set(k, String(s[k]));
+  for (const k of ['gen', 'tensor', 'row', 'col', 'pts']) if (s[k] != null) p.set(k, String(s[k]));
   return `#${p.toString()}`;
 }
 

@@ -38,7 +38,7 @@ let close;
 
 before(async () => {
   served = await servedTinyLlama();
-  ({ page, close } = await openPage(`?backend=cpu&${served.hub}#ql=1&${served.model}&ctx=64&win=1&gen=7&tensor=blk.1.ffn_down.weight&row=3`));
+  ({ page, close } = await openPage(`?backend=cpu&${served.hub}#ql=1&${served.model}&ctx=64&win=1&gen=7&tensor=blk.1.ffn_down.weight&row=3&col=16&pts=32`));
   await waitForResult(page, '0');
   await page.waitForFunction(() => self.quantlabCharts.layers !== null && self.quantlabCharts.histogram !== null, null, { timeout: RUN_TIMEOUT_MS });
 });
@@ -117,12 +117,14 @@ test('a link restores the generation length and the histogram\'s tensor and row,
   assert.equal(await page.inputValue('#hist-tensor'), 'blk.1.ffn_down.weight');
   assert.equal(await page.inputValue('#hist-row'), '3');
   assert.equal(await page.evaluate(() => self.quantlabCharts.histogram.row), 3);
+  assert.equal(await page.inputValue('#row-start'), '16');
+  assert.equal(await page.inputValue('#row-points'), '32');
   await page.fill('#gen-n', '12');
   await page.dispatchEvent('#gen-n', 'change');
   await page.click('#copy-link');
   const link = new URL(await page.getAttribute('#copy-link', 'data-url'));
   const p = new URLSearchParams(link.hash.slice(1));
-  assert.deepEqual([p.get('gen'), p.get('tensor'), p.get('row')], ['12', 'blk.1.ffn_down.weight', '3']);
+  assert.deepEqual([p.get('gen'), p.get('tensor'), p.get('row'), p.get('col'), p.get('pts')], ['12', 'blk.1.ffn_down.weight', '3', '16', '32']);
 });
 
 test('a measured run comes back from the keyboard: Enter on its row in the runs table', async () => {
