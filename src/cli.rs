@@ -1520,25 +1520,15 @@ fn bench(
         let copts = &calib.options();
         return bench_cmpq_step(&mut s, &tokens, ctx, windows.unwrap_or(8), copts);
     }
-    let cfg = QuantConfig {
-        method: Method::Rtn,
-        default: LayerQuant {
-            bits: 4,
-            gran: Granularity::Group(32),
-            sym: true,
-            clip_search: false,
-            grid: Default::default(),
-        },
-        ..QuantConfig::default()
-    };
+    let cfg = rtn_g32_sym(4);
     let t = Instant::now();
     s.set_quant(&cfg)?;
     println!(
-        "quantize RTN int4 g32 (whole model, CPU quantizer{}) {:.3} s",
+        "quantize RTN int4 g32 (whole model, {}) {:.3} s",
         if engine.weight_bytes.is_some() {
-            ", then uploaded to the GPU"
+            "on the GPU (Engine::rtn_on_device)"
         } else {
-            ""
+            "CPU quantizer"
         },
         t.elapsed().as_secs_f64()
     );
@@ -1568,6 +1558,21 @@ fn serve(root: &Path, port: u16) -> Result<()> {
     quantlab::serve::serve(root, port)
 }
 
+/// Plain RTN, `bits` wide, symmetric, groups of 32: what `bench` quantizes.
+fn rtn_g32_sym(bits: u8) -> QuantConfig {
+    QuantConfig {
+        method: Method::Rtn,
+        default: LayerQuant {
+            bits,
+            gran: Granularity::Group(32),
+            sym: true,
+            clip_search: false,
+            grid: Default::default(),
+        },
+        ..QuantConfig::default()
+    }
+}
+
 /// Which slider `bench` follows instead of evaluating the whole text.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SliderStep {
@@ -1586,17 +1591,7 @@ fn bench_rtn_step(s: &mut Session, tokens: &[u32], ctx: usize, windows: usize) -
         kl: false,
     };
     for (what, bits) in [("first", 4u8), ("step", 3), ("step", 4)] {
-        let cfg = QuantConfig {
-            method: Method::Rtn,
-            default: LayerQuant {
-                bits,
-                gran: Granularity::Group(32),
-                sym: true,
-                clip_search: false,
-                grid: Default::default(),
-            },
-            ..QuantConfig::default()
-        };
+        let cfg = rtn_g32_sym(bits);
         let t = Instant::now();
         let mem = s.set_quant(&cfg)?;
         let tq = t.elapsed().as_secs_f64();

@@ -197,23 +197,11 @@ impl Gpu {
 
     /// The packed bytes of a weight on the GPU (`QTensor.data` of its format), read back.
     pub async fn read_mat(&self, m: &Mat, format: &Format) -> Result<Vec<u8>> {
-        if !m.parts.is_empty() {
-            return Err(Error::unsupported(
-                "gpu",
-                "read_mat",
-                "a weight split into row parts",
-            ));
-        }
-        let n = format.storage(m.rows, m.cols)?.total();
-        let staging = self.stage(&m.w, n);
-        self.flush();
-        let mut bytes = buffers::read_back(&self.ctx.device, &staging).await?;
-        self.take_error()?;
-        bytes.truncate(n);
-        Ok(bytes)
+        let mut one = self.read_mats(&[(m, *format)]).await?;
+        Ok(one.pop().unwrap_or_default())
     }
 
-    /// As `read_mat` for several weights, with one submission and one wait: a whole model's
+    /// The packed bytes of several weights, with one submission and one wait: a whole model's
     /// re-quantized linears come back in one round trip instead of one per weight.
     pub async fn read_mats(&self, mats: &[(&Mat, Format)]) -> Result<Vec<Vec<u8>>> {
         let mut staged = Vec::with_capacity(mats.len());
