@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { BIN, MODEL, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, setQuant, waitForResult } from './harness.mjs';
+import { servedTinyLlama } from './fixture.mjs';
 
 const CTX = 64;
 const WINDOWS = 1;
@@ -27,8 +28,8 @@ after(async () => {
   await close?.();
 });
 
-function cli(method) {
-  const out = execFileSync(BIN, ['eval', '--model', MODEL, '--text', TEXT, '--ctx', String(CTX),
+function cli(method, model = MODEL) {
+  const out = execFileSync(BIN, ['eval', '--model', model, '--text', TEXT, '--ctx', String(CTX),
     '--windows', String(WINDOWS), '--method', method, '--bits', '1', '--no-kl', '--json'],
   { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return JSON.parse(out.trim().split('\n').pop());
@@ -55,21 +56,26 @@ for (const [method, want, paper] of [['sign', '"method":"sign"', /XNOR-Net/], ['
 }
 
 // OneBit's WGSL fragment (shaders/fmt_onebit.wgsl) in the browser: the page on WebGPU
-// (SwiftShader) against the native CPU backend.
+// (SwiftShader) against the native CPU backend, on the tiny Llama of the fixtures: the fragment
+// decodes the same way at any size, and the default model costs SwiftShader over a minute to
+// upload and run.
 const GPU_PPL_REL_TOL = 1e-3; // as webgpu.test.mjs: f32 kernels summing in another order
 
 test('onebit on WebGPU in the page equals the CPU backend', { timeout: RUN_TIMEOUT_MS }, async () => {
-  const c = cli('onebit');
-  // The CLI's share link opens the page on OneBit at once: SwiftShader is slow, so the page's
-  // first (automatic) evaluation is the one compared.
-  const gpu = await openPage(`?backend=gpu#ql=1&ctx=${CTX}&win=${WINDOWS}&q=${c.config}`);
+  const tiny = await servedTinyLlama();
+  let gpu;
   try {
+    const c = cli('onebit', tiny.modelDir);
+    // The CLI's share link opens the page on OneBit at once: the page's first (automatic)
+    // evaluation is the one compared.
+    gpu = await openPage(`?backend=gpu&${tiny.hub}#ql=1&${tiny.model}&ctx=${CTX}&win=${WINDOWS}&q=${c.config}`);
     const r = await waitForResult(gpu.page, '0', '"onebit"');
     console.log(`# onebit: WebGPU ppl ${r.ppl} (${r.backend}), CPU ppl ${c.ppl}`);
     assert.equal(r.backend, 'gpu');
     assert.ok(Math.abs(r.ppl - c.ppl) <= GPU_PPL_REL_TOL * c.ppl, `WebGPU ${r.ppl} vs CPU ${c.ppl}`);
     assert.equal(r.bpw, c.bits_per_weight);
   } finally {
-    await gpu.close();
+    await gpu?.close();
+    await tiny.close();
   }
 });
