@@ -14,7 +14,6 @@
 use super::pieces::{add, attention_backward, layernorm_backward, linear, linear_backward};
 use super::BlockGrads;
 use crate::format::binarymos::MosTrace;
-use crate::linalg::mul;
 use crate::model::backend::Backend;
 use crate::model::config::ModelConfig;
 use crate::model::cpu::{gelu_tanh_grad, Act, Cpu, Mat};
@@ -121,13 +120,9 @@ pub(crate) fn finish(m: &Model<Cpu>, l: &Layout, x: &Act) -> Result<Act> {
 pub(crate) fn finish_backward(m: &Model<Cpu>, l: &Layout, x: &Act, d_out: &Act) -> Result<Act> {
     let mut d = d_out.clone();
     if let Some([_, p_out]) = l.project {
-        // Dense and frozen: dX (T×d) = dY (T×p) · W (p×d).
-        let w = global(m, p_out)?;
-        d = Act {
-            rows: x.rows,
-            cols: w.cols,
-            data: mul(&d.data, &w.data, x.rows, w.rows, w.cols),
-        };
+        // Dense and frozen; its input (the normed `x`) has `x`'s shape, all the dense
+        // backward reads of it.
+        d = linear_backward(x, global(m, p_out)?, None, &d).0;
     }
     Ok(match &m.out_norm {
         Some(n) => layernorm_backward(x, &n.w, m.config.norm_eps, &d),
