@@ -59,7 +59,7 @@ pub(super) enum BinMode {
     Lite,
     /// The paper's distillation of the whole model from the model as loaded: KL on the logits
     /// plus 10 × the hidden states' MSE, latent weights through the straight-through
-    /// estimator, AdamW with a cosine schedule (`quantlab::train`; CPU, Llama family).
+    /// estimator, AdamW with a cosine schedule (`quantlab::train`; CPU; Llama family, OPT, GPT-2).
     Full,
 }
 

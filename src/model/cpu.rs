@@ -75,7 +75,7 @@ impl Cpu {
 
 /// The causal attention probabilities of query head `h` (`scores`, t × t, zero above the
 /// diagonal): `softmax(Q_h K_gᵀ / √hd, causal)`, where `g` is the KV head that `h` shares. The
-/// forward pass and training's backward (`arch::llama::grad`) both read these.
+/// forward pass and training's backward (`arch::grad`) both read these.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn causal_probs(
     q: &Act,
@@ -240,10 +240,25 @@ pub(crate) fn rotate(
 /// drivers' `tanh` overflows on for large inputs. Neither changes an f32 result: |x| ≥ 10 gives an
 /// argument above 43, and tanh(±10) already rounds to ±1 in f32 (1 − tanh 10 ≈ 4e-9 < 2^-25).
 pub fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     let xc = x.clamp(-10.0, 10.0);
-    let u = (SQRT_2_OVER_PI * (xc + 0.044715 * xc * xc * xc)).clamp(-10.0, 10.0);
+    let u = (GELU_SQRT_2_OVER_PI * (xc + GELU_CUBIC * xc * xc * xc)).clamp(-10.0, 10.0);
     0.5 * x * (1.0 + u.tanh())
+}
+
+/// `gelu_new`'s constants: √(2/π) and the cubic's coefficient.
+const GELU_SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_CUBIC: f32 = 0.044715;
+
+/// The derivative of `gelu_tanh` at `x` (training's backward pass, `arch::grad`):
+/// `0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715·x²)`, with `u` clamped as the
+/// forward clamps it. Where a clamp bites tanh is ±1 in f32, so the second term is 0 there, as
+/// the forward's flat clamped value says.
+pub fn gelu_tanh_grad(x: f32) -> f32 {
+    let xc = x.clamp(-10.0, 10.0);
+    let u = (GELU_SQRT_2_OVER_PI * (xc + GELU_CUBIC * xc * xc * xc)).clamp(-10.0, 10.0);
+    let t = u.tanh();
+    let du = GELU_SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * xc * xc);
+    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
 }
 
 /// In-place log-softmax of one row, in f64 accumulation for stability.

@@ -18,7 +18,7 @@
 
 use super::adamw::{cosine_lr, AdamW, Moments};
 use super::loss::{kl_through_head, mse};
-use crate::model::arch::llama::grad::{self, BlockGrads};
+use crate::model::arch::grad::{self, BlockGrads};
 use crate::model::cpu::{Act, Cpu};
 use crate::model::net::Model;
 use crate::model::weights::ModelWeights;
@@ -309,9 +309,10 @@ impl Trainer {
         let tokens = self.batch(self.step);
         let tf = grad::forward(&self.teacher, &tokens, seq)?;
         let mut sf = grad::forward_taped(&self.student, &tokens, seq)?;
-        let (rows, d) = (tokens.len(), self.student.config.dim);
+        // Hidden states are `dim` wide; what the head reads is `embed_dim` (OPT's projection).
+        let (rows, d, e) = (tokens.len(), self.student.config.dim, sf.out.cols);
         let n = self.student.blocks.len();
-        let mut d_out = vec![0f32; rows * d];
+        let mut d_out = vec![0f32; rows * e];
         let kl = kl_through_head(
             self.student.head(),
             &sf.out.data,
@@ -351,7 +352,7 @@ impl Trainer {
         }
         let d_out = Act {
             rows,
-            cols: d,
+            cols: e,
             data: d_out,
         };
         let mut grads: Vec<BlockGrads> = vec![Vec::new(); n];

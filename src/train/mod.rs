@@ -10,8 +10,8 @@
 //! - `checkpoint`: everything a step depends on, written and read back, so that a resumed run
 //!   continues bit for bit.
 //!
-//! The forward and backward passes themselves belong to the architecture
-//! (`model::arch::llama::grad`); the BinaryMoS product's backward to its format
+//! The forward and backward passes themselves belong to the architectures (`model::arch::grad`,
+//! one block per architecture); the BinaryMoS product's backward to its format
 //! (`format::binarymos::grad`). CPU only: every matrix product goes through `linalg::par_sgemm`.
 
 pub mod adamw;

@@ -25,6 +25,8 @@ use crate::model::net::{positions, Model, Observer};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 
+pub mod grad;
+
 pub const NAMES: &[&str] = &["gpt2"];
 
 const ATTN_NORM: usize = 0;

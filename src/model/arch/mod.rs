@@ -14,6 +14,7 @@ use crate::Result;
 use serde::Serialize;
 
 pub mod gpt2;
+pub mod grad;
 pub mod llama;
 pub mod opt;
 

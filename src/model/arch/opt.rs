@@ -21,6 +21,8 @@ use crate::model::net::{positions, Model, Observer};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 
+pub mod grad;
+
 pub const NAMES: &[&str] = &["opt"];
 
 /// OPT's learned positions start at row 2 of the table (rows 0 and 1 were reserved for padding

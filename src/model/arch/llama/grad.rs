@@ -1,122 +1,48 @@
-//! Training's pass through the Llama family (issue 15, full BinaryMoS distillation, arXiv
-//! 2406.12311): the forward pass of `llama::forward`, step for step and with the CPU backend's
-//! own operations, keeping what the backward pass needs; and that backward pass, written out by
+//! Training's pass through a Llama-family block (issue 15, full BinaryMoS distillation, arXiv
+//! 2406.12311): the block of `llama::forward`, step for step and with the CPU backend's own
+//! operations, keeping what the backward pass needs; and that backward pass, written out by
 //! hand for every piece of the block:
 //!   RMSNorm   `y = x·r·w`, `r = 1/√(mean x² + eps)`:  `dx = r·(w⊙dy) − x·r³·mean(x⊙w⊙dy)`
-//!   linear    BinaryMoS (`format::binarymos::grad`) or dense `dx = dy·W` (frozen)
+//!   linear    BinaryMoS or dense, frozen (`arch::grad::pieces`)
 //!   RoPE      a rotation per pair: `dx` is `dy` turned back by the same angle
-//!   attention causal softmax with grouped KV heads, per head (`P = softmax(QKᵀ/√hd)`):
-//!             `dV += Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`,
-//!             `dQ = dS·K/√hd`, `dK += dSᵀ·Q/√hd` (the query heads of one KV head add up)
+//!   attention causal softmax with grouped KV heads (`arch::grad::pieces`)
 //!   SwiGLU    `a = silu(g)·u`: `dg = da·u·σ(g)·(1 + g·(1 − σ(g)))`, `du = da·silu(g)`
 //!   residuals add their gradients.
-//! The norms, the embedding, the head and dense linears stay frozen (the student trains only its
-//! BinaryMoS linears), so the backward pass returns gradients for those alone.
-//!
-//! Memory: `forward_taped` keeps every block's intermediate values (its tape) when they fit
-//! `TAPE_BUDGET`; otherwise, as after `forward`, `backward` runs each block's forward again
-//! before going back through it (activation checkpointing, one block at a time). The same
-//! operations either way, so the gradients are bit for bit the same (checked in
-//! `model_backward_matches_central_differences_for_every_trained_tensor`).
-//!
-//! One model implementation: `forward(..).out` equals `Model::forward` bit for bit
-//! (`training_forward_is_the_model_forward`), and every piece is checked against central
-//! differences (`grad::tests`).
+//! The model-level loop (embedding, blocks, output norm, tapes) is `arch::grad`'s. Every piece
+//! is checked against central differences (`grad::tests`), and the training forward equals
+//! `Model::forward` bit for bit (`training_forward_is_the_model_forward`).
 
 use super::{ATTN_NORM, DOWN, FFN_NORM, GATE, K, O, Q, UP, V};
-use crate::format::binarymos::{MosGrads, MosTrace};
-use crate::linalg::{gemm, mul, sgemm};
-use crate::model::arch::Arch;
+use crate::format::binarymos::MosTrace;
+use crate::model::arch::grad::pieces::{self, add, attention_backward, linear, linear_backward};
+use crate::model::arch::grad::BlockGrads;
 use crate::model::backend::Backend;
 use crate::model::config::ModelConfig;
-use crate::model::cpu::{causal_probs, rotate, Act, Cpu, Mat};
+use crate::model::cpu::{rotate, Act, Cpu};
 use crate::model::net::{Block, Model};
 use crate::{Error, Result};
 
-/// The forward pass as training keeps it.
-pub struct Forward {
-    /// The input of every block, then the last block's output (`n_layer + 1` entries, T × d).
-    pub inputs: Vec<Act>,
-    /// The output norm's result (what the head reads), T × d.
-    pub out: Act,
-    /// Each block's tape, when `forward_taped` kept them (else the backward pass recomputes
-    /// them; the numbers are the same either way).
-    tapes: Vec<Option<Tape>>,
-}
-
-/// Most bytes of tapes `forward_taped` keeps; past this it keeps none and the backward pass
-/// recomputes each block (about a sixth more work). 4 GiB holds 1 400 tokens of the default
-/// model (30 blocks, ~94 kB a token and block).
-pub const TAPE_BUDGET: u64 = 4 << 30;
-
-/// Whether `m` can train here: the Llama family, no activation quantization.
-pub fn check(m: &Model<Cpu>) -> Result<()> {
-    if m.arch != Arch::Llama {
-        return Err(Error::config(
-            "binarize --mode full",
-            format!(
-                "{} is not in the Llama family; full distillation has a backward pass for \
-                 Llama/Mistral/Qwen2 blocks only (OPT and GPT-2: use --mode lite)",
-                m.config.arch
-            ),
-        ));
-    }
-    if m.act.is_some() {
-        return Err(Error::config(
-            "binarize --mode full",
-            "the model quantizes its activations; full distillation trains on f32 activations",
-        ));
-    }
-    Ok(())
-}
-
-/// The Llama forward pass of `tokens` (independent sequences of `seq`), keeping each block's
-/// input. The same operations in the same order as `llama::forward`.
-pub fn forward(m: &Model<Cpu>, tokens: &[u32], seq: usize) -> Result<Forward> {
-    forward_keeping(m, tokens, seq, false)
-}
-
-/// `forward`, also keeping every block's tape for `backward` when they fit `TAPE_BUDGET`.
-pub fn forward_taped(m: &Model<Cpu>, tokens: &[u32], seq: usize) -> Result<Forward> {
-    let bytes = tape_bytes(&m.config, m.blocks.len(), tokens.len());
-    forward_keeping(m, tokens, seq, bytes <= TAPE_BUDGET)
-}
-
-/// Bytes of the tapes of `blocks` blocks for `rows` tokens (every linear counted as
-/// BinaryMoS: its trace holds gates, `h`, the output scales and the output).
-fn tape_bytes(c: &ModelConfig, blocks: usize, rows: usize) -> u64 {
+/// Bytes of the tapes of `blocks` blocks for `rows` tokens.
+pub(crate) fn tape_bytes(c: &ModelConfig, blocks: usize, rows: usize) -> u64 {
     let (d, f) = (c.dim, c.ffn_dim);
     let (q, kv) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
     let acts = 3 * d + 2 * q + 2 * kv + 3 * f;
-    let traces: usize = [q, kv, kv, d, f, f, d]
-        .iter()
-        .map(|o| 3 * o + crate::format::binarymos::MAX_MOS_EXPERTS)
-        .sum();
-    4u64.saturating_mul((acts + traces) as u64)
-        .saturating_mul(rows as u64)
-        .saturating_mul(blocks as u64)
+    pieces::tape_bytes(acts, &[q, kv, kv, d, f, f, d], blocks, rows)
 }
 
-fn forward_keeping(m: &Model<Cpu>, tokens: &[u32], seq: usize, keep: bool) -> Result<Forward> {
-    check(m)?;
-    if tokens.is_empty() || seq == 0 || !tokens.len().is_multiple_of(seq) {
-        return Err(Error::config(
-            "tokens",
-            format!("{} tokens in sequences of {seq}", tokens.len()),
-        ));
-    }
-    let c = &m.config;
-    let mut x = Cpu.embed(&m.embd, tokens)?;
-    let mut inputs = Vec::with_capacity(m.blocks.len() + 1);
-    let mut tapes = Vec::with_capacity(m.blocks.len());
-    for blk in &m.blocks {
-        let (y, tape) = block(c, blk, &x, seq, keep);
-        inputs.push(std::mem::replace(&mut x, y));
-        tapes.push(tape);
-    }
-    let out = Cpu.rmsnorm(&x, &out_norm(m)?.w, c.norm_eps);
-    inputs.push(x);
-    Ok(Forward { inputs, out, tapes })
+/// The output norm of the last block's output `x` (what the head reads).
+pub(crate) fn finish(m: &Model<Cpu>, x: &Act) -> Result<Act> {
+    Ok(Cpu.rmsnorm(x, &out_norm(m)?.w, m.config.norm_eps))
+}
+
+/// Back through `finish`: the gradient with respect to the last block's output `x`.
+pub(crate) fn finish_backward(m: &Model<Cpu>, x: &Act, d_out: &Act) -> Result<Act> {
+    Ok(rmsnorm_backward(
+        x,
+        &out_norm(m)?.w,
+        m.config.norm_eps,
+        d_out,
+    ))
 }
 
 fn out_norm(m: &Model<Cpu>) -> Result<&crate::model::net::LoadedNorm<Cpu>> {
@@ -126,7 +52,7 @@ fn out_norm(m: &Model<Cpu>) -> Result<&crate::model::net::LoadedNorm<Cpu>> {
 }
 
 /// What one block's forward keeps for its backward.
-struct Tape {
+pub(crate) struct Tape {
     n1: Act,
     /// After RoPE.
     q: Act,
@@ -142,30 +68,8 @@ struct Tape {
     traces: Vec<Option<MosTrace>>,
 }
 
-/// `x Wᵀ + b` as `Cpu::linear`, keeping a BinaryMoS product's trace when `keep`.
-fn linear(x: &Act, w: &Mat, keep: bool, trace: &mut Option<MosTrace>) -> Act {
-    match (&w.mos, keep) {
-        (Some(p), true) => {
-            let t = p.forward_trace(&x.data);
-            let mut y = Act {
-                rows: x.rows,
-                cols: w.rows,
-                data: t.y.clone(),
-            };
-            if let Some(b) = &w.bias {
-                y.data
-                    .chunks_mut(w.rows)
-                    .for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
-            }
-            *trace = Some(t);
-            y
-        }
-        _ => Cpu.linear(x, w),
-    }
-}
-
 /// One block, as `llama::forward`'s loop body (T × d in, T × d out).
-fn block(
+pub(crate) fn block(
     c: &ModelConfig,
     blk: &Block<Cpu>,
     x: &Act,
@@ -210,77 +114,8 @@ fn block(
     (x2, tape)
 }
 
-/// The gradients of one block's BinaryMoS linears (topology order; `None` for a dense one).
-pub type BlockGrads = Vec<Option<MosGrads>>;
-
-/// Back through the whole model. `d_hidden[l]` is the loss's gradient with respect to block
-/// `l`'s output (`n_layer` entries), `d_out` with respect to the output norm's result. Calls
-/// `sink(l, grads)` for every block from the last to the first. Uses up `f`'s tapes.
-pub fn backward(
-    m: &Model<Cpu>,
-    f: &mut Forward,
-    seq: usize,
-    d_hidden: &[Act],
-    d_out: &Act,
-    sink: &mut dyn FnMut(usize, BlockGrads) -> Result<()>,
-) -> Result<()> {
-    let c = &m.config;
-    let n = m.blocks.len();
-    if d_hidden.len() != n || f.inputs.len() != n + 1 {
-        return Err(Error::config(
-            "backward",
-            format!("{} hidden gradients for {n} blocks", d_hidden.len()),
-        ));
-    }
-    let mut dx = rmsnorm_backward(&f.inputs[n], &out_norm(m)?.w, c.norm_eps, d_out);
-    for l in (0..n).rev() {
-        add(&mut dx, &d_hidden[l]);
-        let tape = f.tapes.get_mut(l).and_then(Option::take);
-        let (d_in, grads) = block_backward(c, &m.blocks[l], &f.inputs[l], seq, &dx, tape);
-        sink(l, grads)?;
-        dx = d_in;
-    }
-    Ok(())
-}
-
-fn add(x: &mut Act, y: &Act) {
-    x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
-}
-
-/// `dx` of a linear, and its trained gradients when it is BinaryMoS.
-fn linear_backward(
-    x: &Act,
-    w: &Mat,
-    trace: Option<&MosTrace>,
-    dy: &Act,
-) -> (Act, Option<MosGrads>) {
-    match (&w.mos, trace) {
-        (Some(p), Some(t)) => {
-            let mut g = p.backward(&x.data, t, &dy.data, true, true);
-            let data = g.x.take().unwrap_or_default();
-            (
-                Act {
-                    rows: x.rows,
-                    cols: x.cols,
-                    data,
-                },
-                Some(g),
-            )
-        }
-        // Dense (frozen): dX (T×in) = dY (T×out) · W (out×in).
-        _ => (
-            Act {
-                rows: x.rows,
-                cols: x.cols,
-                data: mul(&dy.data, &w.data, x.rows, w.rows, w.cols),
-            },
-            None,
-        ),
-    }
-}
-
 /// Back through one block: the gradient with respect to its input, and its linears' gradients.
-fn block_backward(
+pub(crate) fn block_backward(
     c: &ModelConfig,
     blk: &Block<Cpu>,
     x: &Act,
@@ -358,142 +193,6 @@ pub(crate) fn rmsnorm_backward(x: &Act, w: &[f32], eps: f32, dy: &Act) -> Act {
         }
     }
     dx
-}
-
-/// Rows `s·seq ..` of `a` as their own activation.
-fn rows_of(a: &Act, s: usize, seq: usize) -> Act {
-    Act {
-        rows: seq,
-        cols: a.cols,
-        data: a.data[s * seq * a.cols..(s + 1) * seq * a.cols].to_vec(),
-    }
-}
-
-/// Back through `Cpu::attention` (causal, grouped KV heads, sequences of `seq` rows): the
-/// gradients with respect to `q`, `k` (both after RoPE) and `v`, given `d_out`. Work is split
-/// by (sequence, KV head): each part owns its KV head's `dk`, `dv` and its query heads' `dq`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attention_backward(
-    q: &Act,
-    k: &Act,
-    v: &Act,
-    d_out: &Act,
-    n_head: usize,
-    n_kv: usize,
-    hd: usize,
-    seq: usize,
-) -> (Act, Act, Act) {
-    let t = seq;
-    let seqs = q.rows / seq.max(1);
-    let per = n_head / n_kv;
-    let (qs, kvs) = (n_head * hd, n_kv * hd);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let parts = crate::par::map(0..seqs * n_kv, |job| {
-        let (s, g) = (job / n_kv, job % n_kv);
-        let (qq, kk, vv, dd) = (
-            rows_of(q, s, t),
-            rows_of(k, s, t),
-            rows_of(v, s, t),
-            rows_of(d_out, s, t),
-        );
-        let (mut p, mut dp) = (vec![0f32; t * t], vec![0f32; t * t]);
-        let mut dq = vec![0f32; per * t * hd];
-        let (mut dk, mut dv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-        for (j, dqh) in dq.chunks_mut(t * hd).enumerate() {
-            let h = g * per + j;
-            causal_probs(&qq, &kk, h, n_head, n_kv, hd, &mut p);
-            // dV_g += Pᵀ · dO_h
-            gemm(
-                t,
-                t,
-                hd,
-                1.0,
-                &p,
-                1,
-                t,
-                &dd.data[h * hd..],
-                qs,
-                1,
-                1.0,
-                &mut dv,
-                hd,
-            );
-            // dP = dO_h · V_gᵀ
-            sgemm(
-                t,
-                hd,
-                t,
-                &dd.data[h * hd..],
-                qs,
-                1,
-                &vv.data[g * hd..],
-                1,
-                kvs,
-                &mut dp,
-                t,
-            );
-            for i in 0..t {
-                let (pr, dr) = (&p[i * t..(i + 1) * t], &mut dp[i * t..(i + 1) * t]);
-                let inner: f32 = pr[..=i].iter().zip(&dr[..=i]).map(|(a, b)| a * b).sum();
-                for c in 0..t {
-                    dr[c] = pr[c] * (dr[c] - inner);
-                }
-            }
-            // dQ_h = dS · K_g / √hd;  dK_g += dSᵀ · Q_h / √hd
-            gemm(
-                t,
-                t,
-                hd,
-                scale,
-                &dp,
-                t,
-                1,
-                &kk.data[g * hd..],
-                kvs,
-                1,
-                0.0,
-                dqh,
-                hd,
-            );
-            gemm(
-                t,
-                t,
-                hd,
-                scale,
-                &dp,
-                1,
-                t,
-                &qq.data[h * hd..],
-                qs,
-                1,
-                1.0,
-                &mut dk,
-                hd,
-            );
-        }
-        (dq, dk, dv)
-    });
-    let (mut dq, mut dk, mut dv) = (
-        Act::zeros(q.rows, qs),
-        Act::zeros(k.rows, kvs),
-        Act::zeros(v.rows, kvs),
-    );
-    for (job, (pq, pk, pv)) in parts.into_iter().enumerate() {
-        let (s, g) = (job / n_kv, job % n_kv);
-        for i in 0..t {
-            let r = s * t + i;
-            for j in 0..per {
-                let h = g * per + j;
-                dq.data[r * qs + h * hd..r * qs + (h + 1) * hd]
-                    .copy_from_slice(&pq[j * t * hd + i * hd..j * t * hd + (i + 1) * hd]);
-            }
-            dk.data[r * kvs + g * hd..r * kvs + (g + 1) * hd]
-                .copy_from_slice(&pk[i * hd..(i + 1) * hd]);
-            dv.data[r * kvs + g * hd..r * kvs + (g + 1) * hd]
-                .copy_from_slice(&pv[i * hd..(i + 1) * hd]);
-        }
-    }
-    (dq, dk, dv)
 }
 
 #[cfg(test)]
