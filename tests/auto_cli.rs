@@ -35,19 +35,24 @@ fn eval_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-#[test]
-fn auto_meets_its_budget_and_its_link_reproduces_the_model() {
-    let (so, se) = quantlab(&eval_args(&[
+/// `eval --method auto` at 3.3 bits among `CANDIDATES`, then `extra`.
+fn auto_at_3_3<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = eval_args(&[
         "--method",
         "auto",
         "--budget",
         "3.3",
         "--candidates",
         CANDIDATES,
-        // The knapsack's own choice: verified, uniform int2g32 wins here (the next test).
-        "--auto-verify",
-        "0",
-    ]));
+    ]);
+    a.extend_from_slice(extra);
+    a
+}
+
+#[test]
+fn auto_meets_its_budget_and_its_link_reproduces_the_model() {
+    // The knapsack's own choice: verified, uniform int2g32 wins here (the next test).
+    let (so, se) = quantlab(&auto_at_3_3(&["--auto-verify", "0"]));
     let j = last_json(&so);
     assert!(j["auto"]["verification"].is_null());
     let bpw = j["bits_per_weight"].as_f64().unwrap();
@@ -91,14 +96,7 @@ fn auto_meets_its_budget_and_its_link_reproduces_the_model() {
 
 #[test]
 fn verified_auto_keeps_the_lowest_calibration_nll_and_reports_every_contender() {
-    let (so, se) = quantlab(&eval_args(&[
-        "--method",
-        "auto",
-        "--budget",
-        "3.3",
-        "--candidates",
-        CANDIDATES,
-    ]));
+    let (so, se) = quantlab(&auto_at_3_3(&[]));
     let j = last_json(&so);
     let bpw = j["bits_per_weight"].as_f64().unwrap();
     assert!(bpw <= 3.3, "{bpw}");
