@@ -412,6 +412,10 @@ struct EvalArgs {
     /// auto: how linears' errors are weighed: their output error, or relative to their output.
     #[arg(long, value_enum, default_value_t = AutoErrorArg::Relative)]
     auto_error: AutoErrorArg,
+    /// auto: calibration sequences on which the knapsack's choice is scored against every
+    /// uniform candidate within the budget (the lowest NLL wins); 0: the knapsack's choice.
+    #[arg(long, default_value_t = quantlab::quant::auto::DEFAULT_VERIFY)]
+    auto_verify: usize,
     /// CMPQ: fraction of input columns kept in f16 (outlier extraction A).
     #[arg(long, default_value_t = 0.005)]
     outlier_cols: f32,
@@ -1150,6 +1154,7 @@ fn quant_config_flags(a: &EvalArgs) -> Result<QuantConfig> {
                     AutoErrorArg::Output => ErrorKind::Output,
                     AutoErrorArg::Relative => ErrorKind::Relative,
                 },
+                verify: a.auto_verify,
             }),
             ..QuantConfig::default()
         };
@@ -1396,6 +1401,9 @@ fn print_auto(r: &quantlab::quant::auto::AutoReport) {
         if r.measure_cached { " (cached)" } else { "" },
         r.choose_seconds
     );
+    if let (Some(v), Some(line)) = (&r.verification, r.verdict()) {
+        eprintln!("auto: verified in {:.2} s: {line}", v.seconds);
+    }
 }
 
 /// The α a scale transform chose, one line per layer, sites in topology order ("-": unscaled).
@@ -1987,6 +1995,7 @@ fn generate(g: &GenerateArgs) -> Result<()> {
         ablation: AblationArg::Full,
         candidates: quantlab::quant::auto::DEFAULT_CANDIDATES.to_string(),
         auto_error: AutoErrorArg::Relative,
+        auto_verify: quantlab::quant::auto::DEFAULT_VERIFY,
         lorc_rank: None,
         per_column: false,
         outliers: 0.0,

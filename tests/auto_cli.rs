@@ -35,17 +35,26 @@ fn eval_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-#[test]
-fn auto_meets_its_budget_and_its_link_reproduces_the_model() {
-    let (so, se) = quantlab(&eval_args(&[
+/// `eval --method auto` at 3.3 bits among `CANDIDATES`, then `extra`.
+fn auto_at_3_3<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = eval_args(&[
         "--method",
         "auto",
         "--budget",
         "3.3",
         "--candidates",
         CANDIDATES,
-    ]));
+    ]);
+    a.extend_from_slice(extra);
+    a
+}
+
+#[test]
+fn auto_meets_its_budget_and_its_link_reproduces_the_model() {
+    // The knapsack's own choice: verified, uniform int2g32 wins here (the next test).
+    let (so, se) = quantlab(&auto_at_3_3(&["--auto-verify", "0"]));
     let j = last_json(&so);
+    assert!(j["auto"]["verification"].is_null());
     let bpw = j["bits_per_weight"].as_f64().unwrap();
     assert!(bpw <= 3.3 && bpw > 2.5, "{bpw}");
     let a = &j["auto"];
@@ -83,6 +92,36 @@ fn auto_meets_its_budget_and_its_link_reproduces_the_model() {
         .map(|l| l["format"].as_str().unwrap())
         .collect();
     assert_eq!(f2, formats);
+}
+
+#[test]
+fn verified_auto_keeps_the_lowest_calibration_nll_and_reports_every_contender() {
+    let (so, se) = quantlab(&auto_at_3_3(&[]));
+    let j = last_json(&so);
+    let bpw = j["bits_per_weight"].as_f64().unwrap();
+    assert!(bpw <= 3.3, "{bpw}");
+    let v = &j["auto"]["verification"];
+    // The CLI's default: 4 calibration sequences of 64 tokens, 63 scored each.
+    assert_eq!(v["sequences"], 4);
+    assert_eq!(v["tokens"], 4 * 63);
+    let c = v["contenders"].as_array().unwrap();
+    let names: Vec<&str> = c.iter().map(|x| x["name"].as_str().unwrap()).collect();
+    // int2g32 stores 2.5 bits and int3g32 3.5: only the first fits 3.3 bits uniformly.
+    assert_eq!(&names[..2], ["knapsack", "uniform int2g32"], "{names:?}");
+    assert!(names
+        .iter()
+        .all(|n| !n.contains("int3g32") || !n.starts_with("uniform")));
+    let nll: Vec<f64> = c.iter().map(|x| x["nll"].as_f64().unwrap()).collect();
+    let w = v["winner"].as_u64().unwrap() as usize;
+    assert!(nll.iter().all(|&x| nll[w] <= x), "{nll:?}, kept {w}");
+    assert!(c
+        .iter()
+        .all(|x| x["bits_per_weight"].as_f64().unwrap() <= 3.3));
+    assert_eq!(c[w]["bits_per_weight"].as_f64(), Some(bpw));
+    assert!(
+        se.contains("auto: verified in") && se.contains(&format!("kept {}", names[w])),
+        "{se}"
+    );
 }
 
 #[test]

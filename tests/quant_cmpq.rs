@@ -432,6 +432,7 @@ fn cmpq_model(seed: u64) -> (ModelWeights, Calibration) {
         opts: CalibOptions::default(),
         range: 0..0,
         layers,
+        seqs: Vec::new(),
     };
     (model, calib)
 }

@@ -11,7 +11,8 @@ const $ = (id) => document.getElementById(id);
 // A short label of an auto config, for the history and the Pareto chart.
 export function autoLabel(o) {
   const kind = o.error === 'relative' ? ', relative error' : '';
-  return `Auto ${Number(o.budget).toFixed(2)} bits [${o.candidates}]${kind}`;
+  const verify = o.verify > 0 ? `, verified on ${o.verify}` : '';
+  return `Auto ${Number(o.budget).toFixed(2)} bits [${o.candidates}]${kind}${verify}`;
 }
 
 function cell(row, text, title) {
@@ -20,6 +21,21 @@ function cell(row, text, title) {
   if (title) td.title = title;
   row.append(td);
   return td;
+}
+
+// The knapsack's choice against the uniform candidates on the calibration text (the report's
+// `verification`, src/quant/auto/verify.rs): which one was kept, and every contender's NLL.
+function showVerification(v) {
+  const p = $('auto-verify');
+  if (!p) return;
+  p.hidden = !v;
+  if (!v) return;
+  const kept = v.contenders[v.winner];
+  const scores = v.contenders.map((c) => `${c.name} (${c.bits_per_weight.toFixed(3)} bits) `
+    + `${c.nll === null ? 'not finite' : c.nll.toFixed(4)}`).join('; ');
+  p.textContent = `Kept ${kept.name}: lowest mean NLL on ${v.tokens} calibration tokens `
+    + `(${v.sequences} sequences, ${v.seconds.toFixed(2)} s). ${scores}.`;
+  p.dataset.kept = kept.name;
 }
 
 // Show the report of the current run, or hide the panel (report null: not an auto config).
@@ -40,6 +56,7 @@ export function showAuto(report) {
     + `choice ${(1000 * report.choose_seconds).toFixed(1)} ms.`;
   summary.dataset.bits = String(report.bits_per_weight);
   summary.dataset.cached = String(report.measure_cached);
+  showVerification(report.verification);
   // One row per linear: its chosen format, then the predicted error of every candidate, the
   // chosen one marked. Errors span decades, so they are written in exponent form.
   const head = $('auto-head');

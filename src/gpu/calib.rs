@@ -347,6 +347,7 @@ pub async fn calibrate(
     let (n, l) = (opts.n_seq, opts.seq_len);
     let width = c.topology()?.widest();
     let per = gpu.eval_batch(l, width).max(1);
+    let mut seqs = Vec::with_capacity(n);
     for s0 in (0..n).step_by(per) {
         if !progress(s0, n) {
             return Err(Error::Cancelled);
@@ -354,7 +355,9 @@ pub async fn calibrate(
         let s1 = (s0 + per).min(n);
         let mut batch = Vec::with_capacity((s1 - s0) * l);
         for s in s0..s1 {
-            batch.extend(calib::sequence(tokens, &range, s, l, bos)?);
+            let seq = calib::sequence(tokens, &range, s, l, bos)?;
+            batch.extend_from_slice(&seq);
+            seqs.push(seq);
         }
         let keep: Vec<usize> = (s0..s1)
             .flat_map(|s| {
@@ -396,5 +399,6 @@ pub async fn calibrate(
         opts: *opts,
         range,
         layers,
+        seqs,
     })
 }

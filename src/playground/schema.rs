@@ -783,6 +783,12 @@ pub fn schema() -> Schema {
                     vec!["relative", "output"],
                     "relative: each linear's output error on the calibration tokens divided by its output energy; output: as measured",
                 ),
+                Field::number(
+                    "verify",
+                    "Verify on",
+                    (0.0, auto::verify::MAX_VERIFY as f64, 1.0),
+                    "calibration sequences on which the knapsack's choice is scored against every uniform candidate within the budget (the lowest NLL is kept); 0: the knapsack's choice",
+                ),
             ],
             paper: "multiple-choice knapsack over measured per-layer output errors (HAWQ-V2, arXiv:1911.03852, additivity)",
         },

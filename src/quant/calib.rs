@@ -190,6 +190,9 @@ pub struct Calibration {
     pub range: Range<usize>,
     /// `layers[i][site]`, sites in topology order.
     pub layers: Vec<Vec<SiteStats>>,
+    /// The calibration sequences as run (BOS in place), for scoring held-out text
+    /// (`auto::verify`); n_seq × seq_len tokens.
+    pub seqs: Vec<Vec<u32>>,
 }
 
 impl Calibration {
@@ -391,6 +394,7 @@ pub fn calibrate(
         .map(|_| dims.iter().map(|&d| Acc::new(d)).collect())
         .collect();
     let (n, l) = (opts.n_seq, opts.seq_len);
+    let mut seqs = Vec::with_capacity(n);
     for s in 0..n {
         if !progress(s, n) {
             return Err(Error::Cancelled);
@@ -405,6 +409,7 @@ pub fn calibrate(
                 .ok_or_else(|| Error::config("calibration", format!("unexpected site {site}")))?
                 .add(x, &keep)
         })?;
+        seqs.push(seq);
     }
     if !progress(n, n) {
         return Err(Error::Cancelled);
@@ -416,6 +421,7 @@ pub fn calibrate(
             .into_iter()
             .map(|a| a.into_iter().map(Acc::finish).collect())
             .collect(),
+        seqs,
     })
 }
 

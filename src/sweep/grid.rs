@@ -88,6 +88,10 @@ impl Columns {
                 crate::quant::auto::ErrorKind::Output => "",
                 crate::quant::auto::ErrorKind::Relative => " relative",
             };
+            let kind = match o.verify {
+                0 => kind.to_string(),
+                n => format!("{kind} verified on {n}"),
+            };
             return Columns {
                 method,
                 bits: o.budget.round().clamp(1.0, 32.0) as u8,

@@ -59,6 +59,10 @@ pub struct Row {
     pub tokens_scored: usize,
     pub ctx: usize,
     pub protocol: String,
+    /// What the method reports beside its numbers (auto: which verified allocation was kept and
+    /// the calibration NLLs); shown after the series in the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Paths of a sweep's outputs.
@@ -269,8 +273,9 @@ pub fn table(rows: &[Row]) -> String {
     for r in rows {
         let c = &r.columns;
         s.push_str(&format!(
-            "| {} | {} | {:.3} | {} ± {} | {} | {} | {:.1} | {:.1} | {} |\n",
+            "| {}{} | {} | {:.3} | {} ± {} | {} | {} | {:.1} | {:.1} | {} |\n",
             c.series,
+            r.note.as_ref().map_or(String::new(), |n| format!(" ({n})")),
             if c.bits == 0 {
                 String::new()
             } else {

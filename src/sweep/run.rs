@@ -214,6 +214,10 @@ pub fn run(
             )?),
         };
         let quant_s = t.elapsed().as_secs_f64();
+        let note = match cfg.method {
+            Method::Auto(_) => auto.report().and_then(|r| r.verdict()),
+            _ => None,
+        };
         let mem = q
             .as_ref()
             .map_or_else(|| inputs.model.memory(), |w| w.memory());
@@ -261,6 +265,7 @@ pub fn run(
             tokens_scored: r.tokens_scored,
             ctx: r.ctx,
             protocol: r.protocol,
+            note,
         };
         // Free the quantized weights before the next config quantizes.
         primary.set_quantized(None)?;

@@ -65,6 +65,12 @@ test('auto: the budget is met, the choice and sensitivities are shown, a new bud
   assert.ok(r1.rows.every((r) => r.chosen === 1 && r.cells === 3 + 9), JSON.stringify(r1.rows));
   assert.equal(r1.summary.cached, 'false');
   assert.equal(Number(r1.summary.bits), a.bpw);
+  // The knapsack's choice was scored against the uniform candidates within the budget on the
+  // calibration text (the schema's default verify), and the page names the one it kept.
+  assert.ok(await page.isVisible('#auto-verify'));
+  const kept = await page.getAttribute('#auto-verify', 'data-kept');
+  const said = await page.textContent('#auto-verify');
+  assert.ok(kept && said.startsWith(`Kept ${kept}:`) && said.includes('knapsack'), said);
 
   prev = a.run;
   await setBudget(SECOND);
