@@ -25,7 +25,7 @@
 
 use super::{ATTN_NORM, DOWN, FFN_NORM, GATE, K, O, Q, UP, V};
 use crate::format::binarymos::{MosGrads, MosTrace};
-use crate::linalg::{gemm, mul, sgemm};
+use crate::linalg::{gemm, sgemm, CpuGemm, Gemm};
 use crate::model::arch::Arch;
 use crate::model::backend::Backend;
 use crate::model::config::ModelConfig;
@@ -73,13 +73,25 @@ pub fn check(m: &Model<Cpu>) -> Result<()> {
 /// The Llama forward pass of `tokens` (independent sequences of `seq`), keeping each block's
 /// input. The same operations in the same order as `llama::forward`.
 pub fn forward(m: &Model<Cpu>, tokens: &[u32], seq: usize) -> Result<Forward> {
-    forward_keeping(m, tokens, seq, false)
+    forward_on(m, tokens, seq, false, &CpuGemm)
 }
 
 /// `forward`, also keeping every block's tape for `backward` when they fit `TAPE_BUDGET`.
 pub fn forward_taped(m: &Model<Cpu>, tokens: &[u32], seq: usize) -> Result<Forward> {
-    let bytes = tape_bytes(&m.config, m.blocks.len(), tokens.len());
-    forward_keeping(m, tokens, seq, bytes <= TAPE_BUDGET)
+    forward_on(m, tokens, seq, true, &CpuGemm)
+}
+
+/// `forward` (`taped`: `forward_taped`) with the linears' products on `gemm` (the trainer's
+/// seam, `linalg::Gemm`).
+pub fn forward_on(
+    m: &Model<Cpu>,
+    tokens: &[u32],
+    seq: usize,
+    taped: bool,
+    gemm: &dyn Gemm,
+) -> Result<Forward> {
+    let keep = taped && tape_bytes(&m.config, m.blocks.len(), tokens.len()) <= TAPE_BUDGET;
+    forward_keeping(m, tokens, seq, keep, gemm)
 }
 
 /// Bytes of the tapes of `blocks` blocks for `rows` tokens (every linear counted as
@@ -97,7 +109,13 @@ fn tape_bytes(c: &ModelConfig, blocks: usize, rows: usize) -> u64 {
         .saturating_mul(blocks as u64)
 }
 
-fn forward_keeping(m: &Model<Cpu>, tokens: &[u32], seq: usize, keep: bool) -> Result<Forward> {
+fn forward_keeping(
+    m: &Model<Cpu>,
+    tokens: &[u32],
+    seq: usize,
+    keep: bool,
+    gemm: &dyn Gemm,
+) -> Result<Forward> {
     check(m)?;
     if tokens.is_empty() || seq == 0 || !tokens.len().is_multiple_of(seq) {
         return Err(Error::config(
@@ -110,7 +128,7 @@ fn forward_keeping(m: &Model<Cpu>, tokens: &[u32], seq: usize, keep: bool) -> Re
     let mut inputs = Vec::with_capacity(m.blocks.len() + 1);
     let mut tapes = Vec::with_capacity(m.blocks.len());
     for blk in &m.blocks {
-        let (y, tape) = block(c, blk, &x, seq, keep);
+        let (y, tape) = block(c, blk, &x, seq, keep, gemm);
         inputs.push(std::mem::replace(&mut x, y));
         tapes.push(tape);
     }
@@ -142,26 +160,34 @@ struct Tape {
     traces: Vec<Option<MosTrace>>,
 }
 
-/// `x Wᵀ + b` as `Cpu::linear`, keeping a BinaryMoS product's trace when `keep`.
-fn linear(x: &Act, w: &Mat, keep: bool, trace: &mut Option<MosTrace>) -> Act {
-    match (&w.mos, keep) {
-        (Some(p), true) => {
-            let t = p.forward_trace(&x.data);
-            let mut y = Act {
-                rows: x.rows,
-                cols: w.rows,
-                data: t.y.clone(),
-            };
-            if let Some(b) = &w.bias {
-                y.data
-                    .chunks_mut(w.rows)
-                    .for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+/// `x Wᵀ + b` as `Cpu::linear` (the same products, on `gemm`), keeping a BinaryMoS product's
+/// trace when `keep`.
+fn linear(x: &Act, w: &Mat, keep: bool, trace: &mut Option<MosTrace>, gemm: &dyn Gemm) -> Act {
+    let data = match &w.mos {
+        Some(p) => {
+            let t = p.forward_trace_on(&x.data, gemm);
+            if keep {
+                let y = t.y.clone();
+                *trace = Some(t);
+                y
+            } else {
+                t.y
             }
-            *trace = Some(t);
-            y
         }
-        _ => Cpu.linear(x, w),
+        // y (T×out) = x (T×in) · Wᵀ.
+        None => gemm.mul_t_w(&x.data, &w.data, x.rows, x.cols, w.rows),
+    };
+    let mut y = Act {
+        rows: x.rows,
+        cols: w.rows,
+        data,
+    };
+    if let Some(b) = &w.bias {
+        y.data
+            .chunks_mut(w.rows)
+            .for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
     }
+    y
 }
 
 /// One block, as `llama::forward`'s loop body (T × d in, T × d out).
@@ -171,28 +197,32 @@ fn block(
     x: &Act,
     seq: usize,
     keep: bool,
+    gemm: &dyn Gemm,
 ) -> (Act, Option<Tape>) {
     let b = Cpu;
     let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
     let mut traces: Vec<Option<MosTrace>> = (0..blk.mats.len()).map(|_| None).collect();
     let n1 = b.rmsnorm(x, &blk.norms[ATTN_NORM].w, c.norm_eps);
-    let mut q = linear(&n1, &blk.mats[Q], keep, &mut traces[Q]);
-    let mut k = linear(&n1, &blk.mats[K], keep, &mut traces[K]);
-    let v = linear(&n1, &blk.mats[V], keep, &mut traces[V]);
+    let mut q = linear(&n1, &blk.mats[Q], keep, &mut traces[Q], gemm);
+    let mut k = linear(&n1, &blk.mats[K], keep, &mut traces[K], gemm);
+    let v = linear(&n1, &blk.mats[V], keep, &mut traces[V], gemm);
     b.rope(&mut q, h, hd, 0, c.rope_theta, c.rope_style, seq);
     b.rope(&mut k, kv, hd, 0, c.rope_theta, c.rope_style, seq);
     let a = b.attention(&q, &k, &v, h, kv, hd, seq);
     let mut x1 = x.clone();
-    b.add(&mut x1, &linear(&a, &blk.mats[O], keep, &mut traces[O]));
+    b.add(
+        &mut x1,
+        &linear(&a, &blk.mats[O], keep, &mut traces[O], gemm),
+    );
     let n2 = b.rmsnorm(&x1, &blk.norms[FFN_NORM].w, c.norm_eps);
-    let gate = linear(&n2, &blk.mats[GATE], keep, &mut traces[GATE]);
-    let up = linear(&n2, &blk.mats[UP], keep, &mut traces[UP]);
+    let gate = linear(&n2, &blk.mats[GATE], keep, &mut traces[GATE], gemm);
+    let up = linear(&n2, &blk.mats[UP], keep, &mut traces[UP], gemm);
     let mut act = gate.clone();
     b.silu_mul(&mut act, &up);
     let mut x2 = x1.clone();
     b.add(
         &mut x2,
-        &linear(&act, &blk.mats[DOWN], keep, &mut traces[DOWN]),
+        &linear(&act, &blk.mats[DOWN], keep, &mut traces[DOWN], gemm),
     );
     let tape = keep.then_some(Tape {
         n1,
@@ -222,6 +252,7 @@ pub fn backward(
     seq: usize,
     d_hidden: &[Act],
     d_out: &Act,
+    gemm: &dyn Gemm,
     sink: &mut dyn FnMut(usize, BlockGrads) -> Result<()>,
 ) -> Result<()> {
     let c = &m.config;
@@ -236,7 +267,7 @@ pub fn backward(
     for l in (0..n).rev() {
         add(&mut dx, &d_hidden[l]);
         let tape = f.tapes.get_mut(l).and_then(Option::take);
-        let (d_in, grads) = block_backward(c, &m.blocks[l], &f.inputs[l], seq, &dx, tape);
+        let (d_in, grads) = block_backward(c, &m.blocks[l], &f.inputs[l], seq, &dx, tape, gemm);
         sink(l, grads)?;
         dx = d_in;
     }
@@ -253,10 +284,11 @@ fn linear_backward(
     w: &Mat,
     trace: Option<&MosTrace>,
     dy: &Act,
+    gemm: &dyn Gemm,
 ) -> (Act, Option<MosGrads>) {
     match (&w.mos, trace) {
         (Some(p), Some(t)) => {
-            let mut g = p.backward(&x.data, t, &dy.data, true, true);
+            let mut g = p.backward_on(&x.data, t, &dy.data, true, true, gemm);
             let data = g.x.take().unwrap_or_default();
             (
                 Act {
@@ -272,7 +304,7 @@ fn linear_backward(
             Act {
                 rows: x.rows,
                 cols: x.cols,
-                data: mul(&dy.data, &w.data, x.rows, w.rows, w.cols),
+                data: gemm.mul_w(&dy.data, &w.data, x.rows, w.rows, w.cols),
             },
             None,
         ),
@@ -287,9 +319,10 @@ fn block_backward(
     seq: usize,
     dx2: &Act,
     tape: Option<Tape>,
+    gemm: &dyn Gemm,
 ) -> (Act, BlockGrads) {
     let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
-    let tape = tape.or_else(|| block(c, blk, x, seq, true).1);
+    let tape = tape.or_else(|| block(c, blk, x, seq, true, gemm).1);
     let Some(mut t) = tape else {
         unreachable!("block keeps its tape when asked")
     };
@@ -297,7 +330,7 @@ fn block_backward(
     let mut traces = std::mem::take(&mut t.traces);
     let mut tr = |i: usize| traces[i].take();
     // x2 = x1 + down(act)
-    let (d_act, g) = linear_backward(&t.act, &blk.mats[DOWN], tr(DOWN).as_ref(), dx2);
+    let (d_act, g) = linear_backward(&t.act, &blk.mats[DOWN], tr(DOWN).as_ref(), dx2, gemm);
     grads[DOWN] = g;
     let (mut d_gate, mut d_up) = (d_act.clone(), d_act);
     for i in 0..d_gate.data.len() {
@@ -307,9 +340,9 @@ fn block_backward(
         d_gate.data[i] = da * u * s * (1.0 + g * (1.0 - s));
         d_up.data[i] = da * g * s;
     }
-    let (mut dn2, g) = linear_backward(&t.n2, &blk.mats[GATE], tr(GATE).as_ref(), &d_gate);
+    let (mut dn2, g) = linear_backward(&t.n2, &blk.mats[GATE], tr(GATE).as_ref(), &d_gate, gemm);
     grads[GATE] = g;
-    let (dn2u, g) = linear_backward(&t.n2, &blk.mats[UP], tr(UP).as_ref(), &d_up);
+    let (dn2u, g) = linear_backward(&t.n2, &blk.mats[UP], tr(UP).as_ref(), &d_up, gemm);
     grads[UP] = g;
     add(&mut dn2, &dn2u);
     let mut dx1 = dx2.clone();
@@ -318,14 +351,14 @@ fn block_backward(
         &rmsnorm_backward(&t.x1, &blk.norms[FFN_NORM].w, c.norm_eps, &dn2),
     );
     // x1 = x + o(attention(rope(q), rope(k), v))
-    let (da, g) = linear_backward(&t.a, &blk.mats[O], tr(O).as_ref(), &dx1);
+    let (da, g) = linear_backward(&t.a, &blk.mats[O], tr(O).as_ref(), &dx1, gemm);
     grads[O] = g;
     let (mut dq, mut dk, dv) = attention_backward(&t.q, &t.k, &t.v, &da, h, kv, hd, seq);
     rotate(&mut dq, h, hd, 0, c.rope_theta, c.rope_style, seq, true);
     rotate(&mut dk, kv, hd, 0, c.rope_theta, c.rope_style, seq, true);
     let mut dn1 = Act::zeros(x.rows, x.cols);
     for (i, d) in [(Q, &dq), (K, &dk), (V, &dv)] {
-        let (dn, g) = linear_backward(&t.n1, &blk.mats[i], tr(i).as_ref(), d);
+        let (dn, g) = linear_backward(&t.n1, &blk.mats[i], tr(i).as_ref(), d, gemm);
         grads[i] = g;
         add(&mut dn1, &dn);
     }

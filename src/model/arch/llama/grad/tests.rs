@@ -226,20 +226,36 @@ fn model_backward_matches_central_differences_for_every_trained_tensor() {
     };
     let d_hidden: Vec<Act> = r_hidden.iter().map(|v| act(v)).collect();
     let mut grads: Vec<BlockGrads> = vec![Vec::new(); n];
-    backward(&m, &mut f0, seq, &d_hidden, &act(&r_out), &mut |l, g| {
-        grads[l] = g;
-        Ok(())
-    })
+    backward(
+        &m,
+        &mut f0,
+        seq,
+        &d_hidden,
+        &act(&r_out),
+        &CpuGemm,
+        &mut |l, g| {
+            grads[l] = g;
+            Ok(())
+        },
+    )
     .unwrap();
     // The same gradients, bit for bit, from the tapes the forward pass kept: recomputing a
     // block is only a way to save memory.
     let mut taped = forward_taped(&m, &toks, seq).unwrap();
     assert!(taped.tapes.iter().all(Option::is_some));
     let mut same = true;
-    backward(&m, &mut taped, seq, &d_hidden, &act(&r_out), &mut |l, g| {
-        same &= g == grads[l];
-        Ok(())
-    })
+    backward(
+        &m,
+        &mut taped,
+        seq,
+        &d_hidden,
+        &act(&r_out),
+        &CpuGemm,
+        &mut |l, g| {
+            same &= g == grads[l];
+            Ok(())
+        },
+    )
     .unwrap();
     assert!(same, "gradients differ with kept tapes");
     // Per tensor, the derivative along a random direction (each entry moved by ±1 % of the
