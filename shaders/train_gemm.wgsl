@@ -6,16 +6,19 @@
 // packed weight formats into a fixed `x·Wᵀ` layout, so it does not fit these transposes.
 //
 // A 16×16 workgroup computes a 64×64 tile of C, each invocation a 4×4 block in four vec4
-// accumulators. Slices of TK = 16 along k of both operands are staged in workgroup memory; the
+// accumulators, over the range of k of workgroup z (`k_len` long; several ranges when k is long,
+// so that no workgroup's loop runs unboundedly long and short-and-wide products still fill the
+// GPU), into slice z of C; shaders/splitk.wgsl then adds the slices. Slices of TK = 16 along k of both operands are staged in workgroup memory; the
 // loads walk whichever index has stride 1 fastest, so that neighbouring invocations read
-// neighbouring addresses whichever way an operand is transposed. Each element of C is one f32
-// sum over k in increasing order (the CPU's blocked SGEMM sums in another order).
+// neighbouring addresses whichever way an operand is transposed. Each element of a slice is one
+// f32 sum over its range in increasing order (the CPU's blocked SGEMM sums in another order).
 
 struct Params {
     m: u32,
     k: u32,
     n: u32,
-    pad: u32,
+    // The range of k each workgroup z sums.
+    k_len: u32,
     rsa: u32,
     csa: u32,
     rsb: u32,
@@ -53,16 +56,18 @@ fn main(
     let j0 = wg.x * TILE;
     let r0 = lid.y * 4u;
     let c0 = lid.x * 4u;
+    let kb = wg.z * P.k_len;
+    let ke = min(P.k, kb + P.k_len);
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     let a_k1 = P.csa == 1u;
     let b_k1 = P.rsb == 1u;
-    for (var p0 = 0u; p0 < P.k; p0 += TK) {
+    for (var p0 = kb; p0 < ke; p0 += TK) {
         for (var e = li; e < TK * TILE; e += 256u) {
             let sa_at = slot(e, a_k1);
             let gp = p0 + sa_at.x;
             let gi = i0 + sa_at.y;
             var va = 0.0;
-            if (gp < P.k && gi < P.m) {
+            if (gp < ke && gi < P.m) {
                 va = A[gi * P.rsa + gp * P.csa];
             }
             sa[sa_at.x * TILE + sa_at.y] = va;
@@ -70,7 +75,7 @@ fn main(
             let gq = p0 + sb_at.x;
             let gj = j0 + sb_at.y;
             var vb = 0.0;
-            if (gq < P.k && gj < P.n) {
+            if (gq < ke && gj < P.n) {
                 vb = B[gq * P.rsb + gj * P.csb];
             }
             sb[sb_at.x * TILE + sb_at.y] = vb;
@@ -86,6 +91,7 @@ fn main(
         }
         workgroupBarrier();
     }
+    let base = wg.z * P.m * P.n;
     for (var r = 0u; r < 4u; r++) {
         let i = i0 + r0 + r;
         if (i >= P.m) {
@@ -94,7 +100,7 @@ fn main(
         for (var c = 0u; c < 4u; c++) {
             let j = j0 + c0 + c;
             if (j < P.n) {
-                C[i * P.n + j] = acc[r][c];
+                C[base + i * P.n + j] = acc[r][c];
             }
         }
     }

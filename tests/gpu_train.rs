@@ -24,9 +24,10 @@ use rng::Rng;
 use std::rc::Rc;
 
 /// Kernel against `linalg` on the same inputs, relative to the largest output: both are f32 sums
-/// of at most 200 products of values in ±1, in different orders (the kernel along k, the CPU in
-/// matrixmultiply's blocks), each rounding ≈ 6e-8 of the running sum; 1e-5 is a hundred times
-/// that and far below a wrong index or a missed tile (errors of order 1).
+/// of up to 4 100 products of values in ±1, in different orders (the kernel along k in ranges
+/// of 2 048, the CPU in matrixmultiply's blocks), each rounding ≈ 6e-8 of a running sum that
+/// stays near the output's size; 1e-5 is far above that and far below a wrong index, a missed
+/// tile or a missed range (errors of order 1).
 const GEMM_TOL: f32 = 1e-5;
 
 /// A GPU run's losses against the CPU run's, step by step, relative. The two differ only in the
@@ -65,6 +66,9 @@ fn the_three_products_match_the_cpu_on_odd_shapes() {
         (130, 7, 65),
         (64, 64, 64),
         (3, 200, 129),
+        // k past one workgroup's range (several ranges, the last partial), as the head's
+        // gradient product (k = vocabulary).
+        (5, 4100, 70),
     ];
     for (m, k, n) in shapes {
         let mut r = Rng(m as u64 * 1000 + k as u64 * 10 + n as u64);

@@ -26,6 +26,12 @@ use std::rc::Rc;
 
 /// Output tile of train_gemm.wgsl (rows and columns of C per workgroup).
 const TILE: usize = 64;
+/// Most of `k` one workgroup sums; longer products are cut into ranges (workgroups z) whose
+/// partial results shaders/splitk.wgsl adds. Measured on lavapipe: one workgroup summing 49 152
+/// (the head's gradient, `dZ · head`) returned zeros without an error, 32 768 did not; ranges
+/// of 2 048 also give the head's 9-tile gradient product 24× the workgroups to spread over a
+/// large GPU. A multiple of the 16-long slice.
+const K_RANGE: usize = 2048;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -33,7 +39,7 @@ struct Params {
     m: u32,
     k: u32,
     n: u32,
-    pad: u32,
+    k_len: u32,
     rsa: u32,
     csa: u32,
     rsb: u32,
@@ -189,11 +195,18 @@ impl TrainGemm {
             }
         }
         let out_bytes = m * n * 4;
+        let splits = k.div_ceil(K_RANGE);
+        let k_len = if splits > 1 { K_RANGE } else { k };
         buffers::check_size(
             &self.gpu.ctx.limits,
-            &format!("{shape}'s result"),
-            out_bytes,
+            &format!("{shape}'s partial results"),
+            splits * out_bytes,
         )?;
+        let sum = if splits > 1 {
+            Some(self.gpu.pipes.plain("splitk", "main")?)
+        } else {
+            None
+        };
         let (ab, a_pooled) = self.operand(&a, &format!("{shape}'s left operand"))?;
         let (bb, b_pooled) = self.operand(&b, &format!("{shape}'s right operand"))?;
         let u = |v: usize| v as u32;
@@ -201,7 +214,7 @@ impl TrainGemm {
             m: u(m),
             k: u(k),
             n: u(n),
-            pad: 0,
+            k_len: u(k_len),
             rsa: u(rsa),
             csa: u(csa),
             rsb: u(rsb),
@@ -212,7 +225,11 @@ impl TrainGemm {
             .ctx
             .queue
             .write_buffer(&self.params, 0, bytemuck::bytes_of(&p));
+        // With one range the kernel writes the result itself; else its slices go to `part`.
         let cb = self.storage_buffer(out_bytes);
+        let part = sum
+            .as_ref()
+            .map(|_| self.storage_buffer(splits * out_bytes));
         let size = cb.size();
         let staging = self.staging.take(size, || {
             dev.create_buffer(&wgpu::BufferDescriptor {
@@ -223,19 +240,33 @@ impl TrainGemm {
             })
         });
         // Uncached (unlike `Gpu::bind_group`): a cache would keep every step's weights alive.
-        let bind = record::make_bind_group(dev, &self.pipe, &[&self.params, &ab, &bb, &cb]);
+        let target = part.as_ref().unwrap_or(&cb);
+        let bind = record::make_bind_group(dev, &self.pipe, &[&self.params, &ab, &bb, target]);
         let mut enc = dev.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             pass.set_pipeline(&self.pipe);
             pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(u(cx), u(cy), 1);
+            pass.dispatch_workgroups(u(cx), u(cy), u(splits));
+            if let (Some(sum), Some(part)) = (&sum, &part) {
+                let sp = self
+                    .gpu
+                    .uniform(&record::Params4([u(m * n), u(n), u(splits), 0]));
+                let (gx, gy) = self.gpu.groups_1d(m * n, 256);
+                let bg = record::make_bind_group(dev, sum, &[&sp, part, &self.gpu.dummy_ro, &cb]);
+                pass.set_pipeline(sum);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
         }
         enc.copy_buffer_to_buffer(&cb, 0, &staging, 0, size);
         let sub = self.gpu.ctx.queue.submit([enc.finish()]);
         let bytes = pollster::block_on(buffers::read_back_after(dev, &staging, Some(sub)));
         self.staging.give(staging);
         self.storage.give(cb);
+        if let Some(part) = part {
+            self.storage.give(part);
+        }
         for (buf, pooled) in [(ab, a_pooled), (bb, b_pooled)] {
             if pooled {
                 self.storage.give(buf);
