@@ -212,6 +212,11 @@ pub trait Gemm {
     }
     /// Where the products run, for logs and the model file ("cpu", "gpu: <adapter>").
     fn name(&self) -> String;
+    /// Wall seconds spent in products so far, where measured (the GPU's: uploads, kernel and
+    /// read-back), so a step's time can be split between them and the CPU's share.
+    fn seconds(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// The CPU's products: `mul_t`, `mul` and `t_mul` (`par_sgemm`).

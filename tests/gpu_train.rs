@@ -241,6 +241,7 @@ fn the_cli_trains_on_the_gpu_and_writes_a_file_eval_loads() {
         log.contains("step 2/2") && log.contains("tokens/s"),
         "{log}"
     );
+    assert!(log.contains("s/step on the GPU"), "{log}");
     let f = quantlab::model::qlab::read("g.qlab", &std::fs::read(&out).unwrap()).unwrap();
     let bin = &f.info["extra"]["binarize"];
     assert!(

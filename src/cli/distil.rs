@@ -199,6 +199,10 @@ pub(super) fn full(a: &BinarizeArgs) -> Result<()> {
             per,
             opts.tokens_per_step() as f64 / per
         );
+        if let Some(s) = t.product_seconds() {
+            // The GPU's share of a step (uploads, kernels, read-backs); the rest is the CPU's.
+            eprintln!("  products {:.2} s/step on the GPU", s / done as f64);
+        }
         let _ = std::io::stderr().flush();
         let k = f.checkpoint_every;
         if k > 0 && t.steps_done() % k == 0 && t.steps_done() < opts.steps {

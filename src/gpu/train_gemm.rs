@@ -78,6 +78,8 @@ pub struct TrainGemm {
     /// Products run and weight uploads, for tests and reports.
     products: Cell<usize>,
     uploads: Cell<usize>,
+    /// Wall seconds inside `run` (uploads, kernels, read-backs).
+    seconds: Cell<f64>,
 }
 
 impl TrainGemm {
@@ -98,6 +100,7 @@ impl TrainGemm {
             weights: RefCell::default(),
             products: Cell::new(0),
             uploads: Cell::new(0),
+            seconds: Cell::new(0.0),
         })
     }
 
@@ -288,10 +291,14 @@ impl TrainGemm {
         sb: (usize, usize),
     ) -> Vec<f32> {
         let (m, n) = (mkn.0, mkn.2);
-        self.product(a, b, mkn, sa, sb).unwrap_or_else(|e| {
+        let t0 = std::time::Instant::now();
+        let c = self.product(a, b, mkn, sa, sb).unwrap_or_else(|e| {
             self.gpu.fail("training product", e.to_string());
             vec![0f32; m * n]
-        })
+        });
+        self.seconds
+            .set(self.seconds.get() + t0.elapsed().as_secs_f64());
+        c
     }
 }
 
@@ -334,5 +341,8 @@ impl Gemm for TrainGemm {
     }
     fn name(&self) -> String {
         format!("gpu: {}", self.gpu.ctx.describe())
+    }
+    fn seconds(&self) -> Option<f64> {
+        Some(self.seconds.get())
     }
 }

@@ -262,6 +262,11 @@ impl Trainer {
         self.gemm.name()
     }
 
+    /// Wall seconds the products took since `set_gemm`, where measured (the GPU's).
+    pub fn product_seconds(&self) -> Option<f64> {
+        self.gemm.seconds()
+    }
+
     pub fn options(&self) -> &FullOptions {
         &self.opts
     }
