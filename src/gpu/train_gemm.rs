@@ -172,12 +172,15 @@ impl TrainGemm {
         }
         let shape = format!("a {m}×{k} by {k}×{n} training product");
         let (cx, cy) = (n.div_ceil(TILE), m.div_ceil(TILE));
+        let splits = k.div_ceil(K_RANGE);
         let most = self.gpu.ctx.limits.max_compute_workgroups_per_dimension as usize;
-        if cx > most || cy > most {
+        if cx > most || cy > most || splits > most {
             return Err(crate::Error::unsupported(
                 "gpu",
                 "training product",
-                format!("{shape} needs {cx}×{cy} workgroups; this device allows {most} a side"),
+                format!(
+                    "{shape} needs {cx}×{cy}×{splits} workgroups; this device allows {most} a side"
+                ),
             ));
         }
         let reach = |rows: usize, cols: usize, (rs, cs): (usize, usize)| {
@@ -198,7 +201,6 @@ impl TrainGemm {
             }
         }
         let out_bytes = m * n * 4;
-        let splits = k.div_ceil(K_RANGE);
         let k_len = if splits > 1 { K_RANGE } else { k };
         buffers::check_size(
             &self.gpu.ctx.limits,
