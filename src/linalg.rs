@@ -180,6 +180,63 @@ pub fn t_mul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     c
 }
 
+/// Where the trainer's large f32 products run (full BinaryMoS distillation, docs/binarymos.md
+/// "Training on the GPU"): the forward and backward passes (`model::arch::llama::grad`,
+/// `format::binarymos::grad`, `train::loss`) are written once against this seam. `CpuGemm` is
+/// `mul_t` / `mul` / `t_mul` themselves, so the CPU trainer's numbers are what they were bit for
+/// bit; `gpu::TrainGemm` runs them on wgpu.
+///
+/// A product never fails here: an implementation that can (a lost GPU) returns zeros and reports
+/// the failure at the next `check`, which the trainer calls before it uses a step's gradients.
+pub trait Gemm {
+    /// `a · bᵀ` for row-major `a` (`m × k`) and `b` (`n × k`): `m × n`.
+    fn mul_t(&self, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32>;
+    /// `a · b` for row-major `a` (`m × k`) and `b` (`k × n`): `m × n`.
+    fn mul(&self, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32>;
+    /// `aᵀ · b` for row-major `a` (`m × k`) and `b` (`m × n`): `k × n`.
+    fn t_mul(&self, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32>;
+    /// `mul_t` whose `b` is a weight: the same slice, unchanged, until `end_step` (so a device
+    /// may keep its copy instead of uploading it again).
+    fn mul_t_w(&self, a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        self.mul_t(a, w, m, k, n)
+    }
+    /// `mul` whose `b` is a weight (as `mul_t_w`).
+    fn mul_w(&self, a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        self.mul(a, w, m, k, n)
+    }
+    /// The weights given since the last call may change or be freed from now on.
+    fn end_step(&self) {}
+    /// The first failure since the last check.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Where the products run, for logs and the model file ("cpu", "gpu: <adapter>").
+    fn name(&self) -> String;
+    /// Wall seconds spent in products so far, where measured (the GPU's: uploads, kernel and
+    /// read-back), so a step's time can be split between them and the CPU's share.
+    fn seconds(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// The CPU's products: `mul_t`, `mul` and `t_mul` (`par_sgemm`).
+pub struct CpuGemm;
+
+impl Gemm for CpuGemm {
+    fn mul_t(&self, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        mul_t(a, b, m, k, n)
+    }
+    fn mul(&self, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        mul(a, b, m, k, n)
+    }
+    fn t_mul(&self, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        t_mul(a, b, m, k, n)
+    }
+    fn name(&self) -> String {
+        "cpu".to_string()
+    }
+}
+
 /// Block size: large enough for `dgemm` to run near its peak, small enough that the unblocked
 /// parts (diagonal blocks, panel solves: `n·NB²` work) stay minor.
 const NB: usize = 64;

@@ -1,5 +1,6 @@
 //! `quantlab binarize --mode full`: BinaryMoS trained by the paper's full distillation
-//! (`quantlab::train`, arXiv 2406.12311) on the CPU, with checkpoints and resume, written as a
+//! (`quantlab::train`, arXiv 2406.12311), its large products on the CPU or, with `--backend gpu`,
+//! on the GPU (`gpu::TrainGemm`), with checkpoints and resume, written as a
 //! QuantLab model file that `eval`, `generate` and the page load. The training tokens come from
 //! the end of `--text`, after the first `--keep-first` tokens that evaluation reads (by default
 //! those of `eval --windows 40` at 512 tokens), and the file records which.
@@ -63,10 +64,10 @@ pub(super) fn full(a: &BinarizeArgs) -> Result<()> {
             "full distillation trains BinaryMoS; give --method binarymos",
         ));
     }
-    if matches!(a.backend, BackendArg::Gpu) {
+    if super::PRECISION.get() == Some(&super::PrecisionArg::F16) {
         return Err(Error::config(
-            "--backend",
-            "full distillation runs on the CPU only (its backward pass has no GPU kernels yet)",
+            "--precision",
+            "full distillation trains in f32 (its GPU products are f32); leave --precision out",
         ));
     }
     let lr = a.lr.unwrap_or(2e-5);
@@ -149,6 +150,13 @@ pub(super) fn full(a: &BinarizeArgs) -> Result<()> {
         }
         None => Trainer::new(s.source(), &model_id, tokens, opts.clone())?,
     };
+    if matches!(a.backend, BackendArg::Gpu) {
+        // The model stays on the CPU (attention, norms and AdamW run there); the GPU runs the
+        // large products (docs/binarymos.md "Training on the GPU").
+        let gpu = std::rc::Rc::new(pollster::block_on(quantlab::gpu::Gpu::create())?);
+        t.set_gemm(Box::new(quantlab::gpu::TrainGemm::new(gpu)?));
+    }
+    eprintln!("matrix products on {}", t.backend());
     if let Some(dir) = &f.checkpoint {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
     }
@@ -191,6 +199,10 @@ pub(super) fn full(a: &BinarizeArgs) -> Result<()> {
             per,
             opts.tokens_per_step() as f64 / per
         );
+        if let Some(s) = t.product_seconds() {
+            // The GPU's share of a step (uploads, kernels, read-backs); the rest is the CPU's.
+            eprintln!("  products {:.2} s/step on the GPU", s / done as f64);
+        }
         let _ = std::io::stderr().flush();
         let k = f.checkpoint_every;
         if k > 0 && t.steps_done() % k == 0 && t.steps_done() < opts.steps {
@@ -216,6 +228,7 @@ pub(super) fn full(a: &BinarizeArgs) -> Result<()> {
         "binarize": {
             "method": "binarymos",
             "mode": "full",
+            "backend": t.backend(),
             "steps": t.steps_done(),
             "stopped_early": stopped.then(|| format!("--max-minutes {:?} of {} planned steps", f.max_minutes, opts.steps)),
             "tokens_seen": t.steps_done() * opts.tokens_per_step(),

@@ -24,7 +24,7 @@ use super::{
     gpu_check_bits, gpu_u32, Draw, Family, Format, Fragment, GpuDecoder, LevelGroup, QTensor,
     Storage,
 };
-use crate::linalg::{par_sgemm, sgemm};
+use crate::linalg::{sgemm, CpuGemm, Gemm};
 use crate::{Error, Result};
 use half::f16;
 
@@ -111,6 +111,12 @@ impl MosParts {
 
     /// The product for `t` input rows (`x` is `t × cols`), keeping the intermediate values.
     pub fn forward_trace(&self, x: &[f32]) -> MosTrace {
+        self.forward_trace_on(x, &CpuGemm)
+    }
+
+    /// `forward_trace` with its large product (`xs · signᵀ`) on `gemm` (the trainer's seam);
+    /// the gates and scales (`experts` wide) stay on the CPU.
+    pub fn forward_trace_on(&self, x: &[f32], gemm: &dyn Gemm) -> MosTrace {
         let (n, o, k) = (self.cols, self.rows, self.experts);
         let t = x.len() / n;
         // g = softmax(x · W_R), row by row.
@@ -128,9 +134,8 @@ impl MosParts {
         let mut sin = vec![0f32; t * n];
         sgemm(t, k, n, &g, k, 1, &self.s_in, n, 1, &mut sin, n);
         let xs: Vec<f32> = x.iter().zip(&sin).map(|(a, b)| a * b).collect();
-        // h = xs · signᵀ (sign read through strides).
-        let mut h = vec![0f32; t * o];
-        par_sgemm(t, n, o, &xs, n, 1, &self.signs, 1, n, &mut h, o);
+        // h = xs · signᵀ (`mul_t`: sign read through strides).
+        let h = gemm.mul_t_w(&xs, &self.signs, t, n, o);
         let mut sout = vec![0f32; t * o];
         sgemm(t, k, o, &g, k, 1, &self.s_out, o, 1, &mut sout, o);
         let y = h.iter().zip(&sout).map(|(a, b)| a * b).collect();

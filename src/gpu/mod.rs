@@ -21,7 +21,8 @@
 //! - `split`: row parts of weights larger than one storage binding;
 //! - `backend`: `impl Backend for Gpu`;
 //! - `rtn`: RTN re-quantization of weights on the GPU, byte-exact with `quant::rtn`;
-//! - `calib`: calibration statistics (XᵀX, mean/max |x|) accumulated on the GPU.
+//! - `calib`: calibration statistics (XᵀX, mean/max |x|) accumulated on the GPU;
+//! - `train_gemm`: the full-distillation trainer's f32 products (`linalg::Gemm`), natively.
 
 mod actquant;
 mod addons;
@@ -41,8 +42,12 @@ pub mod rtn;
 pub mod shaders;
 mod split;
 mod tender;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train_gemm;
 
 pub use backend::Gpu;
 pub use context::GpuContext;
 pub use intmm::IntMatmul;
 pub use pipelines::{AttentionVariant, MatmulVariant, Precision};
+#[cfg(not(target_arch = "wasm32"))]
+pub use train_gemm::TrainGemm;

@@ -32,6 +32,28 @@ const DISPATCHES_PER_PIECE: usize = 4;
 /// Entries each cache may hold before it is cleared.
 const CACHE_LIMIT: usize = 4096;
 
+/// A bind group of whole buffers, bound positionally (shaders/README.md), uncached.
+pub(crate) fn make_bind_group(
+    device: &wgpu::Device,
+    pipe: &wgpu::ComputePipeline,
+    bindings: &[&wgpu::Buffer],
+) -> wgpu::BindGroup {
+    let layout = pipe.get_bind_group_layout(0);
+    let entries: Vec<wgpu::BindGroupEntry> = bindings
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: b.as_entire_binding(),
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &layout,
+        entries: &entries,
+    })
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(crate) struct WeightParams {
@@ -162,23 +184,7 @@ impl Gpu {
         if let Some(bg) = self.bind_groups.borrow().get(&key) {
             return bg.clone();
         }
-        let layout = pipe.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = bindings
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        let bg = self
-            .ctx
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &layout,
-                entries: &entries,
-            });
+        let bg = make_bind_group(&self.ctx.device, pipe, bindings);
         let mut cache = self.bind_groups.borrow_mut();
         if cache.len() >= CACHE_LIMIT {
             cache.clear();

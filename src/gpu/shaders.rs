@@ -77,6 +77,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         "gram_reduce",
         include_str!("../../shaders/gram_reduce.wgsl"),
     ),
+    ("train_gemm", include_str!("../../shaders/train_gemm.wgsl")),
 ];
 
 /// Kernels that read a packed weight through a format fragment.
@@ -101,6 +102,7 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("tender_stats", &["chunk_range", "pos_range"]),
     ("tender_chunk", &["main"]),
     ("tender_quant", &["main"]),
+    ("train_gemm", &["main"]),
 ];
 
 /// Keys per tile of `attention.wgsl` for head dimension `hd`: as many as keep its workgroup

@@ -18,6 +18,7 @@
 
 use super::adamw::{cosine_lr, AdamW, Moments};
 use super::loss::{kl_through_head, mse};
+use crate::linalg::{CpuGemm, Gemm};
 use crate::model::arch::grad::{self, BlockGrads};
 use crate::model::cpu::{Act, Cpu};
 use crate::model::net::Model;
@@ -163,6 +164,8 @@ pub struct Trainer {
     pub(crate) log: Vec<StepLog>,
     /// Seconds spent in `step`, over every resumed part of the run.
     pub(crate) seconds: f64,
+    /// Where the large products run (`linalg::Gemm`; the CPU unless `set_gemm`).
+    gemm: Box<dyn Gemm>,
 }
 
 /// FNV-1a of the training tokens: a checkpoint resumes only on the same data.
@@ -244,7 +247,24 @@ impl Trainer {
             model_id: model_id.to_string(),
             log: Vec::new(),
             seconds: 0.0,
+            gemm: Box::new(CpuGemm),
         })
+    }
+
+    /// Run the large matrix products of every later step on `gemm` (`gpu::TrainGemm`: the
+    /// GPU). The rest of a step (norms, attention, softmax, AdamW) stays on the CPU.
+    pub fn set_gemm(&mut self, gemm: Box<dyn Gemm>) {
+        self.gemm = gemm;
+    }
+
+    /// Where the large products run ("cpu", "gpu: <adapter>").
+    pub fn backend(&self) -> String {
+        self.gemm.name()
+    }
+
+    /// Wall seconds the products took since `set_gemm`, where measured (the GPU's).
+    pub fn product_seconds(&self) -> Option<f64> {
+        self.gemm.seconds()
     }
 
     pub fn options(&self) -> &FullOptions {
@@ -307,13 +327,17 @@ impl Trainer {
         let t0 = Instant::now();
         let seq = self.opts.seq_len;
         let tokens = self.batch(self.step);
-        let tf = grad::forward(&self.teacher, &tokens, seq)?;
-        let mut sf = grad::forward_taped(&self.student, &tokens, seq)?;
+        let gemm = self.gemm.as_ref();
+        // Weights kept from the last step (if it failed before `end_step`) may be stale.
+        gemm.end_step();
+        let tf = grad::forward_on(&self.teacher, &tokens, seq, false, gemm)?;
+        let mut sf = grad::forward_on(&self.student, &tokens, seq, true, gemm)?;
         // Hidden states are `dim` wide; what the head reads is `embed_dim` (OPT's projection).
         let (rows, d, e) = (tokens.len(), self.student.config.dim, sf.out.cols);
         let n = self.student.blocks.len();
         let mut d_out = vec![0f32; rows * e];
         let kl = kl_through_head(
+            gemm,
             self.student.head(),
             &sf.out.data,
             &tf.out.data,
@@ -362,12 +386,17 @@ impl Trainer {
             seq,
             &d_hidden,
             &d_out,
+            gemm,
             &mut |l, g| {
                 grads[l] = g;
                 Ok(())
             },
         )?;
         drop(sf);
+        // The update changes the signs: the device's copies of this step's weights go, and a
+        // product that failed (its zeros in the gradients) stops the run here.
+        gemm.end_step();
+        gemm.check()?;
         let lr = cosine_lr(self.opts.lr, self.step, self.opts.steps, self.opts.warmup);
         let grad_norm = self.update(grads.into_iter().flatten().collect(), lr)?;
         self.step += 1;
@@ -484,8 +513,12 @@ pub fn kl_per_token(
 ) -> Result<f64> {
     let tf = grad::forward(teacher, tokens, seq)?;
     let sf = grad::forward(student, tokens, seq)?;
-    Ok(
-        kl_through_head(student.head(), &sf.out.data, &tf.out.data, 1.0, None)
-            / tokens.len() as f64,
-    )
+    Ok(kl_through_head(
+        &CpuGemm,
+        student.head(),
+        &sf.out.data,
+        &tf.out.data,
+        1.0,
+        None,
+    ) / tokens.len() as f64)
 }

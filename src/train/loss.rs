@@ -8,7 +8,7 @@
 //! terms does not change with `--seq-len`. Gradients: `∂KL/∂z_S = (softmax(z_S) − p_T)/rows`,
 //! `∂MSE/∂h_S = 2(h_S − h_T)/numel`.
 
-use crate::linalg::{mul, mul_t};
+use crate::linalg::Gemm;
 use crate::model::cpu::Mat;
 
 /// Rows of logits computed at a time (the vocabulary is wide: 64 × 49 152 floats is 12 MB).
@@ -22,8 +22,10 @@ fn log_softmax(z: &[f32]) -> Vec<f64> {
 }
 
 /// `Σ_rows KL(p_T ‖ p_S)` of the head's logits of `student` and `teacher` (rows × d, what the
-/// head reads), and, when `grad` is given, `scale · ∂/∂student` added into it (rows × d).
+/// head reads), and, when `grad` is given, `scale · ∂/∂student` added into it (rows × d). The
+/// three products with the head (`vocab × d`, the largest of a step) run on `gemm`.
 pub fn kl_through_head(
+    gemm: &dyn Gemm,
     head: &Mat,
     student: &[f32],
     teacher: &[f32],
@@ -35,8 +37,8 @@ pub fn kl_through_head(
     let mut total = 0f64;
     for r0 in (0..rows).step_by(CHUNK_ROWS) {
         let n = CHUNK_ROWS.min(rows - r0);
-        let zs = mul_t(&student[r0 * d..(r0 + n) * d], &head.data, n, d, v);
-        let zt = mul_t(&teacher[r0 * d..(r0 + n) * d], &head.data, n, d, v);
+        let zs = gemm.mul_t_w(&student[r0 * d..(r0 + n) * d], &head.data, n, d, v);
+        let zt = gemm.mul_t_w(&teacher[r0 * d..(r0 + n) * d], &head.data, n, d, v);
         let rows_out = crate::par::map(0..n, |i| {
             let (ls, lt) = (
                 log_softmax(&zs[i * v..(i + 1) * v]),
@@ -57,7 +59,7 @@ pub fn kl_through_head(
         }
         if let Some(g) = grad.as_deref_mut() {
             // d(hidden) (n × d) = dZ (n × vocab) · head (vocab × d).
-            let dh = mul(&dz, &head.data, n, v, d);
+            let dh = gemm.mul_w(&dz, &head.data, n, v, d);
             g[r0 * d..(r0 + n) * d]
                 .iter_mut()
                 .zip(&dh)
@@ -87,6 +89,7 @@ pub fn mse(student: &[f32], teacher: &[f32], weight: f64, grad: Option<&mut [f32
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linalg::CpuGemm;
     use crate::testkit::Rng;
 
     /// As the other gradient checks: f32 central differences of f64 sums, a step of 1 % of the
@@ -106,9 +109,10 @@ mod tests {
             mos: None,
         };
         let (s, t) = (r.vec(rows * d), r.vec(rows * d));
-        let loss = |s: &[f32]| kl_through_head(&head, s, &t, 1.0, None) + mse(s, &t, 10.0, None);
+        let loss =
+            |s: &[f32]| kl_through_head(&CpuGemm, &head, s, &t, 1.0, None) + mse(s, &t, 10.0, None);
         let mut g = vec![0f32; rows * d];
-        kl_through_head(&head, &s, &t, 1.0, Some(&mut g));
+        kl_through_head(&CpuGemm, &head, &s, &t, 1.0, Some(&mut g));
         mse(&s, &t, 10.0, Some(&mut g));
         let scale = g.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
         for i in 0..rows * d {
@@ -124,7 +128,7 @@ mod tests {
             );
         }
         // KL of a distribution with itself is 0, and positive otherwise.
-        assert!(kl_through_head(&head, &t, &t, 1.0, None).abs() < 1e-12);
-        assert!(kl_through_head(&head, &s, &t, 1.0, None) > 0.0);
+        assert!(kl_through_head(&CpuGemm, &head, &t, &t, 1.0, None).abs() < 1e-12);
+        assert!(kl_through_head(&CpuGemm, &head, &s, &t, 1.0, None) > 0.0);
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! The forward and backward passes themselves belong to the architectures (`model::arch::grad`,
 //! one block per architecture); the BinaryMoS product's backward to its format
-//! (`format::binarymos::grad`). CPU only: every matrix product goes through `linalg::par_sgemm`.
+//! (`format::binarymos::grad`). Their large matrix products go through `linalg::Gemm`: the CPU
+//! (`linalg::par_sgemm`) or, natively, the GPU (`gpu::TrainGemm`).
 
 pub mod adamw;
 pub mod checkpoint;

@@ -12,7 +12,7 @@
 //! differences in `format::binarymos::grad::tests`.
 
 use super::{MosParts, MosTrace};
-use crate::linalg::{mul, mul_t, t_mul};
+use crate::linalg::{mul, mul_t, t_mul, CpuGemm, Gemm};
 
 /// Gradients of one BinaryMoS product, shaped as the parts of `MosParts`.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +41,20 @@ impl MosParts {
         want_signs: bool,
         want_x: bool,
     ) -> MosGrads {
+        self.backward_on(x, c, dy, want_signs, want_x, &CpuGemm)
+    }
+
+    /// `backward` with its two large products (`dXS = dH·B`, `dB = dHᵀ·XS`, both `rows × cols`
+    /// in size) on `gemm`; the products with an `experts`-wide side stay on the CPU.
+    pub fn backward_on(
+        &self,
+        x: &[f32],
+        c: &MosTrace,
+        dy: &[f32],
+        want_signs: bool,
+        want_x: bool,
+        gemm: &dyn Gemm,
+    ) -> MosGrads {
         let (n, o, k) = (self.cols, self.rows, self.experts);
         let t = x.len() / n.max(1);
         let mut dy_h = vec![0f32; t * o];
@@ -50,11 +64,11 @@ impl MosParts {
             dh[i] = dy[i] * c.sout[i];
         }
         let d_s_out = t_mul(&c.g, &dy_h, t, k, o);
-        let dxs = mul(&dh, &self.signs, t, o, n);
+        let dxs = gemm.mul_w(&dh, &self.signs, t, o, n);
         let sin = mul(&c.g, &self.s_in, t, k, n);
         let signs = want_signs.then(|| {
             let xs: Vec<f32> = x.iter().zip(&sin).map(|(a, b)| a * b).collect();
-            t_mul(&dh, &xs, t, o, n)
+            gemm.t_mul(&dh, &xs, t, o, n)
         });
         let dsin: Vec<f32> = dxs.iter().zip(x).map(|(a, b)| a * b).collect();
         let d_s_in = t_mul(&c.g, &dsin, t, k, n);

@@ -23,6 +23,7 @@
 
 use super::{gpt2, llama, opt, Arch};
 use crate::format::binarymos::MosGrads;
+use crate::linalg::{CpuGemm, Gemm};
 use crate::model::backend::Backend;
 use crate::model::cpu::{Act, Cpu};
 use crate::model::net::Model;
@@ -73,20 +74,38 @@ pub fn check(m: &Model<Cpu>) -> Result<()> {
 /// The forward pass of `tokens` (independent sequences of `seq`), keeping each block's input.
 /// The same operations in the same order as the architecture's `forward`.
 pub fn forward(m: &Model<Cpu>, tokens: &[u32], seq: usize) -> Result<Forward> {
-    forward_keeping(m, tokens, seq, false)
+    forward_on(m, tokens, seq, false, &CpuGemm)
 }
 
 /// `forward`, also keeping every block's tape for `backward` when they fit `TAPE_BUDGET`.
 pub fn forward_taped(m: &Model<Cpu>, tokens: &[u32], seq: usize) -> Result<Forward> {
+    forward_on(m, tokens, seq, true, &CpuGemm)
+}
+
+/// `forward` (`taped`: `forward_taped`) with the linears' products on `gemm` (the trainer's
+/// seam, `linalg::Gemm`).
+pub fn forward_on(
+    m: &Model<Cpu>,
+    tokens: &[u32],
+    seq: usize,
+    taped: bool,
+    gemm: &dyn Gemm,
+) -> Result<Forward> {
     let (c, blocks, rows) = (&m.config, m.blocks.len(), tokens.len());
     let bytes = match m.arch {
         Arch::Llama => llama::grad::tape_bytes(c, blocks, rows),
         Arch::Opt | Arch::Gpt2 => ln_block::tape_bytes(c, blocks, rows),
     };
-    forward_keeping(m, tokens, seq, bytes <= TAPE_BUDGET)
+    forward_keeping(m, tokens, seq, taped && bytes <= TAPE_BUDGET, gemm)
 }
 
-fn forward_keeping(m: &Model<Cpu>, tokens: &[u32], seq: usize, keep: bool) -> Result<Forward> {
+fn forward_keeping(
+    m: &Model<Cpu>,
+    tokens: &[u32],
+    seq: usize,
+    keep: bool,
+    gemm: &dyn Gemm,
+) -> Result<Forward> {
     check(m)?;
     if tokens.is_empty() || seq == 0 || !tokens.len().is_multiple_of(seq) {
         return Err(Error::config(
@@ -105,11 +124,11 @@ fn forward_keeping(m: &Model<Cpu>, tokens: &[u32], seq: usize, keep: bool) -> Re
     for blk in &m.blocks {
         let (y, tape) = match &layout {
             None => {
-                let (y, t) = llama::grad::block(c, blk, &x, seq, keep);
+                let (y, t) = llama::grad::block(c, blk, &x, seq, keep, gemm);
                 (y, t.map(Tape::Llama))
             }
             Some(l) => {
-                let (y, t) = ln_block::block(c, l, blk, &x, seq, keep);
+                let (y, t) = ln_block::block(c, l, blk, &x, seq, keep, gemm);
                 (y, t.map(Tape::Ln))
             }
         };
@@ -142,6 +161,7 @@ pub fn backward(
     seq: usize,
     d_hidden: &[Act],
     d_out: &Act,
+    gemm: &dyn Gemm,
     sink: &mut dyn FnMut(usize, BlockGrads) -> Result<()>,
 ) -> Result<()> {
     let c = &m.config;
@@ -167,14 +187,14 @@ pub fn backward(
                     Tape::Llama(t) => Some(t),
                     Tape::Ln(_) => None,
                 });
-                llama::grad::block_backward(c, blk, x, seq, &dx, t)
+                llama::grad::block_backward(c, blk, x, seq, &dx, t, gemm)
             }
             (Some(lay), t) => {
                 let t = t.and_then(|t| match t {
                     Tape::Ln(t) => Some(t),
                     Tape::Llama(_) => None,
                 });
-                ln_block::block_backward(c, lay, blk, x, seq, &dx, t)
+                ln_block::block_backward(c, lay, blk, x, seq, &dx, t, gemm)
             }
         };
         sink(l, grads)?;

@@ -14,6 +14,7 @@
 use super::pieces::{add, attention_backward, layernorm_backward, linear, linear_backward};
 use super::BlockGrads;
 use crate::format::binarymos::MosTrace;
+use crate::linalg::{CpuGemm, Gemm};
 use crate::model::backend::Backend;
 use crate::model::config::ModelConfig;
 use crate::model::cpu::{gelu_tanh_grad, Act, Cpu, Mat};
@@ -122,7 +123,7 @@ pub(crate) fn finish_backward(m: &Model<Cpu>, l: &Layout, x: &Act, d_out: &Act) 
     if let Some([_, p_out]) = l.project {
         // Dense and frozen; its input (the normed `x`) has `x`'s shape, all the dense
         // backward reads of it.
-        d = linear_backward(x, global(m, p_out)?, None, &d).0;
+        d = linear_backward(x, global(m, p_out)?, None, &d, &CpuGemm).0;
     }
     Ok(match &m.out_norm {
         Some(n) => layernorm_backward(x, &n.w, m.config.norm_eps, &d),
@@ -142,6 +143,7 @@ pub(crate) fn block(
     x: &Act,
     seq: usize,
     keep: bool,
+    gemm: &dyn Gemm,
 ) -> (Act, Option<Tape>) {
     let b = Cpu;
     let (d, h, hd, eps) = (c.dim, c.n_head, c.head_dim, c.norm_eps);
@@ -154,12 +156,12 @@ pub(crate) fn block(
     };
     let (q, k, v) = match l.qkv {
         Qkv::Separate([iq, ik, iv]) => (
-            linear(&a_in, &blk.mats[iq], keep, &mut traces[iq]),
-            linear(&a_in, &blk.mats[ik], keep, &mut traces[ik]),
-            linear(&a_in, &blk.mats[iv], keep, &mut traces[iv]),
+            linear(&a_in, &blk.mats[iq], keep, &mut traces[iq], gemm),
+            linear(&a_in, &blk.mats[ik], keep, &mut traces[ik], gemm),
+            linear(&a_in, &blk.mats[iv], keep, &mut traces[iv], gemm),
         ),
         Qkv::Fused(i) => {
-            let qkv = linear(&a_in, &blk.mats[i], keep, &mut traces[i]);
+            let qkv = linear(&a_in, &blk.mats[i], keep, &mut traces[i], gemm);
             (
                 b.slice_cols(&qkv, 0, d),
                 b.slice_cols(&qkv, d, d),
@@ -169,7 +171,10 @@ pub(crate) fn block(
     };
     let a = b.attention(&q, &k, &v, h, h, hd, seq);
     let mut s1 = x.clone();
-    b.add(&mut s1, &linear(&a, &blk.mats[l.o], keep, &mut traces[l.o]));
+    b.add(
+        &mut s1,
+        &linear(&a, &blk.mats[l.o], keep, &mut traces[l.o], gemm),
+    );
     // Pre-LN: `s1` is `x1` itself (kept for the feed-forward norm's backward).
     let x1 = if l.post_norm {
         ln(&s1, n1, eps)
@@ -181,7 +186,7 @@ pub(crate) fn block(
     } else {
         ln(&x1, n2, eps)
     };
-    let u = linear(&f_in, &blk.mats[l.up], keep, &mut traces[l.up]);
+    let u = linear(&f_in, &blk.mats[l.up], keep, &mut traces[l.up], gemm);
     let mut r = u.clone();
     match l.act {
         FfnAct::Relu => b.relu(&mut r),
@@ -190,7 +195,7 @@ pub(crate) fn block(
     let mut s2 = x1.clone();
     b.add(
         &mut s2,
-        &linear(&r, &blk.mats[l.down], keep, &mut traces[l.down]),
+        &linear(&r, &blk.mats[l.down], keep, &mut traces[l.down], gemm),
     );
     let (x2, s2) = if l.post_norm {
         (ln(&s2, n2, eps), Some(s2))
@@ -236,17 +241,18 @@ pub(crate) fn block_backward(
     seq: usize,
     dx2: &Act,
     tape: Option<Tape>,
+    gemm: &dyn Gemm,
 ) -> (Act, BlockGrads) {
     let (h, hd, eps) = (c.n_head, c.head_dim, c.norm_eps);
     let [n1, n2] = l.norms.map(|i| &blk.norms[i]);
-    let tape = tape.or_else(|| block(c, l, blk, x, seq, true).1);
+    let tape = tape.or_else(|| block(c, l, blk, x, seq, true, gemm).1);
     let Some(mut t) = tape else {
         unreachable!("block keeps its tape when asked")
     };
     let mut grads: BlockGrads = vec![None; blk.mats.len()];
     let mut traces = std::mem::take(&mut t.traces);
     let mut back = |i: usize, input: &Act, dy: &Act| {
-        let (dx, g) = linear_backward(input, &blk.mats[i], traces[i].take().as_ref(), dy);
+        let (dx, g) = linear_backward(input, &blk.mats[i], traces[i].take().as_ref(), dy, gemm);
         grads[i] = g;
         dx
     };

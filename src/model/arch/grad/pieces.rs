@@ -11,9 +11,8 @@
 //!   residuals  add their gradients.
 
 use crate::format::binarymos::{MosGrads, MosTrace};
-use crate::linalg::{gemm, mul, sgemm};
-use crate::model::backend::Backend;
-use crate::model::cpu::{causal_probs, Act, Cpu, Mat};
+use crate::linalg::{gemm, sgemm, Gemm};
+use crate::model::cpu::{causal_probs, Act, Mat};
 
 /// Bytes of the tapes of `blocks` blocks for `rows` tokens, each token keeping `acts` floats
 /// of activations in a block and, per linear of `linear_rows` output rows, a BinaryMoS trace
@@ -28,26 +27,40 @@ pub(crate) fn tape_bytes(acts: usize, linear_rows: &[usize], blocks: usize, rows
         .saturating_mul(blocks as u64)
 }
 
-/// `x Wᵀ + b` as `Cpu::linear`, keeping a BinaryMoS product's trace when `keep`.
-pub(crate) fn linear(x: &Act, w: &Mat, keep: bool, trace: &mut Option<MosTrace>) -> Act {
-    match (&w.mos, keep) {
-        (Some(p), true) => {
-            let t = p.forward_trace(&x.data);
-            let mut y = Act {
-                rows: x.rows,
-                cols: w.rows,
-                data: t.y.clone(),
-            };
-            if let Some(b) = &w.bias {
-                y.data
-                    .chunks_mut(w.rows)
-                    .for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+/// `x Wᵀ + b` as `Cpu::linear` (the same products, on `gemm`), keeping a BinaryMoS product's
+/// trace when `keep`.
+pub(crate) fn linear(
+    x: &Act,
+    w: &Mat,
+    keep: bool,
+    trace: &mut Option<MosTrace>,
+    gemm: &dyn Gemm,
+) -> Act {
+    let data = match &w.mos {
+        Some(p) => {
+            let t = p.forward_trace_on(&x.data, gemm);
+            if keep {
+                let y = t.y.clone();
+                *trace = Some(t);
+                y
+            } else {
+                t.y
             }
-            *trace = Some(t);
-            y
         }
-        _ => Cpu.linear(x, w),
+        // y (T×out) = x (T×in) · Wᵀ.
+        None => gemm.mul_t_w(&x.data, &w.data, x.rows, x.cols, w.rows),
+    };
+    let mut y = Act {
+        rows: x.rows,
+        cols: w.rows,
+        data,
+    };
+    if let Some(b) = &w.bias {
+        y.data
+            .chunks_mut(w.rows)
+            .for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
     }
+    y
 }
 
 pub(crate) fn add(x: &mut Act, y: &Act) {
@@ -60,10 +73,11 @@ pub(crate) fn linear_backward(
     w: &Mat,
     trace: Option<&MosTrace>,
     dy: &Act,
+    gemm: &dyn Gemm,
 ) -> (Act, Option<MosGrads>) {
     match (&w.mos, trace) {
         (Some(p), Some(t)) => {
-            let mut g = p.backward(&x.data, t, &dy.data, true, true);
+            let mut g = p.backward_on(&x.data, t, &dy.data, true, true, gemm);
             let data = g.x.take().unwrap_or_default();
             (
                 Act {
@@ -79,7 +93,7 @@ pub(crate) fn linear_backward(
             Act {
                 rows: x.rows,
                 cols: x.cols,
-                data: mul(&dy.data, &w.data, x.rows, w.rows, w.cols),
+                data: gemm.mul_w(&dy.data, &w.data, x.rows, w.rows, w.cols),
             },
             None,
         ),

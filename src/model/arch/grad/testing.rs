@@ -5,6 +5,7 @@
 
 use super::{backward, forward, forward_taped, BlockGrads};
 use crate::format::binarymos::MosParts;
+use crate::linalg::CpuGemm;
 use crate::model::arch::Arch;
 use crate::model::cpu::{Act, Cpu};
 use crate::model::net::Model;
@@ -166,10 +167,18 @@ pub(crate) fn model_backward_matches_central_differences(
     };
     let d_hidden: Vec<Act> = r_hidden.iter().map(|v| act(v, d)).collect();
     let mut grads: Vec<BlockGrads> = vec![Vec::new(); n];
-    backward(&m, &mut f0, seq, &d_hidden, &act(&r_out, e), &mut |l, g| {
-        grads[l] = g;
-        Ok(())
-    })
+    backward(
+        &m,
+        &mut f0,
+        seq,
+        &d_hidden,
+        &act(&r_out, e),
+        &CpuGemm,
+        &mut |l, g| {
+            grads[l] = g;
+            Ok(())
+        },
+    )
     .unwrap();
     // The same gradients, bit for bit, from the tapes the forward pass kept: recomputing a
     // block is only a way to save memory.
@@ -182,6 +191,7 @@ pub(crate) fn model_backward_matches_central_differences(
         seq,
         &d_hidden,
         &act(&r_out, e),
+        &CpuGemm,
         &mut |l, g| {
             same &= g == grads[l];
             Ok(())

@@ -14,6 +14,7 @@
 
 use super::{ATTN_NORM, DOWN, FFN_NORM, GATE, K, O, Q, UP, V};
 use crate::format::binarymos::MosTrace;
+use crate::linalg::Gemm;
 use crate::model::arch::grad::pieces::{self, add, attention_backward, linear, linear_backward};
 use crate::model::arch::grad::BlockGrads;
 use crate::model::backend::Backend;
@@ -75,28 +76,32 @@ pub(crate) fn block(
     x: &Act,
     seq: usize,
     keep: bool,
+    gemm: &dyn Gemm,
 ) -> (Act, Option<Tape>) {
     let b = Cpu;
     let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
     let mut traces: Vec<Option<MosTrace>> = (0..blk.mats.len()).map(|_| None).collect();
     let n1 = b.rmsnorm(x, &blk.norms[ATTN_NORM].w, c.norm_eps);
-    let mut q = linear(&n1, &blk.mats[Q], keep, &mut traces[Q]);
-    let mut k = linear(&n1, &blk.mats[K], keep, &mut traces[K]);
-    let v = linear(&n1, &blk.mats[V], keep, &mut traces[V]);
+    let mut q = linear(&n1, &blk.mats[Q], keep, &mut traces[Q], gemm);
+    let mut k = linear(&n1, &blk.mats[K], keep, &mut traces[K], gemm);
+    let v = linear(&n1, &blk.mats[V], keep, &mut traces[V], gemm);
     b.rope(&mut q, h, hd, 0, c.rope_theta, c.rope_style, seq);
     b.rope(&mut k, kv, hd, 0, c.rope_theta, c.rope_style, seq);
     let a = b.attention(&q, &k, &v, h, kv, hd, seq);
     let mut x1 = x.clone();
-    b.add(&mut x1, &linear(&a, &blk.mats[O], keep, &mut traces[O]));
+    b.add(
+        &mut x1,
+        &linear(&a, &blk.mats[O], keep, &mut traces[O], gemm),
+    );
     let n2 = b.rmsnorm(&x1, &blk.norms[FFN_NORM].w, c.norm_eps);
-    let gate = linear(&n2, &blk.mats[GATE], keep, &mut traces[GATE]);
-    let up = linear(&n2, &blk.mats[UP], keep, &mut traces[UP]);
+    let gate = linear(&n2, &blk.mats[GATE], keep, &mut traces[GATE], gemm);
+    let up = linear(&n2, &blk.mats[UP], keep, &mut traces[UP], gemm);
     let mut act = gate.clone();
     b.silu_mul(&mut act, &up);
     let mut x2 = x1.clone();
     b.add(
         &mut x2,
-        &linear(&act, &blk.mats[DOWN], keep, &mut traces[DOWN]),
+        &linear(&act, &blk.mats[DOWN], keep, &mut traces[DOWN], gemm),
     );
     let tape = keep.then_some(Tape {
         n1,
@@ -122,9 +127,10 @@ pub(crate) fn block_backward(
     seq: usize,
     dx2: &Act,
     tape: Option<Tape>,
+    gemm: &dyn Gemm,
 ) -> (Act, BlockGrads) {
     let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
-    let tape = tape.or_else(|| block(c, blk, x, seq, true).1);
+    let tape = tape.or_else(|| block(c, blk, x, seq, true, gemm).1);
     let Some(mut t) = tape else {
         unreachable!("block keeps its tape when asked")
     };
@@ -132,7 +138,7 @@ pub(crate) fn block_backward(
     let mut traces = std::mem::take(&mut t.traces);
     let mut tr = |i: usize| traces[i].take();
     // x2 = x1 + down(act)
-    let (d_act, g) = linear_backward(&t.act, &blk.mats[DOWN], tr(DOWN).as_ref(), dx2);
+    let (d_act, g) = linear_backward(&t.act, &blk.mats[DOWN], tr(DOWN).as_ref(), dx2, gemm);
     grads[DOWN] = g;
     let (mut d_gate, mut d_up) = (d_act.clone(), d_act);
     for i in 0..d_gate.data.len() {
@@ -142,9 +148,9 @@ pub(crate) fn block_backward(
         d_gate.data[i] = da * u * s * (1.0 + g * (1.0 - s));
         d_up.data[i] = da * g * s;
     }
-    let (mut dn2, g) = linear_backward(&t.n2, &blk.mats[GATE], tr(GATE).as_ref(), &d_gate);
+    let (mut dn2, g) = linear_backward(&t.n2, &blk.mats[GATE], tr(GATE).as_ref(), &d_gate, gemm);
     grads[GATE] = g;
-    let (dn2u, g) = linear_backward(&t.n2, &blk.mats[UP], tr(UP).as_ref(), &d_up);
+    let (dn2u, g) = linear_backward(&t.n2, &blk.mats[UP], tr(UP).as_ref(), &d_up, gemm);
     grads[UP] = g;
     add(&mut dn2, &dn2u);
     let mut dx1 = dx2.clone();
@@ -153,14 +159,14 @@ pub(crate) fn block_backward(
         &rmsnorm_backward(&t.x1, &blk.norms[FFN_NORM].w, c.norm_eps, &dn2),
     );
     // x1 = x + o(attention(rope(q), rope(k), v))
-    let (da, g) = linear_backward(&t.a, &blk.mats[O], tr(O).as_ref(), &dx1);
+    let (da, g) = linear_backward(&t.a, &blk.mats[O], tr(O).as_ref(), &dx1, gemm);
     grads[O] = g;
     let (mut dq, mut dk, dv) = attention_backward(&t.q, &t.k, &t.v, &da, h, kv, hd, seq);
     rotate(&mut dq, h, hd, 0, c.rope_theta, c.rope_style, seq, true);
     rotate(&mut dk, kv, hd, 0, c.rope_theta, c.rope_style, seq, true);
     let mut dn1 = Act::zeros(x.rows, x.cols);
     for (i, d) in [(Q, &dq), (K, &dk), (V, &dv)] {
-        let (dn, g) = linear_backward(&t.n1, &blk.mats[i], tr(i).as_ref(), d);
+        let (dn, g) = linear_backward(&t.n1, &blk.mats[i], tr(i).as_ref(), d, gemm);
         grads[i] = g;
         add(&mut dn1, &dn);
     }
