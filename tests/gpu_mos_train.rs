@@ -1,0 +1,158 @@
+//! BinaryMoS lite training on the GPU (src/gpu/mos_train.rs, shaders/mos_train_*.wgsl) against
+//! the CPU's (`quant::binarymos`, whose gradients `format::binarymos::grad` are checked against
+//! central differences):
+//!   * the loss and the three gradients of one step, on shapes that are no multiple of the 16-wide
+//!     tiles, with 1, 4 and 16 experts and routers that make the gates far from uniform;
+//!   * 20 Adam steps with no read-back in between: every step's loss and the final tables.
+//!
+//! Natively on whatever adapter wgpu finds (Mesa lavapipe without a GPU).
+
+#[path = "common/gpu_check.rs"]
+mod gpu_check;
+use gpu_check::{close, gpu};
+
+use quantlab::linalg::sgemm;
+use quantlab::quant::binarymos::{train_lite, LiteOptions, MosLayer};
+use quantlab::testkit::Rng;
+
+/// One step's gradients, GPU against CPU, relative to each gradient's largest magnitude: both in
+/// f32 with sums in another order (the CPU's blocked sgemm, the GPU's 16-wide tiles and
+/// workgroup reductions) over at most 130 terms of mixed sign. Measured at most 2.6e-6 on
+/// lavapipe; 1e-4 leaves room for other drivers' `exp` and orders and is far below any wrong link
+/// of the chain (a dropped term changes a gradient by a share of its whole size).
+const GRAD_TOL: f32 = 1e-4;
+/// The loss, relative: the CPU sums the squared errors in f64, the GPU in f32 (rows reduced over
+/// a workgroup, then over tokens), about 1e-7 relative per addition. Measured at most 1.1e-7.
+const LOSS_REL_TOL: f64 = 1e-5;
+/// 20 Adam steps, GPU against CPU: the tables relative to their largest magnitude, and every
+/// step's loss relative. Adam divides each first moment by the root of the second, so a rounding
+/// difference in a gradient near zero could move a value by a share of its step (1 % of the
+/// tensor's mean magnitude at lr 0.01); with the experts apart (see `problem`) none does.
+/// Measured at most 1.4e-6 (tables) and 1.0e-7 (losses) on lavapipe.
+const TRAIN_TABLE_TOL: f32 = 1e-4;
+const TRAIN_LOSS_REL_TOL: f64 = 1e-5;
+
+/// A layer at its SVID start (`MosLayer::init`) with the router then set to ±`router`/√cols so
+/// the gates are far from uniform (logits of order `router`) without saturating: at ±1 per entry
+/// a gate falls to 1e-13 and the router's gradient is pure cancellation, 1e-6 of the others', `t` random input rows and the loaded weight's outputs on them.
+fn problem(
+    rows: usize,
+    cols: usize,
+    experts: usize,
+    t: usize,
+    router: f32,
+    seed: u64,
+) -> (MosLayer, Vec<f32>, Vec<f32>) {
+    let mut r = Rng(seed);
+    let w: Vec<f32> = (0..rows * cols).map(|_| 0.05 * r.normal()).collect();
+    let mut layer = MosLayer::init(&w, rows, cols, experts, seed).unwrap();
+    // The experts moved apart, as after a few steps. At the SVID start they are equal, every
+    // expert's dG is the same and the router's gradient is zero up to rounding (≈ 1e-6 of the
+    // others'), which Adam's first step, normalised per value, turns into a full step on either
+    // device: two devices agree there only on the scales, not on the router.
+    for v in layer.s_in.iter_mut().chain(layer.s_out.iter_mut()) {
+        *v *= 1.0 + 0.3 * r.next();
+    }
+    if router > 0.0 {
+        let a = router / (cols as f32).sqrt();
+        layer.router = (0..cols * experts).map(|_| a * r.next()).collect();
+    }
+    // Two kinds of token, scaled differently per channel, as the CPU's synthetic layer test:
+    // something for the experts and the router to separate.
+    let x: Vec<f32> = (0..t * cols)
+        .map(|i| {
+            r.normal()
+                * if (i / cols).is_multiple_of(2) {
+                    1.0
+                } else {
+                    0.3 + (i % cols) as f32 / cols as f32
+                }
+        })
+        .collect();
+    let mut target = vec![0f32; t * rows];
+    sgemm(t, cols, rows, &x, cols, 1, &w, 1, cols, &mut target, rows);
+    (layer, x, target)
+}
+
+#[test]
+fn one_steps_loss_and_gradients_match_the_cpu() {
+    let g = gpu();
+    for (rows, cols, experts, t, seed) in [
+        (5, 3, 1, 7, 1),
+        (37, 130, 4, 33, 2),
+        (71, 45, 16, 128, 3),
+        (24, 17, 4, 1, 4),
+    ] {
+        let what = format!("{rows}×{cols} ×{experts} t={t}");
+        let (layer, x, target) = problem(rows, cols, experts, t, 3.0, seed);
+        let (want_loss, want) = layer.loss_and_grads(&x, &target);
+        let (loss, got) =
+            pollster::block_on(g.mos_loss_and_grads(&layer, &x, &target)).expect(&what);
+        assert!(
+            (loss - want_loss).abs() <= LOSS_REL_TOL * want_loss,
+            "{what}: loss gpu {loss} cpu {want_loss}"
+        );
+        close(&got.s_in, &want.s_in, GRAD_TOL, &format!("{what} dS_in"));
+        close(&got.s_out, &want.s_out, GRAD_TOL, &format!("{what} dS_out"));
+        // With one expert the gates are all 1 and the router's gradient is exactly zero on the
+        // CPU; the GPU's is rounding noise around zero, so compare against the scale of dS_in.
+        if experts == 1 {
+            let scale = want.s_in.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(
+                got.router.iter().all(|v| v.abs() <= GRAD_TOL * scale),
+                "{what}: one expert, router gradient {:?}",
+                got.router
+            );
+        } else {
+            close(&got.router, &want.router, GRAD_TOL, &format!("{what} dW_R"));
+        }
+    }
+}
+
+#[test]
+fn twenty_adam_steps_match_the_cpu() {
+    let g = gpu();
+    let opts = LiteOptions {
+        steps: 20,
+        lr: 0.01,
+    };
+    for (rows, cols, experts, seed) in [(24, 32, 4, 5), (19, 40, 1, 6), (33, 21, 16, 7)] {
+        let what = format!("{rows}×{cols} ×{experts}");
+        let (layer, x, target) = problem(rows, cols, experts, 128, 0.0, seed);
+        let mut cpu = layer.clone();
+        let want = train_lite(&mut cpu, &x, &target, &opts, &mut |_, _| true).unwrap();
+        let (got_layer, got) =
+            pollster::block_on(g.mos_train_lite(&layer, &x, &target, &opts)).expect(&what);
+        assert_eq!(got.len(), want.len(), "{what}: losses");
+        for (s, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= TRAIN_LOSS_REL_TOL * b,
+                "{what}: step {s} loss gpu {a} cpu {b}"
+            );
+        }
+        // Training moved the loss, so the agreement is not that of two untrained layers.
+        assert!(want[20] < 0.99 * want[0], "{what}: CPU losses {want:?}");
+        close(
+            &got_layer.s_in,
+            &cpu.s_in,
+            TRAIN_TABLE_TOL,
+            &format!("{what} S_in"),
+        );
+        close(
+            &got_layer.s_out,
+            &cpu.s_out,
+            TRAIN_TABLE_TOL,
+            &format!("{what} S_out"),
+        );
+        close(
+            &got_layer.router,
+            &cpu.router,
+            TRAIN_TABLE_TOL,
+            &format!("{what} W_R"),
+        );
+        assert_eq!(
+            got_layer.signs, layer.signs,
+            "{what}: the signs stay frozen"
+        );
+    }
+}
