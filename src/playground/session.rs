@@ -11,6 +11,7 @@ use crate::model::weights::{MemoryReport, ModelWeights};
 use crate::playground::engine::{Device, Engine, EngineInfo};
 use crate::playground::generate::{self, Generation, Which};
 use crate::playground::saved::SourceIdentity;
+use crate::quant::binarymos::LiteTrainer;
 use crate::quant::calib::{self, CalibOptions, Calibration};
 use crate::quant::cmpq_cache::CmpqCache;
 use crate::quant::config::{Method, QuantConfig};
@@ -542,8 +543,30 @@ impl Session {
                     q
                 }
                 _ => {
-                    let (q, report) =
-                        cfg.apply_traced(&self.source, self.calibration(), progress, on_step)?;
+                    // BinaryMoS's lite training runs on the session's GPU when it has one
+                    // (`gpu::mos_train`), natively, where the wait for its results may block.
+                    // The page cannot block, so in wasm it still trains on the CPU.
+                    #[cfg(not(target_arch = "wasm32"))]
+                    let train = self.engine.gpu_loaded().map(|(g, _)| {
+                        move |_: &str,
+                              l: &crate::quant::binarymos::MosLayer,
+                              x: &[f32],
+                              t: &[f32],
+                              o: &crate::quant::binarymos::LiteOptions| {
+                            pollster::block_on(g.mos_train_lite(l, x, t, o))
+                        }
+                    });
+                    #[cfg(not(target_arch = "wasm32"))]
+                    let trainer = train.as_ref().map(|f| f as LiteTrainer);
+                    #[cfg(target_arch = "wasm32")]
+                    let trainer: Option<LiteTrainer> = None;
+                    let (q, report) = cfg.apply_traced_on(
+                        &self.source,
+                        self.calibration(),
+                        progress,
+                        on_step,
+                        trainer,
+                    )?;
                     self.smooth_report = report;
                     q
                 }

@@ -199,10 +199,18 @@ pub fn router_seed(name: &str) -> u64 {
     })
 }
 
+/// Lite training of one layer elsewhere: `trainer(name, layer, x, target, opts)` returns the
+/// tensor `name` trained from `layer` and its losses, before training and after every step, as
+/// `train_lite` does (a native GPU session's runs `Gpu::mos_train_lite`).
+pub type LiteTrainer<'a> =
+    &'a dyn Fn(&str, &MosLayer, &[f32], &[f32], &LiteOptions) -> Result<(MosLayer, Vec<f64>)>;
+
 /// One linear as `Method::BinaryMos` makes it: SVID start, then lite training on `x`
-/// (`t × cols` calibration inputs) toward the loaded weight's outputs. The router's seed comes
-/// from the tensor's name, so a config gives the same tensor every time. `on_step(step, loss)`
-/// sees the loss before training (step 0) and after every step; `false` cancels.
+/// (`t × cols` calibration inputs) toward the loaded weight's outputs, by `trainer` when given,
+/// else on the CPU. The router's seed comes from the tensor's name, so a config gives the same
+/// tensor every time. `on_step(step, loss)` sees the loss before training (step 0) and after
+/// every step (with a trainer: all of them once the tensor is trained); `false` cancels.
+#[allow(clippy::too_many_arguments)]
 pub fn quantize(
     w: &[f32],
     rows: usize,
@@ -211,6 +219,7 @@ pub fn quantize(
     opts: &BinaryMosOptions,
     name: &str,
     on_step: &mut dyn FnMut(usize, f64) -> bool,
+    trainer: Option<LiteTrainer>,
 ) -> Result<crate::format::QTensor> {
     opts.validate()?;
     let mut layer = MosLayer::init(w, rows, cols, opts.experts, router_seed(name))?;
@@ -221,11 +230,28 @@ pub fn quantize(
         steps: opts.steps,
         lr: opts.lr,
     };
-    train_lite(&mut layer, x, &target, &lite, on_step).map_err(|e| match e {
+    let trained = match trainer {
+        None => train_lite(&mut layer, x, &target, &lite, on_step).map(|_| ()),
+        Some(train) => train(name, &layer, x, &target, &lite).and_then(|(l, losses)| {
+            layer = l;
+            replay(&losses, on_step)
+        }),
+    };
+    trained.map_err(|e| match e {
         Error::Cancelled => e,
         e => Error::config("binarymos", format!("{name}: {e}")),
     })?;
     layer.to_qtensor()
+}
+
+/// Show a finished training's losses to `on_step` as `train_lite` would have, step by step.
+pub fn replay(losses: &[f64], on_step: &mut dyn FnMut(usize, f64) -> bool) -> Result<()> {
+    for (step, &l) in losses.iter().enumerate() {
+        if !on_step(step, l) {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(())
 }
 
 /// Adam's β₁, β₂ and ε in lite training (the GPU's `shaders/mos_train_adam.wgsl` gets the same).
