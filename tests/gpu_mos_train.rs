@@ -285,3 +285,71 @@ fn a_gpu_session_trains_binarymos_on_the_gpu_as_the_cpu_does() {
         c.ppl
     );
 }
+
+/// BinaryMoS with `experts` and `steps`, 1 bit, as the page's method menu makes it.
+fn mos_config(experts: usize, steps: usize, lr: f32) -> QuantConfig {
+    QuantConfig {
+        method: Method::BinaryMos(BinaryMosOptions { experts, steps, lr }),
+        default: LayerQuant {
+            bits: 1,
+            ..LayerQuant::default()
+        },
+        ..QuantConfig::default()
+    }
+}
+
+/// The packed bytes of every block linear of the session's quantized model.
+fn packed(s: &Session) -> Vec<(String, Vec<u8>)> {
+    s.quantized_weights()
+        .expect("a quantized model")
+        .linears()
+        .map(|l| (l.name.clone(), l.w.data.clone()))
+        .collect()
+}
+
+#[test]
+fn a_stopped_gpu_training_resumes_with_the_rest_and_ends_as_an_uninterrupted_run() {
+    // The page's path (`setQuantAsync`): trained on the GPU tensor by tensor, awaited.
+    let cfg = mos_config(4, 10, 0.01);
+    let device = Device::Gpu(Rc::new(gpu()));
+    let run = |s: &mut Session, cfg: &QuantConfig, stop_at: usize| {
+        let mut seen: Vec<String> = Vec::new();
+        pollster::block_on(
+            s.set_quant_traced_async(cfg, &mut |_, _| true, &mut |name, _, _| {
+                if !seen.iter().any(|n| n == name) {
+                    seen.push(name.to_string());
+                }
+                seen.len() <= stop_at
+            }),
+        )
+    };
+    let (mut straight, _) = tiny_session(&device);
+    run(&mut straight, &cfg, usize::MAX).unwrap();
+    let want = packed(&straight);
+    assert_eq!(want.len(), 14);
+
+    // Stopped when the 6th tensor reports: five done and the 6th trained before it reported.
+    let (mut s, _) = tiny_session(&device);
+    let stopped = run(&mut s, &cfg, 5);
+    assert!(
+        matches!(stopped, Err(quantlab::Error::Cancelled)),
+        "{stopped:?}"
+    );
+    assert_eq!(s.lite_done(&cfg), 6);
+    let other = mos_config(4, 10, 0.02);
+    assert_eq!(
+        s.lite_done(&other),
+        0,
+        "another configuration reuses nothing"
+    );
+    // Resumed: the same tensors, byte for byte, as the run that was never stopped.
+    run(&mut s, &cfg, usize::MAX).unwrap();
+    assert_eq!(s.lite_done(&cfg), 14);
+    assert_eq!(packed(&s), want);
+    // Another configuration starts over: the kept tensors of the first are dropped, and its
+    // result differs.
+    run(&mut s, &other, usize::MAX).unwrap();
+    assert_eq!(s.lite_done(&cfg), 0);
+    assert_eq!(s.lite_done(&other), 14);
+    assert_ne!(packed(&s), want);
+}

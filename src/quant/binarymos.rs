@@ -221,15 +221,7 @@ pub fn quantize(
     on_step: &mut dyn FnMut(usize, f64) -> bool,
     trainer: Option<LiteTrainer>,
 ) -> Result<crate::format::QTensor> {
-    opts.validate()?;
-    let mut layer = MosLayer::init(w, rows, cols, opts.experts, router_seed(name))?;
-    let t = x.len() / cols.max(1);
-    let mut target = vec![0f32; t * rows];
-    sgemm(t, cols, rows, x, cols, 1, w, 1, cols, &mut target, rows);
-    let lite = LiteOptions {
-        steps: opts.steps,
-        lr: opts.lr,
-    };
+    let (mut layer, target, lite) = start(w, rows, cols, x, opts, name)?;
     let trained = match trainer {
         None => train_lite(&mut layer, x, &target, &lite, on_step).map(|_| ()),
         Some(train) => train(name, &layer, x, &target, &lite).and_then(|(l, losses)| {
@@ -242,6 +234,28 @@ pub fn quantize(
         e => Error::config("binarymos", format!("{name}: {e}")),
     })?;
     layer.to_qtensor()
+}
+
+/// What lite training of one linear starts from: the layer at its SVID start (the router seeded
+/// from the tensor's name), the loaded weight's outputs on `x` (the target) and Adam's options.
+pub fn start(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    opts: &BinaryMosOptions,
+    name: &str,
+) -> Result<(MosLayer, Vec<f32>, LiteOptions)> {
+    opts.validate()?;
+    let layer = MosLayer::init(w, rows, cols, opts.experts, router_seed(name))?;
+    let t = x.len() / cols.max(1);
+    let mut target = vec![0f32; t * rows];
+    sgemm(t, cols, rows, x, cols, 1, w, 1, cols, &mut target, rows);
+    let lite = LiteOptions {
+        steps: opts.steps,
+        lr: opts.lr,
+    };
+    Ok((layer, target, lite))
 }
 
 /// Show a finished training's losses to `on_step` as `train_lite` would have, step by step.
