@@ -200,7 +200,7 @@ enum MethodArg {
     /// --onebit-fit N it refits on calibration).
     Onebit,
     /// 1-bit BinaryMoS: signs with --experts token-mixed scale experts and a router, trained
-    /// layer by layer on calibration on the CPU (needs --bits 1; evaluates on either backend).
+    /// layer by layer on calibration (on the GPU with --backend gpu; needs --bits 1).
     Binarymos,
     /// ggml's block types as llama.cpp's reference quantizers make them (no importance matrix):
     /// --ggml-type q4_0|q4_1|q5_0|q5_1|q8_0 (rows a multiple of 32) or the K-quants

@@ -381,28 +381,64 @@ impl Playground {
         let mut thrown: Option<String> = None;
         let mut step_thrown: Option<String> = None;
         let mut on_progress = counting(progress, &mut thrown);
-        let mut on_train = |name: &str, step: usize, loss: f64| match &on_step {
-            Some(f) => keep_going(
-                f.call3(
-                    &JsValue::NULL,
-                    &JsValue::from(name),
-                    &JsValue::from(step as f64),
-                    &JsValue::from(loss),
-                ),
-                &mut step_thrown,
-            ),
-            None => true,
-        };
+        let mut on_train = tracing(on_step.as_ref(), &mut step_thrown);
         let report = self
             .session_mut()?
             .as_mut()
             .ok_or_else(no_model)?
             .set_quant_traced(&config, &mut on_progress, &mut on_train);
-        drop(on_progress);
+        drop((on_progress, on_train));
         if let Some(msg) = thrown.or(step_thrown) {
             return Err(JsError::new(&format!("progress callback threw: {msg}")));
         }
         to_js(&report.map_err(js_error)?)
+    }
+
+    /// `setQuant` as a Promise: on WebGPU, BinaryMoS's lite training runs on the GPU, `onStep`
+    /// seeing each tensor's losses once it is trained. A cancelled run keeps the tensors it
+    /// trained, and the same configuration then resumes with the rest (`lite_done` says how
+    /// many). Elsewhere the same work as `setQuant`.
+    #[wasm_bindgen(js_name = setQuantAsync)]
+    pub fn set_quant_async(
+        &self,
+        config: JsValue,
+        progress: js_sys::Function,
+        on_step: Option<js_sys::Function>,
+    ) -> js_sys::Promise {
+        let session = self.session.clone();
+        // As in `calibrate`: the borrow marks the session busy across the GPU's awaits.
+        #[allow(clippy::await_holding_refcell_ref)]
+        future_to_promise(async move {
+            let config: QuantConfig = serde_wasm_bindgen::from_value(config)
+                .map_err(|e| js_error(Error::config("quant config", e)))?;
+            let mut guard = session.try_borrow_mut().map_err(|_| busy())?;
+            let session = guard.as_mut().ok_or_else(no_model)?;
+            let mut thrown: Option<String> = None;
+            let mut step_thrown: Option<String> = None;
+            let mut on_progress = counting(&progress, &mut thrown);
+            let mut on_train = tracing(on_step.as_ref(), &mut step_thrown);
+            let report = session
+                .set_quant_traced_async(&config, &mut on_progress, &mut on_train)
+                .await;
+            drop((on_progress, on_train));
+            if let Some(msg) = thrown.or(step_thrown) {
+                return Err(JsError::new(&format!("progress callback threw: {msg}")).into());
+            }
+            Ok(to_js(&report.map_err(js_error)?)?)
+        })
+    }
+
+    /// BinaryMoS tensors of `config` a stopped `setQuantAsync` already trained on the GPU (kept
+    /// for resuming; 0 for another configuration).
+    #[wasm_bindgen(js_name = liteDone)]
+    pub fn lite_done(&self, config: JsValue) -> Result<usize, JsError> {
+        let config: QuantConfig = serde_wasm_bindgen::from_value(config)
+            .map_err(|e| js_error(Error::config("quant config", e)))?;
+        Ok(self
+            .session()?
+            .as_ref()
+            .ok_or_else(no_model)?
+            .lite_done(&config))
     }
 
     /// Calibrate the loaded model on `text` with up to `n_seq × seq_len` tokens (fewer when
@@ -804,6 +840,25 @@ fn counting<'a>(
     move |done, total| {
         let args = (JsValue::from(done as f64), JsValue::from(total as f64));
         keep_going(progress.call2(&JsValue::NULL, &args.0, &args.1), thrown)
+    }
+}
+
+/// `on_step(tensor, step, loss)` of lite training as a callback (none: always go on).
+fn tracing<'a>(
+    on_step: Option<&'a js_sys::Function>,
+    thrown: &'a mut Option<String>,
+) -> impl FnMut(&str, usize, f64) -> bool + 'a {
+    move |name, step, loss| match on_step {
+        Some(f) => keep_going(
+            f.call3(
+                &JsValue::NULL,
+                &JsValue::from(name),
+                &JsValue::from(step as f64),
+                &JsValue::from(loss),
+            ),
+            thrown,
+        ),
+        None => true,
     }
 }
 

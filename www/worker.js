@@ -510,7 +510,10 @@ async function ensureQuant(quant, calib, tag, isStale) {
     post({ type: 'calibrated', ...tag, used, seconds: (performance.now() - t0) / 1000 });
   }
   const t0 = performance.now();
-  memory = playground.setQuant(quant, (done, total) => {
+  // On WebGPU, BinaryMoS trains on the GPU: a Promise (the page cannot wait on the GPU), which
+  // keeps a stopped run's trained tensors for the next run of the same configuration.
+  const setQuant = onGpu ? playground.setQuantAsync.bind(playground) : playground.setQuant.bind(playground);
+  memory = await setQuant(quant, (done, total) => {
     post({ type: 'quantizing', ...tag, done, total });
     return !isStale();
   }, (name, step, loss) => {

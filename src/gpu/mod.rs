@@ -17,6 +17,8 @@
 //!   accumulation (arXiv 2406.12930; `tender_*.wgsl`);
 //! - `addons`: sparse outliers and LoRC factors applied after a product;
 //! - `binarymos`: BinaryMoS's token-adaptive product (gates and scales around a sign product);
+//! - `mos_train`: BinaryMoS lite training of one linear (forward, backward, Adam; no read-back
+//!   between steps);
 //! - `load`: weights onto the device, weight-memory accounting and its limits;
 //! - `split`: row parts of weights larger than one storage binding;
 //! - `backend`: `impl Backend for Gpu`;
@@ -34,6 +36,7 @@ pub mod context;
 mod intmm;
 mod load;
 mod matmul;
+mod mos_train;
 mod pace;
 pub mod pipelines;
 mod profile;

@@ -54,6 +54,30 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("outliers", include_str!("../../shaders/outliers.wgsl")),
     ("lowrank", include_str!("../../shaders/lowrank.wgsl")),
     ("binarymos", include_str!("../../shaders/binarymos.wgsl")),
+    (
+        "mos_train_mm",
+        include_str!("../../shaders/mos_train_mm.wgsl"),
+    ),
+    (
+        "mos_train_common",
+        include_str!("../../shaders/mos_train_common.wgsl"),
+    ),
+    (
+        "mos_train_gates",
+        include_str!("../../shaders/mos_train_gates.wgsl"),
+    ),
+    (
+        "mos_train_err",
+        include_str!("../../shaders/mos_train_err.wgsl"),
+    ),
+    (
+        "mos_train_small",
+        include_str!("../../shaders/mos_train_small.wgsl"),
+    ),
+    (
+        "mos_train_adam",
+        include_str!("../../shaders/mos_train_adam.wgsl"),
+    ),
     ("actquant", include_str!("../../shaders/actquant.wgsl")),
     ("place", include_str!("../../shaders/place.wgsl")),
     ("gram", include_str!("../../shaders/gram.wgsl")),
@@ -95,6 +119,11 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("score", &["main"]),
     ("lowrank", &["vx", "uy"]),
     ("binarymos", &["gates", "scale"]),
+    ("mos_train_mm", &["main"]),
+    ("mos_train_gates", &["main"]),
+    ("mos_train_err", &["main"]),
+    ("mos_train_small", &["mul", "softmax_back", "loss"]),
+    ("mos_train_adam", &["main"]),
     ("actquant", &["absmax_rows", "absmax_all", "quant"]),
     ("place", &["cols", "rows"]),
     ("gram", &["main"]),
@@ -154,6 +183,14 @@ pub const ATTENTION_HEAD_DIMS: &[usize] = &[16, 32, 64, 96, 128];
 /// they declare their own `W`.
 const PLAIN_WITH_READERS: &[&str] = &["lowrank", "binarymos"];
 
+/// Stand-alone kernels that share the declarations of another file, prepended: BinaryMoS
+/// training's parameter block and workgroup sum.
+const PLAIN_WITH_PRELUDE: &[(&str, &str)] = &[
+    ("mos_train_gates", "mos_train_common"),
+    ("mos_train_err", "mos_train_common"),
+    ("mos_train_small", "mos_train_common"),
+];
+
 /// The source of `shaders/{stem}.wgsl`, if it is in the table or is a format fragment.
 pub fn source(stem: &str) -> Option<&'static str> {
     SHADERS
@@ -168,6 +205,9 @@ pub fn plain_kernel(kernel: &str) -> Option<String> {
     let src = source(kernel)?;
     if PLAIN_WITH_READERS.contains(&kernel) {
         return Some(format!("{}\n{src}", source("fmt_common")?));
+    }
+    if let Some((_, prelude)) = PLAIN_WITH_PRELUDE.iter().find(|(k, _)| *k == kernel) {
+        return Some(format!("{}\n{src}", source(prelude)?));
     }
     Some(src.to_string())
 }

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod engine;
 pub mod generate;
+pub mod gpulite;
 pub mod inspect;
 pub mod mos_view;
 pub mod probe;

@@ -10,7 +10,9 @@ use crate::model::net::Model;
 use crate::model::weights::{MemoryReport, ModelWeights};
 use crate::playground::engine::{Device, Engine, EngineInfo};
 use crate::playground::generate::{self, Generation, Which};
+use crate::playground::gpulite::LiteCache;
 use crate::playground::saved::SourceIdentity;
+use crate::quant::binarymos::LiteTrainer;
 use crate::quant::calib::{self, CalibOptions, Calibration};
 use crate::quant::cmpq_cache::CmpqCache;
 use crate::quant::config::{Method, QuantConfig};
@@ -118,6 +120,9 @@ pub struct Session {
     /// Automatic allocation's measurement (`quant::auto`), kept while the calibration stays,
     /// so that moving the budget only solves again.
     auto: crate::quant::auto::AutoCache,
+    /// BinaryMoS tensors trained on the GPU without blocking (`set_quant_traced_async`), kept
+    /// so that a stopped run resumes; emptied by a new calibration.
+    lite: LiteCache,
     clock: fn() -> f64,
 }
 
@@ -240,6 +245,7 @@ impl Session {
             calib: None,
             cmpq: CmpqCache::default(),
             auto: Default::default(),
+            lite: LiteCache::default(),
             clock: default_clock,
         })
     }
@@ -351,6 +357,7 @@ impl Session {
         if !reuse {
             self.calib = None;
             self.auto.clear();
+            self.lite.clear();
             let bos = self.bos();
             let gpu = if cpu { None } else { self.engine.gpu_loaded() };
             let (calib, backend) = match gpu {
@@ -500,6 +507,69 @@ impl Session {
         progress: &mut dyn FnMut(usize, usize) -> bool,
         on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
     ) -> Result<MemoryReport> {
+        // BinaryMoS's lite training runs on the session's GPU when it has one
+        // (`gpu::mos_train`), natively, where the wait for its results may block. The page
+        // cannot block: it trains through `set_quant_traced_async`.
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Device::Gpu(g) = self.engine.device() {
+            let train = move |_: &str,
+                              l: &crate::quant::binarymos::MosLayer,
+                              x: &[f32],
+                              t: &[f32],
+                              o: &crate::quant::binarymos::LiteOptions| {
+                pollster::block_on(g.mos_train_lite(l, x, t, o))
+            };
+            return self.set_quant_on(cfg, progress, on_step, Some(&train));
+        }
+        self.set_quant_on(cfg, progress, on_step, None)
+    }
+
+    /// `set_quant_traced`, awaiting the GPU where it trains: a GPU session trains BinaryMoS's
+    /// tensors on the GPU first (`gpulite::LiteCache`, which keeps them, so a stopped run
+    /// resumes where it stopped), then quantizes with them. Elsewhere, `set_quant_traced`.
+    pub async fn set_quant_traced_async(
+        &mut self,
+        cfg: &QuantConfig,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+        on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
+    ) -> Result<MemoryReport> {
+        let (Device::Gpu(g), Method::BinaryMos(o), None, Some(c)) =
+            (self.engine.device(), &cfg.method, &cfg.smooth, &self.calib)
+        else {
+            return self.set_quant_traced(cfg, progress, on_step);
+        };
+        cfg.validate()?;
+        let mut lite = std::mem::take(&mut self.lite);
+        let trained = lite
+            .train(&g, &self.source, &c.calib, cfg, o, progress, on_step)
+            .await;
+        let out = trained.and_then(|()| {
+            let f =
+                |name: &str,
+                 _: &crate::quant::binarymos::MosLayer,
+                 _: &[f32],
+                 _: &[f32],
+                 _: &crate::quant::binarymos::LiteOptions| lite.trained(name);
+            self.set_quant_on(cfg, progress, &mut |_, _, _| true, Some(&f))
+        });
+        self.lite = lite;
+        out
+    }
+
+    /// BinaryMoS tensors of `cfg` already trained on the GPU by a stopped
+    /// `set_quant_traced_async` (0 for another configuration).
+    pub fn lite_done(&self, cfg: &QuantConfig) -> usize {
+        self.lite.done_for(cfg)
+    }
+
+    /// The work of `set_quant_traced`, BinaryMoS trained by `trainer` when given.
+    fn set_quant_on(
+        &mut self,
+        cfg: &QuantConfig,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+        on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
+        trainer: Option<LiteTrainer>,
+    ) -> Result<MemoryReport> {
         self.smooth_report = None;
         if matches!(cfg.method, Method::None) && cfg.act.is_none() {
             self.engine.set_quantized(None)?;
@@ -542,8 +612,13 @@ impl Session {
                     q
                 }
                 _ => {
-                    let (q, report) =
-                        cfg.apply_traced(&self.source, self.calibration(), progress, on_step)?;
+                    let (q, report) = cfg.apply_traced_on(
+                        &self.source,
+                        self.calibration(),
+                        progress,
+                        on_step,
+                        trainer,
+                    )?;
                     self.smooth_report = report;
                     q
                 }

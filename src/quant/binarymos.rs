@@ -199,10 +199,18 @@ pub fn router_seed(name: &str) -> u64 {
     })
 }
 
+/// Lite training of one layer elsewhere: `trainer(name, layer, x, target, opts)` returns the
+/// tensor `name` trained from `layer` and its losses, before training and after every step, as
+/// `train_lite` does (a native GPU session's runs `Gpu::mos_train_lite`).
+pub type LiteTrainer<'a> =
+    &'a dyn Fn(&str, &MosLayer, &[f32], &[f32], &LiteOptions) -> Result<(MosLayer, Vec<f64>)>;
+
 /// One linear as `Method::BinaryMos` makes it: SVID start, then lite training on `x`
-/// (`t × cols` calibration inputs) toward the loaded weight's outputs. The router's seed comes
-/// from the tensor's name, so a config gives the same tensor every time. `on_step(step, loss)`
-/// sees the loss before training (step 0) and after every step; `false` cancels.
+/// (`t × cols` calibration inputs) toward the loaded weight's outputs, by `trainer` when given,
+/// else on the CPU. The router's seed comes from the tensor's name, so a config gives the same
+/// tensor every time. `on_step(step, loss)` sees the loss before training (step 0) and after
+/// every step (with a trainer: all of them once the tensor is trained); `false` cancels.
+#[allow(clippy::too_many_arguments)]
 pub fn quantize(
     w: &[f32],
     rows: usize,
@@ -211,9 +219,35 @@ pub fn quantize(
     opts: &BinaryMosOptions,
     name: &str,
     on_step: &mut dyn FnMut(usize, f64) -> bool,
+    trainer: Option<LiteTrainer>,
 ) -> Result<crate::format::QTensor> {
+    let (mut layer, target, lite) = start(w, rows, cols, x, opts, name)?;
+    let trained = match trainer {
+        None => train_lite(&mut layer, x, &target, &lite, on_step).map(|_| ()),
+        Some(train) => train(name, &layer, x, &target, &lite).and_then(|(l, losses)| {
+            layer = l;
+            replay(&losses, on_step)
+        }),
+    };
+    trained.map_err(|e| match e {
+        Error::Cancelled => e,
+        e => Error::config("binarymos", format!("{name}: {e}")),
+    })?;
+    layer.to_qtensor()
+}
+
+/// What lite training of one linear starts from: the layer at its SVID start (the router seeded
+/// from the tensor's name), the loaded weight's outputs on `x` (the target) and Adam's options.
+pub fn start(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    opts: &BinaryMosOptions,
+    name: &str,
+) -> Result<(MosLayer, Vec<f32>, LiteOptions)> {
     opts.validate()?;
-    let mut layer = MosLayer::init(w, rows, cols, opts.experts, router_seed(name))?;
+    let layer = MosLayer::init(w, rows, cols, opts.experts, router_seed(name))?;
     let t = x.len() / cols.max(1);
     let mut target = vec![0f32; t * rows];
     sgemm(t, cols, rows, x, cols, 1, w, 1, cols, &mut target, rows);
@@ -221,11 +255,44 @@ pub fn quantize(
         steps: opts.steps,
         lr: opts.lr,
     };
-    train_lite(&mut layer, x, &target, &lite, on_step).map_err(|e| match e {
-        Error::Cancelled => e,
-        e => Error::config("binarymos", format!("{name}: {e}")),
-    })?;
-    layer.to_qtensor()
+    Ok((layer, target, lite))
+}
+
+/// Show a finished training's losses to `on_step` as `train_lite` would have, step by step.
+pub fn replay(losses: &[f64], on_step: &mut dyn FnMut(usize, f64) -> bool) -> Result<()> {
+    for (step, &l) in losses.iter().enumerate() {
+        if !on_step(step, l) {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(())
+}
+
+/// Adam's β₁, β₂ and ε in lite training (the GPU's `shaders/mos_train_adam.wgsl` gets the same).
+pub const ADAM_B1: f32 = 0.9;
+pub const ADAM_B2: f32 = 0.999;
+pub const ADAM_EPS: f32 = 1e-12;
+
+/// Adam's bias corrections `(1 − β₁ᵗ, 1 − β₂ᵗ)` at step `t` (from 1).
+pub fn adam_corrections(t: usize) -> (f32, f32) {
+    let t = t.min(i32::MAX as usize) as i32;
+    (1.0 - ADAM_B1.powi(t), 1.0 - ADAM_B2.powi(t))
+}
+
+/// The step sizes of `S_in`, `S_out` and `W_R` for a layer at its start, from the relative rate
+/// `lr`: each tensor's is relative to its initial mean magnitude, except the router's, which
+/// starts near zero and so takes its step relative to its initial spread. The CPU and the GPU
+/// (`gpu::mos_train`) train with these same sizes.
+pub fn lite_rates(layer: &MosLayer, lr: f32) -> [f32; 3] {
+    let rel = |p: &[f32]| {
+        let mag = p.iter().map(|v| v.abs()).sum::<f32>() / p.len().max(1) as f32;
+        lr * if mag > 0.0 { mag } else { 1.0 }
+    };
+    [
+        rel(&layer.s_in),
+        rel(&layer.s_out),
+        lr * ROUTER_INIT / (layer.cols as f32).sqrt(),
+    ]
 }
 
 /// Adam's moments of one tensor and its step size.
@@ -236,25 +303,20 @@ struct Adam {
 }
 
 impl Adam {
-    const B1: f32 = 0.9;
-    const B2: f32 = 0.999;
-    const EPS: f32 = 1e-12;
-
-    fn new(p: &[f32], lr: f32) -> Self {
-        let mag = p.iter().map(|v| v.abs()).sum::<f32>() / p.len().max(1) as f32;
+    fn new(len: usize, lr: f32) -> Self {
         Adam {
-            m: vec![0.0; p.len()],
-            v: vec![0.0; p.len()],
-            lr: lr * if mag > 0.0 { mag } else { 1.0 },
+            m: vec![0.0; len],
+            v: vec![0.0; len],
+            lr,
         }
     }
 
-    fn step(&mut self, p: &mut [f32], g: &[f32], t: i32) {
-        let (c1, c2) = (1.0 - Self::B1.powi(t), 1.0 - Self::B2.powi(t));
+    fn step(&mut self, p: &mut [f32], g: &[f32], t: usize) {
+        let (c1, c2) = adam_corrections(t);
         for i in 0..p.len() {
-            self.m[i] = Self::B1 * self.m[i] + (1.0 - Self::B1) * g[i];
-            self.v[i] = Self::B2 * self.v[i] + (1.0 - Self::B2) * g[i] * g[i];
-            p[i] -= self.lr * (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + Self::EPS);
+            self.m[i] = ADAM_B1 * self.m[i] + (1.0 - ADAM_B1) * g[i];
+            self.v[i] = ADAM_B2 * self.v[i] + (1.0 - ADAM_B2) * g[i] * g[i];
+            p[i] -= self.lr * (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + ADAM_EPS);
         }
     }
 }
@@ -283,22 +345,21 @@ pub fn train_lite(
             ),
         ));
     }
+    let rates = lite_rates(layer, opts.lr);
     let mut opt = [
-        Adam::new(&layer.s_in, opts.lr),
-        Adam::new(&layer.s_out, opts.lr),
-        Adam::new(&layer.router, opts.lr),
+        Adam::new(layer.s_in.len(), rates[0]),
+        Adam::new(layer.s_out.len(), rates[1]),
+        Adam::new(layer.router.len(), rates[2]),
     ];
-    // The router starts near zero: its step is relative to the input scale instead.
-    opt[2].lr = opts.lr * ROUTER_INIT / (layer.cols as f32).sqrt();
     let mut losses = vec![layer.loss(x, target)];
     if !progress(0, losses[0]) {
         return Err(Error::Cancelled);
     }
     for step in 1..=opts.steps {
         let (_, g) = layer.loss_and_grads(x, target);
-        opt[0].step(&mut layer.s_in, &g.s_in, step as i32);
-        opt[1].step(&mut layer.s_out, &g.s_out, step as i32);
-        opt[2].step(&mut layer.router, &g.router, step as i32);
+        opt[0].step(&mut layer.s_in, &g.s_in, step);
+        opt[1].step(&mut layer.s_out, &g.s_out, step);
+        opt[2].step(&mut layer.router, &g.router, step);
         let l = layer.loss(x, target);
         if !l.is_finite() {
             return Err(Error::config(

@@ -18,7 +18,7 @@ use crate::quant::act::ActConfig;
 use crate::quant::auto::AutoOptions;
 use crate::quant::awq::{self, AwqOptions};
 use crate::quant::binary::{self, OneBitOptions};
-use crate::quant::binarymos::{self, BinaryMosOptions};
+use crate::quant::binarymos::{self, BinaryMosOptions, LiteTrainer};
 use crate::quant::calib::Calibration;
 use crate::quant::cmpq::{self, CmpqOptions};
 use crate::quant::codebook::{self, KmeansOptions};
@@ -938,6 +938,20 @@ impl QuantConfig {
         progress: &mut dyn FnMut(usize, usize) -> bool,
         on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
     ) -> Result<(ModelWeights, Option<SmoothReport>)> {
+        self.apply_traced_on(src, calib, progress, on_step, None)
+    }
+
+    /// `apply_traced`, BinaryMoS's lite training run by `trainer` when given (a GPU session's,
+    /// `gpu::mos_train`) instead of the CPU's `binarymos::train_lite`. A trainer hands back all
+    /// of a tensor's losses at once, so `on_step` then sees them after the tensor is trained.
+    pub fn apply_traced_on(
+        &self,
+        src: &ModelWeights,
+        calib: Option<&Calibration>,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+        on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
+        trainer: Option<LiteTrainer>,
+    ) -> Result<(ModelWeights, Option<SmoothReport>)> {
         self.validate()?;
         if self.needs_calibration() && calib.is_none() {
             return Err(Error::config(
@@ -962,7 +976,7 @@ impl QuantConfig {
             (Some(m), Some(c)) => (m, Some(c)),
             _ => (src, calib),
         };
-        let mut out = self.apply_weights(src, calib, progress, on_step)?;
+        let mut out = self.apply_weights(src, calib, progress, on_step, trainer)?;
         out.act = self.act.map(|a| a.plan(calib)).transpose()?;
         Ok((out, report))
     }
@@ -974,6 +988,7 @@ impl QuantConfig {
         calib: Option<&Calibration>,
         progress: &mut dyn FnMut(usize, usize) -> bool,
         on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
+        trainer: Option<LiteTrainer>,
     ) -> Result<ModelWeights> {
         if self.method.needs_calibration() {
             match calib {
@@ -1106,7 +1121,7 @@ impl QuantConfig {
                 }
                 if let Some(q) = self.layer_quant(&lin.name) {
                     let site = calib.map(|c| c.site(li, topo.site_of(k))).transpose()?;
-                    let qw = self.quantize_linear(lin, q, site, on_step)?;
+                    let qw = self.quantize_linear(lin, q, site, on_step, trainer)?;
                     lin.w = match &self.lorc {
                         Some(lo) => lorc::compensate(&qw, &lin.w.dequantize()?, lo, &lin.name)?,
                         None => qw,
@@ -1143,6 +1158,7 @@ impl QuantConfig {
         q: LayerQuant,
         site: Option<&crate::quant::calib::SiteStats>,
         on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
+        trainer: Option<LiteTrainer>,
     ) -> Result<QTensor> {
         let (rows, cols) = (lin.w.rows, lin.w.cols);
         match &self.method {
@@ -1239,9 +1255,17 @@ impl QuantConfig {
                     ));
                 }
                 let w = lin.w.dequantize()?;
-                binarymos::quantize(&w, rows, cols, &st.samples, o, &lin.name, &mut |k, l| {
-                    on_step(&lin.name, k, l)
-                })
+                let mut step = |k, l| on_step(&lin.name, k, l);
+                binarymos::quantize(
+                    &w,
+                    rows,
+                    cols,
+                    &st.samples,
+                    o,
+                    &lin.name,
+                    &mut step,
+                    trainer,
+                )
             }
             Method::Auto(_) => Err(Error::config(
                 "auto",

@@ -13,11 +13,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, openPage, waitForResult } from './harness.mjs';
+import { BIN, ROOT, RUN_TIMEOUT_MS, TEXT, linkOf, openPage, waitForResult } from './harness.mjs';
 
 // WebGPU (SwiftShader) against the native CPU: calibration on the GPU sums in another order, and
 // lite training carries the difference a little further (as TRAINED_REL_TOL).
 const GPU_PPL_REL_TOL = 1e-3;
+// Lite steps per linear of the WebGPU run.
+const GPU_STEPS = 5;
 import { servedTinyLlama } from './fixture.mjs';
 
 const CTX = 64;
@@ -172,10 +174,16 @@ test('lite training draws each tensor\'s loss as it falls, and Stop cancels a lo
 });
 
 test('BinaryMoS on WebGPU in the page: the link\'s configuration calibrates, trains and evaluates to the CLI\'s perplexity', { timeout: RUN_TIMEOUT_MS }, async () => {
-  const config = await page.getAttribute('#result', 'data-config');
+  // The page's configuration with few steps: on WebGPU BinaryMoS trains on the GPU, which
+  // SwiftShader runs in software (about 2 s a step for the 14 tensors; gpulite.test.mjs).
+  const cfg = JSON.parse(await page.getAttribute('#result', 'data-config'));
+  cfg.method.binarymos.steps = GPU_STEPS;
+  const config = JSON.stringify(cfg);
   const cli = cliRun(config);
   const link = new URL(await page.evaluate(() => location.href));
-  const gpu = await openPage(`?backend=gpu&${tiny.hub}${link.hash}`);
+  const hash = link.hash.replace(/([#&])q=[^&]*/, `$1q=${await linkOf(page, cfg)}`);
+  assert.notEqual(hash, link.hash, 'the link carries the configuration');
+  const gpu = await openPage(`?backend=gpu&${tiny.hub}${hash}`);
   try {
     const r = await waitForResult(gpu.page, '0', '"binarymos"');
     const rel = Math.abs(r.ppl - cli.ppl) / cli.ppl;

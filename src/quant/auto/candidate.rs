@@ -184,7 +184,7 @@ impl Candidate {
             None => Ok(lin.w.clone()),
             Some(cfg) => {
                 let q = cfg.default;
-                cfg.quantize_linear(lin, q, None, &mut |_, _, _| true)
+                cfg.quantize_linear(lin, q, None, &mut |_, _, _| true, None)
             }
         }
     }
