@@ -561,7 +561,7 @@ impl Session {
     }
 
     /// `set_quant_traced`, awaiting the GPU where it trains: a GPU session trains BinaryMoS's
-    /// tensors on the GPU first (`gpulite::LiteCache`, which keeps them, so a stopped run
+    /// tensors on the GPU first (`LiteCache::train_on_gpu`, into the session's cache, so a stopped run
     /// resumes where it stopped), then quantizes with them. Elsewhere, `set_quant_traced`.
     pub async fn set_quant_traced_async(
         &mut self,
