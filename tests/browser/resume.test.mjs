@@ -99,10 +99,12 @@ test('a stopped lite training resumes from the button and ends at the uninterrup
   assert.ok(Math.abs(resumed.ppl - straight.ppl) <= PPL_TOL, `resumed ${resumed.ppl} vs uninterrupted ${straight.ppl}`);
   assert.equal(resumed.bpw, straight.bpw);
 
-  // Another configuration stopped, then changed: the offer goes.
+  // Another configuration stopped, then changed to a third, long one: the offer goes when its
+  // run starts, before that run could finish (the status still says the last run stopped).
   await setSteps(fresh.page, STEPS + 1);
   await stopAfter(fresh.page, 1);
-  await setSteps(fresh.page, 1);
+  await setSteps(fresh.page, STEPS + 2);
   await fresh.page.waitForSelector('#train-resume', { state: 'hidden' });
+  assert.equal(await fresh.page.getAttribute('#train-status', 'data-done'), 'stopped');
   console.log(`# whole test ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 });
