@@ -369,6 +369,8 @@ impl Playground {
     /// `progress(done, total)` is called per tensor; return `false` from it to cancel, which
     /// leaves the previous quantization in place. `onStep(tensor, step, loss)`, when given, sees
     /// lite training's loss (BinaryMoS) before training and after every step; `false` cancels.
+    /// A cancelled BinaryMoS run keeps the tensors it finished (`liteKept`): the same
+    /// configuration resumes with the rest.
     #[wasm_bindgen(js_name = setQuant)]
     pub fn set_quant(
         &self,
@@ -396,8 +398,8 @@ impl Playground {
 
     /// `setQuant` as a Promise: on WebGPU, BinaryMoS's lite training runs on the GPU, `onStep`
     /// seeing each tensor's losses once it is trained. A cancelled run keeps the tensors it
-    /// trained, and the same configuration then resumes with the rest (`lite_done` says how
-    /// many). Elsewhere the same work as `setQuant`.
+    /// trained (as `setQuant` does on the CPU), and the same configuration then resumes with the
+    /// rest (`liteKept` says which). Elsewhere the same work as `setQuant`.
     #[wasm_bindgen(js_name = setQuantAsync)]
     pub fn set_quant_async(
         &self,
@@ -428,17 +430,21 @@ impl Playground {
         })
     }
 
-    /// BinaryMoS tensors of `config` a stopped `setQuantAsync` already trained on the GPU (kept
-    /// for resuming; 0 for another configuration).
-    #[wasm_bindgen(js_name = liteDone)]
-    pub fn lite_done(&self, config: JsValue) -> Result<usize, JsError> {
+    /// What a stopped BinaryMoS run of `config` kept for resuming (`setQuant` on the CPU,
+    /// `setQuantAsync` on WebGPU): `{done, total, names}`, the tensors already trained (their
+    /// names in training order) of the `total` it trains; `done` is 0 for another configuration.
+    #[wasm_bindgen(js_name = liteKept)]
+    pub fn lite_kept(&self, config: JsValue) -> Result<JsValue, JsError> {
         let config: QuantConfig = serde_wasm_bindgen::from_value(config)
             .map_err(|e| js_error(Error::config("quant config", e)))?;
-        Ok(self
-            .session()?
-            .as_ref()
-            .ok_or_else(no_model)?
-            .lite_done(&config))
+        let guard = self.session()?;
+        let session = guard.as_ref().ok_or_else(no_model)?;
+        let names = session.lite_kept(&config);
+        to_js(&serde_json::json!({
+            "done": names.len(),
+            "total": session.lite_total(&config),
+            "names": names,
+        }))
     }
 
     /// Calibrate the loaded model on `text` with up to `n_seq × seq_len` tokens (fewer when

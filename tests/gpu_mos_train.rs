@@ -12,8 +12,10 @@
 #[path = "common/gpu_check.rs"]
 mod gpu_check;
 use gpu_check::{close, gpu};
+#[path = "common/tiny_llama.rs"]
+mod tiny_llama;
+use tiny_llama::{mos_config, packed};
 
-use quantlab::io::tokenizer::TokenizerFiles;
 use quantlab::linalg::sgemm;
 use quantlab::model::eval::{EvalOptions, Protocol};
 use quantlab::playground::engine::Device;
@@ -167,7 +169,6 @@ fn twenty_adam_steps_match_the_cpu() {
     }
 }
 
-const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny/llama");
 const TEXT: &str = "The quick brown fox jumps over the lazy dog. A tiny model, a tiny text: \
                     enough tokens to calibrate and to evaluate two short windows of it.";
 /// A whole tiny model trained on the GPU against the CPU: each tensor's losses relative, and PPL
@@ -181,17 +182,7 @@ const SESSION_PPL_REL_TOL: f64 = 1e-3;
 /// The tiny Llama checkpoint on `device`, calibrated on the CPU (so both sessions train on the
 /// same rows).
 fn tiny_session(device: &Device) -> (Session, Vec<u32>) {
-    let read =
-        |f: &str| std::fs::read(format!("{TINY}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}"));
-    let tok = read("tokenizer.json");
-    let mut s = Session::load_hf_on(
-        "tiny-llama",
-        &read("config.json"),
-        TokenizerFiles::Json(&tok),
-        &[("model.safetensors", &read("model.safetensors"))],
-        device,
-    )
-    .unwrap();
+    let mut s = tiny_llama::load(device);
     let ids = s.tokenize(TEXT).unwrap();
     let calib = CalibOptions {
         n_seq: 2,
@@ -287,26 +278,6 @@ fn a_gpu_session_trains_binarymos_on_the_gpu_as_the_cpu_does() {
 }
 
 /// BinaryMoS with `experts` and `steps`, 1 bit, as the page's method menu makes it.
-fn mos_config(experts: usize, steps: usize, lr: f32) -> QuantConfig {
-    QuantConfig {
-        method: Method::BinaryMos(BinaryMosOptions { experts, steps, lr }),
-        default: LayerQuant {
-            bits: 1,
-            ..LayerQuant::default()
-        },
-        ..QuantConfig::default()
-    }
-}
-
-/// The packed bytes of every block linear of the session's quantized model.
-fn packed(s: &Session) -> Vec<(String, Vec<u8>)> {
-    s.quantized_weights()
-        .expect("a quantized model")
-        .linears()
-        .map(|l| (l.name.clone(), l.w.data.clone()))
-        .collect()
-}
-
 #[test]
 fn a_stopped_gpu_training_resumes_with_the_rest_and_ends_as_an_uninterrupted_run() {
     // The page's path (`setQuantAsync`): trained on the GPU tensor by tensor, awaited.

@@ -18,6 +18,7 @@ import { initLessons, keepLesson } from './lessons.js';
 import { splitLessonHash } from './lesson-format.js';
 import { endSoFar, onTiming, showEngineChoice, showFinal, showSoFar } from './engine.js';
 import { atStep, markGenerationStopped, runParts, stopWorkerOnLeave } from './truth2.js';
+import { initResume, keptTensor, resumeCancelled, resumeDone, resumeOnRun, resumeStopped } from './resume.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
@@ -1066,6 +1067,7 @@ async function startRun(measure = false) {
   const myGen = gen;
   if (control) Atomics.store(control, 0, gen);
   const quant = quantConfig();
+  resumeOnRun(quant);
   const calib = await calibFor(quant);
   if (myGen !== gen) return;
   const id = identity(quant, calib);
@@ -1128,6 +1130,7 @@ function describeRun(r) {
 }
 
 el.evaluate.addEventListener('click', () => startRun(true));
+initResume(() => startRun(true));
 el.evalStop.addEventListener('click', stopRun);
 el.bits.addEventListener('input', () => { el.bitsOut.textContent = bitsText(); });
 for (const c of [el.bits, el.gran, el.sym, el.clip, el.imatrix, el.lorc, el.lorcRank, el.lorc8, el.calibN, el.calibLen,
@@ -1595,14 +1598,14 @@ function onTraining(msg) {
   const t = training;
   if (msg.step === 0) {
     finishTensor();
-    t.current = { name: msg.name, steps: [], rel: [], start: msg.loss };
+    t.current = { name: msg.name, steps: [], rel: [], start: msg.loss, kept: keptTensor(msg.name) };
   }
   const c = t.current;
   if (!c) return;
   c.steps.push(msg.step);
   c.rel.push(c.start > 0 ? msg.loss / c.start : 1);
   el.trainStop.disabled = false;
-  el.trainStatus.textContent = `Training ${c.name}: step ${msg.step}, loss ${(c.rel[c.rel.length - 1]).toFixed(4)} of its start `
+  el.trainStatus.textContent = `${c.kept ? 'Already trained (kept from the stopped run)' : 'Training'} ${c.name}: step ${msg.step}, loss ${(c.rel[c.rel.length - 1]).toFixed(4)} of its start `
     + `(${t.tensors.length} tensors done).`;
   // At most a few redraws a second: a tensor's steps arrive faster than charts draw.
   const now = performance.now();
@@ -1613,7 +1616,7 @@ function onTraining(msg) {
 }
 function finishTensor() {
   const c = training?.current;
-  if (c && c.steps.length > 1) training.tensors.push({ name: c.name, ratio: c.rel[c.rel.length - 1] });
+  if (c && c.steps.length > 1) training.tensors.push({ name: c.name, ratio: c.rel[c.rel.length - 1], kept: c.kept });
 }
 function trainingDone(stopped) {
   el.trainStop.disabled = true;
@@ -1625,11 +1628,17 @@ function trainingDone(stopped) {
   el.trainStatus.dataset.done = stopped ? 'stopped' : 'true';
   el.trainStatus.textContent = stopped
     ? `Stopped after ${training.tensors.length} tensors; the model keeps its previous quantization.`
-    : `Trained ${r.length} tensors; the median one ends at ${median?.toFixed(3)} of its starting loss.`;
+    : `Trained ${r.length} tensors${keptWords()}; the median one ends at ${median?.toFixed(3)} of its starting loss.`;
   training.current = null;
+}
+// How many of the finished run's tensors came from a stopped run (www/resume.js).
+function keptWords() {
+  const k = training.tensors.filter((x) => x.kept).length;
+  return k ? ` (${k} kept from the stopped run)` : '';
 }
 el.trainStop.addEventListener('click', () => {
   // A newer generation makes the worker's training callback return false (shared memory).
+  resumeStopped(gen);
   gen += 1;
   if (control) Atomics.store(control, 0, gen);
   el.trainStop.disabled = true;
@@ -2033,6 +2042,7 @@ worker.onmessage = ({ data: msg }) => {
   if (msg.type === 'cancelled') {
     el.result.dataset.cancelled = String(++cancelled);
     onCancelled(msg);
+    resumeCancelled(msg);
   }
   if (msg.type === 'layers') return onLayers(msg);
   if (msg.gen !== undefined && msg.gen !== gen) return;
@@ -2145,6 +2155,7 @@ worker.onmessage = ({ data: msg }) => {
       break;
     case 'quantized':
       if (training?.gen === msg.gen && training.current) trainingDone(false);
+      resumeDone();
       if (active) {
         active.times.quant = msg.seconds;
         active.memory = msg.memory;

@@ -58,7 +58,8 @@
 // quantization calls after every tensor and evaluation between every two blocks of the model
 // (on the GPU as the paced blocks finish, src/gpu/pace.rs), compare it with their own
 // generation and return false to stop. A cancelled run's 'cancelled' carries `partial`, the
-// progress over its finished windows. On the CPU backend no
+// progress over its finished windows, and for BinaryMoS `lite`, the tensors its lite training
+// kept for resuming (`liteKept`). On the CPU backend no
 // message can arrive while wasm runs, hence shared memory. Without it (a server without
 // COOP/COEP headers) a newer queued run stops a GPU evaluation at its next window; on the CPU
 // runs overtaken while queued are skipped, and a running one finishes and is ignored.
@@ -414,7 +415,8 @@ async function drain() {
 async function run({ gen, quant, text, options, calib }) {
   // What the finished windows measured, kept when the run is cancelled (they are valid).
   let partial = null;
-  const cancelled = () => post({ type: 'cancelled', gen, partial, engine: onGpu ? 'gpu' : 'cpu' });
+  // A stopped BinaryMoS run also says which tensors it kept for resuming (www/resume.js).
+  const cancelled = () => post({ type: 'cancelled', gen, partial, engine: onGpu ? 'gpu' : 'cpu', lite: liteKept(quant) });
   if (stale(gen)) return cancelled();
   try {
     // Everything that can be checked before work, against the model: a setting that cannot run
@@ -461,6 +463,17 @@ async function run({ gen, quant, text, options, calib }) {
   } catch (e) {
     if (stale(gen)) cancelled();
     else post({ type: 'error', gen, where: 'run', message: message(e) });
+  }
+}
+
+// What the session kept of a stopped BinaryMoS run of `quant` ({done, total, names, quant}), or
+// null for another method.
+function liteKept(quant) {
+  if (!quant?.method?.binarymos) return null;
+  try {
+    return { ...playground.liteKept(quant), quant };
+  } catch {
+    return null;
   }
 }
 

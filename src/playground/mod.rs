@@ -6,6 +6,7 @@ pub mod engine;
 pub mod generate;
 pub mod gpulite;
 pub mod inspect;
+pub mod lite;
 pub mod mos_view;
 pub mod probe;
 pub mod row_view;

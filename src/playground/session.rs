@@ -10,7 +10,7 @@ use crate::model::net::Model;
 use crate::model::weights::{MemoryReport, ModelWeights};
 use crate::playground::engine::{Device, Engine, EngineInfo};
 use crate::playground::generate::{self, Generation, Which};
-use crate::playground::gpulite::LiteCache;
+use crate::playground::lite::{self, LiteCache};
 use crate::playground::saved::SourceIdentity;
 use crate::quant::binarymos::LiteTrainer;
 use crate::quant::calib::{self, CalibOptions, Calibration};
@@ -120,8 +120,8 @@ pub struct Session {
     /// Automatic allocation's measurement (`quant::auto`), kept while the calibration stays,
     /// so that moving the budget only solves again.
     auto: crate::quant::auto::AutoCache,
-    /// BinaryMoS tensors trained on the GPU without blocking (`set_quant_traced_async`), kept
-    /// so that a stopped run resumes; emptied by a new calibration.
+    /// BinaryMoS tensors lite training finished (on the CPU or the GPU), kept so that a stopped
+    /// run of the same configuration resumes; emptied by a new calibration.
     lite: LiteCache,
     clock: fn() -> f64,
 }
@@ -516,16 +516,52 @@ impl Session {
                               l: &crate::quant::binarymos::MosLayer,
                               x: &[f32],
                               t: &[f32],
-                              o: &crate::quant::binarymos::LiteOptions| {
-                pollster::block_on(g.mos_train_lite(l, x, t, o))
+                              o: &crate::quant::binarymos::LiteOptions,
+                              on_step: &mut dyn FnMut(usize, f64) -> bool| {
+                let (l, losses) = pollster::block_on(g.mos_train_lite(l, x, t, o))?;
+                crate::quant::binarymos::replay(&losses, on_step)?;
+                Ok((l, losses))
             };
-            return self.set_quant_on(cfg, progress, on_step, Some(&train));
+            return self.set_quant_kept(cfg, progress, on_step, Some(&train), "gpu");
         }
-        self.set_quant_on(cfg, progress, on_step, None)
+        self.set_quant_kept(cfg, progress, on_step, None, "cpu")
+    }
+
+    /// `set_quant_on` with BinaryMoS's tensors trained through the session's cache
+    /// (`lite::train_kept`; `trainer` names "cpu" or "gpu" for its key): the tensors a stopped
+    /// run finished are reused, the others trained by `inner` and kept.
+    fn set_quant_kept(
+        &mut self,
+        cfg: &QuantConfig,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+        on_step: &mut dyn FnMut(&str, usize, f64) -> bool,
+        inner: Option<LiteTrainer>,
+        trainer: &str,
+    ) -> Result<MemoryReport> {
+        if !matches!(cfg.method, Method::BinaryMos(_)) {
+            return self.set_quant_on(cfg, progress, on_step, inner);
+        }
+        let mut cache = std::mem::take(&mut self.lite);
+        if let Err(e) = cache.begin(cfg, trainer) {
+            self.lite = cache;
+            return Err(e);
+        }
+        let cache = std::cell::RefCell::new(cache);
+        let train = |name: &str,
+                     l: &crate::quant::binarymos::MosLayer,
+                     x: &[f32],
+                     t: &[f32],
+                     o: &crate::quant::binarymos::LiteOptions,
+                     step: &mut dyn FnMut(usize, f64) -> bool| {
+            lite::train_kept(&cache, inner, name, l, x, t, o, step)
+        };
+        let out = self.set_quant_on(cfg, progress, on_step, Some(&train));
+        self.lite = cache.into_inner();
+        out
     }
 
     /// `set_quant_traced`, awaiting the GPU where it trains: a GPU session trains BinaryMoS's
-    /// tensors on the GPU first (`gpulite::LiteCache`, which keeps them, so a stopped run
+    /// tensors on the GPU first (`LiteCache::train_on_gpu`, into the session's cache, so a stopped run
     /// resumes where it stopped), then quantizes with them. Elsewhere, `set_quant_traced`.
     pub async fn set_quant_traced_async(
         &mut self,
@@ -541,25 +577,53 @@ impl Session {
         cfg.validate()?;
         let mut lite = std::mem::take(&mut self.lite);
         let trained = lite
-            .train(&g, &self.source, &c.calib, cfg, o, progress, on_step)
+            .train_on_gpu(&g, &self.source, &c.calib, cfg, o, progress, on_step)
             .await;
-        let out = trained.and_then(|()| {
-            let f =
-                |name: &str,
-                 _: &crate::quant::binarymos::MosLayer,
-                 _: &[f32],
-                 _: &[f32],
-                 _: &crate::quant::binarymos::LiteOptions| lite.trained(name);
-            self.set_quant_on(cfg, progress, &mut |_, _, _| true, Some(&f))
-        });
         self.lite = lite;
-        out
+        // Every tensor is kept now: the pipeline takes them from the cache.
+        let nothing = |name: &str,
+                       _: &crate::quant::binarymos::MosLayer,
+                       _: &[f32],
+                       _: &[f32],
+                       _: &crate::quant::binarymos::LiteOptions,
+                       _: &mut dyn FnMut(usize, f64) -> bool| {
+            Err(crate::Error::config(
+                "binarymos",
+                format!("{name} was not trained on the GPU"),
+            ))
+        };
+        trained.and_then(|()| {
+            self.set_quant_kept(cfg, progress, &mut |_, _, _| true, Some(&nothing), "gpu")
+        })
     }
 
-    /// BinaryMoS tensors of `cfg` already trained on the GPU by a stopped
-    /// `set_quant_traced_async` (0 for another configuration).
+    /// Which trainer lite training of `cfg` runs on in this session ("gpu" or "cpu"), as the
+    /// cache keys it: the GPU natively, and in the page where `set_quant_traced_async` trains
+    /// (no scale transform).
+    fn lite_trainer(&self, cfg: &QuantConfig) -> &'static str {
+        match self.engine.device() {
+            Device::Gpu(_) if cfg!(not(target_arch = "wasm32")) || cfg.smooth.is_none() => "gpu",
+            _ => "cpu",
+        }
+    }
+
+    /// BinaryMoS tensors of `cfg` a stopped run already trained (0 for another configuration).
     pub fn lite_done(&self, cfg: &QuantConfig) -> usize {
-        self.lite.done_for(cfg)
+        self.lite_kept(cfg).len()
+    }
+
+    /// The names of the BinaryMoS tensors of `cfg` a stopped run already trained, in training
+    /// order (none for another configuration).
+    pub fn lite_kept(&self, cfg: &QuantConfig) -> Vec<String> {
+        self.lite.kept_for(cfg, self.lite_trainer(cfg))
+    }
+
+    /// How many tensors lite training of `cfg` trains (0 unless its method is BinaryMoS).
+    pub fn lite_total(&self, cfg: &QuantConfig) -> usize {
+        match cfg.method {
+            Method::BinaryMos(_) => lite::jobs(&self.source, cfg).len(),
+            _ => 0,
+        }
     }
 
     /// The work of `set_quant_traced`, BinaryMoS trained by `trainer` when given.

@@ -199,17 +199,25 @@ pub fn router_seed(name: &str) -> u64 {
     })
 }
 
-/// Lite training of one layer elsewhere: `trainer(name, layer, x, target, opts)` returns the
-/// tensor `name` trained from `layer` and its losses, before training and after every step, as
-/// `train_lite` does (a native GPU session's runs `Gpu::mos_train_lite`).
-pub type LiteTrainer<'a> =
-    &'a dyn Fn(&str, &MosLayer, &[f32], &[f32], &LiteOptions) -> Result<(MosLayer, Vec<f64>)>;
+/// Lite training of one layer elsewhere: `trainer(name, layer, x, target, opts, on_step)`
+/// returns the tensor `name` trained from `layer` and its losses, before training and after
+/// every step, as `train_lite` does, showing them to `on_step` (`false` cancels) as it goes or
+/// once trained (a native GPU session's runs `Gpu::mos_train_lite`; a session's cache hands
+/// back the tensors a stopped run finished, `playground::lite`).
+pub type LiteTrainer<'a> = &'a dyn Fn(
+    &str,
+    &MosLayer,
+    &[f32],
+    &[f32],
+    &LiteOptions,
+    &mut dyn FnMut(usize, f64) -> bool,
+) -> Result<(MosLayer, Vec<f64>)>;
 
 /// One linear as `Method::BinaryMos` makes it: SVID start, then lite training on `x`
 /// (`t × cols` calibration inputs) toward the loaded weight's outputs, by `trainer` when given,
 /// else on the CPU. The router's seed comes from the tensor's name, so a config gives the same
 /// tensor every time. `on_step(step, loss)` sees the loss before training (step 0) and after
-/// every step (with a trainer: all of them once the tensor is trained); `false` cancels.
+/// every step (as the trainer shows them); `false` cancels.
 #[allow(clippy::too_many_arguments)]
 pub fn quantize(
     w: &[f32],
@@ -224,9 +232,8 @@ pub fn quantize(
     let (mut layer, target, lite) = start(w, rows, cols, x, opts, name)?;
     let trained = match trainer {
         None => train_lite(&mut layer, x, &target, &lite, on_step).map(|_| ()),
-        Some(train) => train(name, &layer, x, &target, &lite).and_then(|(l, losses)| {
+        Some(train) => train(name, &layer, x, &target, &lite, on_step).map(|(l, _)| {
             layer = l;
-            replay(&losses, on_step)
         }),
     };
     trained.map_err(|e| match e {
