@@ -233,6 +233,9 @@ fn activation_backward(act: FfnAct, u: &Act, d: &mut Act) {
 
 /// Back through one block: the gradient with respect to its input `x`, and its linears'
 /// gradients. Without a tape, the block's forward runs again first (the same numbers).
+// The block's inputs, its layout, the gradient from above, the tape and where products run:
+// each is needed, and a struct for them would only be unpacked again.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn block_backward(
     c: &ModelConfig,
     l: &Layout,
