@@ -9,7 +9,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { RUN_TIMEOUT_MS, openPage, waitForResult } from './harness.mjs';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { ROOT, RUN_TIMEOUT_MS, openPage, waitForResult } from './harness.mjs';
 import { servedTinyLlama } from './fixture.mjs';
 
 const CTX = 64;
@@ -76,6 +78,10 @@ test('a stopped lite training resumes from the button and ends at the uninterrup
   assert.ok(kept >= 1 && kept < TENSORS, said);
   assert.equal(await page.getAttribute('#result', 'data-state'), 'cancelled');
   const prev = await page.getAttribute('#result', 'data-run');
+  const shots = path.join(ROOT, 'out', 'screenshots');
+  mkdirSync(shots, { recursive: true });
+  await page.locator('#train-resume-button').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: path.join(shots, 'binary-resume.png') });
 
   // A real button, reached and pressed from the keyboard.
   await page.focus('#train-resume-button');
