@@ -1621,7 +1621,9 @@ function finishTensor() {
 function trainingDone(stopped) {
   el.trainStop.disabled = true;
   if (!training) return;
-  finishTensor();
+  // A stopped run's tensor in training is not finished: counting it would disagree with the
+  // resume offer, which counts the tensors kept.
+  if (!stopped) finishTensor();
   const r = training.tensors.map((x) => x.ratio);
   const median = r.length ? [...r].sort((a, b) => a - b)[Math.floor(r.length / 2)] : null;
   drawTraining({ current: training.current, tensors: training.tensors });
