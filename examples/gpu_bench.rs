@@ -6,13 +6,17 @@
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
 //!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
 //!         [--attention split|tiled32|tiled64] [--only-attention] [--only-w4a8]
-//!         [--only-tender] [--precision f32|f16]
+//!         [--only-tender] [--precision f32|f16] [--matmul v5,v6]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
 //! Without `--model` the model is synthetic: the exact shapes and storage formats of the default
 //! model with pseudo-random contents (kernel speed does not depend on the values; the scales are
 //! kept finite). `--tokens` is a file of little-endian u32 token ids (made with `--tokenize`, so
 //! the device machine needs neither the text nor the tokenizer).
+//!
+//! `--matmul v5,v6` (default: the engine's default generation): the product kernels of each
+//! listed `MatmulGen` in turn — the kernel section's unforced rows, the whole batch and the
+//! whole text are timed once per generation in the same process, so one run compares them.
 //!
 //! `--only-w4a8` (also part of the kernel section): the integer W4A8 product (arXiv 2311.05161;
 //! int8 activation codes × 4-bit weight codes summed in i32, src/gpu/intmm.rs) against the
@@ -28,7 +32,7 @@ use quantlab::format::act::{ActGranularity, ActQuantSpec, ActScale};
 use quantlab::format::ggml::GgmlType;
 use quantlab::format::tender::{self, TenderRound, TenderSpec};
 use quantlab::format::{Format, Granularity, IntSpec, QTensor};
-use quantlab::gpu::{AttentionVariant, Gpu, IntMatmul, MatmulVariant};
+use quantlab::gpu::{AttentionVariant, Gpu, IntMatmul, MatmulGen, MatmulVariant};
 use quantlab::io::gguf::Gguf;
 use quantlab::io::tokenizer::Tokenizer;
 use quantlab::model::backend::Backend;
@@ -201,6 +205,17 @@ fn main() -> quantlab::Result<()> {
 
     let iters: usize = flag("--iters").and_then(|s| s.parse().ok()).unwrap_or(10);
     let only = flag("--only").unwrap_or_default();
+    let gens = match flag("--matmul") {
+        None => vec![MatmulGen::default()],
+        Some(list) => list
+            .split(',')
+            .map(|n| {
+                MatmulGen::parse(n).ok_or_else(|| {
+                    quantlab::Error::unsupported("gpu_bench", "--matmul", format!("no {n:?}"))
+                })
+            })
+            .collect::<quantlab::Result<Vec<_>>>()?,
+    };
     let g = pollster::block_on(Gpu::create())?;
     // `--precision f16`: the weight products on tensor cores (issue 17), where the device has them.
     if flag("--precision").as_deref() == Some("f16") {
@@ -223,7 +238,7 @@ fn main() -> quantlab::Result<()> {
         return tender(&g, iters, &only, &gms);
     }
     if !has("--skip-kernels") {
-        kernels(&g, iters, &only, has("--tiles"), &gms)?;
+        kernels(&g, iters, &only, has("--tiles"), &gens, &gms)?;
     }
     // `--attention NAME`: the attention kernel of the whole-window runs below.
     if let Some(name) = flag("--attention") {
@@ -279,18 +294,21 @@ fn main() -> quantlab::Result<()> {
         }
         Ok(())
     };
-    read_all(record())?;
-    let n = iters.clamp(3, 20);
-    let (mut rec, mut tot) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        let t0 = Instant::now();
-        let p = record();
-        rec.push(t0.elapsed().as_secs_f64());
-        read_all(p)?;
-        tot.push(t0.elapsed().as_secs_f64());
-    }
-    let (rec, tot) = (median(&mut rec), median(&mut tot));
-    println!(
+    for &gen in &gens {
+        g.set_matmul_gen(gen);
+        println!("\nmatmul kernels: {}", gen.name());
+        read_all(record())?;
+        let n = iters.clamp(3, 20);
+        let (mut rec, mut tot) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let t0 = Instant::now();
+            let p = record();
+            rec.push(t0.elapsed().as_secs_f64());
+            read_all(p)?;
+            tot.push(t0.elapsed().as_secs_f64());
+        }
+        let (rec, tot) = (median(&mut rec), median(&mut tot));
+        println!(
         "\nwhole batch of {nb} window(s) ({} layers, {T} tokens each, llama.cpp protocol scoring {} rows each): \
          {:.2} ms wall ({:.0} tokens/s), of which host recording {:.2} ms",
         w.config.n_layer,
@@ -299,55 +317,55 @@ fn main() -> quantlab::Result<()> {
         (nb * T) as f64 / tot,
         rec * 1e3
     );
-    if g.profile_start().is_ok() {
-        read_all(record())?;
-        let prof = pollster::block_on(g.profile_take())?;
-        let total: f64 = prof.iter().map(|(_, s)| s).sum();
-        let mut by: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-        for (l, s) in &prof {
-            let e = by.entry(l.clone()).or_default();
-            e.0 += 1;
-            e.1 += s;
-        }
-        println!(
-            "  GPU time, sum of {} dispatches: {:.2} ms; by kernel and shape:",
-            prof.len(),
-            total * 1e3
-        );
-        let mut rows: Vec<_> = by.into_iter().collect();
-        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-        for (l, (c, s)) in rows {
+        if g.profile_start().is_ok() {
+            read_all(record())?;
+            let prof = pollster::block_on(g.profile_take())?;
+            let total: f64 = prof.iter().map(|(_, s)| s).sum();
+            let mut by: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+            for (l, s) in &prof {
+                let e = by.entry(l.clone()).or_default();
+                e.0 += 1;
+                e.1 += s;
+            }
             println!(
-                "    {l:44} ×{c:<4} {:8.3} ms  ({:6.1} µs each, {:4.1} %)",
-                s * 1e3,
-                s / c as f64 * 1e6,
-                100.0 * s / total
+                "  GPU time, sum of {} dispatches: {:.2} ms; by kernel and shape:",
+                prof.len(),
+                total * 1e3
             );
+            let mut rows: Vec<_> = by.into_iter().collect();
+            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            for (l, (c, s)) in rows {
+                println!(
+                    "    {l:44} ×{c:<4} {:8.3} ms  ({:6.1} µs each, {:4.1} %)",
+                    s * 1e3,
+                    s / c as f64 * 1e6,
+                    100.0 * s / total
+                );
+            }
         }
-    }
 
-    if let Some(p) = flag("--tokens") {
-        let bytes = read(&p)?;
-        let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
-        let opts = EvalOptions {
-            protocol: Protocol::Llamacpp,
-            ctx: T,
-            max_windows: flag("--windows").and_then(|s| s.parse().ok()),
-            kl: false,
-        };
-        let t0 = Instant::now();
-        let clock = || t0.elapsed().as_secs_f64();
-        let r = pollster::block_on(eval::evaluate(
-            &g,
-            &model,
-            None,
-            &ids,
-            None, // SmolLM2 adds no BOS (tokenizer.ggml.add_bos_token false)
-            &opts,
-            &clock,
-            &mut |_| true,
-        ))?;
-        println!(
+        if let Some(p) = flag("--tokens") {
+            let bytes = read(&p)?;
+            let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+            let opts = EvalOptions {
+                protocol: Protocol::Llamacpp,
+                ctx: T,
+                max_windows: flag("--windows").and_then(|s| s.parse().ok()),
+                kl: false,
+            };
+            let t0 = Instant::now();
+            let clock = || t0.elapsed().as_secs_f64();
+            let r = pollster::block_on(eval::evaluate(
+                &g,
+                &model,
+                None,
+                &ids,
+                None, // SmolLM2 adds no BOS (tokenizer.ggml.add_bos_token false)
+                &opts,
+                &clock,
+                &mut |_| true,
+            ))?;
+            println!(
             "\nwhole text ({} tokens, {} windows of {T}, {}): {:.2} s, {:.0} tokens/s evaluated \
              (ppl {:.3}{})",
             ids.len(),
@@ -362,6 +380,7 @@ fn main() -> quantlab::Result<()> {
                 ""
             }
         );
+        }
     }
 
     requant(&g, &w)?;
@@ -441,6 +460,7 @@ fn kernels(
     iters: usize,
     only: &str,
     tiles: bool,
+    gens: &[MatmulGen],
     gms: &dyn Fn(Option<f64>) -> String,
 ) -> quantlab::Result<()> {
     let int4 = Format::Int(IntSpec {
@@ -462,14 +482,18 @@ fn kernels(
         ("ffn_down 1536→576", 576, 1536, T),
         ("lm_head 576→49152 (64 rows)", 49152, 576, 64),
         ("lm_head 576→49152", 49152, 576, T),
+        // A batch of 8 windows, as evaluation runs them (the wide kernels' shapes).
+        ("attn_q/o 576→576 (8×512)", 576, 576, 8 * T),
+        ("attn_k/v 576→192 (8×512)", 192, 576, 8 * T),
+        ("ffn_gate/up 576→1536 (8×512)", 1536, 576, 8 * T),
+        ("ffn_down 1536→576 (8×512)", 576, 1536, 8 * T),
     ];
-    let variants: Vec<Option<MatmulVariant>> = if tiles {
-        std::iter::once(None)
-            .chain(MatmulVariant::ALL.iter().copied().map(Some))
-            .collect()
-    } else {
-        vec![None]
-    };
+    // Unforced under each generation, then (`--tiles`) every variant forced.
+    let mut variants: Vec<(Option<MatmulVariant>, MatmulGen)> =
+        gens.iter().map(|&gen| (None, gen)).collect();
+    if tiles {
+        variants.extend(MatmulVariant::ALL.map(|v| (Some(v), MatmulGen::default())));
+    }
     println!(
         "\nmatmul (GPU ms from timestamps, wall ms per call; GFLOP/s = 2·M·out·in / GPU time; \
          GB/s = (packed weight + activations in and out) / GPU time)"
@@ -479,8 +503,9 @@ fn kernels(
         for f in formats {
             let q = weight(f, out, inp, 1);
             let mat = g.load_matrix(&q, None)?;
-            for v in &variants {
+            for (v, gen) in &variants {
                 g.force_matmul(*v);
+                g.set_matmul_gen(*gen);
                 let (wall, gpu) = time(g, iters, || drop(g.linear(&x, &mat)));
                 let s = gpu.unwrap_or(wall);
                 let flops = 2.0 * (m * out * inp) as f64;
@@ -488,7 +513,7 @@ fn kernels(
                 println!(
                     "  {name:28} {:>14} {:>6}  gpu {} ms  wall {:8.3} ms  {:8.1} GFLOP/s  {:7.1} GB/s",
                     f.name(),
-                    v.map_or("auto".to_string(), |t| t.name().to_string()),
+                    v.map_or(format!("auto {}", gen.name()), |t| t.name().to_string()),
                     gms(gpu),
                     wall * 1e3,
                     flops / s / 1e9,
@@ -496,6 +521,7 @@ fn kernels(
                 );
             }
             g.force_matmul(None);
+            g.set_matmul_gen(MatmulGen::default());
         }
     }
 

@@ -5,17 +5,15 @@ use quantlab::format::{DintParams, Granularity};
 use quantlab::io::file;
 use quantlab::io::tokenizer::TokenizerFiles;
 use quantlab::model::eval::{EvalOptions, EvalProgress, EvalResult, Protocol};
-use quantlab::playground::engine::{Device, Engine};
+use quantlab::playground::engine::Device;
 use quantlab::playground::saved::SavedInfo;
 use quantlab::playground::session::Session;
 use quantlab::quant::auto::{AutoOptions, ErrorKind};
 use quantlab::quant::awq::AwqOptions;
 use quantlab::quant::binary::OneBitOptions;
 use quantlab::quant::binarymos::BinaryMosOptions;
-use quantlab::quant::calib::CalibOptions;
 use quantlab::quant::calib_source::CalibSource;
 use quantlab::quant::cmpq::{Ablation, CmpqOptions};
-use quantlab::quant::cmpq_cache::CmpqCache;
 use quantlab::quant::codebook::{KmeansOptions, Per};
 use quantlab::quant::config::{
     ggml_code_bits, parse_ggml_type, Grid, LayerQuant, Method, QuantConfig,
@@ -32,9 +30,11 @@ mod distil;
 mod export;
 mod held_out;
 mod row;
+mod steps;
 mod sweep_shard;
 
 use held_out::CalibArgs;
+use steps::{bench_cmpq_step, bench_rtn_step};
 
 #[derive(Parser)]
 #[command(
@@ -46,8 +46,9 @@ struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
     /// Arithmetic of the weight products with --backend gpu: f32 (the exact reference) or f16
-    /// on tensor cores with f32 accumulation (devices with cooperative matrices; refused with
-    /// the reason elsewhere). Any command that runs the model takes it.
+    /// inputs with f32 accumulation, on tensor cores (devices with cooperative matrices), else
+    /// in packed f16 (devices with shader f16); refused with the reason elsewhere. Any command
+    /// that runs the model takes it.
     #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
 }
@@ -790,7 +791,7 @@ fn device(b: BackendArg) -> Result<Device> {
         BackendArg::Cpu if f16 => {
             return Err(Error::config(
                 "--precision",
-                "f16 runs on tensor cores: it needs --backend gpu",
+                "f16 runs on the GPU (tensor cores or packed f16): it needs --backend gpu",
             ))
         }
         BackendArg::Cpu => Device::Cpu,
@@ -798,6 +799,14 @@ fn device(b: BackendArg) -> Result<Device> {
             let gpu = pollster::block_on(quantlab::gpu::Gpu::create())?;
             if f16 {
                 gpu.set_precision(quantlab::gpu::Precision::F16)?;
+            }
+            // QUANTLAB_MATMUL=v5|v6: which generation of product kernels (to time both with
+            // the same binary; docs/gpu-perf.md v6). Unset: the engine's default.
+            if let Ok(v) = std::env::var("QUANTLAB_MATMUL") {
+                let g = quantlab::gpu::MatmulGen::parse(&v).ok_or_else(|| {
+                    Error::config("QUANTLAB_MATMUL", format!("{v:?} is neither v5 nor v6"))
+                })?;
+                gpu.set_matmul_gen(g);
             }
             Device::Gpu(std::rc::Rc::new(gpu))
         }
@@ -1586,114 +1595,6 @@ fn rtn_g32_sym(bits: u8) -> QuantConfig {
 enum SliderStep {
     Cmpq,
     Rtn,
-}
-
-/// `bench --rtn-step`: the page's bits slider with RTN (issue 17: re-quantize + 8 windows), on
-/// the same `Session::set_quant` path the page uses, so the number is what a user waits for.
-/// The first configuration is timed too but is not the step: it includes one-off work.
-fn bench_rtn_step(s: &mut Session, tokens: &[u32], ctx: usize, windows: usize) -> Result<()> {
-    let opts = EvalOptions {
-        protocol: Protocol::Llamacpp,
-        ctx,
-        max_windows: Some(windows),
-        kl: false,
-    };
-    for (what, bits) in [("first", 4u8), ("step", 3), ("step", 4)] {
-        let cfg = rtn_g32_sym(bits);
-        let t = Instant::now();
-        let mem = s.set_quant(&cfg)?;
-        let tq = t.elapsed().as_secs_f64();
-        let r = s.evaluate_tokens(tokens, &opts, &mut |_| true)?;
-        let te = t.elapsed().as_secs_f64() - tq;
-        println!(
-            "rtn {what} int{bits} g32: quantize+load {tq:.3} s · eval {} windows {te:.3} s · \
-             total {:.3} s · PPL {:.4} · {:.4} bits/weight",
-            r.windows,
-            tq + te,
-            r.ppl,
-            mem.bits_per_weight
-        );
-    }
-    Ok(())
-}
-
-/// `bench --cmpq-step`: the interactive budget slider as a benchmark (issue 6: one step of 0.05
-/// bit, re-quantized and re-evaluated on 8 windows of 512 tokens). Calibration runs once (the
-/// session keeps it); `CmpqCache` keeps the column fits, so the step re-fits only the columns
-/// whose width or sparse outliers changed, and keeps the dequantized source and each column's
-/// largest errors. A second line per step breaks the quantize time down by phase.
-fn bench_cmpq_step(
-    s: &mut Session,
-    tokens: &[u32],
-    ctx: usize,
-    windows: usize,
-    copts: &CalibOptions,
-) -> Result<()> {
-    let t = Instant::now();
-    s.calibrate(tokens, copts, &mut |_, _| true)?;
-    println!(
-        "calibrate {} × {} tokens (once): {:.2} s",
-        copts.n_seq,
-        copts.seq_len,
-        t.elapsed().as_secs_f64()
-    );
-    let calib = s
-        .calibration()
-        .ok_or_else(|| Error::config("calibration", "missing after calibrate"))?;
-    let mut engine = Engine::load(&s.device(), s.source())?;
-    let opts = EvalOptions {
-        protocol: Protocol::Llamacpp,
-        ctx,
-        max_windows: Some(windows),
-        kl: false,
-    };
-    let mut cache = CmpqCache::default();
-    for (what, budget) in [("first", 3.0f32), ("step", 3.05)] {
-        let cfg = QuantConfig {
-            method: Method::Cmpq(CmpqOptions {
-                budget,
-                ..CmpqOptions::default()
-            }),
-            ..QuantConfig::default()
-        };
-        let t = Instant::now();
-        let q = cache.apply(&cfg, s.source(), calib)?;
-        let tq = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        engine.set_quantized(Some(&q))?;
-        let tl = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let clock = || t.elapsed().as_secs_f64();
-        let r = pollster::block_on(engine.evaluate(tokens, s.bos(), &opts, &clock, &mut |_| true))?;
-        let te = t.elapsed().as_secs_f64();
-        println!(
-            "cmpq {what} {budget:.2} bits: quantize {tq:.2} s ({} column fits cached) · load {tl:.2} s · \
-             eval {} windows {te:.2} s · total {:.2} s · PPL {:.4} · {:.4} bits/weight",
-            cache.fits(),
-            r.windows,
-            tq + tl + te,
-            r.ppl,
-            q.memory().bits_per_weight
-        );
-        // What the quantize time above was spent on (CmpqCache's phases, wall clock).
-        let p = cache.times();
-        println!(
-            "  {what} phases: source {:.2} s · alloc {:.2} s · fits {:.2} s ({} new) · outliers \
-             {:.2} s ({} error lists) · refits {:.2} s ({} new) · pack {:.2} s · model {:.2} s · \
-             load {tl:.2} s · eval {te:.2} s",
-            p.source,
-            p.alloc,
-            p.fits,
-            p.new_fits,
-            p.outliers,
-            p.new_err_lists,
-            p.refits,
-            p.new_refits,
-            p.pack,
-            p.model
-        );
-    }
-    Ok(())
 }
 
 /// `bench --method`: calibration and quantization of the whole model, timed separately.

@@ -34,6 +34,7 @@ use crate::io::tokenizer::TokenizerFiles;
 use crate::model::eval::{EvalOptions, EvalProgress};
 use crate::playground::engine::Device;
 use crate::playground::generate::Which;
+use crate::playground::load::Hash;
 use crate::playground::session::Session;
 use crate::playground::{inspect, mos_view, row_view, schema, tender_view};
 use crate::quant::config::QuantConfig;
@@ -222,16 +223,73 @@ impl Playground {
         *self.gpu.borrow_mut() = None;
     }
 
+    /// The weight-product precisions this engine can run: `["f32"]`, plus `"f16"` on a WebGPU
+    /// device created with `shader-f16` (`shaders/matmul_f16.wgsl`; www/web16.js offers it).
+    pub fn precisions(&self) -> Vec<String> {
+        let f16 = self
+            .gpu
+            .borrow()
+            .as_ref()
+            .is_some_and(|g| g.ctx.f16_missing().is_none());
+        let mut out = vec!["f32".to_string()];
+        if f16 {
+            out.push("f16".into());
+        }
+        out
+    }
+
+    /// Multiply the weight products of later runs in `precision` ("f32" or "f16"); refused with
+    /// the reason on the CPU or where the device lacks f16 (`Gpu::set_precision`).
+    #[wasm_bindgen(js_name = setPrecision)]
+    pub fn set_precision(&self, precision: &str) -> Result<(), JsError> {
+        use crate::gpu::Precision;
+        let p = match precision {
+            "f32" => Precision::F32,
+            "f16" => Precision::F16,
+            other => {
+                return Err(JsError::new(&format!(
+                    "precision: {other:?} is not one of \"f32\", \"f16\""
+                )))
+            }
+        };
+        match self.gpu.borrow().as_ref() {
+            Some(g) => g.set_precision(p).map_err(js_error),
+            None if p == Precision::F32 => Ok(()),
+            None => Err(JsError::new(
+                "precision f16 needs WebGPU; running on the CPU",
+            )),
+        }
+    }
+
     /// Load a model file (GGUF, or QuantLab's own .qlab, told apart by their first bytes) onto
-    /// the GPU when `initGpu` succeeded; returns the model card (`ModelInfo`). `label` names the file in error messages. The new model is
-    /// built beside the current one and replaces it only on success, so a corrupt file leaves
-    /// the previous model loaded and usable.
-    pub fn load(&self, bytes: Vec<u8>, label: &str) -> Result<JsValue, JsError> {
+    /// the GPU when `initGpu` succeeded; returns the model card (`ModelInfo`) with `steps`, the
+    /// milliseconds each step of the load took (`load::LoadSteps`). `label` names the file in
+    /// error messages. With `hash_here` false the SHA-256 of the bytes is left to the caller,
+    /// who must hand it over with `setSourceSha256` before anything else (the worker hashes with
+    /// `crypto.subtle` while this runs). The new model is built beside the current one and
+    /// replaces it only on success, so a corrupt file leaves the previous model loaded and usable.
+    pub fn load(&self, bytes: Vec<u8>, label: &str, hash_here: bool) -> Result<JsValue, JsError> {
         let device = self.device();
         // Fail with "busy" before the work, not after it.
         drop(self.session_mut()?);
-        let session = Session::load_file_on(label, bytes, &device).map_err(js_error)?;
-        self.install(session)
+        let hash = if hash_here { Hash::Here } else { Hash::Caller };
+        let (session, steps) =
+            Session::load_file_steps(label, bytes, &device, hash, &precise_ms).map_err(js_error)?;
+        let info = self.install(session)?;
+        js_sys::Reflect::set(&info, &"steps".into(), &to_js(&steps)?)
+            .map_err(|_| JsError::new("internal: cannot pass the load steps to JS"))?;
+        Ok(info)
+    }
+
+    /// The SHA-256 (lower-case hex) of the `bytes` bytes the last `load(…, false)` read, computed
+    /// by the caller; refused when the length differs from the file loaded. Returns the model
+    /// card with the digest in its identity.
+    #[wasm_bindgen(js_name = setSourceSha256)]
+    pub fn set_source_sha256(&self, hex: &str, bytes: f64) -> Result<JsValue, JsError> {
+        let mut s = self.session_mut()?;
+        let s = s.as_mut().ok_or_else(no_model)?;
+        s.identity.set_sha256(hex, bytes as u64).map_err(js_error)?;
+        to_js(&s.info())
     }
 
     /// The current model (quantized by the last `setQuant`, or as loaded) as a QuantLab model

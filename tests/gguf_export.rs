@@ -204,7 +204,10 @@ fn default_model_exports_each_grid_exactly_or_says_why_not() {
     let ids = wikitext_ids(&s);
     for (what, cfg, types) in cases() {
         s.set_quant(&cfg).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let w = s.quantized_weights().expect("quantized");
+        let w = s
+            .quantized_weights()
+            .expect("read back")
+            .expect("quantized");
         let (bytes, report) = export_gguf(w, s.tokenizer(), what).expect(what);
         let rep = report_of(&report);
         // Every tensor of the model is in the report once, and in the file.
@@ -348,7 +351,7 @@ fn gguf_py_decodes_every_exported_tensor_as_quantlab_does() {
     let mut files = Vec::new();
     for (what, cfg, _) in cases() {
         s.set_quant(&cfg).unwrap();
-        let w = s.quantized_weights().unwrap();
+        let w = s.quantized_weights().unwrap().unwrap();
         let (bytes, report) = export_gguf(w, s.tokenizer(), what).unwrap();
         let path = dir.join(format!("{what}.gguf"));
         std::fs::write(&path, &bytes).unwrap();
@@ -472,7 +475,7 @@ fn tiny_opts() -> EvalOptions {
 fn gpt2_round_trips_with_the_same_perplexity() {
     let mut s = Session::load_gguf("model-f32.gguf", read_tiny("gpt2", "model-f32.gguf")).unwrap();
     s.set_quant(&rtn(4, Granularity::Group(32), true)).unwrap();
-    let w = s.quantized_weights().unwrap();
+    let w = s.quantized_weights().unwrap().unwrap();
     let (bytes, report) = export_gguf(w, s.tokenizer(), "tiny-gpt2").unwrap();
     for l in w.linears() {
         let r = report.iter().find(|r| r.name == l.name).unwrap();
@@ -544,7 +547,7 @@ fn half_rope_rows_are_permuted_into_llama_cpp_layout() {
         .evaluate_tokens(&ids, &tiny_opts(), &mut |_| true)
         .unwrap()
         .ppl;
-    let w = s.quantized_weights().unwrap();
+    let w = s.quantized_weights().unwrap().unwrap();
     let (bytes, report) = export_gguf(w, s.tokenizer(), "tiny-llama").unwrap();
     let q = report
         .iter()
@@ -588,7 +591,7 @@ fn what_llama_cpp_cannot_run_is_refused_with_the_reason() {
         tender: None,
     });
     s.set_quant(&cfg).unwrap();
-    let e = export_gguf(s.quantized_weights().unwrap(), s.tokenizer(), "a8")
+    let e = export_gguf(s.quantized_weights().unwrap().unwrap(), s.tokenizer(), "a8")
         .unwrap_err()
         .to_string();
     assert!(e.contains("activation") && e.contains("llama.cpp"), "{e}");
@@ -647,7 +650,7 @@ fn fallbacks_explain_themselves() {
             s.calibrate(&ids, &opts, &mut |_, _| true).unwrap();
         }
         s.set_quant(&cfg).unwrap();
-        let w = s.quantized_weights().unwrap();
+        let w = s.quantized_weights().unwrap().unwrap();
         let (bytes, report) = export_gguf(w, s.tokenizer(), "fallback").unwrap();
         for l in w.linears() {
             let r = report.iter().find(|r| r.name == l.name).unwrap();

@@ -1,61 +1,43 @@
-//! The f16 tensor-core product (`shaders/matmul_coop.wgsl`, `--precision f16`) against the CPU
-//! reference, where the adapter has cooperative matrices; where it has none (Mesa lavapipe, the
-//! CI machine, every browser), that the precision is refused with the reason and the f32
-//! reference stays in use. The benchmark (`quantlab bench --backend gpu --precision f16`) and
+//! The f16 tensor-core products (`shaders/matmul_coop.wgsl` and the wide
+//! `matmul_coop_wide.wgsl`, `--precision f16`) against the CPU reference, where the adapter has
+//! cooperative matrices; where it has none but has f16 shader values (Mesa lavapipe, the CI
+//! machine), that f16 is taken by the packed-f16 kernel (tests/gpu_f16.rs checks its results);
+//! where it has neither, that the precision is refused with the reason and the f32 reference
+//! stays in use. The benchmark (`quantlab bench --backend gpu --precision f16`) and
 //! the perplexity comparison run on the GPU machine (docs/gpu-perf.md).
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/f16_check.rs"]
+mod f16_check;
 #[path = "common/gpu_check.rs"]
 mod gpu_check;
 #[path = "common/rng.rs"]
 mod rng;
-use gpu_check::{act, close, gpu, read};
+use f16_check::{check, ggml};
+use gpu_check::gpu;
 use rng::Rng;
 
-use quantlab::format::ggml::quantize::quantize;
 use quantlab::format::ggml::GgmlType;
-use quantlab::format::{Format, QTensor};
-use quantlab::gpu::{Gpu, MatmulVariant, Precision};
-use quantlab::model::backend::Backend;
-use quantlab::model::cpu::Cpu;
+use quantlab::format::QTensor;
+use quantlab::gpu::Precision;
 
 /// Inputs rounded to f16 (relative error ≤ 2⁻¹¹ each) and products summed in f32: over k ≤ 576
 /// random-sign terms the output's error stays within a few 2⁻¹¹ of its largest magnitude.
 const COOP_TOL: f32 = 4e-3;
 
-fn check(g: &Gpu, w: &QTensor, m: usize, bias: bool, seed: u64) {
-    let mut r = Rng(seed);
-    let x = r.vec(m * w.cols);
-    let b = bias.then(|| r.vec(w.rows));
-    let want = Cpu.linear(
-        &act(m, w.cols, x.clone()),
-        &Cpu.load_matrix(w, b.as_deref()).unwrap(),
-    );
-    let gm = g.load_matrix(w, b.as_deref()).unwrap();
-    let gx = g.upload_act(m, w.cols, &x).unwrap();
-    for tile in [MatmulVariant::Tiled, MatmulVariant::SplitK] {
-        g.force_matmul(Some(tile));
-        let got = g.linear(&gx, &gm);
-        close(
-            &read(g, &got),
-            &want.data,
-            COOP_TOL,
-            &format!(
-                "f16 {} {m}×{}→{} {}",
-                w.format.name(),
-                w.cols,
-                w.rows,
-                tile.name()
-            ),
-        );
-    }
-    g.force_matmul(None);
-}
-
 #[test]
 fn f16_tensor_cores_match_cpu_or_are_refused_with_the_reason() {
     let g = gpu();
+    if !g.ctx.coop && g.ctx.f16 {
+        g.set_precision(Precision::F16).unwrap();
+        assert_eq!(g.precision(), Precision::F16);
+        eprintln!(
+            "no tensor cores on {}: packed f16 instead",
+            g.ctx.describe()
+        );
+        return;
+    }
     if !g.ctx.coop {
         let e = g.set_precision(Precision::F16).unwrap_err().to_string();
         assert!(e.contains("cooperative matrices"), "{e}");
@@ -66,19 +48,15 @@ fn f16_tensor_cores_match_cpu_or_are_refused_with_the_reason() {
     }
     g.set_precision(Precision::F16).unwrap();
     let mut r = Rng(11);
-    // Edges (37 tokens, 70 rows: partial tiles), several tiles with split-K, and the formats
+    // Edges (37 tokens, 70 rows: partial tiles), several tiles with split-K (also of the
+    // 128×128 wide kernel, whose forced split of k = 224 ends mid-slice), and the formats
     // the default model stores (Q4_1 linears, Q8_0 head) besides plain f32.
-    for (m, n, k) in [(37, 70, 96), (130, 200, 576)] {
+    for (m, n, k) in [(37, 70, 96), (130, 200, 576), (300, 270, 224)] {
         let w = r.vec(n * k);
-        check(&g, &QTensor::from_f32(n, k, &w), m, true, 1);
-        check(&g, &ggml(GgmlType::Q4_1, n, k, &w), m, false, 2);
-        check(&g, &ggml(GgmlType::Q8_0, n, k, &w), m, true, 3);
+        check(&g, &QTensor::from_f32(n, k, &w), m, true, 1, COOP_TOL);
+        check(&g, &ggml(GgmlType::Q4_1, n, k, &w), m, false, 2, COOP_TOL);
+        check(&g, &ggml(GgmlType::Q8_0, n, k, &w), m, true, 3, COOP_TOL);
     }
-}
-
-fn ggml(t: GgmlType, rows: usize, cols: usize, w: &[f32]) -> QTensor {
-    let bytes = quantize(t, w, rows, cols).unwrap();
-    QTensor::new(Format::Ggml(t), rows, cols, bytes).unwrap()
 }
 
 #[test]
@@ -96,6 +74,32 @@ fn f16_on_the_cpu_backend_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--precision") && err.contains("--backend gpu"),
+        "{err}"
+    );
+}
+
+/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5 against v6 with one binary) names
+/// the variable and the values it takes when it holds anything else, before any work.
+#[test]
+fn an_unknown_matmul_generation_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantlab"))
+        .args([
+            "eval",
+            "--backend",
+            "gpu",
+            "--model",
+            "tests/fixtures/tiny/llama",
+            "--text",
+            "tests/data/wikitext-2-raw-test.txt",
+        ])
+        .env("QUANTLAB_MATMUL", "v9")
+        .current_dir(cli::root())
+        .output()
+        .expect("run quantlab");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("QUANTLAB_MATMUL") && err.contains("\"v9\"") && err.contains("v5"),
         "{err}"
     );
 }

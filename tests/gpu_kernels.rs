@@ -12,7 +12,7 @@ use rng::Rng;
 
 use quantlab::format::ggml::GgmlType;
 use quantlab::format::{Format, Granularity, IntSpec, QTensor};
-use quantlab::gpu::{AttentionVariant, Gpu, GpuContext, MatmulVariant};
+use quantlab::gpu::{AttentionVariant, Gpu, GpuContext, MatmulGen, MatmulVariant};
 use quantlab::model::backend::Backend;
 use quantlab::model::config::RopeStyle;
 use quantlab::model::cpu::Cpu;
@@ -168,6 +168,49 @@ fn matmul_ggml_blocks() {
         check_linear(&g, &w, false, 20);
         check_linear(&g, &w, true, 21);
     }
+}
+
+/// The wide kernels (`shaders/matmul_wide.wgsl`: 128×64 tiles, 8×8 per invocation) over
+/// several tiles in both directions, every edge partial (300 tokens = 2 tiles + 44, 130 weight
+/// rows = 2 tiles + 2, k = 200 not a multiple of the 16-wide slice), whole and split-K, and
+/// `MatmulGen::V6` choosing them by itself at `WIDE_MIN_ROWS` tokens (what a batch of windows
+/// runs), against the CPU.
+#[test]
+fn wide_matmul_several_tiles_and_the_default_choice() {
+    let g = gpu();
+    let mut r = Rng(30);
+    let (m, n, k) = (300, 130, 200);
+    let w = r.vec(n * k);
+    let q41 = ggml_tensor(&mut r, GgmlType::Q4_1, n, 224);
+    for (w, bias) in [(QTensor::from_f32(n, k, &w), true), (q41, false)] {
+        let m = if w.cols == k { m } else { 1030 };
+        let x = r.vec(m * w.cols);
+        let b = bias.then(|| r.vec(w.rows));
+        let want = Cpu.linear(
+            &act(m, w.cols, x.clone()),
+            &Cpu.load_matrix(&w, b.as_deref()).unwrap(),
+        );
+        let gm = g.load_matrix(&w, b.as_deref()).unwrap();
+        let gx = g.upload_act(m, w.cols, &x).unwrap();
+        for (v, gen) in [
+            (Some(MatmulVariant::Wide), MatmulGen::V6),
+            (Some(MatmulVariant::WideSplitK), MatmulGen::V6),
+            (None, MatmulGen::V6),
+            (None, MatmulGen::V5),
+        ] {
+            g.force_matmul(v);
+            g.set_matmul_gen(gen);
+            let got = g.linear(&gx, &gm);
+            close(
+                &read(&g, &got),
+                &want.data,
+                MATMUL_TOL,
+                &format!("{} {m}×{}→{n} {v:?} {gen:?}", w.format.name(), w.cols),
+            );
+        }
+    }
+    g.force_matmul(None);
+    g.set_matmul_gen(MatmulGen::default());
 }
 
 #[test]

@@ -105,7 +105,9 @@ fn gpu_session_matches_cpu_session_and_the_format_table() {
     );
     let engine = gpu_s.engine();
     assert_eq!(engine.weight_bytes, Some(mem.total_bytes), "RTN int4 g32");
-    assert_eq!(engine.held_bytes, Some(mem.total_bytes + predicted));
+    // The quantized model shares the loaded one's embedding and norms (issue 17): the device
+    // holds the model as loaded and the quantized linears (this GGUF's have no biases).
+    assert_eq!(engine.held_bytes, Some(predicted + mem.linear.total()));
 
     // Back to the weights as loaded frees the quantized buffers.
     gpu_s.set_quant(&QuantConfig::default()).expect("as loaded");
@@ -207,7 +209,10 @@ fn a_session_moves_to_a_fresh_gpu_after_its_device_is_lost() {
 /// step): the session's weights must be byte for byte what a CPU session's quantizer makes,
 /// per-layer overrides (another width, a tensor kept as loaded) and biases (GPT-2) included,
 /// and a config the kernel cannot make exactly (clip search) must still quantize, on the CPU.
-/// The tiny checkpoints keep this quick on lavapipe.
+/// The bytes stay on the device until asked for (a step reads nothing back), so they are
+/// compared after an unread step, and after a move to the CPU; the quantized model shares the
+/// loaded one's other tensors (the bytes held count them once). The tiny checkpoints keep this
+/// quick on lavapipe.
 #[test]
 fn gpu_rtn_in_a_session_equals_the_cpu_quantizer_byte_for_byte() {
     use quantlab::io::tokenizer::TokenizerFiles;
@@ -238,6 +243,11 @@ fn gpu_rtn_in_a_session_equals_the_cpu_quantizer_byte_for_byte() {
     };
     let mut clipped = mixed.clone();
     clipped.default.clip_search = true;
+    let int3 = QuantConfig {
+        method: Method::Rtn,
+        default: int(3, Granularity::Group(32), true),
+        ..QuantConfig::default()
+    };
     for arch in ["llama", "gpt2"] {
         let dir = format!("{}/tests/fixtures/tiny/{arch}", env!("CARGO_MANIFEST_DIR"));
         let read =
@@ -258,15 +268,35 @@ fn gpu_rtn_in_a_session_equals_the_cpu_quantizer_byte_for_byte() {
             .expect("tiny checkpoint loads")
         };
         let (mut cpu_s, mut gpu_s) = (load(&Device::Cpu), load(&Device::Gpu(gpu.clone())));
+        let loaded_bytes = gpu_s.engine().weight_bytes.expect("a gpu engine");
         for cfg in [&mixed, &clipped] {
             let what = format!("{arch} clip search {}", cfg.default.clip_search);
             let mc = cpu_s.set_quant(cfg).expect("cpu quantizes");
+            // A slider step first (int3 everywhere), whose bytes nobody reads: the device keeps
+            // them, and the next step must replace them, not leave them to be read back.
+            gpu_s.set_quant(&int3).expect("gpu session steps");
             let mg = gpu_s.set_quant(cfg).expect("gpu session quantizes");
             assert_eq!(mg.total_bytes, mc.total_bytes, "{what}: memory");
             let (c, g) = (
-                cpu_s.quantized_weights().expect("cpu weights"),
-                gpu_s.quantized_weights().expect("gpu session weights"),
+                cpu_s
+                    .quantized_weights()
+                    .expect("read")
+                    .expect("cpu weights"),
+                gpu_s
+                    .quantized_weights()
+                    .expect("read back")
+                    .expect("gpu weights"),
             );
+            // The device holds only the quantized linears beside the model as loaded: the
+            // embedding, norms and linears kept as loaded are the loaded model's buffers, both
+            // for RTN on the device and for clip search (quantized on the CPU, then uploaded).
+            let made: usize = c
+                .linears()
+                .filter(|l| matches!(l.w.format, quantlab::format::Format::Int(_)))
+                .map(|l| l.w.data.len() + 4 * l.bias.as_ref().map_or(0, Vec::len))
+                .sum();
+            let held = Some(loaded_bytes + made);
+            assert_eq!(gpu_s.engine().held_bytes, held, "{what}: bytes held");
             let mut quantized = 0;
             for (lc, lg) in c.layers.iter().zip(&g.layers) {
                 for (a, b) in lc.linears().iter().zip(lg.linears()) {
@@ -280,5 +310,22 @@ fn gpu_rtn_in_a_session_equals_the_cpu_quantizer_byte_for_byte() {
             // What the GPU holds is what the session reports.
             assert_eq!(gpu_s.engine().weight_bytes, Some(mg.total_bytes), "{what}");
         }
+        // Moving to another device (as after a lost one) reloads from host-side weights: the
+        // bytes left on the device come back on the way, and equal the CPU's.
+        let packed = |s: &Session| -> Vec<Vec<u8>> {
+            let w = s
+                .quantized_weights()
+                .expect("read back")
+                .expect("quantized");
+            w.linears().map(|l| l.w.data.clone()).collect()
+        };
+        cpu_s.set_quant(&mixed).expect("cpu quantizes");
+        gpu_s.set_quant(&mixed).expect("gpu session quantizes");
+        gpu_s.move_to(&Device::Cpu).expect("moves to the cpu");
+        assert_eq!(gpu_s.engine().backend, "cpu", "{arch}");
+        assert!(
+            packed(&gpu_s) == packed(&cpu_s),
+            "{arch}: bytes after the move"
+        );
     }
 }

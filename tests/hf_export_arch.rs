@@ -62,7 +62,7 @@ fn every_tensor_is_the_source_or_its_quantized_weight_in_f16() {
                 got.keys().collect::<Vec<_>>(),
                 source.keys().collect::<Vec<_>>()
             );
-            let quantized = s.quantized_weights();
+            let quantized = s.quantized_weights().expect("read back");
             assert_eq!(quantized.is_some(), variant != "loaded", "{what}");
             for (name, (shape, bits)) in &got {
                 let (src_shape, src) = &source[name];
@@ -111,7 +111,11 @@ fn reloaded_exports_compute_the_f16_rounded_model_and_stay_near_transformers() {
             let text = r["text"].as_str().unwrap();
             assert_eq!(ids(&tok, text), want_ids, "{what}: token ids");
             let got = logits(&w, &want_ids);
-            let w16 = f16_rounded(s.quantized_weights().unwrap_or(s.source()));
+            let w16 = f16_rounded(
+                s.quantized_weights()
+                    .expect("read back")
+                    .unwrap_or(s.source()),
+            );
             let want = logits(&w16, &want_ids);
             let worst = max_diff(&got, &want);
             assert!(

@@ -90,7 +90,13 @@ fn argmax(v: &[f64]) -> usize {
 /// window by window from the logits of one forward pass per model.
 fn per_token(s: &Session, tokens: &[u32]) -> (Vec<f64>, Vec<bool>) {
     let reference = Model::load(&Cpu, s.source()).unwrap();
-    let quant = Model::load(&Cpu, s.quantized_weights().expect("quantized")).unwrap();
+    let quant = Model::load(
+        &Cpu,
+        s.quantized_weights()
+            .expect("read back")
+            .expect("quantized"),
+    )
+    .unwrap();
     let (mut kls, mut agree) = (Vec::new(), Vec::new());
     for w in eval::windows(tokens, s.bos(), &opts()).unwrap() {
         let xr = reference.forward(&Cpu, &w.tokens).unwrap();

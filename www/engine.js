@@ -5,8 +5,9 @@
 // Plain DOM and data; text from the worker is only set as textContent.
 
 // Start-up moments in ms since the page's navigation (performance.now() of this page): the
-// worker's marks ('wasm-ready', 'engine-chosen', 'model-fetched', 'model-parsed', 'eval-start',
-// 'first-report', 'first-window') and the page's own ('first-number', 'first-result'). The first
+// worker's marks ('wasm-ready', 'engine-chosen', 'model-fetched', the load's steps
+// 'parse-container', 'parse-tokenizer', 'parse-weights', 'parse-engine' and 'model-hashed',
+// then 'model-parsed', 'eval-start', 'first-report', 'first-window') and the page's own ('first-number', 'first-result'). The first
 // of each name is kept: later runs do not move them.
 self.quantlabTimings = self.quantlabTimings ?? {};
 
@@ -26,6 +27,12 @@ export function showEngineChoice(note, msg) {
   else delete note.dataset.how;
 }
 
+// The 'loaded' message's model card: its identity (file name, kind, bytes and SHA-256, which the
+// worker had crypto.subtle compute beside the parse) kept for the tests.
+export function noteLoaded(info) {
+  self.quantlabModelIdentity = info?.identity ?? null;
+}
+
 const fmt = (v) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(3) : '—');
 
 // A progress report of run `run` ({id}): once a window is scored (in_flight 0), its perplexity so
@@ -34,6 +41,7 @@ const fmt = (v) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(3) :
 export function showSoFar(line, run, p) {
   if (!run || p.in_flight !== 0 || !(p.window >= 1) || p.window >= p.windows) return;
   line.hidden = false;
+  delete line.dataset.preview;
   line.dataset.value = String(p.ppl);
   line.dataset.windows = String(p.window);
   line.dataset.of = String(p.windows);
@@ -41,11 +49,35 @@ export function showSoFar(line, run, p) {
   line.dataset.final = 'false';
   line.textContent = `Run #${run.id} so far: perplexity ${fmt(p.ppl)} ± ${fmt(p.ppl_err)} after ${p.window} of ${p.windows} windows `
     + `(${p.tokens_scored} tokens scored); refined as the other windows finish.`;
-  if (!self.quantlabFirstNumber) {
-    // What the first number shown was, for the tests and first-experience.mjs.
-    self.quantlabFirstNumber = { ppl: p.ppl, window: p.window, windows: p.windows, tokens_scored: p.tokens_scored };
-  }
+  noteNumber({ ppl: p.ppl, ctx: run.options?.ctx ?? null, window: p.window, windows: p.windows, tokens_scored: p.tokens_scored });
+}
+
+// Every number the line showed, in order, and the first of them (`quantlabFirstNumber`), for the
+// tests and first-experience.mjs: what it covered ({ppl, ctx, window, windows, tokens_scored,
+// preview}), and when the first came.
+self.quantlabNumbers = self.quantlabNumbers ?? [];
+function noteNumber(n) {
+  self.quantlabNumbers.push(n);
+  if (!self.quantlabFirstNumber) self.quantlabFirstNumber = n;
   markTiming('first-number');
+}
+
+// The worker's first look at run `run` (worker.js, PREVIEW_CTX): the result `r` of one short
+// window before the run's own, labelled with its context and the command that computes the same
+// number, and replaced by the run's first window.
+export function showPreview(line, run, r) {
+  line.hidden = false;
+  line.dataset.value = String(r.ppl);
+  line.dataset.windows = '0';
+  line.dataset.of = String(run.options?.max_windows ?? '');
+  line.dataset.run = String(run.id);
+  line.dataset.final = 'false';
+  line.dataset.preview = String(r.ctx);
+  const proto = run.options?.protocol && run.options.protocol !== 'llamacpp' ? ` --protocol ${run.options.protocol}` : '';
+  line.textContent = `Run #${run.id}, first look: perplexity ${fmt(r.ppl)} ± ${fmt(r.ppl_err)} with a context of ${r.ctx} tokens `
+    + `(the text's first window of ${r.ctx}, ${r.tokens_scored} tokens scored: quantlab eval${proto} --ctx ${r.ctx} --windows 1); `
+    + `the run's windows of ${run.options?.ctx} tokens follow and replace it.`;
+  noteNumber({ ppl: r.ppl, ctx: r.ctx, window: 1, windows: 1, tokens_scored: r.tokens_scored, preview: true });
 }
 
 // Run `run` was stopped or failed: its "so far" line goes (the panel says what was kept).
@@ -57,9 +89,8 @@ export function endSoFar(line, run) {
 // run had one window and nothing was shown before it).
 export function showFinal(line, run, result) {
   if (!self.quantlabFirstNumber) {
-    self.quantlabFirstNumber = { ppl: result.ppl, window: result.windows, windows: result.windows, tokens_scored: result.tokens_scored };
+    noteNumber({ ppl: result.ppl, ctx: result.ctx, window: result.windows, windows: result.windows, tokens_scored: result.tokens_scored });
   }
-  markTiming('first-number');
   markTiming('first-result');
   if (line.hidden || line.dataset.run !== String(run.id)) {
     line.hidden = true;

@@ -16,9 +16,10 @@ import { abShow, initAB } from './ab.js';
 import { initAnnounce } from './announce.js';
 import { initLessons, keepLesson } from './lessons.js';
 import { splitLessonHash } from './lesson-format.js';
-import { endSoFar, onTiming, showEngineChoice, showFinal, showSoFar } from './engine.js';
+import { endSoFar, noteLoaded, onTiming, showEngineChoice, showFinal, showPreview, showSoFar } from './engine.js';
 import { atStep, markGenerationStopped, runParts, stopWorkerOnLeave } from './truth2.js';
 import { initResume, keptTensor, resumeCancelled, resumeDone, resumeOnRun, resumeStopped } from './resume.js';
+import { precisionSet, showPrecisions } from './web16.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const DEFAULT_GROUP = 32;
@@ -2096,6 +2097,12 @@ worker.onmessage = ({ data: msg }) => {
       // After a lost device: "gpu" (a new device) or "cpu" (none could be had).
       if (msg.recovered) el.engineNote.dataset.recovered = msg.recovered;
       break;
+    case 'precisions':
+      showPrecisions(el.engineNote, msg.list, (value) => worker.postMessage({ type: 'precision', value }));
+      break;
+    case 'precision':
+      precisionSet(msg);
+      break;
     case 'device-lost':
       el.engineNote.dataset.recovered = 'pending';
       el.engineNote.textContent = `The WebGPU device was lost (${msg.reason}); reloading the model…`;
@@ -2113,6 +2120,7 @@ worker.onmessage = ({ data: msg }) => {
       el.saveStatus.textContent = '';
       el.saveReport.replaceChildren();
       showModel(msg.info);
+      noteLoaded(msg.info);
       // α belongs to a model's layers and sites: a new model starts the comparison afresh.
       alphaRuns.length = 0;
       alphaCurrent = null;
@@ -2140,6 +2148,9 @@ worker.onmessage = ({ data: msg }) => {
       break;
     case 'timing':
       onTiming(msg);
+      break;
+    case 'preview':
+      if (active?.gen === msg.gen) showPreview(el.soFar, active, msg.result);
       break;
     case 'calibrated': {
       if (active) active.times.calib = msg.seconds;

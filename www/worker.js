@@ -21,6 +21,8 @@
 //                                                  label; or error)
 //               {type: 'generate', ggen, prompt, n, quant, calib}   greedy text, reference then quantized
 //               {type: 'gen-cancel', ggen}                           (without shared memory)
+//               {type: 'precision', value}         'f32' | 'f16': the weight products of later
+//                                                  runs ('precision': value, or error; www/web16.js)
 //               {type: 'cancel', gen}              Stop: the run `gen` (and older) stops between two
 //                                                  blocks of the model
 //               {type: 'test-lose-device', gpuAgain, afterWindow}   test hook, ignored unless testHooks: destroy
@@ -35,6 +37,10 @@
 //               gen-token | gen-done | gen-error   (each carries its `ggen`) |
 //               device-lost   (the WebGPU device was lost; recovering: an 'engine' message with
 //                              `recovered` follows) |
+//               preview {gen, result}   the first look: one short window before a run's own
+//                                   (PREVIEW_CTX, below) |
+//               precisions {list}   what setPrecision accepts here (after 'engine'; f32 again
+//                                   after a recovery, on the new device) | precision |
 //               timing {name, at}   a start-up moment (wall-clock ms) for the first-experience
 //                                   breakdown (www/engine.js)
 //               (each run's messages carry its `gen`).
@@ -65,7 +71,7 @@
 // runs overtaken while queued are skipped, and a running one finishes and is ignored.
 
 import init, { Playground, methodSchema, quantFromLink, quantSummary, quantToLink } from './pkg/quantlab.js';
-import { MAX_MODEL_BYTES, download as fetchModelFile, resolveHub, tooLarge } from './download.js';
+import { MAX_MODEL_BYTES, cachesWritten, download as fetchModelFile, resolveHub, tooLarge } from './download.js';
 import { adapterWords, probeVerdict, softwareAdapter } from './choose-engine.js';
 
 // Where Hub ids resolve ('init' may name a mirror).
@@ -83,6 +89,14 @@ let onGpu = false; // whether the session runs on WebGPU (so a failure may be a 
 let testHooks = false; // the page was opened with ?test-hooks=1
 let loseArmed = null; // test hook: {window, gpuAgain}, lose the device once a run reports `window`
 let stopArmed = null; // test hook: {window, step}, wait for the page's Stop at that point of the next run
+// The first look (issue 17, item 5): on the CPU one 256-token window of the default model takes
+// 4-8 s on a 2-core machine, so the first run after a model loads first scores one short window
+// (PREVIEW_CTX tokens of the same text, the run's protocol and settings: what `quantlab eval
+// --ctx 64 --windows 1` computes) and shows it, labelled as such; the run's own windows follow
+// and replace it. Only when the run's windows are longer, and not on WebGPU, where a window is
+// fast anyway.
+const PREVIEW_CTX = 64;
+let previewDue = false; // set by each load, taken by the next run
 
 const post = (msg) => self.postMessage(msg);
 // A moment of the page's start-up, for the first-experience breakdown (www/engine.js keeps the
@@ -121,6 +135,7 @@ self.onmessage = ({ data: msg }) => {
     serial(async () => {
       await initEngine(msg.backend);
       mark('engine-chosen');
+      post({ type: 'precisions', list: playground.precisions() });
     });
   } else if (msg.type === 'load') {
     // A URL's bytes start downloading now, while WebAssembly compiles and the engine is chosen
@@ -236,6 +251,15 @@ self.onmessage = ({ data: msg }) => {
     else if (playground) playground.loseDeviceForTest(msg.gpuAgain !== false);
   } else if (msg.type === 'test-stop-inside') {
     if (testHooks) stopArmed = { window: msg.window, step: msg.step };
+  } else if (msg.type === 'precision') {
+    serial(async () => {
+      try {
+        playground.setPrecision(String(msg.value));
+        post({ type: 'precision', value: msg.value });
+      } catch (e) {
+        post({ type: 'precision', error: message(e) });
+      }
+    });
   } else if (msg.type === 'cancel') {
     // Not queued: it must reach a run in flight (on the GPU the worker takes messages between
     // blocks; on the CPU shared memory does the same).
@@ -262,6 +286,10 @@ async function initEngine(backend) {
   let adapter = null;
   try {
     adapter = await self.navigator.gpu.requestAdapter();
+    // Chromium on Linux with an NVIDIA GPU (Vulkan, headless; docs/chromium-gpu.md) answered a
+    // fresh browser's first request with null and the next one with the GPU: ask once more
+    // before concluding there is no adapter.
+    adapter ??= await self.navigator.gpu.requestAdapter();
   } catch (e) {
     return cpu('unavailable', `WebGPU not available: running on the CPU (${message(e)}).`);
   }
@@ -310,7 +338,7 @@ async function load(msg, early = null) {
         const bytes = await download(`${files.base}${files.gguf}`, `${msg.hub}/${files.gguf}`);
         mark('model-fetched');
         post({ type: 'download', loaded: 1, total: 1, parsing: true });
-        info = playground.load(bytes, files.gguf);
+        info = await loadBytes(bytes, files.gguf);
       } else {
         const config = await download(`${files.base}config.json`, `${msg.hub}/config.json`);
         const tok = {};
@@ -340,16 +368,53 @@ async function load(msg, early = null) {
       }
       mark('model-fetched');
       post({ type: 'download', loaded: bytes.length, total: bytes.length, parsing: true });
-      info = playground.load(bytes, label);
+      info = await loadBytes(bytes, label);
     }
     // Only now does the session hold the new model (a failed load keeps the previous one).
     quantKey = null;
     memory = info.memory;
+    previewDue = true;
+    await cachesWritten();
     mark('model-parsed');
     post({ type: 'loaded', info });
   } catch (e) {
     post({ type: 'error', where: 'load', message: message(e), kept: playground !== null && hasModel() });
   }
+}
+
+// A GGUF or QuantLab file's bytes into the session. Its SHA-256 (the source identity a saved
+// QuantLab file records) is computed by `crypto.subtle` beside the parse (native code on another
+// thread; in WebAssembly it cost a second of the first experience) and handed to the session
+// before anything can read it; without `crypto.subtle` (a page not served from a secure
+// context) the wasm side hashes as before. The load's steps go to the first-experience
+// breakdown (www/engine.js).
+async function loadBytes(bytes, label) {
+  const subtle = self.crypto?.subtle;
+  // digest() copies the bytes when called, so the parse below may take them.
+  const digest = subtle ? subtle.digest('SHA-256', bytes) : null;
+  digest?.catch(() => {});
+  const t0 = performance.timeOrigin + performance.now();
+  const n = bytes.length;
+  let info = playground.load(bytes, label, digest === null);
+  let at = t0;
+  for (const [name, ms] of [['parse-container', info.steps.hash_ms + info.steps.parse_ms], ['parse-tokenizer', info.steps.tokenizer_ms],
+    ['parse-weights', info.steps.weights_ms], ['parse-engine', info.steps.engine_ms]]) {
+    at += ms;
+    post({ type: 'timing', name, at });
+  }
+  if (digest) {
+    let sum;
+    try {
+      sum = new Uint8Array(await digest);
+    } catch {
+      // The browser could not hash (it has no reason to): load again, hashing in wasm.
+      return playground.load(bytes, label, true);
+    }
+    const hex = Array.from(sum, (b) => b.toString(16).padStart(2, '0')).join('');
+    mark('model-hashed');
+    info = playground.setSourceSha256(hex, n);
+  }
+  return info;
 }
 
 function hasModel() {
@@ -378,7 +443,7 @@ async function loadFiles(files) {
   };
   // A GGUF or QuantLab file is one file; the wasm side tells the two apart by their bytes.
   const single = files.find((f) => f.name.endsWith('.gguf') || f.name.endsWith('.qlab'));
-  if (single) return playground.load(await read(single), single.name);
+  if (single) return loadBytes(await read(single), single.name);
   const shards = files.filter((f) => f.name.endsWith('.safetensors'));
   // The shards together must fit, not only each one: refuse before reading any.
   const total = shards.reduce((a, f) => a + f.size, 0);
@@ -431,6 +496,14 @@ async function run({ gen, quant, text, options, calib }) {
       if (stale(gen)) return cancelled();
       partial = null;
       mark('eval-start');
+      const look = previewDue && !onGpu && options.ctx > PREVIEW_CTX;
+      previewDue = false;
+      if (look) {
+        const result = await playground.evaluate(text, { ...options, ctx: PREVIEW_CTX, max_windows: 1 }, () => !stale(gen));
+        mark('preview');
+        post({ type: 'preview', gen, result });
+        if (stale(gen)) return cancelled();
+      }
       let first = true;
       const result = await playground.evaluate(text, options, (progress) => {
         // The first report comes once the text is tokenized and the first block of the model
@@ -504,6 +577,7 @@ async function recoverIfLost(tag) {
     ? `The WebGPU device was lost (${r.lost}) and recovered on a new device: running on WebGPU: ${r.adapter}. ${kept}`
     : `The WebGPU device was lost (${r.lost}) and no GPU could be had again (${r.gpu_error}): running on the CPU now. ${kept}`;
   post({ type: 'engine', backend: r.backend, adapter: r.adapter, note, recovered: r.backend });
+  post({ type: 'precisions', list: playground.precisions() });
   return true;
 }
 

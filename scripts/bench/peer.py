@@ -2,7 +2,8 @@
 """Whole-text evaluation speed of QuantLab beside PyTorch/transformers, in one run (issue 17).
 
 QuantLab: `quantlab bench --backend gpu` at `--precision f32` and `f16` (tensor cores; where the
-device has none, the refusal is printed instead). It evaluates every 512-token window of the text
+device has none, packed f16 (shaders/matmul_f16.wgsl) if it has shader f16, else the refusal is
+printed instead). It evaluates every 512-token window of the text
 under both protocols and prints tokens/s and the perplexity.
 
 transformers: a LlamaForCausalLM with the model's own shapes (read from `quantlab info --json`)

@@ -133,7 +133,7 @@ fn report(w: &ModelWeights) {
 
 fn save(s: &Session, out: &Path, extra: serde_json::Value) -> Result<()> {
     let bytes = s.save_qlab(extra)?;
-    let w = s.quantized_weights().unwrap_or(s.source());
+    let w = s.quantized_weights()?.unwrap_or(s.source());
     report(w);
     let mem = w.memory();
     write_atomically(out, &bytes)?;
@@ -204,7 +204,7 @@ pub(super) fn export(a: &ExportArgs) -> Result<()> {
 /// Write the session's current model as a Hugging Face checkpoint directory `out` (created if
 /// missing; each file written through a temporary file).
 fn save_hf(s: &Session, out: &Path) -> Result<()> {
-    let w = s.quantized_weights().unwrap_or(s.source());
+    let w = s.quantized_weights()?.unwrap_or(s.source());
     let files = s.export_hf()?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
     for (name, bytes) in &files {
@@ -222,7 +222,7 @@ fn save_hf(s: &Session, out: &Path) -> Result<()> {
 
 /// Write the session's current model as GGUF, then print what each tensor became.
 fn save_gguf(s: &Session, out: &Path) -> Result<()> {
-    let w = s.quantized_weights().unwrap_or(s.source());
+    let w = s.quantized_weights()?.unwrap_or(s.source());
     // general.name: the file's name without its extension, as llama.cpp shows it.
     let name = out
         .file_stem()

@@ -140,8 +140,12 @@ pub struct Gpu {
     pub(crate) profiler: RefCell<Option<crate::gpu::profile::Profiler>>,
     /// A matmul tile shape forced for every product (benchmarks); None picks per shape.
     pub(crate) matmul_variant: Cell<Option<crate::gpu::pipelines::MatmulVariant>>,
+    /// The kernels unforced products use (`set_matmul_gen`).
+    pub(crate) matmul_gen: Cell<crate::gpu::pipelines::MatmulGen>,
     /// f32 (the reference) or f16 on tensor cores for the weight products (`set_precision`).
     pub(crate) precision: Cell<crate::gpu::pipelines::Precision>,
+    /// `F16` on the packed-f16 kernel even where tensor cores exist (`force_packed_f16`).
+    pub(crate) packed_f16: Cell<bool>,
     /// Invocations per query forced for attention (benchmarks, tests); None: the default.
     pub(crate) attention_splits: Cell<Option<usize>>,
     /// Attention kernel forced for every call (benchmarks, tests); None: `ATTN_DEFAULT`.
@@ -700,11 +704,12 @@ impl Backend for Gpu {
 }
 
 impl Gpu {
-    /// Multiply the weight products in `p`: `F16` needs the device's cooperative matrices
-    /// and is refused, with the reason, where it has none.
+    /// Multiply the weight products in `p`: `F16` runs on the device's cooperative matrices,
+    /// else in packed f16 (`GpuContext::f16`), and is refused, with the reason, where it has
+    /// neither.
     pub fn set_precision(&self, p: crate::gpu::pipelines::Precision) -> Result<()> {
         if p == crate::gpu::pipelines::Precision::F16 {
-            if let Some(why) = self.ctx.coop_missing() {
+            if let Some(why) = self.ctx.f16_missing() {
                 return Err(Error::unsupported("gpu", "precision f16", why));
             }
         }

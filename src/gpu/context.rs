@@ -23,6 +23,10 @@ pub struct GpuContext {
     /// f16 shader values, and subgroups exactly 32 wide (the kernel maps its 128 invocations
     /// to 4 subgroups). Native only: WebGPU has no cooperative matrices yet.
     pub coop: bool,
+    /// Whether the device was created with f16 shader values (wgpu SHADER_F16, WebGPU
+    /// `shader-f16`), requested only where the adapter offers them: `--precision f16` (the
+    /// page's f16 choice) then runs `shaders/matmul_f16.wgsl` where there is no `coop`.
+    pub f16: bool,
     /// Set by wgpu's device-lost callback (driver reset, GPU process crash, `destroy`): the
     /// reason in words. A lost device never comes back; the session reloads onto a new one
     /// (`playground::session::Session::move_to`).
@@ -34,16 +38,28 @@ impl GpuContext {
     /// full limits. Fails with a clear message when there is no WebGPU/Vulkan adapter.
     pub async fn new() -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-        let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::HighPerformance,
-                force_fallback_adapter: false,
-                compatible_surface: None,
-                // We want the device's true limits (largest storage binding), not a bucket.
-                apply_limit_buckets: false,
-            })
+        let options = |power_preference| wgpu::RequestAdapterOptions {
+            power_preference,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            // We want the device's true limits (largest storage binding), not a bucket.
+            apply_limit_buckets: false,
+        };
+        // Chromium on Linux with an NVIDIA GPU (Vulkan, headless; docs/chromium-gpu.md) answered
+        // one request of a fresh browser with no adapter and the next with the GPU, so a failed
+        // high-performance request is asked once more without a preference.
+        let adapter = match instance
+            .request_adapter(&options(wgpu::PowerPreference::HighPerformance))
             .await
-            .map_err(|e| Error::unsupported("gpu", "adapter", format!("no GPU adapter: {e}")))?;
+        {
+            Ok(adapter) => adapter,
+            Err(_) => instance
+                .request_adapter(&options(wgpu::PowerPreference::None))
+                .await
+                .map_err(|e| {
+                    Error::unsupported("gpu", "adapter", format!("no GPU adapter: {e}"))
+                })?,
+        };
         let info = adapter.get_info();
         let dot4 = instance
             .wgsl_language_features()
@@ -73,6 +89,10 @@ impl GpuContext {
             wgpu::Features::empty()
         };
         let coop = coop_usable(&adapter, &info);
+        let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
         if coop {
             features |=
                 wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
@@ -115,6 +135,7 @@ impl GpuContext {
             timestamps,
             dot4,
             coop,
+            f16,
             lost,
         })
     }
@@ -134,13 +155,15 @@ impl GpuContext {
         let _ = self.device.poll(wgpu::PollType::Poll);
     }
 
-    /// Why the f16 tensor-core path cannot run on this device, or None when it can.
-    pub fn coop_missing(&self) -> Option<String> {
-        (!self.coop).then(|| {
+    /// Why no f16 product (tensor cores, else packed f16) can run on this device, or None
+    /// when one can.
+    pub fn f16_missing(&self) -> Option<String> {
+        (!self.coop && !self.f16).then(|| {
             format!(
-                "{} offers no cooperative matrices with 16×16×16 f16 inputs and f32 \
-                 accumulation on 32-wide subgroups (wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX, \
-                 Vulkan VK_KHR_cooperative_matrix); use --precision f32",
+                "{} offers neither f16 shader values (WebGPU shader-f16, wgpu SHADER_F16) nor \
+                 cooperative matrices with 16×16×16 f16 inputs and f32 accumulation on 32-wide \
+                 subgroups (wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX, Vulkan \
+                 VK_KHR_cooperative_matrix); use --precision f32",
                 self.describe()
             )
         })

@@ -130,7 +130,13 @@ impl Gpu {
         };
         // Split-K exactly where the float product splits (small products, `split_len`).
         let k_split = match self.matmul_variant.get().unwrap_or(MatmulVariant::SplitK) {
-            MatmulVariant::SplitK => split_len(m, n, k, self.matmul_variant.get().is_some()),
+            MatmulVariant::SplitK => split_len(
+                m,
+                n,
+                k,
+                (MATMUL_TILE, MATMUL_TILE),
+                self.matmul_variant.get().is_some(),
+            ),
             _ => 0,
         };
         let splits = if k_split > 0 { k.div_ceil(k_split) } else { 1 };

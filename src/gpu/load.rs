@@ -10,7 +10,7 @@
 
 use crate::format::{binarymos, storage_with, Format, QTensor};
 use crate::gpu::addons::addon_layout;
-use crate::gpu::backend::{Gpu, Mat};
+use crate::gpu::backend::{Gpu, Mat, Vector};
 use crate::gpu::buffers;
 use crate::gpu::split;
 use crate::{Error, Result};
@@ -27,6 +27,41 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.counter
             .set(self.counter.get().saturating_sub(self.bytes));
+    }
+}
+
+impl Mat {
+    /// Another handle on the same device buffers (wgpu's are reference counted): a model that
+    /// differs from a loaded one only in some tensors shares the others instead of uploading
+    /// them again (`Engine::rtn_on_device`, `Engine::set_quantized_from`). The bytes stay counted once, by
+    /// the original's `Held`.
+    pub(crate) fn share(&self) -> Mat {
+        Mat {
+            rows: self.rows,
+            cols: self.cols,
+            bytes: self.bytes,
+            w: self.w.clone(),
+            bias: self.bias.clone(),
+            fmt: self.fmt,
+            addons: self.addons,
+            mos: self.mos,
+            parts: self.parts.iter().map(Mat::share).collect(),
+            _held: None,
+        }
+    }
+}
+
+impl Vector {
+    /// As `Mat::share`: the same buffer, its bytes counted once.
+    pub(crate) fn share(&self) -> Vector {
+        Vector {
+            len: self.len,
+            buf: self.buf.clone(),
+            _held: Held {
+                bytes: 0,
+                counter: self._held.counter.clone(),
+            },
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::gpu::backend::{Act, Gpu, Mat};
 use crate::gpu::buffers;
-use crate::gpu::pipelines::{split_len, MatmulVariant, Precision, MATMUL_TILE};
+use crate::gpu::pipelines::{split_len, MatmulGen, MatmulVariant, Precision};
 use crate::gpu::record::{u, Params4, WeightParams};
 use crate::model::backend::Backend;
 use crate::Result;
@@ -41,19 +41,27 @@ impl Gpu {
         out: &wgpu::Buffer,
     ) {
         let (n, k) = (w.rows, w.cols);
-        let variant = self.matmul_variant.get().unwrap_or(MatmulVariant::SplitK);
-        let k_split = match variant {
-            MatmulVariant::SplitK => split_len(m, n, k, self.matmul_variant.get().is_some()),
-            _ => 0,
+        let forced = self.matmul_variant.get();
+        let precision = self.precision.get();
+        // f16 without tensor cores (or forced) runs the packed-f16 kernel, which has only the
+        // 64×64 tiling: a wide variant runs as its 64×64 counterpart there.
+        let packed = precision == Precision::F16 && (!self.ctx.coop || self.packed_f16.get());
+        let variant = forced.unwrap_or_else(|| self.matmul_gen.get().variant(m));
+        let variant = if packed { variant.narrow() } else { variant };
+        let tile = variant.tile(precision);
+        let k_split = match variant.splits() {
+            true => split_len(m, n, k, tile, forced.is_some()),
+            false => 0,
         };
-        let variant = match (variant, k_split) {
-            (MatmulVariant::SplitK, 0) => MatmulVariant::Tiled,
-            (v, _) => v,
+        let variant = if k_split == 0 {
+            variant.whole()
+        } else {
+            variant
         };
-        let kernel = match (variant, self.precision.get()) {
-            (MatmulVariant::V1, _) => "matmul_v1",
-            (_, Precision::F16) => "matmul_coop",
-            (_, Precision::F32) => "matmul",
+        let kernel = match variant {
+            MatmulVariant::V1 => "matmul_v1",
+            _ if packed => "matmul_f16",
+            _ => variant.kernel(precision),
         };
         let pipe = match self.pipes.weight(kernel, w.fmt.fragment) {
             Ok(p) => p,
@@ -76,7 +84,7 @@ impl Gpu {
         let params = self.uniform(&p);
         let has_bias = bias.is_some();
         let bias = bias.unwrap_or(&self.dummy_ro);
-        let tiles = (u(n.div_ceil(MATMUL_TILE)), u(m.div_ceil(MATMUL_TILE)));
+        let tiles = (u(n.div_ceil(tile.1)), u(m.div_ceil(tile.0)));
         let label = || {
             let s = if k_split > 0 { k.div_ceil(k_split) } else { 1 };
             format!(
@@ -185,5 +193,32 @@ impl Gpu {
     /// (split-K where a product has too few tiles, `split_len`).
     pub fn force_matmul(&self, v: Option<MatmulVariant>) {
         self.matmul_variant.set(v);
+    }
+
+    /// Run `Precision::F16` on the packed-f16 kernel (`shaders/matmul_f16.wgsl`) even where
+    /// the tensor-core one could run (tests, benchmarks); refused where the device has no f16
+    /// shader values.
+    pub fn force_packed_f16(&self, on: bool) -> Result<()> {
+        if on && !self.ctx.f16 {
+            return Err(crate::Error::unsupported(
+                "gpu",
+                "packed f16",
+                format!(
+                    "{} offers no f16 shader values (SHADER_F16)",
+                    self.ctx.describe()
+                ),
+            ));
+        }
+        self.packed_f16.set(on);
+        Ok(())
+    }
+
+    /// Which generation of kernels unforced products use (`MatmulGen`; benchmarks time both).
+    pub fn set_matmul_gen(&self, g: MatmulGen) {
+        self.matmul_gen.set(g);
+    }
+
+    pub fn matmul_gen(&self) -> MatmulGen {
+        self.matmul_gen.get()
     }
 }

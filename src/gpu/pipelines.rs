@@ -9,19 +9,25 @@ use std::collections::HashMap;
 /// Which matrix-multiply kernel a product uses: `V1` is the previous kernel (scalar decode, a
 /// regrouping pass through workgroup memory, no prefetch), kept for comparison in the
 /// benchmark; `Tiled` is `shaders/matmul.wgsl` over the whole `k`; `SplitK` cuts `k` into
-/// ranges computed by separate workgroups and summed by `shaders/splitk.wgsl`.
+/// ranges computed by separate workgroups and summed by `shaders/splitk.wgsl`. `Wide` and
+/// `WideSplitK` are the same two with the larger tiles of `MatmulGen::V6`
+/// (`shaders/matmul_wide.wgsl`, f16: `matmul_coop_wide.wgsl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
     V1,
     Tiled,
     SplitK,
+    Wide,
+    WideSplitK,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 3] = [
+    pub const ALL: [MatmulVariant; 5] = [
         MatmulVariant::V1,
         MatmulVariant::Tiled,
         MatmulVariant::SplitK,
+        MatmulVariant::Wide,
+        MatmulVariant::WideSplitK,
     ];
 
     pub fn name(self) -> &'static str {
@@ -29,14 +35,108 @@ impl MatmulVariant {
             MatmulVariant::V1 => "v1",
             MatmulVariant::Tiled => "tiled",
             MatmulVariant::SplitK => "splitk",
+            MatmulVariant::Wide => "wide",
+            MatmulVariant::WideSplitK => "wide-splitk",
+        }
+    }
+
+    /// Whether this variant cuts `k` into ranges (where `split_len` finds it worth it).
+    pub fn splits(self) -> bool {
+        matches!(self, MatmulVariant::SplitK | MatmulVariant::WideSplitK)
+    }
+
+    fn wide(self) -> bool {
+        matches!(self, MatmulVariant::Wide | MatmulVariant::WideSplitK)
+    }
+
+    /// The variant without the split (what a split variant runs when `split_len` says 0).
+    pub fn whole(self) -> MatmulVariant {
+        match self {
+            MatmulVariant::SplitK => MatmulVariant::Tiled,
+            MatmulVariant::WideSplitK => MatmulVariant::Wide,
+            v => v,
+        }
+    }
+
+    /// The 64×64 counterpart of a wide variant (for kernels that have no wide tiling).
+    pub fn narrow(self) -> MatmulVariant {
+        match self {
+            MatmulVariant::Wide => MatmulVariant::Tiled,
+            MatmulVariant::WideSplitK => MatmulVariant::SplitK,
+            v => v,
+        }
+    }
+
+    /// The kernel (shader file stem) of this variant at precision `p` on tensor cores for f16
+    /// (`Gpu::linear` picks the packed-f16 kernel instead where there are none).
+    pub fn kernel(self, p: Precision) -> &'static str {
+        match (self, p) {
+            (MatmulVariant::V1, _) => "matmul_v1",
+            (v, Precision::F16) if v.wide() => "matmul_coop_wide",
+            (_, Precision::F16) => "matmul_coop",
+            (v, Precision::F32) if v.wide() => "matmul_wide",
+            (_, Precision::F32) => "matmul",
+        }
+    }
+
+    /// Output tile (tokens, weight rows) of this variant's kernel at precision `p`.
+    pub fn tile(self, p: Precision) -> (usize, usize) {
+        match (self.wide(), p) {
+            (false, _) => (MATMUL_TILE, MATMUL_TILE),
+            (true, Precision::F32) => (128, 64),
+            (true, Precision::F16) => (128, 128),
         }
     }
 }
 
+/// Which generation of tiled products the engine picks when no variant is forced: `V5` is
+/// 64×64 tiles everywhere (`matmul.wgsl`, `matmul_coop.wgsl`; docs/gpu-perf.md v3–v5); `V6`
+/// uses the wide kernels (8×8 blocks per invocation in f32, 2×4 tensor-core accumulators per
+/// subgroup in f16) for products of at least `WIDE_MIN_ROWS` tokens (batches of windows) and
+/// V5's kernels below. Both stay selectable so one benchmark run can time them side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum MatmulGen {
+    V5,
+    #[default]
+    V6,
+}
+
+impl MatmulGen {
+    pub const ALL: [MatmulGen; 2] = [MatmulGen::V5, MatmulGen::V6];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulGen::V5 => "v5",
+            MatmulGen::V6 => "v6",
+        }
+    }
+
+    /// "v5" or "v6" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
+    pub fn parse(s: &str) -> Option<MatmulGen> {
+        MatmulGen::ALL.into_iter().find(|g| g.name() == s)
+    }
+
+    /// The variant of an unforced `m`-token product: split-K of this generation's kernel
+    /// (which runs whole where `split_len` finds enough tiles).
+    pub fn variant(self, m: usize) -> MatmulVariant {
+        match self {
+            MatmulGen::V6 if m >= WIDE_MIN_ROWS => MatmulVariant::WideSplitK,
+            _ => MatmulVariant::SplitK,
+        }
+    }
+}
+
+/// Tokens from which `MatmulGen::V6` uses the wide kernels: their 128-token tiles are for
+/// batches of windows (4096–8192 rows); one 512-token window has too few tiles for them, and
+/// the LM head's 64-row chunks would fill only half a tile.
+pub const WIDE_MIN_ROWS: usize = 1024;
+
 /// Arithmetic of the block linears and the LM head: `F32` is the exact reference
 /// (`shaders/matmul.wgsl`); `F16` rounds activations and decoded weights to f16 and
 /// multiplies on tensor cores with f32 accumulation (`shaders/matmul_coop.wgsl`), natively
-/// where the device has cooperative matrices (`GpuContext::coop`).
+/// where the device has cooperative matrices (`GpuContext::coop`), else in packed f16 with f32
+/// accumulation per slice of `k` (`shaders/matmul_f16.wgsl`) where it has f16 shader values
+/// (`GpuContext::f16`: lavapipe, browsers offering `shader-f16`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
     #[default]
@@ -93,15 +193,20 @@ impl AttentionVariant {
 /// Output tile of the matmul kernels (tokens × weight rows).
 pub const MATMUL_TILE: usize = 64;
 
-/// The `k` range per workgroup for an `m × k` by `n × k` product, or 0 for no split. Products
-/// with fewer than `FULL` tiles are split so that about `TARGET` workgroups run (enough to keep
-/// a large GPU's cores busy and its memory latency hidden), each with at least 64 of `k`;
-/// `force` splits whenever `k` allows (tests, benchmarks).
-pub fn split_len(m: usize, n: usize, k: usize, force: bool) -> usize {
-    const FULL: usize = 256;
+/// The `k` range per workgroup for an `m × k` by `n × k` product with `tile` (tokens, weight
+/// rows) output tiles, or 0 for no split. Products with fewer than `full` tiles (256 for the
+/// 64×64 kernels, 128 for the wide ones, whose workgroups do 2–4× the work) are split so that
+/// about `TARGET` workgroups run (enough to keep a large GPU's cores busy and its memory latency
+/// hidden), each with at least 64 of `k`; `force` splits whenever `k` allows (tests, benchmarks).
+pub fn split_len(m: usize, n: usize, k: usize, tile: (usize, usize), force: bool) -> usize {
     const TARGET: usize = 512;
-    let tiles = m.div_ceil(MATMUL_TILE) * n.div_ceil(MATMUL_TILE);
-    if tiles >= FULL && !force {
+    let full = if tile == (MATMUL_TILE, MATMUL_TILE) {
+        256
+    } else {
+        128
+    };
+    let tiles = m.div_ceil(tile.0) * n.div_ceil(tile.1);
+    if tiles >= full && !force {
         return 0;
     }
     let splits = TARGET.div_ceil(tiles.max(1));

@@ -112,6 +112,8 @@ impl Gpu {
             bind_groups: RefCell::new(HashMap::new()),
             profiler: RefCell::new(None),
             matmul_variant: Cell::new(None),
+            packed_f16: Cell::new(false),
+            matmul_gen: Cell::new(Default::default()),
             precision: Cell::new(Default::default()),
             attention_splits: Cell::new(None),
             attention_variant: Cell::new(None),

@@ -23,7 +23,20 @@ pub const SHADERS: &[(&str, &str)] = &[
         "matmul_coop",
         include_str!("../../shaders/matmul_coop.wgsl"),
     ),
+    ("matmul_f16", include_str!("../../shaders/matmul_f16.wgsl")),
     ("matmul_v1", include_str!("../../shaders/matmul_v1.wgsl")),
+    (
+        "matmul_wide",
+        include_str!("../../shaders/matmul_wide.wgsl"),
+    ),
+    (
+        "matmul_coop_common",
+        include_str!("../../shaders/matmul_coop_common.wgsl"),
+    ),
+    (
+        "matmul_coop_wide",
+        include_str!("../../shaders/matmul_coop_wide.wgsl"),
+    ),
     ("matmul_int", include_str!("../../shaders/matmul_int.wgsl")),
     (
         "intdot_native",
@@ -105,7 +118,14 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Kernels that read a packed weight through a format fragment.
-pub const WEIGHT_KERNELS: &[&str] = &["matmul", "embed", "matmul_v1", "rtn", "outliers"];
+pub const WEIGHT_KERNELS: &[&str] = &[
+    "matmul",
+    "matmul_wide",
+    "embed",
+    "matmul_v1",
+    "rtn",
+    "outliers",
+];
 
 /// Kernels that stand alone, with their entry points.
 pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
@@ -216,12 +236,21 @@ pub fn plain_kernel(kernel: &str) -> Option<String> {
 /// and body. WGSL module-scope declarations are order independent, so plain concatenation is
 /// enough.
 pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
-    // The two tiled products share their bindings, loads and store; the tensor-core one needs
-    // its extensions enabled before any declaration.
+    // The tiled products (f32, packed f16 and tensor-core; 64×64 and wide) share their
+    // bindings, loads and store; the f16 ones need their extensions enabled before any
+    // declaration.
     let (enable, common) = match kernel {
-        "matmul" => ("", source("matmul_common")?),
-        "matmul_coop" => (COOP_ENABLE, source("matmul_common")?),
-        _ => ("", ""),
+        "matmul" | "matmul_wide" => ("", source("matmul_common")?.to_string()),
+        "matmul_f16" => (F16_ENABLE, source("matmul_common")?.to_string()),
+        "matmul_coop" | "matmul_coop_wide" => (
+            COOP_ENABLE,
+            format!(
+                "{}\n{}",
+                source("matmul_common")?,
+                source("matmul_coop_common")?
+            ),
+        ),
+        _ => ("", String::new()),
     };
     Some(format!(
         "{enable}{}\n{}\n{}\n{common}\n{}",
@@ -235,9 +264,16 @@ pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
 /// The directives `matmul_coop.wgsl` needs (f16 values and wgpu's cooperative matrices).
 const COOP_ENABLE: &str = "enable f16;\nenable wgpu_cooperative_matrix;\n";
 
+/// The directive `matmul_f16.wgsl` needs (f16 values: WebGPU's `shader-f16`).
+const F16_ENABLE: &str = "enable f16;\n";
+
+/// The packed-f16 product, compiled only where the device was created with SHADER_F16
+/// (`GpuContext::f16`); validated with f16 values allowed.
+pub const F16_KERNELS: &[&str] = &["matmul_f16"];
+
 /// The tensor-core product, compiled only where the device has what it needs
 /// (`GpuContext::coop`); validated separately with those capabilities.
-pub const COOP_KERNELS: &[&str] = &["matmul_coop"];
+pub const COOP_KERNELS: &[&str] = &["matmul_coop", "matmul_coop_wide"];
 
 /// The integer W4A8 product `matmul_int.wgsl` with its `dot4`/`pack4`: the
 /// `dot4I8Packed` builtins (`native`, where the device offers the WGSL language feature
@@ -265,7 +301,7 @@ pub fn tender_matmul_kernel(native: bool) -> Option<String> {
 /// Every module the engine compiles, `(label, source)`: what `cargo test` validates with naga.
 pub fn all_modules() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for k in WEIGHT_KERNELS.iter().chain(COOP_KERNELS) {
+    for k in WEIGHT_KERNELS.iter().chain(COOP_KERNELS).chain(F16_KERNELS) {
         for (f, _) in format::fragments() {
             if let Some(src) = weight_kernel(k, f) {
                 out.push((format!("{k}+{f}"), src));
@@ -326,14 +362,17 @@ mod tests {
             // `unpack2x16float` (f16 scales) needs SHADER_FLOAT16_IN_FLOAT32; every
             // WebGPU-compliant device has it (wgpu's downlevel flag SHADER_F16_IN_F32, checked in
             // `GpuContext::new`). The tensor-core kernels also need f16 values and cooperative
-            // matrices, which the engine checks before compiling them.
+            // matrices (the packed-f16 one f16 values only), which the engine checks before compiling them.
             let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
-            if COOP_KERNELS
-                .iter()
-                .any(|k| label.starts_with(&format!("{k}+")))
-            {
-                caps |= naga::valid::Capabilities::SHADER_FLOAT16
-                    | naga::valid::Capabilities::COOPERATIVE_MATRIX;
+            use naga::valid::Capabilities as C;
+            let extra = [
+                (COOP_KERNELS, C::SHADER_FLOAT16 | C::COOPERATIVE_MATRIX),
+                (F16_KERNELS, C::SHADER_FLOAT16),
+            ];
+            for (kernels, more) in extra {
+                if kernels.iter().any(|k| label.starts_with(&format!("{k}+"))) {
+                    caps |= more;
+                }
             }
             let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
             if let Err(e) = v.validate(&module) {

@@ -112,9 +112,23 @@ impl ModelWeights {
     }
 
     pub fn memory(&self) -> MemoryReport {
+        self.memory_as(&|_, _, l| l.w.storage())
+    }
+
+    /// `memory` with block `layer`'s linear `k` stored as `storage(layer, k, linear)` says: the
+    /// report of a model that differs from this one only in its block linears' formats, made
+    /// without building it (RTN on the device, whose bytes stay there).
+    pub fn memory_as(&self, storage: &dyn Fn(usize, usize, &Linear) -> Storage) -> MemoryReport {
         let mut r = MemoryReport::default();
-        for l in self.linears() {
-            r.linear.add(l.w.storage());
+        let linears = self.layers.iter().enumerate().flat_map(|(li, layer)| {
+            layer
+                .linears()
+                .iter()
+                .enumerate()
+                .map(move |(k, l)| (li, k, l))
+        });
+        for (li, k, l) in linears {
+            r.linear.add(storage(li, k, l));
             r.linear_params += l.w.numel();
             if let Some(b) = &l.bias {
                 r.other_bytes += 4 * b.len();

@@ -3,14 +3,15 @@
 //! evaluation is one generic function over `Backend`, so both engines share THE forward pass
 //! (`model::arch`) and THE evaluation loop (`model::eval`).
 
+use crate::format::IntSpec;
 #[cfg(not(target_arch = "wasm32"))]
-use crate::format::{Format, IntSpec, QTensor};
+use crate::format::{Format, QTensor};
 use crate::gpu::Gpu;
 use crate::model::backend::Backend;
 use crate::model::cpu::Cpu;
 use crate::model::eval::{self, EvalOptions, EvalProgress, EvalResult};
 use crate::model::net::Model;
-use crate::model::weights::ModelWeights;
+use crate::model::weights::{MemoryReport, ModelWeights};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::quant::config::Method;
 use crate::quant::config::QuantConfig;
@@ -34,6 +35,9 @@ pub enum Device {
 pub struct Models<B: Backend> {
     pub loaded: Model<B>,
     pub quantized: Option<Model<B>>,
+    /// Bytes of `quantized` that are `loaded`'s own buffers, shared rather than uploaded again
+    /// (RTN on the device): counted once in `EngineInfo::held_bytes`.
+    shared_bytes: usize,
 }
 
 impl<B: Backend> Models<B> {
@@ -41,6 +45,7 @@ impl<B: Backend> Models<B> {
         Ok(Models {
             loaded: Model::load(b, w)?,
             quantized: None,
+            shared_bytes: 0,
         })
     }
 
@@ -55,6 +60,7 @@ impl<B: Backend> Models<B> {
     fn set_quantized(&mut self, b: &B, q: Option<&ModelWeights>) -> Result<()> {
         // Free the old quantized model before loading the new one: two need not coexist.
         self.quantized = None;
+        self.shared_bytes = 0;
         self.quantized = q.map(|w| Model::load(b, w)).transpose()?;
         Ok(())
     }
@@ -89,6 +95,99 @@ fn plain_rtn_plan(src: &ModelWeights, cfg: &QuantConfig) -> Option<Vec<Vec<Optio
                 .collect()
         })
         .collect()
+}
+
+/// What `Engine::rtn_on_device` made: each block linear's RTN spec (`None`: kept as loaded),
+/// whose bytes stay on the device until `Engine::read_rtn` fetches them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceRtn {
+    plan: Vec<Vec<Option<IntSpec>>>,
+    /// Where the step's time went (`bench --rtn-step` prints it).
+    pub times: RtnTimes,
+}
+
+/// Seconds `Engine::rtn_on_device` spent, by part (wall clock, natively).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RtnTimes {
+    /// Planning: which linears at which spec, their storage and the memory report.
+    pub plan: f64,
+    /// Recording the RTN kernels and waiting for their status words (`Gpu::rtn_quantize_all`).
+    pub quantize: f64,
+    /// Making the quantized model: the new linears and the loaded model's other buffers shared.
+    pub assemble: f64,
+    /// Linears re-quantized.
+    pub tensors: usize,
+}
+
+/// The loaded model with its block linears replaced by `mats` where given and its activation
+/// plan by `act`: every other tensor shares the loaded model's buffer, so nothing is uploaded.
+/// Returns the model and the bytes it shares (held once on the device).
+fn share_loaded(
+    loaded: &Model<Gpu>,
+    act: Option<crate::model::actplan::ActPlan>,
+    mats: Vec<Vec<Option<crate::gpu::backend::Mat>>>,
+) -> (Model<Gpu>, usize) {
+    use crate::gpu::backend::Mat;
+    use crate::model::net::{Block, LoadedNorm};
+    let shared = std::cell::Cell::new(0usize);
+    let mat = |m: &Mat| {
+        shared.set(shared.get() + m.bytes);
+        m.share()
+    };
+    let norm = |n: &LoadedNorm<Gpu>| {
+        let len = n.w.len + n.b.as_ref().map_or(0, |b| b.len);
+        shared.set(shared.get() + 4 * len);
+        LoadedNorm {
+            w: n.w.share(),
+            b: n.b.as_ref().map(|b| b.share()),
+        }
+    };
+    let blocks = loaded
+        .blocks
+        .iter()
+        .zip(mats)
+        .map(|(b, new)| Block {
+            norms: b.norms.iter().map(norm).collect(),
+            mats: b
+                .mats
+                .iter()
+                .zip(new)
+                .map(|(old, new)| new.unwrap_or_else(|| mat(old)))
+                .collect(),
+        })
+        .collect();
+    let model = Model {
+        config: loaded.config.clone(),
+        arch: loaded.arch,
+        embd: mat(&loaded.embd),
+        head: loaded.head.as_ref().map(mat),
+        out_norm: loaded.out_norm.as_ref().map(norm),
+        globals: loaded.globals.iter().map(mat).collect(),
+        blocks,
+        act,
+    };
+    (model, shared.get())
+}
+
+/// Whether `q` holds `src`'s tensors outside the block linears (config, embedding, head, norms,
+/// whole-model tensors) and the same number of block linears: then a model of `q` can share
+/// the loaded model's buffers for all of those (`share_loaded`). Compares bytes, which costs
+/// far less than uploading them.
+fn same_outside_blocks(src: &ModelWeights, q: &ModelWeights) -> bool {
+    q.config == src.config
+        && q.token_embd == src.token_embd
+        && q.output == src.output
+        && q.output_norm == src.output_norm
+        && q.globals.len() == src.globals.len()
+        && q.globals
+            .iter()
+            .zip(&src.globals)
+            .all(|(a, b)| a.w == b.w && a.bias == b.bias)
+        && q.layers.len() == src.layers.len()
+        && q.layers
+            .iter()
+            .zip(&src.layers)
+            .all(|(a, b)| a.norms == b.norms && a.linears().len() == b.linears().len())
 }
 
 /// A session's models on their backend.
@@ -147,7 +246,7 @@ impl Engine {
     /// can be had again. Both come from host-side weights, so the result is the same model.
     pub fn reload(device: &Device, w: &ModelWeights, q: Option<&ModelWeights>) -> Result<Engine> {
         let mut e = Engine::load(device, w)?;
-        e.set_quantized(q)?;
+        e.set_quantized_from(w, q)?;
         Ok(e)
     }
 
@@ -167,19 +266,65 @@ impl Engine {
         }
     }
 
+    /// `set_quantized` with `q` made from `src`, the weights this engine loaded: on a GPU, when
+    /// `q` keeps `src`'s embedding, head, norms and whole-model tensors (the quantizers copy
+    /// them), those and every block linear `q` left unchanged are the loaded model's buffers,
+    /// shared, and only the changed linears are uploaded (issue 17: a slider step uploads no
+    /// embedding). Otherwise, or on the CPU, `set_quantized`. The same model either way.
+    pub fn set_quantized_from(
+        &mut self,
+        src: &ModelWeights,
+        q: Option<&ModelWeights>,
+    ) -> Result<()> {
+        let (Engine::Gpu(g, m), Some(q)) = (&mut *self, q) else {
+            return self.set_quantized(q);
+        };
+        if !same_outside_blocks(src, q) {
+            return self.set_quantized(Some(q));
+        }
+        let g = g.as_ref();
+        m.quantized = None;
+        m.shared_bytes = 0;
+        if let Some(p) = &q.act {
+            p.check(q.layers.len(), src.topology().sites.len())?;
+        }
+        let mats = q
+            .layers
+            .iter()
+            .zip(&src.layers)
+            .map(|(ql, sl)| {
+                ql.linears()
+                    .iter()
+                    .zip(sl.linears())
+                    .map(|(a, b)| match a.w == b.w && a.bias == b.bias {
+                        true => Ok(None),
+                        false => g.load_matrix(&a.w, a.bias.as_deref()).map(Some),
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (model, shared) = share_loaded(&m.loaded, q.act.clone(), mats);
+        m.quantized = Some(model);
+        m.shared_bytes = shared;
+        Ok(())
+    }
+
     /// RTN on the device (issue 17: the bits slider within 0.15 s on a GPU): when the engine
     /// is a native GPU and `cfg` is plain RTN (integer grid, no clip search, importance matrix,
     /// LoRC, smoothing or activation quantization), the loaded model's block linears are
     /// re-quantized by `Gpu::rtn_quantize_all`, which is byte for byte `quant::rtn::quantize`
-    /// (tests/gpu_rtn.rs), and become the quantized model without an upload; their bytes come
-    /// back in one round trip to make the session's CPU copy (reports, inspection, export), so
-    /// both sides hold the same model. `Ok(None)`: not applicable here, quantize on the CPU.
-    /// `src` must be the weights this engine loaded. Not in wasm, where nothing may block.
+    /// (tests/gpu_rtn.rs), and become the quantized model without an upload: every other tensor
+    /// (embedding, head, norms, linears kept as loaded) is the loaded model's buffer, shared.
+    /// The bytes stay on the device; `read_rtn` fetches them when something on the host needs
+    /// them (export, inspection, a move to another device), so a slider step reads nothing
+    /// back and copies nothing. Returns what `read_rtn` needs and the quantized model's memory
+    /// report. `Ok(None)`: not applicable here, quantize on the CPU. `src` must be the weights
+    /// this engine loaded. Not in wasm, where nothing may block.
     pub fn rtn_on_device(
         &mut self,
         src: &ModelWeights,
         cfg: &QuantConfig,
-    ) -> Result<Option<ModelWeights>> {
+    ) -> Result<Option<(DeviceRtn, MemoryReport)>> {
         #[cfg(target_arch = "wasm32")]
         {
             let _ = (src, cfg);
@@ -193,7 +338,24 @@ impl Engine {
             let Some(plan) = plain_rtn_plan(src, cfg) else {
                 return Ok(None);
             };
+            let t0 = std::time::Instant::now();
             cfg.validate()?;
+            // Each planned linear's storage, checked before any work (the report needs them).
+            let storage = plan
+                .iter()
+                .zip(&src.layers)
+                .map(|(p, layer)| {
+                    p.iter()
+                        .zip(layer.linears())
+                        .map(|(s, lin)| match s {
+                            Some(s) => Format::Int(*s).storage(lin.w.rows, lin.w.cols),
+                            None => Ok(lin.w.storage()),
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mem = src.memory_as(&|li, k, _| storage[li][k]);
+            let t1 = std::time::Instant::now();
             let g = g.as_ref();
             let mut specs: Vec<IntSpec> = Vec::new();
             for s in plan.iter().flatten().flatten() {
@@ -227,35 +389,61 @@ impl Engine {
                     Err(e) => return Err(e),
                 }
             }
-            let wanted: Vec<(&crate::gpu::backend::Mat, Format)> = plan
-                .iter()
-                .zip(&mats)
-                .flat_map(|(p, m)| p.iter().zip(m))
-                .filter_map(|(s, m)| Some((m.as_ref()?, Format::Int((*s)?))))
-                .collect();
-            let mut bytes = pollster::block_on(g.read_mats(&wanted))?.into_iter();
-            let mut q = src.clone();
-            for (li, layer) in q.layers.iter_mut().enumerate() {
-                for (k, lin) in layer.linears_mut().iter_mut().enumerate() {
-                    // `wanted` holds exactly the planned weights, in this order.
-                    if let Some(spec) = plan[li][k] {
-                        let data = bytes.next().ok_or_else(|| {
-                            Error::config("gpu rtn", "fewer weights read back than quantized")
-                        })?;
-                        lin.w = QTensor::new(Format::Int(spec), lin.w.rows, lin.w.cols, data)?;
-                    }
+            let t2 = std::time::Instant::now();
+            let tensors = mats.iter().flatten().flatten().count();
+            models.quantized = None;
+            let act = models.loaded.act.clone();
+            let (q, shared) = share_loaded(&models.loaded, act, mats);
+            models.quantized = Some(q);
+            models.shared_bytes = shared;
+            let times = RtnTimes {
+                plan: (t1 - t0).as_secs_f64(),
+                quantize: (t2 - t1).as_secs_f64(),
+                assemble: t2.elapsed().as_secs_f64(),
+                tensors,
+            };
+            Ok(Some((DeviceRtn { plan, times }, mem)))
+        }
+    }
+
+    /// The weights `rtn_on_device` left on the device, as host-side `ModelWeights`: `src` (the
+    /// weights this engine loaded) with the planned linears' bytes read back in one round trip.
+    /// Fails when the engine no longer holds that model (another `set_quantized` since, or the
+    /// device was lost): the caller quantizes on the CPU instead, which makes the same bytes.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_rtn(&self, src: &ModelWeights, d: &DeviceRtn) -> Result<ModelWeights> {
+        let gone = || Error::config("gpu rtn", "the device no longer holds the RTN model");
+        let (Engine::Gpu(g, m), true) = (self, d.plan.len() == src.layers.len()) else {
+            return Err(gone());
+        };
+        let q = m.quantized.as_ref().ok_or_else(gone)?;
+        let mut wanted: Vec<(&crate::gpu::backend::Mat, Format)> = Vec::new();
+        for (p, block) in d.plan.iter().zip(&q.blocks) {
+            for (s, mat) in p.iter().zip(&block.mats) {
+                if let Some(s) = s {
+                    wanted.push((mat, Format::Int(*s)));
                 }
             }
-            models.quantized = None;
-            models.quantized = Some(Model::load_using(
-                g,
-                &q,
-                &mut |li, k, lin| match mats[li][k].take() {
-                    Some(m) => Ok(m),
-                    None => g.load_matrix(&lin.w, lin.bias.as_deref()),
-                },
-            )?);
-            Ok(Some(q))
+        }
+        let mut bytes = pollster::block_on(g.read_mats(&wanted))?.into_iter();
+        let mut out = src.clone();
+        for (p, layer) in d.plan.iter().zip(out.layers.iter_mut()) {
+            for (s, lin) in p.iter().zip(layer.linears_mut()) {
+                // `wanted` holds exactly the planned weights, in this order.
+                if let Some(spec) = s {
+                    let data = bytes.next().ok_or_else(gone)?;
+                    lin.w = QTensor::new(Format::Int(*spec), lin.w.rows, lin.w.cols, data)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether this engine's GPU device was lost (what it held is gone).
+    pub fn lost(&self) -> bool {
+        match self {
+            Engine::Cpu(_) => false,
+            Engine::Gpu(g, _) => g.ctx.lost().is_some(),
         }
     }
 
@@ -286,7 +474,7 @@ impl Engine {
             Engine::Gpu(g, m) => {
                 let (current, _) = m.current(false);
                 let loaded = gpu_weight_bytes(&m.loaded);
-                let quantized = m.quantized.as_ref().map_or(0, gpu_weight_bytes);
+                let quantized = m.quantized.as_ref().map_or(0, gpu_weight_bytes) - m.shared_bytes;
                 EngineInfo {
                     backend: "gpu".into(),
                     adapter: describe_adapter(&g.ctx.info),

@@ -56,7 +56,7 @@ fn rel_error(a: &[f32], b: &[f32]) -> f64 {
 /// The current model's block linears against the loaded ones.
 pub fn layer_map(s: &Session) -> Result<LayerMap> {
     let src = s.source();
-    let cur = s.quantized_weights().unwrap_or(src);
+    let cur = s.quantized_weights()?.unwrap_or(src);
     let topo = src.topology();
     let kinds: Vec<&'static str> = topo.linears.iter().map(|l| l.name).collect();
     let mut cells = Vec::with_capacity(src.layers.len() * kinds.len());
@@ -136,7 +136,7 @@ pub fn histogram(s: &Session, name: &str, bins: usize, row: usize) -> Result<His
         ));
     }
     let la = find(s.source(), name)?;
-    let lb = match s.quantized_weights() {
+    let lb = match s.quantized_weights()? {
         Some(q) => find(q, name)?,
         None => la,
     };
@@ -388,7 +388,7 @@ pub fn channel_map(s: &Session, name: &str) -> Result<ChannelMap> {
         ));
     };
     let q = s
-        .quantized_weights()
+        .quantized_weights()?
         .ok_or_else(|| Error::config("method", "nothing is quantized"))?;
     let (li, k) = q
         .layers
@@ -559,7 +559,11 @@ mod tests {
         s.set_quant(&q).expect("quantizes");
         let name = s.source().linears().next().expect("a linear").name.clone();
         let la = find(s.source(), &name).expect("source");
-        let lb = find(s.quantized_weights().expect("quantized"), &name).expect("quantized");
+        let lb = find(
+            s.quantized_weights().expect("read").expect("quantized"),
+            &name,
+        )
+        .expect("quantized");
         let (a, b, cols) = (
             la.w.dequantize().expect("a"),
             lb.w.dequantize().expect("b"),

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod gpulite;
 pub mod inspect;
 pub mod lite;
+pub mod load;
 pub mod mos_view;
 pub mod probe;
 pub mod row_view;

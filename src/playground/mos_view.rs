@@ -37,7 +37,7 @@ pub struct MosGates {
 /// The gates of the BinaryMoS linear `name` (`blk.3.attn_q.weight`) of the current quantization
 /// on the first `GATE_TOKENS` tokens of `text`.
 pub fn gates(s: &Session, text: &str, name: &str) -> Result<MosGates> {
-    let q = s.quantized_weights().ok_or_else(|| {
+    let q = s.quantized_weights()?.ok_or_else(|| {
         Error::config(
             "gates",
             "the model is as loaded: quantize it with BinaryMoS first",
@@ -144,7 +144,7 @@ mod tests {
             })
         };
         s.set_quant(&cfg).unwrap();
-        let name = s.quantized_weights().unwrap().layers[1].linears()[0]
+        let name = s.quantized_weights().unwrap().unwrap().layers[1].linears()[0]
             .name
             .clone();
         let g = gates(&s, text, &name).unwrap();

@@ -93,7 +93,7 @@ pub fn row_view(
         ));
     }
     let (li, k, a) = locate(s.source(), name)?;
-    let b = match s.quantized_weights() {
+    let b = match s.quantized_weights()? {
         Some(q) => locate(q, name)?.2,
         None => a,
     };

@@ -6,6 +6,7 @@ use crate::model::gguf_export::TensorExport;
 use crate::model::qlab;
 use crate::model::weights::{MemoryReport, ModelWeights};
 use crate::playground::engine::Device;
+use crate::playground::load::Hash;
 use crate::playground::session::Session;
 use crate::quant::config::QuantConfig;
 use crate::Result;
@@ -83,40 +84,20 @@ pub fn is_gguf(bytes: &[u8]) -> bool {
 impl Session {
     /// Load a GGUF file or a QuantLab model file, told apart by their first bytes.
     pub fn load_file_on(label: &str, bytes: Vec<u8>, device: &Device) -> Result<Session> {
-        if is_gguf(&bytes) {
-            Self::load_gguf_on(label, bytes, device)
-        } else if qlab::sniff(&bytes) {
-            Self::load_qlab_on(label, bytes, device)
-        } else {
-            Err(crate::Error::format(
-                label,
-                "magic",
-                format!(
-                    "neither a GGUF file (which starts with \"GGUF\") nor a QuantLab model file \
-                     (a safetensors header with a \"quantlab\" entry); {} bytes",
-                    bytes.len()
-                ),
-            ))
-        }
+        Ok(Self::load_file_steps(label, bytes, device, Hash::Here, &|| 0.0)?.0)
     }
 
     /// Load a QuantLab model file onto `device`: its saved model becomes the model as loaded.
     pub fn load_qlab_on(label: &str, bytes: Vec<u8>, device: &Device) -> Result<Session> {
-        let identity = SourceIdentity::of_bytes(label, "qlab", &[&bytes]);
-        let f = qlab::read(label, &bytes)?;
-        drop(bytes);
-        let mut s = Session::from_parts_on(label, f.weights, f.tokenizer, device)?;
-        s.identity = identity;
-        s.saved = Some(f.info);
-        Ok(s)
+        Self::load_file_on(label, bytes, device)
     }
 
     /// The current model (quantized, or as loaded when the config keeps it) as a QuantLab
     /// model file, with `extra` in its info.
     pub fn save_qlab(&self, extra: serde_json::Value) -> Result<Vec<u8>> {
         // The session holds quantized weights exactly when its config changes the model.
-        let applied = self.quantized_weights().map(|_| self.quant());
-        let weights = self.quantized_weights().unwrap_or(self.source());
+        let applied = self.quantized_weights()?.map(|_| self.quant());
+        let weights = self.quantized_weights()?.unwrap_or(self.source());
         self.qlab_of(weights, applied, extra)
     }
 
@@ -174,14 +155,14 @@ impl Session {
             "saved": info.saved,
             "quant": self.quant(),
         });
-        let w = self.quantized_weights().unwrap_or(self.source());
+        let w = self.quantized_weights()?.unwrap_or(self.source());
         crate::model::gguf_export::export_gguf_with(w, self.tokenizer(), name, &source)
     }
 
     /// The current model as a Hugging Face checkpoint (`model::hf_export`): its files. A model
     /// loaded from a Hugging Face checkpoint keeps that checkpoint's config.json fields.
     pub fn export_hf(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let w = self.quantized_weights().unwrap_or(self.source());
+        let w = self.quantized_weights()?.unwrap_or(self.source());
         crate::model::hf_export::export_hf(
             w,
             self.tokenizer(),

@@ -2,13 +2,12 @@
 //! through this, so the browser and the command line compute the same numbers.
 
 use crate::format::Format;
-use crate::io::gguf::Gguf;
 use crate::io::tokenizer::{Tokenizer, TokenizerFiles};
 use crate::model::cpu::Cpu;
 use crate::model::eval::{EvalOptions, EvalProgress, EvalResult};
 use crate::model::net::Model;
 use crate::model::weights::{MemoryReport, ModelWeights};
-use crate::playground::engine::{Device, Engine, EngineInfo};
+use crate::playground::engine::{Device, DeviceRtn, Engine, EngineInfo};
 use crate::playground::generate::{self, Generation, Which};
 use crate::playground::lite::{self, LiteCache};
 use crate::playground::saved::SourceIdentity;
@@ -16,7 +15,6 @@ use crate::quant::binarymos::LiteTrainer;
 use crate::quant::calib::{self, CalibOptions, Calibration};
 use crate::quant::cmpq_cache::CmpqCache;
 use crate::quant::config::{Method, QuantConfig};
-use crate::tensor::TensorSource;
 use crate::Result;
 use serde::Serialize;
 
@@ -102,9 +100,13 @@ pub struct Session {
     engine: Engine,
     /// Memory of the quantized model; `None` while the config keeps the loaded weights.
     quantized: Option<MemoryReport>,
-    /// The quantized weights themselves (for the page's layer map and histograms); `None`
-    /// while the config keeps the loaded weights.
-    quantized_weights: Option<ModelWeights>,
+    /// The quantized weights themselves (for the page's layer map and histograms, export,
+    /// saving); empty while the config keeps the loaded weights, and after RTN on the device
+    /// until something asks for them (`quantized_weights` fills it from `device_rtn`).
+    quantized_weights: std::cell::OnceCell<ModelWeights>,
+    /// Set while the quantized model was made by RTN on the device (`Engine::rtn_on_device`)
+    /// and its bytes are there only: a slider step reads nothing back.
+    device_rtn: Option<DeviceRtn>,
     /// What the config's scale transform chose (α per layer and site), when it has one.
     smooth_report: Option<crate::quant::smooth::SmoothReport>,
     quant: QuantConfig,
@@ -172,22 +174,9 @@ impl Session {
         Self::load_gguf_on(label, bytes, &Device::Cpu)
     }
 
-    /// Load a GGUF file onto `device`.
+    /// Load a GGUF file onto `device` (a QuantLab model file's bytes load too: `load_file_steps`).
     pub fn load_gguf_on(label: &str, bytes: Vec<u8>, device: &Device) -> Result<Session> {
-        let identity = SourceIdentity::of_bytes(label, "gguf", &[&bytes]);
-        let (weights, tokenizer) = {
-            let g = Gguf::parse(label, &bytes)?;
-            let cfg = g.model_config()?;
-            let tok = Tokenizer::from_gguf(&g.tokenizer_meta()?)?;
-            (
-                ModelWeights::from_source(cfg, &g as &dyn TensorSource)?,
-                tok,
-            )
-        };
-        drop(bytes);
-        let mut s = Self::from_parts_on(label, weights, tokenizer, device)?;
-        s.identity = identity;
-        Ok(s)
+        Self::load_file_on(label, bytes, device)
     }
 
     /// Load a Hugging Face checkpoint: config.json, the tokenizer files and safetensors shards.
@@ -239,7 +228,8 @@ impl Session {
             tokenizer,
             engine,
             quantized: None,
-            quantized_weights: None,
+            quantized_weights: Default::default(),
+            device_rtn: None,
             smooth_report: None,
             quant: QuantConfig::default(),
             calib: None,
@@ -270,8 +260,51 @@ impl Session {
         self.smooth_report.as_ref()
     }
 
-    pub fn quantized_weights(&self) -> Option<&ModelWeights> {
-        self.quantized_weights.as_ref()
+    /// The quantized weights, when the config quantizes. After RTN on the device their bytes
+    /// are read back here, on first use, and kept; when the device was lost meanwhile, the CPU
+    /// quantizer makes them instead, which is byte for byte the device's (tests/gpu_session.rs).
+    pub fn quantized_weights(&self) -> Result<Option<&ModelWeights>> {
+        if let Some(w) = self.quantized_weights.get() {
+            return Ok(Some(w));
+        }
+        let Some(d) = &self.device_rtn else {
+            return Ok(None);
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let read = self.engine.read_rtn(&self.source, d);
+        #[cfg(target_arch = "wasm32")]
+        let read: Result<ModelWeights> = {
+            let _ = d;
+            Err(crate::Error::config("gpu rtn", "no device RTN in wasm"))
+        };
+        let w = match read {
+            Ok(w) => w,
+            // Only a lost device is worked around; any other failure is a fault to report.
+            Err(e) if !self.engine.lost() => return Err(e),
+            Err(_) => {
+                let cpu = self.quant.apply_traced_on(
+                    &self.source,
+                    self.calibration(),
+                    &mut |_, _| true,
+                    &mut |_, _, _| true,
+                    None,
+                )?;
+                cpu.0
+            }
+        };
+        Ok(Some(self.quantized_weights.get_or_init(|| w)))
+    }
+
+    /// Where the last `set_quant`'s RTN on the device spent its time, while its model is current
+    /// (`bench --rtn-step`).
+    pub fn device_rtn_times(&self) -> Option<crate::playground::engine::RtnTimes> {
+        self.device_rtn.as_ref().map(|d| d.times)
+    }
+
+    /// Make `q` the session's quantized weights (`None`: the loaded ones), kept on the host.
+    fn keep_quantized(&mut self, q: Option<ModelWeights>) {
+        self.device_rtn = None;
+        self.quantized_weights = q.map(std::cell::OnceCell::from).unwrap_or_default();
     }
 
     /// The model as loaded on the CPU backend, when the session runs there (a GPU session has
@@ -638,14 +671,15 @@ impl Session {
         if matches!(cfg.method, Method::None) && cfg.act.is_none() {
             self.engine.set_quantized(None)?;
             self.quantized = None;
-            self.quantized_weights = None;
+            self.keep_quantized(None);
         } else {
             // Plain RTN on a native GPU: quantized there, byte for byte the CPU's result, and
             // the engine already holds it (`Engine::rtn_on_device`).
             match self.engine.rtn_on_device(&self.source, cfg) {
-                Ok(Some(q)) => {
-                    self.quantized = Some(q.memory());
-                    self.quantized_weights = Some(q);
+                Ok(Some((d, mem))) => {
+                    self.quantized = Some(mem);
+                    self.keep_quantized(None);
+                    self.device_rtn = Some(d);
                     self.quant = cfg.clone();
                     return Ok(self.memory());
                 }
@@ -654,7 +688,7 @@ impl Session {
                     // The engine may have dropped its quantized model: say so, as below.
                     self.engine.set_quantized(None)?;
                     self.quantized = None;
-                    self.quantized_weights = None;
+                    self.keep_quantized(None);
                     return Err(e);
                 }
             }
@@ -690,10 +724,10 @@ impl Session {
             let mem = q.memory();
             // The memory report must describe what the engine holds, also when loading fails.
             self.quantized = None;
-            self.quantized_weights = None;
-            self.engine.set_quantized(Some(&q))?;
+            self.keep_quantized(None);
+            self.engine.set_quantized_from(&self.source, Some(&q))?;
             self.quantized = Some(mem);
-            self.quantized_weights = Some(q);
+            self.keep_quantized(Some(q));
         }
         self.quant = cfg.clone();
         Ok(self.memory())
@@ -735,7 +769,9 @@ impl Session {
     /// and the CMPQ fits are host-side too, so nothing is recomputed. On failure the session
     /// stays as it was.
     pub fn move_to(&mut self, device: &Device) -> Result<()> {
-        self.engine = Engine::reload(device, &self.source, self.quantized_weights.as_ref())?;
+        self.engine = Engine::reload(device, &self.source, self.quantized_weights()?)?;
+        // The new engine loaded the host-side weights: nothing is left on a device to read.
+        self.device_rtn = None;
         Ok(())
     }
 

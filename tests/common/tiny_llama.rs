@@ -39,6 +39,7 @@ pub fn mos_config(experts: usize, steps: usize, lr: f32) -> QuantConfig {
 /// The packed bytes of every block linear of the session's quantized model.
 pub fn packed(s: &Session) -> Vec<(String, Vec<u8>)> {
     s.quantized_weights()
+        .expect("read back")
         .expect("a quantized model")
         .linears()
         .map(|l| (l.name.clone(), l.w.data.clone()))
