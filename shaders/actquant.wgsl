@@ -1,6 +1,9 @@
 // Activation fake-quantization, in place (CPU reference and the rule: src/format/act.rs `fake_quant`;
 // docs/methods.md §1): x ← clamp(round(x / s), −qmax, qmax) · s, symmetric, with s static or
-// absmax/qmax per tensor or per token. WGSL's `round` rounds half to even, like the reference.
+// absmax · (1/qmax) per tensor or per token:
+// the reciprocal comes from the host (`inv_qmax`) and the product is correctly rounded, so the
+// scale equals the CPU's `act::dynamic_scale` bit for bit (a division would not: WGSL allows
+// it 2.5 ULP, and NVIDIA's driver takes them). WGSL's `round` rounds half to even, like the reference.
 // Entries, recorded in this order for dynamic scales:
 //   `absmax_rows`: one workgroup per row: S[row] = max |X[row, :]|;
 //   `absmax_all` : one workgroup: S[rows] = max S[0..rows] (per tensor only);
@@ -21,7 +24,8 @@ struct Params {
     scale: f32,
     // Words of codes per row: ceil(cols / 4).
     kw: u32,
-    _pad1: u32,
+    // 1/qmax, rounded to f32 on the host.
+    inv_qmax: f32,
     _pad2: u32,
 }
 
@@ -106,9 +110,9 @@ fn quant(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     let c = (w % P.kw) * 4u;
     var s = P.scale;
     if (P.mode == 0u) {
-        s = S[P.rows] / P.qmax;
+        s = S[P.rows] * P.inv_qmax;
     } else if (P.mode == 1u) {
-        s = S[row] / P.qmax;
+        s = S[row] * P.inv_qmax;
     }
     Q[w] = quant_one(row, c, s) | (quant_one(row, c + 1u, s) << 8u)
         | (quant_one(row, c + 2u, s) << 16u) | (quant_one(row, c + 3u, s) << 24u);

@@ -5,9 +5,9 @@
 //! calibrated once) or dynamic (computed at run time), per tensor or per token; symmetric, as
 //! W4A8 (arXiv 2311.05161) and Tender (arXiv 2406.12930) use them. Later methods extend this.
 //!
-//! Rule, in f32: `qmax = 2^(bits−1) − 1`, `s = absmax / qmax` (dynamic) or the given static
-//! scale, `x ← clamp(round_half_even(x / s), −qmax, qmax) · s`; a zero scale maps everything
-//! to 0. The absmax is over the whole tensor (`PerTensor`) or over each row (`PerToken`).
+//! Rule, in f32: `qmax = 2^(bits−1) − 1`, `s = absmax · (1/qmax)` (dynamic, `dynamic_scale`)
+//! or the given static scale, `x ← clamp(round_half_even(x / s), −qmax, qmax) · s`; a zero
+//! scale maps everything to 0. The absmax is over the whole tensor (`PerTensor`) or over each row (`PerToken`).
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,16 @@ pub fn qmax(bits: u8) -> f32 {
     ((1u32 << (bits.clamp(MIN_BITS, MAX_BITS) - 1)) - 1) as f32
 }
 
+/// A dynamic scale, `absmax · (1/qmax)` with the reciprocal rounded to f32 first. A product is
+/// correctly rounded on every GPU, a quotient is not (WGSL allows `/` 2.5 ULP; with `absmax /
+/// qmax` the H100's Vulkan driver failed tests/gpu_kernels.rs's comparison on the share of values
+/// that differ, which one scale an ulp off explains: every value scaled by it differs).
+/// `shaders/actquant.wgsl` gets `1/qmax` from the host and computes the same product, so its
+/// scales equal these bit for bit.
+pub fn dynamic_scale(absmax: f32, qmax: f32) -> f32 {
+    absmax * (1.0 / qmax)
+}
+
 /// Largest |x| (NaN ignored).
 fn absmax(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, v| m.max(v.abs()))
@@ -112,13 +122,13 @@ pub fn fake_quant(x: &mut [f32], cols: usize, spec: &ActQuantSpec) -> Result<()>
             .iter_mut()
             .for_each(|v| *v = fake_quant_value(*v, s, qmax)),
         (ActScale::Dynamic, ActGranularity::PerTensor) => {
-            let s = absmax(x) / qmax;
+            let s = dynamic_scale(absmax(x), qmax);
             x.iter_mut()
                 .for_each(|v| *v = fake_quant_value(*v, s, qmax));
         }
         (ActScale::Dynamic, ActGranularity::PerToken) => {
             for row in x.chunks_exact_mut(cols) {
-                let s = absmax(row) / qmax;
+                let s = dynamic_scale(absmax(row), qmax);
                 row.iter_mut()
                     .for_each(|v| *v = fake_quant_value(*v, s, qmax));
             }
@@ -141,7 +151,7 @@ mod tests {
             scale: ActScale::Dynamic,
         };
         fake_quant(&mut x, 4, &spec).unwrap();
-        let s = 1.27f32 / 127.0;
+        let s = 1.27f32 * (1.0 / 127.0);
         assert_eq!(x[0], 127.0 * s);
         assert_eq!(x[1], -50.0 * s);
         assert_eq!(x[2], 0.0); // 0.4 steps rounds to 0

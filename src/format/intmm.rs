@@ -11,7 +11,7 @@
 //! rounding, because `fake_quant` stores exactly `qa · sa` and `dequantize` exactly `qw · sw`
 //! (both rounded once to f32).
 
-use super::act::{ActGranularity, ActQuantSpec, ActScale};
+use super::act::{self, ActGranularity, ActQuantSpec, ActScale};
 use super::int::{Granularity, IntSpec};
 use super::packed::unpack_code;
 use super::{Format, QTensor};
@@ -39,7 +39,7 @@ impl ActCodes {
 }
 
 /// Quantize `x` (rows of `cols`) to codes with the rule of `act::fake_quant`: the same scale
-/// (static, absmax/qmax of the tensor or of each row) and the same rounding, so
+/// (static, `act::dynamic_scale` of the tensor's or each row's absmax) and the same rounding, so
 /// `ActCodes::values` equals `fake_quant`'s output exactly (but for the sign of zeros). A per-tensor scale is repeated
 /// for every row.
 pub fn quantize_act(x: &[f32], cols: usize, spec: &ActQuantSpec) -> Result<ActCodes> {
@@ -55,10 +55,13 @@ pub fn quantize_act(x: &[f32], cols: usize, spec: &ActQuantSpec) -> Result<ActCo
     let absmax = |v: &[f32]| v.iter().fold(0f32, |m, a| m.max(a.abs()));
     let scales: Vec<f32> = match (spec.scale, spec.gran) {
         (ActScale::Static(s), _) => vec![s; rows],
-        (ActScale::Dynamic, ActGranularity::PerTensor) => vec![absmax(x) / qmax; rows],
-        (ActScale::Dynamic, ActGranularity::PerToken) => {
-            x.chunks_exact(cols).map(|r| absmax(r) / qmax).collect()
+        (ActScale::Dynamic, ActGranularity::PerTensor) => {
+            vec![act::dynamic_scale(absmax(x), qmax); rows]
         }
+        (ActScale::Dynamic, ActGranularity::PerToken) => x
+            .chunks_exact(cols)
+            .map(|r| act::dynamic_scale(absmax(r), qmax))
+            .collect(),
     };
     let codes = x
         .iter()

@@ -33,7 +33,7 @@ impl Gpu {
             spec.qmax().to_bits(),
             scale.to_bits(),
             u(kw),
-            0,
+            (1.0 / spec.qmax()).to_bits(),
             0,
         ]));
         let absmax = self.pool.get(4 * (rows + 1));
