@@ -662,3 +662,47 @@ fn a_cancelled_apply_stops_between_tensors_and_leaves_the_cache_usable() {
         .unwrap();
     assert_eq!(ends, vec![(0, total), (total, total)]);
 }
+
+/// `cmpq::nearest` (a branch-free count since session 14) against the binary search it
+/// replaced, code for code, on sorted levels with duplicates and exact ties; and its level is
+/// always at the smallest distance.
+#[test]
+fn nearest_equals_the_binary_search_and_is_closest() {
+    let search = |levels: &[f32], x: f32| -> usize {
+        let i = levels.partition_point(|&l| l < x);
+        if i == 0 {
+            0
+        } else if i == levels.len() {
+            levels.len() - 1
+        } else if x - levels[i - 1] <= levels[i] - x {
+            i - 1
+        } else {
+            i
+        }
+    };
+    let mut r = Rng(5);
+    for k in [2usize, 4, 8, 16] {
+        for trial in 0..50 {
+            let mut levels: Vec<f32> = (0..k).map(|_| (r.next() * 8.0).round() / 4.0).collect();
+            if trial % 3 == 0 {
+                levels[k / 2] = levels[k / 2 - 1];
+            }
+            levels.sort_by(f32::total_cmp);
+            for i in 0..200 {
+                // Half the points on the eighth grid: exact ties between levels.
+                let x = if i % 2 == 0 {
+                    (r.next() * 24.0).round() / 8.0
+                } else {
+                    r.next() * 3.0
+                };
+                let got = cmpq::nearest(&levels, x) as usize;
+                assert_eq!(got, search(&levels, x), "x {x} levels {levels:?}");
+                let best = levels
+                    .iter()
+                    .map(|l| (x - l).abs())
+                    .fold(f32::INFINITY, f32::min);
+                assert_eq!((x - levels[got]).abs(), best, "x {x} levels {levels:?}");
+            }
+        }
+    }
+}

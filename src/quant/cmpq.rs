@@ -200,18 +200,18 @@ pub fn fit_levels(values: &[f32], bits: u8, kmeans: bool) -> Vec<f32> {
 /// Index of the level nearest to `x` in sorted `levels` (ties to the lower index).
 #[inline]
 pub fn nearest(levels: &[f32], x: f32) -> u8 {
-    let i = levels.partition_point(|&l| l < x);
+    // What `partition_point(|&l| l < x)` finds in sorted levels, as a count without branches:
+    // a column's codes call this once per row, and the binary search's branches mispredicted.
+    let i = levels.iter().map(|&l| (l < x) as usize).sum::<usize>();
     if i == 0 {
         return 0;
     }
     if i == levels.len() {
         return (levels.len() - 1) as u8;
     }
-    if x - levels[i - 1] <= levels[i] - x {
-        (i - 1) as u8
-    } else {
-        i as u8
-    }
+    // Ties to the lower level; a subtraction rather than a branch (a coin flip per row).
+    let down = x - levels[i - 1] <= levels[i] - x;
+    (i - down as usize) as u8
 }
 
 /// `w` holds `rows × cols` finite f16-range values.

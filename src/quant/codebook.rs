@@ -65,8 +65,7 @@ impl Default for KmeansOptions {
 
 /// Sorted levels of a 1-D k-means fit of `values` (any order) with `k` levels, f16-rounded.
 pub fn kmeans_1d(values: &[f32], k: usize) -> Vec<f32> {
-    let mut v = values.to_vec();
-    v.sort_by(f32::total_cmp);
+    let v = sorted(values);
     let mut distinct = v.clone();
     distinct.dedup();
     if distinct.len() <= k {
@@ -87,27 +86,75 @@ pub fn kmeans_1d(values: &[f32], k: usize) -> Vec<f32> {
         // twin's cluster stays empty); take the quantiles of the distinct values instead.
         levels = quantiles(&distinct);
     }
-    let mut sums = vec![0f64; k];
-    let mut counts = vec![0usize; k];
+    lloyd(&v, &mut levels);
+    levels.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+/// `values` in the order of `f32::total_cmp` (−0 before +0), by a radix sort on the same key
+/// `total_cmp` compares: equal keys are equal bits, so the result is the comparison sort's.
+pub(crate) fn sorted(values: &[f32]) -> Vec<f32> {
+    let mut v = values.to_vec();
+    radsort::sort_by_key(&mut v, |x| {
+        let b = x.to_bits() as i32;
+        b ^ (((b >> 31) as u32) >> 1) as i32
+    });
+    v
+}
+
+/// `KMEANS_ITERS` Lloyd iterations on sorted `v` from sorted `levels`. Values and levels are
+/// sorted, so clusters are runs of `v`: the rule is one sweep that moves on from level `c` at
+/// the first value nearer (or as near) to level `c + 1`, and each level becomes the f64 sum of
+/// its run in increasing order over its count. Two things make it cheap without changing a bit
+/// of that: a run's end is found by testing only that rule (no sums while scanning), and a
+/// run's sum is kept while its bounds stay put (the same values summed in the same order), so
+/// once the levels settle an iteration adds up only the runs whose bounds moved. The profile of
+/// a CMPQ budget step had this loop first (one f64 sum carried through memory per value, every
+/// iteration).
+fn lloyd(v: &[f32], levels: &mut [f32]) {
+    let (n, k) = (v.len(), levels.len());
+    // Run c is v[ends[c - 1]..ends[c]]; its sum, cached with the bounds it was taken over.
+    let mut ends = vec![0usize; k];
+    let mut kept: Vec<Option<(usize, usize, f64)>> = vec![None; k];
+    let span = v[0].abs().max(v[n - 1].abs());
     for _ in 0..KMEANS_ITERS {
-        sums.iter_mut().for_each(|s| *s = 0.0);
-        counts.iter_mut().for_each(|c| *c = 0);
-        // Values and levels are sorted, so clusters are runs: sweep once.
-        let mut c = 0;
-        for &x in &v {
-            while c + 1 < k && (x - levels[c + 1]).abs() <= (x - levels[c]).abs() {
-                c += 1;
-            }
-            sums[c] += x as f64;
-            counts[c] += 1;
+        let mut start = 0;
+        for c in 0..k {
+            let end = if c + 1 == k {
+                n
+            } else {
+                let (lo, hi) = (levels[c], levels[c + 1]);
+                let nearer_hi = |x: f32| (x - hi).abs() <= (x - lo).abs();
+                let rest = &v[start..];
+                start
+                    + if ordered_rule(lo, hi, span) {
+                        rest.partition_point(|&x| !nearer_hi(x))
+                    } else {
+                        rest.iter()
+                            .position(|&x| nearer_hi(x))
+                            .unwrap_or(rest.len())
+                    }
+            };
+            ends[c] = end;
+            start = end;
         }
         let mut changed = false;
-        for i in 0..k {
-            if counts[i] > 0 {
-                let m = (sums[i] / counts[i] as f64) as f32;
-                changed |= m != levels[i];
-                levels[i] = m;
+        let mut a = 0;
+        for c in 0..k {
+            let b = ends[c];
+            if b > a {
+                let sum = match kept[c] {
+                    Some((ka, kb, s)) if (ka, kb) == (a, b) => s,
+                    _ => {
+                        let s = v[a..b].iter().fold(0f64, |s, &x| s + x as f64);
+                        kept[c] = Some((a, b, s));
+                        s
+                    }
+                };
+                let m = (sum / (b - a) as f64) as f32;
+                changed |= m != levels[c];
+                levels[c] = m;
             }
+            a = b;
         }
         if !changed {
             break;
@@ -115,7 +162,17 @@ pub fn kmeans_1d(values: &[f32], k: usize) -> Vec<f32> {
         // An empty cluster's level may now sit out of order; the sweep needs them sorted.
         levels.sort_by(f32::total_cmp);
     }
-    levels.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+/// Whether "`x` is as near to `hi` as to `lo`" (rounded distances) is false then true along
+/// sorted values of magnitude ≤ `span`, so that a binary search finds where it turns. Between
+/// `lo` and `hi` and above `hi` it is (rounding is monotone); below `lo` the two distances
+/// `lo − x < hi − x` can only round to the same float when `hi − lo` is under an ulp of `hi − x`
+/// ≤ 2^-23 · 2·span (levels lie within the values, up to the rounding of a mean). Levels at
+/// least 2^-20 · span apart (a margin of 4 over that bound) rule it out; nearer ones, or
+/// levels out of order, take the linear scan.
+fn ordered_rule(lo: f32, hi: f32, span: f32) -> bool {
+    lo <= hi && (hi - lo) >= span * (1.0 / (1u32 << 20) as f32)
 }
 
 fn distinct_count(sorted: &[f32]) -> usize {

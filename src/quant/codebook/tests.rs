@@ -371,3 +371,119 @@ fn dint_rtn_values_lie_on_the_grid_and_bytes_match_the_table() {
         }
     }
 }
+
+/// The Lloyd loop as it was before its runs were cached (one sweep summing every value into
+/// `sums[c]`, every iteration): `kmeans_1d` must give the same levels bit for bit.
+fn kmeans_1d_reference(values: &[f32], k: usize) -> Vec<f32> {
+    let mut v = values.to_vec();
+    v.sort_by(f32::total_cmp);
+    let mut distinct = v.clone();
+    distinct.dedup();
+    if distinct.len() <= k {
+        let last = distinct.last().copied().unwrap_or(0.0);
+        let mut l = distinct;
+        l.resize(k, last);
+        return l.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+    }
+    let quantiles = |src: &[f32]| -> Vec<f32> {
+        (0..k)
+            .map(|i| src[((2 * i + 1) * src.len() / (2 * k)).min(src.len() - 1)])
+            .collect()
+    };
+    let mut levels = quantiles(&v);
+    if distinct_count(&levels) < k {
+        levels = quantiles(&distinct);
+    }
+    let mut sums = vec![0f64; k];
+    let mut counts = vec![0usize; k];
+    for _ in 0..KMEANS_ITERS {
+        sums.iter_mut().for_each(|s| *s = 0.0);
+        counts.iter_mut().for_each(|c| *c = 0);
+        let mut c = 0;
+        for &x in &v {
+            while c + 1 < k && (x - levels[c + 1]).abs() <= (x - levels[c]).abs() {
+                c += 1;
+            }
+            sums[c] += x as f64;
+            counts[c] += 1;
+        }
+        let mut changed = false;
+        for i in 0..k {
+            if counts[i] > 0 {
+                let m = (sums[i] / counts[i] as f64) as f32;
+                changed |= m != levels[i];
+                levels[i] = m;
+            }
+        }
+        if !changed {
+            break;
+        }
+        levels.sort_by(f32::total_cmp);
+    }
+    levels.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+#[test]
+fn cached_runs_give_the_reference_levels_bit_for_bit() {
+    let bits = |l: &[f32]| l.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut cases = 0;
+    for seed in 0..40u64 {
+        let n = [9, 17, 100, 576, 1536][seed as usize % 5];
+        let g = gaussian(seed, n);
+        let inputs: Vec<Vec<f32>> = vec![
+            g.clone(),
+            // Heavy ties: values on a coarse grid.
+            g.iter().map(|x| (x * 4.0).round() / 4.0).collect(),
+            // Magnitudes far apart, where rounded distances can tie.
+            g.iter()
+                .enumerate()
+                .map(|(i, x)| if i % 7 == 0 { x * 6.0e4 } else { x * 1e-6 })
+                .collect(),
+            // Signed zeros and one value repeated most of the time.
+            g.iter()
+                .enumerate()
+                .map(|(i, x)| match i % 5 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 | 3 => 0.5,
+                    _ => *x,
+                })
+                .collect(),
+        ];
+        for v in &inputs {
+            for k in [2, 4, 8, 16, 32] {
+                assert_eq!(
+                    bits(&kmeans_1d(v, k)),
+                    bits(&kmeans_1d_reference(v, k)),
+                    "seed {seed}, n {n}, k {k}"
+                );
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 40 * 4 * 5);
+}
+
+#[test]
+fn radix_order_is_total_cmp_order() {
+    let mut v = gaussian(7, 3000);
+    v.extend([
+        0.0,
+        -0.0,
+        f32::MIN_POSITIVE / 4.0,
+        -f32::MIN_POSITIVE / 4.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        f32::MAX,
+        f32::MIN,
+        1.0,
+        1.0,
+        -1.0,
+    ]);
+    let mut want = v.clone();
+    want.sort_by(f32::total_cmp);
+    let bits = |l: &[f32]| l.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&sorted(&v)), bits(&want));
+}
