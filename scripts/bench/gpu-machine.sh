@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Issue 17's measurements on the GPU machine, all in one call (device time is 30 minutes a
+# session and a start can fail, so nothing here needs a second call). Run from the repository
+# root on that machine, after the parts made by scripts/bench/pack-for-gpu.sh are in BUNDLE:
+#
+#   bash scripts/bench/gpu-machine.sh BUNDLE OUT
+#
+# Steps (each logged to OUT/NN-name.log, one line each in OUT/summary.txt; a failing step does
+# not stop the others):
+#   the device; the GPU tests (gpu_kernels, gpu_coop, gpu_f16) against the CPU; the whole text at
+#   f32 and f16 with both kernel generations (`QUANTLAB_MATMUL`); the RTN and CMPQ slider steps;
+#   gpu_bench's per-kernel times for a batch of 8 windows; transformers beside QuantLab
+#   (scripts/bench/peer.py, when torch is there). STEPS=name,name runs only those.
+set -uo pipefail
+BUNDLE=${1:?bundle folder (the parts of pack-for-gpu.sh)}
+OUT=${2:?folder for the logs}
+ROOT=$(pwd)
+X=${X:-/root/x}
+mkdir -p "$OUT" "$X"
+
+# The machine may lack Vulkan's loader (its README); the NVIDIA driver's ICD is then not found
+# by default either.
+if ! ldconfig -p | grep -q libvulkan && ls .gl/*.deb >/dev/null 2>&1; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f $icd ]; then export VK_DRIVER_FILES=$icd; fi
+if [ ! -x "$X/bin/quantlab" ]; then
+  cat "$BUNDLE"/part.* | tar -C "$X" -xJf - || { echo "bundle incomplete" | tee "$OUT/summary.txt"; exit 1; }
+fi
+B=$X/bin
+MODEL=$X/model.gguf
+TEXT=$ROOT/tests/data/wikitext-2-raw-test.txt
+# The tests start `quantlab` from the path it was built at.
+exe=$(cat "$B/exe-path")
+mkdir -p "$(dirname "$exe")" && cp "$B/quantlab" "$exe"
+
+n=0
+step() { # name command...
+  local name=$1
+  shift
+  n=$((n + 1))
+  if [ -n "${STEPS:-}" ] && [[ ",$STEPS," != *",$name,"* ]]; then return; fi
+  local log
+  log=$(printf '%s/%02d-%s.log' "$OUT" "$n" "$name")
+  local t0=$SECONDS
+  ( cd "$ROOT" && echo "\$ $*" && "$@" ) >"$log" 2>&1
+  local rc=$?
+  printf '%-14s rc %-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(grep -v -e '^\$' -e '^\s*$' "$log" | tail -n 1 | cut -c1-150)" |
+    tee -a "$OUT/summary.txt"
+}
+
+step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; $B/quantlab info --backend gpu --model $MODEL"
+for t in gpu_kernels gpu_coop gpu_f16; do
+  step "$t" "$B/$t" --test-threads=1
+done
+for p in f32 f16; do
+  for g in v5 v6; do
+    step "text-$p-$g" env QUANTLAB_MATMUL=$g "$B/quantlab" --precision $p bench --backend gpu --model "$MODEL" --text "$TEXT"
+  done
+  step "rtn-step-$p" "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
+done
+step cmpq-step "$B/quantlab" bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
+for p in f32 f16; do
+  step "kernels-$p" "$B/gpu_bench" --precision $p --skip-kernels --batch 8 --iters 5
+done
+if python3 -c 'import torch, transformers' 2>/dev/null; then
+  step peer python3 scripts/bench/peer.py --quantlab "$B/quantlab" --model "$MODEL" --text "$TEXT" --batches 1,8,32 --json "$OUT/peer.json"
+else
+  echo "peer           skipped: no torch/transformers here" | tee -a "$OUT/summary.txt"
+fi

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Packs what scripts/bench/gpu-machine.sh needs on the GPU machine (issue 17's measurements),
+# built here: the release `quantlab`, `examples/gpu_bench`, the GPU test binaries, the default
+# model, the text and the Vulkan loader packages. The device tool carries at most 64 MiB per call
+# (the tracked tree included) and the model alone is 98 MB, so the bundle is one tar split into
+# parts of at most PART_MB, each in its own ignored folder `.gpu1`, `.gpu2`, … for one call each.
+#
+#   scripts/bench/pack-for-gpu.sh            # then, one device call per part, in order:
+#   call k (carry [".gpuk"]):  mkdir -p /root/p && cp .gpuk/* /root/p/
+#   last call (carry [".gpuN", ".gl"]):  cp .gpuN/* /root/p/ && bash scripts/bench/gpu-machine.sh /root/p "$OUT"
+#
+# The machine keeps /root/p only while it stays warm (30 s idle), so the calls follow each other
+# at once. Environment: CARGO_TARGET_DIR (default target), PART_MB (default 48).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+T=${CARGO_TARGET_DIR:-target}
+PART_MB=${PART_MB:-48}
+MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$MODEL" ] || ./scripts/fetch-model.sh
+
+for d in /.gpu[0-9]/ /.gl/; do
+  grep -qxF "$d" .git/info/exclude 2>/dev/null || echo "$d" >>.git/info/exclude
+done
+
+cargo build --release --bin quantlab --example gpu_bench
+# The test binaries' paths: cargo prints them as JSON (the name carries a hash).
+tests=$(cargo test --release --no-run --message-format=json \
+  --test gpu_kernels --test gpu_coop --test gpu_f16 2>/dev/null |
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"], m["executable"])')
+
+stage=$(mktemp -d)
+parts=$(mktemp -d)
+trap 'rm -rf "$stage" "$parts"' EXIT
+mkdir -p "$stage/bin"
+cp "$T/release/quantlab" "$T/release/examples/gpu_bench" "$stage/bin/"
+while read -r name exe; do cp "$exe" "$stage/bin/$name"; done <<<"$tests"
+strip "$stage"/bin/*
+# Tests run `quantlab` from the path cargo compiled into them (CARGO_BIN_EXE_quantlab).
+realpath "$T/release/quantlab" >"$stage/bin/exe-path"
+cp "$MODEL" "$stage/model.gguf"
+
+# Vulkan's loader and friends for the machine (its README: they may be missing there).
+if ! ls .gl/*.deb >/dev/null 2>&1; then
+  mkdir -p .gl /tmp/amd64/partial
+  o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  apt-get $o update >/dev/null
+  (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null)
+fi
+
+rm -rf .gpu[0-9]
+tar -C "$stage" -cJf - . | split -b "${PART_MB}M" -d -a 1 - "$parts/part."
+i=1
+for p in "$parts"/part.*; do
+  mkdir -p ".gpu$i"
+  mv "$p" ".gpu$i/"
+  i=$((i + 1))
+done
+ls -l .gpu*/ .gl/
+echo "parts: $((i - 1)); the last call also carries .gl"
