@@ -65,6 +65,11 @@ impl Default for KmeansOptions {
 
 /// Sorted levels of a 1-D k-means fit of `values` (any order) with `k` levels, f16-rounded.
 pub fn kmeans_1d(values: &[f32], k: usize) -> Vec<f32> {
+    kmeans_1d_by(values, k, lloyd)
+}
+
+/// `kmeans_1d` with the Lloyd loop given (tests compare `lloyd` with the loop it replaced).
+pub(crate) fn kmeans_1d_by(values: &[f32], k: usize, iterate: fn(&[f32], &mut [f32])) -> Vec<f32> {
     let v = sorted(values);
     let mut distinct = v.clone();
     distinct.dedup();
@@ -86,7 +91,7 @@ pub fn kmeans_1d(values: &[f32], k: usize) -> Vec<f32> {
         // twin's cluster stays empty); take the quantiles of the distinct values instead.
         levels = quantiles(&distinct);
     }
-    lloyd(&v, &mut levels);
+    iterate(&v, &mut levels);
     levels.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
 }
 

@@ -373,34 +373,16 @@ fn dint_rtn_values_lie_on_the_grid_and_bytes_match_the_table() {
 }
 
 /// The Lloyd loop as it was before its runs were cached (one sweep summing every value into
-/// `sums[c]`, every iteration): `kmeans_1d` must give the same levels bit for bit.
-fn kmeans_1d_reference(values: &[f32], k: usize) -> Vec<f32> {
-    let mut v = values.to_vec();
-    v.sort_by(f32::total_cmp);
-    let mut distinct = v.clone();
-    distinct.dedup();
-    if distinct.len() <= k {
-        let last = distinct.last().copied().unwrap_or(0.0);
-        let mut l = distinct;
-        l.resize(k, last);
-        return l.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
-    }
-    let quantiles = |src: &[f32]| -> Vec<f32> {
-        (0..k)
-            .map(|i| src[((2 * i + 1) * src.len() / (2 * k)).min(src.len() - 1)])
-            .collect()
-    };
-    let mut levels = quantiles(&v);
-    if distinct_count(&levels) < k {
-        levels = quantiles(&distinct);
-    }
+/// `sums[c]`, every iteration): `lloyd` must give the same levels bit for bit.
+fn lloyd_reference(v: &[f32], levels: &mut [f32]) {
+    let k = levels.len();
     let mut sums = vec![0f64; k];
     let mut counts = vec![0usize; k];
     for _ in 0..KMEANS_ITERS {
         sums.iter_mut().for_each(|s| *s = 0.0);
         counts.iter_mut().for_each(|c| *c = 0);
         let mut c = 0;
-        for &x in &v {
+        for &x in v {
             while c + 1 < k && (x - levels[c + 1]).abs() <= (x - levels[c]).abs() {
                 c += 1;
             }
@@ -420,7 +402,6 @@ fn kmeans_1d_reference(values: &[f32], k: usize) -> Vec<f32> {
         }
         levels.sort_by(f32::total_cmp);
     }
-    levels.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
 }
 
 #[test]
@@ -454,7 +435,7 @@ fn cached_runs_give_the_reference_levels_bit_for_bit() {
             for k in [2, 4, 8, 16, 32] {
                 assert_eq!(
                     bits(&kmeans_1d(v, k)),
-                    bits(&kmeans_1d_reference(v, k)),
+                    bits(&kmeans_1d_by(v, k, lloyd_reference)),
                     "seed {seed}, n {n}, k {k}"
                 );
                 cases += 1;
