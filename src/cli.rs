@@ -808,6 +808,18 @@ fn device(b: BackendArg) -> Result<Device> {
                 })?;
                 gpu.set_matmul_gen(g);
             }
+            // QUANTLAB_DECODE_FIRST=0: CMPQ products use the fused decoder only (to time both
+            // paths with one binary; src/gpu/matmul.rs `decode_first`).
+            match std::env::var("QUANTLAB_DECODE_FIRST").as_deref() {
+                Ok("0") => gpu.set_decode_first(false),
+                Ok("1") | Err(_) => {}
+                Ok(v) => {
+                    return Err(Error::config(
+                        "QUANTLAB_DECODE_FIRST",
+                        format!("{v:?} is neither 0 nor 1"),
+                    ))
+                }
+            }
             Device::Gpu(std::rc::Rc::new(gpu))
         }
     })

@@ -92,3 +92,58 @@ fn cmpq_matmul_and_embed_match_the_cpu() {
     los.dedup();
     assert_eq!(los, vec![1, 2, 3], "the budgets cover lo = 1, 2 and 3");
 }
+
+/// Decode first (src/gpu/matmul.rs): a CMPQ product over more than one 64-row tile decodes the
+/// weight to f16 once and multiplies the halves; CMPQ's values are all f16, so it equals the
+/// fused decoder's product bit for bit, in every kernel variant, and the CPU within MATMUL_TOL.
+/// One tile of rows, or a row length not a multiple of 4, keeps the fused decoder.
+#[test]
+fn decoded_first_equals_the_fused_decoder() {
+    let g = gpu();
+    let mut r = Rng(33);
+    let (rows, cols) = (131, 260);
+    let w = tensor(&mut r, rows, cols, 3.0, 0.02);
+    let bias = r.vec(rows);
+    let gm = g.load_matrix(&w, Some(&bias)).unwrap();
+    let cm = Cpu.load_matrix(&w, Some(&bias)).unwrap();
+    for m in [65, 300] {
+        let x = r.vec(m * cols);
+        let want = Cpu.linear(&act(m, cols, x.clone()), &cm);
+        let gx = g.upload_act(m, cols, &x).unwrap();
+        for v in MatmulVariant::ALL {
+            g.force_matmul(Some(v));
+            g.set_decode_first(false);
+            let before = g.decoded_first();
+            let fused = read(&g, &g.linear(&gx, &gm));
+            assert_eq!(g.decoded_first(), before, "{} m {m}: fused", v.name());
+            g.set_decode_first(true);
+            let decoded = read(&g, &g.linear(&gx, &gm));
+            assert_eq!(
+                g.decoded_first(),
+                before + 1,
+                "{} m {m}: decoded first",
+                v.name()
+            );
+            let bits = |a: &[f32]| a.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&decoded), bits(&fused), "{} m {m}", v.name());
+            close(
+                &decoded,
+                &want.data,
+                MATMUL_TOL,
+                &format!("{} m {m}", v.name()),
+            );
+        }
+    }
+    g.force_matmul(None);
+    // One tile of rows: nothing to share, the fused decoder runs.
+    let x = r.vec(64 * cols);
+    let before = g.decoded_first();
+    read(&g, &g.linear(&g.upload_act(64, cols, &x).unwrap(), &gm));
+    assert_eq!(g.decoded_first(), before);
+    // A row length not a multiple of 4.
+    let w = tensor(&mut r, rows, 262, 3.0, 0.02);
+    let gm = g.load_matrix(&w, None).unwrap();
+    let x = r.vec(300 * 262);
+    read(&g, &g.linear(&g.upload_act(300, 262, &x).unwrap(), &gm));
+    assert_eq!(g.decoded_first(), before);
+}

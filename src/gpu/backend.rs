@@ -146,6 +146,11 @@ pub struct Gpu {
     pub(crate) precision: Cell<crate::gpu::pipelines::Precision>,
     /// `F16` on the packed-f16 kernel even where tensor cores exist (`force_packed_f16`).
     pub(crate) packed_f16: Cell<bool>,
+    /// Products of slow-to-decode formats decode the weight to f16 first (matmul.rs
+    /// `decode_first`); off only to compare the two paths (`set_decode_first`).
+    pub(crate) decode_first: Cell<bool>,
+    /// Products that decoded their weight first (tests check the path is taken).
+    pub(crate) decoded_first: Cell<usize>,
     /// Invocations per query forced for attention (benchmarks, tests); None: the default.
     pub(crate) attention_splits: Cell<Option<usize>>,
     /// Attention kernel forced for every call (benchmarks, tests); None: `ATTN_DEFAULT`.

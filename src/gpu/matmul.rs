@@ -1,12 +1,17 @@
 //! Recording a matrix product: the kernel variant, split-K (`pipelines::split_len`) and its
 //! reduction. See shaders/matmul.wgsl and docs/gpu-perf.md for why products are split.
 
+use crate::format::GpuDecoder;
 use crate::gpu::backend::{Act, Gpu, Mat};
 use crate::gpu::buffers;
 use crate::gpu::pipelines::{split_len, MatmulGen, MatmulVariant, Precision};
 use crate::gpu::record::{u, Params4, WeightParams};
 use crate::model::backend::Backend;
 use crate::Result;
+
+/// Rows of activations above which a CMPQ product decodes its weight first: one 64-row tile
+/// of the tiled product decodes each weight once, as the decode pass would.
+const DECODE_FIRST_MIN_ROWS: usize = 64;
 
 impl Gpu {
     /// Record `out (m × w.rows) = x[x_row0 .. x_row0+m] Wᵀ + b` (with the weight's add-ons;
@@ -41,6 +46,9 @@ impl Gpu {
         out: &wgpu::Buffer,
     ) {
         let (n, k) = (w.rows, w.cols);
+        if self.decode_first(m, w) {
+            return self.record_decoded(x, x_row0, m, w, bias, out);
+        }
         let forced = self.matmul_variant.get();
         let precision = self.precision.get();
         // f16 without tensor cores (or forced) runs the packed-f16 kernel, which has only the
@@ -124,6 +132,75 @@ impl Gpu {
         );
     }
 
+    /// Whether this product decodes its weight to f16 first (shaders/decode_f16.wgsl): for CMPQ,
+    /// whose every value is an f16 (levels and f16 columns), so the product is the same to the
+    /// bit, and whose decoder otherwise runs once per tile of rows — but not for one tile of
+    /// rows, where the tiled product decodes each weight once anyway. Rows of a multiple of 4
+    /// (the kernel decodes four weights at a time; CMPQ's shapes here are 576 and 1536).
+    fn decode_first(&self, m: usize, w: &Mat) -> bool {
+        self.decode_first.get()
+            && w.fmt.fragment == "fmt_cmpq"
+            && m > DECODE_FIRST_MIN_ROWS
+            && w.cols.is_multiple_of(4)
+    }
+
+    /// `record_product` through an f16 copy of `w` decoded into a scratch buffer.
+    fn record_decoded(
+        &self,
+        x: &wgpu::Buffer,
+        x_row0: usize,
+        m: usize,
+        w: &Mat,
+        bias: Option<&wgpu::Buffer>,
+        out: &wgpu::Buffer,
+    ) {
+        let (n, k) = (w.rows, w.cols);
+        let bytes = 2 * n * k;
+        if let Err(e) = buffers::check_size(&self.ctx.limits, "decoded weight", bytes) {
+            return self.fail("linear", e.to_string());
+        }
+        let pipe = match self.pipes.weight("decode_f16", w.fmt.fragment) {
+            Ok(p) => p,
+            Err(e) => return self.fail("linear", e.to_string()),
+        };
+        let f = &w.fmt;
+        let params = self.uniform(&WeightParams {
+            m: 0,
+            n: u(n),
+            k: u(k),
+            has_bias: 0,
+            x_row0: 0,
+            bits: f.bits,
+            group: f.group,
+            sym: f.sym,
+            scale_off: f.scale_off,
+            zero_off: f.zero_off,
+            k_split: 0,
+            pad: 0,
+        });
+        let decoded = self.pool.get(bytes);
+        self.dispatch(
+            &pipe,
+            &[&params, &w.w, &decoded],
+            self.groups_1d(n * k / 4, 256),
+            &|| format!("decode_f16 {} {n}×{k}", f.fragment),
+        );
+        self.decoded_first.set(self.decoded_first.get() + 1);
+        let plain = Mat {
+            rows: n,
+            cols: k,
+            bytes,
+            w: (*decoded).clone(),
+            bias: None,
+            fmt: GpuDecoder::plain("fmt_f16"),
+            addons: None,
+            mos: None,
+            parts: Vec::new(),
+            _held: None,
+        };
+        self.record_product(x, x_row0, m, &plain, bias, out);
+    }
+
     /// A weight split into row parts: each part's product (with its bias and add-ons) into a
     /// scratch buffer, placed at its columns of `out` (`shaders/place.wgsl`).
     fn record_split_matmul(
@@ -193,6 +270,16 @@ impl Gpu {
     /// (split-K where a product has too few tiles, `split_len`).
     pub fn force_matmul(&self, v: Option<MatmulVariant>) {
         self.matmul_variant.set(v);
+    }
+
+    /// Decode CMPQ weights to f16 before large products (the default) or not (tests compare).
+    pub fn set_decode_first(&self, on: bool) {
+        self.decode_first.set(on);
+    }
+
+    /// Products so far that decoded their weight first.
+    pub fn decoded_first(&self) -> usize {
+        self.decoded_first.get()
     }
 
     /// Run `Precision::F16` on the packed-f16 kernel (`shaders/matmul_f16.wgsl`) even where

@@ -113,6 +113,8 @@ impl Gpu {
             profiler: RefCell::new(None),
             matmul_variant: Cell::new(None),
             packed_f16: Cell::new(false),
+            decode_first: Cell::new(true),
+            decoded_first: Cell::new(0),
             matmul_gen: Cell::new(Default::default()),
             precision: Cell::new(Default::default()),
             attention_splits: Cell::new(None),

@@ -47,6 +47,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/intdot_emul.wgsl"),
     ),
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
+    ("decode_f16", include_str!("../../shaders/decode_f16.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
@@ -125,6 +126,7 @@ pub const WEIGHT_KERNELS: &[&str] = &[
     "matmul_v1",
     "rtn",
     "outliers",
+    "decode_f16",
 ];
 
 /// Kernels that stand alone, with their entry points.
