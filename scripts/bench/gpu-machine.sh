@@ -7,8 +7,9 @@
 #
 # Steps (each logged to OUT/NN-name.log, one line each in OUT/summary.txt; a failing step does
 # not stop the others):
-#   the device; the GPU tests (gpu_kernels, gpu_coop, gpu_f16) against the CPU; the whole text at
-#   f32 and f16 with both kernel generations (`QUANTLAB_MATMUL`); the RTN and CMPQ slider steps;
+#   the device; the GPU tests (gpu_kernels, gpu_coop, gpu_f16, gpu_cmpq) against the CPU; the whole text at
+#   f32 and f16 with both kernel generations (`QUANTLAB_MATMUL`); the RTN and CMPQ slider steps
+#   (CMPQ with and without decoding first, `QUANTLAB_DECODE_FIRST`);
 #   gpu_bench's per-kernel times for a batch of 8 windows; transformers beside QuantLab
 #   (scripts/bench/peer.py, when torch is there). STEPS=name,name runs only those.
 set -uo pipefail
@@ -52,7 +53,7 @@ step() { # name command...
 }
 
 step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; $B/quantlab info --backend gpu --model $MODEL"
-for t in gpu_kernels gpu_coop gpu_f16; do
+for t in gpu_kernels gpu_coop gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done
 for p in f32 f16; do
@@ -61,7 +62,10 @@ for p in f32 f16; do
   done
   step "rtn-step-$p" "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
 done
-step cmpq-step "$B/quantlab" bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
+# CMPQ's products decoded to f16 first (the default) and with the fused decoder only.
+for d in 1 0; do
+  step "cmpq-step-d$d" env QUANTLAB_DECODE_FIRST=$d "$B/quantlab" bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
+done
 for p in f32 f16; do
   step "kernels-$p" "$B/gpu_bench" --precision $p --skip-kernels --batch 8 --iters 5
 done

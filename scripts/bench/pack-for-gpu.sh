@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs what scripts/bench/gpu-machine.sh needs on the GPU machine (issue 17's measurements),
-# built here: the release `quantlab`, `examples/gpu_bench`, the GPU test binaries, the default
+# built here: the release `quantlab`, `examples/gpu_bench`, the GPU test binaries (gpu_kernels, gpu_coop, gpu_f16, gpu_cmpq), the default
 # model, the text and the Vulkan loader packages. The device tool carries at most 64 MiB per call
 # (the tracked tree included) and the model alone is 98 MB, so the bundle is one tar split into
 # parts of at most PART_MB, each in its own ignored folder `.gpu1`, `.gpu2`, … for one call each.
@@ -25,7 +25,7 @@ done
 cargo build --release --bin quantlab --example gpu_bench
 # The test binaries' paths: cargo prints them as JSON (the name carries a hash).
 tests=$(cargo test --release --no-run --message-format=json \
-  --test gpu_kernels --test gpu_coop --test gpu_f16 2>/dev/null |
+  --test gpu_kernels --test gpu_coop --test gpu_f16 --test gpu_cmpq 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
