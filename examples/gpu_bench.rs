@@ -6,7 +6,7 @@
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
 //!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
 //!         [--attention split|tiled32|tiled64] [--only-attention] [--only-w4a8]
-//!         [--only-tender] [--precision f32|f16] [--matmul v5,v6]
+//!         [--only-tender] [--precision f32|f16] [--matmul v5,v6,v7]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
 //! Without `--model` the model is synthetic: the exact shapes and storage formats of the default
@@ -217,14 +217,17 @@ fn main() -> quantlab::Result<()> {
             .collect::<quantlab::Result<Vec<_>>>()?,
     };
     let g = pollster::block_on(Gpu::create())?;
+    // QUANTLAB_SHADER_CHECKS=full|bounds|none: what wgpu adds to the kernels (ShaderChecks).
+    g.set_shader_checks(quantlab::gpu::ShaderChecks::from_env()?);
     // `--precision f16`: the weight products on tensor cores (issue 17), where the device has them.
     if flag("--precision").as_deref() == Some("f16") {
         g.set_precision(quantlab::gpu::Precision::F16)?;
     }
     println!(
-        "adapter: {} · timestamp-query: {}",
+        "adapter: {} · timestamp-query: {} · shader checks: {}",
         g.ctx.describe(),
-        g.ctx.timestamps
+        g.ctx.timestamps,
+        quantlab::gpu::ShaderChecks::from_env()?.name()
     );
     let gms = |s: Option<f64>| s.map_or("     n/a".to_string(), |s| format!("{:8.3}", s * 1e3));
 

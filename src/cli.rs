@@ -800,11 +800,11 @@ fn device(b: BackendArg) -> Result<Device> {
             if f16 {
                 gpu.set_precision(quantlab::gpu::Precision::F16)?;
             }
-            // QUANTLAB_MATMUL=v5|v6: which generation of product kernels (to time both with
+            // QUANTLAB_MATMUL=v5|v6|v7: which generation of product kernels (to time them with
             // the same binary; docs/gpu-perf.md v6). Unset: the engine's default.
             if let Ok(v) = std::env::var("QUANTLAB_MATMUL") {
                 let g = quantlab::gpu::MatmulGen::parse(&v).ok_or_else(|| {
-                    Error::config("QUANTLAB_MATMUL", format!("{v:?} is neither v5 nor v6"))
+                    Error::config("QUANTLAB_MATMUL", format!("{v:?} is none of v5, v6, v7"))
                 })?;
                 gpu.set_matmul_gen(g);
             }
@@ -820,6 +820,9 @@ fn device(b: BackendArg) -> Result<Device> {
                     ))
                 }
             }
+            // QUANTLAB_SHADER_CHECKS=full|bounds|none: what wgpu adds to the kernels (timing;
+            // src/gpu/pipelines.rs `ShaderChecks`).
+            gpu.set_shader_checks(quantlab::gpu::ShaderChecks::from_env()?);
             Device::Gpu(std::rc::Rc::new(gpu))
         }
     })

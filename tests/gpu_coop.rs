@@ -15,12 +15,14 @@ mod gpu_check;
 #[path = "common/rng.rs"]
 mod rng;
 use f16_check::{check, ggml};
-use gpu_check::gpu;
+use gpu_check::{act, close, gpu, read};
 use rng::Rng;
 
 use quantlab::format::ggml::GgmlType;
 use quantlab::format::QTensor;
-use quantlab::gpu::Precision;
+use quantlab::gpu::{MatmulGen, Precision};
+use quantlab::model::backend::Backend;
+use quantlab::model::cpu::Cpu;
 
 /// Inputs rounded to f16 (relative error ≤ 2⁻¹¹ each) and products summed in f32: over k ≤ 576
 /// random-sign terms the output's error stays within a few 2⁻¹¹ of its largest magnitude.
@@ -57,6 +59,55 @@ fn f16_tensor_cores_match_cpu_or_are_refused_with_the_reason() {
         check(&g, &ggml(GgmlType::Q4_1, n, k, &w), m, false, 2, COOP_TOL);
         check(&g, &ggml(GgmlType::Q8_0, n, k, &w), m, true, 3, COOP_TOL);
     }
+}
+
+/// `MatmulGen::V7`'s all-f16 product (activations and weight converted to f16 in storage,
+/// shaders/matmul_h16.wgsl) against the CPU, where there are tensor cores: whole 128×128 tiles
+/// stored straight from the accumulators, partial tiles and a bias through workgroup memory,
+/// the default model's formats and the CMPQ-style f16 weight; each product must have taken
+/// that path (smaller ones and forced variants keep the older kernels).
+#[test]
+fn all_f16_products_match_cpu() {
+    let g = gpu();
+    if !g.ctx.coop {
+        eprintln!("no tensor cores on {}: nothing to check", g.ctx.describe());
+        return;
+    }
+    g.set_precision(Precision::F16).unwrap();
+    g.set_matmul_gen(MatmulGen::V7);
+    let mut r = Rng(17);
+    for (m, n, k, bias) in [
+        (1280, 256, 64, false),
+        (1030, 200, 96, true),
+        (1100, 270, 576, false),
+        (1024, 576, 1536, false),
+    ] {
+        let w = r.vec(n * k);
+        let b = bias.then(|| r.vec(n));
+        let x = r.vec(m * k);
+        for t in [
+            QTensor::from_f32(n, k, &w),
+            ggml(GgmlType::Q4_1, n, k, &w),
+            ggml(GgmlType::Q8_0, n, k, &w),
+        ] {
+            let want = Cpu.linear(
+                &act(m, k, x.clone()),
+                &Cpu.load_matrix(&t, b.as_deref()).unwrap(),
+            );
+            let gm = g.load_matrix(&t, b.as_deref()).unwrap();
+            let gx = g.upload_act(m, k, &x).unwrap();
+            let before = g.h16_products();
+            let got = g.linear(&gx, &gm);
+            let what = format!("v7 {} {m}×{k}→{n} bias {bias}", t.format.name());
+            assert_eq!(
+                g.h16_products(),
+                before + 1,
+                "{what}: not the all-f16 product"
+            );
+            close(&read(&g, &got), &want.data, COOP_TOL, &what);
+        }
+    }
+    g.set_matmul_gen(MatmulGen::default());
 }
 
 #[test]
@@ -100,6 +151,32 @@ fn an_unknown_matmul_generation_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("QUANTLAB_MATMUL") && err.contains("\"v9\"") && err.contains("v5"),
+        "{err}"
+    );
+}
+
+/// `QUANTLAB_SHADER_CHECKS` (what wgpu adds to the kernels, for timing) names the variable and
+/// the values it takes when it holds anything else, before any work.
+#[test]
+fn an_unknown_shader_checks_value_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantlab"))
+        .args([
+            "eval",
+            "--backend",
+            "gpu",
+            "--model",
+            "tests/fixtures/tiny/llama",
+            "--text",
+            "tests/data/wikitext-2-raw-test.txt",
+        ])
+        .env("QUANTLAB_SHADER_CHECKS", "off")
+        .current_dir(cli::root())
+        .output()
+        .expect("run quantlab");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("QUANTLAB_SHADER_CHECKS") && err.contains("\"off\"") && err.contains("bounds"),
         "{err}"
     );
 }

@@ -12,7 +12,7 @@ use rng::Rng;
 
 use quantlab::format::ggml::GgmlType;
 use quantlab::format::{Format, Granularity, IntSpec, QTensor};
-use quantlab::gpu::{AttentionVariant, Gpu, GpuContext, MatmulGen, MatmulVariant};
+use quantlab::gpu::{AttentionVariant, Gpu, GpuContext, MatmulGen, MatmulVariant, ShaderChecks};
 use quantlab::model::backend::Backend;
 use quantlab::model::config::RopeStyle;
 use quantlab::model::cpu::Cpu;
@@ -135,6 +135,53 @@ fn matmul_plain_formats() {
         true,
         4,
     );
+}
+
+/// Kernels compiled without wgpu's loop bounds, and without its index clamps too
+/// (`ShaderChecks::Bounds`, `None`: timing options, src/gpu/pipelines.rs) compute the same
+/// products to the bit as the fully checked ones, in every variant, for a plain and a packed
+/// weight with partial tiles and a bias.
+#[test]
+fn kernels_without_wgpu_checks_give_the_same_bits() {
+    let g = gpu();
+    let mut r = Rng(31);
+    let (m, n, k) = (70, 130, 224);
+    let w = r.vec(n * k);
+    let b = r.vec(n);
+    let x = r.vec(m * k);
+    let gx = g.upload_act(m, k, &x).unwrap();
+    for t in [
+        QTensor::from_f32(n, k, &w),
+        ggml_tensor(&mut r, GgmlType::Q4_1, n, k),
+    ] {
+        let gm = g.load_matrix(&t, Some(&b)).unwrap();
+        let run = |checks: ShaderChecks| {
+            g.set_shader_checks(checks);
+            MatmulVariant::ALL
+                .iter()
+                .map(|&v| {
+                    g.force_matmul(Some(v));
+                    read(&g, &g.linear(&gx, &gm))
+                })
+                .collect::<Vec<_>>()
+        };
+        let full = run(ShaderChecks::Full);
+        for checks in [ShaderChecks::Bounds, ShaderChecks::None] {
+            let got = run(checks);
+            for ((v, a), b) in MatmulVariant::ALL.iter().zip(&full).zip(&got) {
+                let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(
+                    same,
+                    "{} {} {}: differs",
+                    t.format.name(),
+                    v.name(),
+                    checks.name()
+                );
+            }
+        }
+    }
+    g.set_shader_checks(ShaderChecks::Full);
+    g.force_matmul(None);
 }
 
 #[test]

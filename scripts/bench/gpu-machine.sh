@@ -7,11 +7,13 @@
 #
 # Steps (each logged to OUT/NN-name.log, one line each in OUT/summary.txt; a failing step does
 # not stop the others):
-#   the device; the GPU tests (gpu_kernels, gpu_coop, gpu_f16, gpu_cmpq) against the CPU; the whole text at
-#   f32 and f16 with both kernel generations (`QUANTLAB_MATMUL`); the RTN and CMPQ slider steps
-#   (CMPQ with and without decoding first, `QUANTLAB_DECODE_FIRST`);
-#   gpu_bench's per-kernel times for a batch of 8 windows; transformers beside QuantLab
-#   (scripts/bench/peer.py, when torch is there). STEPS=name,name runs only those.
+#   the device; the GPU tests (gpu_kernels, gpu_coop, gpu_f16, gpu_cmpq) against the CPU;
+#   gpu_bench's per-kernel times for a batch of 8 windows and the whole text, at f32 and f16, by
+#   kernel generation (`QUANTLAB_MATMUL`) and wgpu's shader checks (`QUANTLAB_SHADER_CHECKS`);
+#   the RTN and CMPQ slider steps (CMPQ with and without decoding first,
+#   `QUANTLAB_DECODE_FIRST`); transformers beside QuantLab (scripts/bench/peer.py, when torch
+#   is there). STEPS=name,name runs only those; a call runs at most 10 minutes, so the steps
+#   can be spread over two calls.
 set -uo pipefail
 BUNDLE=${1:?bundle folder (the parts of pack-for-gpu.sh)}
 OUT=${2:?folder for the logs}
@@ -56,18 +58,23 @@ step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --f
 for t in gpu_kernels gpu_coop gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done
+# Per-kernel times of a batch of 8 windows, with wgpu's shader checks (QUANTLAB_SHADER_CHECKS)
+# full, without loop bounds, and without index clamps; f16 with the v6 and v7 products.
+for c in full bounds none; do
+  step "kernels-f32-$c" env QUANTLAB_SHADER_CHECKS=$c "$B/gpu_bench" --precision f32 --skip-kernels --batch 8 --iters 5 --matmul v6
+  step "kernels-f16-$c" env QUANTLAB_SHADER_CHECKS=$c "$B/gpu_bench" --precision f16 --skip-kernels --batch 8 --iters 5 --matmul v6,v7
+done
+# The whole text (both protocols): precision, kernel generation, shader checks.
+for pgc in f32-v6-full f32-v6-bounds f32-v6-none f16-v6-full f16-v7-full f16-v7-bounds f16-v7-none; do
+  IFS=- read -r p g c <<<"$pgc"
+  step "text-$pgc" env QUANTLAB_MATMUL=$g QUANTLAB_SHADER_CHECKS=$c "$B/quantlab" --precision $p bench --backend gpu --model "$MODEL" --text "$TEXT"
+done
 for p in f32 f16; do
-  for g in v5 v6; do
-    step "text-$p-$g" env QUANTLAB_MATMUL=$g "$B/quantlab" --precision $p bench --backend gpu --model "$MODEL" --text "$TEXT"
-  done
   step "rtn-step-$p" "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
 done
 # CMPQ's products decoded to f16 first (the default) and with the fused decoder only.
 for d in 1 0; do
   step "cmpq-step-d$d" env QUANTLAB_DECODE_FIRST=$d "$B/quantlab" bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
-done
-for p in f32 f16; do
-  step "kernels-$p" "$B/gpu_bench" --precision $p --skip-kernels --batch 8 --iters 5
 done
 if python3 -c 'import torch, transformers' 2>/dev/null; then
   step peer python3 scripts/bench/peer.py --quantlab "$B/quantlab" --model "$MODEL" --text "$TEXT" --batches 1,8,32 --json "$OUT/peer.json"

@@ -151,6 +151,8 @@ pub struct Gpu {
     pub(crate) decode_first: Cell<bool>,
     /// Products that decoded their weight first (tests check the path is taken).
     pub(crate) decoded_first: Cell<usize>,
+    /// Products run by `matmul_h16.wgsl` so far (`MatmulGen::V7`; tests).
+    pub(crate) h16_products: Cell<usize>,
     /// Invocations per query forced for attention (benchmarks, tests); None: the default.
     pub(crate) attention_splits: Cell<Option<usize>>,
     /// Attention kernel forced for every call (benchmarks, tests); None: `ATTN_DEFAULT`.

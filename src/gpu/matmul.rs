@@ -46,6 +46,9 @@ impl Gpu {
         out: &wgpu::Buffer,
     ) {
         let (n, k) = (w.rows, w.cols);
+        if self.h16(m, w) {
+            return self.record_h16(x, x_row0, m, w, bias, out);
+        }
         if self.decode_first(m, w) {
             return self.record_decoded(x, x_row0, m, w, bias, out);
         }
@@ -142,6 +145,93 @@ impl Gpu {
             && w.fmt.fragment == "fmt_cmpq"
             && m > DECODE_FIRST_MIN_ROWS
             && w.cols.is_multiple_of(4)
+    }
+
+    /// Whether this product runs all in f16 from storage (`MatmulGen::V7`, shaders/matmul_h16.wgsl):
+    /// a large unforced product at `Precision::F16` on tensor cores, with `k` a multiple of 16
+    /// (the kernel's step) and the weight decodable four at a time.
+    fn h16(&self, m: usize, w: &Mat) -> bool {
+        self.matmul_gen.get() == MatmulGen::V7
+            && self.precision.get() == Precision::F16
+            && self.ctx.coop
+            && !self.packed_f16.get()
+            && self.matmul_variant.get().is_none()
+            && m >= crate::gpu::pipelines::WIDE_MIN_ROWS
+            && w.cols.is_multiple_of(16)
+    }
+
+    /// `record_product` as three passes: the activations to f16 (`to_f16.wgsl`), the weight
+    /// decoded to f16 (`decode_f16.wgsl`), both into pooled scratch of whole 128-row tiles, and
+    /// the tensor-core product on them (`matmul_h16.wgsl`).
+    fn record_h16(
+        &self,
+        x: &wgpu::Buffer,
+        x_row0: usize,
+        m: usize,
+        w: &Mat,
+        bias: Option<&wgpu::Buffer>,
+        out: &wgpu::Buffer,
+    ) {
+        const TILE: usize = 128;
+        let (n, k) = (w.rows, w.cols);
+        let (xb, wb) = (
+            2 * m.next_multiple_of(TILE) * k,
+            2 * n.next_multiple_of(TILE) * k,
+        );
+        for (what, bytes) in [("f16 activations", xb), ("decoded weight", wb)] {
+            if let Err(e) = buffers::check_size(&self.ctx.limits, what, bytes) {
+                return self.fail("linear", e.to_string());
+            }
+        }
+        let pipes = (
+            self.pipes.plain("to_f16", "main"),
+            self.pipes.weight("decode_f16", w.fmt.fragment),
+            self.pipes.plain("matmul_h16", "main"),
+        );
+        let (conv, decode, product) = match pipes {
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                return self.fail("linear", e.to_string())
+            }
+        };
+        let xh = self.pool.get(xb);
+        let cp = self.uniform(&Params4([u(m), u(k), u(x_row0), 0]));
+        self.dispatch(
+            &conv,
+            &[&cp, x, &xh],
+            self.groups_1d(m * k / 4, 256),
+            &|| format!("to_f16 {m}×{k}"),
+        );
+        let f = &w.fmt;
+        let dp = self.uniform(&WeightParams {
+            m: 0,
+            n: u(n),
+            k: u(k),
+            has_bias: 0,
+            x_row0: 0,
+            bits: f.bits,
+            group: f.group,
+            sym: f.sym,
+            scale_off: f.scale_off,
+            zero_off: f.zero_off,
+            k_split: 0,
+            pad: 0,
+        });
+        let wh = self.pool.get(wb);
+        self.dispatch(
+            &decode,
+            &[&dp, &w.w, &wh],
+            self.groups_1d(n * k / 4, 256),
+            &|| format!("decode_f16 {} {n}×{k}", f.fragment),
+        );
+        let pp = self.uniform(&Params4([u(m), u(n), u(k), bias.is_some() as u32]));
+        self.dispatch(
+            &product,
+            &[&pp, &xh, &wh, bias.unwrap_or(&self.dummy_ro), out],
+            (u(n.div_ceil(TILE)), u(m.div_ceil(TILE))),
+            &|| format!("matmul_h16 {} {m}×{k}→{n}", f.fragment),
+        );
+        self.h16_products.set(self.h16_products.get() + 1);
     }
 
     /// `record_product` through an f16 copy of `w` decoded into a scratch buffer.
@@ -275,6 +365,16 @@ impl Gpu {
     /// Decode CMPQ weights to f16 before large products (the default) or not (tests compare).
     pub fn set_decode_first(&self, on: bool) {
         self.decode_first.set(on);
+    }
+
+    /// Compile kernels from now on with `checks` (timing; `ShaderChecks` says what each drops).
+    pub fn set_shader_checks(&self, checks: crate::gpu::ShaderChecks) {
+        self.pipes.set_checks(checks);
+    }
+
+    /// Products so far that ran all in f16 from storage (`MatmulGen::V7`).
+    pub fn h16_products(&self) -> usize {
+        self.h16_products.get()
     }
 
     /// Products so far that decoded their weight first.

@@ -51,6 +51,6 @@ pub mod train_gemm;
 pub use backend::Gpu;
 pub use context::GpuContext;
 pub use intmm::IntMatmul;
-pub use pipelines::{AttentionVariant, MatmulGen, MatmulVariant, Precision};
+pub use pipelines::{AttentionVariant, MatmulGen, MatmulVariant, Precision, ShaderChecks};
 #[cfg(not(target_arch = "wasm32"))]
 pub use train_gemm::TrainGemm;

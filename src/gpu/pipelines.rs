@@ -3,8 +3,53 @@
 
 use crate::gpu::shaders;
 use crate::{Error, Result};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+
+/// What wgpu adds to our kernels when it compiles them natively (its `ShaderRuntimeChecks`):
+/// `Full` (the default) keeps every check — indices into workgroup arrays clamped, and every
+/// loop given a hidden 64-bit iteration bound, which also hides the loop's trip count from the
+/// driver's unroller (docs/gpu-perf.md, "Shader checks"). `Bounds` drops the loop bound only;
+/// `None` drops the index clamps too. Native only: in the browser the WebGPU implementation
+/// compiles WGSL with its own checks. Chosen for timing (`QUANTLAB_SHADER_CHECKS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ShaderChecks {
+    #[default]
+    Full,
+    Bounds,
+    None,
+}
+
+impl ShaderChecks {
+    pub const ALL: [ShaderChecks; 3] =
+        [ShaderChecks::Full, ShaderChecks::Bounds, ShaderChecks::None];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ShaderChecks::Full => "full",
+            ShaderChecks::Bounds => "bounds",
+            ShaderChecks::None => "none",
+        }
+    }
+
+    /// "full", "bounds" or "none".
+    pub fn parse(s: &str) -> Option<ShaderChecks> {
+        ShaderChecks::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// `QUANTLAB_SHADER_CHECKS` (unset: `Full`), for the CLI and the benchmark.
+    pub fn from_env() -> Result<ShaderChecks> {
+        match std::env::var("QUANTLAB_SHADER_CHECKS") {
+            Err(_) => Ok(ShaderChecks::Full),
+            Ok(v) => ShaderChecks::parse(&v).ok_or_else(|| {
+                Error::config(
+                    "QUANTLAB_SHADER_CHECKS",
+                    format!("{v:?} is none of full, bounds, none"),
+                )
+            }),
+        }
+    }
+}
 
 /// Which matrix-multiply kernel a product uses: `V1` is the previous kernel (scalar decode, a
 /// regrouping pass through workgroup memory, no prefetch), kept for comparison in the
@@ -93,25 +138,30 @@ impl MatmulVariant {
 /// 64×64 tiles everywhere (`matmul.wgsl`, `matmul_coop.wgsl`; docs/gpu-perf.md v3–v5); `V6`
 /// uses the wide kernels (8×8 blocks per invocation in f32, 2×4 tensor-core accumulators per
 /// subgroup in f16) for products of at least `WIDE_MIN_ROWS` tokens (batches of windows) and
-/// V5's kernels below. Both stay selectable so one benchmark run can time them side by side.
+/// V5's kernels below. `V7` is V6 except that those large products at `Precision::F16` on
+/// tensor cores run all in f16 from storage: activations converted once (`to_f16.wgsl`), the
+/// weight decoded once (`decode_f16.wgsl`) and `matmul_h16.wgsl` (docs/gpu-perf.md v7). All
+/// stay selectable so one benchmark run can time them side by side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum MatmulGen {
     V5,
     #[default]
     V6,
+    V7,
 }
 
 impl MatmulGen {
-    pub const ALL: [MatmulGen; 2] = [MatmulGen::V5, MatmulGen::V6];
+    pub const ALL: [MatmulGen; 3] = [MatmulGen::V5, MatmulGen::V6, MatmulGen::V7];
 
     pub fn name(self) -> &'static str {
         match self {
             MatmulGen::V5 => "v5",
             MatmulGen::V6 => "v6",
+            MatmulGen::V7 => "v7",
         }
     }
 
-    /// "v5" or "v6" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
+    /// "v5", "v6" or "v7" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
     pub fn parse(s: &str) -> Option<MatmulGen> {
         MatmulGen::ALL.into_iter().find(|g| g.name() == s)
     }
@@ -120,7 +170,7 @@ impl MatmulGen {
     /// (which runs whole where `split_len` finds enough tiles).
     pub fn variant(self, m: usize) -> MatmulVariant {
         match self {
-            MatmulGen::V6 if m >= WIDE_MIN_ROWS => MatmulVariant::WideSplitK,
+            MatmulGen::V6 | MatmulGen::V7 if m >= WIDE_MIN_ROWS => MatmulVariant::WideSplitK,
             _ => MatmulVariant::SplitK,
         }
     }
@@ -226,6 +276,7 @@ pub fn split_len(m: usize, n: usize, k: usize, tile: (usize, usize), force: bool
 pub struct Pipelines {
     device: wgpu::Device,
     cache: RefCell<HashMap<String, wgpu::ComputePipeline>>,
+    checks: Cell<ShaderChecks>,
 }
 
 impl Pipelines {
@@ -233,7 +284,42 @@ impl Pipelines {
         Pipelines {
             device,
             cache: RefCell::new(HashMap::new()),
+            checks: Cell::new(ShaderChecks::Full),
         }
+    }
+
+    /// Compile kernels from now on with `checks` (drops the pipelines compiled so far).
+    pub fn set_checks(&self, checks: ShaderChecks) {
+        if self.checks.replace(checks) != checks {
+            self.cache.borrow_mut().clear();
+        }
+    }
+
+    pub fn checks(&self) -> ShaderChecks {
+        self.checks.get()
+    }
+
+    fn module(&self, key: &str, src: String) -> wgpu::ShaderModule {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.checks.get() != ShaderChecks::Full {
+            let mut rc = wgpu::ShaderRuntimeChecks::checked();
+            rc.force_loop_bounding = false;
+            rc.bounds_checks = self.checks.get() == ShaderChecks::Bounds;
+            // SAFETY (wgpu's contract for trusted modules): the sources are the crate's own
+            // kernels (src/gpu/shaders.rs), never user text. Without loop bounding every loop
+            // must end: each counts a u32 up to a bound that the host derives from validated
+            // tensor shapes (far below u32::MAX, so the step cannot wrap). Without bounds
+            // checks (`None`, a timing option only) every index must be in range: the kernels
+            // compute indices from the same shapes, and the tests compare each kernel with
+            // its CPU reference at edges. Buffer accesses stay checked by the driver's robust
+            // buffer access where the device offers it.
+            return unsafe { self.device.create_shader_module_trusted(desc, rc) };
+        }
+        self.device.create_shader_module(desc)
     }
 
     fn get(
@@ -248,12 +334,7 @@ impl Pipelines {
         let src = src().ok_or_else(|| {
             Error::unsupported("gpu", "shader", format!("{key} is not in the shader table"))
         })?;
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(&key),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            });
+        let module = self.module(&key, src);
         let p = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

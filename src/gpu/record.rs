@@ -115,6 +115,7 @@ impl Gpu {
             packed_f16: Cell::new(false),
             decode_first: Cell::new(true),
             decoded_first: Cell::new(0),
+            h16_products: Cell::new(0),
             matmul_gen: Cell::new(Default::default()),
             precision: Cell::new(Default::default()),
             attention_splits: Cell::new(None),

@@ -48,6 +48,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
     ("decode_f16", include_str!("../../shaders/decode_f16.wgsl")),
+    ("to_f16", include_str!("../../shaders/to_f16.wgsl")),
+    ("matmul_h16", include_str!("../../shaders/matmul_h16.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
@@ -154,6 +156,8 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("tender_chunk", &["main"]),
     ("tender_quant", &["main"]),
     ("train_gemm", &["main"]),
+    ("to_f16", &["main"]),
+    ("matmul_h16", &["main"]),
 ];
 
 /// Keys per tile of `attention.wgsl` for head dimension `hd`: as many as keep its workgroup
@@ -277,6 +281,10 @@ pub const F16_KERNELS: &[&str] = &["matmul_f16"];
 /// (`GpuContext::coop`); validated separately with those capabilities.
 pub const COOP_KERNELS: &[&str] = &["matmul_coop", "matmul_coop_wide"];
 
+/// Stand-alone kernels that also need f16 values and cooperative matrices (compiled only where
+/// `GpuContext::coop`): the all-f16 product of `MatmulGen::V7`.
+pub const COOP_PLAIN_KERNELS: &[&str] = &["matmul_h16"];
+
 /// The integer W4A8 product `matmul_int.wgsl` with its `dot4`/`pack4`: the
 /// `dot4I8Packed` builtins (`native`, where the device offers the WGSL language feature
 /// `packed_4x8_integer_dot_product`) or their exact emulation.
@@ -375,6 +383,9 @@ mod tests {
                 if kernels.iter().any(|k| label.starts_with(&format!("{k}+"))) {
                     caps |= more;
                 }
+            }
+            if COOP_PLAIN_KERNELS.contains(&label.as_str()) {
+                caps |= C::SHADER_FLOAT16 | C::COOPERATIVE_MATRIX;
             }
             let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
             if let Err(e) = v.validate(&module) {
