@@ -27,6 +27,11 @@ use std::sync::{Arc, Mutex};
 
 /// LM-head rows scored per chunk: bounds the logits scratch (64 × 49152 floats = 12.6 MB).
 const SCORE_CHUNK: usize = 64;
+/// Rows per chunk where the logits fit half of the device's storage binding limit: a
+/// whole scored half of a 512-token window in one product of the head instead of four (the
+/// head is the model's largest product; 4 × 64 rows also gave the tensor cores too little to
+/// do per dispatch, docs/gpu-perf.md v7). 256 × 49152 floats = 50 MB.
+const SCORE_CHUNK_LARGE: usize = 256;
 /// Largest head dimension the attention kernel holds (shaders/attention.wgsl `MAX_HD`).
 const MAX_HEAD_DIM: usize = 128;
 /// The attention kernel reads heads as vec4s, so the head dimension must be a multiple of 4,
@@ -592,7 +597,13 @@ impl Backend for Gpu {
             }
         }
         let lim = &self.ctx.limits;
-        buffers::check_size(lim, "logits chunk", SCORE_CHUNK.min(n) * vocab * 4)?;
+        let chunk =
+            if SCORE_CHUNK_LARGE * vocab * 4 <= lim.max_storage_buffer_binding_size as usize / 2 {
+                SCORE_CHUNK_LARGE
+            } else {
+                SCORE_CHUNK
+            };
+        buffers::check_size(lim, "logits chunk", chunk.min(n) * vocab * 4)?;
         if keep {
             buffers::check_size(lim, "kept log-probs", n * vocab * 4)?;
         }
@@ -609,8 +620,8 @@ impl Backend for Gpu {
             vocab,
             buf: self.pool.get(n * vocab * 4),
         });
-        for c0 in (0..n).step_by(SCORE_CHUNK) {
-            let rows = SCORE_CHUNK.min(n - c0);
+        for c0 in (0..n).step_by(chunk) {
+            let rows = chunk.min(n - c0);
             let logits = self.pool.get(rows * vocab * 4);
             self.record_matmul(&x.buf, from + c0, rows, head, &logits);
             let params = self.uniform(&Params8([

@@ -148,15 +148,17 @@ impl Gpu {
     }
 
     /// Whether this product runs all in f16 from storage (`MatmulGen::V7`, shaders/matmul_h16.wgsl):
-    /// a large unforced product at `Precision::F16` on tensor cores, with `k` a multiple of 16
-    /// (the kernel's step) and the weight decodable four at a time.
+    /// an unforced product at `Precision::F16` on tensor cores with `k` a multiple of 16 (the
+    /// kernel's step), large enough for its 128×128 tiles: a batch of windows
+    /// (`WIDE_MIN_ROWS` tokens), or at least 256 tiles (the LM head's chunk of one window).
     fn h16(&self, m: usize, w: &Mat) -> bool {
+        let tiles = m.div_ceil(128) * w.rows.div_ceil(128);
         self.matmul_gen.get() == MatmulGen::V7
             && self.precision.get() == Precision::F16
             && self.ctx.coop
             && !self.packed_f16.get()
             && self.matmul_variant.get().is_none()
-            && m >= crate::gpu::pipelines::WIDE_MIN_ROWS
+            && (m >= crate::gpu::pipelines::WIDE_MIN_ROWS || tiles >= 256)
             && w.cols.is_multiple_of(16)
     }
 
