@@ -334,6 +334,7 @@ pub fn gpu_layout(experts: u8, rows: usize, cols: usize) -> Result<MosGpuLayout>
             sym: 1,
             scale_off: 0,
             zero_off: 0,
+            decode_first: false,
         },
         experts: k as u32,
         s_in_off: gpu_u32(ns / 4, rows, cols)?,

@@ -252,6 +252,7 @@ impl Family for CmpqFormat {
             sym: (l.lo_codes / 4) as u32,
             scale_off: (l.hi_codes / 4) as u32,
             zero_off: (l.f16_cols / 4) as u32,
+            decode_first: true,
         })
     }
 

@@ -351,6 +351,7 @@ impl Family for CodebookFormat {
             // Tables (or group scales) follow the 4-byte aligned codes.
             scale_off: (st.codes / 4) as u32,
             zero_off,
+            decode_first: false,
         })
     }
 

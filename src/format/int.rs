@@ -206,6 +206,7 @@ impl Family for IntSpec {
             // Sections are 4-byte aligned, so these are whole words.
             scale_off: (st.codes / 4) as u32,
             zero_off: ((st.codes + st.scales) / 4) as u32,
+            decode_first: false,
         })
     }
 

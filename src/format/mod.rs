@@ -129,6 +129,12 @@ pub struct GpuDecoder {
     pub sym: u32,
     pub scale_off: u32,
     pub zero_off: u32,
+    /// Large products decode this weight once into f16 first (shaders/decode_f16.wgsl) and
+    /// multiply the halves: only where that gives the same values (every decoded value is an
+    /// f16) and pays (the decoder is slow, so decoding it once per tile of rows costs more
+    /// than one pass). CMPQ: f16 levels and f16 columns, a map entry, a code and a level per
+    /// weight (src/gpu/matmul.rs `decode_first`).
+    pub decode_first: bool,
 }
 
 impl GpuDecoder {
@@ -141,6 +147,7 @@ impl GpuDecoder {
             sym: 0,
             scale_off: 0,
             zero_off: 0,
+            decode_first: false,
         }
     }
 }

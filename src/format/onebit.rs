@@ -107,6 +107,7 @@ impl Family for OneBitFormat {
             // Word offsets of s_out and s_in (sections are 4-byte aligned).
             scale_off: (ns / 4) as u32,
             zero_off: ((ns + no) / 4) as u32,
+            decode_first: false,
         })
     }
 

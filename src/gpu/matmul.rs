@@ -135,14 +135,15 @@ impl Gpu {
         );
     }
 
-    /// Whether this product decodes its weight to f16 first (shaders/decode_f16.wgsl): for CMPQ,
-    /// whose every value is an f16 (levels and f16 columns), so the product is the same to the
-    /// bit, and whose decoder otherwise runs once per tile of rows — but not for one tile of
+    /// Whether this product decodes its weight to f16 first (shaders/decode_f16.wgsl): where the
+    /// format says so (`GpuDecoder::decode_first`: CMPQ, whose every value is an f16, so the
+    /// product is the same to the bit, and whose decoder otherwise runs once per tile of
+    /// rows) — but not for one tile of
     /// rows, where the tiled product decodes each weight once anyway. Rows of a multiple of 4
     /// (the kernel decodes four weights at a time; CMPQ's shapes here are 576 and 1536).
     fn decode_first(&self, m: usize, w: &Mat) -> bool {
         self.decode_first.get()
-            && w.fmt.fragment == "fmt_cmpq"
+            && w.fmt.decode_first
             && m > DECODE_FIRST_MIN_ROWS
             && w.cols.is_multiple_of(4)
     }
