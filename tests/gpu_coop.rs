@@ -20,7 +20,7 @@ use rng::Rng;
 
 use quantlab::format::ggml::GgmlType;
 use quantlab::format::QTensor;
-use quantlab::gpu::{MatmulGen, Precision};
+use quantlab::gpu::{AttentionVariant, MatmulGen, Precision};
 use quantlab::model::backend::Backend;
 use quantlab::model::cpu::Cpu;
 
@@ -107,6 +107,68 @@ fn all_f16_products_match_cpu() {
             close(&read(&g, &got), &want.data, COOP_TOL, &what);
         }
     }
+    g.set_matmul_gen(MatmulGen::default());
+}
+
+/// Attention on tensor cores rounds Q, K, V and the probabilities to f16: each score is off by
+/// about scale·Σ|q·k|·2⁻¹⁰ (≈ 3e-3 for 64 dimensions of values in [-1, 1]), which moves each
+/// probability by as much relatively; the output, a weighted mean of V, moves by at most that
+/// share of |V|. 1e-2 of the largest output leaves room for the roundings of P and V.
+const ATTN_COOP_TOL: f32 = 1e-2;
+
+/// `attention_coop.wgsl` (two passes over the keys, both products on tensor cores) against the
+/// CPU's f32 attention where there are tensor cores: partial query blocks, grouped KV heads,
+/// several key tiles, batched sequences; and that `--precision f16` with `MatmulGen::V7`
+/// chooses it (V6 keeps the f32 tiled kernel).
+#[test]
+fn attention_on_tensor_cores_matches_cpu() {
+    let g = gpu();
+    if !g.ctx.coop {
+        eprintln!("no tensor cores on {}: nothing to check", g.ctx.describe());
+        return;
+    }
+    g.set_precision(Precision::F16).unwrap();
+    g.set_matmul_gen(MatmulGen::V7);
+    assert_eq!(g.attention_variant(64), AttentionVariant::Coop);
+    assert_ne!(g.attention_variant(32), AttentionVariant::Coop);
+    let mut r = Rng(23);
+    // (rows, sequence length, heads, KV heads): 70 crosses the 64-query block and the 32-key
+    // tile; 300 = 3 sequences of 100; 512 the evaluation window.
+    for (rows, t, h, kv) in [
+        (70, 70, 6, 2),
+        (300, 100, 9, 3),
+        (512, 512, 9, 3),
+        (33, 33, 4, 4),
+    ] {
+        let hd = 64;
+        let (q, k, v) = (
+            r.vec(rows * h * hd),
+            r.vec(rows * kv * hd),
+            r.vec(rows * kv * hd),
+        );
+        let want = Cpu.attention(
+            &act(rows, h * hd, q.clone()),
+            &act(rows, kv * hd, k.clone()),
+            &act(rows, kv * hd, v.clone()),
+            h,
+            kv,
+            hd,
+            t,
+        );
+        let got = g.attention(
+            &g.upload_act(rows, h * hd, &q).unwrap(),
+            &g.upload_act(rows, kv * hd, &k).unwrap(),
+            &g.upload_act(rows, kv * hd, &v).unwrap(),
+            h,
+            kv,
+            hd,
+            t,
+        );
+        let what = format!("coop attention {rows} rows of {t}, {h}/{kv} heads");
+        close(&read(&g, &got), &want.data, ATTN_COOP_TOL, &what);
+    }
+    g.set_matmul_gen(MatmulGen::V6);
+    assert_ne!(g.attention_variant(64), AttentionVariant::Coop);
     g.set_matmul_gen(MatmulGen::default());
 }
 

@@ -55,20 +55,35 @@ step() { # name command...
 }
 
 step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; $B/quantlab info --backend gpu --model $MODEL"
-for t in gpu_kernels gpu_coop gpu_f16 gpu_cmpq; do
+# Most telling first (a call may end at its time limit; what ran is in OUT): the tensor-core
+# tests, per-kernel times of a batch of 8 windows and the whole text at f16 (v6, and v7: all
+# f16 from storage, attention on tensor cores) and f32, with wgpu's shader checks
+# (QUANTLAB_SHADER_CHECKS) full, and none; then the rest of the tests, attention alone, the
+# checks without loop bounds only, the slider steps and the peers.
+step gpu_coop "$B/gpu_coop" --test-threads=1
+kernels() { # checks precision generations
+  step "kernels-$2-$1" env QUANTLAB_SHADER_CHECKS=$1 "$B/gpu_bench" --precision $2 --skip-kernels --batch 8 --iters 5 --matmul $3
+}
+text() { # precision generation checks
+  step "text-$1-$2-$3" env QUANTLAB_MATMUL=$2 QUANTLAB_SHADER_CHECKS=$3 "$B/quantlab" --precision $1 bench --backend gpu --model "$MODEL" --text "$TEXT"
+}
+kernels full f16 v6,v7
+kernels full f32 v6
+text f16 v7 full
+text f32 v6 full
+kernels none f16 v6,v7
+kernels none f32 v6
+text f16 v7 none
+text f32 v6 none
+step attention "$B/gpu_bench" --only-attention --tiles --iters 10
+for t in gpu_kernels gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done
-# Per-kernel times of a batch of 8 windows, with wgpu's shader checks (QUANTLAB_SHADER_CHECKS)
-# full, without loop bounds, and without index clamps; f16 with the v6 and v7 products.
-for c in full bounds none; do
-  step "kernels-f32-$c" env QUANTLAB_SHADER_CHECKS=$c "$B/gpu_bench" --precision f32 --skip-kernels --batch 8 --iters 5 --matmul v6
-  step "kernels-f16-$c" env QUANTLAB_SHADER_CHECKS=$c "$B/gpu_bench" --precision f16 --skip-kernels --batch 8 --iters 5 --matmul v6,v7
-done
-# The whole text (both protocols): precision, kernel generation, shader checks.
-for pgc in f32-v6-full f32-v6-bounds f32-v6-none f16-v6-full f16-v7-full f16-v7-bounds f16-v7-none; do
-  IFS=- read -r p g c <<<"$pgc"
-  step "text-$pgc" env QUANTLAB_MATMUL=$g QUANTLAB_SHADER_CHECKS=$c "$B/quantlab" --precision $p bench --backend gpu --model "$MODEL" --text "$TEXT"
-done
+kernels bounds f16 v6,v7
+kernels bounds f32 v6
+text f16 v7 bounds
+text f32 v6 bounds
+text f16 v6 full
 for p in f32 f16; do
   step "rtn-step-$p" "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
 done

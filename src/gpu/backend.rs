@@ -14,7 +14,7 @@ use crate::gpu::buffers::{self, Pool, PooledBuffer};
 use crate::gpu::context::GpuContext;
 use crate::gpu::intmm::{IntMatmul, KeptCodes};
 use crate::gpu::load::Held;
-use crate::gpu::pipelines::{AttentionVariant, Pipelines};
+use crate::gpu::pipelines::{AttentionVariant, Pipelines, Precision};
 use crate::gpu::record::{u, Params4, Params8, WeightParams};
 use crate::gpu::shaders;
 use crate::model::backend::{Backend, TokenScore};
@@ -465,7 +465,24 @@ impl Backend for Gpu {
             0,
             0,
         ]));
-        if let Some(bq) = self.attention_variant(hd).tiled_queries() {
+        let variant = self.attention_variant(hd);
+        if variant == AttentionVariant::Coop {
+            let pipe = match self.pipes.attention_coop() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.fail("attention", e.to_string());
+                    return out;
+                }
+            };
+            self.dispatch(
+                &pipe,
+                &[&params, &q.buf, &k.buf, &v.buf, &out.buf],
+                (u(t.div_ceil(64)), u(n_head * (rows / seq))),
+                &|| format!("attention coop {}×{t} {n_head}/{n_kv}×{hd}", rows / seq),
+            );
+            return out;
+        }
+        if let Some(bq) = variant.tiled_queries() {
             let pipe = match self.pipes.attention_tiled(bq) {
                 Ok(p) => p,
                 Err(e) => {
@@ -748,24 +765,34 @@ impl Gpu {
 
     /// Whether attention kernel `v` can run at head dimension `hd` on this device.
     pub fn attention_variant_applies(&self, v: AttentionVariant, hd: usize) -> bool {
-        match v.tiled_queries() {
-            None => true,
-            Some(bq) => {
-                let limits = &self.ctx.limits;
+        let limits = &self.ctx.limits;
+        let memory = limits.max_compute_workgroup_storage_size as usize;
+        match (v, v.tiled_queries()) {
+            (AttentionVariant::Coop, _) => {
+                self.ctx.coop
+                    && hd == shaders::ATTENTION_TILED_HEAD_DIM
+                    && memory >= shaders::ATTENTION_COOP_BYTES
+            }
+            (_, None) => true,
+            (_, Some(bq)) => {
                 hd == shaders::ATTENTION_TILED_HEAD_DIM
-                    && limits.max_compute_workgroup_storage_size as usize
-                        >= shaders::attention_tiled_bytes(bq)
+                    && memory >= shaders::attention_tiled_bytes(bq)
                     && limits.max_compute_invocations_per_workgroup as usize >= 2 * bq
             }
         }
     }
 
     /// The attention kernel a call at head dimension `hd` uses: the forced one where it
-    /// applies, else the first of `ATTN_DEFAULT` that does.
+    /// applies; else, at `Precision::F16` with `MatmulGen::V7`, the tensor-core kernel where it
+    /// applies; else the first of `ATTN_DEFAULT` that does.
     pub fn attention_variant(&self, hd: usize) -> AttentionVariant {
+        let coop = (self.precision.get() == Precision::F16
+            && self.matmul_gen.get() == crate::gpu::MatmulGen::V7)
+            .then_some(AttentionVariant::Coop);
         self.attention_variant
             .get()
             .into_iter()
+            .chain(coop)
             .chain(ATTN_DEFAULT)
             .find(|&v| self.attention_variant_applies(v, hd))
             .unwrap_or(AttentionVariant::Split)

@@ -207,19 +207,23 @@ impl Precision {
 /// invocations that split the keys; every head dimension); `Tiled32` / `Tiled64` are
 /// `shaders/attention_tiled.wgsl` (register-tiled S = QKᵀ and O += PV per key tile) with 32 or
 /// 64 queries per workgroup, for head dimension 64 on devices with 26 / 35 KiB of workgroup
-/// memory. The engine falls back to `Split` where a tiled kernel does not apply.
+/// memory. `Coop` is `shaders/attention_coop.wgsl`, both products on tensor cores with f16
+/// inputs (head dimension 64, `GpuContext::coop`), taken only at `Precision::F16` with
+/// `MatmulGen::V7`. The engine falls back to `Split` where a tiled kernel does not apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AttentionVariant {
     Split,
     Tiled32,
     Tiled64,
+    Coop,
 }
 
 impl AttentionVariant {
-    pub const ALL: [AttentionVariant; 3] = [
+    pub const ALL: [AttentionVariant; 4] = [
         AttentionVariant::Split,
         AttentionVariant::Tiled32,
         AttentionVariant::Tiled64,
+        AttentionVariant::Coop,
     ];
 
     pub fn name(self) -> &'static str {
@@ -227,13 +231,14 @@ impl AttentionVariant {
             AttentionVariant::Split => "split",
             AttentionVariant::Tiled32 => "tiled32",
             AttentionVariant::Tiled64 => "tiled64",
+            AttentionVariant::Coop => "coop",
         }
     }
 
     /// Queries per workgroup of a tiled variant (None for `Split`).
     pub fn tiled_queries(self) -> Option<usize> {
         match self {
-            AttentionVariant::Split => None,
+            AttentionVariant::Split | AttentionVariant::Coop => None,
             AttentionVariant::Tiled32 => Some(32),
             AttentionVariant::Tiled64 => Some(64),
         }
@@ -373,6 +378,11 @@ impl Pipelines {
         self.get(format!("attention{hd}x{ns}:main"), "main", || {
             shaders::source("attention").map(|s| shaders::attention_header(hd, ns) + s)
         })
+    }
+
+    /// `attention_coop.wgsl` (tensor cores, head dimension 64).
+    pub fn attention_coop(&self) -> Result<wgpu::ComputePipeline> {
+        self.plain("attention_coop", "main")
     }
 
     /// `attention_tiled.wgsl` with `bq` queries per workgroup (head dimension 64).

@@ -50,6 +50,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("decode_f16", include_str!("../../shaders/decode_f16.wgsl")),
     ("to_f16", include_str!("../../shaders/to_f16.wgsl")),
     ("matmul_h16", include_str!("../../shaders/matmul_h16.wgsl")),
+    (
+        "attention_coop",
+        include_str!("../../shaders/attention_coop.wgsl"),
+    ),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
@@ -158,6 +162,7 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("train_gemm", &["main"]),
     ("to_f16", &["main"]),
     ("matmul_h16", &["main"]),
+    ("attention_coop", &["main"]),
 ];
 
 /// Keys per tile of `attention.wgsl` for head dimension `hd`: as many as keep its workgroup
@@ -283,7 +288,11 @@ pub const COOP_KERNELS: &[&str] = &["matmul_coop", "matmul_coop_wide"];
 
 /// Stand-alone kernels that also need f16 values and cooperative matrices (compiled only where
 /// `GpuContext::coop`): the all-f16 product of `MatmulGen::V7`.
-pub const COOP_PLAIN_KERNELS: &[&str] = &["matmul_h16"];
+pub const COOP_PLAIN_KERNELS: &[&str] = &["matmul_h16", "attention_coop"];
+
+/// Workgroup memory `attention_coop.wgsl` declares, in bytes (Q tile 8 KiB, K and V tiles
+/// 4 KiB each, S staging 8 KiB, P 4 KiB, row maxima and sums 512 bytes).
+pub const ATTENTION_COOP_BYTES: usize = 8192 + 4096 + 4096 + 8192 + 4096 + 512;
 
 /// The integer W4A8 product `matmul_int.wgsl` with its `dot4`/`pack4`: the
 /// `dot4I8Packed` builtins (`native`, where the device offers the WGSL language feature
