@@ -30,10 +30,15 @@ fi
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f $icd ]; then export VK_DRIVER_FILES=$icd; fi
 if [ ! -x "$X/bin/quantlab" ]; then
-  cat "$BUNDLE"/part.* | tar -C "$X" -xJf - || { echo "bundle incomplete" | tee "$OUT/summary.txt"; exit 1; }
+  tar -C "$X" -xJf "$BUNDLE/bins.tar.xz" || { echo "no binaries in $BUNDLE" | tee -a "$OUT/summary.txt"; exit 1; }
 fi
 B=$X/bin
+# The model arrives in parts over several calls; the steps that read it wait for all of them.
 MODEL=$X/model.gguf
+if [ ! -f "$MODEL" ] && ls "$BUNDLE"/model.* >/dev/null 2>&1; then
+  cat "$BUNDLE"/model.* >"$MODEL.part"
+  if [ "$(stat -c %s "$MODEL.part")" = "$(cat "$B/model-bytes")" ]; then mv "$MODEL.part" "$MODEL"; fi
+fi
 TEXT=$ROOT/tests/data/wikitext-2-raw-test.txt
 # The tests start `quantlab` from the path it was built at.
 exe=$(cat "$B/exe-path")
@@ -45,16 +50,20 @@ step() { # name command...
   shift
   n=$((n + 1))
   if [ -n "${STEPS:-}" ] && [[ ",$STEPS," != *",$name,"* ]]; then return; fi
+  # Each step once per machine (a later call runs what an earlier one could not).
+  if [ -f "$X/done-$name" ]; then return; fi
+  if [[ " $* " == *" $MODEL "* ]] && [ ! -f "$MODEL" ]; then return; fi
   local log
   log=$(printf '%s/%02d-%s.log' "$OUT" "$n" "$name")
   local t0=$SECONDS
   ( cd "$ROOT" && echo "\$ $*" && "$@" ) >"$log" 2>&1
   local rc=$?
+  touch "$X/done-$name"
   printf '%-14s rc %-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(grep -v -e '^\$' -e '^\s*$' "$log" | tail -n 1 | cut -c1-150)" |
     tee -a "$OUT/summary.txt"
 }
 
-step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; $B/quantlab info --backend gpu --model $MODEL"
+step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; $B/gpu_kernels context_reports_adapter --nocapture 2>&1 | grep -e adapter -e 'test result'"
 # Most telling first (a call may end at its time limit; what ran is in OUT): the tensor-core
 # tests, per-kernel times of a batch of 8 windows and the whole text at f16 (v6, and v7: all
 # f16 from storage, attention on tensor cores) and f32, with wgpu's shader checks
@@ -91,7 +100,9 @@ done
 for d in 1 0; do
   step "cmpq-step-d$d" env QUANTLAB_DECODE_FIRST=$d "$B/quantlab" bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
 done
-if python3 -c 'import torch, transformers' 2>/dev/null; then
+if [ ! -f "$MODEL" ]; then
+  echo "model          not all here yet: its steps wait for the next call" | tee -a "$OUT/summary.txt"
+elif python3 -c 'import torch, transformers' 2>/dev/null; then
   step peer python3 scripts/bench/peer.py --quantlab "$B/quantlab" --model "$MODEL" --text "$TEXT" --batches 1,8,32 --json "$OUT/peer.json"
 else
   echo "peer           skipped: no torch/transformers here" | tee -a "$OUT/summary.txt"

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Packs what scripts/bench/gpu-machine.sh needs on the GPU machine (issue 17's measurements),
-# built here: the release `quantlab`, `examples/gpu_bench`, the GPU test binaries (gpu_kernels, gpu_coop, gpu_f16, gpu_cmpq), the default
-# model, the text and the Vulkan loader packages. The device tool carries at most 64 MiB per call
-# (the tracked tree included) and the model alone is 98 MB, so the bundle is one tar split into
-# parts of at most PART_MB, each in its own ignored folder `.gpu1`, `.gpu2`, … for one call each.
+# built here: the release `quantlab`, `examples/gpu_bench`, the GPU test binaries (gpu_kernels,
+# gpu_coop, gpu_f16, gpu_cmpq), the default model and the Vulkan loader packages. The device
+# tool carries at most 64 MiB per call (the tracked tree included), so:
+#   .gpu1  the binaries (bins.tar.xz), small: the first call carries it with .gl and runs every
+#          step that needs no model file (tests, per-kernel times on synthetic weights);
+#   .gpu2, .gpu3, …  the model (98 MB) in parts of at most PART_MB: one call each, the last
+#          one running the steps that need it (whole text, slider steps, peers).
 #
-#   scripts/bench/pack-for-gpu.sh            # then, one device call per part, in order:
-#   call k (carry [".gpuk"]):  mkdir -p /root/p && cp .gpuk/* /root/p/
-#   last call (carry [".gpuN", ".gl"]):  cp .gpuN/* /root/p/ && bash scripts/bench/gpu-machine.sh /root/p "$OUT"
+#   scripts/bench/pack-for-gpu.sh
+#   call 1 (carry [".gpu1", ".gl"]): mkdir -p /root/p && cp .gpu1/* /root/p/ && bash scripts/bench/gpu-machine.sh /root/p "$OUT"
+#   call k (carry [".gpuk"]):       cp .gpuk/* /root/p/
+#   last call (carry [".gpuN"]):    cp .gpuN/* /root/p/ && bash scripts/bench/gpu-machine.sh /root/p "$OUT"
 #
-# The machine keeps /root/p only while it stays warm (30 s idle), so the calls follow each other
-# at once. Environment: CARGO_TARGET_DIR (default target), PART_MB (default 48).
+# gpu-machine.sh runs the steps whose inputs are there and have not yet run. The machine keeps
+# /root/p only while it stays warm (30 s idle), so the calls follow each other at once.
+# Environment: CARGO_TARGET_DIR (default target), PART_MB (default 48).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 T=${CARGO_TARGET_DIR:-target}
@@ -41,7 +46,7 @@ while read -r name exe; do cp "$exe" "$stage/bin/$name"; done <<<"$tests"
 strip "$stage"/bin/*
 # Tests run `quantlab` from the path cargo compiled into them (CARGO_BIN_EXE_quantlab).
 realpath "$T/release/quantlab" >"$stage/bin/exe-path"
-cp "$MODEL" "$stage/model.gguf"
+stat -c %s "$MODEL" >"$stage/bin/model-bytes"
 
 # Vulkan's loader and friends for the machine (its README: they may be missing there).
 if ! ls .gl/*.deb >/dev/null 2>&1; then
@@ -52,12 +57,14 @@ if ! ls .gl/*.deb >/dev/null 2>&1; then
 fi
 
 rm -rf .gpu[0-9]
-tar -C "$stage" -cJf - . | split -b "${PART_MB}M" -d -a 1 - "$parts/part."
-i=1
-for p in "$parts"/part.*; do
+mkdir -p .gpu1
+tar -C "$stage" -cJf .gpu1/bins.tar.xz .
+split -b "${PART_MB}M" -d -a 1 "$MODEL" "$parts/model."
+i=2
+for p in "$parts"/model.*; do
   mkdir -p ".gpu$i"
   mv "$p" ".gpu$i/"
   i=$((i + 1))
 done
 ls -l .gpu*/ .gl/
-echo "parts: $((i - 1)); the last call also carries .gl"
+echo "folders: .gpu1 (binaries, with .gl) and $((i - 2)) of the model"
