@@ -107,6 +107,37 @@ fn all_f16_products_match_cpu() {
             close(&read(&g, &got), &want.data, COOP_TOL, &what);
         }
     }
+    // Products of the same rows back to back share one f16 copy of them; a kernel that
+    // writes the rows in between (here an add) must make the next product convert again.
+    let (m, n, k) = (1100, 270, 576);
+    let x = r.vec(m * k);
+    let d = r.vec(m * k);
+    let mut gx = g.upload_act(m, k, &x).unwrap();
+    let cpu = |x: &[f32], t: &QTensor| {
+        Cpu.linear(&act(m, k, x.to_vec()), &Cpu.load_matrix(t, None).unwrap())
+            .data
+    };
+    let ws: Vec<QTensor> = (0..2)
+        .map(|_| QTensor::from_f32(n, k, &r.vec(n * k)))
+        .collect();
+    for (i, t) in ws.iter().enumerate() {
+        let got = g.linear(&gx, &g.load_matrix(t, None).unwrap());
+        close(
+            &read(&g, &got),
+            &cpu(&x, t),
+            COOP_TOL,
+            &format!("shared rows, product {i}"),
+        );
+    }
+    g.add(&mut gx, &g.upload_act(m, k, &d).unwrap());
+    let sum: Vec<f32> = x.iter().zip(&d).map(|(a, b)| a + b).collect();
+    let got = g.linear(&gx, &g.load_matrix(&ws[0], None).unwrap());
+    close(
+        &read(&g, &got),
+        &cpu(&sum, &ws[0]),
+        COOP_TOL,
+        "rows written in between",
+    );
     g.set_matmul_gen(MatmulGen::default());
 }
 

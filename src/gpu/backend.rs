@@ -158,6 +158,13 @@ pub struct Gpu {
     pub(crate) decoded_first: Cell<usize>,
     /// Products run by `matmul_h16.wgsl` so far (`MatmulGen::V7`; tests).
     pub(crate) h16_products: Cell<usize>,
+    /// Operations recorded so far (dispatches and encoder commands): tells `h16_x` whether
+    /// anything ran since it was made.
+    pub(crate) ops: Cell<u64>,
+    /// The f16 copy of the activations the last all-f16 product made (src/gpu/matmul.rs
+    /// `record_h16`), kept for the next product of the same rows (q/k/v and gate/up share
+    /// theirs) as long as nothing else has been recorded since.
+    pub(crate) h16_x: RefCell<Option<crate::gpu::matmul::H16Copy>>,
     /// Invocations per query forced for attention (benchmarks, tests); None: the default.
     pub(crate) attention_splits: Cell<Option<usize>>,
     /// Attention kernel forced for every call (benchmarks, tests); None: `ATTN_DEFAULT`.

@@ -3,11 +3,22 @@
 
 use crate::format::GpuDecoder;
 use crate::gpu::backend::{Act, Gpu, Mat};
-use crate::gpu::buffers;
+use crate::gpu::buffers::{self, PooledBuffer};
 use crate::gpu::pipelines::{split_len, MatmulGen, MatmulVariant, Precision};
 use crate::gpu::record::{u, Params4, WeightParams};
 use crate::model::backend::Backend;
 use crate::Result;
+
+/// An f16 copy of activation rows made by `record_h16` (`Gpu::h16_x`): which rows of which
+/// buffer, the copy, and `Gpu::ops` just after the last operation that may use it.
+pub(crate) struct H16Copy {
+    x: wgpu::Buffer,
+    x_row0: usize,
+    m: usize,
+    k: usize,
+    copy: PooledBuffer,
+    ops: u64,
+}
 
 /// Rows of activations above which a CMPQ product decodes its weight first: one 64-row tile
 /// of the tiled product decodes each weight once, as the decode pass would.
@@ -197,14 +208,25 @@ impl Gpu {
                 return self.fail("linear", e.to_string())
             }
         };
-        let xh = self.pool.get(xb);
-        let cp = self.uniform(&Params4([u(m), u(k), u(x_row0), 0]));
-        self.dispatch(
-            &conv,
-            &[&cp, x, &xh],
-            self.groups_1d(m * k / 4, 256),
-            &|| format!("to_f16 {m}×{k}"),
-        );
+        // The rows' f16 copy: the previous product's when it converted the same rows and
+        // nothing has been recorded since (no kernel can have written them), else a new one.
+        let memo = self.h16_x.borrow_mut().take().filter(|c| {
+            c.ops == self.ops.get() && c.x == *x && (c.x_row0, c.m, c.k) == (x_row0, m, k)
+        });
+        let xh = match memo {
+            Some(c) => c.copy,
+            None => {
+                let xh = self.pool.get(xb);
+                let cp = self.uniform(&Params4([u(m), u(k), u(x_row0), 0]));
+                self.dispatch(
+                    &conv,
+                    &[&cp, x, &xh],
+                    self.groups_1d(m * k / 4, 256),
+                    &|| format!("to_f16 {m}×{k}"),
+                );
+                xh
+            }
+        };
         let f = &w.fmt;
         let dp = self.uniform(&WeightParams {
             m: 0,
@@ -235,6 +257,18 @@ impl Gpu {
             &|| format!("matmul_h16 {} {m}×{k}→{n}", f.fragment),
         );
         self.h16_products.set(self.h16_products.get() + 1);
+        // Only this product ran since the copy was made, and it wrote `out`, not `x` (a
+        // product's output is never its input), so the copy stays good for the next one.
+        if out != x {
+            *self.h16_x.borrow_mut() = Some(H16Copy {
+                x: x.clone(),
+                x_row0,
+                m,
+                k,
+                copy: xh,
+                ops: self.ops.get(),
+            });
+        }
     }
 
     /// `record_product` through an f16 copy of `w` decoded into a scratch buffer.

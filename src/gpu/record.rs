@@ -116,6 +116,8 @@ impl Gpu {
             decode_first: Cell::new(true),
             decoded_first: Cell::new(0),
             h16_products: Cell::new(0),
+            ops: Cell::new(0),
+            h16_x: RefCell::new(None),
             matmul_gen: Cell::new(Default::default()),
             precision: Cell::new(Default::default()),
             attention_splits: Cell::new(None),
@@ -218,6 +220,7 @@ impl Gpu {
         groups: (u32, u32, u32),
         label: &dyn Fn() -> String,
     ) {
+        self.ops.set(self.ops.get() + 1);
         let bg = self.bind_group(pipe, bindings);
         let profiling = self.profiler.borrow().is_some();
         if profiling {
@@ -282,6 +285,7 @@ impl Gpu {
     /// Run `f` on the open encoder (any open compute pass is ended first: a pass locks its
     /// encoder until it is dropped).
     pub(crate) fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        self.ops.set(self.ops.get() + 1);
         drop(self.pass.borrow_mut().take());
         let mut slot = self.encoder.borrow_mut();
         let enc = slot.get_or_insert_with(|| {
