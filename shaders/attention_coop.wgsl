@@ -212,25 +212,24 @@ fn main(
     workgroupBarrier();
     let inv = 1.0 / (red[sg * 32u + row * 2u] + red[sg * 32u + row * 2u + 1u]);
 
-    // O / l, dimensions 0–31 then 32–63 through `ss`: each invocation writes 4 vec4 of its row.
+    // O / l, dimensions 0–31 then 32–63 through `ss`.
     let out_row = (r0 + qi) * (P.n_head * H4) + h * H4;
-    coopStoreT(o0, &ss[sg * 512u], BK);
-    coopStoreT(o1, &ss[sg * 512u + 16u], BK);
+    write_half(o0, o1, sg, srow, out_row + half * 4u, inv, qi < P.t);
     workgroupBarrier();
-    if (qi < P.t) {
+    write_half(o2, o3, sg, srow, out_row + 8u + half * 4u, inv, qi < P.t);
+}
+
+// Two output accumulators (32 dimensions of the subgroup's 16 rows) through its slice of `ss`,
+// scaled by `inv`: each invocation writes the 4 vec4 of its row and half at `at`. Called by
+// every invocation in the same order (a barrier inside).
+fn write_half(a: coop_mat16x16<f32, C>, b: coop_mat16x16<f32, C>, sg: u32, srow: u32, at: u32, inv: f32, valid: bool) {
+    coopStoreT(a, &ss[sg * 512u], BK);
+    coopStoreT(b, &ss[sg * 512u + 16u], BK);
+    workgroupBarrier();
+    if (valid) {
         for (var c = 0u; c < 4u; c++) {
             let s = srow + c * 4u;
-            O[out_row + half * 4u + c] = vec4<f32>(ss[s], ss[s + 1u], ss[s + 2u], ss[s + 3u]) * inv;
-        }
-    }
-    workgroupBarrier();
-    coopStoreT(o2, &ss[sg * 512u], BK);
-    coopStoreT(o3, &ss[sg * 512u + 16u], BK);
-    workgroupBarrier();
-    if (qi < P.t) {
-        for (var c = 0u; c < 4u; c++) {
-            let s = srow + c * 4u;
-            O[out_row + 8u + half * 4u + c] = vec4<f32>(ss[s], ss[s + 1u], ss[s + 2u], ss[s + 3u]) * inv;
+            O[at + c] = vec4<f32>(ss[s], ss[s + 1u], ss[s + 2u], ss[s + 3u]) * inv;
         }
     }
 }

@@ -222,10 +222,9 @@ fn f16_on_the_cpu_backend_is_refused() {
     );
 }
 
-/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5 against v6 with one binary) names
-/// the variable and the values it takes when it holds anything else, before any work.
-#[test]
-fn an_unknown_matmul_generation_is_refused() {
+/// `quantlab eval --backend gpu` on the tiny model with `var=value` set: it must fail before
+/// any work, naming the variable, the value and `expected` (one of the values it takes).
+fn refused_env(var: &str, value: &str, expected: &str) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantlab"))
         .args([
             "eval",
@@ -236,40 +235,27 @@ fn an_unknown_matmul_generation_is_refused() {
             "--text",
             "tests/data/wikitext-2-raw-test.txt",
         ])
-        .env("QUANTLAB_MATMUL", "v9")
+        .env(var, value)
         .current_dir(cli::root())
         .output()
         .expect("run quantlab");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("QUANTLAB_MATMUL") && err.contains("\"v9\"") && err.contains("v5"),
+        err.contains(var) && err.contains(&format!("{value:?}")) && err.contains(expected),
         "{err}"
     );
 }
 
-/// `QUANTLAB_SHADER_CHECKS` (what wgpu adds to the kernels, for timing) names the variable and
-/// the values it takes when it holds anything else, before any work.
+/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5, v6 and v7 with one binary) is
+/// refused with the values it takes when it holds anything else.
+#[test]
+fn an_unknown_matmul_generation_is_refused() {
+    refused_env("QUANTLAB_MATMUL", "v9", "v7");
+}
+
+/// `QUANTLAB_SHADER_CHECKS` (what wgpu adds to the kernels, for timing) likewise.
 #[test]
 fn an_unknown_shader_checks_value_is_refused() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantlab"))
-        .args([
-            "eval",
-            "--backend",
-            "gpu",
-            "--model",
-            "tests/fixtures/tiny/llama",
-            "--text",
-            "tests/data/wikitext-2-raw-test.txt",
-        ])
-        .env("QUANTLAB_SHADER_CHECKS", "off")
-        .current_dir(cli::root())
-        .output()
-        .expect("run quantlab");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("QUANTLAB_SHADER_CHECKS") && err.contains("\"off\"") && err.contains("bounds"),
-        "{err}"
-    );
+    refused_env("QUANTLAB_SHADER_CHECKS", "off", "bounds");
 }

@@ -473,24 +473,15 @@ impl Backend for Gpu {
             0,
         ]));
         let variant = self.attention_variant(hd);
-        if variant == AttentionVariant::Coop {
-            let pipe = match self.pipes.attention_coop() {
-                Ok(p) => p,
-                Err(e) => {
-                    self.fail("attention", e.to_string());
-                    return out;
-                }
-            };
-            self.dispatch(
-                &pipe,
-                &[&params, &q.buf, &k.buf, &v.buf, &out.buf],
-                (u(t.div_ceil(64)), u(n_head * (rows / seq))),
-                &|| format!("attention coop {}×{t} {n_head}/{n_kv}×{hd}", rows / seq),
-            );
-            return out;
-        }
-        if let Some(bq) = variant.tiled_queries() {
-            let pipe = match self.pipes.attention_tiled(bq) {
+        // The tiled and tensor-core kernels: one workgroup per block of queries × head.
+        let block = match variant {
+            AttentionVariant::Coop => Some((self.pipes.attention_coop(), 64)),
+            v => v
+                .tiled_queries()
+                .map(|bq| (self.pipes.attention_tiled(bq), bq)),
+        };
+        if let Some((pipe, bq)) = block {
+            let pipe = match pipe {
                 Ok(p) => p,
                 Err(e) => {
                     self.fail("attention", e.to_string());
@@ -503,7 +494,8 @@ impl Backend for Gpu {
                 (u(t.div_ceil(bq)), u(n_head * (rows / seq))),
                 &|| {
                     format!(
-                        "attention tiled{bq} {}×{t} {n_head}/{n_kv}×{hd}",
+                        "attention {} {}×{t} {n_head}/{n_kv}×{hd}",
+                        variant.name(),
                         rows / seq
                     )
                 },

@@ -192,21 +192,15 @@ impl Gpu {
             2 * m.next_multiple_of(TILE) * k,
             2 * n.next_multiple_of(TILE) * k,
         );
-        for (what, bytes) in [("f16 activations", xb), ("decoded weight", wb)] {
-            if let Err(e) = buffers::check_size(&self.ctx.limits, what, bytes) {
-                return self.fail("linear", e.to_string());
-            }
-        }
-        let pipes = (
-            self.pipes.plain("to_f16", "main"),
-            self.pipes.weight("decode_f16", w.fmt.fragment),
-            self.pipes.plain("matmul_h16", "main"),
-        );
-        let (conv, decode, product) = match pipes {
-            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                return self.fail("linear", e.to_string())
-            }
+        let pipes = buffers::check_size(&self.ctx.limits, "f16 activations", xb).and_then(|_| {
+            Ok((
+                self.pipes.plain("to_f16", "main")?,
+                self.pipes.plain("matmul_h16", "main")?,
+            ))
+        });
+        let (conv, product) = match pipes {
+            Ok(p) => p,
+            Err(e) => return self.fail("linear", e.to_string()),
         };
         // The rows' f16 copy: the previous product's when it converted the same rows and
         // nothing has been recorded since (no kernel can have written them), else a new one.
@@ -228,27 +222,9 @@ impl Gpu {
             }
         };
         let f = &w.fmt;
-        let dp = self.uniform(&WeightParams {
-            m: 0,
-            n: u(n),
-            k: u(k),
-            has_bias: 0,
-            x_row0: 0,
-            bits: f.bits,
-            group: f.group,
-            sym: f.sym,
-            scale_off: f.scale_off,
-            zero_off: f.zero_off,
-            k_split: 0,
-            pad: 0,
-        });
-        let wh = self.pool.get(wb);
-        self.dispatch(
-            &decode,
-            &[&dp, &w.w, &wh],
-            self.groups_1d(n * k / 4, 256),
-            &|| format!("decode_f16 {} {n}×{k}", f.fragment),
-        );
+        let Some(wh) = self.record_decode_f16(w, wb) else {
+            return;
+        };
         let pp = self.uniform(&Params4([u(m), u(n), u(k), bias.is_some() as u32]));
         self.dispatch(
             &product,
@@ -271,26 +247,19 @@ impl Gpu {
         }
     }
 
-    /// `record_product` through an f16 copy of `w` decoded into a scratch buffer.
-    fn record_decoded(
-        &self,
-        x: &wgpu::Buffer,
-        x_row0: usize,
-        m: usize,
-        w: &Mat,
-        bias: Option<&wgpu::Buffer>,
-        out: &wgpu::Buffer,
-    ) {
-        let (n, k) = (w.rows, w.cols);
-        let bytes = 2 * n * k;
-        if let Err(e) = buffers::check_size(&self.ctx.limits, "decoded weight", bytes) {
-            return self.fail("linear", e.to_string());
-        }
-        let pipe = match self.pipes.weight("decode_f16", w.fmt.fragment) {
+    /// Record `w` decoded to f16 (shaders/decode_f16.wgsl) into a pooled buffer of `bytes`
+    /// (at least its 2 · rows · cols), or record the failure and give None.
+    fn record_decode_f16(&self, w: &Mat, bytes: usize) -> Option<PooledBuffer> {
+        let (n, k, f) = (w.rows, w.cols, &w.fmt);
+        let pipe = buffers::check_size(&self.ctx.limits, "decoded weight", bytes)
+            .and_then(|_| self.pipes.weight("decode_f16", f.fragment));
+        let pipe = match pipe {
             Ok(p) => p,
-            Err(e) => return self.fail("linear", e.to_string()),
+            Err(e) => {
+                self.fail("linear", e.to_string());
+                return None;
+            }
         };
-        let f = &w.fmt;
         let params = self.uniform(&WeightParams {
             m: 0,
             n: u(n),
@@ -312,6 +281,24 @@ impl Gpu {
             self.groups_1d(n * k / 4, 256),
             &|| format!("decode_f16 {} {n}×{k}", f.fragment),
         );
+        Some(decoded)
+    }
+
+    /// `record_product` through an f16 copy of `w` decoded into a scratch buffer.
+    fn record_decoded(
+        &self,
+        x: &wgpu::Buffer,
+        x_row0: usize,
+        m: usize,
+        w: &Mat,
+        bias: Option<&wgpu::Buffer>,
+        out: &wgpu::Buffer,
+    ) {
+        let (n, k) = (w.rows, w.cols);
+        let bytes = 2 * n * k;
+        let Some(decoded) = self.record_decode_f16(w, bytes) else {
+            return;
+        };
         self.decoded_first.set(self.decoded_first.get() + 1);
         let plain = Mat {
             rows: n,
