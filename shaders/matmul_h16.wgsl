@@ -37,8 +37,13 @@ const SG: u32 = 32u;
 // workgroup tile is inside and has no bias (`direct`, uniform across the workgroup), else
 // through `cs` with bounds and bias. Called by every invocation in the same order.
 fn put(c: coop_mat16x16<f32, C>, direct: bool, sg: u32, lane: u32, r0: u32, c0: u32) {
+    // The stride and the index named first: naga's SPIR-V writer (30.0) panics on a
+    // cooperative store whose stride or index is computed in the call itself ("Expression is
+    // not cached"); `cargo test` translates every kernel to SPIR-V to catch that.
+    let n = P.n;
+    let at = r0 * n + c0;
     if (direct) {
-        coopStoreT(c, &Y[r0 * P.n + c0], P.n);
+        coopStoreT(c, &Y[at], n);
         return;
     }
     coopStoreT(c, &cs[sg * 256u], 16u);

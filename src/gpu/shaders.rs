@@ -405,6 +405,41 @@ mod tests {
         assert!(all_modules().len() >= WEIGHT_KERNELS.len() * format::fragments().len());
     }
 
+    /// Every module also translates to SPIR-V, as wgpu does on Vulkan, with the capabilities
+    /// the engine compiles it with: naga's writer can fail (panic) on a module its validator
+    /// passed, and the tensor-core kernels run only on the GPU machine, so this is where such
+    /// a failure shows without one.
+    #[test]
+    fn every_shader_translates_to_spirv() {
+        use naga::valid::Capabilities as C;
+        let mut failures = Vec::new();
+        for (label, src) in all_modules() {
+            let module = naga::front::wgsl::parse_str(&src).expect("parses (checked above)");
+            let caps = C::all();
+            let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
+            let info = match v.validate(&module) {
+                Ok(i) => i,
+                Err(e) => {
+                    failures.push(format!("{label}: {}", e.emit_to_string(&src)));
+                    continue;
+                }
+            };
+            let opts = naga::back::spv::Options {
+                lang_version: (1, 6),
+                ..Default::default()
+            };
+            let out = std::panic::catch_unwind(|| {
+                naga::back::spv::write_vec(&module, &info, &opts, None)
+            });
+            match out {
+                Ok(Ok(words)) => assert!(!words.is_empty(), "{label}: empty SPIR-V"),
+                Ok(Err(e)) => failures.push(format!("{label}: {e}")),
+                Err(_) => failures.push(format!("{label}: naga's SPIR-V writer panicked")),
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
     #[test]
     fn table_lists_every_file_in_shaders_dir() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
