@@ -180,7 +180,7 @@ fn kernels_without_wgpu_checks_give_the_same_bits() {
             }
         }
     }
-    g.set_shader_checks(ShaderChecks::Full);
+    g.set_shader_checks(ShaderChecks::default());
     g.force_matmul(None);
 }
 

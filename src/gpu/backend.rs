@@ -14,7 +14,7 @@ use crate::gpu::buffers::{self, Pool, PooledBuffer};
 use crate::gpu::context::GpuContext;
 use crate::gpu::intmm::{IntMatmul, KeptCodes};
 use crate::gpu::load::Held;
-use crate::gpu::pipelines::{AttentionVariant, Pipelines, Precision};
+use crate::gpu::pipelines::{AttentionVariant, Pipelines};
 use crate::gpu::record::{u, Params4, Params8, WeightParams};
 use crate::gpu::shaders;
 use crate::model::backend::{Backend, TokenScore};
@@ -782,16 +782,13 @@ impl Gpu {
     }
 
     /// The attention kernel a call at head dimension `hd` uses: the forced one where it
-    /// applies; else, at `Precision::F16` with `MatmulGen::V7`, the tensor-core kernel where it
-    /// applies; else the first of `ATTN_DEFAULT` that does.
+    /// applies, else the first of `ATTN_DEFAULT` that does. The tensor-core kernel is never
+    /// chosen unforced: on the H100 it was slower than tiled64 (8 × 512: 0.367 ms against
+    /// 0.267 ms; docs/gpu-perf.md v7).
     pub fn attention_variant(&self, hd: usize) -> AttentionVariant {
-        let coop = (self.precision.get() == Precision::F16
-            && self.matmul_gen.get() == crate::gpu::MatmulGen::V7)
-            .then_some(AttentionVariant::Coop);
         self.attention_variant
             .get()
             .into_iter()
-            .chain(coop)
             .chain(ATTN_DEFAULT)
             .find(|&v| self.attention_variant_applies(v, hd))
             .unwrap_or(AttentionVariant::Split)
