@@ -47,14 +47,17 @@ struct Cli {
     cmd: Cmd,
     /// Arithmetic of the weight products with --backend gpu: f32 (the exact reference) or f16
     /// inputs with f32 accumulation, on tensor cores (devices with cooperative matrices), else
-    /// in packed f16 (devices with shader f16); refused with the reason elsewhere. Any command
-    /// that runs the model takes it.
-    #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::F32)]
+    /// in packed f16 (devices with shader f16); refused with the reason elsewhere. `auto` (the
+    /// default): f16 where the GPU has tensor cores (perplexity within 0.01 % of f32's on the
+    /// H100, docs/gpu-perf.md), else f32; the CPU is f32. Any command that runs the model
+    /// takes it.
+    #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::Auto)]
     precision: PrecisionArg,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum PrecisionArg {
+    Auto,
     F32,
     F16,
 }
@@ -797,14 +800,15 @@ fn device(b: BackendArg) -> Result<Device> {
         BackendArg::Cpu => Device::Cpu,
         BackendArg::Gpu => {
             let gpu = pollster::block_on(quantlab::gpu::Gpu::create())?;
-            if f16 {
+            let auto = PRECISION.get().is_none_or(|p| *p == PrecisionArg::Auto);
+            if f16 || (auto && gpu.ctx.coop) {
                 gpu.set_precision(quantlab::gpu::Precision::F16)?;
             }
-            // QUANTLAB_MATMUL=v5|v6|v7: which generation of product kernels (to time them with
+            // QUANTLAB_MATMUL=v5|…|v9: which generation of product kernels (to time them with
             // the same binary; docs/gpu-perf.md v6). Unset: the engine's default.
             if let Ok(v) = std::env::var("QUANTLAB_MATMUL") {
                 let g = quantlab::gpu::MatmulGen::parse(&v).ok_or_else(|| {
-                    Error::config("QUANTLAB_MATMUL", format!("{v:?} is none of v5, v6, v7"))
+                    Error::config("QUANTLAB_MATMUL", format!("{v:?} is none of v5 … v9"))
                 })?;
                 gpu.set_matmul_gen(g);
             }
@@ -819,6 +823,21 @@ fn device(b: BackendArg) -> Result<Device> {
                         format!("{v:?} is neither 0 nor 1"),
                     ))
                 }
+            }
+            // QUANTLAB_EVAL_ROWS=N: tokens per evaluation batch (timing other batch sizes;
+            // `Gpu::set_eval_rows`).
+            if let Ok(v) = std::env::var("QUANTLAB_EVAL_ROWS") {
+                let rows = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|r| (1..=1 << 20).contains(r));
+                let rows = rows.ok_or_else(|| {
+                    Error::config(
+                        "QUANTLAB_EVAL_ROWS",
+                        format!("{v:?} is not a number of tokens from 1 to 1048576"),
+                    )
+                })?;
+                gpu.set_eval_rows(Some(rows));
             }
             // QUANTLAB_SHADER_CHECKS=full|bounds|none: what wgpu adds to the kernels (timing;
             // src/gpu/pipelines.rs `ShaderChecks`).
@@ -1525,7 +1544,7 @@ fn bench(
         .unwrap_or(1);
     let engine = s.engine();
     let backend = match engine.weight_bytes {
-        Some(_) => format!("gpu: {}", engine.adapter),
+        Some(_) => format!("gpu: {} · precision {}", engine.adapter, engine.precision),
         None => format!("cpu ({threads} threads)"),
     };
     println!(
@@ -1565,6 +1584,22 @@ fn bench(
         t.elapsed().as_secs_f64()
     );
     s.set_quant(&QuantConfig::default())?;
+    // A warm-up before the timed runs, as the peers get (scripts/bench/peer.py runs each
+    // transformers shape twice first): kernels compiled, scratch pooled, batches of every size
+    // the runs use. Its time is printed, not hidden: a user's first evaluation pays it.
+    let t = Instant::now();
+    let warm = EvalOptions {
+        protocol: Protocol::Llamacpp,
+        ctx,
+        max_windows: Some(windows.unwrap_or(WARM_UP_WINDOWS).min(WARM_UP_WINDOWS)),
+        kl: false,
+    };
+    let r = s.evaluate_tokens(&tokens, &warm, &mut |_| true)?;
+    println!(
+        "warm-up: {} windows in {:.2} s (kernels compiled, scratch pooled; not in the numbers below)",
+        r.windows,
+        t.elapsed().as_secs_f64()
+    );
     for protocol in [Protocol::Llamacpp, Protocol::Gptq] {
         let opts = EvalOptions {
             protocol,
@@ -1589,6 +1624,10 @@ fn bench(
 fn serve(root: &Path, port: u16) -> Result<()> {
     quantlab::serve::serve(root, port)
 }
+
+/// Windows `bench` evaluates before timing: more than one batch of the largest the GPU runs
+/// (`Backend::eval_batch`: 8–32 windows of 512), so every batch size is seen once.
+const WARM_UP_WINDOWS: usize = 40;
 
 /// Plain RTN, `bits` wide, symmetric, groups of 32: what `bench` quantizes.
 fn rtn_g32_sym(bits: u8) -> QuantConfig {

@@ -20,7 +20,7 @@ use rng::Rng;
 
 use quantlab::format::ggml::GgmlType;
 use quantlab::format::QTensor;
-use quantlab::gpu::{AttentionVariant, MatmulGen, Precision};
+use quantlab::gpu::{AttentionVariant, Gpu, MatmulGen, Precision};
 use quantlab::model::backend::Backend;
 use quantlab::model::cpu::Cpu;
 
@@ -61,11 +61,13 @@ fn f16_tensor_cores_match_cpu_or_are_refused_with_the_reason() {
     }
 }
 
-/// `MatmulGen::V7`'s all-f16 product (activations and weight converted to f16 in storage,
-/// shaders/matmul_h16.wgsl) against the CPU, where there are tensor cores: whole 128×128 tiles
-/// stored straight from the accumulators, partial tiles and a bias through workgroup memory,
-/// the default model's formats and the CMPQ-style f16 weight; each product must have taken
-/// that path (smaller ones and forced variants keep the older kernels).
+/// The all-f16 products of `MatmulGen::V7`–`V9` (activations and weight converted to f16 in
+/// storage; shaders/matmul_h16*.wgsl) against the CPU, where there are tensor cores: whole
+/// 128×128 tiles stored straight from the accumulators, partial tiles and a bias through
+/// workgroup memory, the default model's formats and the CMPQ-style f16 weight, a k that is
+/// not a multiple of V9's 32-wide stage (V8's kernel then); each product must have taken that
+/// path (smaller ones and forced variants keep the older kernels), and a second product with
+/// the same weight reuses its decoded copy (`Mat::h16`).
 #[test]
 fn all_f16_products_match_cpu() {
     let g = gpu();
@@ -74,11 +76,22 @@ fn all_f16_products_match_cpu() {
         return;
     }
     g.set_precision(Precision::F16).unwrap();
-    g.set_matmul_gen(MatmulGen::V7);
     let mut r = Rng(17);
+    for gen in [MatmulGen::V7, MatmulGen::V8, MatmulGen::V9] {
+        g.set_matmul_gen(gen);
+        products_match_cpu(&g, &mut r, gen);
+    }
+    g.set_matmul_gen(MatmulGen::V7);
+    shared_rows_convert_again(&g, &mut r);
+    g.set_matmul_gen(MatmulGen::default());
+}
+
+/// One generation's all-f16 products of several shapes, formats and biases against the CPU.
+fn products_match_cpu(g: &Gpu, r: &mut Rng, gen: MatmulGen) {
     for (m, n, k, bias) in [
         (1280, 256, 64, false),
         (1030, 200, 96, true),
+        (1040, 130, 80, true),
         (1100, 270, 576, false),
         (1024, 576, 1536, false),
     ] {
@@ -96,19 +109,28 @@ fn all_f16_products_match_cpu() {
             );
             let gm = g.load_matrix(&t, b.as_deref()).unwrap();
             let gx = g.upload_act(m, k, &x).unwrap();
-            let before = g.h16_products();
+            let (before, decoded) = (g.h16_products(), g.h16_decoded());
             let got = g.linear(&gx, &gm);
-            let what = format!("v7 {} {m}×{k}→{n} bias {bias}", t.format.name());
+            let what = format!("{} {} {m}×{k}→{n} bias {bias}", gen.name(), t.format.name());
             assert_eq!(
                 g.h16_products(),
                 before + 1,
                 "{what}: not the all-f16 product"
             );
-            close(&read(&g, &got), &want.data, COOP_TOL, &what);
+            assert_eq!(g.h16_decoded(), decoded + 1, "{what}: no kept f16 copy");
+            let got = read(g, &got);
+            close(&got, &want.data, COOP_TOL, &what);
+            // Again with the same weight: its kept copy, not a second decode, and the same bits.
+            let again = read(g, &g.linear(&gx, &gm));
+            assert_eq!(g.h16_decoded(), decoded + 1, "{what}: decoded twice");
+            assert_eq!(again, got, "{what}: the kept copy gave other results");
         }
     }
-    // Products of the same rows back to back share one f16 copy of them; a kernel that
-    // writes the rows in between (here an add) must make the next product convert again.
+}
+
+/// Products of the same rows back to back share one f16 copy of them (`Gpu::h16_x`); a kernel
+/// that writes the rows in between (here an add) must make the next product convert again.
+fn shared_rows_convert_again(g: &Gpu, r: &mut Rng) {
     let (m, n, k) = (1100, 270, 576);
     let x = r.vec(m * k);
     let d = r.vec(m * k);
@@ -123,7 +145,7 @@ fn all_f16_products_match_cpu() {
     for (i, t) in ws.iter().enumerate() {
         let got = g.linear(&gx, &g.load_matrix(t, None).unwrap());
         close(
-            &read(&g, &got),
+            &read(g, &got),
             &cpu(&x, t),
             COOP_TOL,
             &format!("shared rows, product {i}"),
@@ -133,12 +155,11 @@ fn all_f16_products_match_cpu() {
     let sum: Vec<f32> = x.iter().zip(&d).map(|(a, b)| a + b).collect();
     let got = g.linear(&gx, &g.load_matrix(&ws[0], None).unwrap());
     close(
-        &read(&g, &got),
+        &read(g, &got),
         &cpu(&sum, &ws[0]),
         COOP_TOL,
         "rows written in between",
     );
-    g.set_matmul_gen(MatmulGen::default());
 }
 
 /// Attention on tensor cores rounds Q, K, V and the probabilities to f16: each score is off by
@@ -246,11 +267,19 @@ fn refused_env(var: &str, value: &str, expected: &str) {
     );
 }
 
-/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5, v6 and v7 with one binary) is
-/// refused with the values it takes when it holds anything else.
+/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5 … v9 with one binary) is refused
+/// with the values it takes when it holds anything else.
 #[test]
 fn an_unknown_matmul_generation_is_refused() {
-    refused_env("QUANTLAB_MATMUL", "v9", "v7");
+    refused_env("QUANTLAB_MATMUL", "v10", "v9");
+}
+
+/// `QUANTLAB_EVAL_ROWS` (tokens per evaluation batch, for timing) likewise: not a number, or
+/// none of the sizes it takes.
+#[test]
+fn a_bad_eval_batch_size_is_refused() {
+    refused_env("QUANTLAB_EVAL_ROWS", "lots", "1 to 1048576");
+    refused_env("QUANTLAB_EVAL_ROWS", "0", "1 to 1048576");
 }
 
 /// `QUANTLAB_SHADER_CHECKS` (what wgpu adds to the kernels, for timing) likewise.

@@ -8,11 +8,10 @@
 # Steps (each logged to OUT/NN-name.log, one line each in OUT/summary.txt; a failing step does
 # not stop the others):
 #   the device; the GPU tests (gpu_kernels, gpu_coop, gpu_f16, gpu_cmpq) against the CPU;
-#   gpu_bench's per-kernel times for a batch of 8 windows and the whole text, at f32 and f16, by
-#   kernel generation (`QUANTLAB_MATMUL`) and wgpu's shader checks (`QUANTLAB_SHADER_CHECKS`);
-#   the RTN and CMPQ slider steps (CMPQ with and without decoding first,
-#   `QUANTLAB_DECODE_FIRST`); transformers beside QuantLab (scripts/bench/peer.py, when torch
-#   is there). STEPS=name,name runs only those; a call runs at most 10 minutes, so the steps
+#   gpu_bench's per-kernel times for batches of 8 and 32 windows, at f32 and f16, by kernel
+#   generation (`QUANTLAB_MATMUL`); the whole text by generation and batch size
+#   (`QUANTLAB_EVAL_ROWS`); the RTN and CMPQ slider steps at f32 and f16; transformers beside
+#   QuantLab (scripts/bench/peer.py, when torch is there). STEPS=name,name runs only those; a call runs at most 10 minutes, so the steps
 #   can be spread over two calls.
 set -uo pipefail
 BUNDLE=${1:?bundle folder (the parts of pack-for-gpu.sh)}
@@ -64,46 +63,42 @@ step() { # name command...
 }
 
 step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; $B/gpu_kernels context_reports_adapter --nocapture 2>&1 | grep -e adapter -e 'test result'"
+# GEN and ROWS: the kernel generation and tokens per evaluation batch of the whole-text steps
+# and the peers (QUANTLAB_MATMUL, QUANTLAB_EVAL_ROWS; unset: the engine's defaults), chosen
+# from the per-kernel times of an earlier call.
+GEN=${GEN:-v9}
+ROWS=${ROWS:-4096}
 # Most telling first (a call may end at its time limit; what ran is in OUT): the tensor-core
-# tests, per-kernel times of a batch of 8 windows and the whole text at f16 (v6, and v7: all
-# f16 from storage, attention on tensor cores) and f32, with wgpu's shader checks
-# (QUANTLAB_SHADER_CHECKS) full, and none; then the rest of the tests, attention alone, the
-# checks without loop bounds only, the slider steps and the peers.
+# tests (every all-f16 kernel against the CPU), per-kernel times of a batch of 8 and of 32
+# windows at f16 by generation (v7: fragments from f16 arrays, v8: from 16-byte rows, v9:
+# staged through workgroup memory) and at f32; then the whole text, the slider steps, peers.
 step gpu_coop "$B/gpu_coop" --test-threads=1
-kernels() { # checks precision generations
-  step "kernels-$2-$1" env QUANTLAB_SHADER_CHECKS=$1 "$B/gpu_bench" --precision $2 --skip-kernels --batch 8 --iters 5 --matmul $3
+kernels() { # checks precision generations batch
+  step "kernels-$2-$1-b$4" env QUANTLAB_SHADER_CHECKS=$1 "$B/gpu_bench" --precision $2 --skip-kernels --batch $4 --iters 5 --matmul $3
 }
-text() { # precision generation checks
-  step "text-$1-$2-$3" env QUANTLAB_MATMUL=$2 QUANTLAB_SHADER_CHECKS=$3 "$B/quantlab" --precision $1 bench --backend gpu --model "$MODEL" --text "$TEXT"
+text() { # precision generation checks rows
+  step "text-$1-$2-$3-r$4" env QUANTLAB_MATMUL=$2 QUANTLAB_SHADER_CHECKS=$3 QUANTLAB_EVAL_ROWS=$4 "$B/quantlab" --precision $1 bench --backend gpu --model "$MODEL" --text "$TEXT"
 }
-kernels full f16 v6,v7
-kernels full f32 v6
-text f16 v7 full
-text f32 v6 full
-kernels none f16 v6,v7
-kernels none f32 v6
-text f16 v7 none
-text f32 v6 none
-step attention "$B/gpu_bench" --only-attention --tiles --iters 10
+kernels bounds f16 v7,v8,v9 8
+kernels bounds f16 v7,v9 32
+kernels bounds f32 v6 8
+kernels bounds f32 v6 32
 for t in gpu_kernels gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done
-kernels bounds f16 v6,v7
-kernels bounds f32 v6
-text f16 v7 bounds
-text f32 v6 bounds
-text f16 v6 full
+text f16 "$GEN" bounds "$ROWS"
+text f16 "$GEN" bounds 16384
+text f16 v7 bounds 4096
+text f32 v6 bounds 4096
+text f32 v6 bounds 16384
 for p in f32 f16; do
-  step "rtn-step-$p" "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
-done
-# CMPQ's products decoded to f16 first (the default) and with the fused decoder only.
-for d in 1 0; do
-  step "cmpq-step-d$d" env QUANTLAB_DECODE_FIRST=$d "$B/quantlab" bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
+  step "rtn-step-$p" env QUANTLAB_MATMUL=$GEN "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
+  step "cmpq-step-$p" env QUANTLAB_MATMUL=$GEN "$B/quantlab" --precision $p bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
 done
 if [ ! -f "$MODEL" ]; then
   echo "model          not all here yet: its steps wait for the next call" | tee -a "$OUT/summary.txt"
 elif python3 -c 'import torch, transformers' 2>/dev/null; then
-  step peer python3 scripts/bench/peer.py --quantlab "$B/quantlab" --model "$MODEL" --text "$TEXT" --batches 1,8,32 --json "$OUT/peer.json"
+  step peer env QUANTLAB_MATMUL=$GEN QUANTLAB_EVAL_ROWS=$ROWS python3 scripts/bench/peer.py --quantlab "$B/quantlab" --model "$MODEL" --text "$TEXT" --batches 1,8,32 --json "$OUT/peer.json"
 else
   echo "peer           skipped: no torch/transformers here" | tee -a "$OUT/summary.txt"
 fi

@@ -91,7 +91,13 @@ pub struct Mat {
     pub(crate) parts: Vec<Mat>,
     /// This weight's share of `Gpu::weight_bytes_held` (None for a split weight: its parts).
     pub(crate) _held: Option<Held>,
+    /// Its f16 copy for the all-f16 products (matmul.rs `record_h16`), made by the first such
+    /// product and kept while the weight lives; shared by `Mat::share` handles.
+    pub(crate) h16: H16Cache,
 }
+
+/// A weight's decoded f16 copy, once made (`Mat::h16`).
+pub(crate) type H16Cache = Rc<RefCell<Option<(wgpu::Buffer, Held)>>>;
 
 impl Mat {
     /// Buffers the weight occupies: 1, or the number of row parts it was split into.
@@ -156,8 +162,10 @@ pub struct Gpu {
     pub(crate) decode_first: Cell<bool>,
     /// Products that decoded their weight first (tests check the path is taken).
     pub(crate) decoded_first: Cell<usize>,
-    /// Products run by `matmul_h16.wgsl` so far (`MatmulGen::V7`; tests).
+    /// Products run by the all-f16 kernels so far (`MatmulGen::V7`–`V9`; tests).
     pub(crate) h16_products: Cell<usize>,
+    /// Weights decoded into their kept f16 copy so far (`Mat::h16`; tests).
+    pub(crate) h16_decoded: Cell<usize>,
     /// Operations recorded so far (dispatches and encoder commands): tells `h16_x` whether
     /// anything ran since it was made.
     pub(crate) ops: Cell<u64>,
@@ -189,8 +197,12 @@ pub struct Gpu {
     /// Weight bytes held on the device, the optional budget on them, and a binding limit
     /// below the device's (load.rs).
     pub(crate) weights_held: Rc<Cell<u64>>,
+    /// Bytes of weights' decoded f16 copies (`Mat::h16`), under `load::H16_CACHE_BYTES`.
+    pub(crate) h16_held: Rc<Cell<u64>>,
     pub(crate) memory_budget: Cell<Option<u64>>,
     pub(crate) binding_override: Cell<Option<u64>>,
+    /// Rows per evaluation batch instead of the default (`set_eval_rows`).
+    pub(crate) eval_rows: Cell<Option<usize>>,
 }
 
 impl Backend for Gpu {
@@ -207,11 +219,14 @@ impl Backend for Gpu {
     fn eval_batch(&self, ctx: usize, width: usize) -> usize {
         // Enough rows that every product has hundreds of 64×64 tiles and attention has
         // thousands of workgroups, while the widest activation stays inside one binding.
-        let rows = if cfg!(target_arch = "wasm32") {
-            2048
-        } else {
-            4096
-        };
+        let rows = self
+            .eval_rows
+            .get()
+            .unwrap_or(if cfg!(target_arch = "wasm32") {
+                2048
+            } else {
+                4096
+            });
         let binding = self.ctx.limits.max_storage_buffer_binding_size as usize;
         let by_binding = binding / (ctx * width.max(1) * 4).max(1);
         // Paced (the browser): one window at a time, so that each finished window is reported
@@ -749,6 +764,13 @@ impl Gpu {
         }
         self.precision.set(p);
         Ok(())
+    }
+
+    /// Tokens per evaluation batch (`Backend::eval_batch`: windows of a batch × their length)
+    /// instead of the default 4096 natively, 2048 in the browser; None for the default.
+    /// Benchmarks time other sizes with it (`quantlab`'s `QUANTLAB_EVAL_ROWS`).
+    pub fn set_eval_rows(&self, rows: Option<usize>) {
+        self.eval_rows.set(rows.filter(|&r| r > 0));
     }
 
     pub fn precision(&self) -> crate::gpu::pipelines::Precision {

@@ -30,6 +30,10 @@ impl Drop for Held {
     }
 }
 
+/// Most bytes of decoded f16 weight copies kept at once (`Gpu::hold_h16`): a 135M-parameter
+/// model and its as-loaded reference take 2 × 270 MB; larger models decode per product past it.
+pub const H16_CACHE_BYTES: u64 = 1 << 30;
+
 impl Mat {
     /// Another handle on the same device buffers (wgpu's are reference counted): a model that
     /// differs from a loaded one only in some tensors shares the others instead of uploading
@@ -47,6 +51,7 @@ impl Mat {
             mos: self.mos,
             parts: self.parts.iter().map(Mat::share).collect(),
             _held: None,
+            h16: self.h16.clone(),
         }
     }
 }
@@ -115,6 +120,30 @@ impl Gpu {
             bytes: bytes as u64,
             counter: self.weights_held.clone(),
         })
+    }
+
+    /// Account for a weight's decoded f16 copy (`Mat::h16`), or None where the copies would
+    /// pass their cap (`H16_CACHE_BYTES`, at most a quarter of a memory budget): the product
+    /// then decodes into scratch each time, as before. Counted apart from the weights, so that
+    /// copies never make a later model refused for memory.
+    pub(crate) fn hold_h16(&self, bytes: usize) -> Option<Held> {
+        let cap = self
+            .memory_budget
+            .get()
+            .map_or(H16_CACHE_BYTES, |b| (b / 4).min(H16_CACHE_BYTES));
+        let need = self.h16_held.get() + bytes as u64;
+        (need <= cap).then(|| {
+            self.h16_held.set(need);
+            Held {
+                bytes: bytes as u64,
+                counter: self.h16_held.clone(),
+            }
+        })
+    }
+
+    /// Bytes of decoded f16 weight copies held (`hold_h16`; tests).
+    pub fn h16_bytes_held(&self) -> u64 {
+        self.h16_held.get()
     }
 
     /// Upload weight bytes; natively, a device out-of-memory is caught here and reported with
@@ -192,6 +221,7 @@ impl Gpu {
             mos: None,
             parts,
             _held: None,
+            h16: Default::default(),
         })
     }
 
@@ -237,6 +267,7 @@ impl Gpu {
             mos,
             parts: Vec::new(),
             _held: Some(held),
+            h16: Default::default(),
         })
     }
 }

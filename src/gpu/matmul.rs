@@ -6,6 +6,7 @@ use crate::gpu::backend::{Act, Gpu, Mat};
 use crate::gpu::buffers::{self, PooledBuffer};
 use crate::gpu::pipelines::{split_len, MatmulGen, MatmulVariant, Precision};
 use crate::gpu::record::{u, Params4, WeightParams};
+use crate::gpu::shaders::H16_STAGED_BYTES;
 use crate::model::backend::Backend;
 use crate::Result;
 
@@ -165,7 +166,7 @@ impl Gpu {
     /// (`WIDE_MIN_ROWS` tokens), or at least 256 tiles (the LM head's chunk of one window).
     fn h16(&self, m: usize, w: &Mat) -> bool {
         let tiles = m.div_ceil(128) * w.rows.div_ceil(128);
-        self.matmul_gen.get() == MatmulGen::V7
+        self.matmul_gen.get().h16_kernel().is_some()
             && self.precision.get() == Precision::F16
             && self.ctx.coop
             && !self.packed_f16.get()
@@ -195,7 +196,7 @@ impl Gpu {
         let pipes = buffers::check_size(&self.ctx.limits, "f16 activations", xb).and_then(|_| {
             Ok((
                 self.pipes.plain("to_f16", "main")?,
-                self.pipes.plain("matmul_h16", "main")?,
+                self.pipes.plain(self.h16_kernel(k), "main")?,
             ))
         });
         let (conv, product) = match pipes {
@@ -222,7 +223,7 @@ impl Gpu {
             }
         };
         let f = &w.fmt;
-        let Some(wh) = self.record_decode_f16(w, wb) else {
+        let Some(wh) = self.h16_weight(w, wb) else {
             return;
         };
         let pp = self.uniform(&Params4([u(m), u(n), u(k), bias.is_some() as u32]));
@@ -230,7 +231,7 @@ impl Gpu {
             &product,
             &[&pp, &xh, &wh, bias.unwrap_or(&self.dummy_ro), out],
             (u(n.div_ceil(TILE)), u(m.div_ceil(TILE))),
-            &|| format!("matmul_h16 {} {m}×{k}→{n}", f.fragment),
+            &|| format!("{} {} {m}×{k}→{n}", self.h16_kernel(k), f.fragment),
         );
         self.h16_products.set(self.h16_products.get() + 1);
         // Only this product ran since the copy was made, and it wrote `out`, not `x` (a
@@ -247,9 +248,52 @@ impl Gpu {
         }
     }
 
+    /// The all-f16 kernel of the current generation for a product of inner length `k`: V9's
+    /// staged kernel needs k a multiple of its 32-wide stage and `H16_STAGED_BYTES` of workgroup
+    /// memory, and runs as V8's where either is missing.
+    fn h16_kernel(&self, k: usize) -> &'static str {
+        let kernel = self.matmul_gen.get().h16_kernel().unwrap_or("matmul_h16");
+        let room = self.ctx.limits.max_compute_workgroup_storage_size as usize;
+        if kernel == "matmul_h16_staged" && (!k.is_multiple_of(32) || room < H16_STAGED_BYTES) {
+            return "matmul_h16_vec";
+        }
+        kernel
+    }
+
+    /// `w` in f16 in a buffer of `bytes` (at least 2 · rows · cols) for an all-f16 product: its
+    /// kept copy (`Mat::h16`), made now where there is room for it (`Gpu::hold_h16`), else
+    /// decoded into scratch; None with the failure recorded.
+    fn h16_weight(&self, w: &Mat, bytes: usize) -> Option<wgpu::Buffer> {
+        if let Some((buf, _)) = w.h16.borrow().as_ref() {
+            return Some(buf.clone());
+        }
+        let Some(held) = self.hold_h16(bytes) else {
+            return self.record_decode_f16(w, bytes).map(|b| (*b).clone());
+        };
+        let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("f16 weight"),
+            size: buffers::padded_len(bytes) as u64,
+            usage: buffers::STORAGE,
+            mapped_at_creation: false,
+        });
+        if !self.record_decode_f16_into(w, bytes, &buf) {
+            return None;
+        }
+        self.h16_decoded.set(self.h16_decoded.get() + 1);
+        *w.h16.borrow_mut() = Some((buf.clone(), held));
+        Some(buf)
+    }
+
     /// Record `w` decoded to f16 (shaders/decode_f16.wgsl) into a pooled buffer of `bytes`
     /// (at least its 2 · rows · cols), or record the failure and give None.
     fn record_decode_f16(&self, w: &Mat, bytes: usize) -> Option<PooledBuffer> {
+        let decoded = self.pool.get(bytes);
+        self.record_decode_f16_into(w, bytes, &decoded)
+            .then_some(decoded)
+    }
+
+    /// Record `w` decoded to f16 into `decoded` (`bytes` long); false with the failure recorded.
+    fn record_decode_f16_into(&self, w: &Mat, bytes: usize, decoded: &wgpu::Buffer) -> bool {
         let (n, k, f) = (w.rows, w.cols, &w.fmt);
         let pipe = buffers::check_size(&self.ctx.limits, "decoded weight", bytes)
             .and_then(|_| self.pipes.weight("decode_f16", f.fragment));
@@ -257,7 +301,7 @@ impl Gpu {
             Ok(p) => p,
             Err(e) => {
                 self.fail("linear", e.to_string());
-                return None;
+                return false;
             }
         };
         let params = self.uniform(&WeightParams {
@@ -274,14 +318,13 @@ impl Gpu {
             k_split: 0,
             pad: 0,
         });
-        let decoded = self.pool.get(bytes);
         self.dispatch(
             &pipe,
-            &[&params, &w.w, &decoded],
+            &[&params, &w.w, decoded],
             self.groups_1d(n * k / 4, 256),
             &|| format!("decode_f16 {} {n}×{k}", f.fragment),
         );
-        Some(decoded)
+        true
     }
 
     /// `record_product` through an f16 copy of `w` decoded into a scratch buffer.
@@ -311,6 +354,7 @@ impl Gpu {
             mos: None,
             parts: Vec::new(),
             _held: None,
+            h16: Default::default(),
         };
         self.record_product(x, x_row0, m, &plain, bias, out);
     }
@@ -399,6 +443,11 @@ impl Gpu {
     /// Products so far that ran all in f16 from storage (`MatmulGen::V7`).
     pub fn h16_products(&self) -> usize {
         self.h16_products.get()
+    }
+
+    /// Weights decoded into a kept f16 copy so far (`Mat::h16`; tests).
+    pub fn h16_decoded(&self) -> usize {
+        self.h16_decoded.get()
     }
 
     /// Products so far that decoded their weight first.

@@ -143,8 +143,12 @@ impl MatmulVariant {
 /// subgroup in f16) for products of at least `WIDE_MIN_ROWS` tokens (batches of windows) and
 /// V5's kernels below. `V7` is V6 except that those large products at `Precision::F16` on
 /// tensor cores run all in f16 from storage: activations converted once (`to_f16.wgsl`), the
-/// weight decoded once (`decode_f16.wgsl`) and `matmul_h16.wgsl` (docs/gpu-perf.md v7). All
-/// stay selectable so one benchmark run can time them side by side.
+/// weight decoded once (`decode_f16.wgsl`) and `matmul_h16.wgsl` (docs/gpu-perf.md v7). `V8`
+/// and `V9` are V7 with another all-f16 kernel: `matmul_h16_vec.wgsl` (the same loads from
+/// 16-byte aligned rows) and `matmul_h16_staged.wgsl` (tiles staged through workgroup memory,
+/// double-buffered; where k is a multiple of 32 and the device has `H16_STAGED_BYTES` of
+/// workgroup memory, else V8's). All stay selectable so one benchmark run can time them side
+/// by side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum MatmulGen {
     V5,
@@ -153,20 +157,30 @@ pub enum MatmulGen {
     /// (the whole text 73.0K against 68.8K tokens/s), the same at f32 (docs/gpu-perf.md v7).
     #[default]
     V7,
+    V8,
+    V9,
 }
 
 impl MatmulGen {
-    pub const ALL: [MatmulGen; 3] = [MatmulGen::V5, MatmulGen::V6, MatmulGen::V7];
+    pub const ALL: [MatmulGen; 5] = [
+        MatmulGen::V5,
+        MatmulGen::V6,
+        MatmulGen::V7,
+        MatmulGen::V8,
+        MatmulGen::V9,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             MatmulGen::V5 => "v5",
             MatmulGen::V6 => "v6",
             MatmulGen::V7 => "v7",
+            MatmulGen::V8 => "v8",
+            MatmulGen::V9 => "v9",
         }
     }
 
-    /// "v5", "v6" or "v7" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
+    /// "v5" … "v9" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
     pub fn parse(s: &str) -> Option<MatmulGen> {
         MatmulGen::ALL.into_iter().find(|g| g.name() == s)
     }
@@ -175,8 +189,19 @@ impl MatmulGen {
     /// (which runs whole where `split_len` finds enough tiles).
     pub fn variant(self, m: usize) -> MatmulVariant {
         match self {
-            MatmulGen::V6 | MatmulGen::V7 if m >= WIDE_MIN_ROWS => MatmulVariant::WideSplitK,
+            MatmulGen::V5 => MatmulVariant::SplitK,
+            _ if m >= WIDE_MIN_ROWS => MatmulVariant::WideSplitK,
             _ => MatmulVariant::SplitK,
+        }
+    }
+
+    /// The all-f16 tensor-core kernel of this generation (V7 and later), if any.
+    pub fn h16_kernel(self) -> Option<&'static str> {
+        match self {
+            MatmulGen::V5 | MatmulGen::V6 => None,
+            MatmulGen::V7 => Some("matmul_h16"),
+            MatmulGen::V8 => Some("matmul_h16_vec"),
+            MatmulGen::V9 => Some("matmul_h16_staged"),
         }
     }
 }

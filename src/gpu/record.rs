@@ -116,6 +116,7 @@ impl Gpu {
             decode_first: Cell::new(true),
             decoded_first: Cell::new(0),
             h16_products: Cell::new(0),
+            h16_decoded: Cell::new(0),
             ops: Cell::new(0),
             h16_x: RefCell::new(None),
             matmul_gen: Cell::new(Default::default()),
@@ -132,8 +133,10 @@ impl Gpu {
             dummy_ro: dummy("dummy_ro"),
             dummy_rw: dummy("dummy_rw"),
             weights_held: Default::default(),
+            h16_held: Default::default(),
             memory_budget: Cell::new(None),
             binding_override: Cell::new(None),
+            eval_rows: Cell::new(None),
             ctx,
         }
     }

@@ -192,6 +192,7 @@ impl Gpu {
             mos: None,
             parts: Vec::new(),
             _held: Some(held),
+            h16: Default::default(),
         })
     }
 

@@ -49,7 +49,19 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("splitk", include_str!("../../shaders/splitk.wgsl")),
     ("decode_f16", include_str!("../../shaders/decode_f16.wgsl")),
     ("to_f16", include_str!("../../shaders/to_f16.wgsl")),
+    (
+        "matmul_h16_common",
+        include_str!("../../shaders/matmul_h16_common.wgsl"),
+    ),
     ("matmul_h16", include_str!("../../shaders/matmul_h16.wgsl")),
+    (
+        "matmul_h16_vec",
+        include_str!("../../shaders/matmul_h16_vec.wgsl"),
+    ),
+    (
+        "matmul_h16_staged",
+        include_str!("../../shaders/matmul_h16_staged.wgsl"),
+    ),
     (
         "attention_coop",
         include_str!("../../shaders/attention_coop.wgsl"),
@@ -162,6 +174,8 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("train_gemm", &["main"]),
     ("to_f16", &["main"]),
     ("matmul_h16", &["main"]),
+    ("matmul_h16_vec", &["main"]),
+    ("matmul_h16_staged", &["main"]),
     ("attention_coop", &["main"]),
 ];
 
@@ -215,8 +229,11 @@ pub const ATTENTION_HEAD_DIMS: &[usize] = &[16, 32, 64, 96, 128];
 const PLAIN_WITH_READERS: &[&str] = &["lowrank", "binarymos"];
 
 /// Stand-alone kernels that share the declarations of another file, prepended: BinaryMoS
-/// training's parameter block and workgroup sum.
+/// training's parameter block and workgroup sum; the all-f16 products' bindings and store.
 const PLAIN_WITH_PRELUDE: &[(&str, &str)] = &[
+    ("matmul_h16", "matmul_h16_common"),
+    ("matmul_h16_vec", "matmul_h16_common"),
+    ("matmul_h16_staged", "matmul_h16_common"),
     ("mos_train_gates", "mos_train_common"),
     ("mos_train_err", "mos_train_common"),
     ("mos_train_small", "mos_train_common"),
@@ -287,8 +304,18 @@ pub const F16_KERNELS: &[&str] = &["matmul_f16"];
 pub const COOP_KERNELS: &[&str] = &["matmul_coop", "matmul_coop_wide"];
 
 /// Stand-alone kernels that also need f16 values and cooperative matrices (compiled only where
-/// `GpuContext::coop`): the all-f16 product of `MatmulGen::V7`.
-pub const COOP_PLAIN_KERNELS: &[&str] = &["matmul_h16", "attention_coop"];
+/// `GpuContext::coop`): the all-f16 products of `MatmulGen::V7`–`V9`, tensor-core attention.
+pub const COOP_PLAIN_KERNELS: &[&str] = &[
+    "matmul_h16",
+    "matmul_h16_vec",
+    "matmul_h16_staged",
+    "attention_coop",
+];
+
+/// Workgroup memory `matmul_h16_staged.wgsl` declares, in bytes: two buffers of 128 activation
+/// rows and 128 weight rows of 5 vec4 each, and the 4 KiB edge staging of
+/// matmul_h16_common.wgsl. `MatmulGen::V9` runs it only where the device allows that much.
+pub const H16_STAGED_BYTES: usize = 2 * 2 * 128 * 5 * 16 + 4096;
 
 /// Workgroup memory `attention_coop.wgsl` declares, in bytes (Q tile 8 KiB, K and V tiles
 /// 4 KiB each, S staging 8 KiB, P 4 KiB, row maxima and sums 512 bytes).

@@ -205,6 +205,8 @@ pub struct EngineInfo {
     pub backend: String,
     /// The adapter and its API (e.g. "llvmpipe (LLVM 19.1.7, 256 bits) (Vulkan)"), or "CPU".
     pub adapter: String,
+    /// Arithmetic of the weight products: "f32", or "f16" (f16 inputs, f32 sums; GPU only).
+    pub precision: String,
     /// GPU only: bytes of packed weights (matrices with their biases, and norm vectors) the
     /// current model holds in GPU buffers. Equals the format table's `MemoryReport::total_bytes`.
     pub weight_bytes: Option<usize>,
@@ -468,6 +470,7 @@ impl Engine {
             Engine::Cpu(_) => EngineInfo {
                 backend: "cpu".into(),
                 adapter: "CPU".into(),
+                precision: "f32".into(),
                 weight_bytes: None,
                 held_bytes: None,
             },
@@ -478,6 +481,7 @@ impl Engine {
                 EngineInfo {
                     backend: "gpu".into(),
                     adapter: describe_adapter(&g.ctx.info),
+                    precision: g.precision().name().into(),
                     weight_bytes: Some(gpu_weight_bytes(current)),
                     held_bytes: Some(loaded + quantized),
                 }
