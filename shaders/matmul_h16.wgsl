@@ -8,9 +8,7 @@
 // inputs, f32 accumulation); the sum order over k is the same 16-wide steps.
 //
 // Prepended: matmul_h16_common.wgsl (parameters, output, `put_block`, the workgroup layout).
-// Per 16 of k each subgroup loads 4 A and 4 B fragments for 16 multiply-adds. XH and WH are
-// f16 arrays: the driver can assume only 2-byte alignment of a fragment's rows
-// (matmul_h16_vec.wgsl: the same with 16-byte).
+// Per 16 of k each subgroup loads 4 A and 4 B fragments for 16 multiply-adds.
 
 @group(0) @binding(1) var<storage, read> XH: array<f16>;
 @group(0) @binding(2) var<storage, read> WH: array<f16>;

@@ -1,9 +1,9 @@
 enable f16;
 enable wgpu_cooperative_matrix;
 
-// What the all-f16 tensor-core products share (`MatmulGen::V7`–`V9`: matmul_h16.wgsl,
-// matmul_h16_vec.wgsl, matmul_h16_staged.wgsl, prepended to each): the parameters, the bias and
-// output bindings, and the store of one 16×16 accumulator. Each kernel declares its own inputs
+// What the all-f16 tensor-core products share (`MatmulGen::V7`–`V9`: matmul_h16.wgsl and
+// matmul_h16_staged.wgsl, prepended to each): the parameters, the bias and output bindings,
+// and the store of the accumulators. Each kernel declares its own inputs
 // XH (activations) and WH (weight) at bindings 1 and 2, as f16 or as vec4<u32> of 8 halves.
 //
 // A workgroup of 128 invocations = 4 subgroups of 32 (only where subgroups are exactly 32

@@ -9,18 +9,35 @@
 // 5 vec4 (80 bytes): the 8 rows of a fragment's 16-byte pieces then fall in distinct banks.
 // The same fragments, products and sums as V7 (16-wide steps in order), so the same results.
 //
-// Prepended: matmul_h16_common.wgsl (parameters, output, `put_block`, the workgroup layout).
-// k is a multiple of 32 here (the host checks), and the device has 44 KiB of workgroup memory
-// (2 × 20 KiB of tiles + `cs`; src/gpu/shaders.rs H16_STAGED_BYTES).
+// Prepended: matmul_h16_common.wgsl (parameters, output, `put_block`, the workgroup layout) and
+// one of the two declarations of the tiles, `sa` (activations) and `sb` (weight rows) with
+// `put_a`/`put_b` and `SCALE`: h16_tiles_f16.wgsl (`MatmulGen::V8`: arrays of f16, the
+// fragments loaded through 2-byte elements) or h16_tiles_u32.wgsl (`V9`: arrays of u32, through
+// 4-byte ones); SCALE elements per vec4. Indices below count vec4. k is a multiple of 32 here (the
+// host checks), and the device has 44 KiB of workgroup memory (2 × 20 KiB of tiles + `cs`;
+// src/gpu/shaders.rs H16_STAGED_BYTES).
 
 @group(0) @binding(1) var<storage, read> XH: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> WH: array<vec4<u32>>;
 
 const PITCH: u32 = 5u; // vec4 per tile row: 4 of data (32 halves) + 1 of padding
-const BUF: u32 = 640u; // vec4 per buffer: 128 rows × PITCH
+const BUF: u32 = 640u; // vec4 per buffer: 128 rows × PITCH; the tiles hold two
 
-var<workgroup> sa: array<vec4<u32>, 1280>; // activations, two buffers
-var<workgroup> sb: array<vec4<u32>, 1280>; // weight rows, two buffers
+// This invocation's 4 + 4 pieces of a stage into the buffer at `at` (its first row's piece),
+// rows 32 apart. Named values, not an indexed array: the NVIDIA compiler kept indexed private
+// arrays in memory (docs/gpu-perf.md v2).
+fn put_stage(at: u32, x0: vec4<u32>, x1: vec4<u32>, x2: vec4<u32>, x3: vec4<u32>,
+             w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>) {
+    let r = 32u * PITCH;
+    put_a(at, x0);
+    put_a(at + r, x1);
+    put_a(at + 2u * r, x2);
+    put_a(at + 3u * r, x3);
+    put_b(at, w0);
+    put_b(at + r, w1);
+    put_b(at + 2u * r, w2);
+    put_b(at + 3u * r, w3);
+}
 
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -36,7 +53,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let wgl = (u0 + rr) * kv + q;
     let r32 = 32u * kv;
     let sl = rr * PITCH + q;
-    let s32 = 32u * PITCH;
     var x0 = XH[xg];
     var x1 = XH[xg + r32];
     var x2 = XH[xg + 2u * r32];
@@ -45,14 +61,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var w1 = WH[wgl + r32];
     var w2 = WH[wgl + 2u * r32];
     var w3 = WH[wgl + 3u * r32];
-    sa[sl] = x0;
-    sa[sl + s32] = x1;
-    sa[sl + 2u * s32] = x2;
-    sa[sl + 3u * s32] = x3;
-    sb[sl] = w0;
-    sb[sl + s32] = w1;
-    sb[sl + 2u * s32] = w2;
-    sb[sl + 3u * s32] = w3;
+    put_stage(sl, x0, x1, x2, x3, w0, w1, w2, w3);
     workgroupBarrier();
     // This subgroup's fragments: A rows (sg / 2)·64 .., B (weight) rows (sg % 2)·64 .. of the tile.
     let fa = (sg / 2u) * 64u * PITCH;
@@ -93,14 +102,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var h = 0u; h < 4u; h += 2u) {
             let a = cur + fa + h;
             let b = cur + fb + h;
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&sa[a], PITCH);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&sa[a + f16r], PITCH);
-            let a2 = coopLoadT<coop_mat16x16<f16, A>>(&sa[a + 2u * f16r], PITCH);
-            let a3 = coopLoadT<coop_mat16x16<f16, A>>(&sa[a + 3u * f16r], PITCH);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&sb[b], PITCH);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&sb[b + f16r], PITCH);
-            let b2 = coopLoad<coop_mat16x16<f16, B>>(&sb[b + 2u * f16r], PITCH);
-            let b3 = coopLoad<coop_mat16x16<f16, B>>(&sb[b + 3u * f16r], PITCH);
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&sa[a * SCALE], PITCH * SCALE);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&sa[(a + f16r) * SCALE], PITCH * SCALE);
+            let a2 = coopLoadT<coop_mat16x16<f16, A>>(&sa[(a + 2u * f16r) * SCALE], PITCH * SCALE);
+            let a3 = coopLoadT<coop_mat16x16<f16, A>>(&sa[(a + 3u * f16r) * SCALE], PITCH * SCALE);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&sb[b * SCALE], PITCH * SCALE);
+            let b1 = coopLoad<coop_mat16x16<f16, B>>(&sb[(b + f16r) * SCALE], PITCH * SCALE);
+            let b2 = coopLoad<coop_mat16x16<f16, B>>(&sb[(b + 2u * f16r) * SCALE], PITCH * SCALE);
+            let b3 = coopLoad<coop_mat16x16<f16, B>>(&sb[(b + 3u * f16r) * SCALE], PITCH * SCALE);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c02 = coopMultiplyAdd(a0, b2, c02);
@@ -119,15 +128,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             c33 = coopMultiplyAdd(a3, b3, c33);
         }
         if (more) {
-            let nx = BUF - cur + sl;
-            sa[nx] = x0;
-            sa[nx + s32] = x1;
-            sa[nx + 2u * s32] = x2;
-            sa[nx + 3u * s32] = x3;
-            sb[nx] = w0;
-            sb[nx + s32] = w1;
-            sb[nx + 2u * s32] = w2;
-            sb[nx + 3u * s32] = w3;
+            put_stage(BUF - cur + sl, x0, x1, x2, x3, w0, w1, w2, w3);
         }
         workgroupBarrier();
     }

@@ -70,19 +70,23 @@ GEN=${GEN:-v9}
 ROWS=${ROWS:-4096}
 # Most telling first (a call may end at its time limit; what ran is in OUT): the tensor-core
 # tests (every all-f16 kernel against the CPU), per-kernel times of a batch of 8 and of 32
-# windows at f16 by generation (v7: fragments from f16 arrays, v8: from 16-byte rows, v9:
-# staged through workgroup memory) and at f32; then the whole text, the slider steps, peers.
+# windows at f16 by generation (v7: fragments straight from storage; v8, v9: staged through
+# workgroup memory as u32 or vec4 elements) and at f32; then the whole text, the slider steps,
+# peers.
 step gpu_coop "$B/gpu_coop" --test-threads=1
 kernels() { # checks precision generations batch
-  step "kernels-$2-$1-b$4" env QUANTLAB_SHADER_CHECKS=$1 "$B/gpu_bench" --precision $2 --skip-kernels --batch $4 --iters 5 --matmul $3
+  step "kernels-$2-$1-$3-b$4" env QUANTLAB_SHADER_CHECKS=$1 "$B/gpu_bench" --precision $2 --skip-kernels --batch $4 --iters 5 --matmul $3
 }
 text() { # precision generation checks rows
   step "text-$1-$2-$3-r$4" env QUANTLAB_MATMUL=$2 QUANTLAB_SHADER_CHECKS=$3 QUANTLAB_EVAL_ROWS=$4 "$B/quantlab" --precision $1 bench --backend gpu --model "$MODEL" --text "$TEXT"
 }
-kernels bounds f16 v7,v8,v9 8
-kernels bounds f16 v7,v9 32
+# One generation per process: a kernel the driver fails on loses the device for the rest.
+for b in 8 32; do
+  for g in v7 v8 v9; do kernels bounds f16 $g $b; done
+done
 kernels bounds f32 v6 8
 kernels bounds f32 v6 32
+step attention "$B/gpu_bench" --only-attention --tiles --iters 10
 for t in gpu_kernels gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done

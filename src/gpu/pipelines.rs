@@ -144,11 +144,10 @@ impl MatmulVariant {
 /// V5's kernels below. `V7` is V6 except that those large products at `Precision::F16` on
 /// tensor cores run all in f16 from storage: activations converted once (`to_f16.wgsl`), the
 /// weight decoded once (`decode_f16.wgsl`) and `matmul_h16.wgsl` (docs/gpu-perf.md v7). `V8`
-/// and `V9` are V7 with another all-f16 kernel: `matmul_h16_vec.wgsl` (the same loads from
-/// 16-byte aligned rows) and `matmul_h16_staged.wgsl` (tiles staged through workgroup memory,
-/// double-buffered; where k is a multiple of 32 and the device has `H16_STAGED_BYTES` of
-/// workgroup memory, else V8's). All stay selectable so one benchmark run can time them side
-/// by side.
+/// and `V9` are V7 with `matmul_h16_staged.wgsl` instead (tiles staged through workgroup
+/// memory, double-buffered), its tiles arrays of f16 (V8) or of u32 (V9), where k is a
+/// multiple of 32 and the device has `H16_STAGED_BYTES` of workgroup memory (else V7's
+/// kernel). All stay selectable so one benchmark run can time them side by side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum MatmulGen {
     V5,
@@ -200,8 +199,8 @@ impl MatmulGen {
         match self {
             MatmulGen::V5 | MatmulGen::V6 => None,
             MatmulGen::V7 => Some("matmul_h16"),
-            MatmulGen::V8 => Some("matmul_h16_vec"),
-            MatmulGen::V9 => Some("matmul_h16_staged"),
+            MatmulGen::V8 => Some("matmul_h16_staged16"),
+            MatmulGen::V9 => Some("matmul_h16_staged32"),
         }
     }
 }

@@ -55,8 +55,12 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("matmul_h16", include_str!("../../shaders/matmul_h16.wgsl")),
     (
-        "matmul_h16_vec",
-        include_str!("../../shaders/matmul_h16_vec.wgsl"),
+        "h16_tiles_f16",
+        include_str!("../../shaders/h16_tiles_f16.wgsl"),
+    ),
+    (
+        "h16_tiles_u32",
+        include_str!("../../shaders/h16_tiles_u32.wgsl"),
     ),
     (
         "matmul_h16_staged",
@@ -174,8 +178,8 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("train_gemm", &["main"]),
     ("to_f16", &["main"]),
     ("matmul_h16", &["main"]),
-    ("matmul_h16_vec", &["main"]),
-    ("matmul_h16_staged", &["main"]),
+    ("matmul_h16_staged16", &["main"]),
+    ("matmul_h16_staged32", &["main"]),
     ("attention_coop", &["main"]),
 ];
 
@@ -232,8 +236,6 @@ const PLAIN_WITH_READERS: &[&str] = &["lowrank", "binarymos"];
 /// training's parameter block and workgroup sum; the all-f16 products' bindings and store.
 const PLAIN_WITH_PRELUDE: &[(&str, &str)] = &[
     ("matmul_h16", "matmul_h16_common"),
-    ("matmul_h16_vec", "matmul_h16_common"),
-    ("matmul_h16_staged", "matmul_h16_common"),
     ("mos_train_gates", "mos_train_common"),
     ("mos_train_err", "mos_train_common"),
     ("mos_train_small", "mos_train_common"),
@@ -250,6 +252,21 @@ pub fn source(stem: &str) -> Option<&'static str> {
 
 /// The module of a stand-alone kernel (with the byte readers where it needs them).
 pub fn plain_kernel(kernel: &str) -> Option<String> {
+    // The staged all-f16 product with its tiles as f16 or as u32 elements (`MatmulGen::V8`,
+    // `V9`; shaders/matmul_h16_staged.wgsl).
+    let tiles = match kernel {
+        "matmul_h16_staged16" => Some("h16_tiles_f16"),
+        "matmul_h16_staged32" => Some("h16_tiles_u32"),
+        _ => None,
+    };
+    if let Some(tiles) = tiles {
+        return Some(format!(
+            "{}\n{}\n{}",
+            source("matmul_h16_common")?,
+            source(tiles)?,
+            source("matmul_h16_staged")?
+        ));
+    }
     let src = source(kernel)?;
     if PLAIN_WITH_READERS.contains(&kernel) {
         return Some(format!("{}\n{src}", source("fmt_common")?));
@@ -307,8 +324,8 @@ pub const COOP_KERNELS: &[&str] = &["matmul_coop", "matmul_coop_wide"];
 /// `GpuContext::coop`): the all-f16 products of `MatmulGen::V7`–`V9`, tensor-core attention.
 pub const COOP_PLAIN_KERNELS: &[&str] = &[
     "matmul_h16",
-    "matmul_h16_vec",
-    "matmul_h16_staged",
+    "matmul_h16_staged16",
+    "matmul_h16_staged32",
     "attention_coop",
 ];
 
