@@ -218,15 +218,17 @@ impl Backend for Gpu {
 
     fn eval_batch(&self, ctx: usize, width: usize) -> usize {
         // Enough rows that every product has hundreds of 64×64 tiles and attention has
-        // thousands of workgroups, while the widest activation stays inside one binding.
-        let rows = self
-            .eval_rows
-            .get()
-            .unwrap_or(if cfg!(target_arch = "wasm32") {
-                2048
-            } else {
-                4096
-            });
+        // thousands of workgroups, while the widest activation stays inside one binding. A
+        // device with tensor cores is a large one: 16384 rows (32 windows of 512) ran 1.36×
+        // the tokens/s of 4096 on the H100 at f16 (its 128×128 tiles fill the device only
+        // then) and 1.21× at f32 (docs/gpu-perf.md, session 16).
+        let rows = self.eval_rows.get().unwrap_or(if cfg!(target_arch = "wasm32") {
+            2048
+        } else if self.ctx.coop {
+            16384
+        } else {
+            4096
+        });
         let binding = self.ctx.limits.max_storage_buffer_binding_size as usize;
         let by_binding = binding / (ctx * width.max(1) * 4).max(1);
         // Paced (the browser): one window at a time, so that each finished window is reported
@@ -767,7 +769,8 @@ impl Gpu {
     }
 
     /// Tokens per evaluation batch (`Backend::eval_batch`: windows of a batch × their length)
-    /// instead of the default 4096 natively, 2048 in the browser; None for the default.
+    /// instead of the default (natively 16384 with tensor cores, else 4096; 2048 in the
+    /// browser); None for the default.
     /// Benchmarks time other sizes with it (`quantlab`'s `QUANTLAB_EVAL_ROWS`).
     pub fn set_eval_rows(&self, rows: Option<usize>) {
         self.eval_rows.set(rows.filter(|&r| r > 0));
