@@ -67,7 +67,7 @@ step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --f
 # and the peers (QUANTLAB_MATMUL, QUANTLAB_EVAL_ROWS; unset: the engine's defaults), chosen
 # from the per-kernel times of an earlier call.
 GEN=${GEN:-v9}
-ROWS=${ROWS:-4096}
+ROWS=${ROWS:-16384}
 # Most telling first (a call may end at its time limit; what ran is in OUT): the tensor-core
 # tests (every all-f16 kernel against the CPU), per-kernel times of a batch of 8 and of 32
 # windows at f16 by generation (v7: fragments straight from storage; v8, v9: staged through
@@ -91,10 +91,10 @@ for t in gpu_kernels gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done
 text f16 "$GEN" bounds "$ROWS"
-text f16 "$GEN" bounds 16384
-text f16 v7 bounds 4096
+text f32 v6 bounds "$ROWS"
+text f16 "$GEN" bounds 4096
+text f16 v7 bounds "$ROWS"
 text f32 v6 bounds 4096
-text f32 v6 bounds 16384
 for p in f32 f16; do
   step "rtn-step-$p" env QUANTLAB_MATMUL=$GEN "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
   step "cmpq-step-$p" env QUANTLAB_MATMUL=$GEN "$B/quantlab" --precision $p bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
