@@ -58,6 +58,7 @@ step() { # name command...
   ( cd "$ROOT" && echo "\$ $*" && "$@" ) >"$log" 2>&1
   local rc=$?
   touch "$X/done-$name"
+  mkdir -p "$X/logs" && cp "$log" "$X/logs/"
   printf '%-14s rc %-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(grep -v -e '^\$' -e '^\s*$' "$log" | tail -n 1 | cut -c1-150)" |
     tee -a "$OUT/summary.txt"
 }
@@ -66,7 +67,7 @@ step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --f
 # GEN and ROWS: the kernel generation and tokens per evaluation batch of the whole-text steps
 # and the peers (QUANTLAB_MATMUL, QUANTLAB_EVAL_ROWS; unset: the engine's defaults), chosen
 # from the per-kernel times of an earlier call.
-GEN=${GEN:-v9}
+GEN=${GEN:-auto}
 ROWS=${ROWS:-16384}
 # Most telling first (a call may end at its time limit; what ran is in OUT): the tensor-core
 # tests (every all-f16 kernel against the CPU), per-kernel times of a batch of 8 and of 32
@@ -90,6 +91,18 @@ step attention "$B/gpu_bench" --only-attention --tiles --iters 10
 for t in gpu_kernels gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done
+# GEN=auto: the f16 generation whose batch of 8 windows was fastest in this machine's earlier
+# steps (their logs are kept in $X/logs), else the engine's default.
+if [ "$GEN" = auto ]; then
+  GEN=$(for f in "$X"/logs/*-kernels-f16-bounds-v?-b8.log; do
+    [ -f "$f" ] || continue
+    ms=$(grep -o 'whole batch of 8 window(s) .*: [0-9.]* ms wall' "$f" | grep -o '[0-9.]* ms wall' | cut -d' ' -f1)
+    g=$(basename "$f" | grep -o 'v[0-9]')
+    [ -n "$ms" ] && echo "$ms $g"
+  done | sort -n | head -n 1 | cut -d' ' -f2)
+  GEN=${GEN:-v7}
+  echo "GEN=auto chose $GEN" | tee -a "$OUT/summary.txt"
+fi
 text f16 "$GEN" bounds "$ROWS"
 text f32 v6 bounds "$ROWS"
 text f16 "$GEN" bounds 4096
