@@ -1,7 +1,7 @@
 enable f16;
 enable wgpu_cooperative_matrix;
 
-// What the all-f16 tensor-core products share (`MatmulGen::V7`–`V9`: matmul_h16.wgsl and
+// What the all-f16 tensor-core products share (`MatmulGen::V7`, `V8`: matmul_h16.wgsl and
 // matmul_h16_staged.wgsl, prepended to each): the parameters, the bias and output bindings,
 // and the store of the accumulators. Each kernel declares its own inputs
 // XH (activations) and WH (weight) at bindings 1 and 2, as f16 or as vec4<u32> of 8 halves.

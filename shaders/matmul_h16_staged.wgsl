@@ -1,4 +1,4 @@
-// y = x Wᵀ + b on tensor cores from f16 in storage (`MatmulGen::V9`), both tiles staged through
+// y = x Wᵀ + b on tensor cores from f16 in storage (`MatmulGen::V8`), both tiles staged through
 // workgroup memory as most tensor-core GEMMs do: per stage of 32 of k, the workgroup copies its
 // 128 activation rows and 128 weight rows (64 bytes of each) with 16-byte loads that run along
 // the rows (each invocation 4 + 4 vec4), and the subgroups load their fragments from workgroup
@@ -9,16 +9,57 @@
 // 5 vec4 (80 bytes): the 8 rows of a fragment's 16-byte pieces then fall in distinct banks.
 // The same fragments, products and sums as V7 (16-wide steps in order), so the same results.
 //
-// Prepended: matmul_h16_common.wgsl (parameters, output, `put_block`, the workgroup layout) and
-// one of the two declarations of the tiles, `sa` (activations) and `sb` (weight rows) with
-// `put_a`/`put_b` and `SCALE`: h16_tiles_f16.wgsl (`MatmulGen::V8`: arrays of f16, the
-// fragments loaded through 2-byte elements) or h16_tiles_u32.wgsl (`V9`: arrays of u32, through
-// 4-byte ones); SCALE elements per vec4. Indices below count vec4. k is a multiple of 32 here (the
-// host checks), and the device has 44 KiB of workgroup memory (2 × 20 KiB of tiles + `cs`;
-// src/gpu/shaders.rs H16_STAGED_BYTES).
+// Prepended: matmul_h16_common.wgsl (parameters, output, `put_block`, the workgroup layout).
+// The tiles `sa` (activations) and `sb` (weight rows) are arrays of f16: each 16-byte piece is
+// unpacked (exactly: every half is an f16) into eight 2-byte stores at an index that is a
+// multiple of 8, and each fragment is loaded through f16 elements, as matmul_h16.wgsl loads
+// from storage. The NVIDIA driver failed to compile ("NVVM compilation failed") cooperative
+// loads through vec4<u32> or u32 elements (docs/gpu-perf.md, session 16). Indices below count
+// vec4 pieces; SCALE halves make one. k is a multiple of 32 here (the host checks), and the
+// device has 44 KiB of workgroup memory (2 × 20 KiB of tiles + `cs`; src/gpu/shaders.rs
+// H16_STAGED_BYTES).
 
 @group(0) @binding(1) var<storage, read> XH: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> WH: array<vec4<u32>>;
+
+const SCALE: u32 = 8u; // halves per vec4 piece
+
+var<workgroup> sa: array<f16, 10240>; // activations, two buffers of 128 rows × PITCH vec4
+var<workgroup> sb: array<f16, 10240>; // weight rows, likewise
+
+// The 16-byte piece `v` at piece `i` of `sa` / `sb` (two functions: a pointer to workgroup
+// memory cannot be a parameter in WGSL without an extension naga lacks).
+fn put_a(i: u32, v: vec4<u32>) {
+    let j = 8u * i;
+    let h0 = vec2<f16>(unpack2x16float(v.x));
+    let h1 = vec2<f16>(unpack2x16float(v.y));
+    let h2 = vec2<f16>(unpack2x16float(v.z));
+    let h3 = vec2<f16>(unpack2x16float(v.w));
+    sa[j] = h0.x;
+    sa[j + 1u] = h0.y;
+    sa[j + 2u] = h1.x;
+    sa[j + 3u] = h1.y;
+    sa[j + 4u] = h2.x;
+    sa[j + 5u] = h2.y;
+    sa[j + 6u] = h3.x;
+    sa[j + 7u] = h3.y;
+}
+
+fn put_b(i: u32, v: vec4<u32>) {
+    let j = 8u * i;
+    let h0 = vec2<f16>(unpack2x16float(v.x));
+    let h1 = vec2<f16>(unpack2x16float(v.y));
+    let h2 = vec2<f16>(unpack2x16float(v.z));
+    let h3 = vec2<f16>(unpack2x16float(v.w));
+    sb[j] = h0.x;
+    sb[j + 1u] = h0.y;
+    sb[j + 2u] = h1.x;
+    sb[j + 3u] = h1.y;
+    sb[j + 4u] = h2.x;
+    sb[j + 5u] = h2.y;
+    sb[j + 6u] = h3.x;
+    sb[j + 7u] = h3.y;
+}
 
 const PITCH: u32 = 5u; // vec4 per tile row: 4 of data (32 halves) + 1 of padding
 const BUF: u32 = 640u; // vec4 per buffer: 128 rows × PITCH; the tiles hold two

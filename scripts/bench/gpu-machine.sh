@@ -71,9 +71,8 @@ GEN=${GEN:-auto}
 ROWS=${ROWS:-16384}
 # Most telling first (a call may end at its time limit; what ran is in OUT): the tensor-core
 # tests (every all-f16 kernel against the CPU), per-kernel times of a batch of 8 and of 32
-# windows at f16 by generation (v7: fragments straight from storage; v8, v9: staged through
-# workgroup memory as u32 or vec4 elements) and at f32; then the whole text, the slider steps,
-# peers.
+# windows at f16 by generation (v7: fragments straight from storage; v8: staged through
+# workgroup memory) and at f32; then the whole text, the slider steps, peers.
 step gpu_coop "$B/gpu_coop" --test-threads=1
 kernels() { # checks precision generations batch
   step "kernels-$2-$1-$3-b$4" env QUANTLAB_SHADER_CHECKS=$1 "$B/gpu_bench" --precision $2 --skip-kernels --batch $4 --iters 5 --matmul $3
@@ -83,7 +82,7 @@ text() { # precision generation checks rows
 }
 # One generation per process: a kernel the driver fails on loses the device for the rest.
 for b in 8 32; do
-  for g in v7 v8 v9; do kernels bounds f16 $g $b; done
+  for g in v7 v8; do kernels bounds f16 $g $b; done
 done
 kernels bounds f32 v6 8
 kernels bounds f32 v6 32

@@ -162,7 +162,7 @@ pub struct Gpu {
     pub(crate) decode_first: Cell<bool>,
     /// Products that decoded their weight first (tests check the path is taken).
     pub(crate) decoded_first: Cell<usize>,
-    /// Products run by the all-f16 kernels so far (`MatmulGen::V7`–`V9`; tests).
+    /// Products run by the all-f16 kernels so far (`MatmulGen::V7`, `V8`; tests).
     pub(crate) h16_products: Cell<usize>,
     /// Weights decoded into their kept f16 copy so far (`Mat::h16`; tests).
     pub(crate) h16_decoded: Cell<usize>,
@@ -222,13 +222,16 @@ impl Backend for Gpu {
         // device with tensor cores is a large one: 16384 rows (32 windows of 512) ran 1.36×
         // the tokens/s of 4096 on the H100 at f16 (its 128×128 tiles fill the device only
         // then) and 1.21× at f32 (docs/gpu-perf.md, session 16).
-        let rows = self.eval_rows.get().unwrap_or(if cfg!(target_arch = "wasm32") {
-            2048
-        } else if self.ctx.coop {
-            16384
-        } else {
-            4096
-        });
+        let rows = self
+            .eval_rows
+            .get()
+            .unwrap_or(if cfg!(target_arch = "wasm32") {
+                2048
+            } else if self.ctx.coop {
+                16384
+            } else {
+                4096
+            });
         let binding = self.ctx.limits.max_storage_buffer_binding_size as usize;
         let by_binding = binding / (ctx * width.max(1) * 4).max(1);
         // Paced (the browser): one window at a time, so that each finished window is reported

@@ -248,9 +248,9 @@ impl Gpu {
         }
     }
 
-    /// The all-f16 kernel of the current generation for a product of inner length `k`: the
-    /// staged kernels (V8, V9) need k a multiple of their 32-wide stage and `H16_STAGED_BYTES`
-    /// of workgroup memory, and run as V7's where either is missing.
+    /// The all-f16 kernel of the current generation for a product of inner length `k`: V8's
+    /// staged kernel needs k a multiple of its 32-wide stage and `H16_STAGED_BYTES` of
+    /// workgroup memory, and runs as V7's where either is missing.
     fn h16_kernel(&self, k: usize) -> &'static str {
         let kernel = self.matmul_gen.get().h16_kernel().unwrap_or("matmul_h16");
         let room = self.ctx.limits.max_compute_workgroup_storage_size as usize;

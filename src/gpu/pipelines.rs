@@ -143,31 +143,26 @@ impl MatmulVariant {
 /// subgroup in f16) for products of at least `WIDE_MIN_ROWS` tokens (batches of windows) and
 /// V5's kernels below. `V7` is V6 except that those large products at `Precision::F16` on
 /// tensor cores run all in f16 from storage: activations converted once (`to_f16.wgsl`), the
-/// weight decoded once (`decode_f16.wgsl`) and `matmul_h16.wgsl` (docs/gpu-perf.md v7). `V8`
-/// and `V9` are V7 with `matmul_h16_staged.wgsl` instead (tiles staged through workgroup
-/// memory, double-buffered), its tiles arrays of f16 (V8) or of u32 (V9), where k is a
-/// multiple of 32 and the device has `H16_STAGED_BYTES` of workgroup memory (else V7's
-/// kernel). All stay selectable so one benchmark run can time them side by side.
+/// weight decoded once (`decode_f16.wgsl`) and `matmul_h16.wgsl` (docs/gpu-perf.md v7). `V8` is
+/// V7 with `matmul_h16_staged.wgsl` instead (tiles staged through workgroup memory,
+/// double-buffered) where k is a multiple of 32 and the device has `H16_STAGED_BYTES` of
+/// workgroup memory, else V7's kernel. All stay selectable so one benchmark run can time them
+/// side by side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum MatmulGen {
     V5,
     V6,
-    /// The default: on the H100 a batch of 8 windows at f16 took 43.2 ms against V6's 50.3 ms
-    /// (the whole text 73.0K against 68.8K tokens/s), the same at f32 (docs/gpu-perf.md v7).
-    #[default]
+    /// On the H100 a batch of 8 windows at f16 took 43.2 ms against V6's 50.3 ms (the whole
+    /// text 73.0K against 68.8K tokens/s), the same at f32 (docs/gpu-perf.md v7).
     V7,
+    /// The default: on the H100 a batch of 8 windows at f16 took 27.0 ms against V7's 40.6 ms
+    /// (the whole text 187K against 138K tokens/s), the same at f32 (docs/gpu-perf.md v8).
+    #[default]
     V8,
-    V9,
 }
 
 impl MatmulGen {
-    pub const ALL: [MatmulGen; 5] = [
-        MatmulGen::V5,
-        MatmulGen::V6,
-        MatmulGen::V7,
-        MatmulGen::V8,
-        MatmulGen::V9,
-    ];
+    pub const ALL: [MatmulGen; 4] = [MatmulGen::V5, MatmulGen::V6, MatmulGen::V7, MatmulGen::V8];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -175,11 +170,10 @@ impl MatmulGen {
             MatmulGen::V6 => "v6",
             MatmulGen::V7 => "v7",
             MatmulGen::V8 => "v8",
-            MatmulGen::V9 => "v9",
         }
     }
 
-    /// "v5" … "v9" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
+    /// "v5" … "v8" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
     pub fn parse(s: &str) -> Option<MatmulGen> {
         MatmulGen::ALL.into_iter().find(|g| g.name() == s)
     }
@@ -199,8 +193,7 @@ impl MatmulGen {
         match self {
             MatmulGen::V5 | MatmulGen::V6 => None,
             MatmulGen::V7 => Some("matmul_h16"),
-            MatmulGen::V8 => Some("matmul_h16_staged16"),
-            MatmulGen::V9 => Some("matmul_h16_staged32"),
+            MatmulGen::V8 => Some("matmul_h16_staged"),
         }
     }
 }

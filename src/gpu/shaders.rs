@@ -55,14 +55,6 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("matmul_h16", include_str!("../../shaders/matmul_h16.wgsl")),
     (
-        "h16_tiles_f16",
-        include_str!("../../shaders/h16_tiles_f16.wgsl"),
-    ),
-    (
-        "h16_tiles_u32",
-        include_str!("../../shaders/h16_tiles_u32.wgsl"),
-    ),
-    (
         "matmul_h16_staged",
         include_str!("../../shaders/matmul_h16_staged.wgsl"),
     ),
@@ -178,8 +170,7 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("train_gemm", &["main"]),
     ("to_f16", &["main"]),
     ("matmul_h16", &["main"]),
-    ("matmul_h16_staged16", &["main"]),
-    ("matmul_h16_staged32", &["main"]),
+    ("matmul_h16_staged", &["main"]),
     ("attention_coop", &["main"]),
 ];
 
@@ -236,6 +227,7 @@ const PLAIN_WITH_READERS: &[&str] = &["lowrank", "binarymos"];
 /// training's parameter block and workgroup sum; the all-f16 products' bindings and store.
 const PLAIN_WITH_PRELUDE: &[(&str, &str)] = &[
     ("matmul_h16", "matmul_h16_common"),
+    ("matmul_h16_staged", "matmul_h16_common"),
     ("mos_train_gates", "mos_train_common"),
     ("mos_train_err", "mos_train_common"),
     ("mos_train_small", "mos_train_common"),
@@ -252,21 +244,6 @@ pub fn source(stem: &str) -> Option<&'static str> {
 
 /// The module of a stand-alone kernel (with the byte readers where it needs them).
 pub fn plain_kernel(kernel: &str) -> Option<String> {
-    // The staged all-f16 product with its tiles as f16 or as u32 elements (`MatmulGen::V8`,
-    // `V9`; shaders/matmul_h16_staged.wgsl).
-    let tiles = match kernel {
-        "matmul_h16_staged16" => Some("h16_tiles_f16"),
-        "matmul_h16_staged32" => Some("h16_tiles_u32"),
-        _ => None,
-    };
-    if let Some(tiles) = tiles {
-        return Some(format!(
-            "{}\n{}\n{}",
-            source("matmul_h16_common")?,
-            source(tiles)?,
-            source("matmul_h16_staged")?
-        ));
-    }
     let src = source(kernel)?;
     if PLAIN_WITH_READERS.contains(&kernel) {
         return Some(format!("{}\n{src}", source("fmt_common")?));
@@ -321,17 +298,12 @@ pub const F16_KERNELS: &[&str] = &["matmul_f16"];
 pub const COOP_KERNELS: &[&str] = &["matmul_coop", "matmul_coop_wide"];
 
 /// Stand-alone kernels that also need f16 values and cooperative matrices (compiled only where
-/// `GpuContext::coop`): the all-f16 products of `MatmulGen::V7`–`V9`, tensor-core attention.
-pub const COOP_PLAIN_KERNELS: &[&str] = &[
-    "matmul_h16",
-    "matmul_h16_staged16",
-    "matmul_h16_staged32",
-    "attention_coop",
-];
+/// `GpuContext::coop`): the all-f16 products of `MatmulGen::V7` and `V8`, tensor-core attention.
+pub const COOP_PLAIN_KERNELS: &[&str] = &["matmul_h16", "matmul_h16_staged", "attention_coop"];
 
 /// Workgroup memory `matmul_h16_staged.wgsl` declares, in bytes: two buffers of 128 activation
 /// rows and 128 weight rows of 5 vec4 each, and the 4 KiB edge staging of
-/// matmul_h16_common.wgsl. `MatmulGen::V9` runs it only where the device allows that much.
+/// matmul_h16_common.wgsl. `MatmulGen::V8` runs it only where the device allows that much.
 pub const H16_STAGED_BYTES: usize = 2 * 2 * 128 * 5 * 16 + 4096;
 
 /// Workgroup memory `attention_coop.wgsl` declares, in bytes (Q tile 8 KiB, K and V tiles
