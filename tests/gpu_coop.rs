@@ -19,7 +19,7 @@ use gpu_check::{act, close, gpu, read};
 use rng::Rng;
 
 use quantlab::format::ggml::GgmlType;
-use quantlab::format::QTensor;
+use quantlab::format::{AddOns, QTensor};
 use quantlab::gpu::{AttentionVariant, Gpu, MatmulGen, Precision};
 use quantlab::model::backend::Backend;
 use quantlab::model::cpu::Cpu;
@@ -140,6 +140,66 @@ fn products_match_cpu(g: &Gpu, r: &mut Rng, gen: MatmulGen) {
             assert_eq!(again, got, "{what}: the kept copy gave other results");
         }
     }
+}
+
+/// A weight with sparse outliers (the add-on CMPQ stores) in the all-f16 products: written into
+/// the weight's f16 copy (shaders/outliers_f16.wgsl) instead of a pass after the product,
+/// checked against the CPU for V7 and V8, two bases, a bias, and outliers sharing words (odd
+/// and even neighbours in a row); the copy, once made, serves a second product.
+#[test]
+fn outliers_in_the_f16_copy_match_cpu() {
+    let g = gpu();
+    if !g.ctx.coop {
+        eprintln!("no tensor cores on {}: nothing to check", g.ctx.describe());
+        return;
+    }
+    g.set_precision(Precision::F16).unwrap();
+    let mut r = Rng(23);
+    let (m, n, k) = (1100, 270, 576);
+    let x = r.vec(m * k);
+    let b = r.vec(n);
+    // Positions: a run of neighbours in row 3 (two to a word), then spread ones.
+    let mut idx: Vec<u32> = (0..6).map(|c| (3 * k + 100 + c) as u32).collect();
+    idx.extend((0..300).map(|_| r.next_u32() % (n * k) as u32));
+    idx.sort_unstable();
+    idx.dedup();
+    let mut bytes: Vec<u8> = idx.iter().flat_map(|i| i.to_le_bytes()).collect();
+    bytes.extend(r.f16s(idx.len(), -4.0, 8.0));
+    let addons = AddOns {
+        outliers: idx.len(),
+        lowrank: None,
+    };
+    let w = r.vec(n * k);
+    for gen in [MatmulGen::V7, MatmulGen::V8] {
+        g.set_matmul_gen(gen);
+        for base in [QTensor::from_f32(n, k, &w), ggml(GgmlType::Q4_1, n, k, &w)] {
+            let t = base.with_extra(addons, &bytes).unwrap();
+            assert_ne!(t.dequantize().unwrap(), base.dequantize().unwrap());
+            let want = Cpu.linear(
+                &act(m, k, x.clone()),
+                &Cpu.load_matrix(&t, Some(&b)).unwrap(),
+            );
+            let gm = g.load_matrix(&t, Some(&b)).unwrap();
+            let gx = g.upload_act(m, k, &x).unwrap();
+            let what = format!(
+                "{} {} with {} outliers",
+                gen.name(),
+                t.format.name(),
+                idx.len()
+            );
+            let before = g.h16_products();
+            let got = read(&g, &g.linear(&gx, &gm));
+            assert_eq!(
+                g.h16_products(),
+                before + 1,
+                "{what}: not the all-f16 product"
+            );
+            close(&got, &want.data, COOP_TOL, &what);
+            let again = read(&g, &g.linear(&gx, &gm));
+            assert_eq!(again, got, "{what}: the kept copy gave other results");
+        }
+    }
+    g.set_matmul_gen(MatmulGen::default());
 }
 
 /// Products of the same rows back to back share one f16 copy of them (`Gpu::h16_x`); a kernel

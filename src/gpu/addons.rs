@@ -79,7 +79,8 @@ pub(crate) fn addon_layout(w: &QTensor) -> Result<Option<AddonLayout>> {
 
 impl Gpu {
     /// Record the add-on passes of `w` onto `out` (`m × w.rows`, already holding the base
-    /// product of rows `x_row0..x_row0+m` of `x`).
+    /// product of rows `x_row0..x_row0+m` of `x`); the sparse outliers only with `outliers`
+    /// (the all-f16 product has them in its copy of the weight: matmul.rs `h16_weight`).
     pub(crate) fn record_addons(
         &self,
         x: &wgpu::Buffer,
@@ -87,10 +88,11 @@ impl Gpu {
         m: usize,
         w: &Mat,
         out: &wgpu::Buffer,
+        outliers: bool,
     ) {
         let Some(a) = w.addons else { return };
         let (n, k) = (w.rows, w.cols);
-        if a.outliers > 0 {
+        if a.outliers > 0 && outliers {
             let pipe = match self.pipes.weight("outliers", w.fmt.fragment) {
                 Ok(p) => p,
                 Err(e) => return self.fail("outliers", e.to_string()),

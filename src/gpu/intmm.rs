@@ -168,7 +168,7 @@ impl Gpu {
                 tiles,
                 &label,
             );
-            self.record_addons(&x.buf, 0, m, w, out);
+            self.record_addons(&x.buf, 0, m, w, out, true);
             return true;
         }
         if let Err(e) =
@@ -203,7 +203,7 @@ impl Gpu {
             self.groups_1d(m * n, 256),
             &|| format!("splitk sum ×{splits} {m}×{n}"),
         );
-        self.record_addons(&x.buf, 0, m, w, out);
+        self.record_addons(&x.buf, 0, m, w, out, true);
         true
     }
 

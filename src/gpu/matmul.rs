@@ -21,6 +21,25 @@ pub(crate) struct H16Copy {
     ops: u64,
 }
 
+/// The parameters of a pass over all of `w` itself (no activations): its shape and format.
+fn whole_weight(w: &Mat) -> WeightParams {
+    let f = &w.fmt;
+    WeightParams {
+        m: 0,
+        n: u(w.rows),
+        k: u(w.cols),
+        has_bias: 0,
+        x_row0: 0,
+        bits: f.bits,
+        group: f.group,
+        sym: f.sym,
+        scale_off: f.scale_off,
+        zero_off: f.zero_off,
+        k_split: 0,
+        pad: 0,
+    }
+}
+
 /// Rows of activations above which a CMPQ product decodes its weight first: one 64-row tile
 /// of the tiled product decodes each weight once, as the decode pass would.
 const DECODE_FIRST_MIN_ROWS: usize = 64;
@@ -43,7 +62,9 @@ impl Gpu {
             return self.record_mos(x, x_row0, m, w, mos, out);
         }
         self.record_product(x, x_row0, m, w, w.bias.as_ref(), out);
-        self.record_addons(x, x_row0, m, w, out);
+        // The all-f16 product took the outliers from its f16 copy of the weight (`h16_weight`).
+        let outliers = !self.h16(m, w);
+        self.record_addons(x, x_row0, m, w, out, outliers);
     }
 
     /// Record `out = x[x_row0 .. x_row0+m] Ŵᵀ (+ bias)` with `Ŵ` what `w.fmt` decodes, and
@@ -260,15 +281,19 @@ impl Gpu {
         kernel
     }
 
-    /// `w` in f16 in a buffer of `bytes` (at least 2 · rows · cols) for an all-f16 product: its
-    /// kept copy (`Mat::h16`), made now where there is room for it (`Gpu::hold_h16`), else
-    /// decoded into scratch; None with the failure recorded.
+    /// `w` in f16 in a buffer of `bytes` (at least 2 · rows · cols) for an all-f16 product, its
+    /// sparse outliers written in (`outliers_f16.wgsl`; the product then needs no outlier
+    /// pass): its kept copy (`Mat::h16`), made now where there is room for it
+    /// (`Gpu::hold_h16`), else decoded into scratch; None with the failure recorded.
     fn h16_weight(&self, w: &Mat, bytes: usize) -> Option<wgpu::Buffer> {
         if let Some((buf, _)) = w.h16.borrow().as_ref() {
             return Some(buf.clone());
         }
         let Some(held) = self.hold_h16(bytes) else {
-            return self.record_decode_f16(w, bytes).map(|b| (*b).clone());
+            let scratch = self.record_decode_f16(w, bytes)?;
+            return self
+                .record_outliers_f16(w, &scratch)
+                .then(|| (*scratch).clone());
         };
         let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("f16 weight"),
@@ -276,12 +301,37 @@ impl Gpu {
             usage: buffers::STORAGE,
             mapped_at_creation: false,
         });
-        if !self.record_decode_f16_into(w, bytes, &buf) {
+        if !self.record_decode_f16_into(w, bytes, &buf) || !self.record_outliers_f16(w, &buf) {
             return None;
         }
         self.h16_decoded.set(self.h16_decoded.get() + 1);
         *w.h16.borrow_mut() = Some((buf.clone(), held));
         Some(buf)
+    }
+
+    /// Record `w`'s sparse outliers written into its decoded f16 copy `decoded`
+    /// (shaders/outliers_f16.wgsl); true where it has none, false with the failure recorded.
+    fn record_outliers_f16(&self, w: &Mat, decoded: &wgpu::Buffer) -> bool {
+        let Some(a) = w.addons.filter(|a| a.outliers > 0) else {
+            return true;
+        };
+        let f = &w.fmt;
+        let pipe = match self.pipes.weight("outliers_f16", f.fragment) {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("outliers", e.to_string());
+                return false;
+            }
+        };
+        let params = self.uniform(&whole_weight(w));
+        let ap = self.uniform(&Params4([a.outliers, a.idx_off, a.val_off, 0]));
+        self.dispatch(
+            &pipe,
+            &[&params, &w.w, &ap, decoded],
+            self.groups_1d(a.outliers as usize, 256),
+            &|| format!("outliers_f16 {} ×{}", f.fragment, a.outliers),
+        );
+        true
     }
 
     /// Record `w` decoded to f16 (shaders/decode_f16.wgsl) into a pooled buffer of `bytes`
@@ -304,20 +354,7 @@ impl Gpu {
                 return false;
             }
         };
-        let params = self.uniform(&WeightParams {
-            m: 0,
-            n: u(n),
-            k: u(k),
-            has_bias: 0,
-            x_row0: 0,
-            bits: f.bits,
-            group: f.group,
-            sym: f.sym,
-            scale_off: f.scale_off,
-            zero_off: f.zero_off,
-            k_split: 0,
-            pad: 0,
-        });
+        let params = self.uniform(&whole_weight(w));
         self.dispatch(
             &pipe,
             &[&params, &w.w, decoded],

@@ -80,6 +80,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("score", include_str!("../../shaders/score.wgsl")),
     ("rtn", include_str!("../../shaders/rtn.wgsl")),
     ("outliers", include_str!("../../shaders/outliers.wgsl")),
+    (
+        "outliers_f16",
+        include_str!("../../shaders/outliers_f16.wgsl"),
+    ),
     ("lowrank", include_str!("../../shaders/lowrank.wgsl")),
     ("binarymos", include_str!("../../shaders/binarymos.wgsl")),
     (
@@ -140,6 +144,7 @@ pub const WEIGHT_KERNELS: &[&str] = &[
     "matmul_v1",
     "rtn",
     "outliers",
+    "outliers_f16",
     "decode_f16",
 ];
 
