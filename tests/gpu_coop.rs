@@ -202,6 +202,85 @@ fn outliers_in_the_f16_copy_match_cpu() {
     g.set_matmul_gen(MatmulGen::default());
 }
 
+/// The f16 copies written by the kernels that produce a product's input (shaders/add_rmsnorm.wgsl
+/// `main_h16`, elementwise.wgsl `silu_mul_h16`): the next all-f16 product takes them instead
+/// of converting (`Gpu::h16_converted` does not move), with the same bits as when it converts
+/// the same rows itself (the same rows again after an unrelated kernel), and the produced f32
+/// values are those of the unfused path.
+#[test]
+fn producers_f16_copies_match_the_conversion() {
+    let g = gpu();
+    if !g.ctx.coop {
+        eprintln!("no tensor cores on {}: nothing to check", g.ctx.describe());
+        return;
+    }
+    g.set_precision(Precision::F16).unwrap();
+    let mut r = Rng(29);
+    let (m, d, f) = (1040, 576, 1536);
+    let (x, y, nw) = (r.vec(m * d), r.vec(m * d), r.vec(d));
+    let w1 = g
+        .load_matrix(&ggml(GgmlType::Q4_1, f, d, &r.vec(f * d)), None)
+        .unwrap();
+    let w2 = g
+        .load_matrix(&ggml(GgmlType::Q4_1, d, f, &r.vec(d * f)), None)
+        .unwrap();
+    let gw = g.load_vector(&nw).unwrap();
+    let (gy, up) = (
+        g.upload_act(m, d, &y).unwrap(),
+        g.upload_act(m, f, &r.vec(m * f)).unwrap(),
+    );
+
+    // Residual add + norm, then a product of its output.
+    let mut gx = g.upload_act(m, d, &x).unwrap();
+    let n = g.add_rmsnorm(&mut gx, &gy, &gw, 1e-5);
+    let converted = g.h16_converted();
+    let p1 = read(&g, &g.linear(&n, &w1));
+    assert_eq!(
+        g.h16_converted(),
+        converted,
+        "add_rmsnorm's f16 copy was not taken"
+    );
+    let mut ux = g.upload_act(m, d, &x).unwrap();
+    g.add(&mut ux, &gy);
+    let un = g.rmsnorm(&ux, &gw, 1e-5);
+    assert_eq!(read(&g, &gx), read(&g, &ux), "add_rmsnorm's sum");
+    assert_eq!(read(&g, &n), read(&g, &un), "add_rmsnorm's norm");
+    let p2 = read(&g, &g.linear(&un, &w1));
+    assert_eq!(
+        g.h16_converted(),
+        converted + 1,
+        "the unfused rows were not converted"
+    );
+    assert_eq!(p1, p2, "the product of add_rmsnorm's f16 copy");
+
+    // SwiGLU's gate, then the down projection of it.
+    let mut gate = g.upload_act(m, f, &r.vec(m * f)).unwrap();
+    let mut plain = g.upload_act(m, f, &read(&g, &gate)).unwrap();
+    g.silu_mul(&mut gate, &up);
+    let converted = g.h16_converted();
+    let q1 = read(&g, &g.linear(&gate, &w2));
+    assert_eq!(
+        g.h16_converted(),
+        converted,
+        "silu_mul's f16 copy was not taken"
+    );
+    g.set_precision(Precision::F32).unwrap();
+    g.silu_mul(&mut plain, &up);
+    g.set_precision(Precision::F16).unwrap();
+    assert_eq!(
+        read(&g, &gate),
+        read(&g, &plain),
+        "silu_mul_h16's f32 values"
+    );
+    let q2 = read(&g, &g.linear(&plain, &w2));
+    assert_eq!(
+        g.h16_converted(),
+        converted + 1,
+        "the plain silu_mul rows were not converted"
+    );
+    assert_eq!(q1, q2, "the product of silu_mul's f16 copy");
+}
+
 /// Products of the same rows back to back share one f16 copy of them (`Gpu::h16_x`); a kernel
 /// that writes the rows in between (here an add) must make the next product convert again.
 fn shared_rows_convert_again(g: &Gpu, r: &mut Rng) {
@@ -341,11 +420,11 @@ fn refused_env(var: &str, value: &str, expected: &str) {
     );
 }
 
-/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5 … v8 with one binary) is refused
+/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5 … v9 with one binary) is refused
 /// with the values it takes when it holds anything else.
 #[test]
 fn an_unknown_matmul_generation_is_refused() {
-    refused_env("QUANTLAB_MATMUL", "v9", "v8");
+    refused_env("QUANTLAB_MATMUL", "v10", "v9");
 }
 
 /// `QUANTLAB_EVAL_ROWS` (tokens per evaluation batch, for timing) likewise: not a number, or

@@ -217,11 +217,12 @@ fn matmul_ggml_blocks() {
     }
 }
 
-/// The wide kernels (`shaders/matmul_wide.wgsl`: 128×64 tiles, 8×8 per invocation) over
-/// several tiles in both directions, every edge partial (300 tokens = 2 tiles + 44, 130 weight
-/// rows = 2 tiles + 2, k = 200 not a multiple of the 16-wide slice), whole and split-K, and
-/// `MatmulGen::V6` choosing them by itself at `WIDE_MIN_ROWS` tokens (what a batch of windows
-/// runs), against the CPU.
+/// The wide kernels (`shaders/matmul_wide.wgsl`: 128×64 tiles, 8×8 per invocation; V9's
+/// `matmul_wide2.wgsl`: 128×128, double-buffered) over several tiles in both directions, every
+/// edge partial (300 tokens = 2 tiles + 44, 130 weight rows = 2 tiles + 2 or 1 + 2, k = 200 not
+/// a multiple of the 16- or 8-wide slice's tile pair), whole and split-K, and `MatmulGen::V6` /
+/// `V9` choosing them by itself at `WIDE_MIN_ROWS` tokens (what a batch of windows runs),
+/// against the CPU.
 #[test]
 fn wide_matmul_several_tiles_and_the_default_choice() {
     let g = gpu();
@@ -244,6 +245,9 @@ fn wide_matmul_several_tiles_and_the_default_choice() {
             (Some(MatmulVariant::WideSplitK), MatmulGen::V6),
             (None, MatmulGen::V6),
             (None, MatmulGen::V5),
+            (Some(MatmulVariant::Wide), MatmulGen::V9),
+            (Some(MatmulVariant::WideSplitK), MatmulGen::V9),
+            (None, MatmulGen::V9),
         ] {
             g.force_matmul(v);
             g.set_matmul_gen(gen);
@@ -296,7 +300,7 @@ fn embed_gathers_dequantized_rows() {
 }
 
 #[test]
-fn rmsnorm_silu_mul_add() {
+fn rmsnorm_silu_mul_add_and_the_fused_add_rmsnorm() {
     let g = gpu();
     let mut r = Rng(8);
     let (t, d) = (9, 576);
@@ -317,6 +321,23 @@ fn rmsnorm_silu_mul_add() {
     let mut ga = g.upload_act(t, d, &x).unwrap();
     g.add(&mut ga, &g.upload_act(t, d, &y).unwrap());
     close(&read(&g, &ga), &ca.data, ELEMENTWISE_TOL, "add");
+
+    // The fused residual add and norm (shaders/add_rmsnorm.wgsl): both results the same bits as
+    // `add` then `rmsnorm` on the GPU, and close to the CPU's. 300 columns: a row longer than
+    // the workgroup, and not a multiple of it.
+    let d = 300;
+    let (x, w, y) = (r.vec(t * d), r.vec(d), r.vec(t * d));
+    let gw = g.load_vector(&w).unwrap();
+    let mut fx = g.upload_act(t, d, &x).unwrap();
+    let fused = g.add_rmsnorm(&mut fx, &g.upload_act(t, d, &y).unwrap(), &gw, 1e-5);
+    let mut ux = g.upload_act(t, d, &x).unwrap();
+    g.add(&mut ux, &g.upload_act(t, d, &y).unwrap());
+    let unfused = g.rmsnorm(&ux, &gw, 1e-5);
+    assert_eq!(read(&g, &fx), read(&g, &ux), "add_rmsnorm's sum");
+    assert_eq!(read(&g, &fused), read(&g, &unfused), "add_rmsnorm's norm");
+    let mut cx = act(t, d, x);
+    let want = Cpu.add_rmsnorm(&mut cx, &act(t, d, y), &w, 1e-5);
+    close(&read(&g, &fused), &want.data, NORM_TOL, "add_rmsnorm");
 }
 
 #[test]

@@ -69,11 +69,12 @@ step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --f
 # from the per-kernel times of an earlier call.
 GEN=${GEN:-auto}
 ROWS=${ROWS:-16384}
-# Most telling first (a call may end at its time limit; what ran is in OUT): the tensor-core
-# tests (every all-f16 kernel against the CPU), per-kernel times of a batch of 8 and of 32
-# windows at f16 by generation (v7: fragments straight from storage; v8: staged through
-# workgroup memory) and at f32; then the whole text, the slider steps, peers.
+# Most telling first (a call may end at its time limit; what ran is in OUT): the GPU tests
+# (every kernel against the CPU), per-kernel times of a batch of 32 and of 8 windows at f32 by
+# generation (v6: 128×64 tiles; v9: 128×128, double-buffered) and at f16; then the whole text,
+# the slider steps, peers.
 step gpu_coop "$B/gpu_coop" --test-threads=1
+step gpu_kernels "$B/gpu_kernels" --test-threads=1
 kernels() { # checks precision generations batch
   step "kernels-$2-$1-$3-b$4" env QUANTLAB_SHADER_CHECKS=$1 "$B/gpu_bench" --precision $2 --skip-kernels --batch $4 --iters 5 --matmul $3
 }
@@ -81,32 +82,31 @@ text() { # precision generation checks rows
   step "text-$1-$2-$3-r$4" env QUANTLAB_MATMUL=$2 QUANTLAB_SHADER_CHECKS=$3 QUANTLAB_EVAL_ROWS=$4 "$B/quantlab" --precision $1 bench --backend gpu --model "$MODEL" --text "$TEXT"
 }
 # One generation per process: a kernel the driver fails on loses the device for the rest.
-for b in 8 32; do
-  for g in v7 v8; do kernels bounds f16 $g $b; done
+# f32 first (v9's 128×128 double-buffered product against v6's 128×64), then f16.
+for b in 32 8; do
+  for g in v6 v9; do kernels bounds f32 $g $b; done
 done
-kernels bounds f32 v6 8
-kernels bounds f32 v6 32
+for b in 32 8; do kernels bounds f16 v9 $b; done
 step attention "$B/gpu_bench" --only-attention --tiles --iters 10
-for t in gpu_kernels gpu_f16 gpu_cmpq; do
+for t in gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done
-# GEN=auto: the f16 generation whose batch of 8 windows was fastest in this machine's earlier
-# steps (their logs are kept in $X/logs), else the engine's default.
+# GEN=auto: the engine's default generation (f32: v9 unless its batch of 32 windows was slower
+# than v6's in this machine's earlier steps, whose logs are kept in $X/logs).
+batch_ms() { grep -o 'whole batch of [0-9]* window(s) .*: [0-9.]* ms wall' "$1" 2>/dev/null | grep -o '[0-9.]* ms wall' | cut -d' ' -f1; }
+F32GEN=v9
 if [ "$GEN" = auto ]; then
-  GEN=$(for f in "$X"/logs/*-kernels-f16-bounds-v?-b8.log; do
-    [ -f "$f" ] || continue
-    ms=$(grep -o 'whole batch of 8 window(s) .*: [0-9.]* ms wall' "$f" | grep -o '[0-9.]* ms wall' | cut -d' ' -f1)
-    g=$(basename "$f" | grep -o 'v[0-9]')
-    [ -n "$ms" ] && echo "$ms $g"
-  done | sort -n | head -n 1 | cut -d' ' -f2)
-  GEN=${GEN:-v7}
-  echo "GEN=auto chose $GEN" | tee -a "$OUT/summary.txt"
+  v6=$(batch_ms "$(ls "$X"/logs/*-kernels-f32-bounds-v6-b32.log 2>/dev/null | head -n 1)")
+  v9=$(batch_ms "$(ls "$X"/logs/*-kernels-f32-bounds-v9-b32.log 2>/dev/null | head -n 1)")
+  if [ -n "$v6" ] && [ -n "$v9" ] && python3 -c "import sys; sys.exit(0 if $v6 < $v9 else 1)"; then F32GEN=v6; fi
+  GEN=v9
+  echo "GEN=auto: f16 $GEN, f32 $F32GEN (batch of 32 at f32: v6 ${v6:-?} ms, v9 ${v9:-?} ms)" | tee -a "$OUT/summary.txt"
+else
+  F32GEN=$GEN
 fi
 text f16 "$GEN" bounds "$ROWS"
+text f32 "$F32GEN" bounds "$ROWS"
 text f32 v6 bounds "$ROWS"
-text f16 "$GEN" bounds 4096
-text f16 v7 bounds "$ROWS"
-text f32 v6 bounds 4096
 for p in f32 f16; do
   step "rtn-step-$p" env QUANTLAB_MATMUL=$GEN "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
   step "cmpq-step-$p" env QUANTLAB_MATMUL=$GEN "$B/quantlab" --precision $p bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8

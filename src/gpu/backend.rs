@@ -166,6 +166,9 @@ pub struct Gpu {
     pub(crate) h16_products: Cell<usize>,
     /// Weights decoded into their kept f16 copy so far (`Mat::h16`; tests).
     pub(crate) h16_decoded: Cell<usize>,
+    /// Activations converted to f16 by the all-f16 products themselves (`to_f16.wgsl`), not
+    /// taken from a copy their producer wrote (tests).
+    pub(crate) h16_converted: Cell<usize>,
     /// Operations recorded so far (dispatches and encoder commands): tells `h16_x` whether
     /// anything ran since it was made.
     pub(crate) ops: Cell<u64>,
@@ -544,7 +547,63 @@ impl Backend for Gpu {
     }
 
     fn silu_mul(&self, gate: &mut Act, up: &Act) {
-        self.elementwise("silu_mul", gate, up);
+        // Before an all-f16 product (SwiGLU's down projection) the result is also written in
+        // f16, which that product then reads instead of converting it.
+        match self.h16_copy_for(gate.rows, gate.cols) {
+            Some(d) if (gate.rows, gate.cols) == (up.rows, up.cols) => {
+                gate.q = None;
+                let pipe = match self.pipes.plain("elementwise", "silu_mul_h16") {
+                    Ok(p) => p,
+                    Err(e) => return self.fail("silu_mul", e.to_string()),
+                };
+                let n = gate.rows * gate.cols;
+                let params = self.uniform(&Params4([u(n), 0, 0, 0]));
+                self.dispatch(
+                    &pipe,
+                    &[&params, &up.buf, &gate.buf, &d],
+                    self.groups_1d(n / 2, 256),
+                    &|| format!("silu_mul_h16 {}×{}", gate.rows, gate.cols),
+                );
+                self.keep_h16_copy(&gate.buf, gate.rows, gate.cols, d);
+            }
+            _ => self.elementwise("silu_mul", gate, up),
+        }
+    }
+
+    fn add_rmsnorm(&self, x: &mut Act, y: &Act, w: &Vector, eps: f32) -> Act {
+        let out = self.new_act(x.rows, x.cols);
+        x.q = None;
+        if (x.rows, x.cols) != (y.rows, y.cols) || w.len != x.cols {
+            self.fail(
+                "add_rmsnorm",
+                format!(
+                    "shapes {}×{} and {}×{}, {} weights",
+                    x.rows, x.cols, y.rows, y.cols, w.len
+                ),
+            );
+            return out;
+        }
+        let copy = self.h16_copy_for(x.rows, x.cols);
+        let entry = if copy.is_some() { "main_h16" } else { "main" };
+        let pipe = match self.pipes.plain("add_rmsnorm", entry) {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("add_rmsnorm", e.to_string());
+                return out;
+            }
+        };
+        let params = self.uniform(&Params4([u(x.rows), u(x.cols), eps.to_bits(), 0]));
+        let mut bindings: Vec<&wgpu::Buffer> = vec![&params, &x.buf, &y.buf, &w.buf, &out.buf];
+        if let Some(d) = &copy {
+            bindings.push(d);
+        }
+        self.dispatch(&pipe, &bindings, (u(x.rows), 1), &|| {
+            format!("add_rmsnorm {}×{}", x.rows, x.cols)
+        });
+        if let Some(d) = copy {
+            self.keep_h16_copy(&out.buf, x.rows, x.cols, d);
+        }
+        out
     }
 
     fn add(&self, x: &mut Act, y: &Act) {

@@ -92,7 +92,16 @@ impl Gpu {
         let packed = precision == Precision::F16 && (!self.ctx.coop || self.packed_f16.get());
         let variant = forced.unwrap_or_else(|| self.matmul_gen.get().variant(m));
         let variant = if packed { variant.narrow() } else { variant };
-        let tile = variant.tile(precision);
+        // V9's f32 wide products run on 128×128 tiles (shaders/matmul_wide2.wgsl).
+        let wide2 = !packed
+            && precision == Precision::F32
+            && variant.wide()
+            && self.matmul_gen.get().f32_wide2();
+        let tile = if wide2 {
+            (128, 128)
+        } else {
+            variant.tile(precision)
+        };
         let k_split = match variant.splits() {
             true => split_len(m, n, k, tile, forced.is_some()),
             false => 0,
@@ -105,6 +114,7 @@ impl Gpu {
         let kernel = match variant {
             MatmulVariant::V1 => "matmul_v1",
             _ if packed => "matmul_f16",
+            _ if wide2 => "matmul_wide2",
             _ => variant.kernel(precision),
         };
         let pipe = match self.pipes.weight(kernel, w.fmt.fragment) {
@@ -187,13 +197,50 @@ impl Gpu {
     /// (`WIDE_MIN_ROWS` tokens), or at least 256 tiles (the LM head's chunk of one window).
     fn h16(&self, m: usize, w: &Mat) -> bool {
         let tiles = m.div_ceil(128) * w.rows.div_ceil(128);
+        self.h16_on()
+            && (m >= crate::gpu::pipelines::WIDE_MIN_ROWS || tiles >= 256)
+            && w.cols.is_multiple_of(16)
+    }
+
+    /// Whether unforced products of enough rows run all in f16 (`h16`'s settings part).
+    fn h16_on(&self) -> bool {
         self.matmul_gen.get().h16_kernel().is_some()
             && self.precision.get() == Precision::F16
             && self.ctx.coop
             && !self.packed_f16.get()
             && self.matmul_variant.get().is_none()
-            && (m >= crate::gpu::pipelines::WIDE_MIN_ROWS || tiles >= 256)
-            && w.cols.is_multiple_of(16)
+    }
+
+    /// An f16 copy of `rows × cols` activations to be written by the kernel that produces them
+    /// (`add_rmsnorm`, `silu_mul`), where the all-f16 products that read them next would
+    /// otherwise convert them (`record_h16`): a batch of windows, `cols` a multiple of 16.
+    /// Hand it to `keep_h16_copy` right after that kernel is recorded.
+    pub(crate) fn h16_copy_for(&self, rows: usize, cols: usize) -> Option<PooledBuffer> {
+        let bytes = 2 * rows.next_multiple_of(128) * cols;
+        let ok = self.h16_on()
+            && rows >= crate::gpu::pipelines::WIDE_MIN_ROWS
+            && cols.is_multiple_of(16)
+            && buffers::check_size(&self.ctx.limits, "f16 activations", bytes).is_ok();
+        ok.then(|| self.pool.get(bytes))
+    }
+
+    /// `copy` holds the f16 values of all of `x` (`rows × cols`), as written by the kernel just
+    /// recorded: the next all-f16 product of those rows uses it while nothing else is recorded.
+    pub(crate) fn keep_h16_copy(
+        &self,
+        x: &wgpu::Buffer,
+        rows: usize,
+        cols: usize,
+        copy: PooledBuffer,
+    ) {
+        *self.h16_x.borrow_mut() = Some(H16Copy {
+            x: x.clone(),
+            x_row0: 0,
+            m: rows,
+            k: cols,
+            copy,
+            ops: self.ops.get(),
+        });
     }
 
     /// `record_product` as three passes: the activations to f16 (`to_f16.wgsl`), the weight
@@ -240,6 +287,7 @@ impl Gpu {
                     self.groups_1d(m * k / 4, 256),
                     &|| format!("to_f16 {m}×{k}"),
                 );
+                self.h16_converted.set(self.h16_converted.get() + 1);
                 xh
             }
         };
@@ -485,6 +533,12 @@ impl Gpu {
     /// Weights decoded into a kept f16 copy so far (`Mat::h16`; tests).
     pub fn h16_decoded(&self) -> usize {
         self.h16_decoded.get()
+    }
+
+    /// Activation rows converted to f16 by the all-f16 products themselves so far: rows whose
+    /// producer wrote their f16 copy (`add_rmsnorm`, `silu_mul`) are not counted.
+    pub fn h16_converted(&self) -> usize {
+        self.h16_converted.get()
     }
 
     /// Products so far that decoded their weight first.

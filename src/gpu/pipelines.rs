@@ -93,7 +93,7 @@ impl MatmulVariant {
         matches!(self, MatmulVariant::SplitK | MatmulVariant::WideSplitK)
     }
 
-    fn wide(self) -> bool {
+    pub fn wide(self) -> bool {
         matches!(self, MatmulVariant::Wide | MatmulVariant::WideSplitK)
     }
 
@@ -146,7 +146,8 @@ impl MatmulVariant {
 /// weight decoded once (`decode_f16.wgsl`) and `matmul_h16.wgsl` (docs/gpu-perf.md v7). `V8` is
 /// V7 with `matmul_h16_staged.wgsl` instead (tiles staged through workgroup memory,
 /// double-buffered) where k is a multiple of 32 and the device has `H16_STAGED_BYTES` of
-/// workgroup memory, else V7's kernel. All stay selectable so one benchmark run can time them
+/// workgroup memory, else V7's kernel. `V9` is V8 with the wide f32 products on
+/// `matmul_wide2.wgsl` (128×128 tiles, double-buffered). All stay selectable so one benchmark run can time them
 /// side by side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum MatmulGen {
@@ -159,10 +160,19 @@ pub enum MatmulGen {
     /// (the whole text 187K against 138K tokens/s), the same at f32 (docs/gpu-perf.md v8).
     #[default]
     V8,
+    /// V8 at f16; at f32 the wide products run `matmul_wide2.wgsl` (128×128 tiles, 256
+    /// invocations, double-buffered workgroup memory) instead of `matmul_wide.wgsl`.
+    V9,
 }
 
 impl MatmulGen {
-    pub const ALL: [MatmulGen; 4] = [MatmulGen::V5, MatmulGen::V6, MatmulGen::V7, MatmulGen::V8];
+    pub const ALL: [MatmulGen; 5] = [
+        MatmulGen::V5,
+        MatmulGen::V6,
+        MatmulGen::V7,
+        MatmulGen::V8,
+        MatmulGen::V9,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -170,10 +180,11 @@ impl MatmulGen {
             MatmulGen::V6 => "v6",
             MatmulGen::V7 => "v7",
             MatmulGen::V8 => "v8",
+            MatmulGen::V9 => "v9",
         }
     }
 
-    /// "v5" … "v8" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
+    /// "v5" … "v9" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
     pub fn parse(s: &str) -> Option<MatmulGen> {
         MatmulGen::ALL.into_iter().find(|g| g.name() == s)
     }
@@ -193,8 +204,14 @@ impl MatmulGen {
         match self {
             MatmulGen::V5 | MatmulGen::V6 => None,
             MatmulGen::V7 => Some("matmul_h16"),
-            MatmulGen::V8 => Some("matmul_h16_staged"),
+            MatmulGen::V8 | MatmulGen::V9 => Some("matmul_h16_staged"),
         }
+    }
+
+    /// Whether this generation's wide f32 products run on 128×128 double-buffered tiles
+    /// (`matmul_wide2.wgsl`) rather than `matmul_wide.wgsl`'s 128×64.
+    pub fn f32_wide2(self) -> bool {
+        self == MatmulGen::V9
     }
 }
 

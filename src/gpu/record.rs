@@ -117,6 +117,7 @@ impl Gpu {
             decoded_first: Cell::new(0),
             h16_products: Cell::new(0),
             h16_decoded: Cell::new(0),
+            h16_converted: Cell::new(0),
             ops: Cell::new(0),
             h16_x: RefCell::new(None),
             matmul_gen: Cell::new(Default::default()),

@@ -30,6 +30,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_wide.wgsl"),
     ),
     (
+        "matmul_wide2",
+        include_str!("../../shaders/matmul_wide2.wgsl"),
+    ),
+    (
         "matmul_coop_common",
         include_str!("../../shaders/matmul_coop_common.wgsl"),
     ),
@@ -64,6 +68,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
+    (
+        "add_rmsnorm",
+        include_str!("../../shaders/add_rmsnorm.wgsl"),
+    ),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("rope", include_str!("../../shaders/rope.wgsl")),
     (
@@ -140,6 +148,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 pub const WEIGHT_KERNELS: &[&str] = &[
     "matmul",
     "matmul_wide",
+    "matmul_wide2",
     "embed",
     "matmul_v1",
     "rtn",
@@ -151,10 +160,11 @@ pub const WEIGHT_KERNELS: &[&str] = &[
 /// Kernels that stand alone, with their entry points.
 pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("rmsnorm", &["main"]),
+    ("add_rmsnorm", &["main", "main_h16"]),
     ("layernorm", &["main"]),
     ("splitk", &["main"]),
     ("rope", &["main"]),
-    ("elementwise", &["silu_mul", "add"]),
+    ("elementwise", &["silu_mul", "silu_mul_h16", "add"]),
     ("activation", &["gelu", "relu"]),
     ("slice_cols", &["main"]),
     ("score", &["main"]),
@@ -267,7 +277,7 @@ pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
     // bindings, loads and store; the f16 ones need their extensions enabled before any
     // declaration.
     let (enable, common) = match kernel {
-        "matmul" | "matmul_wide" => ("", source("matmul_common")?.to_string()),
+        "matmul" | "matmul_wide" | "matmul_wide2" => ("", source("matmul_common")?.to_string()),
         "matmul_f16" => (F16_ENABLE, source("matmul_common")?.to_string()),
         "matmul_coop" | "matmul_coop_wide" => (
             COOP_ENABLE,

@@ -98,6 +98,18 @@ pub trait Backend {
     fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
     /// `x ← x + y`.
     fn add(&self, x: &mut Self::Act, y: &Self::Act);
+    /// `x ← x + y`, then `rmsnorm(x, w, eps)`: a pre-norm block's residual add and the norm
+    /// after it, which a GPU does in one pass (same values as the two operations).
+    fn add_rmsnorm(
+        &self,
+        x: &mut Self::Act,
+        y: &Self::Act,
+        w: &Self::Vector,
+        eps: f32,
+    ) -> Self::Act {
+        self.add(x, y);
+        self.rmsnorm(x, w, eps)
+    }
     /// `x ← gelu(x)` with the tanh approximation (GPT-2's `gelu_new`):
     /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
     fn gelu(&self, x: &mut Self::Act);

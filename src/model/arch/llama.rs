@@ -325,30 +325,42 @@ pub(super) fn forward<B: Backend>(
     let c = &m.config;
     let (h, kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
     let mut x = b.embed(&m.embd, tokens)?; // T × d
-    for (i, blk) in m.blocks.iter().enumerate() {
-        let n = b.rmsnorm(&x, &blk.norms[ATTN_NORM].w, c.norm_eps); // T × d
-        let n = m.site(b, i, ATTN_IN, n, seq, observer)?;
-        let mut q = b.linear(&n, &blk.mats[Q]); // T × H·hd
-        let mut k = b.linear(&n, &blk.mats[K]); // T × KV·hd
-        let v = b.linear(&n, &blk.mats[V]); // T × KV·hd
-        b.rope(&mut q, h, hd, 0, c.rope_theta, c.rope_style, seq);
-        b.rope(&mut k, kv, hd, 0, c.rope_theta, c.rope_style, seq);
-        let a = b.attention(&q, &k, &v, h, kv, hd, seq); // T × H·hd
-        let a = m.site(b, i, ATTN_OUT, a, seq, observer)?;
-        b.add(&mut x, &b.linear(&a, &blk.mats[O]));
-
-        let n = b.rmsnorm(&x, &blk.norms[FFN_NORM].w, c.norm_eps); // T × d
-        let n = m.site(b, i, FFN_IN, n, seq, observer)?;
-        let mut g = b.linear(&n, &blk.mats[GATE]); // T × F
-        b.silu_mul(&mut g, &b.linear(&n, &blk.mats[UP]));
-        let g = m.site(b, i, DOWN_IN, g, seq, observer)?;
-        b.add(&mut x, &b.linear(&g, &blk.mats[DOWN])); // T × d
-    }
     let out = m
         .out_norm
         .as_ref()
         .ok_or_else(|| Error::config("model", "the Llama family needs output_norm"))?;
-    Ok(b.rmsnorm(&x, &out.w, c.norm_eps))
+    let Some(first) = m.blocks.first() else {
+        return Ok(b.rmsnorm(&x, &out.w, c.norm_eps));
+    };
+    // Each residual add is fused with the norm after it (the next block's, or the output norm).
+    let mut n = b.rmsnorm(&x, &first.norms[ATTN_NORM].w, c.norm_eps); // T × d
+    for (i, blk) in m.blocks.iter().enumerate() {
+        let a_in = m.site(b, i, ATTN_IN, n, seq, observer)?;
+        let mut q = b.linear(&a_in, &blk.mats[Q]); // T × H·hd
+        let mut k = b.linear(&a_in, &blk.mats[K]); // T × KV·hd
+        let v = b.linear(&a_in, &blk.mats[V]); // T × KV·hd
+        b.rope(&mut q, h, hd, 0, c.rope_theta, c.rope_style, seq);
+        b.rope(&mut k, kv, hd, 0, c.rope_theta, c.rope_style, seq);
+        let a = b.attention(&q, &k, &v, h, kv, hd, seq); // T × H·hd
+        let a = m.site(b, i, ATTN_OUT, a, seq, observer)?;
+        let f = b.add_rmsnorm(
+            &mut x,
+            &b.linear(&a, &blk.mats[O]),
+            &blk.norms[FFN_NORM].w,
+            c.norm_eps,
+        ); // T × d
+        let f = m.site(b, i, FFN_IN, f, seq, observer)?;
+        let mut g = b.linear(&f, &blk.mats[GATE]); // T × F
+        b.silu_mul(&mut g, &b.linear(&f, &blk.mats[UP]));
+        let g = m.site(b, i, DOWN_IN, g, seq, observer)?;
+        let next = match m.blocks.get(i + 1) {
+            Some(nb) => &nb.norms[ATTN_NORM].w,
+            None => &out.w,
+        };
+        n = b.add_rmsnorm(&mut x, &b.linear(&g, &blk.mats[DOWN]), next, c.norm_eps);
+        // T × d
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
