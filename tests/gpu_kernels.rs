@@ -260,6 +260,26 @@ fn wide_matmul_several_tiles_and_the_default_choice() {
             );
         }
     }
+    // Fewer than `WIDE_MIN_ROWS` tokens but at least 256 tiles of 128×128 (the LM head's chunk
+    // of one window): V9 runs the wide kernel there too, V6 the 64×64 one; both match the CPU.
+    let (m, n, k) = (255, 16384, 64);
+    let w = QTensor::from_f32(n, k, &r.vec(n * k));
+    let x = r.vec(m * k);
+    let want = Cpu.linear(&act(m, k, x.clone()), &Cpu.load_matrix(&w, None).unwrap());
+    let (gm, gx) = (
+        g.load_matrix(&w, None).unwrap(),
+        g.upload_act(m, k, &x).unwrap(),
+    );
+    for gen in [MatmulGen::V6, MatmulGen::V9] {
+        g.set_matmul_gen(gen);
+        let got = read(&g, &g.linear(&gx, &gm));
+        close(
+            &got,
+            &want.data,
+            MATMUL_TOL,
+            &format!("head-like {m}×{k}→{n} {gen:?}"),
+        );
+    }
     g.force_matmul(None);
     g.set_matmul_gen(MatmulGen::default());
 }

@@ -90,13 +90,20 @@ impl Gpu {
         // f16 without tensor cores (or forced) runs the packed-f16 kernel, which has only the
         // 64×64 tiling: a wide variant runs as its 64×64 counterpart there.
         let packed = precision == Precision::F16 && (!self.ctx.coop || self.packed_f16.get());
-        let variant = forced.unwrap_or_else(|| self.matmul_gen.get().variant(m));
+        let gen = self.matmul_gen.get();
+        let f32_wide2 = !packed && precision == Precision::F32 && gen.f32_wide2();
+        let variant = forced.unwrap_or_else(|| {
+            // V9 at f32: also the LM head's chunk of one window (255 rows by a vocabulary of
+            // rows), whose 128×128 tiles are plenty, as the all-f16 products do (`h16`).
+            if f32_wide2 && m.div_ceil(128) * n.div_ceil(128) >= 256 {
+                MatmulVariant::WideSplitK
+            } else {
+                gen.variant(m)
+            }
+        });
         let variant = if packed { variant.narrow() } else { variant };
         // V9's f32 wide products run on 128×128 tiles (shaders/matmul_wide2.wgsl).
-        let wide2 = !packed
-            && precision == Precision::F32
-            && variant.wide()
-            && self.matmul_gen.get().f32_wide2();
+        let wide2 = f32_wide2 && variant.wide();
         let tile = if wide2 {
             (128, 128)
         } else {
