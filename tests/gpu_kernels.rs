@@ -248,6 +248,7 @@ fn wide_matmul_several_tiles_and_the_default_choice() {
             (Some(MatmulVariant::Wide), MatmulGen::V9),
             (Some(MatmulVariant::WideSplitK), MatmulGen::V9),
             (None, MatmulGen::V9),
+            (None, MatmulGen::V10),
         ] {
             g.force_matmul(v);
             g.set_matmul_gen(gen);
@@ -261,7 +262,8 @@ fn wide_matmul_several_tiles_and_the_default_choice() {
         }
     }
     // Fewer than `WIDE_MIN_ROWS` tokens but at least 256 tiles of 128×128 (the LM head's chunk
-    // of one window): V9 runs the wide kernel there too, V6 the 64×64 one; both match the CPU.
+    // of one window): V9 and V10 run the wide kernel there too, V6 the 64×64 one; all match the
+    // CPU.
     let (m, n, k) = (255, 16384, 64);
     let w = QTensor::from_f32(n, k, &r.vec(n * k));
     let x = r.vec(m * k);
@@ -270,7 +272,7 @@ fn wide_matmul_several_tiles_and_the_default_choice() {
         g.load_matrix(&w, None).unwrap(),
         g.upload_act(m, k, &x).unwrap(),
     );
-    for gen in [MatmulGen::V6, MatmulGen::V9] {
+    for gen in [MatmulGen::V6, MatmulGen::V9, MatmulGen::V10] {
         g.set_matmul_gen(gen);
         let got = read(&g, &g.linear(&gx, &gm));
         close(

@@ -84,23 +84,26 @@ text() { # precision generation checks rows
 # One generation per process: a kernel the driver fails on loses the device for the rest.
 # f32 first (v9's 128×128 double-buffered product against v6's 128×64), then f16.
 for b in 32 8; do
-  for g in v6 v9; do kernels bounds f32 $g $b; done
+  for g in v6 v9 v10; do kernels bounds f32 $g $b; done
 done
 for b in 32 8; do kernels bounds f16 v9 $b; done
 step attention "$B/gpu_bench" --only-attention --tiles --iters 10
 for t in gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done
-# GEN=auto: the engine's default generation (f32: v9 unless its batch of 32 windows was slower
-# than v6's in this machine's earlier steps, whose logs are kept in $X/logs).
+# GEN=auto: f16 v9 (v8's kernels); f32 the generation whose batch of 32 windows was fastest in
+# this machine's earlier steps (their logs are kept in $X/logs), else v9.
 batch_ms() { grep -o 'whole batch of [0-9]* window(s) .*: [0-9.]* ms wall' "$1" 2>/dev/null | grep -o '[0-9.]* ms wall' | cut -d' ' -f1; }
-F32GEN=v9
 if [ "$GEN" = auto ]; then
-  v6=$(batch_ms "$(ls "$X"/logs/*-kernels-f32-bounds-v6-b32.log 2>/dev/null | head -n 1)")
-  v9=$(batch_ms "$(ls "$X"/logs/*-kernels-f32-bounds-v9-b32.log 2>/dev/null | head -n 1)")
-  if [ -n "$v6" ] && [ -n "$v9" ] && python3 -c "import sys; sys.exit(0 if $v6 < $v9 else 1)"; then F32GEN=v6; fi
   GEN=v9
-  echo "GEN=auto: f16 $GEN, f32 $F32GEN (batch of 32 at f32: v6 ${v6:-?} ms, v9 ${v9:-?} ms)" | tee -a "$OUT/summary.txt"
+  F32GEN=$(for f in "$X"/logs/*-kernels-f32-bounds-v*-b32.log; do
+    [ -f "$f" ] || continue
+    ms=$(batch_ms "$f")
+    g=$(basename "$f" | grep -o 'v[0-9]*-b32' | cut -d- -f1)
+    [ -n "$ms" ] && echo "$ms $g"
+  done | sort -n | head -n 1 | cut -d' ' -f2)
+  F32GEN=${F32GEN:-v9}
+  echo "GEN=auto: f16 $GEN, f32 $F32GEN" | tee -a "$OUT/summary.txt"
 else
   F32GEN=$GEN
 fi
@@ -108,13 +111,16 @@ text f16 "$GEN" bounds "$ROWS"
 text f32 "$F32GEN" bounds "$ROWS"
 text f32 v6 bounds "$ROWS"
 for p in f32 f16; do
-  step "rtn-step-$p" env QUANTLAB_MATMUL=$GEN "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
-  step "cmpq-step-$p" env QUANTLAB_MATMUL=$GEN "$B/quantlab" --precision $p bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
+  g=$GEN; [ $p = f32 ] && g=$F32GEN
+  step "rtn-step-$p" env QUANTLAB_MATMUL=$g "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
+  step "cmpq-step-$p" env QUANTLAB_MATMUL=$g "$B/quantlab" --precision $p bench --cmpq-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
 done
 if [ ! -f "$MODEL" ]; then
   echo "model          not all here yet: its steps wait for the next call" | tee -a "$OUT/summary.txt"
 elif python3 -c 'import torch, transformers' 2>/dev/null; then
-  step peer env QUANTLAB_MATMUL=$GEN QUANTLAB_EVAL_ROWS=$ROWS python3 scripts/bench/peer.py --quantlab "$B/quantlab" --model "$MODEL" --text "$TEXT" --batches 1,8,32 --json "$OUT/peer.json"
+  # One generation for both precisions: the f32 one where its f16 kernels are V8's.
+  pg=$GEN; case $F32GEN in v9 | v10) pg=$F32GEN ;; esac
+  step peer env QUANTLAB_MATMUL=$pg QUANTLAB_EVAL_ROWS=$ROWS python3 scripts/bench/peer.py --quantlab "$B/quantlab" --model "$MODEL" --text "$TEXT" --batches 1,8,32 --json "$OUT/peer.json"
 else
   echo "peer           skipped: no torch/transformers here" | tee -a "$OUT/summary.txt"
 fi

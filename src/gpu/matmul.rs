@@ -91,7 +91,7 @@ impl Gpu {
         // 64×64 tiling: a wide variant runs as its 64×64 counterpart there.
         let packed = precision == Precision::F16 && (!self.ctx.coop || self.packed_f16.get());
         let gen = self.matmul_gen.get();
-        let f32_wide2 = !packed && precision == Precision::F32 && gen.f32_wide2();
+        let f32_wide2 = !packed && precision == Precision::F32 && gen.f32_wide2(n);
         let variant = forced.unwrap_or_else(|| {
             // V9 at f32: also the LM head's chunk of one window (255 rows by a vocabulary of
             // rows), whose 128×128 tiles are plenty, as the all-f16 products do (`h16`).

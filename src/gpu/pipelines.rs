@@ -163,15 +163,19 @@ pub enum MatmulGen {
     /// V8 at f16; at f32 the wide products run `matmul_wide2.wgsl` (128×128 tiles, 256
     /// invocations, double-buffered workgroup memory) instead of `matmul_wide.wgsl`.
     V9,
+    /// V9 except that f32 products whose weight rows fill 128-row tiles badly (fewer than
+    /// 1024 rows, not a multiple of 128: SmolLM2's 576 and 192) keep V6's 128×64 tiles.
+    V10,
 }
 
 impl MatmulGen {
-    pub const ALL: [MatmulGen; 5] = [
+    pub const ALL: [MatmulGen; 6] = [
         MatmulGen::V5,
         MatmulGen::V6,
         MatmulGen::V7,
         MatmulGen::V8,
         MatmulGen::V9,
+        MatmulGen::V10,
     ];
 
     pub fn name(self) -> &'static str {
@@ -181,10 +185,11 @@ impl MatmulGen {
             MatmulGen::V7 => "v7",
             MatmulGen::V8 => "v8",
             MatmulGen::V9 => "v9",
+            MatmulGen::V10 => "v10",
         }
     }
 
-    /// "v5" … "v9" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
+    /// "v5" … "v10" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
     pub fn parse(s: &str) -> Option<MatmulGen> {
         MatmulGen::ALL.into_iter().find(|g| g.name() == s)
     }
@@ -204,14 +209,18 @@ impl MatmulGen {
         match self {
             MatmulGen::V5 | MatmulGen::V6 => None,
             MatmulGen::V7 => Some("matmul_h16"),
-            MatmulGen::V8 | MatmulGen::V9 => Some("matmul_h16_staged"),
+            MatmulGen::V8 | MatmulGen::V9 | MatmulGen::V10 => Some("matmul_h16_staged"),
         }
     }
 
-    /// Whether this generation's wide f32 products run on 128×128 double-buffered tiles
-    /// (`matmul_wide2.wgsl`) rather than `matmul_wide.wgsl`'s 128×64.
-    pub fn f32_wide2(self) -> bool {
-        self == MatmulGen::V9
+    /// Whether this generation's wide f32 products of `n` weight rows run on 128×128
+    /// double-buffered tiles (`matmul_wide2.wgsl`) rather than `matmul_wide.wgsl`'s 128×64.
+    pub fn f32_wide2(self, n: usize) -> bool {
+        match self {
+            MatmulGen::V9 => true,
+            MatmulGen::V10 => n >= 1024 || n.is_multiple_of(128),
+            _ => false,
+        }
     }
 }
 
