@@ -147,3 +147,46 @@ fn decoded_first_equals_the_fused_decoder() {
     read(&g, &g.linear(&g.upload_act(300, 262, &x).unwrap(), &gm));
     assert_eq!(g.decoded_first(), before);
 }
+
+/// CMPQ with sparse outliers (`outlier_sparse`), decoded first at f32: the product reads the
+/// weight's f16 copy with the outliers written in (shaders/outliers_f16.wgsl) instead of the
+/// outlier pass after it. It matches the CPU, and the fused decoder with the outlier pass
+/// (`set_decode_first(false)`), within MATMUL_TOL; the copy is kept, so a second product decodes
+/// nothing and gives the same bits.
+#[test]
+fn sparse_outliers_in_the_decoded_copy_match_cpu() {
+    let g = gpu();
+    let mut r = Rng(41);
+    let (rows, cols, m) = (131, 260, 300);
+    let w: Vec<f32> = (0..rows * cols).map(|_| r.next() * 0.1).collect();
+    let a: Vec<f32> = (0..cols).map(|_| 0.5 + r.next().abs()).collect();
+    let opts = CmpqOptions {
+        budget: 3.0,
+        outlier_sparse: 0.01,
+        ..CmpqOptions::default()
+    };
+    let t = cmpq::quantize(&w, rows, cols, &a, &opts, "t").unwrap();
+    let outliers = t.addons.outliers;
+    assert!(outliers > 0, "the tensor has sparse outliers");
+    let bias = r.vec(rows);
+    let x = r.vec(m * cols);
+    let want = Cpu.linear(
+        &act(m, cols, x.clone()),
+        &Cpu.load_matrix(&t, Some(&bias)).unwrap(),
+    );
+    let gm = g.load_matrix(&t, Some(&bias)).unwrap();
+    let gx = g.upload_act(m, cols, &x).unwrap();
+    g.set_decode_first(false);
+    let fused = read(&g, &g.linear(&gx, &gm));
+    g.set_decode_first(true);
+    let (before, kept) = (g.decoded_first(), g.h16_decoded());
+    let decoded = read(&g, &g.linear(&gx, &gm));
+    assert_eq!(g.decoded_first(), before + 1, "decoded first");
+    assert_eq!(g.h16_decoded(), kept + 1, "the f16 copy is kept");
+    let what = format!("{} with {outliers} outliers", t.format.name());
+    close(&decoded, &want.data, MATMUL_TOL, &what);
+    close(&fused, &want.data, MATMUL_TOL, &format!("{what}, fused"));
+    let again = read(&g, &g.linear(&gx, &gm));
+    assert_eq!(g.h16_decoded(), kept + 1, "{what}: decoded twice");
+    assert_eq!(again, decoded, "{what}: the kept copy gave other results");
+}

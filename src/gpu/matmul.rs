@@ -61,14 +61,15 @@ impl Gpu {
         if let Some(mos) = &w.mos {
             return self.record_mos(x, x_row0, m, w, mos, out);
         }
-        self.record_product(x, x_row0, m, w, w.bias.as_ref(), out);
-        // The all-f16 product took the outliers from its f16 copy of the weight (`h16_weight`).
-        let outliers = !self.h16(m, w);
-        self.record_addons(x, x_row0, m, w, out, outliers);
+        // Products through the weight's f16 copy took its outliers from there (`h16_weight`).
+        let outliers_taken = self.record_product(x, x_row0, m, w, w.bias.as_ref(), out);
+        self.record_addons(x, x_row0, m, w, out, !outliers_taken);
     }
 
-    /// Record `out = x[x_row0 .. x_row0+m] Ŵᵀ (+ bias)` with `Ŵ` what `w.fmt` decodes, and
-    /// nothing more (no add-ons): the tiled kernel, split-K where it has too few tiles.
+    /// Record `out = x[x_row0 .. x_row0+m] Ŵᵀ (+ bias)` with `Ŵ` what `w.fmt` decodes: the
+    /// tiled kernel, split-K where it has too few tiles. True where the product read the
+    /// weight's f16 copy, whose sparse outliers are written in (`h16_weight`); no other add-on
+    /// is recorded here.
     pub(crate) fn record_product(
         &self,
         x: &wgpu::Buffer,
@@ -77,13 +78,15 @@ impl Gpu {
         w: &Mat,
         bias: Option<&wgpu::Buffer>,
         out: &wgpu::Buffer,
-    ) {
+    ) -> bool {
         let (n, k) = (w.rows, w.cols);
         if self.h16(m, w) {
-            return self.record_h16(x, x_row0, m, w, bias, out);
+            self.record_h16(x, x_row0, m, w, bias, out);
+            return true;
         }
         if self.decode_first(m, w) {
-            return self.record_decoded(x, x_row0, m, w, bias, out);
+            self.record_decoded(x, x_row0, m, w, bias, out);
+            return true;
         }
         let forced = self.matmul_variant.get();
         let precision = self.precision.get();
@@ -126,7 +129,10 @@ impl Gpu {
         };
         let pipe = match self.pipes.weight(kernel, w.fmt.fragment) {
             Ok(p) => p,
-            Err(e) => return self.fail("linear", e.to_string()),
+            Err(e) => {
+                self.fail("linear", e.to_string());
+                return false;
+            }
         };
         let p = WeightParams {
             m: u(m),
@@ -156,7 +162,7 @@ impl Gpu {
         };
         if k_split == 0 {
             self.dispatch(&pipe, &[&params, &w.w, x, bias, out], tiles, &label);
-            return;
+            return false;
         }
         // Partial tiles per k range, then their sum (with the bias).
         let splits = k.div_ceil(k_split);
@@ -164,7 +170,8 @@ impl Gpu {
         if let Err(e) =
             buffers::check_size(&self.ctx.limits, "split-K partials", splits * m * n * 4)
         {
-            return self.fail("linear", e.to_string());
+            self.fail("linear", e.to_string());
+            return false;
         }
         self.dispatch_3d(
             &pipe,
@@ -174,7 +181,10 @@ impl Gpu {
         );
         let sum = match self.pipes.plain("splitk", "main") {
             Ok(p) => p,
-            Err(e) => return self.fail("linear", e.to_string()),
+            Err(e) => {
+                self.fail("linear", e.to_string());
+                return false;
+            }
         };
         let sp = self.uniform(&Params4([u(m * n), u(n), u(splits), has_bias as u32]));
         self.dispatch(
@@ -183,6 +193,7 @@ impl Gpu {
             self.groups_1d(m * n, 256),
             &|| format!("splitk sum ×{splits} {m}×{n}"),
         );
+        false
     }
 
     /// Whether this product decodes its weight to f16 first (shaders/decode_f16.wgsl): where the
@@ -419,7 +430,9 @@ impl Gpu {
         true
     }
 
-    /// `record_product` through an f16 copy of `w` decoded into a scratch buffer.
+    /// `record_product` through `w`'s f16 copy (`h16_weight`: kept with the weight where there
+    /// is room, sparse outliers written in; the same size as the all-f16 products', so either
+    /// precision can use the copy the other made).
     fn record_decoded(
         &self,
         x: &wgpu::Buffer,
@@ -430,16 +443,15 @@ impl Gpu {
         out: &wgpu::Buffer,
     ) {
         let (n, k) = (w.rows, w.cols);
-        let bytes = 2 * n * k;
-        let Some(decoded) = self.record_decode_f16(w, bytes) else {
+        let Some(decoded) = self.h16_weight(w, 2 * n.next_multiple_of(128) * k) else {
             return;
         };
         self.decoded_first.set(self.decoded_first.get() + 1);
         let plain = Mat {
             rows: n,
             cols: k,
-            bytes,
-            w: (*decoded).clone(),
+            bytes: 2 * n * k,
+            w: decoded,
             bias: None,
             fmt: GpuDecoder::plain("fmt_f16"),
             addons: None,
