@@ -83,6 +83,9 @@ fn main(
         let kn = k0 + TK + lk;
         xr = load_x(row0 + lr, kn, ke);
         wr = load_w(col0 + lr, kn, ke);
+        // unroll kk: `MatmulGen::V11` compiles this loop as TK copies of its body, each with
+        // `kk` a constant (`shaders::unroll`), to see whether the driver's own unrolling is
+        // what limits the loop.
         for (var kk = 0u; kk < TK; kk++) {
             let o = cur + kk * 32u;
             let p = xs[o + lid.y];

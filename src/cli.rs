@@ -804,11 +804,11 @@ fn device(b: BackendArg) -> Result<Device> {
             if f16 || (auto && gpu.ctx.coop) {
                 gpu.set_precision(quantlab::gpu::Precision::F16)?;
             }
-            // QUANTLAB_MATMUL=v5|…|v10: which generation of product kernels (to time them with
+            // QUANTLAB_MATMUL=v5|…|v11: which generation of product kernels (to time them with
             // the same binary; docs/gpu-perf.md v6). Unset: the engine's default.
             if let Ok(v) = std::env::var("QUANTLAB_MATMUL") {
                 let g = quantlab::gpu::MatmulGen::parse(&v).ok_or_else(|| {
-                    Error::config("QUANTLAB_MATMUL", format!("{v:?} is none of v5 … v10"))
+                    Error::config("QUANTLAB_MATMUL", format!("{v:?} is none of v5 … v11"))
                 })?;
                 gpu.set_matmul_gen(g);
             }

@@ -420,11 +420,11 @@ fn refused_env(var: &str, value: &str, expected: &str) {
     );
 }
 
-/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5 … v10 with one binary) is refused
+/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5 … v11 with one binary) is refused
 /// with the values it takes when it holds anything else.
 #[test]
 fn an_unknown_matmul_generation_is_refused() {
-    refused_env("QUANTLAB_MATMUL", "v11", "v10");
+    refused_env("QUANTLAB_MATMUL", "v12", "v11");
 }
 
 /// `QUANTLAB_EVAL_ROWS` (tokens per evaluation batch, for timing) likewise: not a number, or

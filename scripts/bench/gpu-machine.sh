@@ -71,7 +71,8 @@ GEN=${GEN:-auto}
 ROWS=${ROWS:-16384}
 # Most telling first (a call may end at its time limit; what ran is in OUT): the GPU tests
 # (every kernel against the CPU), per-kernel times of a batch of 32 and of 8 windows at f32 by
-# generation (v6: 128×64 tiles; v9: 128×128, double-buffered) and at f16; then the whole text,
+# generation (v6: 128×64 tiles; v9: 128×128, double-buffered; v10: both; v11: v9 unrolled) and
+# at f16; then the whole text,
 # the slider steps, peers.
 step gpu_coop "$B/gpu_coop" --test-threads=1
 step gpu_kernels "$B/gpu_kernels" --test-threads=1
@@ -84,7 +85,7 @@ text() { # precision generation checks rows
 # One generation per process: a kernel the driver fails on loses the device for the rest.
 # f32 first (v9's 128×128 double-buffered product against v6's 128×64), then f16.
 for b in 32 8; do
-  for g in v6 v9 v10; do kernels bounds f32 $g $b; done
+  for g in v6 v9 v10 v11; do kernels bounds f32 $g $b; done
 done
 for b in 32 8; do kernels bounds f16 v9 $b; done
 step attention "$B/gpu_bench" --only-attention --tiles --iters 10
@@ -119,7 +120,7 @@ if [ ! -f "$MODEL" ]; then
   echo "model          not all here yet: its steps wait for the next call" | tee -a "$OUT/summary.txt"
 elif python3 -c 'import torch, transformers' 2>/dev/null; then
   # One generation for both precisions: the f32 one where its f16 kernels are V8's.
-  pg=$GEN; case $F32GEN in v9 | v10) pg=$F32GEN ;; esac
+  pg=$GEN; case $F32GEN in v9 | v10 | v11) pg=$F32GEN ;; esac
   step peer env QUANTLAB_MATMUL=$pg QUANTLAB_EVAL_ROWS=$ROWS python3 scripts/bench/peer.py --quantlab "$B/quantlab" --model "$MODEL" --text "$TEXT" --batches 1,8,32 --json "$OUT/peer.json"
 else
   echo "peer           skipped: no torch/transformers here" | tee -a "$OUT/summary.txt"

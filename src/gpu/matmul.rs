@@ -124,7 +124,7 @@ impl Gpu {
         let kernel = match variant {
             MatmulVariant::V1 => "matmul_v1",
             _ if packed => "matmul_f16",
-            _ if wide2 => "matmul_wide2",
+            _ if wide2 => gen.f32_wide2_kernel(),
             _ => variant.kernel(precision),
         };
         let pipe = match self.pipes.weight(kernel, w.fmt.fragment) {

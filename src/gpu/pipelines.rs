@@ -169,16 +169,20 @@ pub enum MatmulGen {
     /// docs/gpu-perf.md v9).
     #[default]
     V10,
+    /// V9 with the f32 product's inner loop written out by `shaders::unroll`
+    /// (`matmul_wide2u`): an experiment on what limits that loop.
+    V11,
 }
 
 impl MatmulGen {
-    pub const ALL: [MatmulGen; 6] = [
+    pub const ALL: [MatmulGen; 7] = [
         MatmulGen::V5,
         MatmulGen::V6,
         MatmulGen::V7,
         MatmulGen::V8,
         MatmulGen::V9,
         MatmulGen::V10,
+        MatmulGen::V11,
     ];
 
     pub fn name(self) -> &'static str {
@@ -189,10 +193,11 @@ impl MatmulGen {
             MatmulGen::V8 => "v8",
             MatmulGen::V9 => "v9",
             MatmulGen::V10 => "v10",
+            MatmulGen::V11 => "v11",
         }
     }
 
-    /// "v5" … "v10" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
+    /// "v5" … "v11" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
     pub fn parse(s: &str) -> Option<MatmulGen> {
         MatmulGen::ALL.into_iter().find(|g| g.name() == s)
     }
@@ -212,7 +217,9 @@ impl MatmulGen {
         match self {
             MatmulGen::V5 | MatmulGen::V6 => None,
             MatmulGen::V7 => Some("matmul_h16"),
-            MatmulGen::V8 | MatmulGen::V9 | MatmulGen::V10 => Some("matmul_h16_staged"),
+            MatmulGen::V8 | MatmulGen::V9 | MatmulGen::V10 | MatmulGen::V11 => {
+                Some("matmul_h16_staged")
+            }
         }
     }
 
@@ -220,9 +227,17 @@ impl MatmulGen {
     /// double-buffered tiles (`matmul_wide2.wgsl`) rather than `matmul_wide.wgsl`'s 128×64.
     pub fn f32_wide2(self, n: usize) -> bool {
         match self {
-            MatmulGen::V9 => true,
+            MatmulGen::V9 | MatmulGen::V11 => true,
             MatmulGen::V10 => n >= 1024 || n.is_multiple_of(128),
             _ => false,
+        }
+    }
+
+    /// The kernel of this generation's 128×128 f32 products.
+    pub fn f32_wide2_kernel(self) -> &'static str {
+        match self {
+            MatmulGen::V11 => "matmul_wide2u",
+            _ => "matmul_wide2",
         }
     }
 }

@@ -149,6 +149,7 @@ pub const WEIGHT_KERNELS: &[&str] = &[
     "matmul",
     "matmul_wide",
     "matmul_wide2",
+    "matmul_wide2u",
     "embed",
     "matmul_v1",
     "rtn",
@@ -269,6 +270,41 @@ pub fn plain_kernel(kernel: &str) -> Option<String> {
     Some(src.to_string())
 }
 
+/// Kernels made from another file by `unroll` (name, file, trip count): V11's f32 product.
+const UNROLLED: &[(&str, &str, usize)] = &[("matmul_wide2u", "matmul_wide2", 8)];
+
+/// `src` with its loop `for (var kk = 0u; kk < TK; kk++) { … }` (the first line after the
+/// comment line `// unroll kk…`) written out as `n` blocks `{ let kk = Iu; … }`: the body
+/// sees the same names, with `kk` a constant in each copy. None where the marker or the loop
+/// is missing, or the loop's braces do not close on a line of their own at its indent.
+pub fn unroll(src: &str, n: usize) -> Option<String> {
+    let lines: Vec<&str> = src.lines().collect();
+    let mark = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("// unroll kk"))?;
+    let head =
+        (mark..lines.len()).find(|&i| lines[i].trim_start().starts_with("for (var kk = 0u;"))?;
+    let indent = &lines[head][..lines[head].len() - lines[head].trim_start().len()];
+    let close = format!("{indent}}}");
+    let end = (head + 1..lines.len()).find(|&i| lines[i] == close)?;
+    let body = lines[head + 1..end].join("\n");
+    let copies: Vec<String> = (0..n)
+        .map(|i| format!("{indent}{{\n{indent}    let kk = {i}u;\n{body}\n{indent}}}"))
+        .collect();
+    let mut out: Vec<String> = lines[..head].iter().map(|l| l.to_string()).collect();
+    out.extend(copies);
+    out.extend(lines[end + 1..].iter().map(|l| l.to_string()));
+    Some(out.join("\n") + "\n")
+}
+
+/// The body of a weight kernel: its file, or the unrolled form of another (`UNROLLED`).
+fn weight_body(kernel: &str) -> Option<String> {
+    match UNROLLED.iter().find(|(k, _, _)| *k == kernel) {
+        Some((_, file, n)) => unroll(source(file)?, *n),
+        None => source(kernel).map(str::to_string),
+    }
+}
+
 /// The module of a weight kernel for one format: shared declarations, byte readers, fragment
 /// and body. WGSL module-scope declarations are order independent, so plain concatenation is
 /// enough.
@@ -277,7 +313,9 @@ pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
     // bindings, loads and store; the f16 ones need their extensions enabled before any
     // declaration.
     let (enable, common) = match kernel {
-        "matmul" | "matmul_wide" | "matmul_wide2" => ("", source("matmul_common")?.to_string()),
+        "matmul" | "matmul_wide" | "matmul_wide2" | "matmul_wide2u" => {
+            ("", source("matmul_common")?.to_string())
+        }
         "matmul_f16" => (F16_ENABLE, source("matmul_common")?.to_string()),
         "matmul_coop" | "matmul_coop_wide" => (
             COOP_ENABLE,
@@ -294,7 +332,7 @@ pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
         source("weight_common")?,
         source("fmt_common")?,
         format::fragment_source(fragment)?,
-        source(kernel)?
+        weight_body(kernel)?
     ))
 }
 
@@ -469,6 +507,27 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn unroll_writes_the_loop_out() {
+        let src = source("matmul_wide2").unwrap();
+        let out = unroll(src, 8).unwrap();
+        assert!(src.contains("for (var kk = 0u; kk < TK; kk++) {"));
+        assert!(!out.contains("for (var kk"), "the loop is gone");
+        for i in 0..8 {
+            assert_eq!(
+                out.matches(&format!("let kk = {i}u;")).count(),
+                1,
+                "copy {i}"
+            );
+        }
+        let body = "a71 = fma(vec4<f32>(q.w), b1, a71);";
+        assert_eq!(
+            (src.matches(body).count(), out.matches(body).count()),
+            (1, 8)
+        );
+        assert_eq!(unroll("no loop here", 8), None);
     }
 
     #[test]
