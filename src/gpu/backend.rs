@@ -549,25 +549,8 @@ impl Backend for Gpu {
     fn silu_mul(&self, gate: &mut Act, up: &Act) {
         // Before an all-f16 product (SwiGLU's down projection) the result is also written in
         // f16, which that product then reads instead of converting it.
-        match self.h16_copy_for(gate.rows, gate.cols) {
-            Some(d) if (gate.rows, gate.cols) == (up.rows, up.cols) => {
-                gate.q = None;
-                let pipe = match self.pipes.plain("elementwise", "silu_mul_h16") {
-                    Ok(p) => p,
-                    Err(e) => return self.fail("silu_mul", e.to_string()),
-                };
-                let n = gate.rows * gate.cols;
-                let params = self.uniform(&Params4([u(n), 0, 0, 0]));
-                self.dispatch(
-                    &pipe,
-                    &[&params, &up.buf, &gate.buf, &d],
-                    self.groups_1d(n / 2, 256),
-                    &|| format!("silu_mul_h16 {}×{}", gate.rows, gate.cols),
-                );
-                self.keep_h16_copy(&gate.buf, gate.rows, gate.cols, d);
-            }
-            _ => self.elementwise("silu_mul", gate, up),
-        }
+        let copy = self.h16_copy_for(gate.rows, gate.cols);
+        self.elementwise_f16("silu_mul", gate, up, copy);
     }
 
     fn add_rmsnorm(&self, x: &mut Act, y: &Act, w: &Vector, eps: f32) -> Act {

@@ -96,8 +96,8 @@ impl Gpu {
         let gen = self.matmul_gen.get();
         let f32_wide2 = !packed && precision == Precision::F32 && gen.f32_wide2(n);
         let variant = forced.unwrap_or_else(|| {
-            // V9 at f32: also the LM head's chunk of one window (255 rows by a vocabulary of
-            // rows), whose 128×128 tiles are plenty, as the all-f16 products do (`h16`).
+            // Where this generation has 128×128 f32 tiles, the LM head's chunk of one window
+            // (255 rows by a vocabulary of rows) has plenty of them too, as in `h16`.
             if f32_wide2 && m.div_ceil(128) * n.div_ceil(128) >= 256 {
                 MatmulVariant::WideSplitK
             } else {
@@ -105,7 +105,7 @@ impl Gpu {
             }
         });
         let variant = if packed { variant.narrow() } else { variant };
-        // V9's f32 wide products run on 128×128 tiles (shaders/matmul_wide2.wgsl).
+        // 128×128 tiles (shaders/matmul_wide2.wgsl) for the generation's wide f32 products.
         let wide2 = f32_wide2 && variant.wide();
         let tile = if wide2 {
             (128, 128)

@@ -146,9 +146,9 @@ impl MatmulVariant {
 /// weight decoded once (`decode_f16.wgsl`) and `matmul_h16.wgsl` (docs/gpu-perf.md v7). `V8` is
 /// V7 with `matmul_h16_staged.wgsl` instead (tiles staged through workgroup memory,
 /// double-buffered) where k is a multiple of 32 and the device has `H16_STAGED_BYTES` of
-/// workgroup memory, else V7's kernel. `V9` is V8 with the wide f32 products on
-/// `matmul_wide2.wgsl` (128×128 tiles, double-buffered). All stay selectable so one benchmark run can time them
-/// side by side.
+/// workgroup memory, else V7's kernel. `V9`–`V11` are V8 with some or all wide f32 products on
+/// `matmul_wide2.wgsl` (128×128 tiles, double-buffered; docs/gpu-perf.md v9). All stay
+/// selectable so one benchmark run can time them side by side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum MatmulGen {
     V5,

@@ -11,7 +11,7 @@
 //! are cleared when they grow past `CACHE_LIMIT` (windows of changing sizes, fresh uploads).
 
 use crate::gpu::backend::{Act, Gpu};
-use crate::gpu::buffers::{self, Pool};
+use crate::gpu::buffers::{self, Pool, PooledBuffer};
 use crate::gpu::context::GpuContext;
 use crate::gpu::pipelines::Pipelines;
 use crate::gpu::profile::{self, Profiler};
@@ -464,6 +464,19 @@ impl Gpu {
     }
 
     pub(crate) fn elementwise(&self, entry: &str, a: &mut Act, b: &Act) {
+        self.elementwise_f16(entry, a, b, None);
+    }
+
+    /// `elementwise`, and with `copy` its result written in f16 there too (the kernel's entry
+    /// `{entry}_h16`, one invocation per pair of values), kept for the next all-f16 product
+    /// (`Gpu::h16_copy_for`).
+    pub(crate) fn elementwise_f16(
+        &self,
+        entry: &str,
+        a: &mut Act,
+        b: &Act,
+        copy: Option<PooledBuffer>,
+    ) {
         // `a` is written in place: its integer codes no longer describe it.
         a.q = None;
         if (a.rows, a.cols) != (b.rows, b.cols) {
@@ -475,16 +488,28 @@ impl Gpu {
                 ),
             );
         }
-        let pipe = match self.pipes.plain("elementwise", entry) {
+        let name = match copy {
+            Some(_) => format!("{entry}_h16"),
+            None => entry.to_string(),
+        };
+        let pipe = match self.pipes.plain("elementwise", &name) {
             Ok(p) => p,
             Err(e) => return self.fail(entry, e.to_string()),
         };
         let n = a.rows * a.cols;
         let params = self.uniform(&Params4([u(n), 0, 0, 0]));
-        let groups = self.groups_1d(n, 256);
-        self.dispatch(&pipe, &[&params, &b.buf, &a.buf], groups, &|| {
-            format!("{entry} {}×{}", a.rows, a.cols)
-        });
+        let label = || format!("{name} {}×{}", a.rows, a.cols);
+        match copy {
+            Some(d) => {
+                let groups = self.groups_1d(n / 2, 256);
+                self.dispatch(&pipe, &[&params, &b.buf, &a.buf, &d], groups, &label);
+                self.keep_h16_copy(&a.buf, a.rows, a.cols, d);
+            }
+            None => {
+                let groups = self.groups_1d(n, 256);
+                self.dispatch(&pipe, &[&params, &b.buf, &a.buf], groups, &label);
+            }
+        }
     }
 
     /// An activation (`shaders/activation.wgsl` entry point `entry`) in place on `a`.
