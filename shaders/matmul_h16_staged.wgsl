@@ -9,58 +9,18 @@
 // 5 vec4 (80 bytes): the 8 rows of a fragment's 16-byte pieces then fall in distinct banks.
 // The same fragments, products and sums as V7 (16-wide steps in order), so the same results.
 //
-// Prepended: matmul_h16_common.wgsl (parameters, output, `put_block`, the workgroup layout).
-// The tiles `sa` (activations) and `sb` (weight rows) are arrays of f16: each 16-byte piece is
-// unpacked (exactly: every half is an f16) into eight 2-byte stores at an index that is a
-// multiple of 8, and each fragment is loaded through f16 elements, as matmul_h16.wgsl loads
-// from storage. The NVIDIA driver failed to compile ("NVVM compilation failed") cooperative
-// loads through vec4<u32> or u32 elements (docs/gpu-perf.md, session 16). Indices below count
-// vec4 pieces; SCALE halves make one. k is a multiple of 32 here (the host checks), and the
-// device has 44 KiB of workgroup memory (2 × 20 KiB of tiles + `cs`; src/gpu/shaders.rs
-// H16_STAGED_BYTES).
+// Prepended: matmul_h16_common.wgsl (parameters, output, `put_block`, the workgroup layout)
+// and one declaration of the tiles `sa` (activations) and `sb` (weight rows) with their
+// `put_a`/`put_b` (a 16-byte piece unpacked, exactly, into f16) and `load_a`/`load_b` (a
+// fragment): h16_tiles_flat.wgsl (`MatmulGen::V8`–`V11`) or h16_tiles_nested.wgsl (`V12`).
+// Indices below count vec4 pieces; SCALE halves make one. k is a multiple of 32 here (the
+// host checks), and the device has 44 KiB of workgroup memory (2 × 20 KiB of tiles + `cs`;
+// src/gpu/shaders.rs H16_STAGED_BYTES).
 
 @group(0) @binding(1) var<storage, read> XH: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> WH: array<vec4<u32>>;
 
 const SCALE: u32 = 8u; // halves per vec4 piece
-
-var<workgroup> sa: array<f16, 10240>; // activations, two buffers of 128 rows × PITCH vec4
-var<workgroup> sb: array<f16, 10240>; // weight rows, likewise
-
-// The 16-byte piece `v` at piece `i` of `sa` / `sb` (two functions: a pointer to workgroup
-// memory cannot be a parameter in WGSL without an extension naga lacks).
-fn put_a(i: u32, v: vec4<u32>) {
-    let j = 8u * i;
-    let h0 = vec2<f16>(unpack2x16float(v.x));
-    let h1 = vec2<f16>(unpack2x16float(v.y));
-    let h2 = vec2<f16>(unpack2x16float(v.z));
-    let h3 = vec2<f16>(unpack2x16float(v.w));
-    sa[j] = h0.x;
-    sa[j + 1u] = h0.y;
-    sa[j + 2u] = h1.x;
-    sa[j + 3u] = h1.y;
-    sa[j + 4u] = h2.x;
-    sa[j + 5u] = h2.y;
-    sa[j + 6u] = h3.x;
-    sa[j + 7u] = h3.y;
-}
-
-fn put_b(i: u32, v: vec4<u32>) {
-    let j = 8u * i;
-    let h0 = vec2<f16>(unpack2x16float(v.x));
-    let h1 = vec2<f16>(unpack2x16float(v.y));
-    let h2 = vec2<f16>(unpack2x16float(v.z));
-    let h3 = vec2<f16>(unpack2x16float(v.w));
-    sb[j] = h0.x;
-    sb[j + 1u] = h0.y;
-    sb[j + 2u] = h1.x;
-    sb[j + 3u] = h1.y;
-    sb[j + 4u] = h2.x;
-    sb[j + 5u] = h2.y;
-    sb[j + 6u] = h3.x;
-    sb[j + 7u] = h3.y;
-}
-
 const PITCH: u32 = 5u; // vec4 per tile row: 4 of data (32 halves) + 1 of padding
 const BUF: u32 = 640u; // vec4 per buffer: 128 rows × PITCH; the tiles hold two
 
@@ -143,14 +103,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var h = 0u; h < 4u; h += 2u) {
             let a = cur + fa + h;
             let b = cur + fb + h;
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&sa[a * SCALE], PITCH * SCALE);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&sa[(a + f16r) * SCALE], PITCH * SCALE);
-            let a2 = coopLoadT<coop_mat16x16<f16, A>>(&sa[(a + 2u * f16r) * SCALE], PITCH * SCALE);
-            let a3 = coopLoadT<coop_mat16x16<f16, A>>(&sa[(a + 3u * f16r) * SCALE], PITCH * SCALE);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&sb[b * SCALE], PITCH * SCALE);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&sb[(b + f16r) * SCALE], PITCH * SCALE);
-            let b2 = coopLoad<coop_mat16x16<f16, B>>(&sb[(b + 2u * f16r) * SCALE], PITCH * SCALE);
-            let b3 = coopLoad<coop_mat16x16<f16, B>>(&sb[(b + 3u * f16r) * SCALE], PITCH * SCALE);
+            let a0 = load_a(a);
+            let a1 = load_a(a + f16r);
+            let a2 = load_a(a + 2u * f16r);
+            let a3 = load_a(a + 3u * f16r);
+            let b0 = load_b(b);
+            let b1 = load_b(b + f16r);
+            let b2 = load_b(b + 2u * f16r);
+            let b3 = load_b(b + 3u * f16r);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c02 = coopMultiplyAdd(a0, b2, c02);

@@ -808,7 +808,7 @@ fn device(b: BackendArg) -> Result<Device> {
             // the same binary; docs/gpu-perf.md v6). Unset: the engine's default.
             if let Ok(v) = std::env::var("QUANTLAB_MATMUL") {
                 let g = quantlab::gpu::MatmulGen::parse(&v).ok_or_else(|| {
-                    Error::config("QUANTLAB_MATMUL", format!("{v:?} is none of v5 … v11"))
+                    Error::config("QUANTLAB_MATMUL", format!("{v:?} is none of v5 … v12"))
                 })?;
                 gpu.set_matmul_gen(g);
             }

@@ -98,6 +98,37 @@ fn staged_f16_products_match_cpu() {
     g.set_matmul_gen(MatmulGen::default());
 }
 
+/// The same for `MatmulGen::V12`: V8's kernel with its tiles as arrays of 16-byte pieces
+/// (shaders/h16_tiles_nested.wgsl), whose fragments run from one piece into the next.
+#[test]
+fn nested_tile_f16_products_match_cpu() {
+    let g = gpu();
+    if !g.ctx.coop {
+        eprintln!("no tensor cores on {}: nothing to check", g.ctx.describe());
+        return;
+    }
+    g.set_precision(Precision::F16).unwrap();
+    g.set_matmul_gen(MatmulGen::V12);
+    products_match_cpu(&g, &mut Rng(17), MatmulGen::V12);
+    // The same fragments in the same order as V8's flat tiles: the same bits.
+    let mut r = Rng(23);
+    let (m, n, k) = (1100, 270, 576);
+    let t = ggml(GgmlType::Q4_1, n, k, &r.vec(n * k));
+    let x = r.vec(m * k);
+    let mut outs = Vec::new();
+    for gen in [MatmulGen::V8, MatmulGen::V12] {
+        g.set_matmul_gen(gen);
+        let gm = g.load_matrix(&t, None).unwrap();
+        let gx = g.upload_act(m, k, &x).unwrap();
+        outs.push(read(&g, &g.linear(&gx, &gm)));
+    }
+    assert_eq!(
+        outs[0], outs[1],
+        "V12's nested tiles gave other bits than V8's flat ones"
+    );
+    g.set_matmul_gen(MatmulGen::default());
+}
+
 /// One generation's all-f16 products of several shapes, formats and biases against the CPU.
 fn products_match_cpu(g: &Gpu, r: &mut Rng, gen: MatmulGen) {
     for (m, n, k, bias) in [
@@ -170,7 +201,7 @@ fn outliers_in_the_f16_copy_match_cpu() {
         lowrank: None,
     };
     let w = r.vec(n * k);
-    for gen in [MatmulGen::V7, MatmulGen::V8] {
+    for gen in [MatmulGen::V7, MatmulGen::V8, MatmulGen::V12] {
         g.set_matmul_gen(gen);
         for base in [QTensor::from_f32(n, k, &w), ggml(GgmlType::Q4_1, n, k, &w)] {
             let t = base.with_extra(addons, &bytes).unwrap();
@@ -420,11 +451,11 @@ fn refused_env(var: &str, value: &str, expected: &str) {
     );
 }
 
-/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5 … v11 with one binary) is refused
+/// `QUANTLAB_MATMUL` (the kernel generation, for timing v5 … v12 with one binary) is refused
 /// with the values it takes when it holds anything else.
 #[test]
 fn an_unknown_matmul_generation_is_refused() {
-    refused_env("QUANTLAB_MATMUL", "v12", "v11");
+    refused_env("QUANTLAB_MATMUL", "v13", "v12");
 }
 
 /// `QUANTLAB_EVAL_ROWS` (tokens per evaluation batch, for timing) likewise: not a number, or

@@ -72,7 +72,7 @@ ROWS=${ROWS:-16384}
 # Most telling first (a call may end at its time limit; what ran is in OUT): the GPU tests
 # (every kernel against the CPU), per-kernel times of a batch of 32 and of 8 windows at f32 by
 # generation (v6: 128×64 tiles; v9: 128×128, double-buffered; v10: both; v11: v9 unrolled) and
-# at f16; then the whole text,
+# at f16 (v9: flat tiles; v12: nested); then the whole text,
 # the slider steps, peers.
 step gpu_coop "$B/gpu_coop" --test-threads=1
 step gpu_kernels "$B/gpu_kernels" --test-threads=1
@@ -87,23 +87,32 @@ text() { # precision generation checks rows
 for b in 32 8; do
   for g in v6 v9 v10 v11; do kernels bounds f32 $g $b; done
 done
-for b in 32 8; do kernels bounds f16 v9 $b; done
+# Without wgpu's index clamps (timing only): whether they are what limits the f32 inner loop.
+for g in v10 v11; do kernels none f32 $g 32; done
+# f16: v9 (V8's staged kernel, flat f16 tiles) against v12 (the same with nested tiles).
+for g in v12 v9; do kernels bounds f16 $g 32; done
+for g in v12 v9; do kernels none f16 $g 32; done
+kernels bounds f16 v12 8
 step attention "$B/gpu_bench" --only-attention --tiles --iters 10
 for t in gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done
-# GEN=auto: f16 v9 (v8's kernels); f32 the generation whose batch of 32 windows was fastest in
-# this machine's earlier steps (their logs are kept in $X/logs), else v9.
+# GEN=auto: at each precision the generation whose batch of 32 windows was fastest in this
+# machine's earlier steps (their logs are kept in $X/logs), else v9 at f16 and v10 at f32.
 batch_ms() { grep -o 'whole batch of [0-9]* window(s) .*: [0-9.]* ms wall' "$1" 2>/dev/null | grep -o '[0-9.]* ms wall' | cut -d' ' -f1; }
-if [ "$GEN" = auto ]; then
-  GEN=v9
-  F32GEN=$(for f in "$X"/logs/*-kernels-f32-bounds-v*-b32.log; do
+fastest() { # precision
+  for f in "$X"/logs/*-kernels-$1-bounds-v*-b32.log; do
     [ -f "$f" ] || continue
     ms=$(batch_ms "$f")
     g=$(basename "$f" | grep -o 'v[0-9]*-b32' | cut -d- -f1)
     [ -n "$ms" ] && echo "$ms $g"
-  done | sort -n | head -n 1 | cut -d' ' -f2)
-  F32GEN=${F32GEN:-v9}
+  done | sort -n | head -n 1 | cut -d' ' -f2
+}
+if [ "$GEN" = auto ]; then
+  GEN=$(fastest f16)
+  GEN=${GEN:-v9}
+  F32GEN=$(fastest f32)
+  F32GEN=${F32GEN:-v10}
   echo "GEN=auto: f16 $GEN, f32 $F32GEN" | tee -a "$OUT/summary.txt"
 else
   F32GEN=$GEN
@@ -119,8 +128,10 @@ done
 if [ ! -f "$MODEL" ]; then
   echo "model          not all here yet: its steps wait for the next call" | tee -a "$OUT/summary.txt"
 elif python3 -c 'import torch, transformers' 2>/dev/null; then
-  # One generation for both precisions: the f32 one where its f16 kernels are V8's.
-  pg=$GEN; case $F32GEN in v9 | v10 | v11) pg=$F32GEN ;; esac
+  # One generation for both precisions: v12 where it won at f16 (its f32 products are v10's),
+  # else the f32 one where its f16 kernels are V8's.
+  pg=$GEN
+  if [ "$GEN" != v12 ]; then case $F32GEN in v9 | v10 | v11) pg=$F32GEN ;; esac; fi
   step peer env QUANTLAB_MATMUL=$pg QUANTLAB_EVAL_ROWS=$ROWS python3 scripts/bench/peer.py --quantlab "$B/quantlab" --model "$MODEL" --text "$TEXT" --batches 1,8,32 --json "$OUT/peer.json"
 else
   echo "peer           skipped: no torch/transformers here" | tee -a "$OUT/summary.txt"

@@ -172,10 +172,14 @@ pub enum MatmulGen {
     /// V9 with the f32 product's inner loop written out by `shaders::unroll`
     /// (`matmul_wide2u`): an experiment on what limits that loop.
     V11,
+    /// V10 with the staged f16 tiles declared as arrays of 16-byte pieces
+    /// (shaders/h16_tiles_nested.wgsl, kernel `matmul_h16_staged2`): under wgpu's index checks
+    /// the driver can see that fragment rows start on 16 bytes (docs/gpu-perf.md v12).
+    V12,
 }
 
 impl MatmulGen {
-    pub const ALL: [MatmulGen; 7] = [
+    pub const ALL: [MatmulGen; 8] = [
         MatmulGen::V5,
         MatmulGen::V6,
         MatmulGen::V7,
@@ -183,6 +187,7 @@ impl MatmulGen {
         MatmulGen::V9,
         MatmulGen::V10,
         MatmulGen::V11,
+        MatmulGen::V12,
     ];
 
     pub fn name(self) -> &'static str {
@@ -194,10 +199,11 @@ impl MatmulGen {
             MatmulGen::V9 => "v9",
             MatmulGen::V10 => "v10",
             MatmulGen::V11 => "v11",
+            MatmulGen::V12 => "v12",
         }
     }
 
-    /// "v5" … "v11" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
+    /// "v5" … "v12" (the benchmark's `--matmul`, the CLI's `QUANTLAB_MATMUL`).
     pub fn parse(s: &str) -> Option<MatmulGen> {
         MatmulGen::ALL.into_iter().find(|g| g.name() == s)
     }
@@ -220,6 +226,7 @@ impl MatmulGen {
             MatmulGen::V8 | MatmulGen::V9 | MatmulGen::V10 | MatmulGen::V11 => {
                 Some("matmul_h16_staged")
             }
+            MatmulGen::V12 => Some("matmul_h16_staged2"),
         }
     }
 
@@ -228,7 +235,7 @@ impl MatmulGen {
     pub fn f32_wide2(self, n: usize) -> bool {
         match self {
             MatmulGen::V9 | MatmulGen::V11 => true,
-            MatmulGen::V10 => n >= 1024 || n.is_multiple_of(128),
+            MatmulGen::V10 | MatmulGen::V12 => n >= 1024 || n.is_multiple_of(128),
             _ => false,
         }
     }

@@ -63,6 +63,14 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_h16_staged.wgsl"),
     ),
     (
+        "h16_tiles_flat",
+        include_str!("../../shaders/h16_tiles_flat.wgsl"),
+    ),
+    (
+        "h16_tiles_nested",
+        include_str!("../../shaders/h16_tiles_nested.wgsl"),
+    ),
+    (
         "attention_coop",
         include_str!("../../shaders/attention_coop.wgsl"),
     ),
@@ -187,6 +195,7 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("to_f16", &["main"]),
     ("matmul_h16", &["main"]),
     ("matmul_h16_staged", &["main"]),
+    ("matmul_h16_staged2", &["main"]),
     ("attention_coop", &["main"]),
 ];
 
@@ -239,15 +248,26 @@ pub const ATTENTION_HEAD_DIMS: &[usize] = &[16, 32, 64, 96, 128];
 /// they declare their own `W`.
 const PLAIN_WITH_READERS: &[&str] = &["lowrank", "binarymos"];
 
-/// Stand-alone kernels that share the declarations of another file, prepended: BinaryMoS
-/// training's parameter block and workgroup sum; the all-f16 products' bindings and store.
-const PLAIN_WITH_PRELUDE: &[(&str, &str)] = &[
-    ("matmul_h16", "matmul_h16_common"),
-    ("matmul_h16_staged", "matmul_h16_common"),
-    ("mos_train_gates", "mos_train_common"),
-    ("mos_train_err", "mos_train_common"),
-    ("mos_train_small", "mos_train_common"),
+/// Stand-alone kernels that share the declarations of other files, prepended: BinaryMoS
+/// training's parameter block and workgroup sum; the all-f16 products' bindings and store, and
+/// the staged products' tiles (flat for `MatmulGen::V8`–`V11`, nested for `V12`).
+const PLAIN_WITH_PRELUDE: &[(&str, &[&str])] = &[
+    ("matmul_h16", &["matmul_h16_common"]),
+    (
+        "matmul_h16_staged",
+        &["matmul_h16_common", "h16_tiles_flat"],
+    ),
+    (
+        "matmul_h16_staged2",
+        &["matmul_h16_common", "h16_tiles_nested"],
+    ),
+    ("mos_train_gates", &["mos_train_common"]),
+    ("mos_train_err", &["mos_train_common"]),
+    ("mos_train_small", &["mos_train_common"]),
 ];
+
+/// Stand-alone kernels whose body is another kernel's file (with other preludes).
+const PLAIN_BODY: &[(&str, &str)] = &[("matmul_h16_staged2", "matmul_h16_staged")];
 
 /// The source of `shaders/{stem}.wgsl`, if it is in the table or is a format fragment.
 pub fn source(stem: &str) -> Option<&'static str> {
@@ -260,12 +280,21 @@ pub fn source(stem: &str) -> Option<&'static str> {
 
 /// The module of a stand-alone kernel (with the byte readers where it needs them).
 pub fn plain_kernel(kernel: &str) -> Option<String> {
-    let src = source(kernel)?;
+    let body = PLAIN_BODY
+        .iter()
+        .find(|(k, _)| *k == kernel)
+        .map_or(kernel, |(_, b)| *b);
+    let src = source(body)?;
     if PLAIN_WITH_READERS.contains(&kernel) {
         return Some(format!("{}\n{src}", source("fmt_common")?));
     }
-    if let Some((_, prelude)) = PLAIN_WITH_PRELUDE.iter().find(|(k, _)| *k == kernel) {
-        return Some(format!("{}\n{src}", source(prelude)?));
+    if let Some((_, preludes)) = PLAIN_WITH_PRELUDE.iter().find(|(k, _)| *k == kernel) {
+        let mut out = String::new();
+        for p in preludes.iter() {
+            out += source(p)?;
+            out.push('\n');
+        }
+        return Some(out + src);
     }
     Some(src.to_string())
 }
@@ -351,12 +380,19 @@ pub const F16_KERNELS: &[&str] = &["matmul_f16"];
 pub const COOP_KERNELS: &[&str] = &["matmul_coop", "matmul_coop_wide"];
 
 /// Stand-alone kernels that also need f16 values and cooperative matrices (compiled only where
-/// `GpuContext::coop`): the all-f16 products of `MatmulGen::V7` and `V8`, tensor-core attention.
-pub const COOP_PLAIN_KERNELS: &[&str] = &["matmul_h16", "matmul_h16_staged", "attention_coop"];
+/// `GpuContext::coop`): the all-f16 products of `MatmulGen::V7`, `V8` and `V12`, tensor-core
+/// attention.
+pub const COOP_PLAIN_KERNELS: &[&str] = &[
+    "matmul_h16",
+    "matmul_h16_staged",
+    "matmul_h16_staged2",
+    "attention_coop",
+];
 
-/// Workgroup memory `matmul_h16_staged.wgsl` declares, in bytes: two buffers of 128 activation
-/// rows and 128 weight rows of 5 vec4 each, and the 4 KiB edge staging of
-/// matmul_h16_common.wgsl. `MatmulGen::V8` runs it only where the device allows that much.
+/// Workgroup memory `matmul_h16_staged.wgsl` declares, in bytes (either tiles file): two
+/// buffers of 128 activation rows and 128 weight rows of 5 vec4 each, and the 4 KiB edge
+/// staging of matmul_h16_common.wgsl. `MatmulGen::V8` and `V12` run it only where the device
+/// allows that much.
 pub const H16_STAGED_BYTES: usize = 2 * 2 * 128 * 5 * 16 + 4096;
 
 /// Workgroup memory `attention_coop.wgsl` declares, in bytes (Q tile 8 KiB, K and V tiles
