@@ -363,11 +363,72 @@ fn attention_on_tensor_cores_matches_cpu() {
         eprintln!("no tensor cores on {}: nothing to check", g.ctx.describe());
         return;
     }
+    g.set_precision(Precision::F32).unwrap();
+    assert_ne!(g.attention_variant(64), AttentionVariant::Coop);
     g.set_precision(Precision::F16).unwrap();
     assert_ne!(g.attention_variant(64), AttentionVariant::Coop);
-    g.force_attention_variant(Some(AttentionVariant::Coop));
-    assert_eq!(g.attention_variant(64), AttentionVariant::Coop);
-    assert_ne!(g.attention_variant(32), AttentionVariant::Coop);
+    attention_matches_cpu(&g, AttentionVariant::Coop);
+}
+
+/// `attention_coop1.wgsl` (one pass over the keys, the softmax's maximum updated lazily), the
+/// same way, and with scores that rise along the sequence by more than its threshold (so that
+/// O is rescaled after the first tile too). It is the default at f16 and never at f32.
+#[test]
+fn one_pass_attention_on_tensor_cores_matches_cpu() {
+    let g = gpu();
+    if !g.ctx.coop {
+        eprintln!("no tensor cores on {}: nothing to check", g.ctx.describe());
+        return;
+    }
+    g.set_precision(Precision::F32).unwrap();
+    assert_ne!(g.attention_variant(64), AttentionVariant::Coop1);
+    g.set_precision(Precision::F16).unwrap();
+    assert_eq!(g.attention_variant(64), AttentionVariant::Coop1);
+    assert_ne!(g.attention_variant(32), AttentionVariant::Coop1);
+    attention_matches_cpu(&g, AttentionVariant::Coop1);
+    // Rising scores: q = 1, key j's entries 3·j/t (+ noise), so the score grows by 24 (scale
+    // 1/8 × 64 dimensions × 3) over the sequence, three times the threshold; with noise of
+    // ±0.3 per entry on top.
+    let mut r = Rng(29);
+    let (rows, h, kv, hd) = (512, 9, 3, 64);
+    let q = vec![1.0f32; rows * h * hd];
+    let k: Vec<f32> = (0..rows * kv * hd)
+        .map(|i| 3.0 * (i / (kv * hd)) as f32 / rows as f32 + 0.3 * r.vec(1)[0])
+        .collect();
+    let v = r.vec(rows * kv * hd);
+    let want = Cpu.attention(
+        &act(rows, h * hd, q.clone()),
+        &act(rows, kv * hd, k.clone()),
+        &act(rows, kv * hd, v.clone()),
+        h,
+        kv,
+        hd,
+        rows,
+    );
+    let got = g.attention(
+        &g.upload_act(rows, h * hd, &q).unwrap(),
+        &g.upload_act(rows, kv * hd, &k).unwrap(),
+        &g.upload_act(rows, kv * hd, &v).unwrap(),
+        h,
+        kv,
+        hd,
+        rows,
+    );
+    close(
+        &read(&g, &got),
+        &want.data,
+        ATTN_COOP_TOL,
+        "coop1 attention, rising scores",
+    );
+    g.set_precision(Precision::default()).unwrap();
+}
+
+/// Tensor-core attention `variant` (forced) against the CPU's f32 attention: partial query
+/// blocks, grouped KV heads, several key tiles, batched sequences.
+fn attention_matches_cpu(g: &Gpu, variant: AttentionVariant) {
+    g.force_attention_variant(Some(variant));
+    assert_eq!(g.attention_variant(64), variant);
+    assert_ne!(g.attention_variant(32), variant);
     let mut r = Rng(23);
     // (rows, sequence length, heads, KV heads): 70 crosses the 64-query block and the 32-key
     // tile; 300 = 3 sequences of 100; 512 the evaluation window.
@@ -401,8 +462,11 @@ fn attention_on_tensor_cores_matches_cpu() {
             hd,
             t,
         );
-        let what = format!("coop attention {rows} rows of {t}, {h}/{kv} heads");
-        close(&read(&g, &got), &want.data, ATTN_COOP_TOL, &what);
+        let what = format!(
+            "{} attention {rows} rows of {t}, {h}/{kv} heads",
+            variant.name()
+        );
+        close(&read(g, &got), &want.data, ATTN_COOP_TOL, &what);
     }
     g.force_attention_variant(None);
 }

@@ -392,9 +392,12 @@ fn attention_runs(g: &Gpu, hd: usize) -> Vec<(AttentionVariant, Option<usize>)> 
         .into_iter()
         .map(|ns| (AttentionVariant::Split, ns))
         .collect();
-    // The tensor-core kernel rounds its inputs to f16: tests/gpu_coop.rs checks it.
+    // The tensor-core kernels round their inputs to f16: tests/gpu_coop.rs checks them.
     for v in AttentionVariant::ALL {
-        let f32_tiled = !matches!(v, AttentionVariant::Split | AttentionVariant::Coop);
+        let f32_tiled = !matches!(
+            v,
+            AttentionVariant::Split | AttentionVariant::Coop | AttentionVariant::Coop1
+        );
         if f32_tiled && g.attention_variant_applies(v, hd) {
             runs.push((v, None));
         }

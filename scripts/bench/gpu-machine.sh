@@ -93,6 +93,8 @@ for g in v10 v11; do kernels none f32 $g 32; done
 for g in v12 v9; do kernels bounds f16 $g 32; done
 for g in v12 v9; do kernels none f16 $g 32; done
 kernels bounds f16 v12 8
+# Attention at f16: the one-pass tensor-core kernel (the default there) against the f32 one.
+step kernels-f16-bounds-v12-b32-tiled64 env QUANTLAB_SHADER_CHECKS=bounds "$B/gpu_bench" --precision f16 --skip-kernels --batch 32 --iters 5 --matmul v12 --attention tiled64
 step attention "$B/gpu_bench" --only-attention --tiles --iters 10
 for t in gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1

@@ -499,6 +499,7 @@ impl Backend for Gpu {
         // The tiled and tensor-core kernels: one workgroup per block of queries × head.
         let block = match variant {
             AttentionVariant::Coop => Some((self.pipes.attention_coop(), 64)),
+            AttentionVariant::Coop1 => Some((self.pipes.attention_coop1(), 64)),
             v => v
                 .tiled_queries()
                 .map(|bq| (self.pipes.attention_tiled(bq), bq)),
@@ -842,6 +843,11 @@ impl Gpu {
                     && hd == shaders::ATTENTION_TILED_HEAD_DIM
                     && memory >= shaders::ATTENTION_COOP_BYTES
             }
+            (AttentionVariant::Coop1, _) => {
+                self.ctx.coop
+                    && hd == shaders::ATTENTION_TILED_HEAD_DIM
+                    && memory >= shaders::ATTENTION_COOP1_BYTES
+            }
             (_, None) => true,
             (_, Some(bq)) => {
                 hd == shaders::ATTENTION_TILED_HEAD_DIM
@@ -852,13 +858,18 @@ impl Gpu {
     }
 
     /// The attention kernel a call at head dimension `hd` uses: the forced one where it
-    /// applies, else the first of `ATTN_DEFAULT` that does. The tensor-core kernel is never
-    /// chosen unforced: on the H100 it was slower than tiled64 (8 × 512: 0.367 ms against
-    /// 0.267 ms; docs/gpu-perf.md v7).
+    /// applies, else at `Precision::F16` the one-pass tensor-core kernel (`Coop1`) where it
+    /// applies, else the first of `ATTN_DEFAULT` that does. The f32 path keeps f32 attention
+    /// (its exact reference); the two-pass tensor-core kernel (`Coop`) is never chosen
+    /// unforced: on the H100 it was slower than tiled64 (8 × 512: 0.367 ms against 0.267 ms;
+    /// docs/gpu-perf.md v7).
     pub fn attention_variant(&self, hd: usize) -> AttentionVariant {
+        let f16 = (self.precision.get() == crate::gpu::pipelines::Precision::F16)
+            .then_some(AttentionVariant::Coop1);
         self.attention_variant
             .get()
             .into_iter()
+            .chain(f16)
             .chain(ATTN_DEFAULT)
             .find(|&v| self.attention_variant_applies(v, hd))
             .unwrap_or(AttentionVariant::Split)

@@ -282,21 +282,25 @@ impl Precision {
 /// 64 queries per workgroup, for head dimension 64 on devices with 26 / 35 KiB of workgroup
 /// memory. `Coop` is `shaders/attention_coop.wgsl`, both products on tensor cores with f16
 /// inputs (head dimension 64, `GpuContext::coop`), only when forced: measured slower than
-/// `Tiled64` on the H100. The engine falls back to `Split` where a tiled kernel does not apply.
+/// `Tiled64` on the H100. `Coop1` is `shaders/attention_coop1.wgsl`, the same products in one
+/// pass over the keys (the softmax's maximum updated lazily), the default at `Precision::F16`
+/// where it applies. The engine falls back to `Split` where a tiled kernel does not apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AttentionVariant {
     Split,
     Tiled32,
     Tiled64,
     Coop,
+    Coop1,
 }
 
 impl AttentionVariant {
-    pub const ALL: [AttentionVariant; 4] = [
+    pub const ALL: [AttentionVariant; 5] = [
         AttentionVariant::Split,
         AttentionVariant::Tiled32,
         AttentionVariant::Tiled64,
         AttentionVariant::Coop,
+        AttentionVariant::Coop1,
     ];
 
     pub fn name(self) -> &'static str {
@@ -305,13 +309,14 @@ impl AttentionVariant {
             AttentionVariant::Tiled32 => "tiled32",
             AttentionVariant::Tiled64 => "tiled64",
             AttentionVariant::Coop => "coop",
+            AttentionVariant::Coop1 => "coop1",
         }
     }
 
     /// Queries per workgroup of a tiled variant (None for `Split`).
     pub fn tiled_queries(self) -> Option<usize> {
         match self {
-            AttentionVariant::Split | AttentionVariant::Coop => None,
+            AttentionVariant::Split | AttentionVariant::Coop | AttentionVariant::Coop1 => None,
             AttentionVariant::Tiled32 => Some(32),
             AttentionVariant::Tiled64 => Some(64),
         }
@@ -456,6 +461,11 @@ impl Pipelines {
     /// `attention_coop.wgsl` (tensor cores, head dimension 64).
     pub fn attention_coop(&self) -> Result<wgpu::ComputePipeline> {
         self.plain("attention_coop", "main")
+    }
+
+    /// `attention_coop1.wgsl` (tensor cores, one pass, head dimension 64).
+    pub fn attention_coop1(&self) -> Result<wgpu::ComputePipeline> {
+        self.plain("attention_coop1", "main")
     }
 
     /// `attention_tiled.wgsl` with `bq` queries per workgroup (head dimension 64).

@@ -74,6 +74,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "attention_coop",
         include_str!("../../shaders/attention_coop.wgsl"),
     ),
+    (
+        "attention_coop1",
+        include_str!("../../shaders/attention_coop1.wgsl"),
+    ),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
     (
@@ -197,6 +201,7 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("matmul_h16_staged", &["main"]),
     ("matmul_h16_staged2", &["main"]),
     ("attention_coop", &["main"]),
+    ("attention_coop1", &["main"]),
 ];
 
 /// Keys per tile of `attention.wgsl` for head dimension `hd`: as many as keep its workgroup
@@ -387,6 +392,7 @@ pub const COOP_PLAIN_KERNELS: &[&str] = &[
     "matmul_h16_staged",
     "matmul_h16_staged2",
     "attention_coop",
+    "attention_coop1",
 ];
 
 /// Workgroup memory `matmul_h16_staged.wgsl` declares, in bytes (either tiles file): two
@@ -398,6 +404,10 @@ pub const H16_STAGED_BYTES: usize = 2 * 2 * 128 * 5 * 16 + 4096;
 /// Workgroup memory `attention_coop.wgsl` declares, in bytes (Q tile 8 KiB, K and V tiles
 /// 4 KiB each, S staging 8 KiB, P 4 KiB, row maxima and sums 512 bytes).
 pub const ATTENTION_COOP_BYTES: usize = 8192 + 4096 + 4096 + 8192 + 4096 + 512;
+
+/// Workgroup memory `attention_coop1.wgsl` declares, in bytes (K and V two buffers of 4 KiB
+/// each, S staging 8 KiB, P 4 KiB, the half rows' maxima 512 bytes, the flag).
+pub const ATTENTION_COOP1_BYTES: usize = 8192 + 8192 + 8192 + 4096 + 512 + 4;
 
 /// The integer W4A8 product `matmul_int.wgsl` with its `dot4`/`pack4`: the
 /// `dot4I8Packed` builtins (`native`, where the device offers the WGSL language feature

@@ -1,0 +1,336 @@
+enable f16;
+enable wgpu_cooperative_matrix;
+
+// Causal softmax attention with grouped KV heads (GQA, arXiv 2305.13245) on tensor cores in ONE
+// pass over the keys (`AttentionVariant::Coop1`, `--precision f16`): S = Q·Kᵀ and O += P·V as
+// 16×16×16 cooperative-matrix products with f16 inputs (Q, K, V and the probabilities P rounded
+// to f16) and f32 accumulation; the softmax, its maxima and sums are f32. Same inputs, outputs
+// and parameters as attention_tiled.wgsl; head dimension 64 only.
+//
+// The online softmax (FlashAttention, arXiv 2205.14135) rescales a row of O whenever the row's
+// running maximum m grows. A cooperative-matrix accumulator is opaque (no per-row scaling), so
+// attention_coop.wgsl computed S twice instead (a first pass for the exact maxima), and was
+// slower than the f32 kernel on the H100. Here the maximum is updated lazily: P = exp(S − m)
+// with a stale m is exact arithmetic as long as it fits f16, so m changes only when some score
+// of the tile exceeds m by more than TAU (P ≤ e^TAU ≈ 2981). Only then, for the whole
+// workgroup (a uniform decision: the rescale needs barriers), O goes through workgroup memory
+// to be scaled row by row. That happens on the first key tile and whenever a later score jumps
+// by TAU over every earlier one; O / l at the end is the same whatever m was used, and the
+// final sums are of the rounded P that multiplied V.
+//
+// A workgroup of 128 invocations = 4 subgroups of 32 (only where subgroups are exactly 32 wide)
+// takes BQ = 64 queries; subgroup s owns queries 16s..16s+15: Q as 4 A fragments kept in
+// registers, S of a 32-key tile as 2 accumulators, O as 4. Each key tile's K and V are
+// converted to f16 into one of two buffers (the next tile's rows are read from storage while
+// this one is multiplied), so a tile needs three barriers: K/V stored, S stored, P stored. The
+// softmax works on S through workgroup memory, two invocations per query row, 16 keys each.
+// Tiles are arrays of pieces (16 bytes: 8 halves or 4 floats) so that, under wgpu's index
+// checks, the only clamped index is the piece's and the driver still sees 16-byte rows
+// (h16_tiles_nested.wgsl). Workgroup memory: 28.5 KiB (`shaders::ATTENTION_COOP1_BYTES`).
+
+struct Params {
+    t: u32,
+    n_head: u32,
+    n_kv: u32,
+    hd: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> K: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> V: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> O: array<vec4<f32>>;
+
+const HD: u32 = 64u;
+const H4: u32 = 16u; // vec4s per head row
+const BQ: u32 = 64u; // queries per workgroup
+const BK: u32 = 32u; // keys per tile
+const SG: u32 = 32u;
+const TILE: u32 = 256u; // pieces of 8 halves per K or V tile: 32 keys × 8
+const NEG: f32 = -3.0e38; // finite, so exp(NEG − m) is 0, never NaN
+const TAU: f32 = 8.0;
+
+// K (and, before the loop, the whole Q tile: 64 × 64 halves = both buffers), then V: two
+// buffers of 32 keys × 64 dimensions each, a key's row 8 pieces.
+var<workgroup> ks: array<array<f16, 8>, 512>;
+var<workgroup> vs: array<array<f16, 8>, 512>;
+// Per subgroup 128 pieces of 4 floats: S [16][32], or half of O [16][32] when it is scaled
+// or written out.
+var<workgroup> ss: array<array<f32, 4>, 512>;
+// Per subgroup 64 pieces: P [16][32].
+var<workgroup> ps: array<array<f16, 8>, 256>;
+var<workgroup> red: array<f32, 128>; // per invocation: its half row's maximum
+var<workgroup> grow: atomic<u32>; // some row of the tile needs a larger m
+
+fn piece(a: vec4<f32>, b: vec4<f32>) -> array<f16, 8> {
+    return array<f16, 8>(f16(a.x), f16(a.y), f16(a.z), f16(a.w), f16(b.x), f16(b.y), f16(b.z), f16(b.w));
+}
+
+// Where piece `e` of the K or V tile starting at key `kt` begins in storage (in vec4): key
+// e / 8, dimensions 8·(e % 8).., two vec4.
+fn kv_at(r0: u32, kt: u32, g: u32, e: u32) -> u32 {
+    let key = e / 8u;
+    return (r0 + kt + key) * (P.n_kv * H4) + g * H4 + (e % 8u) * 2u;
+}
+
+// The largest of the valid scores of a piece whose first key is `k` (keys below `nvalid`).
+fn piece_max(a: array<f32, 4>, k: u32, nvalid: u32, mx: f32) -> f32 {
+    var m = mx;
+    if (k < nvalid) { m = max(m, a[0]); }
+    if (k + 1u < nvalid) { m = max(m, a[1]); }
+    if (k + 2u < nvalid) { m = max(m, a[2]); }
+    if (k + 3u < nvalid) { m = max(m, a[3]); }
+    return m;
+}
+
+// exp(s − m) of a piece's valid scores (0 elsewhere) rounded to f16 (returned as f32, exactly),
+// held under f16's largest finite value (only a tile that will be redone with a larger m can
+// exceed it).
+fn piece_p(a: array<f32, 4>, k: u32, nvalid: u32, m: f32) -> vec4<f32> {
+    let e = min(exp(vec4<f32>(a[0], a[1], a[2], a[3]) - m), vec4<f32>(65504.0));
+    let valid = vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(nvalid);
+    return vec4<f32>(vec4<f16>(select(vec4<f32>(0.0), e, valid)));
+}
+
+// P of this invocation's 16 keys (pieces `sb`..`sb+3` of `ss`) into its two pieces of `ps` at
+// `pb`; returns the sum of the rounded values, the weights O is multiplied by.
+fn softmax_p(sb: u32, pb: u32, k0: u32, nvalid: u32, m: f32) -> f32 {
+    let p0 = piece_p(ss[sb], k0, nvalid, m);
+    let p1 = piece_p(ss[sb + 1u], k0 + 4u, nvalid, m);
+    let p2 = piece_p(ss[sb + 2u], k0 + 8u, nvalid, m);
+    let p3 = piece_p(ss[sb + 3u], k0 + 12u, nvalid, m);
+    ps[pb] = piece(p0, p1);
+    ps[pb + 1u] = piece(p2, p3);
+    return dot((p0 + p1) + (p2 + p3), vec4<f32>(1.0));
+}
+
+@compute @workgroup_size(128)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    // Heaviest query blocks (most keys) first, so the last wave is the short blocks.
+    let qb = nwg.x - 1u - wg.x;
+    let h = wg.y % P.n_head;
+    let r0 = (wg.y / P.n_head) * P.t; // first row of this workgroup's sequence
+    let g = h / (P.n_head / P.n_kv);
+    let i0 = qb * BQ;
+    let sg = li / SG;
+    let lane = li % SG;
+    // The softmax's share of this invocation: row `row` of the subgroup's 16, keys half·16...
+    let row = lane / 2u;
+    let half = lane % 2u;
+    let qi = i0 + sg * 16u + row; // its query's position in the sequence
+    // Keys this row sees: up to its own position (causal); none for rows past the sequence.
+    let nvalid = select(0u, qi + 1u, qi < P.t);
+    let sb = sg * 128u + row * 8u + half * 4u; // its 4 pieces of `ss`
+    let pb = sg * 64u + row * 4u + half * 2u; // its 2 pieces of `ps`
+
+    // Q tile, scaled, to f16 in `ks` (4 pieces per invocation); rows past the sequence zeros.
+    for (var i = 0u; i < 4u; i++) {
+        let e = li + 128u * i;
+        let q = e / 8u;
+        var a = vec4<f32>(0.0);
+        var b = vec4<f32>(0.0);
+        if (i0 + q < P.t) {
+            let at = (r0 + i0 + q) * (P.n_head * H4) + h * H4 + (e % 8u) * 2u;
+            a = Q[at] * P.scale;
+            b = Q[at + 1u] * P.scale;
+        }
+        ks[e] = piece(a, b);
+    }
+    if (li == 0u) {
+        atomicStore(&grow, 0u);
+    }
+    workgroupBarrier();
+    let qa = sg * 128u; // the subgroup's 16 query rows, 8 pieces each
+    let q0 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa][0], HD);
+    let q1 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa + 2u][0], HD);
+    let q2 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa + 4u][0], HD);
+    let q3 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa + 6u][0], HD);
+    workgroupBarrier(); // every subgroup has its Q before K overwrites it
+
+    // Keys this block sees: up to its last query (causal), at most the sequence.
+    let kend = min(P.t, i0 + BQ);
+    let tiles = (kend + BK - 1u) / BK;
+    // This invocation's K and V pieces e0 = li and e1 = li + 128 of the next tile, in registers.
+    let e0 = li;
+    let e1 = li + 128u;
+    var ka0 = vec4<f32>(0.0);
+    var kb0 = vec4<f32>(0.0);
+    var ka1 = vec4<f32>(0.0);
+    var kb1 = vec4<f32>(0.0);
+    var va0 = vec4<f32>(0.0);
+    var vb0 = vec4<f32>(0.0);
+    var va1 = vec4<f32>(0.0);
+    var vb1 = vec4<f32>(0.0);
+    if (e0 / 8u < P.t) {
+        let at = kv_at(r0, 0u, g, e0);
+        ka0 = K[at];
+        kb0 = K[at + 1u];
+        va0 = V[at];
+        vb0 = V[at + 1u];
+    }
+    if (e1 / 8u < P.t) {
+        let at = kv_at(r0, 0u, g, e1);
+        ka1 = K[at];
+        kb1 = K[at + 1u];
+        va1 = V[at];
+        vb1 = V[at + 1u];
+    }
+
+    var m = NEG;
+    var l = 0.0;
+    var o0 = coop_mat16x16<f32, C>();
+    var o1 = coop_mat16x16<f32, C>();
+    var o2 = coop_mat16x16<f32, C>();
+    var o3 = coop_mat16x16<f32, C>();
+    for (var t = 0u; t < tiles; t++) {
+        let kt = t * BK;
+        let buf = (t & 1u) * TILE;
+        // This tile's K and V into its buffer: the tile two back used it, and every subgroup
+        // finished with that one before the last barrier of the previous tile.
+        ks[buf + e0] = piece(ka0, kb0);
+        ks[buf + e1] = piece(ka1, kb1);
+        vs[buf + e0] = piece(va0, vb0);
+        vs[buf + e1] = piece(va1, vb1);
+        // The next tile's rows from storage while this one is multiplied.
+        let nt = kt + BK;
+        if (t + 1u < tiles) {
+            ka0 = vec4<f32>(0.0);
+            kb0 = vec4<f32>(0.0);
+            va0 = vec4<f32>(0.0);
+            vb0 = vec4<f32>(0.0);
+            ka1 = vec4<f32>(0.0);
+            kb1 = vec4<f32>(0.0);
+            va1 = vec4<f32>(0.0);
+            vb1 = vec4<f32>(0.0);
+            if (nt + e0 / 8u < P.t) {
+                let at = kv_at(r0, nt, g, e0);
+                ka0 = K[at];
+                kb0 = K[at + 1u];
+                va0 = V[at];
+                vb0 = V[at + 1u];
+            }
+            if (nt + e1 / 8u < P.t) {
+                let at = kv_at(r0, nt, g, e1);
+                ka1 = K[at];
+                kb1 = K[at + 1u];
+                va1 = V[at];
+                vb1 = V[at + 1u];
+            }
+        }
+        workgroupBarrier(); // (1) K and V of this tile stored
+
+        // S of the subgroup's 16 queries against the 32 keys: K as B (dimension × key),
+        // column-major with key rows 8 pieces apart.
+        var s0 = coop_mat16x16<f32, C>();
+        var s1 = coop_mat16x16<f32, C>();
+        let kb = buf + 128u; // keys 16–31
+        s0 = coopMultiplyAdd(q0, coopLoad<coop_mat16x16<f16, B>>(&ks[buf][0], HD), s0);
+        s0 = coopMultiplyAdd(q1, coopLoad<coop_mat16x16<f16, B>>(&ks[buf + 2u][0], HD), s0);
+        s0 = coopMultiplyAdd(q2, coopLoad<coop_mat16x16<f16, B>>(&ks[buf + 4u][0], HD), s0);
+        s0 = coopMultiplyAdd(q3, coopLoad<coop_mat16x16<f16, B>>(&ks[buf + 6u][0], HD), s0);
+        s1 = coopMultiplyAdd(q0, coopLoad<coop_mat16x16<f16, B>>(&ks[kb][0], HD), s1);
+        s1 = coopMultiplyAdd(q1, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 2u][0], HD), s1);
+        s1 = coopMultiplyAdd(q2, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 4u][0], HD), s1);
+        s1 = coopMultiplyAdd(q3, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 6u][0], HD), s1);
+        let so = sg * 128u;
+        coopStoreT(s0, &ss[so][0], BK);
+        coopStoreT(s1, &ss[so + 4u][0], BK);
+        workgroupBarrier(); // (2) S stored
+
+        // The tile's maximum over this invocation's valid keys, and P with the current m.
+        let k0 = kt + half * 16u;
+        var hm = piece_max(ss[sb], k0, nvalid, NEG);
+        hm = piece_max(ss[sb + 1u], k0 + 4u, nvalid, hm);
+        hm = piece_max(ss[sb + 2u], k0 + 8u, nvalid, hm);
+        hm = piece_max(ss[sb + 3u], k0 + 12u, nvalid, hm);
+        if (hm > m + TAU) {
+            atomicStore(&grow, 1u);
+        }
+        var lt = softmax_p(sb, pb, k0, nvalid, m);
+        if (workgroupUniformLoad(&grow) != 0u) { // (3) P stored, and whether m must grow
+            // Rare: every row takes its exact maximum so far, and O and l are scaled to it.
+            red[li] = hm;
+            workgroupBarrier();
+            let mn = max(m, max(red[sg * 32u + row * 2u], red[sg * 32u + row * 2u + 1u]));
+            let alpha = exp(m - mn);
+            m = mn;
+            l *= alpha;
+            lt = softmax_p(sb, pb, k0, nvalid, m);
+            workgroupBarrier(); // S read: `ss` may hold O now
+            o0 = scale_rows(o0, so, sb, alpha);
+            o1 = scale_rows(o1, so, sb, alpha);
+            o2 = scale_rows(o2, so, sb, alpha);
+            o3 = scale_rows(o3, so, sb, alpha);
+            if (li == 0u) {
+                atomicStore(&grow, 0u); // ordered before the next tile's stores by barrier (1)
+            }
+        }
+        l += lt;
+
+        // O += P·V: P as A (query × key, row-major), V as B (key × dimension, row-major).
+        let pa0 = coopLoadT<coop_mat16x16<f16, A>>(&ps[sg * 64u][0], BK);
+        let pa1 = coopLoadT<coop_mat16x16<f16, A>>(&ps[sg * 64u + 2u][0], BK);
+        let vb = buf + 128u;
+        o0 = coopMultiplyAdd(pa0, coopLoadT<coop_mat16x16<f16, B>>(&vs[buf][0], HD), o0);
+        o1 = coopMultiplyAdd(pa0, coopLoadT<coop_mat16x16<f16, B>>(&vs[buf + 2u][0], HD), o1);
+        o2 = coopMultiplyAdd(pa0, coopLoadT<coop_mat16x16<f16, B>>(&vs[buf + 4u][0], HD), o2);
+        o3 = coopMultiplyAdd(pa0, coopLoadT<coop_mat16x16<f16, B>>(&vs[buf + 6u][0], HD), o3);
+        o0 = coopMultiplyAdd(pa1, coopLoadT<coop_mat16x16<f16, B>>(&vs[vb][0], HD), o0);
+        o1 = coopMultiplyAdd(pa1, coopLoadT<coop_mat16x16<f16, B>>(&vs[vb + 2u][0], HD), o1);
+        o2 = coopMultiplyAdd(pa1, coopLoadT<coop_mat16x16<f16, B>>(&vs[vb + 4u][0], HD), o2);
+        o3 = coopMultiplyAdd(pa1, coopLoadT<coop_mat16x16<f16, B>>(&vs[vb + 6u][0], HD), o3);
+    }
+
+    // O / l, 16 dimensions at a time through `ss`. `l` is 0 only for rows past the sequence,
+    // which are not written.
+    let inv = 1.0 / select(1.0, l, l > 0.0);
+    let out_row = (r0 + qi) * (P.n_head * H4) + h * H4;
+    let valid = qi < P.t;
+    workgroupBarrier(); // every subgroup is done with the last tile's `ss`
+    write_out(o0, o1, sg, sb, out_row + half * 4u, inv, valid);
+    write_out(o2, o3, sg, sb, out_row + 8u + half * 4u, inv, valid);
+}
+
+// One accumulator (16 dimensions of the subgroup's 16 rows) with each row multiplied by that
+// row's `alpha`, through the subgroup's slice of `ss` (16 rows × 16 of the 32 columns: the
+// invocations of a row's second half hold the same alpha). Called by every invocation in the
+// same order (barriers inside).
+fn scale_rows(c: coop_mat16x16<f32, C>, so: u32, sb: u32, alpha: f32) -> coop_mat16x16<f32, C> {
+    coopStoreT(c, &ss[so][0], BK);
+    workgroupBarrier();
+    // Columns 0–15 of each row: pieces 0–3 of the row, two invocations per row, two pieces each.
+    let rowp = so + ((sb - so) / 8u) * 8u;
+    let hp = (sb - so) % 8u / 2u; // 0 or 2
+    for (var i = 0u; i < 2u; i++) {
+        let a = ss[rowp + hp + i];
+        ss[rowp + hp + i] = array<f32, 4>(a[0] * alpha, a[1] * alpha, a[2] * alpha, a[3] * alpha);
+    }
+    workgroupBarrier();
+    let out = coopLoadT<coop_mat16x16<f32, C>>(&ss[so][0], BK);
+    workgroupBarrier();
+    return out;
+}
+
+// Two accumulators (32 dimensions of the subgroup's 16 rows) through its slice of `ss`, scaled
+// by `inv`: each invocation writes the 4 vec4 of its row and half at `at`. Called by every
+// invocation in the same order (barriers inside).
+fn write_out(a: coop_mat16x16<f32, C>, b: coop_mat16x16<f32, C>, sg: u32, sb: u32, at: u32, inv: f32, valid: bool) {
+    coopStoreT(a, &ss[sg * 128u][0], BK);
+    coopStoreT(b, &ss[sg * 128u + 4u][0], BK);
+    workgroupBarrier();
+    if (valid) {
+        for (var c = 0u; c < 4u; c++) {
+            let s = ss[sb + c];
+            O[at + c] = vec4<f32>(s[0], s[1], s[2], s[3]) * inv;
+        }
+    }
+    workgroupBarrier();
+}
