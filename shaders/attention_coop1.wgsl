@@ -13,8 +13,9 @@ enable wgpu_cooperative_matrix;
 // slower than the f32 kernel on the H100. Here the maximum is updated lazily: P = exp(S − m)
 // with a stale m is exact arithmetic as long as it fits f16, so m changes only when some score
 // of the tile exceeds m by more than TAU (P ≤ e^TAU ≈ 2981). Only then, for the whole
-// workgroup (a uniform decision: the rescale needs barriers), O goes through workgroup memory
-// to be scaled row by row. That happens on the first key tile and whenever a later score jumps
+// workgroup (a uniform decision: the rescale needs barriers), the accumulators go through
+// workgroup memory into registers (each invocation holds 32 values of its row), which are
+// scaled row by row, and start again from zero. That happens on the first key tile and whenever a later score jumps
 // by TAU over every earlier one; O / l at the end is the same whatever m was used, and the
 // final sums are of the rounded P that multiplied V.
 //
@@ -117,7 +118,7 @@ fn main(
     // Heaviest query blocks (most keys) first, so the last wave is the short blocks.
     let qb = nwg.x - 1u - wg.x;
     let h = wg.y % P.n_head;
-    let r0 = (wg.y / P.n_head) * P.t; // first row of this workgroup's sequence
+    let r0q = (wg.y / P.n_head) * P.t; // first row of this workgroup's sequence
     let g = h / (P.n_head / P.n_kv);
     let i0 = qb * BQ;
     let sg = li / SG;
@@ -128,7 +129,8 @@ fn main(
     let qi = i0 + sg * 16u + row; // its query's position in the sequence
     // Keys this row sees: up to its own position (causal); none for rows past the sequence.
     let nvalid = select(0u, qi + 1u, qi < P.t);
-    let sb = sg * 128u + row * 8u + half * 4u; // its 4 pieces of `ss`
+    let so = sg * 128u; // the subgroup's 128 pieces of `ss`
+    let sb = so + row * 8u + half * 4u; // this invocation's 4 of them
     let pb = sg * 64u + row * 4u + half * 2u; // its 2 pieces of `ps`
 
     // Q tile, scaled, to f16 in `ks` (4 pieces per invocation); rows past the sequence zeros.
@@ -138,7 +140,7 @@ fn main(
         var a = vec4<f32>(0.0);
         var b = vec4<f32>(0.0);
         if (i0 + q < P.t) {
-            let at = (r0 + i0 + q) * (P.n_head * H4) + h * H4 + (e % 8u) * 2u;
+            let at = (r0q + i0 + q) * (P.n_head * H4) + h * H4 + (e % 8u) * 2u;
             a = Q[at] * P.scale;
             b = Q[at + 1u] * P.scale;
         }
@@ -170,14 +172,14 @@ fn main(
     var va1 = vec4<f32>(0.0);
     var vb1 = vec4<f32>(0.0);
     if (e0 / 8u < P.t) {
-        let at = kv_at(r0, 0u, g, e0);
+        let at = kv_at(r0q, 0u, g, e0);
         ka0 = K[at];
         kb0 = K[at + 1u];
         va0 = V[at];
         vb0 = V[at + 1u];
     }
     if (e1 / 8u < P.t) {
-        let at = kv_at(r0, 0u, g, e1);
+        let at = kv_at(r0q, 0u, g, e1);
         ka1 = K[at];
         kb1 = K[at + 1u];
         va1 = V[at];
@@ -190,6 +192,16 @@ fn main(
     var o1 = coop_mat16x16<f32, C>();
     var o2 = coop_mat16x16<f32, C>();
     var o3 = coop_mat16x16<f32, C>();
+    // This invocation's share of O from before the last change of m: its row, dimensions
+    // half·16 + 4c (r0–r3) and 32 + half·16 + 4c (r4–r7).
+    var r0 = vec4<f32>(0.0);
+    var r1 = vec4<f32>(0.0);
+    var r2 = vec4<f32>(0.0);
+    var r3 = vec4<f32>(0.0);
+    var r4 = vec4<f32>(0.0);
+    var r5 = vec4<f32>(0.0);
+    var r6 = vec4<f32>(0.0);
+    var r7 = vec4<f32>(0.0);
     for (var t = 0u; t < tiles; t++) {
         let kt = t * BK;
         let buf = (t & 1u) * TILE;
@@ -211,14 +223,14 @@ fn main(
             va1 = vec4<f32>(0.0);
             vb1 = vec4<f32>(0.0);
             if (nt + e0 / 8u < P.t) {
-                let at = kv_at(r0, nt, g, e0);
+                let at = kv_at(r0q, nt, g, e0);
                 ka0 = K[at];
                 kb0 = K[at + 1u];
                 va0 = V[at];
                 vb0 = V[at + 1u];
             }
             if (nt + e1 / 8u < P.t) {
-                let at = kv_at(r0, nt, g, e1);
+                let at = kv_at(r0q, nt, g, e1);
                 ka1 = K[at];
                 kb1 = K[at + 1u];
                 va1 = V[at];
@@ -240,7 +252,6 @@ fn main(
         s1 = coopMultiplyAdd(q1, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 2u][0], HD), s1);
         s1 = coopMultiplyAdd(q2, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 4u][0], HD), s1);
         s1 = coopMultiplyAdd(q3, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 6u][0], HD), s1);
-        let so = sg * 128u;
         coopStoreT(s0, &ss[so][0], BK);
         coopStoreT(s1, &ss[so + 4u][0], BK);
         workgroupBarrier(); // (2) S stored
@@ -256,7 +267,7 @@ fn main(
         }
         var lt = softmax_p(sb, pb, k0, nvalid, m);
         if (workgroupUniformLoad(&grow) != 0u) { // (3) P stored, and whether m must grow
-            // Rare: every row takes its exact maximum so far, and O and l are scaled to it.
+            // Rare: every row takes its exact maximum so far; O and l are scaled to it.
             red[li] = hm;
             workgroupBarrier();
             let mn = max(m, max(red[sg * 32u + row * 2u], red[sg * 32u + row * 2u + 1u]));
@@ -265,10 +276,23 @@ fn main(
             l *= alpha;
             lt = softmax_p(sb, pb, k0, nvalid, m);
             workgroupBarrier(); // S read: `ss` may hold O now
-            o0 = scale_rows(o0, so, sb, alpha);
-            o1 = scale_rows(o1, so, sb, alpha);
-            o2 = scale_rows(o2, so, sb, alpha);
-            o3 = scale_rows(o3, so, sb, alpha);
+            // The accumulators join this invocation's share of O in registers, scaled, and
+            // start again from zero (an accumulator cannot be scaled in place).
+            stage(o0, o1, so);
+            r0 = (r0 + staged(sb)) * alpha;
+            r1 = (r1 + staged(sb + 1u)) * alpha;
+            r2 = (r2 + staged(sb + 2u)) * alpha;
+            r3 = (r3 + staged(sb + 3u)) * alpha;
+            workgroupBarrier();
+            stage(o2, o3, so);
+            r4 = (r4 + staged(sb)) * alpha;
+            r5 = (r5 + staged(sb + 1u)) * alpha;
+            r6 = (r6 + staged(sb + 2u)) * alpha;
+            r7 = (r7 + staged(sb + 3u)) * alpha;
+            o0 = coop_mat16x16<f32, C>();
+            o1 = coop_mat16x16<f32, C>();
+            o2 = coop_mat16x16<f32, C>();
+            o3 = coop_mat16x16<f32, C>();
             if (li == 0u) {
                 atomicStore(&grow, 0u); // ordered before the next tile's stores by barrier (1)
             }
@@ -289,48 +313,45 @@ fn main(
         o3 = coopMultiplyAdd(pa1, coopLoadT<coop_mat16x16<f16, B>>(&vs[vb + 6u][0], HD), o3);
     }
 
-    // O / l, 16 dimensions at a time through `ss`. `l` is 0 only for rows past the sequence,
+    // O / l: the accumulators join the registers once more (through `ss`), then each
+    // invocation writes its row's 2 × 16 dimensions. `l` is 0 only for rows past the sequence,
     // which are not written.
-    let inv = 1.0 / select(1.0, l, l > 0.0);
-    let out_row = (r0 + qi) * (P.n_head * H4) + h * H4;
-    let valid = qi < P.t;
     workgroupBarrier(); // every subgroup is done with the last tile's `ss`
-    write_out(o0, o1, sg, sb, out_row + half * 4u, inv, valid);
-    write_out(o2, o3, sg, sb, out_row + 8u + half * 4u, inv, valid);
+    stage(o0, o1, so);
+    r0 += staged(sb);
+    r1 += staged(sb + 1u);
+    r2 += staged(sb + 2u);
+    r3 += staged(sb + 3u);
+    workgroupBarrier();
+    stage(o2, o3, so);
+    r4 += staged(sb);
+    r5 += staged(sb + 1u);
+    r6 += staged(sb + 2u);
+    r7 += staged(sb + 3u);
+    if (qi < P.t) {
+        let inv = 1.0 / l;
+        let at = (r0q + qi) * (P.n_head * H4) + h * H4 + half * 4u;
+        O[at] = r0 * inv;
+        O[at + 1u] = r1 * inv;
+        O[at + 2u] = r2 * inv;
+        O[at + 3u] = r3 * inv;
+        O[at + 8u] = r4 * inv;
+        O[at + 9u] = r5 * inv;
+        O[at + 10u] = r6 * inv;
+        O[at + 11u] = r7 * inv;
+    }
 }
 
-// One accumulator (16 dimensions of the subgroup's 16 rows) with each row multiplied by that
-// row's `alpha`, through the subgroup's slice of `ss` (16 rows × 16 of the 32 columns: the
-// invocations of a row's second half hold the same alpha). Called by every invocation in the
-// same order (barriers inside).
-fn scale_rows(c: coop_mat16x16<f32, C>, so: u32, sb: u32, alpha: f32) -> coop_mat16x16<f32, C> {
-    coopStoreT(c, &ss[so][0], BK);
+// Two accumulators (32 dimensions of the subgroup's 16 rows) into its slice of `ss`, row-major,
+// and a barrier: then each invocation reads its row's 16 columns (`staged`). Called by every
+// invocation in the same order.
+fn stage(a: coop_mat16x16<f32, C>, b: coop_mat16x16<f32, C>, so: u32) {
+    coopStoreT(a, &ss[so][0], BK);
+    coopStoreT(b, &ss[so + 4u][0], BK);
     workgroupBarrier();
-    // Columns 0–15 of each row: pieces 0–3 of the row, two invocations per row, two pieces each.
-    let rowp = so + ((sb - so) / 8u) * 8u;
-    let hp = (sb - so) % 8u / 2u; // 0 or 2
-    for (var i = 0u; i < 2u; i++) {
-        let a = ss[rowp + hp + i];
-        ss[rowp + hp + i] = array<f32, 4>(a[0] * alpha, a[1] * alpha, a[2] * alpha, a[3] * alpha);
-    }
-    workgroupBarrier();
-    let out = coopLoadT<coop_mat16x16<f32, C>>(&ss[so][0], BK);
-    workgroupBarrier();
-    return out;
 }
 
-// Two accumulators (32 dimensions of the subgroup's 16 rows) through its slice of `ss`, scaled
-// by `inv`: each invocation writes the 4 vec4 of its row and half at `at`. Called by every
-// invocation in the same order (barriers inside).
-fn write_out(a: coop_mat16x16<f32, C>, b: coop_mat16x16<f32, C>, sg: u32, sb: u32, at: u32, inv: f32, valid: bool) {
-    coopStoreT(a, &ss[sg * 128u][0], BK);
-    coopStoreT(b, &ss[sg * 128u + 4u][0], BK);
-    workgroupBarrier();
-    if (valid) {
-        for (var c = 0u; c < 4u; c++) {
-            let s = ss[sb + c];
-            O[at + c] = vec4<f32>(s[0], s[1], s[2], s[3]) * inv;
-        }
-    }
-    workgroupBarrier();
+fn staged(i: u32) -> vec4<f32> {
+    let s = ss[i];
+    return vec4<f32>(s[0], s[1], s[2], s[3]);
 }

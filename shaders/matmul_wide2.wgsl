@@ -18,25 +18,27 @@
 // Bindings X, B, Y and `load_x`, `load_w`, `store_row`, `k_range` are matmul_common.wgsl's.
 
 const TK: u32 = 8u;
-const HALF: u32 = TK * 32u; // vec4s per buffer: [TK][32], 4 tokens (or weight rows) per vec4
 
-var<workgroup> xs: array<vec4<f32>, 512>; // two buffers of [TK][32]
-var<workgroup> ws: array<vec4<f32>, 512>;
+// Two buffers of TK rows of k, each row 32 vec4 (4 tokens, or weight rows, per vec4). Rows and
+// columns are separate indices: under wgpu's index checks naga clamps each, and the column's
+// clamp (from the invocation's id) is the same on every k, so the driver can hoist it out of the
+// loop; a flat index was clamped at every load (docs/gpu-perf.md v12).
+var<workgroup> xs: array<array<vec4<f32>, 32>, 16>;
+var<workgroup> ws: array<array<vec4<f32>, 32>, 16>;
 
-// Four consecutive k of one token (at vec4 `i` of its buffer's first k row, lane `c`),
-// transposed to k-major.
-fn put_x(i: u32, c: u32, v: vec4<f32>) {
-    xs[i][c] = v.x;
-    xs[i + 32u][c] = v.y;
-    xs[i + 64u][c] = v.z;
-    xs[i + 96u][c] = v.w;
+// Four consecutive k of one token (at row `r`, vec4 `i`, lane `c`), transposed to k-major.
+fn put_x(r: u32, i: u32, c: u32, v: vec4<f32>) {
+    xs[r][i][c] = v.x;
+    xs[r + 1u][i][c] = v.y;
+    xs[r + 2u][i][c] = v.z;
+    xs[r + 3u][i][c] = v.w;
 }
 
-fn put_w(i: u32, c: u32, v: vec4<f32>) {
-    ws[i][c] = v.x;
-    ws[i + 32u][c] = v.y;
-    ws[i + 64u][c] = v.z;
-    ws[i + 96u][c] = v.w;
+fn put_w(r: u32, i: u32, c: u32, v: vec4<f32>) {
+    ws[r][i][c] = v.x;
+    ws[r + 1u][i][c] = v.y;
+    ws[r + 2u][i][c] = v.z;
+    ws[r + 3u][i][c] = v.w;
 }
 
 @compute @workgroup_size(16, 16)
@@ -54,12 +56,12 @@ fn main(
     // invocations per row, so a subgroup reads 16 rows' 32 consecutive bytes each.
     let lr = li / 2u;
     let lk = (li % 2u) * 4u;
-    let si = lk * 32u + lr / 4u;
+    let si = lr / 4u;
     let sc = lr % 4u;
     var xr = load_x(row0 + lr, kb + lk, ke);
     var wr = load_w(col0 + lr, kb + lk, ke);
-    put_x(si, sc, xr);
-    put_w(si, sc, wr);
+    put_x(lk, si, sc, xr);
+    put_w(lk, si, sc, wr);
     workgroupBarrier();
     var a00 = vec4<f32>(0.0);
     var a01 = vec4<f32>(0.0);
@@ -87,11 +89,11 @@ fn main(
         // `kk` a constant (`shaders::unroll`), to see whether the driver's own unrolling is
         // what limits the loop.
         for (var kk = 0u; kk < TK; kk++) {
-            let o = cur + kk * 32u;
-            let p = xs[o + lid.y];
-            let q = xs[o + lid.y + 16u];
-            let b0 = ws[o + lid.x];
-            let b1 = ws[o + lid.x + 16u];
+            let o = cur + kk;
+            let p = xs[o][lid.y];
+            let q = xs[o][lid.y + 16u];
+            let b0 = ws[o][lid.x];
+            let b1 = ws[o][lid.x + 16u];
             a00 = fma(vec4<f32>(p.x), b0, a00);
             a01 = fma(vec4<f32>(p.x), b1, a01);
             a10 = fma(vec4<f32>(p.y), b0, a10);
@@ -111,9 +113,9 @@ fn main(
         }
         // The other buffer was last read in the previous slice, before the barrier that ended
         // it; the barrier below orders these writes before the next slice's reads.
-        cur = HALF - cur;
-        put_x(cur + si, sc, xr);
-        put_w(cur + si, sc, wr);
+        cur = TK - cur;
+        put_x(cur + lk, si, sc, xr);
+        put_w(cur + lk, si, sc, wr);
         workgroupBarrier();
     }
     // Partial tiles (split-K) go to slice z without bias; splitk.wgsl adds it.

@@ -251,6 +251,7 @@ fn wide_matmul_several_tiles_and_the_default_choice() {
             (None, MatmulGen::V10),
             (Some(MatmulVariant::WideSplitK), MatmulGen::V11),
             (None, MatmulGen::V11),
+            (None, MatmulGen::V12),
         ] {
             g.force_matmul(v);
             g.set_matmul_gen(gen);
@@ -264,7 +265,7 @@ fn wide_matmul_several_tiles_and_the_default_choice() {
         }
     }
     // Fewer than `WIDE_MIN_ROWS` tokens but at least 256 tiles of 128×128 (the LM head's chunk
-    // of one window): V9, V10 and V11 run the wide kernel there too, V6 the 64×64 one; all match the
+    // of one window): V9–V12 run the wide kernel there too, V6 the 64×64 one; all match the
     // CPU.
     let (m, n, k) = (255, 16384, 64);
     let w = QTensor::from_f32(n, k, &r.vec(n * k));
@@ -274,7 +275,13 @@ fn wide_matmul_several_tiles_and_the_default_choice() {
         g.load_matrix(&w, None).unwrap(),
         g.upload_act(m, k, &x).unwrap(),
     );
-    for gen in [MatmulGen::V6, MatmulGen::V9, MatmulGen::V10, MatmulGen::V11] {
+    for gen in [
+        MatmulGen::V6,
+        MatmulGen::V9,
+        MatmulGen::V10,
+        MatmulGen::V11,
+        MatmulGen::V12,
+    ] {
         g.set_matmul_gen(gen);
         let got = read(&g, &g.linear(&gx, &gm));
         close(

@@ -85,7 +85,7 @@ text() { # precision generation checks rows
 # One generation per process: a kernel the driver fails on loses the device for the rest.
 # f32 first (v9's 128×128 double-buffered product against v6's 128×64), then f16.
 for b in 32 8; do
-  for g in v6 v9 v10 v11; do kernels bounds f32 $g $b; done
+  for g in v12 v6 v9 v10 v11; do kernels bounds f32 $g $b; done
 done
 # Without wgpu's index clamps (timing only): whether they are what limits the f32 inner loop.
 for g in v10 v11; do kernels none f32 $g 32; done

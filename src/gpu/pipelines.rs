@@ -162,19 +162,22 @@ pub enum MatmulGen {
     /// V8 at f16; at f32 the wide products run `matmul_wide2.wgsl` (128×128 tiles, 256
     /// invocations, double-buffered workgroup memory) instead of `matmul_wide.wgsl`.
     V9,
-    /// The default: V9 except that f32 products whose weight rows fill 128-row tiles badly
-    /// (fewer than 1024 rows, not a multiple of 128: SmolLM2's 576 and 192) keep V6's 128×64
-    /// tiles. On the H100 the whole text at f32 ran at 83.4K tokens/s against V6's 82.4K, in
-    /// the same call (the LM head's chunk 614 against 663 µs; the block products unchanged;
-    /// docs/gpu-perf.md v9).
-    #[default]
+    /// V9 except that f32 products whose weight rows fill 128-row tiles badly (fewer than
+    /// 1024 rows, not a multiple of 128: SmolLM2's 576 and 192) keep V6's 128×64 tiles. On the
+    /// H100 the whole text at f32 ran at 83.4K tokens/s against V6's 82.4K, in the same call
+    /// (the LM head's chunk 614 against 663 µs; the block products unchanged; docs/gpu-perf.md
+    /// v9).
     V10,
     /// V9 with the f32 product's inner loop written out by `shaders::unroll`
-    /// (`matmul_wide2u`): an experiment on what limits that loop.
+    /// (`matmul_wide2u`). On the H100 the whole text at f32 ran at 93.9K tokens/s against
+    /// V10's 83.3K in the same call (every wide product 10–20 % faster; docs/gpu-perf.md v12).
     V11,
-    /// V10 with the staged f16 tiles declared as arrays of 16-byte pieces
-    /// (shaders/h16_tiles_nested.wgsl, kernel `matmul_h16_staged2`): under wgpu's index checks
-    /// the driver can see that fragment rows start on 16 bytes (docs/gpu-perf.md v12).
+    /// The default: V11 at f32; at f16 the staged tiles declared as arrays of 16-byte pieces
+    /// (shaders/h16_tiles_nested.wgsl, kernel `matmul_h16_staged2`), so that under wgpu's
+    /// index checks the driver sees fragment rows start on 16 bytes. On the H100 a batch of 32
+    /// windows at f16 took 71.6 ms against V9's 81.2 ms in the same call (gate/up 262 against
+    /// 335 µs), as fast as V9 without index checks (docs/gpu-perf.md v12).
+    #[default]
     V12,
 }
 
@@ -234,8 +237,8 @@ impl MatmulGen {
     /// double-buffered tiles (`matmul_wide2.wgsl`) rather than `matmul_wide.wgsl`'s 128×64.
     pub fn f32_wide2(self, n: usize) -> bool {
         match self {
-            MatmulGen::V9 | MatmulGen::V11 => true,
-            MatmulGen::V10 | MatmulGen::V12 => n >= 1024 || n.is_multiple_of(128),
+            MatmulGen::V9 | MatmulGen::V11 | MatmulGen::V12 => true,
+            MatmulGen::V10 => n >= 1024 || n.is_multiple_of(128),
             _ => false,
         }
     }
@@ -243,7 +246,7 @@ impl MatmulGen {
     /// The kernel of this generation's 128×128 f32 products.
     pub fn f32_wide2_kernel(self) -> &'static str {
         match self {
-            MatmulGen::V11 => "matmul_wide2u",
+            MatmulGen::V11 | MatmulGen::V12 => "matmul_wide2u",
             _ => "matmul_wide2",
         }
     }
