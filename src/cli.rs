@@ -804,7 +804,25 @@ fn device(b: BackendArg) -> Result<Device> {
             if f16 || (auto && gpu.ctx.coop) {
                 gpu.set_precision(quantlab::gpu::Precision::F16)?;
             }
-            // QUANTLAB_MATMUL=v5|…|v11: which generation of product kernels (to time them with
+            // QUANTLAB_ATTENTION=split|tiled32|tiled64|coop|coop1: the attention kernel, where
+            // it applies (to time them with the same binary; `Gpu::attention_variant`).
+            if let Ok(v) = std::env::var("QUANTLAB_ATTENTION") {
+                let names: Vec<_> = quantlab::gpu::AttentionVariant::ALL
+                    .iter()
+                    .map(|a| a.name())
+                    .collect();
+                let a = quantlab::gpu::AttentionVariant::ALL
+                    .into_iter()
+                    .find(|a| a.name() == v)
+                    .ok_or_else(|| {
+                        Error::config(
+                            "QUANTLAB_ATTENTION",
+                            format!("{v:?} is none of {}", names.join(", ")),
+                        )
+                    })?;
+                gpu.force_attention_variant(Some(a));
+            }
+            // QUANTLAB_MATMUL=v5|…|v12: which generation of product kernels (to time them with
             // the same binary; docs/gpu-perf.md v6). Unset: the engine's default.
             if let Ok(v) = std::env::var("QUANTLAB_MATMUL") {
                 let g = quantlab::gpu::MatmulGen::parse(&v).ok_or_else(|| {

@@ -522,6 +522,12 @@ fn an_unknown_matmul_generation_is_refused() {
     refused_env("QUANTLAB_MATMUL", "v13", "v12");
 }
 
+/// `QUANTLAB_ATTENTION` (the attention kernel, for timing) likewise.
+#[test]
+fn an_unknown_attention_kernel_is_refused() {
+    refused_env("QUANTLAB_ATTENTION", "flash", "tiled64, coop, coop1");
+}
+
 /// `QUANTLAB_EVAL_ROWS` (tokens per evaluation batch, for timing) likewise: not a number, or
 /// none of the sizes it takes.
 #[test]

@@ -119,6 +119,12 @@ if [ "$GEN" = auto ]; then
 else
   F32GEN=$GEN
 fi
+# The f16 default's one-pass tensor-core attention, where its test failed on this machine: the
+# f32 tiled kernel instead (QUANTLAB_ATTENTION), so that the numbers below stay right.
+if grep -q "one_pass_attention_on_tensor_cores_matches_cpu ... FAILED" "$X"/logs/*-gpu_coop.log 2>/dev/null; then
+  export QUANTLAB_ATTENTION=tiled64
+  echo "attention      coop1 failed gpu_coop here: tiled64 below" | tee -a "$OUT/summary.txt"
+fi
 text f16 "$GEN" bounds "$ROWS"
 text f32 "$F32GEN" bounds "$ROWS"
 text f32 v6 bounds "$ROWS"
