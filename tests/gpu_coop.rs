@@ -372,7 +372,8 @@ fn attention_on_tensor_cores_matches_cpu() {
 
 /// `attention_coop1.wgsl` (one pass over the keys, the softmax's maximum updated lazily), the
 /// same way, and with scores that rise along the sequence by more than its threshold (so that
-/// O is rescaled after the first tile too). It is the default at f16 and never at f32.
+/// O is rescaled after the first tile too). It runs only when forced (not yet verified on
+/// hardware in this form).
 #[test]
 fn one_pass_attention_on_tensor_cores_matches_cpu() {
     let g = gpu();
@@ -380,12 +381,10 @@ fn one_pass_attention_on_tensor_cores_matches_cpu() {
         eprintln!("no tensor cores on {}: nothing to check", g.ctx.describe());
         return;
     }
-    g.set_precision(Precision::F32).unwrap();
-    assert_ne!(g.attention_variant(64), AttentionVariant::Coop1);
     g.set_precision(Precision::F16).unwrap();
-    assert_eq!(g.attention_variant(64), AttentionVariant::Coop1);
-    assert_ne!(g.attention_variant(32), AttentionVariant::Coop1);
+    assert_ne!(g.attention_variant(64), AttentionVariant::Coop1);
     attention_matches_cpu(&g, AttentionVariant::Coop1);
+    g.force_attention_variant(Some(AttentionVariant::Coop1));
     // Rising scores: q = 1, key j's entries 3·j/t (+ noise), so the score grows by 24 (scale
     // 1/8 × 64 dimensions × 3) over the sequence, three times the threshold; with noise of
     // ±0.3 per entry on top.
@@ -396,31 +395,40 @@ fn one_pass_attention_on_tensor_cores_matches_cpu() {
         .map(|i| 3.0 * (i / (kv * hd)) as f32 / rows as f32 + 0.3 * r.vec(1)[0])
         .collect();
     let v = r.vec(rows * kv * hd);
+    let what = "coop1 attention, rising scores";
+    attention_close(&g, (rows, rows, h, kv), (&q, &k, &v), what);
+    g.force_attention_variant(None);
+    g.set_precision(Precision::default()).unwrap();
+}
+
+/// The GPU's attention (the kernel in force) on `rows` rows in sequences of `t`, with `h` query
+/// and `kv` KV heads of 64, against the CPU's f32 attention within `ATTN_COOP_TOL`.
+fn attention_close(
+    g: &Gpu,
+    (rows, t, h, kv): (usize, usize, usize, usize),
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    what: &str,
+) {
+    let hd = 64;
     let want = Cpu.attention(
-        &act(rows, h * hd, q.clone()),
-        &act(rows, kv * hd, k.clone()),
-        &act(rows, kv * hd, v.clone()),
+        &act(rows, h * hd, q.to_vec()),
+        &act(rows, kv * hd, k.to_vec()),
+        &act(rows, kv * hd, v.to_vec()),
         h,
         kv,
         hd,
-        rows,
+        t,
     );
     let got = g.attention(
-        &g.upload_act(rows, h * hd, &q).unwrap(),
-        &g.upload_act(rows, kv * hd, &k).unwrap(),
-        &g.upload_act(rows, kv * hd, &v).unwrap(),
+        &g.upload_act(rows, h * hd, q).unwrap(),
+        &g.upload_act(rows, kv * hd, k).unwrap(),
+        &g.upload_act(rows, kv * hd, v).unwrap(),
         h,
         kv,
         hd,
-        rows,
+        t,
     );
-    close(
-        &read(&g, &got),
-        &want.data,
-        ATTN_COOP_TOL,
-        "coop1 attention, rising scores",
-    );
-    g.set_precision(Precision::default()).unwrap();
+    close(&read(g, &got), &want.data, ATTN_COOP_TOL, what);
 }
 
 /// Tensor-core attention `variant` (forced) against the CPU's f32 attention: partial query
@@ -444,29 +452,11 @@ fn attention_matches_cpu(g: &Gpu, variant: AttentionVariant) {
             r.vec(rows * kv * hd),
             r.vec(rows * kv * hd),
         );
-        let want = Cpu.attention(
-            &act(rows, h * hd, q.clone()),
-            &act(rows, kv * hd, k.clone()),
-            &act(rows, kv * hd, v.clone()),
-            h,
-            kv,
-            hd,
-            t,
-        );
-        let got = g.attention(
-            &g.upload_act(rows, h * hd, &q).unwrap(),
-            &g.upload_act(rows, kv * hd, &k).unwrap(),
-            &g.upload_act(rows, kv * hd, &v).unwrap(),
-            h,
-            kv,
-            hd,
-            t,
-        );
         let what = format!(
             "{} attention {rows} rows of {t}, {h}/{kv} heads",
             variant.name()
         );
-        close(&read(g, &got), &want.data, ATTN_COOP_TOL, &what);
+        attention_close(g, (rows, t, h, kv), (&q, &k, &v), &what);
     }
     g.force_attention_variant(None);
 }

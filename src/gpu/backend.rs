@@ -859,18 +859,15 @@ impl Gpu {
     }
 
     /// The attention kernel a call at head dimension `hd` uses: the forced one where it
-    /// applies, else at `Precision::F16` the one-pass tensor-core kernel (`Coop1`) where it
-    /// applies, else the first of `ATTN_DEFAULT` that does. The f32 path keeps f32 attention
-    /// (its exact reference); the two-pass tensor-core kernel (`Coop`) is never chosen
-    /// unforced: on the H100 it was slower than tiled64 (8 × 512: 0.367 ms against 0.267 ms;
-    /// docs/gpu-perf.md v7).
+    /// applies, else the first of `ATTN_DEFAULT` that does. The tensor-core kernels are never
+    /// chosen unforced: the two-pass one (`Coop`) was slower than tiled64 on the H100 (8 × 512:
+    /// 0.367 ms against 0.267 ms; docs/gpu-perf.md v7); the one-pass one (`Coop1`) gave NaN
+    /// there in its first version, and the version now here has not yet run on hardware
+    /// (docs/gpu-perf.md v12).
     pub fn attention_variant(&self, hd: usize) -> AttentionVariant {
-        let f16 = (self.precision.get() == crate::gpu::pipelines::Precision::F16)
-            .then_some(AttentionVariant::Coop1);
         self.attention_variant
             .get()
             .into_iter()
-            .chain(f16)
             .chain(ATTN_DEFAULT)
             .find(|&v| self.attention_variant_applies(v, hd))
             .unwrap_or(AttentionVariant::Split)
