@@ -193,15 +193,9 @@ fn main(
     var o2 = coop_mat16x16<f32, C>();
     var o3 = coop_mat16x16<f32, C>();
     // This invocation's share of O from before the last change of m: its row, dimensions
-    // half·16 + 4c (r0–r3) and 32 + half·16 + 4c (r4–r7).
-    var r0 = vec4<f32>(0.0);
-    var r1 = vec4<f32>(0.0);
-    var r2 = vec4<f32>(0.0);
-    var r3 = vec4<f32>(0.0);
-    var r4 = vec4<f32>(0.0);
-    var r5 = vec4<f32>(0.0);
-    var r6 = vec4<f32>(0.0);
-    var r7 = vec4<f32>(0.0);
+    // half·16 + 4c (`lo`) and 32 + half·16 + 4c (`hi`), c = 0..3.
+    var lo = Share(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var hi = lo;
     for (var t = 0u; t < tiles; t++) {
         let kt = t * BK;
         let buf = (t & 1u) * TILE;
@@ -278,17 +272,9 @@ fn main(
             workgroupBarrier(); // S read: `ss` may hold O now
             // The accumulators join this invocation's share of O in registers, scaled, and
             // start again from zero (an accumulator cannot be scaled in place).
-            stage(o0, o1, so);
-            r0 = (r0 + staged(sb)) * alpha;
-            r1 = (r1 + staged(sb + 1u)) * alpha;
-            r2 = (r2 + staged(sb + 2u)) * alpha;
-            r3 = (r3 + staged(sb + 3u)) * alpha;
+            lo = join(lo, o0, o1, so, sb, alpha);
             workgroupBarrier();
-            stage(o2, o3, so);
-            r4 = (r4 + staged(sb)) * alpha;
-            r5 = (r5 + staged(sb + 1u)) * alpha;
-            r6 = (r6 + staged(sb + 2u)) * alpha;
-            r7 = (r7 + staged(sb + 3u)) * alpha;
+            hi = join(hi, o2, o3, so, sb, alpha);
             o0 = coop_mat16x16<f32, C>();
             o1 = coop_mat16x16<f32, C>();
             o2 = coop_mat16x16<f32, C>();
@@ -317,29 +303,41 @@ fn main(
     // invocation writes its row's 2 × 16 dimensions. `l` is 0 only for rows past the sequence,
     // which are not written.
     workgroupBarrier(); // every subgroup is done with the last tile's `ss`
-    stage(o0, o1, so);
-    r0 += staged(sb);
-    r1 += staged(sb + 1u);
-    r2 += staged(sb + 2u);
-    r3 += staged(sb + 3u);
+    lo = join(lo, o0, o1, so, sb, 1.0);
     workgroupBarrier();
-    stage(o2, o3, so);
-    r4 += staged(sb);
-    r5 += staged(sb + 1u);
-    r6 += staged(sb + 2u);
-    r7 += staged(sb + 3u);
+    hi = join(hi, o2, o3, so, sb, 1.0);
     if (qi < P.t) {
         let inv = 1.0 / l;
         let at = (r0q + qi) * (P.n_head * H4) + h * H4 + half * 4u;
-        O[at] = r0 * inv;
-        O[at + 1u] = r1 * inv;
-        O[at + 2u] = r2 * inv;
-        O[at + 3u] = r3 * inv;
-        O[at + 8u] = r4 * inv;
-        O[at + 9u] = r5 * inv;
-        O[at + 10u] = r6 * inv;
-        O[at + 11u] = r7 * inv;
+        O[at] = lo.c0 * inv;
+        O[at + 1u] = lo.c1 * inv;
+        O[at + 2u] = lo.c2 * inv;
+        O[at + 3u] = lo.c3 * inv;
+        O[at + 8u] = hi.c0 * inv;
+        O[at + 9u] = hi.c1 * inv;
+        O[at + 10u] = hi.c2 * inv;
+        O[at + 11u] = hi.c3 * inv;
     }
+}
+
+// 16 values of one row of O held by an invocation, 4 consecutive dimensions each.
+struct Share {
+    c0: vec4<f32>,
+    c1: vec4<f32>,
+    c2: vec4<f32>,
+    c3: vec4<f32>,
+}
+
+// `r` plus this invocation's 16 values of two accumulators (staged through `ss`), times
+// `alpha`. Called by every invocation in the same order (a barrier inside).
+fn join(r: Share, a: coop_mat16x16<f32, C>, b: coop_mat16x16<f32, C>, so: u32, sb: u32, alpha: f32) -> Share {
+    stage(a, b, so);
+    return Share(
+        (r.c0 + staged(sb)) * alpha,
+        (r.c1 + staged(sb + 1u)) * alpha,
+        (r.c2 + staged(sb + 2u)) * alpha,
+        (r.c3 + staged(sb + 3u)) * alpha,
+    );
 }
 
 // Two accumulators (32 dimensions of the subgroup's 16 rows) into its slice of `ss`, row-major,

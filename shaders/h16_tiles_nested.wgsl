@@ -10,20 +10,23 @@
 var<workgroup> sa: array<array<f16, 8>, 1280>; // activations, two buffers of 128 rows × PITCH
 var<workgroup> sb: array<array<f16, 8>, 1280>; // weight rows, likewise
 
-fn put_a(i: u32, v: vec4<u32>) {
+// A 16-byte piece of storage (eight f16) as the halves it holds (exact).
+fn halves(v: vec4<u32>) -> array<f16, 8> {
     let h0 = vec2<f16>(unpack2x16float(v.x));
     let h1 = vec2<f16>(unpack2x16float(v.y));
     let h2 = vec2<f16>(unpack2x16float(v.z));
     let h3 = vec2<f16>(unpack2x16float(v.w));
-    sa[i] = array<f16, 8>(h0.x, h0.y, h1.x, h1.y, h2.x, h2.y, h3.x, h3.y);
+    return array<f16, 8>(h0.x, h0.y, h1.x, h1.y, h2.x, h2.y, h3.x, h3.y);
+}
+
+// Two functions: a pointer to workgroup memory cannot be a parameter in WGSL without an
+// extension naga lacks.
+fn put_a(i: u32, v: vec4<u32>) {
+    sa[i] = halves(v);
 }
 
 fn put_b(i: u32, v: vec4<u32>) {
-    let h0 = vec2<f16>(unpack2x16float(v.x));
-    let h1 = vec2<f16>(unpack2x16float(v.y));
-    let h2 = vec2<f16>(unpack2x16float(v.z));
-    let h3 = vec2<f16>(unpack2x16float(v.w));
-    sb[i] = array<f16, 8>(h0.x, h0.y, h1.x, h1.y, h2.x, h2.y, h3.x, h3.y);
+    sb[i] = halves(v);
 }
 
 fn load_a(i: u32) -> coop_mat16x16<f16, A> {
