@@ -5,7 +5,7 @@
 //!
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
 //!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
-//!         [--attention split|tiled32|tiled64] [--only-attention] [--only-w4a8]
+//!         [--attention split|tiled32|tiled64|coop|coop1] [--only-attention] [--only-w4a8]
 //!         [--only-tender] [--precision f32|f16] [--matmul v5,…,v11]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
@@ -245,16 +245,13 @@ fn main() -> quantlab::Result<()> {
     }
     // `--attention NAME`: the attention kernel of the whole-window runs below.
     if let Some(name) = flag("--attention") {
-        let v = AttentionVariant::ALL
-            .into_iter()
-            .find(|v| v.name() == name)
-            .ok_or_else(|| {
-                quantlab::Error::unsupported(
-                    "gpu_bench",
-                    "--attention",
-                    format!("no variant {name}"),
-                )
-            })?;
+        let v = AttentionVariant::parse(&name).ok_or_else(|| {
+            quantlab::Error::unsupported(
+                "gpu_bench",
+                "--attention",
+                format!("no variant {name} (one of {})", AttentionVariant::names()),
+            )
+        })?;
         g.force_attention_variant(Some(v));
         println!(
             "attention kernel: {} (forced)",

@@ -807,19 +807,13 @@ fn device(b: BackendArg) -> Result<Device> {
             // QUANTLAB_ATTENTION=split|tiled32|tiled64|coop|coop1: the attention kernel, where
             // it applies (to time them with the same binary; `Gpu::attention_variant`).
             if let Ok(v) = std::env::var("QUANTLAB_ATTENTION") {
-                let names: Vec<_> = quantlab::gpu::AttentionVariant::ALL
-                    .iter()
-                    .map(|a| a.name())
-                    .collect();
-                let a = quantlab::gpu::AttentionVariant::ALL
-                    .into_iter()
-                    .find(|a| a.name() == v)
-                    .ok_or_else(|| {
-                        Error::config(
-                            "QUANTLAB_ATTENTION",
-                            format!("{v:?} is none of {}", names.join(", ")),
-                        )
-                    })?;
+                use quantlab::gpu::AttentionVariant;
+                let a = AttentionVariant::parse(&v).ok_or_else(|| {
+                    Error::config(
+                        "QUANTLAB_ATTENTION",
+                        format!("{v:?} is none of {}", AttentionVariant::names()),
+                    )
+                })?;
                 gpu.force_attention_variant(Some(a));
             }
             // QUANTLAB_MATMUL=v5|…|v12: which generation of product kernels (to time them with

@@ -323,6 +323,16 @@ impl AttentionVariant {
         }
     }
 
+    /// The variant called `s` (`QUANTLAB_ATTENTION`, the benchmark's `--attention`).
+    pub fn parse(s: &str) -> Option<AttentionVariant> {
+        AttentionVariant::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// Every variant's name, for messages that list them.
+    pub fn names() -> String {
+        AttentionVariant::ALL.map(|v| v.name()).join(", ")
+    }
+
     /// Queries per workgroup of a tiled variant (None for `Split`).
     pub fn tiled_queries(self) -> Option<usize> {
         match self {
