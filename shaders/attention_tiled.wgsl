@@ -173,10 +173,7 @@ fn main(
         var s1 = vec4<f32>(0.0);
         var s2 = vec4<f32>(0.0);
         var s3 = vec4<f32>(0.0);
-        // unroll kk: `MatmulGen::V12` writes this loop out (`shaders::attention_tiled_header`,
-        // `shaders::unroll`), as V11 does the f32 product's.
-        for (var kk = 0u; kk < HD / 2u; kk++) {
-            let d = 2u * kk;
+        for (var d = 0u; d < HD; d += 2u) {
             let qa = qs[d * QG + qg];
             let ka = kp[d * KROW + kg];
             let qb2 = qs[(d + 1u) * QG + qg];
@@ -228,9 +225,7 @@ fn main(
         workgroupBarrier();
 
         // O block += P·V over the tile's keys; this invocation's dimensions 8kg..8kg+7.
-        // unroll kk: likewise.
-        for (var kk = 0u; kk < BK / 2u; kk++) {
-            let k = 2u * kk;
+        for (var k = 0u; k < BK; k += 2u) {
             let pa = kp[k * PROW + qg];
             let va = vs[k * H4 + 2u * kg];
             let vb = vs[k * H4 + 2u * kg + 1u];

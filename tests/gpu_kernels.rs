@@ -444,11 +444,7 @@ fn causal_attention_with_grouped_kv_heads() {
             hd,
             t,
         );
-        // V12 writes the tiled kernel's inner loops out; V11 keeps them.
-        let runs = attention_runs(&g, hd);
-        let gens = [MatmulGen::V11, MatmulGen::V12];
-        for (gen, (var, ns)) in gens.iter().flat_map(|g| runs.iter().map(move |r| (*g, *r))) {
-            g.set_matmul_gen(gen);
+        for (var, ns) in attention_runs(&g, hd) {
             g.force_attention_variant(Some(var));
             g.force_attention_splits(ns);
             assert_eq!(g.attention_variant(hd), var);
@@ -466,14 +462,13 @@ fn causal_attention_with_grouped_kv_heads() {
                 &want.data,
                 ATTN_TOL,
                 &format!(
-                    "attention t{t} h{h}/{kv} hd{hd} {} splits {ns:?} {gen:?}",
+                    "attention t{t} h{h}/{kv} hd{hd} {} splits {ns:?}",
                     var.name()
                 ),
             );
         }
         g.force_attention_variant(None);
         g.force_attention_splits(None);
-        g.set_matmul_gen(MatmulGen::default());
     }
     // Tiled variants fall back to the split kernel at other head dimensions.
     g.force_attention_variant(Some(AttentionVariant::Tiled32));

@@ -500,10 +500,9 @@ impl Backend for Gpu {
         let block = match variant {
             AttentionVariant::Coop => Some((self.pipes.attention_coop(), 64)),
             AttentionVariant::Coop1 => Some((self.pipes.attention_coop1(), 64)),
-            v => v.tiled_queries().map(|bq| {
-                let unrolled = self.matmul_gen.get().unrolled_attention();
-                (self.pipes.attention_tiled(bq, unrolled), bq)
-            }),
+            v => v
+                .tiled_queries()
+                .map(|bq| (self.pipes.attention_tiled(bq), bq)),
         };
         if let Some((pipe, bq)) = block {
             let pipe = match pipe {

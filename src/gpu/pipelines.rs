@@ -176,8 +176,7 @@ pub enum MatmulGen {
     /// (shaders/h16_tiles_nested.wgsl, kernel `matmul_h16_staged2`), so that under wgpu's
     /// index checks the driver sees fragment rows start on 16 bytes. On the H100 a batch of 32
     /// windows at f16 took 71.6 ms against V9's 81.2 ms in the same call (gate/up 262 against
-    /// 335 µs), as fast as V9 without index checks (docs/gpu-perf.md v12). The f32 tiled
-    /// attention's inner loops are written out too (`unrolled_attention`).
+    /// 335 µs), as fast as V9 without index checks (docs/gpu-perf.md v12).
     #[default]
     V12,
 }
@@ -242,11 +241,6 @@ impl MatmulGen {
             MatmulGen::V10 => n >= 1024 || n.is_multiple_of(128),
             _ => false,
         }
-    }
-
-    /// Whether this generation's f32 tiled attention has its inner loops written out.
-    pub fn unrolled_attention(self) -> bool {
-        self == MatmulGen::V12
     }
 
     /// The kernel of this generation's 128×128 f32 products.
@@ -488,14 +482,11 @@ impl Pipelines {
         self.plain("attention_coop1", "main")
     }
 
-    /// `attention_tiled.wgsl` with `bq` queries per workgroup (head dimension 64), its inner
-    /// loops written out where `unrolled`.
-    pub fn attention_tiled(&self, bq: usize, unrolled: bool) -> Result<wgpu::ComputePipeline> {
-        self.get(
-            format!("attention_tiled{bq}u{unrolled}:main"),
-            "main",
-            || shaders::attention_tiled_module(bq, unrolled),
-        )
+    /// `attention_tiled.wgsl` with `bq` queries per workgroup (head dimension 64).
+    pub fn attention_tiled(&self, bq: usize) -> Result<wgpu::ComputePipeline> {
+        self.get(format!("attention_tiled{bq}:main"), "main", || {
+            shaders::source("attention_tiled").map(|s| shaders::attention_tiled_header(bq) + s)
+        })
     }
 
     /// The integer W4A8 product, with the packed dot-product builtins or their emulation.

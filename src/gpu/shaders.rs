@@ -245,18 +245,6 @@ pub fn attention_tiled_header(bq: usize) -> String {
     format!("const HD: u32 = {ATTENTION_TILED_HEAD_DIM}u;\nconst BQ: u32 = {bq}u;\n")
 }
 
-/// `attention_tiled.wgsl` specialised to `bq` queries per workgroup, with its two inner loops
-/// (over the head's dimensions, then the tile's keys; 32 and 16 trips) written out where
-/// `unrolled` (`MatmulGen::V12`).
-pub fn attention_tiled_module(bq: usize, unrolled: bool) -> Option<String> {
-    let src = attention_tiled_header(bq) + source("attention_tiled")?;
-    if !unrolled {
-        return Some(src);
-    }
-    let (hd, keys) = (ATTENTION_TILED_HEAD_DIM, 32);
-    unroll(&unroll(&src, hd / 2)?, keys / 2)
-}
-
 /// Head dimensions `cargo test` validates the attention module at.
 pub const ATTENTION_HEAD_DIMS: &[usize] = &[16, 32, 64, 96, 128];
 
@@ -319,18 +307,15 @@ pub fn plain_kernel(kernel: &str) -> Option<String> {
 /// Kernels made from another file by `unroll` (name, file, trip count): V11's f32 product.
 const UNROLLED: &[(&str, &str, usize)] = &[("matmul_wide2u", "matmul_wide2", 8)];
 
-/// `src` with its loop `for (var kk = 0u; kk < …; kk++) { … }` (the first line after the
-/// first comment line `// unroll kk…`) written out as `n` blocks `{ let kk = Iu; … }`: the
-/// body sees the same names, with `kk` a constant in each copy. The marker becomes
-/// `// unrolled kk…`, so a second call writes out the next marked loop. None where the
-/// marker or the loop is missing, or the loop's braces do not close on a line of their own at
-/// its indent.
+/// `src` with its loop `for (var kk = 0u; kk < TK; kk++) { … }` (the first line after the
+/// comment line `// unroll kk…`) written out as `n` blocks `{ let kk = Iu; … }`: the body
+/// sees the same names, with `kk` a constant in each copy. None where the marker or the loop
+/// is missing, or the loop's braces do not close on a line of their own at its indent.
 pub fn unroll(src: &str, n: usize) -> Option<String> {
-    const MARK: &str = "// unroll kk";
     let lines: Vec<&str> = src.lines().collect();
     let mark = lines
         .iter()
-        .position(|l| l.trim_start().starts_with(MARK))?;
+        .position(|l| l.trim_start().starts_with("// unroll kk"))?;
     let head =
         (mark..lines.len()).find(|&i| lines[i].trim_start().starts_with("for (var kk = 0u;"))?;
     let indent = &lines[head][..lines[head].len() - lines[head].trim_start().len()];
@@ -341,7 +326,6 @@ pub fn unroll(src: &str, n: usize) -> Option<String> {
         .map(|i| format!("{indent}{{\n{indent}    let kk = {i}u;\n{body}\n{indent}}}"))
         .collect();
     let mut out: Vec<String> = lines[..head].iter().map(|l| l.to_string()).collect();
-    out[mark] = out[mark].replacen(MARK, "// unrolled kk", 1);
     out.extend(copies);
     out.extend(lines[end + 1..].iter().map(|l| l.to_string()));
     Some(out.join("\n") + "\n")
@@ -469,10 +453,11 @@ pub fn all_modules() -> Vec<(String, String)> {
         }
     }
     for bq in ATTENTION_TILED_QUERIES {
-        for unrolled in [false, true] {
-            if let Some(src) = attention_tiled_module(bq, unrolled) {
-                out.push((format!("attention_tiled bq{bq} unrolled {unrolled}"), src));
-            }
+        if let Some(src) = source("attention_tiled") {
+            out.push((
+                format!("attention_tiled bq{bq}"),
+                attention_tiled_header(bq) + src,
+            ));
         }
     }
     for native in [true, false] {
@@ -589,12 +574,6 @@ mod tests {
             (1, 8)
         );
         assert_eq!(unroll("no loop here", 8), None);
-        // Two marked loops: each call writes out the next one.
-        let att = attention_tiled_module(64, true).unwrap();
-        assert!(!att.contains("for (var kk"), "both loops are gone");
-        assert_eq!(att.matches("let kk = 31u;").count(), 1, "32 trips");
-        assert_eq!(att.matches("let kk = 15u;").count(), 2, "then 16");
-        assert_eq!(att.matches("// unrolled kk").count(), 2);
     }
 
     #[test]
