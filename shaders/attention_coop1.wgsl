@@ -15,9 +15,10 @@ enable wgpu_cooperative_matrix;
 // of the tile exceeds m by more than TAU (P ≤ e^TAU ≈ 2981). Only then, for the whole
 // workgroup (a uniform decision: the rescale needs barriers), the accumulators go through
 // workgroup memory into registers (each invocation holds 32 values of its row), which are
-// scaled row by row, and start again from zero. That happens on the first key tile and whenever a later score jumps
-// by TAU over every earlier one; O / l at the end is the same whatever m was used, and the
-// final sums are of the rounded P that multiplied V.
+// scaled row by row, and a new segment of tiles starts with accumulators at zero. That happens
+// on the first key tile and whenever a later score jumps by TAU over every earlier one; O / l
+// at the end is the same whatever m was used, and the final sums are of the rounded P that
+// multiplied V.
 //
 // A workgroup of 128 invocations = 4 subgroups of 32 (only where subgroups are exactly 32 wide)
 // takes BQ = 64 queries; subgroup s owns queries 16s..16s+15: Q as 4 A fragments kept in
@@ -27,7 +28,7 @@ enable wgpu_cooperative_matrix;
 // softmax works on S through workgroup memory, two invocations per query row, 16 keys each.
 // Tiles are arrays of pieces (16 bytes: 8 halves or 4 floats) so that, under wgpu's index
 // checks, the only clamped index is the piece's and the driver still sees 16-byte rows
-// (h16_tiles_nested.wgsl). Workgroup memory: 28.5 KiB (`shaders::ATTENTION_COOP1_BYTES`).
+// (h16_tiles_nested.wgsl). Workgroup memory: 32.5 KiB (`shaders::ATTENTION_COOP1_BYTES`).
 
 struct Params {
     t: u32,
@@ -51,19 +52,28 @@ const H4: u32 = 16u; // vec4s per head row
 const BQ: u32 = 64u; // queries per workgroup
 const BK: u32 = 32u; // keys per tile
 const SG: u32 = 32u;
-const TILE: u32 = 256u; // pieces of 8 halves per K or V tile: 32 keys × 8
-const NEG: f32 = -3.0e38; // finite, so exp(NEG − m) is 0, never NaN
+// Finite, so exp(NEG − m) is 0, never NaN, and far from f32's limit: (NEG − m)·log2(e) must
+// not overflow however the driver evaluates exp.
+const NEG: f32 = -1.0e30;
 const TAU: f32 = 8.0;
 
-// K (and, before the loop, the whole Q tile: 64 × 64 halves = both buffers), then V: two
-// buffers of 32 keys × 64 dimensions each, a key's row 8 pieces.
-var<workgroup> ks: array<array<f16, 8>, 512>;
-var<workgroup> vs: array<array<f16, 8>, 512>;
-// Per subgroup 128 pieces of 4 floats: S [16][32], or half of O [16][32] when it is scaled
-// or written out.
-var<workgroup> ss: array<array<f32, 4>, 512>;
-// Per subgroup 64 pieces: P [16][32].
-var<workgroup> ps: array<array<f16, 8>, 256>;
+// Rows of K, V and S are padded by one 16-byte piece (K, V: 9 pieces for 64 halves; S: 9 for
+// 32 floats; P: 5 for 32 halves), so that the 8 rows a fragment load or store touches at once,
+// and the 8 invocations of a quarter-warp reading their row's piece, fall in distinct banks.
+const KP: u32 = 9u; // pieces per K, V or Q row
+const SP: u32 = 9u; // pieces per S row (32 floats + 4 of padding)
+const PP: u32 = 5u; // pieces per P row (32 halves + 8 of padding)
+const TILE: u32 = 288u; // pieces per K or V buffer: 32 keys × KP
+
+// K (and, before the loop, the whole Q tile: 64 rows × KP = both buffers), then V: two
+// buffers of 32 keys × 64 dimensions each.
+var<workgroup> ks: array<array<f16, 8>, 576>;
+var<workgroup> vs: array<array<f16, 8>, 576>;
+// Per subgroup 16 rows × SP pieces of 4 floats: S [16][32], or half of O [16][32] when it is
+// scaled or written out.
+var<workgroup> ss: array<array<f32, 4>, 576>;
+// Per subgroup 16 rows × PP pieces: P [16][32].
+var<workgroup> ps: array<array<f16, 8>, 320>;
 var<workgroup> red: array<f32, 128>; // per invocation: its half row's maximum
 var<workgroup> grow: atomic<u32>; // some row of the tile needs a larger m
 
@@ -76,6 +86,11 @@ fn piece(a: vec4<f32>, b: vec4<f32>) -> array<f16, 8> {
 fn kv_at(r0: u32, kt: u32, g: u32, e: u32) -> u32 {
     let key = e / 8u;
     return (r0 + kt + key) * (P.n_kv * H4) + g * H4 + (e % 8u) * 2u;
+}
+
+// Where piece `e` (key e / 8, dimensions 8·(e % 8)..) lives in a padded K or V buffer.
+fn kv_slot(e: u32) -> u32 {
+    return (e / 8u) * KP + e % 8u;
 }
 
 // The largest of the valid scores of a piece whose first key is `k` (keys below `nvalid`).
@@ -129,9 +144,11 @@ fn main(
     let qi = i0 + sg * 16u + row; // its query's position in the sequence
     // Keys this row sees: up to its own position (causal); none for rows past the sequence.
     let nvalid = select(0u, qi + 1u, qi < P.t);
-    let so = sg * 128u; // the subgroup's 128 pieces of `ss`
-    let sb = so + row * 8u + half * 4u; // this invocation's 4 of them
-    let pb = sg * 64u + row * 4u + half * 2u; // its 2 pieces of `ps`
+    let so = sg * 16u * SP; // the subgroup's pieces of `ss`
+    let sb = so + row * SP + half * 4u; // this invocation's 4 of them
+    let po = sg * 16u * PP; // the subgroup's pieces of `ps`
+    let pb = po + row * PP + half * 2u; // its 2 of them
+    let pw = PP * 8u; // halves per row of P
 
     // Q tile, scaled, to f16 in `ks` (4 pieces per invocation); rows past the sequence zeros.
     for (var i = 0u; i < 4u; i++) {
@@ -144,17 +161,18 @@ fn main(
             a = Q[at] * P.scale;
             b = Q[at + 1u] * P.scale;
         }
-        ks[e] = piece(a, b);
+        ks[kv_slot(e)] = piece(a, b);
     }
     if (li == 0u) {
         atomicStore(&grow, 0u);
     }
     workgroupBarrier();
-    let qa = sg * 128u; // the subgroup's 16 query rows, 8 pieces each
-    let q0 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa][0], HD);
-    let q1 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa + 2u][0], HD);
-    let q2 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa + 4u][0], HD);
-    let q3 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa + 6u][0], HD);
+    let qa = sg * 16u * KP; // the subgroup's 16 query rows
+    let qw = KP * 8u;
+    let q0 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa][0], qw);
+    let q1 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa + 2u][0], qw);
+    let q2 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa + 4u][0], qw);
+    let q3 = coopLoadT<coop_mat16x16<f16, A>>(&ks[qa + 6u][0], qw);
     workgroupBarrier(); // every subgroup has its Q before K overwrites it
 
     // Keys this block sees: up to its last query (causal), at most the sequence.
@@ -163,6 +181,8 @@ fn main(
     // This invocation's K and V pieces e0 = li and e1 = li + 128 of the next tile, in registers.
     let e0 = li;
     let e1 = li + 128u;
+    let d0 = kv_slot(e0);
+    let d1 = kv_slot(e1);
     var ka0 = vec4<f32>(0.0);
     var kb0 = vec4<f32>(0.0);
     var ka1 = vec4<f32>(0.0);
@@ -188,6 +208,8 @@ fn main(
 
     var m = NEG;
     var l = 0.0;
+    var lt = 0.0;
+    var hm = NEG;
     var o0 = coop_mat16x16<f32, C>();
     var o1 = coop_mat16x16<f32, C>();
     var o2 = coop_mat16x16<f32, C>();
@@ -196,128 +218,161 @@ fn main(
     // half·16 + 4c (`lo`) and 32 + half·16 + 4c (`hi`), c = 0..3.
     var lo = Share(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var hi = lo;
-    for (var t = 0u; t < tiles; t++) {
-        let kt = t * BK;
-        let buf = (t & 1u) * TILE;
-        // This tile's K and V into its buffer: the tile two back used it, and every subgroup
-        // finished with that one before the last barrier of the previous tile.
-        ks[buf + e0] = piece(ka0, kb0);
-        ks[buf + e1] = piece(ka1, kb1);
-        vs[buf + e0] = piece(va0, vb0);
-        vs[buf + e1] = piece(va1, vb1);
-        // The next tile's rows from storage while this one is multiplied.
-        let nt = kt + BK;
-        if (t + 1u < tiles) {
-            ka0 = vec4<f32>(0.0);
-            kb0 = vec4<f32>(0.0);
-            va0 = vec4<f32>(0.0);
-            vb0 = vec4<f32>(0.0);
-            ka1 = vec4<f32>(0.0);
-            kb1 = vec4<f32>(0.0);
-            va1 = vec4<f32>(0.0);
-            vb1 = vec4<f32>(0.0);
-            if (nt + e0 / 8u < P.t) {
-                let at = kv_at(r0q, nt, g, e0);
-                ka0 = K[at];
-                kb0 = K[at + 1u];
-                va0 = V[at];
-                vb0 = V[at + 1u];
+    var t = 0u;
+    // Segments of tiles with one m each. No accumulator is assigned inside an `if`: on the
+    // H100 two kernels that reset or reloaded accumulators in a branch gave NaN (docs/
+    // gpu-perf.md, session 19). A segment ends (`break`) where m must grow; the code after the
+    // inner loop joins its O to the registers and starts the next segment's accumulators
+    // with the tile's own P·V. Branches around cooperative operations test values read with
+    // `workgroupUniformLoad`: naga's uniformity analysis counts every local variable as
+    // non-uniform.
+    loop {
+        loop {
+            if (t >= tiles) {
+                break;
             }
-            if (nt + e1 / 8u < P.t) {
-                let at = kv_at(r0q, nt, g, e1);
-                ka1 = K[at];
-                kb1 = K[at + 1u];
-                va1 = V[at];
-                vb1 = V[at + 1u];
+            let kt = t * BK;
+            let buf = (t & 1u) * TILE;
+            let k0 = kt + half * 16u;
+            // This tile's K and V into its buffer: the tile two back used it, and every
+            // subgroup finished with that one before the last barrier of the previous tile.
+            ks[buf + d0] = piece(ka0, kb0);
+            ks[buf + d1] = piece(ka1, kb1);
+            vs[buf + d0] = piece(va0, vb0);
+            vs[buf + d1] = piece(va1, vb1);
+            // The next tile's rows from storage while this one is multiplied.
+            let nt = kt + BK;
+            if (t + 1u < tiles) {
+                ka0 = vec4<f32>(0.0);
+                kb0 = vec4<f32>(0.0);
+                va0 = vec4<f32>(0.0);
+                vb0 = vec4<f32>(0.0);
+                ka1 = vec4<f32>(0.0);
+                kb1 = vec4<f32>(0.0);
+                va1 = vec4<f32>(0.0);
+                vb1 = vec4<f32>(0.0);
+                if (nt + e0 / 8u < P.t) {
+                    let at = kv_at(r0q, nt, g, e0);
+                    ka0 = K[at];
+                    kb0 = K[at + 1u];
+                    va0 = V[at];
+                    vb0 = V[at + 1u];
+                }
+                if (nt + e1 / 8u < P.t) {
+                    let at = kv_at(r0q, nt, g, e1);
+                    ka1 = K[at];
+                    kb1 = K[at + 1u];
+                    va1 = V[at];
+                    vb1 = V[at + 1u];
+                }
             }
-        }
-        workgroupBarrier(); // (1) K and V of this tile stored
+            workgroupBarrier(); // (1) K and V of this tile stored
 
-        // S of the subgroup's 16 queries against the 32 keys: K as B (dimension × key),
-        // column-major with key rows 8 pieces apart.
-        var s0 = coop_mat16x16<f32, C>();
-        var s1 = coop_mat16x16<f32, C>();
-        let kb = buf + 128u; // keys 16–31
-        s0 = coopMultiplyAdd(q0, coopLoad<coop_mat16x16<f16, B>>(&ks[buf][0], HD), s0);
-        s0 = coopMultiplyAdd(q1, coopLoad<coop_mat16x16<f16, B>>(&ks[buf + 2u][0], HD), s0);
-        s0 = coopMultiplyAdd(q2, coopLoad<coop_mat16x16<f16, B>>(&ks[buf + 4u][0], HD), s0);
-        s0 = coopMultiplyAdd(q3, coopLoad<coop_mat16x16<f16, B>>(&ks[buf + 6u][0], HD), s0);
-        s1 = coopMultiplyAdd(q0, coopLoad<coop_mat16x16<f16, B>>(&ks[kb][0], HD), s1);
-        s1 = coopMultiplyAdd(q1, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 2u][0], HD), s1);
-        s1 = coopMultiplyAdd(q2, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 4u][0], HD), s1);
-        s1 = coopMultiplyAdd(q3, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 6u][0], HD), s1);
-        coopStoreT(s0, &ss[so][0], BK);
-        coopStoreT(s1, &ss[so + 4u][0], BK);
-        workgroupBarrier(); // (2) S stored
+            // S of the subgroup's 16 queries against the 32 keys: K as B (dimension × key),
+            // column-major with key rows KP pieces apart.
+            var s0 = coop_mat16x16<f32, C>();
+            var s1 = coop_mat16x16<f32, C>();
+            let kb = buf + 16u * KP; // keys 16–31
+            let st = KP * 8u;
+            s0 = coopMultiplyAdd(q0, coopLoad<coop_mat16x16<f16, B>>(&ks[buf][0], st), s0);
+            s0 = coopMultiplyAdd(q1, coopLoad<coop_mat16x16<f16, B>>(&ks[buf + 2u][0], st), s0);
+            s0 = coopMultiplyAdd(q2, coopLoad<coop_mat16x16<f16, B>>(&ks[buf + 4u][0], st), s0);
+            s0 = coopMultiplyAdd(q3, coopLoad<coop_mat16x16<f16, B>>(&ks[buf + 6u][0], st), s0);
+            s1 = coopMultiplyAdd(q0, coopLoad<coop_mat16x16<f16, B>>(&ks[kb][0], st), s1);
+            s1 = coopMultiplyAdd(q1, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 2u][0], st), s1);
+            s1 = coopMultiplyAdd(q2, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 4u][0], st), s1);
+            s1 = coopMultiplyAdd(q3, coopLoad<coop_mat16x16<f16, B>>(&ks[kb + 6u][0], st), s1);
+            let sw = SP * 4u;
+            coopStoreT(s0, &ss[so][0], sw);
+            coopStoreT(s1, &ss[so + 4u][0], sw);
+            workgroupBarrier(); // (2) S stored
 
-        // The tile's maximum over this invocation's valid keys, and P with the current m.
-        let k0 = kt + half * 16u;
-        var hm = piece_max(ss[sb], k0, nvalid, NEG);
-        hm = piece_max(ss[sb + 1u], k0 + 4u, nvalid, hm);
-        hm = piece_max(ss[sb + 2u], k0 + 8u, nvalid, hm);
-        hm = piece_max(ss[sb + 3u], k0 + 12u, nvalid, hm);
-        if (hm > m + TAU) {
-            atomicStore(&grow, 1u);
-        }
-        var lt = softmax_p(sb, pb, k0, nvalid, m);
-        if (workgroupUniformLoad(&grow) != 0u) { // (3) P stored, and whether m must grow
-            // Rare: every row takes its exact maximum so far; O and l are scaled to it.
-            red[li] = hm;
-            workgroupBarrier();
-            let mn = max(m, max(red[sg * 32u + row * 2u], red[sg * 32u + row * 2u + 1u]));
-            let alpha = exp(m - mn);
-            m = mn;
-            l *= alpha;
+            // The tile's maximum over this invocation's valid keys, and P with the current m.
+            hm = piece_max(ss[sb], k0, nvalid, NEG);
+            hm = piece_max(ss[sb + 1u], k0 + 4u, nvalid, hm);
+            hm = piece_max(ss[sb + 2u], k0 + 8u, nvalid, hm);
+            hm = piece_max(ss[sb + 3u], k0 + 12u, nvalid, hm);
+            if (hm > m + TAU) {
+                atomicStore(&grow, 1u);
+            }
             lt = softmax_p(sb, pb, k0, nvalid, m);
-            workgroupBarrier(); // S read: `ss` may hold O now
-            // The accumulators join this invocation's share of O in registers, scaled, and
-            // start again from zero (an accumulator cannot be scaled in place).
-            lo = join(lo, o0, o1, so, sb, alpha);
-            workgroupBarrier();
-            hi = join(hi, o2, o3, so, sb, alpha);
-            o0 = coop_mat16x16<f32, C>();
-            o1 = coop_mat16x16<f32, C>();
-            o2 = coop_mat16x16<f32, C>();
-            o3 = coop_mat16x16<f32, C>();
-            if (li == 0u) {
-                atomicStore(&grow, 0u); // ordered before the next tile's stores by barrier (1)
+            if (workgroupUniformLoad(&grow) != 0u) { // (3) P stored; must m grow?
+                break;
             }
+            l += lt;
+            // O += P·V: P as A (query × key, row-major), V as B (key × dimension, row-major).
+            let pa0 = coopLoadT<coop_mat16x16<f16, A>>(&ps[po][0], pw);
+            let pa1 = coopLoadT<coop_mat16x16<f16, A>>(&ps[po + 2u][0], pw);
+            o0 = pv(o0, pa0, pa1, buf);
+            o1 = pv(o1, pa0, pa1, buf + 2u);
+            o2 = pv(o2, pa0, pa1, buf + 4u);
+            o3 = pv(o3, pa0, pa1, buf + 6u);
+            t += 1u;
         }
+
+        if (workgroupUniformLoad(&grow) == 0u) {
+            // Every tile done. O / l: the accumulators join the registers once more (through
+            // `ss`), then each invocation writes its row's 2 × 16 dimensions. `l` is 0 only for
+            // rows past the sequence, which are not written.
+            lo = join(lo, o0, o1, so, sb, 1.0);
+            workgroupBarrier();
+            hi = join(hi, o2, o3, so, sb, 1.0);
+            if (qi < P.t) {
+                let inv = 1.0 / l;
+                let at = (r0q + qi) * (P.n_head * H4) + h * H4 + half * 4u;
+                O[at] = lo.c0 * inv;
+                O[at + 1u] = lo.c1 * inv;
+                O[at + 2u] = lo.c2 * inv;
+                O[at + 3u] = lo.c3 * inv;
+                O[at + 8u] = hi.c0 * inv;
+                O[at + 9u] = hi.c1 * inv;
+                O[at + 10u] = hi.c2 * inv;
+                O[at + 11u] = hi.c3 * inv;
+            }
+            break;
+        }
+        // Rare: m must grow at tile t. Every row takes its exact maximum so far; O and l are
+        // scaled to it; tile t's P is computed again with it before `ss` stages O.
+        red[li] = hm;
+        workgroupBarrier();
+        let mn = max(m, max(red[sg * 32u + row * 2u], red[sg * 32u + row * 2u + 1u]));
+        let alpha = exp(m - mn);
+        m = mn;
+        l *= alpha;
+        lt = softmax_p(sb, pb, t * BK + half * 16u, nvalid, m);
+        workgroupBarrier(); // S read: `ss` may hold O now
+        lo = join(lo, o0, o1, so, sb, alpha);
+        workgroupBarrier();
+        hi = join(hi, o2, o3, so, sb, alpha);
+        // The next segment's accumulators: tile t's P·V alone.
+        let buf = (t & 1u) * TILE;
+        let pa0 = coopLoadT<coop_mat16x16<f16, A>>(&ps[po][0], pw);
+        let pa1 = coopLoadT<coop_mat16x16<f16, A>>(&ps[po + 2u][0], pw);
+        let zero = coop_mat16x16<f32, C>();
+        o0 = pv(zero, pa0, pa1, buf);
+        o1 = pv(zero, pa0, pa1, buf + 2u);
+        o2 = pv(zero, pa0, pa1, buf + 4u);
+        o3 = pv(zero, pa0, pa1, buf + 6u);
         l += lt;
-
-        // O += P·V: P as A (query × key, row-major), V as B (key × dimension, row-major).
-        let pa0 = coopLoadT<coop_mat16x16<f16, A>>(&ps[sg * 64u][0], BK);
-        let pa1 = coopLoadT<coop_mat16x16<f16, A>>(&ps[sg * 64u + 2u][0], BK);
-        let vb = buf + 128u;
-        o0 = coopMultiplyAdd(pa0, coopLoadT<coop_mat16x16<f16, B>>(&vs[buf][0], HD), o0);
-        o1 = coopMultiplyAdd(pa0, coopLoadT<coop_mat16x16<f16, B>>(&vs[buf + 2u][0], HD), o1);
-        o2 = coopMultiplyAdd(pa0, coopLoadT<coop_mat16x16<f16, B>>(&vs[buf + 4u][0], HD), o2);
-        o3 = coopMultiplyAdd(pa0, coopLoadT<coop_mat16x16<f16, B>>(&vs[buf + 6u][0], HD), o3);
-        o0 = coopMultiplyAdd(pa1, coopLoadT<coop_mat16x16<f16, B>>(&vs[vb][0], HD), o0);
-        o1 = coopMultiplyAdd(pa1, coopLoadT<coop_mat16x16<f16, B>>(&vs[vb + 2u][0], HD), o1);
-        o2 = coopMultiplyAdd(pa1, coopLoadT<coop_mat16x16<f16, B>>(&vs[vb + 4u][0], HD), o2);
-        o3 = coopMultiplyAdd(pa1, coopLoadT<coop_mat16x16<f16, B>>(&vs[vb + 6u][0], HD), o3);
+        t += 1u;
+        if (li == 0u) {
+            atomicStore(&grow, 0u); // ordered before the next tile's stores by barrier (1)
+        }
     }
+}
 
-    // O / l: the accumulators join the registers once more (through `ss`), then each
-    // invocation writes its row's 2 × 16 dimensions. `l` is 0 only for rows past the sequence,
-    // which are not written.
-    workgroupBarrier(); // every subgroup is done with the last tile's `ss`
-    lo = join(lo, o0, o1, so, sb, 1.0);
-    workgroupBarrier();
-    hi = join(hi, o2, o3, so, sb, 1.0);
-    if (qi < P.t) {
-        let inv = 1.0 / l;
-        let at = (r0q + qi) * (P.n_head * H4) + h * H4 + half * 4u;
-        O[at] = lo.c0 * inv;
-        O[at + 1u] = lo.c1 * inv;
-        O[at + 2u] = lo.c2 * inv;
-        O[at + 3u] = lo.c3 * inv;
-        O[at + 8u] = hi.c0 * inv;
-        O[at + 9u] = hi.c1 * inv;
-        O[at + 10u] = hi.c2 * inv;
-        O[at + 11u] = hi.c3 * inv;
-    }
+// `o` + P·V for 16 of the head's dimensions: P (the subgroup's 16 rows, keys 0–15 in `pa0` and
+// 16–31 in `pa1`) times V (the tile's 32 keys × those dimensions, at piece `v0` of `vs`, as B,
+// row-major).
+fn pv(
+    o: coop_mat16x16<f32, C>,
+    pa0: coop_mat16x16<f16, A>,
+    pa1: coop_mat16x16<f16, A>,
+    v0: u32,
+) -> coop_mat16x16<f32, C> {
+    let vw = KP * 8u;
+    let r = coopMultiplyAdd(pa0, coopLoadT<coop_mat16x16<f16, B>>(&vs[v0][0], vw), o);
+    return coopMultiplyAdd(pa1, coopLoadT<coop_mat16x16<f16, B>>(&vs[v0 + 16u * KP][0], vw), r);
 }
 
 // 16 values of one row of O held by an invocation, 4 consecutive dimensions each.
@@ -344,8 +399,9 @@ fn join(r: Share, a: coop_mat16x16<f32, C>, b: coop_mat16x16<f32, C>, so: u32, s
 // and a barrier: then each invocation reads its row's 16 columns (`staged`). Called by every
 // invocation in the same order.
 fn stage(a: coop_mat16x16<f32, C>, b: coop_mat16x16<f32, C>, so: u32) {
-    coopStoreT(a, &ss[so][0], BK);
-    coopStoreT(b, &ss[so + 4u][0], BK);
+    let sw = SP * 4u;
+    coopStoreT(a, &ss[so][0], sw);
+    coopStoreT(b, &ss[so + 4u][0], sw);
     workgroupBarrier();
 }
 

@@ -405,9 +405,10 @@ pub const H16_STAGED_BYTES: usize = 2 * 2 * 128 * 5 * 16 + 4096;
 /// 4 KiB each, S staging 8 KiB, P 4 KiB, row maxima and sums 512 bytes).
 pub const ATTENTION_COOP_BYTES: usize = 8192 + 4096 + 4096 + 8192 + 4096 + 512;
 
-/// Workgroup memory `attention_coop1.wgsl` declares, in bytes (K and V two buffers of 4 KiB
-/// each, S staging 8 KiB, P 4 KiB, the half rows' maxima 512 bytes, the flag).
-pub const ATTENTION_COOP1_BYTES: usize = 8192 + 8192 + 8192 + 4096 + 512 + 4;
+/// Workgroup memory `attention_coop1.wgsl` declares, in bytes (K and V two buffers of 32 rows
+/// of 9 pieces each, S staging 4 × 16 rows of 9 pieces, P 4 × 16 rows of 5 pieces, the half
+/// rows' maxima 512 bytes, the flag; a piece is 16 bytes).
+pub const ATTENTION_COOP1_BYTES: usize = 2 * 576 * 16 + 576 * 16 + 320 * 16 + 512 + 4;
 
 /// The integer W4A8 product `matmul_int.wgsl` with its `dot4`/`pack4`: the
 /// `dot4I8Packed` builtins (`native`, where the device offers the WGSL language feature

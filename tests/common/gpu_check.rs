@@ -33,10 +33,18 @@ pub fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
             at = i;
         }
     }
+    // Where the values that are not numbers are (first, last, how many): a kernel's NaN
+    // usually comes from one place, and the pattern tells which.
+    let nans: Vec<usize> = (0..got.len()).filter(|&i| !got[i].is_finite()).collect();
     assert!(
         worst <= tol,
-        "{what}: relative error {worst:e} > {tol:e} at {at}: gpu {} cpu {}",
+        "{what}: relative error {worst:e} > {tol:e} at {at}: gpu {} cpu {}; {} of {} not finite \
+         (first at {:?}, last at {:?})",
         got[at],
-        want[at]
+        want[at],
+        nans.len(),
+        got.len(),
+        nans.first(),
+        nans.last()
     );
 }
