@@ -74,7 +74,7 @@ var<workgroup> vs: array<array<f16, 8>, 576>;
 var<workgroup> ss: array<array<f32, 4>, 576>;
 // Per subgroup 16 rows × PP pieces: P [16][32].
 var<workgroup> ps: array<array<f16, 8>, 320>;
-var<workgroup> red: array<f32, 128>; // per invocation: its half row's maximum
+var<workgroup> red: array<f32, 128>; // per invocation: its half row's maximum, at the end its sum
 var<workgroup> grow: atomic<u32>; // some row of the tile needs a larger m
 
 fn piece(a: vec4<f32>, b: vec4<f32>) -> array<f16, 8> {
@@ -207,7 +207,7 @@ fn main(
     }
 
     var m = NEG;
-    var l = 0.0;
+    var l = 0.0; // the sum of P over this invocation's 16 keys of every tile, in units of m
     var lt = 0.0;
     var hm = NEG;
     var o0 = coop_mat16x16<f32, C>();
@@ -312,13 +312,18 @@ fn main(
 
         if (workgroupUniformLoad(&grow) == 0u) {
             // Every tile done. O / l: the accumulators join the registers once more (through
-            // `ss`), then each invocation writes its row's 2 × 16 dimensions. `l` is 0 only for
-            // rows past the sequence, which are not written.
+            // `ss`), then each invocation writes its row's 2 × 16 dimensions. The row's sum is 0
+            // only for rows past the sequence, which are not written.
             lo = join(lo, o0, o1, so, sb, 1.0);
             workgroupBarrier();
             hi = join(hi, o2, o3, so, sb, 1.0);
+            // The row's sum: each of its two invocations summed P over its own 16 keys of
+            // every tile (one of them may have had no valid key at all).
+            red[li] = l;
+            workgroupBarrier();
+            let lrow = red[sg * 32u + row * 2u] + red[sg * 32u + row * 2u + 1u];
             if (qi < P.t) {
-                let inv = 1.0 / l;
+                let inv = 1.0 / lrow;
                 let at = (r0q + qi) * (P.n_head * H4) + h * H4 + half * 4u;
                 O[at] = lo.c0 * inv;
                 O[at + 1u] = lo.c1 * inv;
