@@ -860,9 +860,8 @@ impl Gpu {
     /// The attention kernel a call at head dimension `hd` uses: the forced one where it
     /// applies, else the first of `ATTN_DEFAULT` that does. The tensor-core kernels are never
     /// chosen unforced: the two-pass one (`Coop`) was slower than tiled64 on the H100 (8 × 512:
-    /// 0.367 ms against 0.267 ms; docs/gpu-perf.md v7); the one-pass one (`Coop1`) gave NaN
-    /// there in its first version, and the version now here has not yet run on hardware
-    /// (docs/gpu-perf.md v12).
+    /// 0.367 ms against 0.267 ms; docs/gpu-perf.md v7); the one-pass one (`Coop1`) is twice
+    /// as fast as tiled64 there but its results are still wrong (docs/gpu-perf.md, session 19).
     pub fn attention_variant(&self, hd: usize) -> AttentionVariant {
         self.attention_variant
             .get()
