@@ -10,16 +10,17 @@
 //! All tensors go through each phase together (`cmpq_fit::quantize_jobs`), in parallel natively
 //! and sequentially in wasm. `CmpqCache::times` says what the last call spent in each phase.
 //!
-//! Memory: the dequantized sources are f32 (4 bytes per weight; 425 MB for SmolLM2-135M's linears;
-//! in wasm only one tensor's at a time, see `CmpqCache::low_memory`), and the fits keep one byte
-//! of codes per weight plus a few error entries per column, at the widths the last call used.
+//! Memory: the dequantized sources are f32, kept column-major (4 bytes per weight; 425 MB for
+//! SmolLM2-135M's linears; in wasm only one tensor's at a time, see `CmpqCache::low_memory`),
+//! and the fits keep one byte of codes per weight plus a few error entries per column, at the
+//! widths the last call used.
 
 use crate::format::{Format, QTensor};
 use crate::model::weights::{LayerWeights, Linear, ModelWeights};
 use crate::par;
 use crate::quant::calib::Calibration;
 use crate::quant::cmpq::{check_magnitudes, check_weights, FitCache, PhaseTimes};
-use crate::quant::cmpq_fit::{now, quantize_jobs, Job};
+use crate::quant::cmpq_fit::{now, quantize_jobs, transpose, Job};
 use crate::quant::config::{Method, QuantConfig};
 use crate::quant::lorc;
 use crate::{Error, Result};
@@ -61,10 +62,11 @@ impl SourceId {
 }
 
 /// One source tensor: where it came from, its dequantized weights (checked finite f16 values
-/// once, when cached) and its fits.
+/// once, when cached), column-major as the pipeline reads them (`cmpq_fit::transpose`), and
+/// its fits.
 struct Entry {
     id: SourceId,
-    w: Vec<f32>,
+    wt: Vec<f32>,
     fits: FitCache,
 }
 
@@ -203,9 +205,11 @@ impl CmpqCache {
             for ((li, k, lin, _), q) in part.iter().zip(qs) {
                 let q = match &cfg.lorc {
                     Some(lo) => {
-                        let w = self.tensors.get(&lin.name).map(|e| e.w.as_slice());
-                        let w = w.ok_or_else(|| missing_source(&lin.name))?;
-                        lorc::compensate(&q, w, lo, &lin.name)?
+                        let wt = self.tensors.get(&lin.name).map(|e| e.wt.as_slice());
+                        let wt = wt.ok_or_else(|| missing_source(&lin.name))?;
+                        // LoRC takes the weights row-major: the cached copy transposed back.
+                        let w = transpose(wt, lin.w.cols, lin.w.rows);
+                        lorc::compensate(&q, &w, lo, &lin.name)?
                     }
                     None => q,
                 };
@@ -214,7 +218,7 @@ impl CmpqCache {
             if self.low_memory {
                 for (_, _, lin, _) in part {
                     if let Some(e) = self.tensors.get_mut(&lin.name) {
-                        e.w = Vec::new();
+                        e.wt = Vec::new();
                     }
                 }
             }
@@ -240,24 +244,24 @@ impl CmpqCache {
             .filter(|&i| {
                 self.tensors
                     .get(&targets[i].2.name)
-                    .is_none_or(|e| e.id != ids[i] || e.w.is_empty())
+                    .is_none_or(|e| e.id != ids[i] || e.wt.is_empty())
             })
             .collect();
         let fresh = par::map(0..stale.len(), |s| -> Result<Vec<f32>> {
             let lin = targets[stale[s]].2;
             let w = lin.w.dequantize()?;
             check_weights(&w, lin.w.rows, lin.w.cols, &lin.name)?;
-            Ok(w)
+            Ok(transpose(&w, lin.w.rows, lin.w.cols))
         });
-        for (i, w) in stale.into_iter().zip(fresh) {
-            let w = w?;
+        for (i, wt) in stale.into_iter().zip(fresh) {
+            let wt = wt?;
             match self.tensors.get_mut(&targets[i].2.name) {
                 // Same tensor, source released: the fits still hold.
-                Some(e) if e.id == ids[i] => e.w = w,
+                Some(e) if e.id == ids[i] => e.wt = wt,
                 _ => {
                     let entry = Entry {
                         id: ids[i],
-                        w,
+                        wt,
                         fits: FitCache::default(),
                     };
                     self.tensors.insert(targets[i].2.name.clone(), entry);
@@ -296,7 +300,7 @@ impl CmpqCache {
             if let Some(&i) = slot.get(name.as_str()) {
                 let (_, _, lin, a) = part[i];
                 jobs[i] = Some(Job {
-                    w: &e.w,
+                    wt: &e.wt,
                     rows: lin.w.rows,
                     cols: lin.w.cols,
                     a,

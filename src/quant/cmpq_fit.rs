@@ -6,20 +6,24 @@
 //! whole model share one parallel pool (the few columns a budget step re-fits are spread over
 //! all threads, not over one tensor at a time), and lets each phase be timed (`PhaseTimes`, what
 //! `bench --cmpq-step` prints). `cmpq::quantize_cached` runs it on one tensor and
-//! `CmpqCache::apply` on a whole model; both give the same bytes as `cmpq::quantize`.
+//! `CmpqCache::apply` on a whole model; both give the same bytes as `cmpq::quantize` (and as a
+//! plain serial transcription of the method: tests/cmpq_reference.rs).
+//!
+//! The weights come column-major (`Job`, `transpose`): every fit, error list and re-fit reads
+//! one whole column. Packing is in `cmpq_pack`.
 //!
 //! Natively the phases run on rayon; in wasm everything is sequential (no threads there).
 
-use crate::format::{AddOns, QTensor};
+use crate::format::QTensor;
 use crate::par;
-use crate::quant::cmpq::{fit_levels, nearest, plan, Class, CmpqOptions, Plan};
-use crate::quant::cmpq_alloc::Allocation;
+use crate::quant::cmpq::{codes, fit_levels, nearest, plan, Class, CmpqOptions, Plan};
 use crate::quant::cmpq_outliers::{select, ErrList, Selection};
-use crate::quant::codebook::outlier_bytes;
 use crate::{Error, Result};
-use half::f16;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+
+use crate::quant::cmpq_pack::assemble;
 
 /// Error lists keep at least this many of a column's largest errors (more when the outlier
 /// fraction asks for more per column); the rest is computed only when the search needs it.
@@ -37,6 +41,12 @@ type FitKey = (usize, u8, bool, Vec<u32>);
 /// (column, bits, k-means) of a plain fit, whose errors an `ErrList` ranks.
 type ErrKey = (usize, u8, bool);
 
+/// The fit maps' hasher: FxHash (rustc's) instead of the default SipHash, which with its
+/// lookups was about 4 % of a budget step's profile (a step looks up every column's key several
+/// times: what is missing, packing, what to keep). The keys are this pipeline's own, not input
+/// anyone picks to collide.
+type KeyHash = BuildHasherDefault<rustc_hash::FxHasher>;
+
 /// Column fits of one tensor kept between calls (`cmpq_cache`): a fit depends only on the
 /// column's values, its width, the fitting rule and the rows left out as sparse outliers, so
 /// moving the budget re-fits only the columns whose width or outliers changed. The largest
@@ -46,10 +56,10 @@ type ErrKey = (usize, u8, bool);
 #[derive(Default)]
 pub struct FitCache {
     /// Fits on all of a column's values, kept for every width seen.
-    plain: HashMap<ErrKey, Fit>,
+    plain: HashMap<ErrKey, Fit, KeyHash>,
     /// Fits without the sparse-outlier rows, kept only while the last call used them.
-    refits: HashMap<FitKey, Fit>,
-    errs: HashMap<ErrKey, ErrList>,
+    refits: HashMap<FitKey, Fit, KeyHash>,
+    errs: HashMap<ErrKey, ErrList, KeyHash>,
     /// Bit patterns of the magnitudes `errs` were computed with.
     err_a: Vec<u32>,
 }
@@ -122,10 +132,11 @@ pub(crate) fn now() -> f64 {
     0.0
 }
 
-/// One tensor to quantize: its weights (`rows × cols`, row-major, already checked to be finite
-/// f16 values), its magnitudes (checked finite and ≥ 0), the options and its fit cache.
+/// One tensor to quantize: its weights **column-major** (`wt`, `cols × rows`: column `j` is
+/// `wt[j · rows..(j + 1) · rows]`; see `transpose`), already checked to be finite f16 values,
+/// its magnitudes (checked finite and ≥ 0), the options and its fit cache.
 pub(crate) struct Job<'a> {
-    pub w: &'a [f32],
+    pub wt: &'a [f32],
     pub rows: usize,
     pub cols: usize,
     pub a: &'a [f32],
@@ -134,48 +145,90 @@ pub(crate) struct Job<'a> {
     pub cache: &'a mut FitCache,
 }
 
-fn fit_key(w: &[f32], rows: usize, cols: usize, key: &FitKey) -> Fit {
-    let (j, bits, kmeans, out) = key;
-    let mut skip = vec![false; rows];
-    for &r in out {
-        if let Some(s) = skip.get_mut(r as usize) {
-            *s = true;
+/// Column `j` of the column-major `wt` (`rows` long; shorter only where `wt` is).
+pub(crate) fn column(wt: &[f32], rows: usize, j: usize) -> &[f32] {
+    let start = j.saturating_mul(rows).min(wt.len());
+    &wt[start..start.saturating_add(rows).min(wt.len())]
+}
+
+/// `w` (`rows × cols`, row-major) column-major, the layout `Job` takes. Every fit, error list
+/// and re-fit reads one whole column; from row-major weights that was one cache line (and for
+/// wide tensors one page) per value, a strided gather that took about an eighth of a budget
+/// step's time (perf, SmolLM2-135M). Blocks of 32 × 32 keep both sides of the copy in cache.
+pub(crate) fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const B: usize = 32;
+    let mut t = vec![0.0f32; rows * cols];
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    if let Some(&x) = w.get(r * cols + c) {
+                        t[c * rows + r] = x;
+                    }
+                }
+            }
         }
     }
-    let vals: Vec<f32> = (0..rows)
-        .filter(|&r| !skip[r])
-        .filter_map(|r| w.get(r * cols + j).copied())
-        .collect();
-    let levels = fit_levels(&vals, *bits, *kmeans);
-    let codes = (0..rows)
-        .map(|r| nearest(&levels, w.get(r * cols + j).copied().unwrap_or(0.0)))
-        .collect();
+    t
+}
+
+fn fit_key(job: &Job<'_>, key: &FitKey) -> Fit {
+    let (j, bits, kmeans, out) = key;
+    let col = column(job.wt, job.rows, *j);
+    let levels = if out.is_empty() {
+        fit_levels(col, *bits, *kmeans)
+    } else {
+        let mut skip = vec![false; col.len()];
+        for &r in out {
+            if let Some(s) = skip.get_mut(r as usize) {
+                *s = true;
+            }
+        }
+        let vals: Vec<f32> = col
+            .iter()
+            .zip(&skip)
+            .filter(|(_, &s)| !s)
+            .map(|(&x, _)| x)
+            .collect();
+        fit_levels(&vals, *bits, *kmeans)
+    };
+    // Rows past the end of `wt` (none, for checked weights) code 0.0.
+    let mut codes = codes(&levels, col);
+    codes.resize(job.rows, nearest(&levels, 0.0));
     Fit { levels, codes }
 }
 
 /// Fit every key not yet in its job's cache, all jobs' columns in one parallel pool; the count.
+/// Finding the missing keys and storing the new fits run per job in parallel too: done on one
+/// thread they were a serial stretch of a budget step, whose fits are few.
 fn fill(jobs: &mut [Job<'_>], keys: &[Vec<Option<FitKey>>]) -> usize {
     let view: &[Job<'_>] = jobs;
-    let missing: Vec<(usize, &FitKey)> = par::map(0..view.len(), |ji| {
+    let missing: Vec<Vec<&FitKey>> = par::map(0..view.len(), |ji| {
         keys[ji]
             .iter()
             .flatten()
             .filter(|k| view[ji].cache.get(k).is_none())
-            .map(|k| (ji, k))
-            .collect::<Vec<_>>()
-    })
-    .into_iter()
-    .flatten()
-    .collect();
-    let new = par::map(0..missing.len(), |i| {
-        let (ji, k) = missing[i];
-        let j = &view[ji];
-        fit_key(j.w, j.rows, j.cols, k)
+            .collect()
     });
-    let n = new.len();
-    for ((ji, k), f) in missing.into_iter().zip(new) {
-        jobs[ji].cache.insert(k.clone(), f);
-    }
+    let flat: Vec<(usize, &FitKey)> = missing
+        .iter()
+        .enumerate()
+        .flat_map(|(ji, ks)| ks.iter().map(move |&k| (ji, k)))
+        .collect();
+    let n = flat.len();
+    let mut new = par::map(flat, |(ji, k)| fit_key(&view[ji], k)).into_iter();
+    let per_job: Vec<Vec<Fit>> = missing
+        .iter()
+        .map(|ks| new.by_ref().take(ks.len()).collect())
+        .collect();
+    par::map(
+        jobs.iter_mut().zip(missing).zip(per_job),
+        |((job, ks), fs)| {
+            for (k, f) in ks.into_iter().zip(fs) {
+                job.cache.insert(k.clone(), f);
+            }
+        },
+    );
     n
 }
 
@@ -186,7 +239,8 @@ fn select_job(job: &mut Job<'_>, p: &Plan) -> Result<(Vec<usize>, usize)> {
     if k == 0 {
         return Ok((Vec::new(), 0));
     }
-    let (w, cols, a, kmeans, name) = (job.w, job.cols, job.a, job.opts.kmeans, job.name);
+    let (wt, rows, cols, a) = (job.wt, job.rows, job.cols, job.a);
+    let (kmeans, name) = (job.opts.kmeans, job.name);
     let cache = &mut *job.cache;
     let a_bits: Vec<u32> = a.iter().map(|x| x.to_bits()).collect();
     if cache.err_a != a_bits {
@@ -207,7 +261,7 @@ fn select_job(job: &mut Job<'_>, p: &Plan) -> Result<(Vec<usize>, usize)> {
         let a_j = a.get(j).copied().unwrap_or(0.0);
         cache
             .errs
-            .insert(ek, ErrList::new(w, cols, j, a_j, fit, keep));
+            .insert(ek, ErrList::new(column(wt, rows, j), a_j, fit, keep));
         computed += 1;
         Ok(())
     };
@@ -244,25 +298,19 @@ fn select_job(job: &mut Job<'_>, p: &Plan) -> Result<(Vec<usize>, usize)> {
 /// Run the CMPQ pipeline on every job, phase by phase, adding each phase's seconds to `times`.
 pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Result<Vec<QTensor>> {
     let t = now();
-    let plans = jobs
-        .iter()
-        .map(|j| plan(j.rows, j.cols, j.a, j.opts, j.name))
+    let view: &[Job<'_>] = jobs;
+    let plans = par::map(view, |j| plan(j.rows, j.cols, j.a, j.opts, j.name))
+        .into_iter()
         .collect::<Result<Vec<Plan>>>()?;
     times.alloc += now() - t;
 
     // Step 3: every code column fitted on all its values.
     let t = now();
-    let mut keys: Vec<Vec<Option<FitKey>>> = jobs
-        .iter()
-        .zip(&plans)
-        .map(|(job, p)| {
-            (0..job.cols)
-                .map(|j| {
-                    (p.class[j] != Class::F16).then(|| (j, p.bits(j), job.opts.kmeans, vec![]))
-                })
-                .collect()
-        })
-        .collect();
+    let mut keys: Vec<Vec<Option<FitKey>>> = par::map(jobs.iter().zip(&plans), |(job, p)| {
+        (0..job.cols)
+            .map(|j| (p.class[j] != Class::F16).then(|| (j, p.bits(j), job.opts.kmeans, vec![])))
+            .collect()
+    });
     times.new_fits += fill(jobs, &keys);
     times.fits += now() - t;
 
@@ -276,11 +324,10 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
 
     // Re-cluster the columns that lost weights, without them.
     let t = now();
-    let refit: Vec<Vec<Option<FitKey>>> = jobs
-        .iter()
-        .zip(&plans)
-        .zip(&selected)
-        .map(|((job, p), (pos, _))| {
+    let view: &[Job<'_>] = jobs;
+    let refit: Vec<Vec<Option<FitKey>>> = par::map(
+        view.iter().zip(&plans).zip(&selected),
+        |((job, p), (pos, _))| {
             let mut out_rows: Vec<Vec<u32>> = vec![Vec::new(); job.cols];
             for &i in pos {
                 out_rows[i % job.cols].push((i / job.cols) as u32);
@@ -290,16 +337,16 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
                 .enumerate()
                 .map(|(j, rs)| (!rs.is_empty()).then(|| (j, p.bits(j), job.opts.kmeans, rs)))
                 .collect()
-        })
-        .collect();
+        },
+    );
     times.new_refits += fill(jobs, &refit);
-    for (ks, rs) in keys.iter_mut().zip(refit) {
+    par::map(keys.iter_mut().zip(refit), |(ks, rs)| {
         for (k, r) in ks.iter_mut().zip(rs) {
             if r.is_some() {
                 *k = r;
             }
         }
-    }
+    });
     times.refits += now() - t;
 
     let t = now();
@@ -311,7 +358,7 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
             .map(|k| k.as_ref().and_then(|k| job.cache.get(k)))
             .collect();
         assemble(
-            job.w,
+            job.wt,
             job.rows,
             job.cols,
             &p.alloc,
@@ -327,7 +374,8 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
     // the cache stays bounded to about two widths' codes per tensor as the budget wanders (in
     // wasm, whose memory is at most 4 GiB, holding every width seen ran out of it).
     par::map(jobs.iter_mut().zip(&keys), |(job, ks)| {
-        let used: HashSet<&FitKey> = ks.iter().flatten().filter(|k| !k.3.is_empty()).collect();
+        let used: HashSet<&FitKey, KeyHash> =
+            ks.iter().flatten().filter(|k| !k.3.is_empty()).collect();
         job.cache.refits.retain(|k, _| used.contains(k));
         let widths: HashSet<u8> = ks.iter().flatten().map(|k| k.1).collect();
         job.cache.plain.retain(|k, _| widths.contains(&k.1));
@@ -335,135 +383,4 @@ pub(crate) fn quantize_jobs(jobs: &mut [Job<'_>], times: &mut PhaseTimes) -> Res
     });
     times.pack += now() - t;
     Ok(out)
-}
-
-/// Codes of one class's columns (`fits`, in class order), row-major, packed at `bits`: the
-/// layout of `format::pack_codes` (code `i` at bit `i · bits`, LSB first, u32 little-endian
-/// words), written as one stream instead of gathering a code matrix first (a test checks that
-/// both give the same bytes).
-fn pack_class(rows: usize, fits: &[&Fit], bits: u8) -> Vec<u8> {
-    let n_words = (rows * fits.len() * bits as usize).div_ceil(32);
-    let mut out = Vec::with_capacity(4 * n_words);
-    let mask = (1u64 << bits) - 1;
-    let (mut acc, mut fill) = (0u64, 0u32);
-    for r in 0..rows {
-        for f in fits {
-            let c = f.codes.get(r).copied().unwrap_or(0) as u64 & mask;
-            acc |= c << fill;
-            fill += bits as u32;
-            if fill >= 32 {
-                out.extend_from_slice(&(acc as u32).to_le_bytes());
-                acc >>= 32;
-                fill -= 32;
-            }
-        }
-    }
-    if fill > 0 {
-        out.extend_from_slice(&(acc as u32).to_le_bytes());
-    }
-    out
-}
-
-/// Lay the parts out as `Format::Cmpq` (src/format/cmpq.rs) plus the sparse-outlier add-on.
-fn assemble(
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    alloc: &Allocation,
-    class: &[Class],
-    fits: &[Option<&Fit>],
-    sparse: &[usize],
-) -> Result<QTensor> {
-    let (n_lo, n_hi, n_f16) = (alloc.n_lo(cols), alloc.n_hi, alloc.n_f16);
-    let mut map = Vec::with_capacity(2 * cols);
-    let mut members: [Vec<usize>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    for (j, &c) in class.iter().enumerate() {
-        let k = match c {
-            Class::Lo => 0,
-            Class::Hi => 1,
-            Class::F16 => 2,
-        };
-        let e = ((k << 14) | members[k].len()) as u16;
-        map.extend_from_slice(&e.to_le_bytes());
-        members[k].push(j);
-    }
-    if [n_lo, n_hi, n_f16] != [members[0].len(), members[1].len(), members[2].len()] {
-        return Err(Error::config(
-            "cmpq",
-            "column classes do not match the allocation",
-        ));
-    }
-    map.resize(map.len().div_ceil(4) * 4, 0);
-    let mut data = map;
-    let half = |v: f32| f16::from_f32(v).to_le_bytes();
-    let fit = |j: usize| -> Result<&Fit> {
-        fits.get(j)
-            .copied()
-            .flatten()
-            .ok_or_else(|| Error::config("cmpq", format!("column {j} has no codebook")))
-    };
-    let class_fits = [
-        members[0]
-            .iter()
-            .map(|&j| fit(j))
-            .collect::<Result<Vec<_>>>()?,
-        members[1]
-            .iter()
-            .map(|&j| fit(j))
-            .collect::<Result<Vec<_>>>()?,
-    ];
-    for f in class_fits.iter().flatten() {
-        f.levels
-            .iter()
-            .for_each(|&v| data.extend_from_slice(&half(v)));
-    }
-    for (fs, bits) in class_fits.iter().zip([alloc.lo, alloc.lo + 1]) {
-        data.extend_from_slice(&pack_class(rows, fs, bits));
-    }
-    let start = data.len();
-    for r in 0..rows {
-        for &j in &members[2] {
-            data.extend_from_slice(&half(w[r * cols + j]));
-        }
-    }
-    data.resize(start + (data.len() - start).div_ceil(4) * 4, 0);
-    data.extend_from_slice(&outlier_bytes(w, sparse));
-    let addons = AddOns {
-        outliers: sparse.len(),
-        lowrank: None,
-    };
-    QTensor::with_addons(alloc.format(), addons, rows, cols, data)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::format::pack_codes;
-    use crate::quant::testutil::lcg;
-
-    #[test]
-    fn streamed_packing_equals_the_format_table() {
-        for bits in 1..=8u8 {
-            for (rows, m) in [(1, 1), (3, 5), (7, 33), (64, 70), (5, 0)] {
-                let fits: Vec<Fit> = (0..m)
-                    .map(|j| Fit {
-                        levels: Vec::new(),
-                        codes: lcg(j as u64 + 100 * bits as u64, rows)
-                            .iter()
-                            .map(|x| ((x + 0.5) * 256.0) as u8 & ((1u16 << bits) - 1) as u8)
-                            .collect(),
-                    })
-                    .collect();
-                let refs: Vec<&Fit> = fits.iter().collect();
-                let matrix: Vec<u8> = (0..rows)
-                    .flat_map(|r| fits.iter().map(move |f| f.codes[r]))
-                    .collect();
-                assert_eq!(
-                    pack_class(rows, &refs, bits),
-                    pack_codes(&matrix, bits),
-                    "{bits} bits, {rows}×{m}"
-                );
-            }
-        }
-    }
 }

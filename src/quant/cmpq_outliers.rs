@@ -1,16 +1,17 @@
 //! CMPQ outlier extraction B (Chen et al., arXiv 2410.13056, as restated in docs/methods.md §3,
 //! step 5) without ranking every weight: the `k` code-column weights with the largest
-//! activation-weighted error `|W − Q(W)| · a_j` are found by a threshold search over per-column
-//! lists of errors sorted in descending order.
+//! activation-weighted error `|W − Q(W)| · a_j` are found by a threshold over per-column lists
+//! of errors sorted in descending order.
 //!
 //! The order is exactly the one a full sort would give: errors compare as `f32::total_cmp`
 //! does (an integer key with the same order, `order_key`), larger first, and equal errors go to
 //! the lower flat index `r · cols + j`. A column's list only depends on its fit and on `a_j`,
-//! so between budget steps only the columns whose width changed need a new list; the selection
-//! itself is `O(columns · log rows)` per probe of the threshold, not a sort of `rows · cols`.
+//! so between budget steps only the columns whose width changed need a new list; the threshold
+//! is one selection over the entries the lists hold (a few per column), not a sort of
+//! `rows · cols`.
 //!
-//! A list keeps only its largest entries (a prefix) unless the search shows that the unseen
-//! rest could matter; then it is completed and the search runs again (`select` says which).
+//! A list keeps only its largest entries (a prefix) unless the threshold shows that the unseen
+//! rest could matter; then it is completed and the selection runs again (`select` says which).
 
 use crate::quant::cmpq_fit::Fit;
 
@@ -32,8 +33,9 @@ pub(crate) struct ErrList {
 }
 
 impl ErrList {
-    /// The `keep` largest errors of column `j` of `w` (`rows × cols`) against `fit`.
-    pub(crate) fn new(w: &[f32], cols: usize, j: usize, a_j: f32, fit: &Fit, keep: usize) -> Self {
+    /// The `keep` largest errors of a column (its weights `col`, row by row) against `fit`;
+    /// rows past the end of `col` count as 0.
+    pub(crate) fn new(col: &[f32], a_j: f32, fit: &Fit, keep: usize) -> Self {
         let rows = fit.codes.len();
         let mut top: Vec<(i32, u32)> = (0..rows)
             .map(|r| {
@@ -42,7 +44,7 @@ impl ErrList {
                     .get(fit.codes[r] as usize)
                     .copied()
                     .unwrap_or(0.0);
-                let x = w.get(r * cols + j).copied().unwrap_or(0.0);
+                let x = col.get(r).copied().unwrap_or(0.0);
                 // The very expression of a full ranking: `|w − q| · a_j` in f32.
                 (order_key((x - q).abs() * a_j), r as u32)
             })
@@ -82,31 +84,26 @@ pub(crate) enum Selection {
 }
 
 /// The `k` largest errors over `lists` (`(column, list)` pairs of one `rows × cols` tensor),
-/// with ties to the lower flat index: a binary search for the largest key `t` with at least `k`
-/// entries ≥ `t`, then every entry above `t` and the lowest-index entries at `t`.
+/// with ties to the lower flat index: the largest key `t` with at least `k` entries ≥ `t` (the
+/// `k`-th largest key held), then every entry above `t` and the lowest-index entries at `t`.
 pub(crate) fn select(lists: &[(usize, &ErrList)], k: usize, cols: usize) -> Selection {
     if k == 0 {
         return Selection::Done(Vec::new());
     }
-    let count = |t: i64| -> usize { lists.iter().map(|(_, l)| l.count_ge(t)).sum() };
-    // Invariant: count(lo) ≥ k > count(hi) (hi = i32::MAX + 1 counts nothing).
-    let (mut lo, mut hi) = (i32::MIN as i64, i32::MAX as i64 + 1);
-    if count(lo) < k {
+    let mut held: Vec<i32> = lists
+        .iter()
+        .flat_map(|(_, l)| l.top.iter().map(|e| e.0))
+        .collect();
+    if held.len() < k {
         // Fewer entries held than wanted: every partial list has to be completed.
         let need: Vec<usize> = (0..lists.len())
             .filter(|&i| !lists[i].1.is_complete())
             .collect();
         return Selection::Complete(need);
     }
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if count(mid) >= k {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    let t = lo;
+    // One selection over the held keys rather than a binary search over every key value,
+    // which counted each list ~32 times; a budget step runs this for every tensor.
+    let t = *held.select_nth_unstable_by(k - 1, |x, y| y.cmp(x)).1 as i64;
     let need: Vec<usize> = (0..lists.len())
         .filter(|&i| lists[i].1.hides_at_least(t))
         .collect();
@@ -162,10 +159,15 @@ mod tests {
         Fit { levels, codes }
     }
 
+    /// Column `j` of the row-major `w`.
+    fn col(w: &[f32], cols: usize, j: usize) -> Vec<f32> {
+        w.iter().skip(j).step_by(cols).copied().collect()
+    }
+
     fn run(w: &[f32], cols: usize, a: &[f32], fits: &[(usize, Fit)], k: usize, keep: usize) {
         let mut lists: Vec<(usize, ErrList)> = fits
             .iter()
-            .map(|(j, f)| (*j, ErrList::new(w, cols, *j, a[*j], f, keep)))
+            .map(|(j, f)| (*j, ErrList::new(&col(w, cols, *j), a[*j], f, keep)))
             .collect();
         let mut rounds = 0;
         let got = loop {
@@ -176,7 +178,7 @@ mod tests {
                     assert!(!need.is_empty());
                     for i in need {
                         let (j, f) = &fits[i];
-                        lists[i].1 = ErrList::new(w, cols, *j, a[*j], f, usize::MAX);
+                        lists[i].1 = ErrList::new(&col(w, cols, *j), a[*j], f, usize::MAX);
                     }
                 }
             }

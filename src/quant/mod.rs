@@ -12,6 +12,7 @@ pub mod cmpq_alloc;
 pub mod cmpq_cache;
 mod cmpq_fit;
 mod cmpq_outliers;
+mod cmpq_pack;
 pub mod codebook;
 pub mod config;
 pub mod gptq;
