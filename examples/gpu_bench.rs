@@ -6,7 +6,7 @@
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
 //!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
 //!         [--attention split|tiled32|tiled64|coop|coop1] [--only-attention] [--only-w4a8]
-//!         [--only-tender] [--precision f32|f16] [--matmul v5,…,v11]
+//!         [--only-tender] [--precision f32|f16] [--matmul v5,…,v12]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
 //! Without `--model` the model is synthetic: the exact shapes and storage formats of the default

@@ -93,6 +93,23 @@ fn kv_slot(e: u32) -> u32 {
     return (e / 8u) * KP + e % 8u;
 }
 
+// Piece `e` of the K and V tile starting at key `kt` (two vec4 of each), zeros for keys past
+// the sequence. Named fields, not an indexed array: they stay in registers between tiles.
+struct KvRows {
+    ka: vec4<f32>,
+    kb: vec4<f32>,
+    va: vec4<f32>,
+    vb: vec4<f32>,
+}
+
+fn kv_rows(r0: u32, kt: u32, g: u32, e: u32) -> KvRows {
+    if (kt + e / 8u >= P.t) {
+        return KvRows(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    }
+    let at = kv_at(r0, kt, g, e);
+    return KvRows(K[at], K[at + 1u], V[at], V[at + 1u]);
+}
+
 // The largest of the valid scores of a piece whose first key is `k` (keys below `nvalid`).
 fn piece_max(a: array<f32, 4>, k: u32, nvalid: u32, mx: f32) -> f32 {
     var m = mx;
@@ -183,28 +200,8 @@ fn main(
     let e1 = li + 128u;
     let d0 = kv_slot(e0);
     let d1 = kv_slot(e1);
-    var ka0 = vec4<f32>(0.0);
-    var kb0 = vec4<f32>(0.0);
-    var ka1 = vec4<f32>(0.0);
-    var kb1 = vec4<f32>(0.0);
-    var va0 = vec4<f32>(0.0);
-    var vb0 = vec4<f32>(0.0);
-    var va1 = vec4<f32>(0.0);
-    var vb1 = vec4<f32>(0.0);
-    if (e0 / 8u < P.t) {
-        let at = kv_at(r0q, 0u, g, e0);
-        ka0 = K[at];
-        kb0 = K[at + 1u];
-        va0 = V[at];
-        vb0 = V[at + 1u];
-    }
-    if (e1 / 8u < P.t) {
-        let at = kv_at(r0q, 0u, g, e1);
-        ka1 = K[at];
-        kb1 = K[at + 1u];
-        va1 = V[at];
-        vb1 = V[at + 1u];
-    }
+    var x0 = kv_rows(r0q, 0u, g, e0);
+    var x1 = kv_rows(r0q, 0u, g, e1);
 
     var m = NEG;
     var l = 0.0; // the sum of P over this invocation's 16 keys of every tile, in units of m
@@ -236,35 +233,15 @@ fn main(
             let k0 = kt + half * 16u;
             // This tile's K and V into its buffer: the tile two back used it, and every
             // subgroup finished with that one before the last barrier of the previous tile.
-            ks[buf + d0] = piece(ka0, kb0);
-            ks[buf + d1] = piece(ka1, kb1);
-            vs[buf + d0] = piece(va0, vb0);
-            vs[buf + d1] = piece(va1, vb1);
+            ks[buf + d0] = piece(x0.ka, x0.kb);
+            ks[buf + d1] = piece(x1.ka, x1.kb);
+            vs[buf + d0] = piece(x0.va, x0.vb);
+            vs[buf + d1] = piece(x1.va, x1.vb);
             // The next tile's rows from storage while this one is multiplied.
             let nt = kt + BK;
             if (t + 1u < tiles) {
-                ka0 = vec4<f32>(0.0);
-                kb0 = vec4<f32>(0.0);
-                va0 = vec4<f32>(0.0);
-                vb0 = vec4<f32>(0.0);
-                ka1 = vec4<f32>(0.0);
-                kb1 = vec4<f32>(0.0);
-                va1 = vec4<f32>(0.0);
-                vb1 = vec4<f32>(0.0);
-                if (nt + e0 / 8u < P.t) {
-                    let at = kv_at(r0q, nt, g, e0);
-                    ka0 = K[at];
-                    kb0 = K[at + 1u];
-                    va0 = V[at];
-                    vb0 = V[at + 1u];
-                }
-                if (nt + e1 / 8u < P.t) {
-                    let at = kv_at(r0q, nt, g, e1);
-                    ka1 = K[at];
-                    kb1 = K[at + 1u];
-                    va1 = V[at];
-                    vb1 = V[at + 1u];
-                }
+                x0 = kv_rows(r0q, nt, g, e0);
+                x1 = kv_rows(r0q, nt, g, e1);
             }
             workgroupBarrier(); // (1) K and V of this tile stored
 
