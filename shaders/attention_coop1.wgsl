@@ -75,7 +75,13 @@ var<workgroup> ss: array<array<f32, 4>, 576>;
 // Per subgroup 16 rows × PP pieces: P [16][32].
 var<workgroup> ps: array<array<f16, 8>, 320>;
 var<workgroup> red: array<f32, 128>; // per invocation: its half row's maximum, at the end its sum
-var<workgroup> grow: atomic<u32>; // some row of the tile needs a larger m
+// Some row of the tile needs a larger m. An array of 4 (16 bytes), not one atomic: with a
+// 4-byte workgroup variable in the module, the H100's Vulkan driver read every tensor-core tile
+// of `vs` 4 bytes early (2 halves: a 16×16 load from `vs[2]` returned element 14 where 16 was
+// stored) and the f32 tiles of `ss` wrong too, so O came out shifted by 3 dimensions; with
+// every workgroup variable a multiple of 16 bytes the same kernel matches the CPU (docs/
+// gpu-perf.md, session 20). `every_coop_workgroup_variable_is_16_byte_sized` keeps it so.
+var<workgroup> grow: array<atomic<u32>, 4>;
 
 fn piece(a: vec4<f32>, b: vec4<f32>) -> array<f16, 8> {
     return array<f16, 8>(f16(a.x), f16(a.y), f16(a.z), f16(a.w), f16(b.x), f16(b.y), f16(b.z), f16(b.w));
@@ -181,7 +187,7 @@ fn main(
         ks[kv_slot(e)] = piece(a, b);
     }
     if (li == 0u) {
-        atomicStore(&grow, 0u);
+        atomicStore(&grow[0], 0u);
     }
     workgroupBarrier();
     let qa = sg * 16u * KP; // the subgroup's 16 query rows
@@ -270,10 +276,10 @@ fn main(
             hm = piece_max(ss[sb + 2u], k0 + 8u, nvalid, hm);
             hm = piece_max(ss[sb + 3u], k0 + 12u, nvalid, hm);
             if (hm > m + TAU) {
-                atomicStore(&grow, 1u);
+                atomicStore(&grow[0], 1u);
             }
             lt = softmax_p(sb, pb, k0, nvalid, m);
-            if (workgroupUniformLoad(&grow) != 0u) { // (3) P stored; must m grow?
+            if (workgroupUniformLoad(&grow[0]) != 0u) { // (3) P stored; must m grow?
                 break;
             }
             l += lt;
@@ -287,7 +293,7 @@ fn main(
             t += 1u;
         }
 
-        if (workgroupUniformLoad(&grow) == 0u) {
+        if (workgroupUniformLoad(&grow[0]) == 0u) {
             // Every tile done. O / l: the accumulators join the registers once more (through
             // `ss`), then each invocation writes its row's 2 × 16 dimensions. The row's sum is 0
             // only for rows past the sequence, which are not written.
@@ -338,7 +344,7 @@ fn main(
         l += lt;
         t += 1u;
         if (li == 0u) {
-            atomicStore(&grow, 0u); // ordered before the next tile's stores by barrier (1)
+            atomicStore(&grow[0], 0u); // ordered before the next tile's stores by barrier (1)
         }
     }
 }

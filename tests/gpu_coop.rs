@@ -372,8 +372,7 @@ fn attention_on_tensor_cores_matches_cpu() {
 
 /// `attention_coop1.wgsl` (one pass over the keys, the softmax's maximum updated lazily), the
 /// same way, and with scores that rise along the sequence by more than its threshold (so that
-/// O is rescaled after the first tile too). It runs only when forced (not yet verified on
-/// hardware in this form).
+/// O is rescaled after the first tile too). It is the default at f16 (and never at f32).
 #[test]
 fn one_pass_attention_on_tensor_cores_matches_cpu() {
     let g = gpu();
@@ -381,8 +380,10 @@ fn one_pass_attention_on_tensor_cores_matches_cpu() {
         eprintln!("no tensor cores on {}: nothing to check", g.ctx.describe());
         return;
     }
-    g.set_precision(Precision::F16).unwrap();
     assert_ne!(g.attention_variant(64), AttentionVariant::Coop1);
+    g.set_precision(Precision::F16).unwrap();
+    assert_eq!(g.attention_variant(64), AttentionVariant::Coop1);
+    assert_ne!(g.attention_variant(32), AttentionVariant::Coop1);
     attention_matches_cpu(&g, AttentionVariant::Coop1);
     g.force_attention_variant(Some(AttentionVariant::Coop1));
     // Rising scores: q = 1, key j's entries 3·j/t (+ noise), so the score grows by 24 (scale

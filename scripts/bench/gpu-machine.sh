@@ -93,7 +93,7 @@ for g in v10 v11; do kernels none f32 $g 32; done
 for g in v12 v9; do kernels bounds f16 $g 32; done
 for g in v12 v9; do kernels none f16 $g 32; done
 kernels bounds f16 v12 8
-# Attention at f16: the one-pass tensor-core kernel (forced) against the default f32 one.
+# Attention at f16: the one-pass tensor-core kernel (f16's default; forced here too).
 step kernels-f16-bounds-v12-b32-coop1 env QUANTLAB_SHADER_CHECKS=bounds "$B/gpu_bench" --precision f16 --skip-kernels --batch 32 --iters 5 --matmul v12 --attention coop1
 step attention "$B/gpu_bench" --only-attention --tiles --iters 10
 for t in gpu_f16 gpu_cmpq; do
@@ -120,10 +120,9 @@ else
   F32GEN=$GEN
 fi
 text f16 "$GEN" bounds "$ROWS"
-# The one-pass tensor-core attention (only when forced), where its test passed on this machine.
-if grep -q "one_pass_attention_on_tensor_cores_matches_cpu ... ok" "$X"/logs/*-gpu_coop.log 2>/dev/null; then
-  step "text-f16-$GEN-coop1" env QUANTLAB_ATTENTION=coop1 QUANTLAB_MATMUL=$GEN QUANTLAB_EVAL_ROWS=$ROWS "$B/quantlab" --precision f16 bench --backend gpu --model "$MODEL" --text "$TEXT"
-fi
+# The same with the f32 tiled attention forced instead of f16's default one-pass tensor-core
+# kernel (coop1): what that kernel gives the whole text.
+step "text-f16-$GEN-tiled64" env QUANTLAB_ATTENTION=tiled64 QUANTLAB_MATMUL=$GEN QUANTLAB_EVAL_ROWS=$ROWS "$B/quantlab" --precision f16 bench --backend gpu --model "$MODEL" --text "$TEXT"
 text f32 "$F32GEN" bounds "$ROWS"
 text f32 v6 bounds "$ROWS"
 for p in f32 f16; do

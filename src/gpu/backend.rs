@@ -858,14 +858,17 @@ impl Gpu {
     }
 
     /// The attention kernel a call at head dimension `hd` uses: the forced one where it
-    /// applies, else the first of `ATTN_DEFAULT` that does. The tensor-core kernels are never
-    /// chosen unforced: the two-pass one (`Coop`) was slower than tiled64 on the H100 (8 × 512:
-    /// 0.367 ms against 0.267 ms; docs/gpu-perf.md v7); the one-pass one (`Coop1`) is twice
-    /// as fast as tiled64 there but its results are still wrong (docs/gpu-perf.md, session 19).
+    /// applies, else at f16 the one-pass tensor-core kernel (`Coop1`: on the H100 335 µs per
+    /// layer at 32 windows against tiled64's 676 µs; docs/gpu-perf.md, session 20), else the
+    /// first of `ATTN_DEFAULT` that applies. The two-pass tensor-core kernel (`Coop`) is never
+    /// chosen unforced: it was slower than tiled64 on the H100 (8 × 512: 0.367 ms against
+    /// 0.267 ms; docs/gpu-perf.md v7). At f32 the kernels stay f32 throughout.
     pub fn attention_variant(&self, hd: usize) -> AttentionVariant {
+        let f16 = self.precision() == crate::gpu::pipelines::Precision::F16;
         self.attention_variant
             .get()
             .into_iter()
+            .chain(f16.then_some(AttentionVariant::Coop1))
             .chain(ATTN_DEFAULT)
             .find(|&v| self.attention_variant_applies(v, hd))
             .unwrap_or(AttentionVariant::Split)

@@ -286,8 +286,8 @@ impl Precision {
 /// memory. `Coop` is `shaders/attention_coop.wgsl`, both products on tensor cores with f16
 /// inputs (head dimension 64, `GpuContext::coop`), only when forced: measured slower than
 /// `Tiled64` on the H100. `Coop1` is `shaders/attention_coop1.wgsl`, the same products in one
-/// pass over the keys (the softmax's maximum updated lazily), also only when forced until it
-/// has passed its test on hardware. The engine falls back to `Split` where a tiled kernel does
+/// pass over the keys (the softmax's maximum updated lazily): the default at f16 where the
+/// device has cooperative matrices. The engine falls back to `Split` where a tiled kernel does
 /// not apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AttentionVariant {

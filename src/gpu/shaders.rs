@@ -407,8 +407,8 @@ pub const ATTENTION_COOP_BYTES: usize = 8192 + 4096 + 4096 + 8192 + 4096 + 512;
 
 /// Workgroup memory `attention_coop1.wgsl` declares, in bytes (K and V two buffers of 32 rows
 /// of 9 pieces each, S staging 4 × 16 rows of 9 pieces, P 4 × 16 rows of 5 pieces, the half
-/// rows' maxima 512 bytes, the flag; a piece is 16 bytes).
-pub const ATTENTION_COOP1_BYTES: usize = 2 * 576 * 16 + 576 * 16 + 320 * 16 + 512 + 4;
+/// rows' maxima 512 bytes, the flag padded to 16 bytes; a piece is 16 bytes).
+pub const ATTENTION_COOP1_BYTES: usize = 2 * 576 * 16 + 576 * 16 + 320 * 16 + 512 + 16;
 
 /// The integer W4A8 product `matmul_int.wgsl` with its `dot4`/`pack4`: the
 /// `dot4I8Packed` builtins (`native`, where the device offers the WGSL language feature
@@ -554,6 +554,45 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// In every module with cooperative matrices, each workgroup variable's size is a multiple
+    /// of 16 bytes. On the H100's Vulkan driver one 4-byte variable (a flag) was enough for the
+    /// tensor-core loads of another array to read 4 bytes early, silently (shaders/
+    /// attention_coop1.wgsl, docs/gpu-perf.md session 20); naga's layouter gives the sizes.
+    /// The attention kernels' totals are the constants the engine checks the device against.
+    #[test]
+    fn every_coop_workgroup_variable_is_16_byte_sized() {
+        let mut checked = 0;
+        let mut bad = Vec::new();
+        let mut totals = std::collections::HashMap::new();
+        for (label, src) in all_modules() {
+            if !src.contains("enable wgpu_cooperative_matrix;") {
+                continue;
+            }
+            let module = naga::front::wgsl::parse_str(&src).expect("parses (checked above)");
+            let mut layouter = naga::proc::Layouter::default();
+            layouter.update(module.to_ctx()).expect("layout");
+            for (_, var) in module.global_variables.iter() {
+                if var.space != naga::AddressSpace::WorkGroup {
+                    continue;
+                }
+                checked += 1;
+                let size = layouter[var.ty].size;
+                *totals.entry(label.clone()).or_insert(0) += size as usize;
+                if size % 16 != 0 {
+                    let name = var.name.as_deref().unwrap_or("?");
+                    bad.push(format!("{label}: `{name}` is {size} bytes"));
+                }
+            }
+        }
+        assert!(
+            checked >= 10,
+            "only {checked} workgroup variables in coop modules"
+        );
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+        assert_eq!(totals.get("attention_coop"), Some(&ATTENTION_COOP_BYTES));
+        assert_eq!(totals.get("attention_coop1"), Some(&ATTENTION_COOP1_BYTES));
     }
 
     #[test]
