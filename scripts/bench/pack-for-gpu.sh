@@ -3,23 +3,25 @@
 # built here: the release `quantlab`, `examples/gpu_bench`, the GPU test binaries (gpu_kernels,
 # gpu_coop, gpu_f16, gpu_cmpq), the default model and the Vulkan loader packages. The device
 # tool carries at most 64 MiB per call (the tracked tree included), so:
-#   .gpu1  the binaries (bins.tar.xz), small: the first call carries it with .gl and runs every
-#          step that needs no model file (tests, per-kernel times on synthetic weights);
-#   .gpu2, .gpu3, …  the model (98 MB) in parts of at most PART_MB: one call each, the last
-#          one running the steps that need it (whole text, slider steps, peers).
+#   .gpu1  the binaries (bins.tar.xz), small, carried by the first call with .gl;
+#   .gpu2, .gpu3, …  the model (98 MB) in parts, each as large as its call leaves room for:
+#          .gpu2 fills the first call's room beside .gpu1, .gl and the tree, each later part a
+#          whole call's room beside the tree (today: two calls in all).
 #
 #   scripts/bench/pack-for-gpu.sh
-#   call 1 (carry [".gpu1", ".gl"]): mkdir -p /root/p && cp .gpu1/* /root/p/ && bash scripts/bench/gpu-machine.sh /root/p "$OUT"
-#   call k (carry [".gpuk"]):       cp .gpuk/* /root/p/
-#   last call (carry [".gpuN"]):    cp .gpuN/* /root/p/ && bash scripts/bench/gpu-machine.sh /root/p "$OUT"
+#   call 1 (carry [".gpu1", ".gl", ".gpu2"]): mkdir -p /root/p && cp .gpu1/* .gpu2/* /root/p/ && bash scripts/bench/gpu-machine.sh /root/p "$OUT"
+#   call k (carry [".gpuk"]):                 cp .gpuk/* /root/p/
+#   last call (carry [".gpuN"]):              cp .gpuN/* /root/p/ && bash scripts/bench/gpu-machine.sh /root/p "$OUT"
 #
-# gpu-machine.sh runs the steps whose inputs are there and have not yet run. The machine keeps
-# /root/p only while it stays warm (30 s idle), so the calls follow each other at once.
-# Environment: CARGO_TARGET_DIR (default target), PART_MB (default 48).
+# The first call runs the steps that need no model (tests, per-kernel times on synthetic
+# weights); gpu-machine.sh runs the steps whose inputs are there and have not yet run. The
+# machine keeps /root/p only while it stays warm (30 s idle), so the calls follow each other at
+# once. Environment: CARGO_TARGET_DIR (default target), MARGIN_MB (room left unused in each
+# call, default 1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 T=${CARGO_TARGET_DIR:-target}
-PART_MB=${PART_MB:-48}
+MARGIN_MB=${MARGIN_MB:-1}
 MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -f "$MODEL" ] || ./scripts/fetch-model.sh
 
@@ -44,8 +46,7 @@ if [ "$(grep -c . <<<"$tests")" != 4 ]; then
 fi
 
 stage=$(mktemp -d)
-parts=$(mktemp -d)
-trap 'rm -rf "$stage" "$parts"' EXIT
+trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin"
 cp "$T/release/quantlab" "$T/release/examples/gpu_bench" "$stage/bin/"
 while read -r name exe; do cp "$exe" "$stage/bin/$name"; done <<<"$tests"
@@ -65,11 +66,22 @@ fi
 rm -rf .gpu[0-9]
 mkdir -p .gpu1
 tar -C "$stage" -cJf .gpu1/bins.tar.xz .
-split -b "${PART_MB}M" -d -a 1 "$MODEL" "$parts/model."
+# Room per call in bytes: 64 MiB less the tracked tree and the margin; the first call also
+# carries .gpu1 and .gl.
+mib=$((1024 * 1024))
+tree=$(git ls-files -z | du -cb --files0-from=- | tail -n 1 | cut -f1)
+room=$((64 * mib - tree - MARGIN_MB * mib))
+first=$((room - $(du -cb .gpu1 .gl | tail -n 1 | cut -f1)))
+size=$(stat -c %s "$MODEL")
+[ "$first" -gt 0 ] || { echo "no room beside .gpu1 and the tree" >&2; exit 1; }
 i=2
-for p in "$parts"/model.*; do
+at=0
+while [ "$at" -lt "$size" ]; do
+  n=$room
+  [ "$i" = 2 ] && n=$first
   mkdir -p ".gpu$i"
-  mv "$p" ".gpu$i/"
+  dd if="$MODEL" of=".gpu$i/model.$((i - 2))" bs=1M iflag=skip_bytes,count_bytes skip="$at" count="$n" status=none
+  at=$((at + n))
   i=$((i + 1))
 done
 ls -l .gpu*/ .gl/
