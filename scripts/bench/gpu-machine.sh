@@ -8,11 +8,11 @@
 # Steps (each logged to OUT/NN-name.log, one line each in OUT/summary.txt; a failing step does
 # not stop the others):
 #   the device; the GPU tests (gpu_kernels, gpu_coop, gpu_f16, gpu_cmpq) against the CPU;
-#   gpu_bench's per-kernel times for batches of 8 and 32 windows, at f32 and f16, by kernel
-#   generation (`QUANTLAB_MATMUL`); the whole text by generation and batch size
-#   (`QUANTLAB_EVAL_ROWS`); the RTN and CMPQ slider steps at f32 and f16; transformers beside
-#   QuantLab (scripts/bench/peer.py, when torch is there). STEPS=name,name runs only those; a call runs at most 10 minutes, so the steps
-#   can be spread over two calls.
+#   gpu_bench's per-kernel times for a batch of 32 windows at f32 and f16 (FULL=1: also 8
+#   windows and the older kernel generations, `QUANTLAB_MATMUL`); the whole text at f32 and f16
+#   (f16 also with the f32 attention forced); the RTN and CMPQ slider steps at f32 and f16;
+#   transformers beside QuantLab (scripts/bench/peer.py, when torch is there). STEPS=name,name
+#   runs only those; a call runs at most 10 minutes, so the steps can be spread over calls.
 set -uo pipefail
 BUNDLE=${1:?bundle folder (the parts of pack-for-gpu.sh)}
 OUT=${2:?folder for the logs}
@@ -70,10 +70,8 @@ step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --f
 GEN=${GEN:-auto}
 ROWS=${ROWS:-16384}
 # Most telling first (a call may end at its time limit; what ran is in OUT): the GPU tests
-# (every kernel against the CPU), per-kernel times of a batch of 32 and of 8 windows at f32 by
-# generation (v6: 128×64 tiles; v9: 128×128, double-buffered; v10: both; v11: v9 unrolled) and
-# at f16 (v9: flat tiles; v12: nested); then the whole text,
-# the slider steps, peers.
+# (every kernel against the CPU), per-kernel times of a batch of 32 windows; then the whole
+# text, the slider steps, peers.
 step gpu_coop "$B/gpu_coop" --test-threads=1
 step gpu_kernels "$B/gpu_kernels" --test-threads=1
 kernels() { # checks precision generations batch
@@ -83,24 +81,29 @@ text() { # precision generation checks rows
   step "text-$1-$2-$3-r$4" env QUANTLAB_MATMUL=$2 QUANTLAB_SHADER_CHECKS=$3 QUANTLAB_EVAL_ROWS=$4 "$B/quantlab" --precision $1 bench --backend gpu --model "$MODEL" --text "$TEXT"
 }
 # One generation per process: a kernel the driver fails on loses the device for the rest.
-# f32 first (v9's 128×128 double-buffered product against v6's 128×64), then f16.
-for b in 32 8; do
-  for g in v12 v6 v9 v10 v11; do kernels bounds f32 $g $b; done
-done
-# Without wgpu's index clamps (timing only): whether they are what limits the f32 inner loop.
-for g in v10 v11; do kernels none f32 $g 32; done
-# f16: v9 (V8's staged kernel, flat f16 tiles) against v12 (the same with nested tiles).
-for g in v12 v9; do kernels bounds f16 $g 32; done
-for g in v12 v9; do kernels none f16 $g 32; done
-kernels bounds f16 v12 8
-# Attention at f16: the one-pass tensor-core kernel (f16's default; forced here too).
-step kernels-f16-bounds-v12-b32-coop1 env QUANTLAB_SHADER_CHECKS=bounds "$B/gpu_bench" --precision f16 --skip-kernels --batch 32 --iters 5 --matmul v12 --attention coop1
+# By default only the engine's generation (v12) at each precision; FULL=1 adds the older ones
+# (v6: 128×64 tiles; v9: 128×128, double-buffered; v10: both; v11: v9 unrolled; at f16 v9: flat
+# tiles) and runs without wgpu's index clamps, as measured in sessions 15–19.
+kernels bounds f32 v12 32
+kernels bounds f16 v12 32
+if [ -n "${FULL:-}" ]; then
+  for b in 32 8; do
+    for g in v12 v6 v9 v10 v11; do kernels bounds f32 $g $b; done
+  done
+  for g in v10 v11; do kernels none f32 $g 32; done
+  kernels bounds f16 v9 32
+  for g in v12 v9; do kernels none f16 $g 32; done
+  kernels bounds f16 v12 8
+fi
+# Attention at f16: the f32 tiled kernel forced instead of f16's default one-pass tensor-core
+# kernel (coop1), for the difference.
+step kernels-f16-bounds-v12-b32-tiled64 env QUANTLAB_SHADER_CHECKS=bounds "$B/gpu_bench" --precision f16 --skip-kernels --batch 32 --iters 5 --matmul v12 --attention tiled64
 step attention "$B/gpu_bench" --only-attention --tiles --iters 10
 for t in gpu_f16 gpu_cmpq; do
   step "$t" "$B/$t" --test-threads=1
 done
 # GEN=auto: at each precision the generation whose batch of 32 windows was fastest in this
-# machine's earlier steps (their logs are kept in $X/logs), else v9 at f16 and v10 at f32.
+# machine's earlier steps (their logs are kept in $X/logs), else v12 (the engine's default) at both.
 batch_ms() { grep -o 'whole batch of [0-9]* window(s) .*: [0-9.]* ms wall' "$1" 2>/dev/null | grep -o '[0-9.]* ms wall' | cut -d' ' -f1; }
 fastest() { # precision
   for f in "$X"/logs/*-kernels-$1-bounds-v*-b32.log; do
@@ -112,9 +115,9 @@ fastest() { # precision
 }
 if [ "$GEN" = auto ]; then
   GEN=$(fastest f16)
-  GEN=${GEN:-v9}
+  GEN=${GEN:-v12}
   F32GEN=$(fastest f32)
-  F32GEN=${F32GEN:-v10}
+  F32GEN=${F32GEN:-v12}
   echo "GEN=auto: f16 $GEN, f32 $F32GEN" | tee -a "$OUT/summary.txt"
 else
   F32GEN=$GEN
@@ -124,7 +127,7 @@ text f16 "$GEN" bounds "$ROWS"
 # kernel (coop1): what that kernel gives the whole text.
 step "text-f16-$GEN-tiled64" env QUANTLAB_ATTENTION=tiled64 QUANTLAB_MATMUL=$GEN QUANTLAB_EVAL_ROWS=$ROWS "$B/quantlab" --precision f16 bench --backend gpu --model "$MODEL" --text "$TEXT"
 text f32 "$F32GEN" bounds "$ROWS"
-text f32 v6 bounds "$ROWS"
+[ -n "${FULL:-}" ] && text f32 v6 bounds "$ROWS"
 for p in f32 f16; do
   g=$GEN; [ $p = f32 ] && g=$F32GEN
   step "rtn-step-$p" env QUANTLAB_MATMUL=$g "$B/quantlab" --precision $p bench --rtn-step --backend gpu --model "$MODEL" --text "$TEXT" --windows 8
