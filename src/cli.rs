@@ -45,12 +45,12 @@ use steps::{bench_cmpq_step, bench_rtn_step};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    /// Arithmetic of the weight products with --backend gpu: f32 (the exact reference) or f16
-    /// inputs with f32 accumulation, on tensor cores (devices with cooperative matrices), else
-    /// in packed f16 (devices with shader f16); refused with the reason elsewhere. `auto` (the
-    /// default): f16 where the GPU has tensor cores (perplexity within 0.01 % of f32's on the
-    /// H100, docs/gpu-perf.md), else f32; the CPU is f32. Any command that runs the model
-    /// takes it.
+    /// Arithmetic of the products with --backend gpu: f32 (the exact reference) or f16 inputs
+    /// with f32 accumulation, on tensor cores (devices with cooperative matrices: the weight
+    /// products and attention's two), else in packed f16 (devices with shader f16: the weight
+    /// products); refused with the reason elsewhere. `auto` (the default): f16 where the GPU
+    /// has tensor cores (perplexity on the H100: docs/gpu-perf.md), else f32; the CPU is f32.
+    /// Any command that runs the model takes it.
     #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::Auto)]
     precision: PrecisionArg,
 }
