@@ -216,6 +216,9 @@ fn main() -> quantlab::Result<()> {
             })
             .collect::<quantlab::Result<Vec<_>>>()?,
     };
+    // QUANTLAB_SHADER_DIR=dir: replacement kernels (`shaders::overrides_from_env`), before the
+    // device compiles any.
+    quantlab::gpu::shaders::overrides_from_env()?;
     let g = pollster::block_on(Gpu::create())?;
     // QUANTLAB_SHADER_CHECKS=full|bounds|none: what wgpu adds to the kernels (ShaderChecks).
     g.set_shader_checks(quantlab::gpu::ShaderChecks::from_env()?);

@@ -799,6 +799,10 @@ fn device(b: BackendArg) -> Result<Device> {
         }
         BackendArg::Cpu => Device::Cpu,
         BackendArg::Gpu => {
+            // QUANTLAB_SHADER_DIR=dir: each dir/NAME.wgsl replaces shaders/NAME.wgsl in this
+            // process (kernel work on a GPU machine; `shaders::set_overrides`), set before the
+            // device compiles anything.
+            quantlab::gpu::shaders::overrides_from_env()?;
             let gpu = pollster::block_on(quantlab::gpu::Gpu::create())?;
             let auto = PRECISION.get().is_none_or(|p| *p == PrecisionArg::Auto);
             if f16 || (auto && gpu.ctx.coop) {

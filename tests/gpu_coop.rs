@@ -532,3 +532,106 @@ fn a_bad_eval_batch_size_is_refused() {
 fn an_unknown_shader_checks_value_is_refused() {
     refused_env("QUANTLAB_SHADER_CHECKS", "off", "bounds");
 }
+
+/// `quantlab eval` of the tiny Llama on the GPU: two windows of 64 tokens of the prose text.
+const TINY_EVAL: [&str; 12] = [
+    "eval",
+    "--backend",
+    "gpu",
+    "--model",
+    "tests/fixtures/tiny/llama",
+    "--text",
+    "www/texts/prose.txt",
+    "--ctx",
+    "64",
+    "--windows",
+    "2",
+    "--json",
+];
+
+/// `TINY_EVAL` with `QUANTLAB_SHADER_DIR=dir`: (success, stdout, stderr).
+fn eval_with_shader_dir(dir: &std::path::Path) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantlab"))
+        .args(TINY_EVAL)
+        .env("QUANTLAB_SHADER_DIR", dir)
+        .current_dir(cli::root())
+        .output()
+        .expect("run quantlab");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// A fresh folder holding `files` (name, text).
+fn shader_dir(tag: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("quantlab-shaders-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    for (name, text) in files {
+        std::fs::write(d.join(name), text).expect("write");
+    }
+    d
+}
+
+/// `QUANTLAB_SHADER_DIR` (kernel work on a GPU machine: many versions of a kernel per call with
+/// one binary) replaces a file of shaders/ with the folder's file of the same name, and that is
+/// what runs: an identical copy of add_rmsnorm.wgsl gives the same perplexity to the last bit,
+/// one whose norm is scaled by 1.5 gives another; stderr names what was replaced.
+#[test]
+fn a_shader_dir_replaces_the_kernels_it_names() {
+    let ppl = |out: &str| cli::last_json(out)["ppl"].as_f64().unwrap();
+    let built_in = ppl(&cli::quantlab(&TINY_EVAL).0);
+    let src = std::fs::read_to_string(cli::root().join("shaders/add_rmsnorm.wgsl")).unwrap();
+    let same = shader_dir(
+        "same",
+        &[("add_rmsnorm.wgsl", &src), ("notes.txt", "not a kernel")],
+    );
+    let (ok, out, err) = eval_with_shader_dir(&same);
+    assert!(ok, "{err}");
+    assert_eq!(ppl(&out), built_in);
+    assert!(
+        err.contains("shaders/ add_rmsnorm.wgsl replaced from"),
+        "{err}"
+    );
+    let norm = "return inverseSqrt(part[0] / f32(P.cols) + P.eps);";
+    assert!(src.contains(norm), "the line the test changes");
+    let scaled = src.replace(
+        norm,
+        "return 1.5 * inverseSqrt(part[0] / f32(P.cols) + P.eps);",
+    );
+    let other = shader_dir("other", &[("add_rmsnorm.wgsl", &scaled)]);
+    let (ok, out, err) = eval_with_shader_dir(&other);
+    assert!(ok, "{err}");
+    let changed = ppl(&out);
+    assert!(
+        (changed - built_in).abs() > 0.01 * built_in,
+        "{changed} vs {built_in}"
+    );
+    let _ = std::fs::remove_dir_all(same);
+    let _ = std::fs::remove_dir_all(other);
+}
+
+/// A shader folder that replaces nothing, holds no kernel, is not there, or holds a kernel that
+/// does not compile is refused with the reason.
+#[test]
+fn bad_shader_dirs_are_refused_with_the_reason() {
+    let unknown = shader_dir("unknown", &[("flash.wgsl", "fn main() {}")]);
+    let empty = shader_dir("empty", &[]);
+    let broken = shader_dir("broken", &[("add_rmsnorm.wgsl", "fn x(")]);
+    let missing = std::env::temp_dir().join("quantlab-shaders-not-there");
+    for (dir, says) in [
+        (
+            &unknown,
+            "QUANTLAB_SHADER_DIR: flash.wgsl replaces no file of shaders/",
+        ),
+        (&empty, "holds no .wgsl file"),
+        (&missing, "quantlab-shaders-not-there"),
+        // wgpu's compile error names the module by its pipeline label.
+        (&broken, "'add_rmsnorm:main'"),
+    ] {
+        let (ok, _, err) = eval_with_shader_dir(dir);
+        assert!(!ok && err.contains(says), "{}: {err}", dir.display());
+    }
+    for d in [unknown, empty, broken] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -274,13 +274,94 @@ const PLAIN_WITH_PRELUDE: &[(&str, &[&str])] = &[
 /// Stand-alone kernels whose body is another kernel's file (with other preludes).
 const PLAIN_BODY: &[(&str, &str)] = &[("matmul_h16_staged2", "matmul_h16_staged")];
 
-/// The source of `shaders/{stem}.wgsl`, if it is in the table or is a format fragment.
+/// The source of `shaders/{stem}.wgsl`, if it is in the table or is a format fragment; a
+/// replacement set by `set_overrides` comes first.
 pub fn source(stem: &str) -> Option<&'static str> {
+    if let Some((_, s)) = OVERRIDES
+        .get()
+        .and_then(|o| o.iter().find(|(n, _)| n == stem))
+    {
+        return Some(s);
+    }
+    built_in(stem)
+}
+
+fn built_in(stem: &str) -> Option<&'static str> {
     SHADERS
         .iter()
         .find(|(n, _)| *n == stem)
         .map(|(_, s)| *s)
         .or_else(|| format::fragment_source(stem))
+}
+
+/// Files of `shaders/` replaced for the rest of the process (`QUANTLAB_SHADER_DIR`, which the
+/// CLI reads before it compiles a kernel). For kernel work on a GPU machine, where device time
+/// is short and a machine has no compiler: one call can run many versions of a kernel with the
+/// same binary (docs/gpu-perf.md, session 20, found a fault that way). Every module built from a
+/// replaced file uses the replacement, and kernels are compiled on first use, so this must be
+/// set before the first.
+static OVERRIDES: std::sync::OnceLock<Vec<(String, &'static str)>> = std::sync::OnceLock::new();
+
+/// Largest replacement file `overrides_from_env` reads (the largest file of shaders/ is under
+/// 40 KB).
+#[cfg(not(target_arch = "wasm32"))]
+const MAX_OVERRIDE_BYTES: u64 = 1 << 20;
+
+/// `QUANTLAB_SHADER_DIR=dir` (native; the CLI and gpu_bench): each `dir/NAME.wgsl` replaces
+/// `shaders/NAME.wgsl` (`set_overrides`; other files in `dir` are left alone), and stderr
+/// names them, so that a log says what ran. Unset: nothing.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn overrides_from_env() -> crate::Result<()> {
+    use crate::Error;
+    let Ok(dir) = std::env::var("QUANTLAB_SHADER_DIR") else {
+        return Ok(());
+    };
+    let dir = std::path::Path::new(&dir);
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir.display(), e))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir.display(), e))?.path();
+        let ext = path.extension().and_then(|e| e.to_str());
+        if let (Some("wgsl"), Some(stem)) = (ext, path.file_stem().and_then(|s| s.to_str())) {
+            let text = crate::io::file::read_text(&path, "shader", MAX_OVERRIDE_BYTES)?;
+            files.push((stem.to_string(), text));
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::config(
+            "QUANTLAB_SHADER_DIR",
+            format!("{} holds no .wgsl file", dir.display()),
+        ));
+    }
+    files.sort();
+    let names: Vec<String> = files.iter().map(|(s, _)| format!("{s}.wgsl")).collect();
+    set_overrides(files)?;
+    eprintln!(
+        "QUANTLAB_SHADER_DIR: shaders/ {} replaced from {}",
+        names.join(", "),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Replace the sources of `files` (file stem, WGSL text) for the rest of the process. Each
+/// stem must name a file of `shaders/`; at most once per process.
+pub fn set_overrides(files: Vec<(String, String)>) -> crate::Result<()> {
+    if let Some((stem, _)) = files.iter().find(|(stem, _)| built_in(stem).is_none()) {
+        return Err(crate::Error::config(
+            "QUANTLAB_SHADER_DIR",
+            format!("{stem}.wgsl replaces no file of shaders/"),
+        ));
+    }
+    // Leaked once: a handful of kernel texts that live as long as the process, as the
+    // built-in ones do.
+    let leaked = files
+        .into_iter()
+        .map(|(stem, text)| (stem, &*Box::leak(text.into_boxed_str())))
+        .collect();
+    OVERRIDES.set(leaked).map_err(|_| {
+        crate::Error::config("QUANTLAB_SHADER_DIR", "shader replacements are already set")
+    })
 }
 
 /// The module of a stand-alone kernel (with the byte readers where it needs them).
