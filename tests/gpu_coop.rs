@@ -485,15 +485,7 @@ fn f16_on_the_cpu_backend_is_refused() {
 /// any work, naming the variable, the value and `expected` (one of the values it takes).
 fn refused_env(var: &str, value: &str, expected: &str) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantlab"))
-        .args([
-            "eval",
-            "--backend",
-            "gpu",
-            "--model",
-            "tests/fixtures/tiny/llama",
-            "--text",
-            "tests/data/wikitext-2-raw-test.txt",
-        ])
+        .args(TINY_EVAL)
         .env(var, value)
         .current_dir(cli::root())
         .output()

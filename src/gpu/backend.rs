@@ -860,8 +860,8 @@ impl Gpu {
     /// The attention kernel a call at head dimension `hd` uses: the forced one where it
     /// applies, else at f16 the one-pass tensor-core kernel (`Coop1`: on the H100 335 µs per
     /// layer at 32 windows against tiled64's 676 µs, timed in session 19 before its fix;
-    /// docs/gpu-perf.md, sessions 19 and 20), else the
-    /// first of `ATTN_DEFAULT` that applies. The two-pass tensor-core kernel (`Coop`) is never
+    /// docs/gpu-perf.md, sessions 19 and 20), else the first of `ATTN_DEFAULT` that applies.
+    /// The two-pass tensor-core kernel (`Coop`) is never
     /// chosen unforced: it was slower than tiled64 on the H100 (8 × 512: 0.367 ms against
     /// 0.267 ms; docs/gpu-perf.md v7). At f32 the kernels stay f32 throughout.
     pub fn attention_variant(&self, hd: usize) -> AttentionVariant {

@@ -313,9 +313,13 @@ const MAX_OVERRIDE_BYTES: u64 = 1 << 20;
 #[cfg(not(target_arch = "wasm32"))]
 pub fn overrides_from_env() -> crate::Result<()> {
     use crate::Error;
+    // Once per process: a second device of the same run keeps the first one's kernels.
     let Ok(dir) = std::env::var("QUANTLAB_SHADER_DIR") else {
         return Ok(());
     };
+    if OVERRIDES.get().is_some() {
+        return Ok(());
+    }
     let dir = std::path::Path::new(&dir);
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir.display(), e))?;
     let mut files = Vec::new();
