@@ -5,7 +5,7 @@
 //!
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
 //!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
-//!         [--attention split|tiled32|tiled64|coop|coop1] [--only-attention] [--only-w4a8]
+//!         [--attention split|tiled32|tiled64|coop|coop1] [--gate-pass] [--only-attention] [--only-w4a8]
 //!         [--only-tender] [--precision f32|f16] [--matmul v5,…,v12]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
@@ -262,6 +262,12 @@ fn main() -> quantlab::Result<()> {
         );
     }
 
+    // `--gate-pass`: SwiGLU's gate as its own pass, not in the up projection's store.
+    if has("--gate-pass") {
+        g.set_gate_in_store(false);
+        println!("SwiGLU's gate: its own pass (forced)");
+    }
+
     let w = match &model_path {
         Some(p) => {
             let bytes = read(p)?;
@@ -281,15 +287,11 @@ fn main() -> quantlab::Result<()> {
         .unwrap_or(1)
         .max(1);
     let toks_b: Vec<u32> = toks.iter().copied().cycle().take(nb * T).collect();
+    // Scored as evaluation scores a batch: the head once over several windows' rows.
+    let spans: Vec<(usize, &[u32])> = (0..nb).map(|s| (s * T + from, targets)).collect();
     let record = || {
         let x = model.forward_batch(&g, &toks_b, T).expect("forward");
-        (0..nb)
-            .map(|s| {
-                g.score(&x, model.head(), s * T + from, targets, None, false)
-                    .expect("score")
-                    .0
-            })
-            .collect::<Vec<_>>()
+        g.score_windows(&x, model.head(), &spans).expect("score")
     };
     let read_all = |ps: Vec<_>| -> quantlab::Result<()> {
         for p in ps {

@@ -295,6 +295,51 @@ fn wide_matmul_several_tiles_and_the_default_choice() {
     g.set_matmul_gen(MatmulGen::default());
 }
 
+/// SwiGLU's gate done by the up projection's own store (`Gpu::record_gated`; V12's 128×128 f32
+/// product, shaders/silu_epilogue.wgsl): the same bits as the two projections and then
+/// `silu_mul`, and the CPU's SwiGLU within the products' tolerance; with a bias and edge tiles
+/// in both directions. Where the up product would be split over k, the two passes run.
+#[test]
+fn gate_in_the_up_projections_store() {
+    let g = gpu();
+    let mut r = Rng(31);
+    // 1040 tokens (≥ WIDE_MIN_ROWS: the wide kernel) by 272 rows: 9 × 3 tiles, both with an edge.
+    let (m, f) = (1040, 272);
+    // k = 64: few tiles but nothing to split; k = 640: split-K, so no gated twin.
+    for (d, gated) in [(64, true), (640, false)] {
+        let x = r.vec(m * d);
+        let (wg, wu) = (
+            QTensor::from_f32(f, d, &r.vec(f * d)),
+            ggml_tensor(&mut r, GgmlType::Q4_1, f, d),
+        );
+        let bias = r.vec(f);
+        let (cg, cu) = (
+            Cpu.load_matrix(&wg, Some(&bias)).unwrap(),
+            Cpu.load_matrix(&wu, Some(&bias)).unwrap(),
+        );
+        let want = Cpu.gated_linear(&act(m, d, x.clone()), &cg, &cu);
+        let (gg, gu) = (
+            g.load_matrix(&wg, Some(&bias)).unwrap(),
+            g.load_matrix(&wu, Some(&bias)).unwrap(),
+        );
+        let gx = g.upload_act(m, d, &x).unwrap();
+        g.set_gate_in_store(false);
+        let before = g.gated_products();
+        let two = read(&g, &g.gated_linear(&gx, &gg, &gu));
+        assert_eq!(g.gated_products(), before, "switched off");
+        g.set_gate_in_store(true);
+        let one = read(&g, &g.gated_linear(&gx, &gg, &gu));
+        assert_eq!(g.gated_products(), before + gated as usize, "k = {d}");
+        assert!(
+            one.iter()
+                .zip(&two)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "k = {d}: the gate in the store changed bits"
+        );
+        close(&one, &want.data, MATMUL_TOL, &format!("SwiGLU k = {d}"));
+    }
+}
+
 #[test]
 fn embed_gathers_dequantized_rows() {
     let g = gpu();
@@ -610,6 +655,56 @@ fn score_nll_kl_top1_against_cpu() {
     assert!(g
         .score(&gx, &ga, from, &[vocab as u32], None, false)
         .is_err());
+}
+
+/// Several windows scored with one product of the head (`Backend::score_windows`, src/gpu/
+/// score.rs): each window's scores are the CPU's for its rows (windows of unequal length, at
+/// scattered rows of one batch), and a bad target in any window is refused.
+#[test]
+fn several_windows_scored_with_one_head_product() {
+    let g = gpu();
+    let mut r = Rng(12);
+    let (rows, d, vocab) = (160, 48, 1000);
+    let x = r.vec(rows * d);
+    let head = QTensor::from_f32(vocab, d, &r.vec(vocab * d));
+    let windows: Vec<(usize, Vec<u32>)> = [(3, 37), (40, 40), (100, 59)]
+        .into_iter()
+        .map(|(from, n)| (from, (0..n).map(|_| r.next_u32() % vocab as u32).collect()))
+        .collect();
+    let spans: Vec<(usize, &[u32])> = windows.iter().map(|(f, t)| (*f, &t[..])).collect();
+    let (cx, ch) = (
+        act(rows, d, x.clone()),
+        Cpu.load_matrix(&head, None).unwrap(),
+    );
+    let (gx, gh) = (
+        g.upload_act(rows, d, &x).unwrap(),
+        g.load_matrix(&head, None).unwrap(),
+    );
+    let pendings = g.score_windows(&gx, &gh, &spans).unwrap();
+    assert_eq!(pendings.len(), windows.len());
+    for (w, ((from, targets), p)) in windows.iter().zip(pendings).enumerate() {
+        let got = pollster::block_on(g.read_scores(p)).unwrap();
+        let (c, _) = Cpu.score(&cx, &ch, *from, targets, None, false).unwrap();
+        let want = pollster::block_on(Cpu.read_scores(c)).unwrap();
+        assert_eq!(got.len(), targets.len(), "window {w}");
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a.nll - b.nll).abs() < NLL_TOL,
+                "window {w} row {i}: {} vs {}",
+                a.nll,
+                b.nll
+            );
+            assert_eq!(a.argmax, b.argmax, "window {w} row {i} argmax");
+        }
+    }
+    let mut bad = windows[2].1.clone();
+    bad[5] = vocab as u32;
+    let spans = [(3, &windows[0].1[..]), (100, &bad[..])];
+    let e = g
+        .score_windows(&gx, &gh, &spans)
+        .err()
+        .expect("a target past the vocabulary");
+    assert!(e.to_string().contains("vocab 1000"), "{e}");
 }
 
 /// Activation fake-quantization: the scales are equal bit for bit (`act::dynamic_scale` is a

@@ -162,6 +162,11 @@ pub struct Gpu {
     pub(crate) decode_first: Cell<bool>,
     /// Products that decoded their weight first (tests check the path is taken).
     pub(crate) decoded_first: Cell<usize>,
+    /// SwiGLU's gate done by the up projection's store where it can be (matmul.rs
+    /// `record_gated`); off only to compare with the two passes (`set_gate_in_store`).
+    pub(crate) gate_in_store: Cell<bool>,
+    /// Up projections that did the gate in their store (tests check the path is taken).
+    pub(crate) gated_products: Cell<usize>,
     /// Products run by the all-f16 kernels so far (`MatmulGen::V7`, `V8`; tests).
     pub(crate) h16_products: Cell<usize>,
     /// Weights decoded into their kept f16 copy so far (`Mat::h16`; tests).
@@ -554,6 +559,18 @@ impl Backend for Gpu {
         self.elementwise_f16("silu_mul", gate, up, copy);
     }
 
+    fn gated_linear(&self, x: &Act, gate: &Mat, up: &Mat) -> Act {
+        let mut g = self.linear(x, gate);
+        // The up projection's own store does the gate where its product has a gated twin
+        // (matmul.rs `record_gated`), else the two passes.
+        if self.record_gated(x, up, &g) {
+            g.q = None;
+            return g;
+        }
+        self.silu_mul(&mut g, &self.linear(x, up));
+        g
+    }
+
     fn add_rmsnorm(&self, x: &mut Act, y: &Act, w: &Vector, eps: f32) -> Act {
         let out = self.new_act(x.rows, x.cols);
         x.q = None;
@@ -652,21 +669,7 @@ impl Backend for Gpu {
         keep: bool,
     ) -> Result<(Pending, Option<LogProbs>)> {
         let (n, vocab) = (targets.len(), head.rows);
-        if from + n > x.rows || x.cols != head.cols {
-            return Err(Error::config(
-                "score",
-                format!(
-                    "rows {from}+{n} of a {}×{} window against a {}×{} head",
-                    x.rows, x.cols, head.rows, head.cols
-                ),
-            ));
-        }
-        if let Some(&t) = targets.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::config(
-                "target",
-                format!("token {t} ≥ vocab {vocab}"),
-            ));
-        }
+        crate::gpu::score::check_scored_rows(x, head, from, targets)?;
         if let Some(r) = reference {
             if (r.rows, r.vocab) != (n, vocab) {
                 return Err(Error::config(
@@ -734,6 +737,15 @@ impl Backend for Gpu {
             },
             kept,
         ))
+    }
+
+    fn score_windows(
+        &self,
+        x: &Act,
+        head: &Mat,
+        windows: &[(usize, &[u32])],
+    ) -> Result<Vec<Pending>> {
+        self.score_batched(x, head, windows)
     }
 
     async fn read_scores(&self, pending: Pending) -> Result<Vec<TokenScore>> {

@@ -42,6 +42,7 @@ pub mod pipelines;
 mod profile;
 mod record;
 pub mod rtn;
+mod score;
 pub mod shaders;
 mod split;
 mod tender;

@@ -115,6 +115,8 @@ impl Gpu {
             packed_f16: Cell::new(false),
             decode_first: Cell::new(true),
             decoded_first: Cell::new(0),
+            gate_in_store: Cell::new(true),
+            gated_products: Cell::new(0),
             h16_products: Cell::new(0),
             h16_decoded: Cell::new(0),
             h16_converted: Cell::new(0),
@@ -393,6 +395,16 @@ impl Gpu {
 
     /// Copy `bytes` of `src` into a new mappable buffer at the end of the recorded work.
     pub(crate) fn stage(&self, src: &wgpu::Buffer, bytes: usize) -> wgpu::Buffer {
+        self.stage_from(src, 0, bytes)
+    }
+
+    /// `stage` of the `bytes` of `src` from byte `offset` (a multiple of 4).
+    pub(crate) fn stage_from(
+        &self,
+        src: &wgpu::Buffer,
+        offset: usize,
+        bytes: usize,
+    ) -> wgpu::Buffer {
         let size = buffers::padded_len(bytes) as u64;
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging"),
@@ -400,7 +412,7 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.with_encoder(|enc| enc.copy_buffer_to_buffer(src, 0, &staging, 0, size));
+        self.with_encoder(|enc| enc.copy_buffer_to_buffer(src, offset as u64, &staging, 0, size));
         staging
     }
 

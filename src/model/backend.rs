@@ -96,6 +96,13 @@ pub trait Backend {
     }
     /// `gate ← silu(gate) ⊙ up`.
     fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
+    /// SwiGLU's inner activations `silu(x Gᵀ + b) ⊙ (x Uᵀ + b)`: the gate and up projections,
+    /// then `silu_mul` (the same values). A GPU does the gate in the up projection's store.
+    fn gated_linear(&self, x: &Self::Act, gate: &Self::Mat, up: &Self::Mat) -> Self::Act {
+        let mut g = self.linear(x, gate);
+        self.silu_mul(&mut g, &self.linear(x, up));
+        g
+    }
     /// `x ← x + y`.
     fn add(&self, x: &mut Self::Act, y: &Self::Act);
     /// `x ← x + y`, then `rmsnorm(x, w, eps)`: a pre-norm block's residual add and the norm
@@ -146,6 +153,22 @@ pub trait Backend {
         reference: Option<&Self::LogProbs>,
         keep: bool,
     ) -> Result<(Self::Pending, Option<Self::LogProbs>)>;
+
+    /// `score` without a reference for several windows of the same `x` (rows `from..` of each,
+    /// against its targets): one `Pending` per window, in order. A GPU runs the LM head once
+    /// over the rows of several windows (a product of a few hundred rows leaves its tiles
+    /// short of work); the same scores as `score` window by window.
+    fn score_windows(
+        &self,
+        x: &Self::Act,
+        head: &Self::Mat,
+        windows: &[(usize, &[u32])],
+    ) -> Result<Vec<Self::Pending>> {
+        windows
+            .iter()
+            .map(|&(from, targets)| Ok(self.score(x, head, from, targets, None, false)?.0))
+            .collect()
+    }
 
     /// Wait for scores recorded by `score`.
     fn read_scores(

@@ -413,6 +413,14 @@ fn record_batch<B: Backend>(
         .map(|r| r.forward_batch_observed(b, &tokens, seq, &mut observer))
         .transpose()?;
     let x = model.forward_batch_observed(b, &tokens, seq, &mut observer)?;
+    if reference.is_none() {
+        let windows: Vec<(usize, &[u32])> = batch
+            .iter()
+            .enumerate()
+            .map(|(s, w)| (s * seq + w.from, &w.targets[..]))
+            .collect();
+        return b.score_windows(&x, model.head(), &windows);
+    }
     let mut pendings = Vec::with_capacity(batch.len());
     for (s, w) in batch.iter().enumerate() {
         let from = s * seq + w.from;
