@@ -5,7 +5,7 @@
 //!
 //!     cargo run --release --example gpu_bench -- [--iters N] [--only NAME] [--tiles]
 //!         [--model GGUF] [--tokens IDS.bin] [--windows N] [--skip-kernels] [--batch N]
-//!         [--attention split|tiled32|tiled64|coop|coop1] [--gate-pass] [--only-attention] [--only-w4a8]
+//!         [--attention split|tiled32|tiled64|coop|coop1] [--only-attention] [--only-w4a8]
 //!         [--only-tender] [--precision f32|f16] [--matmul v5,…,v12]
 //!     cargo run --release --example gpu_bench -- --tokenize TEXT --model GGUF --out IDS.bin
 //!
@@ -260,12 +260,6 @@ fn main() -> quantlab::Result<()> {
             "attention kernel: {} (forced)",
             g.attention_variant(64).name()
         );
-    }
-
-    // `--gate-pass`: SwiGLU's gate as its own pass, not in the up projection's store.
-    if has("--gate-pass") {
-        g.set_gate_in_store(false);
-        println!("SwiGLU's gate: its own pass (forced)");
     }
 
     let w = match &model_path {

@@ -787,16 +787,6 @@ fn read_text(path: &Path) -> Result<String> {
     file::read_text(path, "text", file::MAX_TEXT)
 }
 
-/// An environment switch: unset None, "0" or "1", anything else refused by name.
-fn env_switch(name: &str) -> Result<Option<bool>> {
-    match std::env::var(name).as_deref() {
-        Err(_) => Ok(None),
-        Ok("0") => Ok(Some(false)),
-        Ok("1") => Ok(Some(true)),
-        Ok(v) => Err(Error::config(name, format!("{v:?} is neither 0 nor 1"))),
-    }
-}
-
 /// Acquire the backend: the GPU through wgpu, waited for on this thread.
 fn device(b: BackendArg) -> Result<Device> {
     let f16 = PRECISION.get() == Some(&PrecisionArg::F16);
@@ -840,13 +830,15 @@ fn device(b: BackendArg) -> Result<Device> {
             }
             // QUANTLAB_DECODE_FIRST=0: CMPQ products use the fused decoder only (to time both
             // paths with one binary; src/gpu/matmul.rs `decode_first`).
-            if env_switch("QUANTLAB_DECODE_FIRST")? == Some(false) {
-                gpu.set_decode_first(false);
-            }
-            // QUANTLAB_GATE_IN_STORE=0: SwiGLU's gate as its own pass after the up projection
-            // (to time both with one binary; src/gpu/matmul.rs `record_gated`).
-            if env_switch("QUANTLAB_GATE_IN_STORE")? == Some(false) {
-                gpu.set_gate_in_store(false);
+            match std::env::var("QUANTLAB_DECODE_FIRST").as_deref() {
+                Ok("0") => gpu.set_decode_first(false),
+                Ok("1") | Err(_) => {}
+                Ok(v) => {
+                    return Err(Error::config(
+                        "QUANTLAB_DECODE_FIRST",
+                        format!("{v:?} is neither 0 nor 1"),
+                    ))
+                }
             }
             // QUANTLAB_EVAL_ROWS=N: tokens per evaluation batch (timing other batch sizes;
             // `Gpu::set_eval_rows`).

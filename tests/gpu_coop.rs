@@ -312,66 +312,6 @@ fn producers_f16_copies_match_the_conversion() {
     assert_eq!(q1, q2, "the product of silu_mul's f16 copy");
 }
 
-/// SwiGLU's gate done by the up projection's store on tensor cores (`Gpu::record_gated`,
-/// shaders/h16_silu_epilogue.wgsl): the same f32 bits as the two all-f16 products and then
-/// `silu_mul_h16`, with and without a bias, edge tiles in both directions; and the down
-/// projection takes the result's f16 copy (no conversion) with the same bits as after the two
-/// passes.
-#[test]
-fn gate_in_the_up_projections_store_on_tensor_cores() {
-    let g = gpu();
-    if !g.ctx.coop {
-        eprintln!("no tensor cores on {}: nothing to check", g.ctx.describe());
-        return;
-    }
-    g.set_precision(Precision::F16).unwrap();
-    let mut r = Rng(37);
-    let (m, d, f) = (1040, 576, 1552);
-    let x = g.upload_act(m, d, &r.vec(m * d)).unwrap();
-    let down = g
-        .load_matrix(&ggml(GgmlType::Q4_1, d, f, &r.vec(d * f)), None)
-        .unwrap();
-    for bias in [None, Some(r.vec(f))] {
-        let (wg, wu) = (
-            ggml(GgmlType::Q4_1, f, d, &r.vec(f * d)),
-            ggml(GgmlType::Q4_1, f, d, &r.vec(f * d)),
-        );
-        let gg = g.load_matrix(&wg, bias.as_deref()).unwrap();
-        let gu = g.load_matrix(&wu, bias.as_deref()).unwrap();
-        let mut outs = Vec::new();
-        for on in [false, true] {
-            g.set_gate_in_store(on);
-            let before = g.gated_products();
-            let y = g.gated_linear(&x, &gg, &gu);
-            assert_eq!(
-                g.gated_products(),
-                before + on as usize,
-                "gate in store {on}"
-            );
-            let converted = g.h16_converted();
-            let z = g.linear(&y, &down);
-            assert_eq!(
-                g.h16_converted(),
-                converted,
-                "the f16 copy was not taken ({on})"
-            );
-            outs.push((read(&g, &y), read(&g, &z)));
-        }
-        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(
-            same(&outs[0].0, &outs[1].0),
-            "bias {}: SwiGLU's bits",
-            bias.is_some()
-        );
-        assert!(
-            same(&outs[0].1, &outs[1].1),
-            "bias {}: the down projection's bits",
-            bias.is_some()
-        );
-    }
-    g.set_gate_in_store(true);
-}
-
 /// Products of the same rows back to back share one f16 copy of them (`Gpu::h16_x`); a kernel
 /// that writes the rows in between (here an add) must make the next product convert again.
 fn shared_rows_convert_again(g: &Gpu, r: &mut Rng) {

@@ -295,51 +295,6 @@ fn wide_matmul_several_tiles_and_the_default_choice() {
     g.set_matmul_gen(MatmulGen::default());
 }
 
-/// SwiGLU's gate done by the up projection's own store (`Gpu::record_gated`; V12's 128×128 f32
-/// product, shaders/silu_epilogue.wgsl): the same bits as the two projections and then
-/// `silu_mul`, and the CPU's SwiGLU within the products' tolerance; with a bias and edge tiles
-/// in both directions. Where the up product would be split over k, the two passes run.
-#[test]
-fn gate_in_the_up_projections_store() {
-    let g = gpu();
-    let mut r = Rng(31);
-    // 1040 tokens (≥ WIDE_MIN_ROWS: the wide kernel) by 272 rows: 9 × 3 tiles, both with an edge.
-    let (m, f) = (1040, 272);
-    // k = 64: few tiles but nothing to split; k = 640: split-K, so no gated twin.
-    for (d, gated) in [(64, true), (640, false)] {
-        let x = r.vec(m * d);
-        let (wg, wu) = (
-            QTensor::from_f32(f, d, &r.vec(f * d)),
-            ggml_tensor(&mut r, GgmlType::Q4_1, f, d),
-        );
-        let bias = r.vec(f);
-        let (cg, cu) = (
-            Cpu.load_matrix(&wg, Some(&bias)).unwrap(),
-            Cpu.load_matrix(&wu, Some(&bias)).unwrap(),
-        );
-        let want = Cpu.gated_linear(&act(m, d, x.clone()), &cg, &cu);
-        let (gg, gu) = (
-            g.load_matrix(&wg, Some(&bias)).unwrap(),
-            g.load_matrix(&wu, Some(&bias)).unwrap(),
-        );
-        let gx = g.upload_act(m, d, &x).unwrap();
-        g.set_gate_in_store(false);
-        let before = g.gated_products();
-        let two = read(&g, &g.gated_linear(&gx, &gg, &gu));
-        assert_eq!(g.gated_products(), before, "switched off");
-        g.set_gate_in_store(true);
-        let one = read(&g, &g.gated_linear(&gx, &gg, &gu));
-        assert_eq!(g.gated_products(), before + gated as usize, "k = {d}");
-        assert!(
-            one.iter()
-                .zip(&two)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "k = {d}: the gate in the store changed bits"
-        );
-        close(&one, &want.data, MATMUL_TOL, &format!("SwiGLU k = {d}"));
-    }
-}
-
 #[test]
 fn embed_gathers_dequantized_rows() {
     let g = gpu();

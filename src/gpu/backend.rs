@@ -162,11 +162,6 @@ pub struct Gpu {
     pub(crate) decode_first: Cell<bool>,
     /// Products that decoded their weight first (tests check the path is taken).
     pub(crate) decoded_first: Cell<usize>,
-    /// SwiGLU's gate done by the up projection's store where it can be (matmul.rs
-    /// `record_gated`); off only to compare with the two passes (`set_gate_in_store`).
-    pub(crate) gate_in_store: Cell<bool>,
-    /// Up projections that did the gate in their store (tests check the path is taken).
-    pub(crate) gated_products: Cell<usize>,
     /// Products run by the all-f16 kernels so far (`MatmulGen::V7`, `V8`; tests).
     pub(crate) h16_products: Cell<usize>,
     /// Weights decoded into their kept f16 copy so far (`Mat::h16`; tests).
@@ -559,18 +554,6 @@ impl Backend for Gpu {
         self.elementwise_f16("silu_mul", gate, up, copy);
     }
 
-    fn gated_linear(&self, x: &Act, gate: &Mat, up: &Mat) -> Act {
-        let mut g = self.linear(x, gate);
-        // The up projection's own store does the gate where its product has a gated twin
-        // (matmul.rs `record_gated`), else the two passes.
-        if self.record_gated(x, up, &g) {
-            g.q = None;
-            return g;
-        }
-        self.silu_mul(&mut g, &self.linear(x, up));
-        g
-    }
-
     fn add_rmsnorm(&self, x: &mut Act, y: &Act, w: &Vector, eps: f32) -> Act {
         let out = self.new_act(x.rows, x.cols);
         x.q = None;
@@ -750,10 +733,7 @@ impl Backend for Gpu {
 
     async fn read_scores(&self, pending: Pending) -> Result<Vec<TokenScore>> {
         // Only this window's submission is waited for (a later window may be queued behind it).
-        let bytes =
-            buffers::read_back_after(&self.ctx.device, &pending.staging, pending.submission)
-                .await?;
-        self.take_error()?;
+        let bytes = self.read_back(&pending.staging, pending.submission).await?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         Ok(words
             .chunks_exact(4)

@@ -252,8 +252,7 @@ impl Gpu {
             }
         }
         let submission = self.submit();
-        let raw = buffers::read_back_after(&self.ctx.device, &staging, submission).await?;
-        self.take_error()?;
+        let raw = self.read_back(&staging, submission).await?;
         let floats: Vec<f32> = bytemuck::pod_collect_to_vec(&raw);
         let mut out = Vec::with_capacity(accs.len());
         let mut at = 0;

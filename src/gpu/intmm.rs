@@ -226,8 +226,8 @@ impl Gpu {
         let codes = self.stage(&q.codes, 4 * x.rows * q.kw);
         let scales = self.stage(&q.scales, 4 * x.rows);
         self.flush();
-        let cb = buffers::read_back(&self.ctx.device, &codes).await?;
-        let sb = buffers::read_back(&self.ctx.device, &scales).await?;
+        let cb = self.read_back(&codes, None).await?;
+        let sb = self.read_back(&scales, None).await?;
         self.take_error()?;
         let row_bytes = 4 * q.kw;
         let codes = cb

@@ -21,22 +21,6 @@ pub(crate) struct H16Copy {
     ops: u64,
 }
 
-/// The gated twins of V12's wide products (`Gpu::record_gated`, `shaders::GATED`), and the
-/// kernels they are made from.
-const GATED_F32: &str = "matmul_wide2u_silu";
-const GATED_F32_BASE: &str = "matmul_wide2u";
-const GATED_H16: &str = "matmul_h16_staged2_silu";
-const GATED_H16_BASE: &str = "matmul_h16_staged2";
-
-/// What `Gpu::plan` chose for a tiled product.
-struct Plan {
-    kernel: &'static str,
-    variant: MatmulVariant,
-    tile: (usize, usize),
-    /// Split-K length (0: whole).
-    k_split: usize,
-}
-
 /// The parameters of a pass over all of `w` itself (no activations): its shape and format.
 fn whole_weight(w: &Mat) -> WeightParams {
     let f = &w.fmt;
@@ -95,111 +79,15 @@ impl Gpu {
         bias: Option<&wgpu::Buffer>,
         out: &wgpu::Buffer,
     ) -> bool {
+        let (n, k) = (w.rows, w.cols);
         if self.h16(m, w) {
-            self.record_h16(x, x_row0, m, w, bias, out, None);
+            self.record_h16(x, x_row0, m, w, bias, out);
             return true;
         }
         if self.decode_first(m, w) {
             self.record_decoded(x, x_row0, m, w, bias, out);
             return true;
         }
-        let plan = self.plan(m, w);
-        self.record_tiled(&plan, plan.kernel, x, x_row0, m, w, bias, out);
-        false
-    }
-
-    /// Record the tiled product `plan` with `kernel` (its own, or its gated twin), split-K
-    /// where the plan says.
-    #[allow(clippy::too_many_arguments)]
-    fn record_tiled(
-        &self,
-        plan: &Plan,
-        kernel: &str,
-        x: &wgpu::Buffer,
-        x_row0: usize,
-        m: usize,
-        w: &Mat,
-        bias: Option<&wgpu::Buffer>,
-        out: &wgpu::Buffer,
-    ) {
-        let (n, k) = (w.rows, w.cols);
-        let &Plan {
-            variant,
-            tile,
-            k_split,
-            ..
-        } = plan;
-        let pipe = match self.pipes.weight(kernel, w.fmt.fragment) {
-            Ok(p) => p,
-            Err(e) => {
-                self.fail("linear", e.to_string());
-                return;
-            }
-        };
-        let p = WeightParams {
-            m: u(m),
-            n: u(n),
-            k: u(k),
-            has_bias: bias.is_some() as u32,
-            x_row0: u(x_row0),
-            bits: w.fmt.bits,
-            group: w.fmt.group,
-            sym: w.fmt.sym,
-            scale_off: w.fmt.scale_off,
-            zero_off: w.fmt.zero_off,
-            k_split: u(k_split),
-            pad: 0,
-        };
-        let params = self.uniform(&p);
-        let has_bias = bias.is_some();
-        let bias = bias.unwrap_or(&self.dummy_ro);
-        let tiles = (u(n.div_ceil(tile.1)), u(m.div_ceil(tile.0)));
-        let label = || {
-            let s = if k_split > 0 { k.div_ceil(k_split) } else { 1 };
-            format!(
-                "{kernel} {}×{s} {} {m}×{k}→{n}",
-                variant.name(),
-                w.fmt.fragment
-            )
-        };
-        if k_split == 0 {
-            return self.dispatch(&pipe, &[&params, &w.w, x, bias, out], tiles, &label);
-        }
-        // Partial tiles per k range, then their sum (with the bias).
-        let splits = k.div_ceil(k_split);
-        let part = self.pool.get(splits * m * n * 4);
-        if let Err(e) =
-            buffers::check_size(&self.ctx.limits, "split-K partials", splits * m * n * 4)
-        {
-            self.fail("linear", e.to_string());
-            return;
-        }
-        self.dispatch_3d(
-            &pipe,
-            &[&params, &w.w, x, &self.dummy_ro, &part],
-            (tiles.0, tiles.1, u(splits)),
-            &label,
-        );
-        let sum = match self.pipes.plain("splitk", "main") {
-            Ok(p) => p,
-            Err(e) => {
-                self.fail("linear", e.to_string());
-                return;
-            }
-        };
-        let sp = self.uniform(&Params4([u(m * n), u(n), u(splits), has_bias as u32]));
-        self.dispatch(
-            &sum,
-            &[&sp, &part, bias, out],
-            self.groups_1d(m * n, 256),
-            &|| format!("splitk sum ×{splits} {m}×{n}"),
-        );
-    }
-
-    /// The kernel, variant, tile and split-K length of `record_product`'s tiled product of
-    /// `m` rows by `w` (neither all-f16 nor decoded first).
-    fn plan(&self, m: usize, w: &Mat) -> Plan {
-        let (n, k) = (w.rows, w.cols);
         let forced = self.matmul_variant.get();
         let precision = self.precision.get();
         // f16 without tensor cores (or forced) runs the packed-f16 kernel, which has only the
@@ -239,12 +127,73 @@ impl Gpu {
             _ if wide2 => gen.f32_wide2_kernel(),
             _ => variant.kernel(precision),
         };
-        Plan {
-            kernel,
-            variant,
-            tile,
-            k_split,
+        let pipe = match self.pipes.weight(kernel, w.fmt.fragment) {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("linear", e.to_string());
+                return false;
+            }
+        };
+        let p = WeightParams {
+            m: u(m),
+            n: u(n),
+            k: u(k),
+            has_bias: bias.is_some() as u32,
+            x_row0: u(x_row0),
+            bits: w.fmt.bits,
+            group: w.fmt.group,
+            sym: w.fmt.sym,
+            scale_off: w.fmt.scale_off,
+            zero_off: w.fmt.zero_off,
+            k_split: u(k_split),
+            pad: 0,
+        };
+        let params = self.uniform(&p);
+        let has_bias = bias.is_some();
+        let bias = bias.unwrap_or(&self.dummy_ro);
+        let tiles = (u(n.div_ceil(tile.1)), u(m.div_ceil(tile.0)));
+        let label = || {
+            let s = if k_split > 0 { k.div_ceil(k_split) } else { 1 };
+            format!(
+                "{kernel} {}×{s} {} {m}×{k}→{n}",
+                variant.name(),
+                w.fmt.fragment
+            )
+        };
+        if k_split == 0 {
+            self.dispatch(&pipe, &[&params, &w.w, x, bias, out], tiles, &label);
+            return false;
         }
+        // Partial tiles per k range, then their sum (with the bias).
+        let splits = k.div_ceil(k_split);
+        let part = self.pool.get(splits * m * n * 4);
+        if let Err(e) =
+            buffers::check_size(&self.ctx.limits, "split-K partials", splits * m * n * 4)
+        {
+            self.fail("linear", e.to_string());
+            return false;
+        }
+        self.dispatch_3d(
+            &pipe,
+            &[&params, &w.w, x, &self.dummy_ro, &part],
+            (tiles.0, tiles.1, u(splits)),
+            &label,
+        );
+        let sum = match self.pipes.plain("splitk", "main") {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("linear", e.to_string());
+                return false;
+            }
+        };
+        let sp = self.uniform(&Params4([u(m * n), u(n), u(splits), has_bias as u32]));
+        self.dispatch(
+            &sum,
+            &[&sp, &part, bias, out],
+            self.groups_1d(m * n, 256),
+            &|| format!("splitk sum ×{splits} {m}×{n}"),
+        );
+        false
     }
 
     /// Whether this product decodes its weight to f16 first (shaders/decode_f16.wgsl): where the
@@ -314,9 +263,7 @@ impl Gpu {
 
     /// `record_product` as three passes: the activations to f16 (`to_f16.wgsl`), the weight
     /// decoded to f16 (`decode_f16.wgsl`), both into pooled scratch of whole 128-row tiles, and
-    /// the tensor-core product on them (`matmul_h16.wgsl`). With `gated` (the f16 copy of the
-    /// result, `record_gated`) the product's gated twin, whose store does SwiGLU's gate.
-    #[allow(clippy::too_many_arguments)]
+    /// the tensor-core product on them (`matmul_h16.wgsl`).
     fn record_h16(
         &self,
         x: &wgpu::Buffer,
@@ -325,7 +272,6 @@ impl Gpu {
         w: &Mat,
         bias: Option<&wgpu::Buffer>,
         out: &wgpu::Buffer,
-        gated: Option<&wgpu::Buffer>,
     ) {
         const TILE: usize = 128;
         let (n, k) = (w.rows, w.cols);
@@ -333,14 +279,10 @@ impl Gpu {
             2 * m.next_multiple_of(TILE) * k,
             2 * n.next_multiple_of(TILE) * k,
         );
-        let kernel = match gated {
-            Some(_) => GATED_H16,
-            None => self.h16_kernel(k),
-        };
         let pipes = buffers::check_size(&self.ctx.limits, "f16 activations", xb).and_then(|_| {
             Ok((
                 self.pipes.plain("to_f16", "main")?,
-                self.pipes.plain(kernel, "main")?,
+                self.pipes.plain(self.h16_kernel(k), "main")?,
             ))
         });
         let (conv, product) = match pipes {
@@ -372,13 +314,11 @@ impl Gpu {
             return;
         };
         let pp = self.uniform(&Params4([u(m), u(n), u(k), bias.is_some() as u32]));
-        let mut bindings = vec![&pp, &xh, &wh, bias.unwrap_or(&self.dummy_ro), out];
-        bindings.extend(gated);
         self.dispatch(
             &product,
-            &bindings,
+            &[&pp, &xh, &wh, bias.unwrap_or(&self.dummy_ro), out],
             (u(n.div_ceil(TILE)), u(m.div_ceil(TILE))),
-            &|| format!("{kernel} {} {m}×{k}→{n}", f.fragment),
+            &|| format!("{} {} {m}×{k}→{n}", self.h16_kernel(k), f.fragment),
         );
         self.h16_products.set(self.h16_products.get() + 1);
         // Only this product ran since the copy was made, and it wrote `out`, not `x` (a
@@ -393,52 +333,6 @@ impl Gpu {
                 ops: self.ops.get(),
             });
         }
-    }
-
-    /// Record `g ← silu(g) ⊙ (x Uᵀ + b)` as the up projection's product alone, its store doing
-    /// SwiGLU's gate (`GATED`: shaders/silu_epilogue.wgsl at f32, h16_silu_epilogue.wgsl on
-    /// tensor cores, where the result's f16 copy for the down projection is kept too), where `g`
-    /// holds the gate projection of the same `x`. The same values as the product and then
-    /// `silu_mul`, without the pass and the round trip of the up projection through memory. False
-    /// with nothing recorded where this product has no gated twin: split weights, BinaryMoS,
-    /// quantized activations (W4A8, Tender), add-ons applied after the product, split-K, or
-    /// kernels other than V12's wide ones.
-    pub(crate) fn record_gated(&self, x: &Act, up: &Mat, g: &Act) -> bool {
-        let (m, n, k) = (x.rows, up.rows, up.cols);
-        let simple = x.q.is_none()
-            && up.parts.is_empty()
-            && up.mos.is_none()
-            && m > 0
-            && x.cols == k
-            && (g.rows, g.cols) == (m, n);
-        let lowrank = up.addons.is_some_and(|a| a.lowrank.is_some());
-        if !self.gate_in_store.get() || !simple || lowrank {
-            return false;
-        }
-        if self.h16(m, up) {
-            // Outliers go into the f16 weight (`h16_weight`), so they are no pass after this.
-            if self.h16_kernel(k) != GATED_H16_BASE || !n.is_multiple_of(16) {
-                return false;
-            }
-            let Some(copy) = self.h16_copy_for(m, n) else {
-                return false;
-            };
-            self.record_h16(&x.buf, 0, m, up, up.bias.as_ref(), &g.buf, Some(&copy));
-            self.keep_h16_copy(&g.buf, m, n, copy);
-            self.gated_products.set(self.gated_products.get() + 1);
-            return true;
-        }
-        let outliers = up.addons.is_some_and(|a| a.outliers > 0);
-        if outliers || self.decode_first(m, up) || self.precision.get() != Precision::F32 {
-            return false;
-        }
-        let plan = self.plan(m, up);
-        if plan.kernel != GATED_F32_BASE || plan.k_split != 0 {
-            return false;
-        }
-        self.record_tiled(&plan, GATED_F32, &x.buf, 0, m, up, up.bias.as_ref(), &g.buf);
-        self.gated_products.set(self.gated_products.get() + 1);
-        true
     }
 
     /// The all-f16 kernel of the current generation for a product of inner length `k`: V8's
@@ -648,17 +542,6 @@ impl Gpu {
     /// Compile kernels from now on with `checks` (timing; `ShaderChecks` says what each drops).
     pub fn set_shader_checks(&self, checks: crate::gpu::ShaderChecks) {
         self.pipes.set_checks(checks);
-    }
-
-    /// Do SwiGLU's gate in the up projection's store where it can be (the default), or always
-    /// as its own pass (tests compare the two).
-    pub fn set_gate_in_store(&self, on: bool) {
-        self.gate_in_store.set(on);
-    }
-
-    /// Up projections so far whose store did SwiGLU's gate (`record_gated`).
-    pub fn gated_products(&self) -> usize {
-        self.gated_products.get()
     }
 
     /// Products so far that ran all in f16 from storage (`MatmulGen::V7`).

@@ -429,7 +429,7 @@ impl Gpu {
         self.flush();
         let mut out = Vec::with_capacity(4);
         for (s, len) in staged.iter().zip(lens) {
-            let bytes = buffers::read_back(&self.ctx.device, s).await?;
+            let bytes = self.read_back(s, None).await?;
             let v: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
             out.push(v[..len].to_vec());
         }

@@ -115,8 +115,6 @@ impl Gpu {
             packed_f16: Cell::new(false),
             decode_first: Cell::new(true),
             decoded_first: Cell::new(0),
-            gate_in_store: Cell::new(true),
-            gated_products: Cell::new(0),
             h16_products: Cell::new(0),
             h16_decoded: Cell::new(0),
             h16_converted: Cell::new(0),
@@ -153,6 +151,20 @@ impl Gpu {
         if let Ok(mut s) = self.error.lock() {
             s.get_or_insert_with(|| format!("{op}: {msg}"));
         }
+    }
+
+    /// Wait for `buf`'s copy in submission `after` and read it: `buffers::read_back_after`, but
+    /// where that fails because the device refused the work (a kernel that did not compile
+    /// makes its submission invalid, and waiting on it fails with "not returned by a successful
+    /// submission"), the device's own error, which says why, is reported instead.
+    pub(crate) async fn read_back(
+        &self,
+        buf: &wgpu::Buffer,
+        after: Option<wgpu::SubmissionIndex>,
+    ) -> Result<Vec<u8>> {
+        let bytes = buffers::read_back_after(&self.ctx.device, buf, after).await;
+        self.take_error()?;
+        bytes
     }
 
     pub(crate) fn take_error(&self) -> Result<()> {
@@ -420,8 +432,7 @@ impl Gpu {
     pub async fn read_act(&self, x: &Act) -> Result<Vec<f32>> {
         let staging = self.stage(&x.buf, x.rows * x.cols * 4);
         self.flush();
-        let bytes = buffers::read_back(&self.ctx.device, &staging).await?;
-        self.take_error()?;
+        let bytes = self.read_back(&staging, None).await?;
         let n = x.rows * x.cols;
         Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes)
             .into_iter()

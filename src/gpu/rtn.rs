@@ -57,7 +57,7 @@ impl Gpu {
         }
         let staging = self.stage(&status, 4 * mats.len().max(1));
         self.flush();
-        let bytes = buffers::read_back(&self.ctx.device, &staging).await?;
+        let bytes = self.read_back(&staging, None).await?;
         self.take_error()?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         if let Some((i, &w)) = words
@@ -220,7 +220,7 @@ impl Gpu {
         self.flush();
         let mut out = Vec::with_capacity(staged.len());
         for (staging, n) in staged {
-            let mut bytes = buffers::read_back(&self.ctx.device, &staging).await?;
+            let mut bytes = self.read_back(&staging, None).await?;
             bytes.truncate(n);
             out.push(bytes);
         }

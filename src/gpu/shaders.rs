@@ -71,14 +71,6 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/h16_tiles_nested.wgsl"),
     ),
     (
-        "silu_epilogue",
-        include_str!("../../shaders/silu_epilogue.wgsl"),
-    ),
-    (
-        "h16_silu_epilogue",
-        include_str!("../../shaders/h16_silu_epilogue.wgsl"),
-    ),
-    (
         "attention_coop",
         include_str!("../../shaders/attention_coop.wgsl"),
     ),
@@ -170,7 +162,6 @@ pub const WEIGHT_KERNELS: &[&str] = &[
     "matmul_wide",
     "matmul_wide2",
     "matmul_wide2u",
-    "matmul_wide2u_silu",
     "embed",
     "matmul_v1",
     "rtn",
@@ -209,7 +200,6 @@ pub const PLAIN_KERNELS: &[(&str, &[&str])] = &[
     ("matmul_h16", &["main"]),
     ("matmul_h16_staged", &["main"]),
     ("matmul_h16_staged2", &["main"]),
-    ("matmul_h16_staged2_silu", &["main"]),
     ("attention_coop", &["main"]),
     ("attention_coop1", &["main"]),
 ];
@@ -276,45 +266,13 @@ const PLAIN_WITH_PRELUDE: &[(&str, &[&str])] = &[
         "matmul_h16_staged2",
         &["matmul_h16_common", "h16_tiles_nested"],
     ),
-    (
-        "matmul_h16_staged2_silu",
-        &["matmul_h16_common", "h16_tiles_nested", "h16_silu_epilogue"],
-    ),
     ("mos_train_gates", &["mos_train_common"]),
     ("mos_train_err", &["mos_train_common"]),
     ("mos_train_small", &["mos_train_common"]),
 ];
 
 /// Stand-alone kernels whose body is another kernel's file (with other preludes).
-const PLAIN_BODY: &[(&str, &str)] = &[
-    ("matmul_h16_staged2", "matmul_h16_staged"),
-    ("matmul_h16_staged2_silu", "matmul_h16_staged"),
-];
-
-/// Products whose store also does SwiGLU's gate (`Gpu::record_gated`): (kernel, the kernel it
-/// is made from, the store call renamed in that body, the file that defines the new store —
-/// appended). One body for both, so a change to the product reaches its gated twin.
-pub const GATED: &[(&str, &str, (&str, &str), &str)] = &[
-    (
-        "matmul_wide2u_silu",
-        "matmul_wide2u",
-        ("store_row(", "store_silu("),
-        "silu_epilogue",
-    ),
-    (
-        "matmul_h16_staged2_silu",
-        "matmul_h16_staged2",
-        ("put_block(", "put_block_silu("),
-        "h16_silu_epilogue",
-    ),
-];
-
-/// `body` with the store calls of the gated kernel `kernel` renamed (None where it is no
-/// gated kernel, or the body has no such call).
-fn gated_body(kernel: &str, body: &str) -> Option<String> {
-    let (_, _, (from, to), _) = GATED.iter().find(|(k, ..)| *k == kernel)?;
-    body.contains(from).then(|| body.replace(from, to))
-}
+const PLAIN_BODY: &[(&str, &str)] = &[("matmul_h16_staged2", "matmul_h16_staged")];
 
 /// The source of `shaders/{stem}.wgsl`, if it is in the table or is a format fragment; a
 /// replacement set by `set_overrides` comes first.
@@ -416,11 +374,7 @@ pub fn plain_kernel(kernel: &str) -> Option<String> {
         .iter()
         .find(|(k, _)| *k == kernel)
         .map_or(kernel, |(_, b)| *b);
-    let renamed = match GATED.iter().any(|(k, ..)| *k == kernel) {
-        true => Some(gated_body(kernel, source(body)?)?),
-        false => None,
-    };
-    let src = renamed.as_deref().unwrap_or(source(body)?);
+    let src = source(body)?;
     if PLAIN_WITH_READERS.contains(&kernel) {
         return Some(format!("{}\n{src}", source("fmt_common")?));
     }
@@ -464,10 +418,6 @@ pub fn unroll(src: &str, n: usize) -> Option<String> {
 
 /// The body of a weight kernel: its file, or the unrolled form of another (`UNROLLED`).
 fn weight_body(kernel: &str) -> Option<String> {
-    if let Some((_, base, _, epilogue)) = GATED.iter().find(|(k, ..)| *k == kernel) {
-        let body = gated_body(kernel, &weight_body(base)?)?;
-        return Some(format!("{body}\n{}", source(epilogue)?));
-    }
     match UNROLLED.iter().find(|(k, _, _)| *k == kernel) {
         Some((_, file, n)) => unroll(source(file)?, *n),
         None => source(kernel).map(str::to_string),
@@ -482,7 +432,7 @@ pub fn weight_kernel(kernel: &str, fragment: &str) -> Option<String> {
     // bindings, loads and store; the f16 ones need their extensions enabled before any
     // declaration.
     let (enable, common) = match kernel {
-        "matmul" | "matmul_wide" | "matmul_wide2" | "matmul_wide2u" | "matmul_wide2u_silu" => {
+        "matmul" | "matmul_wide" | "matmul_wide2" | "matmul_wide2u" => {
             ("", source("matmul_common")?.to_string())
         }
         "matmul_f16" => (F16_ENABLE, source("matmul_common")?.to_string()),
@@ -526,7 +476,6 @@ pub const COOP_PLAIN_KERNELS: &[&str] = &[
     "matmul_h16",
     "matmul_h16_staged",
     "matmul_h16_staged2",
-    "matmul_h16_staged2_silu",
     "attention_coop",
     "attention_coop1",
 ];
@@ -729,53 +678,6 @@ mod tests {
         assert!(bad.is_empty(), "{}", bad.join("\n"));
         assert_eq!(totals.get("attention_coop"), Some(&ATTENTION_COOP_BYTES));
         assert_eq!(totals.get("attention_coop1"), Some(&ATTENTION_COOP1_BYTES));
-    }
-
-    /// The gated products are their base kernel with every store call renamed (the f32 one's 16
-    /// stores of an 8×8 block, the tensor-core one's single `put_block`), and nothing else
-    /// changed; an unknown kernel or a body without the call gives None.
-    #[test]
-    fn gated_kernels_rename_every_store_and_nothing_else() {
-        for (kernel, base, (from, to), epilogue, calls) in [
-            (
-                "matmul_wide2u_silu",
-                "matmul_wide2u",
-                GATED[0].2,
-                "silu_epilogue",
-                16,
-            ),
-            (
-                "matmul_h16_staged2_silu",
-                "matmul_h16_staged2",
-                GATED[1].2,
-                "h16_silu_epilogue",
-                1,
-            ),
-        ] {
-            let (gated, plain) = match kernel.starts_with("matmul_wide") {
-                true => (
-                    weight_kernel(kernel, "fmt_q4_1").unwrap(),
-                    weight_kernel(base, "fmt_q4_1").unwrap(),
-                ),
-                false => (plain_kernel(kernel).unwrap(), plain_kernel(base).unwrap()),
-            };
-            let epi = source(epilogue).unwrap();
-            assert_eq!(plain.matches(to).count(), 0, "{base}");
-            assert_eq!(
-                gated.matches(to).count() - epi.matches(to).count(),
-                calls,
-                "{kernel}"
-            );
-            let back = gated.replace(epi, "").replace(to, from);
-            let strip = |t: &str| t.split_whitespace().collect::<String>();
-            assert_eq!(
-                strip(&back),
-                strip(&plain),
-                "{kernel}: only the calls differ"
-            );
-        }
-        assert_eq!(gated_body("matmul_wide2u", "store_row("), None);
-        assert_eq!(gated_body("matmul_wide2u_silu", "no store here"), None);
     }
 
     #[test]

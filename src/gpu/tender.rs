@@ -308,7 +308,7 @@ impl Gpu {
         }
         let staging = self.stage(&out, 8 * n);
         self.flush();
-        let bytes = buffers::read_back(&self.ctx.device, &staging).await?;
+        let bytes = self.read_back(&staging, None).await?;
         self.take_error()?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         Ok(Some(
@@ -337,7 +337,7 @@ impl Gpu {
         self.flush();
         let mut raw = Vec::with_capacity(staged.len());
         for s in &staged {
-            raw.push(buffers::read_back(&self.ctx.device, s).await?);
+            raw.push(self.read_back(s, None).await?);
         }
         self.take_error()?;
         let words = |b: &[u8]| bytemuck::pod_collect_to_vec::<u8, u32>(b);

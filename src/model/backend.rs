@@ -96,13 +96,6 @@ pub trait Backend {
     }
     /// `gate ← silu(gate) ⊙ up`.
     fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
-    /// SwiGLU's inner activations `silu(x Gᵀ + b) ⊙ (x Uᵀ + b)`: the gate and up projections,
-    /// then `silu_mul` (the same values). A GPU does the gate in the up projection's store.
-    fn gated_linear(&self, x: &Self::Act, gate: &Self::Mat, up: &Self::Mat) -> Self::Act {
-        let mut g = self.linear(x, gate);
-        self.silu_mul(&mut g, &self.linear(x, up));
-        g
-    }
     /// `x ← x + y`.
     fn add(&self, x: &mut Self::Act, y: &Self::Act);
     /// `x ← x + y`, then `rmsnorm(x, w, eps)`: a pre-norm block's residual add and the norm

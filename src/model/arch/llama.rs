@@ -350,7 +350,8 @@ pub(super) fn forward<B: Backend>(
             c.norm_eps,
         ); // T × d
         let f = m.site(b, i, FFN_IN, f, seq, observer)?;
-        let g = b.gated_linear(&f, &blk.mats[GATE], &blk.mats[UP]); // T × F
+        let mut g = b.linear(&f, &blk.mats[GATE]); // T × F
+        b.silu_mul(&mut g, &b.linear(&f, &blk.mats[UP]));
         let g = m.site(b, i, DOWN_IN, g, seq, observer)?;
         let next = match m.blocks.get(i + 1) {
             Some(nb) => &nb.norms[ATTN_NORM].w,
