@@ -1642,8 +1642,9 @@ fn serve(root: &Path, port: u16) -> Result<()> {
 }
 
 /// Windows `bench` evaluates before timing: more than one batch of the largest the GPU runs
-/// (`Backend::eval_batch`: 8–32 windows of 512), so every batch size is seen once.
-const WARM_UP_WINDOWS: usize = 40;
+/// (`Backend::eval_batch`: up to 66 windows of 512 on tensor cores), so that every batch size
+/// is seen once and its scratch is pooled before the timed runs.
+const WARM_UP_WINDOWS: usize = 80;
 
 /// Plain RTN, `bits` wide, symmetric, groups of 32: what `bench` quantizes.
 fn rtn_g32_sym(bits: u8) -> QuantConfig {

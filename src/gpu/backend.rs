@@ -25,6 +25,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
+/// Rows per evaluation batch on a device with tensor cores (`Backend::eval_batch`).
+pub const EVAL_ROWS_TENSOR_CORES: usize = 33792;
+
 /// LM-head rows scored per chunk: bounds the logits scratch (64 × 49152 floats = 12.6 MB).
 const SCORE_CHUNK: usize = 64;
 /// Rows per chunk where the logits fit half of the device's storage binding limit: a
@@ -224,14 +227,18 @@ impl Backend for Gpu {
         // thousands of workgroups, while the widest activation stays inside one binding. A
         // device with tensor cores is a large one: 16384 rows (32 windows of 512) ran 1.36×
         // the tokens/s of 4096 on the H100 at f16 (its 128×128 tiles fill the device only
-        // then) and 1.21× at f32 (docs/gpu-perf.md, session 16).
+        // then) and 1.21× at f32 (docs/gpu-perf.md, session 16). More rows still cut the last,
+        // partly filled wave of workgroups: the products with 576 outputs make 5 × rows/128
+        // tiles, 2.4 waves at 16384 rows on the H100's 132 multiprocessors (two workgroups
+        // each), exactly 5 at 33792 (66 windows). The whole text at f32 there: 97.4K tokens/s
+        // at 16384 rows, 99.4K at 32768, 100.3K at 33792 (session 21).
         let rows = self
             .eval_rows
             .get()
             .unwrap_or(if cfg!(target_arch = "wasm32") {
                 2048
             } else if self.ctx.coop {
-                16384
+                EVAL_ROWS_TENSOR_CORES
             } else {
                 4096
             });
@@ -807,7 +814,7 @@ impl Gpu {
     }
 
     /// Tokens per evaluation batch (`Backend::eval_batch`: windows of a batch × their length)
-    /// instead of the default (natively 16384 with tensor cores, else 4096; 2048 in the
+    /// instead of the default (natively `EVAL_ROWS_TENSOR_CORES` with tensor cores, else 4096; 2048 in the
     /// browser); None for the default.
     /// Benchmarks time other sizes with it (`quantlab`'s `QUANTLAB_EVAL_ROWS`).
     pub fn set_eval_rows(&self, rows: Option<usize>) {
