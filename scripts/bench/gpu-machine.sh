@@ -65,10 +65,11 @@ step() { # name command...
 
 step device bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; $B/gpu_kernels context_reports_adapter --nocapture 2>&1 | grep -e adapter -e 'test result'"
 # GEN and ROWS: the kernel generation and tokens per evaluation batch of the whole-text steps
-# and the peers (QUANTLAB_MATMUL, QUANTLAB_EVAL_ROWS; unset: the engine's defaults), chosen
-# from the per-kernel times of an earlier call.
+# and the peers (QUANTLAB_MATMUL, QUANTLAB_EVAL_ROWS), chosen from the per-kernel times of an
+# earlier call; by default GEN as below and ROWS the engine's own on tensor cores
+# (src/gpu/backend.rs EVAL_ROWS_TENSOR_CORES: 66 windows of 512).
 GEN=${GEN:-auto}
-ROWS=${ROWS:-16384}
+ROWS=${ROWS:-33792}
 # Most telling first (a call may end at its time limit; what ran is in OUT): the GPU tests
 # (every kernel against the CPU), per-kernel times of a batch of 32 windows; then the whole
 # text, the slider steps, peers.
