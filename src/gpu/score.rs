@@ -59,7 +59,7 @@ impl Gpu {
                 rows += windows[j].1.len();
                 j += 1;
             }
-            if j - i < 2 {
+            if j - i < 2 || rows == 0 {
                 let (from, targets) = windows[i];
                 out.push(self.score(x, head, from, targets, None, false)?.0);
                 i += 1;
