@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${FUZZ_SMOKE_RUNS:-20000}
-secs=${FUZZ_SMOKE_SECONDS:-15}
+secs=${FUZZ_SMOKE_SECONDS:-10}
 start=$SECONDS
 
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2

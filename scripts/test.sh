@@ -31,7 +31,9 @@ cargo build --release --bin quantlab
 step "fuzz smoke: every parser, a bounded run each (cargo-fuzz on stable, scripts/fuzz-smoke.sh)"
 ./scripts/fuzz-smoke.sh
 
+# Two test files at a time: a page runs its model in one worker (one core), so on CI's two cores
+# two files run side by side; each file has its own server, port and browser profile.
 step "browser tests (headless Chromium)"
 (cd tests/browser && QUANTLAB_BIN="$(cd ../.. && realpath "$target_dir/release/quantlab")" \
-  node --test --test-concurrency=1)
+  node --test --test-concurrency=2)
 step "all tests passed"
