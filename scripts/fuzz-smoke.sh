@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${FUZZ_SMOKE_RUNS:-20000}
-secs=${FUZZ_SMOKE_SECONDS:-10}
+secs=${FUZZ_SMOKE_SECONDS:-15}
 # The smoke's build at opt-level 1 (the fuzz crate's release profile; fuzz-long.sh keeps 3): in
 # CI the build is nearly all of this step (330 s at 3, 240 s at 1 on a 2-core machine), and 20000
 # executions of each target still take seconds. Exported so that `cargo fuzz run` finds the
