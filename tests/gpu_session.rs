@@ -4,6 +4,9 @@
 //! format table's prediction (`MemoryReport`), as loaded and after RTN.
 //! Natively on whatever adapter wgpu finds (Mesa lavapipe in CI), so windows are short.
 
+#[path = "common/tiny_llama.rs"]
+mod tiny_llama;
+
 use quantlab::format::Granularity;
 use quantlab::gpu::Gpu;
 use quantlab::model::eval::{EvalOptions, Protocol};
@@ -36,17 +39,7 @@ fn load(device: &Device) -> Session {
 /// A session on `device` from the tiny `arch` checkpoint transformers saved
 /// (tests/fixtures/tiny): what a test of the session's plumbing needs, quick on lavapipe.
 fn tiny(arch: &str, device: &Device) -> Session {
-    use quantlab::io::tokenizer::TokenizerFiles;
-    let dir = format!("{}/tests/fixtures/tiny/{arch}", env!("CARGO_MANIFEST_DIR"));
-    let read = |f: &str| std::fs::read(format!("{dir}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}"));
-    Session::load_hf_on(
-        arch,
-        &read("config.json"),
-        TokenizerFiles::Json(&read("tokenizer.json")),
-        &[("model.safetensors", &read("model.safetensors"))],
-        device,
-    )
-    .expect("tiny checkpoint loads")
+    tiny_llama::load_arch(arch, arch, device)
 }
 
 #[test]

@@ -1,5 +1,7 @@
-//! The tiny Llama of tests/fixtures/tiny/llama (2 blocks of 7 linears) in a session, and the
-//! BinaryMoS pieces the lite-training tests share (tests/gpu_mos_train.rs, tests/lite_resume.rs).
+//! The tiny Llama of tests/fixtures/tiny/llama (2 blocks of 7 linears) in a session (and any
+//! other tiny checkpoint of tests/fixtures/tiny), and the BinaryMoS pieces the lite-training
+//! tests share (tests/gpu_mos_train.rs, tests/lite_resume.rs).
+#![allow(dead_code)] // not every test file uses every helper
 
 use quantlab::io::tokenizer::TokenizerFiles;
 use quantlab::playground::engine::Device;
@@ -7,21 +9,26 @@ use quantlab::playground::session::Session;
 use quantlab::quant::binarymos::BinaryMosOptions;
 use quantlab::quant::config::{LayerQuant, Method, QuantConfig};
 
-pub const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny/llama");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny");
 
 /// The tiny Llama loaded on `device`, not calibrated.
 pub fn load(device: &Device) -> Session {
-    let read =
-        |f: &str| std::fs::read(format!("{TINY}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}"));
-    let tok = read("tokenizer.json");
+    load_arch("llama", "tiny-llama", device)
+}
+
+/// The tiny checkpoint tests/fixtures/tiny/`arch` loaded on `device` as `label`.
+pub fn load_arch(arch: &str, label: &str, device: &Device) -> Session {
+    let read = |f: &str| {
+        std::fs::read(format!("{FIXTURES}/{arch}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}"))
+    };
     Session::load_hf_on(
-        "tiny-llama",
+        label,
         &read("config.json"),
-        TokenizerFiles::Json(&tok),
+        TokenizerFiles::Json(&read("tokenizer.json")),
         &[("model.safetensors", &read("model.safetensors"))],
         device,
     )
-    .expect("tiny llama loads")
+    .unwrap_or_else(|e| panic!("tiny {arch} loads: {e}"))
 }
 
 /// BinaryMoS with lite training on every block linear at 1 bit.
