@@ -59,26 +59,27 @@ fn quantize(w: &ModelWeights, toks: &[u32], ctx: usize) -> ModelWeights {
         .unwrap()
 }
 
-/// Evaluate `q` against `w` on `b`: the perplexity's bits and KL's.
+/// Evaluate `q` on `b`: the perplexity's bits, and KL's against `w` when given.
 fn evaluate<B: Backend>(
     b: &B,
     q: &ModelWeights,
-    w: &ModelWeights,
+    w: Option<&ModelWeights>,
     toks: &[u32],
     ctx: usize,
     windows: usize,
-) -> (u64, u64) {
+) -> (u64, Option<u64>) {
     let e = EvalOptions {
         protocol: Protocol::Llamacpp,
         ctx,
         max_windows: Some(windows),
-        kl: true,
+        kl: w.is_some(),
     };
-    let (m, r) = (Model::load(b, q).unwrap(), Model::load(b, w).unwrap());
+    let m = Model::load(b, q).unwrap();
+    let r = w.map(|w| Model::load(b, w).unwrap());
     let res = eval::ready(eval::evaluate(
         b,
         &m,
-        Some(&r),
+        r.as_ref(),
         toks,
         None,
         &e,
@@ -86,7 +87,7 @@ fn evaluate<B: Backend>(
         &mut |_| true,
     ))
     .unwrap();
-    (res.ppl.to_bits(), res.kl.unwrap().to_bits())
+    (res.ppl.to_bits(), res.kl.map(f64::to_bits))
 }
 
 fn on_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
@@ -97,17 +98,19 @@ fn on_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
         .install(f)
 }
 
-/// The whole chain (calibration, GPTQ, evaluation of two windows) on 1, 2 and 4 CPU threads,
-/// then the GPU evaluating the 1-thread quantization twice, on one window. The GPU gets that
-/// one quantization rather than its own: calibration and GPTQ run on the CPU either way, and
-/// they were just compared across thread counts, so re-running them for the GPU would only cost
-/// CI time (minutes on the default model). One window there: lavapipe, CI's GPU, takes about
-/// 20 s for each forward pass of the default model up to 64 tokens (a window with KL is two),
-/// and a repeat's bits depend on the device's scheduling, not on how many windows are summed.
-fn check(label: &str, w: &ModelWeights, toks: &[u32], ctx: usize) {
+/// The whole chain (calibration, GPTQ, evaluation of two windows with KL) on 1, 2 and 4 CPU
+/// threads, then the GPU evaluating the 1-thread quantization twice, on one window, with KL when
+/// `gpu_kl`. The GPU gets that one quantization rather than its own: calibration and GPTQ run on
+/// the CPU either way, and they were just compared across thread counts, so re-running them for
+/// the GPU would only cost CI time (minutes on the default model). One window: lavapipe, CI's
+/// GPU, takes about 20 s for each forward pass of the default model up to 64 tokens, and a
+/// repeat's bits depend on the device's scheduling, not on how many passes are summed. For the
+/// same reason the default model runs without KL there (KL adds the reference model's pass to
+/// each run: the same kernels again); the tiny architectures check KL's bits on the GPU too.
+fn check(label: &str, w: &ModelWeights, toks: &[u32], ctx: usize, gpu_kl: bool) {
     let (q, first) = on_threads(1, || {
         let q = quantize(w, toks, ctx);
-        let r = evaluate(&Cpu, &q, w, toks, ctx, 2);
+        let r = evaluate(&Cpu, &q, Some(w), toks, ctx, 2);
         (q, r)
     });
     for n in [2, 4] {
@@ -115,7 +118,7 @@ fn check(label: &str, w: &ModelWeights, toks: &[u32], ctx: usize) {
             on_threads(n, || evaluate(
                 &Cpu,
                 &quantize(w, toks, ctx),
-                w,
+                Some(w),
                 toks,
                 ctx,
                 2
@@ -125,9 +128,11 @@ fn check(label: &str, w: &ModelWeights, toks: &[u32], ctx: usize) {
         );
     }
     let g = gpu_check::gpu();
-    let a = evaluate(&g, &q, w, toks, ctx, 1);
+    let r = gpu_kl.then_some(w);
+    let a = evaluate(&g, &q, r, toks, ctx, 1);
+    assert_eq!(a.1.is_some(), gpu_kl);
     assert_eq!(
-        evaluate(&g, &q, w, toks, ctx, 1),
+        evaluate(&g, &q, r, toks, ctx, 1),
         a,
         "{label}: second GPU run"
     );
@@ -142,7 +147,7 @@ fn check(label: &str, w: &ModelWeights, toks: &[u32], ctx: usize) {
 fn tiny_architectures_are_bit_identical_across_threads_and_runs() {
     for (label, cfg) in tiny_variants() {
         let w = tiny_model(cfg.clone(), 21);
-        check(label, &w, &tokens(4 * 32, cfg.vocab, 9), 32);
+        check(label, &w, &tokens(4 * 32, cfg.vocab, 9), 32, true);
     }
 }
 
@@ -151,5 +156,11 @@ fn default_model_is_bit_identical_across_threads_and_runs() {
     let bytes = std::fs::read(MODEL).expect("run scripts/fetch-model.sh");
     let g = Gguf::parse("default", &bytes).unwrap();
     let w = ModelWeights::from_source(g.model_config().unwrap(), &g as &dyn TensorSource).unwrap();
-    check("SmolLM2-135M", &w, &tokens(4 * 64, w.config.vocab, 4), 64);
+    check(
+        "SmolLM2-135M",
+        &w,
+        &tokens(4 * 64, w.config.vocab, 4),
+        64,
+        false,
+    );
 }

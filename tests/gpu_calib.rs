@@ -4,7 +4,7 @@
 //! against the CPU's rule on seeded data of odd sizes (rows and widths not multiples of the
 //! 64-wide tile or the 16-row slice, one range and several, several sequences per batch,
 //! sequences of different lengths into one accumulator), the whole `Calibration` of a tiny
-//! model and of the real default model. Natively on whatever adapter wgpu finds (Mesa lavapipe
+//! model and of the real default model, and a GPU session's calibrations (the tiny Llama). Natively on whatever adapter wgpu finds (Mesa lavapipe
 //! without a GPU).
 
 #[path = "common/gpu_check.rs"]
@@ -13,6 +13,8 @@ mod gpu_check;
 mod rng;
 #[path = "common/synthetic.rs"]
 mod synthetic;
+#[path = "common/tiny_llama.rs"]
+mod tiny_llama;
 use gpu_check::{close, gpu, read};
 use rng::Rng;
 use std::rc::Rc;
@@ -166,20 +168,22 @@ fn gpu_calibration_matches_cpu_on_the_default_model() {
     let tokens: Vec<u32> = (0..300).map(|_| rng.next_u32() % vocab).collect();
     // Three short sequences, one GPU batch of 63 rows: lavapipe, CI's GPU, takes about 20 s
     // per forward pass of this model up to 64 rows (one tile of rows per product), twice that
-    // up to 128, and the GPU calibrates twice below.
+    // up to 128. So the GPU calibrates the default model once here; what a session does with a
+    // calibration (backend, reuse, text) is `a_session_calibrates_on_the_gpu_and_keeps_it`, on
+    // the tiny Llama.
     let opts = CalibOptions {
         n_seq: 3,
         seq_len: 21,
         from: CalibFrom::Offset(17),
     };
-    let g = Rc::new(gpu());
-    // A session on the GPU, whose BOS rule every call below follows.
-    let mut session = Session::load_gguf_on("smollm2", bytes.clone(), &Device::Gpu(g.clone()))
-        .expect("gpu session");
-    let bos = session.bos();
+    // The model's own BOS rule, as a session applies it (a CPU session: only its rule is used).
+    let bos = Session::load_gguf("smollm2", bytes.clone())
+        .expect("session")
+        .bos();
     let cpu_model = Model::load(&Cpu, &w).expect("cpu load");
     let want = calibrate(&cpu_model, &tokens, bos, &opts, &mut |_, _| true).unwrap();
-    let gpu_model = Model::load(g.as_ref(), &w).expect("gpu load");
+    let g = gpu();
+    let gpu_model = Model::load(&g, &w).expect("gpu load");
     let mut calls = Vec::new();
     let got = pollster::block_on(calib::calibrate(
         &g,
@@ -216,7 +220,52 @@ fn gpu_calibration_matches_cpu_on_the_default_model() {
         }
     }
     eprintln!("worst relative difference GPU vs CPU: {worst:e}");
-    // The session calibrates on the GPU: the same numbers as the call above.
+    // Cancelling stops before any work.
+    let r = pollster::block_on(calib::calibrate(
+        &g,
+        &gpu_model,
+        &tokens,
+        None,
+        &opts,
+        &mut |_, _| false,
+    ));
+    assert!(matches!(r, Err(quantlab::Error::Cancelled)));
+}
+
+/// A session on the GPU (the tiny Llama checkpoint, with its tokenizer) calibrates on the GPU
+/// with `gpu::calib::calibrate`'s numbers, under its own BOS rule; forcing the CPU recomputes
+/// with `quant::calib::calibrate`'s; a kept calibration serves a later call with the same key;
+/// and a text calibration says which backend ran and when it reused.
+#[test]
+fn a_session_calibrates_on_the_gpu_and_keeps_it() {
+    let g = Rc::new(gpu());
+    let mut session = tiny_llama::load(&Device::Gpu(g.clone()));
+    let w = session.source().clone();
+    let bos = session.bos();
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(8);
+    let tokens = session.tokenize(&text.repeat(4)).expect("tokenizes");
+    let opts = CalibOptions {
+        n_seq: 3,
+        seq_len: 21,
+        from: CalibFrom::Offset(17),
+    };
+    let want = calibrate(
+        &Model::load(&Cpu, &w).expect("cpu load"),
+        &tokens,
+        bos,
+        &opts,
+        &mut |_, _| true,
+    )
+    .unwrap();
+    let got = pollster::block_on(calib::calibrate(
+        &g,
+        &Model::load(g.as_ref(), &w).expect("gpu load"),
+        &tokens,
+        bos,
+        &opts,
+        &mut |_, _| true,
+    ))
+    .unwrap();
     let via = session.calibrate(&tokens, &opts, &mut |_, _| true).unwrap();
     assert!(
         via.layers == got.layers,
@@ -247,7 +296,6 @@ fn gpu_calibration_matches_cpu_on_the_default_model() {
     );
     assert_eq!(session.calibration_backend(), Some("cpu"));
     // Text calibration says which backend ran, and when it reused.
-    let text = "The quick brown fox jumps over the lazy dog. ".repeat(8);
     let used =
         pollster::block_on(session.calibrate_text_async(&text, 2, 16, false, &mut |_, _| true))
             .unwrap();
@@ -262,17 +310,6 @@ fn gpu_calibration_matches_cpu_on_the_default_model() {
         pollster::block_on(session.calibrate_text_async(&text, 2, 16, true, &mut |_, _| true))
             .unwrap();
     assert_eq!((cpu.backend.as_str(), cpu.reused), ("cpu", false));
-    drop(session);
-    // Cancelling stops before any work.
-    let r = pollster::block_on(calib::calibrate(
-        &g,
-        &gpu_model,
-        &tokens,
-        None,
-        &opts,
-        &mut |_, _| false,
-    ));
-    assert!(matches!(r, Err(quantlab::Error::Cancelled)));
 }
 
 /// Tender's per-position ranges of a whole calibration of the tiny synthetic model (2 layers,

@@ -46,7 +46,7 @@ fn tiny(arch: &str, device: &Device) -> Session {
 fn gpu_session_matches_cpu_session_and_the_format_table() {
     let gpu = Rc::new(pollster::block_on(Gpu::create()).expect("a wgpu adapter"));
     let cpu_s = load(&Device::Cpu);
-    let mut gpu_s = load(&Device::Gpu(gpu));
+    let mut gpu_s = load(&Device::Gpu(gpu.clone()));
     let engine = gpu_s.engine();
     eprintln!("{} on {}", engine.backend, engine.adapter);
     assert_eq!(engine.backend, "gpu");
@@ -58,9 +58,23 @@ fn gpu_session_matches_cpu_session_and_the_format_table() {
     assert_eq!(engine.weight_bytes, Some(predicted), "as loaded");
     assert_eq!(engine.held_bytes, Some(predicted), "as loaded, held");
 
-    let tokens = cpu_s.tokenize(TEXT).expect("tokenizes");
-    assert_eq!(gpu_s.tokenize(TEXT).expect("tokenizes"), tokens);
-    for protocol in [Protocol::Llamacpp, Protocol::Gptq] {
+    // Both protocols through the sessions: the default model under llama.cpp's, the tiny Llama
+    // under both (tests/gpu_model.rs holds the default model's GPTQ-protocol scores on the GPU to
+    // the CPU's token by token; each default-model window here costs about 20 s on lavapipe).
+    let tiny_cpu = tiny("llama", &Device::Cpu);
+    let mut tiny_gpu = tiny("llama", &Device::Gpu(gpu));
+    for (what, protocol) in [
+        ("SmolLM2", Protocol::Llamacpp),
+        ("tiny Llama", Protocol::Llamacpp),
+        ("tiny Llama", Protocol::Gptq),
+    ] {
+        let (cpu_s, gpu_s) = if what == "SmolLM2" {
+            (&cpu_s, &mut gpu_s)
+        } else {
+            (&tiny_cpu, &mut tiny_gpu)
+        };
+        let tokens = cpu_s.tokenize(TEXT).expect("tokenizes");
+        assert_eq!(gpu_s.tokenize(TEXT).expect("tokenizes"), tokens);
         let opts = EvalOptions {
             protocol,
             ctx: CTX,
@@ -80,7 +94,8 @@ fn gpu_session_matches_cpu_session_and_the_format_table() {
         .expect("gpu eval");
         let rel = (g.ppl - c.ppl).abs() / c.ppl;
         eprintln!(
-            "{protocol:?} ctx {CTX}: cpu ppl {:.5} ({:.1} s), gpu ppl {:.5} ({:.1} s), rel {rel:e}",
+            "{} {protocol:?} ctx {CTX}: cpu ppl {:.5} ({:.1} s), gpu ppl {:.5} ({:.1} s), rel {rel:e}",
+            what,
             c.ppl,
             (t1 - t0).as_secs_f64(),
             g.ppl,
