@@ -153,7 +153,8 @@ export async function setQuant(page, method, bits) {
 // The `want` substring of data-config for `method` at `bits` (its JSON starts with these keys).
 export const configOf = (method, bits) => `"method":"${method}","default":{"bits":${bits}`;
 
-// Open another page of the same browser at `url`, wait for its model and its first result.
+// Open another page of the same browser at `url` and wait for its model (not for a first run:
+// a link the page refuses starts none; callers that need the run wait for it).
 export async function openSibling(page, url) {
   const other = await page.context().newPage();
   await other.goto(url);

@@ -240,6 +240,10 @@ test('instructor flags that hide every control leave the status, the result and 
   const base = page.url().split('#')[0];
   const other = await openSibling(page, `${base}#ql=1&${tiny.model}&ctx=${CTX}&win=1&hide=${HIDEABLE.join(',')}`);
   try {
+    // The link's run starts once the model is ready (all openSibling waits for): the result line
+    // and "Done in" come when it ends, which on a loaded CI machine can be after the checks below.
+    await other.waitForFunction(() => document.getElementById('result').dataset.state === 'done',
+      null, { timeout: RUN_TIMEOUT_MS, polling: 100 });
     for (const sel of ['#method', '#evaluate', '#text-select', '#model-file', '#preset']) {
       assert.equal(await other.isVisible(sel), false, `${sel} shown`);
     }
