@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const MODEL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -198,8 +198,16 @@ fn wikitext_ids(s: &Session) -> Vec<u32> {
     ids
 }
 
+/// Each case once (quantizing the default model is most of this test's time): QuantLab's own
+/// checks, then gguf-py on the written file. gguf-py runs in its own process, one per file,
+/// while the next case quantizes; its answers are compared at the end
+/// (`gguf_py_decodes_every_tensor_as_quantlab_does`).
 #[test]
 fn default_model_exports_each_grid_exactly_or_says_why_not() {
+    let python = readback_python();
+    let dir = std::env::temp_dir().join(format!("quantlab-gguf-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut readbacks = Vec::new();
     let mut s = smollm();
     let ids = wikitext_ids(&s);
     for (what, cfg, types) in cases() {
@@ -277,6 +285,17 @@ fn default_model_exports_each_grid_exactly_or_says_why_not() {
         let back = read_back(&bytes);
         assert_weights(what, w, &back, &report);
 
+        let path = dir.join(format!("{what}.gguf"));
+        std::fs::write(&path, &bytes).unwrap();
+        let child = Command::new(&python)
+            .arg(READBACK)
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}; run scripts/ci-setup.sh", python.display()));
+        readbacks.push((path, expected_hashes(w, &report), child));
+
         // An all-exact export is the same model: the same perplexity to the last bit.
         if report.iter().all(|r| r.exact) {
             let want = s
@@ -299,6 +318,17 @@ fn default_model_exports_each_grid_exactly_or_says_why_not() {
                 want.ppl
             );
         }
+    }
+    let results: Vec<_> = readbacks
+        .into_iter()
+        .map(|(path, want, child)| {
+            let out = child.wait_with_output().expect("gguf_readback.py");
+            (path, want, out)
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    for (path, want, out) in results {
+        gguf_py_decodes_every_tensor_as_quantlab_does(&path, &want, &out);
     }
 }
 
@@ -328,12 +358,8 @@ fn the_model_as_loaded_exports_byte_for_byte() {
     );
 }
 
-/// gguf-py (`GGUFReader` + `gguf.quants.dequantize`), run by `tests/reference/gguf_readback.py`,
-/// reads every tensor of each export with the type and shape QuantLab wrote and decodes it to
-/// QuantLab's weights (exact tensors) or their f16 rounding (fallbacks): SHA-256 of the f32
-/// values, every tensor.
-#[test]
-fn gguf_py_decodes_every_exported_tensor_as_quantlab_does() {
+/// The Python that runs gguf-py (tests/.venv, made by scripts/ci-setup.sh, or QUANTLAB_PYTHON).
+fn readback_python() -> PathBuf {
     let python = std::env::var_os("QUANTLAB_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PYTHON));
@@ -344,66 +370,59 @@ fn gguf_py_decodes_every_exported_tensor_as_quantlab_does() {
          Python that has gguf==0.19.0 and numpy",
         python.display()
     );
-    let dir = std::env::temp_dir().join(format!("quantlab-gguf-export-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut s = smollm();
-    let mut want: HashMap<String, Expected> = HashMap::new();
-    let mut files = Vec::new();
-    for (what, cfg, _) in cases() {
-        s.set_quant(&cfg).unwrap();
-        let w = s.quantized_weights().unwrap().unwrap();
-        let (bytes, report) = export_gguf(w, s.tokenizer(), what).unwrap();
-        let path = dir.join(format!("{what}.gguf"));
-        std::fs::write(&path, &bytes).unwrap();
-        want.insert(path.display().to_string(), expected_hashes(w, &report));
-        files.push(path);
-    }
-    let out = Command::new(&python)
-        .arg(READBACK)
-        .args(&files)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/ci-setup.sh", python.display()));
-    let _ = std::fs::remove_dir_all(&dir);
+    python
+}
+
+/// gguf-py (`GGUFReader` + `gguf.quants.dequantize`), run by `tests/reference/gguf_readback.py`
+/// on one export (`out`: what it printed), read every tensor with the type and shape QuantLab
+/// wrote and decoded it to QuantLab's weights (exact tensors) or their f16 rounding
+/// (fallbacks): SHA-256 of the f32 values, every tensor.
+fn gguf_py_decodes_every_tensor_as_quantlab_does(
+    path: &std::path::Path,
+    want: &Expected,
+    out: &std::process::Output,
+) {
+    let key = path.display().to_string();
     assert!(
         out.status.success(),
-        "gguf_readback.py failed ({}); run scripts/ci-setup.sh if gguf is missing:\n{}",
+        "gguf_readback.py {key} failed ({}); run scripts/ci-setup.sh if gguf is missing:\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     let got: Value = serde_json::from_slice(&out.stdout).expect("readback JSON");
-    for f in &files {
-        let key = f.display().to_string();
-        let doc = &got[&key];
-        let m = &doc["metadata"];
-        assert_eq!(m["general.architecture"], "llama", "{key}");
-        assert_eq!(m["general.alignment"], 32, "{key}");
-        assert_eq!(m["tokenizer.ggml.tokens"], 49152, "{key}");
-        assert_eq!(m["tokenizer.ggml.model"], "gpt2", "{key}");
-        let tensors = doc["tensors"].as_array().expect("tensors");
-        let want = &want[&key];
-        assert_eq!(tensors.len(), want.len(), "{key}: tensor count");
-        for t in tensors {
-            let name = t["name"].as_str().unwrap();
-            let (ty, shape, hash) = want
-                .get(name)
-                .unwrap_or_else(|| panic!("{key}: gguf-py found {name}, not exported"));
-            assert_eq!(t["type"], ty.as_str(), "{key}: {name} type");
-            let s: Vec<u64> = t["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap())
-                .collect();
-            assert_eq!(&s, shape, "{key}: {name} shape (innermost first)");
-            assert_eq!(t["sha256"], hash.as_str(), "{key}: {name} values differ");
-        }
+    let doc = &got[&key];
+    let m = &doc["metadata"];
+    assert_eq!(m["general.architecture"], "llama", "{key}");
+    assert_eq!(m["general.alignment"], 32, "{key}");
+    assert_eq!(m["tokenizer.ggml.tokens"], 49152, "{key}");
+    assert_eq!(m["tokenizer.ggml.model"], "gpt2", "{key}");
+    let tensors = doc["tensors"].as_array().expect("tensors");
+    assert_eq!(tensors.len(), want.len(), "{key}: tensor count");
+    for t in tensors {
+        let name = t["name"].as_str().unwrap();
+        let (ty, shape, hash) = want
+            .get(name)
+            .unwrap_or_else(|| panic!("{key}: gguf-py found {name}, not exported"));
+        assert_eq!(t["type"], ty.as_str(), "{key}: {name} type");
+        let s: Vec<u64> = t["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
+        assert_eq!(&s, shape, "{key}: {name} shape (innermost first)");
+        assert_eq!(t["sha256"], hash.as_str(), "{key}: {name} values differ");
     }
 }
 
 fn sha256_f32(v: &[f32]) -> String {
     let mut h = Sha256::new();
-    for x in v {
-        h.update(x.to_le_bytes());
+    // Chunks of bytes, not one update per value (135M values per model).
+    let mut buf = Vec::with_capacity(4 * 4096);
+    for c in v.chunks(4096) {
+        buf.clear();
+        buf.extend(c.iter().flat_map(|x| x.to_le_bytes()));
+        h.update(&buf);
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
