@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf fuzz/seeds
-QUANTLAB_WRITE_SEEDS=1 cargo test --test fuzz_seeds --test gguf_malformed -- fuzz_seeds
+QUANTLAB_WRITE_SEEDS=1 cargo test --test all -- fuzz_seeds
 du -sh fuzz/seeds

@@ -13,7 +13,7 @@ jobs=${FUZZ_JOBS:-$(nproc)}
 
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 # The qlab target's seeds are model files, made by a test rather than committed.
-[ -n "$(ls fuzz/seeds/qlab 2>/dev/null)" ] || cargo test --release --test fuzz_seeds
+[ -n "$(ls fuzz/seeds/qlab 2>/dev/null)" ] || cargo test --release --test all fuzz_seeds::
 cargo fuzz build -s none
 
 targets=("$@")

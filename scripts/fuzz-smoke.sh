@@ -19,7 +19,7 @@ start=$SECONDS
 
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2
 # The qlab target's seeds are model files, made by a test rather than committed.
-[ -n "$(ls fuzz/seeds/qlab 2>/dev/null)" ] || cargo test --release --test fuzz_seeds
+[ -n "$(ls fuzz/seeds/qlab 2>/dev/null)" ] || cargo test --release --test all fuzz_seeds::
 cargo fuzz build -s none
 echo "build: $((SECONDS - start)) s"
 

@@ -5,8 +5,7 @@
 //! quantizes it from calibration statistics gathered through its topology, giving a finite
 //! perplexity on which both backends agree.
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
+use crate::gpu_check;
 
 use gpu_check::{close, gpu, read};
 use quantlab::format::Granularity;

@@ -7,8 +7,7 @@
 //! their perplexity by ~1 % (measured: GPT-2, 714,922 vs 721,418). A sweep and
 //! generation run on OPT too.
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 use cli::{last_json, quantlab};
 

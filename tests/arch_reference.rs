@@ -5,8 +5,7 @@
 //! scores every token on the CPU backend and on the GPU backend (lavapipe without a GPU); GPT-2
 //! also from the GGUF llama.cpp's converter wrote.
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
+use crate::gpu_check;
 
 use gpu_check::gpu;
 use quantlab::io::gguf::Gguf;

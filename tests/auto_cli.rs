@@ -3,8 +3,7 @@
 //! its choice in `--json`, and its share link reproduces the same model; an infeasible budget
 //! names the least achievable; a sweep runs auto points beside the others.
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 use cli::{last_json, quantlab, run};
 

@@ -5,8 +5,7 @@
 //! damaged ones are refused by name; and `quantlab binarize --mode full` writes a .qlab that
 //! `eval` loads and that records its mode, steps, tokens and data.
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 use cli::{last_json, quantlab, root};
 use quantlab::model::arch::Arch;

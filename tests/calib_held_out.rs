@@ -4,8 +4,7 @@
 //! tiny Llama checkpoint on the built-in prose text (2,940 tokens with its tokenizer, so the
 //! whole text is one token stream and ranges compare directly); GPTQ with 4 × 64 tokens.
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 use cli::{last_json, quantlab};
 

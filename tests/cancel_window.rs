@@ -7,8 +7,7 @@
 //! The tiny Llama of tests/fixtures/tiny (2 blocks), RTN
 //! 4-bit against the model as loaded, so each window has 2 × 2 blocks to report.
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
+use crate::gpu_check;
 use gpu_check::gpu;
 use quantlab::format::Granularity;
 use quantlab::io::tokenizer::TokenizerFiles;

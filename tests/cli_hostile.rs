@@ -2,8 +2,7 @@
 //! tokenizers. Every run has a deadline (a hang is a failure, not a stuck test), must exit with
 //! code 1 and a message naming the file, the field and the limit, and must not panic.
 
-#[path = "common/hf_fixture.rs"]
-mod hf_fixture;
+use crate::hf_fixture;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

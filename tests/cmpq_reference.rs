@@ -5,8 +5,7 @@
 //! re-fit made afresh, the codes packed through `format::pack_codes`. Anything that reorders,
 //! caches or parallelises that work has to keep these bytes.
 
-#[path = "common/rng.rs"]
-mod rng;
+use crate::rng;
 use rng::Rng;
 
 use half::f16;

@@ -4,8 +4,7 @@
 //! are all inside what is compared. The default model (windows of 64 tokens) and every tiny
 //! architecture of the test kit.
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
+use crate::gpu_check;
 
 use quantlab::format::Granularity;
 use quantlab::io::gguf::Gguf;

@@ -14,8 +14,7 @@
 //!
 //! Natively on whatever adapter wgpu finds (Mesa lavapipe without a GPU).
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
+use crate::gpu_check;
 use gpu_check::{act, close, gpu, read};
 
 use quantlab::format::{storage_with, AddOns, Format, LowRankSpec, QTensor};

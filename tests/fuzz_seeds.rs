@@ -1,10 +1,9 @@
 //! Seed corpora of the fuzz targets (fuzz/fuzz_targets/*.rs): small valid inputs, written to
-//! fuzz/seeds/TARGET/ by `cargo test --test fuzz_seeds -- --ignored` (fuzz/make_seeds.sh). Each
+//! fuzz/seeds/TARGET/ by `QUANTLAB_WRITE_SEEDS=1 cargo test --test all -- fuzz_seeds` (fuzz/make_seeds.sh). Each
 //! seed is checked to load before it is written, so the fuzzer starts from inputs that reach
 //! deep into the parsers. The GGUF seed comes from tests/gguf_malformed.rs's writer.
 
-#[path = "common/hf_fixture.rs"]
-mod hf_fixture;
+use crate::hf_fixture;
 
 use hf_fixture::{serialize, Tiny};
 use quantlab::io::tokenizer::Tokenizer;

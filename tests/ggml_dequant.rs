@@ -1,8 +1,7 @@
 //! ggml block dequantization against gguf-py, an independent implementation of the same formats
 //! (fixtures and their generator: tests/fixtures/README.md).
 
-#[path = "common/json_fixture.rs"]
-mod json_fixture;
+use crate::json_fixture;
 
 use json_fixture::{b64, f32s, fixture};
 use quantlab::format::ggml::{self, GgmlType};

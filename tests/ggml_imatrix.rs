@@ -3,8 +3,7 @@
 //! every byte must match (fixture and its generator: tests/fixtures/README.md,
 //! `ggml_imatrix.json`).
 
-#[path = "common/json_fixture.rs"]
-mod json_fixture;
+use crate::json_fixture;
 
 use json_fixture::{b64, f32s, fixture};
 use quantlab::format::ggml::imatrix::quantize;

@@ -2,8 +2,7 @@
 //! reference quantizers and an implementation independent of QuantLab's: every byte must match
 //! (fixture and its generator: tests/fixtures/README.md, `ggml_quant.json`).
 
-#[path = "common/json_fixture.rs"]
-mod json_fixture;
+use crate::json_fixture;
 
 use json_fixture::{b64, f32s, fixture};
 use quantlab::format::ggml::quantize::quantize;

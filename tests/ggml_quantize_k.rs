@@ -4,8 +4,7 @@
 //! tests/fixtures/README.md, `ggml_kquant.json`). Plus what the bytes are worth: dequantized, the
 //! error shrinks with every extra bit.
 
-#[path = "common/json_fixture.rs"]
-mod json_fixture;
+use crate::json_fixture;
 
 use json_fixture::{b64, f32s, fixture};
 use quantlab::format::ggml::quantize::quantize;

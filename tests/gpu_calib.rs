@@ -7,14 +7,10 @@
 //! model and of the real default model, and a GPU session's calibrations (the tiny Llama). Natively on whatever adapter wgpu finds (Mesa lavapipe
 //! without a GPU).
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
-#[path = "common/rng.rs"]
-mod rng;
-#[path = "common/synthetic.rs"]
-mod synthetic;
-#[path = "common/tiny_llama.rs"]
-mod tiny_llama;
+use crate::gpu_check;
+use crate::rng;
+use crate::synthetic;
+use crate::tiny_llama;
 use gpu_check::{close, gpu, read};
 use rng::Rng;
 use std::rc::Rc;

@@ -5,10 +5,8 @@
 //! format table (`QTensor::dequantize`) and multiplies in f32. Seeded data, odd sizes, natively
 //! on whatever adapter wgpu finds (Mesa lavapipe without a GPU).
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
-#[path = "common/rng.rs"]
-mod rng;
+use crate::gpu_check;
+use crate::rng;
 use gpu_check::{act, close, gpu, read};
 use rng::Rng;
 

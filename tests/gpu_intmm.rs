@@ -6,10 +6,8 @@
 //! multiples of the 64×64 tile. Also: the path is really taken (`Gpu::int_products`), writing
 //! an activation drops its codes, and what the kernel cannot run falls back to the float path.
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
-#[path = "common/rng.rs"]
-mod rng;
+use crate::gpu_check;
+use crate::rng;
 use gpu_check::{act, close, gpu, read};
 use rng::Rng;
 

@@ -9,11 +9,9 @@
 //!
 //! Natively on whatever adapter wgpu finds (Mesa lavapipe without a GPU).
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
+use crate::gpu_check;
+use crate::tiny_llama;
 use gpu_check::{close, gpu};
-#[path = "common/tiny_llama.rs"]
-mod tiny_llama;
 use tiny_llama::{mos_config, packed};
 
 use quantlab::linalg::sgemm;

@@ -3,10 +3,8 @@
 //! seeded data that includes exact ties (x/s = n + ½, where round-half-even decides), tiny and
 //! zero groups, every width and granularity. Natively on whatever adapter wgpu finds (lavapipe).
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
-#[path = "common/rng.rs"]
-mod rng;
+use crate::gpu_check;
+use crate::rng;
 use gpu_check::gpu;
 use rng::Rng;
 

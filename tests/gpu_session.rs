@@ -4,8 +4,7 @@
 //! format table's prediction (`MemoryReport`), as loaded and after RTN.
 //! Natively on whatever adapter wgpu finds (Mesa lavapipe in CI), so windows are short.
 
-#[path = "common/tiny_llama.rs"]
-mod tiny_llama;
+use crate::tiny_llama;
 
 use quantlab::format::Granularity;
 use quantlab::gpu::Gpu;

@@ -8,10 +8,8 @@
 //! with `dot4I8Packed` and its emulation, and against the float path on the same activations;
 //! what the integer kernel does not take falls back to the float path.
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
-#[path = "common/rng.rs"]
-mod rng;
+use crate::gpu_check;
+use crate::rng;
 use gpu_check::{act, gpu, read};
 use rng::Rng;
 

@@ -6,12 +6,9 @@
 //! file that `eval` loads and that names its backend. Natively on whatever adapter wgpu finds
 //! (Mesa lavapipe without a GPU).
 
-#[path = "common/cli.rs"]
-mod cli;
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
-#[path = "common/rng.rs"]
-mod rng;
+use crate::cli;
+use crate::gpu_check;
+use crate::rng;
 
 use cli::{last_json, quantlab, root};
 use gpu_check::{close, gpu};

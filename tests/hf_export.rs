@@ -3,8 +3,7 @@
 //! (tests/fixtures/hf_export_transformers.json, SHA-256 of model.safetensors and tokenizer.json),
 //! and QuantLab evaluates each export to transformers' perplexity and token ids (GPTQ protocol).
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 use cli::{last_json, quantlab, root};
 use serde_json::Value;

@@ -16,8 +16,7 @@
 //!   made by scripts/reference/hf_export_arch_transformers.py, SHA-256 of each
 //!   model.safetensors) and its logits agree with QuantLab's.
 
-#[path = "common/hf_export_arch.rs"]
-mod common;
+use crate::hf_export_arch_common as common;
 
 use common::{
     export, f16_rounded, ids, logits, nll, read_json, reload, source_tensors, tensors, Case, CASES,

@@ -2,8 +2,7 @@
 //! malformed inputs the loader must refuse with a useful message, and a real-model check: the
 //! default GGUF model converted to a Hugging Face checkpoint loads back to the same weights.
 
-#[path = "common/hf_fixture.rs"]
-mod hf_fixture;
+use crate::hf_fixture;
 #[path = "hf_load/real_model.rs"]
 mod real_model;
 

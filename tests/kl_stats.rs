@@ -4,8 +4,7 @@
 //! the statistics of those values computed by numpy (mean, `std/sqrt(n−1)`, `np.percentile`'s
 //! linear interpolation, max). Also `quantlab eval --json` prints the same statistics.
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 use quantlab::io::tokenizer::TokenizerFiles;
 use quantlab::model::backend::Backend;

@@ -5,8 +5,7 @@
 //!
 //! The tiny Llama of tests/fixtures/tiny (2 blocks of 7 linears), 4 scale experts, 10 steps.
 
-#[path = "common/tiny_llama.rs"]
-mod tiny_llama;
+use crate::tiny_llama;
 use tiny_llama::{mos_config, packed};
 
 use quantlab::playground::engine::Device;

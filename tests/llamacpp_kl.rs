@@ -5,8 +5,7 @@
 //! same windows. docs/kl-statistics.md has the 12-window comparison the tolerances come from.
 //! Heavy (the real default model, 4 windows): run with `cargo test --release`.
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 const MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 const TEXT: &str = "tests/data/wikitext-2-raw-test.txt";

@@ -2,8 +2,7 @@
 //! loads (naming the tensor), and an evaluation whose output goes non-finite fails naming the
 //! window instead of reporting `PPL = NaN` with success.
 
-#[path = "common/synthetic.rs"]
-mod synthetic;
+use crate::synthetic;
 
 use quantlab::format::QTensor;
 use quantlab::model::eval::{EvalOptions, Protocol};

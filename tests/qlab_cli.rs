@@ -2,8 +2,7 @@
 //! `generate` load it. The file evaluates to exactly the perplexity the same quantization gives
 //! in memory (the default model, RTN; a tiny checkpoint, BinaryMoS), and says where it came from.
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 use cli::{last_json, quantlab, root, run};
 use sha2::{Digest, Sha256};

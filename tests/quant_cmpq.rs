@@ -5,8 +5,7 @@
 //! (`FitCache`, `CmpqCache`) gives the same tensors as a fresh one across steps that change
 //! widths, sparse outliers, outlier fractions, magnitudes and the source model.
 
-#[path = "common/rng.rs"]
-mod rng;
+use crate::rng;
 use rng::Rng;
 
 use quantlab::format::{Format, QTensor};

@@ -2,9 +2,7 @@
 //! calibration through the real forward pass, missing statistics, and GPTQ's output error on the
 //! calibration inputs against RTN's for every layer.
 
-#[path = "common/synthetic.rs"]
-#[allow(dead_code)] // not every test file uses every helper
-mod synthetic;
+use crate::synthetic;
 use synthetic::Norms;
 
 use quantlab::format::Granularity;

@@ -2,9 +2,7 @@
 //! default model: which tensors change, the memory report the format table yields, error versus
 //! bits, per-tensor overrides, progress and cancellation.
 
-#[path = "common/synthetic.rs"]
-#[allow(dead_code)] // not every test file uses every helper
-mod synthetic;
+use crate::synthetic;
 use synthetic::Norms;
 
 use quantlab::format::{Format, Granularity, IntSpec};

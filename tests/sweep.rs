@@ -3,9 +3,7 @@
 //! JSONL rows read back, the plot's series, and the GPU → CPU fallback for formats the GPU
 //! backend cannot run (on whatever adapter wgpu finds: Mesa lavapipe in CI).
 
-#[path = "common/synthetic.rs"]
-#[allow(dead_code)] // not every test file uses every helper
-mod synthetic;
+use crate::synthetic;
 use synthetic::Norms;
 
 use quantlab::format::Granularity;

@@ -4,8 +4,7 @@
 //! and the shard index and count from flags and the Slurm / Kubernetes environment, with the
 //! errors for bad ones and for shards that do not belong together.
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 use quantlab::sweep::report::{self, Row};
 use std::path::{Path, PathBuf};

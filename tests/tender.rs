@@ -4,8 +4,7 @@
 //! quantizing with it, finer than one per-tensor scale (each channel's step is at most the
 //! tensor's).
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
+use crate::gpu_check;
 
 use quantlab::format::act::ActGranularity;
 use quantlab::format::tender::{TenderChunk, TenderRound, TenderSpec};

@@ -3,8 +3,7 @@
 //! model the paper's headline at 4-bit activations: one window where per-token INT4 activations
 //! wreck the model and Tender's decomposition keeps it usable.
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 use cli::{last_json, quantlab, root, run};
 

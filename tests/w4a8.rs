@@ -3,8 +3,7 @@
 //! alike; the composable pipeline (scale transform → weight rounding → activation quantizer)
 //! through `QuantConfig`, its share link, and static scales calibrated from the statistics.
 
-#[path = "common/gpu_check.rs"]
-mod gpu_check;
+use crate::gpu_check;
 
 use gpu_check::{close, gpu, read};
 use quantlab::format::act::ActGranularity;

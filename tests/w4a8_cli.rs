@@ -2,8 +2,7 @@
 //! tiny checkpoint (tests/fixtures/tiny), CPU and GPU backends agreeing; `slac` printing its
 //! table; a sweep keeping W4A8 configurations apart; flags that contradict a config refused.
 
-#[path = "common/cli.rs"]
-mod cli;
+use crate::cli;
 
 use cli::{last_json, quantlab, run};
 
