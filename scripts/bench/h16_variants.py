@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Versions of shaders/matmul_h16_staged.wgsl for timing on the GPU machine (docs/gpu-perf.md,
 session 21): ablations that each drop one part of the staged tensor-core product (their results
-are wrong; only their time says what that part costs), a reordered loop, and two shapes with
-256 invocations. Each goes into OUT/<name>/matmul_h16_staged.wgsl, for QUANTLAB_SHADER_DIR:
+are wrong; only their time says what that part costs), a reordered loop, two shapes with
+256 invocations, and (session 24, not yet timed) `f16-storage`: the same kernel with its inputs
+read from storage as f16 pieces, so that staging a stage only moves halves instead of unpacking
+each to f32 and rounding it back (with shaders/h16_tiles_nested.wgsl changed to match; same
+values, so the same results). Each goes into OUT/<name>/, for QUANTLAB_SHADER_DIR:
 
     python3 scripts/bench/h16_variants.py .variants
     for d in .variants/*/; do
@@ -183,15 +186,40 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     return "".join(L)
 
 
+# Inputs as 16-byte pieces of eight f16 (two vec4<f16>) instead of vec4<u32>: naga's bitcast
+# cannot turn a u32 into vec2<f16>, so the kernel unpacks to f32 and rounds back, two conversions
+# per half, 64 per invocation per stage.
+TILES = open(os.path.join(HERE, '../../shaders/h16_tiles_nested.wgsl')).read()
+HALVES = re.search(r"fn halves\(v: vec4<u32>\) -> array<f16, 8> \{.*?\n\}\n", TILES, re.S).group(0)
+F16_TILES = TILES.replace(HALVES, """alias P16 = array<vec4<f16>, 2>;
+
+fn halves(v: P16) -> array<f16, 8> {
+    return array<f16, 8>(v[0].x, v[0].y, v[0].z, v[0].w, v[1].x, v[1].y, v[1].z, v[1].w);
+}
+""").replace("v: vec4<u32>) {", "v: P16) {")
+assert F16_TILES.count("v: P16) {") == 2
+F16_STAGED = (src.replace("array<vec4<u32>>;", "array<array<vec4<f16>, 2>>;")
+              .replace("x0: vec4<u32>, x1: vec4<u32>, x2: vec4<u32>, x3: vec4<u32>,",
+                       "x0: P16, x1: P16, x2: P16, x3: P16,")
+              .replace("w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>)",
+                       "w0: P16, w1: P16, w2: P16, w3: P16)"))
+assert F16_STAGED.count("array<array<vec4<f16>, 2>>;") == 2 and "vec4<u32>" not in F16_STAGED
+
+
 def main():
     out = sys.argv[1]
+    os.makedirs(f"{out}/f16-storage", exist_ok=True)
+    with open(f"{out}/f16-storage/h16_tiles_nested.wgsl", "w") as f:
+        f.write(F16_TILES)
+    with open(f"{out}/f16-storage/matmul_h16_staged.wgsl", "w") as f:
+        f.write(F16_STAGED)
     for ra, rb in [(2, 4), (4, 2)]:
         V[f"w256-{ra}x{rb}"] = w256(ra, rb)
     for name, text in V.items():
         os.makedirs(f"{out}/{name}", exist_ok=True)
         with open(f"{out}/{name}/matmul_h16_staged.wgsl", "w") as f:
             f.write(text)
-    print(" ".join(V))
+    print(" ".join(V), "f16-storage")
 
 
 if __name__ == "__main__":
